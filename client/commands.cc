@@ -1,0 +1,654 @@
+// psctl's commands: turn flags into RPCs and RPC results into tables, JSON or a progress bar.
+#include "client/commands.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "client/coordinator_client.h"
+#include "client/format.h"
+#include "client/job_progress.h"
+#include "client/local_cluster.h"
+#include "common/job_spec.h"
+#include "common/status.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace psrv {
+namespace {
+
+std::string ToJson(const google::protobuf::Message& message, bool pretty = true) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  options.add_whitespace = pretty;
+  std::string json;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) return JsonQuote(absl::StrCat("cannot print as JSON: ", status.ToString()));
+  while (!json.empty() && json.back() == '\n') json.pop_back();
+  return json;
+}
+
+nlohmann::ordered_json ToJsonValue(const google::protobuf::Message& message) {
+  return nlohmann::ordered_json::parse(ToJson(message, /*pretty=*/false));
+}
+
+CoordinatorClient MakeClient(const CommandEnv& env) {
+  return CoordinatorClient(CoordinatorClientOptions{env.coordinator, env.timeout});
+}
+
+absl::Status FlagRange(const char* flag, int64_t value, int64_t lo, int64_t hi) {
+  if (value < lo || value > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " must be in [", lo, ", ", hi, "], got ", value));
+  }
+  return absl::OkStatus();
+}
+
+// Sets a uint32 spec field from a flag after checking its range here: in the spec 0 means "unset,
+// use the default", and a value above 2^32 would wrap.
+absl::Status SetUint32(const char* flag, const std::optional<int64_t>& value, int64_t lo,
+                       int64_t hi, const std::function<void(uint32_t)>& set) {
+  if (!value.has_value()) return absl::OkStatus();
+  absl::Status status = FlagRange(flag, *value, lo, hi);
+  if (!status.ok()) return status;
+  set(static_cast<uint32_t>(*value));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadSpecText(const std::string& spec_file) {
+  if (spec_file == "-") {
+    return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  std::ifstream in(ResolveUserPath(spec_file), std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read --spec ", spec_file, ": ", std::strerror(errno)));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// Waits for `job_id` to end while drawing its progress. `poll` may abort the watch. Prints the
+// final summary and returns the final status.
+absl::StatusOr<JobStatus> WatchWithProgress(
+    const CommandEnv& env, CoordinatorClient& client, const std::string& job_id,
+    const std::function<absl::Status()>& poll,
+    const std::function<void(const JobStatus&)>& observe = nullptr) {
+  JobProgressPrinter printer(env.out, JobProgressPrinter::Options{env.tty});
+  absl::StatusOr<JobStatus> final_status = client.WatchJob(
+      job_id,
+      [&](const JobStatus& status) {
+        if (observe) observe(status);
+        printer.Update(status);
+      },
+      poll);
+  if (!final_status.ok()) {
+    printer.EndLine();
+    return final_status;
+  }
+  printer.Finish(*final_status);
+  return final_status;
+}
+
+int ExitCodeForJob(const JobStatus& status) {
+  return status.state() == SUCCEEDED ? kExitOk : kExitFailure;
+}
+
+std::string StepText(const JobStatus& job) {
+  return absl::StrCat(job.step(), "/", job.spec().training().steps());
+}
+
+std::string MakeTempDir() {
+  const char* tmp = getenv("TMPDIR");
+  std::string pattern = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/psctl-local-XXXXXX");
+  std::vector<char> buffer(pattern.begin(), pattern.end());
+  buffer.push_back('\0');
+  if (mkdtemp(buffer.data()) == nullptr) return "";
+  return std::string(buffer.data());
+}
+
+}  // namespace
+
+std::string ResolveUserPath(const std::string& path) {
+  if (path.empty() || path[0] == '/' || path == "-") return path;
+  const char* base = getenv("BUILD_WORKING_DIRECTORY");
+  if (base != nullptr && *base != '\0') return absl::StrCat(base, "/", path);
+  return path;
+}
+
+namespace {
+
+// The spec file of `flags`, parsed but without defaults; an empty spec if there is none.
+absl::StatusOr<JobSpec> LoadSpecFile(const JobSpecFlags& flags) {
+  JobSpec spec;
+  if (!flags.spec_file.empty()) {
+    if (flags.spec_file != "-" && !absl::EndsWith(flags.spec_file, ".json") &&
+        !absl::EndsWith(flags.spec_file, ".yaml") && !absl::EndsWith(flags.spec_file, ".yml")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--spec ", flags.spec_file, ": expected a .json, .yaml or .yml file (or - for stdin)"));
+    }
+    absl::StatusOr<std::string> text = ReadSpecText(flags.spec_file);
+    if (!text.ok()) return text.status();
+    absl::StatusOr<JobSpec> parsed = ParseJobSpec(*text);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flags.spec_file, ": ", parsed.status().message()));
+    }
+    spec = *std::move(parsed);
+  }
+  return spec;
+}
+
+// Applies the flag overrides to `spec`, then the defaults, then validates.
+absl::StatusOr<JobSpec> ApplyFlags(JobSpec spec, const JobSpecFlags& flags) {
+  if (flags.name) spec.set_name(*flags.name);
+  if (flags.data) spec.mutable_data()->set_path(*flags.data);
+  TrainingSpec* training = spec.mutable_training();
+  OptimizerConfig* optimizer = training->mutable_optimizer();
+  if (flags.steps) {
+    RETURN_IF_ERROR(FlagRange("--steps", *flags.steps, 1, 1000000000));
+    training->set_steps(*flags.steps);
+  }
+  RETURN_IF_ERROR(SetUint32("--batch-size", flags.batch_size, 1, 65536,
+                            [&](uint32_t v) { training->set_batch_size(v); }));
+  if (flags.lr) {
+    if (!(*flags.lr > 0)) {  // 0 would mean "default"; NaN fails too.
+      return absl::InvalidArgumentError(absl::StrCat("--lr must be in (0, 10], got ", *flags.lr));
+    }
+    optimizer->set_learning_rate(static_cast<float>(*flags.lr));
+  }
+  if (flags.optimizer) {
+    const std::string kind = absl::AsciiStrToLower(*flags.optimizer);
+    if (kind == "sgd") {
+      optimizer->set_kind(SGD);
+    } else if (kind == "momentum") {
+      optimizer->set_kind(MOMENTUM);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--optimizer must be sgd or momentum, got ", *flags.optimizer));
+    }
+  }
+  if (flags.momentum) {
+    optimizer->set_momentum(static_cast<float>(*flags.momentum));
+    if (optimizer->kind() == OPTIMIZER_UNSPECIFIED) optimizer->set_kind(MOMENTUM);
+  }
+  if (flags.mode) {
+    const std::string mode = absl::AsciiStrToLower(*flags.mode);
+    if (mode == "sync") {
+      training->set_consistency(SYNC);
+    } else if (mode == "async") {
+      training->set_consistency(ASYNC);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--mode must be sync or async, got ", *flags.mode));
+    }
+  }
+  RETURN_IF_ERROR(
+      SetUint32("--servers", flags.servers, 1, 64, [&](uint32_t v) { spec.set_num_servers(v); }));
+  RETURN_IF_ERROR(
+      SetUint32("--workers", flags.workers, 1, 64, [&](uint32_t v) { spec.set_num_workers(v); }));
+  if (flags.seed) training->set_seed(*flags.seed);
+  RETURN_IF_ERROR(SetUint32("--context", flags.context, 1, 64,
+                            [&](uint32_t v) { spec.mutable_model()->set_context(v); }));
+  RETURN_IF_ERROR(SetUint32("--embedding-dim", flags.embedding_dim, 1, 1024,
+                            [&](uint32_t v) { spec.mutable_model()->set_embedding_dim(v); }));
+  RETURN_IF_ERROR(SetUint32("--hidden-dim", flags.hidden_dim, 1, 16384,
+                            [&](uint32_t v) { spec.mutable_model()->set_hidden_dim(v); }));
+
+  ApplyJobDefaults(&spec);
+  absl::Status valid = ValidateJobSpec(spec);
+  if (!valid.ok()) {
+    std::string message = absl::StrCat("invalid job spec: ", valid.message());
+    if (spec.data().path().empty()) {
+      absl::StrAppend(&message, " (pass --data FILE or set data.path in --spec)");
+    }
+    return absl::InvalidArgumentError(message);
+  }
+  return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<JobSpec> BuildJobSpec(const JobSpecFlags& flags) {
+  absl::StatusOr<JobSpec> spec = LoadSpecFile(flags);
+  if (!spec.ok()) return spec.status();
+  return ApplyFlags(*std::move(spec), flags);
+}
+
+int ReportError(const CommandEnv& env, const absl::Status& status) {
+  *env.err << "psctl: " << status.message() << "\n";
+  env.err->flush();
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+      return kExitBadInput;
+    case absl::StatusCode::kCancelled:
+      return env.interrupted() ? kExitInterrupted : kExitFailure;
+    default:
+      return kExitFailure;
+  }
+}
+
+int JobSubmitCommand(const CommandEnv& env, const JobSpecFlags& flags, bool watch, bool json) {
+  absl::StatusOr<JobSpec> spec = BuildJobSpec(flags);
+  if (!spec.ok()) return ReportError(env, spec.status());
+  CoordinatorClient client = MakeClient(env);
+  absl::StatusOr<std::string> job_id = client.SubmitJob(*spec);
+  if (!job_id.ok()) return ReportError(env, job_id.status());
+  if (!watch) {
+    if (json) {
+      nlohmann::ordered_json out = {{"job_id", *job_id}};
+      *env.out << out.dump(2) << "\n";
+    } else {
+      *env.out << *job_id << "\n";
+    }
+    return kExitOk;
+  }
+  if (json) {
+    // One JSON document: the final status (it holds the job id).
+    absl::StatusOr<JobStatus> final_status = client.WatchJob(*job_id, nullptr, [&] {
+      return env.interrupted() ? absl::CancelledError("interrupted") : absl::OkStatus();
+    });
+    if (!final_status.ok()) return ReportError(env, final_status.status());
+    *env.out << ToJson(*final_status) << "\n";
+    return ExitCodeForJob(*final_status);
+  }
+  *env.out << "submitted job " << *job_id << "\n";
+  return JobWatchCommand(env, *job_id);
+}
+
+int JobListCommand(const CommandEnv& env, bool json) {
+  CoordinatorClient client = MakeClient(env);
+  absl::StatusOr<std::vector<JobStatus>> jobs = client.ListJobs();
+  if (!jobs.ok()) return ReportError(env, jobs.status());
+  if (json) {
+    ListJobsResponse response;
+    for (const JobStatus& job : *jobs) *response.add_jobs() = job;
+    *env.out << ToJson(response) << "\n";
+    return kExitOk;
+  }
+  if (jobs->empty()) {
+    *env.out << "no jobs\n";
+    return kExitOk;
+  }
+  const absl::Time now = absl::Now();
+  Table table({"ID", "NAME", "STATE", "STEP", "LOSS", "TOK/S", "AGE"});
+  for (int c : {3, 4, 5, 6}) table.SetRightAligned(c);
+  for (const JobStatus& job : *jobs) {
+    table.AddRow({job.job_id(), job.spec().name(), JobState_Name(job.state()), StepText(job),
+                  FormatLoss(job.loss(), HasLoss(job)),
+                  job.tokens_per_sec() > 0 ? HumanCount(job.tokens_per_sec()) : "-",
+                  FormatAgeSince(job.submit_time_ms(), now)});
+  }
+  *env.out << table.Render();
+  return kExitOk;
+}
+
+int JobStatusCommand(const CommandEnv& env, const std::string& job_id, bool json) {
+  CoordinatorClient client = MakeClient(env);
+  absl::StatusOr<JobStatus> job = client.GetJob(job_id);
+  if (!job.ok()) return ReportError(env, job.status());
+  if (json) {
+    *env.out << ToJson(*job) << "\n";
+    return kExitOk;
+  }
+  const absl::Time now = absl::Now();
+  const JobSpec& spec = job->spec();
+  const TrainingSpec& t = spec.training();
+  std::ostream& out = *env.out;
+  Table fields({"", ""});
+  auto field = [&](const std::string& name, const std::string& value) {
+    fields.AddRow({name + ":", value});
+  };
+  field("job", job->job_id());
+  field("name", spec.name());
+  field("state", JobState_Name(job->state()));
+  field("step", StepText(*job));
+  field("loss", FormatLoss(job->loss(), HasLoss(*job)));
+  field("tokens/s", job->tokens_per_sec() > 0 ? HumanCount(job->tokens_per_sec()) : "-");
+  field("submitted", absl::StrCat(FormatAgeSince(job->submit_time_ms(), now), " ago"));
+  field("elapsed", job->start_time_ms() != 0 ? FormatClock(JobElapsed(*job, now)) : "-");
+  field("model",
+        absl::StrCat(spec.model().kind(), ", context ", spec.model().context(), ", embedding ",
+                     spec.model().embedding_dim(), ", hidden ", spec.model().hidden_dim()));
+  field("data", spec.data().path());
+  std::string optimizer =
+      absl::StrCat(OptimizerKind_Name(t.optimizer().kind()), " lr ", t.optimizer().learning_rate());
+  if (t.optimizer().kind() == MOMENTUM) {
+    absl::StrAppend(&optimizer, " momentum ", t.optimizer().momentum());
+  }
+  field("training", absl::StrCat(ConsistencyMode_Name(t.consistency()), ", ", optimizer, ", batch ",
+                                 t.batch_size(), ", seed ", t.seed()));
+  field("cluster",
+        absl::StrCat(spec.num_servers(), " server(s), ", spec.num_workers(), " worker(s)"));
+  if (!job->message().empty()) field("message", job->message());
+  // The header row of a two-column key/value table is empty: drop it.
+  std::string rendered = fields.Render();
+  rendered.erase(0, rendered.find('\n') + 1);
+  out << rendered;
+
+  if (job->workers_size() > 0) {
+    Table workers({"RANK", "WORKER", "STEP", "LOSS", "TOK/S", "DONE"});
+    for (int c : {0, 2, 3, 4}) workers.SetRightAligned(c);
+    std::vector<WorkerProgress> sorted(job->workers().begin(), job->workers().end());
+    std::sort(sorted.begin(), sorted.end(),
+              [](const WorkerProgress& a, const WorkerProgress& b) { return a.rank() < b.rank(); });
+    for (const WorkerProgress& w : sorted) {
+      workers.AddRow({absl::StrCat(w.rank()), w.worker_id(), absl::StrCat(w.step()),
+                      FormatLoss(w.loss(), w.step() > 0),
+                      w.tokens_per_sec() > 0 ? HumanCount(w.tokens_per_sec()) : "-",
+                      w.done() ? "yes" : "no"});
+    }
+    out << "\n" << workers.Render();
+  }
+  if (!job->sample().empty()) {
+    std::string sample = PrintableText(job->sample());
+    if (sample.back() != '\n') sample += '\n';
+    out << "\nSample of generated text:\n" << sample;
+  }
+  return kExitOk;
+}
+
+int JobWatchCommand(const CommandEnv& env, const std::string& job_id) {
+  CoordinatorClient client = MakeClient(env);
+  absl::StatusOr<JobStatus> final_status = WatchWithProgress(env, client, job_id, [&] {
+    return env.interrupted() ? absl::CancelledError("interrupted") : absl::OkStatus();
+  });
+  if (!final_status.ok()) {
+    if (env.interrupted()) {
+      *env.err << "psctl: stopped watching job " << job_id
+               << "; it keeps running (psctl job cancel " << job_id << " stops it)\n";
+      return kExitInterrupted;
+    }
+    return ReportError(env, final_status.status());
+  }
+  return ExitCodeForJob(*final_status);
+}
+
+int JobCancelCommand(const CommandEnv& env, const std::string& job_id) {
+  CoordinatorClient client = MakeClient(env);
+  absl::StatusOr<JobStatus> job = client.CancelJob(job_id);
+  if (!job.ok()) return ReportError(env, job.status());
+  *env.out << "job " << job->job_id() << ": " << JobState_Name(job->state()) << "\n";
+  return kExitOk;
+}
+
+int ClusterCommand(const CommandEnv& env, bool json) {
+  CoordinatorClient client = MakeClient(env);
+  absl::StatusOr<std::vector<NodeInfo>> nodes = client.ListNodes();
+  if (!nodes.ok()) return ReportError(env, nodes.status());
+  if (json) {
+    ListNodesResponse response;
+    for (const NodeInfo& node : *nodes) *response.add_nodes() = node;
+    *env.out << ToJson(response) << "\n";
+    return kExitOk;
+  }
+  if (nodes->empty()) {
+    *env.out << "no nodes registered at " << env.coordinator << "\n";
+    return kExitOk;
+  }
+  const absl::Time now = absl::Now();
+  Table table({"ID", "ROLE", "ADDRESS", "HEALTH", "HEARTBEAT", "JOB", "RANK"});
+  table.SetRightAligned(4);
+  table.SetRightAligned(6);
+  for (const NodeInfo& node : *nodes) {
+    const bool has_job = !node.job_id().empty();
+    table.AddRow({node.node_id(), NodeRole_Name(node.role()), node.address(),
+                  NodeHealth_Name(node.health()), FormatAgeSince(node.last_heartbeat_ms(), now),
+                  has_job ? node.job_id() : "-",
+                  has_job && node.role() == WORKER ? absl::StrCat(node.rank()) : "-"});
+  }
+  *env.out << table.Render();
+  return kExitOk;
+}
+
+int ShardsCommand(const CommandEnv& env, const std::string& job_id, bool json) {
+  CoordinatorClient client = MakeClient(env);
+  absl::StatusOr<std::vector<NodeInfo>> nodes = client.ListNodes();
+  if (!nodes.ok()) return ReportError(env, nodes.status());
+  std::vector<NodeInfo> servers;
+  for (const NodeInfo& node : *nodes) {
+    if (node.role() == SERVER) servers.push_back(node);
+  }
+  // Ask every server at once: one slow or dead server costs one timeout, not one each.
+  std::vector<std::future<absl::StatusOr<ServerStatus>>> replies;
+  for (const NodeInfo& server : servers) {
+    replies.push_back(std::async(std::launch::async, [&env, &job_id, address = server.address()] {
+      return GetServerStatus(address, job_id, env.timeout);
+    }));
+  }
+  std::vector<std::pair<NodeInfo, absl::StatusOr<ServerStatus>>> results;
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    results.emplace_back(servers[i], replies[i].get());
+  }
+
+  if (json) {
+    nlohmann::ordered_json out = {{"servers", nlohmann::ordered_json::array()},
+                                  {"errors", nlohmann::ordered_json::array()}};
+    for (const auto& [node, status] : results) {
+      if (status.ok()) {
+        out["servers"].push_back(ToJsonValue(*status));
+      } else {
+        out["errors"].push_back({{"node_id", node.node_id()},
+                                 {"address", node.address()},
+                                 {"code", absl::StatusCodeToString(status.status().code())},
+                                 {"error", std::string(status.status().message())}});
+      }
+    }
+    *env.out << out.dump(2) << "\n";
+    return results.empty() || std::any_of(results.begin(), results.end(),
+                                          [](const auto& r) { return r.second.ok(); })
+               ? kExitOk
+               : kExitFailure;
+  }
+
+  if (servers.empty()) {
+    *env.out << "no servers registered at " << env.coordinator << "\n";
+    return kExitOk;
+  }
+  const absl::Time now = absl::Now();
+  Table table({"SERVER", "JOB", "TABLE", "RANGE", "ELEMENTS", "BYTES", "VERSION", "MODE", "PUSHES",
+               "PULLS", "IN/OUT", "UPDATED", "WORKERS"});
+  for (int c : {4, 5, 6, 8, 9, 10, 11}) table.SetRightAligned(c);
+  int failures = 0;
+  for (const auto& [node, status] : results) {
+    const std::string server = node.address().empty() ? node.node_id() : node.address();
+    if (!status.ok()) {
+      ++failures;
+      // One line per server: the hint goes after a semicolon.
+      table.AddSpanningRow(
+          server, absl::StrCat("error: ",
+                               absl::StrReplaceAll(status.status().message(), {{"\n  ", "; "}})));
+      continue;
+    }
+    if (status->shards_size() == 0) {
+      table.AddSpanningRow(
+          server, job_id.empty() ? "(no shards)" : absl::StrCat("(no shards of job ", job_id, ")"));
+      continue;
+    }
+    std::vector<ShardStatus> shards(status->shards().begin(), status->shards().end());
+    std::sort(shards.begin(), shards.end(), [](const ShardStatus& a, const ShardStatus& b) {
+      return std::make_tuple(a.job_id(), a.table(), a.range().begin()) <
+             std::make_tuple(b.job_id(), b.table(), b.range().begin());
+    });
+    for (const ShardStatus& shard : shards) {
+      std::vector<uint32_t> ranks(shard.workers_seen().begin(), shard.workers_seen().end());
+      std::sort(ranks.begin(), ranks.end());
+      table.AddRow(
+          {server, shard.job_id(), shard.table(),
+           absl::StrCat("[", shard.range().begin(), ",", shard.range().end(), ")"),
+           absl::StrCat(shard.elements()), HumanBytes(shard.bytes()), absl::StrCat(shard.version()),
+           ConsistencyMode_Name(shard.consistency()), absl::StrCat(shard.pushes()),
+           absl::StrCat(shard.pulls()),
+           absl::StrCat(HumanBytes(shard.bytes_in()), " / ", HumanBytes(shard.bytes_out())),
+           FormatAgeSince(shard.last_update_ms(), now),
+           ranks.empty() ? "-" : absl::StrJoin(ranks, ",")});
+    }
+  }
+  *env.out << table.Render();
+  return failures > 0 && failures == static_cast<int>(results.size()) ? kExitFailure : kExitOk;
+}
+
+int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
+                 const LocalFlags& local_flags) {
+  // 1. The job, checked before anything starts.
+  absl::StatusOr<JobSpec> from_file = LoadSpecFile(spec_flags);
+  if (!from_file.ok()) return ReportError(env, from_file.status());
+  // --servers/--workers, else the file's num_servers/num_workers, else 2 of each.
+  JobSpecFlags flags = spec_flags;
+  flags.servers =
+      local_flags.servers.value_or(from_file->num_servers() != 0 ? from_file->num_servers() : 2);
+  flags.workers =
+      local_flags.workers.value_or(from_file->num_workers() != 0 ? from_file->num_workers() : 2);
+  absl::StatusOr<JobSpec> spec = ApplyFlags(*std::move(from_file), flags);
+  if (!spec.ok()) return ReportError(env, spec.status());
+  spec->mutable_data()->set_path(
+      std::filesystem::absolute(ResolveUserPath(spec->data().path())).lexically_normal().string());
+  if (access(spec->data().path().c_str(), R_OK) != 0) {
+    return ReportError(env, absl::InvalidArgumentError(
+                                absl::StrCat("cannot read the training data ", spec->data().path(),
+                                             ": ", std::strerror(errno))));
+  }
+
+  absl::StatusOr<LocalBinaries> binaries =
+      FindLocalBinaries(ResolveUserPath(local_flags.bin_dir), env.argv0);
+  if (!binaries.ok()) return ReportError(env, binaries.status());
+
+  // 2. Where the logs go.
+  const bool temp_logs = local_flags.log_dir.empty();
+  const std::string log_dir = temp_logs ? MakeTempDir() : ResolveUserPath(local_flags.log_dir);
+  if (log_dir.empty()) {
+    return ReportError(env, absl::InternalError("cannot create a temporary log directory"));
+  }
+  if (!temp_logs) {
+    std::error_code error;
+    std::filesystem::create_directories(log_dir, error);
+    if (error) {
+      return ReportError(env, absl::InvalidArgumentError(absl::StrCat(
+                                  "cannot create --log-dir ", log_dir, ": ", error.message())));
+    }
+  }
+  // The processes log with glog: to stderr, i.e. to their log files.
+  setenv("GLOG_logtostderr", "1", /*overwrite=*/0);
+
+  // 3. The processes.
+  LocalClusterOptions options;
+  options.binaries = *binaries;
+  options.num_servers = static_cast<int>(spec->num_servers());
+  options.num_workers = static_cast<int>(spec->num_workers());
+  options.log_dir = log_dir;
+  options.interrupted = env.interrupted;
+  LocalCluster cluster(options);
+
+  bool succeeded = false;
+  auto finish = [&](int code) {
+    cluster.Stop();
+    if (succeeded && temp_logs && !local_flags.keep_logs) {
+      std::error_code ignored;
+      std::filesystem::remove_all(log_dir, ignored);
+    } else {
+      *env.err << "psctl: logs of the local cluster are in " << log_dir << "\n";
+    }
+    return code;
+  };
+
+  *env.out << "starting a local cluster: 1 coordinator, " << options.num_servers << " server(s), "
+           << options.num_workers << " worker(s); logs in " << log_dir << "\n";
+  env.out->flush();
+  absl::Status started = cluster.Start();
+  if (!started.ok()) {
+    if (env.interrupted()) {
+      *env.err << "psctl: interrupted: stopping the local cluster\n";
+      return finish(kExitInterrupted);
+    }
+    return finish(ReportError(
+        env, absl::Status(started.code(), absl::StrCat("local cluster: ", started.message()))));
+  }
+
+  // 4. The job.
+  CommandEnv job_env = env;
+  job_env.coordinator = cluster.coordinator_address();
+  CoordinatorClient client = MakeClient(job_env);
+  absl::StatusOr<std::string> submitted = client.SubmitJob(*spec);
+  if (!submitted.ok()) {
+    absl::Status dead = cluster.CheckProcesses();
+    return finish(ReportError(env, dead.ok() ? submitted.status() : dead));
+  }
+  const std::string job_id = *submitted;
+  *env.out << "coordinator at " << cluster.coordinator_address() << "; submitted job " << job_id
+           << " (" << spec->name() << ")\n";
+
+  // 5. Watch it, and everything that can go wrong meanwhile.
+  JobState state = JOB_STATE_UNSPECIFIED;
+  const absl::Time submitted_at = absl::Now();
+  absl::StatusOr<JobStatus> final_status = WatchWithProgress(
+      env, client, job_id,
+      [&] {
+        if (env.interrupted()) return absl::CancelledError("interrupted");
+        absl::Status alive = cluster.CheckProcesses();
+        if (!alive.ok()) return alive;
+        if (state != RUNNING && absl::Now() - submitted_at > local_flags.startup_timeout) {
+          std::string counts;
+          absl::StatusOr<std::vector<NodeInfo>> nodes = client.ListNodes();
+          if (nodes.ok()) {
+            int servers = 0, workers = 0;
+            for (const NodeInfo& node : *nodes) {
+              if (node.role() == SERVER) ++servers;
+              if (node.role() == WORKER) ++workers;
+            }
+            counts = absl::StrCat("; registered: ", servers, "/", options.num_servers,
+                                  " server(s), ", workers, "/", options.num_workers, " worker(s)");
+          }
+          return absl::DeadlineExceededError(
+              absl::StrCat("job ", job_id, " did not start within ",
+                           absl::FormatDuration(local_flags.startup_timeout), counts));
+        }
+        return absl::OkStatus();
+      },
+      [&](const JobStatus& status) { state = status.state(); });
+
+  if (!final_status.ok()) {
+    if (env.interrupted()) {
+      *env.err << "psctl: interrupted: cancelling job " << job_id
+               << " and stopping the local cluster\n";
+      CommandEnv quick = job_env;
+      quick.timeout = absl::Seconds(2);
+      (void)MakeClient(quick).CancelJob(job_id);
+      return finish(kExitInterrupted);
+    }
+    absl::Status dead = cluster.CheckProcesses();
+    return finish(ReportError(
+        env, dead.ok()
+                 ? final_status.status()
+                 : absl::Status(dead.code(), absl::StrCat("local cluster: ", dead.message()))));
+  }
+  succeeded = final_status->state() == SUCCEEDED;
+  if (!succeeded) {
+    // A job that failed because one of its processes died: say which.
+    absl::Status dead = cluster.CheckProcesses();
+    if (!dead.ok()) *env.err << "psctl: local cluster: " << dead.message() << "\n";
+  }
+  return finish(ExitCodeForJob(*final_status));
+}
+
+}  // namespace psrv

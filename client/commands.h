@@ -1,0 +1,87 @@
+// The psctl commands, independent of the command-line parser: each takes its parsed flags and the
+// environment (output streams, coordinator address, Ctrl-C flag) and returns the exit code:
+// 0 success, 1 failure (RPC error, job FAILED/CANCELLED), 2 bad input, 130 interrupted.
+#ifndef PSRV_CLIENT_COMMANDS_H_
+#define PSRV_CLIENT_COMMANDS_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/job.pb.h"
+
+namespace psrv {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitBadInput = 2;
+inline constexpr int kExitInterrupted = 130;
+
+struct CommandEnv {
+  std::ostream* out = nullptr;
+  std::ostream* err = nullptr;
+  bool tty = false;  // stdout is a terminal: redraw the progress bar in place.
+  std::function<bool()> interrupted = [] { return false; };
+  std::string coordinator = "127.0.0.1:7070";
+  absl::Duration timeout = absl::Seconds(10);  // Per unary RPC.
+  std::string argv0;                           // To find binaries and runfiles.
+};
+
+// A job spec from an optional file plus flag overrides (unset optionals leave the file's value).
+struct JobSpecFlags {
+  std::string spec_file;  // .json, .yaml or .yml; "-" reads stdin; "" for none.
+  std::optional<std::string> name;
+  std::optional<std::string> data;
+  std::optional<int64_t> steps;
+  std::optional<int64_t> batch_size;
+  std::optional<double> lr;
+  std::optional<std::string> optimizer;  // "sgd" or "momentum", any case.
+  std::optional<double> momentum;        // Also selects MOMENTUM if no optimizer was chosen.
+  std::optional<std::string> mode;       // "sync" or "async", any case.
+  std::optional<int64_t> servers;
+  std::optional<int64_t> workers;
+  std::optional<uint64_t> seed;
+  std::optional<int64_t> context;
+  std::optional<int64_t> embedding_dim;
+  std::optional<int64_t> hidden_dim;
+};
+
+// Reads the spec file, applies the overrides and the defaults, and validates. INVALID_ARGUMENT
+// (or NOT_FOUND for an unreadable file) with a message naming the field or flag.
+absl::StatusOr<JobSpec> BuildJobSpec(const JobSpecFlags& flags);
+
+// A relative path as the user meant it: under `bazel run`, relative to BUILD_WORKING_DIRECTORY.
+std::string ResolveUserPath(const std::string& path);
+
+// Prints "psctl: <message>" to env.err and returns the exit code for `status`: 2 for
+// INVALID_ARGUMENT (bad input), 130 for CANCELLED by Ctrl-C, else 1.
+int ReportError(const CommandEnv& env, const absl::Status& status);
+
+int JobSubmitCommand(const CommandEnv& env, const JobSpecFlags& flags, bool watch, bool json);
+int JobListCommand(const CommandEnv& env, bool json);
+int JobStatusCommand(const CommandEnv& env, const std::string& job_id, bool json);
+int JobWatchCommand(const CommandEnv& env, const std::string& job_id);
+int JobCancelCommand(const CommandEnv& env, const std::string& job_id);
+int ShardsCommand(const CommandEnv& env, const std::string& job_id, bool json);
+int ClusterCommand(const CommandEnv& env, bool json);
+
+struct LocalFlags {
+  std::optional<int64_t> servers;  // Default: the spec's num_servers if set, else 2.
+  std::optional<int64_t> workers;  // Default: the spec's num_workers if set, else 2.
+  std::string bin_dir;
+  std::string log_dir;  // "" for a fresh temporary directory (removed after a successful run).
+  bool keep_logs = false;
+  absl::Duration startup_timeout = absl::Seconds(60);  // Until the job leaves PENDING.
+};
+
+int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
+                 const LocalFlags& local_flags);
+
+}  // namespace psrv
+
+#endif  // PSRV_CLIENT_COMMANDS_H_

@@ -1,0 +1,240 @@
+// Starting, watching and stopping the processes of `psctl local`.
+#include "client/local_cluster.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "tools/cpp/runfiles/runfiles.h"
+
+namespace psrv {
+namespace {
+
+using bazel::tools::cpp::runfiles::Runfiles;
+
+bool IsExecutable(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
+
+std::string Dirname(const std::string& path) {
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string SelfDirectory() {
+  char buffer[4096];
+  const ssize_t n = readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);
+  if (n <= 0) return "";
+  return Dirname(std::string(buffer, n));
+}
+
+struct BinaryName {
+  const char* name;     // "ps_coordinator"
+  const char* package;  // "coordinator"
+};
+
+constexpr BinaryName kBinaries[] = {
+    {"ps_coordinator", "coordinator"}, {"ps_server", "server"}, {"ps_worker", "worker"}};
+
+}  // namespace
+
+absl::StatusOr<LocalBinaries> FindLocalBinaries(const std::string& bin_dir,
+                                                const std::string& argv0) {
+  std::string found[3];
+  if (!bin_dir.empty()) {
+    for (int i = 0; i < 3; ++i) {
+      const std::string path = absl::StrCat(bin_dir, "/", kBinaries[i].name);
+      if (!IsExecutable(path)) {
+        return absl::NotFoundError(absl::StrCat("no executable ", kBinaries[i].name,
+                                                " in --bin-dir ", bin_dir, " (looked for ", path,
+                                                ")"));
+      }
+      found[i] = path;
+    }
+    return LocalBinaries{found[0], found[1], found[2]};
+  }
+
+  const std::string self_dir = SelfDirectory();
+  std::string runfiles_error;
+  std::unique_ptr<Runfiles> runfiles(Runfiles::Create(argv0, &runfiles_error));
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> candidates;
+    if (!self_dir.empty()) {
+      candidates.push_back(absl::StrCat(self_dir, "/", kBinaries[i].name));
+      candidates.push_back(
+          absl::StrCat(self_dir, "/../", kBinaries[i].package, "/", kBinaries[i].name));
+    }
+    if (runfiles != nullptr) {
+      const std::string path =
+          runfiles->Rlocation(absl::StrCat("psrv/", kBinaries[i].package, "/", kBinaries[i].name));
+      if (!path.empty()) candidates.push_back(path);
+    }
+    for (const std::string& candidate : candidates) {
+      if (IsExecutable(candidate)) {
+        found[i] = candidate;
+        break;
+      }
+    }
+    if (found[i].empty()) {
+      return absl::NotFoundError(absl::StrCat(
+          "cannot find ", kBinaries[i].name,
+          " (looked in: ", candidates.empty() ? "nowhere usable" : absl::StrJoin(candidates, ", "),
+          "); build it with `bazel build //", kBinaries[i].package, ":", kBinaries[i].name,
+          "` or pass --bin-dir"));
+    }
+  }
+  return LocalBinaries{found[0], found[1], found[2]};
+}
+
+std::string TailOfFile(const std::string& path, int lines) {
+  std::ifstream in(path);
+  if (!in) return "";
+  std::deque<std::string> tail;
+  std::string line;
+  while (std::getline(in, line)) {
+    tail.push_back(line);
+    if (static_cast<int>(tail.size()) > lines) tail.pop_front();
+  }
+  return absl::StrJoin(tail, "\n");
+}
+
+LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(options)) {}
+
+LocalCluster::~LocalCluster() { Stop(absl::Seconds(2)); }
+
+std::string LocalCluster::Died(Process* process, int exit_code) const {
+  std::string message = absl::StrCat(process->name, " (pid ", process->subprocess.pid(),
+                                     ") exited with code ", exit_code);
+  if (exit_code > 128) absl::StrAppend(&message, " (signal ", exit_code - 128, ")");
+  const std::string tail = TailOfFile(process->log_path, 10);
+  if (tail.empty()) {
+    absl::StrAppend(&message, "; its log ", process->log_path, " is empty");
+  } else {
+    absl::StrAppend(&message, "; last lines of ", process->log_path, ":\n    ",
+                    absl::StrJoin(absl::StrSplit(tail, '\n'), "\n    "));
+  }
+  return message;
+}
+
+absl::StatusOr<LocalCluster::Process*> LocalCluster::Launch(const std::string& name,
+                                                            const std::string& file_stem,
+                                                            std::vector<std::string> argv,
+                                                            bool may_exit) {
+  auto process = std::make_unique<Process>();
+  process->name = name;
+  process->log_path = absl::StrCat(options_.log_dir, "/", file_stem, ".log");
+  process->may_exit = may_exit;
+  absl::Status status = process->subprocess.Start(argv, process->log_path);
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("start ", name, ": ", status.message()));
+  }
+  processes_.push_back(std::move(process));
+  return processes_.back().get();
+}
+
+absl::StatusOr<int> LocalCluster::WaitForPort(Process* process, const std::string& port_file) {
+  const absl::Time deadline = absl::Now() + options_.startup_timeout;
+  while (true) {
+    if (options_.interrupted && options_.interrupted()) {
+      return absl::CancelledError("interrupted while starting the local cluster");
+    }
+    absl::StatusOr<int> port =
+        WaitForPortFile(port_file, absl::Milliseconds(100), &process->subprocess);
+    if (port.ok()) return port;
+    if (port.status().code() == absl::StatusCode::kUnavailable) {
+      absl::StatusOr<int> code = process->subprocess.Wait(absl::ZeroDuration());
+      return absl::UnavailableError(
+          absl::StrCat(Died(process, code.ok() ? *code : -1), "\n  (before writing its port)"));
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          process->name, " did not write its port to ", port_file, " within ",
+          absl::FormatDuration(options_.startup_timeout), "; see ", process->log_path));
+    }
+  }
+}
+
+absl::Status LocalCluster::Start() {
+  const std::string coordinator_port_file = absl::StrCat(options_.log_dir, "/coordinator.port");
+  std::remove(coordinator_port_file.c_str());
+  absl::StatusOr<Process*> coordinator =
+      Launch("coordinator", "coordinator",
+             {options_.binaries.coordinator, "--host=127.0.0.1", "--port=0",
+              "--port_file=" + coordinator_port_file},
+             /*may_exit=*/false);
+  if (!coordinator.ok()) return coordinator.status();
+  absl::StatusOr<int> port = WaitForPort(*coordinator, coordinator_port_file);
+  if (!port.ok()) return port.status();
+  coordinator_address_ = absl::StrCat("127.0.0.1:", *port);
+
+  std::vector<std::pair<Process*, std::string>> servers;
+  for (int i = 0; i < options_.num_servers; ++i) {
+    const std::string stem = absl::StrCat("server-", i);
+    const std::string port_file = absl::StrCat(options_.log_dir, "/", stem, ".port");
+    std::remove(port_file.c_str());
+    absl::StatusOr<Process*> server =
+        Launch(absl::StrCat("server ", i), stem,
+               {options_.binaries.server, "--host=127.0.0.1", "--port=0",
+                "--port_file=" + port_file, "--coordinator=" + coordinator_address_},
+               /*may_exit=*/false);
+    if (!server.ok()) return server.status();
+    servers.emplace_back(*server, port_file);
+  }
+  // Started together, waited for together: servers come up in parallel.
+  for (auto& [server, port_file] : servers) {
+    absl::StatusOr<int> server_port = WaitForPort(server, port_file);
+    if (!server_port.ok()) return server_port.status();
+  }
+
+  for (int i = 0; i < options_.num_workers; ++i) {
+    absl::StatusOr<Process*> worker =
+        Launch(absl::StrCat("worker ", i), absl::StrCat("worker-", i),
+               {options_.binaries.worker, "--coordinator=" + coordinator_address_, "--max_jobs=1"},
+               /*may_exit=*/true);
+    if (!worker.ok()) return worker.status();
+  }
+  return CheckProcesses();
+}
+
+absl::Status LocalCluster::CheckProcesses() {
+  for (const auto& process : processes_) {
+    if (process->subprocess.running()) continue;
+    absl::StatusOr<int> code = process->subprocess.Wait(absl::ZeroDuration());
+    if (!code.ok()) continue;  // Never started.
+    if (process->may_exit && *code == 0) continue;
+    return absl::UnavailableError(Died(process.get(), *code));
+  }
+  return absl::OkStatus();
+}
+
+void LocalCluster::Stop(absl::Duration grace) {
+  // Workers first (they report to the coordinator), then servers, then the coordinator.
+  for (const char* prefix : {"worker", "server", "coordinator"}) {
+    std::vector<Process*> group;
+    for (const auto& process : processes_) {
+      if (absl::StartsWith(process->name, prefix) && process->subprocess.running()) {
+        group.push_back(process.get());
+      }
+    }
+    for (Process* process : group) process->subprocess.Signal(SIGTERM);
+    const absl::Time deadline = absl::Now() + grace;
+    for (Process* process : group) {
+      if (!process->subprocess.Wait(std::max(absl::ZeroDuration(), deadline - absl::Now())).ok()) {
+        process->subprocess.Signal(SIGKILL);
+        (void)process->subprocess.Wait(absl::Seconds(5));
+      }
+    }
+  }
+}
+
+}  // namespace psrv

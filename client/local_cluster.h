@@ -1,0 +1,87 @@
+// A whole cluster as child processes on 127.0.0.1 (`psctl local`): one ps_coordinator, N ps_server
+// and M ps_worker, each logging to its own file, torn down with SIGTERM then SIGKILL.
+#ifndef PSRV_CLIENT_LOCAL_CLUSTER_H_
+#define PSRV_CLIENT_LOCAL_CLUSTER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/subprocess.h"
+
+namespace psrv {
+
+// Paths of the three binaries.
+struct LocalBinaries {
+  std::string coordinator;
+  std::string server;
+  std::string worker;
+};
+
+// Finds ps_coordinator, ps_server and ps_worker: only in `bin_dir` if it is non-empty; else in the
+// directory of the running executable (/proc/self/exe) and its siblings ../coordinator, ../server,
+// ../worker (the bazel-bin layout); else in Bazel runfiles (psrv/coordinator/ps_coordinator...).
+// NOT_FOUND lists where it looked and how to build them.
+absl::StatusOr<LocalBinaries> FindLocalBinaries(const std::string& bin_dir,
+                                                const std::string& argv0);
+
+struct LocalClusterOptions {
+  LocalBinaries binaries;
+  int num_servers = 2;
+  int num_workers = 2;
+  std::string log_dir;  // Existing directory for <process>.log and port files.
+  absl::Duration startup_timeout = absl::Seconds(30);  // Per process, to write its port file.
+  std::function<bool()> interrupted;                   // Polled while waiting; optional.
+};
+
+// Owns the child processes. Not thread-safe. The destructor stops whatever still runs.
+class LocalCluster {
+ public:
+  explicit LocalCluster(LocalClusterOptions options);
+  ~LocalCluster();
+  LocalCluster(const LocalCluster&) = delete;
+  LocalCluster& operator=(const LocalCluster&) = delete;
+
+  // Starts the coordinator and waits for its port, then the servers (waiting for their ports, so
+  // they can register), then the workers. On error, names the process and shows its log's tail;
+  // the processes already started keep running until Stop().
+  absl::Status Start();
+
+  // "127.0.0.1:<port>" once Start() got the coordinator's port.
+  const std::string& coordinator_address() const { return coordinator_address_; }
+
+  // OK while every process runs (a worker that exited with 0 finished its jobs: fine). Otherwise
+  // UNAVAILABLE naming the first process that died, its exit code and the tail of its log.
+  absl::Status CheckProcesses();
+
+  // Workers, then servers, then the coordinator: SIGTERM, up to `grace` per group, then SIGKILL.
+  void Stop(absl::Duration grace = absl::Seconds(5));
+
+ private:
+  struct Process {
+    std::string name;  // "coordinator", "server 0", "worker 1"
+    std::string log_path;
+    bool may_exit = false;  // Exit code 0 is expected (workers with --max_jobs).
+    Subprocess subprocess;
+  };
+
+  absl::StatusOr<Process*> Launch(const std::string& name, const std::string& file_stem,
+                                  std::vector<std::string> argv, bool may_exit);
+  absl::StatusOr<int> WaitForPort(Process* process, const std::string& port_file);
+  std::string Died(Process* process, int exit_code) const;
+
+  LocalClusterOptions options_;
+  std::string coordinator_address_;
+  std::vector<std::unique_ptr<Process>> processes_;  // In start order.
+};
+
+// The last `lines` lines of the file at `path` ("" if unreadable).
+std::string TailOfFile(const std::string& path, int lines);
+
+}  // namespace psrv
+
+#endif  // PSRV_CLIENT_LOCAL_CLUSTER_H_

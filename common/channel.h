@@ -1,0 +1,37 @@
+// gRPC channels and servers configured the same way everywhere (message size limits for tensors).
+#ifndef PSRV_COMMON_CHANNEL_H_
+#define PSRV_COMMON_CHANNEL_H_
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/channel.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "common/wire.h"
+
+namespace psrv {
+
+// An insecure channel to `address` (host:port) that accepts tensor-sized messages.
+inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  // Each server gets its own connection even when addresses repeat (no subchannel sharing).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // Cluster addresses are reached directly: an http_proxy set for the web must not capture them.
+  args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+// Sets tensor-sized message limits on a server under construction.
+inline void ConfigureServerBuilder(grpc::ServerBuilder* builder) {
+  builder->SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder->SetMaxSendMessageSize(kMaxMessageBytes);
+}
+
+}  // namespace psrv
+
+#endif  // PSRV_COMMON_CHANNEL_H_

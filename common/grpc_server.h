@@ -1,0 +1,31 @@
+// Starts a process's gRPC server the same way everywhere: tensor-sized message limits, the standard
+// health service, server reflection, and the port actually bound (for --port=0).
+#ifndef PSRV_COMMON_GRPC_SERVER_H_
+#define PSRV_COMMON_GRPC_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/server.h>
+#include <grpcpp/impl/codegen/service_type.h>
+
+#include "absl/status/statusor.h"
+
+namespace psrv {
+
+struct RunningServer {
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;  // The port bound.
+};
+
+// Listens on host:port (port 0: any free port) with `services` (not owned; must outlive the
+// server). If `port_file` is non-empty the bound port is written there once serving.
+// UNAVAILABLE if the address cannot be bound.
+absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
+                                              const std::vector<grpc::Service*>& services,
+                                              const std::string& port_file);
+
+}  // namespace psrv
+
+#endif  // PSRV_COMMON_GRPC_SERVER_H_

@@ -1,0 +1,17 @@
+// Deterministic parameter initialisation: element i of a table gets a value that depends only on
+// (seed, table name, i), so a model starts the same however its tables are sharded.
+#ifndef PSRV_COMMON_INITIALIZER_H_
+#define PSRV_COMMON_INITIALIZER_H_
+
+#include <cstdint>
+
+#include "proto/types.pb.h"
+
+namespace psrv {
+
+// Writes elements [begin, begin + count) of table `table` into `out` (count floats).
+void InitializeRange(const TableSpec& table, uint64_t begin, uint64_t count, float* out);
+
+}  // namespace psrv
+
+#endif  // PSRV_COMMON_INITIALIZER_H_

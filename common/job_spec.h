@@ -1,0 +1,37 @@
+// JobSpec from JSON or YAML text, defaults, and validation with messages a person understands.
+#ifndef PSRV_COMMON_JOB_SPEC_H_
+#define PSRV_COMMON_JOB_SPEC_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/job.pb.h"
+
+namespace psrv {
+
+// Parses a JobSpec written as JSON (protobuf JSON mapping: field names in lowerCamelCase or
+// snake_case, enums by name) or YAML with the same structure. Unknown fields are an error.
+// INVALID_ARGUMENT with the parser's message (and line for YAML) on malformed input.
+absl::StatusOr<JobSpec> ParseJobSpec(const std::string& text);
+
+// Reads and parses a file; NOT_FOUND if it cannot be read.
+absl::StatusOr<JobSpec> ReadJobSpecFile(const std::string& path);
+
+// Fills unset fields with defaults: model mlp (context 8, embedding 24, hidden 256), steps 1000,
+// batch 64, SGD lr 0.1 (momentum 0.9 for MOMENTUM), SYNC, seed 1, report_every 10,
+// sample_length 200, FP32 wire dtype, 1 server, 1 worker, name "job".
+void ApplyJobDefaults(JobSpec* spec);
+
+// Checks every field of a (defaulted) spec. INVALID_ARGUMENT naming the field, the value and the
+// allowed range, e.g. "training.batch_size must be in [1, 65536], got 0".
+absl::Status ValidateJobSpec(const JobSpec& spec);
+
+// True for SUCCEEDED, FAILED and CANCELLED: the job will not change any more.
+inline bool IsTerminal(JobState state) {
+  return state == SUCCEEDED || state == FAILED || state == CANCELLED;
+}
+
+}  // namespace psrv
+
+#endif  // PSRV_COMMON_JOB_SPEC_H_

@@ -1,0 +1,404 @@
+#include "common/job_spec.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <string>
+
+#include "google/protobuf/util/message_differencer.h"
+
+namespace psrv {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+MATCHER_P(EqualsProto, expected, "") {
+  return google::protobuf::util::MessageDifferencer::Equals(arg, expected);
+}
+
+constexpr char kJson[] = R"({
+  "name": "tiny",
+  "model": {"kind": "mlp", "context": 4, "embeddingDim": 16, "hiddenDim": 64},
+  "data": {"path": "/tmp/text.txt"},
+  "training": {
+    "steps": 500, "batchSize": 32,
+    "optimizer": {"kind": "MOMENTUM", "learningRate": 0.05, "momentum": 0.8},
+    "consistency": "ASYNC", "seed": 7, "reportEvery": 5, "sampleLength": 100,
+    "wireDtype": "FP32"
+  },
+  "numServers": 2, "numWorkers": 3
+})";
+
+constexpr char kYaml[] = R"(# A small job.
+name: tiny
+model:
+  kind: mlp
+  context: 4
+  embedding_dim: 16
+  hidden_dim: 64
+data:
+  path: /tmp/text.txt
+training:
+  steps: 500
+  batch_size: 32
+  optimizer:
+    kind: MOMENTUM
+    learning_rate: 0.05
+    momentum: 0.8
+  consistency: ASYNC
+  seed: 7
+  report_every: 5
+  sample_length: 100
+  wire_dtype: FP32
+num_servers: 2
+num_workers: 3
+)";
+
+JobSpec ExpectedSpec() {
+  JobSpec spec;
+  spec.set_name("tiny");
+  spec.mutable_model()->set_kind("mlp");
+  spec.mutable_model()->set_context(4);
+  spec.mutable_model()->set_embedding_dim(16);
+  spec.mutable_model()->set_hidden_dim(64);
+  spec.mutable_data()->set_path("/tmp/text.txt");
+  TrainingSpec* t = spec.mutable_training();
+  t->set_steps(500);
+  t->set_batch_size(32);
+  t->mutable_optimizer()->set_kind(MOMENTUM);
+  t->mutable_optimizer()->set_learning_rate(0.05f);
+  t->mutable_optimizer()->set_momentum(0.8f);
+  t->set_consistency(ASYNC);
+  t->set_seed(7);
+  t->set_report_every(5);
+  t->set_sample_length(100);
+  t->set_wire_dtype(FP32);
+  spec.set_num_servers(2);
+  spec.set_num_workers(3);
+  return spec;
+}
+
+// A defaulted, valid spec to break one field at a time.
+JobSpec ValidSpec() {
+  JobSpec spec;
+  spec.mutable_data()->set_path("/tmp/text.txt");
+  ApplyJobDefaults(&spec);
+  return spec;
+}
+
+void ExpectInvalid(const absl::Status& status, const std::string& substring) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(substring));
+}
+
+TEST(ParseJobSpecTest, JsonAndYamlGiveTheSameSpec) {
+  absl::StatusOr<JobSpec> from_json = ParseJobSpec(kJson);
+  absl::StatusOr<JobSpec> from_yaml = ParseJobSpec(kYaml);
+  ASSERT_TRUE(from_json.ok()) << from_json.status();
+  ASSERT_TRUE(from_yaml.ok()) << from_yaml.status();
+  EXPECT_THAT(*from_json, EqualsProto(ExpectedSpec()));
+  EXPECT_THAT(*from_yaml, EqualsProto(ExpectedSpec()));
+}
+
+TEST(ParseJobSpecTest, AcceptsSnakeCaseJsonAndCamelCaseYaml) {
+  absl::StatusOr<JobSpec> json = ParseJobSpec(
+      R"({"num_servers": 2, "training": {"batch_size": 8, "optimizer": {"learning_rate": 0.5}}})");
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ(json->num_servers(), 2u);
+  EXPECT_EQ(json->training().batch_size(), 8u);
+  EXPECT_FLOAT_EQ(json->training().optimizer().learning_rate(), 0.5f);
+
+  absl::StatusOr<JobSpec> yaml =
+      ParseJobSpec("numServers: 2\ntraining:\n  batchSize: 8\n  optimizer: {learningRate: 0.5}\n");
+  ASSERT_TRUE(yaml.ok()) << yaml.status();
+  EXPECT_THAT(*yaml, EqualsProto(*json));
+}
+
+TEST(ParseJobSpecTest, YamlScalars) {
+  // Quoted numbers and names that look like numbers or booleans.
+  absl::StatusOr<JobSpec> spec = ParseJobSpec(
+      "name: 123\ndata: {path: 'true'}\ntraining: {steps: '42', seed: 1_000, batch_size: 1e3}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name(), "123");
+  EXPECT_EQ(spec->data().path(), "true");
+  EXPECT_EQ(spec->training().steps(), 42u);
+  EXPECT_EQ(spec->training().seed(), 1000u);
+  EXPECT_EQ(spec->training().batch_size(), 1000u);
+}
+
+TEST(ParseJobSpecTest, YamlNullLeavesDefault) {
+  absl::StatusOr<JobSpec> spec = ParseJobSpec("name: x\nmodel:\ntraining: {steps: ~}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->training().steps(), 0u);
+  EXPECT_FALSE(spec->has_model());
+}
+
+TEST(ParseJobSpecTest, MalformedJson) {
+  absl::StatusOr<JobSpec> spec = ParseJobSpec("{\"name\": \"x\",\n \"numServers\": }");
+  ExpectInvalid(spec.status(), "invalid JSON job spec: parse error at line 2, column 16");
+  ExpectInvalid(ParseJobSpec("{\"name\": \"x\"").status(), "invalid JSON job spec");
+}
+
+TEST(ParseJobSpecTest, MalformedYamlNamesTheLine) {
+  absl::StatusOr<JobSpec> spec = ParseJobSpec("name: x\nmodel:\n  kind: [mlp\n");
+  ExpectInvalid(spec.status(), "invalid YAML at line");
+}
+
+TEST(ParseJobSpecTest, MalformedInputNeverThrows) {
+  ExpectInvalid(ParseJobSpec("{\"training\": {\"steps\": 1e400}}").status(), "JSON");
+  ExpectInvalid(ParseJobSpec("name: x\ntraining:\n\tsteps: 5\n").status(),
+                "YAML does not allow tabs");
+  ExpectInvalid(ParseJobSpec("name: *undefined_alias\n").status(), "YAML");
+  ExpectInvalid(ParseJobSpec("{\"name\": \"\\ud800\"}").status(), "");
+}
+
+TEST(ParseJobSpecTest, EmptyInput) { ExpectInvalid(ParseJobSpec("  \n").status(), "empty"); }
+
+TEST(ParseJobSpecTest, NotAMapping) {
+  ExpectInvalid(ParseJobSpec("just some words\n").status(), "must be a mapping");
+  ExpectInvalid(ParseJobSpec("- a\n- b\n").status(), "must be a mapping");
+}
+
+TEST(ParseJobSpecTest, UnknownFieldRejected) {
+  ExpectInvalid(ParseJobSpec("name: x\nmodel:\n  kind: mlp\n  layers: 3\n").status(),
+                "unknown field \"model.layers\" (line 4)");
+  // JSON too, and with the line when the JSON is also readable as YAML.
+  absl::Status json = ParseJobSpec("{\"name\": \"x\",\n \"trainingg\": {}}").status();
+  ExpectInvalid(json, "unknown field \"trainingg\" (line 2)");
+  ExpectInvalid(json, "has fields: name, model, data, training");
+}
+
+TEST(ParseJobSpecTest, WrongTypesNameFieldAndLine) {
+  ExpectInvalid(ParseJobSpec("training:\n  steps: lots\n").status(),
+                "training.steps must be a non-negative integer, got \"lots\" (line 2)");
+  ExpectInvalid(ParseJobSpec("training:\n  steps: -5\n").status(), "training.steps");
+  ExpectInvalid(ParseJobSpec("training:\n  optimizer: {learning_rate: fast}\n").status(),
+                "training.optimizer.learning_rate must be a number");
+  ExpectInvalid(ParseJobSpec("training:\n  consistency: sync\n").status(), "did you mean SYNC?");
+  ExpectInvalid(ParseJobSpec("model: mlp\n").status(), "model must be a mapping");
+  ExpectInvalid(ParseJobSpec("name: [a, b]\n").status(), "name must be a single value");
+  ExpectInvalid(ParseJobSpec("name: a\nname: b\n").status(), "given twice");
+  ExpectInvalid(ParseJobSpec("{\"training\": {\"steps\": \"many\"}}").status(), "training.steps");
+}
+
+TEST(ParseJobSpecTest, YamlInfinityBecomesNonFinite) {
+  absl::StatusOr<JobSpec> spec = ParseJobSpec("training: {optimizer: {learning_rate: .inf}}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(std::isinf(spec->training().optimizer().learning_rate()));
+}
+
+TEST(ReadJobSpecFileTest, ReadsAndReportsMissingFile) {
+  const std::string path = ::testing::TempDir() + "/spec.yaml";
+  {
+    std::ofstream out(path);
+    out << kYaml;
+  }
+  absl::StatusOr<JobSpec> spec = ReadJobSpecFile(path);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_THAT(*spec, EqualsProto(ExpectedSpec()));
+
+  absl::StatusOr<JobSpec> missing = ReadJobSpecFile(::testing::TempDir() + "/nope.json");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("nope.json"));
+
+  const std::string bad = ::testing::TempDir() + "/bad.yaml";
+  {
+    std::ofstream out(bad);
+    out << "name: x\nbogus: 1\n";
+  }
+  absl::Status status = ReadJobSpecFile(bad).status();
+  ExpectInvalid(status, "bad.yaml");
+  ExpectInvalid(status, "unknown field \"bogus\" (line 2)");
+}
+
+TEST(ApplyJobDefaultsTest, FillsUnsetFields) {
+  JobSpec spec;
+  ApplyJobDefaults(&spec);
+  EXPECT_EQ(spec.name(), "job");
+  EXPECT_EQ(spec.model().kind(), "mlp");
+  EXPECT_EQ(spec.model().context(), 8u);
+  EXPECT_EQ(spec.model().embedding_dim(), 24u);
+  EXPECT_EQ(spec.model().hidden_dim(), 256u);
+  EXPECT_EQ(spec.training().steps(), 1000u);
+  EXPECT_EQ(spec.training().batch_size(), 64u);
+  EXPECT_EQ(spec.training().optimizer().kind(), SGD);
+  EXPECT_FLOAT_EQ(spec.training().optimizer().learning_rate(), 0.1f);
+  EXPECT_FLOAT_EQ(spec.training().optimizer().momentum(), 0.0f);
+  EXPECT_EQ(spec.training().consistency(), SYNC);
+  EXPECT_EQ(spec.training().seed(), 1u);
+  EXPECT_EQ(spec.training().report_every(), 10u);
+  EXPECT_EQ(spec.training().sample_length(), 200u);
+  EXPECT_EQ(spec.training().wire_dtype(), FP32);
+  EXPECT_EQ(spec.num_servers(), 1u);
+  EXPECT_EQ(spec.num_workers(), 1u);
+  EXPECT_TRUE(spec.data().path().empty());
+}
+
+TEST(ApplyJobDefaultsTest, KeepsSetFieldsAndDefaultsMomentum) {
+  JobSpec spec = ExpectedSpec();
+  JobSpec copy = spec;
+  ApplyJobDefaults(&copy);
+  EXPECT_THAT(copy, EqualsProto(spec));
+
+  JobSpec momentum;
+  momentum.mutable_training()->mutable_optimizer()->set_kind(MOMENTUM);
+  ApplyJobDefaults(&momentum);
+  EXPECT_FLOAT_EQ(momentum.training().optimizer().momentum(), 0.9f);
+}
+
+TEST(ValidateJobSpecTest, ValidSpecs) {
+  EXPECT_TRUE(ValidateJobSpec(ValidSpec()).ok()) << ValidateJobSpec(ValidSpec());
+  EXPECT_TRUE(ValidateJobSpec(ExpectedSpec()).ok()) << ValidateJobSpec(ExpectedSpec());
+}
+
+TEST(ValidateJobSpecTest, MissingDataPath) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_data()->clear_path();
+  ExpectInvalid(ValidateJobSpec(spec), "data.path");
+}
+
+TEST(ValidateJobSpecTest, EmptyName) {
+  JobSpec spec = ValidSpec();
+  spec.clear_name();
+  ExpectInvalid(ValidateJobSpec(spec), "name");
+}
+
+// One row per integer rule: the field, a setter, the lowest and highest allowed values.
+struct IntRule {
+  std::string field;
+  std::function<void(JobSpec*, uint64_t)> set;
+  uint64_t lo;
+  uint64_t hi;
+};
+
+class IntRuleTest : public ::testing::TestWithParam<IntRule> {};
+
+TEST_P(IntRuleTest, BoundsAreInclusive) {
+  const IntRule& rule = GetParam();
+  for (uint64_t ok : {rule.lo, rule.hi}) {
+    JobSpec spec = ValidSpec();
+    rule.set(&spec, ok);
+    EXPECT_TRUE(ValidateJobSpec(spec).ok())
+        << rule.field << "=" << ok << ": " << ValidateJobSpec(spec);
+  }
+  if (rule.lo > 0) {
+    JobSpec spec = ValidSpec();
+    rule.set(&spec, rule.lo - 1);
+    ExpectInvalid(ValidateJobSpec(spec), rule.field + " must be in [" + std::to_string(rule.lo) +
+                                             ", " + std::to_string(rule.hi) + "], got " +
+                                             std::to_string(rule.lo - 1));
+  }
+  JobSpec spec = ValidSpec();
+  rule.set(&spec, rule.hi + 1);
+  ExpectInvalid(ValidateJobSpec(spec), rule.field);
+  ExpectInvalid(ValidateJobSpec(spec), std::to_string(rule.hi + 1));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllIntegerRules, IntRuleTest,
+    ::testing::Values(
+        IntRule{"training.steps",
+                [](JobSpec* s, uint64_t v) { s->mutable_training()->set_steps(v); }, 1, 1000000000},
+        IntRule{"training.batch_size",
+                [](JobSpec* s, uint64_t v) { s->mutable_training()->set_batch_size(v); }, 1, 65536},
+        IntRule{"num_servers", [](JobSpec* s, uint64_t v) { s->set_num_servers(v); }, 1, 64},
+        IntRule{"num_workers", [](JobSpec* s, uint64_t v) { s->set_num_workers(v); }, 1, 64},
+        IntRule{"model.context", [](JobSpec* s, uint64_t v) { s->mutable_model()->set_context(v); },
+                1, 64},
+        IntRule{"model.embedding_dim",
+                [](JobSpec* s, uint64_t v) { s->mutable_model()->set_embedding_dim(v); }, 1, 1024},
+        IntRule{"model.hidden_dim",
+                [](JobSpec* s, uint64_t v) { s->mutable_model()->set_hidden_dim(v); }, 1, 16384},
+        IntRule{"training.sample_length",
+                [](JobSpec* s, uint64_t v) { s->mutable_training()->set_sample_length(v); }, 0,
+                100000}),
+    [](const ::testing::TestParamInfo<IntRule>& info) {
+      std::string name = info.param.field;
+      for (char& c : name) {
+        if (c == '.') c = '_';
+      }
+      return name;
+    });
+
+TEST(ValidateJobSpecTest, ReportEvery) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_training()->set_report_every(0);
+  ExpectInvalid(ValidateJobSpec(spec), "training.report_every must be at least 1");
+  spec.mutable_training()->set_report_every(1);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+}
+
+TEST(ValidateJobSpecTest, LearningRate) {
+  for (float bad : {0.0f, -0.1f, 10.5f, std::numeric_limits<float>::infinity(),
+                    std::numeric_limits<float>::quiet_NaN()}) {
+    JobSpec spec = ValidSpec();
+    spec.mutable_training()->mutable_optimizer()->set_learning_rate(bad);
+    ExpectInvalid(ValidateJobSpec(spec), "training.optimizer.learning_rate");
+  }
+  for (float good : {1e-6f, 10.0f}) {
+    JobSpec spec = ValidSpec();
+    spec.mutable_training()->mutable_optimizer()->set_learning_rate(good);
+    EXPECT_TRUE(ValidateJobSpec(spec).ok()) << good;
+  }
+}
+
+TEST(ValidateJobSpecTest, Momentum) {
+  for (float bad : {-0.1f, 1.0f, 2.0f, std::numeric_limits<float>::quiet_NaN()}) {
+    JobSpec spec = ValidSpec();
+    spec.mutable_training()->mutable_optimizer()->set_kind(MOMENTUM);
+    spec.mutable_training()->mutable_optimizer()->set_momentum(bad);
+    ExpectInvalid(ValidateJobSpec(spec), "training.optimizer.momentum must be in [0, 1)");
+  }
+  for (float good : {0.0f, 0.99f}) {
+    JobSpec spec = ValidSpec();
+    spec.mutable_training()->mutable_optimizer()->set_kind(MOMENTUM);
+    spec.mutable_training()->mutable_optimizer()->set_momentum(good);
+    EXPECT_TRUE(ValidateJobSpec(spec).ok()) << good;
+  }
+}
+
+TEST(ValidateJobSpecTest, ModelKind) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_model()->set_kind("transformer");
+  ExpectInvalid(ValidateJobSpec(spec), "model.kind must be \"mlp\", got \"transformer\"");
+}
+
+TEST(ValidateJobSpecTest, Enums) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_training()->set_consistency(CONSISTENCY_UNSPECIFIED);
+  ExpectInvalid(ValidateJobSpec(spec), "training.consistency must be SYNC or ASYNC");
+  spec = ValidSpec();
+  spec.mutable_training()->set_consistency(ASYNC);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+
+  spec = ValidSpec();
+  spec.mutable_training()->mutable_optimizer()->set_kind(OPTIMIZER_UNSPECIFIED);
+  ExpectInvalid(ValidateJobSpec(spec), "training.optimizer.kind must be SGD or MOMENTUM");
+
+  for (DType dtype : {BF16, FP16}) {
+    spec = ValidSpec();
+    spec.mutable_training()->set_wire_dtype(dtype);
+    ExpectInvalid(ValidateJobSpec(spec), "not supported yet");
+    ExpectInvalid(ValidateJobSpec(spec), DType_Name(dtype));
+  }
+  spec = ValidSpec();
+  spec.mutable_training()->set_wire_dtype(DTYPE_UNSPECIFIED);
+  ExpectInvalid(ValidateJobSpec(spec), "training.wire_dtype must be FP32");
+}
+
+TEST(ValidateJobSpecTest, ParsedThenDefaultedSpecValidates) {
+  absl::StatusOr<JobSpec> spec = ParseJobSpec("data: {path: /tmp/x}\ntraining: {steps: 5}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ApplyJobDefaults(&*spec);
+  EXPECT_TRUE(ValidateJobSpec(*spec).ok()) << ValidateJobSpec(*spec);
+  EXPECT_EQ(spec->training().steps(), 5u);
+}
+
+}  // namespace
+}  // namespace psrv

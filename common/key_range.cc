@@ -1,0 +1,48 @@
+#include "common/key_range.h"
+
+#include <algorithm>
+
+#include "common/model_layout.h"
+
+namespace psrv {
+
+std::vector<ShardAssignment> PlanShards(const std::vector<TableSpec>& tables,
+                                        const std::vector<ServerSlot>& servers,
+                                        uint64_t min_shard_elements) {
+  std::vector<ShardAssignment> shards;
+  const uint64_t n = servers.size();
+  std::vector<uint64_t> load(n, 0);
+  auto add = [&](const TableSpec& table, uint64_t begin, uint64_t end, size_t server) {
+    ShardAssignment shard;
+    shard.set_table(table.name());
+    *shard.mutable_range() = MakeRange(begin, end);
+    shard.set_server_id(servers[server].id);
+    shard.set_server_address(servers[server].address);
+    shards.push_back(std::move(shard));
+    load[server] += end - begin;
+  };
+  for (const TableSpec& table : tables) {
+    const uint64_t size = TableElements(table);
+    if (size == 0) continue;
+    if (n > 1 && size >= min_shard_elements * n) {
+      // The remainder's extra keys go to the least-loaded servers first.
+      std::vector<size_t> order(n);
+      for (size_t i = 0; i < n; ++i) order[i] = i;
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return load[a] < load[b]; });
+      std::vector<uint64_t> piece(n, size / n);
+      for (uint64_t i = 0; i < size % n; ++i) piece[order[i]] += 1;
+      uint64_t begin = 0;
+      for (size_t s = 0; s < n; ++s) {
+        add(table, begin, begin + piece[s], s);
+        begin += piece[s];
+      }
+    } else {
+      const size_t least = std::min_element(load.begin(), load.end()) - load.begin();
+      add(table, 0, size, least);
+    }
+  }
+  return shards;
+}
+
+}  // namespace psrv

@@ -1,0 +1,86 @@
+#include "common/membership.h"
+
+#include <glog/logging.h>
+#include <grpcpp/client_context.h>
+
+#include "common/channel.h"
+#include "common/status.h"
+
+namespace psrv {
+
+Membership::Membership(Options options, HeartbeatHandler handler)
+    : options_(std::move(options)),
+      handler_(std::move(handler)),
+      stub_(Coordinator::NewStub(CreateChannel(options_.coordinator))) {}
+
+Membership::~Membership() { Stop(); }
+
+absl::Status Membership::RegisterOnce() {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  RegisterRequest request;
+  request.set_role(options_.role);
+  request.set_address(options_.address);
+  RegisterResponse response;
+  RETURN_IF_ERROR(FromGrpcStatus(stub_->Register(&context, request, &response),
+                                 "register with coordinator " + options_.coordinator));
+  absl::MutexLock lock(&mu_);
+  node_id_ = response.node_id();
+  if (response.heartbeat_interval_ms() > 0) {
+    interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
+  }
+  LOG(INFO) << "registered with coordinator " << options_.coordinator << " as " << node_id_;
+  return absl::OkStatus();
+}
+
+absl::Status Membership::Start(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::Status status;
+  while (!(status = RegisterOnce()).ok()) {
+    if (absl::Now() > deadline || stop_.HasBeenNotified()) return status;
+    LOG(WARNING) << status << "; retrying";
+    stop_.WaitForNotificationWithTimeout(absl::Milliseconds(300));
+  }
+  thread_ = std::thread([this] { HeartbeatLoop(); });
+  return absl::OkStatus();
+}
+
+void Membership::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string Membership::node_id() {
+  absl::MutexLock lock(&mu_);
+  return node_id_;
+}
+
+void Membership::HeartbeatLoop() {
+  while (true) {
+    absl::Duration interval;
+    HeartbeatRequest request;
+    {
+      absl::MutexLock lock(&mu_);
+      interval = interval_;
+      request.set_node_id(node_id_);
+    }
+    if (stop_.WaitForNotificationWithTimeout(interval)) return;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    HeartbeatResponse response;
+    grpc::Status status = stub_->Heartbeat(&context, request, &response);
+    if (status.ok()) {
+      handler_(response);
+    } else if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+      LOG(WARNING) << "coordinator does not know node " << request.node_id()
+                   << "; registering again";
+      absl::Status s = RegisterOnce();
+      if (!s.ok()) LOG(WARNING) << s;
+    } else {
+      LOG_EVERY_N(WARNING, 10) << "heartbeat to " << options_.coordinator
+                               << " failed: " << status.error_message();
+    }
+  }
+}
+
+}  // namespace psrv

@@ -1,0 +1,60 @@
+// Keeps a server or worker registered with the coordinator: registers, sends a heartbeat every
+// interval, and registers again if the coordinator no longer knows the node (e.g. it restarted).
+#ifndef PSRV_COMMON_MEMBERSHIP_H_
+#define PSRV_COMMON_MEMBERSHIP_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "proto/coordinator.grpc.pb.h"
+
+namespace psrv {
+
+// Thread-safe.
+class Membership {
+ public:
+  struct Options {
+    std::string coordinator;  // host:port
+    NodeRole role = ROLE_UNSPECIFIED;
+    std::string address;      // This node's address as others should reach it.
+  };
+  // Runs on the heartbeat thread after every successful heartbeat.
+  using HeartbeatHandler = std::function<void(const HeartbeatResponse&)>;
+
+  Membership(Options options, HeartbeatHandler handler);
+  ~Membership();
+
+  // Registers (retrying while the coordinator is unreachable, up to `timeout`) and starts the
+  // heartbeat thread. UNAVAILABLE/DEADLINE_EXCEEDED if the coordinator never answered.
+  absl::Status Start(absl::Duration timeout);
+
+  // Stops the heartbeat thread.
+  void Stop();
+
+  std::string node_id();
+  Coordinator::Stub* stub() { return stub_.get(); }
+
+ private:
+  absl::Status RegisterOnce();
+  void HeartbeatLoop();
+
+  const Options options_;
+  const HeartbeatHandler handler_;
+  std::unique_ptr<Coordinator::Stub> stub_;
+  absl::Notification stop_;
+  std::thread thread_;
+  absl::Mutex mu_;
+  std::string node_id_ ABSL_GUARDED_BY(mu_);
+  absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(500);
+};
+
+}  // namespace psrv
+
+#endif  // PSRV_COMMON_MEMBERSHIP_H_

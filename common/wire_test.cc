@@ -1,0 +1,101 @@
+#include "common/wire.h"
+
+#include <cstring>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "proto/parameter_server.pb.h"
+
+namespace psrv {
+namespace {
+
+int released = 0;
+void CountRelease(void*) { ++released; }
+
+TEST(WireTest, RoundTripWritesPayloadIntoChosenBuffer) {
+  std::vector<float> tensor(1000);
+  for (size_t i = 0; i < tensor.size(); ++i) tensor[i] = 0.5f * i;
+  PushRequest header;
+  header.set_job_id("job-1");
+  header.set_table("embedding");
+  header.mutable_range()->set_begin(10);
+  header.mutable_range()->set_end(1010);
+  header.set_step(7);
+  released = 0;
+  {
+    grpc::ByteBuffer buffer;
+    SerializeWithPayload(header, tensor.data(), tensor.size() * 4, CountRelease, nullptr, &buffer);
+    std::vector<float> out(1000);
+    PushRequest parsed;
+    ASSERT_TRUE(ParseWithPayload(&buffer, &parsed, [&](size_t size) -> absl::StatusOr<char*> {
+                  EXPECT_EQ(size, 4000u);
+                  return reinterpret_cast<char*>(out.data());
+                }).ok());
+    EXPECT_EQ(parsed.job_id(), "job-1");
+    EXPECT_EQ(parsed.table(), "embedding");
+    EXPECT_EQ(parsed.range().end(), 1010u);
+    EXPECT_EQ(parsed.step(), 7u);
+    EXPECT_TRUE(parsed.values().empty());
+    EXPECT_EQ(out, tensor);
+  }
+  EXPECT_EQ(released, 1);  // The aliased memory is handed back once the buffer is gone.
+}
+
+TEST(WireTest, OrdinaryProtobufEncodingParses) {
+  PushRequest message;
+  message.set_table("t");
+  message.set_values(std::string("\x01\x02\x03\x04", 4));
+  grpc::ByteBuffer buffer;
+  std::string bytes = message.SerializeAsString();
+  grpc::Slice slice(bytes);
+  buffer = grpc::ByteBuffer(&slice, 1);
+  char out[4];
+  PushRequest parsed;
+  ASSERT_TRUE(ParseWithPayload(&buffer, &parsed, [&](size_t size) -> absl::StatusOr<char*> {
+                EXPECT_EQ(size, 4u);
+                return out;
+              }).ok());
+  EXPECT_EQ(parsed.table(), "t");
+  EXPECT_EQ(std::memcmp(out, "\x01\x02\x03\x04", 4), 0);
+}
+
+TEST(WireTest, DestinationErrorIsReturned) {
+  PushRequest message;
+  message.set_values("abcd");
+  std::string bytes = message.SerializeAsString();
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer buffer(&slice, 1);
+  PushRequest parsed;
+  absl::Status status = ParseWithPayload(&buffer, &parsed, [](size_t) -> absl::StatusOr<char*> {
+    return absl::InvalidArgumentError("wrong length");
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(WireTest, MissingPayloadAsksForZeroBytes) {
+  PushRequest message;
+  message.set_table("t");
+  std::string bytes = message.SerializeAsString();
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer buffer(&slice, 1);
+  PushRequest parsed;
+  size_t asked = 99;
+  ASSERT_TRUE(ParseWithPayload(&buffer, &parsed, [&](size_t size) -> absl::StatusOr<char*> {
+                asked = size;
+                return nullptr;
+              }).ok());
+  EXPECT_EQ(asked, 0u);
+}
+
+TEST(WireTest, GarbageIsInvalidArgument) {
+  std::string bytes = "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff";
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer buffer(&slice, 1);
+  PushRequest parsed;
+  absl::Status status =
+      ParseWithPayload(&buffer, &parsed, [](size_t) -> absl::StatusOr<char*> { return nullptr; });
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace psrv

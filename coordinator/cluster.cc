@@ -1,0 +1,375 @@
+#include "coordinator/cluster.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
+#include "common/key_range.h"
+#include "common/model_layout.h"
+
+namespace psrv {
+namespace {
+
+constexpr size_t kMaxLossHistory = 4096;
+
+int64_t Millis(absl::Time t) { return absl::ToUnixMillis(t); }
+
+}  // namespace
+
+ClusterCoordinator::ClusterCoordinator(Options options) : options_(std::move(options)) {}
+
+NodeHealth ClusterCoordinator::HealthOf(const Node& node, absl::Time now) const {
+  const absl::Duration silent = now - node.last_heartbeat;
+  if (silent < 3 * options_.heartbeat_interval) return HEALTHY;
+  if (silent < 10 * options_.heartbeat_interval) return SUSPECT;
+  return DEAD;
+}
+
+void ClusterCoordinator::Touch(Job* job) {
+  job->revision = ++revision_;
+}
+
+void ClusterCoordinator::EndJob(Job* job, JobState state, const std::string& message) {
+  job->status.set_state(state);
+  job->status.set_message(message);
+  job->status.set_end_time_ms(Millis(options_.clock()));
+  job->starting = false;
+  Touch(job);
+}
+
+absl::StatusOr<ClusterCoordinator::Job*> ClusterCoordinator::FindJob(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
+  return &it->second;
+}
+
+absl::StatusOr<RegisterResponse> ClusterCoordinator::Register(const RegisterRequest& request) {
+  if (request.role() != SERVER && request.role() != WORKER) {
+    return absl::InvalidArgumentError("role must be SERVER or WORKER");
+  }
+  if (request.address().empty()) return absl::InvalidArgumentError("address must be set");
+  absl::MutexLock lock(&mu_);
+  Node node;
+  node.info.set_node_id(
+      absl::StrCat(request.role() == SERVER ? "server-" : "worker-", next_node_++));
+  node.info.set_role(request.role());
+  node.info.set_address(request.address());
+  node.last_heartbeat = options_.clock();
+  RegisterResponse response;
+  response.set_node_id(node.info.node_id());
+  response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  nodes_[node.info.node_id()] = std::move(node);
+  return response;
+}
+
+absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatRequest& request) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(request.node_id());
+  if (it == nodes_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown node \"", request.node_id(), "\"; register again"));
+  }
+  Node& node = it->second;
+  node.last_heartbeat = options_.clock();
+  HeartbeatResponse response;
+  if (node.job_id.empty()) return response;
+  auto job = jobs_.find(node.job_id);
+  if (job == jobs_.end()) {
+    node.job_id.clear();
+    return response;
+  }
+  const JobState state = job->second.status.state();
+  if (state == RUNNING && !job->second.done[node.rank]) {
+    WorkAssignment* assignment = response.mutable_assignment();
+    assignment->set_job_id(node.job_id);
+    *assignment->mutable_spec() = job->second.status.spec();
+    assignment->set_rank(node.rank);
+    *assignment->mutable_shard_map() = job->second.status.shard_map();
+  } else if (state == FAILED || state == CANCELLED) {
+    response.set_cancel(true);
+    node.job_id.clear();
+  } else if (state == SUCCEEDED) {
+    node.job_id.clear();
+  }
+  return response;
+}
+
+ListNodesResponse ClusterCoordinator::ListNodes() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = options_.clock();
+  ListNodesResponse response;
+  for (const auto& [id, node] : nodes_) {
+    NodeInfo* info = response.add_nodes();
+    *info = node.info;
+    info->set_health(HealthOf(node, now));
+    info->set_last_heartbeat_ms(Millis(node.last_heartbeat));
+    info->set_job_id(node.job_id);
+    info->set_rank(node.rank);
+  }
+  return response;
+}
+
+absl::StatusOr<std::string> ClusterCoordinator::SubmitJob(JobSpec spec) {
+  ApplyJobDefaults(&spec);
+  if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  const std::string id = absl::StrCat("job-", next_job_++);
+  Job& job = jobs_[id];
+  job.status.set_job_id(id);
+  *job.status.mutable_spec() = spec;
+  job.status.set_state(PENDING);
+  job.status.set_submit_time_ms(Millis(options_.clock()));
+  job.workers.resize(spec.num_workers());
+  job.done.assign(spec.num_workers(), false);
+  job_order_.push_back(id);
+  Touch(&job);
+  return id;
+}
+
+absl::StatusOr<JobStatus> ClusterCoordinator::GetJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Job*> job = FindJob(job_id);
+  if (!job.ok()) return job.status();
+  return (*job)->status;
+}
+
+ListJobsResponse ClusterCoordinator::ListJobs() {
+  absl::MutexLock lock(&mu_);
+  ListJobsResponse response;
+  for (const std::string& id : job_order_) *response.add_jobs() = jobs_[id].status;
+  return response;
+}
+
+absl::StatusOr<JobStatus> ClusterCoordinator::CancelJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Job*> job = FindJob(job_id);
+  if (!job.ok()) return job.status();
+  if (IsTerminal((*job)->status.state())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " already ended (", JobState_Name((*job)->status.state()), ")"));
+  }
+  EndJob(*job, CANCELLED, "cancelled by user");
+  return (*job)->status;
+}
+
+absl::StatusOr<ShardMap> ClusterCoordinator::GetShardMap(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Job*> job = FindJob(job_id);
+  if (!job.ok()) return job.status();
+  if ((*job)->status.shard_map().shards().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " has not started yet"));
+  }
+  return (*job)->status.shard_map();
+}
+
+absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
+    const ReportProgressRequest& request) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Job*> found = FindJob(request.job_id());
+  if (!found.ok()) return found.status();
+  Job& job = **found;
+  const uint32_t workers = job.status.spec().num_workers();
+  if (request.rank() >= workers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", request.rank(), " is out of range: the job has ", workers,
+                     " workers"));
+  }
+  if (!std::isfinite(request.loss()) || !std::isfinite(request.tokens_per_sec())) {
+    return absl::InvalidArgumentError("loss and tokens_per_sec must be finite");
+  }
+  ReportProgressResponse response;
+  if (job.status.state() != RUNNING) {
+    response.set_cancel(job.status.state() != SUCCEEDED);
+    return response;
+  }
+  while (job.status.workers_size() < static_cast<int>(workers)) {
+    job.status.add_workers()->set_rank(job.status.workers_size());
+  }
+  WorkerProgress* progress = job.status.mutable_workers(request.rank());
+  progress->set_worker_id(request.node_id());
+  progress->set_step(request.step());
+  progress->set_loss(request.loss());
+  progress->set_tokens_per_sec(request.tokens_per_sec());
+  progress->set_done(request.done());
+  if (!request.sample().empty()) job.status.set_sample(request.sample());
+
+  uint64_t min_step = UINT64_MAX;
+  double loss_sum = 0, tokens = 0;
+  int reporting = 0;
+  for (const WorkerProgress& w : job.status.workers()) {
+    min_step = std::min<uint64_t>(min_step, w.step());
+    if (w.step() > 0) loss_sum += w.loss(), ++reporting;
+    tokens += w.tokens_per_sec();
+  }
+  job.status.set_step(min_step == UINT64_MAX ? 0 : min_step);
+  if (reporting > 0) job.status.set_loss(static_cast<float>(loss_sum / reporting));
+  job.status.set_tokens_per_sec(static_cast<float>(tokens));
+  if (request.step() > 0) {
+    auto* history = job.status.mutable_loss_history();
+    if (history->empty() || history->rbegin()->step() < job.status.step()) {
+      LossPoint* point = history->Add();
+      point->set_step(job.status.step());
+      point->set_loss(job.status.loss());
+    }
+    if (history->size() > static_cast<int>(kMaxLossHistory)) {
+      // Keep every other point so long jobs keep their whole curve at half the resolution.
+      google::protobuf::RepeatedPtrField<LossPoint> thinned;
+      for (int i = 0; i < history->size(); i += 2) *thinned.Add() = history->Get(i);
+      history->Swap(&thinned);
+    }
+  }
+
+  auto free_node = [&](const std::string& node_id) {
+    auto node = nodes_.find(node_id);
+    if (node != nodes_.end() && node->second.job_id == request.job_id()) node->second.job_id.clear();
+  };
+  if (!request.error().empty()) {
+    free_node(job.workers[request.rank()]);
+    EndJob(&job, FAILED, absl::StrCat("worker rank ", request.rank(), ": ", request.error()));
+    response.set_cancel(true);
+    return response;
+  }
+  if (request.done()) {
+    job.done[request.rank()] = true;
+    free_node(job.workers[request.rank()]);
+    if (std::all_of(job.done.begin(), job.done.end(), [](bool d) { return d; })) {
+      EndJob(&job, SUCCEEDED, "");
+      return response;
+    }
+  }
+  Touch(&job);
+  return response;
+}
+
+absl::StatusOr<JobStatus> ClusterCoordinator::WaitForJobChange(const std::string& job_id,
+                                                               uint64_t* revision,
+                                                               absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Job*> job = FindJob(job_id);
+  if (!job.ok()) return job.status();
+  const Job* j = *job;
+  const uint64_t seen = *revision;
+  auto changed = [j, seen]() { return j->revision > seen; };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  *revision = j->revision;
+  return j->status;
+}
+
+void ClusterCoordinator::Tick() {
+  FailJobsWithDeadNodes();
+  StartJobs();
+}
+
+void ClusterCoordinator::FailJobsWithDeadNodes() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = options_.clock();
+  for (auto& [id, job] : jobs_) {
+    if (job.status.state() != RUNNING) continue;
+    std::string dead;
+    for (size_t rank = 0; rank < job.workers.size() && dead.empty(); ++rank) {
+      auto node = nodes_.find(job.workers[rank]);
+      if (!job.done[rank] && (node == nodes_.end() || HealthOf(node->second, now) == DEAD)) {
+        dead = absl::StrCat("worker ", job.workers[rank], " (rank ", rank,
+                            ") stopped sending heartbeats");
+      }
+    }
+    for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+      if (!dead.empty()) break;
+      auto node = nodes_.find(shard.server_id());
+      if (node == nodes_.end() || HealthOf(node->second, now) == DEAD) {
+        dead = absl::StrCat("server ", shard.server_id(), " stopped sending heartbeats");
+      }
+    }
+    if (!dead.empty()) EndJob(&job, FAILED, dead);
+  }
+}
+
+void ClusterCoordinator::StartJobs() {
+  // Pick one startable job and reserve its nodes under the lock; create shards outside it.
+  std::string job_id;
+  std::map<std::string, CreateShardsRequest> requests;  // By server address.
+  ShardMap shard_map;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = options_.clock();
+    for (const std::string& id : job_order_) {
+      Job& job = jobs_[id];
+      if (job.status.state() != PENDING || job.starting) continue;
+      const JobSpec& spec = job.status.spec();
+      std::vector<ServerSlot> servers;
+      std::vector<std::string> workers;
+      for (const auto& [node_id, node] : nodes_) {
+        if (HealthOf(node, now) != HEALTHY) continue;
+        if (node.info.role() == SERVER && servers.size() < spec.num_servers()) {
+          servers.push_back({node_id, node.info.address()});
+        } else if (node.info.role() == WORKER && node.job_id.empty() &&
+                   workers.size() < spec.num_workers()) {
+          workers.push_back(node_id);
+        }
+      }
+      if (servers.size() < spec.num_servers() || workers.size() < spec.num_workers()) continue;
+      absl::StatusOr<std::vector<TableSpec>> tables =
+          ModelTables(spec.model(), spec.training().seed());
+      if (!tables.ok()) {
+        EndJob(&job, FAILED, std::string(tables.status().message()));
+        continue;
+      }
+      shard_map.set_job_id(id);
+      for (const TableSpec& t : *tables) *shard_map.add_tables() = t;
+      std::map<std::string, const TableSpec*> by_name;
+      for (const TableSpec& t : shard_map.tables()) by_name[t.name()] = &t;
+      for (ShardAssignment& shard : PlanShards(*tables, servers)) {
+        CreateShardsRequest& request = requests[shard.server_address()];
+        request.set_job_id(id);
+        request.set_consistency(spec.training().consistency());
+        *request.mutable_optimizer() = spec.training().optimizer();
+        request.set_num_workers(spec.num_workers());
+        ShardSpec* s = request.add_shards();
+        *s->mutable_table() = *by_name[shard.table()];
+        *s->mutable_range() = shard.range();
+        *shard_map.add_shards() = std::move(shard);
+      }
+      for (uint32_t rank = 0; rank < workers.size(); ++rank) {
+        nodes_[workers[rank]].job_id = id;
+        nodes_[workers[rank]].rank = rank;
+        job.workers[rank] = workers[rank];
+      }
+      job.starting = true;
+      job_id = id;
+      break;
+    }
+  }
+  if (job_id.empty()) return;
+
+  absl::Status status;
+  for (const auto& [address, request] : requests) {
+    status = options_.create_shards(address, request);
+    if (!status.ok()) {
+      status = absl::Status(status.code(), absl::StrCat("creating shards on ", address, ": ",
+                                                        status.message()));
+      break;
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  Job& job = jobs_[job_id];
+  if (!job.starting) return;  // Cancelled meanwhile.
+  job.starting = false;
+  if (!status.ok()) {
+    for (const std::string& node_id : job.workers) nodes_[node_id].job_id.clear();
+    EndJob(&job, FAILED, std::string(status.message()));
+    return;
+  }
+  job.status.set_state(RUNNING);
+  job.status.set_start_time_ms(Millis(options_.clock()));
+  *job.status.mutable_shard_map() = std::move(shard_map);
+  for (uint32_t rank = 0; rank < job.workers.size(); ++rank) {
+    WorkerProgress* w = job.status.add_workers();
+    w->set_rank(rank);
+    w->set_worker_id(job.workers[rank]);
+  }
+  Touch(&job);
+}
+
+}  // namespace psrv

@@ -1,0 +1,94 @@
+// The coordinator's state and decisions, without gRPC: which servers and workers are alive, which
+// job runs where (shard map, worker ranks), and each job's lifecycle and progress.
+#ifndef PSRV_COORDINATOR_CLUSTER_H_
+#define PSRV_COORDINATOR_CLUSTER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/job_spec.h"
+#include "proto/coordinator.pb.h"
+#include "proto/parameter_server.pb.h"
+
+namespace psrv {
+
+// Creates shards on the server at `address` (the coordinator passes a gRPC call; tests a fake).
+using ShardCreator =
+    std::function<absl::Status(const std::string& address, const CreateShardsRequest& request)>;
+
+// Thread-safe. Time comes from `clock` so tests can move it.
+class ClusterCoordinator {
+ public:
+  struct Options {
+    absl::Duration heartbeat_interval = absl::Milliseconds(500);
+    ShardCreator create_shards;
+    std::function<absl::Time()> clock = [] { return absl::Now(); };
+  };
+
+  explicit ClusterCoordinator(Options options);
+
+  // RPC semantics are those of proto/coordinator.proto.
+  absl::StatusOr<RegisterResponse> Register(const RegisterRequest& request);
+  absl::StatusOr<HeartbeatResponse> Heartbeat(const HeartbeatRequest& request);
+  ListNodesResponse ListNodes();
+  absl::StatusOr<std::string> SubmitJob(JobSpec spec);
+  absl::StatusOr<JobStatus> GetJob(const std::string& job_id);
+  ListJobsResponse ListJobs();
+  absl::StatusOr<JobStatus> CancelJob(const std::string& job_id);
+  absl::StatusOr<ShardMap> GetShardMap(const std::string& job_id);
+  absl::StatusOr<ReportProgressResponse> ReportProgress(const ReportProgressRequest& request);
+
+  // Blocks until job `job_id` changed after `*revision` or `timeout` passed; then sets `*revision`
+  // and returns the job's status. NOT_FOUND for an unknown job.
+  absl::StatusOr<JobStatus> WaitForJobChange(const std::string& job_id, uint64_t* revision,
+                                             absl::Duration timeout);
+
+  // One round of scheduling and failure detection: starts PENDING jobs for which enough healthy
+  // servers and idle workers exist (creating their shards), and fails RUNNING jobs whose nodes
+  // stopped sending heartbeats. Called periodically by the coordinator's main loop.
+  void Tick();
+
+ private:
+  struct Node {
+    NodeInfo info;
+    absl::Time last_heartbeat;
+    std::string job_id;  // Workers: the job assigned, until done or told to stop.
+    uint32_t rank = 0;
+  };
+  struct Job {
+    JobStatus status;
+    uint64_t revision = 0;
+    bool starting = false;              // Shards are being created.
+    std::vector<std::string> workers;   // Node id per rank.
+    std::vector<bool> done;             // Per rank.
+  };
+
+  NodeHealth HealthOf(const Node& node, absl::Time now) const;
+  void Touch(Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndJob(Job* job, JobState state, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Job*> FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartJobs();
+  void FailJobsWithDeadNodes();
+
+  const Options options_;
+  absl::Mutex mu_;
+  uint64_t next_node_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_job_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // Submission order.
+};
+
+}  // namespace psrv
+
+#endif  // PSRV_COORDINATOR_CLUSTER_H_

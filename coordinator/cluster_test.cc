@@ -1,0 +1,196 @@
+#include "coordinator/cluster.h"
+
+#include <map>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace psrv {
+namespace {
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  ClusterTest() {
+    ClusterCoordinator::Options options;
+    options.heartbeat_interval = absl::Milliseconds(100);
+    options.clock = [this] { return now_; };
+    options.create_shards = [this](const std::string& address, const CreateShardsRequest& r) {
+      created_[address].push_back(r);
+      return create_status_;
+    };
+    cluster_ = std::make_unique<ClusterCoordinator>(options);
+  }
+
+  std::string Register(NodeRole role, const std::string& address) {
+    RegisterRequest r;
+    r.set_role(role);
+    r.set_address(address);
+    return cluster_->Register(r).value().node_id();
+  }
+
+  HeartbeatResponse Beat(const std::string& node) {
+    HeartbeatRequest r;
+    r.set_node_id(node);
+    return cluster_->Heartbeat(r).value();
+  }
+
+  JobSpec Spec(uint32_t servers, uint32_t workers) {
+    JobSpec spec;
+    spec.set_num_servers(servers);
+    spec.set_num_workers(workers);
+    spec.mutable_data()->set_path("/tmp/corpus.txt");
+    spec.mutable_training()->set_steps(10);
+    return spec;
+  }
+
+  ReportProgressResponse Report(const std::string& job, uint32_t rank, uint64_t step, float loss,
+                                bool done = false, const std::string& error = "") {
+    ReportProgressRequest r;
+    r.set_job_id(job);
+    r.set_rank(rank);
+    r.set_step(step);
+    r.set_loss(loss);
+    r.set_done(done);
+    r.set_error(error);
+    return cluster_->ReportProgress(r).value();
+  }
+
+  absl::Time now_ = absl::FromUnixSeconds(1000000);
+  absl::Status create_status_;
+  std::map<std::string, std::vector<CreateShardsRequest>> created_;
+  std::unique_ptr<ClusterCoordinator> cluster_;
+};
+
+TEST_F(ClusterTest, JobWaitsForNodesThenRunsAndSucceeds) {
+  const std::string job = cluster_->SubmitJob(Spec(2, 2)).value();
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(job)->state(), PENDING);
+  EXPECT_EQ(cluster_->GetShardMap(job).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  const std::string s1 = Register(SERVER, "h:1"), s2 = Register(SERVER, "h:2");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  cluster_->Tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING);
+  // Both servers got shards, and together they cover every table.
+  EXPECT_EQ(created_.size(), 2u);
+  ShardMap map = cluster_->GetShardMap(job).value();
+  EXPECT_EQ(map.tables_size(), 5);
+  std::map<std::string, uint64_t> covered;
+  for (const auto& shard : map.shards()) covered[shard.table()] += shard.range().end() - shard.range().begin();
+  EXPECT_EQ(covered["embedding"], 256u * 24u);
+
+  // Workers receive their assignment (distinct ranks) on the next heartbeat.
+  HeartbeatResponse h1 = Beat(w1), h2 = Beat(w2);
+  ASSERT_TRUE(h1.has_assignment());
+  ASSERT_TRUE(h2.has_assignment());
+  EXPECT_NE(h1.assignment().rank(), h2.assignment().rank());
+  EXPECT_EQ(h1.assignment().job_id(), job);
+
+  Report(job, 0, 5, 3.0f);
+  Report(job, 1, 4, 2.0f);
+  status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.step(), 4u);
+  EXPECT_FLOAT_EQ(status.loss(), 2.5f);
+  Report(job, 0, 10, 1.0f, /*done=*/true);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  Report(job, 1, 10, 1.0f, /*done=*/true);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+  // Workers are free again: no assignment.
+  EXPECT_FALSE(Beat(w1).has_assignment());
+}
+
+TEST_F(ClusterTest, WorkerErrorFailsTheJobAndCancelsTheOthers) {
+  Register(SERVER, "h:1");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  const std::string job = cluster_->SubmitJob(Spec(1, 2)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  Beat(w1);
+  Beat(w2);
+  EXPECT_TRUE(Report(job, 1, 3, 2.0f, false, "disk on fire").cancel());
+  JobStatus status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.state(), FAILED);
+  EXPECT_NE(status.message().find("disk on fire"), std::string::npos);
+  EXPECT_TRUE(Report(job, 0, 4, 2.0f).cancel());
+}
+
+TEST_F(ClusterTest, CancelStopsWorkersAndCannotCancelTwice) {
+  Register(SERVER, "h:1");
+  const std::string w = Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  ASSERT_TRUE(Beat(w).has_assignment());
+  ASSERT_TRUE(cluster_->CancelJob(job).ok());
+  EXPECT_TRUE(Beat(w).cancel());
+  EXPECT_EQ(cluster_->CancelJob(job).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cluster_->CancelJob("job-99").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ClusterTest, SilentWorkerFailsItsRunningJob) {
+  const std::string s = Register(SERVER, "h:1");
+  const std::string w = Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  now_ += absl::Seconds(2);  // 20 intervals.
+  Beat(s);
+  cluster_->Tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.state(), FAILED);
+  EXPECT_NE(status.message().find(w), std::string::npos);
+  auto nodes = cluster_->ListNodes();
+  for (const auto& n : nodes.nodes()) {
+    EXPECT_EQ(n.health(), n.node_id() == w ? DEAD : HEALTHY);
+  }
+}
+
+TEST_F(ClusterTest, ShardCreationFailureFailsTheJob) {
+  create_status_ = absl::UnavailableError("server down");
+  Register(SERVER, "h:1");
+  Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.state(), FAILED);
+  EXPECT_NE(status.message().find("server down"), std::string::npos);
+}
+
+TEST_F(ClusterTest, BadRequestsGetTheRightCodes) {
+  JobSpec bad = Spec(1, 1);
+  bad.mutable_training()->set_batch_size(0);
+  bad.mutable_training()->set_steps(0);
+  // steps 0 is defaulted, so ask for something defaults do not fix.
+  bad.set_num_workers(1000);
+  EXPECT_EQ(cluster_->SubmitJob(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cluster_->GetJob("nope").status().code(), absl::StatusCode::kNotFound);
+  HeartbeatRequest hb;
+  hb.set_node_id("ghost");
+  EXPECT_EQ(cluster_->Heartbeat(hb).status().code(), absl::StatusCode::kNotFound);
+  RegisterRequest reg;
+  EXPECT_EQ(cluster_->Register(reg).status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  ReportProgressRequest r;
+  r.set_job_id(job);
+  r.set_rank(5);
+  EXPECT_EQ(cluster_->ReportProgress(r).status().code(), absl::StatusCode::kInvalidArgument);
+  r.set_job_id("nope");
+  EXPECT_EQ(cluster_->ReportProgress(r).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ClusterTest, WatchersSeeChanges) {
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  uint64_t revision = 0;
+  JobStatus status = cluster_->WaitForJobChange(job, &revision, absl::ZeroDuration()).value();
+  EXPECT_EQ(status.state(), PENDING);
+  const uint64_t seen = revision;
+  cluster_->WaitForJobChange(job, &revision, absl::Milliseconds(10)).value();
+  EXPECT_EQ(revision, seen);  // Nothing changed.
+  ASSERT_TRUE(cluster_->CancelJob(job).ok());
+  status = cluster_->WaitForJobChange(job, &revision, absl::Seconds(1)).value();
+  EXPECT_GT(revision, seen);
+  EXPECT_EQ(status.state(), CANCELLED);
+}
+
+}  // namespace
+}  // namespace psrv

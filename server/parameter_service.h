@@ -1,0 +1,39 @@
+// gRPC adapter for the ParameterServer service: parses requests (tensor payloads without copies,
+// common/wire.h), calls ShardStore, converts its Status once. No logic of its own.
+#ifndef PSRV_SERVER_PARAMETER_SERVICE_H_
+#define PSRV_SERVER_PARAMETER_SERVICE_H_
+
+#include "proto/parameter_server.grpc.pb.h"
+#include "server/shard_store.h"
+
+namespace psrv {
+
+// Thread-safe; never blocks a callback thread (waiting SYNC pulls are answered when the step is
+// applied).
+class ParameterService final
+    : public ParameterServer::WithRawCallbackMethod_Pull<
+          ParameterServer::WithRawCallbackMethod_Push<ParameterServer::WithCallbackMethod_CreateShards<
+              ParameterServer::WithCallbackMethod_DropJob<ParameterServer::Service>>>> {
+ public:
+  explicit ParameterService(ShardStore* store) : store_(store) {}
+
+  grpc::ServerUnaryReactor* CreateShards(grpc::CallbackServerContext* context,
+                                         const CreateShardsRequest* request,
+                                         CreateShardsResponse* response) override;
+  grpc::ServerUnaryReactor* DropJob(grpc::CallbackServerContext* context,
+                                    const DropJobRequest* request,
+                                    DropJobResponse* response) override;
+  grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
+
+ private:
+  ShardStore* const store_;
+};
+
+}  // namespace psrv
+
+#endif  // PSRV_SERVER_PARAMETER_SERVICE_H_

@@ -1,0 +1,94 @@
+// ps_server: holds shards of model parameters with their optimizer state; serves ParameterServer
+// (pull, push) and Admin (shard status) over gRPC and registers with the coordinator.
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include <glog/logging.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/grpc_server.h"
+#include "common/membership.h"
+#include "common/shutdown.h"
+#include "server/admin_service.h"
+#include "server/parameter_service.h"
+#include "server/shard_store.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
+ABSL_FLAG(int, port, 7071, "Port to listen on; 0 picks a free port (see --port_file).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the port actually bound is written to this file once the server is serving.");
+ABSL_FLAG(std::string, coordinator, "",
+          "host:port of ps_coordinator. Empty: run standalone, without registering.");
+ABSL_FLAG(std::string, advertise_host, "",
+          "Host name that workers use to reach this server. Default: --host, or this machine's "
+          "hostname when --host is 0.0.0.0.");
+
+namespace psrv {
+namespace {
+
+std::string AdvertisedHost() {
+  std::string host = absl::GetFlag(FLAGS_advertise_host);
+  if (!host.empty()) return host;
+  host = absl::GetFlag(FLAGS_host);
+  if (host != "0.0.0.0" && host != "::" && host != "[::]") return host;
+  char name[256] = {0};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+int Run() {
+  absl::Notification* terminate = InstallTerminationHandler();
+  ShardStore store;
+  ParameterService parameter_service(&store);
+  AdminService admin_service(&store);
+  absl::StatusOr<RunningServer> server =
+      StartGrpcServer(absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_port),
+                      {&parameter_service, &admin_service}, absl::GetFlag(FLAGS_port_file));
+  if (!server.ok()) {
+    LOG(ERROR) << server.status();
+    return 1;
+  }
+  const std::string address = absl::StrCat(AdvertisedHost(), ":", server->port);
+  store.SetIdentity("standalone", address);
+  LOG(INFO) << "ps_server listening on " << absl::GetFlag(FLAGS_host) << ":" << server->port
+            << ", reachable as " << address;
+
+  std::unique_ptr<Membership> membership;
+  if (!absl::GetFlag(FLAGS_coordinator).empty()) {
+    membership = std::make_unique<Membership>(
+        Membership::Options{absl::GetFlag(FLAGS_coordinator), SERVER, address},
+        [](const HeartbeatResponse&) {});
+    absl::Status status = membership->Start(absl::Seconds(30));
+    if (!status.ok()) {
+      LOG(ERROR) << status;
+      server->server->Shutdown();
+      return 1;
+    }
+    store.SetIdentity(membership->node_id(), address);
+  }
+
+  terminate->WaitForNotification();
+  LOG(INFO) << "ps_server shutting down";
+  if (membership) membership->Stop();
+  store.CancelAllWaiters();
+  server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}
+
+}  // namespace
+}  // namespace psrv
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Parameter server: holds shards of a model's parameters and optimizer state.\n"
+      "Usage: ps_server --coordinator=HOST:PORT [--host=0.0.0.0] [--port=7071] [--port_file=F]");
+  absl::ParseCommandLine(argc, argv);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  return psrv::Run();
+}

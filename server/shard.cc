@@ -1,0 +1,171 @@
+#include "server/shard.h"
+
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/initializer.h"
+#include "common/key_range.h"
+
+namespace psrv {
+
+Shard::Shard(ShardConfig config)
+    : config_(std::move(config)),
+      size_(RangeSize(config_.range)),
+      values_(size_),
+      optimizer_(Optimizer::Create(config_.optimizer, size_)),
+      aggregator_(size_, config_.num_workers) {
+  InitializeRange(config_.table, config_.range.begin(), size_, values_.data());
+}
+
+absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* values,
+                                     size_t count) {
+  const uint64_t offset = request.range().begin() - config_.range.begin();
+  // Checks that need no lock: a bad push never touches the shard.
+  absl::Status invalid;
+  for (size_t i = 0; i < count; ++i) {
+    if (!std::isfinite(values[i])) {
+      invalid = absl::InvalidArgumentError(absl::StrCat(
+          "gradient for table \"", config_.table.name(), "\" has ",
+          std::isnan(values[i]) ? "NaN" : "Inf", " at key ", request.range().begin() + i,
+          "; nothing was applied"));
+      break;
+    }
+  }
+  if (invalid.ok() && config_.consistency == SYNC && count != size_) {
+    invalid = absl::InvalidArgumentError(absl::StrCat(
+        "a SYNC-mode push must cover the whole shard [", config_.range.begin(), ", ",
+        config_.range.end(), ") of table \"", config_.table.name(), "\", got [",
+        request.range().begin(), ", ", request.range().end(), ")"));
+  }
+
+  std::vector<Waiter> ready;
+  uint64_t version;
+  {
+    absl::MutexLock lock(&mu_);
+    if (invalid.ok() && config_.consistency == SYNC) {
+      invalid = aggregator_.Check(request.worker_rank(), request.step(), version_);
+    }
+    if (!invalid.ok()) {
+      ++rejected_pushes_;
+      return invalid;
+    }
+    ++pushes_;
+    bytes_in_ += count * sizeof(float);
+    workers_seen_.insert(request.worker_rank());
+    bool apply = true;
+    const float* update = values;
+    if (config_.consistency == SYNC) {
+      apply = aggregator_.Add(request.worker_rank(), values);
+      if (apply) update = aggregator_.Mean();
+    }
+    if (apply) {
+      if (count == size_) {
+        optimizer_->Apply(update, values_.data());
+      } else {
+        // ASYNC sub-range push: SGD on just those keys (momentum state is per key, so a sub-range
+        // update would need a sub-range optimizer; plain SGD is exact here).
+        for (size_t i = 0; i < count; ++i) {
+          values_[offset + i] -= config_.optimizer.learning_rate() * update[i];
+        }
+      }
+      if (config_.consistency == SYNC) aggregator_.Reset();
+      ++version_;
+      last_update_ms_ = absl::ToUnixMillis(absl::Now());
+      // Hand the values to every pull that was waiting for this version.
+      std::vector<Waiter> still_waiting;
+      for (Waiter& w : waiters_) {
+        (w.min_version <= version_ ? ready : still_waiting).push_back(std::move(w));
+      }
+      waiters_ = std::move(still_waiting);
+    }
+    version = version_;
+  }
+  if (!ready.empty()) {
+    // Copy under a shared lock, answer outside it.
+    std::vector<PooledBuffer> copies;
+    uint64_t ready_version;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      ready_version = version_;
+      for (const Waiter& w : ready) copies.push_back(CopyOut(w.offset, w.count));
+    }
+    for (size_t i = 0; i < ready.size(); ++i) {
+      ready[i].done(absl::OkStatus(), ready_version, std::move(copies[i]));
+    }
+  }
+  return version;
+}
+
+void Shard::Pull(const PullRequest& request, PullCallback done) {
+  const uint64_t offset = request.range().begin() - config_.range.begin();
+  const uint64_t count = RangeSize(request.range());
+  // SYNC: computing step s needs the parameters after step s-1.
+  const uint64_t min_version =
+      config_.consistency == SYNC && request.step() > 0 ? request.step() - 1 : 0;
+  PooledBuffer values;
+  uint64_t version;
+  {
+    absl::MutexLock lock(&mu_);
+    RecordPull(count, request.worker_rank());
+    if (version_ < min_version) {
+      waiters_.push_back(Waiter{min_version, offset, count, std::move(done)});
+      return;
+    }
+    version = version_;
+    values = CopyOut(offset, count);
+  }
+  done(absl::OkStatus(), version, std::move(values));
+}
+
+void Shard::CancelWaiters(const absl::Status& status) {
+  std::vector<Waiter> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    waiters.swap(waiters_);
+  }
+  for (Waiter& w : waiters) w.done(status, 0, PooledBuffer());
+}
+
+PooledBuffer Shard::CopyOut(uint64_t offset, uint64_t count) {
+  PooledBuffer buffer = BufferPool::Global()->Acquire(count * sizeof(float));
+  std::memcpy(buffer.data(), values_.data() + offset, count * sizeof(float));
+  return buffer;
+}
+
+void Shard::RecordPull(uint64_t count, uint32_t rank) {
+  ++pulls_;
+  bytes_out_ += count * sizeof(float);
+  workers_seen_.insert(rank);
+}
+
+void Shard::RecordRejectedPush() {
+  absl::MutexLock lock(&mu_);
+  ++rejected_pushes_;
+}
+
+ShardStatus Shard::Status() {
+  absl::ReaderMutexLock lock(&mu_);
+  ShardStatus status;
+  status.set_job_id(config_.job_id);
+  status.set_table(config_.table.name());
+  *status.mutable_range() = config_.range;
+  status.set_elements(size_);
+  status.set_bytes(values_.size() * sizeof(float) + optimizer_->state_bytes() +
+                   aggregator_.bytes());
+  status.set_version(version_);
+  status.set_consistency(config_.consistency);
+  status.set_pushes(pushes_);
+  status.set_pulls(pulls_);
+  status.set_bytes_in(bytes_in_);
+  status.set_bytes_out(bytes_out_);
+  status.set_last_update_ms(last_update_ms_);
+  for (uint32_t w : workers_seen_) status.add_workers_seen(w);
+  status.set_pending_pushes(aggregator_.pending());
+  status.set_rejected_pushes(rejected_pushes_);
+  return status;
+}
+
+}  // namespace psrv

@@ -1,0 +1,94 @@
+// One shard: a contiguous key range of one table of one job, with its parameters, optimizer state,
+// SYNC aggregation, waiting pulls and traffic statistics.
+#ifndef PSRV_SERVER_SHARD_H_
+#define PSRV_SERVER_SHARD_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "common/buffer_pool.h"
+#include "proto/admin.pb.h"
+#include "proto/parameter_server.pb.h"
+#include "server/aggregate.h"
+#include "server/apply.h"
+
+namespace psrv {
+
+struct ShardConfig {
+  std::string job_id;
+  TableSpec table;
+  KeyRange range;
+  ConsistencyMode consistency = SYNC;
+  OptimizerConfig optimizer;
+  uint32_t num_workers = 1;
+};
+
+// Called once per pull with the values of the requested range (FP32, little-endian) and the
+// shard's version when they were read. May run on the thread that applied an update.
+using PullCallback = std::function<void(absl::Status status, uint64_t version, PooledBuffer values)>;
+
+// Thread-safe.
+class Shard {
+ public:
+  // Initialises the values from the table's InitSpec. `config` must be valid (ShardStore checks).
+  explicit Shard(ShardConfig config);
+
+  const ShardConfig& config() const { return config_; }
+
+  // Applies (ASYNC) or aggregates (SYNC) a gradient for `request.range()`, which must lie inside
+  // this shard. `values` holds `count` floats. Validates everything before changing anything.
+  // Returns the version after the push.
+  absl::StatusOr<uint64_t> Push(const PushRequest& request, const float* values, size_t count);
+
+  // Answers now, or (SYNC) once step `request.step() - 1` is applied.
+  void Pull(const PullRequest& request, PullCallback done);
+
+  // Fails every waiting pull with `status` (job dropped, server stopping).
+  void CancelWaiters(const absl::Status& status);
+
+  ShardStatus Status();
+
+  // Counts a push refused before it reached Push (bad dtype or length, ...).
+  void RecordRejectedPush();
+
+ private:
+  struct Waiter {
+    uint64_t min_version;
+    uint64_t offset;  // Into values_.
+    uint64_t count;
+    PullCallback done;
+  };
+
+  // Copies values_[offset, offset + count) into a pooled buffer.
+  PooledBuffer CopyOut(uint64_t offset, uint64_t count) ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void RecordPull(uint64_t count, uint32_t rank) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const ShardConfig config_;
+  const uint64_t size_;
+
+  absl::Mutex mu_;
+  std::vector<float> values_ ABSL_GUARDED_BY(mu_);  // (size_) the parameters.
+  std::unique_ptr<Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
+  SyncAggregator aggregator_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;  // Updates applied.
+  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+
+  // Statistics for the admin API.
+  uint64_t pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t pulls_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t bytes_in_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t bytes_out_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_update_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  std::set<uint32_t> workers_seen_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace psrv
+
+#endif  // PSRV_SERVER_SHARD_H_

@@ -1,0 +1,224 @@
+#include "server/shard_store.h"
+
+#include <algorithm>
+#include <tuple>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/key_range.h"
+#include "common/model_layout.h"
+#include "server/apply.h"
+
+namespace psrv {
+namespace {
+
+std::string RangeText(const KeyRange& r) { return absl::StrCat("[", r.begin(), ", ", r.end(), ")"); }
+
+bool SameShard(const ShardConfig& c, const CreateShardsRequest& request, const ShardSpec& spec) {
+  return c.range.begin() == spec.range().begin() && c.range.end() == spec.range().end() &&
+         c.consistency == request.consistency() && c.num_workers == request.num_workers() &&
+         c.table.SerializeAsString() == spec.table().SerializeAsString() &&
+         c.optimizer.SerializeAsString() == request.optimizer().SerializeAsString();
+}
+
+}  // namespace
+
+absl::Status CheckWireDType(DType dtype) {
+  switch (dtype) {
+    case FP32:
+      return absl::OkStatus();
+    case BF16:
+    case FP16:
+      return absl::UnimplementedError(
+          absl::StrCat("dtype ", DType_Name(dtype), " is not supported yet; use FP32"));
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("dtype must be set (FP32), got ", DType_Name(dtype)));
+  }
+}
+
+ShardStore::ShardStore() : start_time_ms_(absl::ToUnixMillis(absl::Now())) {}
+
+void ShardStore::SetIdentity(const std::string& server_id, const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  server_id_ = server_id;
+  address_ = address;
+}
+
+absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
+  if (request.job_id().empty()) return absl::InvalidArgumentError("job_id must be set");
+  if (request.consistency() != SYNC && request.consistency() != ASYNC) {
+    return absl::InvalidArgumentError("consistency must be SYNC or ASYNC");
+  }
+  if (request.num_workers() == 0) return absl::InvalidArgumentError("num_workers must be > 0");
+  if (absl::Status s = Optimizer::Validate(request.optimizer()); !s.ok()) return s;
+  if (request.shards().empty()) return absl::InvalidArgumentError("no shards in the request");
+  for (const ShardSpec& spec : request.shards()) {
+    const uint64_t size = TableElements(spec.table());
+    if (spec.table().name().empty()) return absl::InvalidArgumentError("a table has no name");
+    if (spec.range().begin() >= spec.range().end() || spec.range().end() > size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("range ", RangeText(spec.range()), " of table \"", spec.table().name(),
+                       "\" is empty or outside its ", size, " elements"));
+    }
+  }
+  // Build outside the lock (initialisation touches every element), insert under it.
+  std::vector<std::shared_ptr<Shard>> created;
+  {
+    absl::MutexLock lock(&mu_);
+    auto job = jobs_.find(request.job_id());
+    for (const ShardSpec& spec : request.shards()) {
+      if (job == jobs_.end()) continue;
+      auto table = job->second.find(spec.table().name());
+      if (table == job->second.end()) continue;
+      for (const auto& shard : table->second) {
+        if (!SameShard(shard->config(), request, spec)) {
+          return absl::AlreadyExistsError(absl::StrCat(
+              "job ", request.job_id(), " already has a different shard of table \"",
+              spec.table().name(), "\" here: ", RangeText(shard->config().range)));
+        }
+      }
+    }
+    if (job != jobs_.end()) return absl::OkStatus();  // Identical request: idempotent.
+  }
+  for (const ShardSpec& spec : request.shards()) {
+    ShardConfig config;
+    config.job_id = request.job_id();
+    config.table = spec.table();
+    config.range = spec.range();
+    config.consistency = request.consistency();
+    config.optimizer = request.optimizer();
+    config.num_workers = request.num_workers();
+    created.push_back(std::make_shared<Shard>(std::move(config)));
+  }
+  absl::MutexLock lock(&mu_);
+  JobTables& tables = jobs_[request.job_id()];
+  if (!tables.empty()) return absl::OkStatus();  // A concurrent identical request won.
+  for (auto& shard : created) tables[shard->config().table.name()].push_back(std::move(shard));
+  return absl::OkStatus();
+}
+
+absl::Status ShardStore::DropJob(const std::string& job_id) {
+  JobTables tables;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) {
+      return absl::NotFoundError(absl::StrCat("job ", job_id, " has no shards on this server"));
+    }
+    tables = std::move(it->second);
+    jobs_.erase(it);
+  }
+  for (auto& [name, shards] : tables) {
+    for (auto& shard : shards) shard->CancelWaiters(absl::CancelledError("job was dropped"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Shard>> ShardStore::Find(const std::string& job_id,
+                                                        const std::string& table,
+                                                        const KeyRange& range) {
+  if (range.begin() >= range.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("key range ", RangeText(range), " is empty"));
+  }
+  absl::MutexLock lock(&mu_);
+  auto job = jobs_.find(job_id);
+  if (job == jobs_.end()) {
+    return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" has no shards on this server"));
+  }
+  auto shards = job->second.find(table);
+  if (shards == job->second.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("job ", job_id, " has no table \"", table, "\" on this server"));
+  }
+  std::string held;
+  for (const auto& shard : shards->second) {
+    if (RangeContains(shard->config().range, range)) return shard;
+    absl::StrAppend(&held, held.empty() ? "" : ", ", RangeText(shard->config().range));
+  }
+  return absl::NotFoundError(absl::StrCat("no shard of table \"", table, "\" here holds keys ",
+                                          RangeText(range), " (this server holds ", held, ")"));
+}
+
+void ShardStore::Pull(const PullRequest& request, PullCallback done) {
+  if (absl::Status s = CheckWireDType(request.dtype()); !s.ok()) {
+    done(s, 0, PooledBuffer());
+    return;
+  }
+  absl::StatusOr<std::shared_ptr<Shard>> shard =
+      Find(request.job_id(), request.table(), request.range());
+  if (!shard.ok()) {
+    done(shard.status(), 0, PooledBuffer());
+    return;
+  }
+  if (request.worker_rank() >= (*shard)->config().num_workers) {
+    done(absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
+                                                 " is out of range: the job has ",
+                                                 (*shard)->config().num_workers, " workers")),
+         0, PooledBuffer());
+    return;
+  }
+  (*shard)->Pull(request, std::move(done));
+}
+
+absl::StatusOr<uint64_t> ShardStore::Push(const PushRequest& request, const char* payload,
+                                          size_t payload_bytes) {
+  absl::StatusOr<std::shared_ptr<Shard>> shard =
+      Find(request.job_id(), request.table(), request.range());
+  if (!shard.ok()) return shard.status();
+  const uint64_t count = RangeSize(request.range());
+  absl::Status invalid = CheckWireDType(request.dtype());
+  if (invalid.ok() && payload_bytes != count * sizeof(float)) {
+    invalid = absl::InvalidArgumentError(absl::StrCat(
+        "expected ", count * sizeof(float), " bytes (", count, " FP32 values for keys ",
+        RangeText(request.range()), "), got ", payload_bytes));
+  }
+  if (invalid.ok() && request.worker_rank() >= (*shard)->config().num_workers) {
+    invalid = absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
+                                                      " is out of range: the job has ",
+                                                      (*shard)->config().num_workers, " workers"));
+  }
+  if (!invalid.ok()) {
+    (*shard)->RecordRejectedPush();
+    return invalid;
+  }
+  return (*shard)->Push(request, reinterpret_cast<const float*>(payload), count);
+}
+
+std::vector<std::shared_ptr<Shard>> ShardStore::AllShards(const std::string& job_id) {
+  std::vector<std::shared_ptr<Shard>> all;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [job, tables] : jobs_) {
+    if (!job_id.empty() && job != job_id) continue;
+    for (const auto& [name, shards] : tables) all.insert(all.end(), shards.begin(), shards.end());
+  }
+  return all;
+}
+
+ServerStatus ShardStore::Status(const std::string& job_id) {
+  ServerStatus status;
+  {
+    absl::MutexLock lock(&mu_);
+    status.set_server_id(server_id_);
+    status.set_address(address_);
+  }
+  status.set_start_time_ms(start_time_ms_);
+  std::vector<ShardStatus> shards;
+  for (const auto& shard : AllShards(job_id)) shards.push_back(shard->Status());
+  std::sort(shards.begin(), shards.end(), [](const ShardStatus& a, const ShardStatus& b) {
+    return std::make_tuple(a.job_id(), a.table(), a.range().begin()) <
+           std::make_tuple(b.job_id(), b.table(), b.range().begin());
+  });
+  for (auto& s : shards) *status.add_shards() = std::move(s);
+  return status;
+}
+
+void ShardStore::CancelAllWaiters() {
+  for (const auto& shard : AllShards("")) {
+    shard->CancelWaiters(absl::UnavailableError("the server is shutting down"));
+  }
+}
+
+}  // namespace psrv

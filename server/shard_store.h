@@ -1,0 +1,69 @@
+// Every shard this server holds, by job and table, and the validation of every request against
+// them. The gRPC services (parameter_service.h, admin_service.h) are thin adapters over this class.
+#ifndef PSRV_SERVER_SHARD_STORE_H_
+#define PSRV_SERVER_SHARD_STORE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/admin.pb.h"
+#include "proto/parameter_server.pb.h"
+#include "server/shard.h"
+
+namespace psrv {
+
+// Thread-safe.
+class ShardStore {
+ public:
+  ShardStore();
+
+  // See ParameterServer.CreateShards in proto/parameter_server.proto.
+  absl::Status CreateShards(const CreateShardsRequest& request);
+
+  // Drops a job's shards; their waiting pulls fail with CANCELLED.
+  absl::Status DropJob(const std::string& job_id);
+
+  // Validates and answers a pull (possibly later, see Shard::Pull). `done` is always called once.
+  void Pull(const PullRequest& request, PullCallback done);
+
+  // Validates and applies a push whose payload is `payload_bytes` bytes at `payload`.
+  absl::StatusOr<uint64_t> Push(const PushRequest& request, const char* payload,
+                                size_t payload_bytes);
+
+  // Status of every shard (of `job_id` only, if non-empty).
+  ServerStatus Status(const std::string& job_id);
+
+  // Fails all waiting pulls (used on shutdown).
+  void CancelAllWaiters();
+
+  // The identity reported by Status(): coordinator-assigned id and reachable address.
+  void SetIdentity(const std::string& server_id, const std::string& address);
+
+ private:
+  using TableShards = std::vector<std::shared_ptr<Shard>>;
+  using JobTables = absl::flat_hash_map<std::string, TableShards>;
+
+  // The shard of (job, table) containing `range`: NOT_FOUND or INVALID_ARGUMENT otherwise.
+  absl::StatusOr<std::shared_ptr<Shard>> Find(const std::string& job_id, const std::string& table,
+                                              const KeyRange& range);
+
+  std::vector<std::shared_ptr<Shard>> AllShards(const std::string& job_id);
+
+  const int64_t start_time_ms_;
+  absl::Mutex mu_;
+  std::string server_id_ ABSL_GUARDED_BY(mu_) = "standalone";
+  std::string address_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, JobTables> jobs_ ABSL_GUARDED_BY(mu_);
+};
+
+// FP32 only for now: INVALID_ARGUMENT for an unset dtype, UNIMPLEMENTED for BF16/FP16.
+absl::Status CheckWireDType(DType dtype);
+
+}  // namespace psrv
+
+#endif  // PSRV_SERVER_SHARD_STORE_H_

@@ -1,0 +1,247 @@
+#include "server/shard_store.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "common/initializer.h"
+#include "gtest/gtest.h"
+
+namespace psrv {
+namespace {
+
+constexpr uint64_t kSize = 100;
+
+TableSpec Table() {
+  TableSpec t;
+  t.set_name("w");
+  t.add_shape(kSize);
+  t.mutable_init()->set_kind(InitSpec::NORMAL);
+  t.mutable_init()->set_scale(1.0f);
+  t.mutable_init()->set_seed(3);
+  return t;
+}
+
+CreateShardsRequest Create(ConsistencyMode mode, uint32_t workers, uint64_t begin = 0,
+                           uint64_t end = kSize) {
+  CreateShardsRequest r;
+  r.set_job_id("job");
+  r.set_consistency(mode);
+  r.mutable_optimizer()->set_kind(SGD);
+  r.mutable_optimizer()->set_learning_rate(0.5f);
+  r.set_num_workers(workers);
+  ShardSpec* s = r.add_shards();
+  *s->mutable_table() = Table();
+  s->mutable_range()->set_begin(begin);
+  s->mutable_range()->set_end(end);
+  return r;
+}
+
+PushRequest PushHeader(uint64_t step, uint32_t rank, uint64_t begin = 0, uint64_t end = kSize) {
+  PushRequest p;
+  p.set_job_id("job");
+  p.set_table("w");
+  p.mutable_range()->set_begin(begin);
+  p.mutable_range()->set_end(end);
+  p.set_dtype(FP32);
+  p.set_step(step);
+  p.set_worker_rank(rank);
+  return p;
+}
+
+PullRequest PullHeader(uint64_t step, uint64_t begin = 0, uint64_t end = kSize) {
+  PullRequest p;
+  p.set_job_id("job");
+  p.set_table("w");
+  p.mutable_range()->set_begin(begin);
+  p.mutable_range()->set_end(end);
+  p.set_dtype(FP32);
+  p.set_step(step);
+  return p;
+}
+
+// Pulls synchronously (the pull must be answerable now).
+std::vector<float> PullNow(ShardStore* store, const PullRequest& request, uint64_t* version = nullptr) {
+  std::vector<float> out;
+  bool called = false;
+  store->Pull(request, [&](absl::Status s, uint64_t v, PooledBuffer values) {
+    called = true;
+    ASSERT_TRUE(s.ok()) << s;
+    out.resize(values.size() / sizeof(float));
+    std::memcpy(out.data(), values.data(), values.size());
+    if (version) *version = v;
+  });
+  EXPECT_TRUE(called) << "pull did not answer at once";
+  return out;
+}
+
+absl::StatusOr<uint64_t> Push(ShardStore* store, const PushRequest& h, const std::vector<float>& g) {
+  return store->Push(h, reinterpret_cast<const char*>(g.data()), g.size() * sizeof(float));
+}
+
+std::vector<float> Initial() {
+  std::vector<float> v(kSize);
+  InitializeRange(Table(), 0, kSize, v.data());
+  return v;
+}
+
+TEST(ShardStoreTest, ShardsStartFromTheDeterministicInitialisation) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 1, 40, 100)).ok());
+  std::vector<float> all = Initial();
+  std::vector<float> pulled = PullNow(&store, PullHeader(1, 40, 100));
+  EXPECT_EQ(pulled, std::vector<float>(all.begin() + 40, all.end()));
+  // A slice of the shard.
+  pulled = PullNow(&store, PullHeader(1, 50, 52));
+  EXPECT_EQ(pulled, std::vector<float>(all.begin() + 50, all.begin() + 52));
+}
+
+TEST(ShardStoreTest, SyncAppliesTheMeanOnceEveryWorkerPushed) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 2)).ok());
+  std::vector<float> g0(kSize, 1.0f), g1(kSize, 3.0f);
+  ASSERT_TRUE(Push(&store, PushHeader(1, 0), g0).ok());
+  // Not applied yet: a pull for step 2 waits, one for step 1 does not.
+  EXPECT_EQ(PullNow(&store, PullHeader(1)), Initial());
+  bool answered = false;
+  std::vector<float> after;
+  store.Pull(PullHeader(2), [&](absl::Status s, uint64_t v, PooledBuffer values) {
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(v, 1u);
+    after.resize(kSize);
+    std::memcpy(after.data(), values.data(), values.size());
+    answered = true;
+  });
+  EXPECT_FALSE(answered);
+  absl::StatusOr<uint64_t> version = Push(&store, PushHeader(1, 1), g1);
+  ASSERT_TRUE(version.ok());
+  EXPECT_EQ(*version, 1u);
+  ASSERT_TRUE(answered);
+  std::vector<float> init = Initial();
+  for (uint64_t i = 0; i < kSize; ++i) EXPECT_FLOAT_EQ(after[i], init[i] - 0.5f * 2.0f);
+  ServerStatus status = store.Status("");
+  ASSERT_EQ(status.shards_size(), 1);
+  EXPECT_EQ(status.shards(0).version(), 1u);
+  EXPECT_EQ(status.shards(0).pushes(), 2u);
+  EXPECT_EQ(status.shards(0).bytes_in(), 2 * kSize * 4);
+}
+
+TEST(ShardStoreTest, AsyncAppliesEveryPushOnce) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(ASYNC, 2)).ok());
+  std::vector<float> g(kSize, 1.0f);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Push(&store, PushHeader(0, i % 2), g).ok());
+  uint64_t version = 0;
+  std::vector<float> now = PullNow(&store, PullHeader(0), &version);
+  EXPECT_EQ(version, 5u);
+  std::vector<float> init = Initial();
+  for (uint64_t i = 0; i < kSize; ++i) EXPECT_NEAR(now[i], init[i] - 5 * 0.5f, 1e-5);
+  // A sub-range push touches only its keys.
+  std::vector<float> g2(10, 2.0f);
+  ASSERT_TRUE(Push(&store, PushHeader(0, 0, 20, 30), g2).ok());
+  std::vector<float> later = PullNow(&store, PullHeader(0));
+  EXPECT_FLOAT_EQ(later[19], now[19]);
+  EXPECT_FLOAT_EQ(later[20], now[20] - 1.0f);
+  EXPECT_FLOAT_EQ(later[30], now[30]);
+}
+
+// Every bad request gets its status code and leaves the parameters unchanged.
+TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 2)).ok());
+  const std::vector<float> before = PullNow(&store, PullHeader(1));
+  std::vector<float> g(kSize, 1.0f);
+  std::vector<float> nan = g;
+  nan[17] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> inf = g;
+  inf[3] = std::numeric_limits<float>::infinity();
+
+  PushRequest unknown_job = PushHeader(1, 0);
+  unknown_job.set_job_id("nope");
+  PushRequest unknown_table = PushHeader(1, 0);
+  unknown_table.set_table("nope");
+  PushRequest bf16 = PushHeader(1, 0);
+  bf16.set_dtype(BF16);
+  PushRequest no_dtype = PushHeader(1, 0);
+  no_dtype.set_dtype(DTYPE_UNSPECIFIED);
+
+  EXPECT_EQ(Push(&store, unknown_job, g).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Push(&store, unknown_table, g).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Push(&store, PushHeader(1, 0, 90, 110), g).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Push(&store, PushHeader(1, 0, 5, 5), g).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Push(&store, PushHeader(1, 0), std::vector<float>(kSize - 1, 1.0f)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Push(&store, bf16, g).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(Push(&store, no_dtype, g).status().code(), absl::StatusCode::kInvalidArgument);
+  absl::Status s = Push(&store, PushHeader(1, 0), nan).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("NaN at key 17"), std::string::npos) << s;
+  EXPECT_EQ(Push(&store, PushHeader(1, 0), inf).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Push(&store, PushHeader(1, 7), g).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Push(&store, PushHeader(0, 0), g).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // Step 0 counts as already applied.
+  EXPECT_EQ(Push(&store, PushHeader(2, 0), g).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // Ahead.
+  EXPECT_EQ(Push(&store, PushHeader(1, 0, 0, 50), std::vector<float>(50, 1.0f)).status().code(),
+            absl::StatusCode::kInvalidArgument);  // SYNC needs the whole shard.
+  // Nothing was aggregated or applied.
+  EXPECT_EQ(store.Status("").shards(0).pending_pushes(), 0u);
+  EXPECT_EQ(PullNow(&store, PullHeader(1)), before);
+
+  // A valid push, then a duplicate and (after the step) a stale one.
+  ASSERT_TRUE(Push(&store, PushHeader(1, 0), g).ok());
+  EXPECT_EQ(Push(&store, PushHeader(1, 0), g).status().code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(Push(&store, PushHeader(1, 1), g).ok());
+  const std::vector<float> applied = PullNow(&store, PullHeader(2));
+  EXPECT_EQ(Push(&store, PushHeader(1, 1), g).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(PullNow(&store, PullHeader(2)), applied);
+  EXPECT_EQ(store.Status("").shards(0).rejected_pushes(), 11u);  // All but the four that matched no shard.
+}
+
+TEST(ShardStoreTest, BadPullsAndCreatesAreRejected) {
+  ShardStore store;
+  auto pull_status = [&](const PullRequest& r) {
+    absl::Status out;
+    store.Pull(r, [&](absl::Status s, uint64_t, PooledBuffer) { out = s; });
+    return out;
+  };
+  EXPECT_EQ(pull_status(PullHeader(0)).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store.CreateShards(Create(ASYNC, 1, 0, 50)).ok());
+  EXPECT_TRUE(store.CreateShards(Create(ASYNC, 1, 0, 50)).ok());  // Idempotent.
+  EXPECT_EQ(store.CreateShards(Create(ASYNC, 1, 0, 60)).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(pull_status(PullHeader(0, 40, 60)).code(), absl::StatusCode::kNotFound);
+  PullRequest fp16 = PullHeader(0, 0, 10);
+  fp16.set_dtype(FP16);
+  EXPECT_EQ(pull_status(fp16).code(), absl::StatusCode::kUnimplemented);
+  CreateShardsRequest bad = Create(ASYNC, 0);
+  bad.set_job_id("other");
+  EXPECT_EQ(store.CreateShards(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Create(ASYNC, 1, 0, 101);
+  bad.set_job_id("other");
+  EXPECT_EQ(store.CreateShards(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Create(ASYNC, 1);
+  bad.set_job_id("other");
+  bad.mutable_optimizer()->set_learning_rate(-1);
+  EXPECT_EQ(store.CreateShards(bad).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ShardStoreTest, DropJobFailsWaitingPulls) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 2)).ok());
+  absl::Status waited;
+  store.Pull(PullHeader(5), [&](absl::Status s, uint64_t, PooledBuffer) { waited = s; });
+  EXPECT_TRUE(waited.ok());  // Still waiting.
+  ASSERT_TRUE(store.DropJob("job").ok());
+  EXPECT_EQ(waited.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(store.DropJob("job").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store.Status("").shards_size(), 0);
+}
+
+}  // namespace
+}  // namespace psrv

@@ -1,0 +1,351 @@
+// Integration tests with real processes on 127.0.0.1: a coordinator, parameter servers and workers
+// (started by the same LocalCluster that `psctl local` uses) train a job end to end; psctl reads the
+// shards back; bad requests over real gRPC get the right codes and change nothing.
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <grpcpp/client_context.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "client/coordinator_client.h"
+#include "client/local_cluster.h"
+#include "common/channel.h"
+#include "common/model_layout.h"
+#include "common/subprocess.h"
+#include "gtest/gtest.h"
+#include "proto/parameter_server.grpc.pb.h"
+#include "tools/cpp/runfiles/runfiles.h"
+
+namespace psrv {
+namespace {
+
+using bazel::tools::cpp::runfiles::Runfiles;
+
+std::string Runfile(const std::string& path) {
+  static Runfiles* runfiles = Runfiles::CreateForTest();
+  return runfiles->Rlocation("psrv/" + path);
+}
+
+std::string TempDir() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  std::string templ = absl::StrCat(dir ? dir : "/tmp", "/cluster_XXXXXX");
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  return mkdtemp(buf.data());
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+JobSpec SmallJob(ConsistencyMode mode, uint32_t servers, uint32_t workers, uint64_t steps) {
+  JobSpec spec;
+  spec.set_name("integration");
+  spec.set_num_servers(servers);
+  spec.set_num_workers(workers);
+  spec.mutable_data()->set_path(Runfile("tests/testdata/shakespeare_200k.txt"));
+  spec.mutable_model()->set_kind("mlp");
+  spec.mutable_model()->set_context(6);
+  spec.mutable_model()->set_embedding_dim(16);
+  spec.mutable_model()->set_hidden_dim(128);
+  TrainingSpec* t = spec.mutable_training();
+  t->set_steps(steps);
+  t->set_batch_size(32);
+  t->set_consistency(mode);
+  t->mutable_optimizer()->set_kind(MOMENTUM);
+  t->mutable_optimizer()->set_learning_rate(0.05f);
+  t->mutable_optimizer()->set_momentum(0.9f);
+  t->set_report_every(10);
+  t->set_sample_length(80);
+  return spec;
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void StartCluster(int servers, int workers) {
+    log_dir_ = TempDir();
+    LocalClusterOptions options;
+    options.binaries.coordinator = Runfile("coordinator/ps_coordinator");
+    options.binaries.server = Runfile("server/ps_server");
+    options.binaries.worker = Runfile("worker/ps_worker");
+    options.num_servers = servers;
+    options.num_workers = workers;
+    options.log_dir = log_dir_;
+    cluster_ = std::make_unique<LocalCluster>(options);
+    ASSERT_TRUE(cluster_->Start().ok());
+    CoordinatorClientOptions client_options;
+    client_options.address = cluster_->coordinator_address();
+    client_ = std::make_unique<CoordinatorClient>(client_options);
+  }
+
+  // Runs a job to its end; fails the test if a process dies or it takes too long.
+  JobStatus RunJob(const JobSpec& spec) {
+    absl::StatusOr<std::string> id = client_->SubmitJob(spec);
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (!id.ok()) return JobStatus();
+    const absl::Time deadline = absl::Now() + absl::Seconds(240);
+    absl::StatusOr<JobStatus> status = client_->WatchJob(
+        *id, [](const JobStatus&) {},
+        [&]() -> absl::Status {
+          if (absl::Now() > deadline) return absl::DeadlineExceededError("job took too long");
+          return cluster_->CheckProcesses();
+        });
+    EXPECT_TRUE(status.ok()) << status.status();
+    return status.ok() ? *status : JobStatus();
+  }
+
+  // Runs psctl with `args` against the cluster; returns its exit code and stdout.
+  int Psctl(const std::vector<std::string>& args, std::string* out) {
+    const std::string out_path = absl::StrCat(log_dir_, "/psctl_", ++psctl_runs_, ".out");
+    std::vector<std::string> argv = {Runfile("client/psctl"), "--coordinator",
+                                     cluster_->coordinator_address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Subprocess psctl;
+    EXPECT_TRUE(psctl.Start(argv, out_path).ok());
+    absl::StatusOr<int> code = psctl.Wait(absl::Seconds(60));
+    *out = ReadFile(out_path);
+    return code.ok() ? *code : -1;
+  }
+
+  void TearDown() override {
+    if (cluster_) cluster_->Stop();
+  }
+
+  std::string log_dir_;
+  int psctl_runs_ = 0;
+  std::unique_ptr<LocalCluster> cluster_;
+  std::unique_ptr<CoordinatorClient> client_;
+};
+
+void ExpectLossFalls(const JobStatus& status) {
+  ASSERT_GE(status.loss_history_size(), 3);
+  const float first = status.loss_history(0).loss();
+  const float last = status.loss_history(status.loss_history_size() - 1).loss();
+  // Starts near ln(256) = 5.55 (uniform over bytes) and falls clearly.
+  EXPECT_NEAR(first, std::log(256.0f), 0.8f);
+  EXPECT_LT(last, first - 1.5f) << "first " << first << " last " << last;
+}
+
+TEST_F(ClusterTest, SyncTwoServersTwoWorkersTrainsAndShardsAreVisible) {
+  StartCluster(2, 2);
+  const JobSpec spec = SmallJob(SYNC, 2, 2, 200);
+  JobStatus status = RunJob(spec);
+  ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+  ExpectLossFalls(status);
+  EXPECT_EQ(status.step(), 200u);
+  EXPECT_FALSE(status.sample().empty());
+  EXPECT_GT(status.tokens_per_sec(), 0.0f);
+
+  std::string out;
+  ASSERT_EQ(Psctl({"shards", "--json"}, &out), 0) << out;
+  nlohmann::json shards = nlohmann::json::parse(out);
+  ASSERT_EQ(shards.at("servers").size(), 2u) << out;
+  const uint64_t expected_elements = TotalElements(*ModelTables(spec.model(), 1));
+  uint64_t elements = 0;
+  for (const auto& server : shards.at("servers")) {
+    ASSERT_FALSE(server.at("shards").empty()) << "a server holds nothing: " << out;
+    for (const auto& shard : server.at("shards")) {
+      const uint64_t begin = std::stoull(shard.at("range").at("begin").get<std::string>());
+      const uint64_t end = std::stoull(shard.at("range").at("end").get<std::string>());
+      const uint64_t count = std::stoull(shard.at("elements").get<std::string>());
+      EXPECT_EQ(end - begin, count);
+      // SYNC: one update per step, whatever the number of workers.
+      EXPECT_EQ(shard.at("version").get<std::string>(), "200");
+      EXPECT_EQ(shard.at("workers_seen").size(), 2u);
+      elements += count;
+    }
+  }
+  EXPECT_EQ(elements, expected_elements);
+}
+
+TEST_F(ClusterTest, AsyncTwoServersTwoWorkersTrains) {
+  StartCluster(2, 2);
+  JobSpec spec = SmallJob(ASYNC, 2, 2, 200);
+  spec.mutable_training()->mutable_optimizer()->set_learning_rate(0.03f);
+  JobStatus status = RunJob(spec);
+  ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+  ExpectLossFalls(status);
+  std::string out;
+  ASSERT_EQ(Psctl({"shards", "--json"}, &out), 0) << out;
+  nlohmann::json shards = nlohmann::json::parse(out);
+  for (const auto& server : shards.at("servers")) {
+    for (const auto& shard : server.at("shards")) {
+      // ASYNC: every push of every worker applied exactly once.
+      EXPECT_EQ(shard.at("version").get<std::string>(), "400");
+      EXPECT_EQ(shard.at("pushes").get<std::string>(), "400");
+    }
+  }
+}
+
+TEST_F(ClusterTest, CancelStopsARunningJob) {
+  StartCluster(1, 1);
+  JobSpec spec = SmallJob(SYNC, 1, 1, 1000000);
+  absl::StatusOr<std::string> id = client_->SubmitJob(spec);
+  ASSERT_TRUE(id.ok());
+  for (int i = 0; i < 200 && client_->GetJob(*id)->step() < 10; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  std::string out;
+  EXPECT_EQ(Psctl({"job", "cancel", *id}, &out), 0) << out;
+  JobStatus status = client_->GetJob(*id).value();
+  EXPECT_EQ(status.state(), CANCELLED);
+  // The worker stops (it was started with --max_jobs=1, so it exits 0).
+  EXPECT_TRUE(cluster_->CheckProcesses().ok());
+}
+
+TEST_F(ClusterTest, MalformedJobSpecsAreRejectedWithReasons) {
+  StartCluster(1, 0);
+  JobSpec bad = SmallJob(SYNC, 1, 1, 10);
+  bad.mutable_training()->set_batch_size(1000000);
+  absl::StatusOr<std::string> id = client_->SubmitJob(bad);
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(id.status().message().find("batch_size"), std::string::npos) << id.status();
+
+  const std::string spec_path = log_dir_ + "/bad.yaml";
+  std::ofstream(spec_path) << "training:\n  steps: [1, 2\n";
+  std::string out;
+  EXPECT_EQ(Psctl({"job", "submit", "--spec", spec_path}, &out), 2) << out;
+  std::ofstream(spec_path) << "trainin: {steps: 3}\n";
+  EXPECT_EQ(Psctl({"job", "submit", "--spec", spec_path}, &out), 2) << out;
+  EXPECT_NE(out.find("trainin"), std::string::npos) << out;
+  EXPECT_EQ(Psctl({"job", "status", "job-404"}, &out), 1) << out;
+  EXPECT_NE(out.find("NOT_FOUND"), std::string::npos) << out;
+}
+
+// Bad pushes sent with the ordinary generated stub (plain protobuf encoding) to a real server.
+class ServerBadInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = TempDir();
+    ASSERT_TRUE(server_
+                    .Start({Runfile("server/ps_server"), "--host=127.0.0.1", "--port=0",
+                            "--port_file=" + dir_ + "/port"},
+                           dir_ + "/server.log")
+                    .ok());
+    absl::StatusOr<int> port = WaitForPortFile(dir_ + "/port", absl::Seconds(30), &server_);
+    ASSERT_TRUE(port.ok()) << port.status();
+    stub_ = ParameterServer::NewStub(CreateChannel(absl::StrCat("127.0.0.1:", *port)));
+    CreateShardsRequest create;
+    create.set_job_id("job");
+    create.set_consistency(SYNC);
+    create.mutable_optimizer()->set_kind(SGD);
+    create.mutable_optimizer()->set_learning_rate(0.1f);
+    create.set_num_workers(2);
+    ShardSpec* shard = create.add_shards();
+    shard->mutable_table()->set_name("w");
+    shard->mutable_table()->add_shape(64);
+    shard->mutable_table()->mutable_init()->set_kind(InitSpec::NORMAL);
+    shard->mutable_table()->mutable_init()->set_scale(1.0f);
+    shard->mutable_range()->set_end(64);
+    grpc::ClientContext context;
+    CreateShardsResponse response;
+    ASSERT_TRUE(stub_->CreateShards(&context, create, &response).ok());
+  }
+
+  grpc::Status Push(const PushRequest& request) {
+    grpc::ClientContext context;
+    PushResponse response;
+    return stub_->Push(&context, request, &response);
+  }
+
+  PushRequest Good(uint64_t step = 1, uint32_t rank = 0) {
+    PushRequest p;
+    p.set_job_id("job");
+    p.set_table("w");
+    p.mutable_range()->set_end(64);
+    p.set_dtype(FP32);
+    p.set_step(step);
+    p.set_worker_rank(rank);
+    std::vector<float> g(64, 0.5f);
+    p.set_values(std::string(reinterpret_cast<const char*>(g.data()), g.size() * 4));
+    return p;
+  }
+
+  std::string PullValues(uint64_t step = 1) {
+    PullRequest r;
+    r.set_job_id("job");
+    r.set_table("w");
+    r.mutable_range()->set_end(64);
+    r.set_dtype(FP32);
+    r.set_step(step);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    PullResponse response;
+    grpc::Status status = stub_->Pull(&context, r, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.values().size(), 64u * 4);
+    return response.values();
+  }
+
+  std::string dir_;
+  Subprocess server_;
+  std::unique_ptr<ParameterServer::Stub> stub_;
+};
+
+TEST_F(ServerBadInputTest, EachBadPushGetsItsCodeAndChangesNothing) {
+  const std::string before = PullValues();
+  struct Case {
+    std::string name;
+    PushRequest request;
+    grpc::StatusCode code;
+  };
+  std::vector<Case> cases;
+  PushRequest r = Good();
+  r.set_job_id("unknown");
+  cases.push_back({"unknown job", r, grpc::StatusCode::NOT_FOUND});
+  r = Good();
+  r.set_table("unknown");
+  cases.push_back({"unknown table", r, grpc::StatusCode::NOT_FOUND});
+  r = Good();
+  r.mutable_values()->resize(63 * 4);
+  cases.push_back({"wrong length", r, grpc::StatusCode::INVALID_ARGUMENT});
+  r = Good();
+  r.set_dtype(BF16);
+  cases.push_back({"bf16", r, grpc::StatusCode::UNIMPLEMENTED});
+  r = Good();
+  r.set_dtype(DTYPE_UNSPECIFIED);
+  cases.push_back({"no dtype", r, grpc::StatusCode::INVALID_ARGUMENT});
+  r = Good();
+  const float nan = std::nanf("");
+  r.mutable_values()->replace(8, 4, reinterpret_cast<const char*>(&nan), 4);
+  cases.push_back({"NaN", r, grpc::StatusCode::INVALID_ARGUMENT});
+  r = Good();
+  const float inf = INFINITY;
+  r.mutable_values()->replace(0, 4, reinterpret_cast<const char*>(&inf), 4);
+  cases.push_back({"Inf", r, grpc::StatusCode::INVALID_ARGUMENT});
+  cases.push_back({"step ahead", Good(2), grpc::StatusCode::FAILED_PRECONDITION});
+  cases.push_back({"step already applied", Good(0), grpc::StatusCode::FAILED_PRECONDITION});
+  cases.push_back({"rank out of range", Good(1, 9), grpc::StatusCode::INVALID_ARGUMENT});
+  for (const Case& c : cases) {
+    grpc::Status status = Push(c.request);
+    EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
+    EXPECT_FALSE(status.error_message().empty()) << c.name;
+  }
+  // Still serving, and nothing changed.
+  EXPECT_EQ(PullValues(), before);
+
+  // A full step, then the same step again is stale.
+  ASSERT_TRUE(Push(Good(1, 0)).ok());
+  EXPECT_EQ(Push(Good(1, 0)).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  ASSERT_TRUE(Push(Good(1, 1)).ok());
+  const std::string after = PullValues(2);
+  EXPECT_NE(after, before);
+  EXPECT_EQ(Push(Good(1, 1)).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(PullValues(2), after);
+  EXPECT_TRUE(server_.running());
+}
+
+}  // namespace
+}  // namespace psrv

@@ -1,0 +1,41 @@
+// Waits for a set of asynchronous events (RPC completions, payload releases) and keeps the first
+// error among them.
+#ifndef PSRV_WORKER_CALL_BATCH_H_
+#define PSRV_WORKER_CALL_BATCH_H_
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+
+namespace psrv {
+
+// Thread-safe.
+class CallBatch {
+ public:
+  explicit CallBatch(int events) : pending_(events) {}
+
+  void Done(const absl::Status& status = absl::OkStatus()) {
+    absl::MutexLock lock(&mu_);
+    if (!status.ok() && first_error_.ok()) first_error_ = status;
+    --pending_;
+  }
+
+  // A C callback for grpc::Slice destructors: `arg` is the CallBatch.
+  static void DoneCallback(void* arg) { static_cast<CallBatch*>(arg)->Done(); }
+
+  // Blocks until every event is done; returns the first error.
+  absl::Status Wait() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(+[](int* pending) { return *pending == 0; }, &pending_));
+    return first_error_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int pending_ ABSL_GUARDED_BY(mu_);
+  absl::Status first_error_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace psrv
+
+#endif  // PSRV_WORKER_CALL_BATCH_H_

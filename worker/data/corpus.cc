@@ -1,0 +1,82 @@
+// Loading one worker's part of a text file and sampling training windows from it.
+#include "worker/data/corpus.h"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace psrv {
+namespace {
+
+// floor(n * rank / num_workers) without overflow: with n = q * num_workers + s it is
+// q * rank + floor(s * rank / num_workers), and s * rank < num_workers^2 fits in 64 bits.
+uint64_t PartBegin(uint64_t n, int rank, int num_workers) {
+  const uint64_t m = num_workers, q = n / m, s = n % m;
+  return q * rank + s * rank / m;
+}
+
+}  // namespace
+
+absl::StatusOr<Corpus> Corpus::Load(const std::string& path, int rank, int num_workers) {
+  if (num_workers < 1 || rank < 0 || rank >= num_workers) {
+    return absl::InvalidArgumentError(absl::StrCat("worker rank ", rank, " of ", num_workers,
+                                                   ": want 0 <= rank < num_workers"));
+  }
+  // Checked first: a directory opens as a stream but has no meaningful size.
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    return absl::NotFoundError(absl::StrCat(
+        path, " is not a readable file", error ? absl::StrCat(": ", error.message()) : ""));
+  }
+  const uint64_t n = std::filesystem::file_size(path, error);
+  if (error) return absl::NotFoundError(absl::StrCat("cannot stat ", path, ": ", error.message()));
+  const uint64_t begin = PartBegin(n, rank, num_workers);
+  const uint64_t end = PartBegin(n, rank + 1, num_workers);
+  if (end - begin < 2) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " has ", n, " bytes; worker ", rank, " of ", num_workers, " would get ",
+                     end - begin, ", need at least 2"));
+  }
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  std::string text(end - begin, '\0');
+  file.seekg(static_cast<std::streamoff>(begin));
+  file.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (!file || file.gcount() != static_cast<std::streamsize>(text.size())) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read bytes [", begin, ", ", end, ") of ", path));
+  }
+  return Corpus(std::move(text), begin);
+}
+
+Corpus Corpus::FromText(std::string text) { return Corpus(std::move(text), 0); }
+
+absl::Status Corpus::CheckWindow(int window) const {
+  if (window < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("window of ", window, " bytes, want >= 1"));
+  }
+  if (static_cast<size_t>(window) > text_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "window of ", window, " bytes does not fit in a training text of ", text_.size()));
+  }
+  return absl::OkStatus();
+}
+
+void Corpus::SampleBatch(std::mt19937_64& rng, int batch, int window, uint8_t* windows) const {
+  // Starts in [0, size - window]. Modulo bias is below (size / 2^64), far under sampling noise, and
+  // unlike std::uniform_int_distribution the result is the same under every standard library.
+  const uint64_t starts = text_.size() - window + 1;
+  for (int b = 0; b < batch; ++b) {
+    const uint64_t start = rng() % starts;
+    std::memcpy(windows + static_cast<size_t>(b) * window, text_.data() + start, window);
+  }
+}
+
+}  // namespace psrv

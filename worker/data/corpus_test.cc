@@ -1,0 +1,125 @@
+// Tests of Corpus: file partitioning across workers, window sampling and errors.
+#include "worker/data/corpus.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace psrv {
+namespace {
+
+// Writes `contents` to a fresh file under TEST_TMPDIR and returns its path.
+std::string WriteTempFile(const std::string& name, const std::string& contents) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  const std::string path = absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
+  std::ofstream(path, std::ios::binary) << contents;
+  return path;
+}
+
+// `n` bytes of every value 0..255 (so NULs and high bytes survive the round trip).
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string bytes(n, '\0');
+  for (char& c : bytes) c = static_cast<char>(rng());
+  return bytes;
+}
+
+TEST(CorpusTest, PartsCoverTheFileExactlyOnce) {
+  for (size_t n : {100u, 1001u, 4099u}) {
+    const std::string contents = RandomBytes(n, n);
+    const std::string path = WriteTempFile(absl::StrCat("partition_", n), contents);
+    for (int m : {1, 2, 3, 7}) {
+      std::string joined;
+      uint64_t expected_begin = 0;
+      for (int rank = 0; rank < m; ++rank) {
+        absl::StatusOr<Corpus> part = Corpus::Load(path, rank, m);
+        ASSERT_TRUE(part.ok()) << part.status();
+        // Parts are contiguous, in rank order, and differ in size by at most one byte.
+        EXPECT_EQ(part->begin_offset(), expected_begin) << "n=" << n << " m=" << m << " r=" << rank;
+        EXPECT_GE(part->size(), n / m);
+        EXPECT_LE(part->size(), n / m + 1);
+        EXPECT_EQ(part->text(), contents.substr(part->begin_offset(), part->size()));
+        expected_begin += part->size();
+        joined += part->text();
+      }
+      EXPECT_EQ(joined, contents) << "n=" << n << " m=" << m;
+    }
+  }
+}
+
+TEST(CorpusTest, WindowsAreSubstringsOfThePart) {
+  const std::string contents = RandomBytes(3000, 1);
+  const std::string path = WriteTempFile("windows", contents);
+  const Corpus part = *Corpus::Load(path, 1, 3);  // Bytes [1000, 2000).
+  const std::string rest = contents.substr(0, 1000) + contents.substr(2000);
+  const int batch = 200, window = 9;
+  ASSERT_TRUE(part.CheckWindow(window).ok());
+  std::vector<uint8_t> windows(batch * window);
+  std::mt19937_64 rng(5);
+  part.SampleBatch(rng, batch, window, windows.data());
+  for (int b = 0; b < batch; ++b) {
+    const std::string w(reinterpret_cast<const char*>(windows.data()) + b * window, window);
+    EXPECT_NE(part.text().find(w), std::string::npos) << "window " << b;
+    EXPECT_EQ(rest.find(w), std::string::npos) << "window " << b;  // Random bytes: no false hits.
+  }
+}
+
+TEST(CorpusTest, SamplingReachesEveryStartIncludingTheLast) {
+  const Corpus corpus = Corpus::FromText("abcdef");
+  EXPECT_EQ(corpus.begin_offset(), 0u);
+  std::vector<uint8_t> windows(2 * 300);
+  std::mt19937_64 rng(3);
+  corpus.SampleBatch(rng, 300, 2, windows.data());
+  std::vector<int> starts(5, 0);
+  for (int b = 0; b < 300; ++b) ++starts[windows[2 * b] - 'a'];
+  for (int count : starts) EXPECT_GT(count, 30);  // ~60 each.
+  // A window as long as the text is the whole text.
+  corpus.SampleBatch(rng, 1, 6, windows.data());
+  EXPECT_EQ(std::string(windows.begin(), windows.begin() + 6), "abcdef");
+}
+
+TEST(CorpusTest, SamplingIsDeterministicPerSeed) {
+  const Corpus corpus = Corpus::FromText(RandomBytes(500, 2));
+  std::vector<uint8_t> a(64 * 9), b(64 * 9), c(64 * 9);
+  std::mt19937_64 rng_a(42), rng_b(42), rng_c(43);
+  corpus.SampleBatch(rng_a, 64, 9, a.data());
+  corpus.SampleBatch(rng_b, 64, 9, b.data());
+  corpus.SampleBatch(rng_c, 64, 9, c.data());
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  // The next batch from the same stream differs from the first.
+  corpus.SampleBatch(rng_a, 64, 9, a.data());
+  EXPECT_NE(a, b);
+}
+
+TEST(CorpusTest, CheckWindow) {
+  const Corpus corpus = Corpus::FromText("0123456789");
+  EXPECT_TRUE(corpus.CheckWindow(1).ok());
+  EXPECT_TRUE(corpus.CheckWindow(10).ok());
+  EXPECT_EQ(corpus.CheckWindow(11).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(corpus.CheckWindow(0).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CorpusTest, LoadErrors) {
+  const std::string path = WriteTempFile("errors", "0123456789");
+  EXPECT_EQ(Corpus::Load(path + ".missing", 0, 1).status().code(), absl::StatusCode::kNotFound);
+  const char* dir = std::getenv("TEST_TMPDIR");
+  EXPECT_EQ(Corpus::Load(dir != nullptr ? dir : "/tmp", 0, 1).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Corpus::Load(path, 2, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Corpus::Load(path, -1, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Corpus::Load(path, 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  // 10 bytes over 5 workers is 2 each; over 6, some get 1.
+  EXPECT_TRUE(Corpus::Load(path, 4, 5).ok());
+  EXPECT_EQ(Corpus::Load(path, 0, 6).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Corpus::Load(WriteTempFile("empty", ""), 0, 1).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace psrv

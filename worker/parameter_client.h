@@ -1,0 +1,62 @@
+// The worker's view of the parameter servers: the flat parameter buffer (tables in shard-map order)
+// and one gRPC channel per server. Pull (pull.cc) fills the buffer from every shard in parallel;
+// Push (push.cc) sends each shard its slice of the gradient buffer. Payloads go straight between the
+// flat buffers and the network (common/wire.h): no per-call payload allocation or copy.
+#ifndef PSRV_WORKER_PARAMETER_CLIENT_H_
+#define PSRV_WORKER_PARAMETER_CLIENT_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/generic/generic_stub.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/types.pb.h"
+
+namespace psrv {
+
+// Thread-compatible: one Pull or Push at a time.
+class ParameterClient {
+ public:
+  // Every table of `shard_map` must be covered exactly by its shards.
+  static absl::StatusOr<std::unique_ptr<ParameterClient>> Create(const ShardMap& shard_map,
+                                                                 uint32_t worker_rank);
+
+  size_t num_parameters() const { return num_parameters_; }
+  // Offset of a table in the flat buffer; -1 if unknown.
+  int64_t TableOffset(const std::string& table) const;
+
+  // Fills params (num_parameters floats) with the values every shard has for `step` (SYNC: after
+  // step-1 was applied). All shards are pulled in parallel; the first error is returned.
+  absl::Status Pull(uint64_t step, float* params, absl::Duration timeout);
+
+  // Sends grads (num_parameters floats) for `step`, each shard its range, in parallel.
+  absl::Status Push(uint64_t step, const float* grads, absl::Duration timeout);
+
+ private:
+  struct Target {
+    std::string table;
+    KeyRange range;
+    uint64_t flat_offset;  // Where range.begin() of the table sits in the flat buffer.
+    std::string address;
+    grpc::GenericStub* stub;
+  };
+
+  ParameterClient() = default;
+
+  std::string job_id_;
+  uint32_t worker_rank_ = 0;
+  size_t num_parameters_ = 0;
+  std::map<std::string, uint64_t> table_offsets_;
+  std::map<std::string, std::unique_ptr<grpc::GenericStub>> stubs_;  // By server address.
+  std::vector<Target> targets_;
+};
+
+}  // namespace psrv
+
+#endif  // PSRV_WORKER_PARAMETER_CLIENT_H_

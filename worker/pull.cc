@@ -1,0 +1,66 @@
+// Pull: the first step of a training iteration. Every shard's current values land in the worker's
+// flat parameter buffer, all shards in parallel.
+#include <memory>
+#include <vector>
+
+#include <grpcpp/client_context.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/key_range.h"
+#include "common/status.h"
+#include "common/wire.h"
+#include "proto/parameter_server.pb.h"
+#include "worker/call_batch.h"
+#include "worker/parameter_client.h"
+
+namespace psrv {
+
+absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration timeout) {
+  struct Call {
+    grpc::ClientContext context;
+    grpc::ByteBuffer request;
+    grpc::ByteBuffer response;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  CallBatch batch(static_cast<int>(targets_.size()));
+  const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+  for (const Target& target : targets_) {
+    auto call = std::make_unique<Call>();
+    call->context.set_deadline(deadline);
+    PullRequest header;
+    header.set_job_id(job_id_);
+    header.set_table(target.table);
+    *header.mutable_range() = target.range;
+    header.set_dtype(FP32);
+    header.set_step(step);
+    header.set_worker_rank(worker_rank_);
+    std::string bytes = header.SerializeAsString();
+    grpc::Slice slice(bytes);
+    call->request = grpc::ByteBuffer(&slice, 1);
+    Call* raw = call.get();
+    float* destination = params + target.flat_offset;
+    const size_t expected = RangeSize(target.range) * sizeof(float);
+    const std::string what = absl::StrCat("pull ", target.table, " from ", target.address);
+    target.stub->UnaryCall(
+        &raw->context, "/psrv.ParameterServer/Pull", grpc::StubOptions(), &raw->request,
+        &raw->response, [raw, destination, expected, what, &batch](grpc::Status status) {
+          absl::Status result = FromGrpcStatus(status, what);
+          if (result.ok()) {
+            PullResponse reply;
+            result = ParseWithPayload(&raw->response, &reply,
+                                      [&](size_t size) -> absl::StatusOr<char*> {
+                                        if (size != expected) {
+                                          return absl::DataLossError(absl::StrCat(
+                                              what, ": expected ", expected, " bytes, got ", size));
+                                        }
+                                        return reinterpret_cast<char*>(destination);
+                                      });
+          }
+          batch.Done(result);
+        });
+    calls.push_back(std::move(call));
+  }
+  return batch.Wait();
+}
+
+}  // namespace psrv

@@ -1,0 +1,56 @@
+// Push: the third step of a training iteration. Each shard receives its slice of the worker's flat
+// gradient buffer, all shards in parallel; the slices are sent from the buffer itself.
+#include <memory>
+#include <vector>
+
+#include <grpcpp/client_context.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/key_range.h"
+#include "common/status.h"
+#include "common/wire.h"
+#include "proto/parameter_server.pb.h"
+#include "worker/call_batch.h"
+#include "worker/parameter_client.h"
+
+namespace psrv {
+
+absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Duration timeout) {
+  struct Call {
+    grpc::ClientContext context;
+    grpc::ByteBuffer request;
+    grpc::ByteBuffer response;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  // Two events per call: the RPC's completion and gRPC releasing the aliased gradient slice
+  // (the buffer must not change before both).
+  CallBatch batch(static_cast<int>(2 * targets_.size()));
+  const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+  for (const Target& target : targets_) {
+    auto call = std::make_unique<Call>();
+    call->context.set_deadline(deadline);
+    PushRequest header;
+    header.set_job_id(job_id_);
+    header.set_table(target.table);
+    *header.mutable_range() = target.range;
+    header.set_dtype(FP32);
+    header.set_step(step);
+    header.set_worker_rank(worker_rank_);
+    SerializeWithPayload(header, grads + target.flat_offset,
+                         RangeSize(target.range) * sizeof(float), &CallBatch::DoneCallback, &batch,
+                         &call->request);
+    Call* raw = call.get();
+    const std::string what = absl::StrCat("push ", target.table, " to ", target.address);
+    target.stub->UnaryCall(&raw->context, "/psrv.ParameterServer/Push", grpc::StubOptions(),
+                           &raw->request, &raw->response, [what, &batch](grpc::Status status) {
+                             batch.Done(FromGrpcStatus(status, what));
+                           });
+    // UnaryCall has serialized (referenced) the request; drop our reference so the slice's release
+    // event fires once gRPC is done with it.
+    raw->request.Clear();
+    calls.push_back(std::move(call));
+  }
+  return batch.Wait();
+}
+
+}  // namespace psrv

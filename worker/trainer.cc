@@ -1,0 +1,177 @@
+#include "worker/trainer.h"
+
+#include <memory>
+#include <vector>
+
+#include <glog/logging.h>
+#include <grpcpp/client_context.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/model_layout.h"
+#include "common/status.h"
+#include "worker/compute.h"
+#include "worker/data/corpus.h"
+#include "worker/model/mlp_model.h"
+#include "worker/parameter_client.h"
+
+namespace psrv {
+namespace {
+
+// SYNC pulls wait for the slowest worker; a pull that times out is retried (pulls are idempotent)
+// until the job is cancelled, so a slow step is not an error.
+constexpr absl::Duration kPullTimeout = absl::Seconds(10);
+constexpr absl::Duration kPushTimeout = absl::Seconds(60);
+
+// The byte-level model may emit bytes that are not valid UTF-8; protobuf strings must be. Invalid
+// bytes become '?'.
+std::string ToValidUtf8(const std::string& bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const unsigned char c = bytes[i];
+    int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool valid = len > 0 && i + len <= bytes.size();
+    for (int k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(bytes[i + k]) >> 6) == 0x2;
+    if (valid && len > 1) {
+      // Reject overlong encodings, surrogates and code points above U+10FFFF.
+      uint32_t cp = c & (0xff >> (len + 1));
+      for (int k = 1; k < len; ++k) cp = (cp << 6) | (bytes[i + k] & 0x3f);
+      static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+      valid = cp >= kMin[len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
+    }
+    if (valid) {
+      out.append(bytes, i, len);
+      i += len;
+    } else {
+      out.push_back('?');
+      ++i;
+    }
+  }
+  return out;
+}
+
+class ProgressReporter {
+ public:
+  ProgressReporter(Coordinator::Stub* stub, const WorkAssignment& assignment, std::string node_id)
+      : stub_(stub), assignment_(assignment), node_id_(std::move(node_id)) {}
+
+  // Returns true if the coordinator wants the worker to stop.
+  bool Report(uint64_t step, float loss, float tokens_per_sec, bool done,
+              const std::string& error = "", const std::string& sample = "") {
+    if (stub_ == nullptr) return false;
+    ReportProgressRequest request;
+    request.set_job_id(assignment_.job_id());
+    request.set_node_id(node_id_);
+    request.set_rank(assignment_.rank());
+    request.set_step(step);
+    request.set_loss(std::isfinite(loss) ? loss : 0.0f);
+    request.set_tokens_per_sec(tokens_per_sec);
+    request.set_done(done);
+    request.set_error(ToValidUtf8(error));
+    request.set_sample(ToValidUtf8(sample));
+    ReportProgressResponse response;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      grpc::Status status = stub_->ReportProgress(&context, request, &response);
+      if (status.ok()) return response.cancel();
+      LOG(WARNING) << "progress report failed: " << status.error_message();
+      if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return false;
+  }
+
+ private:
+  Coordinator::Stub* const stub_;
+  const WorkAssignment& assignment_;
+  const std::string node_id_;
+};
+
+absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
+                   const std::atomic<bool>* cancel) {
+  const JobSpec& spec = assignment.spec();
+  const TrainingSpec& training = spec.training();
+  ASSIGN_OR_RETURN(MlpModel model, MlpModel::Create(spec.model()));
+  ASSIGN_OR_RETURN(Corpus corpus,
+                   Corpus::Load(spec.data().path(), assignment.rank(), spec.num_workers()));
+  RETURN_IF_ERROR(corpus.CheckWindow(model.context() + 1));
+  ASSIGN_OR_RETURN(std::unique_ptr<ParameterClient> client,
+                   ParameterClient::Create(assignment.shard_map(), assignment.rank()));
+  if (client->num_parameters() != model.num_parameters()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("shard map has ", client->num_parameters(), " parameters, the model ",
+                     model.num_parameters()));
+  }
+  std::vector<float> params(model.num_parameters());  // (num_parameters) pulled each step.
+  std::vector<float> grads(model.num_parameters());   // (num_parameters) pushed each step.
+  // Each worker draws its own minibatches: its own seed stream.
+  GradientComputer computer(&model, &corpus, static_cast<int>(training.batch_size()),
+                            training.seed() * 1000003 + assignment.rank());
+
+  auto pull = [&](uint64_t step) -> absl::Status {
+    while (true) {
+      absl::Status status = client->Pull(step, params.data(), kPullTimeout);
+      if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
+      if (cancel->load()) return absl::CancelledError("job cancelled");
+    }
+  };
+
+  const uint64_t report_every = std::max<uint32_t>(1, training.report_every());
+  double window_loss = 0;
+  uint64_t window_steps = 0;
+  absl::Time window_start = absl::Now();
+  for (uint64_t step = 1; step <= training.steps(); ++step) {
+    if (cancel->load()) return absl::CancelledError("job cancelled");
+    RETURN_IF_ERROR(pull(step));
+    const float loss = computer.Compute(params.data(), grads.data());
+    if (!std::isfinite(loss)) {
+      return absl::InternalError(absl::StrCat("loss became ", loss, " at step ", step,
+                                              " (learning rate too high?)"));
+    }
+    RETURN_IF_ERROR(client->Push(step, grads.data(), kPushTimeout));
+    window_loss += loss;
+    ++window_steps;
+    if (step % report_every == 0 || step == training.steps()) {
+      const double seconds = absl::ToDoubleSeconds(absl::Now() - window_start);
+      const float tokens_per_sec =
+          seconds > 0 ? static_cast<float>(window_steps * computer.tokens_per_step() / seconds) : 0;
+      const bool last = step == training.steps();
+      if (!last && reporter->Report(step, static_cast<float>(window_loss / window_steps),
+                                    tokens_per_sec, /*done=*/false)) {
+        return absl::CancelledError("job cancelled");
+      }
+      if (last) {
+        // The final parameters (SYNC: after every worker's last step) for the text sample.
+        std::string sample;
+        if (assignment.rank() == 0 && training.sample_length() > 0) {
+          RETURN_IF_ERROR(pull(step + 1));
+          sample = model.Generate(params.data(), "\n", static_cast<int>(training.sample_length()),
+                                  /*temperature=*/0.8f, training.seed());
+        }
+        reporter->Report(step, static_cast<float>(window_loss / window_steps), tokens_per_sec,
+                         /*done=*/true, "", sample);
+      }
+      window_loss = 0;
+      window_steps = 0;
+      window_start = absl::Now();
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
+                    const std::string& node_id, const std::atomic<bool>* cancel) {
+  ProgressReporter reporter(coordinator, assignment, node_id);
+  absl::Status status = Train(assignment, &reporter, cancel);
+  if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
+    reporter.Report(0, 0, 0, /*done=*/false, status.ToString());
+  }
+  return status;
+}
+
+}  // namespace psrv
