@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -128,6 +129,61 @@ std::string MakeTempDir() {
   return std::string(buffer.data());
 }
 
+// "gpt, 4 layers, 4 heads, width 128, context 64, dropout 0.1, char tokenizer (65 characters)".
+std::string ModelText(const ModelSpec& model) {
+  std::string text = model.kind();
+  if (model.kind() == "mlp") {
+    absl::StrAppend(&text, ", context ", model.context(), ", embedding ", model.embedding_dim(),
+                    ", hidden ", model.hidden_dim());
+  } else {
+    absl::StrAppend(&text, ", ", model.layers(), " layers, ", model.heads(), " heads, width ",
+                    model.width(), ", context ", model.context());
+    if (model.dropout() > 0) absl::StrAppend(&text, ", dropout ", model.dropout());
+  }
+  absl::StrAppend(&text, ", ", model.tokenizer(), " tokenizer");
+  if (model.tokenizer() == "char") {
+    absl::StrAppend(&text, " (", model.vocabulary().size(), " characters)");
+  }
+  return text;
+}
+
+// "ADAMW lr 0.001 (beta1 0.9, beta2 0.95, weight decay 0.1), warmup 100 steps, cosine decay to
+// 0.0001 at step 5000".
+std::string OptimizerText(const OptimizerConfig& optimizer) {
+  std::string text =
+      absl::StrCat(OptimizerKind_Name(optimizer.kind()), " lr ", optimizer.learning_rate());
+  if (optimizer.kind() == MOMENTUM) absl::StrAppend(&text, " momentum ", optimizer.momentum());
+  if (optimizer.kind() == ADAMW) {
+    absl::StrAppend(&text, " (beta1 ", optimizer.beta1(), ", beta2 ", optimizer.beta2());
+    if (optimizer.weight_decay() > 0) {
+      absl::StrAppend(&text, ", weight decay ", optimizer.weight_decay());
+    }
+    absl::StrAppend(&text, ")");
+  }
+  if (optimizer.warmup_steps() > 0) {
+    absl::StrAppend(&text, ", warmup ", optimizer.warmup_steps(), " steps");
+  }
+  if (optimizer.decay_steps() > optimizer.warmup_steps()) {
+    absl::StrAppend(&text, ", cosine decay to ", optimizer.min_learning_rate(), " at step ",
+                    optimizer.decay_steps());
+  }
+  return text;
+}
+
+// "1.912 at step 400, best 1.850 at step 300"; "-" before the first validation loss.
+std::string ValidationText(const JobStatus& job) {
+  if (!HasValLoss(job)) return "-";
+  std::string text = FormatLoss(job.val_loss());
+  if (job.val_history_size() == 0) return text;
+  const uint64_t last_step = job.val_history(job.val_history_size() - 1).step();
+  absl::StrAppend(&text, " at step ", last_step);
+  const std::optional<ValidationPoint> best = BestValidation(job);
+  if (best.has_value() && best->step() != last_step) {
+    absl::StrAppend(&text, ", best ", FormatLoss(best->loss()), " at step ", best->step());
+  }
+  return text;
+}
+
 }  // namespace
 
 std::string ResolveUserPath(const std::string& path) {
@@ -160,18 +216,168 @@ absl::StatusOr<JobSpec> LoadSpecFile(const JobSpecFlags& flags) {
   return spec;
 }
 
-// Applies the flag overrides to `spec`, then the defaults, then validates.
+// The lower-cased value of a flag that takes one of `choices`.
+absl::StatusOr<std::string> Choice(const char* flag, const std::string& value,
+                                   const std::vector<std::string>& choices) {
+  const std::string lower = absl::AsciiStrToLower(value);
+  if (std::find(choices.begin(), choices.end(), lower) == choices.end()) {
+    std::string names = absl::StrJoin(choices, ", ");
+    const std::size_t last_comma = names.rfind(", ");
+    if (last_comma != std::string::npos) names.replace(last_comma, 2, " or ");
+    return absl::InvalidArgumentError(absl::StrCat(flag, " must be ", names, ", got ", value));
+  }
+  return lower;
+}
+
+// The values a real-valued flag accepts: from lo to hi, each end included unless marked open.
+struct Interval {
+  double lo;
+  double hi;  // Infinity: no upper bound.
+  bool lo_open = false;
+  bool hi_open = false;
+};
+
+// Sets a float spec field from a flag after checking it lies in `interval` (NaN never does).
+absl::Status SetFloat(const char* flag, const std::optional<double>& value, Interval interval,
+                      const std::function<void(float)>& set) {
+  if (!value.has_value()) return absl::OkStatus();
+  const double v = *value;
+  const bool above_lo = interval.lo_open ? v > interval.lo : v >= interval.lo;
+  const bool below_hi = interval.hi_open ? v < interval.hi : v <= interval.hi;
+  if (!(above_lo && below_hi)) {  // Written so that NaN fails.
+    std::string range;
+    if (std::isinf(interval.hi)) {
+      range = absl::StrCat(interval.lo_open ? "> " : ">= ", interval.lo);
+    } else {
+      range = absl::StrCat("in ", interval.lo_open ? "(" : "[", interval.lo, ", ", interval.hi,
+                           interval.hi_open ? ")" : "]");
+    }
+    return absl::InvalidArgumentError(absl::StrCat(flag, " must be ", range, ", got ", v));
+  }
+  set(static_cast<float>(v));
+  return absl::OkStatus();
+}
+
+// Flags that only mean something for one model or optimizer, checked once the defaults chose them:
+// a flag the job would silently ignore is a mistake worth reporting.
+absl::Status CheckFlagsFitSpec(const JobSpec& spec, const JobSpecFlags& flags) {
+  const std::string& kind = spec.model().kind();
+  const std::pair<const char*, bool> mlp_flags[] = {
+      {"--embedding-dim", flags.embedding_dim.has_value()},
+      {"--hidden-dim", flags.hidden_dim.has_value()}};
+  const std::pair<const char*, bool> gpt_flags[] = {{"--layers", flags.layers.has_value()},
+                                                    {"--heads", flags.heads.has_value()},
+                                                    {"--width", flags.width.has_value()},
+                                                    {"--dropout", flags.dropout.has_value()}};
+  if (kind == "gpt") {
+    for (const auto& [flag, set] : mlp_flags) {
+      if (set) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, " is for the mlp model, but the job's model is gpt (--model mlp selects it)"));
+      }
+    }
+  } else if (kind == "mlp") {
+    for (const auto& [flag, set] : gpt_flags) {
+      if (set) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, " is for the gpt model, but the job's model is mlp (--model gpt selects it)"));
+      }
+    }
+  }
+  const OptimizerKind optimizer = spec.training().optimizer().kind();
+  if (optimizer != ADAMW) {
+    const std::pair<const char*, bool> adamw_flags[] = {
+        {"--beta1", flags.beta1.has_value()},
+        {"--beta2", flags.beta2.has_value()},
+        {"--weight-decay", flags.weight_decay.has_value()}};
+    for (const auto& [flag, set] : adamw_flags) {
+      if (set) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(flag, " is for --optimizer adamw, but the job's optimizer is ",
+                         absl::AsciiStrToLower(OptimizerKind_Name(optimizer))));
+      }
+    }
+  } else if (flags.momentum) {
+    return absl::InvalidArgumentError(
+        "--momentum is for --optimizer momentum, but the job's optimizer is adamw (it has "
+        "--beta1 and --beta2)");
+  }
+  return absl::OkStatus();
+}
+
+// For a "char" tokenizer without a vocabulary: the distinct bytes of the data file, read where
+// psctl runs (the path as the user meant it, see ResolveUserPath).
+absl::Status FillVocabularyHere(JobSpec* spec) {
+  if (spec->data().path().empty())
+    return absl::OkStatus();  // ValidateJobSpec says what is missing.
+  JobSpec here = *spec;
+  here.mutable_data()->set_path(ResolveUserPath(spec->data().path()));
+  absl::Status filled = FillVocabulary(&here);
+  if (absl::IsNotFound(filled)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        filled.message(),
+        " (run psctl where the file is readable, set model.vocabulary in --spec, or use "
+        "--tokenizer byte)"));
+  }
+  RETURN_IF_ERROR(filled);
+  spec->mutable_model()->set_vocabulary(here.model().vocabulary());
+  return absl::OkStatus();
+}
+
+// Applies the flag overrides to `spec`, then the defaults, fills the vocabulary, then validates.
 absl::StatusOr<JobSpec> ApplyFlags(JobSpec spec, const JobSpecFlags& flags) {
   if (flags.name) spec.set_name(*flags.name);
   if (flags.data) spec.mutable_data()->set_path(*flags.data);
+  ModelSpec* model = spec.mutable_model();
   TrainingSpec* training = spec.mutable_training();
   OptimizerConfig* optimizer = training->mutable_optimizer();
+
+  // The model.
+  if (flags.model) {
+    ASSIGN_OR_RETURN(const std::string kind, Choice("--model", *flags.model, {"gpt", "mlp"}));
+    model->set_kind(kind);
+  }
+  // The range that fits the model is checked by ValidateJobSpec (gpt 1..4096, mlp 1..64).
+  RETURN_IF_ERROR(
+      SetUint32("--context", flags.context, 1, 4096, [&](uint32_t v) { model->set_context(v); }));
+  RETURN_IF_ERROR(SetUint32("--embedding-dim", flags.embedding_dim, 1, 1024,
+                            [&](uint32_t v) { model->set_embedding_dim(v); }));
+  RETURN_IF_ERROR(SetUint32("--hidden-dim", flags.hidden_dim, 1, 16384,
+                            [&](uint32_t v) { model->set_hidden_dim(v); }));
+  RETURN_IF_ERROR(
+      SetUint32("--layers", flags.layers, 1, 96, [&](uint32_t v) { model->set_layers(v); }));
+  RETURN_IF_ERROR(
+      SetUint32("--width", flags.width, 1, 16384, [&](uint32_t v) { model->set_width(v); }));
+  RETURN_IF_ERROR(
+      SetUint32("--heads", flags.heads, 1, 16384, [&](uint32_t v) { model->set_heads(v); }));
+  RETURN_IF_ERROR(SetFloat("--dropout", flags.dropout, {0, 1, false, /*hi_open=*/true},
+                           [&](float v) { model->set_dropout(v); }));
+  if (flags.tokenizer) {
+    ASSIGN_OR_RETURN(const std::string tokenizer,
+                     Choice("--tokenizer", *flags.tokenizer, {"byte", "char"}));
+    if (tokenizer != model->tokenizer()) model->clear_vocabulary();  // Belongs to the other one.
+    model->set_tokenizer(tokenizer);
+  }
+
+  // Data and training.
+  RETURN_IF_ERROR(SetFloat("--validation-fraction", flags.validation_fraction,
+                           {0, 0.5, /*lo_open=*/true},
+                           [&](float v) { spec.mutable_data()->set_validation_fraction(v); }));
   if (flags.steps) {
     RETURN_IF_ERROR(FlagRange("--steps", *flags.steps, 1, 1000000000));
     training->set_steps(*flags.steps);
   }
   RETURN_IF_ERROR(SetUint32("--batch-size", flags.batch_size, 1, 65536,
                             [&](uint32_t v) { training->set_batch_size(v); }));
+  RETURN_IF_ERROR(SetFloat("--grad-clip", flags.grad_clip,
+                           {0, std::numeric_limits<double>::infinity()},
+                           [&](float v) { training->set_grad_clip(v); }));
+  RETURN_IF_ERROR(SetUint32("--eval-every", flags.eval_every, 0, 1000000000,
+                            [&](uint32_t v) { training->set_eval_every(v); }));
+  RETURN_IF_ERROR(SetUint32("--eval-batches", flags.eval_batches, 1, 10000,
+                            [&](uint32_t v) { training->set_eval_batches(v); }));
+
+  // The optimizer and its schedule.
   if (flags.lr) {
     if (!(*flags.lr > 0)) {  // 0 would mean "default"; NaN fails too.
       return absl::InvalidArgumentError(absl::StrCat("--lr must be in (0, 10], got ", *flags.lr));
@@ -179,44 +385,46 @@ absl::StatusOr<JobSpec> ApplyFlags(JobSpec spec, const JobSpecFlags& flags) {
     optimizer->set_learning_rate(static_cast<float>(*flags.lr));
   }
   if (flags.optimizer) {
-    const std::string kind = absl::AsciiStrToLower(*flags.optimizer);
-    if (kind == "sgd") {
-      optimizer->set_kind(SGD);
-    } else if (kind == "momentum") {
-      optimizer->set_kind(MOMENTUM);
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--optimizer must be sgd or momentum, got ", *flags.optimizer));
-    }
+    ASSIGN_OR_RETURN(const std::string kind,
+                     Choice("--optimizer", *flags.optimizer, {"sgd", "momentum", "adamw"}));
+    optimizer->set_kind(kind == "sgd" ? SGD : kind == "momentum" ? MOMENTUM : ADAMW);
   }
   if (flags.momentum) {
     optimizer->set_momentum(static_cast<float>(*flags.momentum));
     if (optimizer->kind() == OPTIMIZER_UNSPECIFIED) optimizer->set_kind(MOMENTUM);
   }
+  // 0 would mean "default" for the betas.
+  RETURN_IF_ERROR(SetFloat("--beta1", flags.beta1, {0, 1, true, true},
+                           [&](float v) { optimizer->set_beta1(v); }));
+  RETURN_IF_ERROR(SetFloat("--beta2", flags.beta2, {0, 1, true, true},
+                           [&](float v) { optimizer->set_beta2(v); }));
+  RETURN_IF_ERROR(SetFloat("--weight-decay", flags.weight_decay, {0, 10},
+                           [&](float v) { optimizer->set_weight_decay(v); }));
+  if (flags.warmup_steps) {
+    RETURN_IF_ERROR(FlagRange("--warmup-steps", *flags.warmup_steps, 0, 1000000000));
+    optimizer->set_warmup_steps(*flags.warmup_steps);
+  }
+  if (flags.decay_steps) {
+    RETURN_IF_ERROR(FlagRange("--decay-steps", *flags.decay_steps, 0, 1000000000));
+    optimizer->set_decay_steps(*flags.decay_steps);
+  }
+  RETURN_IF_ERROR(SetFloat("--min-lr", flags.min_lr, {0, 10},
+                           [&](float v) { optimizer->set_min_learning_rate(v); }));
+
+  // The cluster.
   if (flags.mode) {
-    const std::string mode = absl::AsciiStrToLower(*flags.mode);
-    if (mode == "sync") {
-      training->set_consistency(SYNC);
-    } else if (mode == "async") {
-      training->set_consistency(ASYNC);
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--mode must be sync or async, got ", *flags.mode));
-    }
+    ASSIGN_OR_RETURN(const std::string mode, Choice("--mode", *flags.mode, {"sync", "async"}));
+    training->set_consistency(mode == "sync" ? SYNC : ASYNC);
   }
   RETURN_IF_ERROR(
       SetUint32("--servers", flags.servers, 1, 64, [&](uint32_t v) { spec.set_num_servers(v); }));
   RETURN_IF_ERROR(
       SetUint32("--workers", flags.workers, 1, 64, [&](uint32_t v) { spec.set_num_workers(v); }));
   if (flags.seed) training->set_seed(*flags.seed);
-  RETURN_IF_ERROR(SetUint32("--context", flags.context, 1, 64,
-                            [&](uint32_t v) { spec.mutable_model()->set_context(v); }));
-  RETURN_IF_ERROR(SetUint32("--embedding-dim", flags.embedding_dim, 1, 1024,
-                            [&](uint32_t v) { spec.mutable_model()->set_embedding_dim(v); }));
-  RETURN_IF_ERROR(SetUint32("--hidden-dim", flags.hidden_dim, 1, 16384,
-                            [&](uint32_t v) { spec.mutable_model()->set_hidden_dim(v); }));
 
   ApplyJobDefaults(&spec);
+  RETURN_IF_ERROR(CheckFlagsFitSpec(spec, flags));
+  RETURN_IF_ERROR(FillVocabularyHere(&spec));
   absl::Status valid = ValidateJobSpec(spec);
   if (!valid.ok()) {
     std::string message = absl::StrCat("invalid job spec: ", valid.message());
@@ -292,11 +500,11 @@ int JobListCommand(const CommandEnv& env, bool json) {
     return kExitOk;
   }
   const absl::Time now = absl::Now();
-  Table table({"ID", "NAME", "STATE", "STEP", "LOSS", "TOK/S", "AGE"});
-  for (int c : {3, 4, 5, 6}) table.SetRightAligned(c);
+  Table table({"ID", "NAME", "STATE", "STEP", "LOSS", "VAL", "TOK/S", "AGE"});
+  for (int c : {3, 4, 5, 6, 7}) table.SetRightAligned(c);
   for (const JobStatus& job : *jobs) {
     table.AddRow({job.job_id(), job.spec().name(), JobState_Name(job.state()), StepText(job),
-                  FormatLoss(job.loss(), HasLoss(job)),
+                  FormatLoss(job.loss(), HasLoss(job)), FormatLoss(job.val_loss(), HasValLoss(job)),
                   job.tokens_per_sec() > 0 ? HumanCount(job.tokens_per_sec()) : "-",
                   FormatAgeSince(job.submit_time_ms(), now)});
   }
@@ -325,20 +533,25 @@ int JobStatusCommand(const CommandEnv& env, const std::string& job_id, bool json
   field("state", JobState_Name(job->state()));
   field("step", StepText(*job));
   field("loss", FormatLoss(job->loss(), HasLoss(*job)));
+  field("val loss", ValidationText(*job));
   field("tokens/s", job->tokens_per_sec() > 0 ? HumanCount(job->tokens_per_sec()) : "-");
   field("submitted", absl::StrCat(FormatAgeSince(job->submit_time_ms(), now), " ago"));
   field("elapsed", job->start_time_ms() != 0 ? FormatClock(JobElapsed(*job, now)) : "-");
-  field("model",
-        absl::StrCat(spec.model().kind(), ", context ", spec.model().context(), ", embedding ",
-                     spec.model().embedding_dim(), ", hidden ", spec.model().hidden_dim()));
-  field("data", spec.data().path());
-  std::string optimizer =
-      absl::StrCat(OptimizerKind_Name(t.optimizer().kind()), " lr ", t.optimizer().learning_rate());
-  if (t.optimizer().kind() == MOMENTUM) {
-    absl::StrAppend(&optimizer, " momentum ", t.optimizer().momentum());
+  field("model", ModelText(spec.model()));
+  std::string data = spec.data().path();
+  if (spec.data().validation_fraction() > 0) {
+    absl::StrAppend(&data, " (", std::lround(spec.data().validation_fraction() * 100),
+                    "% for validation)");
   }
-  field("training", absl::StrCat(ConsistencyMode_Name(t.consistency()), ", ", optimizer, ", batch ",
-                                 t.batch_size(), ", seed ", t.seed()));
+  field("data", data);
+  std::string training = absl::StrCat(ConsistencyMode_Name(t.consistency()), ", ",
+                                      OptimizerText(t.optimizer()), ", batch ", t.batch_size());
+  if (t.grad_clip() > 0) absl::StrAppend(&training, ", grad clip ", t.grad_clip());
+  absl::StrAppend(&training, ", seed ", t.seed());
+  field("training", training);
+  field("eval", absl::StrCat(t.eval_every() > 0 ? absl::StrCat("every ", t.eval_every(), " steps")
+                                                : "at the end",
+                             ", ", t.eval_batches(), " batches"));
   field("cluster",
         absl::StrCat(spec.num_servers(), " server(s), ", spec.num_workers(), " worker(s)"));
   if (!job->message().empty()) field("message", job->message());

@@ -40,19 +40,39 @@ struct JobSpecFlags {
   std::optional<int64_t> steps;
   std::optional<int64_t> batch_size;
   std::optional<double> lr;
-  std::optional<std::string> optimizer;  // "sgd" or "momentum", any case.
+  std::optional<std::string> optimizer;  // "sgd", "momentum" or "adamw", any case.
   std::optional<double> momentum;        // Also selects MOMENTUM if no optimizer was chosen.
   std::optional<std::string> mode;       // "sync" or "async", any case.
   std::optional<int64_t> servers;
   std::optional<int64_t> workers;
   std::optional<uint64_t> seed;
+  // The model.
+  std::optional<std::string> model;  // "gpt" or "mlp", any case.
   std::optional<int64_t> context;
-  std::optional<int64_t> embedding_dim;
-  std::optional<int64_t> hidden_dim;
+  std::optional<int64_t> embedding_dim;  // mlp only.
+  std::optional<int64_t> hidden_dim;     // mlp only.
+  std::optional<int64_t> layers;         // gpt only.
+  std::optional<int64_t> heads;          // gpt only.
+  std::optional<int64_t> width;          // gpt only.
+  std::optional<double> dropout;         // gpt only.
+  std::optional<std::string> tokenizer;  // "byte" or "char", any case.
+  // Data and evaluation.
+  std::optional<double> validation_fraction;
+  std::optional<double> grad_clip;
+  std::optional<int64_t> eval_every;
+  std::optional<int64_t> eval_batches;
+  // AdamW and the learning-rate schedule.
+  std::optional<double> beta1;
+  std::optional<double> beta2;
+  std::optional<double> weight_decay;
+  std::optional<int64_t> warmup_steps;
+  std::optional<int64_t> decay_steps;
+  std::optional<double> min_lr;
 };
 
-// Reads the spec file, applies the overrides and the defaults, and validates. INVALID_ARGUMENT
-// (or NOT_FOUND for an unreadable file) with a message naming the field or flag.
+// Reads the spec file, applies the overrides and the defaults, fills a "char" tokenizer's
+// vocabulary from the data file (FillVocabulary) and validates. INVALID_ARGUMENT with a message
+// naming the field or flag, also for an unreadable spec or data file.
 absl::StatusOr<JobSpec> BuildJobSpec(const JobSpecFlags& flags);
 
 // A relative path as the user meant it: under `bazel run`, relative to BUILD_WORKING_DIRECTORY.

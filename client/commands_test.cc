@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -35,6 +36,11 @@ class FakeCoordinator final : public Coordinator::Service {
 
   grpc::Status GetJob(grpc::ServerContext*, const GetJobRequest* request,
                       JobStatus* response) override {
+    if (request->job_id() == "job-2") {
+      *response = Job(PENDING, 0);
+      response->set_job_id("job-2");
+      return grpc::Status::OK;
+    }
     if (request->job_id() != "job-1") {
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "no job " + request->job_id());
     }
@@ -106,6 +112,14 @@ class FakeCoordinator final : public Coordinator::Service {
       status.set_loss(2.5f);
       status.add_loss_history()->set_loss(2.5f);
       status.set_tokens_per_sec(45100);
+      // Validation at half-way and now; the half-way loss is the best.
+      ValidationPoint* half = status.add_val_history();
+      half->set_step(step / 2);
+      half->set_loss(2.4f);
+      ValidationPoint* now = status.add_val_history();
+      now->set_step(step);
+      now->set_loss(2.45f);
+      status.set_val_loss(2.45f);
     }
     status.set_submit_time_ms(absl::ToUnixMillis(absl::Now() - absl::Seconds(125)));
     if (state == SUCCEEDED) status.set_sample("the quick brown fox");
@@ -216,6 +230,7 @@ TEST_F(CommandsTest, SubmitAppliesOverridesAndDefaults) {
   flags.mode = "async";
   flags.servers = 3;
   flags.workers = 4;
+  flags.model = "MLP";
   flags.hidden_dim = 32;
   EXPECT_EQ(JobSubmitCommand(env_, flags, /*watch=*/false, /*json=*/false), kExitOk) << err_.str();
   EXPECT_EQ(out_.str(), "job-1\n");
@@ -229,8 +244,153 @@ TEST_F(CommandsTest, SubmitAppliesOverridesAndDefaults) {
   EXPECT_EQ(spec.training().consistency(), ASYNC);
   EXPECT_EQ(spec.num_servers(), 3u);
   EXPECT_EQ(spec.num_workers(), 4u);
+  EXPECT_EQ(spec.model().kind(), "mlp");
   EXPECT_EQ(spec.model().hidden_dim(), 32u);
-  EXPECT_EQ(spec.training().batch_size(), 64u);  // Default.
+  EXPECT_EQ(spec.model().context(), 8u);         // The mlp's default.
+  EXPECT_EQ(spec.training().batch_size(), 12u);  // Default.
+}
+
+TEST_F(CommandsTest, SubmitDefaultsToGptAndAdamW) {
+  EXPECT_EQ(JobSubmitCommand(env_, MinimalFlags(), false, false), kExitOk) << err_.str();
+  const JobSpec spec = coordinator_.submitted().at(0);
+  EXPECT_EQ(spec.model().kind(), "gpt");
+  EXPECT_EQ(spec.model().layers(), 4u);
+  EXPECT_EQ(spec.model().context(), 64u);
+  EXPECT_EQ(spec.model().tokenizer(), "byte");
+  EXPECT_EQ(spec.model().vocabulary(), "");
+  EXPECT_EQ(spec.training().optimizer().kind(), ADAMW);
+  EXPECT_FLOAT_EQ(spec.training().optimizer().learning_rate(), 1e-3f);
+  EXPECT_FLOAT_EQ(spec.data().validation_fraction(), 0.1f);
+}
+
+TEST_F(CommandsTest, SubmitMapsGptAdamWAndEvaluationFlags) {
+  // A char tokenizer's vocabulary comes from the data file, read here.
+  const std::string corpus = ::testing::TempDir() + "/corpus.txt";
+  std::ofstream(corpus) << "to be, or not to be\n";
+  JobSpecFlags flags;
+  flags.data = corpus;
+  flags.context = 256;
+  flags.layers = 6;
+  flags.heads = 6;
+  flags.width = 192;
+  flags.dropout = 0.2;
+  flags.tokenizer = "Char";
+  flags.validation_fraction = 0.05;
+  flags.grad_clip = 1.0;
+  flags.eval_every = 250;
+  flags.eval_batches = 50;
+  flags.optimizer = "adamw";
+  flags.lr = 3e-4;
+  flags.beta1 = 0.8;
+  flags.beta2 = 0.99;
+  flags.weight_decay = 0.1;
+  flags.warmup_steps = 100;
+  flags.decay_steps = 5000;
+  flags.min_lr = 3e-5;
+  EXPECT_EQ(JobSubmitCommand(env_, flags, false, false), kExitOk) << err_.str();
+  const JobSpec spec = coordinator_.submitted().at(0);
+  EXPECT_EQ(spec.model().kind(), "gpt");
+  EXPECT_EQ(spec.model().context(), 256u);
+  EXPECT_EQ(spec.model().layers(), 6u);
+  EXPECT_EQ(spec.model().heads(), 6u);
+  EXPECT_EQ(spec.model().width(), 192u);
+  EXPECT_FLOAT_EQ(spec.model().dropout(), 0.2f);
+  EXPECT_EQ(spec.model().tokenizer(), "char");
+  EXPECT_EQ(spec.model().vocabulary(), "\n ,benort");
+  EXPECT_FLOAT_EQ(spec.data().validation_fraction(), 0.05f);
+  const TrainingSpec& t = spec.training();
+  EXPECT_FLOAT_EQ(t.grad_clip(), 1.0f);
+  EXPECT_EQ(t.eval_every(), 250u);
+  EXPECT_EQ(t.eval_batches(), 50u);
+  EXPECT_EQ(t.optimizer().kind(), ADAMW);
+  EXPECT_FLOAT_EQ(t.optimizer().learning_rate(), 3e-4f);
+  EXPECT_FLOAT_EQ(t.optimizer().beta1(), 0.8f);
+  EXPECT_FLOAT_EQ(t.optimizer().beta2(), 0.99f);
+  EXPECT_FLOAT_EQ(t.optimizer().epsilon(), 1e-8f);  // Default.
+  EXPECT_FLOAT_EQ(t.optimizer().weight_decay(), 0.1f);
+  EXPECT_EQ(t.optimizer().warmup_steps(), 100u);
+  EXPECT_EQ(t.optimizer().decay_steps(), 5000u);
+  EXPECT_FLOAT_EQ(t.optimizer().min_learning_rate(), 3e-5f);
+}
+
+// A spec's vocabulary is kept as it is (bytes fields are base64 in JSON and YAML: "YWI=" is "ab").
+TEST_F(CommandsTest, SpecFileVocabularyIsKept) {
+  const std::string path = ::testing::TempDir() + "/char.yaml";
+  std::ofstream(path) << "model: {tokenizer: char, vocabulary: YWI=}\ndata: {path: /nowhere}\n";
+  JobSpecFlags flags;
+  flags.spec_file = path;
+  ASSERT_EQ(JobSubmitCommand(env_, flags, false, false), kExitOk) << err_.str();
+  EXPECT_EQ(coordinator_.submitted().at(0).model().vocabulary(), "ab");
+}
+
+TEST_F(CommandsTest, CharTokenizerNeedsAReadableDataFile) {
+  JobSpecFlags flags;
+  flags.data = ::testing::TempDir() + "/no-such-corpus.txt";
+  flags.tokenizer = "char";
+  EXPECT_EQ(JobSubmitCommand(env_, flags, false, false), kExitBadInput);
+  EXPECT_THAT(err_.str(),
+              AllOf(HasSubstr("psctl: model.tokenizer is \"char\""),
+                    HasSubstr("no-such-corpus.txt cannot be read"), HasSubstr("--tokenizer byte")));
+  EXPECT_TRUE(coordinator_.submitted().empty());
+}
+
+TEST_F(CommandsTest, FlagsThatDoNotFitTheJobAreBadInput) {
+  struct Case {
+    std::function<void(JobSpecFlags&)> set;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {[](JobSpecFlags& f) { f.hidden_dim = 32; },
+       "--hidden-dim is for the mlp model, but the job's model is gpt"},
+      {[](JobSpecFlags& f) {
+         f.model = "mlp";
+         f.layers = 2;
+       },
+       "--layers is for the gpt model, but the job's model is mlp"},
+      {[](JobSpecFlags& f) {
+         f.optimizer = "sgd";
+         f.beta1 = 0.5;
+       },
+       "--beta1 is for --optimizer adamw, but the job's optimizer is sgd"},
+      {[](JobSpecFlags& f) {
+         f.optimizer = "adamw";
+         f.momentum = 0.5;
+       },
+       "--momentum is for --optimizer momentum"},
+      {[](JobSpecFlags& f) { f.dropout = 1; }, "--dropout must be in [0, 1), got 1"},
+      {[](JobSpecFlags& f) { f.validation_fraction = 0; },
+       "--validation-fraction must be in (0, 0.5], got 0"},
+      {[](JobSpecFlags& f) { f.grad_clip = -1; }, "--grad-clip must be >= 0, got -1"},
+      {[](JobSpecFlags& f) { f.beta2 = 1; }, "--beta2 must be in (0, 1), got 1"},
+      {[](JobSpecFlags& f) { f.eval_batches = 0; }, "--eval-batches must be in [1, 10000], got 0"},
+      {[](JobSpecFlags& f) { f.tokenizer = "word"; }, "--tokenizer must be byte or char, got word"},
+      {[](JobSpecFlags& f) { f.optimizer = "lion"; },
+       "--optimizer must be sgd, momentum or adamw, got lion"},
+      {[](JobSpecFlags& f) { f.context = 5000; }, "--context must be in [1, 4096], got 5000"},
+      {[](JobSpecFlags& f) {
+         f.model = "mlp";
+         f.context = 100;
+       },
+       "invalid job spec: model.context must be in [1, 64], got 100"},
+      {[](JobSpecFlags& f) {
+         f.width = 100;
+         f.heads = 3;
+       },
+       "invalid job spec: model.heads (3) must divide model.width (100)"},
+      {[](JobSpecFlags& f) {
+         f.lr = 1e-3;
+         f.min_lr = 1e-2;
+       },
+       "invalid job spec: training.optimizer.min_learning_rate"},
+  };
+  for (const Case& c : cases) {
+    err_.str("");
+    JobSpecFlags flags = MinimalFlags();
+    c.set(flags);
+    EXPECT_EQ(JobSubmitCommand(env_, flags, false, false), kExitBadInput) << c.error;
+    EXPECT_THAT(err_.str(), HasSubstr(c.error));
+  }
+  EXPECT_TRUE(coordinator_.submitted().empty());
 }
 
 TEST_F(CommandsTest, SubmitJson) {
@@ -292,9 +452,9 @@ TEST_F(CommandsTest, InvalidInputExitsTwoWithoutCallingTheCoordinator) {
 TEST_F(CommandsTest, List) {
   EXPECT_EQ(JobListCommand(env_, false), kExitOk);
   EXPECT_EQ(out_.str(),
-            "ID     NAME           STATE      STEP   LOSS  TOK/S    AGE\n"
-            "job-1  tiny           RUNNING  40/100  2.500  45.1k  2m05s\n"
-            "job-2  a-longer-name  PENDING   0/100      -      -  2m05s\n");
+            "ID     NAME           STATE      STEP   LOSS    VAL  TOK/S    AGE\n"
+            "job-1  tiny           RUNNING  40/100  2.500  2.450  45.1k  2m05s\n"
+            "job-2  a-longer-name  PENDING   0/100      -      -      -  2m05s\n");
 }
 
 TEST_F(CommandsTest, ListJson) {
@@ -307,7 +467,13 @@ TEST_F(CommandsTest, Status) {
   EXPECT_EQ(JobStatusCommand(env_, "job-1", false), kExitOk);
   EXPECT_THAT(out_.str(),
               AllOf(HasSubstr("state:      SUCCEEDED\n"), HasSubstr("step:       100/100\n"),
+                    HasSubstr("val loss:   2.450 at step 100, best 2.400 at step 50\n"),
                     HasSubstr("Sample of generated text:\nthe quick brown fox\n")));
+}
+
+TEST_F(CommandsTest, StatusWithoutValidationLoss) {
+  EXPECT_EQ(JobStatusCommand(env_, "job-2", false), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("val loss:   -\n"));
 }
 
 TEST_F(CommandsTest, StatusJsonShowsZeros) {
@@ -326,7 +492,10 @@ TEST_F(CommandsTest, WatchSucceeded) {
   EXPECT_EQ(JobWatchCommand(env_, "job-1"), kExitOk);
   EXPECT_THAT(out_.str(),
               AllOf(HasSubstr("job job-1 (tiny): PENDING"), HasSubstr("job job-1 (tiny): RUNNING"),
-                    HasSubstr("50/100 50%"), HasSubstr("job job-1 SUCCEEDED: step 100/100"),
+                    HasSubstr("50/100 50% loss 2.500 val 2.450 tok/s"),
+                    HasSubstr("job job-1 SUCCEEDED: step 100/100"),
+                    HasSubstr("final training loss 2.500, best validation loss 2.400 at step 50 "
+                              "(last 2.450 at step 100)\n"),
                     HasSubstr("Sample of generated text:\nthe quick brown fox\n")));
 }
 
@@ -429,6 +598,14 @@ TEST(LocalCommandTest, BadInputBeforeStartingAnything) {
   flags.data = data;
   EXPECT_EQ(LocalCommand(env, flags, local), kExitFailure);
   EXPECT_THAT(err.str(), HasSubstr("no executable ps_coordinator in --bin-dir /nonexistent"));
+
+  // A char tokenizer reads the data file for its vocabulary first.
+  err.str("");
+  flags.data = "/nonexistent/data.txt";
+  flags.tokenizer = "char";
+  EXPECT_EQ(LocalCommand(env, flags, local), kExitBadInput);
+  EXPECT_THAT(err.str(), AllOf(HasSubstr("model.tokenizer is \"char\""),
+                               HasSubstr("/nonexistent/data.txt cannot be read")));
 }
 
 }  // namespace

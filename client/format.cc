@@ -131,6 +131,7 @@ std::string ProgressLine(const ProgressInfo& info, int bar_width) {
     absl::StrAppend(&line, info.step, "/? -%");
   }
   absl::StrAppend(&line, " loss ", info.loss ? FormatLoss(*info.loss) : "-");
+  if (info.val_loss) absl::StrAppend(&line, " val ", FormatLoss(*info.val_loss));
   absl::StrAppend(&line, " tok/s ",
                   info.tokens_per_sec > 0 ? HumanCount(info.tokens_per_sec) : "-");
   absl::StrAppend(&line, " eta ", info.eta ? FormatClock(*info.eta) : "-");
@@ -160,7 +161,8 @@ std::string PrintableText(absl::string_view text) {
 }
 
 std::string JsonQuote(absl::string_view s) {
-  return nlohmann::json(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return nlohmann::json(std::string(s))
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 Table::Table(std::vector<std::string> headers)

@@ -37,12 +37,13 @@ struct ProgressInfo {
   uint64_t step = 0;
   uint64_t steps = 0;  // Total; 0 if unknown.
   std::optional<float> loss;
+  std::optional<float> val_loss;  // Latest validation loss; not shown when unset.
   double tokens_per_sec = 0;
   std::optional<absl::Duration> eta;
 };
 
-// "[#######.....] 120/500 24% loss 2.314 tok/s 45.1k eta 0:32", with `bar_width` cells between the
-// brackets. Unknown values print as "-".
+// "[#######.....] 120/500 24% loss 2.314 val 2.401 tok/s 45.1k eta 0:32", with `bar_width` cells
+// between the brackets. Unknown values print as "-"; "val" only appears once there is one.
 std::string ProgressLine(const ProgressInfo& info, int bar_width = 30);
 
 // Replaces bytes that would upset a terminal (control characters other than newline and tab,

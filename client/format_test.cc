@@ -75,6 +75,15 @@ TEST(ProgressLineTest, Example) {
             "[#######.......................] 120/500 24% loss 2.314 tok/s 45.1k eta 0:32");
 }
 
+TEST(ProgressLineTest, ValidationLossOnceThereIsOne) {
+  ProgressInfo info;
+  info.step = 120;
+  info.steps = 500;
+  info.loss = 2.314f;
+  info.val_loss = 1.9124f;
+  EXPECT_EQ(ProgressLine(info, 4), "[....] 120/500 24% loss 2.314 val 1.912 tok/s - eta -");
+}
+
 TEST(ProgressLineTest, StartEndAndUnknowns) {
   ProgressInfo info;
   info.steps = 200;

@@ -21,6 +21,19 @@ bool HasLoss(const JobStatus& status) {
   return status.loss_history_size() > 0 || status.step() > 0;
 }
 
+bool HasValLoss(const JobStatus& status) {
+  return status.val_loss() > 0 && std::isfinite(status.val_loss());
+}
+
+std::optional<ValidationPoint> BestValidation(const JobStatus& status) {
+  std::optional<ValidationPoint> best;
+  for (const ValidationPoint& point : status.val_history()) {
+    if (!std::isfinite(point.loss())) continue;
+    if (!best.has_value() || point.loss() < best->loss()) best = point;
+  }
+  return best;
+}
+
 JobProgressPrinter::JobProgressPrinter(std::ostream* out, Options options)
     : out_(out), options_(std::move(options)) {}
 
@@ -29,6 +42,7 @@ ProgressInfo JobProgressPrinter::Progress(const JobStatus& status) {
   info.step = status.step();
   info.steps = status.spec().training().steps();
   if (HasLoss(status)) info.loss = status.loss();
+  if (HasValLoss(status)) info.val_loss = status.val_loss();
   info.tokens_per_sec = status.tokens_per_sec();
 
   const absl::Time now = options_.clock();
@@ -112,6 +126,19 @@ void JobProgressPrinter::Finish(const JobStatus& status) {
         << status.step() << "/" << status.spec().training().steps() << ", loss "
         << FormatLoss(status.loss(), HasLoss(status)) << ", elapsed "
         << FormatClock(JobElapsed(status, now)) << "\n";
+  const std::optional<ValidationPoint> best = BestValidation(status);
+  if (best.has_value()) {
+    *out_ << "final training loss " << FormatLoss(status.loss(), HasLoss(status))
+          << ", best validation loss " << FormatLoss(best->loss()) << " at step " << best->step();
+    const ValidationPoint& last = status.val_history(status.val_history_size() - 1);
+    if (last.step() != best->step()) {
+      *out_ << " (last " << FormatLoss(last.loss()) << " at step " << last.step() << ")";
+    }
+    *out_ << "\n";
+  } else if (HasValLoss(status)) {
+    *out_ << "final training loss " << FormatLoss(status.loss(), HasLoss(status))
+          << ", validation loss " << FormatLoss(status.val_loss()) << "\n";
+  }
   if (!status.message().empty()) *out_ << "message: " << status.message() << "\n";
   if (!status.sample().empty()) {
     std::string sample = PrintableText(status.sample());

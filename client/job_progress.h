@@ -1,5 +1,6 @@
 // Draws a job's progress while psctl watches it: state changes as lines, a progress bar redrawn in
-// place on a terminal (one line per ~10% otherwise), and a final summary with the generated sample.
+// place on a terminal (one line per ~10% otherwise), and a final summary with the losses and the
+// generated sample.
 #ifndef PSRV_CLIENT_JOB_PROGRESS_H_
 #define PSRV_CLIENT_JOB_PROGRESS_H_
 
@@ -35,7 +36,8 @@ class JobProgressPrinter {
   // Ends an in-place progress line so that other output (an error) starts on a fresh line.
   void EndLine();
 
-  // Final state, step, loss, elapsed time, the failure message and the sample text.
+  // Final state, step, loss, elapsed time, the final training and best validation losses, the
+  // failure message and the sample text.
   void Finish(const JobStatus& status);
 
   // What the bar shows for `status`; the ETA comes from the step rate seen so far.
@@ -59,6 +61,12 @@ absl::Duration JobElapsed(const JobStatus& status, absl::Time now);
 
 // True once a worker has reported a loss.
 bool HasLoss(const JobStatus& status);
+
+// True once a validation loss was measured (val_loss > 0).
+bool HasValLoss(const JobStatus& status);
+
+// The lowest validation loss of val_history (the earliest if several tie); none if it is empty.
+std::optional<ValidationPoint> BestValidation(const JobStatus& status);
 
 }  // namespace psrv
 

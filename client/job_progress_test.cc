@@ -5,6 +5,7 @@
 
 #include <sstream>
 #include <string>
+#include <utility>
 
 namespace psrv {
 namespace {
@@ -128,6 +129,53 @@ TEST_F(JobProgressTest, FailedJobShowsMessage) {
   EXPECT_THAT(text, HasSubstr("job j-7 FAILED: step 30/100, loss 3.000, elapsed 0:05\n"));
   EXPECT_THAT(text, HasSubstr("message: worker 1: cannot open /nope\n"));
   EXPECT_THAT(text, Not(HasSubstr("Sample of generated text")));
+}
+
+TEST_F(JobProgressTest, ValidationLossInTheBarAndTheSummary) {
+  JobProgressPrinter printer = MakePrinter(false);
+  printer.Update(Status(RUNNING, 0));
+  JobStatus running = Status(RUNNING, 50, 2.0f);
+  printer.Update(running);  // No validation loss yet: no "val".
+  running.set_step(60);
+  running.set_val_loss(1.9124f);
+  printer.Update(running);
+  JobStatus done = Status(SUCCEEDED, 100, 1.25f);
+  done.set_end_time_ms(absl::ToUnixMillis(start_ + absl::Seconds(83)));
+  for (const auto& [step, loss] : {std::pair<uint64_t, float>{50, 1.9f}, {80, 1.4f}, {100, 1.5f}}) {
+    ValidationPoint* point = done.add_val_history();
+    point->set_step(step);
+    point->set_loss(loss);
+  }
+  done.set_val_loss(1.5f);
+  printer.Update(done);
+  printer.Finish(done);
+  const std::string text = out_.str();
+  EXPECT_THAT(text, HasSubstr("] 50/100 50% loss 2.000 tok/s"));
+  EXPECT_THAT(text, HasSubstr("] 60/100 60% loss 2.000 val 1.912 tok/s"));
+  EXPECT_THAT(text, HasSubstr("] 100/100 100% loss 1.250 val 1.500 tok/s"));
+  EXPECT_THAT(text, HasSubstr("job j-7 SUCCEEDED: step 100/100, loss 1.250, elapsed 1:23\n"
+                              "final training loss 1.250, best validation loss 1.400 at step 80 "
+                              "(last 1.500 at step 100)\n"));
+}
+
+TEST_F(JobProgressTest, NoValidationLineWithoutValidation) {
+  JobProgressPrinter printer = MakePrinter(false);
+  JobStatus done = Status(SUCCEEDED, 100, 1.25f);
+  printer.Finish(done);
+  EXPECT_THAT(out_.str(), Not(HasSubstr("validation")));
+}
+
+TEST(BestValidationTest, LowestLossEarliestOnTies) {
+  JobStatus status;
+  EXPECT_FALSE(BestValidation(status).has_value());
+  for (const auto& [step, loss] : {std::pair<uint64_t, float>{10, 2.0f}, {20, 1.5f}, {30, 1.5f}}) {
+    ValidationPoint* point = status.add_val_history();
+    point->set_step(step);
+    point->set_loss(loss);
+  }
+  ASSERT_TRUE(BestValidation(status).has_value());
+  EXPECT_EQ(BestValidation(status)->step(), 20u);
+  EXPECT_FLOAT_EQ(BestValidation(status)->loss(), 1.5f);
 }
 
 TEST(JobElapsedTest, StartEndAndNow) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "client/commands.h"
+#include "client/generate.h"
 #include "client/interrupt.h"
 
 namespace psrv {
@@ -28,28 +29,97 @@ std::optional<std::string>* Str(std::optional<std::string>* s) { return s; }
 void AddSpecFlags(CLI::App* app, JobSpecFlags* flags, bool cluster_size) {
   app->add_option("--spec", flags->spec_file,
                   "Job spec file, JSON (.json) or YAML (.yaml/.yml), '-' for stdin; the flags "
-                  "below override its fields. Fields: name, model{kind,context,embedding_dim,"
-                  "hidden_dim}, data{path}, training{steps,batch_size,optimizer{kind,"
-                  "learning_rate,momentum},consistency,seed,report_every,sample_length,"
-                  "wire_dtype}, num_servers, num_workers")
+                  "below override its fields. Fields: name, model{kind,context,layers,heads,width,"
+                  "dropout,embedding_dim,hidden_dim,tokenizer,vocabulary}, data{path,"
+                  "validation_fraction}, training{steps,batch_size,optimizer{kind,learning_rate,"
+                  "momentum,beta1,beta2,epsilon,weight_decay,warmup_steps,decay_steps,"
+                  "min_learning_rate},consistency,seed,report_every,sample_length,wire_dtype,"
+                  "grad_clip,eval_every,eval_batches}, num_servers, num_workers")
       ->type_name("FILE");
   AddOptional(app, "--name", Str(&flags->name), "Job name (default \"job\")")->type_name("NAME");
   AddOptional(app, "--data", Str(&flags->data),
               "Training text file, as the workers see it (data.path; required)")
       ->type_name("FILE");
+  AddOptional(app, "--validation-fraction", &flags->validation_fraction,
+              "Fraction of the data file, at its end, kept for validation, in (0, 0.5] "
+              "(default 0.1)")
+      ->type_name("F");
+
+  // The model.
+  AddOptional(app, "--model", Str(&flags->model),
+              "gpt (decoder-only transformer) or mlp (embeddings of the last --context tokens, "
+              "one hidden layer) (default gpt)")
+      ->type_name("KIND")
+      ->check(CLI::IsMember({"gpt", "mlp"}, CLI::ignore_case));
+  AddOptional(app, "--context", &flags->context,
+              "Tokens of context; depends on the model: gpt block size 1..4096 (default 64), "
+              "mlp 1..64 (default 8)")
+      ->type_name("N");
+  AddOptional(app, "--layers", &flags->layers, "gpt: transformer blocks, 1..96 (default 4)")
+      ->type_name("N");
+  AddOptional(app, "--heads", &flags->heads,
+              "gpt: attention heads, 1..width, must divide --width (default 4)")
+      ->type_name("N");
+  AddOptional(app, "--width", &flags->width, "gpt: embedding width, 1..16384 (default 128)")
+      ->type_name("N");
+  AddOptional(app, "--dropout", &flags->dropout, "gpt: dropout probability in [0, 1) (default 0)")
+      ->type_name("P");
+  AddOptional(app, "--embedding-dim", &flags->embedding_dim,
+              "mlp: per-token embedding width, 1..1024 (default 24)")
+      ->type_name("N");
+  AddOptional(app, "--hidden-dim", &flags->hidden_dim,
+              "mlp: hidden layer width, 1..16384 (default 256)")
+      ->type_name("N");
+  AddOptional(app, "--tokenizer", Str(&flags->tokenizer),
+              "byte (256 tokens, one per byte value) or char (one token per distinct byte of the "
+              "data file, which psctl reads to list them) (default byte)")
+      ->type_name("KIND")
+      ->check(CLI::IsMember({"byte", "char"}, CLI::ignore_case));
+
+  // Training.
   AddOptional(app, "--steps", &flags->steps, "Optimizer steps per worker, 1..1e9 (default 1000)")
       ->type_name("N");
   AddOptional(app, "--batch-size", &flags->batch_size,
-              "Examples per worker per step, 1..65536 (default 64)")
+              "Examples per worker per step, 1..65536 (default 12)")
       ->type_name("N");
-  AddOptional(app, "--lr", &flags->lr, "Learning rate, in (0, 10] (default 0.1)")
-      ->type_name("RATE");
-  AddOptional(app, "--optimizer", Str(&flags->optimizer), "sgd or momentum (default sgd)")
+  AddOptional(app, "--optimizer", Str(&flags->optimizer),
+              "sgd, momentum or adamw (default adamw; momentum if only --momentum is given)")
       ->type_name("KIND")
-      ->check(CLI::IsMember({"sgd", "momentum"}, CLI::ignore_case));
+      ->check(CLI::IsMember({"sgd", "momentum", "adamw"}, CLI::ignore_case));
+  AddOptional(app, "--lr", &flags->lr,
+              "Peak learning rate, in (0, 10] (default 0.001 for adamw, 0.1 for sgd and momentum)")
+      ->type_name("RATE");
   AddOptional(app, "--momentum", &flags->momentum,
-              "Momentum in [0, 1) (default 0.9); implies --optimizer momentum unless set")
+              "Momentum of --optimizer momentum, in [0, 1) (default 0.9); selects that optimizer "
+              "unless --optimizer is given")
       ->type_name("M");
+  AddOptional(app, "--beta1", &flags->beta1, "adamw: beta1 in (0, 1) (default 0.9)")
+      ->type_name("B");
+  AddOptional(app, "--beta2", &flags->beta2, "adamw: beta2 in (0, 1) (default 0.95)")
+      ->type_name("B");
+  AddOptional(app, "--weight-decay", &flags->weight_decay,
+              "adamw: decoupled weight decay of the weight matrices, in [0, 10] (default 0)")
+      ->type_name("W");
+  AddOptional(app, "--warmup-steps", &flags->warmup_steps,
+              "Learning rate warm-up: linear from lr/N to lr over N steps, 0..1e9 (default 0: "
+              "none)")
+      ->type_name("N");
+  AddOptional(app, "--decay-steps", &flags->decay_steps,
+              "Cosine decay of the learning rate from the end of the warm-up to --min-lr at this "
+              "step, 0..1e9; must exceed --warmup-steps (default 0: no decay)")
+      ->type_name("N");
+  AddOptional(app, "--min-lr", &flags->min_lr,
+              "Learning rate at the end of the decay, in [0, --lr] (default 0)")
+      ->type_name("RATE");
+  AddOptional(app, "--grad-clip", &flags->grad_clip,
+              "Clip each worker's gradient to this global L2 norm, >= 0 (default 0: off)")
+      ->type_name("NORM");
+  AddOptional(app, "--eval-every", &flags->eval_every,
+              "Steps between validation losses, 0..1e9 (default 0: only at the end)")
+      ->type_name("N");
+  AddOptional(app, "--eval-batches", &flags->eval_batches,
+              "Batches per validation loss, 1..10000 (default 20)")
+      ->type_name("N");
   AddOptional(app, "--mode", Str(&flags->mode),
               "Consistency: sync (servers average every worker's step) or async (apply each "
               "push as it arrives) (default sync)")
@@ -64,22 +134,17 @@ void AddSpecFlags(CLI::App* app, JobSpecFlags* flags, bool cluster_size) {
   }
   AddOptional(app, "--seed", &flags->seed, "Seed of initialisation and sampling (default 1)")
       ->type_name("N");
-  AddOptional(app, "--context", &flags->context, "Bytes of context of the MLP, 1..64 (default 8)")
-      ->type_name("N");
-  AddOptional(app, "--embedding-dim", &flags->embedding_dim,
-              "Per-byte embedding width, 1..1024 (default 24)")
-      ->type_name("N");
-  AddOptional(app, "--hidden-dim", &flags->hidden_dim, "Hidden layer width, 1..16384 (default 256)")
-      ->type_name("N");
 }
 
 int Main(int argc, char** argv) {
   InstallInterruptHandlers();
 
   CLI::App app{
-      "psctl: control a parameter-server cluster that trains byte-level language models.\n"
-      "Talks to the coordinator (--coordinator) for jobs and nodes, and to each parameter "
-      "server's Admin service for shards; `psctl local` runs a whole cluster on this machine."};
+      "psctl: control a parameter-server cluster that trains language models (a GPT-style "
+      "transformer or a small MLP, over bytes or characters).\n"
+      "Talks to the coordinator (--coordinator) for jobs and nodes, to each parameter server's "
+      "Admin service for shards, and to the parameter servers themselves for `generate`; "
+      "`psctl local` runs a whole cluster on this machine."};
   app.name("psctl");
   app.fallthrough();  // Global flags may also follow the command.
   app.require_subcommand(1);
@@ -110,22 +175,26 @@ int Main(int argc, char** argv) {
                    "Print {\"job_id\": ...} (with --watch: the final job status) as JSON");
 
   bool list_json = false;
-  CLI::App* list =
-      job->add_subcommand("list", "List jobs: id, name, state, step/steps, loss, tokens/s and age");
+  CLI::App* list = job->add_subcommand(
+      "list",
+      "List jobs: id, name, state, step/steps, loss, latest validation loss, tokens/s and age");
   list->add_flag("--json", list_json, "Print the jobs as JSON");
 
   std::string status_id;
   bool status_json = false;
   CLI::App* status = job->add_subcommand(
-      "status", "Show one job: spec, progress, per-worker progress, failure message and sample");
+      "status",
+      "Show one job: spec, progress, validation losses, per-worker progress, failure message and "
+      "sample");
   status->add_option("id", status_id, "Job id")->required();
   status->add_flag("--json", status_json, "Print the full JobStatus as JSON");
 
   std::string watch_id;
   CLI::App* watch = job->add_subcommand(
       "watch",
-      "Follow a job until it ends with a progress bar (step, loss, tokens/s, ETA), then print "
-      "its final state and generated sample. Exit code 0 if it SUCCEEDED, 1 otherwise; Ctrl-C "
+      "Follow a job until it ends with a progress bar (step, loss, validation loss, tokens/s, "
+      "ETA), then print its final state, final training loss, best validation loss and "
+      "generated sample. Exit code 0 if it SUCCEEDED, 1 otherwise; Ctrl-C "
       "stops watching but not the job");
   watch->add_option("id", watch_id, "Job id")->required();
 
@@ -152,6 +221,39 @@ int Main(int argc, char** argv) {
       "List the nodes registered with the coordinator: id, role, address, health, last "
       "heartbeat, job and rank");
   cluster->add_flag("--json", cluster_json, "Print the nodes as JSON");
+
+  // psctl generate
+  GenerateFlags generate_flags;
+  CLI::App* generate = app.add_subcommand(
+      "generate",
+      "Sample text from a job's current parameters on this machine's CPU: pulls them from the "
+      "job's parameter servers (RUNNING or ended jobs whose servers are still up) and prints the "
+      "prompt followed by the generated text");
+  generate->add_option("id", generate_flags.job_id, "Job id")->required();
+  CLI::Option* prompt_option =
+      generate
+          ->add_option("--prompt", generate_flags.prompt,
+                       "Text to continue; must be in the job's vocabulary for a char tokenizer "
+                       "(default: a newline)")
+          ->type_name("TEXT");
+  generate
+      ->add_option("--length", generate_flags.length, "Tokens to generate, 1..100000 (default 500)")
+      ->type_name("N");
+  generate
+      ->add_option("--temperature", generate_flags.temperature,
+                   "Softmax temperature, in (0, 100]; lower is more conservative (default 0.8)")
+      ->type_name("T");
+  generate
+      ->add_option("--top-k", generate_flags.top_k,
+                   "Sample among the K most likely tokens, 0..1000000 (default 0: all of them)")
+      ->type_name("K");
+  AddOptional(generate, "--seed", &generate_flags.seed,
+              "Seed of the sampling; the same seed and parameters give the same text (default: "
+              "random)")
+      ->type_name("N");
+  generate->add_flag("--json", generate_flags.json,
+                     "Print {\"job_id\", \"state\", \"step\", \"prompt\", \"text\", \"length\", "
+                     "\"temperature\", \"top_k\", \"seed\"} as JSON");
 
   // psctl local
   JobSpecFlags local_spec_flags;
@@ -191,9 +293,11 @@ int Main(int argc, char** argv) {
   app.footer(
       "Examples:\n"
       "  psctl local --data /usr/share/games/fortunes/fortunes --steps 200\n"
+      "  psctl local --data input.txt --tokenizer char --context 128 --eval-every 100\n"
       "  psctl job submit --spec job.yaml --servers 2 --workers 2 --watch\n"
       "  psctl job list\n"
       "  psctl job watch JOB_ID\n"
+      "  psctl generate JOB_ID --prompt 'ROMEO:' --length 300\n"
       "  psctl shards --job JOB_ID\n"
       "Exit codes: 0 success, 1 failure (RPC error, job FAILED or CANCELLED), 2 bad input, "
       "130 interrupted.");
@@ -222,6 +326,10 @@ int Main(int argc, char** argv) {
   if (*cancel) return JobCancelCommand(env, cancel_id);
   if (*shards) return ShardsCommand(env, shards_job, shards_json);
   if (*cluster) return ClusterCommand(env, cluster_json);
+  if (*generate) {
+    generate_flags.prompt_given = prompt_option->count() > 0;
+    return GenerateCommand(env, generate_flags);
+  }
   if (*local) {
     local_flags.startup_timeout = absl::Seconds(startup_timeout_s);
     return LocalCommand(env, local_spec_flags, local_flags);

@@ -52,4 +52,16 @@ void InitializeRange(const TableSpec& table, uint64_t begin, uint64_t count, flo
   }
 }
 
+std::vector<float> InitializeTables(const std::vector<TableSpec>& tables) {
+  std::vector<float> params;
+  for (const TableSpec& table : tables) {
+    uint64_t n = 1;
+    for (uint64_t d : table.shape()) n *= d;
+    const size_t offset = params.size();
+    params.resize(offset + n);
+    InitializeRange(table, 0, n, params.data() + offset);
+  }
+  return params;
+}
+
 }  // namespace psrv

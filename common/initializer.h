@@ -4,6 +4,7 @@
 #define PSRV_COMMON_INITIALIZER_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "proto/types.pb.h"
 
@@ -11,6 +12,10 @@ namespace psrv {
 
 // Writes elements [begin, begin + count) of table `table` into `out` (count floats).
 void InitializeRange(const TableSpec& table, uint64_t begin, uint64_t count, float* out);
+
+// The whole model as the servers initialise it: every table of `tables`, concatenated in order (the
+// worker's flat parameter buffer).
+std::vector<float> InitializeTables(const std::vector<TableSpec>& tables);
 
 }  // namespace psrv
 

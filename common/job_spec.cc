@@ -398,24 +398,64 @@ absl::StatusOr<JobSpec> ReadJobSpecFile(const std::string& path) {
 void ApplyJobDefaults(JobSpec* spec) {
   if (spec->name().empty()) spec->set_name("job");
   ModelSpec* model = spec->mutable_model();
-  if (model->kind().empty()) model->set_kind("mlp");
-  if (model->context() == 0) model->set_context(8);
-  if (model->embedding_dim() == 0) model->set_embedding_dim(24);
-  if (model->hidden_dim() == 0) model->set_hidden_dim(256);
+  if (model->kind().empty()) model->set_kind("gpt");
+  if (model->tokenizer().empty()) model->set_tokenizer("byte");
+  if (model->kind() == "mlp") {
+    if (model->context() == 0) model->set_context(8);
+    if (model->embedding_dim() == 0) model->set_embedding_dim(24);
+    if (model->hidden_dim() == 0) model->set_hidden_dim(256);
+  } else {
+    if (model->context() == 0) model->set_context(64);
+    if (model->layers() == 0) model->set_layers(4);
+    if (model->heads() == 0) model->set_heads(4);
+    if (model->width() == 0) model->set_width(128);
+  }
+  DataSpec* data = spec->mutable_data();
+  if (data->validation_fraction() == 0) data->set_validation_fraction(0.1f);
   TrainingSpec* training = spec->mutable_training();
   if (training->steps() == 0) training->set_steps(1000);
-  if (training->batch_size() == 0) training->set_batch_size(64);
+  if (training->batch_size() == 0) training->set_batch_size(12);
   OptimizerConfig* optimizer = training->mutable_optimizer();
-  if (optimizer->kind() == OPTIMIZER_UNSPECIFIED) optimizer->set_kind(SGD);
-  if (optimizer->learning_rate() == 0) optimizer->set_learning_rate(0.1f);
+  if (optimizer->kind() == OPTIMIZER_UNSPECIFIED) optimizer->set_kind(ADAMW);
+  if (optimizer->learning_rate() == 0) {
+    optimizer->set_learning_rate(optimizer->kind() == ADAMW ? 1e-3f : 0.1f);
+  }
   if (optimizer->kind() == MOMENTUM && optimizer->momentum() == 0) optimizer->set_momentum(0.9f);
+  if (optimizer->kind() == ADAMW) {
+    if (optimizer->beta1() == 0) optimizer->set_beta1(0.9f);
+    if (optimizer->beta2() == 0) optimizer->set_beta2(0.95f);
+    if (optimizer->epsilon() == 0) optimizer->set_epsilon(1e-8f);
+  }
   if (training->consistency() == CONSISTENCY_UNSPECIFIED) training->set_consistency(SYNC);
   if (training->seed() == 0) training->set_seed(1);
   if (training->report_every() == 0) training->set_report_every(10);
   if (training->sample_length() == 0) training->set_sample_length(200);
   if (training->wire_dtype() == DTYPE_UNSPECIFIED) training->set_wire_dtype(FP32);
+  if (training->eval_batches() == 0) training->set_eval_batches(20);
   if (spec->num_servers() == 0) spec->set_num_servers(1);
   if (spec->num_workers() == 0) spec->set_num_workers(1);
+}
+
+absl::Status FillVocabulary(JobSpec* spec) {
+  ModelSpec* model = spec->mutable_model();
+  if (model->tokenizer() != "char" || !model->vocabulary().empty()) return absl::OkStatus();
+  std::ifstream in(spec->data().path(), std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(
+        "model.tokenizer is \"char\" but model.vocabulary is empty and data.path ",
+        spec->data().path(), " cannot be read here to build it: ", std::strerror(errno)));
+  }
+  bool seen[256] = {false};
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof(buffer)) || in.gcount() > 0) {
+    for (std::streamsize i = 0; i < in.gcount(); ++i) seen[static_cast<unsigned char>(buffer[i])] = true;
+  }
+  std::string vocabulary;
+  for (int b = 0; b < 256; ++b) {
+    if (seen[b]) vocabulary.push_back(static_cast<char>(b));
+  }
+  model->set_vocabulary(vocabulary);
+  return absl::OkStatus();
 }
 
 absl::Status ValidateJobSpec(const JobSpec& spec) {
@@ -431,13 +471,45 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   }
 
   const ModelSpec& model = spec.model();
-  if (model.kind() != "mlp") {
+  if (model.kind() == "mlp") {
+    RETURN_IF_ERROR(CheckRange("model.context", model.context(), 1, 64));
+    RETURN_IF_ERROR(CheckRange("model.embedding_dim", model.embedding_dim(), 1, 1024));
+    RETURN_IF_ERROR(CheckRange("model.hidden_dim", model.hidden_dim(), 1, 16384));
+  } else if (model.kind() == "gpt") {
+    RETURN_IF_ERROR(CheckRange("model.context", model.context(), 1, 4096));
+    RETURN_IF_ERROR(CheckRange("model.layers", model.layers(), 1, 96));
+    RETURN_IF_ERROR(CheckRange("model.width", model.width(), 1, 16384));
+    RETURN_IF_ERROR(CheckRange("model.heads", model.heads(), 1, model.width()));
+    if (model.width() % model.heads() != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("model.heads (", model.heads(),
+                                                     ") must divide model.width (", model.width(),
+                                                     ")"));
+    }
+    if (!std::isfinite(model.dropout()) || model.dropout() < 0 || model.dropout() >= 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.dropout must be in [0, 1), got ", model.dropout()));
+    }
+  } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("model.kind must be \"mlp\", got \"", model.kind(), "\""));
+        absl::StrCat("model.kind must be \"gpt\" or \"mlp\", got \"", model.kind(), "\""));
   }
-  RETURN_IF_ERROR(CheckRange("model.context", model.context(), 1, 64));
-  RETURN_IF_ERROR(CheckRange("model.embedding_dim", model.embedding_dim(), 1, 1024));
-  RETURN_IF_ERROR(CheckRange("model.hidden_dim", model.hidden_dim(), 1, 16384));
+  if (model.tokenizer() == "char") {
+    if (model.vocabulary().empty()) {
+      return absl::InvalidArgumentError(
+          "model.vocabulary must list the corpus's characters for tokenizer \"char\" (psctl fills "
+          "it from data.path when it can read the file; or use tokenizer \"byte\")");
+    }
+    for (size_t i = 1; i < model.vocabulary().size(); ++i) {
+      if (static_cast<unsigned char>(model.vocabulary()[i - 1]) >=
+          static_cast<unsigned char>(model.vocabulary()[i])) {
+        return absl::InvalidArgumentError(
+            "model.vocabulary must hold distinct bytes in ascending order");
+      }
+    }
+  } else if (model.tokenizer() != "byte") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.tokenizer must be \"byte\" or \"char\", got \"", model.tokenizer(), "\""));
+  }
 
   if (spec.data().path().empty()) {
     return absl::InvalidArgumentError("data.path must name the training text file");
@@ -448,9 +520,9 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   RETURN_IF_ERROR(CheckRange("training.batch_size", training.batch_size(), 1, 65536));
 
   const OptimizerConfig& optimizer = training.optimizer();
-  if (optimizer.kind() != SGD && optimizer.kind() != MOMENTUM) {
+  if (optimizer.kind() != SGD && optimizer.kind() != MOMENTUM && optimizer.kind() != ADAMW) {
     return absl::InvalidArgumentError(
-        absl::StrCat("training.optimizer.kind must be SGD or MOMENTUM, got ",
+        absl::StrCat("training.optimizer.kind must be SGD, MOMENTUM or ADAMW, got ",
                      OptimizerKind_Name(optimizer.kind())));
   }
   const float lr = optimizer.learning_rate();
@@ -458,11 +530,41 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat(
         "training.optimizer.learning_rate must be a finite number in (0, 10], got ", lr));
   }
-  const float momentum = optimizer.momentum();
-  if (!std::isfinite(momentum) || momentum < 0 || momentum >= 1) {
+  const float floor = optimizer.min_learning_rate();
+  if (!std::isfinite(floor) || floor < 0 || floor > lr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("training.optimizer.momentum must be in [0, 1), got ", momentum));
+        absl::StrCat("training.optimizer.min_learning_rate must be in [0, learning_rate = ", lr,
+                     "], got ", floor));
   }
+  auto check_unit = [](const char* field, float value) -> absl::Status {
+    if (!std::isfinite(value) || value < 0 || value >= 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("training.optimizer.", field, " must be in [0, 1), got ", value));
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(check_unit("momentum", optimizer.momentum()));
+  RETURN_IF_ERROR(check_unit("beta1", optimizer.beta1()));
+  RETURN_IF_ERROR(check_unit("beta2", optimizer.beta2()));
+  if (optimizer.kind() == ADAMW && (!std::isfinite(optimizer.epsilon()) || optimizer.epsilon() <= 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training.optimizer.epsilon must be > 0, got ", optimizer.epsilon()));
+  }
+  if (!std::isfinite(optimizer.weight_decay()) || optimizer.weight_decay() < 0 ||
+      optimizer.weight_decay() > 10) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training.optimizer.weight_decay must be in [0, 10], got ", optimizer.weight_decay()));
+  }
+  if (!std::isfinite(training.grad_clip()) || training.grad_clip() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training.grad_clip must be >= 0 (0: no clipping), got ", training.grad_clip()));
+  }
+  const float validation = spec.data().validation_fraction();
+  if (!std::isfinite(validation) || validation < 0 || validation > 0.5f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data.validation_fraction must be in [0, 0.5], got ", validation));
+  }
+  RETURN_IF_ERROR(CheckRange("training.eval_batches", training.eval_batches(), 1, 10000));
 
   if (training.consistency() != SYNC && training.consistency() != ASYNC) {
     return absl::InvalidArgumentError(

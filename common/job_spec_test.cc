@@ -92,6 +92,14 @@ JobSpec ValidSpec() {
   return spec;
 }
 
+JobSpec ValidMlpSpec() {
+  JobSpec spec;
+  spec.mutable_data()->set_path("/tmp/text.txt");
+  spec.mutable_model()->set_kind("mlp");
+  ApplyJobDefaults(&spec);
+  return spec;
+}
+
 void ExpectInvalid(const absl::Status& status, const std::string& substring) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr(substring));
@@ -166,8 +174,8 @@ TEST(ParseJobSpecTest, NotAMapping) {
 }
 
 TEST(ParseJobSpecTest, UnknownFieldRejected) {
-  ExpectInvalid(ParseJobSpec("name: x\nmodel:\n  kind: mlp\n  layers: 3\n").status(),
-                "unknown field \"model.layers\" (line 4)");
+  ExpectInvalid(ParseJobSpec("name: x\nmodel:\n  kind: mlp\n  depth: 3\n").status(),
+                "unknown field \"model.depth\" (line 4)");
   // JSON too, and with the line when the JSON is also readable as YAML.
   absl::Status json = ParseJobSpec("{\"name\": \"x\",\n \"trainingg\": {}}").status();
   ExpectInvalid(json, "unknown field \"trainingg\" (line 2)");
@@ -221,40 +229,112 @@ TEST(ApplyJobDefaultsTest, FillsUnsetFields) {
   JobSpec spec;
   ApplyJobDefaults(&spec);
   EXPECT_EQ(spec.name(), "job");
-  EXPECT_EQ(spec.model().kind(), "mlp");
-  EXPECT_EQ(spec.model().context(), 8u);
-  EXPECT_EQ(spec.model().embedding_dim(), 24u);
-  EXPECT_EQ(spec.model().hidden_dim(), 256u);
+  EXPECT_EQ(spec.model().kind(), "gpt");
+  EXPECT_EQ(spec.model().tokenizer(), "byte");
+  EXPECT_EQ(spec.model().context(), 64u);
+  EXPECT_EQ(spec.model().layers(), 4u);
+  EXPECT_EQ(spec.model().heads(), 4u);
+  EXPECT_EQ(spec.model().width(), 128u);
+  EXPECT_FLOAT_EQ(spec.model().dropout(), 0.0f);
+  EXPECT_FLOAT_EQ(spec.data().validation_fraction(), 0.1f);
   EXPECT_EQ(spec.training().steps(), 1000u);
-  EXPECT_EQ(spec.training().batch_size(), 64u);
-  EXPECT_EQ(spec.training().optimizer().kind(), SGD);
-  EXPECT_FLOAT_EQ(spec.training().optimizer().learning_rate(), 0.1f);
-  EXPECT_FLOAT_EQ(spec.training().optimizer().momentum(), 0.0f);
+  EXPECT_EQ(spec.training().batch_size(), 12u);
+  EXPECT_EQ(spec.training().optimizer().kind(), ADAMW);
+  EXPECT_FLOAT_EQ(spec.training().optimizer().learning_rate(), 1e-3f);
+  EXPECT_FLOAT_EQ(spec.training().optimizer().beta1(), 0.9f);
+  EXPECT_FLOAT_EQ(spec.training().optimizer().beta2(), 0.95f);
+  EXPECT_FLOAT_EQ(spec.training().optimizer().epsilon(), 1e-8f);
   EXPECT_EQ(spec.training().consistency(), SYNC);
   EXPECT_EQ(spec.training().seed(), 1u);
   EXPECT_EQ(spec.training().report_every(), 10u);
+  EXPECT_EQ(spec.training().eval_batches(), 20u);
   EXPECT_EQ(spec.training().sample_length(), 200u);
   EXPECT_EQ(spec.training().wire_dtype(), FP32);
   EXPECT_EQ(spec.num_servers(), 1u);
   EXPECT_EQ(spec.num_workers(), 1u);
   EXPECT_TRUE(spec.data().path().empty());
+
+  JobSpec mlp;
+  mlp.mutable_model()->set_kind("mlp");
+  ApplyJobDefaults(&mlp);
+  EXPECT_EQ(mlp.model().context(), 8u);
+  EXPECT_EQ(mlp.model().embedding_dim(), 24u);
+  EXPECT_EQ(mlp.model().hidden_dim(), 256u);
+  EXPECT_EQ(mlp.model().layers(), 0u);
 }
 
 TEST(ApplyJobDefaultsTest, KeepsSetFieldsAndDefaultsMomentum) {
   JobSpec spec = ExpectedSpec();
   JobSpec copy = spec;
   ApplyJobDefaults(&copy);
+  // Only unset fields change.
+  copy.mutable_model()->clear_tokenizer();
+  copy.mutable_data()->clear_validation_fraction();
+  copy.mutable_training()->clear_eval_batches();
   EXPECT_THAT(copy, EqualsProto(spec));
 
   JobSpec momentum;
   momentum.mutable_training()->mutable_optimizer()->set_kind(MOMENTUM);
   ApplyJobDefaults(&momentum);
   EXPECT_FLOAT_EQ(momentum.training().optimizer().momentum(), 0.9f);
+  EXPECT_FLOAT_EQ(momentum.training().optimizer().learning_rate(), 0.1f);
+}
+
+TEST(FillVocabularyTest, CharTokenizerGetsTheCorpusBytes) {
+  const std::string path = ::testing::TempDir() + "/vocab.txt";
+  std::ofstream(path) << "hello world\n";
+  JobSpec spec = ValidSpec();
+  spec.mutable_data()->set_path(path);
+  spec.mutable_model()->set_tokenizer("char");
+  ExpectInvalid(ValidateJobSpec(spec), "model.vocabulary");
+  ASSERT_TRUE(FillVocabulary(&spec).ok());
+  EXPECT_EQ(spec.model().vocabulary(), "\n dehlorw");
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  spec.mutable_model()->set_vocabulary("ba");
+  ExpectInvalid(ValidateJobSpec(spec), "ascending");
+  spec.mutable_model()->clear_vocabulary();
+  spec.mutable_data()->set_path(path + ".missing");
+  EXPECT_EQ(FillVocabulary(&spec).code(), absl::StatusCode::kNotFound);
+  JobSpec bytes = ValidSpec();
+  ASSERT_TRUE(FillVocabulary(&bytes).ok());
+  EXPECT_TRUE(bytes.model().vocabulary().empty());
+}
+
+TEST(ValidateJobSpecTest, GptShape) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_model()->set_heads(3);
+  ExpectInvalid(ValidateJobSpec(spec), "model.heads (3) must divide model.width (128)");
+  spec = ValidSpec();
+  spec.mutable_model()->set_dropout(1.0f);
+  ExpectInvalid(ValidateJobSpec(spec), "model.dropout");
+  spec = ValidSpec();
+  spec.mutable_model()->set_tokenizer("bpe");
+  ExpectInvalid(ValidateJobSpec(spec), "model.tokenizer");
+}
+
+TEST(ValidateJobSpecTest, AdamWAndScheduleAndClipping) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_training()->mutable_optimizer()->set_beta2(1.0f);
+  ExpectInvalid(ValidateJobSpec(spec), "training.optimizer.beta2 must be in [0, 1)");
+  spec = ValidSpec();
+  spec.mutable_training()->mutable_optimizer()->set_weight_decay(-0.1f);
+  ExpectInvalid(ValidateJobSpec(spec), "training.optimizer.weight_decay");
+  spec = ValidSpec();
+  spec.mutable_training()->mutable_optimizer()->set_min_learning_rate(0.5f);
+  ExpectInvalid(ValidateJobSpec(spec), "training.optimizer.min_learning_rate");
+  spec = ValidSpec();
+  spec.mutable_training()->set_grad_clip(-1.0f);
+  ExpectInvalid(ValidateJobSpec(spec), "training.grad_clip");
+  spec = ValidSpec();
+  spec.mutable_data()->set_validation_fraction(0.9f);
+  ExpectInvalid(ValidateJobSpec(spec), "data.validation_fraction");
 }
 
 TEST(ValidateJobSpecTest, ValidSpecs) {
   EXPECT_TRUE(ValidateJobSpec(ValidSpec()).ok()) << ValidateJobSpec(ValidSpec());
-  EXPECT_TRUE(ValidateJobSpec(ExpectedSpec()).ok()) << ValidateJobSpec(ExpectedSpec());
+  JobSpec expected = ExpectedSpec();
+  ApplyJobDefaults(&expected);
+  EXPECT_TRUE(ValidateJobSpec(expected).ok()) << ValidateJobSpec(expected);
 }
 
 TEST(ValidateJobSpecTest, MissingDataPath) {
@@ -275,12 +355,14 @@ struct IntRule {
   std::function<void(JobSpec*, uint64_t)> set;
   uint64_t lo;
   uint64_t hi;
+  bool mlp = false;  // The rule is for the mlp model.
 };
 
 class IntRuleTest : public ::testing::TestWithParam<IntRule> {};
 
 TEST_P(IntRuleTest, BoundsAreInclusive) {
   const IntRule& rule = GetParam();
+  auto ValidSpec = [&rule] { return rule.mlp ? ValidMlpSpec() : ::psrv::ValidSpec(); };
   for (uint64_t ok : {rule.lo, rule.hi}) {
     JobSpec spec = ValidSpec();
     rule.set(&spec, ok);
@@ -310,16 +392,25 @@ INSTANTIATE_TEST_SUITE_P(
         IntRule{"num_servers", [](JobSpec* s, uint64_t v) { s->set_num_servers(v); }, 1, 64},
         IntRule{"num_workers", [](JobSpec* s, uint64_t v) { s->set_num_workers(v); }, 1, 64},
         IntRule{"model.context", [](JobSpec* s, uint64_t v) { s->mutable_model()->set_context(v); },
-                1, 64},
+                1, 64, /*mlp=*/true},
         IntRule{"model.embedding_dim",
-                [](JobSpec* s, uint64_t v) { s->mutable_model()->set_embedding_dim(v); }, 1, 1024},
+                [](JobSpec* s, uint64_t v) { s->mutable_model()->set_embedding_dim(v); }, 1, 1024,
+                /*mlp=*/true},
         IntRule{"model.hidden_dim",
-                [](JobSpec* s, uint64_t v) { s->mutable_model()->set_hidden_dim(v); }, 1, 16384},
+                [](JobSpec* s, uint64_t v) { s->mutable_model()->set_hidden_dim(v); }, 1, 16384,
+                /*mlp=*/true},
+        IntRule{"model.context",
+                [](JobSpec* s, uint64_t v) { s->mutable_model()->set_context(v); }, 1, 4096},
+        IntRule{"model.layers", [](JobSpec* s, uint64_t v) { s->mutable_model()->set_layers(v); },
+                1, 96},
+        IntRule{"training.eval_batches",
+                [](JobSpec* s, uint64_t v) { s->mutable_training()->set_eval_batches(v); }, 1,
+                10000},
         IntRule{"training.sample_length",
                 [](JobSpec* s, uint64_t v) { s->mutable_training()->set_sample_length(v); }, 0,
                 100000}),
     [](const ::testing::TestParamInfo<IntRule>& info) {
-      std::string name = info.param.field;
+      std::string name = info.param.field + (info.param.mlp ? "_mlp" : "");
       for (char& c : name) {
         if (c == '.') c = '_';
       }
@@ -366,7 +457,8 @@ TEST(ValidateJobSpecTest, Momentum) {
 TEST(ValidateJobSpecTest, ModelKind) {
   JobSpec spec = ValidSpec();
   spec.mutable_model()->set_kind("transformer");
-  ExpectInvalid(ValidateJobSpec(spec), "model.kind must be \"mlp\", got \"transformer\"");
+  ExpectInvalid(ValidateJobSpec(spec),
+                "model.kind must be \"gpt\" or \"mlp\", got \"transformer\"");
 }
 
 TEST(ValidateJobSpecTest, Enums) {
@@ -379,7 +471,7 @@ TEST(ValidateJobSpecTest, Enums) {
 
   spec = ValidSpec();
   spec.mutable_training()->mutable_optimizer()->set_kind(OPTIMIZER_UNSPECIFIED);
-  ExpectInvalid(ValidateJobSpec(spec), "training.optimizer.kind must be SGD or MOMENTUM");
+  ExpectInvalid(ValidateJobSpec(spec), "training.optimizer.kind must be SGD, MOMENTUM or ADAMW");
 
   for (DType dtype : {BF16, FP16}) {
     spec = ValidSpec();

@@ -74,6 +74,12 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
   Node& node = it->second;
   node.last_heartbeat = options_.clock();
   HeartbeatResponse response;
+  for (const std::string& hosted : node.hosted_jobs) {
+    auto job = jobs_.find(hosted);
+    if (job != jobs_.end() && IsTerminal(job->second.status.state())) {
+      response.add_ended_jobs(hosted);
+    }
+  }
   if (node.job_id.empty()) return response;
   auto job = jobs_.find(node.job_id);
   if (job == jobs_.end()) {
@@ -176,8 +182,9 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
         absl::StrCat("rank ", request.rank(), " is out of range: the job has ", workers,
                      " workers"));
   }
-  if (!std::isfinite(request.loss()) || !std::isfinite(request.tokens_per_sec())) {
-    return absl::InvalidArgumentError("loss and tokens_per_sec must be finite");
+  if (!std::isfinite(request.loss()) || !std::isfinite(request.tokens_per_sec()) ||
+      !std::isfinite(request.val_loss())) {
+    return absl::InvalidArgumentError("loss, val_loss and tokens_per_sec must be finite");
   }
   ReportProgressResponse response;
   if (job.status.state() != RUNNING) {
@@ -194,6 +201,12 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
   progress->set_tokens_per_sec(request.tokens_per_sec());
   progress->set_done(request.done());
   if (!request.sample().empty()) job.status.set_sample(request.sample());
+  if (request.val_loss() > 0) {
+    job.status.set_val_loss(request.val_loss());
+    ValidationPoint* point = job.status.add_val_history();
+    point->set_step(request.step());
+    point->set_loss(request.val_loss());
+  }
 
   uint64_t min_step = UINT64_MAX;
   double loss_sum = 0, tokens = 0;
@@ -363,6 +376,10 @@ void ClusterCoordinator::StartJobs() {
   }
   job.status.set_state(RUNNING);
   job.status.set_start_time_ms(Millis(options_.clock()));
+  for (const ShardAssignment& shard : shard_map.shards()) {
+    std::vector<std::string>& hosted = nodes_[shard.server_id()].hosted_jobs;
+    if (hosted.empty() || hosted.back() != job_id) hosted.push_back(job_id);
+  }
   *job.status.mutable_shard_map() = std::move(shard_map);
   for (uint32_t rank = 0; rank < job.workers.size(); ++rank) {
     WorkerProgress* w = job.status.add_workers();

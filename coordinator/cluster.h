@@ -62,6 +62,7 @@ class ClusterCoordinator {
     absl::Time last_heartbeat;
     std::string job_id;  // Workers: the job assigned, until done or told to stop.
     uint32_t rank = 0;
+    std::vector<std::string> hosted_jobs;  // Servers: jobs with shards here.
   };
   struct Job {
     JobStatus status;

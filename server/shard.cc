@@ -10,12 +10,28 @@
 #include "common/key_range.h"
 
 namespace psrv {
+namespace {
+
+// Index of the first NaN or Inf in values (count), or count. The scan has no early exit so that it
+// vectorizes; only a bad push pays for the second pass.
+size_t FirstNonFinite(const float* values, size_t count) {
+  const uint32_t* bits = reinterpret_cast<const uint32_t*>(values);
+  uint32_t any = 0;
+  for (size_t i = 0; i < count; ++i) any |= ((bits[i] & 0x7f800000u) == 0x7f800000u);
+  if (!any) return count;
+  for (size_t i = 0; i < count; ++i) {
+    if (!std::isfinite(values[i])) return i;
+  }
+  return count;
+}
+
+}  // namespace
 
 Shard::Shard(ShardConfig config)
     : config_(std::move(config)),
       size_(RangeSize(config_.range)),
       values_(size_),
-      optimizer_(Optimizer::Create(config_.optimizer, size_)),
+      optimizer_(Optimizer::Create(config_.optimizer, config_.table, size_)),
       aggregator_(size_, config_.num_workers) {
   InitializeRange(config_.table, config_.range.begin(), size_, values_.data());
 }
@@ -25,28 +41,18 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
   const uint64_t offset = request.range().begin() - config_.range.begin();
   // Checks that need no lock: a bad push never touches the shard.
   absl::Status invalid;
-  for (size_t i = 0; i < count; ++i) {
-    if (!std::isfinite(values[i])) {
-      invalid = absl::InvalidArgumentError(absl::StrCat(
-          "gradient for table \"", config_.table.name(), "\" has ",
-          std::isnan(values[i]) ? "NaN" : "Inf", " at key ", request.range().begin() + i,
-          "; nothing was applied"));
-      break;
-    }
-  }
-  if (invalid.ok() && config_.consistency == SYNC && count != size_) {
+  if (const size_t bad = FirstNonFinite(values, count); bad < count) {
     invalid = absl::InvalidArgumentError(absl::StrCat(
-        "a SYNC-mode push must cover the whole shard [", config_.range.begin(), ", ",
-        config_.range.end(), ") of table \"", config_.table.name(), "\", got [",
-        request.range().begin(), ", ", request.range().end(), ")"));
+        "gradient for table \"", config_.table.name(), "\" has ",
+        std::isnan(values[bad]) ? "NaN" : "Inf", " at key ", request.range().begin() + bad,
+        "; nothing was applied"));
   }
-
   std::vector<Waiter> ready;
   uint64_t version;
   {
     absl::MutexLock lock(&mu_);
     if (invalid.ok() && config_.consistency == SYNC) {
-      invalid = aggregator_.Check(request.worker_rank(), request.step(), version_);
+      invalid = aggregator_.Check(request.worker_rank(), request.step(), version_, offset, count);
     }
     if (!invalid.ok()) {
       ++rejected_pushes_;
@@ -56,20 +62,14 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
     bytes_in_ += count * sizeof(float);
     workers_seen_.insert(request.worker_rank());
     bool apply = true;
-    const float* update = values;
     if (config_.consistency == SYNC) {
-      apply = aggregator_.Add(request.worker_rank(), values);
-      if (apply) update = aggregator_.Mean();
+      apply = aggregator_.Add(request.worker_rank(), offset, count, values);
     }
     if (apply) {
-      if (count == size_) {
-        optimizer_->Apply(update, values_.data());
+      if (config_.consistency == SYNC) {
+        optimizer_->Apply(aggregator_.Mean(), values_.data(), 0, size_, OptimizerStep(version_ + 1));
       } else {
-        // ASYNC sub-range push: SGD on just those keys (momentum state is per key, so a sub-range
-        // update would need a sub-range optimizer; plain SGD is exact here).
-        for (size_t i = 0; i < count; ++i) {
-          values_[offset + i] -= config_.optimizer.learning_rate() * update[i];
-        }
+        optimizer_->Apply(values, values_.data(), offset, count, OptimizerStep(version_ + 1));
       }
       if (config_.consistency == SYNC) aggregator_.Reset();
       ++version_;
@@ -97,6 +97,13 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
     }
   }
   return version;
+}
+
+uint64_t Shard::OptimizerStep(uint64_t update) const {
+  // SYNC: one update per step. ASYNC: every worker's push is an update; the schedule advances
+  // once per round of num_workers pushes, so it spans the same steps as in SYNC mode.
+  if (config_.consistency == SYNC) return update;
+  return (update + config_.num_workers - 1) / config_.num_workers;
 }
 
 void Shard::Pull(const PullRequest& request, PullCallback done) {

@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/buffer_pool.h"
 #include "proto/admin.pb.h"
@@ -64,6 +65,9 @@ class Shard {
     uint64_t count;
     PullCallback done;
   };
+
+  // The optimizer step (learning-rate schedule, Adam bias correction) of the n-th update.
+  uint64_t OptimizerStep(uint64_t update) const;
 
   // Copies values_[offset, offset + count) into a pooled buffer.
   PooledBuffer CopyOut(uint64_t offset, uint64_t count) ABSL_SHARED_LOCKS_REQUIRED(mu_);

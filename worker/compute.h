@@ -1,5 +1,6 @@
-// Compute: the second step of a training iteration. A minibatch of windows from this worker's part
-// of the corpus goes forward and backward through the model; the gradients fill the flat buffer.
+// Compute: the second step of a training iteration. A minibatch of token rows from this worker's
+// part of the corpus goes forward and backward through the model; the gradients fill the flat
+// buffer, clipped to a global norm if asked.
 #ifndef PSRV_WORKER_COMPUTE_H_
 #define PSRV_WORKER_COMPUTE_H_
 
@@ -8,36 +9,44 @@
 #include <vector>
 
 #include "worker/data/corpus.h"
-#include "worker/model/mlp_model.h"
+#include "worker/model/language_model.h"
 
 namespace psrv {
 
 // Not thread-safe (owns scratch buffers).
 class GradientComputer {
  public:
-  GradientComputer(MlpModel* model, const Corpus* corpus, int batch_size, uint64_t seed)
-      : model_(model),
-        corpus_(corpus),
-        batch_size_(batch_size),
-        rng_(seed),
-        windows_(static_cast<size_t>(batch_size) * (model->context() + 1)) {}
+  // `seed` drives this worker's minibatch draws and dropout masks (each worker its own stream).
+  GradientComputer(LanguageModel* model, const Corpus* corpus, const ByteToToken* vocabulary,
+                   int batch_size, float grad_clip, uint64_t seed);
 
-  // params, grads: (num_parameters). Returns the minibatch's mean loss (nats per byte).
-  float Compute(const float* params, float* grads) {
-    corpus_->SampleBatch(rng_, batch_size_, model_->context() + 1, windows_.data());
-    return model_->ForwardBackward(params, windows_.data(), batch_size_, grads);
-  }
+  // params, grads: (num_parameters). Returns the minibatch's mean loss (nats per token). With
+  // grad_clip > 0, grads are scaled so that their global L2 norm is at most grad_clip.
+  float Compute(const float* params, float* grads);
 
-  // Predicted tokens per Compute call.
-  int tokens_per_step() const { return batch_size_; }
+  // L2 norm of the last gradient, before clipping.
+  double last_grad_norm() const { return last_grad_norm_; }
+
+  // Tokens predicted (trained on) per Compute call.
+  int tokens_per_step() const { return batch_size_ * model_->predictions_per_row(); }
 
  private:
-  MlpModel* const model_;
+  LanguageModel* const model_;
   const Corpus* const corpus_;
+  const ByteToToken* const vocabulary_;
   const int batch_size_;
+  const float grad_clip_;
+  const uint64_t seed_;
   std::mt19937_64 rng_;
-  std::vector<uint8_t> windows_;  // (batch, context + 1)
+  uint64_t calls_ = 0;
+  double last_grad_norm_ = 0;
+  std::vector<int32_t> rows_;  // (batch, window)
 };
+
+// Mean loss (evaluation mode) over `batches` minibatches of the validation corpus. The batches are
+// drawn from a fixed seed, so successive evaluations see the same text.
+float ValidationLoss(LanguageModel* model, const float* params, const Corpus& validation,
+                     const ByteToToken& vocabulary, int batch_size, int batches);
 
 }  // namespace psrv
 

@@ -1,5 +1,7 @@
 #include "worker/parameter_client.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/channel.h"
 #include "common/key_range.h"
@@ -8,7 +10,9 @@
 namespace psrv {
 
 absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(const ShardMap& shard_map,
-                                                                         uint32_t worker_rank) {
+                                                                         uint32_t worker_rank,
+                                                                         const Options& options) {
+  const int connections = std::max(1, options.connections_per_server);
   std::unique_ptr<ParameterClient> client(new ParameterClient());
   client->job_id_ = shard_map.job_id();
   client->worker_rank_ = worker_rank;
@@ -29,13 +33,23 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(const S
                                                      shard.range().end(), ")"));
     }
     covered[shard.table()] += RangeSize(shard.range());
-    std::unique_ptr<grpc::GenericStub>& stub = client->stubs_[shard.server_address()];
-    if (stub == nullptr) {
-      stub = std::make_unique<grpc::GenericStub>(CreateChannel(shard.server_address()));
+    auto& stubs = client->stubs_[shard.server_address()];
+    while (stubs.size() < static_cast<size_t>(connections)) {
+      // CreateChannel uses a local subchannel pool: each stub gets its own TCP connection.
+      stubs.push_back(std::make_unique<grpc::GenericStub>(CreateChannel(shard.server_address())));
     }
-    client->targets_.push_back(Target{shard.table(), shard.range(),
-                                      offset->second + shard.range().begin(),
-                                      shard.server_address(), stub.get()});
+    const uint64_t keys = RangeSize(shard.range());
+    const size_t bytes = keys * sizeof(float);
+    uint64_t chunks = (bytes + options.max_chunk_bytes - 1) / options.max_chunk_bytes;
+    if (bytes >= 2 * options.min_split_bytes) chunks = std::max<uint64_t>(chunks, connections);
+    chunks = std::max<uint64_t>(1, std::min(chunks, keys));
+    for (uint64_t c = 0; c < chunks; ++c) {
+      const uint64_t begin = shard.range().begin() + keys * c / chunks;
+      const uint64_t end = shard.range().begin() + keys * (c + 1) / chunks;
+      client->targets_.push_back(Target{shard.table(), MakeRange(begin, end),
+                                        offset->second + begin, shard.server_address(),
+                                        stubs[c % stubs.size()].get()});
+    }
   }
   for (const auto& [table, size] : sizes) {
     if (covered[table] != size) {

@@ -1,7 +1,9 @@
 // The worker's view of the parameter servers: the flat parameter buffer (tables in shard-map order)
-// and one gRPC channel per server. Pull (pull.cc) fills the buffer from every shard in parallel;
-// Push (push.cc) sends each shard its slice of the gradient buffer. Payloads go straight between the
-// flat buffers and the network (common/wire.h): no per-call payload allocation or copy.
+// and a few gRPC connections per server. Pull (pull.cc) fills the buffer from every shard in
+// parallel; Push (push.cc) sends each shard its slice of the gradient buffer. Big shards travel as
+// several chunks, spread over the connections, all in flight at once (one connection is latency
+// bound: bench/README.md). Payloads go straight between the flat buffers and the network
+// (common/wire.h): no per-call payload allocation or copy.
 #ifndef PSRV_WORKER_PARAMETER_CLIENT_H_
 #define PSRV_WORKER_PARAMETER_CLIENT_H_
 
@@ -23,9 +25,20 @@ namespace psrv {
 // Thread-compatible: one Pull or Push at a time.
 class ParameterClient {
  public:
+  struct Options {
+    int connections_per_server = 2;
+    size_t max_chunk_bytes = 4 << 20;  // Shards larger than this travel in several chunks.
+    size_t min_split_bytes = 256 << 10;  // Shards at least twice this use every connection.
+  };
+
   // Every table of `shard_map` must be covered exactly by its shards.
   static absl::StatusOr<std::unique_ptr<ParameterClient>> Create(const ShardMap& shard_map,
-                                                                 uint32_t worker_rank);
+                                                                 uint32_t worker_rank,
+                                                                 const Options& options);
+  static absl::StatusOr<std::unique_ptr<ParameterClient>> Create(const ShardMap& shard_map,
+                                                                 uint32_t worker_rank) {
+    return Create(shard_map, worker_rank, Options());
+  }
 
   size_t num_parameters() const { return num_parameters_; }
   // Offset of a table in the flat buffer; -1 if unknown.
@@ -39,6 +52,7 @@ class ParameterClient {
   absl::Status Push(uint64_t step, const float* grads, absl::Duration timeout);
 
  private:
+  // One RPC of a Pull or Push: a chunk of one shard.
   struct Target {
     std::string table;
     KeyRange range;
@@ -53,7 +67,8 @@ class ParameterClient {
   uint32_t worker_rank_ = 0;
   size_t num_parameters_ = 0;
   std::map<std::string, uint64_t> table_offsets_;
-  std::map<std::string, std::unique_ptr<grpc::GenericStub>> stubs_;  // By server address.
+  // By server address: one stub (own channel, own TCP connection) per connection.
+  std::map<std::string, std::vector<std::unique_ptr<grpc::GenericStub>>> stubs_;
   std::vector<Target> targets_;
 };
 

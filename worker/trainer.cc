@@ -12,7 +12,8 @@
 #include "common/status.h"
 #include "worker/compute.h"
 #include "worker/data/corpus.h"
-#include "worker/model/mlp_model.h"
+#include "worker/model/language_model.h"
+#include "worker/model/tokenizer.h"
 #include "worker/parameter_client.h"
 
 namespace psrv {
@@ -52,13 +53,24 @@ std::string ToValidUtf8(const std::string& bytes) {
   return out;
 }
 
+// Each byte's token (-1 if the tokenizer has none), for sampling token rows from raw text.
+ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {
+  ByteToToken table;
+  for (int b = 0; b < 256; ++b) {
+    absl::StatusOr<std::vector<int32_t>> ids =
+        tokenizer.Encode(std::string(1, static_cast<char>(b)));
+    table[b] = ids.ok() && ids->size() == 1 ? (*ids)[0] : -1;
+  }
+  return table;
+}
+
 class ProgressReporter {
  public:
   ProgressReporter(Coordinator::Stub* stub, const WorkAssignment& assignment, std::string node_id)
       : stub_(stub), assignment_(assignment), node_id_(std::move(node_id)) {}
 
   // Returns true if the coordinator wants the worker to stop.
-  bool Report(uint64_t step, float loss, float tokens_per_sec, bool done,
+  bool Report(uint64_t step, float loss, float tokens_per_sec, float val_loss, bool done,
               const std::string& error = "", const std::string& sample = "") {
     if (stub_ == nullptr) return false;
     ReportProgressRequest request;
@@ -68,6 +80,7 @@ class ProgressReporter {
     request.set_step(step);
     request.set_loss(std::isfinite(loss) ? loss : 0.0f);
     request.set_tokens_per_sec(tokens_per_sec);
+    request.set_val_loss(std::isfinite(val_loss) ? val_loss : 0.0f);
     request.set_done(done);
     request.set_error(ToValidUtf8(error));
     request.set_sample(ToValidUtf8(sample));
@@ -94,22 +107,41 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
                    const std::atomic<bool>* cancel) {
   const JobSpec& spec = assignment.spec();
   const TrainingSpec& training = spec.training();
-  ASSIGN_OR_RETURN(MlpModel model, MlpModel::Create(spec.model()));
+  const bool evaluator = assignment.rank() == 0;
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, CreateTokenizer(spec.model()));
+  ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
+                   CreateLanguageModel(spec.model(), tokenizer->vocab_size()));
+  const ByteToToken vocabulary = ByteToTokenTable(*tokenizer);
   ASSIGN_OR_RETURN(Corpus corpus,
-                   Corpus::Load(spec.data().path(), assignment.rank(), spec.num_workers()));
-  RETURN_IF_ERROR(corpus.CheckWindow(model.context() + 1));
+                   Corpus::Load(spec.data().path(), assignment.rank(), spec.num_workers(),
+                                Split::kTrain, spec.data().validation_fraction()));
+  RETURN_IF_ERROR(corpus.CheckWindow(model->window()));
+  RETURN_IF_ERROR(corpus.CheckVocabulary(vocabulary));
+  Corpus validation = Corpus::FromText("");
+  if (evaluator) {
+    ASSIGN_OR_RETURN(validation, Corpus::Load(spec.data().path(), 0, 1, Split::kValidation,
+                                              spec.data().validation_fraction()));
+    RETURN_IF_ERROR(validation.CheckWindow(model->window()));
+    RETURN_IF_ERROR(validation.CheckVocabulary(vocabulary));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<ParameterClient> client,
                    ParameterClient::Create(assignment.shard_map(), assignment.rank()));
-  if (client->num_parameters() != model.num_parameters()) {
+  if (client->num_parameters() != model->num_parameters()) {
     return absl::FailedPreconditionError(
         absl::StrCat("shard map has ", client->num_parameters(), " parameters, the model ",
-                     model.num_parameters()));
+                     model->num_parameters()));
   }
-  std::vector<float> params(model.num_parameters());  // (num_parameters) pulled each step.
-  std::vector<float> grads(model.num_parameters());   // (num_parameters) pushed each step.
-  // Each worker draws its own minibatches: its own seed stream.
-  GradientComputer computer(&model, &corpus, static_cast<int>(training.batch_size()),
+  std::vector<float> params(model->num_parameters());  // (num_parameters) pulled each step.
+  std::vector<float> grads(model->num_parameters());   // (num_parameters) pushed each step.
+  // Each worker draws its own minibatches and dropout masks: its own seed stream.
+  GradientComputer computer(model.get(), &corpus, &vocabulary,
+                            static_cast<int>(training.batch_size()), training.grad_clip(),
                             training.seed() * 1000003 + assignment.rank());
+  auto validation_loss = [&]() {
+    return ValidationLoss(model.get(), params.data(), validation, vocabulary,
+                          static_cast<int>(training.batch_size()),
+                          static_cast<int>(training.eval_batches()));
+  };
 
   auto pull = [&](uint64_t step) -> absl::Status {
     while (true) {
@@ -120,12 +152,18 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   };
 
   const uint64_t report_every = std::max<uint32_t>(1, training.report_every());
+  const uint64_t eval_every = training.eval_every();
   double window_loss = 0;
   uint64_t window_steps = 0;
   absl::Time window_start = absl::Now();
   for (uint64_t step = 1; step <= training.steps(); ++step) {
     if (cancel->load()) return absl::CancelledError("job cancelled");
     RETURN_IF_ERROR(pull(step));
+    // Validation on the parameters this step starts from (after step - 1 updates).
+    float val_loss = 0;
+    if (evaluator && eval_every > 0 && step > 1 && (step - 1) % eval_every == 0) {
+      val_loss = validation_loss();
+    }
     const float loss = computer.Compute(params.data(), grads.data());
     if (!std::isfinite(loss)) {
       return absl::InternalError(absl::StrCat("loss became ", loss, " at step ", step,
@@ -134,25 +172,34 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     RETURN_IF_ERROR(client->Push(step, grads.data(), kPushTimeout));
     window_loss += loss;
     ++window_steps;
-    if (step % report_every == 0 || step == training.steps()) {
+    const bool last = step == training.steps();
+    if (step % report_every == 0 || last || val_loss > 0) {
       const double seconds = absl::ToDoubleSeconds(absl::Now() - window_start);
       const float tokens_per_sec =
           seconds > 0 ? static_cast<float>(window_steps * computer.tokens_per_step() / seconds) : 0;
-      const bool last = step == training.steps();
-      if (!last && reporter->Report(step, static_cast<float>(window_loss / window_steps),
-                                    tokens_per_sec, /*done=*/false)) {
-        return absl::CancelledError("job cancelled");
-      }
-      if (last) {
-        // The final parameters (SYNC: after every worker's last step) for the text sample.
-        std::string sample;
-        if (assignment.rank() == 0 && training.sample_length() > 0) {
-          RETURN_IF_ERROR(pull(step + 1));
-          sample = model.Generate(params.data(), "\n", static_cast<int>(training.sample_length()),
-                                  /*temperature=*/0.8f, training.seed());
+      const float mean_loss = static_cast<float>(window_loss / window_steps);
+      if (!last) {
+        if (reporter->Report(step, mean_loss, tokens_per_sec, val_loss, /*done=*/false)) {
+          return absl::CancelledError("job cancelled");
         }
-        reporter->Report(step, static_cast<float>(window_loss / window_steps), tokens_per_sec,
-                         /*done=*/true, "", sample);
+      } else {
+        // The final parameters (SYNC: after every worker's last step): validation and a sample.
+        std::string sample;
+        float final_val_loss = 0;
+        if (evaluator) {
+          RETURN_IF_ERROR(pull(step + 1));
+          final_val_loss = validation_loss();
+          if (training.sample_length() > 0) {
+            absl::StatusOr<std::vector<int32_t>> prompt = tokenizer->Encode("\n");
+            std::vector<int32_t> tokens =
+                Sample(*model, params.data(), prompt.ok() ? *prompt : std::vector<int32_t>{},
+                       static_cast<int>(training.sample_length()), /*temperature=*/0.8f,
+                       /*top_k=*/0, training.seed());
+            sample = tokenizer->Decode(tokens);
+          }
+        }
+        reporter->Report(step, mean_loss, tokens_per_sec, final_val_loss, /*done=*/true, "",
+                         sample);
       }
       window_loss = 0;
       window_steps = 0;
@@ -169,7 +216,7 @@ absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordin
   ProgressReporter reporter(coordinator, assignment, node_id);
   absl::Status status = Train(assignment, &reporter, cancel);
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
-    reporter.Report(0, 0, 0, /*done=*/false, status.ToString());
+    reporter.Report(0, 0, 0, 0, /*done=*/false, status.ToString());
   }
   return status;
 }

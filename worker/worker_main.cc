@@ -1,6 +1,5 @@
 // ps_worker: registers with the coordinator, waits for a job, and trains it (pull -> compute ->
 // push) against the parameter servers; see trainer.h.
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/membership.h"
 #include "common/shutdown.h"
+#include "worker/model/openblas_env.h"
 #include "worker/trainer.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070", "host:port of ps_coordinator.");
@@ -111,22 +111,8 @@ int Run() {
 }  // namespace
 }  // namespace psrv
 
-// OpenBLAS 0.3.21 does not recognise some virtual CPUs and falls back to SSE3 kernels (2-4x
-// slower matrix products). It reads OPENBLAS_CORETYPE only when it loads, so if the variable is unset
-// we set it from the CPU's features and re-execute ourselves once.
-void SelectOpenBlasKernels(char** argv) {
-  if (getenv("OPENBLAS_CORETYPE") != nullptr) return;
-  __builtin_cpu_init();
-  const char* core = __builtin_cpu_supports("avx512f")  ? "SkylakeX"
-                     : __builtin_cpu_supports("avx2") ? "Haswell"
-                                                      : nullptr;
-  if (core == nullptr) return;
-  setenv("OPENBLAS_CORETYPE", core, 1);
-  execv("/proc/self/exe", argv);  // Returns only on failure: carry on with the defaults.
-}
-
 int main(int argc, char** argv) {
-  SelectOpenBlasKernels(argv);
+  psrv::ConfigureOpenBlas(argv);
   absl::SetProgramUsageMessage(
       "Training worker: pulls parameters, computes gradients on its part of the data, pushes.\n"
       "Usage: ps_worker --coordinator=HOST:PORT [--max_jobs=N]");

@@ -22,7 +22,13 @@ uint64_t PartBegin(uint64_t n, int rank, int num_workers) {
 
 }  // namespace
 
-absl::StatusOr<Corpus> Corpus::Load(const std::string& path, int rank, int num_workers) {
+absl::StatusOr<Corpus> Corpus::Load(const std::string& path, int rank, int num_workers,
+                                     Split split, double validation_fraction) {
+  if (!(validation_fraction >= 0.0 && validation_fraction < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("validation fraction ", validation_fraction, ", want [0, 1)"));
+  }
+  if (split == Split::kValidation) rank = 0, num_workers = 1;
   if (num_workers < 1 || rank < 0 || rank >= num_workers) {
     return absl::InvalidArgumentError(absl::StrCat("worker rank ", rank, " of ", num_workers,
                                                    ": want 0 <= rank < num_workers"));
@@ -35,12 +41,17 @@ absl::StatusOr<Corpus> Corpus::Load(const std::string& path, int rank, int num_w
   }
   const uint64_t n = std::filesystem::file_size(path, error);
   if (error) return absl::NotFoundError(absl::StrCat("cannot stat ", path, ": ", error.message()));
-  const uint64_t begin = PartBegin(n, rank, num_workers);
-  const uint64_t end = PartBegin(n, rank + 1, num_workers);
+  const uint64_t train = static_cast<uint64_t>(static_cast<double>(n) * (1.0 - validation_fraction));
+  const uint64_t region_begin = split == Split::kTrain ? 0 : train;
+  const uint64_t region = split == Split::kTrain ? train : n - train;
+  const uint64_t begin = region_begin + PartBegin(region, rank, num_workers);
+  const uint64_t end = region_begin + PartBegin(region, rank + 1, num_workers);
   if (end - begin < 2) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, " has ", n, " bytes; worker ", rank, " of ", num_workers, " would get ",
-                     end - begin, ", need at least 2"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " has ", n, " bytes; ",
+        split == Split::kTrain ? absl::StrCat("worker ", rank, " of ", num_workers)
+                               : std::string("the validation split"),
+        " would get ", end - begin, ", need at least 2"));
   }
   std::ifstream file(path, std::ios::binary);
   if (!file) {
@@ -76,6 +87,29 @@ void Corpus::SampleBatch(std::mt19937_64& rng, int batch, int window, uint8_t* w
   for (int b = 0; b < batch; ++b) {
     const uint64_t start = rng() % starts;
     std::memcpy(windows + static_cast<size_t>(b) * window, text_.data() + start, window);
+  }
+}
+
+absl::Status Corpus::CheckVocabulary(const ByteToToken& vocabulary) const {
+  for (size_t i = 0; i < text_.size(); ++i) {
+    const unsigned char c = text_[i];
+    if (vocabulary[c] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "byte 0x", absl::Hex(c, absl::kZeroPad2), " at offset ", begin_offset_ + i,
+          " of the data is not in the model's vocabulary"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Corpus::SampleTokens(std::mt19937_64& rng, int batch, int window,
+                          const ByteToToken& vocabulary, int32_t* rows) const {
+  const uint64_t starts = text_.size() - window + 1;
+  for (int b = 0; b < batch; ++b) {
+    const uint64_t start = rng() % starts;
+    const unsigned char* in = reinterpret_cast<const unsigned char*>(text_.data()) + start;
+    int32_t* out = rows + static_cast<size_t>(b) * window;
+    for (int i = 0; i < window; ++i) out[i] = vocabulary[in[i]];
   }
 }
 

@@ -3,6 +3,7 @@
 #ifndef PSRV_WORKER_DATA_CORPUS_H_
 #define PSRV_WORKER_DATA_CORPUS_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <random>
@@ -14,17 +15,28 @@
 
 namespace psrv {
 
+// Which region of the file: the first (1 - validation_fraction) of its N bytes are the training
+// split, the rest the validation split.
+enum class Split { kTrain, kValidation };
+
+// Maps each byte value to a token id (-1: not in the vocabulary).
+using ByteToToken = std::array<int32_t, 256>;
+
 // The part of a text file that one data-parallel worker trains on: bytes
-// [rank*N/M, (rank+1)*N/M) of an N-byte file split over M workers, so no two workers share a byte of
-// training data and the parts together cover the file. (Windows never cross a part's edges.)
+// [rank*P/M, (rank+1)*P/M) of the P-byte training split of the file, over M workers, so no two
+// workers share a byte of training data and the parts together cover the split. (Windows never
+// cross a part's edges.) Or the whole validation split.
 // Owns a copy of its bytes; immutable after construction, so const methods are thread-safe.
 class Corpus {
  public:
-  // Reads worker `rank`'s part of the file at `path` (only that part is read).
+  // Reads worker `rank`'s part of `split` of the file at `path` (only that part is read); the
+  // validation split is read whole (rank 0 of 1). validation_fraction in [0, 1).
   // NOT_FOUND if the file cannot be opened or read, INVALID_ARGUMENT unless
   // 0 <= rank < num_workers, FAILED_PRECONDITION if the part is shorter than 2 bytes (one input byte
   // and one target).
-  static absl::StatusOr<Corpus> Load(const std::string& path, int rank, int num_workers);
+  static absl::StatusOr<Corpus> Load(const std::string& path, int rank, int num_workers,
+                                     Split split = Split::kTrain,
+                                     double validation_fraction = 0.0);
 
   // All of `text` as one part at offset 0; for tests.
   static Corpus FromText(std::string text);
@@ -42,6 +54,14 @@ class Corpus {
   // from [0, size() - window] with `rng`, so the same rng state gives the same batch. Requires
   // CheckWindow(window).ok() and batch >= 0.
   void SampleBatch(std::mt19937_64& rng, int batch, int window, uint8_t* windows) const;
+
+  // INVALID_ARGUMENT naming the first byte (and its offset in the file) that `vocabulary` has no
+  // token for.
+  absl::Status CheckVocabulary(const ByteToToken& vocabulary) const;
+
+  // SampleBatch, with every byte mapped to its token: rows (batch, window). Same rng draws.
+  void SampleTokens(std::mt19937_64& rng, int batch, int window, const ByteToToken& vocabulary,
+                    int32_t* rows) const;
 
  private:
   Corpus(std::string text, uint64_t begin_offset)

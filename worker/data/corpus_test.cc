@@ -123,3 +123,55 @@ TEST(CorpusTest, LoadErrors) {
 
 }  // namespace
 }  // namespace psrv
+
+namespace psrv {
+namespace {
+
+std::string WriteTemp(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+TEST(CorpusSplitTest, TrainPartsAndValidationCoverTheFileOnce) {
+  std::string text;
+  for (int i = 0; i < 1000; ++i) text.push_back(static_cast<char>('a' + i % 26));
+  const std::string path = WriteTemp("split.txt", text);
+  std::string joined;
+  for (int rank = 0; rank < 3; ++rank) {
+    absl::StatusOr<Corpus> part = Corpus::Load(path, rank, 3, Split::kTrain, 0.1);
+    ASSERT_TRUE(part.ok()) << part.status();
+    EXPECT_EQ(part->begin_offset(), joined.size());
+    joined += part->text();
+  }
+  EXPECT_EQ(joined.size(), 900u);  // The first 90%.
+  absl::StatusOr<Corpus> validation = Corpus::Load(path, 2, 3, Split::kValidation, 0.1);
+  ASSERT_TRUE(validation.ok()) << validation.status();
+  EXPECT_EQ(validation->begin_offset(), 900u);
+  joined += validation->text();
+  EXPECT_EQ(joined, text);
+  EXPECT_EQ(Corpus::Load(path, 0, 1, Split::kTrain, 1.0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CorpusSplitTest, TokensFollowTheVocabulary) {
+  Corpus corpus = Corpus::FromText("abcab");
+  ByteToToken vocabulary;
+  vocabulary.fill(-1);
+  vocabulary['a'] = 0;
+  vocabulary['b'] = 1;
+  absl::Status missing = corpus.CheckVocabulary(vocabulary);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(missing.message().find("offset 2"), std::string::npos) << missing;
+  vocabulary['c'] = 2;
+  ASSERT_TRUE(corpus.CheckVocabulary(vocabulary).ok());
+  std::mt19937_64 rng_bytes(5), rng_tokens(5);
+  std::vector<uint8_t> bytes(4 * 3);
+  std::vector<int32_t> tokens(4 * 3);
+  corpus.SampleBatch(rng_bytes, 4, 3, bytes.data());
+  corpus.SampleTokens(rng_tokens, 4, 3, vocabulary, tokens.data());
+  for (size_t i = 0; i < bytes.size(); ++i) EXPECT_EQ(tokens[i], vocabulary[bytes[i]]);
+}
+
+}  // namespace
+}  // namespace psrv

@@ -1,6 +1,8 @@
-// Vectorised exp and tanh: a Cephes-style polynomial for exp on GCC vector types (SSE on x86-64,
-// NEON on ARM), and tanh from it. The plain loops do not vectorise: GCC threads the jumps of the
-// range clamp and then sees control flow.
+// Vectorised exp and tanh: a Cephes-style polynomial for exp on GCC vector types of 16 floats, and
+// tanh from it. The plain loops do not vectorise: GCC threads the jumps of the range clamp and then
+// sees control flow. On x86-64 the public functions are built for x86-64-v4 (AVX-512), x86-64-v3
+// (AVX2+FMA) and the baseline (SSE2), picked at load time from the CPU's features: a 16-float vector
+// is one AVX-512 register, two AVX ones or four SSE ones.
 #include "worker/model/vector_math.h"
 
 #include <cstdint>
@@ -9,23 +11,34 @@
 namespace psrv {
 namespace {
 
-constexpr size_t kLanes = 4;
+// Not under sanitizers, whose runtimes are not ready when ifunc resolvers run at load time.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define PSRV_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PSRV_MULTIVERSION
+#endif
+
+constexpr size_t kLanes = 16;
 typedef float Floats __attribute__((vector_size(kLanes * sizeof(float))));     // (kLanes)
 typedef int32_t Ints __attribute__((vector_size(kLanes * sizeof(int32_t))));   // (kLanes)
 
-inline Floats Splat(float v) { return Floats{} + v; }
+__attribute__((always_inline)) inline Floats Splat(float v) { return Floats{} + v; }
 
-inline Floats Load(const float* p) {
+__attribute__((always_inline)) inline Floats Load(const float* p) {
   Floats v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-inline void Store(Floats v, float* p) { std::memcpy(p, &v, sizeof(v)); }
+__attribute__((always_inline)) inline void Store(Floats v, float* p) {
+  std::memcpy(p, &v, sizeof(v));
+}
 
 // exp(x) for x in [-87, 88] by exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln(2)/2, with
 // exp(r) from the Cephes expf polynomial.
-inline Floats Exp(Floats x) {
+__attribute__((always_inline)) inline Floats Exp(Floats x) {
   // Clamped with selects rather than min/max so that NaN passes through.
   x = x < Splat(-87.0f) ? Splat(-87.0f) : x;
   x = x > Splat(88.0f) ? Splat(88.0f) : x;
@@ -48,7 +61,7 @@ inline Floats Exp(Floats x) {
   return exp_r * scale;
 }
 
-inline Floats Tanh(Floats x) {
+__attribute__((always_inline)) inline Floats Tanh(Floats x) {
   // tanh(v) = 1 - 2 / (exp(2v) + 1): exact limits of +-1 and no cancellation except near 0, where
   // the absolute error stays at float rounding of 1 (~6e-8).
   return 1.0f - 2.0f / (Exp(2.0f * x) + 1.0f);
@@ -56,6 +69,7 @@ inline Floats Tanh(Floats x) {
 
 }  // namespace
 
+PSRV_MULTIVERSION
 float ExpShiftedInPlace(float* x, size_t n, float shift) {
   Floats sums = {};  // (kLanes) partial sums
   size_t i = 0;
@@ -76,6 +90,7 @@ float ExpShiftedInPlace(float* x, size_t n, float shift) {
   return sum;
 }
 
+PSRV_MULTIVERSION
 void TanhInPlace(float* x, size_t n) {
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes) Store(Tanh(Load(x + i)), x + i);

@@ -1,0 +1,46 @@
+#include "worker/compute.h"
+
+#include <cmath>
+
+namespace psrv {
+
+GradientComputer::GradientComputer(LanguageModel* model, const Corpus* corpus,
+                                   const ByteToToken* vocabulary, int batch_size, float grad_clip,
+                                   uint64_t seed)
+    : model_(model),
+      corpus_(corpus),
+      vocabulary_(vocabulary),
+      batch_size_(batch_size),
+      grad_clip_(grad_clip),
+      seed_(seed),
+      rng_(seed),
+      rows_(static_cast<size_t>(batch_size) * model->window()) {}
+
+float GradientComputer::Compute(const float* params, float* grads) {
+  corpus_->SampleTokens(rng_, batch_size_, model_->window(), *vocabulary_, rows_.data());
+  const float loss = model_->ForwardBackward(params, rows_.data(), batch_size_,
+                                             seed_ * 0x9e3779b97f4a7c15ULL + ++calls_, grads);
+  const size_t n = model_->num_parameters();
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += static_cast<double>(grads[i]) * grads[i];
+  last_grad_norm_ = std::sqrt(sum);
+  if (grad_clip_ > 0 && last_grad_norm_ > grad_clip_) {
+    const float scale = static_cast<float>(grad_clip_ / last_grad_norm_);
+    for (size_t i = 0; i < n; ++i) grads[i] *= scale;
+  }
+  return loss;
+}
+
+float ValidationLoss(LanguageModel* model, const float* params, const Corpus& validation,
+                     const ByteToToken& vocabulary, int batch_size, int batches) {
+  std::mt19937_64 rng(0x5eed);
+  std::vector<int32_t> rows(static_cast<size_t>(batch_size) * model->window());
+  double total = 0;
+  for (int b = 0; b < batches; ++b) {
+    validation.SampleTokens(rng, batch_size, model->window(), vocabulary, rows.data());
+    total += model->Loss(params, rows.data(), batch_size);
+  }
+  return static_cast<float>(total / batches);
+}
+
+}  // namespace psrv

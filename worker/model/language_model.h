@@ -1,0 +1,68 @@
+// The interface every language model of the worker implements (the CPU MLP and GPT today, a CUDA
+// backend later), and sampling text from any of them.
+#ifndef PSRV_WORKER_MODEL_LANGUAGE_MODEL_H_
+#define PSRV_WORKER_MODEL_LANGUAGE_MODEL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/job.pb.h"
+
+namespace psrv {
+
+// A language model over a flat fp32 parameter buffer (its tables concatenated in layout order, each
+// row-major). Token ids are int32 in [0, vocab_size()).
+//
+// Implementations own only scratch buffers, which grow to the largest batch seen and are then
+// reused: no allocation per call after warm-up. Thread-compatible: one instance per thread; the
+// parameters may be shared read-only between instances.
+class LanguageModel {
+ public:
+  virtual ~LanguageModel() = default;
+
+  // Tokens per training row: the model's inputs followed by its last target (GPT: T+1, MLP: k+1).
+  virtual int window() const = 0;
+  // Tokens predicted (and trained) per row (GPT: T, MLP: 1).
+  virtual int predictions_per_row() const = 0;
+  virtual int vocab_size() const = 0;
+  // Longest input NextTokenLogits uses (GPT: T, MLP: k).
+  virtual int max_context() const = 0;
+  virtual size_t num_parameters() const = 0;
+
+  // Training step. `params`: (num_parameters). `rows`: (batch, window()) token ids. Writes
+  // d(loss)/d(params) into `grads` (num_parameters; overwritten, not accumulated) and returns the
+  // mean loss over the batch's predictions (nats per token). Training mode: `seed` alone decides
+  // the dropout masks, so the same arguments give the same loss and gradients. batch >= 1. A token
+  // id outside [0, vocab_size()) gives a NaN loss and zero gradients.
+  virtual float ForwardBackward(const float* params, const int32_t* rows, int batch, uint64_t seed,
+                                float* grads) = 0;
+
+  // Mean loss of `rows` (batch, window()) in evaluation mode (no dropout), forward only. Same loss
+  // as ForwardBackward when dropout is 0. NaN for an out-of-range token id.
+  virtual float Loss(const float* params, const int32_t* rows, int batch) = 0;
+
+  // Writes the logits (vocab_size) of the token after `tokens` (length >= 1; only the last
+  // max_context() are used), in evaluation mode.
+  virtual void NextTokenLogits(const float* params, const int32_t* tokens, int length,
+                               float* logits) = 0;
+};
+
+// Builds the model of spec.kind() ("mlp" or "gpt") over `vocab_size` tokens; INVALID_ARGUMENT for
+// another kind or sizes out of range.
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModel(const ModelSpec& spec,
+                                                                   int vocab_size);
+
+// Samples `length` tokens one at a time after `prompt` from softmax(logits / temperature)
+// restricted to the top_k most likely tokens (top_k = 0 or >= vocab_size: all of them); returns
+// only the sampled tokens. temperature > 0 (a temperature <= 0 picks the most likely token). An
+// empty prompt starts from token 0. The same (model, params, prompt, length, temperature, top_k,
+// seed) give the same tokens on every platform.
+std::vector<int32_t> Sample(LanguageModel& model, const float* params, std::vector<int32_t> prompt,
+                            int length, float temperature, int top_k, uint64_t seed);
+
+}  // namespace psrv
+
+#endif  // PSRV_WORKER_MODEL_LANGUAGE_MODEL_H_

@@ -1,0 +1,106 @@
+// Byte and character tokenizers.
+#include "worker/model/tokenizer.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace psrv {
+namespace {
+
+// `c` as it reads in an error message: printable ASCII as itself, anything else as an escape.
+std::string Describe(unsigned char c) {
+  if (c >= 0x20 && c < 0x7f && c != '\'') return absl::StrFormat("'%c' (0x%02x)", c, c);
+  return absl::StrFormat("byte 0x%02x", c);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<int32_t>> ByteTokenizer::Encode(absl::string_view text) const {
+  std::vector<int32_t> ids(text.size());
+  for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
+  return ids;
+}
+
+std::string ByteTokenizer::Decode(const std::vector<int32_t>& ids) const {
+  std::string text;
+  text.reserve(ids.size());
+  for (int32_t id : ids) {
+    if (id >= 0 && id < 256) text.push_back(static_cast<char>(id));
+  }
+  return text;
+}
+
+absl::StatusOr<CharTokenizer> CharTokenizer::Create(absl::string_view vocabulary) {
+  if (vocabulary.empty()) return absl::InvalidArgumentError("empty character vocabulary");
+  std::string sorted(vocabulary);
+  std::sort(sorted.begin(), sorted.end(), [](char a, char b) {
+    return static_cast<unsigned char>(a) < static_cast<unsigned char>(b);
+  });
+  const auto repeat = std::adjacent_find(sorted.begin(), sorted.end());
+  if (repeat != sorted.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("character vocabulary repeats ",
+                                                   Describe(static_cast<unsigned char>(*repeat))));
+  }
+  return CharTokenizer(std::move(sorted));
+}
+
+CharTokenizer CharTokenizer::FromText(absl::string_view text) {
+  bool seen[256] = {};
+  for (char c : text) seen[static_cast<unsigned char>(c)] = true;
+  std::string vocabulary;
+  for (int b = 0; b < 256; ++b) {
+    if (seen[b]) vocabulary.push_back(static_cast<char>(b));
+  }
+  return CharTokenizer(std::move(vocabulary));
+}
+
+CharTokenizer::CharTokenizer(std::string sorted_vocabulary)
+    : vocabulary_(std::move(sorted_vocabulary)) {
+  std::fill(std::begin(id_of_byte_), std::end(id_of_byte_), -1);
+  for (size_t i = 0; i < vocabulary_.size(); ++i) {
+    id_of_byte_[static_cast<unsigned char>(vocabulary_[i])] = static_cast<int16_t>(i);
+  }
+}
+
+absl::StatusOr<std::vector<int32_t>> CharTokenizer::Encode(absl::string_view text) const {
+  std::vector<int32_t> ids(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (id_of_byte_[c] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(Describe(c), " at offset ", i,
+                                                     " is not in the ", vocabulary_.size(),
+                                                     "-character vocabulary"));
+    }
+    ids[i] = id_of_byte_[c];
+  }
+  return ids;
+}
+
+std::string CharTokenizer::Decode(const std::vector<int32_t>& ids) const {
+  std::string text;
+  text.reserve(ids.size());
+  for (int32_t id : ids) {
+    if (id >= 0 && id < vocab_size()) text.push_back(vocabulary_[id]);
+  }
+  return text;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizer(const ModelSpec& spec) {
+  if (spec.tokenizer().empty() || spec.tokenizer() == "byte") {
+    return std::unique_ptr<Tokenizer>(new ByteTokenizer());
+  }
+  if (spec.tokenizer() == "char") {
+    absl::StatusOr<CharTokenizer> tokenizer = CharTokenizer::Create(spec.vocabulary());
+    if (!tokenizer.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.vocabulary: ", tokenizer.status().message()));
+    }
+    return std::unique_ptr<Tokenizer>(new CharTokenizer(std::move(*tokenizer)));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown tokenizer \"", spec.tokenizer(), "\" (known: byte, char)"));
+}
+
+}  // namespace psrv

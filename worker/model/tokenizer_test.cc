@@ -1,0 +1,110 @@
+// Tests of the byte and character tokenizers: round trips, vocabularies and errors.
+#include "worker/model/tokenizer.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace psrv {
+namespace {
+
+TEST(ByteTokenizerTest, RoundTripsEveryByte) {
+  ByteTokenizer tokenizer;
+  EXPECT_EQ(tokenizer.vocab_size(), 256);
+  std::string all;
+  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(all);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  for (int b = 0; b < 256; ++b) EXPECT_EQ((*ids)[b], b);
+  EXPECT_EQ(tokenizer.Decode(*ids), all);
+  EXPECT_TRUE(tokenizer.Encode("")->empty());
+  // Out-of-range ids are skipped.
+  EXPECT_EQ(tokenizer.Decode({104, -1, 105, 256}), "hi");
+}
+
+TEST(CharTokenizerTest, FromTextSortsDistinctBytes) {
+  const CharTokenizer tokenizer = CharTokenizer::FromText("hello world\n");
+  EXPECT_EQ(tokenizer.vocabulary(), "\n dehlorw");
+  EXPECT_EQ(tokenizer.vocab_size(), 9);
+  EXPECT_EQ(*tokenizer.Encode("\n"), std::vector<int32_t>{0});
+  EXPECT_EQ(*tokenizer.Encode("hello"), (std::vector<int32_t>{4, 3, 5, 5, 6}));
+  EXPECT_EQ(tokenizer.Decode({4, 3, 5, 5, 6, 1, 8, 6, 7, 5, 2, 0}), "hello world\n");
+}
+
+TEST(CharTokenizerTest, RoundTripsItsCorpus) {
+  std::string text = "First Citizen:\nBefore we proceed any further, hear me speak.\n";
+  text += "caf\xc3\xa9 \xff\x01";  // Non-ASCII bytes are characters too; ids follow unsigned order.
+  const CharTokenizer tokenizer = CharTokenizer::FromText(text);
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(text);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(tokenizer.Decode(*ids), text);
+  EXPECT_EQ(tokenizer.vocabulary().front(), '\x01');
+  EXPECT_EQ(tokenizer.vocabulary().back(), '\xff');
+  for (int32_t id : *ids) {
+    EXPECT_GE(id, 0);
+    EXPECT_LT(id, tokenizer.vocab_size());
+  }
+}
+
+TEST(CharTokenizerTest, CreateSortsAndChecksTheVocabulary) {
+  absl::StatusOr<CharTokenizer> tokenizer = CharTokenizer::Create("cab");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(tokenizer->vocabulary(), "abc");
+  EXPECT_EQ(*tokenizer->Encode("cab"), (std::vector<int32_t>{2, 0, 1}));
+  // The same vocabulary from text and from its string agree.
+  EXPECT_EQ(CharTokenizer::FromText("abcabc").vocabulary(), tokenizer->vocabulary());
+
+  EXPECT_EQ(CharTokenizer::Create("").status().code(), absl::StatusCode::kInvalidArgument);
+  absl::Status repeated = CharTokenizer::Create("abca").status();
+  EXPECT_EQ(repeated.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(repeated.message().find("'a'"), std::string::npos) << repeated;
+}
+
+TEST(CharTokenizerTest, EncodeNamesTheFirstUnknownCharacterAndItsOffset) {
+  const CharTokenizer tokenizer = CharTokenizer::FromText("abc ");
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode("abc cab xyz");
+  ASSERT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ids.status().message().find("'x'"), std::string::npos) << ids.status();
+  EXPECT_NE(ids.status().message().find("offset 8"), std::string::npos) << ids.status();
+  // Unprintable bytes are shown in hex.
+  ids = tokenizer.Encode("ab\ncd");
+  ASSERT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ids.status().message().find("0x0a"), std::string::npos) << ids.status();
+  EXPECT_NE(ids.status().message().find("offset 2"), std::string::npos) << ids.status();
+  // Out-of-range ids are skipped by Decode.
+  EXPECT_EQ(tokenizer.Decode({1, 4, -3, 3}), "ac");  // Vocabulary " abc".
+}
+
+TEST(CharTokenizerTest, EmptyTextGivesEmptyVocabulary) {
+  const CharTokenizer tokenizer = CharTokenizer::FromText("");
+  EXPECT_EQ(tokenizer.vocab_size(), 0);
+  EXPECT_TRUE(tokenizer.Encode("")->empty());
+  EXPECT_FALSE(tokenizer.Encode("a").ok());
+}
+
+TEST(CreateTokenizerTest, FollowsTheModelSpec) {
+  ModelSpec spec;
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = CreateTokenizer(spec);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ((*tokenizer)->vocab_size(), 256);
+  spec.set_tokenizer("byte");
+  EXPECT_EQ((*CreateTokenizer(spec))->vocab_size(), 256);
+
+  spec.set_tokenizer("char");
+  spec.set_vocabulary("\n abc");
+  tokenizer = CreateTokenizer(spec);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ((*tokenizer)->vocab_size(), 5);
+  EXPECT_EQ(*(*tokenizer)->Encode("a b\n"), (std::vector<int32_t>{2, 1, 3, 0}));
+
+  spec.set_vocabulary("");
+  EXPECT_EQ(CreateTokenizer(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.set_vocabulary("aa");
+  EXPECT_EQ(CreateTokenizer(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.set_tokenizer("bpe");
+  EXPECT_EQ(CreateTokenizer(spec).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace psrv
