@@ -1,6 +1,7 @@
 #include "worker/compute.h"
 
 #include <cmath>
+#include <string>
 
 namespace psrv {
 
@@ -29,6 +30,16 @@ float GradientComputer::Compute(const float* params, float* grads) {
     for (size_t i = 0; i < n; ++i) grads[i] *= scale;
   }
   return loss;
+}
+
+ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {
+  ByteToToken table;
+  for (int b = 0; b < 256; ++b) {
+    absl::StatusOr<std::vector<int32_t>> ids =
+        tokenizer.Encode(std::string(1, static_cast<char>(b)));
+    table[b] = ids.ok() && ids->size() == 1 ? (*ids)[0] : -1;
+  }
+  return table;
 }
 
 float ValidationLoss(LanguageModel* model, const float* params, const Corpus& validation,

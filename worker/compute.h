@@ -10,6 +10,7 @@
 
 #include "worker/data/corpus.h"
 #include "worker/model/language_model.h"
+#include "worker/model/tokenizer.h"
 
 namespace psrv {
 
@@ -42,6 +43,9 @@ class GradientComputer {
   double last_grad_norm_ = 0;
   std::vector<int32_t> rows_;  // (batch, window)
 };
+
+// Each byte's token (-1 if the tokenizer has none), for sampling token rows from raw text.
+ByteToToken ByteToTokenTable(const Tokenizer& tokenizer);
 
 // Mean loss (evaluation mode) over `batches` minibatches of the validation corpus. The batches are
 // drawn from a fixed seed, so successive evaluations see the same text.

@@ -53,17 +53,6 @@ std::string ToValidUtf8(const std::string& bytes) {
   return out;
 }
 
-// Each byte's token (-1 if the tokenizer has none), for sampling token rows from raw text.
-ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {
-  ByteToToken table;
-  for (int b = 0; b < 256; ++b) {
-    absl::StatusOr<std::vector<int32_t>> ids =
-        tokenizer.Encode(std::string(1, static_cast<char>(b)));
-    table[b] = ids.ok() && ids->size() == 1 ? (*ids)[0] : -1;
-  }
-  return table;
-}
-
 class ProgressReporter {
  public:
   ProgressReporter(Coordinator::Stub* stub, const WorkAssignment& assignment, std::string node_id)
