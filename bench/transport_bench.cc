@@ -34,6 +34,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/cpu_usage.h"
+#include "bench/machine_info.h"
 #include "bench/iperf3_loopback.h"
 #include "bench/sample_stats.h"
 #include "common/channel.h"
@@ -123,27 +124,7 @@ std::string TailOf(const std::string& text, size_t chars) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Machine description.
-
-std::string Hostname() {
-  char name[256] = {0};
-  gethostname(name, sizeof(name) - 1);
-  return name;
-}
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (absl::StartsWith(line, "model name")) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) {
-        return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-      }
-    }
-  }
-  return "unknown";
-}
+// Machine description: bench/machine_info.h.
 
 // The 1, 5 and 15 minute load averages: other work on the machine skews every number.
 std::string LoadAverage() {
@@ -151,25 +132,6 @@ std::string LoadAverage() {
   std::vector<std::string> fields = absl::StrSplit(text, ' ', absl::SkipEmpty());
   if (fields.size() < 3) return "unknown";
   return absl::StrCat(fields[0], " ", fields[1], " ", fields[2]);
-}
-
-Json MachineInfo() {
-  Json machine;
-  machine["hostname"] = Hostname();
-  machine["nproc"] = sysconf(_SC_NPROCESSORS_ONLN);
-  machine["cpu_model"] = CpuModel();
-  utsname u;
-  if (uname(&u) == 0) {
-    machine["kernel"] = absl::StrCat(u.sysname, " ", u.release, " ", u.version, " ", u.machine);
-  }
-  std::ifstream meminfo("/proc/meminfo");
-  std::string line;
-  while (std::getline(meminfo, line)) {
-    if (absl::StartsWith(line, "MemTotal:")) {
-      machine["mem_total"] = std::string(absl::StripAsciiWhitespace(line.substr(9)));
-    }
-  }
-  return machine;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,7 +552,7 @@ Json ApplyMallocTuning() {
 std::string ResolveOutputPath(const std::string& date_compact) {
   std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
-    out = absl::StrCat("bench/results/transport_", Hostname(), "_", date_compact, ".json");
+    out = absl::StrCat("bench/results/transport_", MachineInfo()["hostname"].get<std::string>(), "_", date_compact, ".json");
   }
   const char* cwd = getenv("BUILD_WORKING_DIRECTORY");  // Set by `bazel run`.
   if (!out.empty() && out[0] != '/' && cwd != nullptr) out = absl::StrCat(cwd, "/", out);
@@ -803,7 +765,7 @@ int Run(const std::string& argv0) {
     iperf["note"] = iperf_note;
   }
 
-  absl::PrintF("\nTransport benchmark  %s  %s (%d cores)  commit %s\n", date, Hostname(),
+  absl::PrintF("\nTransport benchmark  %s  %s (%d cores)  commit %s\n", date, MachineInfo()["hostname"].get<std::string>(),
                sysconf(_SC_NPROCESSORS_ONLN),
                absl::GetFlag(FLAGS_commit).empty() ? "unknown" : absl::GetFlag(FLAGS_commit));
   if (!iperf_measured.empty()) {

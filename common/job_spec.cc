@@ -432,6 +432,7 @@ void ApplyJobDefaults(JobSpec* spec) {
   if (training->sample_length() == 0) training->set_sample_length(200);
   if (training->wire_dtype() == DTYPE_UNSPECIFIED) training->set_wire_dtype(FP32);
   if (training->eval_batches() == 0) training->set_eval_batches(20);
+  if (training->grad_accumulation_steps() == 0) training->set_grad_accumulation_steps(1);
   if (spec->num_servers() == 0) spec->set_num_servers(1);
   if (spec->num_workers() == 0) spec->set_num_workers(1);
 }
@@ -565,6 +566,8 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
         absl::StrCat("data.validation_fraction must be in [0, 0.5], got ", validation));
   }
   RETURN_IF_ERROR(CheckRange("training.eval_batches", training.eval_batches(), 1, 10000));
+  RETURN_IF_ERROR(CheckRange("training.grad_accumulation_steps",
+                             training.grad_accumulation_steps(), 1, 4096));
 
   if (training.consistency() != SYNC && training.consistency() != ASYNC) {
     return absl::InvalidArgumentError(

@@ -248,6 +248,7 @@ TEST(ApplyJobDefaultsTest, FillsUnsetFields) {
   EXPECT_EQ(spec.training().seed(), 1u);
   EXPECT_EQ(spec.training().report_every(), 10u);
   EXPECT_EQ(spec.training().eval_batches(), 20u);
+  EXPECT_EQ(spec.training().grad_accumulation_steps(), 1u);
   EXPECT_EQ(spec.training().sample_length(), 200u);
   EXPECT_EQ(spec.training().wire_dtype(), FP32);
   EXPECT_EQ(spec.num_servers(), 1u);
@@ -271,6 +272,7 @@ TEST(ApplyJobDefaultsTest, KeepsSetFieldsAndDefaultsMomentum) {
   copy.mutable_model()->clear_tokenizer();
   copy.mutable_data()->clear_validation_fraction();
   copy.mutable_training()->clear_eval_batches();
+  copy.mutable_training()->clear_grad_accumulation_steps();
   EXPECT_THAT(copy, EqualsProto(spec));
 
   JobSpec momentum;
@@ -403,6 +405,11 @@ INSTANTIATE_TEST_SUITE_P(
                 [](JobSpec* s, uint64_t v) { s->mutable_model()->set_context(v); }, 1, 4096},
         IntRule{"model.layers", [](JobSpec* s, uint64_t v) { s->mutable_model()->set_layers(v); },
                 1, 96},
+        IntRule{"training.grad_accumulation_steps",
+                [](JobSpec* s, uint64_t v) {
+                  s->mutable_training()->set_grad_accumulation_steps(v);
+                },
+                1, 4096},
         IntRule{"training.eval_batches",
                 [](JobSpec* s, uint64_t v) { s->mutable_training()->set_eval_batches(v); }, 1,
                 10000},

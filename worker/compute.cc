@@ -7,21 +7,35 @@ namespace psrv {
 
 GradientComputer::GradientComputer(LanguageModel* model, const Corpus* corpus,
                                    const ByteToToken* vocabulary, int batch_size, float grad_clip,
-                                   uint64_t seed)
+                                   uint64_t seed, int micro_batches)
     : model_(model),
       corpus_(corpus),
       vocabulary_(vocabulary),
       batch_size_(batch_size),
       grad_clip_(grad_clip),
       seed_(seed),
+      micro_batches_(micro_batches < 1 ? 1 : micro_batches),
       rng_(seed),
-      rows_(static_cast<size_t>(batch_size) * model->window()) {}
+      rows_(static_cast<size_t>(batch_size) * model->window()) {
+  if (micro_batches_ > 1) micro_grads_.resize(model->num_parameters());
+}
 
 float GradientComputer::Compute(const float* params, float* grads) {
-  corpus_->SampleTokens(rng_, batch_size_, model_->window(), *vocabulary_, rows_.data());
-  const float loss = model_->ForwardBackward(params, rows_.data(), batch_size_,
-                                             seed_ * 0x9e3779b97f4a7c15ULL + ++calls_, grads);
   const size_t n = model_->num_parameters();
+  double loss = 0;
+  for (int micro = 0; micro < micro_batches_; ++micro) {
+    corpus_->SampleTokens(rng_, batch_size_, model_->window(), *vocabulary_, rows_.data());
+    float* out = micro == 0 ? grads : micro_grads_.data();
+    loss += model_->ForwardBackward(params, rows_.data(), batch_size_,
+                                    seed_ * 0x9e3779b97f4a7c15ULL + ++calls_, out);
+    if (micro > 0) {
+      for (size_t i = 0; i < n; ++i) grads[i] += out[i];
+    }
+  }
+  if (micro_batches_ > 1) {
+    const float scale = 1.0f / static_cast<float>(micro_batches_);
+    for (size_t i = 0; i < n; ++i) grads[i] *= scale;
+  }
   double sum = 0;
   for (size_t i = 0; i < n; ++i) sum += static_cast<double>(grads[i]) * grads[i];
   last_grad_norm_ = std::sqrt(sum);
@@ -29,7 +43,7 @@ float GradientComputer::Compute(const float* params, float* grads) {
     const float scale = static_cast<float>(grad_clip_ / last_grad_norm_);
     for (size_t i = 0; i < n; ++i) grads[i] *= scale;
   }
-  return loss;
+  return static_cast<float>(loss / micro_batches_);
 }
 
 ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {

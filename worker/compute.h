@@ -1,6 +1,6 @@
-// Compute: the second step of a training iteration. A minibatch of token rows from this worker's
-// part of the corpus goes forward and backward through the model; the gradients fill the flat
-// buffer, clipped to a global norm if asked.
+// Compute: the second step of a training iteration. Minibatches of token rows from this worker's
+// part of the corpus go forward and backward through the model (several micro-batches with gradient
+// accumulation); their mean gradient fills the flat buffer, clipped to a global norm if asked.
 #ifndef PSRV_WORKER_COMPUTE_H_
 #define PSRV_WORKER_COMPUTE_H_
 
@@ -18,18 +18,22 @@ namespace psrv {
 class GradientComputer {
  public:
   // `seed` drives this worker's minibatch draws and dropout masks (each worker its own stream).
+  // Each Compute runs `micro_batches` micro-batches of `batch_size` rows.
   GradientComputer(LanguageModel* model, const Corpus* corpus, const ByteToToken* vocabulary,
-                   int batch_size, float grad_clip, uint64_t seed);
+                   int batch_size, float grad_clip, uint64_t seed, int micro_batches = 1);
 
-  // params, grads: (num_parameters). Returns the minibatch's mean loss (nats per token). With
-  // grad_clip > 0, grads are scaled so that their global L2 norm is at most grad_clip.
+  // params, grads: (num_parameters). Returns the mean loss (nats per token) over the micro-batches;
+  // grads is the mean of their gradients. With grad_clip > 0, grads are then scaled so that their
+  // global L2 norm is at most grad_clip.
   float Compute(const float* params, float* grads);
 
   // L2 norm of the last gradient, before clipping.
   double last_grad_norm() const { return last_grad_norm_; }
 
   // Tokens predicted (trained on) per Compute call.
-  int tokens_per_step() const { return batch_size_ * model_->predictions_per_row(); }
+  int tokens_per_step() const {
+    return micro_batches_ * batch_size_ * model_->predictions_per_row();
+  }
 
  private:
   LanguageModel* const model_;
@@ -38,10 +42,12 @@ class GradientComputer {
   const int batch_size_;
   const float grad_clip_;
   const uint64_t seed_;
+  const int micro_batches_;
   std::mt19937_64 rng_;
   uint64_t calls_ = 0;
   double last_grad_norm_ = 0;
-  std::vector<int32_t> rows_;  // (batch, window)
+  std::vector<int32_t> rows_;           // (batch, window)
+  std::vector<float> micro_grads_;      // (num_parameters) with micro_batches > 1.
 };
 
 // Each byte's token (-1 if the tokenizer has none), for sampling token rows from raw text.

@@ -125,7 +125,8 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   // Each worker draws its own minibatches and dropout masks: its own seed stream.
   GradientComputer computer(model.get(), &corpus, &vocabulary,
                             static_cast<int>(training.batch_size()), training.grad_clip(),
-                            training.seed() * 1000003 + assignment.rank());
+                            training.seed() * 1000003 + assignment.rank(),
+                            static_cast<int>(training.grad_accumulation_steps()));
   auto validation_loss = [&]() {
     return ValidationLoss(model.get(), params.data(), validation, vocabulary,
                           static_cast<int>(training.batch_size()),

@@ -28,6 +28,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/machine_info.h"
 #include "common/initializer.h"
 #include "worker/model/gpt_model.h"
 #include "worker/model/mlp_model.h"
@@ -62,18 +63,6 @@ std::string ReadFirstLine(const std::string& path) {
   return line;
 }
 
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      return colon == std::string::npos ? line : line.substr(colon + 2);
-    }
-  }
-  return "unknown";
-}
-
 // The output of a shell command's first line, or "" if it fails.
 std::string CommandLine(const std::string& command) {
   FILE* pipe = popen(command.c_str(), "r");
@@ -89,18 +78,6 @@ std::string CommandLine(const std::string& command) {
 std::string Env(const char* name) {
   const char* value = getenv(name);
   return value == nullptr ? "" : value;
-}
-
-json Machine() {
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  utsname uts{};
-  uname(&uts);
-  return {{"hostname", host},
-          {"nproc", sysconf(_SC_NPROCESSORS_ONLN)},
-          {"cpu_model", CpuModel()},
-          {"kernel", std::string(uts.sysname) + " " + uts.release},
-          {"loadavg_at_start", ReadFirstLine("/proc/loadavg")}};
 }
 
 // The q-th quantile (0..1) of `v` by linear interpolation.
@@ -216,7 +193,7 @@ int Run() {
   json report;
   report["benchmark"] = "model_throughput";
   report["date_utc"] = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
-  report["machine"] = Machine();
+  report["machine"] = json(MachineInfo());
   report["commit"] =
       CommandLine("git rev-parse HEAD 2>/dev/null") +
       (CommandLine("git status --porcelain 2>/dev/null | head -1").empty() ? "" : "-dirty");

@@ -1,0 +1,80 @@
+#include "worker/compute.h"
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/initializer.h"
+#include "common/model_layout.h"
+#include "gtest/gtest.h"
+#include "worker/model/tokenizer.h"
+
+namespace psrv {
+namespace {
+
+struct Fixture {
+  ModelSpec spec;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<LanguageModel> model;
+  ByteToToken vocabulary;
+  Corpus corpus = Corpus::FromText("");
+  std::vector<float> params;
+
+  Fixture() {
+    std::string text;
+    for (int i = 0; i < 50; ++i) text += "the quick brown fox jumps over the lazy dog. ";
+    corpus = Corpus::FromText(text);
+    spec.set_kind("mlp");
+    spec.set_context(4);
+    spec.set_embedding_dim(6);
+    spec.set_hidden_dim(16);
+    spec.set_tokenizer("char");
+    spec.set_vocabulary(" .abcdefghijklmnopqrstuvwxyz");
+    tokenizer = *CreateTokenizer(spec);
+    model = *CreateLanguageModel(spec, tokenizer->vocab_size());
+    vocabulary = ByteToTokenTable(*tokenizer);
+    params = InitializeTables(*ModelTables(spec, 7));
+  }
+};
+
+TEST(GradientComputerTest, AccumulatedMicroBatchesEqualOneBigBatch) {
+  Fixture f;
+  const size_t n = f.model->num_parameters();
+  GradientComputer big(f.model.get(), &f.corpus, &f.vocabulary, 8, 0.0f, 11, 1);
+  GradientComputer accumulated(f.model.get(), &f.corpus, &f.vocabulary, 4, 0.0f, 11, 2);
+  EXPECT_EQ(big.tokens_per_step(), accumulated.tokens_per_step());
+  std::vector<float> g_big(n), g_acc(n);
+  const float loss_big = big.Compute(f.params.data(), g_big.data());
+  const float loss_acc = accumulated.Compute(f.params.data(), g_acc.data());
+  EXPECT_NEAR(loss_big, loss_acc, 1e-5);
+  for (size_t i = 0; i < n; ++i) ASSERT_NEAR(g_big[i], g_acc[i], 1e-6) << i;
+}
+
+TEST(GradientComputerTest, ClippingBoundsTheGlobalNorm) {
+  Fixture f;
+  const size_t n = f.model->num_parameters();
+  GradientComputer unclipped(f.model.get(), &f.corpus, &f.vocabulary, 8, 0.0f, 3);
+  GradientComputer clipped(f.model.get(), &f.corpus, &f.vocabulary, 8, 0.01f, 3);
+  std::vector<float> g(n), c(n);
+  unclipped.Compute(f.params.data(), g.data());
+  clipped.Compute(f.params.data(), c.data());
+  ASSERT_GT(unclipped.last_grad_norm(), 0.01);
+  double norm = 0;
+  for (size_t i = 0; i < n; ++i) norm += static_cast<double>(c[i]) * c[i];
+  EXPECT_NEAR(std::sqrt(norm), 0.01, 1e-5);
+  // Same direction.
+  const double scale = 0.01 / unclipped.last_grad_norm();
+  for (size_t i = 0; i < n; i += 97) EXPECT_NEAR(c[i], g[i] * scale, 1e-7);
+}
+
+TEST(GradientComputerTest, ValidationLossIsTheSameEachTime) {
+  Fixture f;
+  const float a = ValidationLoss(f.model.get(), f.params.data(), f.corpus, f.vocabulary, 4, 3);
+  const float b = ValidationLoss(f.model.get(), f.params.data(), f.corpus, f.vocabulary, 4, 3);
+  EXPECT_EQ(a, b);
+  EXPECT_NEAR(a, std::log(28.0f), 1.0f);
+}
+
+}  // namespace
+}  // namespace psrv
