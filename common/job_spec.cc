@@ -579,14 +579,13 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
         absl::StrCat("training.report_every must be at least 1, got ", training.report_every()));
   }
   RETURN_IF_ERROR(CheckRange("training.sample_length", training.sample_length(), 0, 100000));
-  if (training.wire_dtype() == BF16 || training.wire_dtype() == FP16) {
-    return absl::InvalidArgumentError(absl::StrCat("training.wire_dtype ",
-                                                   DType_Name(training.wire_dtype()),
-                                                   " is not supported yet (use FP32)"));
-  }
-  if (training.wire_dtype() != FP32) {
+  if (training.wire_dtype() == FP16) {
     return absl::InvalidArgumentError(
-        absl::StrCat("training.wire_dtype must be FP32, got ", DType_Name(training.wire_dtype())));
+        "training.wire_dtype FP16 is not supported yet (use FP32 or BF16)");
+  }
+  if (training.wire_dtype() != FP32 && training.wire_dtype() != BF16) {
+    return absl::InvalidArgumentError(absl::StrCat("training.wire_dtype must be FP32 or BF16, got ",
+                                                   DType_Name(training.wire_dtype())));
   }
 
   RETURN_IF_ERROR(CheckRange("num_servers", spec.num_servers(), 1, 64));

@@ -47,12 +47,12 @@ grpc::ServerUnaryReactor* ParameterService::Pull(grpc::CallbackServerContext* co
     reactor->Finish(ToGrpcStatus(parsed));
     return reactor;
   }
-  store_->Pull(header, [reactor, response, range = header.range()](
+  store_->Pull(header, [reactor, response, range = header.range(), dtype = header.dtype()](
                            absl::Status status, uint64_t version, PooledBuffer values) {
     if (status.ok()) {
       PullResponse reply;
       reply.set_version(version);
-      reply.set_dtype(FP32);
+      reply.set_dtype(dtype);
       *reply.mutable_range() = range;
       char* data = values.data();
       const size_t size = values.size();

@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/bf16.h"
+#include "common/buffer_pool.h"
 #include "common/key_range.h"
 #include "common/model_layout.h"
 #include "server/apply.h"
@@ -24,17 +26,19 @@ bool SameShard(const ShardConfig& c, const CreateShardsRequest& request, const S
 
 }  // namespace
 
+size_t WireBytesPerValue(DType dtype) { return dtype == BF16 ? 2 : 4; }
+
 absl::Status CheckWireDType(DType dtype) {
   switch (dtype) {
     case FP32:
-      return absl::OkStatus();
     case BF16:
+      return absl::OkStatus();
     case FP16:
       return absl::UnimplementedError(
-          absl::StrCat("dtype ", DType_Name(dtype), " is not supported yet; use FP32"));
+          absl::StrCat("dtype ", DType_Name(dtype), " is not supported yet; use FP32 or BF16"));
     default:
       return absl::InvalidArgumentError(
-          absl::StrCat("dtype must be set (FP32), got ", DType_Name(dtype)));
+          absl::StrCat("dtype must be set (FP32 or BF16), got ", DType_Name(dtype)));
   }
 }
 
@@ -160,6 +164,20 @@ void ShardStore::Pull(const PullRequest& request, PullCallback done) {
          0, PooledBuffer());
     return;
   }
+  if (request.dtype() == BF16) {
+    // The shard answers in FP32; the wire gets bfloat16.
+    done = [done = std::move(done)](absl::Status status, uint64_t version, PooledBuffer values) {
+      if (!status.ok()) {
+        done(status, version, std::move(values));
+        return;
+      }
+      const size_t count = values.size() / sizeof(float);
+      PooledBuffer wire = BufferPool::Global()->Acquire(count * 2);
+      FloatsToBf16(reinterpret_cast<const float*>(values.data()), count,
+                   reinterpret_cast<uint16_t*>(wire.data()));
+      done(status, version, std::move(wire));
+    };
+  }
   (*shard)->Pull(request, std::move(done));
 }
 
@@ -170,10 +188,11 @@ absl::StatusOr<uint64_t> ShardStore::Push(const PushRequest& request, const char
   if (!shard.ok()) return shard.status();
   const uint64_t count = RangeSize(request.range());
   absl::Status invalid = CheckWireDType(request.dtype());
-  if (invalid.ok() && payload_bytes != count * sizeof(float)) {
+  const size_t expected = count * WireBytesPerValue(request.dtype());
+  if (invalid.ok() && payload_bytes != expected) {
     invalid = absl::InvalidArgumentError(absl::StrCat(
-        "expected ", count * sizeof(float), " bytes (", count, " FP32 values for keys ",
-        RangeText(request.range()), "), got ", payload_bytes));
+        "expected ", expected, " bytes (", count, " ", DType_Name(request.dtype()),
+        " values for keys ", RangeText(request.range()), "), got ", payload_bytes));
   }
   if (invalid.ok() && request.worker_rank() >= (*shard)->config().num_workers) {
     invalid = absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
@@ -183,6 +202,12 @@ absl::StatusOr<uint64_t> ShardStore::Push(const PushRequest& request, const char
   if (!invalid.ok()) {
     (*shard)->RecordRejectedPush();
     return invalid;
+  }
+  if (request.dtype() == BF16) {
+    PooledBuffer values = BufferPool::Global()->Acquire(count * sizeof(float));
+    Bf16ToFloats(reinterpret_cast<const uint16_t*>(payload), count,
+                 reinterpret_cast<float*>(values.data()));
+    return (*shard)->Push(request, reinterpret_cast<const float*>(values.data()), count);
   }
   return (*shard)->Push(request, reinterpret_cast<const float*>(payload), count);
 }

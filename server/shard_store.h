@@ -61,8 +61,12 @@ class ShardStore {
   absl::flat_hash_map<std::string, JobTables> jobs_ ABSL_GUARDED_BY(mu_);
 };
 
-// FP32 only for now: INVALID_ARGUMENT for an unset dtype, UNIMPLEMENTED for BF16/FP16.
+// FP32 and BF16 (converted to and from the shard's FP32 at this boundary): INVALID_ARGUMENT for an
+// unset dtype, UNIMPLEMENTED for FP16.
 absl::Status CheckWireDType(DType dtype);
+
+// Bytes per value of a wire dtype (FP32 4, BF16 2).
+size_t WireBytesPerValue(DType dtype);
 
 }  // namespace psrv
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "common/bf16.h"
 #include "common/initializer.h"
 #include "gtest/gtest.h"
 
@@ -143,6 +144,30 @@ TEST(ShardStoreTest, SyncAcceptsAPushInChunks) {
   for (uint64_t i = 0; i < kSize; ++i) EXPECT_FLOAT_EQ(after[i], init[i] - 0.5f * 2.0f);
 }
 
+TEST(ShardStoreTest, Bf16PushesAndPullsConvertAtTheBoundary) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(ASYNC, 1)).ok());
+  // A BF16 pull: the shard's fp32 values rounded to bfloat16.
+  PullRequest pull = PullHeader(0);
+  pull.set_dtype(BF16);
+  std::vector<uint16_t> wire;
+  store.Pull(pull, [&](absl::Status s, uint64_t, PooledBuffer values) {
+    ASSERT_TRUE(s.ok()) << s;
+    wire.resize(values.size() / 2);
+    std::memcpy(wire.data(), values.data(), values.size());
+  });
+  ASSERT_EQ(wire.size(), kSize);
+  const std::vector<float> init = Initial();
+  for (uint64_t i = 0; i < kSize; ++i) EXPECT_EQ(wire[i], FloatToBf16(init[i]));
+  // A BF16 push of 2.0 (exact in bfloat16): w -= 0.5 * 2.
+  std::vector<uint16_t> grad(kSize, FloatToBf16(2.0f));
+  PushRequest push = PushHeader(0, 0);
+  push.set_dtype(BF16);
+  ASSERT_TRUE(store.Push(push, reinterpret_cast<const char*>(grad.data()), grad.size() * 2).ok());
+  std::vector<float> after = PullNow(&store, PullHeader(0));
+  for (uint64_t i = 0; i < kSize; ++i) EXPECT_FLOAT_EQ(after[i], init[i] - 1.0f);
+}
+
 TEST(ShardStoreTest, AsyncAppliesEveryPushOnce) {
   ShardStore store;
   ASSERT_TRUE(store.CreateShards(Create(ASYNC, 2)).ok());
@@ -177,8 +202,10 @@ TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
   unknown_job.set_job_id("nope");
   PushRequest unknown_table = PushHeader(1, 0);
   unknown_table.set_table("nope");
+  PushRequest fp16 = PushHeader(1, 0);
+  fp16.set_dtype(FP16);
   PushRequest bf16 = PushHeader(1, 0);
-  bf16.set_dtype(BF16);
+  bf16.set_dtype(BF16);  // With 4 bytes per value: the wrong length for BF16.
   PushRequest no_dtype = PushHeader(1, 0);
   no_dtype.set_dtype(DTYPE_UNSPECIFIED);
 
@@ -190,7 +217,8 @@ TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Push(&store, PushHeader(1, 0), std::vector<float>(kSize - 1, 1.0f)).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Push(&store, bf16, g).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(Push(&store, fp16, g).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(Push(&store, bf16, g).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Push(&store, no_dtype, g).status().code(), absl::StatusCode::kInvalidArgument);
   absl::Status s = Push(&store, PushHeader(1, 0), nan).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
@@ -214,7 +242,7 @@ TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
   EXPECT_EQ(Push(&store, PushHeader(1, 1), g).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(PullNow(&store, PullHeader(2)), applied);
-  EXPECT_EQ(store.Status("").shards(0).rejected_pushes(), 10u);  // All but the four that matched no shard.
+  EXPECT_EQ(store.Status("").shards(0).rejected_pushes(), 11u);  // All but the four that matched no shard.
 }
 
 TEST(ShardStoreTest, BadPullsAndCreatesAreRejected) {
@@ -229,7 +257,7 @@ TEST(ShardStoreTest, BadPullsAndCreatesAreRejected) {
   EXPECT_TRUE(store.CreateShards(Create(ASYNC, 1, 0, 50)).ok());  // Idempotent.
   EXPECT_EQ(store.CreateShards(Create(ASYNC, 1, 0, 60)).code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(pull_status(PullHeader(0, 40, 60)).code(), absl::StatusCode::kNotFound);
-  PullRequest fp16 = PullHeader(0, 0, 10);
+  PullRequest fp16 = PullHeader(0, 0, 10);  // FP16 is not supported.
   fp16.set_dtype(FP16);
   EXPECT_EQ(pull_status(fp16).code(), absl::StatusCode::kUnimplemented);
   CreateShardsRequest bad = Create(ASYNC, 0);

@@ -197,6 +197,15 @@ TEST_F(ClusterTest, AsyncTwoServersTwoWorkersTrains) {
   }
 }
 
+TEST_F(ClusterTest, Bf16WireTrainsLikeFp32) {
+  StartCluster(2, 2);
+  JobSpec spec = SmallJob(SYNC, 2, 2, 200);
+  spec.mutable_training()->set_wire_dtype(BF16);
+  JobStatus status = RunJob(spec);
+  ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+  ExpectLossFalls(status);
+}
+
 TEST_F(ClusterTest, CancelStopsARunningJob) {
   StartCluster(1, 1);
   JobSpec spec = SmallJob(SYNC, 1, 1, 1000000);
@@ -321,8 +330,11 @@ TEST_F(ServerBadInputTest, EachBadPushGetsItsCodeAndChangesNothing) {
   r.mutable_values()->resize(63 * 4);
   cases.push_back({"wrong length", r, grpc::StatusCode::INVALID_ARGUMENT});
   r = Good();
-  r.set_dtype(BF16);
-  cases.push_back({"bf16", r, grpc::StatusCode::UNIMPLEMENTED});
+  r.set_dtype(FP16);
+  cases.push_back({"fp16", r, grpc::StatusCode::UNIMPLEMENTED});
+  r = Good();
+  r.set_dtype(BF16);  // 4 bytes per value: the length of FP32, not BF16.
+  cases.push_back({"bf16 with fp32 length", r, grpc::StatusCode::INVALID_ARGUMENT});
   r = Good();
   r.set_dtype(DTYPE_UNSPECIFIED);
   cases.push_back({"no dtype", r, grpc::StatusCode::INVALID_ARGUMENT});

@@ -16,6 +16,11 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(const S
   std::unique_ptr<ParameterClient> client(new ParameterClient());
   client->job_id_ = shard_map.job_id();
   client->worker_rank_ = worker_rank;
+  if (options.wire_dtype != FP32 && options.wire_dtype != BF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("wire dtype must be FP32 or BF16, got ", DType_Name(options.wire_dtype)));
+  }
+  client->wire_dtype_ = options.wire_dtype;
   std::map<std::string, uint64_t> sizes;
   for (const TableSpec& table : shard_map.tables()) {
     client->table_offsets_[table.name()] = client->num_parameters_;
@@ -51,6 +56,7 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(const S
                                         stubs[c % stubs.size()].get()});
     }
   }
+  if (client->wire_dtype_ == BF16) client->wire_buffer_.resize(client->num_parameters_);
   for (const auto& [table, size] : sizes) {
     if (covered[table] != size) {
       return absl::InvalidArgumentError(absl::StrCat("shard map covers ", covered[table], " of ",

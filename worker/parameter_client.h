@@ -29,6 +29,7 @@ class ParameterClient {
     int connections_per_server = 2;
     size_t max_chunk_bytes = 4 << 20;  // Shards larger than this travel in several chunks.
     size_t min_split_bytes = 256 << 10;  // Shards at least twice this use every connection.
+    DType wire_dtype = FP32;  // FP32 or BF16 (half the bytes; servers keep fp32 master weights).
   };
 
   // Every table of `shard_map` must be covered exactly by its shards.
@@ -65,6 +66,8 @@ class ParameterClient {
 
   std::string job_id_;
   uint32_t worker_rank_ = 0;
+  DType wire_dtype_ = FP32;
+  std::vector<uint16_t> wire_buffer_;  // (num_parameters) bfloat16 staging when wire_dtype_ is BF16.
   size_t num_parameters_ = 0;
   std::map<std::string, uint64_t> table_offsets_;
   // By server address: one stub (own channel, own TCP connection) per connection.

@@ -6,6 +6,7 @@
 #include <grpcpp/client_context.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/bf16.h"
 #include "common/key_range.h"
 #include "common/status.h"
 #include "common/wire.h"
@@ -31,15 +32,18 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
     header.set_job_id(job_id_);
     header.set_table(target.table);
     *header.mutable_range() = target.range;
-    header.set_dtype(FP32);
+    header.set_dtype(wire_dtype_);
     header.set_step(step);
     header.set_worker_rank(worker_rank_);
     std::string bytes = header.SerializeAsString();
     grpc::Slice slice(bytes);
     call->request = grpc::ByteBuffer(&slice, 1);
     Call* raw = call.get();
-    float* destination = params + target.flat_offset;
-    const size_t expected = RangeSize(target.range) * sizeof(float);
+    // BF16 replies land in the staging buffer and are widened once all replies are in.
+    const bool bf16 = wire_dtype_ == BF16;
+    char* destination = bf16 ? reinterpret_cast<char*>(wire_buffer_.data() + target.flat_offset)
+                             : reinterpret_cast<char*>(params + target.flat_offset);
+    const size_t expected = RangeSize(target.range) * (bf16 ? 2 : sizeof(float));
     const std::string what = absl::StrCat("pull ", target.table, " from ", target.address);
     target.stub->UnaryCall(
         &raw->context, "/psrv.ParameterServer/Pull", grpc::StubOptions(), &raw->request,
@@ -53,14 +57,18 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
                                           return absl::DataLossError(absl::StrCat(
                                               what, ": expected ", expected, " bytes, got ", size));
                                         }
-                                        return reinterpret_cast<char*>(destination);
+                                        return destination;
                                       });
           }
           batch.Done(result);
         });
     calls.push_back(std::move(call));
   }
-  return batch.Wait();
+  absl::Status status = batch.Wait();
+  if (status.ok() && wire_dtype_ == BF16) {
+    Bf16ToFloats(wire_buffer_.data(), num_parameters_, params);
+  }
+  return status;
 }
 
 }  // namespace psrv

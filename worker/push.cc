@@ -6,6 +6,7 @@
 #include <grpcpp/client_context.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/bf16.h"
 #include "common/key_range.h"
 #include "common/status.h"
 #include "common/wire.h"
@@ -21,6 +22,9 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
     grpc::ByteBuffer request;
     grpc::ByteBuffer response;
   };
+  // BF16: the whole gradient is narrowed once into the staging buffer, and slices of it are sent.
+  const bool bf16 = wire_dtype_ == BF16;
+  if (bf16) FloatsToBf16(grads, num_parameters_, wire_buffer_.data());
   std::vector<std::unique_ptr<Call>> calls;
   // Two events per call: the RPC's completion and gRPC releasing the aliased gradient slice
   // (the buffer must not change before both).
@@ -33,12 +37,13 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
     header.set_job_id(job_id_);
     header.set_table(target.table);
     *header.mutable_range() = target.range;
-    header.set_dtype(FP32);
+    header.set_dtype(wire_dtype_);
     header.set_step(step);
     header.set_worker_rank(worker_rank_);
-    SerializeWithPayload(header, grads + target.flat_offset,
-                         RangeSize(target.range) * sizeof(float), &CallBatch::DoneCallback, &batch,
-                         &call->request);
+    const void* payload = bf16 ? static_cast<const void*>(wire_buffer_.data() + target.flat_offset)
+                               : static_cast<const void*>(grads + target.flat_offset);
+    SerializeWithPayload(header, payload, RangeSize(target.range) * (bf16 ? 2 : sizeof(float)),
+                         &CallBatch::DoneCallback, &batch, &call->request);
     Call* raw = call.get();
     const std::string what = absl::StrCat("push ", target.table, " to ", target.address);
     target.stub->UnaryCall(&raw->context, "/psrv.ParameterServer/Push", grpc::StubOptions(),

@@ -113,8 +113,10 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     RETURN_IF_ERROR(validation.CheckWindow(model->window()));
     RETURN_IF_ERROR(validation.CheckVocabulary(vocabulary));
   }
+  ParameterClient::Options client_options;
+  client_options.wire_dtype = training.wire_dtype() == BF16 ? BF16 : FP32;
   ASSIGN_OR_RETURN(std::unique_ptr<ParameterClient> client,
-                   ParameterClient::Create(assignment.shard_map(), assignment.rank()));
+                   ParameterClient::Create(assignment.shard_map(), assignment.rank(), client_options));
   if (client->num_parameters() != model->num_parameters()) {
     return absl::FailedPreconditionError(
         absl::StrCat("shard map has ", client->num_parameters(), " parameters, the model ",
