@@ -6,7 +6,8 @@ PACKAGES=(
   bazel-bootstrap bazel-platforms g++ pkg-config
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev libabsl-dev
   libgoogle-glog-dev libgflags-dev libgtest-dev libgmock-dev libopenblas-dev libyaml-cpp-dev
-  libcli11-dev nlohmann-json3-dev fortunes iperf3 python3 python3-yaml python3-pip python3-grpcio
+  libcli11-dev nlohmann-json3-dev zlib1g-dev fortunes iperf3 python3 python3-yaml python3-pip python3-grpcio
+  libcivetweb-dev gnuplot-nox chromium
 )
 
 missing=()
