@@ -37,6 +37,10 @@ class Optimizer {
 
   // Bytes of optimizer state held.
   virtual size_t state_bytes() const = 0;
+
+  // The state arrays (each of the shard's size), for checkpoints: none for SGD, the velocity for
+  // MOMENTUM, the first and second moments for ADAMW.
+  virtual std::vector<std::vector<float>*> state() { return {}; }
 };
 
 // w -= lr(t) * g
@@ -56,6 +60,7 @@ class MomentumSgd : public Optimizer {
   MomentumSgd(const OptimizerConfig& config, size_t size) : config_(config), velocity_(size, 0.0f) {}
   void Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) override;
   size_t state_bytes() const override { return velocity_.size() * sizeof(float); }
+  std::vector<std::vector<float>*> state() override { return {&velocity_}; }
 
  private:
   const OptimizerConfig config_;
@@ -70,6 +75,7 @@ class AdamW : public Optimizer {
       : config_(config), decay_(decay), m_(size, 0.0f), v_(size, 0.0f) {}
   void Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) override;
   size_t state_bytes() const override { return (m_.size() + v_.size()) * sizeof(float); }
+  std::vector<std::vector<float>*> state() override { return {&m_, &v_}; }
 
  private:
   const OptimizerConfig config_;

@@ -33,6 +33,18 @@ grpc::ServerUnaryReactor* ParameterService::DropJob(grpc::CallbackServerContext*
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ParameterService::SaveCheckpoint(grpc::CallbackServerContext* context,
+                                                           const SaveCheckpointRequest* request,
+                                                           SaveCheckpointResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  store_->SaveCheckpoint(*request,
+                         [reactor, response](absl::StatusOr<SaveCheckpointResponse> result) {
+                           if (result.ok()) *response = std::move(*result);
+                           reactor->Finish(ToGrpcStatus(result.status()));
+                         });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ParameterService::Pull(grpc::CallbackServerContext* context,
                                                  const grpc::ByteBuffer* request,
                                                  grpc::ByteBuffer* response) {

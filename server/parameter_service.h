@@ -13,7 +13,8 @@ namespace psrv {
 class ParameterService final
     : public ParameterServer::WithRawCallbackMethod_Pull<
           ParameterServer::WithRawCallbackMethod_Push<ParameterServer::WithCallbackMethod_CreateShards<
-              ParameterServer::WithCallbackMethod_DropJob<ParameterServer::Service>>>> {
+              ParameterServer::WithCallbackMethod_DropJob<
+                  ParameterServer::WithCallbackMethod_SaveCheckpoint<ParameterServer::Service>>>>> {
  public:
   explicit ParameterService(ShardStore* store) : store_(store) {}
 
@@ -23,6 +24,9 @@ class ParameterService final
   grpc::ServerUnaryReactor* DropJob(grpc::CallbackServerContext* context,
                                     const DropJobRequest* request,
                                     DropJobResponse* response) override;
+  grpc::ServerUnaryReactor* SaveCheckpoint(grpc::CallbackServerContext* context,
+                                           const SaveCheckpointRequest* request,
+                                           SaveCheckpointResponse* response) override;
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* request,
                                  grpc::ByteBuffer* response) override;

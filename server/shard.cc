@@ -48,6 +48,7 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
         "; nothing was applied"));
   }
   std::vector<Waiter> ready;
+  std::vector<std::pair<ShardCheckpoint, SnapshotCallback>> snapshots;
   uint64_t version;
   {
     absl::MutexLock lock(&mu_);
@@ -74,6 +75,15 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
       if (config_.consistency == SYNC) aggregator_.Reset();
       ++version_;
       last_update_ms_ = absl::ToUnixMillis(absl::Now());
+      // Checkpoints waiting for this version are taken now, before any later update.
+      for (auto it = snapshot_waiters_.begin(); it != snapshot_waiters_.end();) {
+        if (it->first == version_) {
+          snapshots.emplace_back(MakeCheckpoint(), std::move(it->second));
+          it = snapshot_waiters_.erase(it);
+        } else {
+          ++it;
+        }
+      }
       // Hand the values to every pull that was waiting for this version.
       std::vector<Waiter> still_waiting;
       for (Waiter& w : waiters_) {
@@ -83,6 +93,7 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
     }
     version = version_;
   }
+  for (auto& [checkpoint, done] : snapshots) done(std::move(checkpoint));
   if (!ready.empty()) {
     // Copy under a shared lock, answer outside it.
     std::vector<PooledBuffer> copies;
@@ -129,11 +140,14 @@ void Shard::Pull(const PullRequest& request, PullCallback done) {
 
 void Shard::CancelWaiters(const absl::Status& status) {
   std::vector<Waiter> waiters;
+  std::vector<std::pair<uint64_t, SnapshotCallback>> snapshots;
   {
     absl::MutexLock lock(&mu_);
     waiters.swap(waiters_);
+    snapshots.swap(snapshot_waiters_);
   }
   for (Waiter& w : waiters) w.done(status, 0, PooledBuffer());
+  for (auto& [version, done] : snapshots) done(status);
 }
 
 PooledBuffer Shard::CopyOut(uint64_t offset, uint64_t count) {
@@ -146,6 +160,61 @@ void Shard::RecordPull(uint64_t count, uint32_t rank) {
   ++pulls_;
   bytes_out_ += count * sizeof(float);
   workers_seen_.insert(rank);
+}
+
+ShardCheckpoint Shard::MakeCheckpoint() {
+  ShardCheckpoint checkpoint;
+  checkpoint.job_id = config_.job_id;
+  checkpoint.table = config_.table.name();
+  checkpoint.range = config_.range;
+  checkpoint.version = version_;
+  checkpoint.values = values_;
+  for (const std::vector<float>* state : optimizer_->state()) {
+    checkpoint.optimizer_state.push_back(*state);
+  }
+  return checkpoint;
+}
+
+void Shard::Snapshot(uint64_t version, SnapshotCallback done) {
+  absl::StatusOr<ShardCheckpoint> result;
+  {
+    absl::MutexLock lock(&mu_);
+    if (version != 0 && version_ < version) {
+      snapshot_waiters_.emplace_back(version, std::move(done));
+      return;
+    }
+    if (version != 0 && version_ > version) {
+      result = absl::FailedPreconditionError(absl::StrCat(
+          "shard ", config_.table.name(), " is at version ", version_, ", past ", version));
+    } else {
+      result = MakeCheckpoint();
+    }
+  }
+  done(std::move(result));
+}
+
+absl::Status Shard::Restore(const ShardCheckpoint& checkpoint) {
+  if (checkpoint.job_id != config_.job_id || checkpoint.table != config_.table.name() ||
+      checkpoint.range.begin() != config_.range.begin() ||
+      checkpoint.range.end() != config_.range.end() || checkpoint.values.size() != size_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint of ", checkpoint.job_id, " table ", checkpoint.table, " [",
+        checkpoint.range.begin(), ", ", checkpoint.range.end(), ") does not fit shard ",
+        config_.job_id, " table ", config_.table.name(), " [", config_.range.begin(), ", ",
+        config_.range.end(), ")"));
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<std::vector<float>*> state = optimizer_->state();
+  if (state.size() != checkpoint.optimizer_state.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint has ", checkpoint.optimizer_state.size(), " optimizer state arrays, the ",
+        OptimizerKind_Name(config_.optimizer.kind()), " optimizer ", state.size()));
+  }
+  for (size_t i = 0; i < state.size(); ++i) *state[i] = checkpoint.optimizer_state[i];
+  values_ = checkpoint.values;
+  version_ = checkpoint.version;
+  aggregator_.Reset();
+  return absl::OkStatus();
 }
 
 void Shard::RecordRejectedPush() {

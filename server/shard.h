@@ -18,6 +18,7 @@
 #include "proto/parameter_server.pb.h"
 #include "server/aggregate.h"
 #include "server/apply.h"
+#include "server/checkpoint.h"
 
 namespace psrv {
 
@@ -58,6 +59,16 @@ class Shard {
   // Counts a push refused before it reached Push (bad dtype or length, ...).
   void RecordRejectedPush();
 
+  // Calls `done` with a copy of the values and optimizer state at version `version` (0: now):
+  // at once if the shard is there, when the update that reaches it is applied if it is not there
+  // yet (SYNC: all shards of a job checkpoint the same step), FAILED_PRECONDITION if it is past it.
+  using SnapshotCallback = std::function<void(absl::StatusOr<ShardCheckpoint>)>;
+  void Snapshot(uint64_t version, SnapshotCallback done);
+
+  // Replaces the values, optimizer state and version with a checkpoint's. INVALID_ARGUMENT if the
+  // checkpoint is of another job, table or key range, or has the wrong optimizer state.
+  absl::Status Restore(const ShardCheckpoint& checkpoint);
+
  private:
   struct Waiter {
     uint64_t min_version;
@@ -65,6 +76,8 @@ class Shard {
     uint64_t count;
     PullCallback done;
   };
+
+  ShardCheckpoint MakeCheckpoint() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The optimizer step (learning-rate schedule, Adam bias correction) of the n-th update.
   uint64_t OptimizerStep(uint64_t update) const;
@@ -82,6 +95,7 @@ class Shard {
   SyncAggregator aggregator_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;  // Updates applied.
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, SnapshotCallback>> snapshot_waiters_ ABSL_GUARDED_BY(mu_);
 
   // Statistics for the admin API.
   uint64_t pushes_ ABSL_GUARDED_BY(mu_) = 0;

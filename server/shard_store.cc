@@ -1,6 +1,7 @@
 #include "server/shard_store.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <tuple>
 #include <utility>
 
@@ -27,6 +28,16 @@ bool SameShard(const ShardConfig& c, const CreateShardsRequest& request, const S
 }  // namespace
 
 size_t WireBytesPerValue(DType dtype) { return dtype == BF16 ? 2 : 4; }
+
+absl::Status MakeDirectories(const std::string& path) {
+  std::error_code error;
+  std::filesystem::create_directories(path, error);
+  if (error) {
+    return absl::InternalError(absl::StrCat("cannot create directory ", path, ": ",
+                                            error.message()));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status CheckWireDType(DType dtype) {
   switch (dtype) {
@@ -95,6 +106,26 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
     config.optimizer = request.optimizer();
     config.num_workers = request.num_workers();
     created.push_back(std::make_shared<Shard>(std::move(config)));
+  }
+  // Restore from checkpoint files: all or nothing.
+  for (const CheckpointFile& file : request.restore_from()) {
+    std::shared_ptr<Shard> target;
+    for (const auto& shard : created) {
+      if (shard->config().table.name() == file.table() &&
+          shard->config().range.begin() == file.range().begin() &&
+          shard->config().range.end() == file.range().end()) {
+        target = shard;
+      }
+    }
+    if (target == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint file ", file.path(),
+                                                     " matches no shard of the request"));
+    }
+    const uint32_t crc = file.crc32();
+    absl::StatusOr<ShardCheckpoint> checkpoint =
+        ReadShardCheckpoint(file.path(), crc != 0 ? &crc : nullptr);
+    if (!checkpoint.ok()) return checkpoint.status();
+    if (absl::Status s = target->Restore(*checkpoint); !s.ok()) return s;
   }
   absl::MutexLock lock(&mu_);
   JobTables& tables = jobs_[request.job_id()];
@@ -210,6 +241,71 @@ absl::StatusOr<uint64_t> ShardStore::Push(const PushRequest& request, const char
     return (*shard)->Push(request, reinterpret_cast<const float*>(values.data()), count);
   }
   return (*shard)->Push(request, reinterpret_cast<const float*>(payload), count);
+}
+
+void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckpointCallback done) {
+  if (request.directory().empty()) {
+    done(absl::InvalidArgumentError("directory must be set"));
+    return;
+  }
+  std::vector<std::shared_ptr<Shard>> shards = AllShards(request.job_id());
+  if (request.job_id().empty() || shards.empty()) {
+    done(absl::NotFoundError(
+        absl::StrCat("job \"", request.job_id(), "\" has no shards on this server")));
+    return;
+  }
+  // Every shard answers (maybe later, from the thread that applies its update); the last answer
+  // writes nothing more and calls `done`.
+  struct Pending {
+    absl::Mutex mu;
+    size_t remaining ABSL_GUARDED_BY(mu);
+    absl::Status status ABSL_GUARDED_BY(mu);
+    SaveCheckpointResponse response ABSL_GUARDED_BY(mu);
+    SaveCheckpointCallback done;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->remaining = shards.size();
+  pending->done = std::move(done);
+  const std::string directory = request.directory();
+  for (const auto& shard : shards) {
+    shard->Snapshot(request.version(), [pending, directory](
+                                           absl::StatusOr<ShardCheckpoint> checkpoint) {
+      CheckpointFile file;
+      absl::Status status = checkpoint.status();
+      if (status.ok()) {
+        const std::string dir = absl::StrCat(directory, "/", checkpoint->job_id, "/v",
+                                             checkpoint->version);
+        status = MakeDirectories(dir);
+        file.set_table(checkpoint->table);
+        *file.mutable_range() = checkpoint->range;
+        file.set_version(checkpoint->version);
+        file.set_path(absl::StrCat(dir, "/", checkpoint->table, ".", checkpoint->range.begin(),
+                                   "-", checkpoint->range.end(), ".ckpt"));
+        if (status.ok()) {
+          absl::StatusOr<uint32_t> crc = WriteShardCheckpoint(file.path(), *checkpoint);
+          status = crc.status();
+          if (crc.ok()) file.set_crc32(*crc);
+        }
+      }
+      bool last;
+      {
+        absl::MutexLock lock(&pending->mu);
+        if (status.ok()) {
+          *pending->response.add_files() = std::move(file);
+        } else if (pending->status.ok()) {
+          pending->status = status;
+        }
+        last = --pending->remaining == 0;
+      }
+      if (!last) return;
+      absl::MutexLock lock(&pending->mu);
+      if (pending->status.ok()) {
+        pending->done(std::move(pending->response));
+      } else {
+        pending->done(pending->status);
+      }
+    });
+  }
 }
 
 std::vector<std::shared_ptr<Shard>> ShardStore::AllShards(const std::string& job_id) {

@@ -3,6 +3,7 @@
 #ifndef PSRV_SERVER_SHARD_STORE_H_
 #define PSRV_SERVER_SHARD_STORE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,11 @@ class ShardStore {
   // Validates and applies a push whose payload is `payload_bytes` bytes at `payload`.
   absl::StatusOr<uint64_t> Push(const PushRequest& request, const char* payload,
                                 size_t payload_bytes);
+
+  // See ParameterServer.SaveCheckpoint. `done` is called once, maybe later (SYNC: from the thread
+  // that applies the update reaching the version).
+  using SaveCheckpointCallback = std::function<void(absl::StatusOr<SaveCheckpointResponse>)>;
+  void SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckpointCallback done);
 
   // Status of every shard (of `job_id` only, if non-empty).
   ServerStatus Status(const std::string& job_id);
@@ -67,6 +73,9 @@ absl::Status CheckWireDType(DType dtype);
 
 // Bytes per value of a wire dtype (FP32 4, BF16 2).
 size_t WireBytesPerValue(DType dtype);
+
+// mkdir -p. INTERNAL with the OS error.
+absl::Status MakeDirectories(const std::string& path);
 
 }  // namespace psrv
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <vector>
 
@@ -282,6 +283,67 @@ TEST(ShardStoreTest, DropJobFailsWaitingPulls) {
   EXPECT_EQ(waited.code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(store.DropJob("job").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store.Status("").shards_size(), 0);
+}
+
+}  // namespace
+}  // namespace psrv
+
+namespace psrv {
+namespace {
+
+TEST(ShardStoreCheckpointTest, SyncCheckpointAtAStepAndRestore) {
+  const std::string dir = ::testing::TempDir() + "/checkpoints";
+  ShardStore store;
+  CreateShardsRequest create = Create(SYNC, 1);
+  create.mutable_optimizer()->set_kind(MOMENTUM);
+  create.mutable_optimizer()->set_momentum(0.9f);
+  ASSERT_TRUE(store.CreateShards(create).ok());
+  std::vector<float> g(kSize, 1.0f);
+  ASSERT_TRUE(Push(&store, PushHeader(1, 0), g).ok());
+  // Ask for step 2 while the shard is at 1: answered when step 2 is applied, before step 3.
+  SaveCheckpointRequest save;
+  save.set_job_id("job");
+  save.set_version(2);
+  save.set_directory(dir);
+  absl::StatusOr<SaveCheckpointResponse> saved = absl::UnknownError("not yet");
+  store.SaveCheckpoint(save, [&](absl::StatusOr<SaveCheckpointResponse> r) { saved = r; });
+  EXPECT_EQ(saved.status().code(), absl::StatusCode::kUnknown);
+  ASSERT_TRUE(Push(&store, PushHeader(2, 0), g).ok());
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  ASSERT_EQ(saved->files_size(), 1);
+  EXPECT_EQ(saved->files(0).version(), 2u);
+  const std::vector<float> at_step_2 = PullNow(&store, PullHeader(3));
+  ASSERT_TRUE(Push(&store, PushHeader(3, 0), g).ok());
+  const std::vector<float> at_step_3 = PullNow(&store, PullHeader(4));
+  // Past the step: refused.
+  save.set_version(1);
+  store.SaveCheckpoint(save, [&](absl::StatusOr<SaveCheckpointResponse> r) { saved = r; });
+  EXPECT_EQ(saved.status().code(), absl::StatusCode::kFailedPrecondition);
+
+  // A new server restores step 2, values and momentum: its step 3 equals the original's.
+  ShardStore restored;
+  CreateShardsRequest again = create;
+  CheckpointFile file;
+  file.set_table("w");
+  file.mutable_range()->set_end(kSize);
+  file.set_path(dir + "/job/v2/w.0-100.ckpt");
+  file.set_crc32(0);  // Not checked against a manifest here.
+  *again.add_restore_from() = file;
+  ASSERT_TRUE(restored.CreateShards(again).ok());
+  EXPECT_EQ(restored.Status("").shards(0).version(), 2u);
+  EXPECT_EQ(PullNow(&restored, PullHeader(3)), at_step_2);
+  ASSERT_TRUE(Push(&restored, PushHeader(3, 0), g).ok());
+  EXPECT_EQ(PullNow(&restored, PullHeader(4)), at_step_3);
+
+  // A corrupt file fails the whole request and creates nothing.
+  {
+    std::fstream f(file.path(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(40);
+    f.put('\x7f');
+  }
+  ShardStore corrupt;
+  EXPECT_EQ(corrupt.CreateShards(again).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(corrupt.Status("").shards_size(), 0);
 }
 
 }  // namespace
