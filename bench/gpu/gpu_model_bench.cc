@@ -1,0 +1,340 @@
+// Training throughput of the CUDA GPT (worker/cuda/gpt_cuda.h) on one GPU: forward + backward
+// ms/iter, tokens/s, MFU and peak memory for nanoGPT's shakespeare-char model and the GPT-2 124M
+// shape, written as JSON in the schema torch_baseline.py also writes (see README.md).
+//
+// Two timings per config:
+//   "device": parameters already on the GPU, as PyTorch keeps them (the number compared with it);
+//   "with_host_transfer": the worker's path through LanguageModel: fp32 parameters uploaded from
+//     pinned host memory, forward + backward, fp32 gradients copied back.
+// FLOPs per token = 6 N + 6 L C T (N: all parameters, the tied wte once; the second term is the
+// causal half of attention's two T x T products); MFU = tokens/s * FLOPs per token / 989e12
+// (H100 SXM dense bf16).
+//
+// Self-contained: no gRPC or protobuf, flags parsed here, so that the binary needs only the CUDA
+// libraries on the GPU machine. Usage:
+//   gpu_model_bench [--configs=shakespeare_char,gpt2_124m] [--iters=20] [--warmup=5]
+//                   [--gpt2_batch=16] [--shakespeare_batch=64] [--use_cublaslt=1]
+//                   [--commit=SHA] [--out=gpu_model.json]
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "worker/cuda/device.h"
+#include "worker/cuda/device_buffer.h"
+#include "worker/cuda/gpt_cuda.h"
+
+namespace psrv {
+namespace cuda {
+namespace {
+
+using nlohmann::ordered_json;
+
+constexpr double kPeakFlops = 989e12;  // H100 SXM, dense bf16
+
+struct BenchConfig {
+  std::string name;
+  GptCudaConfig model;
+  int batch;
+  int token_vocab;  // token ids drawn from [0, token_vocab) (GPT-2: 50257 of the padded 50304)
+};
+
+// --key=value flags; a bare --key is "1".
+class Flags {
+ public:
+  Flags(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+      std::string arg = argv[i];
+      if (arg.rfind("--", 0) != 0) {
+        std::fprintf(stderr, "unexpected argument %s\n", arg.c_str());
+        std::exit(2);
+      }
+      arg = arg.substr(2);
+      const size_t eq = arg.find('=');
+      values_[arg.substr(0, eq)] = eq == std::string::npos ? "1" : arg.substr(eq + 1);
+    }
+  }
+  std::string Get(const std::string& key, const std::string& default_value) {
+    used_.push_back(key);
+    auto it = values_.find(key);
+    return it == values_.end() ? default_value : it->second;
+  }
+  int GetInt(const std::string& key, int default_value) {
+    return std::stoi(Get(key, std::to_string(default_value)));
+  }
+  // Exits on a flag nobody asked for (a typo).
+  void CheckAllUsed() const {
+    for (const auto& [key, value] : values_) {
+      if (std::find(used_.begin(), used_.end(), key) == used_.end()) {
+        std::fprintf(stderr, "unknown flag --%s\n", key.c_str());
+        std::exit(2);
+      }
+    }
+  }
+
+ private:
+  std::map<std::string, std::string> values_;
+  std::vector<std::string> used_;
+};
+
+std::vector<std::string> Split(const std::string& text) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const std::string part = text.substr(start, comma == std::string::npos ? comma : comma - start);
+    if (!part.empty()) parts.push_back(part);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return parts;
+}
+
+std::string NowUtc() {
+  const std::time_t now = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
+}
+
+std::string Hostname() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
+struct Timing {
+  std::vector<double> ms;
+  double median() const {
+    std::vector<double> sorted = ms;
+    std::sort(sorted.begin(), sorted.end());
+    const size_t n = sorted.size();
+    return n == 0 ? 0.0 : (n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]));
+  }
+  double mean() const {
+    double sum = 0.0;
+    for (double m : ms) sum += m;
+    return ms.empty() ? 0.0 : sum / ms.size();
+  }
+  double min() const { return ms.empty() ? 0.0 : *std::min_element(ms.begin(), ms.end()); }
+};
+
+ordered_json TimingJson(const Timing& t, double tokens_per_iter, double flops_per_token) {
+  ordered_json j;
+  const double median = t.median();
+  j["ms_per_iter_median"] = median;
+  j["ms_per_iter_mean"] = t.mean();
+  j["ms_per_iter_min"] = t.min();
+  j["tokens_per_s"] = tokens_per_iter / (median / 1e3);
+  j["mfu"] = tokens_per_iter / (median / 1e3) * flops_per_token / kPeakFlops;
+  j["samples_ms"] = t.ms;
+  return j;
+}
+
+double NowMs() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Runs one config; exits the process on a CUDA error (a benchmark has nothing to recover).
+ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
+  auto die = [&](const absl::Status& status) {
+    std::fprintf(stderr, "%s: %s\n", bench.name.c_str(), std::string(status.message()).c_str());
+    std::exit(1);
+  };
+  cudaFree(nullptr);  // create the context before the memory baseline
+  absl::StatusOr<DeviceMemory> before = GetDeviceMemory();
+  if (!before.ok()) die(before.status());
+
+  absl::StatusOr<std::unique_ptr<GptCuda>> created = GptCuda::Create(bench.model);
+  if (!created.ok()) die(created.status());
+  GptCuda& gpt = **created;
+  const GptCudaConfig& c = bench.model;
+  const size_t n = gpt.num_parameters();
+  const int B = bench.batch, T = c.context;
+
+  // Parameters as the servers initialise them (normal / ones / zeros per table), in pinned memory
+  // as a worker with a pinned parameter buffer would hold them.
+  PinnedBuffer params, grads;
+  if (absl::Status s = params.Allocate(n * sizeof(float)); !s.ok()) die(s);
+  if (absl::Status s = grads.Allocate(n * sizeof(float)); !s.ok()) die(s);
+  std::mt19937_64 rng(1234);
+  for (const GptParamTable& table : GptCudaTables(c)) {
+    float* p = params.as<float>() + table.offset;
+    std::normal_distribution<float> normal(0.0f, table.stddev > 0.0f ? table.stddev : 1.0f);
+    for (size_t i = 0; i < table.size; ++i) {
+      p[i] = table.init == GptParamTable::kNormal
+                 ? normal(rng)
+                 : (table.init == GptParamTable::kOnes ? 1.0f : 0.0f);
+    }
+  }
+  if (absl::Status s = gpt.UploadParams(params.as<float>()); !s.ok()) die(s);
+  std::vector<int32_t> rows(static_cast<size_t>(B) * (T + 1));
+  for (int32_t& t : rows) t = static_cast<int32_t>(rng() % bench.token_vocab);
+
+  size_t peak_used = 0;
+  auto sample_memory = [&] {
+    absl::StatusOr<DeviceMemory> now = GetDeviceMemory();
+    if (now.ok()) peak_used = std::max(peak_used, now->total_bytes - now->free_bytes);
+  };
+  auto step = [&](uint64_t seed) {
+    absl::StatusOr<float> loss = gpt.ForwardBackward(rows.data(), B, seed);
+    if (!loss.ok()) die(loss.status());
+    return *loss;
+  };
+
+  std::printf("%s: %zu parameters, batch %d x %d tokens, %d warm-up + %d timed steps\n",
+              bench.name.c_str(), n, B, T, warmup, iters);
+  const float loss_first = step(0);
+  sample_memory();
+  for (int i = 1; i < warmup; ++i) step(i);
+  Timing device, host;
+  float loss_last = loss_first;
+  for (int i = 0; i < iters; ++i) {
+    const double t0 = NowMs();
+    loss_last = step(1000 + i);
+    device.ms.push_back(NowMs() - t0);
+  }
+  sample_memory();
+  for (int i = 0; i < iters; ++i) {
+    const double t0 = NowMs();
+    if (absl::Status s = gpt.UploadParams(params.as<float>()); !s.ok()) die(s);
+    step(2000 + i);
+    if (absl::Status s = gpt.DownloadGrads(grads.as<float>()); !s.ok()) die(s);
+    host.ms.push_back(NowMs() - t0);
+  }
+
+  const double tokens_per_iter = static_cast<double>(B) * T;
+  const double flops_per_token =
+      6.0 * n + 6.0 * c.layers * static_cast<double>(c.width) * c.context;
+  ordered_json r;
+  r["config"] = bench.name;
+  r["layers"] = c.layers;
+  r["heads"] = c.heads;
+  r["width"] = c.width;
+  r["context"] = c.context;
+  r["vocab"] = c.vocab;
+  r["batch"] = B;
+  r["dropout"] = c.dropout;
+  r["num_parameters"] = n;
+  r["tokens_per_iter"] = tokens_per_iter;
+  r["flops_per_token"] = flops_per_token;
+  r["warmup"] = warmup;
+  r["iters"] = iters;
+  const ordered_json device_json = TimingJson(device, tokens_per_iter, flops_per_token);
+  for (const auto& [key, value] : device_json.items()) r[key] = value;
+  // Memory: what the model allocated (exact), and the device's used memory growth
+  // (cudaMemGetInfo, includes the CUDA context's and cuBLAS's own allocations).
+  r["peak_memory_bytes"] = gpt.device_bytes();
+  r["device_memory_used_bytes"] = peak_used - (before->total_bytes - before->free_bytes);
+  r["device_memory_total_bytes"] = before->total_bytes;
+  r["loss_first"] = loss_first;
+  r["loss_last"] = loss_last;
+  r["with_host_transfer"] = TimingJson(host, tokens_per_iter, flops_per_token);
+  r["cublaslt_calls"] = gpt.blas().lt_calls();
+  r["gemm_ex_calls"] = gpt.blas().gemm_ex_calls();
+  std::printf(
+      "%s: %.2f ms/iter, %.0f tokens/s, MFU %.1f%%, model memory %.2f GiB, "
+      "with host transfer %.2f ms/iter; loss %.4f -> %.4f\n",
+      bench.name.c_str(), device.median(), r["tokens_per_s"].get<double>(),
+      100.0 * r["mfu"].get<double>(), gpt.device_bytes() / 1073741824.0, host.median(), loss_first,
+      loss_last);
+  return r;
+}
+
+int Main(int argc, char** argv) {
+  Flags flags(argc, argv);
+  const std::vector<std::string> names = Split(flags.Get("configs", "shakespeare_char,gpt2_124m"));
+  const int iters = flags.GetInt("iters", 20);
+  const int warmup = std::max(1, flags.GetInt("warmup", 5));
+  const int gpt2_batch = flags.GetInt("gpt2_batch", 16);
+  const int shakespeare_batch = flags.GetInt("shakespeare_batch", 64);
+  const bool use_cublaslt = flags.GetInt("use_cublaslt", 1) != 0;
+  const std::string commit = flags.Get("commit", "unknown");
+  const std::string out = flags.Get("out", "gpu_model.json");
+  flags.CheckAllUsed();
+
+  std::string why_none;
+  absl::StatusOr<int> count = CudaDeviceCount(&why_none);
+  if (!count.ok() || *count == 0) {
+    std::fprintf(stderr, "no CUDA GPU: %s\n",
+                 count.ok() ? why_none.c_str() : std::string(count.status().message()).c_str());
+    return 1;
+  }
+  absl::StatusOr<std::string> device = DeviceName(0);
+
+  std::map<std::string, BenchConfig> known;
+  {
+    // nanoGPT config/train_shakespeare_char.py.
+    BenchConfig b{"shakespeare_char", {}, shakespeare_batch, 65};
+    b.model.layers = 6, b.model.heads = 6, b.model.width = 384, b.model.context = 256;
+    b.model.vocab = 65, b.model.dropout = 0.2f;
+    known[b.name] = b;
+  }
+  {
+    // GPT-2 small with nanoGPT's padded vocabulary.
+    BenchConfig b{"gpt2_124m", {}, gpt2_batch, 50257};
+    b.model.layers = 12, b.model.heads = 12, b.model.width = 768, b.model.context = 1024;
+    b.model.vocab = 50304, b.model.dropout = 0.0f;
+    known[b.name] = b;
+  }
+
+  ordered_json report;
+  report["benchmark"] = "gpu_model";
+  report["implementation"] = "psrv_cuda";
+  report["device"] = device.ok() ? *device : "unknown";
+  report["date_utc"] = NowUtc();
+  report["commit"] = commit;
+  report["hostname"] = Hostname();
+  report["precision"] =
+      "bf16 products and activations, fp32 accumulation, residual stream, "
+      "LayerNorm/softmax statistics, master parameters and gradients";
+  report["use_cublaslt"] = use_cublaslt;
+  report["peak_tflops_bf16"] = kPeakFlops / 1e12;
+  report["flops_formula"] = "6*N + 6*L*C*T per token (N all parameters, tied wte once)";
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  report["cuda_driver_version"] = driver;
+  report["cuda_runtime_version"] = runtime;
+  report["results"] = ordered_json::array();
+  for (const std::string& name : names) {
+    auto it = known.find(name);
+    if (it == known.end()) {
+      std::fprintf(stderr, "unknown config %s (known: shakespeare_char, gpt2_124m)\n",
+                   name.c_str());
+      return 2;
+    }
+    BenchConfig bench = it->second;
+    bench.model.use_cublaslt = use_cublaslt;
+    report["results"].push_back(RunConfig(bench, warmup, iters));
+  }
+  std::ofstream file(out);
+  file << report.dump(2) << "\n";
+  if (!file) {
+    std::fprintf(stderr, "cannot write %s\n", out.c_str());
+    return 1;
+  }
+  std::printf("wrote %s\n", out.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace psrv
+
+int main(int argc, char** argv) { return psrv::cuda::Main(argc, argv); }

@@ -1,0 +1,79 @@
+// Device helpers shared by the kernels: reductions, the dropout hash, launch geometry.
+#ifndef PSRV_WORKER_CUDA_COMMON_CUH_
+#define PSRV_WORKER_CUDA_COMMON_CUH_
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "worker/cuda/kernels.h"
+
+namespace psrv {
+namespace cuda {
+
+constexpr int kWarpSize = 32;
+// Threads per block of the elementwise kernels.
+constexpr int kBlock = 256;
+// Rows summed by one block of the column reductions (layernorm.cu, matmul.cu).
+constexpr int kReduceRows = 256;
+
+inline unsigned int CeilDiv(size_t a, size_t b) {
+  return static_cast<unsigned int>((a + b - 1) / b);
+}
+
+// Blocks of kBlock threads for a grid-stride loop over n elements.
+inline unsigned int ElementwiseBlocks(size_t n) {
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  constexpr size_t kMaxBlocks = 1u << 20;
+  return static_cast<unsigned int>(blocks == 0 ? 1 : (blocks < kMaxBlocks ? blocks : kMaxBlocks));
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+    v += __shfl_xor_sync(0xffffffffu, v, offset);
+  }
+  return v;
+}
+
+__device__ __forceinline__ float WarpMax(float v) {
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  }
+  return v;
+}
+
+// The CPU model's hash (gpt_kernels.cc); integer arithmetic, so bitwise equal on both sides.
+__host__ __device__ __forceinline__ uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Multiplier of element i of a dropout site: 1 when disabled, else 0 or keep_scale.
+__device__ __forceinline__ float DropoutScale(const Dropout& d, uint64_t i) {
+  if (!d.enabled) return 1.0f;
+  return (SplitMix64(d.base + i) >> 32) < d.threshold ? 0.0f : d.keep_scale;
+}
+
+__device__ __forceinline__ float ToFloat(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 ToBf16(float x) { return __float2bfloat16_rn(x); }
+
+// Sums partial (chunks, C) over its chunks in order into out (C), overwritten: the second stage of
+// the deterministic column reductions. A template so that each .cu file (its own device module,
+// no relocatable device code) instantiates its own copy.
+template <typename Float = float>
+__global__ void SumChunksKernel(const Float* partial, int chunks, int C, Float* out) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  Float sum = 0.0f;
+  for (int j = 0; j < chunks; ++j) sum += partial[static_cast<size_t>(j) * C + c];
+  out[c] = sum;
+}
+
+}  // namespace cuda
+}  // namespace psrv
+
+#endif  // PSRV_WORKER_CUDA_COMMON_CUH_

@@ -1,0 +1,69 @@
+// The CUDA device probe (see device.h).
+#include "worker/cuda/device.h"
+
+#include <cuda_runtime_api.h>
+
+#include "absl/strings/str_cat.h"
+#include "worker/cuda/cuda_status.h"
+
+namespace psrv {
+namespace cuda {
+namespace {
+
+// Errors of cudaGetDeviceCount that mean "no usable GPU here" rather than a fault.
+bool MeansNoGpu(cudaError_t error) {
+  switch (error) {
+    case cudaErrorNoDevice:
+    case cudaErrorInsufficientDriver:
+    case cudaErrorInitializationError:
+    case cudaErrorSystemDriverMismatch:
+    case cudaErrorCompatNotSupportedOnDevice:
+    case cudaErrorDevicesUnavailable:
+    case cudaErrorOperatingSystem:
+    case cudaErrorStubLibrary:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<int> CudaDeviceCount(std::string* why_none) {
+  int count = 0;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error != cudaSuccess) {
+    (void)cudaGetLastError();  // Clear it: the probe's failure is not a pending kernel error.
+    if (MeansNoGpu(error)) {
+      if (why_none != nullptr) {
+        *why_none = absl::StrCat("cudaGetDeviceCount: ", cudaGetErrorName(error), " (",
+                                 cudaGetErrorString(error), ")");
+      }
+      return 0;
+    }
+    return CudaErrorToStatus(error, "cudaGetDeviceCount(&count)", __FILE__, __LINE__);
+  }
+  if (count == 0 && why_none != nullptr) *why_none = "cudaGetDeviceCount: 0 devices";
+  return count;
+}
+
+absl::StatusOr<std::string> DeviceName(int device) {
+  std::string why_none;
+  PSRV_CUDA_ASSIGN_OR_RETURN(const int count, CudaDeviceCount(&why_none));
+  if (device < 0 || device >= count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no CUDA device ", device, " (", count, " found", count == 0 ? "; " + why_none : "", ")"));
+  }
+  cudaDeviceProp properties;
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, device));
+  return std::string(properties.name);
+}
+
+absl::StatusOr<DeviceMemory> GetDeviceMemory() {
+  DeviceMemory memory;
+  CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&memory.free_bytes, &memory.total_bytes));
+  return memory;
+}
+
+}  // namespace cuda
+}  // namespace psrv

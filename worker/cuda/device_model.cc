@@ -1,0 +1,28 @@
+// The --device flag's values (shared by the CUDA and CPU-only builds of device_model).
+#include "worker/cuda/device_model.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace psrv {
+
+absl::StatusOr<Device> ParseDevice(absl::string_view name) {
+  if (name == "auto") return Device::kAuto;
+  if (name == "cuda") return Device::kCuda;
+  if (name == "cpu") return Device::kCpu;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device \"", name, "\" (known: auto, cuda, cpu)"));
+}
+
+const char* DeviceFlagName(Device device) {
+  switch (device) {
+    case Device::kAuto:
+      return "auto";
+    case Device::kCuda:
+      return "cuda";
+    case Device::kCpu:
+      return "cpu";
+  }
+  return "?";
+}
+
+}  // namespace psrv

@@ -1,0 +1,55 @@
+// Choosing where the worker's model runs: --device=auto|cuda|cpu. Builds with and without CUDA
+// (--define=cuda=off) share this header; only the implementation differs.
+//
+//   cpu  -> the CPU model (CreateLanguageModel).
+//   cuda -> the CUDA model on GPU 0; FAILED_PRECONDITION when there is no usable GPU (or the
+//           binary was built without CUDA), UNIMPLEMENTED for a kind with no CUDA model (mlp).
+//   auto -> the CUDA model when a GPU is usable and the kind has one, else the CPU model.
+#ifndef PSRV_WORKER_CUDA_DEVICE_MODEL_H_
+#define PSRV_WORKER_CUDA_DEVICE_MODEL_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "proto/job.pb.h"
+#include "worker/model/language_model.h"
+
+namespace psrv {
+
+enum class Device { kAuto, kCuda, kCpu };
+
+// "auto", "cuda" or "cpu" (the --device flag); INVALID_ARGUMENT otherwise.
+absl::StatusOr<Device> ParseDevice(absl::string_view name);
+// The flag spelling of `device`.
+const char* DeviceFlagName(Device device);
+
+// Whether this binary was built with the CUDA backend (not --define=cuda=off).
+bool BuiltWithCuda();
+
+// Number of usable CUDA GPUs; 0 when there is none, the driver is missing or too old, or the binary
+// was built without CUDA, with the reason in `why_none` (if given).
+int UsableCudaDevices(std::string* why_none = nullptr);
+
+// Where CreateLanguageModelOnDevice put the model, and why, for the worker's log.
+struct DeviceChoice {
+  Device device = Device::kCpu;  // kCuda or kCpu
+  // e.g. "cuda:0 (NVIDIA H100 80GB HBM3)", or "cpu (auto: no CUDA GPU found (cudaGetDeviceCount:
+  // cudaErrorInsufficientDriver (...)))".
+  std::string description;
+};
+
+// The model of spec.kind() over `vocab_size` tokens on `device` (see the top of this file).
+// INVALID_ARGUMENT for an unknown kind or sizes out of range, as CreateLanguageModel.
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(
+    const ModelSpec& spec, int vocab_size, Device device, DeviceChoice* choice = nullptr);
+
+// OK for a CPU model; for a CUDA model, its first CUDA/cuBLAS error (LanguageModel's calls return
+// no Status: a failed call returns a NaN loss). Check it when a loss is NaN.
+absl::Status DeviceModelStatus(const LanguageModel& model);
+
+}  // namespace psrv
+
+#endif  // PSRV_WORKER_CUDA_DEVICE_MODEL_H_

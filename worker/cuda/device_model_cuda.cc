@@ -1,0 +1,95 @@
+// Device selection in a build with the CUDA backend (see device_model.h).
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "worker/cuda/device.h"
+#include "worker/cuda/device_model.h"
+#include "worker/cuda/gpt_cuda_model.h"
+#include "worker/model/gpt_model.h"
+
+namespace psrv {
+namespace {
+
+GptConfig GptConfigFromSpec(const ModelSpec& spec, int vocab_size) {
+  GptConfig config;
+  config.layers = static_cast<int>(spec.layers());
+  config.heads = static_cast<int>(spec.heads());
+  config.width = static_cast<int>(spec.width());
+  config.context = static_cast<int>(spec.context());
+  config.vocab = vocab_size;
+  config.dropout = spec.dropout();
+  return config;
+}
+
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateOnCpu(const ModelSpec& spec, int vocab_size,
+                                                           const std::string& description,
+                                                           DeviceChoice* choice) {
+  absl::StatusOr<std::unique_ptr<LanguageModel>> model = CreateLanguageModel(spec, vocab_size);
+  if (model.ok() && choice != nullptr) {
+    choice->device = Device::kCpu;
+    choice->description = description;
+  }
+  return model;
+}
+
+}  // namespace
+
+bool BuiltWithCuda() { return true; }
+
+int UsableCudaDevices(std::string* why_none) {
+  std::string why;
+  absl::StatusOr<int> count = cuda::CudaDeviceCount(&why);
+  if (!count.ok()) {
+    why = std::string(count.status().message());
+  }
+  const int n = count.ok() ? *count : 0;
+  if (n == 0 && why_none != nullptr) *why_none = why;
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const ModelSpec& spec,
+                                                                           int vocab_size,
+                                                                           Device device,
+                                                                           DeviceChoice* choice) {
+  if (device == Device::kCpu) return CreateOnCpu(spec, vocab_size, "cpu", choice);
+  const bool has_cuda_model = spec.kind() == "gpt";
+  if (device == Device::kCuda && !has_cuda_model) {
+    // An unknown kind keeps CreateLanguageModel's INVALID_ARGUMENT.
+    absl::StatusOr<std::unique_ptr<LanguageModel>> cpu = CreateLanguageModel(spec, vocab_size);
+    if (!cpu.ok()) return cpu.status();
+    return absl::UnimplementedError(absl::StrCat("model kind \"", spec.kind(),
+                                                 "\" has no CUDA implementation (only gpt); use "
+                                                 "--device=cpu or auto"));
+  }
+  std::string why_none;
+  const int gpus = UsableCudaDevices(&why_none);
+  if (gpus == 0) {
+    if (device == Device::kCuda) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no CUDA GPU found (", why_none, "); use --device=cpu or auto"));
+    }
+    return CreateOnCpu(spec, vocab_size,
+                       absl::StrCat("cpu (auto: no CUDA GPU found: ", why_none, ")"), choice);
+  }
+  if (!has_cuda_model) {  // auto
+    return CreateOnCpu(
+        spec, vocab_size,
+        absl::StrCat("cpu (auto: model kind \"", spec.kind(), "\" has no CUDA model)"), choice);
+  }
+  absl::StatusOr<std::unique_ptr<cuda::GptCudaModel>> model =
+      cuda::GptCudaModel::Create(GptConfigFromSpec(spec, vocab_size), /*device=*/0);
+  if (!model.ok()) return model.status();
+  if (choice != nullptr) {
+    absl::StatusOr<std::string> name = cuda::DeviceName(0);
+    choice->device = Device::kCuda;
+    choice->description = absl::StrCat("cuda:0 (", name.ok() ? *name : "unknown device", ")");
+  }
+  return std::unique_ptr<LanguageModel>(std::move(*model));
+}
+
+absl::Status DeviceModelStatus(const LanguageModel& model) {
+  const auto* cuda_model = dynamic_cast<const cuda::GptCudaModel*>(&model);
+  return cuda_model != nullptr ? cuda_model->status() : absl::OkStatus();
+}
+
+}  // namespace psrv

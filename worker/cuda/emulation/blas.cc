@@ -1,0 +1,56 @@
+// Blas (worker/cuda/blas.h) on the CPU for //worker/cuda:gpt_cuda_emulated_test: every product
+// runs as cuBLAS's column-major GEMM in plain loops (bf16 operands, double accumulation, bf16 or
+// fp32 result, bias on every column). Tests only.
+#include "worker/cuda/blas.h"
+
+#include <cuda_bf16.h>
+
+namespace psrv {
+namespace cuda {
+
+struct Blas::LtPlan {};
+
+void Blas::LtPlanDeleter::operator()(LtPlan* plan) const { delete plan; }
+
+absl::StatusOr<std::unique_ptr<Blas>> Blas::Create(cudaStream_t stream,
+                                                   const BlasOptions& options) {
+  return std::unique_ptr<Blas>(new Blas(stream, options));
+}
+
+Blas::~Blas() = default;
+
+absl::Status Blas::Gemm(const GemmArgs& g) {
+  ++gemm_ex_calls_;
+  for (int batch = 0; batch < g.batch_count; ++batch) {
+    const __nv_bfloat16* a = static_cast<const __nv_bfloat16*>(g.a) + batch * g.stride_a;
+    const __nv_bfloat16* b = static_cast<const __nv_bfloat16*>(g.b) + batch * g.stride_b;
+    for (int i = 0; i < g.m; ++i) {
+      for (int j = 0; j < g.n; ++j) {
+        double sum = 0.0;
+        for (int p = 0; p < g.k; ++p) {
+          const float op_a = __bfloat162float(g.trans_a ? a[p + static_cast<int64_t>(i) * g.lda]
+                                                        : a[i + static_cast<int64_t>(p) * g.lda]);
+          const float op_b = __bfloat162float(g.trans_b ? b[j + static_cast<int64_t>(p) * g.ldb]
+                                                        : b[p + static_cast<int64_t>(j) * g.ldb]);
+          sum += static_cast<double>(op_a) * op_b;
+        }
+        const int64_t index = batch * g.stride_d + i + static_cast<int64_t>(j) * g.ldd;
+        if (g.d_type == GemmType::kF32) {
+          float* d = static_cast<float*>(g.d) + index;
+          *d = static_cast<float>(g.alpha * sum + (g.beta != 0.0f ? g.beta * *d : 0.0));
+        } else {
+          __nv_bfloat16* d = static_cast<__nv_bfloat16*>(g.d) + index;
+          double value = g.alpha * sum + (g.beta != 0.0f ? g.beta * __bfloat162float(*d) : 0.0);
+          if (g.bias != nullptr) {
+            value += __bfloat162float(static_cast<const __nv_bfloat16*>(g.bias)[i]);
+          }
+          *d = __float2bfloat16_rn(static_cast<float>(value));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace cuda
+}  // namespace psrv

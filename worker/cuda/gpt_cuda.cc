@@ -1,0 +1,497 @@
+// The GPT on the GPU: forward and backward through layers.h and kernels.h in the order of the CPU
+// GptModel (worker/model/gpt_model.cc), itself llm.c's gpt2_forward and gpt2_backward.
+#include "worker/cuda/gpt_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "worker/cuda/cuda_status.h"
+
+namespace psrv {
+namespace cuda {
+namespace {
+
+absl::Status CheckRange(const char* name, int64_t value, int64_t min, int64_t max) {
+  if (value < min || value > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpt ", name, " = ", value, ", want ", min, "..", max));
+  }
+  return absl::OkStatus();
+}
+
+// Dropout streams, as the CPU model's: one per site, so each site of each layer has its own mask.
+uint64_t EmbedStream() { return 0; }
+uint64_t AttentionStream(int layer) { return 1 + 3 * static_cast<uint64_t>(layer); }
+uint64_t AttnProjStream(int layer) { return 2 + 3 * static_cast<uint64_t>(layer); }
+uint64_t MlpProjStream(int layer) { return 3 + 3 * static_cast<uint64_t>(layer); }
+
+constexpr size_t kAlignment = 256;
+
+// Bump allocator over one buffer; with a null base it only measures.
+class Arena {
+ public:
+  explicit Arena(char* base) : base_(base) {}
+  template <typename T>
+  T* Take(size_t count) {
+    offset_ = (offset_ + kAlignment - 1) / kAlignment * kAlignment;
+    T* view = base_ != nullptr ? reinterpret_cast<T*>(base_ + offset_) : nullptr;
+    offset_ += count * sizeof(T);
+    return view;
+  }
+  size_t size() const { return offset_; }
+
+ private:
+  char* base_;
+  size_t offset_ = 0;
+};
+
+}  // namespace
+
+absl::Status ValidateGptCudaConfig(const GptCudaConfig& config) {
+  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("layers", config.layers, 1, 256));
+  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("width", config.width, 1, 65536));
+  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("heads", config.heads, 1, config.width));
+  if (config.width % config.heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpt heads = ", config.heads, " does not divide width = ", config.width));
+  }
+  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("context", config.context, 1, 65536));
+  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("vocab", config.vocab, 1, 1 << 30));
+  if (!(config.dropout >= 0.0f && config.dropout < 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpt dropout = ", config.dropout, ", want [0, 1)"));
+  }
+  return CheckRange("device", config.device, 0, 1023);
+}
+
+std::vector<GptParamTable> GptCudaTables(const GptCudaConfig& config) {
+  const size_t L = config.layers, C = config.width, T = config.context, V = config.vocab;
+  constexpr float kStd = 0.02f;
+  const float residual_std = kStd / std::sqrt(2.0f * config.layers);
+  std::vector<GptParamTable> tables;
+  size_t offset = 0;
+  auto add = [&](const char* name, size_t size, GptParamTable::Init init, float stddev) {
+    tables.push_back(GptParamTable{name, offset, size, init, stddev});
+    offset += size;
+  };
+  // The order and shapes of GptTables (common/model_layout.cc).
+  add("wte", V * C, GptParamTable::kNormal, kStd);
+  add("wpe", T * C, GptParamTable::kNormal, kStd);
+  add("h.ln1.weight", L * C, GptParamTable::kOnes, 0.0f);
+  add("h.ln1.bias", L * C, GptParamTable::kZeros, 0.0f);
+  add("h.attn.qkv.weight", L * 3 * C * C, GptParamTable::kNormal, kStd);
+  add("h.attn.qkv.bias", L * 3 * C, GptParamTable::kZeros, 0.0f);
+  add("h.attn.proj.weight", L * C * C, GptParamTable::kNormal, residual_std);
+  add("h.attn.proj.bias", L * C, GptParamTable::kZeros, 0.0f);
+  add("h.ln2.weight", L * C, GptParamTable::kOnes, 0.0f);
+  add("h.ln2.bias", L * C, GptParamTable::kZeros, 0.0f);
+  add("h.mlp.fc.weight", L * 4 * C * C, GptParamTable::kNormal, kStd);
+  add("h.mlp.fc.bias", L * 4 * C, GptParamTable::kZeros, 0.0f);
+  add("h.mlp.proj.weight", L * C * 4 * C, GptParamTable::kNormal, residual_std);
+  add("h.mlp.proj.bias", L * C, GptParamTable::kZeros, 0.0f);
+  add("lnf.weight", C, GptParamTable::kOnes, 0.0f);
+  add("lnf.bias", C, GptParamTable::kZeros, 0.0f);
+  return tables;
+}
+
+absl::StatusOr<std::unique_ptr<GptCuda>> GptCuda::Create(const GptCudaConfig& config) {
+  PSRV_CUDA_RETURN_IF_ERROR(ValidateGptCudaConfig(config));
+  std::unique_ptr<GptCuda> model(new GptCuda(config));
+  PSRV_CUDA_RETURN_IF_ERROR(model->Init());
+  return model;
+}
+
+GptCuda::GptCuda(const GptCudaConfig& config) : config_(config) {
+  const std::vector<GptParamTable> tables = GptCudaTables(config);
+  num_parameters_ = tables.back().offset + tables.back().size;
+}
+
+absl::Status GptCuda::Init() {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  BlasOptions options;
+  options.use_cublaslt = config_.use_cublaslt;
+  PSRV_CUDA_ASSIGN_OR_RETURN(blas_, Blas::Create(stream_, options));
+  PSRV_CUDA_RETURN_IF_ERROR(params_.Allocate(num_parameters_ * sizeof(float)));
+  PSRV_CUDA_RETURN_IF_ERROR(params_bf16_.Allocate(num_parameters_ * sizeof(bf16)));
+  PSRV_CUDA_RETURN_IF_ERROR(grads_.Allocate(num_parameters_ * sizeof(float)));
+  // All-ones bytes are NaNs: a gradient some step forgot to write shows up in the tests.
+  CUDA_RETURN_IF_ERROR(cudaMemset(grads_.as<void>(), 0xff, grads_.bytes()));
+  CUDA_RETURN_IF_ERROR(cudaMemset(params_.as<void>(), 0, params_.bytes()));
+  return absl::OkStatus();
+}
+
+GptCuda::~GptCuda() {
+  // Buffers free themselves; the handles go before the stream they are bound to.
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  blas_.reset();
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+size_t GptCuda::device_bytes() const {
+  return params_.bytes() + params_bf16_.bytes() + grads_.bytes() + acts_.bytes() +
+         blas_->workspace_bytes();
+}
+
+template <typename Float>
+GptCuda::Tables<Float> GptCuda::View(Float* buffer) const {
+  const size_t L = config_.layers, C = config_.width, T = config_.context, V = config_.vocab;
+  Tables<Float> t;
+  Float* p = buffer;
+  auto take = [&p](size_t n) {
+    Float* view = p;
+    p += n;
+    return view;
+  };
+  // The order of GptTables (and of GptCudaTables).
+  t.wte = take(V * C);
+  t.wpe = take(T * C);
+  t.ln1_weight = take(L * C);
+  t.ln1_bias = take(L * C);
+  t.qkv_weight = take(L * 3 * C * C);
+  t.qkv_bias = take(L * 3 * C);
+  t.proj_weight = take(L * C * C);
+  t.proj_bias = take(L * C);
+  t.ln2_weight = take(L * C);
+  t.ln2_bias = take(L * C);
+  t.fc_weight = take(L * 4 * C * C);
+  t.fc_bias = take(L * 4 * C);
+  t.mlp_proj_weight = take(L * C * 4 * C);
+  t.mlp_proj_bias = take(L * C);
+  t.lnf_weight = take(C);
+  t.lnf_bias = take(C);
+  return t;
+}
+
+size_t GptCuda::Carve(char* base, int batch, Activations* a) const {
+  const size_t B = batch, L = config_.layers, C = config_.width, T = config_.context,
+               NH = config_.heads, V = config_.vocab;
+  const size_t BT = B * T, att = B * NH * T * T;
+  Arena arena(base);
+  a->staging = arena.Take<int32_t>(5 * BT + 1);
+  if (a->staging != nullptr) {
+    a->inputs = a->staging;
+    a->targets = a->staging + BT;
+    a->bucket_tokens = a->staging + 2 * BT;
+    a->bucket_starts = a->staging + 3 * BT;
+    a->bucket_positions = a->staging + 4 * BT + 1;
+  }
+  a->encoded = arena.Take<float>(BT * C);
+  a->layers.resize(L);
+  for (LayerActivations& l : a->layers) {
+    l.ln1 = arena.Take<bf16>(BT * C);
+    l.ln1_mean = arena.Take<float>(BT);
+    l.ln1_rstd = arena.Take<float>(BT);
+    l.qkvr = arena.Take<bf16>(3 * BT * C);
+    l.att = arena.Take<bf16>(att);
+    l.atty = arena.Take<bf16>(BT * C);
+    l.residual2 = arena.Take<float>(BT * C);
+    l.ln2 = arena.Take<bf16>(BT * C);
+    l.ln2_mean = arena.Take<float>(BT);
+    l.ln2_rstd = arena.Take<float>(BT);
+    l.fch = arena.Take<bf16>(BT * 4 * C);
+    l.fch_gelu = arena.Take<bf16>(BT * 4 * C);
+    l.residual3 = arena.Take<float>(BT * C);
+  }
+  a->lnf = arena.Take<bf16>(BT * C);
+  a->lnf_mean = arena.Take<float>(BT);
+  a->lnf_rstd = arena.Take<float>(BT);
+  a->logits = arena.Take<float>(BT * V);
+  a->dlogits = arena.Take<bf16>(BT * V);
+  a->losses = arena.Take<float>(BT);
+  a->qkv = arena.Take<bf16>(BT * 3 * C);
+  a->proj = arena.Take<bf16>(BT * C);
+  a->attention.heads = arena.Take<bf16>(BT * C);
+  a->attention.scores = arena.Take<float>(att);
+  a->attention.weights = arena.Take<bf16>(att);
+  a->attention.dqkvr = arena.Take<bf16>(3 * BT * C);
+  a->dresidual = arena.Take<float>(BT * C);
+  a->dbtc = arena.Take<bf16>(BT * C);
+  a->datty = arena.Take<bf16>(BT * C);
+  a->dfch = arena.Take<bf16>(BT * 4 * C);
+  a->reduce = arena.Take<float>(
+      std::max(LinearBackwardScratch(BT, 4 * C), LayerNormBackwardScratch(BT, C)));
+  return arena.size();
+}
+
+absl::Status GptCuda::Reserve(int batch) {
+  if (batch <= reserved_batch_) return absl::OkStatus();
+  const size_t BT = static_cast<size_t>(batch) * config_.context;
+  // Row counts are ints, and the column reductions launch one block row per 256 rows (at most
+  // 65535 in a grid's y dimension).
+  constexpr size_t kMaxTokens = size_t{65535} * 256;
+  if (BT > kMaxTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " x context ", config_.context,
+                                                   " = ", BT, " tokens, want at most ",
+                                                   kMaxTokens));
+  }
+  reserved_batch_ = 0;
+  acts_.Reset();
+  Activations measured;
+  const size_t bytes = Carve(nullptr, batch, &measured);
+  PSRV_CUDA_RETURN_IF_ERROR(acts_.Allocate(bytes));
+  Carve(acts_.as<char>(), batch, &a_);
+  PSRV_CUDA_RETURN_IF_ERROR(host_staging_.Allocate((5 * BT + 1) * sizeof(int32_t)));
+  PSRV_CUDA_RETURN_IF_ERROR(host_losses_.Allocate(BT * sizeof(float)));
+  reserved_batch_ = batch;
+  return absl::OkStatus();
+}
+
+absl::Status GptCuda::Synchronize() {
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status GptCuda::UploadParams(const float* host_params) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(params_.as<float>(), host_params,
+                                       num_parameters_ * sizeof(float), cudaMemcpyHostToDevice,
+                                       stream_));
+  return Synchronize();
+}
+
+absl::Status GptCuda::DownloadGrads(float* host_grads) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_grads, grads_.as<float>(),
+                                       num_parameters_ * sizeof(float), cudaMemcpyDeviceToHost,
+                                       stream_));
+  return Synchronize();
+}
+
+absl::StatusOr<bool> GptCuda::LoadRows(const int32_t* rows, int batch, bool buckets) {
+  const int T = config_.context, V = config_.vocab;
+  const size_t BT = static_cast<size_t>(reserved_batch_) * T;  // the staging layout's BT
+  int32_t* staging = host_staging_.as<int32_t>();
+  int32_t* inputs = staging;
+  int32_t* targets = staging + BT;
+  bool valid = true;
+  for (int b = 0; b < batch; ++b) {
+    const int32_t* row = rows + static_cast<size_t>(b) * (T + 1);  // (T+1)
+    for (int j = 0; j <= T; ++j) valid &= row[j] >= 0 && row[j] < V;
+    std::memcpy(inputs + static_cast<size_t>(b) * T, row, T * sizeof(int32_t));
+    std::memcpy(targets + static_cast<size_t>(b) * T, row + 1, T * sizeof(int32_t));
+  }
+  if (!valid) return false;
+  size_t count = BT * 2;  // int32s to upload
+  if (buckets) {
+    const int n = batch * T;
+    BuildTokenBuckets(inputs, n, V, &counts_, &buckets_);
+    std::copy(buckets_.token_ids.begin(), buckets_.token_ids.end(), staging + 2 * BT);
+    std::copy(buckets_.starts.begin(), buckets_.starts.end(), staging + 3 * BT);
+    std::copy(buckets_.positions.begin(), buckets_.positions.end(), staging + 4 * BT + 1);
+    count = 5 * BT + 1;
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(a_.staging, staging, count * sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, stream_));
+  return true;
+}
+
+absl::Status GptCuda::ConvertParams() {
+  CUDA_RETURN_IF_ERROR(
+      ToBf16(params_.as<float>(), Dropout(), num_parameters_, params_bf16_.as<bf16>(), stream_));
+  return absl::OkStatus();
+}
+
+absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed) {
+  const int L = config_.layers, C = config_.width, NH = config_.heads;
+  const size_t BT = static_cast<size_t>(B) * t;
+  const float rate = training ? config_.dropout : 0.0f;
+  const Tables<const float> p = View<const float>(params_.as<float>());
+  const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
+  Blas& blas = *blas_;
+
+  CUDA_RETURN_IF_ERROR(EmbeddingForward(a_.inputs, p.wte, p.wpe, B, t, C,
+                                        MakeDropout(seed, EmbedStream(), rate), a_.encoded,
+                                        stream_));
+  for (int l = 0; l < L; ++l) {
+    const LayerActivations& la = a_.layers[l];
+    const size_t l3cc = static_cast<size_t>(l) * 3 * C * C, lcc = static_cast<size_t>(l) * C * C,
+                 l4cc = static_cast<size_t>(l) * 4 * C * C;
+    const float* residual = l == 0 ? a_.encoded : a_.layers[l - 1].residual3;  // (B, T, C)
+
+    // Attention: residual2 = residual + dropout(proj(attention(ln1(residual)))).
+    CUDA_RETURN_IF_ERROR(LayerNormForward(residual, p.ln1_weight + l * C, p.ln1_bias + l * C, BT, C,
+                                          la.ln1, la.ln1_mean, la.ln1_rstd, stream_));
+    PSRV_CUDA_RETURN_IF_ERROR(LinearForward(blas, la.ln1, w.qkv_weight + l3cc,
+                                            w.qkv_bias + l * 3 * C, BT, C, 3 * C, a_.qkv));
+    PSRV_CUDA_RETURN_IF_ERROR(AttentionForward(blas, a_.qkv, B, t, C, NH,
+                                               MakeDropout(seed, AttentionStream(l), rate), la.qkvr,
+                                               la.att, la.atty, a_.attention));
+    PSRV_CUDA_RETURN_IF_ERROR(
+        LinearForward(blas, la.atty, w.proj_weight + lcc, w.proj_bias + l * C, BT, C, C, a_.proj));
+    CUDA_RETURN_IF_ERROR(ResidualForward(residual, a_.proj,
+                                         MakeDropout(seed, AttnProjStream(l), rate), BT * C,
+                                         la.residual2, stream_));
+
+    // MLP: residual3 = residual2 + dropout(proj(gelu(fc(ln2(residual2))))).
+    CUDA_RETURN_IF_ERROR(LayerNormForward(la.residual2, p.ln2_weight + l * C, p.ln2_bias + l * C,
+                                          BT, C, la.ln2, la.ln2_mean, la.ln2_rstd, stream_));
+    PSRV_CUDA_RETURN_IF_ERROR(LinearForward(blas, la.ln2, w.fc_weight + l4cc, w.fc_bias + l * 4 * C,
+                                            BT, C, 4 * C, la.fch));
+    CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, la.fch_gelu, stream_));
+    PSRV_CUDA_RETURN_IF_ERROR(LinearForward(blas, la.fch_gelu, w.mlp_proj_weight + l4cc,
+                                            w.mlp_proj_bias + l * C, BT, 4 * C, C, a_.proj));
+    CUDA_RETURN_IF_ERROR(ResidualForward(la.residual2, a_.proj,
+                                         MakeDropout(seed, MlpProjStream(l), rate), BT * C,
+                                         la.residual3, stream_));
+  }
+  CUDA_RETURN_IF_ERROR(LayerNormForward(a_.layers[L - 1].residual3, p.lnf_weight, p.lnf_bias, BT, C,
+                                        a_.lnf, a_.lnf_mean, a_.lnf_rstd, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status GptCuda::HeadLoss(int B, bool backward) {
+  const int T = config_.context, C = config_.width, V = config_.vocab;
+  const int BT = B * T;
+  const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
+  // logits (B, T, V) = lnf (B, T, C) @ wte^T: the output head shares the token embedding.
+  PSRV_CUDA_RETURN_IF_ERROR(
+      blas_->Gemm(RowMajorABt(BT, V, C, a_.lnf, w.wte, a_.logits, GemmType::kF32)));
+  CUDA_RETURN_IF_ERROR(SoftmaxCrossEntropy(a_.logits, a_.targets, BT, V, 1.0f / BT, a_.losses,
+                                           backward ? a_.dlogits : nullptr, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.as<float>(), a_.losses, BT * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+  return absl::OkStatus();
+}
+
+float GptCuda::MeanLoss(int B) const {
+  // The mean in double, in order, as the CPU model takes it.
+  const int BT = B * config_.context;
+  const float* losses = host_losses_.as<float>();
+  double total = 0.0;
+  for (int r = 0; r < BT; ++r) total += losses[r];
+  return static_cast<float>(total / BT);
+}
+
+absl::Status GptCuda::Backward(int B, uint64_t seed) {
+  const int T = config_.context, L = config_.layers, C = config_.width, NH = config_.heads,
+            V = config_.vocab;
+  const size_t BT = static_cast<size_t>(B) * T;
+  const float rate = config_.dropout;
+  const Tables<const float> p = View<const float>(params_.as<float>());
+  const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
+  const Tables<float> g = View<float>(grads_.as<float>());
+  Blas& blas = *blas_;
+
+  // Head: through logits = lnf @ wte^T. dwte is overwritten here; the embedding backward adds to
+  // it at the end.
+  bf16* dlnf = a_.dbtc;  // (B, T, C)
+  PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, a_.dlogits, a_.lnf, w.wte, BT, C, V, dlnf, g.wte,
+                                           /*dbias=*/nullptr, a_.reduce));
+  float* dresidual = a_.dresidual;  // (B, T, C)
+  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dresidual, 0, BT * C * sizeof(float), stream_));
+  CUDA_RETURN_IF_ERROR(LayerNormBackward(dlnf, a_.layers[L - 1].residual3, p.lnf_weight,
+                                         a_.lnf_mean, a_.lnf_rstd, BT, C, dresidual, g.lnf_weight,
+                                         g.lnf_bias, a_.reduce, stream_));
+
+  // dresidual holds d(loss)/d(layer l's output) on entry to each iteration and d(its input) after.
+  for (int l = L - 1; l >= 0; --l) {
+    const LayerActivations& la = a_.layers[l];
+    const size_t l3cc = static_cast<size_t>(l) * 3 * C * C, lcc = static_cast<size_t>(l) * C * C,
+                 l4cc = static_cast<size_t>(l) * 4 * C * C;
+    const float* residual = l == 0 ? a_.encoded : a_.layers[l - 1].residual3;  // (B, T, C)
+    bf16* dproj = a_.proj;                                                     // (B, T, C)
+
+    // MLP.
+    CUDA_RETURN_IF_ERROR(
+        ToBf16(dresidual, MakeDropout(seed, MlpProjStream(l), rate), BT * C, dproj, stream_));
+    PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, dproj, la.fch_gelu, w.mlp_proj_weight + l4cc, BT,
+                                             4 * C, C, a_.dfch, g.mlp_proj_weight + l4cc,
+                                             g.mlp_proj_bias + l * C, a_.reduce));
+    CUDA_RETURN_IF_ERROR(GeluBackward(a_.dfch, la.fch, BT * 4 * C, a_.dfch, stream_));
+    bf16* dln2 = a_.dbtc;  // (B, T, C)
+    PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, a_.dfch, la.ln2, w.fc_weight + l4cc, BT, C,
+                                             4 * C, dln2, g.fc_weight + l4cc, g.fc_bias + l * 4 * C,
+                                             a_.reduce));
+    CUDA_RETURN_IF_ERROR(LayerNormBackward(dln2, la.residual2, p.ln2_weight + l * C, la.ln2_mean,
+                                           la.ln2_rstd, BT, C, dresidual, g.ln2_weight + l * C,
+                                           g.ln2_bias + l * C, a_.reduce, stream_));
+
+    // Attention.
+    CUDA_RETURN_IF_ERROR(
+        ToBf16(dresidual, MakeDropout(seed, AttnProjStream(l), rate), BT * C, dproj, stream_));
+    PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, dproj, la.atty, w.proj_weight + lcc, BT, C, C,
+                                             a_.datty, g.proj_weight + lcc, g.proj_bias + l * C,
+                                             a_.reduce));
+    bf16* dqkv = a_.qkv;  // (B, T, 3C)
+    PSRV_CUDA_RETURN_IF_ERROR(AttentionBackward(blas, a_.datty, la.qkvr, la.att, B, T, C, NH,
+                                                MakeDropout(seed, AttentionStream(l), rate), dqkv,
+                                                a_.attention));
+    bf16* dln1 = a_.dbtc;  // (B, T, C)
+    PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, dqkv, la.ln1, w.qkv_weight + l3cc, BT, C, 3 * C,
+                                             dln1, g.qkv_weight + l3cc, g.qkv_bias + l * 3 * C,
+                                             a_.reduce));
+    CUDA_RETURN_IF_ERROR(LayerNormBackward(dln1, residual, p.ln1_weight + l * C, la.ln1_mean,
+                                           la.ln1_rstd, BT, C, dresidual, g.ln1_weight + l * C,
+                                           g.ln1_bias + l * C, a_.reduce, stream_));
+  }
+
+  // Embeddings: encoded = dropout(wte[inputs] + wpe).
+  const Dropout embed = MakeDropout(seed, EmbedStream(), rate);
+  CUDA_RETURN_IF_ERROR(EmbeddingBackwardWte(dresidual, embed, a_.bucket_tokens, a_.bucket_starts,
+                                            a_.bucket_positions, buckets_.num_buckets(), C, g.wte,
+                                            stream_));
+  CUDA_RETURN_IF_ERROR(EmbeddingBackwardWpe(dresidual, embed, B, T, C, g.wpe, stream_));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<float> GptCuda::ForwardBackward(const int32_t* rows, int batch, uint64_t seed) {
+  if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  PSRV_CUDA_RETURN_IF_ERROR(Reserve(batch));
+  PSRV_CUDA_ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/true));
+  if (!valid) {
+    CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_.as<void>(), 0, grads_.bytes(), stream_));
+    PSRV_CUDA_RETURN_IF_ERROR(Synchronize());
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  PSRV_CUDA_RETURN_IF_ERROR(ConvertParams());
+  PSRV_CUDA_RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/true, seed));
+  PSRV_CUDA_RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/true));
+  PSRV_CUDA_RETURN_IF_ERROR(Backward(batch, seed));
+  PSRV_CUDA_RETURN_IF_ERROR(Synchronize());
+  return MeanLoss(batch);
+}
+
+absl::StatusOr<float> GptCuda::Loss(const int32_t* rows, int batch) {
+  if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  PSRV_CUDA_RETURN_IF_ERROR(Reserve(batch));
+  PSRV_CUDA_ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/false));
+  if (!valid) return std::numeric_limits<float>::quiet_NaN();
+  PSRV_CUDA_RETURN_IF_ERROR(ConvertParams());
+  PSRV_CUDA_RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/false, /*seed=*/0));
+  PSRV_CUDA_RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/false));
+  PSRV_CUDA_RETURN_IF_ERROR(Synchronize());
+  return MeanLoss(batch);
+}
+
+absl::Status GptCuda::NextTokenLogits(const int32_t* tokens, int length, float* logits) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  PSRV_CUDA_RETURN_IF_ERROR(Reserve(1));
+  const int32_t start_token = 0;
+  if (length < 1) {  // Outside the contract; read as the single token 0, as the CPU model does.
+    tokens = &start_token;
+    length = 1;
+  }
+  const int t = std::min(length, config_.context), C = config_.width, V = config_.vocab;
+  int32_t* inputs = host_staging_.as<int32_t>();
+  for (int i = 0; i < t; ++i) inputs[i] = std::clamp<int32_t>(tokens[length - t + i], 0, V - 1);
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(a_.inputs, inputs, t * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  PSRV_CUDA_RETURN_IF_ERROR(ConvertParams());
+  PSRV_CUDA_RETURN_IF_ERROR(Forward(/*B=*/1, t, /*training=*/false, /*seed=*/0));
+  // Only the last position's logits (V) = lnf[t-1] (C) @ wte^T.
+  const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
+  PSRV_CUDA_RETURN_IF_ERROR(blas_->Gemm(RowMajorABt(
+      1, V, C, a_.lnf + static_cast<size_t>(t - 1) * C, w.wte, a_.logits, GemmType::kF32)));
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(logits, a_.logits, V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  return Synchronize();
+}
+
+}  // namespace cuda
+}  // namespace psrv

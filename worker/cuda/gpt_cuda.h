@@ -1,0 +1,207 @@
+// The "gpt" model on one CUDA GPU: the CPU GptModel's architecture and flat parameter layout
+// (common/model_layout.h GptTables), computed in bf16 with fp32 accumulation. Free of protobuf and
+// gRPC, so that GPU benchmarks link only CUDA; gpt_cuda_model.h adapts it to LanguageModel.
+#ifndef PSRV_WORKER_CUDA_GPT_CUDA_H_
+#define PSRV_WORKER_CUDA_GPT_CUDA_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/cuda/blas.h"
+#include "worker/cuda/device_buffer.h"
+#include "worker/cuda/kernels.h"
+#include "worker/cuda/layers.h"
+#include "worker/cuda/token_buckets.h"
+
+namespace psrv {
+namespace cuda {
+
+struct GptCudaConfig {
+  int layers = 4;    // L
+  int heads = 4;     // NH, divides width
+  int width = 128;   // C
+  int context = 64;  // T
+  int vocab = 65;    // V
+  // p in [0, 1): dropout on the embeddings, the attention weights and both residual projections;
+  // the masks are the CPU model's, bit for bit.
+  float dropout = 0.0f;
+  int device = 0;            // CUDA device ordinal
+  bool use_cublaslt = true;  // see BlasOptions
+};
+
+// INVALID_ARGUMENT naming the first field out of range (the CPU model's ranges).
+absl::Status ValidateGptCudaConfig(const GptCudaConfig& config);
+
+// One parameter table of the flat buffer, in the order and shapes of GptTables.
+struct GptParamTable {
+  std::string name;  // GptTables' name, e.g. "h.attn.qkv.weight"
+  size_t offset;     // first element in the flat buffer
+  size_t size;       // elements
+  enum Init { kNormal, kOnes, kZeros } init;
+  float stddev;  // kNormal: 0.02, or 0.02/sqrt(2L) for the residual projections
+};
+std::vector<GptParamTable> GptCudaTables(const GptCudaConfig& config);
+
+// Forward and backward as the CPU GptModel (worker/model/gpt_model.h), with the precision of
+// PyTorch's bf16 autocast: fp32 residual stream, LayerNorm and softmax statistics, and parameter
+// gradients; bf16 operands of the matrix products (cuBLASLt/cuBLAS, fp32 accumulation) and bf16
+// saved activations. The fp32 master parameters live in device_params() (uploaded by the caller);
+// each step converts them to bf16 once.
+//
+// Owns its stream, cuBLAS handles and device buffers: parameters, gradients, and activations and
+// scratch sized for the largest batch seen (re-allocated only when it grows). Every call is
+// synchronous (returns when the GPU is done) and bitwise reproducible. Thread-compatible.
+class GptCuda {
+ public:
+  static absl::StatusOr<std::unique_ptr<GptCuda>> Create(const GptCudaConfig& config);
+  ~GptCuda();
+  GptCuda(const GptCuda&) = delete;
+  GptCuda& operator=(const GptCuda&) = delete;
+
+  const GptCudaConfig& config() const { return config_; }
+  size_t num_parameters() const { return num_parameters_; }
+
+  // (num_parameters) fp32 on the device, in the flat layout.
+  float* device_params() { return params_.as<float>(); }
+  const float* device_grads() const { return grads_.as<float>(); }
+
+  // host_params (num_parameters) -> device_params(); host memory may be pageable.
+  absl::Status UploadParams(const float* host_params);
+  // device_grads() -> host_grads (num_parameters).
+  absl::Status DownloadGrads(float* host_grads);
+
+  // Training step on device_params(). rows: host (batch, T+1) token ids. Overwrites
+  // device_grads() with d(mean loss)/d(params) and returns the mean loss; dropout masks from
+  // `seed` alone. A token id outside [0, V) gives NaN and zero gradients.
+  absl::StatusOr<float> ForwardBackward(const int32_t* rows, int batch, uint64_t seed);
+  // Mean loss of rows (batch, T+1) in evaluation mode; NaN for an out-of-range token id.
+  absl::StatusOr<float> Loss(const int32_t* rows, int batch);
+  // logits (V, host) of the token after tokens (length >= 1; the last T are used; ids clamped to
+  // [0, V)), evaluation mode.
+  absl::Status NextTokenLogits(const int32_t* tokens, int length, float* logits);
+
+  // Device bytes this model holds: parameters, gradients, activations, scratch, cuBLAS workspace.
+  size_t device_bytes() const;
+  // Products run through cuBLASLt and through GemmEx so far.
+  const Blas& blas() const { return *blas_; }
+
+ private:
+  // Views of a flat buffer (parameters or gradients), one per table of GptTables.
+  template <typename Float>
+  struct Tables {
+    Float* wte;              // (V, C)
+    Float* wpe;              // (T, C)
+    Float* ln1_weight;       // (L, C)
+    Float* ln1_bias;         // (L, C)
+    Float* qkv_weight;       // (L, 3C, C)
+    Float* qkv_bias;         // (L, 3C)
+    Float* proj_weight;      // (L, C, C)
+    Float* proj_bias;        // (L, C)
+    Float* ln2_weight;       // (L, C)
+    Float* ln2_bias;         // (L, C)
+    Float* fc_weight;        // (L, 4C, C)
+    Float* fc_bias;          // (L, 4C)
+    Float* mlp_proj_weight;  // (L, C, 4C)
+    Float* mlp_proj_bias;    // (L, C)
+    Float* lnf_weight;       // (C)
+    Float* lnf_bias;         // (C)
+  };
+
+  // What one layer keeps for the backward, for B = reserved rows of T tokens.
+  struct LayerActivations {
+    bf16* ln1;         // (B, T, C)
+    float* ln1_mean;   // (B, T)
+    float* ln1_rstd;   // (B, T)
+    bf16* qkvr;        // (3, B, NH, T, hs) q, k, v with their heads split out
+    bf16* att;         // (B, NH, T, T) softmax weights before dropout, zero above the diagonal
+    bf16* atty;        // (B, T, C) attention output, heads side by side
+    float* residual2;  // (B, T, C) residual stream after the attention
+    bf16* ln2;         // (B, T, C)
+    float* ln2_mean;   // (B, T)
+    float* ln2_rstd;   // (B, T)
+    bf16* fch;         // (B, T, 4C) fc output before the GELU
+    bf16* fch_gelu;    // (B, T, 4C)
+    float* residual3;  // (B, T, C) residual stream after the MLP: the layer's output
+  };
+
+  // Every activation and scratch buffer: views of one device allocation (acts_), each 256-byte
+  // aligned. The strides of a call with fewer rows or tokens use that call's B and T.
+  struct Activations {
+    // Token staging, copied from pinned host memory in one transfer: inputs, targets, buckets.
+    int32_t* staging;                      // (5BT + 1)
+    int32_t* inputs;                       // (B, T)
+    int32_t* targets;                      // (B, T)
+    int32_t* bucket_tokens;                // (<= BT) TokenBuckets of inputs
+    int32_t* bucket_starts;                // (<= BT + 1)
+    int32_t* bucket_positions;             // (BT)
+    float* encoded;                        // (B, T, C) embeddings after dropout: the first residual
+    std::vector<LayerActivations> layers;  // (L)
+    bf16* lnf;                             // (B, T, C)
+    float* lnf_mean;                       // (B, T)
+    float* lnf_rstd;                       // (B, T)
+    float* logits;                         // (B, T, V)
+    bf16* dlogits;                         // (B, T, V)
+    float* losses;                         // (B, T)
+    // Scratch of the forward and the backward.
+    bf16* qkv;   // (B, T, 3C) the qkv product; d(qkv) in the backward
+    bf16* proj;  // (B, T, C) an output projection; d(projection) in the backward
+    AttentionScratch attention;
+    float* dresidual;  // (B, T, C) d(loss)/d(residual stream)
+    bf16* dbtc;        // (B, T, C)
+    bf16* datty;       // (B, T, C)
+    bf16* dfch;        // (B, T, 4C)
+    float* reduce;     // column-reduction scratch of the bias and LayerNorm backward
+  };
+
+  explicit GptCuda(const GptCudaConfig& config);
+  absl::Status Init();
+
+  template <typename Float>
+  Tables<Float> View(Float* buffer) const;
+  // Lays out (base == null: only measures) the activations for `batch` rows; returns the bytes.
+  size_t Carve(char* base, int batch, Activations* a) const;
+  // Grows the activations to `batch` rows.
+  absl::Status Reserve(int batch);
+  // Splits rows (batch, T+1) into the pinned staging (inputs, targets, and with `buckets` the
+  // inputs' TokenBuckets) and uploads it; false for an out-of-range id (nothing uploaded).
+  absl::StatusOr<bool> LoadRows(const int32_t* rows, int batch, bool buckets);
+  // fp32 master parameters -> their bf16 copy.
+  absl::Status ConvertParams();
+  // inputs (B, t) through the blocks and the final LayerNorm into lnf; `training` applies dropout
+  // with masks from `seed`.
+  absl::Status Forward(int B, int t, bool training, uint64_t seed);
+  // Enqueues the logits of all B*T positions, the losses against targets (copied to
+  // host_losses_) and, with `backward`, dlogits = d(mean loss)/d(logits).
+  absl::Status HeadLoss(int B, bool backward);
+  // Mean of host_losses_ once the stream has synchronised.
+  float MeanLoss(int B) const;
+  absl::Status Backward(int B, uint64_t seed);
+  absl::Status Synchronize();
+
+  GptCudaConfig config_;
+  size_t num_parameters_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<Blas> blas_;
+  DeviceBuffer params_;       // (num_parameters) fp32 master copy
+  DeviceBuffer params_bf16_;  // (num_parameters) bf16 copy used by the products
+  DeviceBuffer grads_;        // (num_parameters) fp32
+  DeviceBuffer acts_;
+  Activations a_;
+  int reserved_batch_ = 0;
+  PinnedBuffer host_staging_;  // (5BT + 1) int32, the layout of a_.staging
+  PinnedBuffer host_losses_;   // (BT) fp32
+  std::vector<int32_t> counts_;
+  TokenBuckets buckets_;
+};
+
+}  // namespace cuda
+}  // namespace psrv
+
+#endif  // PSRV_WORKER_CUDA_GPT_CUDA_H_

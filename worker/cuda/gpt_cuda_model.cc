@@ -1,0 +1,71 @@
+// GptCuda behind the LanguageModel interface (see gpt_cuda_model.h).
+#include "worker/cuda/gpt_cuda_model.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "worker/cuda/cuda_status.h"
+
+namespace psrv {
+namespace cuda {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptConfig& config,
+                                                                   int device) {
+  PSRV_CUDA_RETURN_IF_ERROR(ValidateGptConfig(config));
+  GptCudaConfig cuda_config;
+  cuda_config.layers = config.layers;
+  cuda_config.heads = config.heads;
+  cuda_config.width = config.width;
+  cuda_config.context = config.context;
+  cuda_config.vocab = config.vocab;
+  cuda_config.dropout = config.dropout;
+  cuda_config.device = device;
+  PSRV_CUDA_ASSIGN_OR_RETURN(std::unique_ptr<GptCuda> gpt, GptCuda::Create(cuda_config));
+  return std::unique_ptr<GptCudaModel>(new GptCudaModel(std::move(gpt)));
+}
+
+float GptCudaModel::ForwardBackward(const float* params, const int32_t* rows, int batch,
+                                    uint64_t seed, float* grads) {
+  float loss = kNaN;
+  if (status_.ok()) status_ = gpt_->UploadParams(params);
+  if (status_.ok()) {
+    absl::StatusOr<float> result = gpt_->ForwardBackward(rows, batch, seed);
+    if (result.ok()) {
+      loss = *result;
+    } else {
+      status_ = result.status();
+    }
+  }
+  if (status_.ok()) status_ = gpt_->DownloadGrads(grads);
+  if (!status_.ok()) {
+    std::fill(grads, grads + num_parameters(), 0.0f);
+    return kNaN;
+  }
+  return loss;
+}
+
+float GptCudaModel::Loss(const float* params, const int32_t* rows, int batch) {
+  if (status_.ok()) status_ = gpt_->UploadParams(params);
+  if (!status_.ok()) return kNaN;
+  absl::StatusOr<float> loss = gpt_->Loss(rows, batch);
+  if (!loss.ok()) {
+    status_ = loss.status();
+    return kNaN;
+  }
+  return *loss;
+}
+
+void GptCudaModel::NextTokenLogits(const float* params, const int32_t* tokens, int length,
+                                   float* logits) {
+  if (status_.ok()) status_ = gpt_->UploadParams(params);
+  if (status_.ok()) status_ = gpt_->NextTokenLogits(tokens, length, logits);
+  if (!status_.ok()) std::fill(logits, logits + vocab_size(), kNaN);
+}
+
+}  // namespace cuda
+}  // namespace psrv

@@ -1,0 +1,297 @@
+// The whole CUDA GPT against the CPU GptModel on the same flat parameters and rows: loss, logits
+// and every table's gradient, with and without dropout (the masks are equal), through cuBLASLt and
+// through GemmEx, and the LanguageModel adapter and --device selection on a GPU. Tolerances (bf16
+// products and activations against fp32):
+//   loss: |gpu - cpu| <= 1e-2 * cpu;
+//   logits: |gpu - cpu| <= 3e-2 + 3e-2 * |cpu|;
+//   gradients, per table and per q/k/v part of the qkv tables: ||gpu - cpu|| / ||cpu|| <= 5e-2.
+// Also: bitwise reproducibility, gradients overwritten, NaN and zero gradients for a bad token,
+// batches that grow and shrink. Tagged "gpu": skips without a GPU.
+#include "worker/cuda/gpt_cuda.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/cuda/device_model.h"
+#include "worker/cuda/gpt_cuda_model.h"
+#include "worker/cuda/gpu_test_util.h"
+#include "worker/cuda/gradient_parts.h"
+#include "worker/model/gpt_model.h"
+
+namespace psrv {
+namespace cuda {
+namespace {
+
+GptConfig CpuConfig(const GptCudaConfig& c) {
+  GptConfig config;
+  config.layers = c.layers;
+  config.heads = c.heads;
+  config.width = c.width;
+  config.context = c.context;
+  config.vocab = c.vocab;
+  config.dropout = c.dropout;
+  config.threads = 1;
+  return config;
+}
+
+// Tiny (odd sizes; cuBLASLt may decline them) and small (16-byte-aligned sizes).
+GptCudaConfig Tiny(float dropout = 0.0f) {
+  GptCudaConfig c;
+  c.layers = 2, c.heads = 2, c.width = 8, c.context = 5, c.vocab = 11, c.dropout = dropout;
+  return c;
+}
+
+GptCudaConfig Small(float dropout = 0.0f) {
+  GptCudaConfig c;
+  c.layers = 2, c.heads = 4, c.width = 128, c.context = 64, c.vocab = 96, c.dropout = dropout;
+  return c;
+}
+
+// Weights N(0, stddev) (the initialisation's 0.02 makes every logit ~0), LayerNorm weights
+// 1 + N(0, 0.1), biases N(0, 0.02): no gradient trivially zero.
+std::vector<float> RandomParams(const GptCudaConfig& config, uint64_t seed, float stddev) {
+  std::vector<float> params;
+  std::mt19937_64 rng(seed);
+  for (const GptParamTable& table : GptCudaTables(config)) {
+    std::normal_distribution<float> normal(
+        table.init == GptParamTable::kOnes ? 1.0f : 0.0f,
+        table.init == GptParamTable::kNormal ? stddev
+                                             : (table.init == GptParamTable::kOnes ? 0.1f : 0.02f));
+    for (size_t i = 0; i < table.size; ++i) params.push_back(normal(rng));
+  }
+  return params;
+}
+
+std::vector<int32_t> RandomRows(int batch, int window, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> rows(static_cast<size_t>(batch) * window);
+  for (int32_t& t : rows) t = static_cast<int32_t>(rng() % vocab);
+  return rows;
+}
+
+std::unique_ptr<GptModel> MakeCpu(const GptCudaConfig& config) {
+  absl::StatusOr<std::unique_ptr<GptModel>> model = GptModel::Create(CpuConfig(config));
+  EXPECT_TRUE(model.ok()) << model.status();
+  return std::move(*model);
+}
+
+std::unique_ptr<GptCuda> MakeGpu(GptCudaConfig config, bool use_cublaslt) {
+  config.use_cublaslt = use_cublaslt;
+  absl::StatusOr<std::unique_ptr<GptCuda>> model = GptCuda::Create(config);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return model.ok() ? std::move(*model) : nullptr;
+}
+
+// Per table and per q, k, v part: ||gpu - cpu|| / ||cpu|| <= tolerance, named on failure.
+void ExpectGradientsClose(const GptCudaConfig& config, const std::vector<float>& gpu,
+                          const std::vector<float>& cpu, double tolerance) {
+  for (const GradientPart& part : GradientParts(config)) {
+    const double error =
+        RelativeError(gpu.data() + part.offset, cpu.data() + part.offset, part.size);
+    EXPECT_LE(error, tolerance) << part.name;
+    double norm = 0.0;
+    for (size_t i = 0; i < part.size; ++i) norm += cpu[part.offset + i] * cpu[part.offset + i];
+    EXPECT_GT(norm, 0.0) << part.name << ": a zero gradient tests nothing";
+  }
+}
+
+class GptCudaTest : public GpuTest,
+                    public ::testing::WithParamInterface<std::tuple<bool, float, bool>> {
+ protected:
+  bool use_cublaslt() const { return std::get<0>(GetParam()); }
+  float dropout() const { return std::get<1>(GetParam()); }
+  GptCudaConfig config() const {
+    return std::get<2>(GetParam()) ? Small(dropout()) : Tiny(dropout());
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Configs, GptCudaTest,
+                         ::testing::Combine(::testing::Bool(), ::testing::Values(0.0f, 0.2f),
+                                            ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<bool, float, bool>>& info) {
+                           return std::string(std::get<2>(info.param) ? "Small" : "Tiny") +
+                                  (std::get<0>(info.param) ? "_Lt" : "_GemmEx") +
+                                  (std::get<1>(info.param) > 0.0f ? "_Dropout" : "_NoDropout");
+                         });
+
+TEST_P(GptCudaTest, TableLayoutIsGptTables) {
+  const GptCudaConfig c = config();
+  const std::vector<TableSpec> tables = GptTables(CpuConfig(c), 0);
+  const std::vector<GptParamTable> cuda_tables = GptCudaTables(c);
+  ASSERT_EQ(tables.size(), cuda_tables.size());
+  size_t offset = 0;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    size_t n = 1;
+    for (uint64_t d : tables[i].shape()) n *= d;
+    EXPECT_EQ(cuda_tables[i].name, tables[i].name());
+    EXPECT_EQ(cuda_tables[i].offset, offset);
+    EXPECT_EQ(cuda_tables[i].size, n);
+    offset += n;
+  }
+}
+
+TEST_P(GptCudaTest, LossAndGradientsMatchCpu) {
+  const GptCudaConfig c = config();
+  std::unique_ptr<GptModel> cpu = MakeCpu(c);
+  std::unique_ptr<GptCuda> gpu = MakeGpu(c, use_cublaslt());
+  ASSERT_NE(gpu, nullptr);
+  const size_t n = cpu->num_parameters();
+  ASSERT_EQ(gpu->num_parameters(), n);
+  const std::vector<float> params = RandomParams(c, 1, c.width > 32 ? 0.05f : 0.1f);
+  ASSERT_TRUE(gpu->UploadParams(params.data()).ok());
+  // Batches that grow and shrink: the activations re-carve and strides follow the batch.
+  for (int batch : {1, 4, 2}) {
+    SCOPED_TRACE(::testing::Message() << "batch " << batch);
+    const std::vector<int32_t> rows = RandomRows(batch, c.context + 1, c.vocab, 10 + batch);
+    const uint64_t seed = 77 + batch;
+    std::vector<float> cpu_grads(n);
+    const float cpu_loss =
+        cpu->ForwardBackward(params.data(), rows.data(), batch, seed, cpu_grads.data());
+    absl::StatusOr<float> gpu_loss = gpu->ForwardBackward(rows.data(), batch, seed);
+    ASSERT_TRUE(gpu_loss.ok()) << gpu_loss.status();
+    std::vector<float> gpu_grads(n, std::numeric_limits<float>::quiet_NaN());
+    ASSERT_TRUE(gpu->DownloadGrads(gpu_grads.data()).ok());
+    std::printf("batch %d: loss cpu %.6f gpu %.6f\n", batch, cpu_loss, *gpu_loss);
+    EXPECT_NEAR(*gpu_loss, cpu_loss, 1e-2 * cpu_loss);
+    ExpectGradientsClose(c, gpu_grads, cpu_grads, 5e-2);
+
+    absl::StatusOr<float> gpu_eval = gpu->Loss(rows.data(), batch);
+    ASSERT_TRUE(gpu_eval.ok()) << gpu_eval.status();
+    const float cpu_eval = cpu->Loss(params.data(), rows.data(), batch);
+    EXPECT_NEAR(*gpu_eval, cpu_eval, 1e-2 * cpu_eval);
+  }
+  if (use_cublaslt() && c.width >= 128) {
+    EXPECT_GT(gpu->blas().lt_calls(), 0);
+  }
+}
+
+TEST_P(GptCudaTest, NextTokenLogitsMatchCpu) {
+  const GptCudaConfig c = config();
+  std::unique_ptr<GptModel> cpu = MakeCpu(c);
+  std::unique_ptr<GptCuda> gpu = MakeGpu(c, use_cublaslt());
+  ASSERT_NE(gpu, nullptr);
+  const std::vector<float> params = RandomParams(c, 2, c.width > 32 ? 0.05f : 0.1f);
+  ASSERT_TRUE(gpu->UploadParams(params.data()).ok());
+  // Shorter than, equal to and longer than the context; one id out of range (clamped).
+  for (int length : {1, 3, c.context, c.context + 4}) {
+    std::vector<int32_t> tokens = RandomRows(1, length, c.vocab, 30 + length);
+    if (length > 2) tokens[length - 2] = c.vocab + 5;
+    std::vector<float> want(c.vocab), got(c.vocab, std::nanf(""));
+    cpu->NextTokenLogits(params.data(), tokens.data(), length, want.data());
+    ASSERT_TRUE(gpu->NextTokenLogits(tokens.data(), length, got.data()).ok());
+    for (int v = 0; v < c.vocab; ++v) {
+      EXPECT_NEAR(got[v], want[v], 3e-2 + 3e-2 * std::abs(want[v]))
+          << "length " << length << " token " << v;
+    }
+  }
+}
+
+TEST_P(GptCudaTest, ReproducibleAndOverwritten) {
+  const GptCudaConfig c = config();
+  std::unique_ptr<GptCuda> gpu = MakeGpu(c, use_cublaslt());
+  ASSERT_NE(gpu, nullptr);
+  const size_t n = gpu->num_parameters();
+  const std::vector<float> params = RandomParams(c, 3, 0.05f);
+  ASSERT_TRUE(gpu->UploadParams(params.data()).ok());
+  const int batch = 3;
+  const std::vector<int32_t> rows = RandomRows(batch, c.context + 1, c.vocab, 5);
+  const std::vector<int32_t> other = RandomRows(batch, c.context + 1, c.vocab, 6);
+  std::vector<float> first(n), second(n);
+  absl::StatusOr<float> loss1 = gpu->ForwardBackward(rows.data(), batch, 11);
+  ASSERT_TRUE(loss1.ok()) << loss1.status();
+  ASSERT_TRUE(gpu->DownloadGrads(first.data()).ok());
+  for (float g : first) ASSERT_TRUE(std::isfinite(g));  // every gradient written (NaN-filled)
+  ASSERT_TRUE(gpu->ForwardBackward(other.data(), batch, 12).ok());  // different step in between
+  absl::StatusOr<float> loss2 = gpu->ForwardBackward(rows.data(), batch, 11);
+  ASSERT_TRUE(loss2.ok()) << loss2.status();
+  ASSERT_TRUE(gpu->DownloadGrads(second.data()).ok());
+  EXPECT_EQ(*loss1, *loss2);
+  EXPECT_EQ(std::memcmp(first.data(), second.data(), n * sizeof(float)), 0)
+      << "gradients differ between identical steps";
+  if (c.dropout > 0.0f) {
+    absl::StatusOr<float> loss3 = gpu->ForwardBackward(rows.data(), batch, 13);
+    ASSERT_TRUE(loss3.ok());
+    EXPECT_NE(*loss3, *loss1) << "another seed should draw other dropout masks";
+  }
+}
+
+TEST_P(GptCudaTest, OutOfRangeTokenGivesNanAndZeroGradients) {
+  const GptCudaConfig c = config();
+  std::unique_ptr<GptCuda> gpu = MakeGpu(c, use_cublaslt());
+  ASSERT_NE(gpu, nullptr);
+  const std::vector<float> params = RandomParams(c, 4, 0.05f);
+  ASSERT_TRUE(gpu->UploadParams(params.data()).ok());
+  std::vector<int32_t> rows = RandomRows(2, c.context + 1, c.vocab, 7);
+  rows[c.context + 3] = c.vocab;  // a target of row 1
+  absl::StatusOr<float> loss = gpu->ForwardBackward(rows.data(), 2, 1);
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  EXPECT_TRUE(std::isnan(*loss));
+  std::vector<float> grads(gpu->num_parameters(), 1.0f);
+  ASSERT_TRUE(gpu->DownloadGrads(grads.data()).ok());
+  for (float g : grads) ASSERT_EQ(g, 0.0f);
+  rows[0] = -1;
+  absl::StatusOr<float> eval = gpu->Loss(rows.data(), 2);
+  ASSERT_TRUE(eval.ok());
+  EXPECT_TRUE(std::isnan(*eval));
+}
+
+using GptCudaModelTest = GpuTest;
+
+TEST_F(GptCudaModelTest, LanguageModelAdapterMatchesCpu) {
+  const GptCudaConfig c = Small(0.1f);
+  std::unique_ptr<GptModel> cpu = MakeCpu(c);
+  absl::StatusOr<std::unique_ptr<GptCudaModel>> gpu = GptCudaModel::Create(CpuConfig(c));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  LanguageModel& model = **gpu;
+  EXPECT_EQ(model.window(), cpu->window());
+  EXPECT_EQ(model.predictions_per_row(), cpu->predictions_per_row());
+  EXPECT_EQ(model.vocab_size(), cpu->vocab_size());
+  EXPECT_EQ(model.max_context(), cpu->max_context());
+  ASSERT_EQ(model.num_parameters(), cpu->num_parameters());
+  const size_t n = model.num_parameters();
+  const std::vector<float> params = RandomParams(c, 5, 0.05f);
+  const std::vector<int32_t> rows = RandomRows(4, model.window(), c.vocab, 8);
+  std::vector<float> cpu_grads(n), gpu_grads(n, std::nanf(""));
+  const float cpu_loss = cpu->ForwardBackward(params.data(), rows.data(), 4, 9, cpu_grads.data());
+  const float gpu_loss = model.ForwardBackward(params.data(), rows.data(), 4, 9, gpu_grads.data());
+  ASSERT_TRUE((*gpu)->status().ok()) << (*gpu)->status();
+  EXPECT_NEAR(gpu_loss, cpu_loss, 1e-2 * cpu_loss);
+  ExpectGradientsClose(c, gpu_grads, cpu_grads, 5e-2);
+  EXPECT_NEAR(model.Loss(params.data(), rows.data(), 4), cpu->Loss(params.data(), rows.data(), 4),
+              1e-2 * cpu_loss);
+  // Sampling goes through NextTokenLogits; greedy sampling should mostly agree with the CPU.
+  const std::vector<int32_t> greedy_gpu = Sample(model, params.data(), {1, 2, 3}, 8, 0.0f, 0, 1);
+  const std::vector<int32_t> greedy_cpu = Sample(*cpu, params.data(), {1, 2, 3}, 8, 0.0f, 0, 1);
+  EXPECT_EQ(greedy_gpu.size(), 8u);
+  EXPECT_TRUE(DeviceModelStatus(model).ok());
+  int same = 0;
+  for (size_t i = 0; i < greedy_gpu.size(); ++i) same += greedy_gpu[i] == greedy_cpu[i];
+  std::printf("greedy samples agree on %d of 8 tokens\n", same);
+}
+
+TEST_F(GptCudaModelTest, AutoAndCudaChooseTheGpu) {
+  ModelSpec spec;
+  spec.set_kind("gpt");
+  spec.set_layers(1);
+  spec.set_heads(2);
+  spec.set_width(32);
+  spec.set_context(16);
+  for (Device device : {Device::kAuto, Device::kCuda}) {
+    DeviceChoice choice;
+    auto model = CreateLanguageModelOnDevice(spec, 20, device, &choice);
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_NE(dynamic_cast<GptCudaModel*>(model->get()), nullptr);
+    EXPECT_EQ(choice.device, Device::kCuda);
+    std::printf("%s chose: %s\n", DeviceFlagName(device), choice.description.c_str());
+  }
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace psrv

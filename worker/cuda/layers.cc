@@ -1,0 +1,107 @@
+// Linear and attention layers on the GPU (see layers.h). The attention materialises the (T, T)
+// weights, like llm.c's first CUDA version: q k^T and att v are cuBLAS batched products over the
+// B*NH heads, the causal softmax a kernel.
+#include "worker/cuda/layers.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "worker/cuda/cuda_status.h"
+
+namespace psrv {
+namespace cuda {
+
+absl::Status LinearForward(Blas& blas, const bf16* inp, const bf16* weight, const bf16* bias, int N,
+                           int C, int OC, bf16* out) {
+  GemmArgs args = RowMajorABt(N, OC, C, inp, weight, out, GemmType::kBf16);
+  args.bias = bias;
+  return blas.Gemm(args);
+}
+
+size_t LinearBackwardScratch(int N, int OC) { return BiasBackwardScratch(N, OC); }
+
+absl::Status LinearBackward(Blas& blas, const bf16* dout, const bf16* inp, const bf16* weight,
+                            int N, int C, int OC, bf16* dinp, float* dweight, float* dbias,
+                            float* scratch) {
+  PSRV_CUDA_RETURN_IF_ERROR(blas.Gemm(RowMajorAB(N, C, OC, dout, weight, dinp, GemmType::kBf16)));
+  PSRV_CUDA_RETURN_IF_ERROR(blas.Gemm(RowMajorAtB(OC, C, N, dout, inp, dweight, GemmType::kF32)));
+  if (dbias != nullptr) {
+    CUDA_RETURN_IF_ERROR(BiasBackward(dout, N, OC, dbias, scratch, blas.stream()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AttentionForward(Blas& blas, const bf16* qkv, int B, int T, int C, int NH,
+                              const Dropout& dropout, bf16* qkvr, bf16* att, bf16* out,
+                              const AttentionScratch& scratch) {
+  const cudaStream_t stream = blas.stream();
+  const int hs = C / NH, BH = B * NH;
+  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;  // = B*T*C
+  bf16* q = qkvr;                                                     // (B, NH, T, hs)
+  bf16* k = qkvr + head_elements;                                     // (B, NH, T, hs)
+  bf16* v = qkvr + 2 * head_elements;                                 // (B, NH, T, hs)
+  CUDA_RETURN_IF_ERROR(SplitHeads(qkv, B, T, NH, hs, 3 * C, q, stream));
+  CUDA_RETURN_IF_ERROR(SplitHeads(qkv + C, B, T, NH, hs, 3 * C, k, stream));
+  CUDA_RETURN_IF_ERROR(SplitHeads(qkv + 2 * C, B, T, NH, hs, 3 * C, v, stream));
+
+  // scores (T, T) = q (T, hs) @ k^T / sqrt(hs), per head. Entries above the diagonal are computed
+  // and ignored.
+  const int64_t th = static_cast<int64_t>(T) * hs, tt = static_cast<int64_t>(T) * T;
+  GemmArgs scores = RowMajorABt(T, T, hs, q, k, scratch.scores, GemmType::kF32, {BH, th, th, tt});
+  scores.alpha = 1.0f / std::sqrt(static_cast<float>(hs));
+  PSRV_CUDA_RETURN_IF_ERROR(blas.Gemm(scores));
+  CUDA_RETURN_IF_ERROR(CausalSoftmaxForward(scratch.scores, BH, T, dropout, att,
+                                            dropout.enabled ? scratch.weights : nullptr, stream));
+  const bf16* weights = dropout.enabled ? scratch.weights : att;  // (B, NH, T, T)
+  // y (T, hs) = weights (T, T) @ v (T, hs), per head; then the heads side by side.
+  PSRV_CUDA_RETURN_IF_ERROR(blas.Gemm(
+      RowMajorAB(T, hs, T, weights, v, scratch.heads, GemmType::kBf16, {BH, tt, th, th})));
+  CUDA_RETURN_IF_ERROR(MergeHeads(scratch.heads, B, T, NH, hs, C, out, stream));
+  return absl::OkStatus();
+}
+
+absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, const bf16* att,
+                               int B, int T, int C, int NH, const Dropout& dropout, bf16* dqkv,
+                               const AttentionScratch& scratch) {
+  const cudaStream_t stream = blas.stream();
+  const int hs = C / NH, BH = B * NH;
+  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
+  const bf16* q = qkvr;
+  const bf16* k = qkvr + head_elements;
+  const bf16* v = qkvr + 2 * head_elements;
+  bf16* dq = scratch.dqkvr;
+  bf16* dk = scratch.dqkvr + head_elements;
+  bf16* dv = scratch.dqkvr + 2 * head_elements;
+  bf16* dy = scratch.heads;  // (B, NH, T, hs)
+  CUDA_RETURN_IF_ERROR(SplitHeads(dout, B, T, NH, hs, C, dy, stream));
+
+  const int64_t th = static_cast<int64_t>(T) * hs, tt = static_cast<int64_t>(T) * T;
+  const bf16* weights = att;  // (B, NH, T, T) what weighed v in the forward
+  if (dropout.enabled) {
+    CUDA_RETURN_IF_ERROR(
+        DropoutBf16(att, dropout, static_cast<size_t>(BH) * tt, scratch.weights, stream));
+    weights = scratch.weights;
+  }
+  // d(weights) (T, T) = dy (T, hs) @ v^T; dv (T, hs) = weights^T (T, T) @ dy.
+  float* dweights = scratch.scores;
+  PSRV_CUDA_RETURN_IF_ERROR(
+      blas.Gemm(RowMajorABt(T, T, hs, dy, v, dweights, GemmType::kF32, {BH, th, th, tt})));
+  PSRV_CUDA_RETURN_IF_ERROR(
+      blas.Gemm(RowMajorAtB(T, hs, T, weights, dy, dv, GemmType::kBf16, {BH, tt, th, th})));
+  // d(scores) * 1/sqrt(hs) overwrites the dropped weights (dv has read them).
+  bf16* dscores = scratch.weights;
+  CUDA_RETURN_IF_ERROR(CausalSoftmaxBackward(
+      dweights, att, BH, T, 1.0f / std::sqrt(static_cast<float>(hs)), dropout, dscores, stream));
+  // dq (T, hs) = dscores (T, T) @ k; dk (T, hs) = dscores^T @ q.
+  PSRV_CUDA_RETURN_IF_ERROR(
+      blas.Gemm(RowMajorAB(T, hs, T, dscores, k, dq, GemmType::kBf16, {BH, tt, th, th})));
+  PSRV_CUDA_RETURN_IF_ERROR(
+      blas.Gemm(RowMajorAtB(T, hs, T, dscores, q, dk, GemmType::kBf16, {BH, tt, th, th})));
+  CUDA_RETURN_IF_ERROR(MergeHeads(dq, B, T, NH, hs, 3 * C, dqkv, stream));
+  CUDA_RETURN_IF_ERROR(MergeHeads(dk, B, T, NH, hs, 3 * C, dqkv + C, stream));
+  CUDA_RETURN_IF_ERROR(MergeHeads(dv, B, T, NH, hs, 3 * C, dqkv + 2 * C, stream));
+  return absl::OkStatus();
+}
+
+}  // namespace cuda
+}  // namespace psrv

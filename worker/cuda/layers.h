@@ -1,0 +1,50 @@
+// The GPT's layers that combine cuBLAS products with kernels: the Linear (PyTorch's, weight (out,
+// in)) and causal multi-head self-attention, forward and backward, on the Blas's stream.
+#ifndef PSRV_WORKER_CUDA_LAYERS_H_
+#define PSRV_WORKER_CUDA_LAYERS_H_
+
+#include "absl/status/status.h"
+#include "worker/cuda/blas.h"
+#include "worker/cuda/kernels.h"
+
+namespace psrv {
+namespace cuda {
+
+// out (N, OC) = inp (N, C) @ weight^T + bias, weight (OC, C), bias (OC) or null.
+absl::Status LinearForward(Blas& blas, const bf16* inp, const bf16* weight, const bf16* bias, int N,
+                           int C, int OC, bf16* out);
+
+// Floats of scratch LinearBackward needs.
+size_t LinearBackwardScratch(int N, int OC);
+
+// dout (N, OC). dinp (N, C) = dout @ weight (bf16); dweight (OC, C) = dout^T @ inp and dbias (OC)
+// = column sums of dout (fp32, overwritten; dbias may be null).
+absl::Status LinearBackward(Blas& blas, const bf16* dout, const bf16* inp, const bf16* weight,
+                            int N, int C, int OC, bf16* dinp, float* dweight, float* dbias,
+                            float* scratch);
+
+// Scratch of the attention, each sized for (B, NH, T, ...) as commented.
+struct AttentionScratch {
+  bf16* heads;    // (B, NH, T, hs) the output per head (forward), d(output) per head (backward)
+  float* scores;  // (B, NH, T, T) q k^T / sqrt(hs) (forward), d(weights) (backward)
+  bf16* weights;  // (B, NH, T, T) att after dropout (both), then d(scores) (backward)
+  bf16* dqkvr;    // (3, B, NH, T, hs) dq, dk, dv (backward)
+};
+
+// Causal multi-head self-attention with NH heads of size hs = C/NH, as the CPU's
+// AttentionForward (worker/model/gpt_kernels.h): qkv (B, T, 3C) holds q, k, v side by side; out
+// (B, T, C) = heads side by side. Saved for the backward: qkvr (3, B, NH, T, hs), q, k and v with
+// their heads split out; att (B, NH, T, T), the softmax weights before dropout.
+absl::Status AttentionForward(Blas& blas, const bf16* qkv, int B, int T, int C, int NH,
+                              const Dropout& dropout, bf16* qkvr, bf16* att, bf16* out,
+                              const AttentionScratch& scratch);
+
+// dout (B, T, C) -> dqkv (B, T, 3C), overwritten. `dropout` must be the forward's.
+absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, const bf16* att,
+                               int B, int T, int C, int NH, const Dropout& dropout, bf16* dqkv,
+                               const AttentionScratch& scratch);
+
+}  // namespace cuda
+}  // namespace psrv
+
+#endif  // PSRV_WORKER_CUDA_LAYERS_H_

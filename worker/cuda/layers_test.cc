@@ -1,0 +1,210 @@
+// The cuBLAS products (Blas, through cuBLASLt and through GemmEx) and the layers built on them
+// (layers.h: Linear and causal attention, forward and backward, with and without dropout) against
+// double-precision CPU loops on the same bf16-rounded inputs. Tolerances, |got - want| <=
+// rel*|want| + abs*max|want|:
+//   fp32 results of bf16 products (fp32 accumulation): rel 1e-4, abs 1e-5;
+//   bf16 results of one product: rel 1e-2, abs 1e-3;
+//   attention (bf16 weights between two products): forward rel 2e-2, abs 5e-3; backward (two more
+//   bf16 roundings) rel 5e-2, abs 1e-2.
+// Shapes include odd sizes (cuBLASLt may decline them: GemmEx then runs) and 16-byte-aligned ones.
+// Tagged "gpu": skips without a GPU.
+#include "worker/cuda/layers.h"
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/cuda/blas.h"
+#include "worker/cuda/gpu_test_util.h"
+
+namespace psrv {
+namespace cuda {
+namespace {
+
+class LayersTest : public GpuTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    BlasOptions options;
+    options.use_cublaslt = GetParam();
+    absl::StatusOr<std::unique_ptr<Blas>> blas = Blas::Create(/*stream=*/0, options);
+    ASSERT_TRUE(blas.ok()) << blas.status();
+    blas_ = std::move(*blas);
+  }
+  std::unique_ptr<Blas> blas_;
+};
+
+INSTANTIATE_TEST_SUITE_P(CublasLtOnOff, LayersTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Lt" : "GemmEx";
+                         });
+
+struct LinearShape {
+  int N, C, OC;
+};
+
+TEST_P(LayersTest, LinearForwardAndBackward) {
+  for (const LinearShape& s : {LinearShape{5, 8, 24}, LinearShape{64, 128, 384},
+                               LinearShape{33, 40, 11}, LinearShape{256, 64, 256}}) {
+    SCOPED_TRACE(::testing::Message() << "N " << s.N << " C " << s.C << " OC " << s.OC);
+    const std::vector<float> inp = RoundToBf16(RandomFloats(s.N * s.C, 1));
+    const std::vector<float> weight = RoundToBf16(RandomFloats(s.OC * s.C, 2, 0.2f));
+    const std::vector<float> bias = RoundToBf16(RandomFloats(s.OC, 3));
+    const std::vector<float> dout = RoundToBf16(RandomFloats(s.N * s.OC, 4));
+    DeviceBuffer dinp_in = ToDevice(ToBf16Vector(inp)), dweight_in = ToDevice(ToBf16Vector(weight)),
+                 dbias_in = ToDevice(ToBf16Vector(bias)), ddout = ToDevice(ToBf16Vector(dout));
+    DeviceBuffer out = DeviceFilled<bf16>(s.N * s.OC);
+    ASSERT_TRUE(LinearForward(*blas_, dinp_in.as<bf16>(), dweight_in.as<bf16>(),
+                              dbias_in.as<bf16>(), s.N, s.C, s.OC, out.as<bf16>())
+                    .ok());
+    DeviceBuffer dinp = DeviceFilled<bf16>(s.N * s.C), dweight = DeviceFilled<float>(s.OC * s.C),
+                 dbias = DeviceFilled<float>(s.OC),
+                 scratch = DeviceFilled<float>(LinearBackwardScratch(s.N, s.OC));
+    ASSERT_TRUE(LinearBackward(*blas_, ddout.as<bf16>(), dinp_in.as<bf16>(), dweight_in.as<bf16>(),
+                               s.N, s.C, s.OC, dinp.as<bf16>(), dweight.as<float>(),
+                               dbias.as<float>(), scratch.as<float>())
+                    .ok());
+
+    std::vector<double> want_out(s.N * s.OC), want_dinp(s.N * s.C, 0.0),
+        want_dweight(s.OC * s.C, 0.0), want_dbias(s.OC, 0.0);
+    for (int n = 0; n < s.N; ++n) {
+      for (int o = 0; o < s.OC; ++o) {
+        double sum = bias[o];
+        const double d = dout[n * s.OC + o];
+        for (int c = 0; c < s.C; ++c) {
+          sum += static_cast<double>(inp[n * s.C + c]) * weight[o * s.C + c];
+          want_dinp[n * s.C + c] += d * weight[o * s.C + c];
+          want_dweight[o * s.C + c] += d * inp[n * s.C + c];
+        }
+        want_out[n * s.OC + o] = sum;
+        want_dbias[o] += d;
+      }
+    }
+    ExpectClose(Bf16ToHost(out, s.N * s.OC), want_out, 1e-2, 1e-3, "linear out");
+    ExpectClose(Bf16ToHost(dinp, s.N * s.C), want_dinp, 1e-2, 1e-3, "linear dinp");
+    ExpectClose(ToHost<float>(dweight, s.OC * s.C), want_dweight, 1e-4, 1e-5, "linear dweight");
+    ExpectClose(ToHost<float>(dbias, s.OC), want_dbias, 1e-4, 1e-5, "linear dbias");
+  }
+  if (GetParam()) {
+    // The aligned shapes should have found a cuBLASLt algorithm (else everything fell back).
+    EXPECT_GT(blas_->lt_calls(), 0);
+  } else {
+    EXPECT_EQ(blas_->lt_calls(), 0);
+  }
+}
+
+// Causal attention in double precision: forward out (B, T, C), and the backward's dqkv from dout.
+struct AttentionReference {
+  std::vector<double> out, dqkv;
+};
+
+AttentionReference AttentionCpu(const std::vector<float>& qkv, const std::vector<float>& dout,
+                                int B, int T, int C, int NH, uint64_t seed, uint64_t stream,
+                                float p) {
+  const int hs = C / NH;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
+  AttentionReference r{std::vector<double>(B * T * C, 0.0),
+                       std::vector<double>(B * T * 3 * C, 0.0)};
+  auto at = [&](int b, int t, int part, int h, int d) {
+    return (static_cast<size_t>(b) * T + t) * 3 * C + part * C + h * hs + d;
+  };
+  std::vector<double> att(T * T), mask(T * T), datt(T * T);
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      const size_t head = (static_cast<size_t>(b) * NH + h) * T * T;
+      for (int t = 0; t < T; ++t) {
+        double max = -1e300, sum = 0.0;
+        std::vector<double> s(t + 1);
+        for (int t2 = 0; t2 <= t; ++t2) {
+          double dot = 0.0;
+          for (int d = 0; d < hs; ++d) dot += qkv[at(b, t, 0, h, d)] * qkv[at(b, t2, 1, h, d)];
+          s[t2] = dot * scale;
+          max = std::max(max, s[t2]);
+        }
+        for (int t2 = 0; t2 <= t; ++t2) sum += std::exp(s[t2] - max);
+        for (int t2 = 0; t2 < T; ++t2) {
+          att[t * T + t2] = t2 <= t ? std::exp(s[t2] - max) / sum : 0.0;
+          mask[t * T + t2] = HostDropoutMask(seed, stream, p, head + t * T + t2);
+        }
+      }
+      for (int t = 0; t < T; ++t) {
+        for (int t2 = 0; t2 <= t; ++t2) {
+          const double w = att[t * T + t2] * mask[t * T + t2];
+          for (int d = 0; d < hs; ++d) {
+            r.out[(static_cast<size_t>(b) * T + t) * C + h * hs + d] += w * qkv[at(b, t2, 2, h, d)];
+          }
+        }
+      }
+      // Backward.
+      for (int t = 0; t < T; ++t) {
+        double dot = 0.0;
+        for (int t2 = 0; t2 <= t; ++t2) {
+          double dw = 0.0;  // d(loss)/d(dropped weight)
+          for (int d = 0; d < hs; ++d) {
+            dw += dout[(static_cast<size_t>(b) * T + t) * C + h * hs + d] * qkv[at(b, t2, 2, h, d)];
+          }
+          datt[t * T + t2] = dw * mask[t * T + t2];
+          dot += att[t * T + t2] * datt[t * T + t2];
+          // dv[t2] += dropped weight * dy[t]
+          for (int d = 0; d < hs; ++d) {
+            r.dqkv[at(b, t2, 2, h, d)] += att[t * T + t2] * mask[t * T + t2] *
+                                          dout[(static_cast<size_t>(b) * T + t) * C + h * hs + d];
+          }
+        }
+        for (int t2 = 0; t2 <= t; ++t2) {
+          const double ds = att[t * T + t2] * (datt[t * T + t2] - dot) * scale;
+          for (int d = 0; d < hs; ++d) {
+            r.dqkv[at(b, t, 0, h, d)] += ds * qkv[at(b, t2, 1, h, d)];
+            r.dqkv[at(b, t2, 1, h, d)] += ds * qkv[at(b, t, 0, h, d)];
+          }
+        }
+      }
+    }
+  }
+  return r;
+}
+
+struct AttentionShape {
+  int B, T, C, NH;
+};
+
+TEST_P(LayersTest, AttentionForwardAndBackward) {
+  for (const AttentionShape& s :
+       {AttentionShape{2, 5, 8, 2}, AttentionShape{2, 64, 128, 4}, AttentionShape{1, 37, 48, 3}}) {
+    for (float p : {0.0f, 0.25f}) {
+      SCOPED_TRACE(::testing::Message() << "B " << s.B << " T " << s.T << " C " << s.C << " NH "
+                                        << s.NH << " dropout " << p);
+      const int B = s.B, T = s.T, C = s.C, NH = s.NH, hs = C / NH;
+      const uint64_t seed = 99, stream = 4;
+      const std::vector<float> qkv = RoundToBf16(RandomFloats(B * T * 3 * C, 5, 1.0f));
+      const std::vector<float> dout = RoundToBf16(RandomFloats(B * T * C, 6));
+      DeviceBuffer dqkv_in = ToDevice(ToBf16Vector(qkv)), ddout = ToDevice(ToBf16Vector(dout));
+      DeviceBuffer qkvr = DeviceFilled<bf16>(3 * B * T * C),
+                   att = DeviceFilled<bf16>(B * NH * T * T), out = DeviceFilled<bf16>(B * T * C),
+                   dqkv = DeviceFilled<bf16>(B * T * 3 * C);
+      DeviceBuffer heads = DeviceFilled<bf16>(B * NH * T * hs),
+                   scores = DeviceFilled<float>(B * NH * T * T),
+                   weights = DeviceFilled<bf16>(B * NH * T * T),
+                   dqkvr = DeviceFilled<bf16>(3 * B * NH * T * hs);
+      const AttentionScratch scratch{heads.as<bf16>(), scores.as<float>(), weights.as<bf16>(),
+                                     dqkvr.as<bf16>()};
+      const Dropout dropout = MakeDropout(seed, stream, p);
+      absl::Status status =
+          AttentionForward(*blas_, dqkv_in.as<bf16>(), B, T, C, NH, dropout, qkvr.as<bf16>(),
+                           att.as<bf16>(), out.as<bf16>(), scratch);
+      ASSERT_TRUE(status.ok()) << status;
+      status = AttentionBackward(*blas_, ddout.as<bf16>(), qkvr.as<bf16>(), att.as<bf16>(), B, T, C,
+                                 NH, dropout, dqkv.as<bf16>(), scratch);
+      ASSERT_TRUE(status.ok()) << status;
+      const AttentionReference want = AttentionCpu(qkv, dout, B, T, C, NH, seed, stream, p);
+      ExpectClose(Bf16ToHost(out, B * T * C), want.out, 2e-2, 5e-3, "attention out");
+      ExpectClose(Bf16ToHost(dqkv, B * T * 3 * C), want.dqkv, 5e-2, 1e-2, "attention dqkv");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace psrv

@@ -1,0 +1,26 @@
+// The residual connection: the fp32 stream plus a bf16 branch through its dropout mask.
+#include "worker/cuda/common.cuh"
+
+namespace psrv {
+namespace cuda {
+namespace {
+
+__global__ void ResidualForwardKernel(const float* a, const bf16* b, Dropout dropout, size_t n,
+                                      float* out) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    out[i] = a[i] + ToFloat(b[i]) * DropoutScale(dropout, i);
+  }
+}
+
+}  // namespace
+
+cudaError_t ResidualForward(const float* a, const bf16* b, const Dropout& dropout, size_t n,
+                            float* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  ResidualForwardKernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(a, b, dropout, n, out);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace psrv
