@@ -27,9 +27,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "client/coordinator_client.h"
+#include "client/curves.h"
 #include "client/format.h"
 #include "client/job_progress.h"
 #include "client/local_cluster.h"
+#include "client/monitor_views.h"
 #include "common/job_spec.h"
 #include "common/status.h"
 #include "google/protobuf/util/json_util.h"
@@ -635,91 +637,150 @@ int ClusterCommand(const CommandEnv& env, bool json) {
   return kExitOk;
 }
 
-int ShardsCommand(const CommandEnv& env, const std::string& job_id, bool json) {
+namespace {
+
+// Every registered server's Admin.GetStatus, asked all at once: one slow or dead server costs one
+// timeout, not one each. Fails only if the coordinator cannot list the nodes.
+absl::StatusOr<std::vector<ServerReply>> AskServers(const CommandEnv& env,
+                                                    const std::string& job_id) {
   CoordinatorClient client = MakeClient(env);
   absl::StatusOr<std::vector<NodeInfo>> nodes = client.ListNodes();
-  if (!nodes.ok()) return ReportError(env, nodes.status());
+  if (!nodes.ok()) return nodes.status();
   std::vector<NodeInfo> servers;
   for (const NodeInfo& node : *nodes) {
     if (node.role() == SERVER) servers.push_back(node);
   }
-  // Ask every server at once: one slow or dead server costs one timeout, not one each.
   std::vector<std::future<absl::StatusOr<ServerStatus>>> replies;
   for (const NodeInfo& server : servers) {
     replies.push_back(std::async(std::launch::async, [&env, &job_id, address = server.address()] {
       return GetServerStatus(address, job_id, env.timeout);
     }));
   }
-  std::vector<std::pair<NodeInfo, absl::StatusOr<ServerStatus>>> results;
+  std::vector<ServerReply> results;
   for (std::size_t i = 0; i < servers.size(); ++i) {
-    results.emplace_back(servers[i], replies[i].get());
+    results.push_back(ServerReply{servers[i], replies[i].get()});
   }
+  return results;
+}
 
-  if (json) {
-    nlohmann::ordered_json out = {{"servers", nlohmann::ordered_json::array()},
-                                  {"errors", nlohmann::ordered_json::array()}};
-    for (const auto& [node, status] : results) {
-      if (status.ok()) {
-        out["servers"].push_back(ToJsonValue(*status));
-      } else {
-        out["errors"].push_back({{"node_id", node.node_id()},
-                                 {"address", node.address()},
-                                 {"code", absl::StatusCodeToString(status.status().code())},
-                                 {"error", std::string(status.status().message())}});
-      }
+nlohmann::ordered_json ShardsJson(const std::vector<ServerReply>& results) {
+  nlohmann::ordered_json out = {{"servers", nlohmann::ordered_json::array()},
+                                {"errors", nlohmann::ordered_json::array()}};
+  for (const ServerReply& reply : results) {
+    if (reply.status.ok()) {
+      out["servers"].push_back(ToJsonValue(*reply.status));
+    } else {
+      out["errors"].push_back({{"node_id", reply.node.node_id()},
+                               {"address", reply.node.address()},
+                               {"code", absl::StatusCodeToString(reply.status.status().code())},
+                               {"error", std::string(reply.status.status().message())}});
     }
-    *env.out << out.dump(2) << "\n";
-    return results.empty() || std::any_of(results.begin(), results.end(),
-                                          [](const auto& r) { return r.second.ok(); })
-               ? kExitOk
-               : kExitFailure;
   }
+  return out;
+}
 
-  if (servers.empty()) {
+// Shows `frame()` every `interval` until Ctrl-C or `count` frames (0: no limit). On a terminal
+// (and unless `append`) each frame replaces the screen, under a title line; otherwise frames follow
+// one another. An error is shown in place of a frame and the view goes on. Returns 0, or 1 if the
+// last frame was an error.
+int Refresh(const CommandEnv& env, const std::string& title, absl::Duration interval, int count,
+            bool append, const std::function<absl::StatusOr<std::string>()>& frame) {
+  const bool redraw = env.tty && !append;
+  bool failed = false;
+  for (int n = 0; count == 0 || n < count; ++n) {
+    if (n > 0) {
+      const absl::Time next = absl::Now() + interval;
+      while (absl::Now() < next && !env.interrupted()) absl::SleepFor(absl::Milliseconds(50));
+    }
+    if (env.interrupted()) break;
+    absl::StatusOr<std::string> text = frame();
+    failed = !text.ok();
+    std::string body = text.ok() ? *text : absl::StrCat("error: ", text.status().message(), "\n");
+    if (append) {
+      *env.out << body;
+    } else {
+      const std::string header =
+          absl::StrCat(title, " · every ", absl::FormatDuration(interval), " · ",
+                       absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone()),
+                       " · Ctrl-C stops\n\n");
+      if (redraw) *env.out << "\033[H\033[2J";  // Home, clear the screen.
+      else if (n > 0) *env.out << "\n";
+      *env.out << header << body;
+    }
+    env.out->flush();
+  }
+  return failed ? kExitFailure : kExitOk;
+}
+
+}  // namespace
+
+int ShardsCommand(const CommandEnv& env, const ShardsFlags& flags) {
+  if (flags.watch) {
+    return Refresh(env, "psctl shards", flags.interval, flags.count, flags.json,
+                   [&]() -> absl::StatusOr<std::string> {
+                     ASSIGN_OR_RETURN(std::vector<ServerReply> results,
+                                      AskServers(env, flags.job_id));
+                     if (flags.json) return ShardsJson(results).dump() + "\n";
+                     if (results.empty()) {
+                       return absl::StrCat("no servers registered at ", env.coordinator, "\n");
+                     }
+                     return ShardsTable(results, flags.job_id, absl::Now());
+                   });
+  }
+  absl::StatusOr<std::vector<ServerReply>> results = AskServers(env, flags.job_id);
+  if (!results.ok()) return ReportError(env, results.status());
+  const bool all_failed =
+      !results->empty() && std::none_of(results->begin(), results->end(),
+                                        [](const ServerReply& r) { return r.status.ok(); });
+  if (flags.json) {
+    *env.out << ShardsJson(*results).dump(2) << "\n";
+    return all_failed ? kExitFailure : kExitOk;
+  }
+  if (results->empty()) {
     *env.out << "no servers registered at " << env.coordinator << "\n";
     return kExitOk;
   }
-  const absl::Time now = absl::Now();
-  Table table({"SERVER", "JOB", "TABLE", "RANGE", "ELEMENTS", "BYTES", "VERSION", "MODE", "PUSHES",
-               "PULLS", "IN/OUT", "UPDATED", "WORKERS"});
-  for (int c : {4, 5, 6, 8, 9, 10, 11}) table.SetRightAligned(c);
-  int failures = 0;
-  for (const auto& [node, status] : results) {
-    const std::string server = node.address().empty() ? node.node_id() : node.address();
-    if (!status.ok()) {
-      ++failures;
-      // One line per server: the hint goes after a semicolon.
-      table.AddSpanningRow(
-          server, absl::StrCat("error: ",
-                               absl::StrReplaceAll(status.status().message(), {{"\n  ", "; "}})));
-      continue;
-    }
-    if (status->shards_size() == 0) {
-      table.AddSpanningRow(
-          server, job_id.empty() ? "(no shards)" : absl::StrCat("(no shards of job ", job_id, ")"));
-      continue;
-    }
-    std::vector<ShardStatus> shards(status->shards().begin(), status->shards().end());
-    std::sort(shards.begin(), shards.end(), [](const ShardStatus& a, const ShardStatus& b) {
-      return std::make_tuple(a.job_id(), a.table(), a.range().begin()) <
-             std::make_tuple(b.job_id(), b.table(), b.range().begin());
-    });
-    for (const ShardStatus& shard : shards) {
-      std::vector<uint32_t> ranks(shard.workers_seen().begin(), shard.workers_seen().end());
-      std::sort(ranks.begin(), ranks.end());
-      table.AddRow(
-          {server, shard.job_id(), shard.table(),
-           absl::StrCat("[", shard.range().begin(), ",", shard.range().end(), ")"),
-           absl::StrCat(shard.elements()), HumanBytes(shard.bytes()), absl::StrCat(shard.version()),
-           ConsistencyMode_Name(shard.consistency()), absl::StrCat(shard.pushes()),
-           absl::StrCat(shard.pulls()),
-           absl::StrCat(HumanBytes(shard.bytes_in()), " / ", HumanBytes(shard.bytes_out())),
-           FormatAgeSince(shard.last_update_ms(), now),
-           ranks.empty() ? "-" : absl::StrJoin(ranks, ",")});
-    }
+  *env.out << ShardsTable(*results, flags.job_id, absl::Now());
+  return all_failed ? kExitFailure : kExitOk;
+}
+
+int TopCommand(const CommandEnv& env, const TopFlags& flags) {
+  if (flags.limit < 1) {
+    return ReportError(env, absl::InvalidArgumentError(
+                                absl::StrCat("--limit must be at least 1, got ", flags.limit)));
   }
-  *env.out << table.Render();
-  return failures > 0 && failures == static_cast<int>(results.size()) ? kExitFailure : kExitOk;
+  auto frame = [&]() -> absl::StatusOr<std::string> {
+    CoordinatorClient client = MakeClient(env);
+    ASSIGN_OR_RETURN(std::vector<JobStatus> jobs, client.ListJobs());
+    if (!flags.job_id.empty()) {
+      jobs.erase(std::remove_if(jobs.begin(), jobs.end(),
+                                [&](const JobStatus& j) { return j.job_id() != flags.job_id; }),
+                 jobs.end());
+    }
+    ASSIGN_OR_RETURN(std::vector<ServerReply> servers, AskServers(env, flags.job_id));
+    return TopView(servers, jobs, flags.limit, absl::Now());
+  };
+  if (flags.once) {
+    absl::StatusOr<std::string> text = frame();
+    if (!text.ok()) return ReportError(env, text.status());
+    *env.out << *text;
+    return kExitOk;
+  }
+  return Refresh(env, "psctl top", flags.interval, flags.count, /*append=*/false, frame);
+}
+
+int JobCurvesCommand(const CommandEnv& env, const std::string& job_id, const std::string& out_dir) {
+  CoordinatorClient client = MakeClient(env);
+  absl::StatusOr<JobStatus> job = client.GetJob(job_id);
+  if (!job.ok()) return ReportError(env, job.status());
+  const std::string dir = ResolveUserPath(out_dir.empty() ? "." : out_dir);
+  absl::StatusOr<CurveFiles> files =
+      WriteCurves(*job, dir, env.gnuplot.has_value() ? *env.gnuplot : FindGnuplot());
+  if (!files.ok()) return ReportError(env, files.status());
+  *env.out << "wrote " << files->csv << "\n";
+  if (!files->png.empty()) *env.out << "wrote " << files->png << "\n";
+  if (!files->note.empty()) *env.err << "psctl: " << files->note << "\n";
+  return kExitOk;
 }
 
 int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
@@ -774,11 +835,21 @@ int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
   LocalCluster cluster(options);
 
   bool succeeded = false;
+  std::vector<std::string> curve_files;  // Kept when the rest of a temporary log folder goes.
   auto finish = [&](int code) {
     cluster.Stop();
     if (succeeded && temp_logs && !local_flags.keep_logs) {
       std::error_code ignored;
-      std::filesystem::remove_all(log_dir, ignored);
+      if (curve_files.empty()) {
+        std::filesystem::remove_all(log_dir, ignored);
+      } else {
+        for (const auto& entry : std::filesystem::directory_iterator(log_dir, ignored)) {
+          if (std::find(curve_files.begin(), curve_files.end(), entry.path().string()) ==
+              curve_files.end()) {
+            std::filesystem::remove_all(entry.path(), ignored);
+          }
+        }
+      }
     } else {
       *env.err << "psctl: logs of the local cluster are in " << log_dir << "\n";
     }
@@ -796,6 +867,11 @@ int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
     }
     return finish(ReportError(
         env, absl::Status(started.code(), absl::StrCat("local cluster: ", started.message()))));
+  }
+
+  if (!cluster.status_page_url().empty()) {
+    *env.out << "status page: " << cluster.status_page_url() << " (metrics: "
+             << cluster.status_page_url() << "metrics)\n";
   }
 
   // 4. The job.
@@ -856,6 +932,23 @@ int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
                  : absl::Status(dead.code(), absl::StrCat("local cluster: ", dead.message()))));
   }
   succeeded = final_status->state() == SUCCEEDED;
+  // The training curves, next to the logs.
+  if (final_status->loss_history_size() > 0) {
+    absl::StatusOr<CurveFiles> curves =
+        WriteCurves(*final_status, log_dir, env.gnuplot.has_value() ? *env.gnuplot : FindGnuplot());
+    if (curves.ok()) {
+      curve_files.push_back(curves->csv);
+      *env.out << "training curves: " << curves->csv;
+      if (!curves->png.empty()) {
+        curve_files.push_back(curves->png);
+        *env.out << ", " << curves->png;
+      }
+      *env.out << "\n";
+      if (!curves->note.empty()) *env.out << "(" << curves->note << ")\n";
+    } else {
+      *env.err << "psctl: training curves: " << curves.status().message() << "\n";
+    }
+  }
   if (!succeeded) {
     // A job that failed because one of its processes died: say which.
     absl::Status dead = cluster.CheckProcesses();

@@ -30,6 +30,8 @@ struct CommandEnv {
   std::string coordinator = "127.0.0.1:7070";
   absl::Duration timeout = absl::Seconds(10);  // Per unary RPC.
   std::string argv0;                           // To find binaries and runfiles.
+  // gnuplot for the PNG of `job curves` and `local`: unset finds it on PATH; "" means none.
+  std::optional<std::string> gnuplot;
 };
 
 // A job spec from an optional file plus flag overrides (unset optionals leave the file's value).
@@ -87,7 +89,27 @@ int JobListCommand(const CommandEnv& env, bool json);
 int JobStatusCommand(const CommandEnv& env, const std::string& job_id, bool json);
 int JobWatchCommand(const CommandEnv& env, const std::string& job_id);
 int JobCancelCommand(const CommandEnv& env, const std::string& job_id);
-int ShardsCommand(const CommandEnv& env, const std::string& job_id, bool json);
+// Writes <out_dir>/<job_id>.csv and .png (client/curves.h) and prints their paths.
+int JobCurvesCommand(const CommandEnv& env, const std::string& job_id, const std::string& out_dir);
+
+struct ShardsFlags {
+  std::string job_id;  // Only this job's shards; "" for all.
+  bool json = false;   // With watch: one compact JSON document per line and refresh.
+  bool watch = false;  // Refresh every `interval` until Ctrl-C (or `count` refreshes).
+  absl::Duration interval = absl::Seconds(2);
+  int count = 0;  // Refreshes before stopping; 0: until Ctrl-C.
+};
+int ShardsCommand(const CommandEnv& env, const ShardsFlags& flags);
+
+struct TopFlags {
+  std::string job_id;  // Only this job's shards and workers; "" for all.
+  bool once = false;   // One view, no refresh.
+  absl::Duration interval = absl::Seconds(2);
+  int count = 0;   // Refreshes before stopping; 0: until Ctrl-C.
+  int limit = 10;  // Rows per table.
+};
+int TopCommand(const CommandEnv& env, const TopFlags& flags);
+
 int ClusterCommand(const CommandEnv& env, bool json);
 
 struct LocalFlags {

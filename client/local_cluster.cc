@@ -133,7 +133,12 @@ absl::StatusOr<LocalCluster::Process*> LocalCluster::Launch(const std::string& n
   auto process = std::make_unique<Process>();
   process->name = name;
   process->log_path = absl::StrCat(options_.log_dir, "/", file_stem, ".log");
+  process->metrics_port_file = absl::StrCat(options_.log_dir, "/", file_stem, ".metrics_port");
   process->may_exit = may_exit;
+  std::remove(process->metrics_port_file.c_str());
+  // Metrics on a free port: default ports would clash between processes on one machine.
+  argv.push_back("--metrics_port=0");
+  argv.push_back("--metrics_port_file=" + process->metrics_port_file);
   absl::Status status = process->subprocess.Start(argv, process->log_path);
   if (!status.ok()) {
     return absl::Status(status.code(), absl::StrCat("start ", name, ": ", status.message()));
@@ -176,6 +181,10 @@ absl::Status LocalCluster::Start() {
   absl::StatusOr<int> port = WaitForPort(*coordinator, coordinator_port_file);
   if (!port.ok()) return port.status();
   coordinator_address_ = absl::StrCat("127.0.0.1:", *port);
+  // The coordinator writes its HTTP port before its gRPC port.
+  absl::StatusOr<int> http_port =
+      WaitForPortFile((*coordinator)->metrics_port_file, absl::ZeroDuration());
+  if (http_port.ok()) status_page_url_ = absl::StrCat("http://127.0.0.1:", *http_port, "/");
 
   std::vector<std::pair<Process*, std::string>> servers;
   for (int i = 0; i < options_.num_servers; ++i) {
@@ -199,11 +208,30 @@ absl::Status LocalCluster::Start() {
   for (int i = 0; i < options_.num_workers; ++i) {
     absl::StatusOr<Process*> worker =
         Launch(absl::StrCat("worker ", i), absl::StrCat("worker-", i),
-               {options_.binaries.worker, "--coordinator=" + coordinator_address_, "--max_jobs=1"},
+               {options_.binaries.worker, "--coordinator=" + coordinator_address_, "--max_jobs=1",
+                "--host=127.0.0.1"},
                /*may_exit=*/true);
     if (!worker.ok()) return worker.status();
   }
   return CheckProcesses();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, int>>> LocalCluster::MetricsPorts(
+    absl::Duration timeout) {
+  std::vector<std::pair<std::string, int>> ports;
+  const absl::Time deadline = absl::Now() + timeout;
+  for (const auto& process : processes_) {
+    absl::StatusOr<int> port =
+        WaitForPortFile(process->metrics_port_file,
+                        std::max(absl::ZeroDuration(), deadline - absl::Now()));
+    if (!port.ok()) {
+      return absl::Status(port.status().code(),
+                          absl::StrCat(process->name, ": no metrics port in ",
+                                       process->metrics_port_file, ": ", port.status().message()));
+    }
+    ports.emplace_back(process->name, *port);
+  }
+  return ports;
 }
 
 absl::Status LocalCluster::CheckProcesses() {

@@ -1,5 +1,7 @@
 // A whole cluster as child processes on 127.0.0.1 (`psctl local`): one ps_coordinator, N ps_server
-// and M ps_worker, each logging to its own file, torn down with SIGTERM then SIGKILL.
+// and M ps_worker, each logging to its own file, torn down with SIGTERM then SIGKILL. Every process
+// serves its metrics (and the coordinator its status page) on a free port, written to
+// <log_dir>/<process>.metrics_port.
 #ifndef PSRV_CLIENT_LOCAL_CLUSTER_H_
 #define PSRV_CLIENT_LOCAL_CLUSTER_H_
 
@@ -54,6 +56,14 @@ class LocalCluster {
   // "127.0.0.1:<port>" once Start() got the coordinator's port.
   const std::string& coordinator_address() const { return coordinator_address_; }
 
+  // The coordinator's status page, "http://127.0.0.1:<port>/", once Start() succeeded; "" if the
+  // coordinator wrote no metrics port (it was started without an HTTP server).
+  const std::string& status_page_url() const { return status_page_url_; }
+
+  // Where each process serves /metrics: (name, port) in start order ("coordinator", "server 0",
+  // "worker 1"...). Waits up to `timeout` for each process to write its port.
+  absl::StatusOr<std::vector<std::pair<std::string, int>>> MetricsPorts(absl::Duration timeout);
+
   // OK while every process runs (a worker that exited with 0 finished its jobs: fine). Otherwise
   // UNAVAILABLE naming the first process that died, its exit code and the tail of its log.
   absl::Status CheckProcesses();
@@ -65,6 +75,7 @@ class LocalCluster {
   struct Process {
     std::string name;  // "coordinator", "server 0", "worker 1"
     std::string log_path;
+    std::string metrics_port_file;
     bool may_exit = false;  // Exit code 0 is expected (workers with --max_jobs).
     Subprocess subprocess;
   };
@@ -76,6 +87,7 @@ class LocalCluster {
 
   LocalClusterOptions options_;
   std::string coordinator_address_;
+  std::string status_page_url_;
   std::vector<std::unique_ptr<Process>> processes_;  // In start order.
 };
 

@@ -135,7 +135,20 @@ TEST_F(LocalClusterTest, StartsEveryProcessWithTheRightFlagsAndStopsThem) {
   EXPECT_THAT(Log("server-1"), HasSubstr("args --host=127.0.0.1 --port=0 --port_file=" + log_dir_ +
                                          "/server-1.port --coordinator=127.0.0.1:7070"));
   EXPECT_THAT(LogOnceWritten("worker-2"),
-              HasSubstr("args --coordinator=127.0.0.1:7070 --max_jobs=1"));
+              HasSubstr("args --coordinator=127.0.0.1:7070 --max_jobs=1 --host=127.0.0.1 "
+                        "--metrics_port=0 --metrics_port_file=" + log_dir_ +
+                        "/worker-2.metrics_port"));
+  // Every process serves its metrics on a free port of its own.
+  EXPECT_THAT(Log("coordinator"), HasSubstr("--metrics_port=0 --metrics_port_file=" + log_dir_ +
+                                            "/coordinator.metrics_port"));
+  EXPECT_THAT(Log("server-1"), HasSubstr("--metrics_port=0 --metrics_port_file=" + log_dir_ +
+                                         "/server-1.metrics_port"));
+  // The stand-ins write no metrics port: no status page, and MetricsPorts says who is missing.
+  EXPECT_EQ(cluster.status_page_url(), "");
+  absl::StatusOr<std::vector<std::pair<std::string, int>>> ports =
+      cluster.MetricsPorts(absl::Milliseconds(50));
+  EXPECT_EQ(ports.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(ports.status().message()), HasSubstr("coordinator: no metrics port"));
 
   std::vector<pid_t> pids;
   for (const char* stem :

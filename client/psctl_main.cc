@@ -160,7 +160,7 @@ int Main(int argc, char** argv) {
 
   // psctl job ...
   CLI::App* job =
-      app.add_subcommand("job", "Submit, list, inspect, watch and cancel training jobs");
+      app.add_subcommand("job", "Submit, list, inspect, watch and cancel training jobs; write their training curves");
   job->require_subcommand(1);
 
   JobSpecFlags submit_flags;
@@ -202,17 +202,60 @@ int Main(int argc, char** argv) {
   CLI::App* cancel = job->add_subcommand("cancel", "Cancel a PENDING or RUNNING job");
   cancel->add_option("id", cancel_id, "Job id")->required();
 
+  std::string curves_id, curves_out = ".";
+  CLI::App* curves = job->add_subcommand(
+      "curves",
+      "Write a job's training curves to DIR/JOB_ID.csv (step, train_loss, val_loss, "
+      "tokens_per_sec) and DIR/JOB_ID.png (loss and throughput, drawn by gnuplot; skipped with a "
+      "note if gnuplot is not installed)");
+  curves->add_option("id", curves_id, "Job id")->required();
+  curves->add_option("--out", curves_out, "Folder for the files (default: .)")->type_name("DIR");
+
   // psctl shards
-  std::string shards_job;
-  bool shards_json = false;
+  ShardsFlags shards_flags;
+  double shards_interval_s = 2;
   CLI::App* shards = app.add_subcommand(
       "shards",
       "Ask every registered server (Admin.GetStatus) for its shards: table, key range, size, "
-      "version, consistency mode, push/pull counts and bytes, last update, workers seen. "
-      "Unreachable servers are listed with their error");
-  shards->add_option("--job", shards_job, "Only this job's shards")->type_name("ID");
-  shards->add_flag("--json", shards_json,
-                   "Print {\"servers\": [ServerStatus...], \"errors\": [...]} as JSON");
+      "version, consistency mode, push/pull counts, rates (last ~10 s) and bytes, last update, "
+      "workers seen, the workers a SYNC step waits for and since when, and the last rejected "
+      "push. Unreachable servers are listed with their error");
+  shards->add_option("--job", shards_flags.job_id, "Only this job's shards")->type_name("ID");
+  shards->add_flag("--json", shards_flags.json,
+                   "Print {\"servers\": [ServerStatus...], \"errors\": [...]} as JSON (with "
+                   "--watch: one compact document per line and refresh)");
+  shards->add_flag("--watch", shards_flags.watch,
+                   "Refresh every --interval seconds until Ctrl-C (redrawn in place on a "
+                   "terminal)");
+  shards->add_option("--interval", shards_interval_s, "Seconds between refreshes (default 2)")
+      ->check(CLI::PositiveNumber)
+      ->type_name("SECONDS");
+  shards
+      ->add_option("--count", shards_flags.count,
+                   "With --watch: stop after this many refreshes (default 0: until Ctrl-C)")
+      ->check(CLI::NonNegativeNumber)
+      ->type_name("N");
+
+  // psctl top
+  TopFlags top_flags;
+  double top_interval_s = 2;
+  CLI::App* top = app.add_subcommand(
+      "top",
+      "A live view of the busiest shards (pushes + pulls per second over the last ~10 s) and the "
+      "slowest workers of running jobs (lowest tokens/s, with their step time, how many steps "
+      "they are behind and how many shards wait for them), refreshed until Ctrl-C");
+  top->add_option("--job", top_flags.job_id, "Only this job")->type_name("ID");
+  top->add_flag("--once", top_flags.once, "Print the view once and exit");
+  top->add_option("--interval", top_interval_s, "Seconds between refreshes (default 2)")
+      ->check(CLI::PositiveNumber)
+      ->type_name("SECONDS");
+  top->add_option("--count", top_flags.count,
+                  "Stop after this many refreshes (default 0: until Ctrl-C)")
+      ->check(CLI::NonNegativeNumber)
+      ->type_name("N");
+  top->add_option("--limit", top_flags.limit, "Rows per table (default 10)")
+      ->check(CLI::PositiveNumber)
+      ->type_name("N");
 
   // psctl cluster
   bool cluster_json = false;
@@ -262,8 +305,11 @@ int Main(int argc, char** argv) {
   CLI::App* local = app.add_subcommand(
       "local",
       "Run one job on a whole cluster of local processes (127.0.0.1): ps_coordinator, N "
-      "ps_server and M ps_worker, each logging to its own file; watch the job, print its sample, "
-      "then stop every process. Ctrl-C cancels the job and stops the processes. The binaries are "
+      "ps_server and M ps_worker, each logging to its own file and serving its metrics on a free "
+      "port (the coordinator's status page address is printed); watch the job, print its sample, "
+      "write its training curves (JOB_ID.csv, JOB_ID.png) into the log folder (kept when the rest "
+      "of a temporary one is removed), then stop every process. Ctrl-C cancels the job and stops "
+      "the processes. The binaries are "
       "taken from --bin-dir, else next to psctl (and its sibling bazel-bin folders), else from "
       "Bazel runfiles");
   AddOptional(local, "--servers", &local_flags.servers,
@@ -299,6 +345,9 @@ int Main(int argc, char** argv) {
       "  psctl job watch JOB_ID\n"
       "  psctl generate JOB_ID --prompt 'ROMEO:' --length 300\n"
       "  psctl shards --job JOB_ID\n"
+      "  psctl shards --watch\n"
+      "  psctl top\n"
+      "  psctl job curves JOB_ID --out curves/\n"
       "Exit codes: 0 success, 1 failure (RPC error, job FAILED or CANCELLED), 2 bad input, "
       "130 interrupted.");
 
@@ -324,7 +373,15 @@ int Main(int argc, char** argv) {
   if (*status) return JobStatusCommand(env, status_id, status_json);
   if (*watch) return JobWatchCommand(env, watch_id);
   if (*cancel) return JobCancelCommand(env, cancel_id);
-  if (*shards) return ShardsCommand(env, shards_job, shards_json);
+  if (*curves) return JobCurvesCommand(env, curves_id, curves_out);
+  if (*shards) {
+    shards_flags.interval = absl::Seconds(shards_interval_s);
+    return ShardsCommand(env, shards_flags);
+  }
+  if (*top) {
+    top_flags.interval = absl::Seconds(top_interval_s);
+    return TopCommand(env, top_flags);
+  }
   if (*cluster) return ClusterCommand(env, cluster_json);
   if (*generate) {
     generate_flags.prompt_given = prompt_option->count() > 0;

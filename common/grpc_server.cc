@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/channel.h"
+#include "common/rpc_metrics.h"
 #include "common/status.h"
 #include "common/subprocess.h"
 
@@ -14,7 +15,8 @@ namespace psrv {
 
 absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
                                               const std::vector<grpc::Service*>& services,
-                                              const std::string& port_file) {
+                                              const std::string& port_file,
+                                              MetricsRegistry* metrics) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -23,6 +25,11 @@ absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
   RunningServer running;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &running.port);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  if (metrics != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(MakeRpcMetricsInterceptor(metrics));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   running.server = builder.BuildAndStart();
   if (running.server == nullptr || running.port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", listen));

@@ -11,6 +11,7 @@
 #include <grpcpp/impl/codegen/service_type.h>
 
 #include "absl/status/statusor.h"
+#include "common/metrics.h"
 
 namespace psrv {
 
@@ -20,11 +21,13 @@ struct RunningServer {
 };
 
 // Listens on host:port (port 0: any free port) with `services` (not owned; must outlive the
-// server). If `port_file` is non-empty the bound port is written there once serving.
-// UNAVAILABLE if the address cannot be bound.
+// server). If `port_file` is non-empty the bound port is written there once serving. With
+// `metrics` (not owned; must outlive the server), every RPC is counted and timed there
+// (common/rpc_metrics.h). UNAVAILABLE if the address cannot be bound.
 absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
                                               const std::vector<grpc::Service*>& services,
-                                              const std::string& port_file);
+                                              const std::string& port_file,
+                                              MetricsRegistry* metrics = nullptr);
 
 }  // namespace psrv
 

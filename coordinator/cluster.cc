@@ -183,8 +183,9 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
                      " workers"));
   }
   if (!std::isfinite(request.loss()) || !std::isfinite(request.tokens_per_sec()) ||
-      !std::isfinite(request.val_loss())) {
-    return absl::InvalidArgumentError("loss, val_loss and tokens_per_sec must be finite");
+      !std::isfinite(request.val_loss()) || !std::isfinite(request.step_seconds())) {
+    return absl::InvalidArgumentError(
+        "loss, val_loss, tokens_per_sec and step_seconds must be finite");
   }
   ReportProgressResponse response;
   if (job.status.state() != RUNNING) {
@@ -199,6 +200,7 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
   progress->set_step(request.step());
   progress->set_loss(request.loss());
   progress->set_tokens_per_sec(request.tokens_per_sec());
+  progress->set_step_seconds(request.step_seconds());
   progress->set_done(request.done());
   if (!request.sample().empty()) job.status.set_sample(request.sample());
   if (request.val_loss() > 0) {
@@ -225,6 +227,7 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
       LossPoint* point = history->Add();
       point->set_step(job.status.step());
       point->set_loss(job.status.loss());
+      point->set_tokens_per_sec(job.status.tokens_per_sec());
     }
     if (history->size() > static_cast<int>(kMaxLossHistory)) {
       // Keep every other point so long jobs keep their whole curve at half the resolution.

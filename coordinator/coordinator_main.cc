@@ -1,5 +1,11 @@
 // ps_coordinator: cluster membership, shard assignment and the job lifecycle, over gRPC.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <glog/logging.h>
@@ -9,18 +15,34 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/synchronization/mutex.h"
 #include "common/channel.h"
 #include "common/grpc_server.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "common/monitoring.h"
 #include "common/shutdown.h"
 #include "common/status.h"
 #include "coordinator/cluster.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/coordinator_service.h"
+#include "coordinator/status_page.h"
+#include "proto/admin.grpc.pb.h"
 #include "proto/parameter_server.grpc.pb.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, port, 7070, "Port to listen on; 0 picks a free port (see --port_file).");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the port actually bound is written to this file once serving.");
+ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
+          "Port of the HTTP server for the status page (/), its JSON (/api/status), Prometheus "
+          "metrics (/metrics) and /healthz (docs/METRICS.md). Default 9090; if left at the "
+          "default and that port is taken, the coordinator runs without it (a warning is logged). "
+          "0 picks a free port (see --metrics_port_file); negative: no HTTP server.");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, the HTTP port actually bound is written to this file (before --port_file).");
 ABSL_FLAG(int, heartbeat_interval_ms, 500,
           "How often servers and workers send heartbeats. A node silent for 10 intervals is "
           "DEAD, and a running job that needs it FAILS.");
@@ -36,6 +58,37 @@ absl::Status CreateShardsOn(const std::string& address, const CreateShardsReques
   return FromGrpcStatus(stub->CreateShards(&context, request, &response));
 }
 
+// Admin.GetStatus of the servers, for the status page: owns one channel per server address, kept
+// for later pages. Thread-safe (pages are served by several HTTP threads).
+class ServerStatusClient {
+ public:
+  absl::StatusOr<ServerStatus> Get(const std::string& address) {
+    Admin::Stub* stub;
+    {
+      absl::MutexLock lock(&mu_);
+      std::unique_ptr<Admin::Stub>& cached = stubs_[address];
+      if (cached == nullptr) cached = Admin::NewStub(CreateChannel(address));
+      stub = cached.get();
+    }
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    ServerStatus status;
+    grpc::Status result = stub->GetStatus(&context, GetStatusRequest(), &status);
+    if (!result.ok()) return FromGrpcStatus(result, absl::StrCat("Admin.GetStatus of ", address));
+    return status;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Admin::Stub>> stubs_ ABSL_GUARDED_BY(mu_);
+};
+
+std::string Hostname() {
+  char name[256] = {0};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
 int Run() {
   absl::Notification* terminate = InstallTerminationHandler();
   ClusterCoordinator::Options options;
@@ -43,15 +96,54 @@ int Run() {
   options.create_shards = CreateShardsOn;
   ClusterCoordinator cluster(options);
   CoordinatorService service(&cluster);
+  MetricsRegistry metrics;
+  AddCoordinatorMetrics(&cluster, &metrics, options.clock);
 
+  // The status page names the coordinator by its gRPC address, known once that server runs.
+  const std::string host = absl::GetFlag(FLAGS_host);
+  const std::string shown_host = host == "0.0.0.0" || host == "::" ? Hostname() : host;
+  std::atomic<int> grpc_port{0};
+  ServerStatusClient servers;
+  auto snapshot = [&] {
+    return TakeSnapshot(&cluster, absl::StrCat(shown_host, ":", grpc_port.load()),
+                        [&servers](const std::string& address) { return servers.Get(address); });
+  };
+  MonitoringOptions monitoring;
+  monitoring.host = host;
+  monitoring.port = absl::GetFlag(FLAGS_metrics_port);
+  monitoring.default_port = 9090;
+  monitoring.port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  monitoring.pages["/"] = [&](const HttpRequest& request) {
+    StatusPageOptions page;
+    int refresh;
+    if (absl::StartsWith(request.query, "refresh=") &&
+        absl::SimpleAtoi(request.query.substr(8), &refresh)) {
+      page.refresh_seconds = std::max(0, refresh);
+    }
+    return HttpResponse{200, "text/html; charset=utf-8", RenderStatusPage(snapshot(), page)};
+  };
+  monitoring.pages["/api/status"] = [&](const HttpRequest&) {
+    return HttpResponse{200, "application/json", RenderStatusJson(snapshot())};
+  };
+  // HTTP first: once --port_file exists, so does --metrics_port_file.
+  absl::StatusOr<std::unique_ptr<HttpServer>> http = StartMonitoring(monitoring, &metrics);
+  if (!http.ok()) {
+    LOG(ERROR) << http.status();
+    return 1;
+  }
   absl::StatusOr<RunningServer> server =
-      StartGrpcServer(absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_port), {&service},
-                      absl::GetFlag(FLAGS_port_file));
+      StartGrpcServer(host, absl::GetFlag(FLAGS_port), {&service},
+                      absl::GetFlag(FLAGS_port_file), &metrics);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;
   }
-  LOG(INFO) << "ps_coordinator listening on " << absl::GetFlag(FLAGS_host) << ":" << server->port;
+  grpc_port = server->port;
+  LOG(INFO) << "ps_coordinator listening on " << host << ":" << server->port;
+  if (*http != nullptr) {
+    LOG(INFO) << "status page on http://" << shown_host << ":" << (*http)->port()
+              << "/ (metrics: /metrics)";
+  }
 
   // Scheduling and failure detection.
   while (!terminate->WaitForNotificationWithTimeout(absl::Milliseconds(100))) cluster.Tick();
@@ -67,7 +159,8 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Coordinator: tracks parameter servers and workers, assigns shards, runs jobs.\n"
-      "Usage: ps_coordinator [--host=0.0.0.0] [--port=7070] [--port_file=F]");
+      "Usage: ps_coordinator [--host=0.0.0.0] [--port=7070] [--port_file=F] [--metrics_port=9090]\n"
+      "       [--metrics_port_file=F]");
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;

@@ -46,6 +46,14 @@ bool SyncAggregator::Add(uint32_t rank, size_t offset, size_t count, const float
   return complete_workers_ == num_workers_;
 }
 
+std::vector<uint32_t> SyncAggregator::IncompleteWorkers() const {
+  std::vector<uint32_t> ranks;
+  for (uint32_t rank = 0; rank < num_workers_; ++rank) {
+    if (pushed_keys_[rank] != size_) ranks.push_back(rank);
+  }
+  return ranks;
+}
+
 const float* SyncAggregator::Mean() {
   const float scale = 1.0f / static_cast<float>(num_workers_);
   for (float& x : sum_) x *= scale;

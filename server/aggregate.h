@@ -38,6 +38,8 @@ class SyncAggregator {
 
   // Pushes (chunks) received for the step being aggregated.
   uint32_t pending() const { return pushes_; }
+  // Ranks that have not pushed every key of the step being aggregated, ascending.
+  std::vector<uint32_t> IncompleteWorkers() const;
   size_t bytes() const { return sum_.capacity() * sizeof(float); }
 
  private:

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -15,6 +16,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/grpc_server.h"
+#include "common/metrics.h"
+#include "common/monitoring.h"
 #include "common/membership.h"
 #include "common/shutdown.h"
 #include "server/admin_service.h"
@@ -30,6 +33,13 @@ ABSL_FLAG(std::string, coordinator, "",
 ABSL_FLAG(int, max_jobs, 0,
           "Exit (status 0) once this many jobs whose shards this server holds have ended (0: "
           "serve until terminated). With 1, a server started for one job finishes with it.");
+ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
+          "Port of the HTTP server for Prometheus metrics (/metrics) and /healthz "
+          "(docs/METRICS.md). Default 9091; if left at the default and that port is taken, the "
+          "server runs without it (a warning is logged). 0 picks a free port (see "
+          "--metrics_port_file); negative: no HTTP server.");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, the metrics port actually bound is written to this file (before --port_file).");
 ABSL_FLAG(std::string, advertise_host, "",
           "Host name that workers use to reach this server. Default: --host, or this machine's "
           "hostname when --host is 0.0.0.0.");
@@ -49,15 +59,33 @@ std::string AdvertisedHost() {
 
 int Run() {
   absl::Notification* terminate = InstallTerminationHandler();
-  ShardStore store;
+  MetricsRegistry metrics;
+  ShardStore::Options store_options;
+  store_options.metrics = &metrics;
+  ShardStore store(store_options);
   ParameterService parameter_service(&store);
   AdminService admin_service(&store);
-  absl::StatusOr<RunningServer> server =
-      StartGrpcServer(absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_port),
-                      {&parameter_service, &admin_service}, absl::GetFlag(FLAGS_port_file));
+  // Metrics first: once --port_file exists, so does --metrics_port_file.
+  MonitoringOptions monitoring;
+  monitoring.host = absl::GetFlag(FLAGS_host);
+  monitoring.port = absl::GetFlag(FLAGS_metrics_port);
+  monitoring.default_port = 9091;
+  monitoring.port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  absl::StatusOr<std::unique_ptr<HttpServer>> http = StartMonitoring(monitoring, &metrics);
+  if (!http.ok()) {
+    LOG(ERROR) << http.status();
+    return 1;
+  }
+  absl::StatusOr<RunningServer> server = StartGrpcServer(
+      absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_port), {&parameter_service, &admin_service},
+      absl::GetFlag(FLAGS_port_file), &metrics);
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;
+  }
+  if (*http != nullptr) {
+    LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_host) << ":" << (*http)->port()
+              << "/metrics";
   }
   const std::string address = absl::StrCat(AdvertisedHost(), ":", server->port);
   store.SetIdentity("standalone", address);
@@ -107,7 +135,8 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Parameter server: holds shards of a model's parameters and optimizer state.\n"
-      "Usage: ps_server --coordinator=HOST:PORT [--host=0.0.0.0] [--port=7071] [--port_file=F]");
+      "Usage: ps_server --coordinator=HOST:PORT [--host=0.0.0.0] [--port=7071] [--port_file=F]\n"
+      "       [--metrics_port=9091] [--metrics_port_file=F]");
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;

@@ -1,6 +1,7 @@
 #include "server/shard.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -27,12 +28,17 @@ size_t FirstNonFinite(const float* values, size_t count) {
 
 }  // namespace
 
-Shard::Shard(ShardConfig config)
+Shard::Shard(ShardConfig config, ShardEnv env)
     : config_(std::move(config)),
+      env_(std::move(env)),
       size_(RangeSize(config_.range)),
       values_(size_),
       optimizer_(Optimizer::Create(config_.optimizer, config_.table, size_)),
-      aggregator_(size_, config_.num_workers) {
+      aggregator_(size_, config_.num_workers),
+      push_rate_(env_.clock()),
+      pull_rate_(env_.clock()),
+      bytes_in_rate_(env_.clock()),
+      bytes_out_rate_(env_.clock()) {
   InitializeRange(config_.table, config_.range.begin(), size_, values_.data());
 }
 
@@ -51,19 +57,28 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
   std::vector<std::pair<ShardCheckpoint, SnapshotCallback>> snapshots;
   uint64_t version;
   {
+    const absl::Time now = env_.clock();
     absl::MutexLock lock(&mu_);
     if (invalid.ok() && config_.consistency == SYNC) {
       invalid = aggregator_.Check(request.worker_rank(), request.step(), version_, offset, count);
     }
     if (!invalid.ok()) {
-      ++rejected_pushes_;
+      RecordRejection(request, invalid, now);
       return invalid;
     }
     ++pushes_;
     bytes_in_ += count * sizeof(float);
     workers_seen_.insert(request.worker_rank());
+    push_rate_.Add(now);
+    bytes_in_rate_.Add(now, static_cast<double>(count * sizeof(float)));
+    if (env_.staleness != nullptr && request.has_base_version()) {
+      env_.staleness->Observe(version_ > request.base_version()
+                                  ? static_cast<double>(version_ - request.base_version())
+                                  : 0.0);
+    }
     bool apply = true;
     if (config_.consistency == SYNC) {
+      if (aggregator_.pending() == 0) step_started_ = now;
       apply = aggregator_.Add(request.worker_rank(), offset, count, values);
     }
     if (apply) {
@@ -72,9 +87,14 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
       } else {
         optimizer_->Apply(values, values_.data(), offset, count, OptimizerStep(version_ + 1));
       }
-      if (config_.consistency == SYNC) aggregator_.Reset();
+      if (config_.consistency == SYNC) {
+        aggregator_.Reset();
+        if (env_.step_wait != nullptr) {
+          env_.step_wait->Observe(absl::ToDoubleSeconds(now - step_started_));
+        }
+      }
       ++version_;
-      last_update_ms_ = absl::ToUnixMillis(absl::Now());
+      last_update_ms_ = absl::ToUnixMillis(now);
       // Checkpoints waiting for this version are taken now, before any later update.
       for (auto it = snapshot_waiters_.begin(); it != snapshot_waiters_.end();) {
         if (it->first == version_) {
@@ -103,6 +123,10 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
       ready_version = version_;
       for (const Waiter& w : ready) copies.push_back(CopyOut(w.offset, w.count));
     }
+    if (env_.pull_wait != nullptr) {
+      const absl::Time now = env_.clock();
+      for (const Waiter& w : ready) env_.pull_wait->Observe(absl::ToDoubleSeconds(now - w.since));
+    }
     for (size_t i = 0; i < ready.size(); ++i) {
       ready[i].done(absl::OkStatus(), ready_version, std::move(copies[i]));
     }
@@ -126,15 +150,17 @@ void Shard::Pull(const PullRequest& request, PullCallback done) {
   PooledBuffer values;
   uint64_t version;
   {
+    const absl::Time now = env_.clock();
     absl::MutexLock lock(&mu_);
-    RecordPull(count, request.worker_rank());
+    RecordPull(count, request.worker_rank(), now);
     if (version_ < min_version) {
-      waiters_.push_back(Waiter{min_version, offset, count, std::move(done)});
+      waiters_.push_back(Waiter{min_version, offset, count, std::move(done), now});
       return;
     }
     version = version_;
     values = CopyOut(offset, count);
   }
+  if (config_.consistency == SYNC && env_.pull_wait != nullptr) env_.pull_wait->Observe(0);
   done(absl::OkStatus(), version, std::move(values));
 }
 
@@ -156,10 +182,20 @@ PooledBuffer Shard::CopyOut(uint64_t offset, uint64_t count) {
   return buffer;
 }
 
-void Shard::RecordPull(uint64_t count, uint32_t rank) {
+void Shard::RecordPull(uint64_t count, uint32_t rank, absl::Time now) {
   ++pulls_;
   bytes_out_ += count * sizeof(float);
   workers_seen_.insert(rank);
+  pull_rate_.Add(now);
+  bytes_out_rate_.Add(now, static_cast<double>(count * sizeof(float)));
+}
+
+void Shard::RecordRejection(const PushRequest& request, const absl::Status& error,
+                            absl::Time now) {
+  ++rejected_pushes_;
+  last_error_ = absl::StrCat(absl::StatusCodeToString(error.code()), ": ", error.message(),
+                             " (worker ", request.worker_rank(), ", step ", request.step(), ")");
+  last_error_ms_ = absl::ToUnixMillis(now);
 }
 
 ShardCheckpoint Shard::MakeCheckpoint() {
@@ -217,12 +253,14 @@ absl::Status Shard::Restore(const ShardCheckpoint& checkpoint) {
   return absl::OkStatus();
 }
 
-void Shard::RecordRejectedPush() {
+void Shard::RecordRejectedPush(const PushRequest& request, const absl::Status& error) {
+  const absl::Time now = env_.clock();
   absl::MutexLock lock(&mu_);
-  ++rejected_pushes_;
+  RecordRejection(request, error, now);
 }
 
 ShardStatus Shard::Status() {
+  const absl::Time now = env_.clock();
   absl::ReaderMutexLock lock(&mu_);
   ShardStatus status;
   status.set_job_id(config_.job_id);
@@ -241,6 +279,16 @@ ShardStatus Shard::Status() {
   for (uint32_t w : workers_seen_) status.add_workers_seen(w);
   status.set_pending_pushes(aggregator_.pending());
   status.set_rejected_pushes(rejected_pushes_);
+  status.set_push_rate(push_rate_.PerSecond(now));
+  status.set_pull_rate(pull_rate_.PerSecond(now));
+  status.set_bytes_in_rate(bytes_in_rate_.PerSecond(now));
+  status.set_bytes_out_rate(bytes_out_rate_.PerSecond(now));
+  if (config_.consistency == SYNC && aggregator_.pending() > 0) {
+    for (uint32_t rank : aggregator_.IncompleteWorkers()) status.add_waiting_for_workers(rank);
+    status.set_waiting_ms(std::max<int64_t>(0, absl::ToInt64Milliseconds(now - step_started_)));
+  }
+  status.set_last_error(last_error_);
+  status.set_last_error_ms(last_error_ms_);
   return status;
 }
 

@@ -13,7 +13,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/buffer_pool.h"
+#include "common/event_rate.h"
+#include "common/metrics.h"
 #include "proto/admin.pb.h"
 #include "proto/parameter_server.pb.h"
 #include "server/aggregate.h"
@@ -31,6 +35,15 @@ struct ShardConfig {
   uint32_t num_workers = 1;
 };
 
+// What a shard needs from its surroundings: the time (tests move it) and where to record the
+// distributions the Prometheus metrics show (optional; not owned).
+struct ShardEnv {
+  std::function<absl::Time()> clock = [] { return absl::Now(); };
+  Histogram* staleness = nullptr;  // Pushes: shard version at arrival minus PushRequest.base_version.
+  Histogram* step_wait = nullptr;  // SYNC: seconds from a step's first push to its update.
+  Histogram* pull_wait = nullptr;  // SYNC: seconds a pull waited for its step.
+};
+
 // Called once per pull with the values of the requested range (FP32, little-endian) and the
 // shard's version when they were read. May run on the thread that applied an update.
 using PullCallback = std::function<void(absl::Status status, uint64_t version, PooledBuffer values)>;
@@ -39,7 +52,7 @@ using PullCallback = std::function<void(absl::Status status, uint64_t version, P
 class Shard {
  public:
   // Initialises the values from the table's InitSpec. `config` must be valid (ShardStore checks).
-  explicit Shard(ShardConfig config);
+  explicit Shard(ShardConfig config, ShardEnv env = ShardEnv());
 
   const ShardConfig& config() const { return config_; }
 
@@ -56,8 +69,9 @@ class Shard {
 
   ShardStatus Status();
 
-  // Counts a push refused before it reached Push (bad dtype or length, ...).
-  void RecordRejectedPush();
+  // Counts a push refused before it reached Push (bad dtype or length, ...) and keeps its error
+  // for the admin API.
+  void RecordRejectedPush(const PushRequest& request, const absl::Status& error);
 
   // Calls `done` with a copy of the values and optimizer state at version `version` (0: now):
   // at once if the shard is there, when the update that reaches it is applied if it is not there
@@ -75,6 +89,7 @@ class Shard {
     uint64_t offset;  // Into values_.
     uint64_t count;
     PullCallback done;
+    absl::Time since;  // When the pull arrived.
   };
 
   ShardCheckpoint MakeCheckpoint() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -84,9 +99,12 @@ class Shard {
 
   // Copies values_[offset, offset + count) into a pooled buffer.
   PooledBuffer CopyOut(uint64_t offset, uint64_t count) ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void RecordPull(uint64_t count, uint32_t rank) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecordPull(uint64_t count, uint32_t rank, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecordRejection(const PushRequest& request, const absl::Status& error, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ShardConfig config_;
+  const ShardEnv env_;
   const uint64_t size_;
 
   absl::Mutex mu_;
@@ -105,6 +123,13 @@ class Shard {
   uint64_t bytes_out_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_update_ms_ ABSL_GUARDED_BY(mu_) = 0;
   std::set<uint32_t> workers_seen_ ABSL_GUARDED_BY(mu_);
+  EventRate push_rate_ ABSL_GUARDED_BY(mu_);
+  EventRate pull_rate_ ABSL_GUARDED_BY(mu_);
+  EventRate bytes_in_rate_ ABSL_GUARDED_BY(mu_);
+  EventRate bytes_out_rate_ ABSL_GUARDED_BY(mu_);
+  absl::Time step_started_ ABSL_GUARDED_BY(mu_);  // SYNC: first push of the step aggregated.
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  int64_t last_error_ms_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace psrv

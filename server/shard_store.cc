@@ -53,7 +53,98 @@ absl::Status CheckWireDType(DType dtype) {
   }
 }
 
-ShardStore::ShardStore() : start_time_ms_(absl::ToUnixMillis(absl::Now())) {}
+ShardStore::ShardStore(Options options)
+    : options_(std::move(options)), start_time_ms_(absl::ToUnixMillis(options_.clock())) {
+  MetricsRegistry* metrics = options_.metrics;
+  if (metrics == nullptr) return;
+  staleness_ = metrics->AddHistogram(
+      "psrv_push_staleness",
+      "Updates applied to a shard between the pull a gradient was computed from and its push "
+      "(ASYNC staleness; SYNC: 0).",
+      {"job"}, {0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256});
+  step_wait_ = metrics->AddHistogram(
+      "psrv_sync_step_wait_seconds",
+      "SYNC: seconds from a step's first push to a shard until every worker had pushed it and the "
+      "update was applied.",
+      {"job"}, LatencyBuckets());
+  pull_wait_ = metrics->AddHistogram(
+      "psrv_sync_pull_wait_seconds",
+      "SYNC: seconds a pull waited for the previous step to be applied (0 when it was).", {"job"},
+      LatencyBuckets());
+  metrics->AddCollector([this](CollectedMetrics* out) { CollectMetrics(out); });
+}
+
+ShardEnv ShardStore::EnvFor(const std::string& job_id) {
+  ShardEnv env;
+  env.clock = options_.clock;
+  if (options_.metrics != nullptr) {
+    env.staleness = staleness_->Get({job_id});
+    env.step_wait = step_wait_->Get({job_id});
+    env.pull_wait = pull_wait_->Get({job_id});
+  }
+  return env;
+}
+
+void ShardStore::CollectMetrics(CollectedMetrics* out) {
+  const std::vector<std::string> labels = {"job", "table", "range"};
+  auto counter = [&](const char* name, const char* help) {
+    return out->AddCounter(name, help, labels);
+  };
+  auto gauge = [&](const char* name, const char* help) {
+    return out->AddGauge(name, help, labels);
+  };
+  CollectedMetrics::Family* pushes = counter("psrv_shard_pushes_total", "Pushes accepted.");
+  CollectedMetrics::Family* pulls = counter("psrv_shard_pulls_total", "Pulls answered or waiting.");
+  CollectedMetrics::Family* bytes_in =
+      counter("psrv_shard_push_bytes_total", "Gradient bytes of accepted pushes (as FP32).");
+  CollectedMetrics::Family* bytes_out =
+      counter("psrv_shard_pull_bytes_total", "Parameter bytes of pulls (as FP32).");
+  CollectedMetrics::Family* rejected =
+      counter("psrv_shard_rejected_pushes_total", "Pushes refused (bad input, stale step...).");
+  CollectedMetrics::Family* version =
+      gauge("psrv_shard_version", "Updates applied to the shard (SYNC: steps).");
+  CollectedMetrics::Family* elements = gauge("psrv_shard_elements", "Keys in the shard's range.");
+  CollectedMetrics::Family* memory = gauge(
+      "psrv_shard_memory_bytes", "Parameters, optimizer state and aggregation buffer, in bytes.");
+  CollectedMetrics::Family* pending =
+      gauge("psrv_shard_pending_pushes", "SYNC: pushes received for the step being aggregated.");
+  CollectedMetrics::Family* waiting = gauge(
+      "psrv_shard_waiting_workers",
+      "SYNC: workers that have not pushed all of the step being aggregated (0 before its first "
+      "push).");
+  CollectedMetrics::Family* waiting_seconds =
+      gauge("psrv_shard_step_waiting_seconds",
+            "SYNC: how long the step being aggregated has waited since its first push.");
+  CollectedMetrics::Family* updated = gauge("psrv_shard_last_update_timestamp_seconds",
+                                            "Unix time of the last update; 0 if none.");
+  CollectedMetrics::Family* rejected_at =
+      gauge("psrv_shard_last_rejected_push_timestamp_seconds",
+            "Unix time of the last rejected push; 0 if none.");
+  const ServerStatus status = Status("");
+  out->AddGauge("psrv_server_info",
+                "1, labelled with the server's id (from the coordinator) and the address it "
+                "registered.",
+                {"server_id", "address"})
+      ->Add({status.server_id(), status.address()}, 1);
+  for (const ShardStatus& shard : status.shards()) {
+    const std::vector<std::string> values = {
+        shard.job_id(), shard.table(),
+        absl::StrCat("[", shard.range().begin(), ",", shard.range().end(), ")")};
+    pushes->Add(values, static_cast<double>(shard.pushes()));
+    pulls->Add(values, static_cast<double>(shard.pulls()));
+    bytes_in->Add(values, static_cast<double>(shard.bytes_in()));
+    bytes_out->Add(values, static_cast<double>(shard.bytes_out()));
+    rejected->Add(values, static_cast<double>(shard.rejected_pushes()));
+    version->Add(values, static_cast<double>(shard.version()));
+    elements->Add(values, static_cast<double>(shard.elements()));
+    memory->Add(values, static_cast<double>(shard.bytes()));
+    pending->Add(values, shard.pending_pushes());
+    waiting->Add(values, shard.waiting_for_workers_size());
+    waiting_seconds->Add(values, shard.waiting_ms() / 1000.0);
+    updated->Add(values, shard.last_update_ms() / 1000.0);
+    rejected_at->Add(values, shard.last_error_ms() / 1000.0);
+  }
+}
 
 void ShardStore::SetIdentity(const std::string& server_id, const std::string& address) {
   absl::MutexLock lock(&mu_);
@@ -105,7 +196,7 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
     config.consistency = request.consistency();
     config.optimizer = request.optimizer();
     config.num_workers = request.num_workers();
-    created.push_back(std::make_shared<Shard>(std::move(config)));
+    created.push_back(std::make_shared<Shard>(std::move(config), EnvFor(request.job_id())));
   }
   // Restore from checkpoint files: all or nothing.
   for (const CheckpointFile& file : request.restore_from()) {
@@ -231,7 +322,7 @@ absl::StatusOr<uint64_t> ShardStore::Push(const PushRequest& request, const char
                                                       (*shard)->config().num_workers, " workers"));
   }
   if (!invalid.ok()) {
-    (*shard)->RecordRejectedPush();
+    (*shard)->RecordRejectedPush(request, invalid);
     return invalid;
   }
   if (request.dtype() == BF16) {

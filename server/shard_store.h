@@ -21,7 +21,16 @@ namespace psrv {
 // Thread-safe.
 class ShardStore {
  public:
-  ShardStore();
+  struct Options {
+    // If set, the store records push staleness, SYNC step and pull waits there and exports every
+    // shard's statistics at each scrape (docs/METRICS.md). Not owned; the store must outlive the
+    // scrapes of it.
+    MetricsRegistry* metrics = nullptr;
+    std::function<absl::Time()> clock = [] { return absl::Now(); };
+  };
+
+  ShardStore() : ShardStore(Options()) {}
+  explicit ShardStore(Options options);
 
   // See ParameterServer.CreateShards in proto/parameter_server.proto.
   absl::Status CreateShards(const CreateShardsRequest& request);
@@ -60,6 +69,15 @@ class ShardStore {
 
   std::vector<std::shared_ptr<Shard>> AllShards(const std::string& job_id);
 
+  // Adds every shard's statistics to a scrape of the metrics.
+  void CollectMetrics(CollectedMetrics* out);
+  // The environment of a new shard of `job_id` (its histograms carry the job's label).
+  ShardEnv EnvFor(const std::string& job_id);
+
+  const Options options_;
+  HistogramFamily* staleness_ = nullptr;  // Set with options_.metrics.
+  HistogramFamily* step_wait_ = nullptr;
+  HistogramFamily* pull_wait_ = nullptr;
   const int64_t start_time_ms_;
   absl::Mutex mu_;
   std::string server_id_ ABSL_GUARDED_BY(mu_) = "standalone";

@@ -348,3 +348,164 @@ TEST(ShardStoreCheckpointTest, SyncCheckpointAtAStepAndRestore) {
 
 }  // namespace
 }  // namespace psrv
+
+namespace psrv {
+namespace {
+
+// A clock the tests move by hand.
+struct FakeClock {
+  absl::Time now = absl::FromUnixSeconds(1700000000);
+  std::function<absl::Time()> Function() {
+    return [this] { return now; };
+  }
+};
+
+TEST(ShardStoreStatusTest, SyncShowsTheWorkersAStepWaitsForAndSince) {
+  FakeClock clock;
+  ShardStore::Options options;
+  options.clock = clock.Function();
+  ShardStore store(options);
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 3)).ok());
+  std::vector<float> g(kSize, 1.0f);
+  ShardStatus status = store.Status("").shards(0);
+  EXPECT_EQ(status.waiting_for_workers_size(), 0);  // No push yet: nothing to wait for.
+  EXPECT_EQ(status.waiting_ms(), 0);
+
+  ASSERT_TRUE(Push(&store, PushHeader(1, 0), g).ok());
+  clock.now += absl::Milliseconds(1500);
+  // Rank 2 pushes half of the shard: still incomplete.
+  ASSERT_TRUE(Push(&store, PushHeader(1, 2, 0, 50), std::vector<float>(50, 1.0f)).ok());
+  clock.now += absl::Milliseconds(500);
+  status = store.Status("").shards(0);
+  EXPECT_EQ(std::vector<uint32_t>(status.waiting_for_workers().begin(),
+                                  status.waiting_for_workers().end()),
+            (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(status.waiting_ms(), 2000);
+  EXPECT_EQ(status.pending_pushes(), 2u);
+
+  ASSERT_TRUE(Push(&store, PushHeader(1, 2, 50, 100), std::vector<float>(50, 1.0f)).ok());
+  ASSERT_TRUE(Push(&store, PushHeader(1, 1), g).ok());
+  status = store.Status("").shards(0);
+  EXPECT_EQ(status.version(), 1u);
+  EXPECT_EQ(status.waiting_for_workers_size(), 0);
+  EXPECT_EQ(status.waiting_ms(), 0);
+}
+
+TEST(ShardStoreStatusTest, RatesCoverTheLastSeconds) {
+  FakeClock clock;
+  const absl::Time start = clock.now;
+  ShardStore::Options options;
+  options.clock = clock.Function();
+  ShardStore store(options);
+  ASSERT_TRUE(store.CreateShards(Create(ASYNC, 1)).ok());
+  std::vector<float> g(kSize, 0.1f);
+  // 20 pushes and 40 pulls a second for 4 s.
+  for (int i = 0; i < 80; ++i) {
+    clock.now = start + absl::Milliseconds(50 * i);
+    ASSERT_TRUE(Push(&store, PushHeader(0, 0), g).ok());
+    PullNow(&store, PullHeader(0));
+    PullNow(&store, PullHeader(0));
+  }
+  clock.now = start + absl::Seconds(4);
+  ShardStatus status = store.Status("").shards(0);
+  EXPECT_NEAR(status.push_rate(), 20, 0.5);
+  EXPECT_NEAR(status.pull_rate(), 40, 1);
+  EXPECT_NEAR(status.bytes_in_rate(), 20 * kSize * 4, 40);
+  EXPECT_NEAR(status.bytes_out_rate(), 40 * kSize * 4, 80);
+  clock.now = start + absl::Seconds(30);
+  status = store.Status("").shards(0);
+  EXPECT_EQ(status.push_rate(), 0);
+  EXPECT_EQ(status.pull_rate(), 0);
+  EXPECT_EQ(status.pushes(), 80u);
+}
+
+TEST(ShardStoreStatusTest, TheLastRejectedPushIsKept) {
+  FakeClock clock;
+  ShardStore::Options options;
+  options.clock = clock.Function();
+  ShardStore store(options);
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 1)).ok());
+  EXPECT_EQ(store.Status("").shards(0).last_error(), "");
+  EXPECT_EQ(store.Status("").shards(0).last_error_ms(), 0);
+  std::vector<float> g(kSize, 1.0f);
+  ASSERT_TRUE(Push(&store, PushHeader(1, 0), g).ok());
+  clock.now += absl::Seconds(3);
+  EXPECT_FALSE(Push(&store, PushHeader(1, 0), g).ok());  // Step 1 was applied.
+  ShardStatus status = store.Status("").shards(0);
+  EXPECT_EQ(status.last_error(),
+            "FAILED_PRECONDITION: step 1 was already applied (the shard is at step 1) "
+            "(worker 0, step 1)");
+  EXPECT_EQ(status.last_error_ms(), absl::ToUnixMillis(clock.now));
+  EXPECT_EQ(status.rejected_pushes(), 1u);
+  // Refused by the store before the shard (wrong length): kept too.
+  clock.now += absl::Seconds(1);
+  EXPECT_FALSE(Push(&store, PushHeader(2, 0), std::vector<float>(3)).ok());
+  status = store.Status("").shards(0);
+  EXPECT_EQ(status.last_error().rfind("INVALID_ARGUMENT: expected 400 bytes", 0), 0u)
+      << status.last_error();
+  EXPECT_EQ(status.last_error_ms(), absl::ToUnixMillis(clock.now));
+  EXPECT_EQ(status.rejected_pushes(), 2u);
+}
+
+// The value of the sample `series` (name and labels exactly as rendered) in `text`; -1 if absent.
+double Sample(const std::string& text, const std::string& series) {
+  const size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+TEST(ShardStoreMetricsTest, StalenessWaitsAndShardStatistics) {
+  MetricsRegistry metrics;
+  FakeClock clock;
+  ShardStore::Options options;
+  options.metrics = &metrics;
+  options.clock = clock.Function();
+  ShardStore store(options);
+  CreateShardsRequest async = Create(ASYNC, 2);
+  async.set_job_id("async");
+  ASSERT_TRUE(store.CreateShards(async).ok());
+  std::vector<float> g(kSize, 0.1f);
+  // Both workers computed from version 0; the second push arrives one update later.
+  for (uint32_t rank : {0u, 1u}) {
+    PushRequest push = PushHeader(0, rank);
+    push.set_job_id("async");
+    push.set_base_version(0);
+    ASSERT_TRUE(Push(&store, push, g).ok());
+  }
+  PushRequest unmeasured = PushHeader(0, 0);  // No base version: not measured.
+  unmeasured.set_job_id("async");
+  ASSERT_TRUE(Push(&store, unmeasured, g).ok());
+
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 2)).ok());
+  PullNow(&store, PullHeader(1));
+  PushRequest first = PushHeader(1, 0);
+  first.set_base_version(0);
+  ASSERT_TRUE(Push(&store, first, g).ok());
+  clock.now += absl::Milliseconds(250);
+  PushRequest second = PushHeader(1, 1);
+  second.set_base_version(0);
+  ASSERT_TRUE(Push(&store, second, g).ok());
+
+  const std::string text = metrics.Render();
+  EXPECT_EQ(Sample(text, "psrv_push_staleness_count{job=\"async\"}"), 2) << text;
+  EXPECT_EQ(Sample(text, "psrv_push_staleness_sum{job=\"async\"}"), 1);
+  EXPECT_EQ(Sample(text, "psrv_push_staleness_bucket{job=\"async\",le=\"0\"}"), 1);
+  EXPECT_EQ(Sample(text, "psrv_push_staleness_sum{job=\"job\"}"), 0);  // SYNC.
+  EXPECT_EQ(Sample(text, "psrv_sync_step_wait_seconds_count{job=\"job\"}"), 1);
+  EXPECT_EQ(Sample(text, "psrv_sync_step_wait_seconds_sum{job=\"job\"}"), 0.25);
+  EXPECT_EQ(Sample(text, "psrv_sync_pull_wait_seconds_count{job=\"job\"}"), 1);
+  EXPECT_EQ(Sample(text, "psrv_shard_pushes_total{job=\"async\",table=\"w\",range=\"[0,100)\"}"),
+            3);
+  EXPECT_EQ(Sample(text, "psrv_shard_version{job=\"async\",table=\"w\",range=\"[0,100)\"}"), 3);
+  EXPECT_EQ(Sample(text, "psrv_shard_pulls_total{job=\"job\",table=\"w\",range=\"[0,100)\"}"), 1);
+  EXPECT_EQ(
+      Sample(text, "psrv_shard_push_bytes_total{job=\"job\",table=\"w\",range=\"[0,100)\"}"),
+      2 * kSize * 4);
+  EXPECT_EQ(Sample(text, "psrv_shard_elements{job=\"job\",table=\"w\",range=\"[0,100)\"}"), kSize);
+  EXPECT_EQ(Sample(text, "psrv_shard_last_update_timestamp_seconds{job=\"job\",table=\"w\","
+                         "range=\"[0,100)\"}"),
+            absl::ToUnixMillis(clock.now) / 1000.0);
+}
+
+}  // namespace
+}  // namespace psrv

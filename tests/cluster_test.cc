@@ -26,7 +26,7 @@
 #include "gtest/gtest.h"
 #include "proto/parameter_server.grpc.pb.h"
 #include "server/apply.h"
-#include "tools/cpp/runfiles/runfiles.h"
+#include "tests/test_util.h"
 #include "worker/compute.h"
 #include "worker/data/corpus.h"
 #include "worker/model/language_model.h"
@@ -35,28 +35,6 @@
 
 namespace psrv {
 namespace {
-
-using bazel::tools::cpp::runfiles::Runfiles;
-
-std::string Runfile(const std::string& path) {
-  static Runfiles* runfiles = Runfiles::CreateForTest();
-  return runfiles->Rlocation("psrv/" + path);
-}
-
-std::string TempDir() {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  std::string templ = absl::StrCat(dir ? dir : "/tmp", "/cluster_XXXXXX");
-  std::vector<char> buf(templ.begin(), templ.end());
-  buf.push_back('\0');
-  return mkdtemp(buf.data());
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 JobSpec SmallJob(ConsistencyMode mode, uint32_t servers, uint32_t workers, uint64_t steps) {
   JobSpec spec;
@@ -83,7 +61,7 @@ JobSpec SmallJob(ConsistencyMode mode, uint32_t servers, uint32_t workers, uint6
 class ClusterTest : public ::testing::Test {
  protected:
   void StartCluster(int servers, int workers) {
-    log_dir_ = TempDir();
+    log_dir_ = TempDir("cluster");
     LocalClusterOptions options;
     options.binaries.coordinator = Runfile("coordinator/ps_coordinator");
     options.binaries.server = Runfile("server/ps_server");
@@ -116,15 +94,7 @@ class ClusterTest : public ::testing::Test {
 
   // Runs psctl with `args` against the cluster; returns its exit code and stdout.
   int Psctl(const std::vector<std::string>& args, std::string* out) {
-    const std::string out_path = absl::StrCat(log_dir_, "/psctl_", ++psctl_runs_, ".out");
-    std::vector<std::string> argv = {Runfile("client/psctl"), "--coordinator",
-                                     cluster_->coordinator_address()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Subprocess psctl;
-    EXPECT_TRUE(psctl.Start(argv, out_path).ok());
-    absl::StatusOr<int> code = psctl.Wait(absl::Seconds(60));
-    *out = ReadFile(out_path);
-    return code.ok() ? *code : -1;
+    return RunPsctl(cluster_->coordinator_address(), log_dir_, args, out);
   }
 
   void TearDown() override {
@@ -132,7 +102,6 @@ class ClusterTest : public ::testing::Test {
   }
 
   std::string log_dir_;
-  int psctl_runs_ = 0;
   std::unique_ptr<LocalCluster> cluster_;
   std::unique_ptr<CoordinatorClient> client_;
 };
@@ -246,10 +215,10 @@ TEST_F(ClusterTest, MalformedJobSpecsAreRejectedWithReasons) {
 class ServerBadInputTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = TempDir();
+    dir_ = TempDir("server");
     ASSERT_TRUE(server_
                     .Start({Runfile("server/ps_server"), "--host=127.0.0.1", "--port=0",
-                            "--port_file=" + dir_ + "/port"},
+                            "--port_file=" + dir_ + "/port", "--metrics_port=0"},
                            dir_ + "/server.log")
                     .ok());
     absl::StatusOr<int> port = WaitForPortFile(dir_ + "/port", absl::Seconds(30), &server_);

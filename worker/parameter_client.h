@@ -46,7 +46,8 @@ class ParameterClient {
   int64_t TableOffset(const std::string& table) const;
 
   // Fills params (num_parameters floats) with the values every shard has for `step` (SYNC: after
-  // step-1 was applied). All shards are pulled in parallel; the first error is returned.
+  // step-1 was applied). All shards are pulled in parallel; the first error is returned. Each
+  // shard's version is kept for the next Push (PushRequest.base_version: staleness).
   absl::Status Pull(uint64_t step, float* params, absl::Duration timeout);
 
   // Sends grads (num_parameters floats) for `step`, each shard its range, in parallel.
@@ -73,6 +74,9 @@ class ParameterClient {
   // By server address: one stub (own channel, own TCP connection) per connection.
   std::map<std::string, std::vector<std::unique_ptr<grpc::GenericStub>>> stubs_;
   std::vector<Target> targets_;
+  // (targets_) the version each target's shard had at the last successful Pull.
+  std::vector<uint64_t> pulled_versions_;
+  bool pulled_ = false;  // pulled_versions_ is set.
 };
 
 }  // namespace psrv

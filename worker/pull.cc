@@ -25,7 +25,10 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
   std::vector<std::unique_ptr<Call>> calls;
   CallBatch batch(static_cast<int>(targets_.size()));
   const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
-  for (const Target& target : targets_) {
+  pulled_versions_.resize(targets_.size());
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    const Target& target = targets_[i];
+    uint64_t* version = &pulled_versions_[i];
     auto call = std::make_unique<Call>();
     call->context.set_deadline(deadline);
     PullRequest header;
@@ -47,7 +50,7 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
     const std::string what = absl::StrCat("pull ", target.table, " from ", target.address);
     target.stub->UnaryCall(
         &raw->context, "/psrv.ParameterServer/Pull", grpc::StubOptions(), &raw->request,
-        &raw->response, [raw, destination, expected, what, &batch](grpc::Status status) {
+        &raw->response, [raw, destination, expected, what, version, &batch](grpc::Status status) {
           absl::Status result = FromGrpcStatus(status, what);
           if (result.ok()) {
             PullResponse reply;
@@ -59,12 +62,14 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
                                         }
                                         return destination;
                                       });
+            if (result.ok()) *version = reply.version();
           }
           batch.Done(result);
         });
     calls.push_back(std::move(call));
   }
   absl::Status status = batch.Wait();
+  pulled_ = status.ok();
   if (status.ok() && wire_dtype_ == BF16) {
     Bf16ToFloats(wire_buffer_.data(), num_parameters_, params);
   }

@@ -30,7 +30,8 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
   // (the buffer must not change before both).
   CallBatch batch(static_cast<int>(2 * targets_.size()));
   const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
-  for (const Target& target : targets_) {
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    const Target& target = targets_[i];
     auto call = std::make_unique<Call>();
     call->context.set_deadline(deadline);
     PushRequest header;
@@ -40,6 +41,7 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
     header.set_dtype(wire_dtype_);
     header.set_step(step);
     header.set_worker_rank(worker_rank_);
+    if (pulled_) header.set_base_version(pulled_versions_[i]);
     const void* payload = bf16 ? static_cast<const void*>(wire_buffer_.data() + target.flat_offset)
                                : static_cast<const void*>(grads + target.flat_offset);
     SerializeWithPayload(header, payload, RangeSize(target.range) * (bf16 ? 2 : sizeof(float)),

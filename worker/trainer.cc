@@ -15,6 +15,7 @@
 #include "worker/model/language_model.h"
 #include "worker/model/tokenizer.h"
 #include "worker/parameter_client.h"
+#include "worker/training_metrics.h"
 
 namespace psrv {
 namespace {
@@ -58,6 +59,9 @@ class ProgressReporter {
   ProgressReporter(Coordinator::Stub* stub, const WorkAssignment& assignment, std::string node_id)
       : stub_(stub), assignment_(assignment), node_id_(std::move(node_id)) {}
 
+  // The mean step time sent with the next reports.
+  void set_step_seconds(float seconds) { step_seconds_ = seconds; }
+
   // Returns true if the coordinator wants the worker to stop.
   bool Report(uint64_t step, float loss, float tokens_per_sec, float val_loss, bool done,
               const std::string& error = "", const std::string& sample = "") {
@@ -70,6 +74,7 @@ class ProgressReporter {
     request.set_loss(std::isfinite(loss) ? loss : 0.0f);
     request.set_tokens_per_sec(tokens_per_sec);
     request.set_val_loss(std::isfinite(val_loss) ? val_loss : 0.0f);
+    request.set_step_seconds(step_seconds_);
     request.set_done(done);
     request.set_error(ToValidUtf8(error));
     request.set_sample(ToValidUtf8(sample));
@@ -90,10 +95,11 @@ class ProgressReporter {
   Coordinator::Stub* const stub_;
   const WorkAssignment& assignment_;
   const std::string node_id_;
+  float step_seconds_ = 0;
 };
 
 absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
-                   const std::atomic<bool>* cancel) {
+                   const std::atomic<bool>* cancel, TrainingMetrics* metrics) {
   const JobSpec& spec = assignment.spec();
   const TrainingSpec& training = spec.training();
   const bool evaluator = assignment.rank() == 0;
@@ -130,10 +136,17 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
                             training.seed() * 1000003 + assignment.rank(),
                             static_cast<int>(training.grad_accumulation_steps()));
   auto validation_loss = [&]() {
-    return ValidationLoss(model.get(), params.data(), validation, vocabulary,
-                          static_cast<int>(training.batch_size()),
-                          static_cast<int>(training.eval_batches()));
+    const absl::Time start = absl::Now();
+    const float loss = ValidationLoss(model.get(), params.data(), validation, vocabulary,
+                                      static_cast<int>(training.batch_size()),
+                                      static_cast<int>(training.eval_batches()));
+    metrics->RecordPhase(TrainingMetrics::kEval, absl::Now() - start);
+    metrics->RecordValidation(loss);
+    return loss;
   };
+  // Payload bytes of one pull or push of every parameter.
+  const uint64_t wire_bytes =
+      client->num_parameters() * (client_options.wire_dtype == BF16 ? 2 : sizeof(float));
 
   auto pull = [&](uint64_t step) -> absl::Status {
     while (true) {
@@ -150,18 +163,28 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   absl::Time window_start = absl::Now();
   for (uint64_t step = 1; step <= training.steps(); ++step) {
     if (cancel->load()) return absl::CancelledError("job cancelled");
+    const absl::Time step_start = absl::Now();
     RETURN_IF_ERROR(pull(step));
+    const absl::Time pulled = absl::Now();
+    metrics->RecordPhase(TrainingMetrics::kPull, pulled - step_start);
     // Validation on the parameters this step starts from (after step - 1 updates).
     float val_loss = 0;
     if (evaluator && eval_every > 0 && step > 1 && (step - 1) % eval_every == 0) {
       val_loss = validation_loss();
     }
+    const absl::Time compute_start = absl::Now();
     const float loss = computer.Compute(params.data(), grads.data());
+    const absl::Time computed = absl::Now();
+    metrics->RecordPhase(TrainingMetrics::kCompute, computed - compute_start);
     if (!std::isfinite(loss)) {
       return absl::InternalError(absl::StrCat("loss became ", loss, " at step ", step,
                                               " (learning rate too high?)"));
     }
     RETURN_IF_ERROR(client->Push(step, grads.data(), kPushTimeout));
+    const absl::Time pushed = absl::Now();
+    metrics->RecordPhase(TrainingMetrics::kPush, pushed - computed);
+    metrics->RecordStep(step, pushed - step_start, computer.tokens_per_step(), wire_bytes,
+                        wire_bytes, computer.last_grad_norm());
     window_loss += loss;
     ++window_steps;
     const bool last = step == training.steps();
@@ -170,6 +193,8 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
       const float tokens_per_sec =
           seconds > 0 ? static_cast<float>(window_steps * computer.tokens_per_step() / seconds) : 0;
       const float mean_loss = static_cast<float>(window_loss / window_steps);
+      reporter->set_step_seconds(static_cast<float>(seconds / window_steps));
+      metrics->RecordWindow(mean_loss, tokens_per_sec);
       if (!last) {
         if (reporter->Report(step, mean_loss, tokens_per_sec, val_loss, /*done=*/false)) {
           return absl::CancelledError("job cancelled");
@@ -204,9 +229,11 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
 }  // namespace
 
 absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
-                    const std::string& node_id, const std::atomic<bool>* cancel) {
+                    const std::string& node_id, const std::atomic<bool>* cancel,
+                    MetricsRegistry* metrics) {
   ProgressReporter reporter(coordinator, assignment, node_id);
-  absl::Status status = Train(assignment, &reporter, cancel);
+  TrainingMetrics training_metrics(metrics, assignment.job_id(), assignment.rank());
+  absl::Status status = Train(assignment, &reporter, cancel, &training_metrics);
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
     reporter.Report(0, 0, 0, 0, /*done=*/false, status.ToString());
   }

@@ -7,15 +7,18 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/metrics.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace psrv {
 
 // Runs `assignment` to completion, reporting progress, completion or failure to the coordinator
 // through `coordinator`. Returns early with CANCELLED once `*cancel` becomes true or the coordinator
-// says the job was cancelled.
+// says the job was cancelled. With `metrics` (not owned), records the step times, losses and
+// throughput there (worker/training_metrics.h).
 absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
-                    const std::string& node_id, const std::atomic<bool>* cancel);
+                    const std::string& node_id, const std::atomic<bool>* cancel,
+                    MetricsRegistry* metrics = nullptr);
 
 }  // namespace psrv
 

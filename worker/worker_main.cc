@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <deque>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -16,12 +18,22 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/membership.h"
+#include "common/metrics.h"
+#include "common/monitoring.h"
 #include "common/shutdown.h"
 #include "worker/model/openblas_env.h"
 #include "worker/trainer.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070", "host:port of ps_coordinator.");
 ABSL_FLAG(int, max_jobs, 0, "Exit after this many jobs (0: run jobs until terminated).");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address the metrics HTTP server listens on.");
+ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
+          "Port of the HTTP server for Prometheus metrics (/metrics) and /healthz "
+          "(docs/METRICS.md). Default 9092; if left at the default and that port is taken, the "
+          "worker runs without it (a warning is logged). 0 picks a free port (see "
+          "--metrics_port_file); negative: no HTTP server.");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, the metrics port actually bound is written to this file.");
 
 namespace psrv {
 namespace {
@@ -68,6 +80,25 @@ class AssignmentQueue {
 
 int Run() {
   absl::Notification* terminate = InstallTerminationHandler();
+  MetricsRegistry metrics;
+  MonitoringOptions monitoring;
+  monitoring.host = absl::GetFlag(FLAGS_host);
+  monitoring.port = absl::GetFlag(FLAGS_metrics_port);
+  monitoring.default_port = 9092;
+  monitoring.port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  absl::StatusOr<std::unique_ptr<HttpServer>> http = StartMonitoring(monitoring, &metrics);
+  if (!http.ok()) {
+    LOG(ERROR) << http.status();
+    return 1;
+  }
+  if (*http != nullptr) {
+    LOG(INFO) << "metrics on http://" << monitoring.host << ":" << (*http)->port() << "/metrics";
+  }
+  CounterFamily* jobs_done = metrics.AddCounter(
+      "psrv_worker_jobs_total", "Jobs this worker ran, by how they ended (ok, cancelled, failed).",
+      {"result"});
+  Gauge* busy = metrics.AddGauge("psrv_worker_busy", "1 while the worker runs a job, else 0.")
+                    ->Get();
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   AssignmentQueue queue;
@@ -98,9 +129,16 @@ int Run() {
     if (!queue.Next(&assignment, absl::Milliseconds(200))) continue;
     cancel = false;
     LOG(INFO) << "running job " << assignment.job_id() << " as rank " << assignment.rank();
+    busy->Set(1);
     absl::Status result =
-        RunJob(assignment, membership.stub(), membership.node_id(), &cancel);
+        RunJob(assignment, membership.stub(), membership.node_id(), &cancel, &metrics);
+    busy->Set(0);
     LOG(INFO) << "job " << assignment.job_id() << " ended: " << result;
+    jobs_done
+        ->Get({result.ok() ? "ok"
+                           : result.code() == absl::StatusCode::kCancelled ? "cancelled"
+                                                                           : "failed"})
+        ->Increment();
     if (!result.ok() && result.code() != absl::StatusCode::kCancelled) ++failures;
     ++jobs;
   }
@@ -115,7 +153,8 @@ int main(int argc, char** argv) {
   psrv::ConfigureOpenBlas(argv);
   absl::SetProgramUsageMessage(
       "Training worker: pulls parameters, computes gradients on its part of the data, pushes.\n"
-      "Usage: ps_worker --coordinator=HOST:PORT [--max_jobs=N]");
+      "Usage: ps_worker --coordinator=HOST:PORT [--max_jobs=N] [--metrics_port=9092]\n"
+      "       [--metrics_port_file=F]");
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;

@@ -6,7 +6,9 @@ API, with fixed test values), the binary taken from the image's Dockerfile ENTRY
 things change: cluster DNS names become 127.0.0.1, container ports become free ports, and ConfigMap
 volumes become folders. The job spec's data path and step count are the only spec fields changed.
 Then the submit Job's psctl must see the job SUCCEED, every worker and server process must exit 0
-(--max_jobs=1: the pods complete), and the coordinator must still pass its probes."""
+(--max_jobs=1: the pods complete), and the coordinator must still pass its probes. Every pod but the
+submit Job's is scraped where its prometheus.io annotations point, and the coordinator's metrics
+and status page must show the job SUCCEEDED."""
 import math
 import os
 import re
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import deploy_testlib as lib
 
@@ -232,9 +235,9 @@ class Cluster:
             return "127.0.0.1:%d" % backends[0].port(port.get("targetPort", port["port"]))
 
         text = DNS_NAME.sub(service_address, text)
-        match = re.fullmatch(r"--port=(\d+)", text)
-        if match and (container["name"], int(match.group(1))) in pod.ports:
-            text = "--port=%d" % pod.ports[(container["name"], int(match.group(1)))]
+        match = re.fullmatch(r"--(port|metrics_port)=(\d+)", text)
+        if match and (container["name"], int(match.group(2))) in pod.ports:
+            text = "--%s=%d" % (match.group(1), pod.ports[(container["name"], int(match.group(2)))])
         for mount_path, local in mounts.items():
             text = re.sub(r"(^|=)" + re.escape(mount_path) + r"(?=/|$)",
                           lambda m: m.group(1) + local, text)
@@ -352,6 +355,46 @@ class Cluster:
 
 _grpc_warned = []
 
+# Local addresses only: an http_proxy set for the web must not capture 127.0.0.1.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(port, path, timeout=5):
+    """(status, content type, body) of GET http://127.0.0.1:port/path; None if unreachable."""
+    try:
+        with _http.open("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as reply:
+            return reply.status, reply.headers.get("Content-Type", ""), reply.read().decode()
+    except OSError:
+        return None
+
+
+def scrape(pod, timeout):
+    """GET the pod's metrics where its prometheus.io annotations point (as Prometheus' pod
+    discovery does); returns the text."""
+    annotations = pod.annotations
+    check(annotations.get("prometheus.io/scrape") == "true",
+          "pod %s has no prometheus.io/scrape: \"true\" annotation" % pod.name)
+    check("prometheus.io/port" in annotations, "pod %s: no prometheus.io/port" % pod.name)
+    port = pod.port(int(annotations["prometheus.io/port"]))
+    path = annotations.get("prometheus.io/path", "/metrics")
+    deadline = time.time() + timeout
+    while True:
+        reply = http_get(port, path)
+        if reply is not None:
+            break
+        check(time.time() < deadline, "%s: nothing answers on its metrics port %s after %d s"
+              % (pod.name, annotations["prometheus.io/port"], timeout))
+        time.sleep(0.2)
+    status, content_type, body = reply
+    check(status == 200, "%s: GET %s: HTTP %d" % (pod.name, path, status))
+    check(content_type.startswith("text/plain; version=0.0.4"),
+          "%s: metrics served as %r" % (pod.name, content_type))
+    check("# TYPE process_resident_memory_bytes gauge" in body,
+          "%s: %s is not Prometheus metrics:\n%s" % (pod.name, path, body[:500]))
+    print("%s: %d lines of metrics at :%s%s" % (pod.name, body.count("\n"),
+                                               annotations["prometheus.io/port"], path))
+    return body
+
 
 def grpc_serving(port, service):
     """grpc.health.v1.Health/Check, as the kubelet's grpc probe calls it."""
@@ -415,6 +458,10 @@ def run_overlay(kubectl, tree, overlay):
         worker_processes = [p for pod in workers for p in cluster.start_pod(pod)]
         for pod in servers:
             cluster.wait_ready(pod, 30)
+        # Every pod that runs psrv is scraped where its annotations say (workers idle until the
+        # job is submitted).
+        for pod in coordinators + servers + workers:
+            scrape(pod, 30)
 
         # The submit Job asks for as many servers and workers as the Jobs run.
         psctl_argv, _ = cluster.argv_env(submit, submit.spec["containers"][0])
@@ -444,6 +491,17 @@ def run_overlay(kubectl, tree, overlay):
             check(all(p.poll() is None for d, p, _ in cluster.processes
                       if d.startswith(pod.name)), "the coordinator exited")
             cluster.wait_ready(pod, 10)
+            metrics = scrape(pod, 10)
+            check('psrv_jobs{state="SUCCEEDED"} 1' in metrics,
+                  "the coordinator's metrics do not count the job as SUCCEEDED")
+            # The status page, through the Service's http port as kubectl port-forward reaches it.
+            http_port = next(p for p in cluster.services["ps-coordinator"]["spec"]["ports"]
+                             if p["name"] == "http")
+            page = http_get(pod.port(http_port["targetPort"]), "/?refresh=0")
+            check(page is not None and page[0] == 200, "no status page on the coordinator")
+            check("psrv cluster" in page[2] and "SUCCEEDED" in page[2],
+                  "the status page does not show the job SUCCEEDED")
+            print("%s: status page shows the job SUCCEEDED" % pod.name)
     except TestFailure:
         cluster.print_logs()
         raise

@@ -1,0 +1,27 @@
+// Helpers shared by the integration tests: binaries and data from Bazel runfiles, scratch
+// directories, and running psctl against a cluster.
+#ifndef PSRV_TESTS_TEST_UTIL_H_
+#define PSRV_TESTS_TEST_UTIL_H_
+
+#include <string>
+#include <vector>
+
+namespace psrv {
+
+// The runfile at `path` in this workspace, e.g. "server/ps_server".
+std::string Runfile(const std::string& path);
+
+// A fresh directory under $TEST_TMPDIR named `name`_XXXXXX.
+std::string TempDir(const std::string& name);
+
+// The whole file ("" if unreadable).
+std::string ReadFile(const std::string& path);
+
+// Runs psctl --coordinator=`coordinator` `args`, logging to a new file in `log_dir`. Returns the
+// exit code (-1 if it did not end within a minute) and sets `*out` to its stdout and stderr.
+int RunPsctl(const std::string& coordinator, const std::string& log_dir,
+             const std::vector<std::string>& args, std::string* out);
+
+}  // namespace psrv
+
+#endif  // PSRV_TESTS_TEST_UTIL_H_
