@@ -99,13 +99,16 @@ class ProgressReporter {
 };
 
 absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
-                   const std::atomic<bool>* cancel, TrainingMetrics* metrics) {
+                   const std::atomic<bool>* cancel, Device device, TrainingMetrics* metrics) {
   const JobSpec& spec = assignment.spec();
   const TrainingSpec& training = spec.training();
   const bool evaluator = assignment.rank() == 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, CreateTokenizer(spec.model()));
+  DeviceChoice choice;
   ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
-                   CreateLanguageModel(spec.model(), tokenizer->vocab_size()));
+                   CreateLanguageModelOnDevice(spec.model(), tokenizer->vocab_size(), device,
+                                               &choice));
+  LOG(INFO) << "job " << assignment.job_id() << ": model on " << choice.description;
   const ByteToToken vocabulary = ByteToTokenTable(*tokenizer);
   ASSIGN_OR_RETURN(Corpus corpus,
                    Corpus::Load(spec.data().path(), assignment.rank(), spec.num_workers(),
@@ -177,6 +180,8 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     const absl::Time computed = absl::Now();
     metrics->RecordPhase(TrainingMetrics::kCompute, computed - compute_start);
     if (!std::isfinite(loss)) {
+      // A device error (CUDA) shows as a NaN loss: report the error itself.
+      RETURN_IF_ERROR(DeviceModelStatus(*model));
       return absl::InternalError(absl::StrCat("loss became ", loss, " at step ", step,
                                               " (learning rate too high?)"));
     }
@@ -230,10 +235,10 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
 
 absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
                     const std::string& node_id, const std::atomic<bool>* cancel,
-                    MetricsRegistry* metrics) {
+                    const TrainerOptions& options) {
   ProgressReporter reporter(coordinator, assignment, node_id);
-  TrainingMetrics training_metrics(metrics, assignment.job_id(), assignment.rank());
-  absl::Status status = Train(assignment, &reporter, cancel, &training_metrics);
+  TrainingMetrics training_metrics(options.metrics, assignment.job_id(), assignment.rank());
+  absl::Status status = Train(assignment, &reporter, cancel, options.device, &training_metrics);
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
     reporter.Report(0, 0, 0, 0, /*done=*/false, status.ToString());
   }

@@ -9,16 +9,21 @@
 #include "absl/status/status.h"
 #include "common/metrics.h"
 #include "proto/coordinator.grpc.pb.h"
+#include "worker/cuda/device_model.h"
 
 namespace psrv {
 
+struct TrainerOptions {
+  Device device = Device::kAuto;        // Where the model runs (worker/cuda/device_model.h).
+  MetricsRegistry* metrics = nullptr;   // Not owned; step times, losses, throughput if set.
+};
+
 // Runs `assignment` to completion, reporting progress, completion or failure to the coordinator
 // through `coordinator`. Returns early with CANCELLED once `*cancel` becomes true or the coordinator
-// says the job was cancelled. With `metrics` (not owned), records the step times, losses and
-// throughput there (worker/training_metrics.h).
+// says the job was cancelled.
 absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
                     const std::string& node_id, const std::atomic<bool>* cancel,
-                    MetricsRegistry* metrics = nullptr);
+                    const TrainerOptions& options);
 
 }  // namespace psrv
 

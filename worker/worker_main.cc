@@ -26,6 +26,9 @@
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070", "host:port of ps_coordinator.");
 ABSL_FLAG(int, max_jobs, 0, "Exit after this many jobs (0: run jobs until terminated).");
+ABSL_FLAG(std::string, device, "auto",
+          "Where the model runs: auto (a CUDA GPU if there is one and the model supports it, "
+          "else the CPU), cuda (fail if there is no GPU), or cpu.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the metrics HTTP server listens on.");
 ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
           "Port of the HTTP server for Prometheus metrics (/metrics) and /healthz "
@@ -99,6 +102,24 @@ int Run() {
       {"result"});
   Gauge* busy = metrics.AddGauge("psrv_worker_busy", "1 while the worker runs a job, else 0.")
                     ->Get();
+  TrainerOptions trainer_options;
+  trainer_options.metrics = &metrics;
+  absl::StatusOr<Device> device = ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    LOG(ERROR) << "--device: " << device.status().message();
+    return 2;
+  }
+  trainer_options.device = *device;
+  if (*device == Device::kCuda) {
+    std::string why;
+    if (!BuiltWithCuda() || UsableCudaDevices(&why) == 0) {
+      LOG(ERROR) << "--device=cuda: "
+                 << (BuiltWithCuda() ? "no CUDA GPU found (" + why + ")"
+                                     : std::string("built without CUDA (--define=cuda=off)"))
+                 << "; use --device=cpu or auto";
+      return 2;
+    }
+  }
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   AssignmentQueue queue;
@@ -131,7 +152,7 @@ int Run() {
     LOG(INFO) << "running job " << assignment.job_id() << " as rank " << assignment.rank();
     busy->Set(1);
     absl::Status result =
-        RunJob(assignment, membership.stub(), membership.node_id(), &cancel, &metrics);
+        RunJob(assignment, membership.stub(), membership.node_id(), &cancel, trainer_options);
     busy->Set(0);
     LOG(INFO) << "job " << assignment.job_id() << " ended: " << result;
     jobs_done
