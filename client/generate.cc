@@ -14,9 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "client/coordinator_client.h"
 #include "client/format.h"
+#include "client/job_parameters.h"
 #include "worker/model/language_model.h"
 #include "worker/model/tokenizer.h"
-#include "worker/parameter_client.h"
 
 namespace psrv {
 namespace {
@@ -37,14 +37,6 @@ absl::Status CheckFlags(const GenerateFlags& flags) {
   return absl::OkStatus();
 }
 
-// `status` with `context` in front of its message. INVALID_ARGUMENT becomes INTERNAL: here it
-// means a server or the shard map disagrees with psctl, not that the user's input was bad.
-absl::Status WithContext(const std::string& context, const absl::Status& status) {
-  const absl::StatusCode code =
-      absl::IsInvalidArgument(status) ? absl::StatusCode::kInternal : status.code();
-  return absl::Status(code, absl::StrCat(context, ": ", status.message()));
-}
-
 uint64_t RandomSeed() {
   std::random_device device;
   return (static_cast<uint64_t>(device()) << 32) | device();
@@ -57,21 +49,8 @@ int GenerateCommand(const CommandEnv& env, const GenerateFlags& flags) {
   if (!valid.ok()) return ReportError(env, valid);
 
   // 1. The job: its model and where its parameters live.
-  CoordinatorClient client(CoordinatorClientOptions{env.coordinator, env.timeout});
-  absl::StatusOr<JobStatus> job = client.GetJob(flags.job_id);
+  absl::StatusOr<JobStatus> job = GetJobWithParameters(env, flags.job_id);
   if (!job.ok()) return ReportError(env, job.status());
-  if (job->shard_map().shards_size() == 0) {
-    const std::string state = JobState_Name(job->state());
-    return ReportError(
-        env, absl::FailedPreconditionError(
-                 job->state() == PENDING || job->state() == RUNNING
-                     ? absl::StrCat("job ", flags.job_id, " is ", state,
-                                    " and has no parameters yet: generate works once it is "
-                                    "RUNNING (psctl job watch ",
-                                    flags.job_id, ")")
-                     : absl::StrCat("job ", flags.job_id, " is ", state,
-                                    " and has no parameters: it never started")));
-  }
   const ModelSpec& model_spec = job->spec().model();
 
   // 2. The prompt, in the job's tokens.
@@ -93,34 +72,25 @@ int GenerateCommand(const CommandEnv& env, const GenerateFlags& flags) {
                  " has a char tokenizer of ", (*tokenizer)->vocab_size(), " characters)")));
   }
 
-  // 3. The model and its parameters, pulled from every shard.
+  // 3. The model.
   absl::StatusOr<std::unique_ptr<LanguageModel>> model =
       CreateLanguageModel(model_spec, (*tokenizer)->vocab_size());
   if (!model.ok()) {
     return ReportError(
         env, WithContext(absl::StrCat("the model of job ", flags.job_id), model.status()));
   }
-  absl::StatusOr<std::unique_ptr<ParameterClient>> parameters =
-      ParameterClient::Create(job->shard_map(), /*worker_rank=*/0);
-  if (!parameters.ok()) {
-    return ReportError(
-        env, WithContext(absl::StrCat("the shard map of job ", flags.job_id), parameters.status()));
-  }
-  if ((*parameters)->num_parameters() != (*model)->num_parameters()) {
+  // 4. Its parameters, pulled from every shard.
+  absl::StatusOr<std::vector<float>> pulled = PullJobParameters(env, *job);
+  if (!pulled.ok()) return ReportError(env, pulled.status());
+  std::vector<float>& params = *pulled;  // (num_parameters)
+  if (params.size() != (*model)->num_parameters()) {
     return ReportError(env, absl::FailedPreconditionError(absl::StrCat(
-                                "job ", flags.job_id, ": its shard map holds ",
-                                (*parameters)->num_parameters(), " parameters but its ",
-                                model_spec.kind(), " model has ", (*model)->num_parameters())));
-  }
-  std::vector<float> params((*model)->num_parameters());  // (num_parameters)
-  // Step 0 never waits: the values as they are now.
-  absl::Status pulled = (*parameters)->Pull(/*step=*/0, params.data(), env.timeout);
-  if (!pulled.ok()) {
-    return ReportError(
-        env, WithContext(absl::StrCat("pull the parameters of job ", flags.job_id), pulled));
+                                "job ", flags.job_id, ": its shard map holds ", params.size(),
+                                " parameters but its ", model_spec.kind(), " model has ",
+                                (*model)->num_parameters())));
   }
 
-  // 4. Sample.
+  // 5. Sample.
   const uint64_t seed = flags.seed.has_value() ? *flags.seed : RandomSeed();
   const std::vector<int32_t> sampled =
       Sample(**model, params.data(), *prompt_ids, static_cast<int>(flags.length),

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "client/commands.h"
+#include "client/export.h"
 #include "client/generate.h"
 #include "client/interrupt.h"
 
@@ -265,6 +266,23 @@ int Main(int argc, char** argv) {
       "heartbeat, job and rank");
   cluster->add_flag("--json", cluster_json, "Print the nodes as JSON");
 
+  // psctl export
+  ExportFlags export_flags;
+  CLI::App* export_command = app.add_subcommand(
+      "export",
+      "Write a job's current parameters to a safetensors file: one F32 tensor per table, with its "
+      "name and shape, and the job id, step and model spec as metadata (readable with Python's "
+      "safetensors library). The parameters are pulled from the job's parameter servers");
+  export_command->add_option("id", export_flags.job_id, "Job id")->required();
+  export_command
+      ->add_option("--format", export_flags.format, "File format: safetensors (the default)")
+      ->type_name("FORMAT");
+  export_command
+      ->add_option("--out", export_flags.out, "Output file (default JOB_ID.safetensors)")
+      ->type_name("FILE");
+  export_command->add_flag("--json", export_flags.json,
+                           "Print {\"job_id\", \"path\", \"tensors\", \"parameters\"}");
+
   // psctl generate
   GenerateFlags generate_flags;
   CLI::App* generate = app.add_subcommand(
@@ -383,6 +401,7 @@ int Main(int argc, char** argv) {
     return TopCommand(env, top_flags);
   }
   if (*cluster) return ClusterCommand(env, cluster_json);
+  if (*export_command) return ExportCommand(env, export_flags);
   if (*generate) {
     generate_flags.prompt_given = prompt_option->count() > 0;
     return GenerateCommand(env, generate_flags);

