@@ -330,6 +330,7 @@ absl::Status FillVocabularyHere(JobSpec* spec) {
 absl::StatusOr<JobSpec> ApplyFlags(JobSpec spec, const JobSpecFlags& flags) {
   if (flags.name) spec.set_name(*flags.name);
   if (flags.data) spec.mutable_data()->set_path(*flags.data);
+  if (flags.init_from) spec.set_init_from(ResolveUserPath(*flags.init_from));
   ModelSpec* model = spec.mutable_model();
   TrainingSpec* training = spec.mutable_training();
   OptimizerConfig* optimizer = training->mutable_optimizer();

@@ -39,6 +39,7 @@ struct JobSpecFlags {
   std::string spec_file;  // .json, .yaml or .yml; "-" reads stdin; "" for none.
   std::optional<std::string> name;
   std::optional<std::string> data;
+  std::optional<std::string> init_from;  // safetensors file to start from (psctl export).
   std::optional<int64_t> steps;
   std::optional<int64_t> batch_size;
   std::optional<double> lr;

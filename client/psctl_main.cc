@@ -41,6 +41,10 @@ void AddSpecFlags(CLI::App* app, JobSpecFlags* flags, bool cluster_size) {
   AddOptional(app, "--data", Str(&flags->data),
               "Training text file, as the workers see it (data.path; required)")
       ->type_name("FILE");
+  AddOptional(app, "--init-from", Str(&flags->init_from),
+              "Start from the parameters in this safetensors file (as written by psctl export; "
+              "every server must be able to read it) instead of a random initialisation")
+      ->type_name("FILE");
   AddOptional(app, "--validation-fraction", &flags->validation_fraction,
               "Fraction of the data file, at its end, kept for validation, in (0, 0.5] "
               "(default 0.1)")

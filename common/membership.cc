@@ -47,7 +47,15 @@ absl::Status Membership::Start(absl::Duration timeout) {
 
 void Membership::Stop() {
   if (!stop_.HasBeenNotified()) stop_.Notify();
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  thread_.join();
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  LeaveRequest request;
+  request.set_node_id(node_id());
+  LeaveResponse response;
+  grpc::Status status = stub_->Leave(&context, request, &response);
+  if (!status.ok()) LOG(WARNING) << "leaving the cluster: " << status.error_message();
 }
 
 std::string Membership::node_id() {

@@ -35,7 +35,8 @@ class Membership {
   // heartbeat thread. UNAVAILABLE/DEADLINE_EXCEEDED if the coordinator never answered.
   absl::Status Start(absl::Duration timeout);
 
-  // Stops the heartbeat thread.
+  // Stops the heartbeat thread and tells the coordinator the node leaves (best effort, 1 s), so
+  // it is given no more work.
   void Stop();
 
   std::string node_id();

@@ -102,6 +102,14 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
   return response;
 }
 
+absl::Status ClusterCoordinator::Leave(const std::string& node_id) {
+  absl::MutexLock lock(&mu_);
+  if (nodes_.erase(node_id) == 0) {
+    return absl::NotFoundError(absl::StrCat("unknown node \"", node_id, "\""));
+  }
+  return absl::OkStatus();
+}
+
 ListNodesResponse ClusterCoordinator::ListNodes() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = options_.clock();
@@ -342,6 +350,7 @@ void ClusterCoordinator::StartJobs() {
         request.set_consistency(spec.training().consistency());
         *request.mutable_optimizer() = spec.training().optimizer();
         request.set_num_workers(spec.num_workers());
+        request.set_init_from_safetensors(spec.init_from());
         ShardSpec* s = request.add_shards();
         *s->mutable_table() = *by_name[shard.table()];
         *s->mutable_range() = shard.range();

@@ -38,6 +38,7 @@ class ClusterCoordinator {
   // RPC semantics are those of proto/coordinator.proto.
   absl::StatusOr<RegisterResponse> Register(const RegisterRequest& request);
   absl::StatusOr<HeartbeatResponse> Heartbeat(const HeartbeatRequest& request);
+  absl::Status Leave(const std::string& node_id);
   ListNodesResponse ListNodes();
   absl::StatusOr<std::string> SubmitJob(JobSpec spec);
   absl::StatusOr<JobStatus> GetJob(const std::string& job_id);

@@ -114,6 +114,20 @@ TEST_F(ClusterTest, JobWaitsForNodesThenRunsAndSucceeds) {
   EXPECT_FALSE(Beat(w1).has_assignment());
 }
 
+TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {
+  Register(SERVER, "h:1");
+  const std::string gone = Register(WORKER, "w1");
+  ASSERT_TRUE(cluster_->Leave(gone).ok());
+  EXPECT_EQ(cluster_->Leave(gone).code(), absl::StatusCode::kNotFound);
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(job)->state(), PENDING);  // The only worker left.
+  const std::string w2 = Register(WORKER, "w2");
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  EXPECT_TRUE(Beat(w2).has_assignment());
+}
+
 TEST_F(ClusterTest, WorkerErrorFailsTheJobAndCancelsTheOthers) {
   Register(SERVER, "h:1");
   const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");

@@ -24,6 +24,11 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const Heartbeat
   return Answer(cluster_->Heartbeat(*request), response);
 }
 
+grpc::Status CoordinatorService::Leave(grpc::ServerContext*, const LeaveRequest* request,
+                                       LeaveResponse*) {
+  return ToGrpcStatus(cluster_->Leave(request->node_id()));
+}
+
 grpc::Status CoordinatorService::ListNodes(grpc::ServerContext*, const ListNodesRequest*,
                                            ListNodesResponse* response) {
   *response = cluster_->ListNodes();

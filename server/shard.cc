@@ -229,6 +229,11 @@ void Shard::Snapshot(uint64_t version, SnapshotCallback done) {
   done(std::move(result));
 }
 
+void Shard::LoadValues(const float* values) {
+  absl::MutexLock lock(&mu_);
+  values_.assign(values, values + size_);
+}
+
 absl::Status Shard::Restore(const ShardCheckpoint& checkpoint) {
   if (checkpoint.job_id != config_.job_id || checkpoint.table != config_.table.name() ||
       checkpoint.range.begin() != config_.range.begin() ||

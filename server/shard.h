@@ -79,6 +79,9 @@ class Shard {
   using SnapshotCallback = std::function<void(absl::StatusOr<ShardCheckpoint>)>;
   void Snapshot(uint64_t version, SnapshotCallback done);
 
+  // Replaces the values (size of the shard's range) before training starts.
+  void LoadValues(const float* values);
+
   // Replaces the values, optimizer state and version with a checkpoint's. INVALID_ARGUMENT if the
   // checkpoint is of another job, table or key range, or has the wrong optimizer state.
   absl::Status Restore(const ShardCheckpoint& checkpoint);

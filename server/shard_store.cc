@@ -6,10 +6,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/bf16.h"
 #include "common/buffer_pool.h"
 #include "common/key_range.h"
+#include "common/safetensors.h"
 #include "common/model_layout.h"
 #include "server/apply.h"
 
@@ -197,6 +199,29 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
     config.optimizer = request.optimizer();
     config.num_workers = request.num_workers();
     created.push_back(std::make_shared<Shard>(std::move(config), EnvFor(request.job_id())));
+  }
+  // Initial values from a safetensors file (a model exported by psctl): all or nothing.
+  if (!request.init_from_safetensors().empty()) {
+    absl::StatusOr<std::vector<NamedTensor>> tensors =
+        ReadSafetensors(request.init_from_safetensors());
+    if (!tensors.ok()) return tensors.status();
+    for (const auto& shard : created) {
+      const TableSpec& table = shard->config().table;
+      const std::vector<uint64_t> shape(table.shape().begin(), table.shape().end());
+      auto tensor = std::find_if(tensors->begin(), tensors->end(),
+                                 [&](const NamedTensor& t) { return t.name == table.name(); });
+      if (tensor == tensors->end()) {
+        return absl::InvalidArgumentError(absl::StrCat(request.init_from_safetensors(),
+                                                       " has no tensor \"", table.name(), "\""));
+      }
+      if (tensor->shape != shape) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor \"", table.name(), "\" of ", request.init_from_safetensors(), " has shape [",
+            absl::StrJoin(tensor->shape, ", "), "], the model's table [",
+            absl::StrJoin(shape, ", "), "]"));
+      }
+      shard->LoadValues(tensor->values.data() + shard->config().range.begin());
+    }
   }
   // Restore from checkpoint files: all or nothing.
   for (const CheckpointFile& file : request.restore_from()) {

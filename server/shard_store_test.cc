@@ -9,6 +9,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/bf16.h"
 #include "common/initializer.h"
+#include "common/safetensors.h"
 #include "gtest/gtest.h"
 
 namespace psrv {
@@ -290,6 +291,31 @@ TEST(ShardStoreTest, DropJobFailsWaitingPulls) {
 
 namespace psrv {
 namespace {
+
+TEST(ShardStoreInitTest, ValuesComeFromASafetensorsFile) {
+  const std::string path = ::testing::TempDir() + "/init.safetensors";
+  std::vector<float> values(kSize);
+  for (uint64_t i = 0; i < kSize; ++i) values[i] = 0.5f * i;
+  ASSERT_TRUE(WriteSafetensors(path, {{"w", {kSize}, values}}).ok());
+  ShardStore store;
+  CreateShardsRequest create = Create(ASYNC, 1, 40, 100);
+  create.set_init_from_safetensors(path);
+  ASSERT_TRUE(store.CreateShards(create).ok());
+  EXPECT_EQ(PullNow(&store, PullHeader(0, 40, 100)),
+            std::vector<float>(values.begin() + 40, values.end()));
+
+  ShardStore other;
+  create.set_init_from_safetensors(path + ".missing");
+  EXPECT_EQ(other.CreateShards(create).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(WriteSafetensors(path, {{"w", {kSize / 2, 2}, values}}).ok());
+  create.set_init_from_safetensors(path);
+  absl::Status shape = other.CreateShards(create);
+  EXPECT_EQ(shape.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(shape.message().find("shape"), std::string::npos) << shape;
+  ASSERT_TRUE(WriteSafetensors(path, {{"v", {kSize}, values}}).ok());
+  EXPECT_EQ(other.CreateShards(create).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(other.Status("").shards_size(), 0);
+}
 
 TEST(ShardStoreCheckpointTest, SyncCheckpointAtAStepAndRestore) {
   const std::string dir = ::testing::TempDir() + "/checkpoints";

@@ -373,7 +373,7 @@ JobSpec SmallGptJob(uint32_t servers, uint32_t workers, uint64_t steps) {
 }
 
 TEST_F(ClusterTest, GptShortRunStartsNearLnVocabularyAndLossFalls) {
-  StartCluster(2, 1);
+  StartCluster(2, 2);  // One worker for this job, one for the job started from its export.
   const JobSpec spec = SmallGptJob(2, 1, 150);
   const int vocab = VocabSize(spec.model());
   ASSERT_GT(vocab, 30);  // Shakespeare's characters.
@@ -444,6 +444,17 @@ print(json.dumps(out))
     offset += n;
     EXPECT_NEAR(entry.at(1).get<double>(), sum, 1e-6 * n + 1e-9) << table.name();
   }
+
+  // A new job starts from the exported file: its very first loss is the trained model's, not
+  // ln(vocabulary).
+  JobSpec resumed = SmallGptJob(2, 1, 3);
+  resumed.set_name("from-export");
+  resumed.set_init_from(file);
+  JobStatus second = RunJob(resumed);
+  ASSERT_EQ(second.state(), SUCCEEDED) << second.message() << "\nlogs in " << log_dir_;
+  ASSERT_GE(second.loss_history_size(), 1);
+  EXPECT_LT(second.loss_history(0).loss(), first - 0.8f);
+  EXPECT_NEAR(second.loss_history(0).loss(), last10, 0.3f);
 }
 
 // The first SYNC step with 2 workers equals, within float tolerance, the step computed here:
