@@ -138,32 +138,7 @@ size_t GptCuda::device_bytes() const {
 
 template <typename Float>
 GptCuda::Tables<Float> GptCuda::View(Float* buffer) const {
-  const size_t L = config_.layers, C = config_.width, T = config_.context, V = config_.vocab;
-  Tables<Float> t;
-  Float* p = buffer;
-  auto take = [&p](size_t n) {
-    Float* view = p;
-    p += n;
-    return view;
-  };
-  // The order of GptTables (and of GptCudaTables).
-  t.wte = take(V * C);
-  t.wpe = take(T * C);
-  t.ln1_weight = take(L * C);
-  t.ln1_bias = take(L * C);
-  t.qkv_weight = take(L * 3 * C * C);
-  t.qkv_bias = take(L * 3 * C);
-  t.proj_weight = take(L * C * C);
-  t.proj_bias = take(L * C);
-  t.ln2_weight = take(L * C);
-  t.ln2_bias = take(L * C);
-  t.fc_weight = take(L * 4 * C * C);
-  t.fc_bias = take(L * 4 * C);
-  t.mlp_proj_weight = take(L * C * 4 * C);
-  t.mlp_proj_bias = take(L * C);
-  t.lnf_weight = take(C);
-  t.lnf_bias = take(C);
-  return t;
+  return GptViews(buffer, config_.layers, config_.width, config_.context, config_.vocab);
 }
 
 size_t GptCuda::Carve(char* base, int batch, Activations* a) const {

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/model/gpt_views.h"
 #include "worker/cuda/blas.h"
 #include "worker/cuda/device_buffer.h"
 #include "worker/cuda/kernels.h"
@@ -93,26 +94,9 @@ class GptCuda {
   const Blas& blas() const { return *blas_; }
 
  private:
-  // Views of a flat buffer (parameters or gradients), one per table of GptTables.
+  // Views of a flat buffer (parameters or gradients), one per table (worker/model/gpt_views.h).
   template <typename Float>
-  struct Tables {
-    Float* wte;              // (V, C)
-    Float* wpe;              // (T, C)
-    Float* ln1_weight;       // (L, C)
-    Float* ln1_bias;         // (L, C)
-    Float* qkv_weight;       // (L, 3C, C)
-    Float* qkv_bias;         // (L, 3C)
-    Float* proj_weight;      // (L, C, C)
-    Float* proj_bias;        // (L, C)
-    Float* ln2_weight;       // (L, C)
-    Float* ln2_bias;         // (L, C)
-    Float* fc_weight;        // (L, 4C, C)
-    Float* fc_bias;          // (L, 4C)
-    Float* mlp_proj_weight;  // (L, C, 4C)
-    Float* mlp_proj_bias;    // (L, C)
-    Float* lnf_weight;       // (C)
-    Float* lnf_bias;         // (C)
-  };
+  using Tables = GptTableViews<Float>;
 
   // What one layer keeps for the backward, for B = reserved rows of T tokens.
   struct LayerActivations {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/model/gpt_views.h"
 #include "absl/strings/string_view.h"
 #include "common/model_layout.h"
 #include "proto/types.pb.h"
@@ -73,26 +74,9 @@ class GptModel : public LanguageModel {
                        float* logits) override;
 
  private:
-  // Views of the flat parameter (or gradient) buffer, one per table of GptTables.
+  // Views of a flat buffer (parameters or gradients), one per table (worker/model/gpt_views.h).
   template <typename Float>
-  struct Tables {
-    Float* wte;              // (V, C)
-    Float* wpe;              // (T, C)
-    Float* ln1_weight;       // (L, C)
-    Float* ln1_bias;         // (L, C)
-    Float* qkv_weight;       // (L, 3C, C)
-    Float* qkv_bias;         // (L, 3C)
-    Float* proj_weight;      // (L, C, C)
-    Float* proj_bias;        // (L, C)
-    Float* ln2_weight;       // (L, C)
-    Float* ln2_bias;         // (L, C)
-    Float* fc_weight;        // (L, 4C, C)
-    Float* fc_bias;          // (L, 4C)
-    Float* mlp_proj_weight;  // (L, C, 4C)
-    Float* mlp_proj_bias;    // (L, C)
-    Float* lnf_weight;       // (C)
-    Float* lnf_bias;         // (C)
-  };
+  using Tables = GptTableViews<Float>;
 
   explicit GptModel(const GptConfig& config);
 
