@@ -609,6 +609,24 @@ int JobCancelCommand(const CommandEnv& env, const std::string& job_id) {
   return kExitOk;
 }
 
+int CheckpointCommand(const CommandEnv& env, const std::string& job_id, const std::string& directory,
+                      bool json) {
+  CoordinatorClient client = MakeClient(env);
+  absl::StatusOr<CheckpointManifest> manifest = client.CheckpointJob(job_id, directory);
+  if (!manifest.ok()) return ReportError(env, manifest.status());
+  if (json) {
+    *env.out << ToJson(*manifest) << "\n";
+    return kExitOk;
+  }
+  *env.out << "job " << job_id << ": checkpoint at step " << manifest->step() << ", "
+           << manifest->files_size() << " files\n";
+  for (const CheckpointFile& file : manifest->files()) {
+    *env.out << "  " << file.server_id() << "  " << file.path() << "  crc32 " << file.crc32()
+             << "\n";
+  }
+  return kExitOk;
+}
+
 int ClusterCommand(const CommandEnv& env, bool json) {
   CoordinatorClient client = MakeClient(env);
   absl::StatusOr<std::vector<NodeInfo>> nodes = client.ListNodes();

@@ -90,6 +90,10 @@ int JobListCommand(const CommandEnv& env, bool json);
 int JobStatusCommand(const CommandEnv& env, const std::string& job_id, bool json);
 int JobWatchCommand(const CommandEnv& env, const std::string& job_id);
 int JobCancelCommand(const CommandEnv& env, const std::string& job_id);
+// Checkpoints a RUNNING SYNC job now and prints the manifest (step, files) or, with json, it as
+// JSON.
+int CheckpointCommand(const CommandEnv& env, const std::string& job_id, const std::string& directory,
+                      bool json);
 // Writes <out_dir>/<job_id>.csv and .png (client/curves.h) and prints their paths.
 int JobCurvesCommand(const CommandEnv& env, const std::string& job_id, const std::string& out_dir);
 

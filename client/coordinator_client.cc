@@ -96,6 +96,19 @@ absl::StatusOr<JobStatus> CoordinatorClient::CancelJob(const std::string& job_id
   return response;
 }
 
+absl::StatusOr<CheckpointManifest> CoordinatorClient::CheckpointJob(const std::string& job_id,
+                                                                    const std::string& directory) {
+  grpc::ClientContext context;
+  context.set_deadline(Deadline(std::max(options_.timeout, absl::Minutes(2))));
+  CheckpointJobRequest request;
+  request.set_job_id(job_id);
+  request.set_directory(directory);
+  CheckpointManifest response;
+  grpc::Status status = stub_->CheckpointJob(&context, request, &response);
+  if (!status.ok()) return Error(absl::StrCat("checkpoint job ", job_id), status);
+  return response;
+}
+
 absl::StatusOr<std::vector<NodeInfo>> CoordinatorClient::ListNodes() {
   grpc::ClientContext context;
   PrepareContext(&context);

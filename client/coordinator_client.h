@@ -47,6 +47,9 @@ class CoordinatorClient {
   absl::StatusOr<JobStatus> GetJob(const std::string& job_id);
   absl::StatusOr<std::vector<JobStatus>> ListJobs();
   absl::StatusOr<JobStatus> CancelJob(const std::string& job_id);
+  // Waits for the servers to write the files (at least 2 minutes, whatever the timeout).
+  absl::StatusOr<CheckpointManifest> CheckpointJob(const std::string& job_id,
+                                                   const std::string& directory);
   absl::StatusOr<std::vector<NodeInfo>> ListNodes();
 
   // Follows WatchJob: calls `on_status` for every status the coordinator sends, until the job ends

@@ -207,6 +207,21 @@ int Main(int argc, char** argv) {
   CLI::App* cancel = job->add_subcommand("cancel", "Cancel a PENDING or RUNNING job");
   cancel->add_option("id", cancel_id, "Job id")->required();
 
+  // psctl checkpoint
+  std::string checkpoint_id, checkpoint_directory;
+  bool checkpoint_json = false;
+  CLI::App* checkpoint = app.add_subcommand(
+      "checkpoint",
+      "Checkpoint a RUNNING SYNC job now: every server writes its shards' parameters and optimizer "
+      "state at one common step (atomically, with a CRC-32); prints the manifest. The job's spec "
+      "can also ask for periodic checkpoints (checkpoint.directory, checkpoint.every_steps)");
+  checkpoint->add_option("id", checkpoint_id, "Job id")->required();
+  checkpoint
+      ->add_option("--directory", checkpoint_directory,
+                   "Directory on the servers (default: the job's checkpoint.directory)")
+      ->type_name("DIR");
+  checkpoint->add_flag("--json", checkpoint_json, "Print the manifest as JSON");
+
   std::string curves_id, curves_out = ".";
   CLI::App* curves = job->add_subcommand(
       "curves",
@@ -395,6 +410,7 @@ int Main(int argc, char** argv) {
   if (*status) return JobStatusCommand(env, status_id, status_json);
   if (*watch) return JobWatchCommand(env, watch_id);
   if (*cancel) return JobCancelCommand(env, cancel_id);
+  if (*checkpoint) return CheckpointCommand(env, checkpoint_id, checkpoint_directory, checkpoint_json);
   if (*curves) return JobCurvesCommand(env, curves_id, curves_out);
   if (*shards) {
     shards_flags.interval = absl::Seconds(shards_interval_s);

@@ -1,5 +1,7 @@
 #include "coordinator/cluster.h"
 
+#include <glog/logging.h>
+
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -19,6 +21,125 @@ int64_t Millis(absl::Time t) { return absl::ToUnixMillis(t); }
 }  // namespace
 
 ClusterCoordinator::ClusterCoordinator(Options options) : options_(std::move(options)) {}
+
+ClusterCoordinator::~ClusterCoordinator() {
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    threads.swap(checkpoint_threads_);
+  }
+  for (std::thread& t : threads) t.join();
+}
+
+absl::StatusOr<CheckpointManifest> ClusterCoordinator::CheckpointJob(const std::string& job_id,
+                                                                     const std::string& directory) {
+  std::map<std::string, std::string> servers;  // Address -> server id.
+  std::string dir = directory;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Job*> job = FindJob(job_id);
+    if (!job.ok()) return job.status();
+    const JobStatus& status = (*job)->status;
+    if (status.state() != RUNNING) {
+      return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " is ",
+                                                        JobState_Name(status.state()),
+                                                        ": only RUNNING jobs are checkpointed"));
+    }
+    if (status.spec().training().consistency() != SYNC) {
+      return absl::FailedPreconditionError(
+          "only SYNC jobs have a step at which every shard can be checkpointed");
+    }
+    if (dir.empty()) dir = status.spec().checkpoint().directory();
+    if (dir.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", job_id, " has no checkpoint.directory; give one to the checkpoint request"));
+    }
+    if ((*job)->checkpointing) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("a checkpoint of job ", job_id, " is already in progress"));
+    }
+    if (!options_.shard_version || !options_.save_checkpoint) {
+      return absl::UnimplementedError("this coordinator cannot checkpoint");
+    }
+    for (const ShardAssignment& shard : status.shard_map().shards()) {
+      servers[shard.server_address()] = shard.server_id();
+    }
+    (*job)->checkpointing = true;
+  }
+  absl::Status status;
+  CheckpointManifest manifest;
+  uint64_t target = 0;
+  for (const auto& [address, id] : servers) {
+    absl::StatusOr<uint64_t> version = options_.shard_version(address, job_id);
+    if (!version.ok()) {
+      status = version.status();
+      break;
+    }
+    target = std::max(target, *version);
+  }
+  // Every shard of a SYNC job is within one step of the others: two steps ahead is a step none has
+  // reached, and all will (the servers answer once theirs do).
+  target += 2;
+  if (status.ok()) {
+    std::vector<absl::StatusOr<SaveCheckpointResponse>> results(servers.size(),
+                                                               absl::UnknownError(""));
+    std::vector<std::thread> calls;
+    size_t i = 0;
+    for (const auto& [address, id] : servers) {
+      calls.emplace_back([&, address = address, i] {
+        SaveCheckpointRequest request;
+        request.set_job_id(job_id);
+        request.set_version(target);
+        request.set_directory(dir);
+        results[i] = options_.save_checkpoint(address, request);
+      });
+      ++i;
+    }
+    for (std::thread& t : calls) t.join();
+    i = 0;
+    for (const auto& [address, id] : servers) {
+      if (!results[i].ok()) {
+        if (status.ok()) status = results[i].status();
+      } else {
+        for (CheckpointFile file : results[i]->files()) {
+          file.set_server_id(id);
+          *manifest.add_files() = std::move(file);
+        }
+      }
+      ++i;
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  auto job = jobs_.find(job_id);
+  if (job != jobs_.end()) {
+    job->second.checkpointing = false;
+    if (status.ok()) {
+      manifest.set_step(target);
+      manifest.set_time_ms(Millis(options_.clock()));
+      *job->second.status.add_checkpoints() = manifest;
+      Touch(&job->second);
+    }
+  }
+  if (!status.ok()) return status;
+  return manifest;
+}
+
+void ClusterCoordinator::StartDueCheckpoints() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, job] : jobs_) {
+    const CheckpointSpec& spec = job.status.spec().checkpoint();
+    if (job.status.state() != RUNNING || spec.every_steps() == 0 || spec.directory().empty() ||
+        job.checkpointing || job.status.spec().training().consistency() != SYNC ||
+        job.status.step() < job.last_checkpoint_step + spec.every_steps()) {
+      continue;
+    }
+    job.last_checkpoint_step = job.status.step();
+    checkpoint_threads_.emplace_back([this, id = id] {
+      absl::StatusOr<CheckpointManifest> manifest = CheckpointJob(id);
+      if (!manifest.ok()) LOG(WARNING) << "periodic checkpoint of " << id << ": " << manifest.status();
+    });
+  }
+}
 
 NodeHealth ClusterCoordinator::HealthOf(const Node& node, absl::Time now) const {
   const absl::Duration silent = now - node.last_heartbeat;
@@ -284,6 +405,7 @@ absl::StatusOr<JobStatus> ClusterCoordinator::WaitForJobChange(const std::string
 void ClusterCoordinator::Tick() {
   FailJobsWithDeadNodes();
   StartJobs();
+  StartDueCheckpoints();
 }
 
 void ClusterCoordinator::FailJobsWithDeadNodes() {

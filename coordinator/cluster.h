@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -23,6 +24,12 @@ namespace psrv {
 // Creates shards on the server at `address` (the coordinator passes a gRPC call; tests a fake).
 using ShardCreator =
     std::function<absl::Status(const std::string& address, const CreateShardsRequest& request)>;
+// The highest version of `job_id`'s shards on the server at `address` (Admin.GetStatus).
+using ShardVersionReader =
+    std::function<absl::StatusOr<uint64_t>(const std::string& address, const std::string& job_id)>;
+// ParameterServer.SaveCheckpoint on the server at `address`; blocks until the files are written.
+using CheckpointSaver = std::function<absl::StatusOr<SaveCheckpointResponse>(
+    const std::string& address, const SaveCheckpointRequest& request)>;
 
 // Thread-safe. Time comes from `clock` so tests can move it.
 class ClusterCoordinator {
@@ -30,10 +37,13 @@ class ClusterCoordinator {
   struct Options {
     absl::Duration heartbeat_interval = absl::Milliseconds(500);
     ShardCreator create_shards;
+    ShardVersionReader shard_version;  // Both needed for checkpoints.
+    CheckpointSaver save_checkpoint;
     std::function<absl::Time()> clock = [] { return absl::Now(); };
   };
 
   explicit ClusterCoordinator(Options options);
+  ~ClusterCoordinator();  // Waits for checkpoints in progress.
 
   // RPC semantics are those of proto/coordinator.proto.
   absl::StatusOr<RegisterResponse> Register(const RegisterRequest& request);
@@ -46,6 +56,15 @@ class ClusterCoordinator {
   absl::StatusOr<JobStatus> CancelJob(const std::string& job_id);
   absl::StatusOr<ShardMap> GetShardMap(const std::string& job_id);
   absl::StatusOr<ReportProgressResponse> ReportProgress(const ReportProgressRequest& request);
+
+  // Writes a consistent checkpoint of a RUNNING SYNC job: asks its servers for their shards'
+  // version, then has every server save its shards at version max + 2 (a step no shard has
+  // passed), in parallel, under `directory` (empty: the job's checkpoint.directory). Blocks until
+  // all files are written; records and returns the manifest. FAILED_PRECONDITION: not RUNNING, not
+  // SYNC, no directory, or a checkpoint of the job already in progress. Errors of the servers
+  // are returned as they are (a shard that moved past the target: FAILED_PRECONDITION, retry).
+  absl::StatusOr<CheckpointManifest> CheckpointJob(const std::string& job_id,
+                                                   const std::string& directory = "");
 
   // Blocks until job `job_id` changed after `*revision` or `timeout` passed; then sets `*revision`
   // and returns the job's status. NOT_FOUND for an unknown job.
@@ -71,7 +90,12 @@ class ClusterCoordinator {
     bool starting = false;              // Shards are being created.
     std::vector<std::string> workers;   // Node id per rank.
     std::vector<bool> done;             // Per rank.
+    bool checkpointing = false;         // A CheckpointJob is in progress.
+    uint64_t last_checkpoint_step = 0;  // Step of the last periodic checkpoint attempt.
   };
+
+  // Starts periodic checkpoints that are due (on their own threads).
+  void StartDueCheckpoints();
 
   NodeHealth HealthOf(const Node& node, absl::Time now) const;
   void Touch(Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -89,6 +113,7 @@ class ClusterCoordinator {
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // Submission order.
+  std::vector<std::thread> checkpoint_threads_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace psrv

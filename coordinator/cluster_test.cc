@@ -18,6 +18,18 @@ class ClusterTest : public ::testing::Test {
       created_[address].push_back(r);
       return create_status_;
     };
+    options.shard_version = [](const std::string& address,
+                               const std::string&) -> absl::StatusOr<uint64_t> {
+      return address == "h:1" ? 5 : 6;
+    };
+    options.save_checkpoint = [](const std::string& address, const SaveCheckpointRequest& r)
+        -> absl::StatusOr<SaveCheckpointResponse> {
+      SaveCheckpointResponse response;
+      CheckpointFile* file = response.add_files();
+      file->set_path(r.directory() + "/" + address);
+      file->set_version(r.version());
+      return response;
+    };
     cluster_ = std::make_unique<ClusterCoordinator>(options);
   }
 
@@ -112,6 +124,29 @@ TEST_F(ClusterTest, JobWaitsForNodesThenRunsAndSucceeds) {
   EXPECT_EQ(server_beat.ended_jobs(0), job);
   // Workers are free again: no assignment.
   EXPECT_FALSE(Beat(w1).has_assignment());
+}
+
+TEST_F(ClusterTest, CheckpointJobSavesEveryServerAtOneFutureStep) {
+  Register(SERVER, "h:1");
+  Register(SERVER, "h:2");
+  Register(WORKER, "w");
+  JobSpec spec = Spec(2, 1);
+  const std::string job = cluster_->SubmitJob(spec).value();
+  EXPECT_EQ(cluster_->CheckpointJob(job, "/ckpt").status().code(),
+            absl::StatusCode::kFailedPrecondition);  // PENDING.
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  EXPECT_EQ(cluster_->CheckpointJob(job).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // No directory anywhere.
+  absl::StatusOr<CheckpointManifest> manifest = cluster_->CheckpointJob(job, "/ckpt");
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  EXPECT_EQ(manifest->step(), 8u);  // Two past the furthest shard (6).
+  ASSERT_EQ(manifest->files_size(), 2);
+  for (const CheckpointFile& file : manifest->files()) {
+    EXPECT_EQ(file.version(), 8u);
+    EXPECT_FALSE(file.server_id().empty());
+  }
+  EXPECT_EQ(cluster_->GetJob(job)->checkpoints_size(), 1);
 }
 
 TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {

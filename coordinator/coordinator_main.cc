@@ -58,6 +58,29 @@ absl::Status CreateShardsOn(const std::string& address, const CreateShardsReques
   return FromGrpcStatus(stub->CreateShards(&context, request, &response));
 }
 
+absl::StatusOr<uint64_t> ShardVersionOn(const std::string& address, const std::string& job_id) {
+  auto stub = Admin::NewStub(CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  GetStatusRequest request;
+  request.set_job_id(job_id);
+  ServerStatus status;
+  RETURN_IF_ERROR(FromGrpcStatus(stub->GetStatus(&context, request, &status), address));
+  uint64_t version = 0;
+  for (const ShardStatus& shard : status.shards()) version = std::max(version, shard.version());
+  return version;
+}
+
+absl::StatusOr<SaveCheckpointResponse> SaveCheckpointOn(const std::string& address,
+                                                        const SaveCheckpointRequest& request) {
+  auto stub = ParameterServer::NewStub(CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  SaveCheckpointResponse response;
+  RETURN_IF_ERROR(FromGrpcStatus(stub->SaveCheckpoint(&context, request, &response), address));
+  return response;
+}
+
 // Admin.GetStatus of the servers, for the status page: owns one channel per server address, kept
 // for later pages. Thread-safe (pages are served by several HTTP threads).
 class ServerStatusClient {
@@ -94,6 +117,8 @@ int Run() {
   ClusterCoordinator::Options options;
   options.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
   options.create_shards = CreateShardsOn;
+  options.shard_version = ShardVersionOn;
+  options.save_checkpoint = SaveCheckpointOn;
   ClusterCoordinator cluster(options);
   CoordinatorService service(&cluster);
   MetricsRegistry metrics;

@@ -24,6 +24,12 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const Heartbeat
   return Answer(cluster_->Heartbeat(*request), response);
 }
 
+grpc::Status CoordinatorService::CheckpointJob(grpc::ServerContext*,
+                                               const CheckpointJobRequest* request,
+                                               CheckpointManifest* response) {
+  return Answer(cluster_->CheckpointJob(request->job_id(), request->directory()), response);
+}
+
 grpc::Status CoordinatorService::Leave(grpc::ServerContext*, const LeaveRequest* request,
                                        LeaveResponse*) {
   return ToGrpcStatus(cluster_->Leave(request->node_id()));

@@ -16,6 +16,8 @@ class CoordinatorService final : public Coordinator::Service {
                         RegisterResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const HeartbeatRequest* request,
                          HeartbeatResponse* response) override;
+  grpc::Status CheckpointJob(grpc::ServerContext*, const CheckpointJobRequest* request,
+                             CheckpointManifest* response) override;
   grpc::Status Leave(grpc::ServerContext*, const LeaveRequest* request,
                      LeaveResponse* response) override;
   grpc::Status ListNodes(grpc::ServerContext*, const ListNodesRequest* request,

@@ -26,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "proto/parameter_server.grpc.pb.h"
 #include "server/apply.h"
+#include "server/checkpoint.h"
 #include "tests/test_util.h"
 #include "worker/compute.h"
 #include "worker/data/corpus.h"
@@ -173,6 +174,42 @@ TEST_F(ClusterTest, Bf16WireTrainsLikeFp32) {
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
   ExpectLossFalls(status);
+}
+
+TEST_F(ClusterTest, CheckpointsAreConsistentAndVerifiable) {
+  StartCluster(2, 2);
+  JobSpec spec = SmallJob(SYNC, 2, 2, 300);
+  spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
+  spec.mutable_checkpoint()->set_every_steps(60);
+  absl::StatusOr<std::string> id = client_->SubmitJob(spec);
+  ASSERT_TRUE(id.ok()) << id.status();
+  // An on-demand checkpoint while it runs.
+  for (int i = 0; i < 200 && client_->GetJob(*id)->step() < 20; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  std::string out;
+  ASSERT_EQ(Psctl({"checkpoint", *id, "--json"}, &out), 0) << out;
+  absl::StatusOr<JobStatus> final = client_->WatchJob(*id, [](const JobStatus&) {});
+  ASSERT_TRUE(final.ok()) << final.status();
+  ASSERT_EQ(final->state(), SUCCEEDED) << final->message();
+  ASSERT_GE(final->checkpoints_size(), 3) << "one on demand, periodic ones every 60 steps";
+  size_t shards = final->shard_map().shards_size();
+  for (const CheckpointManifest& manifest : final->checkpoints()) {
+    // Every shard (split into however many files) at the manifest's step, and intact.
+    EXPECT_GE(static_cast<size_t>(manifest.files_size()), shards);
+    uint64_t keys = 0;
+    for (const CheckpointFile& file : manifest.files()) {
+      EXPECT_EQ(file.version(), manifest.step()) << file.path();
+      EXPECT_FALSE(file.server_id().empty());
+      const uint32_t crc = file.crc32();
+      absl::StatusOr<ShardCheckpoint> read = ReadShardCheckpoint(file.path(), &crc);
+      ASSERT_TRUE(read.ok()) << read.status();
+      EXPECT_EQ(read->version, manifest.step());
+      EXPECT_EQ(read->optimizer_state.size(), 1u);  // Momentum.
+      keys += read->values.size();
+    }
+    EXPECT_EQ(keys, TotalElements(*ModelTables(final->spec().model(), 1)));
+  }
 }
 
 TEST_F(ClusterTest, CancelStopsARunningJob) {
