@@ -37,28 +37,6 @@
 namespace psrv {
 namespace {
 
-JobSpec SmallJob(ConsistencyMode mode, uint32_t servers, uint32_t workers, uint64_t steps) {
-  JobSpec spec;
-  spec.set_name("integration");
-  spec.set_num_servers(servers);
-  spec.set_num_workers(workers);
-  spec.mutable_data()->set_path(Runfile("tests/testdata/shakespeare_200k.txt"));
-  spec.mutable_model()->set_kind("mlp");
-  spec.mutable_model()->set_context(6);
-  spec.mutable_model()->set_embedding_dim(16);
-  spec.mutable_model()->set_hidden_dim(128);
-  TrainingSpec* t = spec.mutable_training();
-  t->set_steps(steps);
-  t->set_batch_size(32);
-  t->set_consistency(mode);
-  t->mutable_optimizer()->set_kind(MOMENTUM);
-  t->mutable_optimizer()->set_learning_rate(0.05f);
-  t->mutable_optimizer()->set_momentum(0.9f);
-  t->set_report_every(10);
-  t->set_sample_length(80);
-  return spec;
-}
-
 class ClusterTest : public ::testing::Test {
  protected:
   void StartCluster(int servers, int workers) {
@@ -118,7 +96,7 @@ void ExpectLossFalls(const JobStatus& status) {
 
 TEST_F(ClusterTest, SyncTwoServersTwoWorkersTrainsAndShardsAreVisible) {
   StartCluster(2, 2);
-  const JobSpec spec = SmallJob(SYNC, 2, 2, 200);
+  const JobSpec spec = SmallMlpJob(SYNC, 2, 2, 200);
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
   ExpectLossFalls(status);
@@ -150,7 +128,7 @@ TEST_F(ClusterTest, SyncTwoServersTwoWorkersTrainsAndShardsAreVisible) {
 
 TEST_F(ClusterTest, AsyncTwoServersTwoWorkersTrains) {
   StartCluster(2, 2);
-  JobSpec spec = SmallJob(ASYNC, 2, 2, 200);
+  JobSpec spec = SmallMlpJob(ASYNC, 2, 2, 200);
   spec.mutable_training()->mutable_optimizer()->set_learning_rate(0.03f);
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
@@ -169,7 +147,7 @@ TEST_F(ClusterTest, AsyncTwoServersTwoWorkersTrains) {
 
 TEST_F(ClusterTest, Bf16WireTrainsLikeFp32) {
   StartCluster(2, 2);
-  JobSpec spec = SmallJob(SYNC, 2, 2, 200);
+  JobSpec spec = SmallMlpJob(SYNC, 2, 2, 200);
   spec.mutable_training()->set_wire_dtype(BF16);
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
@@ -178,7 +156,7 @@ TEST_F(ClusterTest, Bf16WireTrainsLikeFp32) {
 
 TEST_F(ClusterTest, CheckpointsAreConsistentAndVerifiable) {
   StartCluster(2, 2);
-  JobSpec spec = SmallJob(SYNC, 2, 2, 300);
+  JobSpec spec = SmallMlpJob(SYNC, 2, 2, 300);
   spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
   spec.mutable_checkpoint()->set_every_steps(60);
   absl::StatusOr<std::string> id = client_->SubmitJob(spec);
@@ -214,7 +192,7 @@ TEST_F(ClusterTest, CheckpointsAreConsistentAndVerifiable) {
 
 TEST_F(ClusterTest, CancelStopsARunningJob) {
   StartCluster(1, 1);
-  JobSpec spec = SmallJob(SYNC, 1, 1, 1000000);
+  JobSpec spec = SmallMlpJob(SYNC, 1, 1, 1000000);
   absl::StatusOr<std::string> id = client_->SubmitJob(spec);
   ASSERT_TRUE(id.ok());
   for (int i = 0; i < 200 && client_->GetJob(*id)->step() < 10; ++i) {
@@ -230,7 +208,7 @@ TEST_F(ClusterTest, CancelStopsARunningJob) {
 
 TEST_F(ClusterTest, MalformedJobSpecsAreRejectedWithReasons) {
   StartCluster(1, 0);
-  JobSpec bad = SmallJob(SYNC, 1, 1, 10);
+  JobSpec bad = SmallMlpJob(SYNC, 1, 1, 10);
   bad.mutable_training()->set_batch_size(1000000);
   absl::StatusOr<std::string> id = client_->SubmitJob(bad);
   ASSERT_FALSE(id.ok());

@@ -106,25 +106,10 @@ std::pair<int, int> PngSize(const std::string& png) {
 }
 
 JobSpec SmallJob(uint64_t steps) {
-  JobSpec spec;
+  JobSpec spec = SmallMlpJob(SYNC, 2, 2, steps);
   spec.set_name("monitoring");
-  spec.set_num_servers(2);
-  spec.set_num_workers(2);
-  spec.mutable_data()->set_path(Runfile("tests/testdata/shakespeare_200k.txt"));
-  spec.mutable_model()->set_kind("mlp");
-  spec.mutable_model()->set_context(6);
-  spec.mutable_model()->set_embedding_dim(16);
-  spec.mutable_model()->set_hidden_dim(128);
-  TrainingSpec* t = spec.mutable_training();
-  t->set_steps(steps);
-  t->set_batch_size(32);
-  t->set_consistency(SYNC);
-  t->mutable_optimizer()->set_kind(MOMENTUM);
-  t->mutable_optimizer()->set_learning_rate(0.05f);
-  t->mutable_optimizer()->set_momentum(0.9f);
-  t->set_report_every(10);
-  t->set_eval_every(100);
-  t->set_sample_length(40);
+  spec.mutable_training()->set_eval_every(100);
+  spec.mutable_training()->set_sample_length(40);
   return spec;
 }
 

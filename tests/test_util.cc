@@ -47,4 +47,26 @@ int RunPsctl(const std::string& coordinator, const std::string& log_dir,
   return code.ok() ? *code : -1;
 }
 
+JobSpec SmallMlpJob(ConsistencyMode mode, uint32_t servers, uint32_t workers, uint64_t steps) {
+  JobSpec spec;
+  spec.set_name("integration");
+  spec.set_num_servers(servers);
+  spec.set_num_workers(workers);
+  spec.mutable_data()->set_path(Runfile("tests/testdata/shakespeare_200k.txt"));
+  spec.mutable_model()->set_kind("mlp");
+  spec.mutable_model()->set_context(6);
+  spec.mutable_model()->set_embedding_dim(16);
+  spec.mutable_model()->set_hidden_dim(128);
+  TrainingSpec* t = spec.mutable_training();
+  t->set_steps(steps);
+  t->set_batch_size(32);
+  t->set_consistency(mode);
+  t->mutable_optimizer()->set_kind(MOMENTUM);
+  t->mutable_optimizer()->set_learning_rate(0.05f);
+  t->mutable_optimizer()->set_momentum(0.9f);
+  t->set_report_every(10);
+  t->set_sample_length(80);
+  return spec;
+}
+
 }  // namespace psrv

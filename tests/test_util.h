@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "proto/job.pb.h"
+
 namespace psrv {
 
 // The runfile at `path` in this workspace, e.g. "server/ps_server".
@@ -21,6 +23,10 @@ std::string ReadFile(const std::string& path);
 // exit code (-1 if it did not end within a minute) and sets `*out` to its stdout and stderr.
 int RunPsctl(const std::string& coordinator, const std::string& log_dir,
              const std::vector<std::string>& args, std::string* out);
+
+// A small byte-level MLP job on the test corpus (tests/testdata/shakespeare_200k.txt): SGD with
+// momentum, reports every 10 steps, an 80-byte sample. Named "integration".
+JobSpec SmallMlpJob(ConsistencyMode mode, uint32_t servers, uint32_t workers, uint64_t steps);
 
 }  // namespace psrv
 
