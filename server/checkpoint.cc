@@ -28,10 +28,10 @@ void PutFloats(std::string* out, const std::vector<float>& v) {
   out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
 }
 
-// Reads from a byte string, failing (ok() false) instead of reading past the end.
+// Reads from bytes, failing (ok() false) instead of reading past the end.
 class Reader {
  public:
-  explicit Reader(const std::string& data) : data_(data) {}
+  explicit Reader(absl::string_view data) : data_(data) {}
   bool ok() const { return ok_; }
   size_t remaining() const { return data_.size() - pos_; }
   void Bytes(void* out, size_t n) {
@@ -50,7 +50,7 @@ class Reader {
       ok_ = false;
       return "";
     }
-    std::string s = data_.substr(pos_, n);
+    std::string s(data_.substr(pos_, n));
     pos_ += n;
     return s;
   }
@@ -64,7 +64,7 @@ class Reader {
   }
 
  private:
-  const std::string& data_;
+  const absl::string_view data_;
   size_t pos_ = 0;
   bool ok_ = true;
 };
@@ -91,8 +91,8 @@ std::string DirectoryOf(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<uint32_t> WriteShardCheckpoint(const std::string& path,
-                                              const ShardCheckpoint& checkpoint) {
+absl::StatusOr<std::string> EncodeShardCheckpoint(const ShardCheckpoint& checkpoint,
+                                                  uint32_t* crc) {
   const uint64_t size = checkpoint.range.end() - checkpoint.range.begin();
   if (checkpoint.values.size() != size) {
     return absl::InvalidArgumentError("checkpoint values do not match the key range");
@@ -103,6 +103,8 @@ absl::StatusOr<uint32_t> WriteShardCheckpoint(const std::string& path,
     }
   }
   std::string data(kMagic, sizeof(kMagic));
+  data.reserve(sizeof(kMagic) + 64 + checkpoint.job_id.size() + checkpoint.table.size() +
+               (1 + checkpoint.optimizer_state.size()) * size * sizeof(float));
   PutU32(&data, kFormatVersion);
   PutString(&data, checkpoint.job_id);
   PutString(&data, checkpoint.table);
@@ -112,8 +114,54 @@ absl::StatusOr<uint32_t> WriteShardCheckpoint(const std::string& path,
   PutU32(&data, static_cast<uint32_t>(checkpoint.optimizer_state.size()));
   PutFloats(&data, checkpoint.values);
   for (const auto& state : checkpoint.optimizer_state) PutFloats(&data, state);
-  const uint32_t crc = Crc32(data.data(), data.size());
-  PutU32(&data, crc);
+  const uint32_t sum = Crc32(data.data(), data.size());
+  PutU32(&data, sum);
+  if (crc != nullptr) *crc = sum;
+  return data;
+}
+
+absl::StatusOr<ShardCheckpoint> DecodeShardCheckpoint(absl::string_view data,
+                                                      const std::string& what,
+                                                      const uint32_t* expected_crc) {
+  auto corrupt = [&what](const std::string& why) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", what, " is corrupt: ", why));
+  };
+  if (data.size() < sizeof(kMagic) + 8 || std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) {
+    return corrupt("not a checkpoint file (bad magic or truncated)");
+  }
+  uint32_t stored_crc;
+  std::memcpy(&stored_crc, data.data() + data.size() - 4, 4);
+  const uint32_t crc = Crc32(data.data(), data.size() - 4);
+  if (crc != stored_crc) return corrupt("CRC-32 mismatch (truncated or altered)");
+  if (expected_crc != nullptr && crc != *expected_crc) {
+    return corrupt(absl::StrCat("CRC-32 ", crc, " differs from the manifest's ", *expected_crc));
+  }
+  Reader reader(data.substr(sizeof(kMagic), data.size() - sizeof(kMagic) - 4));
+  if (reader.U32() != kFormatVersion) return corrupt("unknown format version");
+  ShardCheckpoint checkpoint;
+  checkpoint.job_id = reader.String();
+  checkpoint.table = reader.String();
+  checkpoint.range.set_begin(reader.U64());
+  checkpoint.range.set_end(reader.U64());
+  checkpoint.version = reader.U64();
+  const uint32_t states = reader.U32();
+  if (!reader.ok() || checkpoint.range.end() < checkpoint.range.begin() || states > 16) {
+    return corrupt("bad header");
+  }
+  const uint64_t size = checkpoint.range.end() - checkpoint.range.begin();
+  reader.Floats(&checkpoint.values, size);
+  checkpoint.optimizer_state.resize(states);
+  for (auto& state : checkpoint.optimizer_state) reader.Floats(&state, size);
+  if (!reader.ok() || reader.remaining() != 0) return corrupt("sizes do not match the header");
+  return checkpoint;
+}
+
+absl::StatusOr<uint32_t> WriteShardCheckpoint(const std::string& path,
+                                              const ShardCheckpoint& checkpoint) {
+  uint32_t crc = 0;
+  absl::StatusOr<std::string> encoded = EncodeShardCheckpoint(checkpoint, &crc);
+  if (!encoded.ok()) return encoded.status();
+  const std::string& data = *encoded;
 
   const std::string temporary = absl::StrCat(path, ".tmp.", getpid());
   const int fd = open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -158,39 +206,7 @@ absl::StatusOr<ShardCheckpoint> ReadShardCheckpoint(const std::string& path,
   if (!in) return absl::NotFoundError(absl::StrCat("no checkpoint file ", path));
   std::stringstream buffer;
   buffer << in.rdbuf();
-  const std::string data = buffer.str();
-  auto corrupt = [&path](const std::string& why) {
-    return absl::DataLossError(absl::StrCat("checkpoint ", path, " is corrupt: ", why));
-  };
-  if (data.size() < sizeof(kMagic) + 8 || std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) {
-    return corrupt("not a checkpoint file (bad magic or truncated)");
-  }
-  uint32_t stored_crc;
-  std::memcpy(&stored_crc, data.data() + data.size() - 4, 4);
-  const uint32_t crc = Crc32(data.data(), data.size() - 4);
-  if (crc != stored_crc) return corrupt("CRC-32 mismatch (truncated or altered)");
-  if (expected_crc != nullptr && crc != *expected_crc) {
-    return corrupt(absl::StrCat("CRC-32 ", crc, " differs from the manifest's ", *expected_crc));
-  }
-  const std::string body = data.substr(sizeof(kMagic), data.size() - sizeof(kMagic) - 4);
-  Reader reader(body);
-  if (reader.U32() != kFormatVersion) return corrupt("unknown format version");
-  ShardCheckpoint checkpoint;
-  checkpoint.job_id = reader.String();
-  checkpoint.table = reader.String();
-  checkpoint.range.set_begin(reader.U64());
-  checkpoint.range.set_end(reader.U64());
-  checkpoint.version = reader.U64();
-  const uint32_t states = reader.U32();
-  if (!reader.ok() || checkpoint.range.end() < checkpoint.range.begin() || states > 16) {
-    return corrupt("bad header");
-  }
-  const uint64_t size = checkpoint.range.end() - checkpoint.range.begin();
-  reader.Floats(&checkpoint.values, size);
-  checkpoint.optimizer_state.resize(states);
-  for (auto& state : checkpoint.optimizer_state) reader.Floats(&state, size);
-  if (!reader.ok() || reader.remaining() != 0) return corrupt("sizes do not match the header");
-  return checkpoint;
+  return DecodeShardCheckpoint(buffer.str(), path, expected_crc);
 }
 
 }  // namespace psrv

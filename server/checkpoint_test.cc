@@ -78,6 +78,26 @@ TEST(CheckpointTest, MissingFileIsNotFoundAndBadInputIsRejected) {
             absl::StatusCode::kInternal);
 }
 
+TEST(CheckpointTest, BytesRoundTripWithTheFilesCrcAndCorruptBytesAreDataLoss) {
+  uint32_t crc = 0;
+  absl::StatusOr<std::string> bytes = EncodeShardCheckpoint(Example(), &crc);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  const std::string path = Path("bytes.ckpt");
+  ASSERT_EQ(*WriteShardCheckpoint(path, Example()), crc);  // The file holds the same bytes.
+  absl::StatusOr<ShardCheckpoint> decoded = DecodeShardCheckpoint(*bytes, "in memory", &crc);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->values, Example().values);
+  EXPECT_EQ(decoded->optimizer_state, Example().optimizer_state);
+  EXPECT_EQ(decoded->version, 42u);
+  std::string flipped = *bytes;
+  flipped[flipped.size() / 2] ^= 1;
+  const absl::Status corrupt = DecodeShardCheckpoint(flipped, "in memory").status();
+  EXPECT_EQ(corrupt.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(corrupt.message().find("in memory"), absl::string_view::npos) << corrupt;
+  EXPECT_EQ(DecodeShardCheckpoint(bytes->substr(0, 10), "x").status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
 TEST(CheckpointTest, RewriteReplacesAtomically) {
   const std::string path = Path("rewrite.ckpt");
   ShardCheckpoint c = Example();
