@@ -15,6 +15,28 @@ void SerializeSmall(const google::protobuf::MessageLite& message, grpc::ByteBuff
   *out = grpc::ByteBuffer(&slice, 1);
 }
 
+// Parses a request with a tensor payload into `header` and a pooled buffer.
+absl::Status ParseRequest(const grpc::ByteBuffer* request, google::protobuf::MessageLite* header,
+                          PooledBuffer* payload) {
+  return ParseWithPayload(const_cast<grpc::ByteBuffer*>(request), header,
+                          [payload](size_t size) -> absl::StatusOr<char*> {
+                            *payload = BufferPool::Global()->Acquire(size);
+                            return payload->data();
+                          });
+}
+
+// Finishes a call whose answer is a version (the responses of Push, Replicate, InstallShard).
+template <typename Response>
+void FinishWithVersion(grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* response,
+                       const absl::StatusOr<uint64_t>& version) {
+  if (version.ok()) {
+    Response reply;
+    reply.set_version(*version);
+    SerializeSmall(reply, response);
+  }
+  reactor->Finish(ToGrpcStatus(version.status()));
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* ParameterService::CreateShards(grpc::CallbackServerContext* context,
@@ -82,21 +104,64 @@ grpc::ServerUnaryReactor* ParameterService::Push(grpc::CallbackServerContext* co
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   PushRequest header;
   PooledBuffer payload;
-  absl::Status status = ParseWithPayload(
-      const_cast<grpc::ByteBuffer*>(request), &header, [&payload](size_t size) -> absl::StatusOr<char*> {
-        payload = BufferPool::Global()->Acquire(size);
-        return payload.data();
-      });
-  if (status.ok()) {
-    absl::StatusOr<uint64_t> version = store_->Push(header, payload.data(), payload.size());
-    if (version.ok()) {
-      PushResponse reply;
-      reply.set_version(*version);
-      SerializeSmall(reply, response);
-    }
-    status = version.status();
+  absl::Status status = ParseRequest(request, &header, &payload);
+  if (!status.ok()) {
+    reactor->Finish(ToGrpcStatus(status));
+    return reactor;
   }
-  reactor->Finish(ToGrpcStatus(status));
+  store_->Push(header, std::move(payload), [reactor, response](absl::StatusOr<uint64_t> version) {
+    FinishWithVersion<PushResponse>(reactor, response, version);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterService::Replicate(grpc::CallbackServerContext* context,
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ReplicateRequest header;
+  PooledBuffer payload;
+  absl::Status status = ParseRequest(request, &header, &payload);
+  FinishWithVersion<ReplicateResponse>(
+      reactor, response,
+      status.ok() ? store_->Replicate(header, payload.data(), payload.size())
+                  : absl::StatusOr<uint64_t>(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterService::InstallShard(grpc::CallbackServerContext* context,
+                                                         const grpc::ByteBuffer* request,
+                                                         grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  InstallShardRequest header;
+  PooledBuffer payload;
+  absl::Status status = ParseRequest(request, &header, &payload);
+  FinishWithVersion<InstallShardResponse>(
+      reactor, response,
+      status.ok() ? store_->InstallShard(header, payload.data(), payload.size())
+                  : absl::StatusOr<uint64_t>(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterService::AddBackup(grpc::CallbackServerContext* context,
+                                                      const AddBackupRequest* request,
+                                                      AddBackupResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  store_->AddBackup(*request, [reactor, response](absl::StatusOr<AddBackupResponse> result) {
+    if (result.ok()) *response = std::move(*result);
+    reactor->Finish(ToGrpcStatus(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterService::Promote(grpc::CallbackServerContext* context,
+                                                    const PromoteRequest* request,
+                                                    PromoteResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  store_->Promote(*request, [reactor, response](absl::StatusOr<PromoteResponse> result) {
+    if (result.ok()) *response = std::move(*result);
+    reactor->Finish(ToGrpcStatus(result.status()));
+  });
   return reactor;
 }
 

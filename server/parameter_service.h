@@ -8,13 +8,20 @@
 
 namespace psrv {
 
+// Every method on gRPC's callback API; those with tensor payloads raw (common/wire.h).
+using ParameterServiceBase = ParameterServer::WithRawCallbackMethod_Pull<
+    ParameterServer::WithRawCallbackMethod_Push<ParameterServer::WithRawCallbackMethod_Replicate<
+        ParameterServer::WithRawCallbackMethod_InstallShard<
+            ParameterServer::WithCallbackMethod_CreateShards<
+                ParameterServer::WithCallbackMethod_DropJob<
+                    ParameterServer::WithCallbackMethod_SaveCheckpoint<
+                        ParameterServer::WithCallbackMethod_AddBackup<
+                            ParameterServer::WithCallbackMethod_Promote<
+                                ParameterServer::Service>>>>>>>>>;
+
 // Thread-safe; never blocks a callback thread (waiting SYNC pulls are answered when the step is
-// applied).
-class ParameterService final
-    : public ParameterServer::WithRawCallbackMethod_Pull<
-          ParameterServer::WithRawCallbackMethod_Push<ParameterServer::WithCallbackMethod_CreateShards<
-              ParameterServer::WithCallbackMethod_DropJob<
-                  ParameterServer::WithCallbackMethod_SaveCheckpoint<ParameterServer::Service>>>>> {
+// applied, replicated pushes when the backup answered).
+class ParameterService final : public ParameterServiceBase {
  public:
   explicit ParameterService(ShardStore* store) : store_(store) {}
 
@@ -33,6 +40,18 @@ class ParameterService final
   grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* request,
                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Replicate(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* InstallShard(grpc::CallbackServerContext* context,
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* AddBackup(grpc::CallbackServerContext* context,
+                                      const AddBackupRequest* request,
+                                      AddBackupResponse* response) override;
+  grpc::ServerUnaryReactor* Promote(grpc::CallbackServerContext* context,
+                                    const PromoteRequest* request,
+                                    PromoteResponse* response) override;
 
  private:
   ShardStore* const store_;

@@ -5,10 +5,13 @@
 #include <cstring>
 #include <utility>
 
+#include <glog/logging.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/initializer.h"
 #include "common/key_range.h"
+#include "common/status.h"
 
 namespace psrv {
 namespace {
@@ -26,15 +29,56 @@ size_t FirstNonFinite(const float* values, size_t count) {
   return count;
 }
 
+// INVALID_ARGUMENT naming the first NaN or Inf of a gradient for keys from `first_key`.
+absl::Status CheckFinite(const std::string& table, const float* values, size_t count,
+                         uint64_t first_key) {
+  const size_t bad = FirstNonFinite(values, count);
+  if (bad == count) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "gradient for table \"", table, "\" has ", std::isnan(values[bad]) ? "NaN" : "Inf",
+      " at key ", first_key + bad, "; nothing was applied"));
+}
+
+// Errors after which an update is sent to the backup once more: it may just be slow or restarting.
+bool Retryable(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+}
+
 }  // namespace
 
-Shard::Shard(ShardConfig config, ShardEnv env)
+struct Shard::Outbox {
+  struct PullReply {
+    PullCallback done;
+    absl::Status status;
+    uint64_t version = 0;
+    PooledBuffer values;
+  };
+  std::vector<std::pair<SnapshotCallback, absl::StatusOr<ShardCheckpoint>>> snapshots;
+  std::vector<PullReply> pulls;
+  std::vector<double> pull_waits;  // SYNC: seconds each answered pull waited.
+  std::vector<std::pair<PushCallback, absl::StatusOr<uint64_t>>> pushes;
+  std::vector<std::pair<AddBackupCallback, absl::StatusOr<uint64_t>>> backups;
+  // An update to send to the backup.
+  std::shared_ptr<Replicator> replicate_to;
+  ReplicateRequest replicate;
+  std::shared_ptr<PooledBuffer> gradient;
+  // A copy to install on a new backup.
+  std::shared_ptr<Replicator> install_on;
+  std::string own_address;
+  ShardCheckpoint install;
+  AddBackupCallback install_done;
+};
+
+Shard::Shard(ShardConfig config, ShardEnv env, ShardReplication replication)
     : config_(std::move(config)),
       env_(std::move(env)),
       size_(RangeSize(config_.range)),
+      primary_address_(std::move(replication.primary_address)),
       values_(size_),
       optimizer_(Optimizer::Create(config_.optimizer, config_.table, size_)),
       aggregator_(size_, config_.num_workers),
+      role_(replication.role),
+      backup_(replication.role == PRIMARY ? std::move(replication.backup) : nullptr),
       push_rate_(env_.clock()),
       pull_rate_(env_.clock()),
       bytes_in_rate_(env_.clock()),
@@ -42,96 +86,233 @@ Shard::Shard(ShardConfig config, ShardEnv env)
   InitializeRange(config_.table, config_.range.begin(), size_, values_.data());
 }
 
-absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* values,
-                                     size_t count) {
-  const uint64_t offset = request.range().begin() - config_.range.begin();
-  // Checks that need no lock: a bad push never touches the shard.
-  absl::Status invalid;
-  if (const size_t bad = FirstNonFinite(values, count); bad < count) {
-    invalid = absl::InvalidArgumentError(absl::StrCat(
-        "gradient for table \"", config_.table.name(), "\" has ",
-        std::isnan(values[bad]) ? "NaN" : "Inf", " at key ", request.range().begin() + bad,
-        "; nothing was applied"));
-  }
-  std::vector<Waiter> ready;
-  std::vector<std::pair<ShardCheckpoint, SnapshotCallback>> snapshots;
-  uint64_t version;
+ShardRole Shard::role() {
+  absl::ReaderMutexLock lock(&mu_);
+  return role_;
+}
+
+std::string Shard::backup_address() {
+  absl::ReaderMutexLock lock(&mu_);
+  return backup_ != nullptr ? backup_->address() : "";
+}
+
+absl::Status Shard::RefuseOnBackup(const char* what) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      what, " refused: job ", config_.job_id, " table \"", config_.table.name(), "\" [",
+      config_.range.begin(), ", ", config_.range.end(),
+      "): this server holds the backup of this shard; its primary is elsewhere (",
+      primary_address_, ")"));
+}
+
+void Shard::Push(const PushRequest& request, PooledBuffer gradient, PushCallback done) {
+  // Checked without the lock: a bad push never touches the shard.
+  const absl::Status invalid =
+      CheckFinite(config_.table.name(), reinterpret_cast<const float*>(gradient.data()),
+                  RangeSize(request.range()), request.range().begin());
+  Outbox out;
   {
-    const absl::Time now = env_.clock();
     absl::MutexLock lock(&mu_);
-    if (invalid.ok() && config_.consistency == SYNC) {
-      invalid = aggregator_.Check(request.worker_rank(), request.step(), version_, offset, count);
+    if (invalid.ok()) {
+      StartPush(request, std::make_shared<PooledBuffer>(std::move(gradient)), std::move(done),
+                &out);
+    } else {
+      RecordRejection(request, invalid, env_.clock());
+      out.pushes.emplace_back(std::move(done), invalid);
     }
-    if (!invalid.ok()) {
-      RecordRejection(request, invalid, now);
-      return invalid;
+  }
+  Deliver(&out);
+}
+
+void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> gradient,
+                      PushCallback done, Outbox* out) {
+  if (role_ == PRIMARY && Busy()) {
+    // Applied once the update in flight has reached the backup: updates go there in order.
+    deferred_.push_back(Deferred{
+        [this, request, gradient, done](Outbox* o) { StartPush(request, gradient, done, o); },
+        [done](const absl::Status& status) { done(status); }});
+    return;
+  }
+  const absl::Time now = env_.clock();
+  const uint64_t offset = request.range().begin() - config_.range.begin();
+  const uint64_t count = RangeSize(request.range());
+  absl::Status invalid;
+  if (role_ == BACKUP) {
+    invalid = RefuseOnBackup("push");
+  } else if (config_.consistency == SYNC) {
+    invalid = aggregator_.Check(request.worker_rank(), request.step(), version_, offset, count);
+  }
+  if (!invalid.ok()) {
+    RecordRejection(request, invalid, now);
+    out->pushes.emplace_back(std::move(done), invalid);
+    return;
+  }
+  ++pushes_;
+  bytes_in_ += count * sizeof(float);
+  workers_seen_.insert(request.worker_rank());
+  push_rate_.Add(now);
+  bytes_in_rate_.Add(now, static_cast<double>(count * sizeof(float)));
+  if (env_.staleness != nullptr && request.has_base_version()) {
+    env_.staleness->Observe(version_ > request.base_version()
+                                ? static_cast<double>(version_ - request.base_version())
+                                : 0.0);
+  }
+  const float* values = reinterpret_cast<const float*>(gradient->data());
+  if (config_.consistency == ASYNC) {
+    optimizer_->Apply(values, values_.data(), offset, count, OptimizerStep(version_ + 1));
+    Updated(request.range(), std::move(gradient), std::move(done), now, out);
+    return;
+  }
+  if (aggregator_.pending() == 0) step_started_ = now;
+  if (!aggregator_.Add(request.worker_rank(), offset, count, values)) {
+    out->pushes.emplace_back(std::move(done), version_);  // The step waits for more pushes.
+    return;
+  }
+  const float* mean = aggregator_.Mean();
+  optimizer_->Apply(mean, values_.data(), 0, size_, OptimizerStep(version_ + 1));
+  std::shared_ptr<PooledBuffer> applied;
+  if (backup_ != nullptr) {  // The backup gets the mean; the aggregator starts the next step.
+    applied = std::make_shared<PooledBuffer>(BufferPool::Global()->Acquire(size_ * sizeof(float)));
+    std::memcpy(applied->data(), mean, size_ * sizeof(float));
+  }
+  aggregator_.Reset();
+  if (env_.step_wait != nullptr) {
+    env_.step_wait->Observe(absl::ToDoubleSeconds(now - step_started_));
+  }
+  Updated(config_.range, std::move(applied), std::move(done), now, out);
+}
+
+void Shard::Updated(const KeyRange& range, std::shared_ptr<PooledBuffer> gradient,
+                    PushCallback done, absl::Time now, Outbox* out) {
+  ++version_;
+  last_update_ms_ = absl::ToUnixMillis(now);
+  if (backup_ == nullptr) {
+    Acknowledge(std::move(done), out);
+    return;
+  }
+  in_flight_ = std::make_unique<InFlight>();
+  in_flight_->request.set_job_id(config_.job_id);
+  in_flight_->request.set_table(config_.table.name());
+  *in_flight_->request.mutable_range() = range;
+  in_flight_->request.set_version(version_);
+  in_flight_->gradient = std::move(gradient);
+  in_flight_->done = std::move(done);
+  in_flight_->backup = backup_;
+  in_flight_->attempts = 1;
+  out->replicate_to = backup_;
+  out->replicate = in_flight_->request;
+  out->gradient = in_flight_->gradient;
+}
+
+void Shard::Acknowledge(PushCallback done, Outbox* out) {
+  if (done) out->pushes.emplace_back(std::move(done), version_);
+  // Checkpoints waiting for this version are taken now, before any later update.
+  for (auto it = snapshot_waiters_.begin(); it != snapshot_waiters_.end();) {
+    if (it->first == version_) {
+      out->snapshots.emplace_back(std::move(it->second), MakeCheckpoint());
+      it = snapshot_waiters_.erase(it);
+    } else {
+      ++it;
     }
-    ++pushes_;
-    bytes_in_ += count * sizeof(float);
-    workers_seen_.insert(request.worker_rank());
-    push_rate_.Add(now);
-    bytes_in_rate_.Add(now, static_cast<double>(count * sizeof(float)));
-    if (env_.staleness != nullptr && request.has_base_version()) {
-      env_.staleness->Observe(version_ > request.base_version()
-                                  ? static_cast<double>(version_ - request.base_version())
-                                  : 0.0);
+  }
+  // Hand the values to every pull that was waiting for this version.
+  const absl::Time now = env_.clock();
+  std::vector<Waiter> still_waiting;
+  for (Waiter& w : waiters_) {
+    if (w.min_version > version_) {
+      still_waiting.push_back(std::move(w));
+      continue;
     }
-    bool apply = true;
-    if (config_.consistency == SYNC) {
-      if (aggregator_.pending() == 0) step_started_ = now;
-      apply = aggregator_.Add(request.worker_rank(), offset, count, values);
-    }
-    if (apply) {
-      if (config_.consistency == SYNC) {
-        optimizer_->Apply(aggregator_.Mean(), values_.data(), 0, size_, OptimizerStep(version_ + 1));
+    out->pulls.push_back({std::move(w.done), absl::OkStatus(), version_, CopyOut(w.offset, w.count)});
+    if (config_.consistency == SYNC) out->pull_waits.push_back(absl::ToDoubleSeconds(now - w.since));
+  }
+  waiters_ = std::move(still_waiting);
+}
+
+void Shard::RunDeferred(Outbox* out) {
+  while (!Busy() && !deferred_.empty()) {
+    Deferred next = std::move(deferred_.front());
+    deferred_.pop_front();
+    next.run(out);
+  }
+}
+
+void Shard::OnReplicated(uint64_t version, const absl::Status& status) {
+  Outbox out;
+  {
+    absl::MutexLock lock(&mu_);
+    if (in_flight_ == nullptr || in_flight_->request.version() != version) return;
+    if (!status.ok()) {
+      if (Retryable(status) && in_flight_->attempts < env_.replicate_attempts) {
+        LOG(WARNING) << "job " << config_.job_id << " table " << config_.table.name()
+                     << ": Replicate of version " << version << " to "
+                     << in_flight_->backup->address() << " failed (" << status
+                     << "); sending it again";
+        ++in_flight_->attempts;
+        out.replicate_to = in_flight_->backup;
+        out.replicate = in_flight_->request;
+        out.gradient = in_flight_->gradient;
       } else {
-        optimizer_->Apply(values, values_.data(), offset, count, OptimizerStep(version_ + 1));
+        DropBackup(status, env_.clock());
       }
-      if (config_.consistency == SYNC) {
-        aggregator_.Reset();
-        if (env_.step_wait != nullptr) {
-          env_.step_wait->Observe(absl::ToDoubleSeconds(now - step_started_));
-        }
-      }
-      ++version_;
-      last_update_ms_ = absl::ToUnixMillis(now);
-      // Checkpoints waiting for this version are taken now, before any later update.
-      for (auto it = snapshot_waiters_.begin(); it != snapshot_waiters_.end();) {
-        if (it->first == version_) {
-          snapshots.emplace_back(MakeCheckpoint(), std::move(it->second));
-          it = snapshot_waiters_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      // Hand the values to every pull that was waiting for this version.
-      std::vector<Waiter> still_waiting;
-      for (Waiter& w : waiters_) {
-        (w.min_version <= version_ ? ready : still_waiting).push_back(std::move(w));
-      }
-      waiters_ = std::move(still_waiting);
     }
-    version = version_;
-  }
-  for (auto& [checkpoint, done] : snapshots) done(std::move(checkpoint));
-  if (!ready.empty()) {
-    // Copy under a shared lock, answer outside it.
-    std::vector<PooledBuffer> copies;
-    uint64_t ready_version;
-    {
-      absl::ReaderMutexLock lock(&mu_);
-      ready_version = version_;
-      for (const Waiter& w : ready) copies.push_back(CopyOut(w.offset, w.count));
-    }
-    if (env_.pull_wait != nullptr) {
-      const absl::Time now = env_.clock();
-      for (const Waiter& w : ready) env_.pull_wait->Observe(absl::ToDoubleSeconds(now - w.since));
-    }
-    for (size_t i = 0; i < ready.size(); ++i) {
-      ready[i].done(absl::OkStatus(), ready_version, std::move(copies[i]));
+    if (out.replicate_to == nullptr) {  // The backup has it, or there is no backup any more.
+      PushCallback done = std::move(in_flight_->done);
+      in_flight_.reset();
+      Acknowledge(std::move(done), &out);
+      RunDeferred(&out);
     }
   }
-  return version;
+  Deliver(&out);
+}
+
+void Shard::DropBackup(const absl::Status& error, absl::Time now) {
+  LOG(ERROR) << "job " << config_.job_id << " table " << config_.table.name() << " ["
+             << config_.range.begin() << ", " << config_.range.end() << "): dropping backup "
+             << backup_->address() << " after " << error
+             << "; the shard continues unreplicated until it gets a new backup (AddBackup)";
+  backup_lost_ = true;
+  backup_error_ = absl::StrCat(backup_->address(), ": ", error.ToString());
+  backup_error_ms_ = absl::ToUnixMillis(now);
+  backup_.reset();
+}
+
+void Shard::Deliver(Outbox* out) {
+  if (env_.pull_wait != nullptr) {
+    for (double seconds : out->pull_waits) env_.pull_wait->Observe(seconds);
+  }
+  for (auto& [done, checkpoint] : out->snapshots) done(std::move(checkpoint));
+  for (auto& reply : out->pulls) reply.done(reply.status, reply.version, std::move(reply.values));
+  for (auto& [done, version] : out->pushes) done(std::move(version));
+  for (auto& [done, version] : out->backups) done(std::move(version));
+  if (out->replicate_to != nullptr) {
+    out->replicate_to->Replicate(
+        out->replicate, std::move(out->gradient),
+        [self = shared_from_this(), version = out->replicate.version()](absl::Status status) {
+          self->OnReplicated(version, status);
+        });
+  }
+  if (out->install_on != nullptr) {
+    InstallShardRequest header;
+    header.set_job_id(config_.job_id);
+    header.set_consistency(config_.consistency);
+    *header.mutable_optimizer() = config_.optimizer;
+    header.set_num_workers(config_.num_workers);
+    *header.mutable_shard()->mutable_table() = config_.table;
+    *header.mutable_shard()->mutable_range() = config_.range;
+    header.mutable_shard()->set_role(BACKUP);
+    header.mutable_shard()->set_primary_address(out->own_address);
+    Replicator::Done installed = [self = shared_from_this(), backup = out->install_on,
+                                  version = out->install.version,
+                                  done = std::move(out->install_done)](absl::Status status) {
+      self->OnInstalled(backup, version, status, done);
+    };
+    absl::StatusOr<std::string> state = EncodeShardCheckpoint(out->install);
+    if (state.ok()) {
+      out->install_on->Install(header, std::move(*state), std::move(installed));
+    } else {
+      installed(state.status());
+    }
+  }
 }
 
 uint64_t Shard::OptimizerStep(uint64_t update) const {
@@ -147,33 +328,135 @@ void Shard::Pull(const PullRequest& request, PullCallback done) {
   // SYNC: computing step s needs the parameters after step s-1.
   const uint64_t min_version =
       config_.consistency == SYNC && request.step() > 0 ? request.step() - 1 : 0;
-  PooledBuffer values;
-  uint64_t version;
+  Outbox out;
   {
     const absl::Time now = env_.clock();
     absl::MutexLock lock(&mu_);
-    RecordPull(count, request.worker_rank(), now);
-    if (version_ < min_version) {
-      waiters_.push_back(Waiter{min_version, offset, count, std::move(done), now});
-      return;
+    if (role_ == BACKUP) {
+      out.pulls.push_back({std::move(done), RefuseOnBackup("pull"), 0, PooledBuffer()});
+    } else {
+      RecordPull(count, request.worker_rank(), now);
+      // An update not yet on the backup is not shown.
+      if (version_ < min_version || in_flight_ != nullptr) {
+        waiters_.push_back(Waiter{min_version, offset, count, std::move(done), now});
+        return;
+      }
+      out.pulls.push_back({std::move(done), absl::OkStatus(), version_, CopyOut(offset, count)});
+      if (config_.consistency == SYNC) out.pull_waits.push_back(0);
     }
-    version = version_;
-    values = CopyOut(offset, count);
   }
-  if (config_.consistency == SYNC && env_.pull_wait != nullptr) env_.pull_wait->Observe(0);
-  done(absl::OkStatus(), version, std::move(values));
+  Deliver(&out);
 }
 
 void Shard::CancelWaiters(const absl::Status& status) {
   std::vector<Waiter> waiters;
   std::vector<std::pair<uint64_t, SnapshotCallback>> snapshots;
+  std::deque<Deferred> deferred;
   {
     absl::MutexLock lock(&mu_);
     waiters.swap(waiters_);
     snapshots.swap(snapshot_waiters_);
+    deferred.swap(deferred_);
   }
   for (Waiter& w : waiters) w.done(status, 0, PooledBuffer());
   for (auto& [version, done] : snapshots) done(status);
+  for (Deferred& d : deferred) d.cancel(status);
+}
+
+absl::StatusOr<uint64_t> Shard::ApplyReplicated(const ReplicateRequest& request,
+                                                const float* gradient) {
+  const uint64_t offset = request.range().begin() - config_.range.begin();
+  const uint64_t count = RangeSize(request.range());
+  RETURN_IF_ERROR(CheckFinite(config_.table.name(), gradient, count, request.range().begin()));
+  const absl::Time now = env_.clock();
+  absl::MutexLock lock(&mu_);
+  if (role_ != BACKUP) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", config_.job_id, " table \"", config_.table.name(), "\" [", config_.range.begin(),
+        ", ", config_.range.end(), ") is a PRIMARY here; only backups take Replicate"));
+  }
+  if (request.version() <= version_) return version_;  // A resend of an update applied already.
+  if (request.version() > version_ + 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "update ", request.version(), " of job ", config_.job_id, " table \"",
+        config_.table.name(), "\" does not follow this backup's version ", version_,
+        "; the backup must be installed again (AddBackup)"));
+  }
+  // The primary's optimizer step for the same update, so both stay bit-identical.
+  optimizer_->Apply(gradient, values_.data(), offset, count, OptimizerStep(request.version()));
+  version_ = request.version();
+  last_update_ms_ = absl::ToUnixMillis(now);
+  return version_;
+}
+
+void Shard::AddBackup(std::shared_ptr<Replicator> backup, const std::string& own_address,
+                      AddBackupCallback done) {
+  Outbox out;
+  {
+    absl::MutexLock lock(&mu_);
+    StartAddBackup(std::move(backup), own_address, std::move(done), &out);
+  }
+  Deliver(&out);
+}
+
+void Shard::StartAddBackup(std::shared_ptr<Replicator> backup, const std::string& own_address,
+                           AddBackupCallback done, Outbox* out) {
+  if (role_ == BACKUP) {
+    out->backups.emplace_back(std::move(done), RefuseOnBackup("AddBackup"));
+    return;
+  }
+  if (Busy()) {  // The copy is taken at an acknowledged version, with nothing in flight.
+    deferred_.push_back(Deferred{
+        [this, backup, own_address, done](Outbox* o) {
+          StartAddBackup(backup, own_address, done, o);
+        },
+        [done](const absl::Status& status) { done(status); }});
+    return;
+  }
+  if (backup_ != nullptr && backup_->address() == backup->address()) {
+    out->backups.emplace_back(std::move(done), version_);  // Already in sync there.
+    return;
+  }
+  // Updates wait (deferred) until the copy is installed, so the backup misses none.
+  installing_ = true;
+  out->install_on = std::move(backup);
+  out->own_address = own_address;
+  out->install = MakeCheckpoint();
+  out->install_done = std::move(done);
+}
+
+void Shard::OnInstalled(std::shared_ptr<Replicator> backup, uint64_t version,
+                        const absl::Status& status, AddBackupCallback done) {
+  Outbox out;
+  {
+    absl::MutexLock lock(&mu_);
+    installing_ = false;
+    if (status.ok()) {
+      LOG(INFO) << "job " << config_.job_id << " table " << config_.table.name() << " ["
+                << config_.range.begin() << ", " << config_.range.end() << "): backup "
+                << backup->address() << " installed at version " << version;
+      backup_ = std::move(backup);
+      backup_lost_ = false;
+      out.backups.emplace_back(std::move(done), version);
+    } else {
+      out.backups.emplace_back(std::move(done), status);
+    }
+    RunDeferred(&out);
+  }
+  Deliver(&out);
+}
+
+uint64_t Shard::Promote() {
+  absl::MutexLock lock(&mu_);
+  if (role_ == BACKUP) {
+    LOG(INFO) << "job " << config_.job_id << " table " << config_.table.name() << " ["
+              << config_.range.begin() << ", " << config_.range.end()
+              << "): promoted to PRIMARY at version " << version_ << " (its primary was "
+              << primary_address_ << ")";
+    role_ = PRIMARY;
+    aggregator_.Reset();
+  }
+  return version_;
 }
 
 PooledBuffer Shard::CopyOut(uint64_t offset, uint64_t count) {
@@ -215,13 +498,14 @@ void Shard::Snapshot(uint64_t version, SnapshotCallback done) {
   absl::StatusOr<ShardCheckpoint> result;
   {
     absl::MutexLock lock(&mu_);
-    if (version != 0 && version_ < version) {
-      snapshot_waiters_.emplace_back(version, std::move(done));
-      return;
-    }
+    // While an update is in flight, values_ hold it but it is not acknowledged yet: wait for it.
+    if (version == 0 && in_flight_ != nullptr) version = version_;
     if (version != 0 && version_ > version) {
       result = absl::FailedPreconditionError(absl::StrCat(
           "shard ", config_.table.name(), " is at version ", version_, ", past ", version));
+    } else if (version != 0 && (version_ < version || in_flight_ != nullptr)) {
+      snapshot_waiters_.emplace_back(version, std::move(done));
+      return;
     } else {
       result = MakeCheckpoint();
     }
@@ -234,7 +518,7 @@ void Shard::LoadValues(const float* values) {
   values_.assign(values, values + size_);
 }
 
-absl::Status Shard::Restore(const ShardCheckpoint& checkpoint) {
+absl::Status Shard::Restore(ShardCheckpoint checkpoint) {
   if (checkpoint.job_id != config_.job_id || checkpoint.table != config_.table.name() ||
       checkpoint.range.begin() != config_.range.begin() ||
       checkpoint.range.end() != config_.range.end() || checkpoint.values.size() != size_) {
@@ -251,8 +535,8 @@ absl::Status Shard::Restore(const ShardCheckpoint& checkpoint) {
         "checkpoint has ", checkpoint.optimizer_state.size(), " optimizer state arrays, the ",
         OptimizerKind_Name(config_.optimizer.kind()), " optimizer ", state.size()));
   }
-  for (size_t i = 0; i < state.size(); ++i) *state[i] = checkpoint.optimizer_state[i];
-  values_ = checkpoint.values;
+  for (size_t i = 0; i < state.size(); ++i) *state[i] = std::move(checkpoint.optimizer_state[i]);
+  values_ = std::move(checkpoint.values);
   version_ = checkpoint.version;
   aggregator_.Reset();
   return absl::OkStatus();
@@ -294,6 +578,12 @@ ShardStatus Shard::Status() {
   }
   status.set_last_error(last_error_);
   status.set_last_error_ms(last_error_ms_);
+  status.set_role(role_);
+  if (backup_ != nullptr) status.set_backup_address(backup_->address());
+  status.set_backup_lost(backup_lost_);
+  status.set_backup_error(backup_error_);
+  status.set_backup_error_ms(backup_error_ms_);
+  status.set_primary_address(primary_address_);
   return status;
 }
 

@@ -1,9 +1,11 @@
 // One shard: a contiguous key range of one table of one job, with its parameters, optimizer state,
-// SYNC aggregation, waiting pulls and traffic statistics.
+// SYNC aggregation, waiting pulls, traffic statistics, and its role in replication (a PRIMARY
+// sending its updates to a backup, or a BACKUP applying them).
 #ifndef PSRV_SERVER_SHARD_H_
 #define PSRV_SERVER_SHARD_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <set>
@@ -23,6 +25,7 @@
 #include "server/aggregate.h"
 #include "server/apply.h"
 #include "server/checkpoint.h"
+#include "server/replicator.h"
 
 namespace psrv {
 
@@ -35,6 +38,13 @@ struct ShardConfig {
   uint32_t num_workers = 1;
 };
 
+// How a shard starts out (CreateShards' ShardSpec): its role, and where its copy is.
+struct ShardReplication {
+  ShardRole role = PRIMARY;
+  std::shared_ptr<Replicator> backup;  // PRIMARY: where updates go; null: not replicated.
+  std::string primary_address;         // BACKUP: the server holding the primary (Promote).
+};
+
 // What a shard needs from its surroundings: the time (tests move it) and where to record the
 // distributions the Prometheus metrics show (optional; not owned).
 struct ShardEnv {
@@ -42,29 +52,52 @@ struct ShardEnv {
   Histogram* staleness = nullptr;  // Pushes: shard version at arrival minus PushRequest.base_version.
   Histogram* step_wait = nullptr;  // SYNC: seconds from a step's first push to its update.
   Histogram* pull_wait = nullptr;  // SYNC: seconds a pull waited for its step.
+  // Sends of one update before its backup is dropped; only UNAVAILABLE and DEADLINE_EXCEEDED are
+  // tried again (the Replicator bounds each send with its deadline).
+  int replicate_attempts = 2;
 };
 
 // Called once per pull with the values of the requested range (FP32, little-endian) and the
 // shard's version when they were read. May run on the thread that applied an update.
 using PullCallback = std::function<void(absl::Status status, uint64_t version, PooledBuffer values)>;
 
-// Thread-safe.
-class Shard {
+// Called once per push with the shard's version after it, or why it was refused.
+using PushCallback = std::function<void(absl::StatusOr<uint64_t> version)>;
+
+// Thread-safe. Create it with std::make_shared: replication answers hold a reference to it.
+//
+// Replication (PRIMARY with a backup): an update (a SYNC step's mean, an ASYNC push) is applied
+// here, then sent to the backup; only once the backup has it (or was dropped after failing) does
+// the update become visible: the push that made it is answered, waiting pulls and checkpoints are
+// served. Until then the shard takes no further update (pushes wait, in order), so updates reach
+// the backup one at a time and in order. The shard mutex is NOT held while the backup is called:
+// gRPC's callback API runs every handler of a process on very few threads (2 on a 2-core machine,
+// measured with gRPC 1.51), so a handler blocked on a backup, or on a mutex held across such a
+// call, could deadlock two servers that back each other up. Callbacks never run under the mutex.
+class Shard : public std::enable_shared_from_this<Shard> {
  public:
   // Initialises the values from the table's InitSpec. `config` must be valid (ShardStore checks).
-  explicit Shard(ShardConfig config, ShardEnv env = ShardEnv());
+  explicit Shard(ShardConfig config, ShardEnv env = ShardEnv(),
+                 ShardReplication replication = ShardReplication());
 
   const ShardConfig& config() const { return config_; }
+  // BACKUP: its primary's address; after Promote, the server it was promoted from.
+  const std::string& primary_address() const { return primary_address_; }
+  ShardRole role();
 
   // Applies (ASYNC) or aggregates (SYNC) a gradient for `request.range()`, which must lie inside
-  // this shard. `values` holds `count` floats. Validates everything before changing anything.
-  // Returns the version after the push.
-  absl::StatusOr<uint64_t> Push(const PushRequest& request, const float* values, size_t count);
+  // this shard; `gradient` holds its (range size) floats. Validates everything before changing
+  // anything. `done` gets the version after the push: at once, or once the update the push made
+  // has reached the backup, or once an update being replicated has and this push was applied.
+  // FAILED_PRECONDITION on a BACKUP.
+  void Push(const PushRequest& request, PooledBuffer gradient, PushCallback done);
 
-  // Answers now, or (SYNC) once step `request.step() - 1` is applied.
+  // Answers now, or (SYNC) once step `request.step() - 1` is applied, or once the update being
+  // replicated has reached the backup. FAILED_PRECONDITION on a BACKUP.
   void Pull(const PullRequest& request, PullCallback done);
 
-  // Fails every waiting pull with `status` (job dropped, server stopping).
+  // Fails every waiting pull, push, checkpoint and AddBackup with `status` (job dropped, server
+  // stopping). An update already sent to the backup is still answered when the backup answers.
   void CancelWaiters(const absl::Status& status);
 
   ShardStatus Status();
@@ -74,8 +107,9 @@ class Shard {
   void RecordRejectedPush(const PushRequest& request, const absl::Status& error);
 
   // Calls `done` with a copy of the values and optimizer state at version `version` (0: now):
-  // at once if the shard is there, when the update that reaches it is applied if it is not there
-  // yet (SYNC: all shards of a job checkpoint the same step), FAILED_PRECONDITION if it is past it.
+  // at once if the shard is there, when the update that reaches it is applied (and replicated) if
+  // it is not there yet (SYNC: all shards of a job checkpoint the same step), FAILED_PRECONDITION
+  // if it is past it.
   using SnapshotCallback = std::function<void(absl::StatusOr<ShardCheckpoint>)>;
   void Snapshot(uint64_t version, SnapshotCallback done);
 
@@ -84,7 +118,25 @@ class Shard {
 
   // Replaces the values, optimizer state and version with a checkpoint's. INVALID_ARGUMENT if the
   // checkpoint is of another job, table or key range, or has the wrong optimizer state.
-  absl::Status Restore(const ShardCheckpoint& checkpoint);
+  absl::Status Restore(ShardCheckpoint checkpoint);
+
+  // BACKUP: applies an update its primary applied (see ParameterServer.Replicate); `gradient`
+  // holds (request range size) floats. Returns the version after it.
+  absl::StatusOr<uint64_t> ApplyReplicated(const ReplicateRequest& request, const float* gradient);
+
+  // PRIMARY: copies the shard (once no update is in flight), installs the copy on `backup`
+  // (InstallShard; `own_address` becomes the copy's primary_address) and replicates every later
+  // update there. `done` gets the version installed, or the error (then nothing changed).
+  using AddBackupCallback = std::function<void(absl::StatusOr<uint64_t> version)>;
+  void AddBackup(std::shared_ptr<Replicator> backup, const std::string& own_address,
+                 AddBackupCallback done);
+
+  // Makes a BACKUP the PRIMARY (idempotent); SYNC: the next step is aggregated afresh. Returns the
+  // version it took over at.
+  uint64_t Promote();
+
+  // PRIMARY: where updates go now ("" if not replicated).
+  std::string backup_address();
 
  private:
   struct Waiter {
@@ -95,7 +147,49 @@ class Shard {
     absl::Time since;  // When the pull arrived.
   };
 
+  // An update applied here whose Replicate has not been answered yet.
+  struct InFlight {
+    ReplicateRequest request;
+    std::shared_ptr<PooledBuffer> gradient;  // (request range size) floats.
+    PushCallback done;                       // The push that made the update; may be empty.
+    std::shared_ptr<Replicator> backup;      // Where it is being sent.
+    int attempts = 0;
+  };
+
+  // What to do once mu_ is released: every callback, and the call to the backup to start.
+  struct Outbox;
+
+  // A push or AddBackup that arrived while an update or install was in flight.
+  struct Deferred {
+    std::function<void(Outbox*)> run;                 // Under mu_, once the shard is not busy.
+    std::function<void(const absl::Status&)> cancel;  // Without mu_.
+  };
+
+  // Takes a push (or defers it while busy) and records what to answer in `out`.
+  void StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> gradient,
+                 PushCallback done, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After an update was applied to values_: counts it and sends it to the backup, or (not
+  // replicated) makes it visible at once.
+  void Updated(const KeyRange& range, std::shared_ptr<PooledBuffer> gradient, PushCallback done,
+               absl::Time now, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The update at version_ is acknowledged: answers its push, waiting pulls and checkpoints.
+  void Acknowledge(PushCallback done, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs deferred pushes and AddBackups in order until one makes the shard busy again.
+  void RunDeferred(Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartAddBackup(std::shared_ptr<Replicator> backup, const std::string& own_address,
+                      AddBackupCallback done, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops replicating after `error` (the shard continues unreplicated).
+  void DropBackup(const absl::Status& error, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Busy() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return in_flight_ != nullptr || installing_; }
+
+  // Runs what `out` holds; never under mu_.
+  void Deliver(Outbox* out);
+  void OnReplicated(uint64_t version, const absl::Status& status);
+  void OnInstalled(std::shared_ptr<Replicator> backup, uint64_t version, const absl::Status& status,
+                   AddBackupCallback done);
+
   ShardCheckpoint MakeCheckpoint() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RefuseOnBackup(const char* what) ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   // The optimizer step (learning-rate schedule, Adam bias correction) of the n-th update.
   uint64_t OptimizerStep(uint64_t update) const;
@@ -109,14 +203,27 @@ class Shard {
   const ShardConfig config_;
   const ShardEnv env_;
   const uint64_t size_;
+  const std::string primary_address_;
 
   absl::Mutex mu_;
   std::vector<float> values_ ABSL_GUARDED_BY(mu_);  // (size_) the parameters.
   std::unique_ptr<Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
   SyncAggregator aggregator_ ABSL_GUARDED_BY(mu_);
-  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;  // Updates applied.
+  // Updates applied here. Visible to workers and checkpoints: version_, or version_ - 1 while
+  // in_flight_ (that update is not acknowledged yet).
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<uint64_t, SnapshotCallback>> snapshot_waiters_ ABSL_GUARDED_BY(mu_);
+
+  // Replication.
+  ShardRole role_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<Replicator> backup_ ABSL_GUARDED_BY(mu_);  // PRIMARY: null if unreplicated.
+  std::unique_ptr<InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  bool installing_ ABSL_GUARDED_BY(mu_) = false;  // An AddBackup copy is being installed.
+  std::deque<Deferred> deferred_ ABSL_GUARDED_BY(mu_);
+  bool backup_lost_ ABSL_GUARDED_BY(mu_) = false;
+  std::string backup_error_ ABSL_GUARDED_BY(mu_);
+  int64_t backup_error_ms_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Statistics for the admin API.
   uint64_t pushes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -5,6 +5,8 @@
 #include <tuple>
 #include <utility>
 
+#include <glog/logging.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -13,6 +15,7 @@
 #include "common/key_range.h"
 #include "common/safetensors.h"
 #include "common/model_layout.h"
+#include "common/status.h"
 #include "server/apply.h"
 
 namespace psrv {
@@ -20,11 +23,75 @@ namespace {
 
 std::string RangeText(const KeyRange& r) { return absl::StrCat("[", r.begin(), ", ", r.end(), ")"); }
 
-bool SameShard(const ShardConfig& c, const CreateShardsRequest& request, const ShardSpec& spec) {
-  return c.range.begin() == spec.range().begin() && c.range.end() == spec.range().end() &&
-         c.consistency == request.consistency() && c.num_workers == request.num_workers() &&
-         c.table.SerializeAsString() == spec.table().SerializeAsString() &&
-         c.optimizer.SerializeAsString() == request.optimizer().SerializeAsString();
+bool SameRange(const KeyRange& a, const KeyRange& b) {
+  return a.begin() == b.begin() && a.end() == b.end();
+}
+
+bool Overlap(const KeyRange& a, const KeyRange& b) {
+  return a.begin() < b.end() && b.begin() < a.end();
+}
+
+bool SameShard(const ShardConfig& a, const ShardConfig& b) {
+  return SameRange(a.range, b.range) && a.consistency == b.consistency &&
+         a.num_workers == b.num_workers &&
+         a.table.SerializeAsString() == b.table.SerializeAsString() &&
+         a.optimizer.SerializeAsString() == b.optimizer.SerializeAsString();
+}
+
+// The checks CreateShards and InstallShard share (the request header, then each shard).
+absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consistency,
+                              uint32_t num_workers, const OptimizerConfig& optimizer) {
+  if (job_id.empty()) return absl::InvalidArgumentError("job_id must be set");
+  if (consistency != SYNC && consistency != ASYNC) {
+    return absl::InvalidArgumentError("consistency must be SYNC or ASYNC");
+  }
+  if (num_workers == 0) return absl::InvalidArgumentError("num_workers must be > 0");
+  return Optimizer::Validate(optimizer);
+}
+
+absl::Status CheckShardSpec(const ShardSpec& spec) {
+  const uint64_t size = TableElements(spec.table());
+  if (spec.table().name().empty()) return absl::InvalidArgumentError("a table has no name");
+  if (spec.range().begin() >= spec.range().end() || spec.range().end() > size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("range ", RangeText(spec.range()), " of table \"", spec.table().name(),
+                     "\" is empty or outside its ", size, " elements"));
+  }
+  const std::string shard = absl::StrCat("shard ", RangeText(spec.range()), " of table \"",
+                                         spec.table().name(), "\"");
+  switch (spec.role()) {
+    case PRIMARY:
+      if (!spec.primary_address().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(shard, " is a PRIMARY: primary_address is for backups"));
+      }
+      return absl::OkStatus();
+    case BACKUP:
+      if (spec.primary_address().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(shard, " is a BACKUP: its primary_address must be set"));
+      }
+      if (!spec.backup_address().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(shard, " is a BACKUP: backup_address is for primaries"));
+      }
+      return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(shard, " has an unknown role"));
+  }
+}
+
+ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
+                       const OptimizerConfig& optimizer, uint32_t num_workers,
+                       const ShardSpec& spec) {
+  ShardConfig config;
+  config.job_id = job_id;
+  config.table = spec.table();
+  config.range = spec.range();
+  config.consistency = consistency;
+  config.optimizer = optimizer;
+  config.num_workers = num_workers;
+  return config;
 }
 
 }  // namespace
@@ -155,50 +222,43 @@ void ShardStore::SetIdentity(const std::string& server_id, const std::string& ad
 }
 
 absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
-  if (request.job_id().empty()) return absl::InvalidArgumentError("job_id must be set");
-  if (request.consistency() != SYNC && request.consistency() != ASYNC) {
-    return absl::InvalidArgumentError("consistency must be SYNC or ASYNC");
-  }
-  if (request.num_workers() == 0) return absl::InvalidArgumentError("num_workers must be > 0");
-  if (absl::Status s = Optimizer::Validate(request.optimizer()); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckShardHeader(request.job_id(), request.consistency(), request.num_workers(),
+                                   request.optimizer()));
   if (request.shards().empty()) return absl::InvalidArgumentError("no shards in the request");
+  std::vector<ShardConfig> configs;
   for (const ShardSpec& spec : request.shards()) {
-    const uint64_t size = TableElements(spec.table());
-    if (spec.table().name().empty()) return absl::InvalidArgumentError("a table has no name");
-    if (spec.range().begin() >= spec.range().end() || spec.range().end() > size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("range ", RangeText(spec.range()), " of table \"", spec.table().name(),
-                       "\" is empty or outside its ", size, " elements"));
-    }
-  }
-  // Build outside the lock (initialisation touches every element), insert under it.
-  std::vector<std::shared_ptr<Shard>> created;
-  {
-    absl::MutexLock lock(&mu_);
-    auto job = jobs_.find(request.job_id());
-    for (const ShardSpec& spec : request.shards()) {
-      if (job == jobs_.end()) continue;
-      auto table = job->second.find(spec.table().name());
-      if (table == job->second.end()) continue;
-      for (const auto& shard : table->second) {
-        if (!SameShard(shard->config(), request, spec)) {
-          return absl::AlreadyExistsError(absl::StrCat(
-              "job ", request.job_id(), " already has a different shard of table \"",
-              spec.table().name(), "\" here: ", RangeText(shard->config().range)));
-        }
+    RETURN_IF_ERROR(CheckShardSpec(spec));
+    if (!spec.backup_address().empty()) RETURN_IF_ERROR(CheckBackupAddress(spec.backup_address()));
+    for (const ShardConfig& other : configs) {
+      if (other.table.name() == spec.table().name() && Overlap(other.range, spec.range())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "shards ", RangeText(other.range), " and ", RangeText(spec.range()), " of table \"",
+            spec.table().name(), "\" overlap"));
       }
     }
-    if (job != jobs_.end()) return absl::OkStatus();  // Identical request: idempotent.
+    configs.push_back(MakeConfig(request.job_id(), request.consistency(), request.optimizer(),
+                                 request.num_workers(), spec));
   }
-  for (const ShardSpec& spec : request.shards()) {
-    ShardConfig config;
-    config.job_id = request.job_id();
-    config.table = spec.table();
-    config.range = spec.range();
-    config.consistency = request.consistency();
-    config.optimizer = request.optimizer();
-    config.num_workers = request.num_workers();
-    created.push_back(std::make_shared<Shard>(std::move(config), EnvFor(request.job_id())));
+  // Only shards not held yet are built (an identical request is idempotent).
+  std::vector<size_t> missing;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < configs.size(); ++i) {
+      ASSIGN_OR_RETURN(std::shared_ptr<Shard> held, HeldShard(configs[i]));
+      if (held == nullptr) missing.push_back(i);
+    }
+  }
+  if (missing.empty()) return absl::OkStatus();
+  // Build outside the lock (initialisation touches every element), insert under it.
+  std::vector<std::shared_ptr<Shard>> created;
+  for (size_t i : missing) {
+    const ShardSpec& spec = request.shards(static_cast<int>(i));
+    ShardReplication replication;
+    replication.role = spec.role();
+    replication.primary_address = spec.primary_address();
+    if (!spec.backup_address().empty()) replication.backup = BackupAt(spec.backup_address());
+    created.push_back(std::make_shared<Shard>(configs[i], EnvFor(request.job_id()),
+                                              std::move(replication)));
   }
   // Initial values from a safetensors file (a model exported by psctl): all or nothing.
   if (!request.init_from_safetensors().empty()) {
@@ -225,15 +285,13 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
   }
   // Restore from checkpoint files: all or nothing.
   for (const CheckpointFile& file : request.restore_from()) {
-    std::shared_ptr<Shard> target;
-    for (const auto& shard : created) {
-      if (shard->config().table.name() == file.table() &&
-          shard->config().range.begin() == file.range().begin() &&
-          shard->config().range.end() == file.range().end()) {
-        target = shard;
-      }
-    }
-    if (target == nullptr) {
+    auto matches = [&file](const ShardConfig& c) {
+      return c.table.name() == file.table() && SameRange(c.range, file.range());
+    };
+    auto target = std::find_if(created.begin(), created.end(),
+                               [&](const auto& shard) { return matches(shard->config()); });
+    if (target == created.end()) {
+      if (std::any_of(configs.begin(), configs.end(), matches)) continue;  // Held already.
       return absl::InvalidArgumentError(absl::StrCat("checkpoint file ", file.path(),
                                                      " matches no shard of the request"));
     }
@@ -241,12 +299,69 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
     absl::StatusOr<ShardCheckpoint> checkpoint =
         ReadShardCheckpoint(file.path(), crc != 0 ? &crc : nullptr);
     if (!checkpoint.ok()) return checkpoint.status();
-    if (absl::Status s = target->Restore(*checkpoint); !s.ok()) return s;
+    RETURN_IF_ERROR((*target)->Restore(std::move(*checkpoint)));
   }
   absl::MutexLock lock(&mu_);
+  // Checked again: a concurrent request may have created some meanwhile.
+  std::vector<std::shared_ptr<Shard>> added;
+  for (auto& shard : created) {
+    ASSIGN_OR_RETURN(std::shared_ptr<Shard> held, HeldShard(shard->config()));
+    if (held == nullptr) added.push_back(std::move(shard));
+  }
   JobTables& tables = jobs_[request.job_id()];
-  if (!tables.empty()) return absl::OkStatus();  // A concurrent identical request won.
-  for (auto& shard : created) tables[shard->config().table.name()].push_back(std::move(shard));
+  for (auto& shard : added) tables[shard->config().table.name()].push_back(std::move(shard));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Shard>> ShardStore::Overlapping(const ShardConfig& config) {
+  auto job = jobs_.find(config.job_id);
+  if (job == jobs_.end()) return nullptr;
+  auto table = job->second.find(config.table.name());
+  if (table == job->second.end()) return nullptr;
+  for (const auto& shard : table->second) {
+    const KeyRange& range = shard->config().range;
+    if (SameRange(range, config.range)) return shard;
+    if (Overlap(range, config.range)) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "job ", config.job_id, " already has a different shard of table \"",
+          config.table.name(), "\" here: ", RangeText(range), " overlaps ",
+          RangeText(config.range)));
+    }
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::shared_ptr<Shard>> ShardStore::HeldShard(const ShardConfig& config) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Shard> held, Overlapping(config));
+  if (held != nullptr && !SameShard(held->config(), config)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "job ", config.job_id, " already has a different shard of table \"", config.table.name(),
+        "\" here: ", RangeText(config.range), " with another configuration"));
+  }
+  return held;
+}
+
+std::shared_ptr<Replicator> ShardStore::BackupAt(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Replicator>& backup = backups_[address];
+  if (backup == nullptr) {
+    backup = options_.connect_backup ? options_.connect_backup(address)
+                                     : std::make_shared<GrpcReplicator>(address, options_.replication);
+  }
+  return backup;
+}
+
+std::string ShardStore::address() {
+  absl::MutexLock lock(&mu_);
+  return address_;
+}
+
+absl::Status ShardStore::CheckBackupAddress(const std::string& address) {
+  if (address.empty()) return absl::InvalidArgumentError("backup_address must be set");
+  if (address == this->address()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "backup_address ", address, " is this server: a backup must be on another server"));
+  }
   return absl::OkStatus();
 }
 
@@ -328,18 +443,20 @@ void ShardStore::Pull(const PullRequest& request, PullCallback done) {
   (*shard)->Pull(request, std::move(done));
 }
 
-absl::StatusOr<uint64_t> ShardStore::Push(const PushRequest& request, const char* payload,
-                                          size_t payload_bytes) {
+void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCallback done) {
   absl::StatusOr<std::shared_ptr<Shard>> shard =
       Find(request.job_id(), request.table(), request.range());
-  if (!shard.ok()) return shard.status();
+  if (!shard.ok()) {
+    done(shard.status());
+    return;
+  }
   const uint64_t count = RangeSize(request.range());
   absl::Status invalid = CheckWireDType(request.dtype());
   const size_t expected = count * WireBytesPerValue(request.dtype());
-  if (invalid.ok() && payload_bytes != expected) {
+  if (invalid.ok() && payload.size() != expected) {
     invalid = absl::InvalidArgumentError(absl::StrCat(
         "expected ", expected, " bytes (", count, " ", DType_Name(request.dtype()),
-        " values for keys ", RangeText(request.range()), "), got ", payload_bytes));
+        " values for keys ", RangeText(request.range()), "), got ", payload.size()));
   }
   if (invalid.ok() && request.worker_rank() >= (*shard)->config().num_workers) {
     invalid = absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
@@ -348,15 +465,164 @@ absl::StatusOr<uint64_t> ShardStore::Push(const PushRequest& request, const char
   }
   if (!invalid.ok()) {
     (*shard)->RecordRejectedPush(request, invalid);
-    return invalid;
+    done(invalid);
+    return;
   }
   if (request.dtype() == BF16) {
     PooledBuffer values = BufferPool::Global()->Acquire(count * sizeof(float));
-    Bf16ToFloats(reinterpret_cast<const uint16_t*>(payload), count,
+    Bf16ToFloats(reinterpret_cast<const uint16_t*>(payload.data()), count,
                  reinterpret_cast<float*>(values.data()));
-    return (*shard)->Push(request, reinterpret_cast<const float*>(values.data()), count);
+    payload = std::move(values);
   }
-  return (*shard)->Push(request, reinterpret_cast<const float*>(payload), count);
+  (*shard)->Push(request, std::move(payload), std::move(done));
+}
+
+absl::StatusOr<uint64_t> ShardStore::Replicate(const ReplicateRequest& request,
+                                               const char* payload, size_t payload_bytes) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard,
+                   Find(request.job_id(), request.table(), request.range()));
+  if (request.version() == 0) {
+    return absl::InvalidArgumentError("version must be > 0 (the shard's version after the update)");
+  }
+  const uint64_t count = RangeSize(request.range());
+  if (payload_bytes != count * sizeof(float)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected ", count * sizeof(float), " bytes (", count,
+                     " FP32 values for keys ", RangeText(request.range()), "), got ",
+                     payload_bytes));
+  }
+  return shard->ApplyReplicated(request, reinterpret_cast<const float*>(payload));
+}
+
+absl::StatusOr<uint64_t> ShardStore::InstallShard(const InstallShardRequest& request,
+                                                  const char* payload, size_t payload_bytes) {
+  RETURN_IF_ERROR(CheckShardHeader(request.job_id(), request.consistency(),
+                                   request.num_workers(), request.optimizer()));
+  const ShardSpec& spec = request.shard();
+  RETURN_IF_ERROR(CheckShardSpec(spec));
+  if (spec.role() != BACKUP) {
+    return absl::InvalidArgumentError("InstallShard installs backups: the shard's role must be BACKUP");
+  }
+  ASSIGN_OR_RETURN(ShardCheckpoint state,
+                   DecodeShardCheckpoint(absl::string_view(payload, payload_bytes),
+                                         absl::StrCat("sent by ", spec.primary_address())));
+  const uint64_t version = state.version;
+  ShardConfig config = MakeConfig(request.job_id(), request.consistency(), request.optimizer(),
+                                  request.num_workers(), spec);
+  ShardReplication replication;
+  replication.role = BACKUP;
+  replication.primary_address = spec.primary_address();
+  auto shard = std::make_shared<Shard>(config, EnvFor(request.job_id()), std::move(replication));
+  RETURN_IF_ERROR(shard->Restore(std::move(state)));
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::shared_ptr<Shard> held, Overlapping(config));
+  if (held != nullptr && held->role() == PRIMARY) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this server holds the PRIMARY of job ", config.job_id, " table \"", config.table.name(),
+        "\" ", RangeText(config.range), "; a backup copy cannot replace it"));
+  }
+  TableShards& shards = jobs_[config.job_id][config.table.name()];
+  if (held != nullptr) {
+    std::replace(shards.begin(), shards.end(), held, shard);
+  } else {
+    shards.push_back(shard);
+  }
+  LOG(INFO) << "job " << config.job_id << " table " << config.table.name() << " "
+            << RangeText(config.range) << ": backup of " << spec.primary_address()
+            << " installed at version " << version;
+  return version;
+}
+
+void ShardStore::AddBackup(const AddBackupRequest& request, AddBackupCallback done) {
+  absl::StatusOr<std::shared_ptr<Shard>> shard =
+      Find(request.job_id(), request.table(), request.range());
+  absl::Status invalid = shard.status();
+  if (invalid.ok() && !SameRange((*shard)->config().range, request.range())) {
+    invalid = absl::NotFoundError(absl::StrCat(
+        "no shard of table \"", request.table(), "\" here has exactly keys ",
+        RangeText(request.range()), " (the shard holding them is ",
+        RangeText((*shard)->config().range), ")"));
+  }
+  if (invalid.ok()) invalid = CheckBackupAddress(request.backup_address());
+  if (!invalid.ok()) {
+    done(invalid);
+    return;
+  }
+  (*shard)->AddBackup(BackupAt(request.backup_address()), address(),
+                      [done = std::move(done)](absl::StatusOr<uint64_t> version) {
+                        if (!version.ok()) {
+                          done(version.status());
+                          return;
+                        }
+                        AddBackupResponse response;
+                        response.set_version(*version);
+                        done(std::move(response));
+                      });
+}
+
+void ShardStore::Promote(const PromoteRequest& request, PromoteCallback done) {
+  absl::Status invalid;
+  if (request.job_id().empty() || request.failed_address().empty()) {
+    invalid = absl::InvalidArgumentError("job_id and failed_address must be set");
+  } else if (!request.new_backup_address().empty()) {
+    invalid = CheckBackupAddress(request.new_backup_address());
+  }
+  std::vector<std::shared_ptr<Shard>> promoted;
+  for (auto& shard : AllShards(request.job_id())) {
+    if (shard->primary_address() == request.failed_address()) promoted.push_back(std::move(shard));
+  }
+  if (invalid.ok() && promoted.empty()) {
+    invalid = absl::NotFoundError(absl::StrCat("no shard of job \"", request.job_id(),
+                                               "\" here backs up ", request.failed_address()));
+  }
+  if (!invalid.ok()) {
+    done(invalid);
+    return;
+  }
+  std::sort(promoted.begin(), promoted.end(), [](const auto& a, const auto& b) {
+    return std::make_tuple(a->config().table.name(), a->config().range.begin()) <
+           std::make_tuple(b->config().table.name(), b->config().range.begin());
+  });
+  // Answered once every promoted shard has its new backup (or failed to get it).
+  struct Pending {
+    absl::Mutex mu;
+    size_t remaining ABSL_GUARDED_BY(mu);
+    PromoteResponse response ABSL_GUARDED_BY(mu);
+    PromoteCallback done;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->done = std::move(done);
+  {
+    absl::MutexLock lock(&pending->mu);
+    pending->remaining = promoted.size();
+    for (const auto& shard : promoted) {
+      PromotedShard* out = pending->response.add_shards();
+      out->set_table(shard->config().table.name());
+      *out->mutable_range() = shard->config().range;
+      out->set_version(shard->Promote());
+      out->set_backup_address(shard->backup_address());
+    }
+  }
+  if (request.new_backup_address().empty()) {
+    absl::MutexLock lock(&pending->mu);
+    pending->done(std::move(pending->response));
+    return;
+  }
+  const std::string own_address = address();
+  for (size_t i = 0; i < promoted.size(); ++i) {
+    promoted[i]->AddBackup(
+        BackupAt(request.new_backup_address()), own_address,
+        [pending, i, backup = request.new_backup_address()](absl::StatusOr<uint64_t> version) {
+          absl::MutexLock lock(&pending->mu);
+          PromotedShard* out = pending->response.mutable_shards(static_cast<int>(i));
+          if (version.ok()) {
+            out->set_backup_address(backup);
+          } else {
+            out->set_backup_error(version.status().ToString());
+          }
+          if (--pending->remaining == 0) pending->done(std::move(pending->response));
+        });
+  }
 }
 
 void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckpointCallback done) {
@@ -368,6 +634,14 @@ void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckp
   if (request.job_id().empty() || shards.empty()) {
     done(absl::NotFoundError(
         absl::StrCat("job \"", request.job_id(), "\" has no shards on this server")));
+    return;
+  }
+  // A backup is a copy of a shard its primary checkpoints.
+  shards.erase(std::remove_if(shards.begin(), shards.end(),
+                              [](const auto& shard) { return shard->role() == BACKUP; }),
+               shards.end());
+  if (shards.empty()) {
+    done(SaveCheckpointResponse());
     return;
   }
   // Every shard answers (maybe later, from the thread that applies its update); the last answer

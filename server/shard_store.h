@@ -1,5 +1,6 @@
 // Every shard this server holds, by job and table, and the validation of every request against
-// them. The gRPC services (parameter_service.h, admin_service.h) are thin adapters over this class.
+// them; the replication of its shards (one Replicator per backup server). The gRPC services
+// (parameter_service.h, admin_service.h) are thin adapters over this class.
 #ifndef PSRV_SERVER_SHARD_STORE_H_
 #define PSRV_SERVER_SHARD_STORE_H_
 
@@ -14,11 +15,13 @@
 #include "absl/synchronization/mutex.h"
 #include "proto/admin.pb.h"
 #include "proto/parameter_server.pb.h"
+#include "server/replication_client.h"
+#include "server/replicator.h"
 #include "server/shard.h"
 
 namespace psrv {
 
-// Thread-safe.
+// Thread-safe. Never blocks on another server: replication answers through callbacks.
 class ShardStore {
  public:
   struct Options {
@@ -27,6 +30,10 @@ class ShardStore {
     // scrapes of it.
     MetricsRegistry* metrics = nullptr;
     std::function<absl::Time()> clock = [] { return absl::Now(); };
+    // The transport to a backup server, called once per address. Unset: gRPC (GrpcReplicator
+    // with `replication`'s deadlines).
+    std::function<std::shared_ptr<Replicator>(const std::string& address)> connect_backup;
+    GrpcReplicator::Options replication;
   };
 
   ShardStore() : ShardStore(Options()) {}
@@ -41,9 +48,20 @@ class ShardStore {
   // Validates and answers a pull (possibly later, see Shard::Pull). `done` is always called once.
   void Pull(const PullRequest& request, PullCallback done);
 
-  // Validates and applies a push whose payload is `payload_bytes` bytes at `payload`.
-  absl::StatusOr<uint64_t> Push(const PushRequest& request, const char* payload,
-                                size_t payload_bytes);
+  // Validates and applies a push whose payload (of the request's dtype) is `payload`. `done` is
+  // always called once, maybe later (a replicated shard answers once its backup has the update).
+  void Push(const PushRequest& request, PooledBuffer payload, PushCallback done);
+
+  // Replication; see the rpcs of the same names in proto/parameter_server.proto.
+  absl::StatusOr<uint64_t> Replicate(const ReplicateRequest& request, const char* payload,
+                                     size_t payload_bytes);
+  absl::StatusOr<uint64_t> InstallShard(const InstallShardRequest& request, const char* payload,
+                                        size_t payload_bytes);
+  // `done` is called once, later (when the backup answered InstallShard) or at once.
+  using AddBackupCallback = std::function<void(absl::StatusOr<AddBackupResponse>)>;
+  void AddBackup(const AddBackupRequest& request, AddBackupCallback done);
+  using PromoteCallback = std::function<void(absl::StatusOr<PromoteResponse>)>;
+  void Promote(const PromoteRequest& request, PromoteCallback done);
 
   // See ParameterServer.SaveCheckpoint. `done` is called once, maybe later (SYNC: from the thread
   // that applies the update reaching the version).
@@ -67,6 +85,20 @@ class ShardStore {
   absl::StatusOr<std::shared_ptr<Shard>> Find(const std::string& job_id, const std::string& table,
                                               const KeyRange& range);
 
+  // The shard held here with exactly the range of `config` (of its job and table), or null if no
+  // shard overlaps it; ALREADY_EXISTS if a shard with another range overlaps it.
+  absl::StatusOr<std::shared_ptr<Shard>> Overlapping(const ShardConfig& config)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // As Overlapping, and ALREADY_EXISTS if the shard held is configured differently.
+  absl::StatusOr<std::shared_ptr<Shard>> HeldShard(const ShardConfig& config)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The Replicator for a backup server (one per address, shared by its shards).
+  std::shared_ptr<Replicator> BackupAt(const std::string& address);
+  // INVALID_ARGUMENT for an empty address or this server's own.
+  absl::Status CheckBackupAddress(const std::string& address);
+  std::string address();
+
   std::vector<std::shared_ptr<Shard>> AllShards(const std::string& job_id);
 
   // Adds every shard's statistics to a scrape of the metrics.
@@ -83,6 +115,7 @@ class ShardStore {
   std::string server_id_ ABSL_GUARDED_BY(mu_) = "standalone";
   std::string address_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, JobTables> jobs_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<Replicator>> backups_ ABSL_GUARDED_BY(mu_);
 };
 
 // FP32 and BF16 (converted to and from the shard's FP32 at this boundary): INVALID_ARGUMENT for an

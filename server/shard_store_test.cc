@@ -80,8 +80,18 @@ std::vector<float> PullNow(ShardStore* store, const PullRequest& request, uint64
   return out;
 }
 
+// Pushes `bytes` of payload; the push must be answered at once (no replication here).
+absl::StatusOr<uint64_t> PushBytes(ShardStore* store, const PushRequest& h, const void* data,
+                                   size_t bytes) {
+  PooledBuffer payload = BufferPool::Global()->Acquire(bytes);
+  std::memcpy(payload.data(), data, bytes);
+  absl::StatusOr<uint64_t> result = absl::InternalError("push not answered at once");
+  store->Push(h, std::move(payload), [&](absl::StatusOr<uint64_t> r) { result = std::move(r); });
+  return result;
+}
+
 absl::StatusOr<uint64_t> Push(ShardStore* store, const PushRequest& h, const std::vector<float>& g) {
-  return store->Push(h, reinterpret_cast<const char*>(g.data()), g.size() * sizeof(float));
+  return PushBytes(store, h, g.data(), g.size() * sizeof(float));
 }
 
 std::vector<float> Initial() {
@@ -165,7 +175,7 @@ TEST(ShardStoreTest, Bf16PushesAndPullsConvertAtTheBoundary) {
   std::vector<uint16_t> grad(kSize, FloatToBf16(2.0f));
   PushRequest push = PushHeader(0, 0);
   push.set_dtype(BF16);
-  ASSERT_TRUE(store.Push(push, reinterpret_cast<const char*>(grad.data()), grad.size() * 2).ok());
+  ASSERT_TRUE(PushBytes(&store, push, grad.data(), grad.size() * 2).ok());
   std::vector<float> after = PullNow(&store, PullHeader(0));
   for (uint64_t i = 0; i < kSize; ++i) EXPECT_FLOAT_EQ(after[i], init[i] - 1.0f);
 }

@@ -1,0 +1,537 @@
+// Shard replication with a fake transport: what a primary sends its backup and when, what the
+// backup does with it, and what happens when the backup fails.
+#include "server/shard.h"
+
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace psrv {
+namespace {
+
+constexpr uint64_t kSize = 64;
+constexpr char kPrimaryAddress[] = "10.0.0.1:7071";
+
+ShardConfig Config(ConsistencyMode mode, uint32_t workers, OptimizerKind kind = ADAMW) {
+  ShardConfig c;
+  c.job_id = "job";
+  c.table.set_name("w");
+  c.table.add_shape(kSize);
+  c.table.set_weight_decay(true);
+  c.table.mutable_init()->set_kind(InitSpec::NORMAL);
+  c.table.mutable_init()->set_scale(0.5f);
+  c.table.mutable_init()->set_seed(7);
+  c.range.set_begin(0);
+  c.range.set_end(kSize);
+  c.consistency = mode;
+  c.num_workers = workers;
+  c.optimizer.set_kind(kind);
+  c.optimizer.set_learning_rate(0.01f);
+  c.optimizer.set_beta1(0.9f);
+  c.optimizer.set_beta2(0.95f);
+  c.optimizer.set_epsilon(1e-8f);
+  c.optimizer.set_weight_decay(0.1f);
+  c.optimizer.set_warmup_steps(3);
+  c.optimizer.set_decay_steps(20);
+  c.optimizer.set_min_learning_rate(0.001f);
+  return c;
+}
+
+std::shared_ptr<Shard> Backup(const ShardConfig& config) {
+  ShardReplication replication;
+  replication.role = BACKUP;
+  replication.primary_address = kPrimaryAddress;
+  return std::make_shared<Shard>(config, ShardEnv(), replication);
+}
+
+// A backup server in memory: applies what it is sent to `shard` (if any) and answers, at once or,
+// while held, when released. Failures can be scripted. Single-threaded tests only.
+class FakeBackup : public Replicator {
+ public:
+  FakeBackup(std::shared_ptr<Shard> shard, std::string address = "10.0.0.2:7071")
+      : shard_(std::move(shard)), address_(std::move(address)) {}
+
+  const std::string& address() const override { return address_; }
+
+  void Replicate(const ReplicateRequest& request, std::shared_ptr<PooledBuffer> gradient,
+                 Done done) override {
+    sent.push_back(request);
+    const float* floats = reinterpret_cast<const float*>(gradient->data());
+    gradients.emplace_back(floats, floats + gradient->size() / sizeof(float));
+    if (hold) {
+      held_.push_back([this, request, gradient, done] { Answer(request, gradient, done); });
+      return;
+    }
+    Answer(request, gradient, done);
+  }
+
+  void Install(const InstallShardRequest& request, std::string state, Done done) override {
+    installs.push_back(request);
+    if (!failures.empty()) {
+      absl::Status failure = failures.front();
+      failures.pop_front();
+      done(failure);
+      return;
+    }
+    ShardConfig config;
+    config.job_id = request.job_id();
+    config.table = request.shard().table();
+    config.range = request.shard().range();
+    config.consistency = request.consistency();
+    config.optimizer = request.optimizer();
+    config.num_workers = request.num_workers();
+    ShardReplication replication;
+    replication.role = request.shard().role();
+    replication.primary_address = request.shard().primary_address();
+    shard_ = std::make_shared<Shard>(config, ShardEnv(), replication);
+    absl::StatusOr<ShardCheckpoint> checkpoint = DecodeShardCheckpoint(state, "install");
+    done(checkpoint.ok() ? shard_->Restore(std::move(*checkpoint)) : checkpoint.status());
+  }
+
+  // Answers the held calls, in order, and those they lead to.
+  void Release() {
+    while (!held_.empty()) {
+      std::function<void()> answer = std::move(held_.front());
+      held_.pop_front();
+      answer();
+    }
+  }
+
+  std::shared_ptr<Shard> shard() const { return shard_; }
+
+  bool hold = false;
+  std::deque<absl::Status> failures;  // The next answers, before any is applied.
+  std::vector<ReplicateRequest> sent;
+  std::vector<std::vector<float>> gradients;  // Of each Replicate sent.
+  std::vector<InstallShardRequest> installs;
+
+ private:
+  void Answer(const ReplicateRequest& request, const std::shared_ptr<PooledBuffer>& gradient,
+              const Done& done) {
+    if (!failures.empty()) {
+      absl::Status failure = failures.front();
+      failures.pop_front();
+      done(failure);
+      return;
+    }
+    absl::Status status;
+    if (shard_ != nullptr) {
+      status = shard_->ApplyReplicated(request, reinterpret_cast<const float*>(gradient->data()))
+                   .status();
+    }
+    done(status);
+  }
+
+  std::shared_ptr<Shard> shard_;
+  const std::string address_;
+  std::deque<std::function<void()>> held_;
+};
+
+std::shared_ptr<Shard> Primary(const ShardConfig& config, std::shared_ptr<Replicator> backup) {
+  ShardReplication replication;
+  replication.backup = std::move(backup);
+  return std::make_shared<Shard>(config, ShardEnv(), replication);
+}
+
+PushRequest PushHeader(uint64_t step, uint32_t rank, uint64_t begin = 0, uint64_t end = kSize) {
+  PushRequest p;
+  p.set_job_id("job");
+  p.set_table("w");
+  p.mutable_range()->set_begin(begin);
+  p.mutable_range()->set_end(end);
+  p.set_dtype(FP32);
+  p.set_step(step);
+  p.set_worker_rank(rank);
+  return p;
+}
+
+PullRequest PullHeader(uint64_t step) {
+  PullRequest p;
+  p.set_job_id("job");
+  p.set_table("w");
+  p.mutable_range()->set_begin(0);
+  p.mutable_range()->set_end(kSize);
+  p.set_dtype(FP32);
+  p.set_step(step);
+  return p;
+}
+
+// A gradient that differs per key, step and worker (finite, mixed signs).
+std::vector<float> Gradient(uint64_t count, uint64_t step, uint32_t rank) {
+  std::vector<float> g(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    g[i] = 0.01f * static_cast<float>((i * 7 + step * 13 + rank * 5) % 23) - 0.1f;
+  }
+  return g;
+}
+
+// Pushes; the answer lands in `*result` whenever it comes.
+void PushTo(Shard* shard, const PushRequest& request, const std::vector<float>& gradient,
+            std::optional<absl::StatusOr<uint64_t>>* result) {
+  PooledBuffer payload = BufferPool::Global()->Acquire(gradient.size() * sizeof(float));
+  std::memcpy(payload.data(), gradient.data(), gradient.size() * sizeof(float));
+  shard->Push(request, std::move(payload),
+              [result](absl::StatusOr<uint64_t> r) { *result = std::move(r); });
+}
+
+// Pushes and expects the answer at once.
+absl::StatusOr<uint64_t> PushNow(Shard* shard, const PushRequest& request,
+                                 const std::vector<float>& gradient) {
+  std::optional<absl::StatusOr<uint64_t>> result;
+  PushTo(shard, request, gradient, &result);
+  if (!result.has_value()) return absl::InternalError("push not answered at once");
+  return *result;
+}
+
+struct PullResult {
+  absl::Status status;
+  uint64_t version = 0;
+  std::vector<float> values;
+};
+
+void PullFrom(Shard* shard, const PullRequest& request, std::optional<PullResult>* result) {
+  shard->Pull(request, [result](absl::Status s, uint64_t v, PooledBuffer values) {
+    PullResult r{s, v, {}};
+    r.values.resize(values.size() / sizeof(float));
+    if (values.size() > 0) std::memcpy(r.values.data(), values.data(), values.size());
+    *result = std::move(r);
+  });
+}
+
+ShardCheckpoint SnapshotNow(Shard* shard) {
+  std::optional<absl::StatusOr<ShardCheckpoint>> result;
+  shard->Snapshot(0, [&](absl::StatusOr<ShardCheckpoint> c) { result = std::move(c); });
+  EXPECT_TRUE(result.has_value() && result->ok());
+  return result.has_value() && result->ok() ? **result : ShardCheckpoint();
+}
+
+// Bit-identical values and optimizer state (memcmp: -0.0 vs 0.0 and NaN payloads count).
+void ExpectIdentical(Shard* primary, Shard* backup) {
+  const ShardCheckpoint a = SnapshotNow(primary);
+  const ShardCheckpoint b = SnapshotNow(backup);
+  EXPECT_EQ(a.version, b.version);
+  ASSERT_EQ(a.values.size(), b.values.size());
+  EXPECT_EQ(std::memcmp(a.values.data(), b.values.data(), a.values.size() * sizeof(float)), 0);
+  ASSERT_EQ(a.optimizer_state.size(), b.optimizer_state.size());
+  for (size_t s = 0; s < a.optimizer_state.size(); ++s) {
+    ASSERT_EQ(a.optimizer_state[s].size(), b.optimizer_state[s].size());
+    EXPECT_EQ(std::memcmp(a.optimizer_state[s].data(), b.optimizer_state[s].data(),
+                          a.optimizer_state[s].size() * sizeof(float)),
+              0)
+        << "optimizer state " << s;
+  }
+}
+
+TEST(ShardReplicationTest, SyncStepIsReplicatedOnceWithTheMean) {
+  const ShardConfig config = Config(SYNC, 2);
+  auto backup = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, backup);
+  const std::vector<float> g0 = Gradient(kSize, 1, 0), g1 = Gradient(kSize, 1, 1);
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(1, 0), g0), 0u);
+  EXPECT_TRUE(backup->sent.empty());  // Aggregated, nothing applied yet.
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(1, 1), g1), 1u);
+  ASSERT_EQ(backup->sent.size(), 1u);
+  const ReplicateRequest& sent = backup->sent[0];
+  EXPECT_EQ(sent.job_id(), "job");
+  EXPECT_EQ(sent.table(), "w");
+  EXPECT_EQ(sent.range().begin(), 0u);
+  EXPECT_EQ(sent.range().end(), kSize);
+  EXPECT_EQ(sent.version(), 1u);
+  std::vector<float> mean(kSize);
+  for (uint64_t i = 0; i < kSize; ++i) mean[i] = (0.0f + g0[i] + g1[i]) * (1.0f / 2.0f);
+  EXPECT_EQ(backup->gradients[0], mean);
+  ExpectIdentical(primary.get(), backup->shard().get());
+}
+
+TEST(ShardReplicationTest, AnAsyncPushIsReplicatedWithItsRange) {
+  const ShardConfig config = Config(ASYNC, 2);
+  auto backup = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, backup);
+  const std::vector<float> g = Gradient(16, 1, 0);
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(0, 0, 8, 24), g), 1u);
+  ASSERT_EQ(backup->sent.size(), 1u);
+  EXPECT_EQ(backup->sent[0].range().begin(), 8u);
+  EXPECT_EQ(backup->sent[0].range().end(), 24u);
+  EXPECT_EQ(backup->sent[0].version(), 1u);
+  EXPECT_EQ(backup->gradients[0], g);
+  ExpectIdentical(primary.get(), backup->shard().get());
+}
+
+TEST(ShardReplicationTest, TheBackupStaysBitIdenticalOverManyAdamWSteps) {
+  for (ConsistencyMode mode : {SYNC, ASYNC}) {
+    SCOPED_TRACE(ConsistencyMode_Name(mode));
+    const ShardConfig config = Config(mode, 3);
+    auto backup = std::make_shared<FakeBackup>(Backup(config));
+    auto primary = Primary(config, backup);
+    for (uint64_t step = 1; step <= 40; ++step) {
+      for (uint32_t rank = 0; rank < 3; ++rank) {
+        // Two chunks per worker; ASYNC applies each on its own.
+        const std::vector<float> g = Gradient(kSize, step, rank);
+        ASSERT_TRUE(PushNow(primary.get(), PushHeader(step, rank, 0, 24),
+                            std::vector<float>(g.begin(), g.begin() + 24))
+                        .ok());
+        ASSERT_TRUE(PushNow(primary.get(), PushHeader(step, rank, 24, kSize),
+                            std::vector<float>(g.begin() + 24, g.end()))
+                        .ok());
+      }
+    }
+    EXPECT_EQ(backup->sent.size(), mode == SYNC ? 40u : 240u);
+    EXPECT_EQ(primary->Status().version(), backup->shard()->Status().version());
+    ExpectIdentical(primary.get(), backup->shard().get());
+  }
+}
+
+TEST(ShardReplicationTest, PullsPushesAndCheckpointsWaitUntilTheBackupHasTheUpdate) {
+  const ShardConfig config = Config(SYNC, 2);
+  auto backup = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, backup);
+  backup->hold = true;
+  std::optional<PullResult> pull;
+  PullFrom(primary.get(), PullHeader(2), &pull);  // Waits for step 1.
+  std::optional<absl::StatusOr<ShardCheckpoint>> checkpoint;
+  primary->Snapshot(1, [&](absl::StatusOr<ShardCheckpoint> c) { checkpoint = std::move(c); });
+  std::optional<absl::StatusOr<uint64_t>> first, last;
+  PushTo(primary.get(), PushHeader(1, 0), Gradient(kSize, 1, 0), &first);
+  ASSERT_TRUE(first.has_value());  // Aggregated: answered at once.
+  PushTo(primary.get(), PushHeader(1, 1), Gradient(kSize, 1, 1), &last);
+  // Step 1 is applied here and sent, but the backup has not answered.
+  EXPECT_EQ(backup->sent.size(), 1u);
+  EXPECT_FALSE(last.has_value());
+  EXPECT_FALSE(pull.has_value());
+  EXPECT_FALSE(checkpoint.has_value());
+  std::optional<PullResult> step1_pull;  // A pull for step 1 would see step 1's values: it waits.
+  PullFrom(primary.get(), PullHeader(1), &step1_pull);
+  EXPECT_FALSE(step1_pull.has_value());
+  backup->Release();
+  ASSERT_TRUE(last.has_value() && last->ok());
+  EXPECT_EQ(**last, 1u);
+  ASSERT_TRUE(pull.has_value() && pull->status.ok());
+  EXPECT_EQ(pull->version, 1u);
+  ASSERT_TRUE(step1_pull.has_value());
+  EXPECT_EQ(step1_pull->version, 1u);
+  ASSERT_TRUE(checkpoint.has_value() && checkpoint->ok());
+  EXPECT_EQ((*checkpoint)->version, 1u);
+  EXPECT_EQ(pull->values, (*checkpoint)->values);
+  ExpectIdentical(primary.get(), backup->shard().get());
+}
+
+TEST(ShardReplicationTest, AsyncPushesArrivingDuringReplicationAreAppliedInOrderAfterIt) {
+  const ShardConfig config = Config(ASYNC, 2);
+  auto backup = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, backup);
+  backup->hold = true;
+  std::optional<absl::StatusOr<uint64_t>> a, b, c;
+  PushTo(primary.get(), PushHeader(0, 0, 0, 32), Gradient(32, 1, 0), &a);
+  PushTo(primary.get(), PushHeader(0, 1, 16, 48), Gradient(32, 1, 1), &b);
+  PushTo(primary.get(), PushHeader(0, 0, 40, 64), Gradient(24, 2, 0), &c);
+  EXPECT_EQ(backup->sent.size(), 1u);  // One update in flight; the others wait for it.
+  std::optional<PullResult> pull;
+  PullFrom(primary.get(), PullHeader(0), &pull);
+  EXPECT_FALSE(pull.has_value());
+  backup->Release();
+  ASSERT_TRUE(a.has_value() && b.has_value() && c.has_value());
+  EXPECT_EQ(**a, 1u);
+  EXPECT_EQ(**b, 2u);
+  EXPECT_EQ(**c, 3u);
+  ASSERT_EQ(backup->sent.size(), 3u);
+  for (uint64_t v = 0; v < 3; ++v) EXPECT_EQ(backup->sent[v].version(), v + 1);
+  ASSERT_TRUE(pull.has_value());
+  EXPECT_EQ(pull->version, 1u);  // Answered as soon as update 1 was acknowledged.
+  ExpectIdentical(primary.get(), backup->shard().get());
+}
+
+TEST(ShardReplicationTest, AnUnreachableBackupIsRetriedOnceThenDroppedAndTrainingContinues) {
+  const ShardConfig config = Config(SYNC, 1);
+  auto backup = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, backup);
+  // One failure: sent again, and kept.
+  backup->failures = {absl::UnavailableError("connection reset")};
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(1, 0), Gradient(kSize, 1, 0)), 1u);
+  EXPECT_EQ(backup->sent.size(), 2u);
+  EXPECT_EQ(primary->Status().backup_address(), "10.0.0.2:7071");
+  EXPECT_FALSE(primary->Status().backup_lost());
+  ExpectIdentical(primary.get(), backup->shard().get());
+  // Two: dropped; the push is still answered, and the shard goes on without a backup.
+  backup->failures = {absl::DeadlineExceededError("slow"), absl::DeadlineExceededError("slow")};
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(2, 0), Gradient(kSize, 2, 0)), 2u);
+  EXPECT_EQ(backup->sent.size(), 4u);
+  ShardStatus status = primary->Status();
+  EXPECT_EQ(status.backup_address(), "");
+  EXPECT_TRUE(status.backup_lost());
+  EXPECT_NE(status.backup_error().find("10.0.0.2:7071: DEADLINE_EXCEEDED: slow"), std::string::npos)
+      << status.backup_error();
+  EXPECT_GT(status.backup_error_ms(), 0);
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(3, 0), Gradient(kSize, 3, 0)), 3u);
+  EXPECT_EQ(backup->sent.size(), 4u);
+  std::optional<PullResult> pull;
+  PullFrom(primary.get(), PullHeader(4), &pull);
+  ASSERT_TRUE(pull.has_value());
+  EXPECT_EQ(pull->version, 3u);
+}
+
+TEST(ShardReplicationTest, ABackupRefusingAnUpdateIsDroppedAtOnce) {
+  const ShardConfig config = Config(ASYNC, 1);
+  auto backup = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, backup);
+  backup->failures = {absl::FailedPreconditionError("gap")};
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(0, 0), Gradient(kSize, 1, 0)), 1u);
+  EXPECT_EQ(backup->sent.size(), 1u);  // Not retried: sending it again would not help.
+  EXPECT_TRUE(primary->Status().backup_lost());
+}
+
+TEST(ShardReplicationTest, ABackupAppliesUpdatesInOrderOnlyAndIgnoresResends) {
+  const ShardConfig config = Config(ASYNC, 1);
+  auto backup = Backup(config);
+  auto primary = Primary(config, nullptr);
+  const std::vector<float> g = Gradient(kSize, 1, 0);
+  ReplicateRequest update;
+  update.set_job_id("job");
+  update.set_table("w");
+  *update.mutable_range() = config.range;
+  update.set_version(2);
+  // A gap: FAILED_PRECONDITION, nothing applied.
+  EXPECT_EQ(backup->ApplyReplicated(update, g.data()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  update.set_version(1);
+  ASSERT_EQ(*backup->ApplyReplicated(update, g.data()), 1u);
+  const ShardCheckpoint once = SnapshotNow(backup.get());
+  // A resend: OK, nothing done.
+  ASSERT_EQ(*backup->ApplyReplicated(update, g.data()), 1u);
+  EXPECT_EQ(SnapshotNow(backup.get()).values, once.values);
+  // NaN: INVALID_ARGUMENT, nothing applied.
+  std::vector<float> bad = g;
+  bad[5] = std::nanf("");
+  update.set_version(2);
+  EXPECT_EQ(backup->ApplyReplicated(update, bad.data()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SnapshotNow(backup.get()).version, 1u);
+  // A primary takes no Replicate.
+  update.set_version(1);
+  EXPECT_EQ(primary->ApplyReplicated(update, g.data()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(primary->Status().version(), 0u);
+}
+
+TEST(ShardReplicationTest, ABackupRefusesWorkersUntilPromoted) {
+  const ShardConfig config = Config(SYNC, 1);
+  auto backup = Backup(config);
+  absl::StatusOr<uint64_t> pushed = PushNow(backup.get(), PushHeader(1, 0), Gradient(kSize, 1, 0));
+  EXPECT_EQ(pushed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(pushed.status().message().find("holds the backup of this shard; its primary is "
+                                           "elsewhere (10.0.0.1:7071)"),
+            std::string::npos)
+      << pushed.status();
+  std::optional<PullResult> pull;
+  PullFrom(backup.get(), PullHeader(1), &pull);
+  ASSERT_TRUE(pull.has_value());
+  EXPECT_EQ(pull->status.code(), absl::StatusCode::kFailedPrecondition);
+  ShardStatus status = backup->Status();
+  EXPECT_EQ(status.role(), BACKUP);
+  EXPECT_EQ(status.primary_address(), kPrimaryAddress);
+  EXPECT_EQ(status.version(), 0u);
+  EXPECT_EQ(status.pulls(), 0u);
+}
+
+TEST(ShardReplicationTest, APromotedBackupTakesTheNextStep) {
+  const ShardConfig config = Config(SYNC, 2);
+  auto fake = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, fake);
+  for (uint64_t step = 1; step <= 3; ++step) {
+    for (uint32_t rank = 0; rank < 2; ++rank) {
+      ASSERT_TRUE(PushNow(primary.get(), PushHeader(step, rank), Gradient(kSize, step, rank)).ok());
+    }
+  }
+  // Step 4 is half aggregated when the primary dies; the backup never saw it.
+  ASSERT_TRUE(PushNow(primary.get(), PushHeader(4, 0), Gradient(kSize, 4, 0)).ok());
+  std::shared_ptr<Shard> backup = fake->shard();
+  EXPECT_EQ(backup->Promote(), 3u);
+  EXPECT_EQ(backup->Promote(), 3u);  // Idempotent.
+  EXPECT_EQ(backup->role(), PRIMARY);
+  EXPECT_EQ(backup->Status().primary_address(), kPrimaryAddress);  // Promoted from.
+  std::optional<PullResult> pull;
+  PullFrom(backup.get(), PullHeader(4), &pull);
+  ASSERT_TRUE(pull.has_value() && pull->status.ok());
+  EXPECT_EQ(pull->version, 3u);
+  EXPECT_EQ(PushNow(backup.get(), PushHeader(3, 0), Gradient(kSize, 3, 0)).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // Step 3 was applied.
+  // Both workers push step 4 again, to the new primary.
+  for (uint32_t rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(PushNow(backup.get(), PushHeader(4, rank), Gradient(kSize, 4, rank)).ok());
+  }
+  ASSERT_TRUE(PushNow(primary.get(), PushHeader(4, 1), Gradient(kSize, 4, 1)).ok());
+  ExpectIdentical(primary.get(), backup.get());  // The same step 4 as the old primary's.
+}
+
+TEST(ShardReplicationTest, AddBackupInstallsACopyAndUpdatesWaitForIt) {
+  const ShardConfig config = Config(ASYNC, 1);
+  auto primary = Primary(config, nullptr);
+  for (uint64_t v = 1; v <= 5; ++v) {
+    ASSERT_TRUE(PushNow(primary.get(), PushHeader(0, 0), Gradient(kSize, v, 0)).ok());
+  }
+  // An install that fails changes nothing.
+  auto fake = std::make_shared<FakeBackup>(nullptr, "10.0.0.3:7071");
+  fake->failures = {absl::UnavailableError("connection refused")};
+  std::optional<absl::StatusOr<uint64_t>> added;
+  primary->AddBackup(fake, kPrimaryAddress, [&](absl::StatusOr<uint64_t> v) { added = v; });
+  ASSERT_TRUE(added.has_value());
+  EXPECT_EQ(added->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(primary->backup_address(), "");
+  // Installed at version 5; a push sent while the copy travels waits for it.
+  added.reset();
+  std::optional<absl::StatusOr<uint64_t>> pushed;
+  fake->hold = true;  // Holds Replicate only; Install answers at once.
+  primary->AddBackup(fake, kPrimaryAddress, [&](absl::StatusOr<uint64_t> v) { added = v; });
+  ASSERT_TRUE(added.has_value() && added->ok());
+  EXPECT_EQ(**added, 5u);
+  ASSERT_EQ(fake->installs.size(), 2u);
+  const InstallShardRequest& install = fake->installs[1];
+  EXPECT_EQ(install.shard().role(), BACKUP);
+  EXPECT_EQ(install.shard().primary_address(), kPrimaryAddress);
+  EXPECT_EQ(install.num_workers(), 1u);
+  EXPECT_EQ(install.consistency(), ASYNC);
+  EXPECT_EQ(fake->shard()->Status().version(), 5u);
+  ExpectIdentical(primary.get(), fake->shard().get());
+  PushTo(primary.get(), PushHeader(0, 0), Gradient(kSize, 6, 0), &pushed);
+  EXPECT_FALSE(pushed.has_value());
+  fake->Release();
+  ASSERT_TRUE(pushed.has_value() && pushed->ok());
+  EXPECT_EQ(**pushed, 6u);
+  ExpectIdentical(primary.get(), fake->shard().get());
+  ShardStatus status = primary->Status();
+  EXPECT_EQ(status.backup_address(), "10.0.0.3:7071");
+  EXPECT_FALSE(status.backup_lost());
+  // The same backup again: nothing to do.
+  added.reset();
+  primary->AddBackup(fake, kPrimaryAddress, [&](absl::StatusOr<uint64_t> v) { added = v; });
+  ASSERT_TRUE(added.has_value() && added->ok());
+  EXPECT_EQ(**added, 6u);
+  EXPECT_EQ(fake->installs.size(), 2u);
+  // A backup cannot get a backup.
+  added.reset();
+  fake->shard()->AddBackup(fake, kPrimaryAddress, [&](absl::StatusOr<uint64_t> v) { added = v; });
+  ASSERT_TRUE(added.has_value());
+  EXPECT_EQ(added->status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(ShardReplicationTest, DroppingAJobFailsPushesWaitingBehindAnUpdate) {
+  const ShardConfig config = Config(ASYNC, 1);
+  auto fake = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, fake);
+  fake->hold = true;
+  std::optional<absl::StatusOr<uint64_t>> first, second;
+  PushTo(primary.get(), PushHeader(0, 0), Gradient(kSize, 1, 0), &first);
+  PushTo(primary.get(), PushHeader(0, 0), Gradient(kSize, 2, 0), &second);
+  primary->CancelWaiters(absl::CancelledError("job was dropped"));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->status().code(), absl::StatusCode::kCancelled);
+  fake->Release();  // The update in flight is still answered.
+  ASSERT_TRUE(first.has_value() && first->ok());
+  EXPECT_EQ(fake->sent.size(), 1u);
+}
+
+}  // namespace
+}  // namespace psrv
