@@ -4,6 +4,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -282,6 +283,39 @@ TEST(ShardStoreTest, BadPullsAndCreatesAreRejected) {
   bad.set_job_id("other");
   bad.mutable_optimizer()->set_learning_rate(-1);
   EXPECT_EQ(store.CreateShards(bad).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ShardStoreTest, AServerHoldsSeveralShardsOfATableAsLongAsTheyDoNotOverlap) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(ASYNC, 1, 0, 50)).ok());
+  // Another range of the same table, e.g. the backup of another server's shard.
+  CreateShardsRequest backup = Create(ASYNC, 1, 50, 100);
+  backup.mutable_shards(0)->set_role(BACKUP);
+  backup.mutable_shards(0)->set_primary_address("10.0.0.2:7071");
+  ASSERT_TRUE(store.CreateShards(backup).ok());
+  EXPECT_EQ(store.Status("job").shards_size(), 2);
+  CreateShardsRequest both = Create(ASYNC, 1, 0, 50);
+  *both.add_shards() = backup.shards(0);
+  EXPECT_TRUE(store.CreateShards(both).ok());  // Idempotent.
+  EXPECT_EQ(PullNow(&store, PullHeader(0, 10, 20)).size(), 10u);
+  EXPECT_EQ(store.CreateShards(Create(ASYNC, 1, 40, 60)).code(), absl::StatusCode::kAlreadyExists);
+  CreateShardsRequest other_optimizer = Create(ASYNC, 1, 0, 50);
+  other_optimizer.mutable_optimizer()->set_learning_rate(0.1f);
+  EXPECT_EQ(store.CreateShards(other_optimizer).code(), absl::StatusCode::kAlreadyExists);
+  CreateShardsRequest overlapping = Create(ASYNC, 1, 0, 50);
+  overlapping.set_job_id("other");
+  *overlapping.add_shards() = Create(ASYNC, 1, 25, 75).shards(0);
+  EXPECT_EQ(store.CreateShards(overlapping).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store.Status("").shards_size(), 2);
+  // Only the primary is checkpointed.
+  SaveCheckpointRequest save;
+  save.set_job_id("job");
+  save.set_directory(::testing::TempDir() + "/several_shards");
+  std::optional<absl::StatusOr<SaveCheckpointResponse>> saved;
+  store.SaveCheckpoint(save, [&](absl::StatusOr<SaveCheckpointResponse> r) { saved = r; });
+  ASSERT_TRUE(saved.has_value() && saved->ok());
+  ASSERT_EQ((*saved)->files_size(), 1);
+  EXPECT_EQ((*saved)->files(0).range().end(), 50u);
 }
 
 TEST(ShardStoreTest, DropJobFailsWaitingPulls) {
