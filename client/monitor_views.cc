@@ -5,6 +5,7 @@
 #include <tuple>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -42,9 +43,9 @@ std::string OneLine(absl::string_view text) {
 
 std::string ShardsTable(const std::vector<ServerReply>& servers, const std::string& job_id,
                         absl::Time now) {
-  Table table({"SERVER", "JOB", "TABLE", "RANGE", "ELEMENTS", "BYTES", "VERSION", "MODE",
+  Table table({"SERVER", "JOB", "TABLE", "RANGE", "ELEMENTS", "BYTES", "VERSION", "MODE", "ROLE",
                "PUSHES", "PULLS", "PUSH/S", "PULL/S", "IN/OUT", "UPDATED", "WORKERS", "WAITING"});
-  for (int c : {4, 5, 6, 8, 9, 10, 11, 12, 13}) table.SetRightAligned(c);
+  for (int c : {4, 5, 6, 9, 10, 11, 12, 13, 14}) table.SetRightAligned(c);
   for (const ServerReply& reply : servers) {
     const std::string server = ServerName(reply.node);
     if (!reply.status.ok()) {
@@ -67,6 +68,7 @@ std::string ShardsTable(const std::vector<ServerReply>& servers, const std::stri
       table.AddRow({server, shard.job_id(), shard.table(), RangeText(shard.range()),
                     absl::StrCat(shard.elements()), HumanBytes(shard.bytes()),
                     absl::StrCat(shard.version()), ConsistencyMode_Name(shard.consistency()),
+                    absl::AsciiStrToLower(ShardRole_Name(shard.role())),
                     absl::StrCat(shard.pushes()), absl::StrCat(shard.pulls()),
                     Rate(shard.push_rate()), Rate(shard.pull_rate()),
                     absl::StrCat(HumanBytes(shard.bytes_in()), " / ", HumanBytes(shard.bytes_out())),
@@ -76,6 +78,11 @@ std::string ShardsTable(const std::vector<ServerReply>& servers, const std::stri
         table.AddSpanningRow("", absl::StrCat("  last rejected push ",
                                               FormatAgeSince(shard.last_error_ms(), now),
                                               " ago: ", OneLine(shard.last_error())));
+      }
+      if (shard.backup_lost()) {
+        table.AddSpanningRow("", absl::StrCat("  unreplicated: backup lost ",
+                                              FormatAgeSince(shard.backup_error_ms(), now),
+                                              " ago: ", OneLine(shard.backup_error())));
       }
     }
   }

@@ -21,9 +21,10 @@ struct ServerReply {
   absl::StatusOr<ServerStatus> status;
 };
 
-// Every shard of every server, one row each: range, size, version, mode, traffic (counts, rates
-// over the last ~10 s, bytes), last update, workers seen, the workers a SYNC step waits for and
-// since when; the last rejected push on a line of its own below its shard. A server that did not
+// Every shard of every server, one row each: range, size, version, mode, role (primary or backup),
+// traffic (counts, rates over the last ~10 s, bytes), last update, workers seen, the workers a SYNC
+// step waits for and since when; the last rejected push, and a lost backup, on lines of their own
+// below their shard. A server that did not
 // answer gets one line with its error. `job_id` (may be "") only words the empty case.
 std::string ShardsTable(const std::vector<ServerReply>& servers, const std::string& job_id,
                         absl::Time now);

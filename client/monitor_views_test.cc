@@ -71,6 +71,28 @@ TEST(MonitorViewsTest, ShardsTableShowsRatesWaitsAndErrors) {
   }
 }
 
+TEST(MonitorViewsTest, ShardsTableShowsRolesAndLostBackups) {
+  NodeInfo a;
+  a.set_address("10.0.0.1:7071");
+  NodeInfo b;
+  b.set_address("10.0.0.2:7071");
+  ServerStatus first, second;
+  ShardStatus unreplicated = Shard("wte", 0, 4096, 20, 21);
+  unreplicated.set_backup_lost(true);
+  unreplicated.set_backup_error("10.0.0.2:7071: UNAVAILABLE: connection refused");
+  unreplicated.set_backup_error_ms(absl::ToUnixMillis(kNow) - 3000);
+  *first.add_shards() = unreplicated;
+  ShardStatus backup = Shard("wpe", 0, 512, 0, 0);
+  backup.set_role(BACKUP);
+  *second.add_shards() = backup;
+  const std::string text = ShardsTable({{a, first}, {b, second}}, "", kNow);
+  EXPECT_THAT(text, HasSubstr("MODE  ROLE"));
+  EXPECT_THAT(text, HasSubstr("SYNC  primary"));
+  EXPECT_THAT(text, HasSubstr("SYNC  backup"));
+  EXPECT_THAT(text, HasSubstr("unreplicated: backup lost 3s ago: 10.0.0.2:7071: UNAVAILABLE: "
+                              "connection refused"));
+}
+
 TEST(MonitorViewsTest, TopShowsTheBusiestShardsAndTheSlowestWorkers) {
   JobStatus job;
   job.set_job_id("job-1");
