@@ -1,5 +1,6 @@
 #include "server/parameter_service.h"
 
+#include <functional>
 #include <string>
 
 #include "common/buffer_pool.h"
@@ -37,6 +38,30 @@ void FinishWithVersion(grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* resp
   reactor->Finish(ToGrpcStatus(version.status()));
 }
 
+// A raw call answered at once with a version: parses the request and its payload, then `handle`.
+template <typename Request, typename Response, typename Handle>
+grpc::ServerUnaryReactor* AnswerWithVersion(grpc::CallbackServerContext* context,
+                                            const grpc::ByteBuffer* request,
+                                            grpc::ByteBuffer* response, Handle handle) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Request header;
+  PooledBuffer payload;
+  absl::Status status = ParseRequest(request, &header, &payload);
+  FinishWithVersion<Response>(reactor, response,
+                              status.ok() ? handle(header, payload) : absl::StatusOr<uint64_t>(status));
+  return reactor;
+}
+
+// The callback that finishes a typed call with the store's answer.
+template <typename Response>
+std::function<void(absl::StatusOr<Response>)> Finisher(grpc::ServerUnaryReactor* reactor,
+                                                       Response* response) {
+  return [reactor, response](absl::StatusOr<Response> result) {
+    if (result.ok()) *response = std::move(*result);
+    reactor->Finish(ToGrpcStatus(result.status()));
+  };
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* ParameterService::CreateShards(grpc::CallbackServerContext* context,
@@ -59,11 +84,7 @@ grpc::ServerUnaryReactor* ParameterService::SaveCheckpoint(grpc::CallbackServerC
                                                            const SaveCheckpointRequest* request,
                                                            SaveCheckpointResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->SaveCheckpoint(*request,
-                         [reactor, response](absl::StatusOr<SaveCheckpointResponse> result) {
-                           if (result.ok()) *response = std::move(*result);
-                           reactor->Finish(ToGrpcStatus(result.status()));
-                         });
+  store_->SaveCheckpoint(*request, Finisher(reactor, response));
   return reactor;
 }
 
@@ -118,39 +139,26 @@ grpc::ServerUnaryReactor* ParameterService::Push(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* ParameterService::Replicate(grpc::CallbackServerContext* context,
                                                       const grpc::ByteBuffer* request,
                                                       grpc::ByteBuffer* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  ReplicateRequest header;
-  PooledBuffer payload;
-  absl::Status status = ParseRequest(request, &header, &payload);
-  FinishWithVersion<ReplicateResponse>(
-      reactor, response,
-      status.ok() ? store_->Replicate(header, payload.data(), payload.size())
-                  : absl::StatusOr<uint64_t>(status));
-  return reactor;
+  return AnswerWithVersion<ReplicateRequest, ReplicateResponse>(
+      context, request, response, [this](const ReplicateRequest& header, PooledBuffer& payload) {
+        return store_->Replicate(header, payload.data(), payload.size());
+      });
 }
 
 grpc::ServerUnaryReactor* ParameterService::InstallShard(grpc::CallbackServerContext* context,
                                                          const grpc::ByteBuffer* request,
                                                          grpc::ByteBuffer* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  InstallShardRequest header;
-  PooledBuffer payload;
-  absl::Status status = ParseRequest(request, &header, &payload);
-  FinishWithVersion<InstallShardResponse>(
-      reactor, response,
-      status.ok() ? store_->InstallShard(header, payload.data(), payload.size())
-                  : absl::StatusOr<uint64_t>(status));
-  return reactor;
+  return AnswerWithVersion<InstallShardRequest, InstallShardResponse>(
+      context, request, response, [this](const InstallShardRequest& header, PooledBuffer& payload) {
+        return store_->InstallShard(header, payload.data(), payload.size());
+      });
 }
 
 grpc::ServerUnaryReactor* ParameterService::AddBackup(grpc::CallbackServerContext* context,
                                                       const AddBackupRequest* request,
                                                       AddBackupResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->AddBackup(*request, [reactor, response](absl::StatusOr<AddBackupResponse> result) {
-    if (result.ok()) *response = std::move(*result);
-    reactor->Finish(ToGrpcStatus(result.status()));
-  });
+  store_->AddBackup(*request, Finisher(reactor, response));
   return reactor;
 }
 
@@ -158,10 +166,7 @@ grpc::ServerUnaryReactor* ParameterService::Promote(grpc::CallbackServerContext*
                                                     const PromoteRequest* request,
                                                     PromoteResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->Promote(*request, [reactor, response](absl::StatusOr<PromoteResponse> result) {
-    if (result.ok()) *response = std::move(*result);
-    reactor->Finish(ToGrpcStatus(result.status()));
-  });
+  store_->Promote(*request, Finisher(reactor, response));
   return reactor;
 }
 

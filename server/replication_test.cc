@@ -113,6 +113,12 @@ CreateShardsRequest Create(ShardRole role, const std::string& other_address) {
   return r;
 }
 
+// The job's shard on `primary`, replicated to `backup`.
+void CreateReplicated(Node* primary, Node* backup) {
+  ASSERT_TRUE(backup->store().CreateShards(Create(BACKUP, primary->address())).ok());
+  ASSERT_TRUE(primary->store().CreateShards(Create(PRIMARY, backup->address())).ok());
+}
+
 std::vector<float> Gradient(uint64_t step, uint32_t rank) {
   std::vector<float> g(kSize);
   for (uint64_t i = 0; i < kSize; ++i) {
@@ -210,8 +216,7 @@ grpc::Status AddBackup(Node* node, const std::string& backup, AddBackupResponse*
 
 TEST(ReplicationTest, FailOverToTheBackupThenANewBackupCatchesUp) {
   Node a("server-a"), b("server-b"), c("server-c");
-  ASSERT_TRUE(b.store().CreateShards(Create(BACKUP, a.address())).ok());
-  ASSERT_TRUE(a.store().CreateShards(Create(PRIMARY, b.address())).ok());
+  CreateReplicated(&a, &b);
   EXPECT_EQ(a.Shard().role(), PRIMARY);
   EXPECT_EQ(a.Shard().backup_address(), b.address());
   EXPECT_EQ(b.Shard().role(), BACKUP);
@@ -287,8 +292,7 @@ TEST(ReplicationTest, FailOverToTheBackupThenANewBackupCatchesUp) {
 
 TEST(ReplicationTest, PromoteCanGiveThePromotedShardsANewBackup) {
   Node a("server-a"), b("server-b"), c("server-c");
-  ASSERT_TRUE(b.store().CreateShards(Create(BACKUP, a.address())).ok());
-  ASSERT_TRUE(a.store().CreateShards(Create(PRIMARY, b.address())).ok());
+  CreateReplicated(&a, &b);
   Step(&a, 1);
   a.Stop();
   PromoteResponse promoted;
@@ -315,8 +319,7 @@ TEST(ReplicationTest, PromoteCanGiveThePromotedShardsANewBackup) {
 
 TEST(ReplicationTest, ADeadBackupIsDroppedAndTrainingContinues) {
   Node a("server-a"), b("server-b"), c("server-c");
-  ASSERT_TRUE(b.store().CreateShards(Create(BACKUP, a.address())).ok());
-  ASSERT_TRUE(a.store().CreateShards(Create(PRIMARY, b.address())).ok());
+  CreateReplicated(&a, &b);
   Step(&a, 1);
   b.Stop();
   const absl::Time start = absl::Now();
@@ -439,8 +442,7 @@ InstallShardRequest Install(const std::string& primary, const std::string& state
 
 TEST(ReplicationTest, BadReplicationRequestsAreRefusedAndChangeNothing) {
   Node a("server-a"), b("server-b");
-  ASSERT_TRUE(b.store().CreateShards(Create(BACKUP, a.address())).ok());
-  ASSERT_TRUE(a.store().CreateShards(Create(PRIMARY, b.address())).ok());
+  CreateReplicated(&a, &b);
   Step(&a, 1);
   using grpc::StatusCode;
 

@@ -12,6 +12,7 @@
 #include "common/initializer.h"
 #include "common/safetensors.h"
 #include "gtest/gtest.h"
+#include "server/test_requests.h"
 
 namespace psrv {
 namespace {
@@ -44,26 +45,11 @@ CreateShardsRequest Create(ConsistencyMode mode, uint32_t workers, uint64_t begi
 }
 
 PushRequest PushHeader(uint64_t step, uint32_t rank, uint64_t begin = 0, uint64_t end = kSize) {
-  PushRequest p;
-  p.set_job_id("job");
-  p.set_table("w");
-  p.mutable_range()->set_begin(begin);
-  p.mutable_range()->set_end(end);
-  p.set_dtype(FP32);
-  p.set_step(step);
-  p.set_worker_rank(rank);
-  return p;
+  return TestPushRequest(step, rank, begin, end);
 }
 
 PullRequest PullHeader(uint64_t step, uint64_t begin = 0, uint64_t end = kSize) {
-  PullRequest p;
-  p.set_job_id("job");
-  p.set_table("w");
-  p.mutable_range()->set_begin(begin);
-  p.mutable_range()->set_end(end);
-  p.set_dtype(FP32);
-  p.set_step(step);
-  return p;
+  return TestPullRequest(step, begin, end);
 }
 
 // Pulls synchronously (the pull must be answerable now).

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "server/test_requests.h"
 
 namespace psrv {
 namespace {
@@ -138,27 +139,10 @@ std::shared_ptr<Shard> Primary(const ShardConfig& config, std::shared_ptr<Replic
 }
 
 PushRequest PushHeader(uint64_t step, uint32_t rank, uint64_t begin = 0, uint64_t end = kSize) {
-  PushRequest p;
-  p.set_job_id("job");
-  p.set_table("w");
-  p.mutable_range()->set_begin(begin);
-  p.mutable_range()->set_end(end);
-  p.set_dtype(FP32);
-  p.set_step(step);
-  p.set_worker_rank(rank);
-  return p;
+  return TestPushRequest(step, rank, begin, end);
 }
 
-PullRequest PullHeader(uint64_t step) {
-  PullRequest p;
-  p.set_job_id("job");
-  p.set_table("w");
-  p.mutable_range()->set_begin(0);
-  p.mutable_range()->set_end(kSize);
-  p.set_dtype(FP32);
-  p.set_step(step);
-  return p;
-}
+PullRequest PullHeader(uint64_t step) { return TestPullRequest(step, 0, kSize); }
 
 // A gradient that differs per key, step and worker (finite, mixed signs).
 std::vector<float> Gradient(uint64_t count, uint64_t step, uint32_t rank) {
