@@ -125,7 +125,7 @@ void Shard::Push(const PushRequest& request, PooledBuffer gradient, PushCallback
 
 void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> gradient,
                       PushCallback done, Outbox* out) {
-  if (role_ == PRIMARY && Busy()) {
+  if (Busy()) {
     // Applied once the update in flight has reached the backup: updates go there in order.
     deferred_.push_back(Deferred{
         [this, request, gradient, done](Outbox* o) { StartPush(request, gradient, done, o); },
