@@ -8,27 +8,27 @@
 
 namespace psrv {
 
+// A PushRequest or PullRequest for keys [begin, end) at `step`.
+template <typename Request>
+Request TestRequest(uint64_t step, uint64_t begin, uint64_t end) {
+  Request r;
+  r.set_job_id("job");
+  r.set_table("w");
+  r.mutable_range()->set_begin(begin);
+  r.mutable_range()->set_end(end);
+  r.set_dtype(FP32);
+  r.set_step(step);
+  return r;
+}
+
 inline PushRequest TestPushRequest(uint64_t step, uint32_t rank, uint64_t begin, uint64_t end) {
-  PushRequest p;
-  p.set_job_id("job");
-  p.set_table("w");
-  p.mutable_range()->set_begin(begin);
-  p.mutable_range()->set_end(end);
-  p.set_dtype(FP32);
-  p.set_step(step);
+  PushRequest p = TestRequest<PushRequest>(step, begin, end);
   p.set_worker_rank(rank);
   return p;
 }
 
 inline PullRequest TestPullRequest(uint64_t step, uint64_t begin, uint64_t end) {
-  PullRequest p;
-  p.set_job_id("job");
-  p.set_table("w");
-  p.mutable_range()->set_begin(begin);
-  p.mutable_range()->set_end(end);
-  p.set_dtype(FP32);
-  p.set_step(step);
-  return p;
+  return TestRequest<PullRequest>(step, begin, end);
 }
 
 }  // namespace psrv
