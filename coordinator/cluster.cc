@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,14 @@ namespace {
 constexpr size_t kMaxLossHistory = 4096;
 
 int64_t Millis(absl::Time t) { return absl::ToUnixMillis(t); }
+
+// The newest checkpoint not known to be bad, or null.
+const CheckpointManifest* LatestGoodCheckpoint(const JobStatus& status) {
+  for (int i = status.checkpoints_size() - 1; i >= 0; --i) {
+    if (status.checkpoints(i).bad_reason().empty()) return &status.checkpoints(i);
+  }
+  return nullptr;
+}
 
 }  // namespace
 
@@ -201,6 +210,10 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
       response.add_ended_jobs(hosted);
     }
   }
+  if (node.cancel) {
+    response.set_cancel(true);
+    node.cancel = false;
+  }
   if (node.job_id.empty()) return response;
   auto job = jobs_.find(node.job_id);
   if (job == jobs_.end()) {
@@ -214,6 +227,8 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
     *assignment->mutable_spec() = job->second.status.spec();
     assignment->set_rank(node.rank);
     *assignment->mutable_shard_map() = job->second.status.shard_map();
+    assignment->set_start_step(job->second.status.resumed_from_step() + 1);
+    assignment->set_attempt(job->second.status.restarts());
   } else if (state == FAILED || state == CANCELLED) {
     response.set_cancel(true);
     node.job_id.clear();
@@ -321,6 +336,12 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
     response.set_cancel(job.status.state() != SUCCEEDED);
     return response;
   }
+  if (job.workers[request.rank()] != request.node_id()) {
+    // A run the coordinator took away (the job restarted, or the rank went to another worker):
+    // its reports, errors included, are no longer the job's.
+    response.set_cancel(true);
+    return response;
+  }
   while (job.status.workers_size() < static_cast<int>(workers)) {
     job.status.add_workers()->set_rank(job.status.workers_size());
   }
@@ -403,33 +424,90 @@ absl::StatusOr<JobStatus> ClusterCoordinator::WaitForJobChange(const std::string
 }
 
 void ClusterCoordinator::Tick() {
-  FailJobsWithDeadNodes();
+  HandleLostNodes();
   StartJobs();
   StartDueCheckpoints();
 }
 
-void ClusterCoordinator::FailJobsWithDeadNodes() {
-  absl::MutexLock lock(&mu_);
-  const absl::Time now = options_.clock();
-  for (auto& [id, job] : jobs_) {
-    if (job.status.state() != RUNNING) continue;
-    std::string dead;
-    for (size_t rank = 0; rank < job.workers.size() && dead.empty(); ++rank) {
-      auto node = nodes_.find(job.workers[rank]);
-      if (!job.done[rank] && (node == nodes_.end() || HealthOf(node->second, now) == DEAD)) {
-        dead = absl::StrCat("worker ", job.workers[rank], " (rank ", rank,
-                            ") stopped sending heartbeats");
+void ClusterCoordinator::HandleLostNodes() {
+  std::vector<std::pair<std::string, std::string>> drops;  // (server address, job id)
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = options_.clock();
+    for (auto& [id, job] : jobs_) {
+      if (job.status.state() != RUNNING) continue;
+      std::string lost;
+      for (size_t rank = 0; rank < job.workers.size() && lost.empty(); ++rank) {
+        auto node = nodes_.find(job.workers[rank]);
+        if (!job.done[rank] && (node == nodes_.end() || HealthOf(node->second, now) == DEAD)) {
+          lost = absl::StrCat("worker ", job.workers[rank], " (rank ", rank, ") ",
+                              node == nodes_.end() ? "left" : "stopped sending heartbeats");
+        }
+      }
+      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+        if (!lost.empty()) break;
+        auto node = nodes_.find(shard.server_id());
+        if (node == nodes_.end() || HealthOf(node->second, now) == DEAD) {
+          lost = absl::StrCat("server ", shard.server_id(), " ",
+                              node == nodes_.end() ? "left" : "stopped sending heartbeats");
+        }
+      }
+      if (lost.empty()) continue;
+      if (RestartFromCheckpoint(&job, lost, &drops)) {
+        LOG(WARNING) << "job " << id << ": " << job.status.message();
+      } else {
+        EndJob(&job, FAILED, lost);
       }
     }
-    for (const ShardAssignment& shard : job.status.shard_map().shards()) {
-      if (!dead.empty()) break;
-      auto node = nodes_.find(shard.server_id());
-      if (node == nodes_.end() || HealthOf(node->second, now) == DEAD) {
-        dead = absl::StrCat("server ", shard.server_id(), " stopped sending heartbeats");
-      }
-    }
-    if (!dead.empty()) EndJob(&job, FAILED, dead);
   }
+  for (const auto& [address, job_id] : drops) {
+    absl::Status status = options_.drop_job(address, job_id);
+    if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << status;
+  }
+}
+
+bool ClusterCoordinator::RestartFromCheckpoint(
+    Job* job, const std::string& reason, std::vector<std::pair<std::string, std::string>>* drops) {
+  JobStatus& status = job->status;
+  const CheckpointManifest* checkpoint = LatestGoodCheckpoint(status);
+  if (status.spec().training().consistency() != SYNC || checkpoint == nullptr ||
+      !options_.drop_job || status.restarts() >= options_.max_restarts) {
+    return false;
+  }
+  const std::string& job_id = status.job_id();
+  std::set<std::string> servers;
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    if (servers.insert(shard.server_id()).second) drops->push_back({shard.server_address(), job_id});
+    auto node = nodes_.find(shard.server_id());
+    if (node == nodes_.end()) continue;
+    std::vector<std::string>& hosted = node->second.hosted_jobs;
+    hosted.erase(std::remove(hosted.begin(), hosted.end(), job_id), hosted.end());
+  }
+  for (const std::string& worker : job->workers) {
+    auto node = nodes_.find(worker);
+    if (node != nodes_.end() && node->second.job_id == job_id) {
+      node->second.job_id.clear();
+      node->second.cancel = true;
+    }
+  }
+  status.set_restarts(status.restarts() + 1);
+  status.set_message(absl::StrCat("restarting from the checkpoint at step ", checkpoint->step(),
+                                  " (restart ", status.restarts(), "): ", reason));
+  status.set_state(PENDING);
+  status.clear_shard_map();
+  status.clear_workers();
+  status.set_step(checkpoint->step());
+  // The curves continue from the checkpoint: what the lost run did after it is redone.
+  auto keep_until = [step = checkpoint->step()](auto* points) {
+    while (!points->empty() && points->rbegin()->step() > step) points->RemoveLast();
+  };
+  keep_until(status.mutable_loss_history());
+  keep_until(status.mutable_val_history());
+  job->workers.assign(job->workers.size(), "");
+  job->done.assign(job->done.size(), false);
+  job->last_checkpoint_step = checkpoint->step();
+  Touch(job);
+  return true;
 }
 
 void ClusterCoordinator::StartJobs() {
@@ -437,6 +515,8 @@ void ClusterCoordinator::StartJobs() {
   std::string job_id;
   std::map<std::string, CreateShardsRequest> requests;  // By server address.
   ShardMap shard_map;
+  uint64_t restore_step = 0;  // A restarted job: the checkpoint's step.
+  std::string restore_error;   // The checkpoint does not fit the shard plan.
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = options_.clock();
@@ -478,6 +558,25 @@ void ClusterCoordinator::StartJobs() {
         *s->mutable_range() = shard.range();
         *shard_map.add_shards() = std::move(shard);
       }
+      if (const CheckpointManifest* checkpoint = LatestGoodCheckpoint(job.status);
+          job.status.restarts() > 0 && checkpoint != nullptr) {
+        restore_step = checkpoint->step();
+        for (const ShardAssignment& shard : shard_map.shards()) {
+          const CheckpointFile* file = nullptr;
+          for (const CheckpointFile& f : checkpoint->files()) {
+            if (f.table() == shard.table() && f.range().begin() == shard.range().begin() &&
+                f.range().end() == shard.range().end()) {
+              file = &f;
+            }
+          }
+          if (file == nullptr) {
+            restore_error = absl::StrCat("has no file for table ", shard.table(), " [",
+                                         shard.range().begin(), ", ", shard.range().end(), ")");
+            break;
+          }
+          *requests[shard.server_address()].add_restore_from() = *file;
+        }
+      }
       for (uint32_t rank = 0; rank < workers.size(); ++rank) {
         nodes_[workers[rank]].job_id = id;
         nodes_[workers[rank]].rank = rank;
@@ -491,12 +590,30 @@ void ClusterCoordinator::StartJobs() {
   if (job_id.empty()) return;
 
   absl::Status status;
+  std::vector<std::string> created;  // Addresses.
+  if (!restore_error.empty()) {
+    status = absl::DataLossError(restore_error);
+  }
   for (const auto& [address, request] : requests) {
+    if (!status.ok()) break;
     status = options_.create_shards(address, request);
     if (!status.ok()) {
       status = absl::Status(status.code(), absl::StrCat("creating shards on ", address, ": ",
                                                         status.message()));
-      break;
+    } else {
+      created.push_back(address);
+    }
+  }
+  // A restarted job whose checkpoint is bad falls back to the previous one; one that met an
+  // unreachable server tries again. Either way the shards created so far go.
+  const bool retry = restore_step > 0 && (status.code() == absl::StatusCode::kDataLoss ||
+                                          status.code() == absl::StatusCode::kNotFound ||
+                                          status.code() == absl::StatusCode::kUnavailable ||
+                                          status.code() == absl::StatusCode::kDeadlineExceeded);
+  if (retry && options_.drop_job) {
+    for (const std::string& address : created) {
+      absl::Status dropped = options_.drop_job(address, job_id);
+      if (!dropped.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << dropped;
     }
   }
   absl::MutexLock lock(&mu_);
@@ -505,10 +622,35 @@ void ClusterCoordinator::StartJobs() {
   job.starting = false;
   if (!status.ok()) {
     for (const std::string& node_id : job.workers) nodes_[node_id].job_id.clear();
-    EndJob(&job, FAILED, std::string(status.message()));
+    job.workers.assign(job.workers.size(), "");
+    if (!retry) {
+      EndJob(&job, FAILED, std::string(status.message()));
+      return;
+    }
+    if (status.code() == absl::StatusCode::kDataLoss ||
+        status.code() == absl::StatusCode::kNotFound) {
+      for (CheckpointManifest& checkpoint : *job.status.mutable_checkpoints()) {
+        if (checkpoint.step() == restore_step) {
+          checkpoint.set_bad_reason(std::string(status.message()));
+        }
+      }
+      LOG(WARNING) << "job " << job_id << ": the checkpoint at step " << restore_step
+                   << " is unusable: " << status.message();
+      if (LatestGoodCheckpoint(job.status) == nullptr) {
+        EndJob(&job, FAILED,
+               absl::StrCat("no good checkpoint to restart from; the last one: ", status.message()));
+        return;
+      }
+    }
+    Touch(&job);
     return;
   }
   job.status.set_state(RUNNING);
+  if (restore_step > 0) {
+    job.status.set_resumed_from_step(restore_step);
+    job.status.set_message(absl::StrCat("resumed from the checkpoint at step ", restore_step,
+                                        " (restart ", job.status.restarts(), ")"));
+  }
   job.status.set_start_time_ms(Millis(options_.clock()));
   for (const ShardAssignment& shard : shard_map.shards()) {
     std::vector<std::string>& hosted = nodes_[shard.server_id()].hosted_jobs;
@@ -519,6 +661,7 @@ void ClusterCoordinator::StartJobs() {
     WorkerProgress* w = job.status.add_workers();
     w->set_rank(rank);
     w->set_worker_id(job.workers[rank]);
+    w->set_step(restore_step);
   }
   Touch(&job);
 }

@@ -30,6 +30,9 @@ using ShardVersionReader =
 // ParameterServer.SaveCheckpoint on the server at `address`; blocks until the files are written.
 using CheckpointSaver = std::function<absl::StatusOr<SaveCheckpointResponse>(
     const std::string& address, const SaveCheckpointRequest& request)>;
+// ParameterServer.DropJob on the server at `address`.
+using ShardDropper =
+    std::function<absl::Status(const std::string& address, const std::string& job_id)>;
 
 // Thread-safe. Time comes from `clock` so tests can move it.
 class ClusterCoordinator {
@@ -39,6 +42,9 @@ class ClusterCoordinator {
     ShardCreator create_shards;
     ShardVersionReader shard_version;  // Both needed for checkpoints.
     CheckpointSaver save_checkpoint;
+    ShardDropper drop_job;  // Needed to restart jobs from checkpoints.
+    // Restarts from a checkpoint a job may take before a lost node FAILS it.
+    uint32_t max_restarts = 10;
     std::function<absl::Time()> clock = [] { return absl::Now(); };
   };
 
@@ -72,8 +78,10 @@ class ClusterCoordinator {
                                              absl::Duration timeout);
 
   // One round of scheduling and failure detection: starts PENDING jobs for which enough healthy
-  // servers and idle workers exist (creating their shards), and fails RUNNING jobs whose nodes
-  // stopped sending heartbeats. Called periodically by the coordinator's main loop.
+  // servers and idle workers exist (creating their shards, restored from the job's latest good
+  // checkpoint if it is being restarted), and handles RUNNING jobs whose nodes stopped sending
+  // heartbeats or left: a SYNC job with a good checkpoint is restarted from it on other nodes, any
+  // other FAILS. Called periodically by the coordinator's main loop.
   void Tick();
 
  private:
@@ -83,6 +91,7 @@ class ClusterCoordinator {
     std::string job_id;  // Workers: the job assigned, until done or told to stop.
     uint32_t rank = 0;
     std::vector<std::string> hosted_jobs;  // Servers: jobs with shards here.
+    bool cancel = false;  // Workers: tell it to stop its run at the next heartbeat.
   };
   struct Job {
     JobStatus status;
@@ -103,7 +112,15 @@ class ClusterCoordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Job*> FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartJobs();
-  void FailJobsWithDeadNodes();
+  // Restarts or fails RUNNING jobs that lost a node (see Tick).
+  void HandleLostNodes();
+  // Takes `job` back to PENDING so that StartJobs restores it from its latest good checkpoint:
+  // frees its workers (telling them to stop) and appends to `drops` the (server address, job) of
+  // the shards to drop. False (nothing changed) if the job cannot be restarted: not SYNC, no good
+  // checkpoint, or out of restarts.
+  bool RestartFromCheckpoint(Job* job, const std::string& reason,
+                             std::vector<std::pair<std::string, std::string>>* drops)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   absl::Mutex mu_;

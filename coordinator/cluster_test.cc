@@ -16,19 +16,31 @@ class ClusterTest : public ::testing::Test {
     options.clock = [this] { return now_; };
     options.create_shards = [this](const std::string& address, const CreateShardsRequest& r) {
       created_[address].push_back(r);
+      for (const CheckpointFile& file : r.restore_from()) {
+        if (file.version() == corrupt_version_) return absl::DataLossError("CRC mismatch");
+      }
       return create_status_;
     };
-    options.shard_version = [](const std::string& address,
-                               const std::string&) -> absl::StatusOr<uint64_t> {
-      return address == "h:1" ? 5 : 6;
+    options.shard_version = [this](const std::string& address,
+                                   const std::string&) -> absl::StatusOr<uint64_t> {
+      return address == "h:1" ? version_ - 1 : version_;
     };
-    options.save_checkpoint = [](const std::string& address, const SaveCheckpointRequest& r)
+    // One file per shard created on the server.
+    options.save_checkpoint = [this](const std::string& address, const SaveCheckpointRequest& r)
         -> absl::StatusOr<SaveCheckpointResponse> {
       SaveCheckpointResponse response;
-      CheckpointFile* file = response.add_files();
-      file->set_path(r.directory() + "/" + address);
-      file->set_version(r.version());
+      for (const ShardSpec& shard : created_[address].back().shards()) {
+        CheckpointFile* file = response.add_files();
+        file->set_table(shard.table().name());
+        *file->mutable_range() = shard.range();
+        file->set_path(r.directory() + "/" + address + "/" + shard.table().name());
+        file->set_version(r.version());
+      }
       return response;
+    };
+    options.drop_job = [this](const std::string& address, const std::string& job_id) {
+      dropped_.push_back(address + " " + job_id);
+      return absl::OkStatus();
     };
     cluster_ = std::make_unique<ClusterCoordinator>(options);
   }
@@ -65,11 +77,18 @@ class ClusterTest : public ::testing::Test {
     r.set_loss(loss);
     r.set_done(done);
     r.set_error(error);
+    const JobStatus status = cluster_->GetJob(job).value();
+    if (rank < static_cast<uint32_t>(status.workers_size())) {
+      r.set_node_id(status.workers(rank).worker_id());
+    }
     return cluster_->ReportProgress(r).value();
   }
 
   absl::Time now_ = absl::FromUnixSeconds(1000000);
   absl::Status create_status_;
+  uint64_t version_ = 6;           // Of the shards on h:2 (h:1: one less).
+  uint64_t corrupt_version_ = 0;   // Restoring checkpoint files of this version: DATA_LOSS.
+  std::vector<std::string> dropped_;  // "address job" per DropJob.
   std::map<std::string, std::vector<CreateShardsRequest>> created_;
   std::unique_ptr<ClusterCoordinator> cluster_;
 };
@@ -104,6 +123,7 @@ TEST_F(ClusterTest, JobWaitsForNodesThenRunsAndSucceeds) {
   Report(job, 1, 4, 2.0f);
   ReportProgressRequest with_validation;
   with_validation.set_job_id(job);
+  with_validation.set_node_id(cluster_->GetJob(job)->workers(0).worker_id());
   with_validation.set_step(5);
   with_validation.set_loss(3.0f);
   with_validation.set_val_loss(3.5f);
@@ -141,12 +161,84 @@ TEST_F(ClusterTest, CheckpointJobSavesEveryServerAtOneFutureStep) {
   absl::StatusOr<CheckpointManifest> manifest = cluster_->CheckpointJob(job, "/ckpt");
   ASSERT_TRUE(manifest.ok()) << manifest.status();
   EXPECT_EQ(manifest->step(), 8u);  // Two past the furthest shard (6).
-  ASSERT_EQ(manifest->files_size(), 2);
+  ASSERT_EQ(manifest->files_size(), created_["h:1"][0].shards_size() +
+                                     created_["h:2"][0].shards_size());
   for (const CheckpointFile& file : manifest->files()) {
     EXPECT_EQ(file.version(), 8u);
     EXPECT_FALSE(file.server_id().empty());
   }
   EXPECT_EQ(cluster_->GetJob(job)->checkpoints_size(), 1);
+}
+
+TEST_F(ClusterTest, LostServerRestartsTheJobFromItsLatestGoodCheckpoint) {
+  Register(SERVER, "h:1");
+  const std::string lost = Register(SERVER, "h:2");
+  const std::string w = Register(WORKER, "w");
+  JobSpec spec = Spec(2, 1);
+  spec.mutable_checkpoint()->set_directory("/ckpt");
+  const std::string job = cluster_->SubmitJob(spec).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  ASSERT_EQ(cluster_->CheckpointJob(job)->step(), 8u);
+  version_ = 10;
+  ASSERT_EQ(cluster_->CheckpointJob(job)->step(), 12u);
+  ASSERT_TRUE(Beat(w).has_assignment());
+  Report(job, 0, 13, 1.5f);
+
+  // h:2 goes silent: the job goes back to PENDING to restart from step 12, its shards are
+  // dropped and its worker told to stop.
+  now_ += absl::Seconds(2);
+  const std::string s1 = cluster_->ListNodes().nodes(0).node_id();
+  Beat(s1);
+  Beat(w);
+  cluster_->Tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.state(), PENDING);
+  EXPECT_EQ(status.restarts(), 1u);
+  EXPECT_NE(status.message().find("checkpoint at step 12"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find(lost), std::string::npos) << status.message();
+  EXPECT_EQ(dropped_.size(), 2u);
+  EXPECT_TRUE(Beat(w).cancel());
+  EXPECT_FALSE(Beat(w).has_assignment());
+  // The lost run's late reports are not the job's any more.
+  ReportProgressRequest late;
+  late.set_job_id(job);
+  late.set_node_id(w);
+  late.set_error("pull failed");
+  EXPECT_TRUE(cluster_->ReportProgress(late)->cancel());
+  EXPECT_EQ(cluster_->GetJob(job)->state(), PENDING);
+
+  // A new server: the step-12 files turn out corrupt, so the job falls back to step 8.
+  const std::string s3 = Register(SERVER, "h:3");
+  corrupt_version_ = 12;
+  created_.clear();
+  dropped_.clear();
+  cluster_->Tick();
+  status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.state(), PENDING);
+  ASSERT_EQ(status.checkpoints_size(), 2);
+  EXPECT_TRUE(status.checkpoints(0).bad_reason().empty());
+  EXPECT_NE(status.checkpoints(1).bad_reason().find("CRC"), std::string::npos);
+  cluster_->Tick();
+  status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING) << status.message();
+  EXPECT_EQ(status.resumed_from_step(), 8u);
+  EXPECT_EQ(created_.count("h:2"), 0u);
+  size_t restored = 0;
+  for (const auto& [address, requests] : created_) {
+    for (const CheckpointFile& file : requests.back().restore_from()) {
+      EXPECT_EQ(file.version(), 8u);
+      ++restored;
+    }
+    EXPECT_EQ(requests.back().restore_from_size(), requests.back().shards_size());
+  }
+  EXPECT_GT(restored, 0u);
+  HeartbeatResponse beat = Beat(w);
+  ASSERT_TRUE(beat.has_assignment());
+  EXPECT_EQ(beat.assignment().start_step(), 9u);
+  EXPECT_EQ(beat.assignment().attempt(), 1u);
+  Report(job, 0, 10, 1.0f, /*done=*/true);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
 }
 
 TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {

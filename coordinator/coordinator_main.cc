@@ -81,6 +81,16 @@ absl::StatusOr<SaveCheckpointResponse> SaveCheckpointOn(const std::string& addre
   return response;
 }
 
+absl::Status DropJobOn(const std::string& address, const std::string& job_id) {
+  auto stub = ParameterServer::NewStub(CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  DropJobRequest request;
+  request.set_job_id(job_id);
+  DropJobResponse response;
+  return FromGrpcStatus(stub->DropJob(&context, request, &response), address);
+}
+
 // Admin.GetStatus of the servers, for the status page: owns one channel per server address, kept
 // for later pages. Thread-safe (pages are served by several HTTP threads).
 class ServerStatusClient {
@@ -119,6 +129,7 @@ int Run() {
   options.create_shards = CreateShardsOn;
   options.shard_version = ShardVersionOn;
   options.save_checkpoint = SaveCheckpointOn;
+  options.drop_job = DropJobOn;
   ClusterCoordinator cluster(options);
   CoordinatorService service(&cluster);
   MetricsRegistry metrics;

@@ -511,7 +511,7 @@ TEST_F(ClusterTest, FirstSyncStepEqualsInProcessMeanGradientStep) {
                               static_cast<int>(s.training().batch_size()), s.training().grad_clip(),
                               s.training().seed() * 1000003 + rank);
     std::vector<float> grads(expected.size());
-    computer.Compute(expected.data(), grads.data());
+    computer.Compute(1, expected.data(), grads.data());
     // The servers add the pushes in arrival order, then scale: the same sum here, either order
     // being exact to rounding.
     for (size_t i = 0; i < grads.size(); ++i) mean[i] += grads[i];

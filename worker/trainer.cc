@@ -1,5 +1,7 @@
 #include "worker/trainer.h"
 
+#include <algorithm>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -24,6 +26,25 @@ namespace {
 // until the job is cancelled, so a slow step is not an error.
 constexpr absl::Duration kPullTimeout = absl::Seconds(10);
 constexpr absl::Duration kPushTimeout = absl::Seconds(60);
+// A server that stops answering (UNAVAILABLE) is retried this long: meanwhile the coordinator
+// notices it is gone and restarts the job from a checkpoint (cancelling this run) or fails it.
+constexpr absl::Duration kServerLostTimeout = absl::Minutes(2);
+
+// Runs `call` until it returns anything but UNAVAILABLE, the job is cancelled, or
+// kServerLostTimeout passed.
+absl::Status RetryWhileUnavailable(const std::function<absl::Status()>& call,
+                                   const std::atomic<bool>* cancel) {
+  const absl::Time give_up = absl::Now() + kServerLostTimeout;
+  absl::Duration backoff = absl::Milliseconds(20);
+  while (true) {
+    absl::Status status = call();
+    if (status.code() != absl::StatusCode::kUnavailable || absl::Now() > give_up) return status;
+    if (cancel->load()) return absl::CancelledError("job cancelled");
+    LOG_EVERY_N(WARNING, 20) << status << "; retrying";
+    absl::SleepFor(backoff);
+    backoff = std::min(2 * backoff, absl::Seconds(1));
+  }
+}
 
 // The byte-level model may emit bytes that are not valid UTF-8; protobuf strings must be. Invalid
 // bytes become '?'.
@@ -153,7 +174,8 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
 
   auto pull = [&](uint64_t step) -> absl::Status {
     while (true) {
-      absl::Status status = client->Pull(step, params.data(), kPullTimeout);
+      absl::Status status = RetryWhileUnavailable(
+          [&] { return client->Pull(step, params.data(), kPullTimeout); }, cancel);
       if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
       if (cancel->load()) return absl::CancelledError("job cancelled");
     }
@@ -164,7 +186,14 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   double window_loss = 0;
   uint64_t window_steps = 0;
   absl::Time window_start = absl::Now();
-  for (uint64_t step = 1; step <= training.steps(); ++step) {
+  // A job restarted from a checkpoint at step s resumes at s + 1 (batches depend only on the step).
+  const uint64_t first_step = std::max<uint64_t>(1, assignment.start_step());
+  if (first_step > training.steps()) {
+    reporter->Report(training.steps(), 0, 0, 0, /*done=*/true);
+    return absl::OkStatus();
+  }
+  if (first_step > 1) LOG(INFO) << "resuming at step " << first_step;
+  for (uint64_t step = first_step; step <= training.steps(); ++step) {
     if (cancel->load()) return absl::CancelledError("job cancelled");
     const absl::Time step_start = absl::Now();
     RETURN_IF_ERROR(pull(step));
@@ -172,11 +201,11 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     metrics->RecordPhase(TrainingMetrics::kPull, pulled - step_start);
     // Validation on the parameters this step starts from (after step - 1 updates).
     float val_loss = 0;
-    if (evaluator && eval_every > 0 && step > 1 && (step - 1) % eval_every == 0) {
+    if (evaluator && eval_every > 0 && step > first_step && (step - 1) % eval_every == 0) {
       val_loss = validation_loss();
     }
     const absl::Time compute_start = absl::Now();
-    const float loss = computer.Compute(params.data(), grads.data());
+    const float loss = computer.Compute(step, params.data(), grads.data());
     const absl::Time computed = absl::Now();
     metrics->RecordPhase(TrainingMetrics::kCompute, computed - compute_start);
     if (!std::isfinite(loss)) {
@@ -185,7 +214,8 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
       return absl::InternalError(absl::StrCat("loss became ", loss, " at step ", step,
                                               " (learning rate too high?)"));
     }
-    RETURN_IF_ERROR(client->Push(step, grads.data(), kPushTimeout));
+    RETURN_IF_ERROR(RetryWhileUnavailable(
+        [&] { return client->Push(step, grads.data(), kPushTimeout); }, cancel));
     const absl::Time pushed = absl::Now();
     metrics->RecordPhase(TrainingMetrics::kPush, pushed - computed);
     metrics->RecordStep(step, pushed - step_start, computer.tokens_per_step(), wire_bytes,
