@@ -221,13 +221,18 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
     return response;
   }
   const JobState state = job->second.status.state();
-  if (state == RUNNING && !job->second.done[node.rank]) {
+  if (state == RUNNING && !job->second.done[node.rank] &&
+      job->second.workers[node.rank] == node.info.node_id()) {
     WorkAssignment* assignment = response.mutable_assignment();
     assignment->set_job_id(node.job_id);
     *assignment->mutable_spec() = job->second.status.spec();
     assignment->set_rank(node.rank);
     *assignment->mutable_shard_map() = job->second.status.shard_map();
-    assignment->set_start_step(job->second.status.resumed_from_step() + 1);
+    uint64_t start = job->second.status.resumed_from_step() + 1;
+    if (static_cast<int>(node.rank) < job->second.status.workers_size()) {
+      start = std::max(start, job->second.status.workers(node.rank).start_step());
+    }
+    assignment->set_start_step(start);
     assignment->set_attempt(job->second.status.restarts());
   } else if (state == FAILED || state == CANCELLED) {
     response.set_cancel(true);
@@ -364,6 +369,7 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
   double loss_sum = 0, tokens = 0;
   int reporting = 0;
   for (const WorkerProgress& w : job.status.workers()) {
+    if (w.vacant()) continue;
     min_step = std::min<uint64_t>(min_step, w.step());
     if (w.step() > 0) loss_sum += w.loss(), ++reporting;
     tokens += w.tokens_per_sec();
@@ -400,8 +406,8 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
   if (request.done()) {
     job.done[request.rank()] = true;
     free_node(job.workers[request.rank()]);
-    if (std::all_of(job.done.begin(), job.done.end(), [](bool d) { return d; })) {
-      EndJob(&job, SUCCEEDED, "");
+    if (AllRanksFinished(job)) {
+      EndJob(&job, SUCCEEDED, job.status.message());
       return response;
     }
   }
@@ -425,6 +431,8 @@ absl::StatusOr<JobStatus> ClusterCoordinator::WaitForJobChange(const std::string
 
 void ClusterCoordinator::Tick() {
   HandleLostNodes();
+  SendWorkerSets();
+  FillVacantRanks();
   StartJobs();
   StartDueCheckpoints();
 }
@@ -437,22 +445,36 @@ void ClusterCoordinator::HandleLostNodes() {
     for (auto& [id, job] : jobs_) {
       if (job.status.state() != RUNNING) continue;
       std::string lost;
-      for (size_t rank = 0; rank < job.workers.size() && lost.empty(); ++rank) {
+      std::vector<uint32_t> lost_ranks;
+      for (uint32_t rank = 0; rank < job.workers.size(); ++rank) {
+        if (job.done[rank] || job.workers[rank].empty()) continue;  // Finished or vacant.
         auto node = nodes_.find(job.workers[rank]);
-        if (!job.done[rank] && (node == nodes_.end() || HealthOf(node->second, now) == DEAD)) {
-          lost = absl::StrCat("worker ", job.workers[rank], " (rank ", rank, ") ",
-                              node == nodes_.end() ? "left" : "stopped sending heartbeats");
+        if (node == nodes_.end() || HealthOf(node->second, now) == DEAD) {
+          if (lost.empty()) {
+            lost = absl::StrCat("worker ", job.workers[rank], " (rank ", rank, ") ",
+                                node == nodes_.end() ? "left" : "stopped sending heartbeats");
+          }
+          lost_ranks.push_back(rank);
         }
       }
+      std::string lost_server;
       for (const ShardAssignment& shard : job.status.shard_map().shards()) {
-        if (!lost.empty()) break;
         auto node = nodes_.find(shard.server_id());
         if (node == nodes_.end() || HealthOf(node->second, now) == DEAD) {
-          lost = absl::StrCat("server ", shard.server_id(), " ",
-                              node == nodes_.end() ? "left" : "stopped sending heartbeats");
+          lost_server = absl::StrCat("server ", shard.server_id(), " ",
+                                     node == nodes_.end() ? "left" : "stopped sending heartbeats");
+          break;
         }
       }
-      if (lost.empty()) continue;
+      if (lost_server.empty() && lost_ranks.empty()) continue;
+      if (lost_server.empty() && VacateRanks(&job, lost_ranks)) {
+        job.status.set_message(absl::StrCat(lost, " at step ", job.status.step(),
+                                            "; the job goes on without it until another worker "
+                                            "takes its rank over"));
+        LOG(WARNING) << "job " << id << ": " << job.status.message();
+        continue;
+      }
+      if (!lost_server.empty()) lost = lost_server;
       if (RestartFromCheckpoint(&job, lost, &drops)) {
         LOG(WARNING) << "job " << id << ": " << job.status.message();
       } else {
@@ -464,6 +486,182 @@ void ClusterCoordinator::HandleLostNodes() {
     absl::Status status = options_.drop_job(address, job_id);
     if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << status;
   }
+}
+
+bool ClusterCoordinator::AllRanksFinished(const Job& job) const {
+  bool any_done = false;
+  for (size_t rank = 0; rank < job.done.size(); ++rank) {
+    if (!job.done[rank] && !job.workers[rank].empty()) return false;
+    any_done |= job.done[rank];
+  }
+  return any_done;
+}
+
+bool ClusterCoordinator::VacateRanks(Job* job, const std::vector<uint32_t>& ranks) {
+  size_t computing = 0;  // Ranks neither done, vacant, nor lost.
+  for (uint32_t rank = 0; rank < job->workers.size(); ++rank) {
+    computing += !job->done[rank] && !job->workers[rank].empty() &&
+                 std::find(ranks.begin(), ranks.end(), rank) == ranks.end();
+  }
+  if (computing == 0) return false;
+  while (job->status.workers_size() < static_cast<int>(job->workers.size())) {
+    job->status.add_workers()->set_rank(job->status.workers_size());
+  }
+  for (uint32_t rank : ranks) {
+    auto node = nodes_.find(job->workers[rank]);
+    if (node != nodes_.end() && node->second.job_id == job->status.job_id()) {
+      node->second.job_id.clear();
+      node->second.cancel = true;  // In case it is alive after all.
+    }
+    job->workers[rank].clear();
+    job->status.mutable_workers(rank)->set_vacant(true);
+  }
+  if (job->status.spec().training().consistency() == SYNC) ++job->worker_set;
+  Touch(job);
+  return true;
+}
+
+std::vector<uint64_t> ClusterCoordinator::FromSteps(const Job& job) const {
+  std::vector<uint64_t> from_step(job.workers.size(), 0);
+  for (size_t rank = 0; rank < job.workers.size(); ++rank) {
+    if (job.workers[rank].empty()) {
+      from_step[rank] = UINT64_MAX;
+    } else if (static_cast<int>(rank) < job.status.workers_size()) {
+      from_step[rank] = job.status.workers(rank).start_step();
+    }
+  }
+  return from_step;
+}
+
+void ClusterCoordinator::SendWorkerSets() {
+  struct Send {
+    std::string job_id;
+    uint64_t worker_set;
+    std::set<std::string> addresses;
+    SetWorkersRequest request;
+  };
+  std::vector<Send> sends;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!options_.set_workers) return;
+    for (auto& [id, job] : jobs_) {
+      if (job.status.state() != RUNNING || job.worker_set == job.worker_set_sent) continue;
+      Send send{id, job.worker_set, {}, {}};
+      send.request.set_job_id(id);
+      for (uint64_t s : FromSteps(job)) send.request.add_from_step(s);
+      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+        send.addresses.insert(shard.server_address());
+      }
+      sends.push_back(std::move(send));
+    }
+  }
+  for (const Send& send : sends) {
+    absl::Status status;
+    for (const std::string& address : send.addresses) {
+      status.Update(options_.set_workers(address, send.request));
+    }
+    if (!status.ok()) {
+      LOG(WARNING) << "job " << send.job_id << ": telling the servers the new set of workers: "
+                   << status << " (will retry)";
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    auto job = jobs_.find(send.job_id);
+    if (job != jobs_.end()) job->second.worker_set_sent = std::max(job->second.worker_set_sent, send.worker_set);
+  }
+}
+
+void ClusterCoordinator::FillVacantRanks() {
+  std::string job_id, node_id;
+  uint32_t rank = 0;
+  bool sync = false;
+  std::set<std::string> addresses;
+  std::vector<uint64_t> from_step;
+  uint64_t start_step = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = options_.clock();
+    for (const std::string& id : job_order_) {
+      Job& job = jobs_[id];
+      if (job.status.state() != RUNNING || job.filling || job.worker_set != job.worker_set_sent) {
+        continue;
+      }
+      auto vacant = std::find(job.workers.begin(), job.workers.end(), "");
+      if (vacant == job.workers.end()) continue;
+      for (auto& [candidate, node] : nodes_) {
+        if (node.info.role() == WORKER && node.job_id.empty() && HealthOf(node, now) == HEALTHY) {
+          node_id = candidate;
+          break;
+        }
+      }
+      if (node_id.empty()) return;
+      rank = static_cast<uint32_t>(vacant - job.workers.begin());
+      Node& node = nodes_[node_id];
+      node.job_id = id;  // Reserved: no assignment until the rank is its.
+      node.rank = rank;
+      job.filling = true;
+      job_id = id;
+      sync = job.status.spec().training().consistency() == SYNC;
+      from_step = FromSteps(job);
+      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+        addresses.insert(shard.server_address());
+      }
+      start_step = job.status.workers(rank).step() + 1;  // ASYNC: where the lost worker was.
+      break;
+    }
+  }
+  if (job_id.empty()) return;
+  absl::Status status;
+  if (sync) {
+    // A step no shard has applied yet (all are within one step of each other), so that every
+    // shard waits for the new worker from the same step on.
+    uint64_t version = 0;
+    for (const std::string& address : addresses) {
+      absl::StatusOr<uint64_t> v = options_.shard_version
+                                       ? options_.shard_version(address, job_id)
+                                       : absl::UnimplementedError("no shard_version");
+      if (!v.ok()) {
+        status = v.status();
+        break;
+      }
+      version = std::max(version, *v);
+    }
+    start_step = version + 2;
+    from_step[rank] = start_step;
+    SetWorkersRequest request;
+    request.set_job_id(job_id);
+    for (uint64_t s : from_step) request.add_from_step(s);
+    for (const std::string& address : addresses) {
+      if (!status.ok()) break;
+      status = options_.set_workers ? options_.set_workers(address, request)
+                                    : absl::UnimplementedError("no set_workers");
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  Job& job = jobs_[job_id];
+  job.filling = false;
+  Node& node = nodes_[node_id];
+  if (!status.ok() || job.status.state() != RUNNING || !job.workers[rank].empty()) {
+    if (node.job_id == job_id) node.job_id.clear();
+    if (!status.ok()) {
+      LOG(WARNING) << "job " << job_id << ": giving rank " << rank << " to " << node_id << ": "
+                   << status << " (will retry)";
+      // A shard may have taken the new set: send the current one again.
+      if (sync) ++job.worker_set;
+    }
+    return;
+  }
+  job.workers[rank] = node_id;
+  job.done[rank] = false;
+  WorkerProgress* progress = job.status.mutable_workers(rank);
+  progress->set_worker_id(node_id);
+  progress->set_vacant(false);
+  progress->set_start_step(start_step);
+  progress->set_step(start_step - 1);
+  job.status.set_message(absl::StrCat("worker ", node_id, " took rank ", rank, " over at step ",
+                                      start_step));
+  LOG(INFO) << "job " << job_id << ": " << job.status.message();
+  Touch(&job);
 }
 
 bool ClusterCoordinator::RestartFromCheckpoint(
@@ -506,6 +704,7 @@ bool ClusterCoordinator::RestartFromCheckpoint(
   job->workers.assign(job->workers.size(), "");
   job->done.assign(job->done.size(), false);
   job->last_checkpoint_step = checkpoint->step();
+  job->worker_set_sent = job->worker_set;  // New servers start with every rank.
   Touch(job);
   return true;
 }

@@ -30,6 +30,9 @@ using ShardVersionReader =
 // ParameterServer.SaveCheckpoint on the server at `address`; blocks until the files are written.
 using CheckpointSaver = std::function<absl::StatusOr<SaveCheckpointResponse>(
     const std::string& address, const SaveCheckpointRequest& request)>;
+// ParameterServer.SetWorkers on the server at `address`.
+using WorkerSetSender =
+    std::function<absl::Status(const std::string& address, const SetWorkersRequest& request)>;
 // ParameterServer.DropJob on the server at `address`.
 using ShardDropper =
     std::function<absl::Status(const std::string& address, const std::string& job_id)>;
@@ -43,6 +46,8 @@ class ClusterCoordinator {
     ShardVersionReader shard_version;  // Both needed for checkpoints.
     CheckpointSaver save_checkpoint;
     ShardDropper drop_job;  // Needed to restart jobs from checkpoints.
+    WorkerSetSender set_workers;  // Needed to go on without lost workers (SYNC).
+
     // Restarts from a checkpoint a job may take before a lost node FAILS it.
     uint32_t max_restarts = 10;
     std::function<absl::Time()> clock = [] { return absl::Now(); };
@@ -81,7 +86,9 @@ class ClusterCoordinator {
   // servers and idle workers exist (creating their shards, restored from the job's latest good
   // checkpoint if it is being restarted), and handles RUNNING jobs whose nodes stopped sending
   // heartbeats or left: a SYNC job with a good checkpoint is restarted from it on other nodes, any
-  // other FAILS. Called periodically by the coordinator's main loop.
+  // other FAILS; one that lost only workers goes on without them (SYNC: the servers are told to
+  // stop waiting for them), and an idle worker takes a vacant rank over. Called periodically by
+  // the coordinator's main loop.
   void Tick();
 
  private:
@@ -100,6 +107,9 @@ class ClusterCoordinator {
     std::vector<std::string> workers;   // Node id per rank.
     std::vector<bool> done;             // Per rank.
     bool checkpointing = false;         // A CheckpointJob is in progress.
+    bool filling = false;               // A worker is being given a vacant rank.
+    uint64_t worker_set = 0;            // Changes to the set of ranks the steps wait for...
+    uint64_t worker_set_sent = 0;       // ...and the last one every server acknowledged.
     uint64_t last_checkpoint_step = 0;  // Step of the last periodic checkpoint attempt.
   };
 
@@ -112,8 +122,19 @@ class ClusterCoordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Job*> FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartJobs();
-  // Restarts or fails RUNNING jobs that lost a node (see Tick).
+  // Restarts or fails RUNNING jobs that lost a server, vacates the ranks of lost workers (see Tick).
   void HandleLostNodes();
+  // Sends SYNC jobs' changed worker sets to their servers.
+  void SendWorkerSets();
+  // Gives a vacant rank of a RUNNING job to an idle worker.
+  void FillVacantRanks();
+  // Marks the ranks vacant and tells their workers to stop. False (nothing changed) if no worker
+  // would be left to compute.
+  bool VacateRanks(Job* job, const std::vector<uint32_t>& ranks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Per rank, the first step the servers wait for its pushes (SetWorkersRequest.from_step).
+  std::vector<uint64_t> FromSteps(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every rank is done or vacant (and at least one is done): SUCCEEDED.
+  bool AllRanksFinished(const Job& job) const;
   // Takes `job` back to PENDING so that StartJobs restores it from its latest good checkpoint:
   // frees its workers (telling them to stop) and appends to `drops` the (server address, job) of
   // the shards to drop. False (nothing changed) if the job cannot be restarted: not SYNC, no good

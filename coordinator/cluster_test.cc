@@ -3,6 +3,8 @@
 #include <map>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 
 namespace psrv {
@@ -37,6 +39,12 @@ class ClusterTest : public ::testing::Test {
         file->set_version(r.version());
       }
       return response;
+    };
+    options.set_workers = [this](const std::string& address, const SetWorkersRequest& r) {
+      worker_sets_.push_back(address + " " + absl::StrJoin(r.from_step(), ",", [](std::string* out, uint64_t s) {
+        absl::StrAppend(out, s == UINT64_MAX ? "never" : absl::StrCat(s));
+      }));
+      return absl::OkStatus();
     };
     options.drop_job = [this](const std::string& address, const std::string& job_id) {
       dropped_.push_back(address + " " + job_id);
@@ -89,6 +97,7 @@ class ClusterTest : public ::testing::Test {
   uint64_t version_ = 6;           // Of the shards on h:2 (h:1: one less).
   uint64_t corrupt_version_ = 0;   // Restoring checkpoint files of this version: DATA_LOSS.
   std::vector<std::string> dropped_;  // "address job" per DropJob.
+  std::vector<std::string> worker_sets_;  // "address from_step,..." per SetWorkers.
   std::map<std::string, std::vector<CreateShardsRequest>> created_;
   std::unique_ptr<ClusterCoordinator> cluster_;
 };
@@ -238,6 +247,50 @@ TEST_F(ClusterTest, LostServerRestartsTheJobFromItsLatestGoodCheckpoint) {
   EXPECT_EQ(beat.assignment().start_step(), 9u);
   EXPECT_EQ(beat.assignment().attempt(), 1u);
   Report(job, 0, 10, 1.0f, /*done=*/true);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+}
+
+TEST_F(ClusterTest, LostWorkerLeavesTheSyncSetAndANewWorkerTakesItsRankOver) {
+  const std::string s = Register(SERVER, "h:1");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  const std::string job = cluster_->SubmitJob(Spec(1, 2)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  const uint32_t lost_rank = Beat(w2).assignment().rank();
+  const uint32_t kept_rank = Beat(w1).assignment().rank();
+  Report(job, kept_rank, 5, 2.0f);
+  Report(job, lost_rank, 4, 2.0f);
+
+  // w2 goes silent: its rank is vacated, the server told to stop waiting for it.
+  now_ += absl::Seconds(2);
+  Beat(s);
+  Beat(w1);
+  cluster_->Tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING) << status.message();
+  EXPECT_NE(status.message().find(w2), std::string::npos) << status.message();
+  EXPECT_TRUE(status.workers(lost_rank).vacant());
+  const std::string removed = absl::StrCat("h:1 ", kept_rank == 0 ? "0,never" : "never,0");
+  EXPECT_EQ(worker_sets_, std::vector<std::string>{removed});
+  Report(job, kept_rank, 7, 2.0f);
+  EXPECT_EQ(cluster_->GetJob(job)->step(), 7u) << "the vacant rank does not hold the step back";
+
+  // A new worker takes the rank over two steps past the shards (h:1 is at step 5).
+  const std::string w3 = Register(WORKER, "w3");
+  cluster_->Tick();
+  status = cluster_->GetJob(job).value();
+  EXPECT_FALSE(status.workers(lost_rank).vacant());
+  EXPECT_EQ(status.workers(lost_rank).worker_id(), w3);
+  EXPECT_EQ(status.workers(lost_rank).start_step(), 7u);
+  ASSERT_EQ(worker_sets_.size(), 2u);
+  EXPECT_EQ(worker_sets_[1], absl::StrCat("h:1 ", kept_rank == 0 ? "0,7" : "7,0"));
+  HeartbeatResponse beat = Beat(w3);
+  ASSERT_TRUE(beat.has_assignment());
+  EXPECT_EQ(beat.assignment().rank(), lost_rank);
+  EXPECT_EQ(beat.assignment().start_step(), 7u);
+  Report(job, kept_rank, 10, 1.0f, /*done=*/true);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  Report(job, lost_rank, 10, 1.0f, /*done=*/true);
   EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
 }
 

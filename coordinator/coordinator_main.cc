@@ -91,6 +91,14 @@ absl::Status DropJobOn(const std::string& address, const std::string& job_id) {
   return FromGrpcStatus(stub->DropJob(&context, request, &response), address);
 }
 
+absl::Status SetWorkersOn(const std::string& address, const SetWorkersRequest& request) {
+  auto stub = ParameterServer::NewStub(CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  SetWorkersResponse response;
+  return FromGrpcStatus(stub->SetWorkers(&context, request, &response), address);
+}
+
 // Admin.GetStatus of the servers, for the status page: owns one channel per server address, kept
 // for later pages. Thread-safe (pages are served by several HTTP threads).
 class ServerStatusClient {
@@ -130,6 +138,7 @@ int Run() {
   options.shard_version = ShardVersionOn;
   options.save_checkpoint = SaveCheckpointOn;
   options.drop_job = DropJobOn;
+  options.set_workers = SetWorkersOn;
   ClusterCoordinator cluster(options);
   CoordinatorService service(&cluster);
   MetricsRegistry metrics;

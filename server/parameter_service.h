@@ -14,7 +14,8 @@ class ParameterService final
     : public ParameterServer::WithRawCallbackMethod_Pull<
           ParameterServer::WithRawCallbackMethod_Push<ParameterServer::WithCallbackMethod_CreateShards<
               ParameterServer::WithCallbackMethod_DropJob<
-                  ParameterServer::WithCallbackMethod_SaveCheckpoint<ParameterServer::Service>>>>> {
+                  ParameterServer::WithCallbackMethod_SaveCheckpoint<
+                      ParameterServer::WithCallbackMethod_SetWorkers<ParameterServer::Service>>>>>> {
  public:
   explicit ParameterService(ShardStore* store) : store_(store) {}
 
@@ -27,6 +28,9 @@ class ParameterService final
   grpc::ServerUnaryReactor* SaveCheckpoint(grpc::CallbackServerContext* context,
                                            const SaveCheckpointRequest* request,
                                            SaveCheckpointResponse* response) override;
+  grpc::ServerUnaryReactor* SetWorkers(grpc::CallbackServerContext* context,
+                                       const SetWorkersRequest* request,
+                                       SetWorkersResponse* response) override;
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* request,
                                  grpc::ByteBuffer* response) override;

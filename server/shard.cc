@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "common/initializer.h"
 #include "common/key_range.h"
+#include "common/status.h"
 
 namespace psrv {
 namespace {
@@ -54,7 +55,7 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
         "; nothing was applied"));
   }
   std::vector<Waiter> ready;
-  std::vector<std::pair<ShardCheckpoint, SnapshotCallback>> snapshots;
+  std::vector<ReadySnapshot> snapshots;
   uint64_t version;
   {
     const absl::Time now = env_.clock();
@@ -79,59 +80,112 @@ absl::StatusOr<uint64_t> Shard::Push(const PushRequest& request, const float* va
     bool apply = true;
     if (config_.consistency == SYNC) {
       if (aggregator_.pending() == 0) step_started_ = now;
-      apply = aggregator_.Add(request.worker_rank(), offset, count, values);
+      apply = aggregator_.Add(request.worker_rank(), request.step(), offset, count, values);
     }
     if (apply) {
       if (config_.consistency == SYNC) {
-        optimizer_->Apply(aggregator_.Mean(), values_.data(), 0, size_, OptimizerStep(version_ + 1));
+        ApplyLocked(aggregator_.Mean(), 0, size_, now, &ready, &snapshots);
       } else {
-        optimizer_->Apply(values, values_.data(), offset, count, OptimizerStep(version_ + 1));
+        ApplyLocked(values, offset, count, now, &ready, &snapshots);
       }
-      if (config_.consistency == SYNC) {
-        aggregator_.Reset();
-        if (env_.step_wait != nullptr) {
-          env_.step_wait->Observe(absl::ToDoubleSeconds(now - step_started_));
-        }
-      }
-      ++version_;
-      last_update_ms_ = absl::ToUnixMillis(now);
-      // Checkpoints waiting for this version are taken now, before any later update.
-      for (auto it = snapshot_waiters_.begin(); it != snapshot_waiters_.end();) {
-        if (it->first == version_) {
-          snapshots.emplace_back(MakeCheckpoint(), std::move(it->second));
-          it = snapshot_waiters_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      // Hand the values to every pull that was waiting for this version.
-      std::vector<Waiter> still_waiting;
-      for (Waiter& w : waiters_) {
-        (w.min_version <= version_ ? ready : still_waiting).push_back(std::move(w));
-      }
-      waiters_ = std::move(still_waiting);
     }
     version = version_;
   }
-  for (auto& [checkpoint, done] : snapshots) done(std::move(checkpoint));
-  if (!ready.empty()) {
-    // Copy under a shared lock, answer outside it.
-    std::vector<PooledBuffer> copies;
-    uint64_t ready_version;
-    {
-      absl::ReaderMutexLock lock(&mu_);
-      ready_version = version_;
-      for (const Waiter& w : ready) copies.push_back(CopyOut(w.offset, w.count));
-    }
-    if (env_.pull_wait != nullptr) {
-      const absl::Time now = env_.clock();
-      for (const Waiter& w : ready) env_.pull_wait->Observe(absl::ToDoubleSeconds(now - w.since));
-    }
-    for (size_t i = 0; i < ready.size(); ++i) {
-      ready[i].done(absl::OkStatus(), ready_version, std::move(copies[i]));
+  Answer(std::move(ready), std::move(snapshots));
+  return version;
+}
+
+void Shard::ApplyLocked(const float* grad, uint64_t offset, uint64_t count, absl::Time now,
+                        std::vector<Waiter>* ready, std::vector<ReadySnapshot>* snapshots) {
+  optimizer_->Apply(grad, values_.data(), offset, count, OptimizerStep(version_ + 1));
+  if (config_.consistency == SYNC) {
+    aggregator_.Reset();
+    if (env_.step_wait != nullptr) {
+      env_.step_wait->Observe(absl::ToDoubleSeconds(now - step_started_));
     }
   }
-  return version;
+  ++version_;
+  last_update_ms_ = absl::ToUnixMillis(now);
+  // Checkpoints waiting for this version are taken now, before any later update.
+  for (auto it = snapshot_waiters_.begin(); it != snapshot_waiters_.end();) {
+    if (it->first == version_) {
+      snapshots->emplace_back(MakeCheckpoint(), std::move(it->second));
+      it = snapshot_waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // Hand the values to every pull that was waiting for this version.
+  std::vector<Waiter> still_waiting;
+  for (Waiter& w : waiters_) {
+    (w.min_version <= version_ ? *ready : still_waiting).push_back(std::move(w));
+  }
+  waiters_ = std::move(still_waiting);
+}
+
+void Shard::Answer(std::vector<Waiter> ready, std::vector<ReadySnapshot> snapshots) {
+  for (auto& [checkpoint, done] : snapshots) done(std::move(checkpoint));
+  if (ready.empty()) return;
+  // Copy under a shared lock, answer outside it.
+  std::vector<PooledBuffer> copies;
+  uint64_t ready_version;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    ready_version = version_;
+    for (const Waiter& w : ready) copies.push_back(CopyOut(w.offset, w.count));
+  }
+  if (env_.pull_wait != nullptr) {
+    const absl::Time now = env_.clock();
+    for (const Waiter& w : ready) env_.pull_wait->Observe(absl::ToDoubleSeconds(now - w.since));
+  }
+  for (size_t i = 0; i < ready.size(); ++i) {
+    ready[i].done(absl::OkStatus(), ready_version, std::move(copies[i]));
+  }
+}
+
+absl::Status Shard::SetWorkers(const std::vector<uint64_t>& from_step) {
+  std::vector<Waiter> ready;
+  std::vector<ReadySnapshot> snapshots;
+  {
+    const absl::Time now = env_.clock();
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(CheckSetWorkersLocked(from_step));
+    absl::StatusOr<bool> complete = aggregator_.SetWorkers(from_step, version_ + 1);
+    if (!complete.ok()) return complete.status();
+    if (*complete) ApplyLocked(aggregator_.Mean(), 0, size_, now, &ready, &snapshots);
+  }
+  Answer(std::move(ready), std::move(snapshots));
+  return absl::OkStatus();
+}
+
+absl::Status Shard::CheckSetWorkers(const std::vector<uint64_t>& from_step) {
+  absl::MutexLock lock(&mu_);
+  return CheckSetWorkersLocked(from_step);
+}
+
+absl::Status Shard::CheckSetWorkersLocked(const std::vector<uint64_t>& from_step) {
+  if (config_.consistency != SYNC) {
+    return absl::FailedPreconditionError("only SYNC jobs have a set of workers a step waits for");
+  }
+  if (from_step.size() != config_.num_workers) {
+    return absl::InvalidArgumentError(absl::StrCat("from_step has ", from_step.size(),
+                                                   " entries; the job has ",
+                                                   config_.num_workers, " workers"));
+  }
+  for (uint32_t rank = 0; rank < from_step.size(); ++rank) {
+    const uint64_t first = from_step[rank];
+    if (first != aggregator_.from_step()[rank] && first != SyncAggregator::kNever &&
+        first <= version_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "rank ", rank, " cannot join at step ", first, ": table ", config_.table.name(),
+          " already applied step ", version_));
+    }
+  }
+  if (std::none_of(from_step.begin(), from_step.end(),
+                   [next = version_ + 1](uint64_t s) { return s <= next; })) {
+    return absl::InvalidArgumentError("no worker would be left to push the next step");
+  }
+  return absl::OkStatus();
 }
 
 uint64_t Shard::OptimizerStep(uint64_t update) const {

@@ -79,6 +79,14 @@ class Shard {
   using SnapshotCallback = std::function<void(absl::StatusOr<ShardCheckpoint>)>;
   void Snapshot(uint64_t version, SnapshotCallback done);
 
+  // SYNC: which workers the steps wait for; see ParameterServer.SetWorkers and
+  // SyncAggregator::SetWorkers. May complete (apply) the step being aggregated. Changes nothing
+  // on error: INVALID_ARGUMENT, FAILED_PRECONDITION (ASYNC; a joining rank's first step already
+  // applied).
+  absl::Status SetWorkers(const std::vector<uint64_t>& from_step);
+  // The checks of SetWorkers alone.
+  absl::Status CheckSetWorkers(const std::vector<uint64_t>& from_step);
+
   // Replaces the values (size of the shard's range) before training starts.
   void LoadValues(const float* values);
 
@@ -95,7 +103,19 @@ class Shard {
     absl::Time since;  // When the pull arrived.
   };
 
+  using ReadySnapshot = std::pair<ShardCheckpoint, SnapshotCallback>;
+
   ShardCheckpoint MakeCheckpoint() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Applies one update (grad: count values for keys [offset, offset + count)) and collects the
+  // pulls and snapshots it releases, to be answered by Answer() once the lock is released.
+  void ApplyLocked(const float* grad, uint64_t offset, uint64_t count, absl::Time now,
+                   std::vector<Waiter>* ready, std::vector<ReadySnapshot>* snapshots)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Answer(std::vector<Waiter> ready, std::vector<ReadySnapshot> snapshots)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status CheckSetWorkersLocked(const std::vector<uint64_t>& from_step)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The optimizer step (learning-rate schedule, Adam bias correction) of the n-th update.
   uint64_t OptimizerStep(uint64_t update) const;

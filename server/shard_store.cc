@@ -12,6 +12,7 @@
 #include "common/buffer_pool.h"
 #include "common/key_range.h"
 #include "common/safetensors.h"
+#include "common/status.h"
 #include "common/model_layout.h"
 #include "server/apply.h"
 
@@ -264,6 +265,18 @@ absl::Status ShardStore::DropJob(const std::string& job_id) {
   for (auto& [name, shards] : tables) {
     for (auto& shard : shards) shard->CancelWaiters(absl::CancelledError("job was dropped"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ShardStore::SetWorkers(const SetWorkersRequest& request) {
+  std::vector<std::shared_ptr<Shard>> shards = AllShards(request.job_id());
+  if (shards.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("job ", request.job_id(), " has no shards on this server"));
+  }
+  const std::vector<uint64_t> from_step(request.from_step().begin(), request.from_step().end());
+  for (const auto& shard : shards) RETURN_IF_ERROR(shard->CheckSetWorkers(from_step));
+  for (const auto& shard : shards) RETURN_IF_ERROR(shard->SetWorkers(from_step));
   return absl::OkStatus();
 }
 

@@ -38,6 +38,9 @@ class ShardStore {
   // Drops a job's shards; their waiting pulls fail with CANCELLED.
   absl::Status DropJob(const std::string& job_id);
 
+  // See ParameterServer.SetWorkers: checks every shard of the job, then changes them all.
+  absl::Status SetWorkers(const SetWorkersRequest& request);
+
   // Validates and answers a pull (possibly later, see Shard::Pull). `done` is always called once.
   void Pull(const PullRequest& request, PullCallback done);
 

@@ -3,6 +3,7 @@
 // (short heartbeats, so a dead node is noticed within a second) and stops it even on failure.
 #include <signal.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -158,6 +159,49 @@ TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
   size_t differ = 0;
   for (size_t i = 0; i < actual.size(); ++i) differ += actual[i] != expected[i];
   EXPECT_EQ(differ, 0u) << "of " << actual.size() << " parameters";
+}
+
+// A SYNC job whose worker is killed does not hang: the servers stop waiting for it within about
+// a second, the other worker goes on alone, and a worker started later takes the vacant rank (and
+// its part of the data) over; the job completes.
+TEST_F(FaultTest, KilledWorkerIsReplacedAndTheSyncJobCompletes) {
+  StartCluster(/*servers=*/1, /*workers=*/2);
+  const std::string id = client_->SubmitJob(SmallMlpJob(SYNC, 1, 2, 2500)).value();
+  const JobStatus running =
+      WaitFor(id, [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 50; });
+  ASSERT_TRUE(cluster_->Kill("worker 1", SIGKILL).ok());
+  const absl::Time killed = absl::Now();
+  // The rank of the killed worker goes vacant and the job keeps stepping.
+  const JobStatus alone = WaitFor(id, [](const JobStatus& s) {
+    for (const WorkerProgress& w : s.workers()) {
+      if (w.vacant()) return true;
+    }
+    return IsTerminal(s.state());
+  });
+  ASSERT_EQ(alone.state(), RUNNING) << alone.message();
+  const absl::Duration detection = absl::Now() - killed;
+  const JobStatus progressed =
+      WaitFor(id, [&](const JobStatus& s) { return s.step() >= alone.step() + 100 || IsTerminal(s.state()); });
+  const absl::Duration first_step = absl::Now() - killed;
+  ASSERT_EQ(progressed.state(), RUNNING) << progressed.message();
+  std::cout << "worker lost at step " << running.step() << ": rank vacated after "
+            << absl::FormatDuration(detection) << "; 100 more steps by " << absl::FormatDuration(first_step)
+            << "\n";
+
+  // A new worker joins and takes the rank over.
+  ASSERT_TRUE(cluster_->AddWorker().ok());
+  const JobStatus joined = WaitFor(id, [](const JobStatus& s) {
+    bool vacant = false;
+    for (const WorkerProgress& w : s.workers()) vacant |= w.vacant();
+    return !vacant || IsTerminal(s.state());
+  });
+  uint64_t took_over_at = 0;
+  for (const WorkerProgress& w : joined.workers()) took_over_at = std::max(took_over_at, w.start_step());
+  EXPECT_GT(took_over_at, progressed.step()) << joined.message();
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.step(), 2500u);
+  EXPECT_EQ(final.restarts(), 0u);
 }
 
 // Without a checkpoint there is nothing to restart from: the job FAILS, naming the lost server.
