@@ -78,18 +78,23 @@ absl::StatusOr<CheckpointManifest> ClusterCoordinator::CheckpointJob(const std::
   absl::Status status;
   CheckpointManifest manifest;
   uint64_t target = 0;
-  for (const auto& [address, id] : servers) {
-    absl::StatusOr<uint64_t> version = options_.shard_version(address, job_id);
-    if (!version.ok()) {
-      status = version.status();
-      break;
-    }
-    target = std::max(target, *version);
-  }
   // Every shard of a SYNC job is within one step of the others: two steps ahead is a step none has
-  // reached, and all will (the servers answer once theirs do).
-  target += 2;
-  if (status.ok()) {
+  // reached, and all will (the servers answer once theirs do). Fast steps may overtake the margin
+  // while the requests travel (FAILED_PRECONDITION): then again with a wider one.
+  for (const uint64_t margin : {2, 8, 32, 128}) {
+    status = absl::OkStatus();
+    manifest.Clear();
+    target = 0;
+    for (const auto& [address, id] : servers) {
+      absl::StatusOr<uint64_t> version = options_.shard_version(address, job_id);
+      if (!version.ok()) {
+        status = version.status();
+        break;
+      }
+      target = std::max(target, *version);
+    }
+    if (!status.ok()) break;
+    target += margin;
     std::vector<absl::StatusOr<SaveCheckpointResponse>> results(servers.size(),
                                                                absl::UnknownError(""));
     std::vector<std::thread> calls;
@@ -117,6 +122,7 @@ absl::StatusOr<CheckpointManifest> ClusterCoordinator::CheckpointJob(const std::
       }
       ++i;
     }
+    if (status.code() != absl::StatusCode::kFailedPrecondition) break;
   }
   absl::MutexLock lock(&mu_);
   auto job = jobs_.find(job_id);

@@ -73,7 +73,8 @@ class ClusterCoordinator {
   // passed), in parallel, under `directory` (empty: the job's checkpoint.directory). Blocks until
   // all files are written; records and returns the manifest. FAILED_PRECONDITION: not RUNNING, not
   // SYNC, no directory, or a checkpoint of the job already in progress. Errors of the servers
-  // are returned as they are (a shard that moved past the target: FAILED_PRECONDITION, retry).
+  // are returned as they are, except a shard that moved past the target (fast steps), which is
+  // retried a few times with a wider margin.
   absl::StatusOr<CheckpointManifest> CheckpointJob(const std::string& job_id,
                                                    const std::string& directory = "");
 

@@ -437,6 +437,13 @@ void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckp
   }
 }
 
+std::vector<std::string> ShardStore::JobIds() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> ids;
+  for (const auto& [job, tables] : jobs_) ids.push_back(job);
+  return ids;
+}
+
 std::vector<std::shared_ptr<Shard>> ShardStore::AllShards(const std::string& job_id) {
   std::vector<std::shared_ptr<Shard>> all;
   absl::MutexLock lock(&mu_);

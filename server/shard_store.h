@@ -56,6 +56,9 @@ class ShardStore {
   // Status of every shard (of `job_id` only, if non-empty).
   ServerStatus Status(const std::string& job_id);
 
+  // Ids of the jobs with shards here.
+  std::vector<std::string> JobIds();
+
   // Fails all waiting pulls (used on shutdown).
   void CancelAllWaiters();
 

@@ -204,6 +204,25 @@ TEST_F(FaultTest, KilledWorkerIsReplacedAndTheSyncJobCompletes) {
   EXPECT_EQ(final.restarts(), 0u);
 }
 
+// SIGTERM (e.g. Kubernetes stopping a pod) is not a crash: the server has the job checkpointed
+// before it leaves, so the job restarts on the spare server from the step it was at.
+TEST_F(FaultTest, TerminatedServerCheckpointsItsJobBeforeLeaving) {
+  StartCluster(/*servers=*/2, /*workers=*/1);
+  JobSpec spec = SmallMlpJob(SYNC, 1, 1, 2000);
+  spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
+  const std::string id = client_->SubmitJob(spec).value();
+  const JobStatus running =
+      WaitFor(id, [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 50; });
+  const std::string server = ServerNamed(running.shard_map().shards(0).server_address());
+  ASSERT_TRUE(cluster_->Kill(server, SIGTERM).ok());
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 1u);
+  ASSERT_EQ(final.checkpoints_size(), 1) << "taken on SIGTERM";
+  EXPECT_GE(final.resumed_from_step(), running.step());
+  EXPECT_EQ(final.resumed_from_step(), final.checkpoints(0).step());
+}
+
 // Without a checkpoint there is nothing to restart from: the job FAILS, naming the lost server.
 TEST_F(FaultTest, KilledServerFailsAJobWithoutCheckpoints) {
   StartCluster(/*servers=*/1, /*workers=*/1);
