@@ -16,8 +16,10 @@ SyncAggregator::SyncAggregator(size_t size, uint32_t num_workers)
 
 absl::Status SyncAggregator::Check(uint32_t rank, uint64_t step, uint64_t applied_steps,
                                    size_t offset, size_t count) const {
+  if (step == 0) return absl::InvalidArgumentError("steps start at 1");
   if (step <= applied_steps) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    // A resend (e.g. after a fail-over): this worker's gradient is in the applied update.
+    return absl::AlreadyExistsError(absl::StrCat(
         "step ", step, " was already applied (the shard is at step ", applied_steps, ")"));
   }
   if (step > applied_steps + 1) {

@@ -24,9 +24,10 @@ class SyncAggregator {
   static constexpr uint64_t kNever = UINT64_MAX;
 
   // Whether worker `rank` may push keys [offset, offset + count) of the shard for `step` now, given
-  // `applied_steps` steps already applied. FAILED_PRECONDITION: step already applied or not the
-  // next one, or the worker takes no part in it; ALREADY_EXISTS: this worker already pushed some
-  // of these keys for this step. Changes nothing.
+  // `applied_steps` steps already applied. INVALID_ARGUMENT: step 0. ALREADY_EXISTS: the step was
+  // already applied, or this worker already pushed some of these keys for it (a resend).
+  // FAILED_PRECONDITION: the step is ahead of the next one, or the worker takes no part in it.
+  // Changes nothing.
   absl::Status Check(uint32_t rank, uint64_t step, uint64_t applied_steps, size_t offset,
                      size_t count) const;
 

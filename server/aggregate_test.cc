@@ -47,8 +47,9 @@ TEST(SyncAggregatorTest, ChunksCompleteAWorkersPush) {
 
 TEST(SyncAggregatorTest, RejectsStaleFutureAndDuplicatePushes) {
   SyncAggregator agg(1, 2);
-  EXPECT_EQ(agg.Check(0, 3, 3, 0, 1).code(), absl::StatusCode::kFailedPrecondition);  // applied
-  EXPECT_EQ(agg.Check(0, 2, 3, 0, 1).code(), absl::StatusCode::kFailedPrecondition);  // applied
+  EXPECT_EQ(agg.Check(0, 3, 3, 0, 1).code(), absl::StatusCode::kAlreadyExists);  // applied
+  EXPECT_EQ(agg.Check(0, 2, 3, 0, 1).code(), absl::StatusCode::kAlreadyExists);  // applied
+  EXPECT_EQ(agg.Check(0, 0, 3, 0, 1).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(agg.Check(0, 5, 3, 0, 1).code(), absl::StatusCode::kFailedPrecondition);  // ahead
   const float g = 1;
   ASSERT_TRUE(agg.Check(0, 4, 3, 0, 1).ok());

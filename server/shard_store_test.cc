@@ -162,7 +162,7 @@ TEST(ShardStoreTest, RemovingALostWorkerCompletesTheStepItWasAwaited) {
   std::vector<float> after = PullNow(&store, PullHeader(2));
   for (uint64_t i = 0; i < kSize; ++i) EXPECT_FLOAT_EQ(after[i], init[i] - 0.5f * 1.0f);
   EXPECT_EQ(Push(&store, PushHeader(2, 1), g1).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+            absl::StatusCode::kFailedPrecondition);  // Rank 1 left.
   // A new worker takes rank 1 over from step 3; step 2 is worker 0's alone, 3 waits for both.
   EXPECT_EQ(store.SetWorkers(Workers({0, 1})).code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(store.SetWorkers(Workers({0, 3})).ok());
@@ -273,7 +273,7 @@ TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Push(&store, PushHeader(1, 7), g).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Push(&store, PushHeader(0, 0), g).status().code(),
-            absl::StatusCode::kFailedPrecondition);  // Step 0 counts as already applied.
+            absl::StatusCode::kInvalidArgument);  // Steps start at 1.
   EXPECT_EQ(Push(&store, PushHeader(2, 0), g).status().code(),
             absl::StatusCode::kFailedPrecondition);  // Ahead.
   // Nothing was aggregated or applied.
@@ -286,7 +286,7 @@ TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
   ASSERT_TRUE(Push(&store, PushHeader(1, 1), g).ok());
   const std::vector<float> applied = PullNow(&store, PullHeader(2));
   EXPECT_EQ(Push(&store, PushHeader(1, 1), g).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+            absl::StatusCode::kAlreadyExists);  // A resend of an applied step.
   EXPECT_EQ(PullNow(&store, PullHeader(2)), applied);
   EXPECT_EQ(store.Status("").shards(0).rejected_pushes(), 11u);  // All but the four that matched no shard.
 }
@@ -503,7 +503,7 @@ TEST(ShardStoreStatusTest, TheLastRejectedPushIsKept) {
   EXPECT_FALSE(Push(&store, PushHeader(1, 0), g).ok());  // Step 1 was applied.
   ShardStatus status = store.Status("").shards(0);
   EXPECT_EQ(status.last_error(),
-            "FAILED_PRECONDITION: step 1 was already applied (the shard is at step 1) "
+            "ALREADY_EXISTS: step 1 was already applied (the shard is at step 1) "
             "(worker 0, step 1)");
   EXPECT_EQ(status.last_error_ms(), absl::ToUnixMillis(clock.now));
   EXPECT_EQ(status.rejected_pushes(), 1u);

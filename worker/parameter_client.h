@@ -51,7 +51,9 @@ class ParameterClient {
   absl::Status Pull(uint64_t step, float* params, absl::Duration timeout);
 
   // Sends grads (num_parameters floats) for `step`, each shard its range, in parallel. Calling it
-  // again for the same step (a retry after an error) sends only the chunks not yet accepted.
+  // again for the same step (a retry after an error) sends only the chunks not yet accepted; a
+  // chunk the shard already has (ALREADY_EXISTS: aggregated, or the step applied) counts as
+  // accepted, so pushing a step again to a new shard map (a fail-over) is safe.
   absl::Status Push(uint64_t step, const float* grads, absl::Duration timeout);
 
  private:

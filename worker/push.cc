@@ -59,6 +59,11 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
     target.stub->UnaryCall(&raw->context, "/psrv.ParameterServer/Push", grpc::StubOptions(),
                            &raw->request, &raw->response,
                            [what, &batch, accepted = &pushed_[i]](grpc::Status status) {
+                             // ALREADY_EXISTS: a resend of a chunk the shard already has
+                             // (aggregated or applied), e.g. after a fail-over.
+                             if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+                               status = grpc::Status::OK;
+                             }
                              if (status.ok()) *accepted = 1;
                              batch.Done(FromGrpcStatus(status, what));
                            });
