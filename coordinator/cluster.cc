@@ -86,6 +86,7 @@ absl::Status ClusterCoordinator::Load() {
     node.job_id = record.job_id();
     node.rank = record.rank();
     node.last_heartbeat = now;  // The usual grace to show up again.
+    node.unconfirmed = true;
     Reattach(&node);
     std::optional<uint64_t> number = NodeNumber(node.info.node_id(), node.info.role());
     if (number.has_value()) next_node_ = std::max(next_node_, *number + 1);
@@ -241,7 +242,7 @@ void ClusterCoordinator::StartDueCheckpoints() {
 
 NodeHealth ClusterCoordinator::HealthOf(const Node& node, absl::Time now) const {
   const absl::Duration silent = now - node.last_heartbeat;
-  if (silent < 3 * options_.heartbeat_interval) return HEALTHY;
+  if (silent < 3 * options_.heartbeat_interval && !node.unconfirmed) return HEALTHY;
   if (silent < 10 * options_.heartbeat_interval) return SUSPECT;
   return DEAD;
 }
@@ -348,6 +349,7 @@ absl::StatusOr<RegisterResponse> ClusterCoordinator::Register(const RegisterRequ
   node.info.set_role(request.role());
   node.info.set_address(request.address());
   node.last_heartbeat = options_.clock();
+  node.unconfirmed = false;
   if (returning) Reattach(&node);
   SaveNode(id);
   RegisterResponse response;
@@ -365,6 +367,7 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
   }
   Node& node = it->second;
   node.last_heartbeat = options_.clock();
+  node.unconfirmed = false;
   HeartbeatResponse response;
   for (const std::string& hosted : node.hosted_jobs) {
     auto job = jobs_.find(hosted);

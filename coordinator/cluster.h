@@ -56,7 +56,8 @@ class ClusterCoordinator {
 
   // With Options::state: reads the jobs, nodes and id counters it holds. Call once, before
   // anything else. Loaded nodes count as just heard from (they have the usual 10 heartbeat
-  // intervals to show up again); a job whose shards were being created is PENDING again. Errors
+  // intervals to show up again), but are SUSPECT, and given no new job, until they do. A job
+  // whose shards were being created is PENDING again. Errors
   // of the store are returned (DATA_LOSS: a record that does not parse or does not add up).
   absl::Status Load();
 
@@ -98,6 +99,9 @@ class ClusterCoordinator {
     std::string job_id;  // Workers: the job assigned, until done or told to stop.
     uint32_t rank = 0;
     std::vector<std::string> hosted_jobs;  // Servers: jobs with shards here.
+    // Loaded by Load() and not heard from since: SUSPECT at best, so it is given no new work
+    // before it shows up.
+    bool unconfirmed = false;
   };
   struct Job {
     JobStatus status;

@@ -365,7 +365,7 @@ TEST_F(PersistentClusterTest, JobsNodesAndCountersSurviveARestart) {
   cluster_->WaitForJobChange(running, &revision, absl::ZeroDuration()).value();
   EXPECT_GT(revision, 0u);
 
-  // The same nodes, each with its job and rank, healthy for now (not DEAD after the 60 s).
+  // The same nodes, each with its job and rank; SUSPECT until heard from (not DEAD after 60 s).
   const ListNodesResponse loaded_nodes = cluster_->ListNodes();
   ASSERT_EQ(loaded_nodes.nodes_size(), nodes.nodes_size());
   for (int i = 0; i < nodes.nodes_size(); ++i) {
@@ -376,8 +376,16 @@ TEST_F(PersistentClusterTest, JobsNodesAndCountersSurviveARestart) {
     EXPECT_EQ(after.address(), before.address());
     EXPECT_EQ(after.job_id(), before.job_id());
     EXPECT_EQ(after.rank(), before.rank());
-    EXPECT_EQ(after.health(), HEALTHY);
+    EXPECT_EQ(after.health(), SUSPECT);
   }
+  // A job submitted now waits for nodes that show up.
+  const std::string waiting = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(waiting)->state(), PENDING);
+  Beat(idle);
+  Beat(s1);
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(waiting)->state(), RUNNING);
   cluster_->Tick();
   EXPECT_EQ(cluster_->GetJob(running)->state(), RUNNING);
   now_ += absl::Milliseconds(1100);  // 11 intervals: a node that never came back is DEAD...
@@ -394,7 +402,7 @@ TEST_F(PersistentClusterTest, JobsNodesAndCountersSurviveARestart) {
   const std::string fresh = Register(WORKER, "w5");
   for (const std::string& old : {s1, s2, w1, w2, idle, gone}) EXPECT_NE(fresh, old);
   EXPECT_EQ(fresh, "worker-7");
-  EXPECT_EQ(cluster_->SubmitJob(Spec(1, 1)).value(), "job-4");
+  EXPECT_EQ(cluster_->SubmitJob(Spec(1, 1)).value(), "job-5");
   // A node registering again with its id keeps it.
   EXPECT_EQ(Register(WORKER, "w1", w1), w1);
 }
@@ -449,6 +457,10 @@ TEST_F(PersistentClusterTest, AJobThatWasStartingIsPendingAgain) {
   ASSERT_EQ(cluster_->ListNodes().nodes_size(), 2);
   EXPECT_EQ(cluster_->ListNodes().nodes(1).job_id(), "");  // Free again.
   EXPECT_EQ(cluster_->GetJob("job-1")->state(), PENDING);
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob("job-1")->state(), PENDING);  // The nodes have not shown up yet.
+  Beat("server-1");
+  Beat("worker-2");
   cluster_->Tick();  // Started afresh.
   EXPECT_EQ(cluster_->GetJob("job-1")->state(), RUNNING);
   EXPECT_TRUE(Beat("worker-2").has_assignment());
