@@ -21,6 +21,8 @@ absl::Status Membership::RegisterOnce() {
   RegisterRequest request;
   request.set_role(options_.role);
   request.set_address(options_.address);
+  // Again under the id given before, if any: shard maps and worker ranks name it.
+  request.set_node_id(node_id());
   RegisterResponse response;
   RETURN_IF_ERROR(FromGrpcStatus(stub_->Register(&context, request, &response),
                                  "register with coordinator " + options_.coordinator));
