@@ -96,6 +96,7 @@ class ProgressReporter {
       grpc::ClientContext context;
       context.set_deadline(absl::ToChronoTime(
           absl::Now() + (last ? kFinalReportTimeout : kProgressReportTimeout)));
+      context.set_wait_for_ready(last);  // Through a coordinator's restart (see Membership).
       ReportProgressResponse response;
       grpc::Status status = stub_->ReportProgress(&context, request, &response);
       if (status.ok()) {
