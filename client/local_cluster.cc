@@ -175,7 +175,8 @@ absl::Status LocalCluster::Start() {
   absl::StatusOr<Process*> coordinator =
       Launch("coordinator", "coordinator",
              {options_.binaries.coordinator, "--host=127.0.0.1", "--port=0",
-              "--port_file=" + coordinator_port_file},
+              "--port_file=" + coordinator_port_file,
+              "--state_db=" + absl::StrCat(options_.log_dir, "/coordinator.db")},
              /*may_exit=*/false);
   if (!coordinator.ok()) return coordinator.status();
   absl::StatusOr<int> port = WaitForPort(*coordinator, coordinator_port_file);
