@@ -174,7 +174,8 @@ absl::Status LocalCluster::Start() {
   const std::string coordinator_port_file = absl::StrCat(options_.log_dir, "/coordinator.port");
   std::remove(coordinator_port_file.c_str());
   std::vector<std::string> coordinator_argv = {options_.binaries.coordinator, "--host=127.0.0.1",
-                                               "--port=0", "--port_file=" + coordinator_port_file};
+                                               "--port=0", "--port_file=" + coordinator_port_file,
+                                               "--state_db=" + absl::StrCat(options_.log_dir, "/coordinator.db")};
   if (options_.heartbeat_interval_ms > 0) {
     coordinator_argv.push_back(
         absl::StrCat("--heartbeat_interval_ms=", options_.heartbeat_interval_ms));

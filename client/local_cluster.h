@@ -1,7 +1,7 @@
 // A whole cluster as child processes on 127.0.0.1 (`psctl local`): one ps_coordinator, N ps_server
 // and M ps_worker, each logging to its own file, torn down with SIGTERM then SIGKILL. Every process
 // serves its metrics (and the coordinator its status page) on a free port, written to
-// <log_dir>/<process>.metrics_port.
+// <log_dir>/<process>.metrics_port. The coordinator keeps its state in <log_dir>/coordinator.db.
 #ifndef PSRV_CLIENT_LOCAL_CLUSTER_H_
 #define PSRV_CLIENT_LOCAL_CLUSTER_H_
 

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <optional>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
 #include "common/key_range.h"
@@ -27,6 +29,24 @@ const CheckpointManifest* LatestGoodCheckpoint(const JobStatus& status) {
   return nullptr;
 }
 
+// Names of the id counters in the state store.
+constexpr char kNextNodeCounter[] = "next_node";
+constexpr char kNextJobCounter[] = "next_job";
+
+std::string NodeIdPrefix(NodeRole role) { return role == SERVER ? "server-" : "worker-"; }
+
+// N of a node id "server-N" (SERVER) or "worker-N" (WORKER); none if `id` is not one.
+std::optional<uint64_t> NodeNumber(const std::string& id, NodeRole role) {
+  const std::string prefix = NodeIdPrefix(role);
+  uint64_t number;
+  if (id.size() <= prefix.size() || id.compare(0, prefix.size(), prefix) != 0 ||
+      !absl::SimpleAtoi(id.substr(prefix.size()), &number) ||
+      absl::StrCat(prefix, number) != id) {
+    return std::nullopt;
+  }
+  return number;
+}
+
 }  // namespace
 
 ClusterCoordinator::ClusterCoordinator(Options options) : options_(std::move(options)) {}
@@ -38,6 +58,90 @@ ClusterCoordinator::~ClusterCoordinator() {
     threads.swap(checkpoint_threads_);
   }
   for (std::thread& t : threads) t.join();
+  absl::MutexLock lock(&mu_);
+  SaveState();  // The last progress reports.
+}
+
+absl::Status ClusterCoordinator::Load() {
+  if (options_.state == nullptr) return absl::OkStatus();
+  absl::StatusOr<StateStore::Contents> contents = options_.state->Load();
+  if (!contents.ok()) return contents.status();
+  absl::MutexLock lock(&mu_);
+  for (StateStore::StoredJob& stored : contents->jobs) {
+    JobRecord& record = stored.record;
+    const int workers = static_cast<int>(record.status().spec().num_workers());
+    if (record.status().job_id() != stored.id || record.workers_size() != workers ||
+        record.done_size() != workers) {
+      return absl::DataLossError(absl::StrCat("state database ", options_.state->path(),
+                                              ": the record of job \"", stored.id,
+                                              "\" does not add up (id, workers, done)"));
+    }
+    Job& job = jobs_[stored.id];
+    job.status = std::move(*record.mutable_status());
+    job.sequence = stored.sequence;
+    job.workers.assign(record.workers().begin(), record.workers().end());
+    job.done.assign(record.done().begin(), record.done().end());
+    job.last_checkpoint_step = record.last_checkpoint_step();
+    // The servers may not have heard of a vacant rank before the restart: tell them again.
+    if (job.status.state() == RUNNING &&
+        std::find(job.workers.begin(), job.workers.end(), "") != job.workers.end()) {
+      job.worker_set = 1;
+    }
+    // Perhaps its shards were being created: StartJobs starts it again, on nodes it picks again.
+    if (job.status.state() == PENDING) job.workers.assign(workers, "");
+    job.revision = ++revision_;
+    job_order_.push_back(stored.id);
+    next_job_ = std::max(next_job_, stored.sequence + 1);
+  }
+  const absl::Time now = options_.clock();
+  for (NodeRecord& record : contents->nodes) {
+    Node& node = nodes_[record.info().node_id()];
+    node.info = std::move(*record.mutable_info());
+    node.job_id = record.job_id();
+    node.rank = record.rank();
+    node.last_heartbeat = now;  // The usual grace to show up again.
+    node.unconfirmed = true;
+    Reattach(&node);
+    std::optional<uint64_t> number = NodeNumber(node.info.node_id(), node.info.role());
+    if (number.has_value()) next_node_ = std::max(next_node_, *number + 1);
+  }
+  for (const auto& [name, value] : contents->counters) {
+    if (name == kNextNodeCounter) next_node_ = std::max(next_node_, value);
+    if (name == kNextJobCounter) next_job_ = std::max(next_job_, value);
+  }
+  LOG(INFO) << "state from " << options_.state->path() << ": " << jobs_.size() << " job(s), "
+            << nodes_.size() << " node(s)";
+  return absl::OkStatus();
+}
+
+void ClusterCoordinator::Reattach(Node* node) {
+  const std::string& id = node->info.node_id();
+  node->hosted_jobs.clear();
+  for (const std::string& job_id : job_order_) {
+    for (const ShardAssignment& shard : jobs_.at(job_id).status.shard_map().shards()) {
+      if (shard.server_id() == id) {
+        node->hosted_jobs.push_back(job_id);
+        break;
+      }
+    }
+  }
+  if (node->info.role() != WORKER) return;
+  // A job that ended is kept: the next heartbeat tells the worker (to stop, if it failed).
+  auto assigned = jobs_.find(node->job_id);
+  if (assigned != jobs_.end() && assigned->second.status.state() != PENDING) return;
+  node->job_id.clear();
+  node->rank = 0;
+  for (const std::string& job_id : job_order_) {
+    const Job& job = jobs_.at(job_id);
+    if (job.status.state() != RUNNING) continue;
+    for (uint32_t rank = 0; rank < job.workers.size(); ++rank) {
+      if (job.workers[rank] == id && !job.done[rank]) {
+        node->job_id = job_id;
+        node->rank = rank;
+        return;
+      }
+    }
+  }
 }
 
 absl::StatusOr<CheckpointManifest> ClusterCoordinator::CheckpointJob(const std::string& job_id,
@@ -158,13 +262,65 @@ void ClusterCoordinator::StartDueCheckpoints() {
 
 NodeHealth ClusterCoordinator::HealthOf(const Node& node, absl::Time now) const {
   const absl::Duration silent = now - node.last_heartbeat;
-  if (silent < 3 * options_.heartbeat_interval) return HEALTHY;
+  if (silent < 3 * options_.heartbeat_interval && !node.unconfirmed) return HEALTHY;
   if (silent < 10 * options_.heartbeat_interval) return SUSPECT;
   return DEAD;
 }
 
-void ClusterCoordinator::Touch(Job* job) {
+void ClusterCoordinator::Touch(Job* job, Save save) {
   job->revision = ++revision_;
+  if (options_.state == nullptr) return;
+  unsaved_jobs_.insert(job->status.job_id());
+  if (save == Save::kNow) SaveState();
+}
+
+void ClusterCoordinator::SaveNode(const std::string& node_id, Save save) {
+  if (options_.state == nullptr) return;
+  unsaved_nodes_.insert(node_id);
+  if (save == Save::kNow) SaveState();
+}
+
+void ClusterCoordinator::SaveState() {
+  if (options_.state == nullptr || (unsaved_jobs_.empty() && unsaved_nodes_.empty())) return;
+  StateStore::Batch batch;
+  for (const std::string& id : unsaved_jobs_) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) continue;
+    const Job& job = it->second;
+    JobRecord record;
+    *record.mutable_status() = job.status;
+    for (const std::string& worker : job.workers) record.add_workers(worker);
+    for (bool done : job.done) record.add_done(done);
+    record.set_last_checkpoint_step(job.last_checkpoint_step);
+    batch.PutJob(id, job.sequence, record);
+  }
+  for (const std::string& id : unsaved_nodes_) {
+    auto it = nodes_.find(id);
+    if (it == nodes_.end()) {
+      batch.DeleteNode(id);
+      continue;
+    }
+    NodeRecord record;
+    record.mutable_info()->set_node_id(id);
+    record.mutable_info()->set_role(it->second.info.role());
+    record.mutable_info()->set_address(it->second.info.address());
+    record.set_job_id(it->second.job_id);
+    record.set_rank(it->second.rank);
+    batch.PutNode(record);
+  }
+  batch.PutCounter(kNextNodeCounter, next_node_);
+  batch.PutCounter(kNextJobCounter, next_job_);
+  // Under mu_, so that writes land in the order of the changes. A WAL commit does not wait for
+  // the disk: this is fast.
+  absl::Status status = options_.state->Write(batch);
+  if (!status.ok()) {
+    LOG_EVERY_N(ERROR, 100) << "saving the coordinator's state (kept in memory; retried every "
+                               "tick): "
+                            << status;
+    return;
+  }
+  unsaved_jobs_.clear();
+  unsaved_nodes_.clear();
 }
 
 void ClusterCoordinator::EndJob(Job* job, JobState state, const std::string& message) {
@@ -187,16 +343,38 @@ absl::StatusOr<RegisterResponse> ClusterCoordinator::Register(const RegisterRequ
   }
   if (request.address().empty()) return absl::InvalidArgumentError("address must be set");
   absl::MutexLock lock(&mu_);
-  Node node;
-  node.info.set_node_id(
-      absl::StrCat(request.role() == SERVER ? "server-" : "worker-", next_node_++));
+  std::string id = request.node_id();
+  auto known = nodes_.find(id);
+  if (id.empty()) {
+    id = absl::StrCat(NodeIdPrefix(request.role()), next_node_++);
+  } else if (known != nodes_.end()) {
+    if (known->second.info.role() != request.role()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "node ", id, " is a ", NodeRole_Name(known->second.info.role()),
+          "; it cannot register again as a ", NodeRole_Name(request.role())));
+    }
+  } else {
+    // Forgotten (a restart without state): give the id back, and never hand it out again.
+    std::optional<uint64_t> number = NodeNumber(id, request.role());
+    if (!number.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node_id \"", id, "\" is not an id of a ", NodeRole_Name(request.role()),
+                       " (", NodeIdPrefix(request.role()), "N)"));
+    }
+    next_node_ = std::max(next_node_, *number + 1);
+  }
+  Node& node = nodes_[id];
+  const bool returning = !request.node_id().empty() && known == nodes_.end();
+  node.info.set_node_id(id);
   node.info.set_role(request.role());
   node.info.set_address(request.address());
   node.last_heartbeat = options_.clock();
+  node.unconfirmed = false;
+  if (returning) Reattach(&node);
+  SaveNode(id);
   RegisterResponse response;
-  response.set_node_id(node.info.node_id());
+  response.set_node_id(id);
   response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
-  nodes_[node.info.node_id()] = std::move(node);
   return response;
 }
 
@@ -209,6 +387,7 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
   }
   Node& node = it->second;
   node.last_heartbeat = options_.clock();
+  node.unconfirmed = false;
   HeartbeatResponse response;
   for (const std::string& hosted : node.hosted_jobs) {
     auto job = jobs_.find(hosted);
@@ -224,6 +403,7 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
   auto job = jobs_.find(node.job_id);
   if (job == jobs_.end()) {
     node.job_id.clear();
+    SaveNode(request.node_id());
     return response;
   }
   const JobState state = job->second.status.state();
@@ -243,8 +423,10 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
   } else if (state == FAILED || state == CANCELLED) {
     response.set_cancel(true);
     node.job_id.clear();
+    SaveNode(request.node_id());
   } else if (state == SUCCEEDED) {
     node.job_id.clear();
+    SaveNode(request.node_id());
   }
   return response;
 }
@@ -254,6 +436,7 @@ absl::Status ClusterCoordinator::Leave(const std::string& node_id) {
   if (nodes_.erase(node_id) == 0) {
     return absl::NotFoundError(absl::StrCat("unknown node \"", node_id, "\""));
   }
+  SaveNode(node_id);  // Deletes its record.
   return absl::OkStatus();
 }
 
@@ -276,8 +459,10 @@ absl::StatusOr<std::string> ClusterCoordinator::SubmitJob(JobSpec spec) {
   ApplyJobDefaults(&spec);
   if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  const std::string id = absl::StrCat("job-", next_job_++);
+  const uint64_t sequence = next_job_++;
+  const std::string id = absl::StrCat("job-", sequence);
   Job& job = jobs_[id];
+  job.sequence = sequence;
   job.status.set_job_id(id);
   *job.status.mutable_spec() = spec;
   job.status.set_state(PENDING);
@@ -401,7 +586,10 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
 
   auto free_node = [&](const std::string& node_id) {
     auto node = nodes_.find(node_id);
-    if (node != nodes_.end() && node->second.job_id == request.job_id()) node->second.job_id.clear();
+    if (node != nodes_.end() && node->second.job_id == request.job_id()) {
+      node->second.job_id.clear();
+      SaveNode(node_id, Save::kLater);  // With the job, below.
+    }
   };
   if (!request.error().empty()) {
     free_node(job.workers[request.rank()]);
@@ -417,7 +605,8 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
       return response;
     }
   }
-  Touch(&job);
+  // Ordinary reports are saved by Tick(); a rank's end at once (its worker will not report again).
+  Touch(&job, request.done() ? Save::kNow : Save::kLater);
   return response;
 }
 
@@ -441,6 +630,8 @@ void ClusterCoordinator::Tick() {
   FillVacantRanks();
   StartJobs();
   StartDueCheckpoints();
+  absl::MutexLock lock(&mu_);
+  SaveState();  // Progress reports, and writes that failed.
 }
 
 void ClusterCoordinator::HandleLostNodes() {
@@ -518,6 +709,7 @@ bool ClusterCoordinator::VacateRanks(Job* job, const std::vector<uint32_t>& rank
     if (node != nodes_.end() && node->second.job_id == job->status.job_id()) {
       node->second.job_id.clear();
       node->second.cancel = true;  // In case it is alive after all.
+      SaveNode(node->first, Save::kLater);  // With the job, by Touch.
     }
     job->workers[rank].clear();
     job->status.mutable_workers(rank)->set_vacant(true);
@@ -602,9 +794,10 @@ void ClusterCoordinator::FillVacantRanks() {
       }
       if (node_id.empty()) return;
       rank = static_cast<uint32_t>(vacant - job.workers.begin());
-      Node& node = nodes_[node_id];
+      Node& node = nodes_.at(node_id);
       node.job_id = id;  // Reserved: no assignment until the rank is its.
       node.rank = rank;
+      SaveNode(node_id);
       job.filling = true;
       job_id = id;
       sync = job.status.spec().training().consistency() == SYNC;
@@ -646,9 +839,13 @@ void ClusterCoordinator::FillVacantRanks() {
   absl::MutexLock lock(&mu_);
   Job& job = jobs_[job_id];
   job.filling = false;
-  Node& node = nodes_[node_id];
-  if (!status.ok() || job.status.state() != RUNNING || !job.workers[rank].empty()) {
-    if (node.job_id == job_id) node.job_id.clear();
+  auto node = nodes_.find(node_id);
+  if (!status.ok() || job.status.state() != RUNNING || !job.workers[rank].empty() ||
+      node == nodes_.end()) {
+    if (node != nodes_.end() && node->second.job_id == job_id) {
+      node->second.job_id.clear();
+      SaveNode(node_id);
+    }
     if (!status.ok()) {
       LOG(WARNING) << "job " << job_id << ": giving rank " << rank << " to " << node_id << ": "
                    << status << " (will retry)";
@@ -692,6 +889,7 @@ bool ClusterCoordinator::RestartFromCheckpoint(
     if (node != nodes_.end() && node->second.job_id == job_id) {
       node->second.job_id.clear();
       node->second.cancel = true;
+      SaveNode(worker, Save::kLater);  // With the job, by Touch.
     }
   }
   status.set_restarts(status.restarts() + 1);
@@ -826,7 +1024,12 @@ void ClusterCoordinator::StartJobs() {
   if (!job.starting) return;  // Cancelled meanwhile.
   job.starting = false;
   if (!status.ok()) {
-    for (const std::string& node_id : job.workers) nodes_[node_id].job_id.clear();
+    for (const std::string& node_id : job.workers) {
+      auto node = nodes_.find(node_id);
+      if (node == nodes_.end()) continue;
+      node->second.job_id.clear();
+      SaveNode(node_id, Save::kLater);  // With the job, by EndJob or Touch.
+    }
     job.workers.assign(job.workers.size(), "");
     if (!retry) {
       EndJob(&job, FAILED, std::string(status.message()));
@@ -867,6 +1070,7 @@ void ClusterCoordinator::StartJobs() {
     w->set_rank(rank);
     w->set_worker_id(job.workers[rank]);
     w->set_step(restore_step);
+    SaveNode(job.workers[rank], Save::kLater);  // With the job, by Touch.
   }
   Touch(&job);
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/job_spec.h"
+#include "coordinator/state_store.h"
 #include "proto/coordinator.pb.h"
 #include "proto/parameter_server.pb.h"
 
@@ -38,6 +40,12 @@ using ShardDropper =
     std::function<absl::Status(const std::string& address, const std::string& job_id)>;
 
 // Thread-safe. Time comes from `clock` so tests can move it.
+//
+// With a StateStore (Options::state), every change to a job or node is written to it before the
+// call that made it returns, except progress reports that end nothing (ReportProgress is called
+// at every worker's every few steps): Tick() writes those. A coordinator created on the same
+// store after a restart (Load()) carries on with its jobs and nodes. A failed write is logged,
+// counted by the store and retried at the next Tick(); the cluster carries on meanwhile.
 class ClusterCoordinator {
  public:
   struct Options {
@@ -51,10 +59,18 @@ class ClusterCoordinator {
     // Restarts from a checkpoint a job may take before a lost node FAILS it.
     uint32_t max_restarts = 10;
     std::function<absl::Time()> clock = [] { return absl::Now(); };
+    StateStore* state = nullptr;  // Not owned; null: jobs and nodes are kept in memory only.
   };
 
   explicit ClusterCoordinator(Options options);
   ~ClusterCoordinator();  // Waits for checkpoints in progress.
+
+  // With Options::state: reads the jobs, nodes and id counters it holds. Call once, before
+  // anything else. Loaded nodes count as just heard from (they have the usual 10 heartbeat
+  // intervals to show up again), but are SUSPECT, and given no new job, until they do. A job
+  // whose shards were being created is PENDING again. Errors
+  // of the store are returned (DATA_LOSS: a record that does not parse or does not add up).
+  absl::Status Load();
 
   // RPC semantics are those of proto/coordinator.proto.
   absl::StatusOr<RegisterResponse> Register(const RegisterRequest& request);
@@ -100,9 +116,13 @@ class ClusterCoordinator {
     uint32_t rank = 0;
     std::vector<std::string> hosted_jobs;  // Servers: jobs with shards here.
     bool cancel = false;  // Workers: tell it to stop its run at the next heartbeat.
+    // Loaded by Load() and not heard from since: SUSPECT at best, so it is given no new work
+    // before it shows up.
+    bool unconfirmed = false;
   };
   struct Job {
     JobStatus status;
+    uint64_t sequence = 0;  // Submission order: the N of job-N.
     uint64_t revision = 0;
     bool starting = false;              // Shards are being created.
     std::vector<std::string> workers;   // Node id per rank.
@@ -118,7 +138,21 @@ class ClusterCoordinator {
   void StartDueCheckpoints();
 
   NodeHealth HealthOf(const Node& node, absl::Time now) const;
-  void Touch(Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // When a change reaches Options::state: before the call returns, or with the next write (at
+  // the latest the next Tick).
+  enum class Save { kNow, kLater };
+  // Records a change of `job`: wakes its watchers and saves it.
+  void Touch(Job* job, Save save = Save::kNow) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Saves node `node_id`, or deletes its record if it is no longer in nodes_.
+  void SaveNode(const std::string& node_id, Save save = Save::kNow)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes every unsaved job and node, and the id counters, in one transaction.
+  void SaveState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rebuilds what the jobs say about a node that comes back (loaded, or registering again under
+  // an id this coordinator had forgotten): the jobs whose shards a server holds; the job and
+  // rank of a worker that a RUNNING job names.
+  void Reattach(Node* node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndJob(Job* job, JobState state, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Job*> FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -153,6 +187,9 @@ class ClusterCoordinator {
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // Submission order.
   std::vector<std::thread> checkpoint_threads_ ABSL_GUARDED_BY(mu_);
+  // Changed since last written to Options::state.
+  std::set<std::string> unsaved_jobs_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> unsaved_nodes_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace psrv

@@ -1,10 +1,13 @@
 #include "coordinator/cluster.h"
 
+#include <cstdlib>
 #include <map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "coordinator/state_store.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 
 namespace psrv {
@@ -13,7 +16,7 @@ namespace {
 class ClusterTest : public ::testing::Test {
  protected:
   ClusterTest() {
-    ClusterCoordinator::Options options;
+    ClusterCoordinator::Options& options = options_;
     options.heartbeat_interval = absl::Milliseconds(100);
     options.clock = [this] { return now_; };
     options.create_shards = [this](const std::string& address, const CreateShardsRequest& r) {
@@ -53,10 +56,11 @@ class ClusterTest : public ::testing::Test {
     cluster_ = std::make_unique<ClusterCoordinator>(options);
   }
 
-  std::string Register(NodeRole role, const std::string& address) {
+  std::string Register(NodeRole role, const std::string& address, const std::string& id = "") {
     RegisterRequest r;
     r.set_role(role);
     r.set_address(address);
+    r.set_node_id(id);
     return cluster_->Register(r).value().node_id();
   }
 
@@ -92,6 +96,7 @@ class ClusterTest : public ::testing::Test {
     return cluster_->ReportProgress(r).value();
   }
 
+  ClusterCoordinator::Options options_;
   absl::Time now_ = absl::FromUnixSeconds(1000000);
   absl::Status create_status_;
   uint64_t version_ = 6;           // Of the shards on h:2 (h:1: one less).
@@ -398,6 +403,243 @@ TEST_F(ClusterTest, WatchersSeeChanges) {
   status = cluster_->WaitForJobChange(job, &revision, absl::Seconds(1)).value();
   EXPECT_GT(revision, seen);
   EXPECT_EQ(status.state(), CANCELLED);
+}
+
+TEST_F(ClusterTest, ANodeRegisteringAgainKeepsItsIdOrGetsItBack) {
+  const std::string w = Register(WORKER, "w1");
+  EXPECT_EQ(Register(WORKER, "w1-moved", w), w);  // Known: kept, with its new address.
+  ASSERT_EQ(cluster_->ListNodes().nodes_size(), 1);
+  EXPECT_EQ(cluster_->ListNodes().nodes(0).address(), "w1-moved");
+  // Forgotten (as by a coordinator restarted without its state): given back, never handed out.
+  EXPECT_EQ(Register(SERVER, "h:1", "server-7"), "server-7");
+  EXPECT_EQ(Register(WORKER, "w2"), "worker-8");
+  RegisterRequest r;
+  r.set_address("x");
+  r.set_role(SERVER);
+  r.set_node_id(w);  // Known as a worker.
+  EXPECT_EQ(cluster_->Register(r).status().code(), absl::StatusCode::kInvalidArgument);
+  for (const char* id : {"worker-7x", "server-", "node-3", "server-07"}) {
+    r.set_node_id(id);
+    EXPECT_EQ(cluster_->Register(r).status().code(), absl::StatusCode::kInvalidArgument) << id;
+  }
+}
+
+// A coordinator on a StateStore, and the same coordinator after a restart on the same file.
+class PersistentClusterTest : public ClusterTest {
+ protected:
+  void SetUp() override {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    std::string templ = std::string(tmp != nullptr ? tmp : "/tmp") + "/cluster_XXXXXX";
+    path_ = std::string(mkdtemp(templ.data())) + "/coordinator.db";
+    Restart();
+  }
+
+  // Replaces the coordinator by a new one on the same database, as a new process would.
+  void Restart() {
+    cluster_.reset();
+    store_.reset();
+    absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(path_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    options_.state = store_.get();
+    cluster_ = std::make_unique<ClusterCoordinator>(options_);
+    absl::Status loaded = cluster_->Load();
+    ASSERT_TRUE(loaded.ok()) << loaded;
+  }
+
+  // The job as its last write left it in the database.
+  JobStatus Stored(const std::string& job) {
+    const StateStore::Contents contents = store_->Load().value();
+    for (const StateStore::StoredJob& stored : contents.jobs) {
+      if (stored.id == job) return stored.record.status();
+    }
+    return JobStatus();
+  }
+
+  std::string path_;
+  std::unique_ptr<StateStore> store_;
+};
+
+TEST_F(PersistentClusterTest, JobsNodesAndCountersSurviveARestart) {
+  const std::string s1 = Register(SERVER, "h:1"), s2 = Register(SERVER, "h:2");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  const std::string idle = Register(WORKER, "w3");
+  const std::string gone = Register(WORKER, "w4");
+  ASSERT_TRUE(cluster_->Leave(gone).ok());
+  JobSpec spec = Spec(2, 2);
+  spec.mutable_training()->set_consistency(SYNC);
+  const std::string running = cluster_->SubmitJob(spec).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(running)->state(), RUNNING);
+  const std::string pending = cluster_->SubmitJob(Spec(1, 5)).value();  // Never enough workers.
+  const std::string cancelled = cluster_->SubmitJob(Spec(1, 5)).value();
+  ASSERT_TRUE(cluster_->CancelJob(cancelled).ok());
+  HeartbeatResponse h1 = Beat(w1);
+  ASSERT_TRUE(h1.has_assignment());
+  const uint32_t rank1 = h1.assignment().rank();
+  Report(running, rank1, 5, 3.0f);
+  Report(running, 1 - rank1, 4, 2.0f, /*done=*/false);
+  ASSERT_TRUE(cluster_->CheckpointJob(running, "/ckpt").ok());
+  Report(running, rank1, 6, 2.5f);  // Saved by the next Tick only...
+  EXPECT_EQ(Stored(running).workers(rank1).step(), 5u);
+  cluster_->Tick();  // ...here.
+  EXPECT_EQ(Stored(running).workers(rank1).step(), 6u);
+  const ListJobsResponse jobs = cluster_->ListJobs();
+  const ListNodesResponse nodes = cluster_->ListNodes();
+  const ShardMap shard_map = cluster_->GetShardMap(running).value();
+
+  now_ += absl::Seconds(60);  // Long after every node's last heartbeat.
+  Restart();
+  using google::protobuf::util::MessageDifferencer;
+  const ListJobsResponse loaded_jobs = cluster_->ListJobs();
+  ASSERT_EQ(loaded_jobs.jobs_size(), 3);  // In submission order, with state, spec, progress...
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(MessageDifferencer::Equals(loaded_jobs.jobs(i), jobs.jobs(i)))
+        << loaded_jobs.jobs(i).DebugString() << "\nvs\n" << jobs.jobs(i).DebugString();
+  }
+  const JobStatus status = cluster_->GetJob(running).value();
+  EXPECT_EQ(status.state(), RUNNING);
+  EXPECT_EQ(status.step(), 4u);
+  ASSERT_EQ(status.checkpoints_size(), 1);
+  EXPECT_EQ(status.checkpoints(0).step(), 8u);
+  EXPECT_TRUE(MessageDifferencer::Equals(cluster_->GetShardMap(running).value(), shard_map));
+  EXPECT_EQ(cluster_->GetJob(pending)->state(), PENDING);
+  EXPECT_EQ(cluster_->GetJob(cancelled)->state(), CANCELLED);
+  // Watchers of a loaded job get its status at once.
+  uint64_t revision = 0;
+  cluster_->WaitForJobChange(running, &revision, absl::ZeroDuration()).value();
+  EXPECT_GT(revision, 0u);
+
+  // The same nodes, each with its job and rank; SUSPECT until heard from (not DEAD after 60 s).
+  const ListNodesResponse loaded_nodes = cluster_->ListNodes();
+  ASSERT_EQ(loaded_nodes.nodes_size(), nodes.nodes_size());
+  for (int i = 0; i < nodes.nodes_size(); ++i) {
+    const NodeInfo& before = nodes.nodes(i);
+    const NodeInfo& after = loaded_nodes.nodes(i);
+    EXPECT_EQ(after.node_id(), before.node_id());
+    EXPECT_EQ(after.role(), before.role());
+    EXPECT_EQ(after.address(), before.address());
+    EXPECT_EQ(after.job_id(), before.job_id());
+    EXPECT_EQ(after.rank(), before.rank());
+    EXPECT_EQ(after.health(), SUSPECT);
+  }
+  // A job submitted now waits for nodes that show up.
+  const std::string waiting = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(waiting)->state(), PENDING);
+  Beat(idle);
+  Beat(s1);
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(waiting)->state(), RUNNING);
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(running)->state(), RUNNING);
+  now_ += absl::Milliseconds(1100);  // 11 intervals: a node that never came back is DEAD...
+  Beat(s1);
+  Beat(s2);
+  Beat(w2);
+  cluster_->Tick();
+  JobStatus lost = cluster_->GetJob(running).value();
+  // ...and its rank goes vacant (the job goes on with the other worker), stored at once.
+  EXPECT_EQ(lost.state(), RUNNING);
+  EXPECT_NE(lost.message().find(w1), std::string::npos) << lost.message();
+  const JobStatus stored = Stored(running);
+  EXPECT_EQ(stored.state(), RUNNING);
+  int vacant = 0;
+  for (const WorkerProgress& w : stored.workers()) vacant += w.vacant();
+  EXPECT_EQ(vacant, 1);
+
+  // New ids follow the old ones.
+  const std::string fresh = Register(WORKER, "w5");
+  for (const std::string& old : {s1, s2, w1, w2, idle, gone}) EXPECT_NE(fresh, old);
+  EXPECT_EQ(fresh, "worker-7");
+  EXPECT_EQ(cluster_->SubmitJob(Spec(1, 1)).value(), "job-5");
+  // A node registering again with its id keeps it.
+  EXPECT_EQ(Register(WORKER, "w1", w1), w1);
+}
+
+TEST_F(PersistentClusterTest, WorkersAndServersCarryOnAfterARestart) {
+  const std::string s = Register(SERVER, "h:1");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  const std::string job = cluster_->SubmitJob(Spec(1, 2)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  const uint32_t rank1 = Beat(w1).assignment().rank();
+  Report(job, rank1, 10, 1.0f, /*done=*/true);  // Saved at once: the worker reports no more.
+  EXPECT_TRUE(Stored(job).workers(rank1).done());
+  Restart();
+  // The worker still running gets its assignment again (it ignores it: it runs it already).
+  HeartbeatResponse h2 = Beat(w2);
+  ASSERT_TRUE(h2.has_assignment());
+  EXPECT_EQ(h2.assignment().rank(), 1 - rank1);
+  EXPECT_EQ(h2.assignment().shard_map().shards_size(),
+            cluster_->GetShardMap(job)->shards_size());
+  EXPECT_FALSE(Beat(w1).has_assignment());  // Done with it.
+  EXPECT_EQ(Report(job, 1 - rank1, 10, 1.0f, /*done=*/true).cancel(), false);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+  EXPECT_EQ(Stored(job).state(), SUCCEEDED);  // Saved before the report returned.
+  // The server learns that the job whose shards it holds ended.
+  HeartbeatResponse server_beat = Beat(s);
+  ASSERT_EQ(server_beat.ended_jobs_size(), 1);
+  EXPECT_EQ(server_beat.ended_jobs(0), job);
+}
+
+TEST_F(PersistentClusterTest, AJobThatWasStartingIsPendingAgain) {
+  // What a coordinator killed while creating a job's shards leaves behind: the workers reserved.
+  StateStore::Batch batch;
+  JobRecord job;
+  *job.mutable_status()->mutable_spec() = Spec(1, 1);
+  job.mutable_status()->set_job_id("job-1");
+  job.mutable_status()->set_state(PENDING);
+  job.add_workers("worker-2");
+  job.add_done(false);
+  batch.PutJob("job-1", 1, job);
+  NodeRecord node;
+  node.mutable_info()->set_node_id("server-1");
+  node.mutable_info()->set_role(SERVER);
+  node.mutable_info()->set_address("h:1");
+  batch.PutNode(node);
+  node.mutable_info()->set_node_id("worker-2");
+  node.mutable_info()->set_role(WORKER);
+  node.set_job_id("job-1");
+  batch.PutNode(node);
+  ASSERT_TRUE(store_->Write(batch).ok());
+  Restart();
+  ASSERT_EQ(cluster_->ListNodes().nodes_size(), 2);
+  EXPECT_EQ(cluster_->ListNodes().nodes(1).job_id(), "");  // Free again.
+  EXPECT_EQ(cluster_->GetJob("job-1")->state(), PENDING);
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob("job-1")->state(), PENDING);  // The nodes have not shown up yet.
+  Beat("server-1");
+  Beat("worker-2");
+  cluster_->Tick();  // Started afresh.
+  EXPECT_EQ(cluster_->GetJob("job-1")->state(), RUNNING);
+  EXPECT_TRUE(Beat("worker-2").has_assignment());
+}
+
+TEST_F(PersistentClusterTest, FailedWritesAreRetriedAndStopNothing) {
+  store_->TEST_FailWrites(absl::UnavailableError("disk unplugged"));
+  Register(SERVER, "h:1");
+  Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  EXPECT_GT(store_->failed_writes(), 0u);
+  store_->TEST_FailWrites(absl::OkStatus());
+  cluster_->Tick();
+  EXPECT_EQ(Stored(job).state(), RUNNING);
+  EXPECT_EQ(store_->Load()->nodes.size(), 2u);
+}
+
+TEST_F(PersistentClusterTest, ARecordThatDoesNotAddUpIsAnError) {
+  StateStore::Batch batch;
+  JobRecord job;
+  job.mutable_status()->set_job_id("job-9");  // Stored as job-1.
+  batch.PutJob("job-1", 1, job);
+  ASSERT_TRUE(store_->Write(batch).ok());
+  ClusterCoordinator fresh(options_);
+  absl::Status loaded = fresh.Load();
+  EXPECT_EQ(loaded.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(loaded.message().find("job-1"), absl::string_view::npos) << loaded;
 }
 
 }  // namespace

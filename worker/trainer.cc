@@ -75,10 +75,20 @@ std::string ToValidUtf8(const std::string& bytes) {
   return out;
 }
 
+// Ordinary progress reports are a single attempt: training goes on while the coordinator is away
+// (e.g. restarting), and the next report carries the same totals. The last report of a job (done,
+// or an error) is retried while the coordinator is unreachable, for up to this long, so that the
+// job's end is not lost.
+constexpr absl::Duration kProgressReportTimeout = absl::Seconds(2);
+constexpr absl::Duration kFinalReportTimeout = absl::Seconds(5);
+constexpr absl::Duration kFinalReportPatience = absl::Minutes(2);
+constexpr absl::Duration kFinalReportMaxBackoff = absl::Seconds(1);
+
 class ProgressReporter {
  public:
-  ProgressReporter(Coordinator::Stub* stub, const WorkAssignment& assignment, std::string node_id)
-      : stub_(stub), assignment_(assignment), node_id_(std::move(node_id)) {}
+  ProgressReporter(Coordinator::Stub* stub, const WorkAssignment& assignment, std::string node_id,
+                   const std::atomic<bool>* cancel)
+      : stub_(stub), assignment_(assignment), node_id_(std::move(node_id)), cancel_(cancel) {}
 
   // The mean step time sent with the next reports.
   void set_step_seconds(float seconds) { step_seconds_ = seconds; }
@@ -99,23 +109,45 @@ class ProgressReporter {
     request.set_done(done);
     request.set_error(ToValidUtf8(error));
     request.set_sample(ToValidUtf8(sample));
-    ReportProgressResponse response;
-    for (int attempt = 0; attempt < 3; ++attempt) {
+    const bool last = done || !error.empty();
+    const absl::Time give_up = absl::Now() + kFinalReportPatience;
+    absl::Duration backoff = absl::Milliseconds(100);
+    for (int attempt = 1;; ++attempt) {
       grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      context.set_deadline(absl::ToChronoTime(
+          absl::Now() + (last ? kFinalReportTimeout : kProgressReportTimeout)));
+      context.set_wait_for_ready(last);  // Through a coordinator's restart (see Membership).
+      ReportProgressResponse response;
       grpc::Status status = stub_->ReportProgress(&context, request, &response);
-      if (status.ok()) return response.cancel();
-      LOG(WARNING) << "progress report failed: " << status.error_message();
-      if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-      absl::SleepFor(absl::Milliseconds(200));
+      if (status.ok()) {
+        if (attempt > 1) LOG(INFO) << "final report of step " << step << " delivered";
+        return response.cancel();
+      }
+      if (!last) {
+        LOG_EVERY_N(WARNING, 20) << "progress report of step " << step
+                                 << " skipped (training goes on): " << status.error_message();
+        return false;
+      }
+      const bool unreachable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                               status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+      if (!unreachable || absl::Now() + backoff > give_up || cancel_->load()) {
+        LOG(ERROR) << "final report of job " << assignment_.job_id() << " (step " << step
+                   << ") failed after " << attempt << " attempt(s): " << status.error_message();
+        return false;
+      }
+      LOG_EVERY_N(WARNING, 10) << "final report: coordinator unreachable ("
+                               << status.error_message() << "); retrying for up to "
+                               << absl::FormatDuration(kFinalReportPatience);
+      absl::SleepFor(backoff);
+      backoff = std::min(2 * backoff, kFinalReportMaxBackoff);
     }
-    return false;
   }
 
  private:
   Coordinator::Stub* const stub_;
   const WorkAssignment& assignment_;
   const std::string node_id_;
+  const std::atomic<bool>* const cancel_;  // Set: stop retrying.
   float step_seconds_ = 0;
 };
 
@@ -266,7 +298,7 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
 absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
                     const std::string& node_id, const std::atomic<bool>* cancel,
                     const TrainerOptions& options) {
-  ProgressReporter reporter(coordinator, assignment, node_id);
+  ProgressReporter reporter(coordinator, assignment, node_id, cancel);
   TrainingMetrics training_metrics(options.metrics, assignment.job_id(), assignment.rank());
   absl::Status status = Train(assignment, &reporter, cancel, options.device, &training_metrics);
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
