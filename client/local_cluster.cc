@@ -170,12 +170,13 @@ absl::StatusOr<int> LocalCluster::WaitForPort(Process* process, const std::strin
   }
 }
 
-absl::Status LocalCluster::Start() {
+absl::Status LocalCluster::StartCoordinator(int port) {
   const std::string coordinator_port_file = absl::StrCat(options_.log_dir, "/coordinator.port");
   std::remove(coordinator_port_file.c_str());
-  std::vector<std::string> coordinator_argv = {options_.binaries.coordinator, "--host=127.0.0.1",
-                                               "--port=0", "--port_file=" + coordinator_port_file,
-                                               "--state_db=" + absl::StrCat(options_.log_dir, "/coordinator.db")};
+  std::vector<std::string> coordinator_argv = {
+      options_.binaries.coordinator, "--host=127.0.0.1", absl::StrCat("--port=", port),
+      "--port_file=" + coordinator_port_file,
+      "--state_db=" + absl::StrCat(options_.log_dir, "/coordinator.db")};
   if (options_.heartbeat_interval_ms > 0) {
     coordinator_argv.push_back(
         absl::StrCat("--heartbeat_interval_ms=", options_.heartbeat_interval_ms));
@@ -183,14 +184,29 @@ absl::Status LocalCluster::Start() {
   absl::StatusOr<Process*> coordinator =
       Launch("coordinator", "coordinator", std::move(coordinator_argv), /*may_exit=*/false);
   if (!coordinator.ok()) return coordinator.status();
-  absl::StatusOr<int> port = WaitForPort(*coordinator, coordinator_port_file);
-  if (!port.ok()) return port.status();
-  coordinator_address_ = absl::StrCat("127.0.0.1:", *port);
+  absl::StatusOr<int> bound = WaitForPort(*coordinator, coordinator_port_file);
+  if (!bound.ok()) return bound.status();
+  coordinator_address_ = absl::StrCat("127.0.0.1:", *bound);
   // The coordinator writes its HTTP port before its gRPC port.
   absl::StatusOr<int> http_port =
       WaitForPortFile((*coordinator)->metrics_port_file, absl::ZeroDuration());
   if (http_port.ok()) status_page_url_ = absl::StrCat("http://127.0.0.1:", *http_port, "/");
+  return absl::OkStatus();
+}
 
+absl::Status LocalCluster::RestartCoordinator() {
+  for (const auto& process : processes_) {
+    if (process->name == "coordinator" && process->subprocess.running()) {
+      return absl::FailedPreconditionError("the coordinator is still running");
+    }
+  }
+  const size_t colon = coordinator_address_.rfind(':');
+  if (colon == std::string::npos) return absl::FailedPreconditionError("never started");
+  return StartCoordinator(std::stoi(coordinator_address_.substr(colon + 1)));
+}
+
+absl::Status LocalCluster::Start() {
+  RETURN_IF_ERROR(StartCoordinator(0));
   std::vector<std::pair<Process*, std::string>> servers;
   for (int i = 0; i < options_.num_servers; ++i) {
     absl::StatusOr<std::pair<Process*, std::string>> server = LaunchServer(i);

@@ -81,6 +81,9 @@ class LocalCluster {
   // or already stopped process.
   absl::Status Kill(const std::string& name, int signal = SIGKILL);
 
+  // Starts the coordinator again (after Kill("coordinator")) on the same port and state file.
+  absl::Status RestartCoordinator();
+
   // The pid of the process named `name`, or -1.
   int PidOf(const std::string& name) const;
 
@@ -100,6 +103,8 @@ class LocalCluster {
   absl::StatusOr<Process*> Launch(const std::string& name, const std::string& file_stem,
                                   std::vector<std::string> argv, bool may_exit);
   absl::StatusOr<int> WaitForPort(Process* process, const std::string& port_file);
+  // Starts the coordinator on `port` (0: any) with its state in log_dir/coordinator.db.
+  absl::Status StartCoordinator(int port);
   // Launches server/worker number `index` (servers: returns it with its port file, not waited for).
   absl::StatusOr<std::pair<Process*, std::string>> LaunchServer(int index);
   absl::Status LaunchWorker(int index);

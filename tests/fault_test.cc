@@ -223,6 +223,36 @@ TEST_F(FaultTest, TerminatedServerCheckpointsItsJobBeforeLeaving) {
   EXPECT_EQ(final.resumed_from_step(), final.checkpoints(0).step());
 }
 
+// The whole cluster killed at once (SIGKILL), then started again: the coordinator from its state
+// file on the same port, and new server and worker processes. The job, RUNNING on nodes that never
+// come back, restarts from its latest checkpoint and completes.
+TEST_F(FaultTest, WholeClusterKilledAndRestartedResumesFromTheCheckpoint) {
+  StartCluster(/*servers=*/1, /*workers=*/1);
+  JobSpec spec = SmallMlpJob(SYNC, 1, 1, 2000);
+  spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
+  spec.mutable_checkpoint()->set_every_steps(50);
+  const std::string id = client_->SubmitJob(spec).value();
+  const JobStatus before = WaitFor(id, [](const JobStatus& s) {
+    return s.state() == RUNNING && s.checkpoints_size() >= 2;
+  });
+  for (const char* name : {"worker 0", "server 0", "coordinator"}) {
+    ASSERT_TRUE(cluster_->Kill(name, SIGKILL).ok()) << name;
+  }
+  ASSERT_TRUE(cluster_->RestartCoordinator().ok());
+  ASSERT_TRUE(cluster_->AddServer().ok());
+  ASSERT_TRUE(cluster_->AddWorker().ok());
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 1u);
+  EXPECT_GE(final.resumed_from_step(), before.checkpoints(1).step());
+  bool from_a_checkpoint = false;
+  for (const CheckpointManifest& c : final.checkpoints()) {
+    from_a_checkpoint |= c.step() == final.resumed_from_step();
+  }
+  EXPECT_TRUE(from_a_checkpoint) << final.resumed_from_step();
+  EXPECT_EQ(final.step(), 2000u);
+}
+
 // Without a checkpoint there is nothing to restart from: the job FAILS, naming the lost server.
 TEST_F(FaultTest, KilledServerFailsAJobWithoutCheckpoints) {
   StartCluster(/*servers=*/1, /*workers=*/1);
