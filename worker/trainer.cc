@@ -31,9 +31,11 @@ constexpr absl::Duration kPushTimeout = absl::Seconds(60);
 constexpr absl::Duration kServerLostTimeout = absl::Minutes(2);
 
 // Runs `call` until it returns anything but UNAVAILABLE, the job is cancelled, or
-// kServerLostTimeout passed.
+// kServerLostTimeout passed. Before each retry, `between` (may be null) gets a chance to repair
+// things (follow a new shard map).
 absl::Status RetryWhileUnavailable(const std::function<absl::Status()>& call,
-                                   const std::atomic<bool>* cancel) {
+                                   const std::atomic<bool>* cancel,
+                                   const std::function<void()>& between) {
   const absl::Time give_up = absl::Now() + kServerLostTimeout;
   absl::Duration backoff = absl::Milliseconds(20);
   while (true) {
@@ -42,7 +44,8 @@ absl::Status RetryWhileUnavailable(const std::function<absl::Status()>& call,
     if (cancel->load()) return absl::CancelledError("job cancelled");
     LOG_EVERY_N(WARNING, 20) << status << "; retrying";
     absl::SleepFor(backoff);
-    backoff = std::min(2 * backoff, absl::Seconds(1));
+    backoff = std::min(2 * backoff, absl::Milliseconds(500));
+    if (between) between();
   }
 }
 
@@ -92,6 +95,18 @@ class ProgressReporter {
 
   // The mean step time sent with the next reports.
   void set_step_seconds(float seconds) { step_seconds_ = seconds; }
+
+  // The job's shard map as the coordinator has it now.
+  absl::StatusOr<ShardMap> CurrentShardMap() {
+    if (stub_ == nullptr) return absl::UnavailableError("no coordinator");
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kProgressReportTimeout));
+    GetShardMapRequest request;
+    request.set_job_id(assignment_.job_id());
+    ShardMap map;
+    RETURN_IF_ERROR(FromGrpcStatus(stub_->GetShardMap(&context, request, &map), "GetShardMap"));
+    return map;
+  }
 
   // Returns true if the coordinator wants the worker to stop.
   bool Report(uint64_t step, float loss, float tokens_per_sec, float val_loss, bool done,
@@ -204,10 +219,46 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   const uint64_t wire_bytes =
       client->num_parameters() * (client_options.wire_dtype == BF16 ? 2 : sizeof(float));
 
+  // A job restarted from a checkpoint at step s resumes at s + 1 (batches depend only on the step).
+  const uint64_t first_step = std::max<uint64_t>(1, assignment.start_step());
+  // Fail-over: a server that stopped answering may have been replaced by its shards' backups. The
+  // coordinator's shard map says so with a higher epoch; the worker then talks to the new map.
+  ShardMap shard_map = assignment.shard_map();
+  auto follow_shard_map = [&]() -> bool {
+    absl::StatusOr<ShardMap> latest = reporter->CurrentShardMap();
+    if (!latest.ok() || latest->epoch() <= shard_map.epoch()) return false;
+    absl::StatusOr<std::unique_ptr<ParameterClient>> next =
+        ParameterClient::Create(*latest, assignment.rank(), client_options);
+    if (!next.ok()) {
+      LOG(WARNING) << "shard map epoch " << latest->epoch() << ": " << next.status();
+      return false;
+    }
+    LOG(INFO) << "following shard map epoch " << latest->epoch() << " (was " << shard_map.epoch()
+              << ")";
+    client = std::move(*next);
+    shard_map = *std::move(latest);
+    return true;
+  };
+  // A promoted backup aggregates the step its primary had not finished afresh: every worker sends
+  // its last push again (a step already applied is answered ALREADY_EXISTS, counted as accepted).
+  uint64_t push_again = 0;  // Step whose gradient (still in `grads`) goes to the new map first.
   auto pull = [&](uint64_t step) -> absl::Status {
     while (true) {
       absl::Status status = RetryWhileUnavailable(
-          [&] { return client->Pull(step, params.data(), kPullTimeout); }, cancel);
+          [&]() -> absl::Status {
+            if (push_again != 0) {
+              RETURN_IF_ERROR(client->Push(push_again, grads.data(), kPushTimeout));
+              push_again = 0;
+            }
+            return client->Pull(step, params.data(), kPullTimeout);
+          },
+          cancel,
+          [&] {
+            // (ASYNC shards apply every push: sending one again would apply it twice.)
+            if (follow_shard_map() && step > first_step && training.consistency() == SYNC) {
+              push_again = step - 1;
+            }
+          });
       if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
       if (cancel->load()) return absl::CancelledError("job cancelled");
     }
@@ -218,8 +269,6 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   double window_loss = 0;
   uint64_t window_steps = 0;
   absl::Time window_start = absl::Now();
-  // A job restarted from a checkpoint at step s resumes at s + 1 (batches depend only on the step).
-  const uint64_t first_step = std::max<uint64_t>(1, assignment.start_step());
   if (first_step > training.steps()) {
     reporter->Report(training.steps(), 0, 0, 0, /*done=*/true);
     return absl::OkStatus();
@@ -247,7 +296,8 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
                                               " (learning rate too high?)"));
     }
     RETURN_IF_ERROR(RetryWhileUnavailable(
-        [&] { return client->Push(step, grads.data(), kPushTimeout); }, cancel));
+        [&] { return client->Push(step, grads.data(), kPushTimeout); }, cancel,
+        [&] { follow_shard_map(); }));
     const absl::Time pushed = absl::Now();
     metrics->RecordPhase(TrainingMetrics::kPush, pushed - computed);
     metrics->RecordStep(step, pushed - step_start, computer.tokens_per_step(), wire_bytes,
