@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/status.h"
 #include "tools/cpp/runfiles/runfiles.h"
 
 namespace psrv {
@@ -169,51 +170,111 @@ absl::StatusOr<int> LocalCluster::WaitForPort(Process* process, const std::strin
   }
 }
 
-absl::Status LocalCluster::Start() {
+absl::Status LocalCluster::StartCoordinator(int port) {
   const std::string coordinator_port_file = absl::StrCat(options_.log_dir, "/coordinator.port");
   std::remove(coordinator_port_file.c_str());
+  std::vector<std::string> coordinator_argv = {
+      options_.binaries.coordinator, "--host=127.0.0.1", absl::StrCat("--port=", port),
+      "--port_file=" + coordinator_port_file,
+      "--state_db=" + absl::StrCat(options_.log_dir, "/coordinator.db")};
+  if (options_.heartbeat_interval_ms > 0) {
+    coordinator_argv.push_back(
+        absl::StrCat("--heartbeat_interval_ms=", options_.heartbeat_interval_ms));
+  }
   absl::StatusOr<Process*> coordinator =
-      Launch("coordinator", "coordinator",
-             {options_.binaries.coordinator, "--host=127.0.0.1", "--port=0",
-              "--port_file=" + coordinator_port_file},
-             /*may_exit=*/false);
+      Launch("coordinator", "coordinator", std::move(coordinator_argv), /*may_exit=*/false);
   if (!coordinator.ok()) return coordinator.status();
-  absl::StatusOr<int> port = WaitForPort(*coordinator, coordinator_port_file);
-  if (!port.ok()) return port.status();
-  coordinator_address_ = absl::StrCat("127.0.0.1:", *port);
+  absl::StatusOr<int> bound = WaitForPort(*coordinator, coordinator_port_file);
+  if (!bound.ok()) return bound.status();
+  coordinator_address_ = absl::StrCat("127.0.0.1:", *bound);
   // The coordinator writes its HTTP port before its gRPC port.
   absl::StatusOr<int> http_port =
       WaitForPortFile((*coordinator)->metrics_port_file, absl::ZeroDuration());
   if (http_port.ok()) status_page_url_ = absl::StrCat("http://127.0.0.1:", *http_port, "/");
+  return absl::OkStatus();
+}
 
+absl::Status LocalCluster::RestartCoordinator() {
+  for (const auto& process : processes_) {
+    if (process->name == "coordinator" && process->subprocess.running()) {
+      return absl::FailedPreconditionError("the coordinator is still running");
+    }
+  }
+  const size_t colon = coordinator_address_.rfind(':');
+  if (colon == std::string::npos) return absl::FailedPreconditionError("never started");
+  return StartCoordinator(std::stoi(coordinator_address_.substr(colon + 1)));
+}
+
+absl::Status LocalCluster::Start() {
+  RETURN_IF_ERROR(StartCoordinator(0));
   std::vector<std::pair<Process*, std::string>> servers;
   for (int i = 0; i < options_.num_servers; ++i) {
-    const std::string stem = absl::StrCat("server-", i);
-    const std::string port_file = absl::StrCat(options_.log_dir, "/", stem, ".port");
-    std::remove(port_file.c_str());
-    absl::StatusOr<Process*> server =
-        Launch(absl::StrCat("server ", i), stem,
-               {options_.binaries.server, "--host=127.0.0.1", "--port=0",
-                "--port_file=" + port_file, "--coordinator=" + coordinator_address_},
-               /*may_exit=*/false);
+    absl::StatusOr<std::pair<Process*, std::string>> server = LaunchServer(i);
     if (!server.ok()) return server.status();
-    servers.emplace_back(*server, port_file);
+    servers.push_back(*server);
   }
   // Started together, waited for together: servers come up in parallel.
   for (auto& [server, port_file] : servers) {
     absl::StatusOr<int> server_port = WaitForPort(server, port_file);
     if (!server_port.ok()) return server_port.status();
   }
-
-  for (int i = 0; i < options_.num_workers; ++i) {
-    absl::StatusOr<Process*> worker =
-        Launch(absl::StrCat("worker ", i), absl::StrCat("worker-", i),
-               {options_.binaries.worker, "--coordinator=" + coordinator_address_, "--max_jobs=1",
-                "--host=127.0.0.1"},
-               /*may_exit=*/true);
-    if (!worker.ok()) return worker.status();
-  }
+  for (int i = 0; i < options_.num_workers; ++i) RETURN_IF_ERROR(LaunchWorker(i));
   return CheckProcesses();
+}
+
+absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::LaunchServer(
+    int index) {
+  const std::string stem = absl::StrCat("server-", index);
+  const std::string port_file = absl::StrCat(options_.log_dir, "/", stem, ".port");
+  std::remove(port_file.c_str());
+  absl::StatusOr<Process*> server =
+      Launch(absl::StrCat("server ", index), stem,
+             {options_.binaries.server, "--host=127.0.0.1", "--port=0",
+              "--port_file=" + port_file, "--coordinator=" + coordinator_address_},
+             /*may_exit=*/false);
+  if (!server.ok()) return server.status();
+  return std::make_pair(*server, port_file);
+}
+
+absl::Status LocalCluster::LaunchWorker(int index) {
+  return Launch(absl::StrCat("worker ", index), absl::StrCat("worker-", index),
+                {options_.binaries.worker, "--coordinator=" + coordinator_address_,
+                 absl::StrCat("--max_jobs=", options_.worker_max_jobs), "--host=127.0.0.1"},
+                /*may_exit=*/true)
+      .status();
+}
+
+int LocalCluster::Count(const std::string& prefix) const {
+  int n = 0;
+  for (const auto& process : processes_) n += absl::StartsWith(process->name, prefix + " ");
+  return n;
+}
+
+absl::Status LocalCluster::AddServer() {
+  absl::StatusOr<std::pair<Process*, std::string>> server = LaunchServer(Count("server"));
+  if (!server.ok()) return server.status();
+  return WaitForPort(server->first, server->second).status();
+}
+
+absl::Status LocalCluster::AddWorker() { return LaunchWorker(Count("worker")); }
+
+absl::Status LocalCluster::Kill(const std::string& name, int signal) {
+  for (const auto& process : processes_) {
+    if (process->name != name || !process->subprocess.running()) continue;
+    process->subprocess.Signal(signal);
+    process->may_exit = true;
+    process->killed = true;
+    if (signal == SIGKILL) (void)process->subprocess.Wait(absl::Seconds(10));
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("no running process named \"", name, "\""));
+}
+
+int LocalCluster::PidOf(const std::string& name) const {
+  for (const auto& process : processes_) {
+    if (process->name == name) return process->subprocess.pid();
+  }
+  return -1;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, int>>> LocalCluster::MetricsPorts(
@@ -239,7 +300,7 @@ absl::Status LocalCluster::CheckProcesses() {
     if (process->subprocess.running()) continue;
     absl::StatusOr<int> code = process->subprocess.Wait(absl::ZeroDuration());
     if (!code.ok()) continue;  // Never started.
-    if (process->may_exit && *code == 0) continue;
+    if (process->killed || (process->may_exit && *code == 0)) continue;
     return absl::UnavailableError(Died(process.get(), *code));
   }
   return absl::OkStatus();

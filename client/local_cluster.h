@@ -1,10 +1,11 @@
 // A whole cluster as child processes on 127.0.0.1 (`psctl local`): one ps_coordinator, N ps_server
 // and M ps_worker, each logging to its own file, torn down with SIGTERM then SIGKILL. Every process
 // serves its metrics (and the coordinator its status page) on a free port, written to
-// <log_dir>/<process>.metrics_port.
+// <log_dir>/<process>.metrics_port. The coordinator keeps its state in <log_dir>/coordinator.db.
 #ifndef PSRV_CLIENT_LOCAL_CLUSTER_H_
 #define PSRV_CLIENT_LOCAL_CLUSTER_H_
 
+#include <csignal>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,6 +39,8 @@ struct LocalClusterOptions {
   std::string log_dir;  // Existing directory for <process>.log and port files.
   absl::Duration startup_timeout = absl::Seconds(30);  // Per process, to write its port file.
   std::function<bool()> interrupted;                   // Polled while waiting; optional.
+  int heartbeat_interval_ms = 0;  // The coordinator's --heartbeat_interval_ms; 0: its default.
+  int worker_max_jobs = 1;        // Each worker's --max_jobs (0: runs jobs until stopped).
 };
 
 // Owns the child processes. Not thread-safe. The destructor stops whatever still runs.
@@ -68,6 +71,22 @@ class LocalCluster {
   // UNAVAILABLE naming the first process that died, its exit code and the tail of its log.
   absl::Status CheckProcesses();
 
+  // One more server (waiting for its port, so it registers) or worker, after Start(). Named
+  // "server <i>" / "worker <i>" after those already started.
+  absl::Status AddServer();
+  absl::Status AddWorker();
+
+  // Sends `signal` to the process named `name` ("server 0", "worker 1", "coordinator") and, for
+  // SIGKILL, waits for it to die; CheckProcesses() no longer counts it. NOT_FOUND for an unknown
+  // or already stopped process.
+  absl::Status Kill(const std::string& name, int signal = SIGKILL);
+
+  // Starts the coordinator again (after Kill("coordinator")) on the same port and state file.
+  absl::Status RestartCoordinator();
+
+  // The pid of the process named `name`, or -1.
+  int PidOf(const std::string& name) const;
+
   // Workers, then servers, then the coordinator: SIGTERM, up to `grace` per group, then SIGKILL.
   void Stop(absl::Duration grace = absl::Seconds(5));
 
@@ -77,12 +96,19 @@ class LocalCluster {
     std::string log_path;
     std::string metrics_port_file;
     bool may_exit = false;  // Exit code 0 is expected (workers with --max_jobs).
+    bool killed = false;    // By Kill(): however it ended is expected.
     Subprocess subprocess;
   };
 
   absl::StatusOr<Process*> Launch(const std::string& name, const std::string& file_stem,
                                   std::vector<std::string> argv, bool may_exit);
   absl::StatusOr<int> WaitForPort(Process* process, const std::string& port_file);
+  // Starts the coordinator on `port` (0: any) with its state in log_dir/coordinator.db.
+  absl::Status StartCoordinator(int port);
+  // Launches server/worker number `index` (servers: returns it with its port file, not waited for).
+  absl::StatusOr<std::pair<Process*, std::string>> LaunchServer(int index);
+  absl::Status LaunchWorker(int index);
+  int Count(const std::string& prefix) const;
   std::string Died(Process* process, int exit_code) const;
 
   LocalClusterOptions options_;

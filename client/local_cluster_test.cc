@@ -131,7 +131,8 @@ TEST_F(LocalClusterTest, StartsEveryProcessWithTheRightFlagsAndStopsThem) {
 
   EXPECT_THAT(
       Log("coordinator"),
-      HasSubstr("args --host=127.0.0.1 --port=0 --port_file=" + log_dir_ + "/coordinator.port"));
+      HasSubstr("args --host=127.0.0.1 --port=0 --port_file=" + log_dir_ + "/coordinator.port" +
+                " --state_db=" + log_dir_ + "/coordinator.db"));
   EXPECT_THAT(Log("server-1"), HasSubstr("args --host=127.0.0.1 --port=0 --port_file=" + log_dir_ +
                                          "/server-1.port --coordinator=127.0.0.1:7070"));
   EXPECT_THAT(LogOnceWritten("worker-2"),

@@ -23,6 +23,11 @@ inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) 
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   // Cluster addresses are reached directly: an http_proxy set for the web must not capture them.
   args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
+  // A peer that restarts (the coordinator, with its state) is reached again within a second: with
+  // gRPC's default backoff (1 s growing to 120 s) a node would stay away for longer than the 10
+  // heartbeat intervals after which the coordinator declares it DEAD.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 

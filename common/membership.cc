@@ -18,9 +18,12 @@ Membership::~Membership() { Stop(); }
 absl::Status Membership::RegisterOnce() {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  context.set_wait_for_ready(true);
   RegisterRequest request;
   request.set_role(options_.role);
   request.set_address(options_.address);
+  // Again under the id given before, if any: shard maps and worker ranks name it.
+  request.set_node_id(node_id());
   RegisterResponse response;
   RETURN_IF_ERROR(FromGrpcStatus(stub_->Register(&context, request, &response),
                                  "register with coordinator " + options_.coordinator));
@@ -75,6 +78,10 @@ void Membership::HeartbeatLoop() {
     if (stop_.WaitForNotificationWithTimeout(interval)) return;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    // Waits for a coordinator that is away (restarting) instead of failing at once: a waiting
+    // call is what drives the reconnection in a process that serves no gRPC itself (a worker),
+    // where nothing else would for up to 5 s (gRPC's backup poller).
+    context.set_wait_for_ready(true);
     HeartbeatResponse response;
     grpc::Status status = stub_->Heartbeat(&context, request, &response);
     if (status.ok()) {

@@ -1,5 +1,6 @@
 // Keeps a server or worker registered with the coordinator: registers, sends a heartbeat every
-// interval, and registers again if the coordinator no longer knows the node (e.g. it restarted).
+// interval, and registers again, under the same node id, if the coordinator no longer knows the
+// node (it restarted without its state).
 #ifndef PSRV_COMMON_MEMBERSHIP_H_
 #define PSRV_COMMON_MEMBERSHIP_H_
 

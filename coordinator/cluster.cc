@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
+#include <optional>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
 #include "common/key_range.h"
@@ -18,6 +21,32 @@ constexpr size_t kMaxLossHistory = 4096;
 
 int64_t Millis(absl::Time t) { return absl::ToUnixMillis(t); }
 
+// The newest checkpoint not known to be bad, or null.
+const CheckpointManifest* LatestGoodCheckpoint(const JobStatus& status) {
+  for (int i = status.checkpoints_size() - 1; i >= 0; --i) {
+    if (status.checkpoints(i).bad_reason().empty()) return &status.checkpoints(i);
+  }
+  return nullptr;
+}
+
+// Names of the id counters in the state store.
+constexpr char kNextNodeCounter[] = "next_node";
+constexpr char kNextJobCounter[] = "next_job";
+
+std::string NodeIdPrefix(NodeRole role) { return role == SERVER ? "server-" : "worker-"; }
+
+// N of a node id "server-N" (SERVER) or "worker-N" (WORKER); none if `id` is not one.
+std::optional<uint64_t> NodeNumber(const std::string& id, NodeRole role) {
+  const std::string prefix = NodeIdPrefix(role);
+  uint64_t number;
+  if (id.size() <= prefix.size() || id.compare(0, prefix.size(), prefix) != 0 ||
+      !absl::SimpleAtoi(id.substr(prefix.size()), &number) ||
+      absl::StrCat(prefix, number) != id) {
+    return std::nullopt;
+  }
+  return number;
+}
+
 }  // namespace
 
 ClusterCoordinator::ClusterCoordinator(Options options) : options_(std::move(options)) {}
@@ -29,6 +58,90 @@ ClusterCoordinator::~ClusterCoordinator() {
     threads.swap(checkpoint_threads_);
   }
   for (std::thread& t : threads) t.join();
+  absl::MutexLock lock(&mu_);
+  SaveState();  // The last progress reports.
+}
+
+absl::Status ClusterCoordinator::Load() {
+  if (options_.state == nullptr) return absl::OkStatus();
+  absl::StatusOr<StateStore::Contents> contents = options_.state->Load();
+  if (!contents.ok()) return contents.status();
+  absl::MutexLock lock(&mu_);
+  for (StateStore::StoredJob& stored : contents->jobs) {
+    JobRecord& record = stored.record;
+    const int workers = static_cast<int>(record.status().spec().num_workers());
+    if (record.status().job_id() != stored.id || record.workers_size() != workers ||
+        record.done_size() != workers) {
+      return absl::DataLossError(absl::StrCat("state database ", options_.state->path(),
+                                              ": the record of job \"", stored.id,
+                                              "\" does not add up (id, workers, done)"));
+    }
+    Job& job = jobs_[stored.id];
+    job.status = std::move(*record.mutable_status());
+    job.sequence = stored.sequence;
+    job.workers.assign(record.workers().begin(), record.workers().end());
+    job.done.assign(record.done().begin(), record.done().end());
+    job.last_checkpoint_step = record.last_checkpoint_step();
+    // The servers may not have heard of a vacant rank before the restart: tell them again.
+    if (job.status.state() == RUNNING &&
+        std::find(job.workers.begin(), job.workers.end(), "") != job.workers.end()) {
+      job.worker_set = 1;
+    }
+    // Perhaps its shards were being created: StartJobs starts it again, on nodes it picks again.
+    if (job.status.state() == PENDING) job.workers.assign(workers, "");
+    job.revision = ++revision_;
+    job_order_.push_back(stored.id);
+    next_job_ = std::max(next_job_, stored.sequence + 1);
+  }
+  const absl::Time now = options_.clock();
+  for (NodeRecord& record : contents->nodes) {
+    Node& node = nodes_[record.info().node_id()];
+    node.info = std::move(*record.mutable_info());
+    node.job_id = record.job_id();
+    node.rank = record.rank();
+    node.last_heartbeat = now;  // The usual grace to show up again.
+    node.unconfirmed = true;
+    Reattach(&node);
+    std::optional<uint64_t> number = NodeNumber(node.info.node_id(), node.info.role());
+    if (number.has_value()) next_node_ = std::max(next_node_, *number + 1);
+  }
+  for (const auto& [name, value] : contents->counters) {
+    if (name == kNextNodeCounter) next_node_ = std::max(next_node_, value);
+    if (name == kNextJobCounter) next_job_ = std::max(next_job_, value);
+  }
+  LOG(INFO) << "state from " << options_.state->path() << ": " << jobs_.size() << " job(s), "
+            << nodes_.size() << " node(s)";
+  return absl::OkStatus();
+}
+
+void ClusterCoordinator::Reattach(Node* node) {
+  const std::string& id = node->info.node_id();
+  node->hosted_jobs.clear();
+  for (const std::string& job_id : job_order_) {
+    for (const ShardAssignment& shard : jobs_.at(job_id).status.shard_map().shards()) {
+      if (shard.server_id() == id) {
+        node->hosted_jobs.push_back(job_id);
+        break;
+      }
+    }
+  }
+  if (node->info.role() != WORKER) return;
+  // A job that ended is kept: the next heartbeat tells the worker (to stop, if it failed).
+  auto assigned = jobs_.find(node->job_id);
+  if (assigned != jobs_.end() && assigned->second.status.state() != PENDING) return;
+  node->job_id.clear();
+  node->rank = 0;
+  for (const std::string& job_id : job_order_) {
+    const Job& job = jobs_.at(job_id);
+    if (job.status.state() != RUNNING) continue;
+    for (uint32_t rank = 0; rank < job.workers.size(); ++rank) {
+      if (job.workers[rank] == id && !job.done[rank]) {
+        node->job_id = job_id;
+        node->rank = rank;
+        return;
+      }
+    }
+  }
 }
 
 absl::StatusOr<CheckpointManifest> ClusterCoordinator::CheckpointJob(const std::string& job_id,
@@ -69,18 +182,23 @@ absl::StatusOr<CheckpointManifest> ClusterCoordinator::CheckpointJob(const std::
   absl::Status status;
   CheckpointManifest manifest;
   uint64_t target = 0;
-  for (const auto& [address, id] : servers) {
-    absl::StatusOr<uint64_t> version = options_.shard_version(address, job_id);
-    if (!version.ok()) {
-      status = version.status();
-      break;
-    }
-    target = std::max(target, *version);
-  }
   // Every shard of a SYNC job is within one step of the others: two steps ahead is a step none has
-  // reached, and all will (the servers answer once theirs do).
-  target += 2;
-  if (status.ok()) {
+  // reached, and all will (the servers answer once theirs do). Fast steps may overtake the margin
+  // while the requests travel (FAILED_PRECONDITION): then again with a wider one.
+  for (const uint64_t margin : {2, 8, 32, 128}) {
+    status = absl::OkStatus();
+    manifest.Clear();
+    target = 0;
+    for (const auto& [address, id] : servers) {
+      absl::StatusOr<uint64_t> version = options_.shard_version(address, job_id);
+      if (!version.ok()) {
+        status = version.status();
+        break;
+      }
+      target = std::max(target, *version);
+    }
+    if (!status.ok()) break;
+    target += margin;
     std::vector<absl::StatusOr<SaveCheckpointResponse>> results(servers.size(),
                                                                absl::UnknownError(""));
     std::vector<std::thread> calls;
@@ -108,6 +226,7 @@ absl::StatusOr<CheckpointManifest> ClusterCoordinator::CheckpointJob(const std::
       }
       ++i;
     }
+    if (status.code() != absl::StatusCode::kFailedPrecondition) break;
   }
   absl::MutexLock lock(&mu_);
   auto job = jobs_.find(job_id);
@@ -143,13 +262,65 @@ void ClusterCoordinator::StartDueCheckpoints() {
 
 NodeHealth ClusterCoordinator::HealthOf(const Node& node, absl::Time now) const {
   const absl::Duration silent = now - node.last_heartbeat;
-  if (silent < 3 * options_.heartbeat_interval) return HEALTHY;
+  if (silent < 3 * options_.heartbeat_interval && !node.unconfirmed) return HEALTHY;
   if (silent < 10 * options_.heartbeat_interval) return SUSPECT;
   return DEAD;
 }
 
-void ClusterCoordinator::Touch(Job* job) {
+void ClusterCoordinator::Touch(Job* job, Save save) {
   job->revision = ++revision_;
+  if (options_.state == nullptr) return;
+  unsaved_jobs_.insert(job->status.job_id());
+  if (save == Save::kNow) SaveState();
+}
+
+void ClusterCoordinator::SaveNode(const std::string& node_id, Save save) {
+  if (options_.state == nullptr) return;
+  unsaved_nodes_.insert(node_id);
+  if (save == Save::kNow) SaveState();
+}
+
+void ClusterCoordinator::SaveState() {
+  if (options_.state == nullptr || (unsaved_jobs_.empty() && unsaved_nodes_.empty())) return;
+  StateStore::Batch batch;
+  for (const std::string& id : unsaved_jobs_) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) continue;
+    const Job& job = it->second;
+    JobRecord record;
+    *record.mutable_status() = job.status;
+    for (const std::string& worker : job.workers) record.add_workers(worker);
+    for (bool done : job.done) record.add_done(done);
+    record.set_last_checkpoint_step(job.last_checkpoint_step);
+    batch.PutJob(id, job.sequence, record);
+  }
+  for (const std::string& id : unsaved_nodes_) {
+    auto it = nodes_.find(id);
+    if (it == nodes_.end()) {
+      batch.DeleteNode(id);
+      continue;
+    }
+    NodeRecord record;
+    record.mutable_info()->set_node_id(id);
+    record.mutable_info()->set_role(it->second.info.role());
+    record.mutable_info()->set_address(it->second.info.address());
+    record.set_job_id(it->second.job_id);
+    record.set_rank(it->second.rank);
+    batch.PutNode(record);
+  }
+  batch.PutCounter(kNextNodeCounter, next_node_);
+  batch.PutCounter(kNextJobCounter, next_job_);
+  // Under mu_, so that writes land in the order of the changes. A WAL commit does not wait for
+  // the disk: this is fast.
+  absl::Status status = options_.state->Write(batch);
+  if (!status.ok()) {
+    LOG_EVERY_N(ERROR, 100) << "saving the coordinator's state (kept in memory; retried every "
+                               "tick): "
+                            << status;
+    return;
+  }
+  unsaved_jobs_.clear();
+  unsaved_nodes_.clear();
 }
 
 void ClusterCoordinator::EndJob(Job* job, JobState state, const std::string& message) {
@@ -172,16 +343,38 @@ absl::StatusOr<RegisterResponse> ClusterCoordinator::Register(const RegisterRequ
   }
   if (request.address().empty()) return absl::InvalidArgumentError("address must be set");
   absl::MutexLock lock(&mu_);
-  Node node;
-  node.info.set_node_id(
-      absl::StrCat(request.role() == SERVER ? "server-" : "worker-", next_node_++));
+  std::string id = request.node_id();
+  auto known = nodes_.find(id);
+  if (id.empty()) {
+    id = absl::StrCat(NodeIdPrefix(request.role()), next_node_++);
+  } else if (known != nodes_.end()) {
+    if (known->second.info.role() != request.role()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "node ", id, " is a ", NodeRole_Name(known->second.info.role()),
+          "; it cannot register again as a ", NodeRole_Name(request.role())));
+    }
+  } else {
+    // Forgotten (a restart without state): give the id back, and never hand it out again.
+    std::optional<uint64_t> number = NodeNumber(id, request.role());
+    if (!number.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node_id \"", id, "\" is not an id of a ", NodeRole_Name(request.role()),
+                       " (", NodeIdPrefix(request.role()), "N)"));
+    }
+    next_node_ = std::max(next_node_, *number + 1);
+  }
+  Node& node = nodes_[id];
+  const bool returning = !request.node_id().empty() && known == nodes_.end();
+  node.info.set_node_id(id);
   node.info.set_role(request.role());
   node.info.set_address(request.address());
   node.last_heartbeat = options_.clock();
+  node.unconfirmed = false;
+  if (returning) Reattach(&node);
+  SaveNode(id);
   RegisterResponse response;
-  response.set_node_id(node.info.node_id());
+  response.set_node_id(id);
   response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
-  nodes_[node.info.node_id()] = std::move(node);
   return response;
 }
 
@@ -194,6 +387,7 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
   }
   Node& node = it->second;
   node.last_heartbeat = options_.clock();
+  node.unconfirmed = false;
   HeartbeatResponse response;
   for (const std::string& hosted : node.hosted_jobs) {
     auto job = jobs_.find(hosted);
@@ -201,24 +395,38 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
       response.add_ended_jobs(hosted);
     }
   }
+  if (node.cancel) {
+    response.set_cancel(true);
+    node.cancel = false;
+  }
   if (node.job_id.empty()) return response;
   auto job = jobs_.find(node.job_id);
   if (job == jobs_.end()) {
     node.job_id.clear();
+    SaveNode(request.node_id());
     return response;
   }
   const JobState state = job->second.status.state();
-  if (state == RUNNING && !job->second.done[node.rank]) {
+  if (state == RUNNING && !job->second.done[node.rank] &&
+      job->second.workers[node.rank] == node.info.node_id()) {
     WorkAssignment* assignment = response.mutable_assignment();
     assignment->set_job_id(node.job_id);
     *assignment->mutable_spec() = job->second.status.spec();
     assignment->set_rank(node.rank);
     *assignment->mutable_shard_map() = job->second.status.shard_map();
+    uint64_t start = job->second.status.resumed_from_step() + 1;
+    if (static_cast<int>(node.rank) < job->second.status.workers_size()) {
+      start = std::max(start, job->second.status.workers(node.rank).start_step());
+    }
+    assignment->set_start_step(start);
+    assignment->set_attempt(job->second.status.restarts());
   } else if (state == FAILED || state == CANCELLED) {
     response.set_cancel(true);
     node.job_id.clear();
+    SaveNode(request.node_id());
   } else if (state == SUCCEEDED) {
     node.job_id.clear();
+    SaveNode(request.node_id());
   }
   return response;
 }
@@ -228,6 +436,7 @@ absl::Status ClusterCoordinator::Leave(const std::string& node_id) {
   if (nodes_.erase(node_id) == 0) {
     return absl::NotFoundError(absl::StrCat("unknown node \"", node_id, "\""));
   }
+  SaveNode(node_id);  // Deletes its record.
   return absl::OkStatus();
 }
 
@@ -250,8 +459,10 @@ absl::StatusOr<std::string> ClusterCoordinator::SubmitJob(JobSpec spec) {
   ApplyJobDefaults(&spec);
   if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  const std::string id = absl::StrCat("job-", next_job_++);
+  const uint64_t sequence = next_job_++;
+  const std::string id = absl::StrCat("job-", sequence);
   Job& job = jobs_[id];
+  job.sequence = sequence;
   job.status.set_job_id(id);
   *job.status.mutable_spec() = spec;
   job.status.set_state(PENDING);
@@ -321,6 +532,12 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
     response.set_cancel(job.status.state() != SUCCEEDED);
     return response;
   }
+  if (job.workers[request.rank()] != request.node_id()) {
+    // A run the coordinator took away (the job restarted, or the rank went to another worker):
+    // its reports, errors included, are no longer the job's.
+    response.set_cancel(true);
+    return response;
+  }
   while (job.status.workers_size() < static_cast<int>(workers)) {
     job.status.add_workers()->set_rank(job.status.workers_size());
   }
@@ -343,6 +560,7 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
   double loss_sum = 0, tokens = 0;
   int reporting = 0;
   for (const WorkerProgress& w : job.status.workers()) {
+    if (w.vacant()) continue;
     min_step = std::min<uint64_t>(min_step, w.step());
     if (w.step() > 0) loss_sum += w.loss(), ++reporting;
     tokens += w.tokens_per_sec();
@@ -368,7 +586,10 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
 
   auto free_node = [&](const std::string& node_id) {
     auto node = nodes_.find(node_id);
-    if (node != nodes_.end() && node->second.job_id == request.job_id()) node->second.job_id.clear();
+    if (node != nodes_.end() && node->second.job_id == request.job_id()) {
+      node->second.job_id.clear();
+      SaveNode(node_id, Save::kLater);  // With the job, below.
+    }
   };
   if (!request.error().empty()) {
     free_node(job.workers[request.rank()]);
@@ -379,12 +600,13 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
   if (request.done()) {
     job.done[request.rank()] = true;
     free_node(job.workers[request.rank()]);
-    if (std::all_of(job.done.begin(), job.done.end(), [](bool d) { return d; })) {
-      EndJob(&job, SUCCEEDED, "");
+    if (AllRanksFinished(job)) {
+      EndJob(&job, SUCCEEDED, job.status.message());
       return response;
     }
   }
-  Touch(&job);
+  // Ordinary reports are saved by Tick(); a rank's end at once (its worker will not report again).
+  Touch(&job, request.done() ? Save::kNow : Save::kLater);
   return response;
 }
 
@@ -403,33 +625,292 @@ absl::StatusOr<JobStatus> ClusterCoordinator::WaitForJobChange(const std::string
 }
 
 void ClusterCoordinator::Tick() {
-  FailJobsWithDeadNodes();
+  HandleLostNodes();
+  SendWorkerSets();
+  FillVacantRanks();
   StartJobs();
   StartDueCheckpoints();
+  absl::MutexLock lock(&mu_);
+  SaveState();  // Progress reports, and writes that failed.
 }
 
-void ClusterCoordinator::FailJobsWithDeadNodes() {
-  absl::MutexLock lock(&mu_);
-  const absl::Time now = options_.clock();
-  for (auto& [id, job] : jobs_) {
-    if (job.status.state() != RUNNING) continue;
-    std::string dead;
-    for (size_t rank = 0; rank < job.workers.size() && dead.empty(); ++rank) {
-      auto node = nodes_.find(job.workers[rank]);
-      if (!job.done[rank] && (node == nodes_.end() || HealthOf(node->second, now) == DEAD)) {
-        dead = absl::StrCat("worker ", job.workers[rank], " (rank ", rank,
-                            ") stopped sending heartbeats");
+void ClusterCoordinator::HandleLostNodes() {
+  std::vector<std::pair<std::string, std::string>> drops;  // (server address, job id)
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = options_.clock();
+    for (auto& [id, job] : jobs_) {
+      if (job.status.state() != RUNNING) continue;
+      std::string lost;
+      std::vector<uint32_t> lost_ranks;
+      for (uint32_t rank = 0; rank < job.workers.size(); ++rank) {
+        if (job.done[rank] || job.workers[rank].empty()) continue;  // Finished or vacant.
+        auto node = nodes_.find(job.workers[rank]);
+        if (node == nodes_.end() || HealthOf(node->second, now) == DEAD) {
+          if (lost.empty()) {
+            lost = absl::StrCat("worker ", job.workers[rank], " (rank ", rank, ") ",
+                                node == nodes_.end() ? "left" : "stopped sending heartbeats");
+          }
+          lost_ranks.push_back(rank);
+        }
+      }
+      std::string lost_server;
+      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+        auto node = nodes_.find(shard.server_id());
+        if (node == nodes_.end() || HealthOf(node->second, now) == DEAD) {
+          lost_server = absl::StrCat("server ", shard.server_id(), " ",
+                                     node == nodes_.end() ? "left" : "stopped sending heartbeats");
+          break;
+        }
+      }
+      if (lost_server.empty() && lost_ranks.empty()) continue;
+      if (lost_server.empty() && VacateRanks(&job, lost_ranks)) {
+        job.status.set_message(absl::StrCat(lost, " at step ", job.status.step(),
+                                            "; the job goes on without it until another worker "
+                                            "takes its rank over"));
+        LOG(WARNING) << "job " << id << ": " << job.status.message();
+        continue;
+      }
+      if (!lost_server.empty()) lost = lost_server;
+      if (RestartFromCheckpoint(&job, lost, &drops)) {
+        LOG(WARNING) << "job " << id << ": " << job.status.message();
+      } else {
+        EndJob(&job, FAILED, lost);
       }
     }
-    for (const ShardAssignment& shard : job.status.shard_map().shards()) {
-      if (!dead.empty()) break;
-      auto node = nodes_.find(shard.server_id());
-      if (node == nodes_.end() || HealthOf(node->second, now) == DEAD) {
-        dead = absl::StrCat("server ", shard.server_id(), " stopped sending heartbeats");
-      }
-    }
-    if (!dead.empty()) EndJob(&job, FAILED, dead);
   }
+  for (const auto& [address, job_id] : drops) {
+    absl::Status status = options_.drop_job(address, job_id);
+    if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << status;
+  }
+}
+
+bool ClusterCoordinator::AllRanksFinished(const Job& job) const {
+  bool any_done = false;
+  for (size_t rank = 0; rank < job.done.size(); ++rank) {
+    if (!job.done[rank] && !job.workers[rank].empty()) return false;
+    any_done |= job.done[rank];
+  }
+  return any_done;
+}
+
+bool ClusterCoordinator::VacateRanks(Job* job, const std::vector<uint32_t>& ranks) {
+  size_t computing = 0;  // Ranks neither done, vacant, nor lost.
+  for (uint32_t rank = 0; rank < job->workers.size(); ++rank) {
+    computing += !job->done[rank] && !job->workers[rank].empty() &&
+                 std::find(ranks.begin(), ranks.end(), rank) == ranks.end();
+  }
+  if (computing == 0) return false;
+  while (job->status.workers_size() < static_cast<int>(job->workers.size())) {
+    job->status.add_workers()->set_rank(job->status.workers_size());
+  }
+  for (uint32_t rank : ranks) {
+    auto node = nodes_.find(job->workers[rank]);
+    if (node != nodes_.end() && node->second.job_id == job->status.job_id()) {
+      node->second.job_id.clear();
+      node->second.cancel = true;  // In case it is alive after all.
+      SaveNode(node->first, Save::kLater);  // With the job, by Touch.
+    }
+    job->workers[rank].clear();
+    job->status.mutable_workers(rank)->set_vacant(true);
+  }
+  if (job->status.spec().training().consistency() == SYNC) ++job->worker_set;
+  Touch(job);
+  return true;
+}
+
+std::vector<uint64_t> ClusterCoordinator::FromSteps(const Job& job) const {
+  std::vector<uint64_t> from_step(job.workers.size(), 0);
+  for (size_t rank = 0; rank < job.workers.size(); ++rank) {
+    if (job.workers[rank].empty()) {
+      from_step[rank] = UINT64_MAX;
+    } else if (static_cast<int>(rank) < job.status.workers_size()) {
+      from_step[rank] = job.status.workers(rank).start_step();
+    }
+  }
+  return from_step;
+}
+
+void ClusterCoordinator::SendWorkerSets() {
+  struct Send {
+    std::string job_id;
+    uint64_t worker_set;
+    std::set<std::string> addresses;
+    SetWorkersRequest request;
+  };
+  std::vector<Send> sends;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!options_.set_workers) return;
+    for (auto& [id, job] : jobs_) {
+      if (job.status.state() != RUNNING || job.worker_set == job.worker_set_sent) continue;
+      Send send{id, job.worker_set, {}, {}};
+      send.request.set_job_id(id);
+      for (uint64_t s : FromSteps(job)) send.request.add_from_step(s);
+      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+        send.addresses.insert(shard.server_address());
+      }
+      sends.push_back(std::move(send));
+    }
+  }
+  for (const Send& send : sends) {
+    absl::Status status;
+    for (const std::string& address : send.addresses) {
+      status.Update(options_.set_workers(address, send.request));
+    }
+    if (!status.ok()) {
+      LOG(WARNING) << "job " << send.job_id << ": telling the servers the new set of workers: "
+                   << status << " (will retry)";
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    auto job = jobs_.find(send.job_id);
+    if (job != jobs_.end()) job->second.worker_set_sent = std::max(job->second.worker_set_sent, send.worker_set);
+  }
+}
+
+void ClusterCoordinator::FillVacantRanks() {
+  std::string job_id, node_id;
+  uint32_t rank = 0;
+  bool sync = false;
+  std::set<std::string> addresses;
+  std::vector<uint64_t> from_step;
+  uint64_t start_step = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = options_.clock();
+    for (const std::string& id : job_order_) {
+      Job& job = jobs_[id];
+      if (job.status.state() != RUNNING || job.filling || job.worker_set != job.worker_set_sent) {
+        continue;
+      }
+      auto vacant = std::find(job.workers.begin(), job.workers.end(), "");
+      if (vacant == job.workers.end()) continue;
+      for (auto& [candidate, node] : nodes_) {
+        if (node.info.role() == WORKER && node.job_id.empty() && HealthOf(node, now) == HEALTHY) {
+          node_id = candidate;
+          break;
+        }
+      }
+      if (node_id.empty()) return;
+      rank = static_cast<uint32_t>(vacant - job.workers.begin());
+      Node& node = nodes_.at(node_id);
+      node.job_id = id;  // Reserved: no assignment until the rank is its.
+      node.rank = rank;
+      SaveNode(node_id);
+      job.filling = true;
+      job_id = id;
+      sync = job.status.spec().training().consistency() == SYNC;
+      from_step = FromSteps(job);
+      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+        addresses.insert(shard.server_address());
+      }
+      start_step = job.status.workers(rank).step() + 1;  // ASYNC: where the lost worker was.
+      break;
+    }
+  }
+  if (job_id.empty()) return;
+  absl::Status status;
+  if (sync) {
+    // A step no shard has applied yet (all are within one step of each other), so that every
+    // shard waits for the new worker from the same step on.
+    uint64_t version = 0;
+    for (const std::string& address : addresses) {
+      absl::StatusOr<uint64_t> v = options_.shard_version
+                                       ? options_.shard_version(address, job_id)
+                                       : absl::UnimplementedError("no shard_version");
+      if (!v.ok()) {
+        status = v.status();
+        break;
+      }
+      version = std::max(version, *v);
+    }
+    start_step = version + 2;
+    from_step[rank] = start_step;
+    SetWorkersRequest request;
+    request.set_job_id(job_id);
+    for (uint64_t s : from_step) request.add_from_step(s);
+    for (const std::string& address : addresses) {
+      if (!status.ok()) break;
+      status = options_.set_workers ? options_.set_workers(address, request)
+                                    : absl::UnimplementedError("no set_workers");
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  Job& job = jobs_[job_id];
+  job.filling = false;
+  auto node = nodes_.find(node_id);
+  if (!status.ok() || job.status.state() != RUNNING || !job.workers[rank].empty() ||
+      node == nodes_.end()) {
+    if (node != nodes_.end() && node->second.job_id == job_id) {
+      node->second.job_id.clear();
+      SaveNode(node_id);
+    }
+    if (!status.ok()) {
+      LOG(WARNING) << "job " << job_id << ": giving rank " << rank << " to " << node_id << ": "
+                   << status << " (will retry)";
+      // A shard may have taken the new set: send the current one again.
+      if (sync) ++job.worker_set;
+    }
+    return;
+  }
+  job.workers[rank] = node_id;
+  job.done[rank] = false;
+  WorkerProgress* progress = job.status.mutable_workers(rank);
+  progress->set_worker_id(node_id);
+  progress->set_vacant(false);
+  progress->set_start_step(start_step);
+  progress->set_step(start_step - 1);
+  job.status.set_message(absl::StrCat("worker ", node_id, " took rank ", rank, " over at step ",
+                                      start_step));
+  LOG(INFO) << "job " << job_id << ": " << job.status.message();
+  Touch(&job);
+}
+
+bool ClusterCoordinator::RestartFromCheckpoint(
+    Job* job, const std::string& reason, std::vector<std::pair<std::string, std::string>>* drops) {
+  JobStatus& status = job->status;
+  const CheckpointManifest* checkpoint = LatestGoodCheckpoint(status);
+  if (status.spec().training().consistency() != SYNC || checkpoint == nullptr ||
+      !options_.drop_job || status.restarts() >= options_.max_restarts) {
+    return false;
+  }
+  const std::string& job_id = status.job_id();
+  std::set<std::string> servers;
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    if (servers.insert(shard.server_id()).second) drops->push_back({shard.server_address(), job_id});
+    auto node = nodes_.find(shard.server_id());
+    if (node == nodes_.end()) continue;
+    std::vector<std::string>& hosted = node->second.hosted_jobs;
+    hosted.erase(std::remove(hosted.begin(), hosted.end(), job_id), hosted.end());
+  }
+  for (const std::string& worker : job->workers) {
+    auto node = nodes_.find(worker);
+    if (node != nodes_.end() && node->second.job_id == job_id) {
+      node->second.job_id.clear();
+      node->second.cancel = true;
+      SaveNode(worker, Save::kLater);  // With the job, by Touch.
+    }
+  }
+  status.set_restarts(status.restarts() + 1);
+  status.set_message(absl::StrCat("restarting from the checkpoint at step ", checkpoint->step(),
+                                  " (restart ", status.restarts(), "): ", reason));
+  status.set_state(PENDING);
+  status.clear_shard_map();
+  status.clear_workers();
+  status.set_step(checkpoint->step());
+  // The curves continue from the checkpoint: what the lost run did after it is redone.
+  auto keep_until = [step = checkpoint->step()](auto* points) {
+    while (!points->empty() && points->rbegin()->step() > step) points->RemoveLast();
+  };
+  keep_until(status.mutable_loss_history());
+  keep_until(status.mutable_val_history());
+  job->workers.assign(job->workers.size(), "");
+  job->done.assign(job->done.size(), false);
+  job->last_checkpoint_step = checkpoint->step();
+  job->worker_set_sent = job->worker_set;  // New servers start with every rank.
+  Touch(job);
+  return true;
 }
 
 void ClusterCoordinator::StartJobs() {
@@ -437,6 +918,8 @@ void ClusterCoordinator::StartJobs() {
   std::string job_id;
   std::map<std::string, CreateShardsRequest> requests;  // By server address.
   ShardMap shard_map;
+  uint64_t restore_step = 0;  // A restarted job: the checkpoint's step.
+  std::string restore_error;   // The checkpoint does not fit the shard plan.
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = options_.clock();
@@ -478,6 +961,25 @@ void ClusterCoordinator::StartJobs() {
         *s->mutable_range() = shard.range();
         *shard_map.add_shards() = std::move(shard);
       }
+      if (const CheckpointManifest* checkpoint = LatestGoodCheckpoint(job.status);
+          job.status.restarts() > 0 && checkpoint != nullptr) {
+        restore_step = checkpoint->step();
+        for (const ShardAssignment& shard : shard_map.shards()) {
+          const CheckpointFile* file = nullptr;
+          for (const CheckpointFile& f : checkpoint->files()) {
+            if (f.table() == shard.table() && f.range().begin() == shard.range().begin() &&
+                f.range().end() == shard.range().end()) {
+              file = &f;
+            }
+          }
+          if (file == nullptr) {
+            restore_error = absl::StrCat("has no file for table ", shard.table(), " [",
+                                         shard.range().begin(), ", ", shard.range().end(), ")");
+            break;
+          }
+          *requests[shard.server_address()].add_restore_from() = *file;
+        }
+      }
       for (uint32_t rank = 0; rank < workers.size(); ++rank) {
         nodes_[workers[rank]].job_id = id;
         nodes_[workers[rank]].rank = rank;
@@ -491,12 +993,30 @@ void ClusterCoordinator::StartJobs() {
   if (job_id.empty()) return;
 
   absl::Status status;
+  std::vector<std::string> created;  // Addresses.
+  if (!restore_error.empty()) {
+    status = absl::DataLossError(restore_error);
+  }
   for (const auto& [address, request] : requests) {
+    if (!status.ok()) break;
     status = options_.create_shards(address, request);
     if (!status.ok()) {
       status = absl::Status(status.code(), absl::StrCat("creating shards on ", address, ": ",
                                                         status.message()));
-      break;
+    } else {
+      created.push_back(address);
+    }
+  }
+  // A restarted job whose checkpoint is bad falls back to the previous one; one that met an
+  // unreachable server tries again. Either way the shards created so far go.
+  const bool retry = restore_step > 0 && (status.code() == absl::StatusCode::kDataLoss ||
+                                          status.code() == absl::StatusCode::kNotFound ||
+                                          status.code() == absl::StatusCode::kUnavailable ||
+                                          status.code() == absl::StatusCode::kDeadlineExceeded);
+  if (retry && options_.drop_job) {
+    for (const std::string& address : created) {
+      absl::Status dropped = options_.drop_job(address, job_id);
+      if (!dropped.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << dropped;
     }
   }
   absl::MutexLock lock(&mu_);
@@ -504,11 +1024,41 @@ void ClusterCoordinator::StartJobs() {
   if (!job.starting) return;  // Cancelled meanwhile.
   job.starting = false;
   if (!status.ok()) {
-    for (const std::string& node_id : job.workers) nodes_[node_id].job_id.clear();
-    EndJob(&job, FAILED, std::string(status.message()));
+    for (const std::string& node_id : job.workers) {
+      auto node = nodes_.find(node_id);
+      if (node == nodes_.end()) continue;
+      node->second.job_id.clear();
+      SaveNode(node_id, Save::kLater);  // With the job, by EndJob or Touch.
+    }
+    job.workers.assign(job.workers.size(), "");
+    if (!retry) {
+      EndJob(&job, FAILED, std::string(status.message()));
+      return;
+    }
+    if (status.code() == absl::StatusCode::kDataLoss ||
+        status.code() == absl::StatusCode::kNotFound) {
+      for (CheckpointManifest& checkpoint : *job.status.mutable_checkpoints()) {
+        if (checkpoint.step() == restore_step) {
+          checkpoint.set_bad_reason(std::string(status.message()));
+        }
+      }
+      LOG(WARNING) << "job " << job_id << ": the checkpoint at step " << restore_step
+                   << " is unusable: " << status.message();
+      if (LatestGoodCheckpoint(job.status) == nullptr) {
+        EndJob(&job, FAILED,
+               absl::StrCat("no good checkpoint to restart from; the last one: ", status.message()));
+        return;
+      }
+    }
+    Touch(&job);
     return;
   }
   job.status.set_state(RUNNING);
+  if (restore_step > 0) {
+    job.status.set_resumed_from_step(restore_step);
+    job.status.set_message(absl::StrCat("resumed from the checkpoint at step ", restore_step,
+                                        " (restart ", job.status.restarts(), ")"));
+  }
   job.status.set_start_time_ms(Millis(options_.clock()));
   for (const ShardAssignment& shard : shard_map.shards()) {
     std::vector<std::string>& hosted = nodes_[shard.server_id()].hosted_jobs;
@@ -519,6 +1069,8 @@ void ClusterCoordinator::StartJobs() {
     WorkerProgress* w = job.status.add_workers();
     w->set_rank(rank);
     w->set_worker_id(job.workers[rank]);
+    w->set_step(restore_step);
+    SaveNode(job.workers[rank], Save::kLater);  // With the job, by Touch.
   }
   Touch(&job);
 }

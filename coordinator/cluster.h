@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/job_spec.h"
+#include "coordinator/state_store.h"
 #include "proto/coordinator.pb.h"
 #include "proto/parameter_server.pb.h"
 
@@ -30,8 +32,20 @@ using ShardVersionReader =
 // ParameterServer.SaveCheckpoint on the server at `address`; blocks until the files are written.
 using CheckpointSaver = std::function<absl::StatusOr<SaveCheckpointResponse>(
     const std::string& address, const SaveCheckpointRequest& request)>;
+// ParameterServer.SetWorkers on the server at `address`.
+using WorkerSetSender =
+    std::function<absl::Status(const std::string& address, const SetWorkersRequest& request)>;
+// ParameterServer.DropJob on the server at `address`.
+using ShardDropper =
+    std::function<absl::Status(const std::string& address, const std::string& job_id)>;
 
 // Thread-safe. Time comes from `clock` so tests can move it.
+//
+// With a StateStore (Options::state), every change to a job or node is written to it before the
+// call that made it returns, except progress reports that end nothing (ReportProgress is called
+// at every worker's every few steps): Tick() writes those. A coordinator created on the same
+// store after a restart (Load()) carries on with its jobs and nodes. A failed write is logged,
+// counted by the store and retried at the next Tick(); the cluster carries on meanwhile.
 class ClusterCoordinator {
  public:
   struct Options {
@@ -39,11 +53,24 @@ class ClusterCoordinator {
     ShardCreator create_shards;
     ShardVersionReader shard_version;  // Both needed for checkpoints.
     CheckpointSaver save_checkpoint;
+    ShardDropper drop_job;  // Needed to restart jobs from checkpoints.
+    WorkerSetSender set_workers;  // Needed to go on without lost workers (SYNC).
+
+    // Restarts from a checkpoint a job may take before a lost node FAILS it.
+    uint32_t max_restarts = 10;
     std::function<absl::Time()> clock = [] { return absl::Now(); };
+    StateStore* state = nullptr;  // Not owned; null: jobs and nodes are kept in memory only.
   };
 
   explicit ClusterCoordinator(Options options);
   ~ClusterCoordinator();  // Waits for checkpoints in progress.
+
+  // With Options::state: reads the jobs, nodes and id counters it holds. Call once, before
+  // anything else. Loaded nodes count as just heard from (they have the usual 10 heartbeat
+  // intervals to show up again), but are SUSPECT, and given no new job, until they do. A job
+  // whose shards were being created is PENDING again. Errors
+  // of the store are returned (DATA_LOSS: a record that does not parse or does not add up).
+  absl::Status Load();
 
   // RPC semantics are those of proto/coordinator.proto.
   absl::StatusOr<RegisterResponse> Register(const RegisterRequest& request);
@@ -62,7 +89,8 @@ class ClusterCoordinator {
   // passed), in parallel, under `directory` (empty: the job's checkpoint.directory). Blocks until
   // all files are written; records and returns the manifest. FAILED_PRECONDITION: not RUNNING, not
   // SYNC, no directory, or a checkpoint of the job already in progress. Errors of the servers
-  // are returned as they are (a shard that moved past the target: FAILED_PRECONDITION, retry).
+  // are returned as they are, except a shard that moved past the target (fast steps), which is
+  // retried a few times with a wider margin.
   absl::StatusOr<CheckpointManifest> CheckpointJob(const std::string& job_id,
                                                    const std::string& directory = "");
 
@@ -72,8 +100,12 @@ class ClusterCoordinator {
                                              absl::Duration timeout);
 
   // One round of scheduling and failure detection: starts PENDING jobs for which enough healthy
-  // servers and idle workers exist (creating their shards), and fails RUNNING jobs whose nodes
-  // stopped sending heartbeats. Called periodically by the coordinator's main loop.
+  // servers and idle workers exist (creating their shards, restored from the job's latest good
+  // checkpoint if it is being restarted), and handles RUNNING jobs whose nodes stopped sending
+  // heartbeats or left: a SYNC job with a good checkpoint is restarted from it on other nodes, any
+  // other FAILS; one that lost only workers goes on without them (SYNC: the servers are told to
+  // stop waiting for them), and an idle worker takes a vacant rank over. Called periodically by
+  // the coordinator's main loop.
   void Tick();
 
  private:
@@ -83,14 +115,22 @@ class ClusterCoordinator {
     std::string job_id;  // Workers: the job assigned, until done or told to stop.
     uint32_t rank = 0;
     std::vector<std::string> hosted_jobs;  // Servers: jobs with shards here.
+    bool cancel = false;  // Workers: tell it to stop its run at the next heartbeat.
+    // Loaded by Load() and not heard from since: SUSPECT at best, so it is given no new work
+    // before it shows up.
+    bool unconfirmed = false;
   };
   struct Job {
     JobStatus status;
+    uint64_t sequence = 0;  // Submission order: the N of job-N.
     uint64_t revision = 0;
     bool starting = false;              // Shards are being created.
     std::vector<std::string> workers;   // Node id per rank.
     std::vector<bool> done;             // Per rank.
     bool checkpointing = false;         // A CheckpointJob is in progress.
+    bool filling = false;               // A worker is being given a vacant rank.
+    uint64_t worker_set = 0;            // Changes to the set of ranks the steps wait for...
+    uint64_t worker_set_sent = 0;       // ...and the last one every server acknowledged.
     uint64_t last_checkpoint_step = 0;  // Step of the last periodic checkpoint attempt.
   };
 
@@ -98,12 +138,45 @@ class ClusterCoordinator {
   void StartDueCheckpoints();
 
   NodeHealth HealthOf(const Node& node, absl::Time now) const;
-  void Touch(Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // When a change reaches Options::state: before the call returns, or with the next write (at
+  // the latest the next Tick).
+  enum class Save { kNow, kLater };
+  // Records a change of `job`: wakes its watchers and saves it.
+  void Touch(Job* job, Save save = Save::kNow) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Saves node `node_id`, or deletes its record if it is no longer in nodes_.
+  void SaveNode(const std::string& node_id, Save save = Save::kNow)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes every unsaved job and node, and the id counters, in one transaction.
+  void SaveState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rebuilds what the jobs say about a node that comes back (loaded, or registering again under
+  // an id this coordinator had forgotten): the jobs whose shards a server holds; the job and
+  // rank of a worker that a RUNNING job names.
+  void Reattach(Node* node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndJob(Job* job, JobState state, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Job*> FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartJobs();
-  void FailJobsWithDeadNodes();
+  // Restarts or fails RUNNING jobs that lost a server, vacates the ranks of lost workers (see Tick).
+  void HandleLostNodes();
+  // Sends SYNC jobs' changed worker sets to their servers.
+  void SendWorkerSets();
+  // Gives a vacant rank of a RUNNING job to an idle worker.
+  void FillVacantRanks();
+  // Marks the ranks vacant and tells their workers to stop. False (nothing changed) if no worker
+  // would be left to compute.
+  bool VacateRanks(Job* job, const std::vector<uint32_t>& ranks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Per rank, the first step the servers wait for its pushes (SetWorkersRequest.from_step).
+  std::vector<uint64_t> FromSteps(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every rank is done or vacant (and at least one is done): SUCCEEDED.
+  bool AllRanksFinished(const Job& job) const;
+  // Takes `job` back to PENDING so that StartJobs restores it from its latest good checkpoint:
+  // frees its workers (telling them to stop) and appends to `drops` the (server address, job) of
+  // the shards to drop. False (nothing changed) if the job cannot be restarted: not SYNC, no good
+  // checkpoint, or out of restarts.
+  bool RestartFromCheckpoint(Job* job, const std::string& reason,
+                             std::vector<std::pair<std::string, std::string>>* drops)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   absl::Mutex mu_;
@@ -114,6 +187,9 @@ class ClusterCoordinator {
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // Submission order.
   std::vector<std::thread> checkpoint_threads_ ABSL_GUARDED_BY(mu_);
+  // Changed since last written to Options::state.
+  std::set<std::string> unsaved_jobs_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> unsaved_nodes_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace psrv

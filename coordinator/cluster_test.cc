@@ -1,8 +1,13 @@
 #include "coordinator/cluster.h"
 
+#include <cstdlib>
 #include <map>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "coordinator/state_store.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 
 namespace psrv {
@@ -11,32 +16,51 @@ namespace {
 class ClusterTest : public ::testing::Test {
  protected:
   ClusterTest() {
-    ClusterCoordinator::Options options;
+    ClusterCoordinator::Options& options = options_;
     options.heartbeat_interval = absl::Milliseconds(100);
     options.clock = [this] { return now_; };
     options.create_shards = [this](const std::string& address, const CreateShardsRequest& r) {
       created_[address].push_back(r);
+      for (const CheckpointFile& file : r.restore_from()) {
+        if (file.version() == corrupt_version_) return absl::DataLossError("CRC mismatch");
+      }
       return create_status_;
     };
-    options.shard_version = [](const std::string& address,
-                               const std::string&) -> absl::StatusOr<uint64_t> {
-      return address == "h:1" ? 5 : 6;
+    options.shard_version = [this](const std::string& address,
+                                   const std::string&) -> absl::StatusOr<uint64_t> {
+      return address == "h:1" ? version_ - 1 : version_;
     };
-    options.save_checkpoint = [](const std::string& address, const SaveCheckpointRequest& r)
+    // One file per shard created on the server.
+    options.save_checkpoint = [this](const std::string& address, const SaveCheckpointRequest& r)
         -> absl::StatusOr<SaveCheckpointResponse> {
       SaveCheckpointResponse response;
-      CheckpointFile* file = response.add_files();
-      file->set_path(r.directory() + "/" + address);
-      file->set_version(r.version());
+      for (const ShardSpec& shard : created_[address].back().shards()) {
+        CheckpointFile* file = response.add_files();
+        file->set_table(shard.table().name());
+        *file->mutable_range() = shard.range();
+        file->set_path(r.directory() + "/" + address + "/" + shard.table().name());
+        file->set_version(r.version());
+      }
       return response;
+    };
+    options.set_workers = [this](const std::string& address, const SetWorkersRequest& r) {
+      worker_sets_.push_back(address + " " + absl::StrJoin(r.from_step(), ",", [](std::string* out, uint64_t s) {
+        absl::StrAppend(out, s == UINT64_MAX ? "never" : absl::StrCat(s));
+      }));
+      return absl::OkStatus();
+    };
+    options.drop_job = [this](const std::string& address, const std::string& job_id) {
+      dropped_.push_back(address + " " + job_id);
+      return absl::OkStatus();
     };
     cluster_ = std::make_unique<ClusterCoordinator>(options);
   }
 
-  std::string Register(NodeRole role, const std::string& address) {
+  std::string Register(NodeRole role, const std::string& address, const std::string& id = "") {
     RegisterRequest r;
     r.set_role(role);
     r.set_address(address);
+    r.set_node_id(id);
     return cluster_->Register(r).value().node_id();
   }
 
@@ -65,11 +89,20 @@ class ClusterTest : public ::testing::Test {
     r.set_loss(loss);
     r.set_done(done);
     r.set_error(error);
+    const JobStatus status = cluster_->GetJob(job).value();
+    if (rank < static_cast<uint32_t>(status.workers_size())) {
+      r.set_node_id(status.workers(rank).worker_id());
+    }
     return cluster_->ReportProgress(r).value();
   }
 
+  ClusterCoordinator::Options options_;
   absl::Time now_ = absl::FromUnixSeconds(1000000);
   absl::Status create_status_;
+  uint64_t version_ = 6;           // Of the shards on h:2 (h:1: one less).
+  uint64_t corrupt_version_ = 0;   // Restoring checkpoint files of this version: DATA_LOSS.
+  std::vector<std::string> dropped_;  // "address job" per DropJob.
+  std::vector<std::string> worker_sets_;  // "address from_step,..." per SetWorkers.
   std::map<std::string, std::vector<CreateShardsRequest>> created_;
   std::unique_ptr<ClusterCoordinator> cluster_;
 };
@@ -104,6 +137,7 @@ TEST_F(ClusterTest, JobWaitsForNodesThenRunsAndSucceeds) {
   Report(job, 1, 4, 2.0f);
   ReportProgressRequest with_validation;
   with_validation.set_job_id(job);
+  with_validation.set_node_id(cluster_->GetJob(job)->workers(0).worker_id());
   with_validation.set_step(5);
   with_validation.set_loss(3.0f);
   with_validation.set_val_loss(3.5f);
@@ -141,12 +175,128 @@ TEST_F(ClusterTest, CheckpointJobSavesEveryServerAtOneFutureStep) {
   absl::StatusOr<CheckpointManifest> manifest = cluster_->CheckpointJob(job, "/ckpt");
   ASSERT_TRUE(manifest.ok()) << manifest.status();
   EXPECT_EQ(manifest->step(), 8u);  // Two past the furthest shard (6).
-  ASSERT_EQ(manifest->files_size(), 2);
+  ASSERT_EQ(manifest->files_size(), created_["h:1"][0].shards_size() +
+                                     created_["h:2"][0].shards_size());
   for (const CheckpointFile& file : manifest->files()) {
     EXPECT_EQ(file.version(), 8u);
     EXPECT_FALSE(file.server_id().empty());
   }
   EXPECT_EQ(cluster_->GetJob(job)->checkpoints_size(), 1);
+}
+
+TEST_F(ClusterTest, LostServerRestartsTheJobFromItsLatestGoodCheckpoint) {
+  Register(SERVER, "h:1");
+  const std::string lost = Register(SERVER, "h:2");
+  const std::string w = Register(WORKER, "w");
+  JobSpec spec = Spec(2, 1);
+  spec.mutable_checkpoint()->set_directory("/ckpt");
+  const std::string job = cluster_->SubmitJob(spec).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  ASSERT_EQ(cluster_->CheckpointJob(job)->step(), 8u);
+  version_ = 10;
+  ASSERT_EQ(cluster_->CheckpointJob(job)->step(), 12u);
+  ASSERT_TRUE(Beat(w).has_assignment());
+  Report(job, 0, 13, 1.5f);
+
+  // h:2 goes silent: the job goes back to PENDING to restart from step 12, its shards are
+  // dropped and its worker told to stop.
+  now_ += absl::Seconds(2);
+  const std::string s1 = cluster_->ListNodes().nodes(0).node_id();
+  Beat(s1);
+  Beat(w);
+  cluster_->Tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.state(), PENDING);
+  EXPECT_EQ(status.restarts(), 1u);
+  EXPECT_NE(status.message().find("checkpoint at step 12"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find(lost), std::string::npos) << status.message();
+  EXPECT_EQ(dropped_.size(), 2u);
+  EXPECT_TRUE(Beat(w).cancel());
+  EXPECT_FALSE(Beat(w).has_assignment());
+  // The lost run's late reports are not the job's any more.
+  ReportProgressRequest late;
+  late.set_job_id(job);
+  late.set_node_id(w);
+  late.set_error("pull failed");
+  EXPECT_TRUE(cluster_->ReportProgress(late)->cancel());
+  EXPECT_EQ(cluster_->GetJob(job)->state(), PENDING);
+
+  // A new server: the step-12 files turn out corrupt, so the job falls back to step 8.
+  const std::string s3 = Register(SERVER, "h:3");
+  corrupt_version_ = 12;
+  created_.clear();
+  dropped_.clear();
+  cluster_->Tick();
+  status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.state(), PENDING);
+  ASSERT_EQ(status.checkpoints_size(), 2);
+  EXPECT_TRUE(status.checkpoints(0).bad_reason().empty());
+  EXPECT_NE(status.checkpoints(1).bad_reason().find("CRC"), std::string::npos);
+  cluster_->Tick();
+  status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING) << status.message();
+  EXPECT_EQ(status.resumed_from_step(), 8u);
+  EXPECT_EQ(created_.count("h:2"), 0u);
+  size_t restored = 0;
+  for (const auto& [address, requests] : created_) {
+    for (const CheckpointFile& file : requests.back().restore_from()) {
+      EXPECT_EQ(file.version(), 8u);
+      ++restored;
+    }
+    EXPECT_EQ(requests.back().restore_from_size(), requests.back().shards_size());
+  }
+  EXPECT_GT(restored, 0u);
+  HeartbeatResponse beat = Beat(w);
+  ASSERT_TRUE(beat.has_assignment());
+  EXPECT_EQ(beat.assignment().start_step(), 9u);
+  EXPECT_EQ(beat.assignment().attempt(), 1u);
+  Report(job, 0, 10, 1.0f, /*done=*/true);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+}
+
+TEST_F(ClusterTest, LostWorkerLeavesTheSyncSetAndANewWorkerTakesItsRankOver) {
+  const std::string s = Register(SERVER, "h:1");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  const std::string job = cluster_->SubmitJob(Spec(1, 2)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  const uint32_t lost_rank = Beat(w2).assignment().rank();
+  const uint32_t kept_rank = Beat(w1).assignment().rank();
+  Report(job, kept_rank, 5, 2.0f);
+  Report(job, lost_rank, 4, 2.0f);
+
+  // w2 goes silent: its rank is vacated, the server told to stop waiting for it.
+  now_ += absl::Seconds(2);
+  Beat(s);
+  Beat(w1);
+  cluster_->Tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING) << status.message();
+  EXPECT_NE(status.message().find(w2), std::string::npos) << status.message();
+  EXPECT_TRUE(status.workers(lost_rank).vacant());
+  const std::string removed = absl::StrCat("h:1 ", kept_rank == 0 ? "0,never" : "never,0");
+  EXPECT_EQ(worker_sets_, std::vector<std::string>{removed});
+  Report(job, kept_rank, 7, 2.0f);
+  EXPECT_EQ(cluster_->GetJob(job)->step(), 7u) << "the vacant rank does not hold the step back";
+
+  // A new worker takes the rank over two steps past the shards (h:1 is at step 5).
+  const std::string w3 = Register(WORKER, "w3");
+  cluster_->Tick();
+  status = cluster_->GetJob(job).value();
+  EXPECT_FALSE(status.workers(lost_rank).vacant());
+  EXPECT_EQ(status.workers(lost_rank).worker_id(), w3);
+  EXPECT_EQ(status.workers(lost_rank).start_step(), 7u);
+  ASSERT_EQ(worker_sets_.size(), 2u);
+  EXPECT_EQ(worker_sets_[1], absl::StrCat("h:1 ", kept_rank == 0 ? "0,7" : "7,0"));
+  HeartbeatResponse beat = Beat(w3);
+  ASSERT_TRUE(beat.has_assignment());
+  EXPECT_EQ(beat.assignment().rank(), lost_rank);
+  EXPECT_EQ(beat.assignment().start_step(), 7u);
+  Report(job, kept_rank, 10, 1.0f, /*done=*/true);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  Report(job, lost_rank, 10, 1.0f, /*done=*/true);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
 }
 
 TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {
@@ -253,6 +403,243 @@ TEST_F(ClusterTest, WatchersSeeChanges) {
   status = cluster_->WaitForJobChange(job, &revision, absl::Seconds(1)).value();
   EXPECT_GT(revision, seen);
   EXPECT_EQ(status.state(), CANCELLED);
+}
+
+TEST_F(ClusterTest, ANodeRegisteringAgainKeepsItsIdOrGetsItBack) {
+  const std::string w = Register(WORKER, "w1");
+  EXPECT_EQ(Register(WORKER, "w1-moved", w), w);  // Known: kept, with its new address.
+  ASSERT_EQ(cluster_->ListNodes().nodes_size(), 1);
+  EXPECT_EQ(cluster_->ListNodes().nodes(0).address(), "w1-moved");
+  // Forgotten (as by a coordinator restarted without its state): given back, never handed out.
+  EXPECT_EQ(Register(SERVER, "h:1", "server-7"), "server-7");
+  EXPECT_EQ(Register(WORKER, "w2"), "worker-8");
+  RegisterRequest r;
+  r.set_address("x");
+  r.set_role(SERVER);
+  r.set_node_id(w);  // Known as a worker.
+  EXPECT_EQ(cluster_->Register(r).status().code(), absl::StatusCode::kInvalidArgument);
+  for (const char* id : {"worker-7x", "server-", "node-3", "server-07"}) {
+    r.set_node_id(id);
+    EXPECT_EQ(cluster_->Register(r).status().code(), absl::StatusCode::kInvalidArgument) << id;
+  }
+}
+
+// A coordinator on a StateStore, and the same coordinator after a restart on the same file.
+class PersistentClusterTest : public ClusterTest {
+ protected:
+  void SetUp() override {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    std::string templ = std::string(tmp != nullptr ? tmp : "/tmp") + "/cluster_XXXXXX";
+    path_ = std::string(mkdtemp(templ.data())) + "/coordinator.db";
+    Restart();
+  }
+
+  // Replaces the coordinator by a new one on the same database, as a new process would.
+  void Restart() {
+    cluster_.reset();
+    store_.reset();
+    absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(path_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    options_.state = store_.get();
+    cluster_ = std::make_unique<ClusterCoordinator>(options_);
+    absl::Status loaded = cluster_->Load();
+    ASSERT_TRUE(loaded.ok()) << loaded;
+  }
+
+  // The job as its last write left it in the database.
+  JobStatus Stored(const std::string& job) {
+    const StateStore::Contents contents = store_->Load().value();
+    for (const StateStore::StoredJob& stored : contents.jobs) {
+      if (stored.id == job) return stored.record.status();
+    }
+    return JobStatus();
+  }
+
+  std::string path_;
+  std::unique_ptr<StateStore> store_;
+};
+
+TEST_F(PersistentClusterTest, JobsNodesAndCountersSurviveARestart) {
+  const std::string s1 = Register(SERVER, "h:1"), s2 = Register(SERVER, "h:2");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  const std::string idle = Register(WORKER, "w3");
+  const std::string gone = Register(WORKER, "w4");
+  ASSERT_TRUE(cluster_->Leave(gone).ok());
+  JobSpec spec = Spec(2, 2);
+  spec.mutable_training()->set_consistency(SYNC);
+  const std::string running = cluster_->SubmitJob(spec).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(running)->state(), RUNNING);
+  const std::string pending = cluster_->SubmitJob(Spec(1, 5)).value();  // Never enough workers.
+  const std::string cancelled = cluster_->SubmitJob(Spec(1, 5)).value();
+  ASSERT_TRUE(cluster_->CancelJob(cancelled).ok());
+  HeartbeatResponse h1 = Beat(w1);
+  ASSERT_TRUE(h1.has_assignment());
+  const uint32_t rank1 = h1.assignment().rank();
+  Report(running, rank1, 5, 3.0f);
+  Report(running, 1 - rank1, 4, 2.0f, /*done=*/false);
+  ASSERT_TRUE(cluster_->CheckpointJob(running, "/ckpt").ok());
+  Report(running, rank1, 6, 2.5f);  // Saved by the next Tick only...
+  EXPECT_EQ(Stored(running).workers(rank1).step(), 5u);
+  cluster_->Tick();  // ...here.
+  EXPECT_EQ(Stored(running).workers(rank1).step(), 6u);
+  const ListJobsResponse jobs = cluster_->ListJobs();
+  const ListNodesResponse nodes = cluster_->ListNodes();
+  const ShardMap shard_map = cluster_->GetShardMap(running).value();
+
+  now_ += absl::Seconds(60);  // Long after every node's last heartbeat.
+  Restart();
+  using google::protobuf::util::MessageDifferencer;
+  const ListJobsResponse loaded_jobs = cluster_->ListJobs();
+  ASSERT_EQ(loaded_jobs.jobs_size(), 3);  // In submission order, with state, spec, progress...
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(MessageDifferencer::Equals(loaded_jobs.jobs(i), jobs.jobs(i)))
+        << loaded_jobs.jobs(i).DebugString() << "\nvs\n" << jobs.jobs(i).DebugString();
+  }
+  const JobStatus status = cluster_->GetJob(running).value();
+  EXPECT_EQ(status.state(), RUNNING);
+  EXPECT_EQ(status.step(), 4u);
+  ASSERT_EQ(status.checkpoints_size(), 1);
+  EXPECT_EQ(status.checkpoints(0).step(), 8u);
+  EXPECT_TRUE(MessageDifferencer::Equals(cluster_->GetShardMap(running).value(), shard_map));
+  EXPECT_EQ(cluster_->GetJob(pending)->state(), PENDING);
+  EXPECT_EQ(cluster_->GetJob(cancelled)->state(), CANCELLED);
+  // Watchers of a loaded job get its status at once.
+  uint64_t revision = 0;
+  cluster_->WaitForJobChange(running, &revision, absl::ZeroDuration()).value();
+  EXPECT_GT(revision, 0u);
+
+  // The same nodes, each with its job and rank; SUSPECT until heard from (not DEAD after 60 s).
+  const ListNodesResponse loaded_nodes = cluster_->ListNodes();
+  ASSERT_EQ(loaded_nodes.nodes_size(), nodes.nodes_size());
+  for (int i = 0; i < nodes.nodes_size(); ++i) {
+    const NodeInfo& before = nodes.nodes(i);
+    const NodeInfo& after = loaded_nodes.nodes(i);
+    EXPECT_EQ(after.node_id(), before.node_id());
+    EXPECT_EQ(after.role(), before.role());
+    EXPECT_EQ(after.address(), before.address());
+    EXPECT_EQ(after.job_id(), before.job_id());
+    EXPECT_EQ(after.rank(), before.rank());
+    EXPECT_EQ(after.health(), SUSPECT);
+  }
+  // A job submitted now waits for nodes that show up.
+  const std::string waiting = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(waiting)->state(), PENDING);
+  Beat(idle);
+  Beat(s1);
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(waiting)->state(), RUNNING);
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(running)->state(), RUNNING);
+  now_ += absl::Milliseconds(1100);  // 11 intervals: a node that never came back is DEAD...
+  Beat(s1);
+  Beat(s2);
+  Beat(w2);
+  cluster_->Tick();
+  JobStatus lost = cluster_->GetJob(running).value();
+  // ...and its rank goes vacant (the job goes on with the other worker), stored at once.
+  EXPECT_EQ(lost.state(), RUNNING);
+  EXPECT_NE(lost.message().find(w1), std::string::npos) << lost.message();
+  const JobStatus stored = Stored(running);
+  EXPECT_EQ(stored.state(), RUNNING);
+  int vacant = 0;
+  for (const WorkerProgress& w : stored.workers()) vacant += w.vacant();
+  EXPECT_EQ(vacant, 1);
+
+  // New ids follow the old ones.
+  const std::string fresh = Register(WORKER, "w5");
+  for (const std::string& old : {s1, s2, w1, w2, idle, gone}) EXPECT_NE(fresh, old);
+  EXPECT_EQ(fresh, "worker-7");
+  EXPECT_EQ(cluster_->SubmitJob(Spec(1, 1)).value(), "job-5");
+  // A node registering again with its id keeps it.
+  EXPECT_EQ(Register(WORKER, "w1", w1), w1);
+}
+
+TEST_F(PersistentClusterTest, WorkersAndServersCarryOnAfterARestart) {
+  const std::string s = Register(SERVER, "h:1");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  const std::string job = cluster_->SubmitJob(Spec(1, 2)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  const uint32_t rank1 = Beat(w1).assignment().rank();
+  Report(job, rank1, 10, 1.0f, /*done=*/true);  // Saved at once: the worker reports no more.
+  EXPECT_TRUE(Stored(job).workers(rank1).done());
+  Restart();
+  // The worker still running gets its assignment again (it ignores it: it runs it already).
+  HeartbeatResponse h2 = Beat(w2);
+  ASSERT_TRUE(h2.has_assignment());
+  EXPECT_EQ(h2.assignment().rank(), 1 - rank1);
+  EXPECT_EQ(h2.assignment().shard_map().shards_size(),
+            cluster_->GetShardMap(job)->shards_size());
+  EXPECT_FALSE(Beat(w1).has_assignment());  // Done with it.
+  EXPECT_EQ(Report(job, 1 - rank1, 10, 1.0f, /*done=*/true).cancel(), false);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+  EXPECT_EQ(Stored(job).state(), SUCCEEDED);  // Saved before the report returned.
+  // The server learns that the job whose shards it holds ended.
+  HeartbeatResponse server_beat = Beat(s);
+  ASSERT_EQ(server_beat.ended_jobs_size(), 1);
+  EXPECT_EQ(server_beat.ended_jobs(0), job);
+}
+
+TEST_F(PersistentClusterTest, AJobThatWasStartingIsPendingAgain) {
+  // What a coordinator killed while creating a job's shards leaves behind: the workers reserved.
+  StateStore::Batch batch;
+  JobRecord job;
+  *job.mutable_status()->mutable_spec() = Spec(1, 1);
+  job.mutable_status()->set_job_id("job-1");
+  job.mutable_status()->set_state(PENDING);
+  job.add_workers("worker-2");
+  job.add_done(false);
+  batch.PutJob("job-1", 1, job);
+  NodeRecord node;
+  node.mutable_info()->set_node_id("server-1");
+  node.mutable_info()->set_role(SERVER);
+  node.mutable_info()->set_address("h:1");
+  batch.PutNode(node);
+  node.mutable_info()->set_node_id("worker-2");
+  node.mutable_info()->set_role(WORKER);
+  node.set_job_id("job-1");
+  batch.PutNode(node);
+  ASSERT_TRUE(store_->Write(batch).ok());
+  Restart();
+  ASSERT_EQ(cluster_->ListNodes().nodes_size(), 2);
+  EXPECT_EQ(cluster_->ListNodes().nodes(1).job_id(), "");  // Free again.
+  EXPECT_EQ(cluster_->GetJob("job-1")->state(), PENDING);
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob("job-1")->state(), PENDING);  // The nodes have not shown up yet.
+  Beat("server-1");
+  Beat("worker-2");
+  cluster_->Tick();  // Started afresh.
+  EXPECT_EQ(cluster_->GetJob("job-1")->state(), RUNNING);
+  EXPECT_TRUE(Beat("worker-2").has_assignment());
+}
+
+TEST_F(PersistentClusterTest, FailedWritesAreRetriedAndStopNothing) {
+  store_->TEST_FailWrites(absl::UnavailableError("disk unplugged"));
+  Register(SERVER, "h:1");
+  Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  EXPECT_GT(store_->failed_writes(), 0u);
+  store_->TEST_FailWrites(absl::OkStatus());
+  cluster_->Tick();
+  EXPECT_EQ(Stored(job).state(), RUNNING);
+  EXPECT_EQ(store_->Load()->nodes.size(), 2u);
+}
+
+TEST_F(PersistentClusterTest, ARecordThatDoesNotAddUpIsAnError) {
+  StateStore::Batch batch;
+  JobRecord job;
+  job.mutable_status()->set_job_id("job-9");  // Stored as job-1.
+  batch.PutJob("job-1", 1, job);
+  ASSERT_TRUE(store_->Write(batch).ok());
+  ClusterCoordinator fresh(options_);
+  absl::Status loaded = fresh.Load();
+  EXPECT_EQ(loaded.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(loaded.message().find("job-1"), absl::string_view::npos) << loaded;
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include "coordinator/cluster.h"
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/coordinator_service.h"
+#include "coordinator/state_store.h"
 #include "coordinator/status_page.h"
 #include "proto/admin.grpc.pb.h"
 #include "proto/parameter_server.grpc.pb.h"
@@ -43,6 +44,12 @@ ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
           "0 picks a free port (see --metrics_port_file); negative: no HTTP server.");
 ABSL_FLAG(std::string, metrics_port_file, "",
           "If set, the HTTP port actually bound is written to this file (before --port_file).");
+ABSL_FLAG(std::string, state_db, "",
+          "SQLite database file (created if missing) where the coordinator keeps its jobs, nodes "
+          "and id counters. A coordinator restarted on the same file carries on with them: "
+          "running jobs go on, and servers and workers keep their ids. Only one coordinator can "
+          "use a file at a time. Empty: memory only, and every job is lost when the coordinator "
+          "stops.");
 ABSL_FLAG(int, heartbeat_interval_ms, 500,
           "How often servers and workers send heartbeats. A node silent for 10 intervals is "
           "DEAD, and a running job that needs it FAILS.");
@@ -79,6 +86,24 @@ absl::StatusOr<SaveCheckpointResponse> SaveCheckpointOn(const std::string& addre
   SaveCheckpointResponse response;
   RETURN_IF_ERROR(FromGrpcStatus(stub->SaveCheckpoint(&context, request, &response), address));
   return response;
+}
+
+absl::Status DropJobOn(const std::string& address, const std::string& job_id) {
+  auto stub = ParameterServer::NewStub(CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  DropJobRequest request;
+  request.set_job_id(job_id);
+  DropJobResponse response;
+  return FromGrpcStatus(stub->DropJob(&context, request, &response), address);
+}
+
+absl::Status SetWorkersOn(const std::string& address, const SetWorkersRequest& request) {
+  auto stub = ParameterServer::NewStub(CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  SetWorkersResponse response;
+  return FromGrpcStatus(stub->SetWorkers(&context, request, &response), address);
 }
 
 // Admin.GetStatus of the servers, for the status page: owns one channel per server address, kept
@@ -119,10 +144,37 @@ int Run() {
   options.create_shards = CreateShardsOn;
   options.shard_version = ShardVersionOn;
   options.save_checkpoint = SaveCheckpointOn;
+  options.drop_job = DropJobOn;
+  options.set_workers = SetWorkersOn;
+  std::unique_ptr<StateStore> state;
+  const std::string state_db = absl::GetFlag(FLAGS_state_db);
+  if (state_db.empty()) {
+    LOG(WARNING) << "no --state_db: jobs and nodes are kept in memory only, and lost when the "
+                    "coordinator restarts";
+  } else {
+    absl::StatusOr<std::unique_ptr<StateStore>> opened = StateStore::Open(state_db);
+    if (!opened.ok()) {
+      LOG(ERROR) << opened.status();
+      return 1;
+    }
+    state = std::move(*opened);
+    options.state = state.get();
+  }
   ClusterCoordinator cluster(options);
+  if (absl::Status loaded = cluster.Load(); !loaded.ok()) {
+    LOG(ERROR) << "loading the coordinator's state: " << loaded;
+    return 1;
+  }
   CoordinatorService service(&cluster);
   MetricsRegistry metrics;
   AddCoordinatorMetrics(&cluster, &metrics, options.clock);
+  if (state != nullptr) {
+    metrics.AddCollector([store = state.get()](CollectedMetrics* out) {
+      out->AddCounter("psrv_coordinator_state_write_errors_total",
+                      "Writes to the state database (--state_db) that failed (retried).")
+          ->Add({}, static_cast<double>(store->failed_writes()));
+    });
+  }
 
   // The status page names the coordinator by its gRPC address, known once that server runs.
   const std::string host = absl::GetFlag(FLAGS_host);
@@ -185,7 +237,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Coordinator: tracks parameter servers and workers, assigns shards, runs jobs.\n"
       "Usage: ps_coordinator [--host=0.0.0.0] [--port=7070] [--port_file=F] [--metrics_port=9090]\n"
-      "       [--metrics_port_file=F]");
+      "       [--metrics_port_file=F] [--state_db=FILE]");
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;

@@ -80,6 +80,14 @@ grpc::ServerUnaryReactor* ParameterService::DropJob(grpc::CallbackServerContext*
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ParameterService::SetWorkers(grpc::CallbackServerContext* context,
+                                                       const SetWorkersRequest* request,
+                                                       SetWorkersResponse*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(store_->SetWorkers(*request)));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ParameterService::SaveCheckpoint(grpc::CallbackServerContext* context,
                                                            const SaveCheckpointRequest* request,
                                                            SaveCheckpointResponse* response) {

@@ -15,9 +15,10 @@ using ParameterServiceBase = ParameterServer::WithRawCallbackMethod_Pull<
             ParameterServer::WithCallbackMethod_CreateShards<
                 ParameterServer::WithCallbackMethod_DropJob<
                     ParameterServer::WithCallbackMethod_SaveCheckpoint<
-                        ParameterServer::WithCallbackMethod_AddBackup<
-                            ParameterServer::WithCallbackMethod_Promote<
-                                ParameterServer::Service>>>>>>>>>;
+                        ParameterServer::WithCallbackMethod_SetWorkers<
+                            ParameterServer::WithCallbackMethod_AddBackup<
+                                ParameterServer::WithCallbackMethod_Promote<
+                                    ParameterServer::Service>>>>>>>>>>;
 
 // Thread-safe; never blocks a callback thread (waiting SYNC pulls are answered when the step is
 // applied, replicated pushes when the backup answered).
@@ -34,6 +35,9 @@ class ParameterService final : public ParameterServiceBase {
   grpc::ServerUnaryReactor* SaveCheckpoint(grpc::CallbackServerContext* context,
                                            const SaveCheckpointRequest* request,
                                            SaveCheckpointResponse* response) override;
+  grpc::ServerUnaryReactor* SetWorkers(grpc::CallbackServerContext* context,
+                                       const SetWorkersRequest* request,
+                                       SetWorkersResponse* response) override;
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* request,
                                  grpc::ByteBuffer* response) override;

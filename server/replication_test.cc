@@ -18,6 +18,7 @@
 #include "common/grpc_server.h"
 #include "gtest/gtest.h"
 #include "proto/parameter_server.grpc.pb.h"
+#include "server/aggregate.h"
 #include "server/checkpoint.h"
 #include "server/parameter_service.h"
 #include "server/shard_store.h"
@@ -317,6 +318,46 @@ TEST(ReplicationTest, PromoteCanGiveThePromotedShardsANewBackup) {
   EXPECT_EQ(e.Shard().role(), PRIMARY);
 }
 
+// A lost worker (SetWorkers, sent by the coordinator to every server of the job): the backup
+// takes the new set, the step it completes on the primary is replicated, and both the promoted
+// backup and a backup installed later wait only for the remaining worker.
+TEST(ReplicationTest, WorkerSetsReachBackupsAndSurviveFailOvers) {
+  Node a("server-a"), b("server-b"), c("server-c");
+  CreateReplicated(&a, &b);
+  Step(&a, 1);
+  ASSERT_TRUE(Push(&a, 2, 0).ok());
+  SetWorkersRequest lost;
+  lost.set_job_id("job");
+  lost.add_from_step(0);
+  lost.add_from_step(SyncAggregator::kNever);
+  SetWorkersResponse response;
+  ASSERT_TRUE(b.stub()->SetWorkers(Context().get(), lost, &response).ok());
+  EXPECT_EQ(b.Shard().version(), 1u);  // A backup applies nothing itself.
+  ASSERT_TRUE(a.stub()->SetWorkers(Context().get(), lost, &response).ok());
+  PullResponse pulled;
+  ASSERT_TRUE(Pull(&a, 3, &pulled).ok());  // Step 2 is acknowledged: the backup has it.
+  EXPECT_EQ(pulled.version(), 2u);
+  EXPECT_EQ(b.Shard().version(), 2u);
+  const ShardCheckpoint a_at_2 = Checkpoint(&a);
+
+  // A dies; B, promoted with C as its new backup, completes step 3 with worker 0 alone.
+  a.Stop();
+  PromoteResponse promoted;
+  ASSERT_TRUE(Promote(&b, a.address(), &promoted, c.address()).ok());
+  ExpectBitIdentical(a_at_2, Checkpoint(&b));
+  EXPECT_EQ(Push(&b, 3, 1).error_code(), grpc::StatusCode::FAILED_PRECONDITION);  // Rank 1 left.
+  uint64_t version = 0;
+  ASSERT_TRUE(Push(&b, 3, 0, &version).ok());
+  EXPECT_EQ(version, 3u);
+  EXPECT_EQ(c.Shard().version(), 3u);
+
+  // B dies too; C got B's worker set with its copy.
+  b.Stop();
+  ASSERT_TRUE(Promote(&c, b.address(), &promoted).ok());
+  ASSERT_TRUE(Push(&c, 4, 0, &version).ok());
+  EXPECT_EQ(version, 4u);
+}
+
 TEST(ReplicationTest, ADeadBackupIsDroppedAndTrainingContinues) {
   Node a("server-a"), b("server-b"), c("server-c");
   CreateReplicated(&a, &b);
@@ -499,6 +540,9 @@ TEST(ReplicationTest, BadReplicationRequestsAreRefusedAndChangeNothing) {
   EXPECT_EQ(install(&b, request), StatusCode::INVALID_ARGUMENT);
   request = Install(a.address(), good);
   request.set_num_workers(0);
+  EXPECT_EQ(install(&b, request), StatusCode::INVALID_ARGUMENT);
+  request = Install(a.address(), good);
+  request.add_from_step(0);  // One entry; the job has two workers.
   EXPECT_EQ(install(&b, request), StatusCode::INVALID_ARGUMENT);
   std::string corrupt = good;
   corrupt[corrupt.size() / 2] ^= 0x40;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include <glog/logging.h>
+#include <grpcpp/client_context.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -55,6 +56,25 @@ std::string AdvertisedHost() {
   char name[256] = {0};
   gethostname(name, sizeof(name) - 1);
   return name;
+}
+
+// Asks the coordinator for a checkpoint of every running job with shards here (SYNC jobs with a
+// checkpoint directory; others are refused), so that after this server leaves they restart from a
+// fresh one. Meanwhile the server keeps serving: the checkpoint needs the next two steps.
+void CheckpointJobsBeforeLeaving(ShardStore* store, Membership* membership) {
+  for (const std::string& job : store->JobIds()) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    CheckpointJobRequest request;
+    request.set_job_id(job);
+    CheckpointManifest manifest;
+    grpc::Status status = membership->stub()->CheckpointJob(&context, request, &manifest);
+    if (status.ok()) {
+      LOG(INFO) << "checkpointed job " << job << " at step " << manifest.step() << " before leaving";
+    } else {
+      LOG(INFO) << "no checkpoint of job " << job << " before leaving: " << status.error_message();
+    }
+  }
 }
 
 int Run() {
@@ -123,6 +143,7 @@ int Run() {
          !served_enough.HasBeenNotified()) {
   }
   LOG(INFO) << "ps_server shutting down";
+  if (membership && terminate->HasBeenNotified()) CheckpointJobsBeforeLeaving(&store, membership.get());
   if (membership) membership->Stop();
   store.CancelAllWaiters();
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -66,6 +66,7 @@ struct Shard::Outbox {
   std::shared_ptr<Replicator> install_on;
   std::string own_address;
   ShardCheckpoint install;
+  std::vector<uint64_t> install_from_step;  // SYNC: the worker set (num_workers).
   AddBackupCallback install_done;
 };
 
@@ -163,10 +164,14 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
     return;
   }
   if (aggregator_.pending() == 0) step_started_ = now;
-  if (!aggregator_.Add(request.worker_rank(), offset, count, values)) {
+  if (!aggregator_.Add(request.worker_rank(), request.step(), offset, count, values)) {
     out->pushes.emplace_back(std::move(done), version_);  // The step waits for more pushes.
     return;
   }
+  ApplyStep(std::move(done), now, out);
+}
+
+void Shard::ApplyStep(PushCallback done, absl::Time now, Outbox* out) {
   const float* mean = aggregator_.Mean();
   optimizer_->Apply(mean, values_.data(), 0, size_, OptimizerStep(version_ + 1));
   std::shared_ptr<PooledBuffer> applied;
@@ -179,6 +184,68 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
     env_.step_wait->Observe(absl::ToDoubleSeconds(now - step_started_));
   }
   Updated(config_.range, std::move(applied), std::move(done), now, out);
+}
+
+absl::Status Shard::SetWorkers(const std::vector<uint64_t>& from_step) {
+  Outbox out;
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(CheckSetWorkersLocked(from_step));
+    ASSIGN_OR_RETURN(const bool complete, aggregator_.SetWorkers(from_step, version_ + 1));
+    // A backup applies only what its primary replicates (and aggregates nothing).
+    if (complete && role_ == PRIMARY) ApplyStepWithoutPush(&out);
+  }
+  Deliver(&out);
+  return absl::OkStatus();
+}
+
+void Shard::ApplyStepWithoutPush(Outbox* out) {
+  if (Busy()) {  // Its turn comes after the update or install in flight, as a push's would.
+    deferred_.push_back(Deferred{[this](Outbox* o) { ApplyStepWithoutPush(o); },
+                                 [](const absl::Status&) {}});
+    return;
+  }
+  // Meanwhile a later SetWorkers may have applied the step, or made it wait for a joining rank.
+  if (aggregator_.pending() == 0 || !aggregator_.IncompleteWorkers().empty()) return;
+  ApplyStep(PushCallback(), env_.clock(), out);
+}
+
+absl::Status Shard::CheckSetWorkers(const std::vector<uint64_t>& from_step) {
+  absl::MutexLock lock(&mu_);
+  return CheckSetWorkersLocked(from_step);
+}
+
+absl::Status Shard::CheckSetWorkersLocked(const std::vector<uint64_t>& from_step) {
+  if (config_.consistency != SYNC) {
+    return absl::FailedPreconditionError("only SYNC jobs have a set of workers a step waits for");
+  }
+  if (from_step.size() != config_.num_workers) {
+    return absl::InvalidArgumentError(absl::StrCat("from_step has ", from_step.size(),
+                                                   " entries; the job has ",
+                                                   config_.num_workers, " workers"));
+  }
+  for (uint32_t rank = 0; rank < from_step.size(); ++rank) {
+    const uint64_t first = from_step[rank];
+    if (first != aggregator_.from_step()[rank] && first != SyncAggregator::kNever &&
+        first <= version_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "rank ", rank, " cannot join at step ", first, ": table ", config_.table.name(),
+          " already applied step ", version_));
+    }
+  }
+  if (std::none_of(from_step.begin(), from_step.end(),
+                   [next = version_ + 1](uint64_t s) { return s <= next; })) {
+    return absl::InvalidArgumentError("no worker would be left to push the next step");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Shard::RestoreWorkers(const std::vector<uint64_t>& from_step) {
+  absl::MutexLock lock(&mu_);
+  if (config_.consistency != SYNC) {
+    return absl::InvalidArgumentError("only SYNC jobs have a set of workers a step waits for");
+  }
+  return aggregator_.SetWorkers(from_step, version_ + 1).status();
 }
 
 void Shard::Updated(const KeyRange& range, std::shared_ptr<PooledBuffer> gradient,
@@ -301,6 +368,7 @@ void Shard::Deliver(Outbox* out) {
     *header.mutable_shard()->mutable_range() = config_.range;
     header.mutable_shard()->set_role(BACKUP);
     header.mutable_shard()->set_primary_address(out->own_address);
+    for (uint64_t step : out->install_from_step) header.add_from_step(step);
     Replicator::Done installed = [self = shared_from_this(), backup = out->install_on,
                                   version = out->install.version,
                                   done = std::move(out->install_done)](absl::Status status) {
@@ -422,6 +490,7 @@ void Shard::StartAddBackup(std::shared_ptr<Replicator> backup, const std::string
   out->install_on = std::move(backup);
   out->own_address = own_address;
   out->install = MakeCheckpoint();
+  if (config_.consistency == SYNC) out->install_from_step = aggregator_.from_step();
   out->install_done = std::move(done);
 }
 

@@ -113,6 +113,20 @@ class Shard : public std::enable_shared_from_this<Shard> {
   using SnapshotCallback = std::function<void(absl::StatusOr<ShardCheckpoint>)>;
   void Snapshot(uint64_t version, SnapshotCallback done);
 
+  // SYNC: which workers the steps wait for; see ParameterServer.SetWorkers and
+  // SyncAggregator::SetWorkers. On a PRIMARY it may complete the step being aggregated, which is
+  // then applied and replicated like a step a push completes (after the update or install in
+  // flight, if any; the pulls and checkpoints waiting for it are answered once the backup has it).
+  // A BACKUP only takes the new set, for when it is promoted. Changes nothing on error:
+  // INVALID_ARGUMENT, FAILED_PRECONDITION (ASYNC; a joining rank's first step already applied).
+  absl::Status SetWorkers(const std::vector<uint64_t>& from_step);
+  // The checks of SetWorkers alone.
+  absl::Status CheckSetWorkers(const std::vector<uint64_t>& from_step);
+  // SYNC: the worker set (SyncAggregator::from_step) of another copy of this shard, taken as it is
+  // when the copy is installed here (InstallShard). INVALID_ARGUMENT: an ASYNC shard, not one
+  // entry per rank, or no rank left for the next step.
+  absl::Status RestoreWorkers(const std::vector<uint64_t>& from_step);
+
   // Replaces the values (size of the shard's range) before training starts.
   void LoadValues(const float* values);
 
@@ -159,7 +173,8 @@ class Shard : public std::enable_shared_from_this<Shard> {
   // What to do once mu_ is released: every callback, and the call to the backup to start.
   struct Outbox;
 
-  // A push or AddBackup that arrived while an update or install was in flight.
+  // A push, AddBackup or step completed by SetWorkers that came while an update or install was in
+  // flight.
   struct Deferred {
     std::function<void(Outbox*)> run;                 // Under mu_, once the shard is not busy.
     std::function<void(const absl::Status&)> cancel;  // Without mu_.
@@ -172,9 +187,15 @@ class Shard : public std::enable_shared_from_this<Shard> {
   // replicated) makes it visible at once.
   void Updated(const KeyRange& range, std::shared_ptr<PooledBuffer> gradient, PushCallback done,
                absl::Time now, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // SYNC: applies the mean of the step aggregated (every worker taking part pushed it all), then
+  // as Updated. `done`: the push that completed the step; empty if SetWorkers did.
+  void ApplyStep(PushCallback done, absl::Time now, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // SYNC, PRIMARY: applies the step SetWorkers completed, or (busy) defers it behind the pushes
+  // already waiting, like a push.
+  void ApplyStepWithoutPush(Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The update at version_ is acknowledged: answers its push, waiting pulls and checkpoints.
   void Acknowledge(PushCallback done, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs deferred pushes and AddBackups in order until one makes the shard busy again.
+  // Runs deferred pushes, steps and AddBackups in order until one makes the shard busy again.
   void RunDeferred(Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartAddBackup(std::shared_ptr<Replicator> backup, const std::string& own_address,
                       AddBackupCallback done, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -190,6 +211,8 @@ class Shard : public std::enable_shared_from_this<Shard> {
 
   ShardCheckpoint MakeCheckpoint() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RefuseOnBackup(const char* what) ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status CheckSetWorkersLocked(const std::vector<uint64_t>& from_step)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The optimizer step (learning-rate schedule, Adam bias correction) of the n-th update.
   uint64_t OptimizerStep(uint64_t update) const;

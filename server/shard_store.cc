@@ -382,6 +382,18 @@ absl::Status ShardStore::DropJob(const std::string& job_id) {
   return absl::OkStatus();
 }
 
+absl::Status ShardStore::SetWorkers(const SetWorkersRequest& request) {
+  std::vector<std::shared_ptr<Shard>> shards = AllShards(request.job_id());
+  if (shards.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("job ", request.job_id(), " has no shards on this server"));
+  }
+  const std::vector<uint64_t> from_step(request.from_step().begin(), request.from_step().end());
+  for (const auto& shard : shards) RETURN_IF_ERROR(shard->CheckSetWorkers(from_step));
+  for (const auto& shard : shards) RETURN_IF_ERROR(shard->SetWorkers(from_step));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<Shard>> ShardStore::Find(const std::string& job_id,
                                                         const std::string& table,
                                                         const KeyRange& range) {
@@ -514,6 +526,10 @@ absl::StatusOr<uint64_t> ShardStore::InstallShard(const InstallShardRequest& req
   replication.primary_address = spec.primary_address();
   auto shard = std::make_shared<Shard>(config, EnvFor(request.job_id()), std::move(replication));
   RETURN_IF_ERROR(shard->Restore(std::move(state)));
+  if (request.from_step_size() > 0) {
+    RETURN_IF_ERROR(shard->RestoreWorkers(
+        std::vector<uint64_t>(request.from_step().begin(), request.from_step().end())));
+  }
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(std::shared_ptr<Shard> held, Overlapping(config));
   if (held != nullptr && held->role() == PRIMARY) {
@@ -696,6 +712,13 @@ void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckp
       }
     });
   }
+}
+
+std::vector<std::string> ShardStore::JobIds() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> ids;
+  for (const auto& [job, tables] : jobs_) ids.push_back(job);
+  return ids;
 }
 
 std::vector<std::shared_ptr<Shard>> ShardStore::AllShards(const std::string& job_id) {

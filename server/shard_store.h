@@ -45,6 +45,10 @@ class ShardStore {
   // Drops a job's shards; their waiting pulls fail with CANCELLED.
   absl::Status DropJob(const std::string& job_id);
 
+  // See ParameterServer.SetWorkers: checks every shard of the job (PRIMARY and BACKUP), then
+  // changes them all.
+  absl::Status SetWorkers(const SetWorkersRequest& request);
+
   // Validates and answers a pull (possibly later, see Shard::Pull). `done` is always called once.
   void Pull(const PullRequest& request, PullCallback done);
 
@@ -70,6 +74,9 @@ class ShardStore {
 
   // Status of every shard (of `job_id` only, if non-empty).
   ServerStatus Status(const std::string& job_id);
+
+  // Ids of the jobs with shards here.
+  std::vector<std::string> JobIds();
 
   // Fails all waiting pulls (used on shutdown).
   void CancelAllWaiters();

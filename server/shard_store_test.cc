@@ -128,6 +128,50 @@ TEST(ShardStoreTest, SyncAppliesTheMeanOnceEveryWorkerPushed) {
   EXPECT_EQ(status.shards(0).bytes_in(), 2 * kSize * 4);
 }
 
+SetWorkersRequest Workers(std::vector<uint64_t> from_step, const std::string& job = "job") {
+  SetWorkersRequest r;
+  r.set_job_id(job);
+  for (uint64_t s : from_step) r.add_from_step(s);
+  return r;
+}
+
+TEST(ShardStoreTest, RemovingALostWorkerCompletesTheStepItWasAwaited) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 2)).ok());
+  const uint64_t never = std::numeric_limits<uint64_t>::max();
+  // Bad requests change nothing.
+  EXPECT_EQ(store.SetWorkers(Workers({0, never}, "nope")).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store.SetWorkers(Workers({0})).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store.SetWorkers(Workers({never, never})).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<float> g0(kSize, 1.0f), g1(kSize, 3.0f);
+  ASSERT_TRUE(Push(&store, PushHeader(1, 0), g0).ok());
+  bool answered = false;
+  store.Pull(PullHeader(2), [&](absl::Status s, uint64_t v, PooledBuffer) {
+    EXPECT_TRUE(s.ok());
+    EXPECT_EQ(v, 1u);
+    answered = true;
+  });
+  EXPECT_FALSE(answered);
+  // Worker 1 is lost: step 1 is worker 0's gradient alone, and the waiting pull is answered.
+  ASSERT_TRUE(store.SetWorkers(Workers({0, never})).ok());
+  ASSERT_TRUE(answered);
+  std::vector<float> init = Initial();
+  std::vector<float> after = PullNow(&store, PullHeader(2));
+  for (uint64_t i = 0; i < kSize; ++i) EXPECT_FLOAT_EQ(after[i], init[i] - 0.5f * 1.0f);
+  EXPECT_EQ(Push(&store, PushHeader(2, 1), g1).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // Rank 1 left.
+  // A new worker takes rank 1 over from step 3; step 2 is worker 0's alone, 3 waits for both.
+  EXPECT_EQ(store.SetWorkers(Workers({0, 1})).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store.SetWorkers(Workers({0, 3})).ok());
+  ASSERT_EQ(*Push(&store, PushHeader(2, 0), g0), 2u);
+  ASSERT_EQ(*Push(&store, PushHeader(3, 0), g0), 2u);
+  ASSERT_EQ(*Push(&store, PushHeader(3, 1), g1), 3u);
+  // SetWorkers means nothing to an ASYNC job.
+  ShardStore async;
+  ASSERT_TRUE(async.CreateShards(Create(ASYNC, 2)).ok());
+  EXPECT_EQ(async.SetWorkers(Workers({0, never})).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(ShardStoreTest, SyncAcceptsAPushInChunks) {
   ShardStore store;
   ASSERT_TRUE(store.CreateShards(Create(SYNC, 2)).ok());
@@ -226,7 +270,7 @@ TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Push(&store, PushHeader(1, 7), g).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Push(&store, PushHeader(0, 0), g).status().code(),
-            absl::StatusCode::kFailedPrecondition);  // Step 0 counts as already applied.
+            absl::StatusCode::kInvalidArgument);  // Steps start at 1.
   EXPECT_EQ(Push(&store, PushHeader(2, 0), g).status().code(),
             absl::StatusCode::kFailedPrecondition);  // Ahead.
   // Nothing was aggregated or applied.
@@ -239,7 +283,7 @@ TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
   ASSERT_TRUE(Push(&store, PushHeader(1, 1), g).ok());
   const std::vector<float> applied = PullNow(&store, PullHeader(2));
   EXPECT_EQ(Push(&store, PushHeader(1, 1), g).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+            absl::StatusCode::kAlreadyExists);  // A resend of an applied step.
   EXPECT_EQ(PullNow(&store, PullHeader(2)), applied);
   EXPECT_EQ(store.Status("").shards(0).rejected_pushes(), 11u);  // All but the four that matched no shard.
 }
@@ -489,7 +533,7 @@ TEST(ShardStoreStatusTest, TheLastRejectedPushIsKept) {
   EXPECT_FALSE(Push(&store, PushHeader(1, 0), g).ok());  // Step 1 was applied.
   ShardStatus status = store.Status("").shards(0);
   EXPECT_EQ(status.last_error(),
-            "FAILED_PRECONDITION: step 1 was already applied (the shard is at step 1) "
+            "ALREADY_EXISTS: step 1 was already applied (the shard is at step 1) "
             "(worker 0, step 1)");
   EXPECT_EQ(status.last_error_ms(), absl::ToUnixMillis(clock.now));
   EXPECT_EQ(status.rejected_pushes(), 1u);

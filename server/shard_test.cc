@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "server/aggregate.h"
 #include "server/test_requests.h"
 
 namespace psrv {
@@ -72,25 +73,11 @@ class FakeBackup : public Replicator {
 
   void Install(const InstallShardRequest& request, std::string state, Done done) override {
     installs.push_back(request);
-    if (!failures.empty()) {
-      absl::Status failure = failures.front();
-      failures.pop_front();
-      done(failure);
+    if (hold_installs) {
+      held_.push_back([this, request, state, done] { Answer(request, state, done); });
       return;
     }
-    ShardConfig config;
-    config.job_id = request.job_id();
-    config.table = request.shard().table();
-    config.range = request.shard().range();
-    config.consistency = request.consistency();
-    config.optimizer = request.optimizer();
-    config.num_workers = request.num_workers();
-    ShardReplication replication;
-    replication.role = request.shard().role();
-    replication.primary_address = request.shard().primary_address();
-    shard_ = std::make_shared<Shard>(config, ShardEnv(), replication);
-    absl::StatusOr<ShardCheckpoint> checkpoint = DecodeShardCheckpoint(state, "install");
-    done(checkpoint.ok() ? shard_->Restore(std::move(*checkpoint)) : checkpoint.status());
+    Answer(request, state, done);
   }
 
   // Answers the held calls, in order, and those they lead to.
@@ -104,21 +91,50 @@ class FakeBackup : public Replicator {
 
   std::shared_ptr<Shard> shard() const { return shard_; }
 
-  bool hold = false;
+  bool hold = false;           // Replicate answers wait for Release.
+  bool hold_installs = false;  // Install answers wait for Release.
   std::deque<absl::Status> failures;  // The next answers, before any is applied.
   std::vector<ReplicateRequest> sent;
   std::vector<std::vector<float>> gradients;  // Of each Replicate sent.
   std::vector<InstallShardRequest> installs;
 
  private:
+  // Answers with the next scripted failure, if there is one.
+  bool Failed(const Done& done) {
+    if (failures.empty()) return false;
+    absl::Status failure = failures.front();
+    failures.pop_front();
+    done(failure);
+    return true;
+  }
+
+  // As ShardStore::InstallShard.
+  void Answer(const InstallShardRequest& request, const std::string& state, const Done& done) {
+    if (Failed(done)) return;
+    ShardConfig config;
+    config.job_id = request.job_id();
+    config.table = request.shard().table();
+    config.range = request.shard().range();
+    config.consistency = request.consistency();
+    config.optimizer = request.optimizer();
+    config.num_workers = request.num_workers();
+    ShardReplication replication;
+    replication.role = request.shard().role();
+    replication.primary_address = request.shard().primary_address();
+    shard_ = std::make_shared<Shard>(config, ShardEnv(), replication);
+    absl::StatusOr<ShardCheckpoint> checkpoint = DecodeShardCheckpoint(state, "install");
+    absl::Status status =
+        checkpoint.ok() ? shard_->Restore(std::move(*checkpoint)) : checkpoint.status();
+    if (status.ok() && request.from_step_size() > 0) {
+      status = shard_->RestoreWorkers(
+          std::vector<uint64_t>(request.from_step().begin(), request.from_step().end()));
+    }
+    done(status);
+  }
+
   void Answer(const ReplicateRequest& request, const std::shared_ptr<PooledBuffer>& gradient,
               const Done& done) {
-    if (!failures.empty()) {
-      absl::Status failure = failures.front();
-      failures.pop_front();
-      done(failure);
-      return;
-    }
+    if (Failed(done)) return;
     absl::Status status;
     if (shard_ != nullptr) {
       status = shard_->ApplyReplicated(request, reinterpret_cast<const float*>(gradient->data()))
@@ -210,6 +226,42 @@ void ExpectIdentical(Shard* primary, Shard* backup) {
   }
 }
 
+// What waits for step 1 of a replicated SYNC primary: a pull for step 2 and a checkpoint at
+// version 1, and (PullStep1, once step 1 is applied but not yet on the backup) a pull for step 1,
+// which would otherwise see step 1's values.
+class WaitingForStep1 {
+ public:
+  explicit WaitingForStep1(Shard* primary) {
+    PullFrom(primary, PullHeader(2), &pull_);
+    primary->Snapshot(1, [this](absl::StatusOr<ShardCheckpoint> c) { checkpoint_ = std::move(c); });
+  }
+  WaitingForStep1(const WaitingForStep1&) = delete;
+  WaitingForStep1& operator=(const WaitingForStep1&) = delete;
+
+  void PullStep1(Shard* primary) { PullFrom(primary, PullHeader(1), &step1_pull_); }
+
+  void ExpectNoneAnswered() const {
+    EXPECT_FALSE(pull_.has_value());
+    EXPECT_FALSE(step1_pull_.has_value());
+    EXPECT_FALSE(checkpoint_.has_value());
+  }
+
+  // All answered with step 1's values.
+  void ExpectAllAnsweredAtStep1() const {
+    ASSERT_TRUE(pull_.has_value() && pull_->status.ok());
+    EXPECT_EQ(pull_->version, 1u);
+    ASSERT_TRUE(step1_pull_.has_value());
+    EXPECT_EQ(step1_pull_->version, 1u);
+    ASSERT_TRUE(checkpoint_.has_value() && checkpoint_->ok());
+    EXPECT_EQ((*checkpoint_)->version, 1u);
+    EXPECT_EQ(pull_->values, (*checkpoint_)->values);
+  }
+
+ private:
+  std::optional<PullResult> pull_, step1_pull_;
+  std::optional<absl::StatusOr<ShardCheckpoint>> checkpoint_;
+};
+
 TEST(ShardReplicationTest, SyncStepIsReplicatedOnceWithTheMean) {
   const ShardConfig config = Config(SYNC, 2);
   auto backup = std::make_shared<FakeBackup>(Backup(config));
@@ -274,10 +326,7 @@ TEST(ShardReplicationTest, PullsPushesAndCheckpointsWaitUntilTheBackupHasTheUpda
   auto backup = std::make_shared<FakeBackup>(Backup(config));
   auto primary = Primary(config, backup);
   backup->hold = true;
-  std::optional<PullResult> pull;
-  PullFrom(primary.get(), PullHeader(2), &pull);  // Waits for step 1.
-  std::optional<absl::StatusOr<ShardCheckpoint>> checkpoint;
-  primary->Snapshot(1, [&](absl::StatusOr<ShardCheckpoint> c) { checkpoint = std::move(c); });
+  WaitingForStep1 waiting(primary.get());
   std::optional<absl::StatusOr<uint64_t>> first, last;
   PushTo(primary.get(), PushHeader(1, 0), Gradient(kSize, 1, 0), &first);
   ASSERT_TRUE(first.has_value());  // Aggregated: answered at once.
@@ -285,21 +334,12 @@ TEST(ShardReplicationTest, PullsPushesAndCheckpointsWaitUntilTheBackupHasTheUpda
   // Step 1 is applied here and sent, but the backup has not answered.
   EXPECT_EQ(backup->sent.size(), 1u);
   EXPECT_FALSE(last.has_value());
-  EXPECT_FALSE(pull.has_value());
-  EXPECT_FALSE(checkpoint.has_value());
-  std::optional<PullResult> step1_pull;  // A pull for step 1 would see step 1's values: it waits.
-  PullFrom(primary.get(), PullHeader(1), &step1_pull);
-  EXPECT_FALSE(step1_pull.has_value());
+  waiting.PullStep1(primary.get());
+  waiting.ExpectNoneAnswered();
   backup->Release();
   ASSERT_TRUE(last.has_value() && last->ok());
   EXPECT_EQ(**last, 1u);
-  ASSERT_TRUE(pull.has_value() && pull->status.ok());
-  EXPECT_EQ(pull->version, 1u);
-  ASSERT_TRUE(step1_pull.has_value());
-  EXPECT_EQ(step1_pull->version, 1u);
-  ASSERT_TRUE(checkpoint.has_value() && checkpoint->ok());
-  EXPECT_EQ((*checkpoint)->version, 1u);
-  EXPECT_EQ(pull->values, (*checkpoint)->values);
+  waiting.ExpectAllAnsweredAtStep1();
   ExpectIdentical(primary.get(), backup->shard().get());
 }
 
@@ -441,13 +481,139 @@ TEST(ShardReplicationTest, APromotedBackupTakesTheNextStep) {
   ASSERT_TRUE(pull.has_value() && pull->status.ok());
   EXPECT_EQ(pull->version, 3u);
   EXPECT_EQ(PushNow(backup.get(), PushHeader(3, 0), Gradient(kSize, 3, 0)).status().code(),
-            absl::StatusCode::kFailedPrecondition);  // Step 3 was applied.
+            absl::StatusCode::kAlreadyExists);  // Step 3 was applied: a resend.
   // Both workers push step 4 again, to the new primary.
   for (uint32_t rank = 0; rank < 2; ++rank) {
     ASSERT_TRUE(PushNow(backup.get(), PushHeader(4, rank), Gradient(kSize, 4, rank)).ok());
   }
   ASSERT_TRUE(PushNow(primary.get(), PushHeader(4, 1), Gradient(kSize, 4, 1)).ok());
   ExpectIdentical(primary.get(), backup.get());  // The same step 4 as the old primary's.
+}
+
+// SetWorkers(from_step) for `workers` ranks, rank `lost` removed (SyncAggregator::kNever).
+std::vector<uint64_t> WithoutRank(uint32_t workers, uint32_t lost) {
+  std::vector<uint64_t> from_step(workers, 0);
+  from_step[lost] = SyncAggregator::kNever;
+  return from_step;
+}
+
+TEST(ShardReplicationTest, AStepSetWorkersCompletesIsReplicatedOnceBeforePullsSeeIt) {
+  const ShardConfig config = Config(SYNC, 3);
+  auto backup = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, backup);
+  backup->hold = true;
+  const std::vector<float> g0 = Gradient(kSize, 1, 0), g1 = Gradient(kSize, 1, 1);
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(1, 0), g0), 0u);
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(1, 1), g1), 0u);
+  WaitingForStep1 waiting(primary.get());
+  // Rank 2 is lost: step 1 is complete without it, applied here and sent to the backup...
+  ASSERT_TRUE(primary->SetWorkers(WithoutRank(3, 2)).ok());
+  ASSERT_EQ(backup->sent.size(), 1u);
+  EXPECT_EQ(backup->sent[0].version(), 1u);
+  EXPECT_EQ(backup->sent[0].range().end(), kSize);
+  std::vector<float> mean(kSize);
+  for (uint64_t i = 0; i < kSize; ++i) mean[i] = (0.0f + g0[i] + g1[i]) * (1.0f / 2.0f);
+  EXPECT_EQ(backup->gradients[0], mean);
+  // ... but seen by nobody until the backup has it.
+  waiting.PullStep1(primary.get());
+  waiting.ExpectNoneAnswered();
+  // The same set again while the step is in flight changes nothing.
+  ASSERT_TRUE(primary->SetWorkers(WithoutRank(3, 2)).ok());
+  backup->Release();
+  EXPECT_EQ(backup->sent.size(), 1u);
+  waiting.ExpectAllAnsweredAtStep1();
+  ExpectIdentical(primary.get(), backup->shard().get());
+  // Step 2 waits for ranks 0 and 1 only.
+  backup->hold = false;
+  EXPECT_EQ(PushNow(primary.get(), PushHeader(2, 2), Gradient(kSize, 2, 2)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(2, 0), Gradient(kSize, 2, 0)), 1u);
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(2, 1), Gradient(kSize, 2, 1)), 2u);
+  EXPECT_EQ(backup->sent.size(), 2u);
+  ExpectIdentical(primary.get(), backup->shard().get());
+}
+
+TEST(ShardReplicationTest, AStepSetWorkersCompletesWaitsForTheInstallInFlight) {
+  const ShardConfig config = Config(SYNC, 2);
+  auto primary = Primary(config, nullptr);
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(1, 0), Gradient(kSize, 1, 0)), 0u);
+  auto fake = std::make_shared<FakeBackup>(nullptr, "10.0.0.3:7071");
+  fake->hold_installs = true;
+  std::optional<absl::StatusOr<uint64_t>> added;
+  primary->AddBackup(fake, kPrimaryAddress, [&](absl::StatusOr<uint64_t> v) { added = v; });
+  ASSERT_EQ(fake->installs.size(), 1u);
+  std::optional<PullResult> pull;
+  PullFrom(primary.get(), PullHeader(2), &pull);
+  // Step 1 is complete without rank 1, but the copy at version 0 is still travelling: the step
+  // waits for it, as a push would, so that the new backup gets it.
+  ASSERT_TRUE(primary->SetWorkers(WithoutRank(2, 1)).ok());
+  EXPECT_EQ(primary->Status().version(), 0u);
+  EXPECT_FALSE(pull.has_value());
+  fake->Release();
+  ASSERT_TRUE(added.has_value() && added->ok());
+  EXPECT_EQ(**added, 0u);
+  ASSERT_EQ(fake->sent.size(), 1u);
+  EXPECT_EQ(fake->sent[0].version(), 1u);
+  EXPECT_EQ(fake->gradients[0], Gradient(kSize, 1, 0));  // The mean of rank 0's push alone.
+  ASSERT_TRUE(pull.has_value() && pull->status.ok());
+  EXPECT_EQ(pull->version, 1u);
+  ExpectIdentical(primary.get(), fake->shard().get());
+}
+
+TEST(ShardReplicationTest, ABackupTakesSetWorkersAndOncePromotedWaitsForTheRemainingRanks) {
+  const ShardConfig config = Config(SYNC, 3);
+  auto fake = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, fake);
+  std::shared_ptr<Shard> backup = fake->shard();
+  for (uint32_t rank = 0; rank < 3; ++rank) {
+    ASSERT_TRUE(PushNow(primary.get(), PushHeader(1, rank), Gradient(kSize, 1, rank)).ok());
+  }
+  ASSERT_TRUE(PushNow(primary.get(), PushHeader(2, 0), Gradient(kSize, 2, 0)).ok());
+  ASSERT_TRUE(PushNow(primary.get(), PushHeader(2, 1), Gradient(kSize, 2, 1)).ok());
+  // The coordinator tells both servers that rank 2 is lost, the backup's first. The backup checks
+  // the set like a primary and takes it, but applies nothing: step 2 reaches it from the primary,
+  // once.
+  EXPECT_EQ(backup->CheckSetWorkers({0, 0}).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(backup->SetWorkers(WithoutRank(3, 2)).ok());
+  EXPECT_EQ(backup->Status().version(), 1u);
+  EXPECT_EQ(fake->sent.size(), 1u);
+  ASSERT_TRUE(primary->SetWorkers(WithoutRank(3, 2)).ok());
+  ASSERT_EQ(fake->sent.size(), 2u);
+  EXPECT_EQ(backup->Status().version(), 2u);
+  ExpectIdentical(primary.get(), backup.get());
+  // The primary dies; once promoted, the backup completes step 3 with ranks 0 and 1.
+  EXPECT_EQ(backup->Promote(), 2u);
+  EXPECT_EQ(PushNow(backup.get(), PushHeader(3, 2), Gradient(kSize, 3, 2)).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // Rank 2 left.
+  ASSERT_EQ(*PushNow(backup.get(), PushHeader(3, 0), Gradient(kSize, 3, 0)), 2u);
+  ASSERT_EQ(*PushNow(backup.get(), PushHeader(3, 1), Gradient(kSize, 3, 1)), 3u);
+  ASSERT_TRUE(PushNow(primary.get(), PushHeader(3, 0), Gradient(kSize, 3, 0)).ok());
+  ASSERT_TRUE(PushNow(primary.get(), PushHeader(3, 1), Gradient(kSize, 3, 1)).ok());
+  ExpectIdentical(primary.get(), backup.get());  // The same step 3 as the old primary's.
+}
+
+TEST(ShardReplicationTest, AnInstalledBackupGetsThePrimarysWorkers) {
+  const ShardConfig config = Config(SYNC, 2);
+  auto primary = Primary(config, nullptr);
+  ASSERT_TRUE(primary->SetWorkers(WithoutRank(2, 1)).ok());
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(1, 0), Gradient(kSize, 1, 0)), 1u);
+  auto fake = std::make_shared<FakeBackup>(nullptr);
+  std::optional<absl::StatusOr<uint64_t>> added;
+  primary->AddBackup(fake, kPrimaryAddress, [&](absl::StatusOr<uint64_t> v) { added = v; });
+  ASSERT_TRUE(added.has_value() && added->ok());
+  ASSERT_EQ(fake->installs.size(), 1u);
+  EXPECT_EQ(std::vector<uint64_t>(fake->installs[0].from_step().begin(),
+                                  fake->installs[0].from_step().end()),
+            WithoutRank(2, 1));
+  std::shared_ptr<Shard> backup = fake->shard();
+  EXPECT_EQ(backup->Promote(), 1u);
+  ASSERT_EQ(*PushNow(backup.get(), PushHeader(2, 0), Gradient(kSize, 2, 0)), 2u);
+  // An ASYNC primary sends no worker set.
+  auto async = Primary(Config(ASYNC, 2), nullptr);
+  auto async_fake = std::make_shared<FakeBackup>(nullptr);
+  async->AddBackup(async_fake, kPrimaryAddress, [](absl::StatusOr<uint64_t>) {});
+  ASSERT_EQ(async_fake->installs.size(), 1u);
+  EXPECT_EQ(async_fake->installs[0].from_step_size(), 0);
 }
 
 TEST(ShardReplicationTest, AddBackupInstallsACopyAndUpdatesWaitForIt) {

@@ -331,7 +331,7 @@ TEST_F(ServerBadInputTest, EachBadPushGetsItsCodeAndChangesNothing) {
   r.mutable_values()->replace(0, 4, reinterpret_cast<const char*>(&inf), 4);
   cases.push_back({"Inf", r, grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"step ahead", Good(2), grpc::StatusCode::FAILED_PRECONDITION});
-  cases.push_back({"step already applied", Good(0), grpc::StatusCode::FAILED_PRECONDITION});
+  cases.push_back({"step 0", Good(0), grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"rank out of range", Good(1, 9), grpc::StatusCode::INVALID_ARGUMENT});
   for (const Case& c : cases) {
     grpc::Status status = Push(c.request);
@@ -347,7 +347,7 @@ TEST_F(ServerBadInputTest, EachBadPushGetsItsCodeAndChangesNothing) {
   ASSERT_TRUE(Push(Good(1, 1)).ok());
   const std::string after = PullValues(2);
   EXPECT_NE(after, before);
-  EXPECT_EQ(Push(Good(1, 1)).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Push(Good(1, 1)).error_code(), grpc::StatusCode::ALREADY_EXISTS);  // Applied: a resend.
   EXPECT_EQ(PullValues(2), after);
   EXPECT_TRUE(server_.running());
 }
@@ -511,7 +511,7 @@ TEST_F(ClusterTest, FirstSyncStepEqualsInProcessMeanGradientStep) {
                               static_cast<int>(s.training().batch_size()), s.training().grad_clip(),
                               s.training().seed() * 1000003 + rank);
     std::vector<float> grads(expected.size());
-    computer.Compute(expected.data(), grads.data());
+    computer.Compute(1, expected.data(), grads.data());
     // The servers add the pushes in arrival order, then scale: the same sum here, either order
     // being exact to rounding.
     for (size_t i = 0; i < grads.size(); ++i) mean[i] += grads[i];

@@ -15,19 +15,23 @@ GradientComputer::GradientComputer(LanguageModel* model, const Corpus* corpus,
       grad_clip_(grad_clip),
       seed_(seed),
       micro_batches_(micro_batches < 1 ? 1 : micro_batches),
-      rng_(seed),
       rows_(static_cast<size_t>(batch_size) * model->window()) {
   if (micro_batches_ > 1) micro_grads_.resize(model->num_parameters());
 }
 
-float GradientComputer::Compute(const float* params, float* grads) {
+float GradientComputer::Compute(uint64_t step, const float* params, float* grads) {
   const size_t n = model_->num_parameters();
+  // One stream per (seed, step): the micro-batches draw from it in turn.
+  std::seed_seq step_seed{static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32),
+                          static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32)};
+  std::mt19937_64 rng(step_seed);
   double loss = 0;
   for (int micro = 0; micro < micro_batches_; ++micro) {
-    corpus_->SampleTokens(rng_, batch_size_, model_->window(), *vocabulary_, rows_.data());
+    corpus_->SampleTokens(rng, batch_size_, model_->window(), *vocabulary_, rows_.data());
     float* out = micro == 0 ? grads : micro_grads_.data();
-    loss += model_->ForwardBackward(params, rows_.data(), batch_size_,
-                                    seed_ * 0x9e3779b97f4a7c15ULL + ++calls_, out);
+    const uint64_t dropout_seed =
+        seed_ * 0x9e3779b97f4a7c15ULL + step * micro_batches_ + static_cast<uint64_t>(micro);
+    loss += model_->ForwardBackward(params, rows_.data(), batch_size_, dropout_seed, out);
     if (micro > 0) {
       for (size_t i = 0; i < n; ++i) grads[i] += out[i];
     }

@@ -19,13 +19,16 @@ class GradientComputer {
  public:
   // `seed` drives this worker's minibatch draws and dropout masks (each worker its own stream).
   // Each Compute runs `micro_batches` micro-batches of `batch_size` rows.
+  // The batches and masks of a step are a function of (seed, step) alone: the step is the whole
+  // data position, so a worker resumed from a checkpoint, or one taking over a dead worker's rank,
+  // trains on exactly the data the original would have.
   GradientComputer(LanguageModel* model, const Corpus* corpus, const ByteToToken* vocabulary,
                    int batch_size, float grad_clip, uint64_t seed, int micro_batches = 1);
 
-  // params, grads: (num_parameters). Returns the mean loss (nats per token) over the micro-batches;
+  // Computes training step `step` (1-based). params, grads: (num_parameters). Returns the mean loss (nats per token) over the micro-batches;
   // grads is the mean of their gradients. With grad_clip > 0, grads are then scaled so that their
   // global L2 norm is at most grad_clip.
-  float Compute(const float* params, float* grads);
+  float Compute(uint64_t step, const float* params, float* grads);
 
   // L2 norm of the last gradient, before clipping.
   double last_grad_norm() const { return last_grad_norm_; }
@@ -43,8 +46,6 @@ class GradientComputer {
   const float grad_clip_;
   const uint64_t seed_;
   const int micro_batches_;
-  std::mt19937_64 rng_;
-  uint64_t calls_ = 0;
   double last_grad_norm_ = 0;
   std::vector<int32_t> rows_;           // (batch, window)
   std::vector<float> micro_grads_;      // (num_parameters) with micro_batches > 1.

@@ -45,10 +45,25 @@ TEST(GradientComputerTest, AccumulatedMicroBatchesEqualOneBigBatch) {
   GradientComputer accumulated(f.model.get(), &f.corpus, &f.vocabulary, 4, 0.0f, 11, 2);
   EXPECT_EQ(big.tokens_per_step(), accumulated.tokens_per_step());
   std::vector<float> g_big(n), g_acc(n);
-  const float loss_big = big.Compute(f.params.data(), g_big.data());
-  const float loss_acc = accumulated.Compute(f.params.data(), g_acc.data());
+  const float loss_big = big.Compute(1, f.params.data(), g_big.data());
+  const float loss_acc = accumulated.Compute(1, f.params.data(), g_acc.data());
   EXPECT_NEAR(loss_big, loss_acc, 1e-5);
   for (size_t i = 0; i < n; ++i) ASSERT_NEAR(g_big[i], g_acc[i], 1e-6) << i;
+}
+
+TEST(GradientComputerTest, AStepsGradientDependsOnlyOnSeedAndStep) {
+  Fixture f;
+  const size_t n = f.model->num_parameters();
+  GradientComputer first(f.model.get(), &f.corpus, &f.vocabulary, 4, 0.0f, 5);
+  GradientComputer resumed(f.model.get(), &f.corpus, &f.vocabulary, 4, 0.0f, 5);
+  std::vector<float> a(n), b(n), c(n);
+  for (uint64_t step = 1; step <= 3; ++step) first.Compute(step, f.params.data(), a.data());
+  resumed.Compute(3, f.params.data(), b.data());  // A worker resumed at step 3.
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(a[i], b[i]) << i;
+  resumed.Compute(4, f.params.data(), c.data());  // Another step draws other batches.
+  size_t same = 0;
+  for (size_t i = 0; i < n; ++i) same += b[i] == c[i];
+  EXPECT_LT(same, n);
 }
 
 TEST(GradientComputerTest, ClippingBoundsTheGlobalNorm) {
@@ -57,8 +72,8 @@ TEST(GradientComputerTest, ClippingBoundsTheGlobalNorm) {
   GradientComputer unclipped(f.model.get(), &f.corpus, &f.vocabulary, 8, 0.0f, 3);
   GradientComputer clipped(f.model.get(), &f.corpus, &f.vocabulary, 8, 0.01f, 3);
   std::vector<float> g(n), c(n);
-  unclipped.Compute(f.params.data(), g.data());
-  clipped.Compute(f.params.data(), c.data());
+  unclipped.Compute(1, f.params.data(), g.data());
+  clipped.Compute(1, f.params.data(), c.data());
   ASSERT_GT(unclipped.last_grad_norm(), 0.01);
   double norm = 0;
   for (size_t i = 0; i < n; ++i) norm += static_cast<double>(c[i]) * c[i];

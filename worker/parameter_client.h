@@ -50,7 +50,10 @@ class ParameterClient {
   // shard's version is kept for the next Push (PushRequest.base_version: staleness).
   absl::Status Pull(uint64_t step, float* params, absl::Duration timeout);
 
-  // Sends grads (num_parameters floats) for `step`, each shard its range, in parallel.
+  // Sends grads (num_parameters floats) for `step`, each shard its range, in parallel. Calling it
+  // again for the same step (a retry after an error) sends only the chunks not yet accepted; a
+  // chunk the shard already has (ALREADY_EXISTS: aggregated, or the step applied) counts as
+  // accepted, so pushing a step again to a new shard map (a fail-over) is safe.
   absl::Status Push(uint64_t step, const float* grads, absl::Duration timeout);
 
  private:
@@ -77,6 +80,8 @@ class ParameterClient {
   // (targets_) the version each target's shard had at the last successful Pull.
   std::vector<uint64_t> pulled_versions_;
   bool pulled_ = false;  // pulled_versions_ is set.
+  uint64_t pushing_step_ = 0;
+  std::vector<char> pushed_;  // (targets_) chunks of pushing_step_ the servers accepted.
 };
 
 }  // namespace psrv

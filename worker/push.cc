@@ -25,12 +25,20 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
   // BF16: the whole gradient is narrowed once into the staging buffer, and slices of it are sent.
   const bool bf16 = wire_dtype_ == BF16;
   if (bf16) FloatsToBf16(grads, num_parameters_, wire_buffer_.data());
+  if (step != pushing_step_ || pushed_.size() != targets_.size()) {
+    pushing_step_ = step;
+    pushed_.assign(targets_.size(), 0);
+  }
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    if (!pushed_[i]) todo.push_back(i);
+  }
   std::vector<std::unique_ptr<Call>> calls;
   // Two events per call: the RPC's completion and gRPC releasing the aliased gradient slice
   // (the buffer must not change before both).
-  CallBatch batch(static_cast<int>(2 * targets_.size()));
+  CallBatch batch(static_cast<int>(2 * todo.size()));
   const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
-  for (size_t i = 0; i < targets_.size(); ++i) {
+  for (const size_t i : todo) {
     const Target& target = targets_[i];
     auto call = std::make_unique<Call>();
     call->context.set_deadline(deadline);
@@ -49,7 +57,14 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
     Call* raw = call.get();
     const std::string what = absl::StrCat("push ", target.table, " to ", target.address);
     target.stub->UnaryCall(&raw->context, "/psrv.ParameterServer/Push", grpc::StubOptions(),
-                           &raw->request, &raw->response, [what, &batch](grpc::Status status) {
+                           &raw->request, &raw->response,
+                           [what, &batch, accepted = &pushed_[i]](grpc::Status status) {
+                             // ALREADY_EXISTS: a resend of a chunk the shard already has
+                             // (aggregated or applied), e.g. after a fail-over.
+                             if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+                               status = grpc::Status::OK;
+                             }
+                             if (status.ok()) *accepted = 1;
                              batch.Done(FromGrpcStatus(status, what));
                            });
     // UnaryCall has serialized (referenced) the request; drop our reference so the slice's release

@@ -1,5 +1,7 @@
 #include "worker/trainer.h"
 
+#include <algorithm>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -24,6 +26,28 @@ namespace {
 // until the job is cancelled, so a slow step is not an error.
 constexpr absl::Duration kPullTimeout = absl::Seconds(10);
 constexpr absl::Duration kPushTimeout = absl::Seconds(60);
+// A server that stops answering (UNAVAILABLE) is retried this long: meanwhile the coordinator
+// notices it is gone and restarts the job from a checkpoint (cancelling this run) or fails it.
+constexpr absl::Duration kServerLostTimeout = absl::Minutes(2);
+
+// Runs `call` until it returns anything but UNAVAILABLE, the job is cancelled, or
+// kServerLostTimeout passed. Before each retry, `between` (may be null) gets a chance to repair
+// things (follow a new shard map).
+absl::Status RetryWhileUnavailable(const std::function<absl::Status()>& call,
+                                   const std::atomic<bool>* cancel,
+                                   const std::function<void()>& between) {
+  const absl::Time give_up = absl::Now() + kServerLostTimeout;
+  absl::Duration backoff = absl::Milliseconds(20);
+  while (true) {
+    absl::Status status = call();
+    if (status.code() != absl::StatusCode::kUnavailable || absl::Now() > give_up) return status;
+    if (cancel->load()) return absl::CancelledError("job cancelled");
+    LOG_EVERY_N(WARNING, 20) << status << "; retrying";
+    absl::SleepFor(backoff);
+    backoff = std::min(2 * backoff, absl::Milliseconds(500));
+    if (between) between();
+  }
+}
 
 // The byte-level model may emit bytes that are not valid UTF-8; protobuf strings must be. Invalid
 // bytes become '?'.
@@ -54,13 +78,35 @@ std::string ToValidUtf8(const std::string& bytes) {
   return out;
 }
 
+// Ordinary progress reports are a single attempt: training goes on while the coordinator is away
+// (e.g. restarting), and the next report carries the same totals. The last report of a job (done,
+// or an error) is retried while the coordinator is unreachable, for up to this long, so that the
+// job's end is not lost.
+constexpr absl::Duration kProgressReportTimeout = absl::Seconds(2);
+constexpr absl::Duration kFinalReportTimeout = absl::Seconds(5);
+constexpr absl::Duration kFinalReportPatience = absl::Minutes(2);
+constexpr absl::Duration kFinalReportMaxBackoff = absl::Seconds(1);
+
 class ProgressReporter {
  public:
-  ProgressReporter(Coordinator::Stub* stub, const WorkAssignment& assignment, std::string node_id)
-      : stub_(stub), assignment_(assignment), node_id_(std::move(node_id)) {}
+  ProgressReporter(Coordinator::Stub* stub, const WorkAssignment& assignment, std::string node_id,
+                   const std::atomic<bool>* cancel)
+      : stub_(stub), assignment_(assignment), node_id_(std::move(node_id)), cancel_(cancel) {}
 
   // The mean step time sent with the next reports.
   void set_step_seconds(float seconds) { step_seconds_ = seconds; }
+
+  // The job's shard map as the coordinator has it now.
+  absl::StatusOr<ShardMap> CurrentShardMap() {
+    if (stub_ == nullptr) return absl::UnavailableError("no coordinator");
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kProgressReportTimeout));
+    GetShardMapRequest request;
+    request.set_job_id(assignment_.job_id());
+    ShardMap map;
+    RETURN_IF_ERROR(FromGrpcStatus(stub_->GetShardMap(&context, request, &map), "GetShardMap"));
+    return map;
+  }
 
   // Returns true if the coordinator wants the worker to stop.
   bool Report(uint64_t step, float loss, float tokens_per_sec, float val_loss, bool done,
@@ -78,23 +124,45 @@ class ProgressReporter {
     request.set_done(done);
     request.set_error(ToValidUtf8(error));
     request.set_sample(ToValidUtf8(sample));
-    ReportProgressResponse response;
-    for (int attempt = 0; attempt < 3; ++attempt) {
+    const bool last = done || !error.empty();
+    const absl::Time give_up = absl::Now() + kFinalReportPatience;
+    absl::Duration backoff = absl::Milliseconds(100);
+    for (int attempt = 1;; ++attempt) {
       grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      context.set_deadline(absl::ToChronoTime(
+          absl::Now() + (last ? kFinalReportTimeout : kProgressReportTimeout)));
+      context.set_wait_for_ready(last);  // Through a coordinator's restart (see Membership).
+      ReportProgressResponse response;
       grpc::Status status = stub_->ReportProgress(&context, request, &response);
-      if (status.ok()) return response.cancel();
-      LOG(WARNING) << "progress report failed: " << status.error_message();
-      if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-      absl::SleepFor(absl::Milliseconds(200));
+      if (status.ok()) {
+        if (attempt > 1) LOG(INFO) << "final report of step " << step << " delivered";
+        return response.cancel();
+      }
+      if (!last) {
+        LOG_EVERY_N(WARNING, 20) << "progress report of step " << step
+                                 << " skipped (training goes on): " << status.error_message();
+        return false;
+      }
+      const bool unreachable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                               status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+      if (!unreachable || absl::Now() + backoff > give_up || cancel_->load()) {
+        LOG(ERROR) << "final report of job " << assignment_.job_id() << " (step " << step
+                   << ") failed after " << attempt << " attempt(s): " << status.error_message();
+        return false;
+      }
+      LOG_EVERY_N(WARNING, 10) << "final report: coordinator unreachable ("
+                               << status.error_message() << "); retrying for up to "
+                               << absl::FormatDuration(kFinalReportPatience);
+      absl::SleepFor(backoff);
+      backoff = std::min(2 * backoff, kFinalReportMaxBackoff);
     }
-    return false;
   }
 
  private:
   Coordinator::Stub* const stub_;
   const WorkAssignment& assignment_;
   const std::string node_id_;
+  const std::atomic<bool>* const cancel_;  // Set: stop retrying.
   float step_seconds_ = 0;
 };
 
@@ -151,9 +219,46 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   const uint64_t wire_bytes =
       client->num_parameters() * (client_options.wire_dtype == BF16 ? 2 : sizeof(float));
 
+  // A job restarted from a checkpoint at step s resumes at s + 1 (batches depend only on the step).
+  const uint64_t first_step = std::max<uint64_t>(1, assignment.start_step());
+  // Fail-over: a server that stopped answering may have been replaced by its shards' backups. The
+  // coordinator's shard map says so with a higher epoch; the worker then talks to the new map.
+  ShardMap shard_map = assignment.shard_map();
+  auto follow_shard_map = [&]() -> bool {
+    absl::StatusOr<ShardMap> latest = reporter->CurrentShardMap();
+    if (!latest.ok() || latest->epoch() <= shard_map.epoch()) return false;
+    absl::StatusOr<std::unique_ptr<ParameterClient>> next =
+        ParameterClient::Create(*latest, assignment.rank(), client_options);
+    if (!next.ok()) {
+      LOG(WARNING) << "shard map epoch " << latest->epoch() << ": " << next.status();
+      return false;
+    }
+    LOG(INFO) << "following shard map epoch " << latest->epoch() << " (was " << shard_map.epoch()
+              << ")";
+    client = std::move(*next);
+    shard_map = *std::move(latest);
+    return true;
+  };
+  // A promoted backup aggregates the step its primary had not finished afresh: every worker sends
+  // its last push again (a step already applied is answered ALREADY_EXISTS, counted as accepted).
+  uint64_t push_again = 0;  // Step whose gradient (still in `grads`) goes to the new map first.
   auto pull = [&](uint64_t step) -> absl::Status {
     while (true) {
-      absl::Status status = client->Pull(step, params.data(), kPullTimeout);
+      absl::Status status = RetryWhileUnavailable(
+          [&]() -> absl::Status {
+            if (push_again != 0) {
+              RETURN_IF_ERROR(client->Push(push_again, grads.data(), kPushTimeout));
+              push_again = 0;
+            }
+            return client->Pull(step, params.data(), kPullTimeout);
+          },
+          cancel,
+          [&] {
+            // (ASYNC shards apply every push: sending one again would apply it twice.)
+            if (follow_shard_map() && step > first_step && training.consistency() == SYNC) {
+              push_again = step - 1;
+            }
+          });
       if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
       if (cancel->load()) return absl::CancelledError("job cancelled");
     }
@@ -164,7 +269,12 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   double window_loss = 0;
   uint64_t window_steps = 0;
   absl::Time window_start = absl::Now();
-  for (uint64_t step = 1; step <= training.steps(); ++step) {
+  if (first_step > training.steps()) {
+    reporter->Report(training.steps(), 0, 0, 0, /*done=*/true);
+    return absl::OkStatus();
+  }
+  if (first_step > 1) LOG(INFO) << "resuming at step " << first_step;
+  for (uint64_t step = first_step; step <= training.steps(); ++step) {
     if (cancel->load()) return absl::CancelledError("job cancelled");
     const absl::Time step_start = absl::Now();
     RETURN_IF_ERROR(pull(step));
@@ -172,11 +282,11 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     metrics->RecordPhase(TrainingMetrics::kPull, pulled - step_start);
     // Validation on the parameters this step starts from (after step - 1 updates).
     float val_loss = 0;
-    if (evaluator && eval_every > 0 && step > 1 && (step - 1) % eval_every == 0) {
+    if (evaluator && eval_every > 0 && step > first_step && (step - 1) % eval_every == 0) {
       val_loss = validation_loss();
     }
     const absl::Time compute_start = absl::Now();
-    const float loss = computer.Compute(params.data(), grads.data());
+    const float loss = computer.Compute(step, params.data(), grads.data());
     const absl::Time computed = absl::Now();
     metrics->RecordPhase(TrainingMetrics::kCompute, computed - compute_start);
     if (!std::isfinite(loss)) {
@@ -185,7 +295,9 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
       return absl::InternalError(absl::StrCat("loss became ", loss, " at step ", step,
                                               " (learning rate too high?)"));
     }
-    RETURN_IF_ERROR(client->Push(step, grads.data(), kPushTimeout));
+    RETURN_IF_ERROR(RetryWhileUnavailable(
+        [&] { return client->Push(step, grads.data(), kPushTimeout); }, cancel,
+        [&] { follow_shard_map(); }));
     const absl::Time pushed = absl::Now();
     metrics->RecordPhase(TrainingMetrics::kPush, pushed - computed);
     metrics->RecordStep(step, pushed - step_start, computer.tokens_per_step(), wire_bytes,
@@ -236,7 +348,7 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
 absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
                     const std::string& node_id, const std::atomic<bool>* cancel,
                     const TrainerOptions& options) {
-  ProgressReporter reporter(coordinator, assignment, node_id);
+  ProgressReporter reporter(coordinator, assignment, node_id, cancel);
   TrainingMetrics training_metrics(options.metrics, assignment.job_id(), assignment.rank());
   absl::Status status = Train(assignment, &reporter, cancel, options.device, &training_metrics);
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {

@@ -48,9 +48,12 @@ class AssignmentQueue {
     absl::MutexLock lock(&mu_);
     if (response.cancel()) cancel_ = true;
     if (!response.has_assignment()) return;
-    const std::string& job = response.assignment().job_id();
-    if (job == running_ || seen_.count(job) > 0) return;
-    seen_.insert(job);
+    // A job restarted from a checkpoint, or a rank taken over, is a new run of the same job.
+    const WorkAssignment& a = response.assignment();
+    const std::string run =
+        absl::StrCat(a.job_id(), "/", a.attempt(), "/", a.rank(), "/", a.start_step());
+    if (run == running_ || seen_.count(run) > 0) return;
+    seen_.insert(run);
     pending_.push_back(response.assignment());
   }
 
@@ -61,7 +64,8 @@ class AssignmentQueue {
     if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) return false;
     *assignment = pending_.front();
     pending_.pop_front();
-    running_ = assignment->job_id();
+    running_ = absl::StrCat(assignment->job_id(), "/", assignment->attempt(), "/",
+                            assignment->rank(), "/", assignment->start_step());
     cancel_ = false;
     return true;
   }

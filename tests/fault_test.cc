@@ -1,0 +1,270 @@
+// Fault-tolerance tests with real processes on 127.0.0.1, killed with SIGKILL (no polite
+// shutdown): a lost parameter server, a corrupt checkpoint. Each test starts its own LocalCluster
+// (short heartbeats, so a dead node is noticed within a second) and stops it even on failure.
+#include <signal.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/coordinator_client.h"
+#include "client/local_cluster.h"
+#include "common/job_spec.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+#include "worker/parameter_client.h"
+
+namespace psrv {
+namespace {
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void StartCluster(int servers, int workers) {
+    log_dir_ = TempDir("fault");
+    LocalClusterOptions options;
+    options.binaries.coordinator = Runfile("coordinator/ps_coordinator");
+    options.binaries.server = Runfile("server/ps_server");
+    options.binaries.worker = Runfile("worker/ps_worker");
+    options.num_servers = servers;
+    options.num_workers = workers;
+    options.log_dir = log_dir_;
+    options.heartbeat_interval_ms = 100;  // DEAD after 1 s of silence.
+    options.worker_max_jobs = 0;          // Workers take new runs after a restart.
+    cluster_ = std::make_unique<LocalCluster>(options);
+    ASSERT_TRUE(cluster_->Start().ok());
+    CoordinatorClientOptions client_options;
+    client_options.address = cluster_->coordinator_address();
+    client_ = std::make_unique<CoordinatorClient>(client_options);
+  }
+
+  void TearDown() override {
+    if (cluster_) cluster_->Stop(absl::Seconds(2));
+  }
+
+  // Polls until `done(status)` or 120 s; fails the test on timeout or when the job ended first.
+  JobStatus WaitFor(const std::string& job, const std::function<bool(const JobStatus&)>& done) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(120);
+    while (absl::Now() < deadline) {
+      absl::StatusOr<JobStatus> status = client_->GetJob(job);
+      if (status.ok() && done(*status)) return *status;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ADD_FAILURE() << "timed out waiting on " << job << "; logs in " << log_dir_;
+    return client_->GetJob(job).value_or(JobStatus());
+  }
+
+  JobStatus WaitForEnd(const std::string& job) {
+    return WaitFor(job, [](const JobStatus& s) { return IsTerminal(s.state()); });
+  }
+
+  // Every parameter of a job, as its servers hold them now.
+  std::vector<float> Parameters(const JobStatus& status) {
+    absl::StatusOr<std::unique_ptr<ParameterClient>> client =
+        ParameterClient::Create(status.shard_map(), 0);
+    EXPECT_TRUE(client.ok()) << client.status();
+    if (!client.ok()) return {};
+    std::vector<float> values((*client)->num_parameters());
+    absl::Status pulled = (*client)->Pull(0, values.data(), absl::Seconds(10));
+    EXPECT_TRUE(pulled.ok()) << pulled;
+    return values;
+  }
+
+  // The local-cluster name ("server 1") of the server at `address` (127.0.0.1:port).
+  std::string ServerNamed(const std::string& address) {
+    for (int i = 0; i < 8; ++i) {
+      const std::string port = ReadFile(absl::StrCat(log_dir_, "/server-", i, ".port"));
+      if (!port.empty() && absl::StrCat("127.0.0.1:", std::stoi(port)) == address) {
+        return absl::StrCat("server ", i);
+      }
+    }
+    return "";
+  }
+
+  std::string log_dir_;
+  std::unique_ptr<LocalCluster> cluster_;
+  std::unique_ptr<CoordinatorClient> client_;
+};
+
+// Flips one byte in the middle of the file.
+void Corrupt(const std::string& path) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(file) << path;
+  file.seekg(0, std::ios::end);
+  const std::streamoff size = file.tellg();
+  file.seekg(size / 2);
+  char byte;
+  file.read(&byte, 1);
+  byte ^= 0x5a;
+  file.seekp(size / 2);
+  file.write(&byte, 1);
+}
+
+// A job on one server whose server is killed mid-way restarts on the spare server from its latest
+// good checkpoint (the newest one is corrupted first, so from the one before), redoes the steps
+// since, and ends with parameters equal, bit for bit, to the same job run without a fault:
+// batches depend only on (seed, rank, step), and a checkpoint holds the optimizer state and step.
+TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
+  StartCluster(/*servers=*/2, /*workers=*/1);
+  JobSpec spec = SmallMlpJob(SYNC, 1, 1, 600);
+  spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
+
+  // The reference: no fault.
+  const std::string reference_id = client_->SubmitJob(spec).value();
+  const JobStatus reference = WaitForEnd(reference_id);
+  ASSERT_EQ(reference.state(), SUCCEEDED) << reference.message() << "; logs in " << log_dir_;
+  const std::vector<float> expected = Parameters(reference);
+  ASSERT_FALSE(expected.empty());
+
+  const std::string id = client_->SubmitJob(spec).value();
+  WaitFor(id, [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 50; });
+  absl::StatusOr<CheckpointManifest> good = client_->CheckpointJob(id, "");
+  ASSERT_TRUE(good.ok()) << good.status();
+  WaitFor(id, [&](const JobStatus& s) { return s.step() >= good->step() + 50; });
+  absl::StatusOr<CheckpointManifest> bad = client_->CheckpointJob(id, "");
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  for (const CheckpointFile& file : bad->files()) Corrupt(file.path());
+
+  JobStatus before = client_->GetJob(id).value();
+  ASSERT_EQ(before.state(), RUNNING) << "the job ended before the fault; make it longer";
+  const std::string victim = ServerNamed(before.shard_map().shards(0).server_address());
+  ASSERT_FALSE(victim.empty());
+  ASSERT_TRUE(cluster_->Kill(victim, SIGKILL).ok());
+  const absl::Time killed = absl::Now();
+
+  const JobStatus resumed = WaitFor(id, [](const JobStatus& s) {
+    return s.resumed_from_step() > 0 || IsTerminal(s.state());
+  });
+  const absl::Duration recovery = absl::Now() - killed;
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 1u);
+  EXPECT_EQ(final.resumed_from_step(), good->step()) << final.message();
+  ASSERT_EQ(final.checkpoints_size(), 2);
+  EXPECT_TRUE(final.checkpoints(0).bad_reason().empty());
+  EXPECT_NE(final.checkpoints(1).bad_reason(), "") << "the corrupt checkpoint is marked bad";
+  EXPECT_EQ(final.step(), 600u);
+  EXPECT_NE(ServerNamed(final.shard_map().shards(0).server_address()), victim);
+  std::cout << "recovery (kill -9 to running again from step " << resumed.resumed_from_step()
+            << "): " << absl::FormatDuration(recovery) << "; steps redone: "
+            << before.step() - resumed.resumed_from_step() << "\n";
+
+  const std::vector<float> actual = Parameters(final);
+  ASSERT_EQ(actual.size(), expected.size());
+  size_t differ = 0;
+  for (size_t i = 0; i < actual.size(); ++i) differ += actual[i] != expected[i];
+  EXPECT_EQ(differ, 0u) << "of " << actual.size() << " parameters";
+}
+
+// A SYNC job whose worker is killed does not hang: the servers stop waiting for it within about
+// a second, the other worker goes on alone, and a worker started later takes the vacant rank (and
+// its part of the data) over; the job completes.
+TEST_F(FaultTest, KilledWorkerIsReplacedAndTheSyncJobCompletes) {
+  StartCluster(/*servers=*/1, /*workers=*/2);
+  const std::string id = client_->SubmitJob(SmallMlpJob(SYNC, 1, 2, 2500)).value();
+  const JobStatus running =
+      WaitFor(id, [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 50; });
+  ASSERT_TRUE(cluster_->Kill("worker 1", SIGKILL).ok());
+  const absl::Time killed = absl::Now();
+  // The rank of the killed worker goes vacant and the job keeps stepping.
+  const JobStatus alone = WaitFor(id, [](const JobStatus& s) {
+    for (const WorkerProgress& w : s.workers()) {
+      if (w.vacant()) return true;
+    }
+    return IsTerminal(s.state());
+  });
+  ASSERT_EQ(alone.state(), RUNNING) << alone.message();
+  const absl::Duration detection = absl::Now() - killed;
+  const JobStatus progressed =
+      WaitFor(id, [&](const JobStatus& s) { return s.step() >= alone.step() + 100 || IsTerminal(s.state()); });
+  const absl::Duration first_step = absl::Now() - killed;
+  ASSERT_EQ(progressed.state(), RUNNING) << progressed.message();
+  std::cout << "worker lost at step " << running.step() << ": rank vacated after "
+            << absl::FormatDuration(detection) << "; 100 more steps by " << absl::FormatDuration(first_step)
+            << "\n";
+
+  // A new worker joins and takes the rank over.
+  ASSERT_TRUE(cluster_->AddWorker().ok());
+  const JobStatus joined = WaitFor(id, [](const JobStatus& s) {
+    bool vacant = false;
+    for (const WorkerProgress& w : s.workers()) vacant |= w.vacant();
+    return !vacant || IsTerminal(s.state());
+  });
+  uint64_t took_over_at = 0;
+  for (const WorkerProgress& w : joined.workers()) took_over_at = std::max(took_over_at, w.start_step());
+  EXPECT_GT(took_over_at, progressed.step()) << joined.message();
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.step(), 2500u);
+  EXPECT_EQ(final.restarts(), 0u);
+}
+
+// SIGTERM (e.g. Kubernetes stopping a pod) is not a crash: the server has the job checkpointed
+// before it leaves, so the job restarts on the spare server from the step it was at.
+TEST_F(FaultTest, TerminatedServerCheckpointsItsJobBeforeLeaving) {
+  StartCluster(/*servers=*/2, /*workers=*/1);
+  JobSpec spec = SmallMlpJob(SYNC, 1, 1, 2000);
+  spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
+  const std::string id = client_->SubmitJob(spec).value();
+  const JobStatus running =
+      WaitFor(id, [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 50; });
+  const std::string server = ServerNamed(running.shard_map().shards(0).server_address());
+  ASSERT_TRUE(cluster_->Kill(server, SIGTERM).ok());
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 1u);
+  ASSERT_EQ(final.checkpoints_size(), 1) << "taken on SIGTERM";
+  EXPECT_GE(final.resumed_from_step(), running.step());
+  EXPECT_EQ(final.resumed_from_step(), final.checkpoints(0).step());
+}
+
+// The whole cluster killed at once (SIGKILL), then started again: the coordinator from its state
+// file on the same port, and new server and worker processes. The job, RUNNING on nodes that never
+// come back, restarts from its latest checkpoint and completes.
+TEST_F(FaultTest, WholeClusterKilledAndRestartedResumesFromTheCheckpoint) {
+  StartCluster(/*servers=*/1, /*workers=*/1);
+  JobSpec spec = SmallMlpJob(SYNC, 1, 1, 2000);
+  spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
+  spec.mutable_checkpoint()->set_every_steps(50);
+  const std::string id = client_->SubmitJob(spec).value();
+  const JobStatus before = WaitFor(id, [](const JobStatus& s) {
+    return s.state() == RUNNING && s.checkpoints_size() >= 2;
+  });
+  for (const char* name : {"worker 0", "server 0", "coordinator"}) {
+    ASSERT_TRUE(cluster_->Kill(name, SIGKILL).ok()) << name;
+  }
+  ASSERT_TRUE(cluster_->RestartCoordinator().ok());
+  ASSERT_TRUE(cluster_->AddServer().ok());
+  ASSERT_TRUE(cluster_->AddWorker().ok());
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 1u);
+  EXPECT_GE(final.resumed_from_step(), before.checkpoints(1).step());
+  bool from_a_checkpoint = false;
+  for (const CheckpointManifest& c : final.checkpoints()) {
+    from_a_checkpoint |= c.step() == final.resumed_from_step();
+  }
+  EXPECT_TRUE(from_a_checkpoint) << final.resumed_from_step();
+  EXPECT_EQ(final.step(), 2000u);
+}
+
+// Without a checkpoint there is nothing to restart from: the job FAILS, naming the lost server.
+TEST_F(FaultTest, KilledServerFailsAJobWithoutCheckpoints) {
+  StartCluster(/*servers=*/1, /*workers=*/1);
+  const std::string id = client_->SubmitJob(SmallMlpJob(SYNC, 1, 1, 100000)).value();
+  const JobStatus running =
+      WaitFor(id, [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 10; });
+  ASSERT_TRUE(cluster_->Kill("server 0", SIGKILL).ok());
+  const JobStatus final = WaitForEnd(id);
+  EXPECT_EQ(final.state(), FAILED);
+  EXPECT_NE(final.message().find(running.shard_map().shards(0).server_id()), std::string::npos)
+      << final.message();
+}
+
+}  // namespace
+}  // namespace psrv
