@@ -435,6 +435,7 @@ void ApplyJobDefaults(JobSpec* spec) {
   if (training->grad_accumulation_steps() == 0) training->set_grad_accumulation_steps(1);
   if (spec->num_servers() == 0) spec->set_num_servers(1);
   if (spec->num_workers() == 0) spec->set_num_workers(1);
+  if (spec->replicas() == 0) spec->set_replicas(spec->num_servers() >= 2 ? 2 : 1);
 }
 
 absl::Status FillVocabulary(JobSpec* spec) {
@@ -590,6 +591,11 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
 
   RETURN_IF_ERROR(CheckRange("num_servers", spec.num_servers(), 1, 64));
   RETURN_IF_ERROR(CheckRange("num_workers", spec.num_workers(), 1, 64));
+  RETURN_IF_ERROR(CheckRange("replicas", spec.replicas(), 1, 2));
+  if (spec.replicas() > spec.num_servers()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "replicas (", spec.replicas(), ") needs as many servers; num_servers is ", spec.num_servers()));
+  }
   return absl::OkStatus();
 }
 

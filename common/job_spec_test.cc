@@ -273,6 +273,8 @@ TEST(ApplyJobDefaultsTest, KeepsSetFieldsAndDefaultsMomentum) {
   copy.mutable_data()->clear_validation_fraction();
   copy.mutable_training()->clear_eval_batches();
   copy.mutable_training()->clear_grad_accumulation_steps();
+  EXPECT_EQ(copy.replicas(), spec.num_servers() >= 2 ? 2u : 1u);
+  copy.clear_replicas();
   EXPECT_THAT(copy, EqualsProto(spec));
 
   JobSpec momentum;
@@ -337,6 +339,22 @@ TEST(ValidateJobSpecTest, ValidSpecs) {
   JobSpec expected = ExpectedSpec();
   ApplyJobDefaults(&expected);
   EXPECT_TRUE(ValidateJobSpec(expected).ok()) << ValidateJobSpec(expected);
+}
+
+TEST(ValidateJobSpecTest, ReplicasNeedAsManyServers) {
+  JobSpec spec = ValidSpec();
+  spec.set_num_servers(1);
+  spec.set_replicas(2);
+  ExpectInvalid(ValidateJobSpec(spec), "replicas");
+  spec.set_replicas(3);
+  spec.set_num_servers(4);
+  ExpectInvalid(ValidateJobSpec(spec), "replicas");
+  spec.set_replicas(2);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  JobSpec defaulted;
+  defaulted.set_num_servers(3);
+  ApplyJobDefaults(&defaulted);
+  EXPECT_EQ(defaulted.replicas(), 2u);
 }
 
 TEST(ValidateJobSpecTest, MissingDataPath) {

@@ -55,7 +55,7 @@ ClusterCoordinator::~ClusterCoordinator() {
   std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
-    threads.swap(checkpoint_threads_);
+    threads.swap(background_threads_);
   }
   for (std::thread& t : threads) t.join();
   absl::MutexLock lock(&mu_);
@@ -253,7 +253,7 @@ void ClusterCoordinator::StartDueCheckpoints() {
       continue;
     }
     job.last_checkpoint_step = job.status.step();
-    checkpoint_threads_.emplace_back([this, id = id] {
+    background_threads_.emplace_back([this, id = id] {
       absl::StatusOr<CheckpointManifest> manifest = CheckpointJob(id);
       if (!manifest.ok()) LOG(WARNING) << "periodic checkpoint of " << id << ": " << manifest.status();
     });
@@ -261,6 +261,7 @@ void ClusterCoordinator::StartDueCheckpoints() {
 }
 
 NodeHealth ClusterCoordinator::HealthOf(const Node& node, absl::Time now) const {
+  if (node.unreachable) return DEAD;
   const absl::Duration silent = now - node.last_heartbeat;
   if (silent < 3 * options_.heartbeat_interval && !node.unconfirmed) return HEALTHY;
   if (silent < 10 * options_.heartbeat_interval) return SUSPECT;
@@ -387,6 +388,7 @@ absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatR
   }
   Node& node = it->second;
   node.last_heartbeat = options_.clock();
+  node.unreachable = false;  // It is alive after all.
   node.unconfirmed = false;
   HeartbeatResponse response;
   for (const std::string& hosted : node.hosted_jobs) {
@@ -610,6 +612,43 @@ absl::StatusOr<ReportProgressResponse> ClusterCoordinator::ReportProgress(
   return response;
 }
 
+absl::Status ClusterCoordinator::ReportUnreachable(const std::string& address) {
+  if (address.empty()) return absl::InvalidArgumentError("address must be set");
+  std::string node_id;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, node] : nodes_) {
+      if (node.info.role() == SERVER && node.info.address() == address) {
+        if (node.probing || node.unreachable) return absl::OkStatus();
+        node.probing = true;
+        node_id = id;
+        break;
+      }
+    }
+    if (node_id.empty()) {
+      return absl::NotFoundError(absl::StrCat("no server registered at ", address));
+    }
+    if (!options_.probe) {
+      nodes_[node_id].probing = false;
+      return absl::OkStatus();
+    }
+    background_threads_.emplace_back([this, node_id, address] {
+      absl::Status status = options_.probe(address);
+      if (!status.ok()) status = options_.probe(address);
+      absl::MutexLock lock(&mu_);
+      auto node = nodes_.find(node_id);
+      if (node == nodes_.end()) return;
+      node->second.probing = false;
+      if (!status.ok()) {
+        LOG(WARNING) << "server " << node_id << " at " << address
+                     << " was reported unreachable and does not answer: " << status;
+        node->second.unreachable = true;
+      }
+    });
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<JobStatus> ClusterCoordinator::WaitForJobChange(const std::string& job_id,
                                                                uint64_t* revision,
                                                                absl::Duration timeout) {
@@ -626,6 +665,7 @@ absl::StatusOr<JobStatus> ClusterCoordinator::WaitForJobChange(const std::string
 
 void ClusterCoordinator::Tick() {
   HandleLostNodes();
+  RepairBackups();
   SendWorkerSets();
   FillVacantRanks();
   StartJobs();
@@ -636,6 +676,7 @@ void ClusterCoordinator::Tick() {
 
 void ClusterCoordinator::HandleLostNodes() {
   std::vector<std::pair<std::string, std::string>> drops;  // (server address, job id)
+  std::vector<std::pair<std::string, PromoteRequest>> promotions;  // (backup address, request)
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = options_.clock();
@@ -655,12 +696,31 @@ void ClusterCoordinator::HandleLostNodes() {
         }
       }
       std::string lost_server;
+      std::set<std::string> lost_servers;  // Ids.
       for (const ShardAssignment& shard : job.status.shard_map().shards()) {
-        auto node = nodes_.find(shard.server_id());
-        if (node == nodes_.end() || HealthOf(node->second, now) == DEAD) {
-          lost_server = absl::StrCat("server ", shard.server_id(), " ",
-                                     node == nodes_.end() ? "left" : "stopped sending heartbeats");
-          break;
+        for (const std::string& server : {shard.server_id(), shard.backup_server_id()}) {
+          if (server.empty() || lost_servers.count(server) > 0) continue;
+          auto node = nodes_.find(server);
+          if (node != nodes_.end() && HealthOf(node->second, now) != DEAD) continue;
+          lost_servers.insert(server);
+          if (lost_server.empty()) {
+            lost_server = absl::StrCat("server ", server, " ",
+                                       node == nodes_.end() ? "left" : "stopped sending heartbeats");
+          }
+        }
+      }
+      // Replicated shards fail over to their backups; the job carries on.
+      if (!lost_servers.empty()) {
+        std::vector<std::pair<std::string, PromoteRequest>> job_promotions;
+        bool failed_over = true;
+        for (const std::string& server : lost_servers) {
+          failed_over = failed_over && FailOver(&job, server, &job_promotions);
+        }
+        if (failed_over) {
+          job.status.set_message(absl::StrCat(lost_server, "; its shards failed over to their backups"));
+          LOG(WARNING) << "job " << id << ": " << job.status.message();
+          promotions.insert(promotions.end(), job_promotions.begin(), job_promotions.end());
+          lost_server.clear();
         }
       }
       if (lost_server.empty() && lost_ranks.empty()) continue;
@@ -683,6 +743,154 @@ void ClusterCoordinator::HandleLostNodes() {
     absl::Status status = options_.drop_job(address, job_id);
     if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << status;
   }
+  for (const auto& [address, request] : promotions) {
+    absl::StatusOr<PromoteResponse> promoted = options_.promote(address, request);
+    if (promoted.ok()) {
+      LOG(INFO) << "job " << request.job_id() << ": " << promoted->shards_size()
+                << " shard(s) on " << address << " promoted to primary";
+      continue;
+    }
+    // The backup cannot take over (it is gone too, or refuses): restart from a checkpoint or fail.
+    LOG(WARNING) << "job " << request.job_id() << ": promoting the backups on " << address << ": "
+                 << promoted.status();
+    std::vector<std::pair<std::string, std::string>> more_drops;
+    {
+      absl::MutexLock lock(&mu_);
+      auto job = jobs_.find(request.job_id());
+      if (job == jobs_.end() || job->second.status.state() != RUNNING) continue;
+      const std::string reason = absl::StrCat("server ", request.failed_address(),
+                                              " was lost and its backups on ", address,
+                                              " could not take over: ", promoted.status().message());
+      if (!RestartFromCheckpoint(&job->second, reason, &more_drops)) {
+        EndJob(&job->second, FAILED, reason);
+      }
+    }
+    for (const auto& [drop_address, job_id] : more_drops) {
+      absl::Status status = options_.drop_job(drop_address, job_id);
+      if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << drop_address << ": " << status;
+    }
+  }
+}
+
+std::set<std::string> ClusterCoordinator::ServerAddresses(const JobStatus& status) {
+  std::set<std::string> addresses;
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    addresses.insert(shard.server_address());
+    if (!shard.backup_address().empty()) addresses.insert(shard.backup_address());
+  }
+  return addresses;
+}
+
+bool ClusterCoordinator::FailOver(Job* job, const std::string& server_id,
+                                  std::vector<std::pair<std::string, PromoteRequest>>* promotions) {
+  if (!options_.promote) return false;
+  const absl::Time now = options_.clock();
+  ShardMap* map = job->status.mutable_shard_map();
+  // Every shard the lost server is primary of needs a live backup, or nothing changes.
+  std::string lost_address;
+  for (const ShardAssignment& shard : map->shards()) {
+    if (shard.server_id() != server_id) continue;
+    lost_address = shard.server_address();
+    auto backup = nodes_.find(shard.backup_server_id());
+    if (shard.backup_server_id().empty() || backup == nodes_.end() ||
+        HealthOf(backup->second, now) == DEAD) {
+      return false;
+    }
+  }
+  std::set<std::string> promoting;  // Backup addresses.
+  bool moved = false;
+  for (ShardAssignment& shard : *map->mutable_shards()) {
+    if (shard.server_id() == server_id) {
+      shard.set_server_id(shard.backup_server_id());
+      shard.set_server_address(shard.backup_address());
+      shard.clear_backup_server_id();
+      shard.clear_backup_address();
+      promoting.insert(shard.server_address());
+      moved = true;
+    } else if (shard.backup_server_id() == server_id) {
+      shard.clear_backup_server_id();  // Its primary drops the unreachable backup by itself.
+      shard.clear_backup_address();
+    }
+  }
+  for (const std::string& address : promoting) {
+    PromoteRequest request;
+    request.set_job_id(job->status.job_id());
+    request.set_failed_address(lost_address);
+    promotions->emplace_back(address, request);
+  }
+  if (moved) map->set_epoch(map->epoch() + 1);
+  auto node = nodes_.find(server_id);
+  if (node != nodes_.end()) {
+    std::vector<std::string>& hosted = node->second.hosted_jobs;
+    hosted.erase(std::remove(hosted.begin(), hosted.end(), job->status.job_id()), hosted.end());
+  }
+  Touch(job);
+  return true;
+}
+
+void ClusterCoordinator::RepairBackups() {
+  std::string job_id, primary_address, backup_id, backup_address;
+  AddBackupRequest request;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!options_.add_backup) return;
+    const absl::Time now = options_.clock();
+    for (const std::string& id : job_order_) {
+      const Job& job = jobs_[id];
+      if (job.status.state() != RUNNING || job.status.spec().replicas() < 2) continue;
+      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+        if (!shard.backup_server_id().empty()) continue;
+        // Any other healthy server; one of the job's own first (it has the job's data already).
+        for (const auto& [node_id, node] : nodes_) {
+          if (node.info.role() != SERVER || node_id == shard.server_id() ||
+              HealthOf(node, now) != HEALTHY) {
+            continue;
+          }
+          const bool of_the_job = ServerAddresses(job.status).count(node.info.address()) > 0;
+          if (backup_id.empty() || of_the_job) {
+            backup_id = node_id;
+            backup_address = node.info.address();
+            if (of_the_job) break;
+          }
+        }
+        if (backup_id.empty()) return;  // No server to put it on: later.
+        job_id = id;
+        primary_address = shard.server_address();
+        request.set_job_id(id);
+        request.set_table(shard.table());
+        *request.mutable_range() = shard.range();
+        request.set_backup_address(backup_address);
+        break;
+      }
+      if (!job_id.empty()) break;
+    }
+  }
+  if (job_id.empty()) return;
+  absl::StatusOr<AddBackupResponse> added = options_.add_backup(primary_address, request);
+  if (!added.ok()) {
+    LOG(WARNING) << "job " << job_id << ": a backup of " << request.table() << " on "
+                 << backup_address << ": " << added.status() << " (will retry)";
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  auto job = jobs_.find(job_id);
+  if (job == jobs_.end() || job->second.status.state() != RUNNING) return;
+  for (ShardAssignment& shard : *job->second.status.mutable_shard_map()->mutable_shards()) {
+    if (shard.table() == request.table() && shard.range().begin() == request.range().begin() &&
+        shard.server_address() == primary_address) {
+      shard.set_backup_server_id(backup_id);
+      shard.set_backup_address(backup_address);
+    }
+  }
+  auto node = nodes_.find(backup_id);
+  if (node != nodes_.end()) {
+    std::vector<std::string>& hosted = node->second.hosted_jobs;
+    if (std::find(hosted.begin(), hosted.end(), job_id) == hosted.end()) hosted.push_back(job_id);
+  }
+  LOG(INFO) << "job " << job_id << ": " << request.table() << " [" << request.range().begin()
+            << ", " << request.range().end() << ") backed up on " << backup_address
+            << " from version " << added->version();
+  Touch(&job->second);
 }
 
 bool ClusterCoordinator::AllRanksFinished(const Job& job) const {
@@ -747,9 +955,7 @@ void ClusterCoordinator::SendWorkerSets() {
       Send send{id, job.worker_set, {}, {}};
       send.request.set_job_id(id);
       for (uint64_t s : FromSteps(job)) send.request.add_from_step(s);
-      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
-        send.addresses.insert(shard.server_address());
-      }
+      send.addresses = ServerAddresses(job.status);  // Backups too: they may be promoted.
       sends.push_back(std::move(send));
     }
   }
@@ -802,9 +1008,7 @@ void ClusterCoordinator::FillVacantRanks() {
       job_id = id;
       sync = job.status.spec().training().consistency() == SYNC;
       from_step = FromSteps(job);
-      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
-        addresses.insert(shard.server_address());
-      }
+      addresses = ServerAddresses(job.status);
       start_step = job.status.workers(rank).step() + 1;  // ASYNC: where the lost worker was.
       break;
     }
@@ -876,13 +1080,14 @@ bool ClusterCoordinator::RestartFromCheckpoint(
     return false;
   }
   const std::string& job_id = status.job_id();
-  std::set<std::string> servers;
+  for (const std::string& address : ServerAddresses(status)) drops->push_back({address, job_id});
   for (const ShardAssignment& shard : status.shard_map().shards()) {
-    if (servers.insert(shard.server_id()).second) drops->push_back({shard.server_address(), job_id});
-    auto node = nodes_.find(shard.server_id());
-    if (node == nodes_.end()) continue;
-    std::vector<std::string>& hosted = node->second.hosted_jobs;
-    hosted.erase(std::remove(hosted.begin(), hosted.end(), job_id), hosted.end());
+    for (const std::string& server : {shard.server_id(), shard.backup_server_id()}) {
+      auto node = nodes_.find(server);
+      if (node == nodes_.end()) continue;
+      std::vector<std::string>& hosted = node->second.hosted_jobs;
+      hosted.erase(std::remove(hosted.begin(), hosted.end(), job_id), hosted.end());
+    }
   }
   for (const std::string& worker : job->workers) {
     auto node = nodes_.find(worker);
@@ -949,16 +1154,33 @@ void ClusterCoordinator::StartJobs() {
       for (const TableSpec& t : *tables) *shard_map.add_tables() = t;
       std::map<std::string, const TableSpec*> by_name;
       for (const TableSpec& t : shard_map.tables()) by_name[t.name()] = &t;
-      for (ShardAssignment& shard : PlanShards(*tables, servers)) {
-        CreateShardsRequest& request = requests[shard.server_address()];
+      auto request_for = [&](const std::string& address) -> CreateShardsRequest& {
+        CreateShardsRequest& request = requests[address];
         request.set_job_id(id);
         request.set_consistency(spec.training().consistency());
         *request.mutable_optimizer() = spec.training().optimizer();
         request.set_num_workers(spec.num_workers());
         request.set_init_from_safetensors(spec.init_from());
-        ShardSpec* s = request.add_shards();
+        return request;
+      };
+      for (ShardAssignment& shard : PlanShards(*tables, servers)) {
+        ShardSpec* s = request_for(shard.server_address()).add_shards();
         *s->mutable_table() = *by_name[shard.table()];
         *s->mutable_range() = shard.range();
+        if (spec.replicas() >= 2) {
+          // The backup on the next server of the job (round robin), created like its primary.
+          size_t i = 0;
+          while (servers[i].id != shard.server_id()) ++i;
+          const ServerSlot& backup = servers[(i + 1) % servers.size()];
+          shard.set_backup_server_id(backup.id);
+          shard.set_backup_address(backup.address);
+          s->set_backup_address(backup.address);
+          ShardSpec* b = request_for(backup.address).add_shards();
+          *b->mutable_table() = s->table();
+          *b->mutable_range() = shard.range();
+          b->set_role(BACKUP);
+          b->set_primary_address(shard.server_address());
+        }
         *shard_map.add_shards() = std::move(shard);
       }
       if (const CheckpointManifest* checkpoint = LatestGoodCheckpoint(job.status);
@@ -978,6 +1200,9 @@ void ClusterCoordinator::StartJobs() {
             break;
           }
           *requests[shard.server_address()].add_restore_from() = *file;
+          if (!shard.backup_address().empty()) {
+            *requests[shard.backup_address()].add_restore_from() = *file;
+          }
         }
       }
       for (uint32_t rank = 0; rank < workers.size(); ++rank) {
@@ -1061,8 +1286,14 @@ void ClusterCoordinator::StartJobs() {
   }
   job.status.set_start_time_ms(Millis(options_.clock()));
   for (const ShardAssignment& shard : shard_map.shards()) {
-    std::vector<std::string>& hosted = nodes_[shard.server_id()].hosted_jobs;
-    if (hosted.empty() || hosted.back() != job_id) hosted.push_back(job_id);
+    for (const std::string& server : {shard.server_id(), shard.backup_server_id()}) {
+      auto node = nodes_.find(server);
+      if (node == nodes_.end()) continue;
+      std::vector<std::string>& hosted = node->second.hosted_jobs;
+      if (std::find(hosted.begin(), hosted.end(), job_id) == hosted.end()) {
+        hosted.push_back(job_id);
+      }
+    }
   }
   *job.status.mutable_shard_map() = std::move(shard_map);
   for (uint32_t rank = 0; rank < job.workers.size(); ++rank) {

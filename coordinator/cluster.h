@@ -35,6 +35,14 @@ using CheckpointSaver = std::function<absl::StatusOr<SaveCheckpointResponse>(
 // ParameterServer.SetWorkers on the server at `address`.
 using WorkerSetSender =
     std::function<absl::Status(const std::string& address, const SetWorkersRequest& request)>;
+// ParameterServer.Promote on the server at `address` (the backup of a lost primary).
+using BackupPromoter = std::function<absl::StatusOr<PromoteResponse>(
+    const std::string& address, const PromoteRequest& request)>;
+// ParameterServer.AddBackup on the server at `address` (a primary that lost its backup).
+using BackupAdder = std::function<absl::StatusOr<AddBackupResponse>(
+    const std::string& address, const AddBackupRequest& request)>;
+// Whether the server at `address` answers at all (any gRPC reply within a short deadline).
+using ServerProbe = std::function<absl::Status(const std::string& address)>;
 // ParameterServer.DropJob on the server at `address`.
 using ShardDropper =
     std::function<absl::Status(const std::string& address, const std::string& job_id)>;
@@ -55,6 +63,9 @@ class ClusterCoordinator {
     CheckpointSaver save_checkpoint;
     ShardDropper drop_job;  // Needed to restart jobs from checkpoints.
     WorkerSetSender set_workers;  // Needed to go on without lost workers (SYNC).
+    BackupPromoter promote;       // Needed to fail over to backups (JobSpec.replicas = 2).
+    BackupAdder add_backup;       // Needed to give shards a new backup.
+    ServerProbe probe;            // Needed by ReportUnreachable.
 
     // Restarts from a checkpoint a job may take before a lost node FAILS it.
     uint32_t max_restarts = 10;
@@ -83,6 +94,10 @@ class ClusterCoordinator {
   absl::StatusOr<JobStatus> CancelJob(const std::string& job_id);
   absl::StatusOr<ShardMap> GetShardMap(const std::string& job_id);
   absl::StatusOr<ReportProgressResponse> ReportProgress(const ReportProgressRequest& request);
+  // Checks the server on a thread of its own (one at a time per server); a server that does not
+  // answer the probe is DEAD from then on (until it sends a heartbeat again), so the next Tick()
+  // fails its shards over. NOT_FOUND: no server has that address.
+  absl::Status ReportUnreachable(const std::string& address);
 
   // Writes a consistent checkpoint of a RUNNING SYNC job: asks its servers for their shards'
   // version, then has every server save its shards at version max + 2 (a step no shard has
@@ -116,6 +131,8 @@ class ClusterCoordinator {
     uint32_t rank = 0;
     std::vector<std::string> hosted_jobs;  // Servers: jobs with shards here.
     bool cancel = false;  // Workers: tell it to stop its run at the next heartbeat.
+    bool unreachable = false;  // Servers: a worker reported it and it failed the probe: DEAD.
+    bool probing = false;      // Servers: a probe is running.
     // Loaded by Load() and not heard from since: SUSPECT at best, so it is given no new work
     // before it shows up.
     bool unconfirmed = false;
@@ -157,6 +174,19 @@ class ClusterCoordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Job*> FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartJobs();
+  // Fails a RUNNING job's shards held by lost server `server_id` over to their backups: the
+  // backups become primaries in the shard map (a new epoch) and `promotions` gets the Promote calls
+  // to make, (backup address, request). Shards the lost server backed up lose their backup. False
+  // (nothing changed) if some shard of it has no live backup.
+  bool FailOver(Job* job, const std::string& server_id,
+                std::vector<std::pair<std::string, PromoteRequest>>* promotions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives one shard without a backup (of a RUNNING job with replicas = 2) a backup on another
+  // healthy server, by AddBackup on its primary.
+  void RepairBackups();
+  // Every server holding a shard of the job, primary or backup.
+  static std::set<std::string> ServerAddresses(const JobStatus& status);
+
   // Restarts or fails RUNNING jobs that lost a server, vacates the ranks of lost workers (see Tick).
   void HandleLostNodes();
   // Sends SYNC jobs' changed worker sets to their servers.
@@ -186,7 +216,7 @@ class ClusterCoordinator {
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // Submission order.
-  std::vector<std::thread> checkpoint_threads_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> background_threads_ ABSL_GUARDED_BY(mu_);
   // Changed since last written to Options::state.
   std::set<std::string> unsaved_jobs_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> unsaved_nodes_ ABSL_GUARDED_BY(mu_);

@@ -35,6 +35,7 @@ class ClusterTest : public ::testing::Test {
         -> absl::StatusOr<SaveCheckpointResponse> {
       SaveCheckpointResponse response;
       for (const ShardSpec& shard : created_[address].back().shards()) {
+        if (shard.role() == BACKUP) continue;  // Only primaries are written.
         CheckpointFile* file = response.add_files();
         file->set_table(shard.table().name());
         *file->mutable_range() = shard.range();
@@ -48,6 +49,16 @@ class ClusterTest : public ::testing::Test {
         absl::StrAppend(out, s == UINT64_MAX ? "never" : absl::StrCat(s));
       }));
       return absl::OkStatus();
+    };
+    options.promote = [this](const std::string& address, const PromoteRequest& r)
+        -> absl::StatusOr<PromoteResponse> {
+      promoted_.push_back(address + " " + r.failed_address());
+      return PromoteResponse();
+    };
+    options.add_backup = [this](const std::string& address, const AddBackupRequest& r)
+        -> absl::StatusOr<AddBackupResponse> {
+      backups_added_.push_back(address + " " + r.table() + " " + r.backup_address());
+      return AddBackupResponse();
     };
     options.drop_job = [this](const std::string& address, const std::string& job_id) {
       dropped_.push_back(address + " " + job_id);
@@ -103,6 +114,8 @@ class ClusterTest : public ::testing::Test {
   uint64_t corrupt_version_ = 0;   // Restoring checkpoint files of this version: DATA_LOSS.
   std::vector<std::string> dropped_;  // "address job" per DropJob.
   std::vector<std::string> worker_sets_;  // "address from_step,..." per SetWorkers.
+  std::vector<std::string> promoted_;       // "backup_address failed_address" per Promote.
+  std::vector<std::string> backups_added_;  // "primary_address table backup_address" per AddBackup.
   std::map<std::string, std::vector<CreateShardsRequest>> created_;
   std::unique_ptr<ClusterCoordinator> cluster_;
 };
@@ -175,8 +188,8 @@ TEST_F(ClusterTest, CheckpointJobSavesEveryServerAtOneFutureStep) {
   absl::StatusOr<CheckpointManifest> manifest = cluster_->CheckpointJob(job, "/ckpt");
   ASSERT_TRUE(manifest.ok()) << manifest.status();
   EXPECT_EQ(manifest->step(), 8u);  // Two past the furthest shard (6).
-  ASSERT_EQ(manifest->files_size(), created_["h:1"][0].shards_size() +
-                                     created_["h:2"][0].shards_size());
+  // One file per shard (its primary writes it; backups are copies).
+  ASSERT_EQ(manifest->files_size(), cluster_->GetJob(job)->shard_map().shards_size());
   for (const CheckpointFile& file : manifest->files()) {
     EXPECT_EQ(file.version(), 8u);
     EXPECT_FALSE(file.server_id().empty());
@@ -189,6 +202,7 @@ TEST_F(ClusterTest, LostServerRestartsTheJobFromItsLatestGoodCheckpoint) {
   const std::string lost = Register(SERVER, "h:2");
   const std::string w = Register(WORKER, "w");
   JobSpec spec = Spec(2, 1);
+  spec.set_replicas(1);  // No backups to fail over to.
   spec.mutable_checkpoint()->set_directory("/ckpt");
   const std::string job = cluster_->SubmitJob(spec).value();
   cluster_->Tick();
@@ -297,6 +311,63 @@ TEST_F(ClusterTest, LostWorkerLeavesTheSyncSetAndANewWorkerTakesItsRankOver) {
   EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
   Report(job, lost_rank, 10, 1.0f, /*done=*/true);
   EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+}
+
+TEST_F(ClusterTest, ReplicatedShardsFailOverToTheirBackupsAndGetNewOnes) {
+  const std::string s1 = Register(SERVER, "h:1");
+  const std::string s2 = Register(SERVER, "h:2");
+  const std::string w = Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(2, 1)).value();  // replicas: 2 by default.
+  cluster_->Tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING);
+  EXPECT_EQ(status.spec().replicas(), 2u);
+  // Every shard has its backup on the other server, created there as a BACKUP.
+  size_t on_h2 = 0;
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    EXPECT_NE(shard.backup_address(), "");
+    EXPECT_NE(shard.backup_address(), shard.server_address());
+    on_h2 += shard.server_address() == "h:2";
+  }
+  ASSERT_GT(on_h2, 0u);
+  size_t backups = 0;
+  for (const auto& [address, requests] : created_) {
+    for (const ShardSpec& spec : requests.back().shards()) {
+      if (spec.role() == BACKUP) {
+        ++backups;
+        EXPECT_NE(spec.primary_address(), address);
+      } else {
+        EXPECT_NE(spec.backup_address(), "");
+      }
+    }
+  }
+  EXPECT_EQ(backups, static_cast<size_t>(status.shard_map().shards_size()));
+  EXPECT_EQ(status.shard_map().epoch(), 0u);
+
+  // h:2 is lost: its shards' backups on h:1 are promoted, the job goes on (no restart).
+  now_ += absl::Seconds(2);
+  Beat(s1);
+  Beat(w);
+  cluster_->Tick();
+  status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING) << status.message();
+  EXPECT_EQ(status.restarts(), 0u);
+  EXPECT_EQ(status.shard_map().epoch(), 1u);
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    EXPECT_EQ(shard.server_address(), "h:1");
+    EXPECT_EQ(shard.backup_address(), "");
+  }
+  EXPECT_EQ(promoted_, std::vector<std::string>{"h:1 h:2"});
+  EXPECT_TRUE(backups_added_.empty()) << "no other server to put backups on";
+
+  // A new server: each shard gets a backup there, one per tick, by AddBackup on its primary.
+  Register(SERVER, "h:3");
+  for (int i = 0; i < status.shard_map().shards_size() + 1; ++i) cluster_->Tick();
+  status = cluster_->GetJob(job).value();
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    EXPECT_EQ(shard.backup_address(), "h:3");
+  }
+  EXPECT_EQ(backups_added_.size(), static_cast<size_t>(status.shard_map().shards_size()));
 }
 
 TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {

@@ -98,6 +98,42 @@ absl::Status DropJobOn(const std::string& address, const std::string& job_id) {
   return FromGrpcStatus(stub->DropJob(&context, request, &response), address);
 }
 
+absl::StatusOr<PromoteResponse> PromoteOn(const std::string& address,
+                                          const PromoteRequest& request) {
+  auto stub = ParameterServer::NewStub(CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  PromoteResponse response;
+  RETURN_IF_ERROR(FromGrpcStatus(stub->Promote(&context, request, &response), address));
+  return response;
+}
+
+absl::StatusOr<AddBackupResponse> AddBackupOn(const std::string& address,
+                                              const AddBackupRequest& request) {
+  auto stub = ParameterServer::NewStub(CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  AddBackupResponse response;
+  RETURN_IF_ERROR(FromGrpcStatus(stub->AddBackup(&context, request, &response), address));
+  return response;
+}
+
+// Any answer within a second (even an error) means the server is there.
+absl::Status ProbeServer(const std::string& address) {
+  auto stub = Admin::NewStub(CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  GetStatusRequest request;
+  request.set_job_id("-probe-");  // Nothing to list: a cheap call.
+  ServerStatus status;
+  grpc::Status result = stub->GetStatus(&context, request, &status);
+  if (result.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      result.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return FromGrpcStatus(result, address);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SetWorkersOn(const std::string& address, const SetWorkersRequest& request) {
   auto stub = ParameterServer::NewStub(CreateChannel(address));
   grpc::ClientContext context;
@@ -146,6 +182,9 @@ int Run() {
   options.save_checkpoint = SaveCheckpointOn;
   options.drop_job = DropJobOn;
   options.set_workers = SetWorkersOn;
+  options.promote = PromoteOn;
+  options.add_backup = AddBackupOn;
+  options.probe = ProbeServer;
   std::unique_ptr<StateStore> state;
   const std::string state_db = absl::GetFlag(FLAGS_state_db);
   if (state_db.empty()) {

@@ -93,4 +93,10 @@ grpc::Status CoordinatorService::ReportProgress(grpc::ServerContext*,
   return Answer(cluster_->ReportProgress(*request), response);
 }
 
+grpc::Status CoordinatorService::ReportUnreachable(grpc::ServerContext*,
+                                                   const ReportUnreachableRequest* request,
+                                                   ReportUnreachableResponse*) {
+  return ToGrpcStatus(cluster_->ReportUnreachable(request->address()));
+}
+
 }  // namespace psrv

@@ -36,6 +36,8 @@ class CoordinatorService final : public Coordinator::Service {
                            ShardMap* response) override;
   grpc::Status ReportProgress(grpc::ServerContext*, const ReportProgressRequest* request,
                               ReportProgressResponse* response) override;
+  grpc::Status ReportUnreachable(grpc::ServerContext*, const ReportUnreachableRequest* request,
+                                 ReportUnreachableResponse* response) override;
 
  private:
   ClusterCoordinator* const cluster_;

@@ -109,7 +109,7 @@ TEST_F(ClusterTest, SyncTwoServersTwoWorkersTrainsAndShardsAreVisible) {
   nlohmann::json shards = nlohmann::json::parse(out);
   ASSERT_EQ(shards.at("servers").size(), 2u) << out;
   const uint64_t expected_elements = TotalElements(*ModelTables(spec.model(), 1));
-  uint64_t elements = 0;
+  uint64_t elements = 0, backed_up = 0;
   for (const auto& server : shards.at("servers")) {
     ASSERT_FALSE(server.at("shards").empty()) << "a server holds nothing: " << out;
     for (const auto& shard : server.at("shards")) {
@@ -117,13 +117,18 @@ TEST_F(ClusterTest, SyncTwoServersTwoWorkersTrainsAndShardsAreVisible) {
       const uint64_t end = std::stoull(shard.at("range").at("end").get<std::string>());
       const uint64_t count = std::stoull(shard.at("elements").get<std::string>());
       EXPECT_EQ(end - begin, count);
-      // SYNC: one update per step, whatever the number of workers.
+      // SYNC: one update per step, whatever the number of workers; backups have every update.
       EXPECT_EQ(shard.at("version").get<std::string>(), "200");
+      if (shard.value("role", "PRIMARY") == "BACKUP") {
+        backed_up += count;
+        continue;
+      }
       EXPECT_EQ(shard.at("workers_seen").size(), 2u);
       elements += count;
     }
   }
   EXPECT_EQ(elements, expected_elements);
+  EXPECT_EQ(backed_up, expected_elements) << "2 servers: every shard has a backup by default";
 }
 
 TEST_F(ClusterTest, AsyncTwoServersTwoWorkersTrains) {
@@ -138,9 +143,10 @@ TEST_F(ClusterTest, AsyncTwoServersTwoWorkersTrains) {
   nlohmann::json shards = nlohmann::json::parse(out);
   for (const auto& server : shards.at("servers")) {
     for (const auto& shard : server.at("shards")) {
-      // ASYNC: every push of every worker applied exactly once.
+      // ASYNC: every push of every worker applied exactly once (by the backup too, replicated).
       EXPECT_EQ(shard.at("version").get<std::string>(), "400");
-      EXPECT_EQ(shard.at("pushes").get<std::string>(), "400");
+      const bool backup = shard.value("role", "PRIMARY") == "BACKUP";
+      EXPECT_EQ(shard.at("pushes").get<std::string>(), backup ? "0" : "400");
     }
   }
 }

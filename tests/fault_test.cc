@@ -161,6 +161,68 @@ TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
   EXPECT_EQ(differ, 0u) << "of " << actual.size() << " parameters";
 }
 
+// A replicated job (2 servers, every shard with a backup on the other) whose server is killed
+// mid-job fails over to the backups without a restart: nothing acknowledged is lost, nothing is
+// redone, and the final parameters equal, bit for bit, those of the same job run without a fault.
+// The spare server then becomes the new home of the backups.
+TEST_F(FaultTest, KilledPrimaryFailsOverToItsBackupsBitForBit) {
+  StartCluster(/*servers=*/3, /*workers=*/2);
+  JobSpec spec = SmallMlpJob(SYNC, 2, 2, 1500);
+  spec.set_replicas(2);
+
+  const std::string reference_id = client_->SubmitJob(spec).value();
+  const JobStatus reference = WaitForEnd(reference_id);
+  ASSERT_EQ(reference.state(), SUCCEEDED) << reference.message() << "; logs in " << log_dir_;
+  const std::vector<float> expected = Parameters(reference);
+  ASSERT_FALSE(expected.empty());
+
+  const std::string id = client_->SubmitJob(spec).value();
+  const JobStatus before =
+      WaitFor(id, [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 100; });
+  for (const ShardAssignment& shard : before.shard_map().shards()) {
+    ASSERT_NE(shard.backup_address(), "") << "every shard has a backup";
+  }
+  const std::string victim_address = before.shard_map().shards(0).server_address();
+  const std::string victim = ServerNamed(victim_address);
+  ASSERT_TRUE(cluster_->Kill(victim, SIGKILL).ok());
+  const absl::Time killed = absl::Now();
+  const uint64_t at_kill = client_->GetJob(id)->step();
+  const JobStatus failed_over = WaitFor(id, [](const JobStatus& s) {
+    return s.shard_map().epoch() > 0 || IsTerminal(s.state());
+  });
+  const absl::Duration promotion = absl::Now() - killed;
+  const JobStatus moving = WaitFor(id, [&](const JobStatus& s) {
+    return s.step() > at_kill + 1 || IsTerminal(s.state());
+  });
+  const absl::Duration first_step = absl::Now() - killed;
+  std::cout << "primary killed at step " << at_kill << ": backups promoted after "
+            << absl::FormatDuration(promotion) << ", first step after " << absl::FormatDuration(first_step)
+            << "\n";
+  // The spare server takes the lost backups.
+  const JobStatus repaired = WaitFor(id, [](const JobStatus& s) {
+    for (const ShardAssignment& shard : s.shard_map().shards()) {
+      if (shard.backup_address().empty()) return IsTerminal(s.state());
+    }
+    return true;
+  });
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 0u);
+  EXPECT_EQ(final.shard_map().epoch(), 1u);
+  EXPECT_EQ(final.step(), 1500u);
+  for (const ShardAssignment& shard : final.shard_map().shards()) {
+    EXPECT_NE(shard.server_address(), victim_address);
+    EXPECT_NE(shard.backup_address(), victim_address);
+  }
+  EXPECT_EQ(repaired.state(), RUNNING) << "the job ended before its backups were replaced";
+
+  const std::vector<float> actual = Parameters(final);
+  ASSERT_EQ(actual.size(), expected.size());
+  size_t differ = 0;
+  for (size_t i = 0; i < actual.size(); ++i) differ += actual[i] != expected[i];
+  EXPECT_EQ(differ, 0u) << "of " << actual.size() << " parameters";
+}
+
 // A SYNC job whose worker is killed does not hang: the servers stop waiting for it within about
 // a second, the other worker goes on alone, and a worker started later takes the vacant rank (and
 // its part of the data) over; the job completes.

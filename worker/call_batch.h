@@ -3,6 +3,9 @@
 #ifndef PSRV_WORKER_CALL_BATCH_H_
 #define PSRV_WORKER_CALL_BATCH_H_
 
+#include <set>
+#include <string>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -20,6 +23,21 @@ class CallBatch {
     --pending_;
   }
 
+  // An RPC to the server at `address` completed with `status`; UNAVAILABLE ones are remembered.
+  void Done(const absl::Status& status, const std::string& address) {
+    if (status.code() == absl::StatusCode::kUnavailable) {
+      absl::MutexLock lock(&mu_);
+      unreachable_.insert(address);
+    }
+    Done(status);
+  }
+
+  // Servers that answered UNAVAILABLE (valid after Wait).
+  std::set<std::string> unreachable() {
+    absl::MutexLock lock(&mu_);
+    return unreachable_;
+  }
+
   // A C callback for grpc::Slice destructors: `arg` is the CallBatch.
   static void DoneCallback(void* arg) { static_cast<CallBatch*>(arg)->Done(); }
 
@@ -33,6 +51,7 @@ class CallBatch {
  private:
   absl::Mutex mu_;
   int pending_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> unreachable_ ABSL_GUARDED_BY(mu_);
   absl::Status first_error_ ABSL_GUARDED_BY(mu_);
 };
 

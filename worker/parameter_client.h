@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,9 @@ class ParameterClient {
   // accepted, so pushing a step again to a new shard map (a fail-over) is safe.
   absl::Status Push(uint64_t step, const float* grads, absl::Duration timeout);
 
+  // Servers that answered the last Pull or Push with UNAVAILABLE.
+  const std::set<std::string>& unreachable() const { return unreachable_; }
+
  private:
   // One RPC of a Pull or Push: a chunk of one shard.
   struct Target {
@@ -80,6 +84,7 @@ class ParameterClient {
   // (targets_) the version each target's shard had at the last successful Pull.
   std::vector<uint64_t> pulled_versions_;
   bool pulled_ = false;  // pulled_versions_ is set.
+  std::set<std::string> unreachable_;
   uint64_t pushing_step_ = 0;
   std::vector<char> pushed_;  // (targets_) chunks of pushing_step_ the servers accepted.
 };

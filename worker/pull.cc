@@ -50,7 +50,9 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
     const std::string what = absl::StrCat("pull ", target.table, " from ", target.address);
     target.stub->UnaryCall(
         &raw->context, "/psrv.ParameterServer/Pull", grpc::StubOptions(), &raw->request,
-        &raw->response, [raw, destination, expected, what, version, &batch](grpc::Status status) {
+        &raw->response,
+        [raw, destination, expected, what, version, &batch, address = target.address](
+            grpc::Status status) {
           absl::Status result = FromGrpcStatus(status, what);
           if (result.ok()) {
             PullResponse reply;
@@ -64,11 +66,12 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
                                       });
             if (result.ok()) *version = reply.version();
           }
-          batch.Done(result);
+          batch.Done(result, address);
         });
     calls.push_back(std::move(call));
   }
   absl::Status status = batch.Wait();
+  unreachable_ = batch.unreachable();
   pulled_ = status.ok();
   if (status.ok() && wire_dtype_ == BF16) {
     Bf16ToFloats(wire_buffer_.data(), num_parameters_, params);

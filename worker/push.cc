@@ -58,21 +58,24 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
     const std::string what = absl::StrCat("push ", target.table, " to ", target.address);
     target.stub->UnaryCall(&raw->context, "/psrv.ParameterServer/Push", grpc::StubOptions(),
                            &raw->request, &raw->response,
-                           [what, &batch, accepted = &pushed_[i]](grpc::Status status) {
+                           [what, &batch, accepted = &pushed_[i],
+                            address = target.address](grpc::Status status) {
                              // ALREADY_EXISTS: a resend of a chunk the shard already has
                              // (aggregated or applied), e.g. after a fail-over.
                              if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
                                status = grpc::Status::OK;
                              }
                              if (status.ok()) *accepted = 1;
-                             batch.Done(FromGrpcStatus(status, what));
+                             batch.Done(FromGrpcStatus(status, what), address);
                            });
     // UnaryCall has serialized (referenced) the request; drop our reference so the slice's release
     // event fires once gRPC is done with it.
     raw->request.Clear();
     calls.push_back(std::move(call));
   }
-  return batch.Wait();
+  absl::Status status = batch.Wait();
+  unreachable_ = batch.unreachable();
+  return status;
 }
 
 }  // namespace psrv

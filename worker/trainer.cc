@@ -96,6 +96,21 @@ class ProgressReporter {
   // The mean step time sent with the next reports.
   void set_step_seconds(float seconds) { step_seconds_ = seconds; }
 
+  // Tells the coordinator a server did not answer (it checks and, if so, fails it over at once).
+  void ReportUnreachable(const std::string& address) {
+    if (stub_ == nullptr) return;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kProgressReportTimeout));
+    ReportUnreachableRequest request;
+    request.set_node_id(node_id_);
+    request.set_address(address);
+    ReportUnreachableResponse response;
+    grpc::Status status = stub_->ReportUnreachable(&context, request, &response);
+    if (!status.ok()) {
+      LOG_EVERY_N(WARNING, 10) << "reporting " << address << ": " << status.error_message();
+    }
+  }
+
   // The job's shard map as the coordinator has it now.
   absl::StatusOr<ShardMap> CurrentShardMap() {
     if (stub_ == nullptr) return absl::UnavailableError("no coordinator");
@@ -225,6 +240,7 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   // coordinator's shard map says so with a higher epoch; the worker then talks to the new map.
   ShardMap shard_map = assignment.shard_map();
   auto follow_shard_map = [&]() -> bool {
+    for (const std::string& address : client->unreachable()) reporter->ReportUnreachable(address);
     absl::StatusOr<ShardMap> latest = reporter->CurrentShardMap();
     if (!latest.ok() || latest->epoch() <= shard_map.epoch()) return false;
     absl::StatusOr<std::unique_ptr<ParameterClient>> next =
