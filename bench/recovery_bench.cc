@@ -3,6 +3,9 @@
 //  - server: a SYNC job on 1 of 2 servers with a checkpoint every --checkpoint_every steps; its
 //    server is killed; the job restarts on the other server from the latest checkpoint.
 //  - worker: a SYNC job with 2 workers; one is killed; the servers stop waiting for it.
+//  - replicated: a SYNC job on 2 of 3 servers with a backup of every shard; a server is killed;
+//    its shards' backups are promoted (detection: the shard map's epoch moves).
+// Then what replication costs: steps/s of the same job with and without backups.
 // For each trial: detection (kill to the coordinator acting: restart counted / rank vacated),
 // recovery (kill to the first step applied after the fault: the job's step, reported by the
 // workers after every step, passes the steps in flight at the kill) and the steps lost (server:
@@ -41,6 +44,7 @@ ABSL_FLAG(std::string, data, "../shared/data/tinyshakespeare.txt",
 ABSL_FLAG(int, trials, 5, "Kills per scenario, each on a fresh cluster.");
 ABSL_FLAG(int, heartbeat_interval_ms, 100, "The coordinator's heartbeat interval.");
 ABSL_FLAG(uint64_t, checkpoint_every, 100, "Server scenario: steps between periodic checkpoints.");
+ABSL_FLAG(int, throughput_seconds, 5, "Replication cost: seconds of training measured per trial.");
 ABSL_FLAG(std::string, out, "", "JSON output path (default bench/results/recovery_<host>.json).");
 ABSL_FLAG(std::string, commit, "", "Git commit measured (recorded in the JSON).");
 
@@ -170,6 +174,78 @@ absl::StatusOr<Trial> ServerTrial(const LocalBinaries& binaries, const std::stri
   return trial;
 }
 
+// Kills the server holding a replicated SYNC job's first shard (2 of 3 servers used, every shard
+// with a backup): the backups are promoted, nothing is redone.
+absl::StatusOr<Trial> ReplicatedTrial(const LocalBinaries& binaries, const std::string& data) {
+  std::string log_dir;
+  ASSIGN_OR_RETURN(std::unique_ptr<LocalCluster> cluster, StartCluster(binaries, 3, 1, &log_dir));
+  CoordinatorClientOptions client_options;
+  client_options.address = cluster->coordinator_address();
+  CoordinatorClient client(client_options);
+  JobSpec spec = Job(data, 1);
+  spec.set_num_servers(2);
+  spec.set_replicas(2);
+  ASSIGN_OR_RETURN(std::string job, client.SubmitJob(spec));
+  ASSIGN_OR_RETURN(JobStatus before, WaitFor(&client, job, [](const JobStatus& s) {
+                     return s.step() >= 100;
+                   }));
+  const std::string victim = ServerNamed(log_dir, before.shard_map().shards(0).server_address());
+  RETURN_IF_ERROR(cluster->Kill(victim, SIGKILL));
+  const absl::Time killed = absl::Now();
+  ASSIGN_OR_RETURN(JobStatus at_kill, client.GetJob(job));
+  const uint64_t in_flight = MaxWorkerStep(at_kill) + 1;
+  Trial trial;
+  RETURN_IF_ERROR(WaitFor(&client, job, [](const JobStatus& s) {
+                    return s.shard_map().epoch() > 0;
+                  }).status());
+  trial.detection_s = absl::ToDoubleSeconds(absl::Now() - killed);
+  ASSIGN_OR_RETURN(JobStatus after, WaitFor(&client, job, [&](const JobStatus& s) {
+                     return s.step() > in_flight;
+                   }));
+  trial.recovery_s = absl::ToDoubleSeconds(absl::Now() - killed);
+  trial.steps_lost = after.restarts() > 0 ? -1 : 0;  // -1 would mean a restart (none expected).
+  (void)client.CancelJob(job);
+  cluster->Stop(absl::Seconds(2));
+  return trial;
+}
+
+// Steps per second of the same SYNC job on 2 servers, with and without backups: what replication
+// costs on this machine (median of per-trial rates; each trial runs --throughput_seconds).
+absl::StatusOr<Json> ReplicationCost(const LocalBinaries& binaries, const std::string& data) {
+  Json out;
+  for (const uint32_t replicas : {1u, 2u}) {
+    std::vector<double> rates;
+    for (int i = 0; i < absl::GetFlag(FLAGS_trials); ++i) {
+      std::string log_dir;
+      ASSIGN_OR_RETURN(std::unique_ptr<LocalCluster> cluster,
+                       StartCluster(binaries, 2, 1, &log_dir));
+      CoordinatorClientOptions client_options;
+      client_options.address = cluster->coordinator_address();
+      CoordinatorClient client(client_options);
+      JobSpec spec = Job(data, 1);
+      spec.set_num_servers(2);
+      spec.set_replicas(replicas);
+      spec.mutable_training()->set_report_every(10);
+      ASSIGN_OR_RETURN(std::string job, client.SubmitJob(spec));
+      ASSIGN_OR_RETURN(JobStatus start, WaitFor(&client, job, [](const JobStatus& s) {
+                         return s.step() >= 50;
+                       }));
+      const absl::Time t0 = absl::Now();
+      absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_throughput_seconds)));
+      ASSIGN_OR_RETURN(JobStatus end, client.GetJob(job));
+      rates.push_back(static_cast<double>(end.step() - start.step()) /
+                      absl::ToDoubleSeconds(absl::Now() - t0));
+      (void)client.CancelJob(job);
+      cluster->Stop(absl::Seconds(2));
+    }
+    out[absl::StrCat("replicas_", replicas, "_steps_per_s_median")] = Quantile(rates, 0.5);
+    out[absl::StrCat("replicas_", replicas, "_steps_per_s")] = rates;
+  }
+  out["ratio_2_over_1"] = out["replicas_2_steps_per_s_median"].get<double>() /
+                          out["replicas_1_steps_per_s_median"].get<double>();
+  return out;
+}
+
 // Kills one of a SYNC job's two workers; the other goes on alone.
 absl::StatusOr<Trial> WorkerTrial(const LocalBinaries& binaries, const std::string& data) {
   std::string log_dir;
@@ -238,8 +314,10 @@ int Run(const char* argv0) {
   report["dead_after_ms"] = 10 * absl::GetFlag(FLAGS_heartbeat_interval_ms);
   report["checkpoint_every_steps"] = absl::GetFlag(FLAGS_checkpoint_every);
   using TrialFn = absl::StatusOr<Trial> (*)(const LocalBinaries&, const std::string&);
-  const std::pair<const char*, TrialFn> scenarios[] = {{"server_killed_restart_from_checkpoint", ServerTrial},
-                                                       {"worker_killed_sync_goes_on", WorkerTrial}};
+  const std::pair<const char*, TrialFn> scenarios[] = {
+      {"replicated_primary_killed_backups_promoted", ReplicatedTrial},
+      {"server_killed_restart_from_checkpoint", ServerTrial},
+      {"worker_killed_sync_goes_on", WorkerTrial}};
   for (const auto& [name, fn] : scenarios) {
     std::vector<Trial> trials;
     for (int i = 0; i < absl::GetFlag(FLAGS_trials); ++i) {
@@ -255,6 +333,13 @@ int Run(const char* argv0) {
     }
     report[name] = Summary(trials);
   }
+  absl::StatusOr<Json> cost = ReplicationCost(*binaries, data);
+  if (!cost.ok()) {
+    std::cerr << "replication cost: " << cost.status() << std::endl;
+    return 1;
+  }
+  std::cout << "replication cost: " << cost->dump() << std::endl;
+  report["replication_cost_mlp_2_servers_1_worker"] = *cost;
   std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
     char host[256] = {0};

@@ -890,6 +890,9 @@ void ClusterCoordinator::RepairBackups() {
   LOG(INFO) << "job " << job_id << ": " << request.table() << " [" << request.range().begin()
             << ", " << request.range().end() << ") backed up on " << backup_address
             << " from version " << added->version();
+  // The copy carries the primary's set of workers as it was when taken; a change sent meanwhile
+  // may have missed it: send the current one again.
+  if (job->second.status.spec().training().consistency() == SYNC) ++job->second.worker_set;
   Touch(&job->second);
 }
 
