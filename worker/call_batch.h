@@ -32,7 +32,12 @@ class CallBatch {
     Done(status);
   }
 
-  // Servers that answered UNAVAILABLE (valid after Wait).
+  void MarkUnreachable(const std::string& address) {
+    absl::MutexLock lock(&mu_);
+    unreachable_.insert(address);
+  }
+
+  // Servers that answered UNAVAILABLE, or were marked (valid after Wait).
   std::set<std::string> unreachable() {
     absl::MutexLock lock(&mu_);
     return unreachable_;

@@ -66,6 +66,10 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
                                status = grpc::Status::OK;
                              }
                              if (status.ok()) *accepted = 1;
+                             // A push that timed out: the server may be hung; report it too.
+                             if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+                               batch.MarkUnreachable(address);
+                             }
                              batch.Done(FromGrpcStatus(status, what), address);
                            });
     // UnaryCall has serialized (referenced) the request; drop our reference so the slice's release

@@ -25,7 +25,12 @@ namespace {
 // SYNC pulls wait for the slowest worker; a pull that times out is retried (pulls are idempotent)
 // until the job is cancelled, so a slow step is not an error.
 constexpr absl::Duration kPullTimeout = absl::Seconds(10);
-constexpr absl::Duration kPushTimeout = absl::Seconds(60);
+// A push is answered at once, or (the one completing a replicated step) once the backup applied
+// it, within a few seconds. One that takes longer is sent again (pushes are idempotent: chunks
+// already accepted are not resent, a resend is answered ALREADY_EXISTS), which also lets the
+// worker notice a cancel or a new shard map: a call to a server killed mid-transfer can otherwise
+// hang until its deadline.
+constexpr absl::Duration kPushTimeout = absl::Seconds(8);
 // A server that stops answering (UNAVAILABLE) is retried this long: meanwhile the coordinator
 // notices it is gone and restarts the job from a checkpoint (cancelling this run) or fails it.
 constexpr absl::Duration kServerLostTimeout = absl::Minutes(2);
@@ -312,8 +317,14 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
                                               " (learning rate too high?)"));
     }
     RETURN_IF_ERROR(RetryWhileUnavailable(
-        [&] { return client->Push(step, grads.data(), kPushTimeout); }, cancel,
-        [&] { follow_shard_map(); }));
+        [&]() -> absl::Status {
+          absl::Status pushed = client->Push(step, grads.data(), kPushTimeout);
+          if (pushed.code() == absl::StatusCode::kDeadlineExceeded) {
+            return absl::UnavailableError(pushed.message());  // Sent again; see kPushTimeout.
+          }
+          return pushed;
+        },
+        cancel, [&] { follow_shard_map(); }));
     const absl::Time pushed = absl::Now();
     metrics->RecordPhase(TrainingMetrics::kPush, pushed - computed);
     metrics->RecordStep(step, pushed - step_start, computer.tokens_per_step(), wire_bytes,
