@@ -33,6 +33,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/machine_info.h"
+#include "bench/result_file.h"
 #include "bench/sample_stats.h"
 #include "client/coordinator_client.h"
 #include "client/local_cluster.h"
@@ -52,12 +53,6 @@ namespace psrv {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-std::string FromWorkspace(const std::string& path) {
-  const char* root = std::getenv("BUILD_WORKSPACE_DIRECTORY");
-  if (path.empty() || path[0] == '/' || root == nullptr) return path;
-  return absl::StrCat(root, "/", path);
-}
 
 // A small byte-level MLP (fast steps: recovery, not compute, is measured).
 JobSpec Job(const std::string& data, uint32_t workers) {
@@ -305,11 +300,7 @@ int Run(const char* argv0) {
     return 1;
   }
   const std::string data = FromWorkspace(absl::GetFlag(FLAGS_data));
-  Json report;
-  report["benchmark"] = "recovery";
-  report["date"] = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
-  report["commit"] = absl::GetFlag(FLAGS_commit);
-  report["machine"] = MachineInfo();
+  Json report = ResultHeader("recovery", absl::GetFlag(FLAGS_commit));
   report["heartbeat_interval_ms"] = absl::GetFlag(FLAGS_heartbeat_interval_ms);
   report["dead_after_ms"] = 10 * absl::GetFlag(FLAGS_heartbeat_interval_ms);
   report["checkpoint_every_steps"] = absl::GetFlag(FLAGS_checkpoint_every);
@@ -340,16 +331,7 @@ int Run(const char* argv0) {
   }
   std::cout << "replication cost: " << cost->dump() << std::endl;
   report["replication_cost_mlp_2_servers_1_worker"] = *cost;
-  std::string out = absl::GetFlag(FLAGS_out);
-  if (out.empty()) {
-    char host[256] = {0};
-    gethostname(host, sizeof(host) - 1);
-    out = absl::StrCat("bench/results/recovery_", host, ".json");
-  }
-  out = FromWorkspace(out);
-  std::ofstream(out) << report.dump(2) << "\n";
-  std::cout << "wrote " << out << std::endl;
-  return 0;
+  return WriteResult(report, absl::GetFlag(FLAGS_out), "recovery");
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/machine_info.h"
+#include "bench/result_file.h"
 #include "client/coordinator_client.h"
 #include "client/local_cluster.h"
 #include "common/job_spec.h"
@@ -40,13 +41,6 @@ namespace psrv {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-// Paths on the command line are relative to where `bazel run` was started.
-std::string FromWorkspace(const std::string& path) {
-  const char* root = std::getenv("BUILD_WORKSPACE_DIRECTORY");
-  if (path.empty() || path[0] == '/' || root == nullptr) return path;
-  return absl::StrCat(root, "/", path);
-}
 
 JobSpec Recipe(const std::string& data, uint64_t steps, uint32_t workers, uint32_t batch) {
   JobSpec spec;
@@ -156,11 +150,7 @@ int Run(const char* argv0) {
     return 1;
   }
   const std::string data = FromWorkspace(absl::GetFlag(FLAGS_data));
-  Json report;
-  report["benchmark"] = "train_shakespeare_char";
-  report["date"] = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
-  report["commit"] = absl::GetFlag(FLAGS_commit);
-  report["machine"] = MachineInfo();
+  Json report = ResultHeader("train_shakespeare_char", absl::GetFlag(FLAGS_commit));
   report["data"] = data;
   report["reference_val_loss"] = 1.88;
   Json runs = Json::array();
@@ -185,16 +175,7 @@ int Run(const char* argv0) {
     runs.push_back(*run);
   }
   report["runs"] = runs;
-  std::string out = absl::GetFlag(FLAGS_out);
-  if (out.empty()) {
-    char host[256] = {0};
-    gethostname(host, sizeof(host) - 1);
-    out = absl::StrCat("bench/results/train_", host, ".json");
-  }
-  out = FromWorkspace(out);
-  std::ofstream(out) << report.dump(2) << "\n";
-  std::cout << "wrote " << out << std::endl;
-  return 0;
+  return WriteResult(report, absl::GetFlag(FLAGS_out), "train");
 }
 
 }  // namespace

@@ -41,14 +41,7 @@ class ClusterTest : public ::testing::Test {
  protected:
   void StartCluster(int servers, int workers) {
     log_dir_ = TempDir("cluster");
-    LocalClusterOptions options;
-    options.binaries.coordinator = Runfile("coordinator/ps_coordinator");
-    options.binaries.server = Runfile("server/ps_server");
-    options.binaries.worker = Runfile("worker/ps_worker");
-    options.num_servers = servers;
-    options.num_workers = workers;
-    options.log_dir = log_dir_;
-    cluster_ = std::make_unique<LocalCluster>(options);
+    cluster_ = std::make_unique<LocalCluster>(TestClusterOptions(log_dir_, servers, workers));
     ASSERT_TRUE(cluster_->Start().ok());
     CoordinatorClientOptions client_options;
     client_options.address = cluster_->coordinator_address();

@@ -27,13 +27,7 @@ class FaultTest : public ::testing::Test {
  protected:
   void StartCluster(int servers, int workers) {
     log_dir_ = TempDir("fault");
-    LocalClusterOptions options;
-    options.binaries.coordinator = Runfile("coordinator/ps_coordinator");
-    options.binaries.server = Runfile("server/ps_server");
-    options.binaries.worker = Runfile("worker/ps_worker");
-    options.num_servers = servers;
-    options.num_workers = workers;
-    options.log_dir = log_dir_;
+    LocalClusterOptions options = TestClusterOptions(log_dir_, servers, workers);
     options.heartbeat_interval_ms = 100;  // DEAD after 1 s of silence.
     options.worker_max_jobs = 0;          // Workers take new runs after a restart.
     cluster_ = std::make_unique<LocalCluster>(options);
@@ -154,11 +148,7 @@ TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
             << "): " << absl::FormatDuration(recovery) << "; steps redone: "
             << before.step() - resumed.resumed_from_step() << "\n";
 
-  const std::vector<float> actual = Parameters(final);
-  ASSERT_EQ(actual.size(), expected.size());
-  size_t differ = 0;
-  for (size_t i = 0; i < actual.size(); ++i) differ += actual[i] != expected[i];
-  EXPECT_EQ(differ, 0u) << "of " << actual.size() << " parameters";
+  EXPECT_EQ(CountDifferent(Parameters(final), expected), 0u) << "of " << expected.size();
 }
 
 // A replicated job (2 servers, every shard with a backup on the other) whose server is killed
@@ -216,11 +206,7 @@ TEST_F(FaultTest, KilledPrimaryFailsOverToItsBackupsBitForBit) {
   }
   EXPECT_EQ(repaired.state(), RUNNING) << "the job ended before its backups were replaced";
 
-  const std::vector<float> actual = Parameters(final);
-  ASSERT_EQ(actual.size(), expected.size());
-  size_t differ = 0;
-  for (size_t i = 0; i < actual.size(); ++i) differ += actual[i] != expected[i];
-  EXPECT_EQ(differ, 0u) << "of " << actual.size() << " parameters";
+  EXPECT_EQ(CountDifferent(Parameters(final), expected), 0u) << "of " << expected.size();
 }
 
 // A SYNC job whose worker is killed does not hang: the servers stop waiting for it within about

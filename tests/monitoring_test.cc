@@ -117,14 +117,7 @@ class MonitoringTest : public ::testing::Test {
  protected:
   void SetUp() override {
     log_dir_ = TempDir("monitoring");
-    LocalClusterOptions options;
-    options.binaries.coordinator = Runfile("coordinator/ps_coordinator");
-    options.binaries.server = Runfile("server/ps_server");
-    options.binaries.worker = Runfile("worker/ps_worker");
-    options.num_servers = 2;
-    options.num_workers = 2;
-    options.log_dir = log_dir_;
-    cluster_ = std::make_unique<LocalCluster>(options);
+    cluster_ = std::make_unique<LocalCluster>(TestClusterOptions(log_dir_, 2, 2));
     ASSERT_TRUE(cluster_->Start().ok());
     CoordinatorClientOptions client_options;
     client_options.address = cluster_->coordinator_address();

@@ -1,5 +1,7 @@
 #include "tests/test_util.h"
 
+#include <algorithm>
+
 #include <stdlib.h>
 
 #include <atomic>
@@ -45,6 +47,23 @@ int RunPsctl(const std::string& coordinator, const std::string& log_dir,
   absl::StatusOr<int> code = psctl.Wait(absl::Seconds(60));
   *out = ReadFile(out_path);
   return code.ok() ? *code : -1;
+}
+
+LocalClusterOptions TestClusterOptions(const std::string& log_dir, int servers, int workers) {
+  LocalClusterOptions options;
+  options.binaries.coordinator = Runfile("coordinator/ps_coordinator");
+  options.binaries.server = Runfile("server/ps_server");
+  options.binaries.worker = Runfile("worker/ps_worker");
+  options.num_servers = servers;
+  options.num_workers = workers;
+  options.log_dir = log_dir;
+  return options;
+}
+
+size_t CountDifferent(const std::vector<float>& a, const std::vector<float>& b) {
+  size_t differ = a.size() > b.size() ? a.size() - b.size() : b.size() - a.size();
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) differ += a[i] != b[i];
+  return differ;
 }
 
 JobSpec SmallMlpJob(ConsistencyMode mode, uint32_t servers, uint32_t workers, uint64_t steps) {

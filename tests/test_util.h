@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "client/local_cluster.h"
 #include "proto/job.pb.h"
 
 namespace psrv {
@@ -23,6 +24,13 @@ std::string ReadFile(const std::string& path);
 // exit code (-1 if it did not end within a minute) and sets `*out` to its stdout and stderr.
 int RunPsctl(const std::string& coordinator, const std::string& log_dir,
              const std::vector<std::string>& args, std::string* out);
+
+// Options for a LocalCluster of the built binaries (from runfiles) with `servers` servers and
+// `workers` workers, logging to `log_dir`.
+LocalClusterOptions TestClusterOptions(const std::string& log_dir, int servers, int workers);
+
+// How many of the two (equally long) parameter vectors' elements differ, bit for bit.
+size_t CountDifferent(const std::vector<float>& a, const std::vector<float>& b);
 
 // A small byte-level MLP job on the test corpus (tests/testdata/shakespeare_200k.txt): SGD with
 // momentum, reports every 10 steps, an 80-byte sample. Named "integration".
