@@ -214,7 +214,7 @@ int Main(int argc, char** argv) {
       "checkpoint",
       "Checkpoint a RUNNING SYNC job now: every server writes its shards' parameters and optimizer "
       "state at one common step (atomically, with a CRC-32); prints the manifest. The job's spec "
-      "can also ask for periodic checkpoints (checkpoint.directory, checkpoint.every_steps)");
+      "can also ask for periodic checkpoints (checkpoint.directory, checkpoint.every_steps, checkpoint.every_seconds)");
   checkpoint->add_option("id", checkpoint_id, "Job id")->required();
   checkpoint
       ->add_option("--directory", checkpoint_directory,

@@ -245,14 +245,23 @@ absl::StatusOr<CheckpointManifest> ClusterCoordinator::CheckpointJob(const std::
 
 void ClusterCoordinator::StartDueCheckpoints() {
   absl::MutexLock lock(&mu_);
+  const absl::Time now = options_.clock();
   for (auto& [id, job] : jobs_) {
     const CheckpointSpec& spec = job.status.spec().checkpoint();
-    if (job.status.state() != RUNNING || spec.every_steps() == 0 || spec.directory().empty() ||
-        job.checkpointing || job.status.spec().training().consistency() != SYNC ||
-        job.status.step() < job.last_checkpoint_step + spec.every_steps()) {
+    if (job.status.state() != RUNNING || spec.directory().empty() || job.checkpointing ||
+        job.status.spec().training().consistency() != SYNC) {
       continue;
     }
+    if (job.last_checkpoint_time == absl::InfinitePast()) {
+      job.last_checkpoint_time = now;  // Started (or reloaded) now: count the seconds from here.
+    }
+    const bool steps_due = spec.every_steps() > 0 &&
+                           job.status.step() >= job.last_checkpoint_step + spec.every_steps();
+    const bool time_due = spec.every_seconds() > 0 &&
+                          now - job.last_checkpoint_time >= absl::Seconds(spec.every_seconds());
+    if (!steps_due && !time_due) continue;
     job.last_checkpoint_step = job.status.step();
+    job.last_checkpoint_time = now;
     background_threads_.emplace_back([this, id = id] {
       absl::StatusOr<CheckpointManifest> manifest = CheckpointJob(id);
       if (!manifest.ok()) LOG(WARNING) << "periodic checkpoint of " << id << ": " << manifest.status();

@@ -149,6 +149,7 @@ class ClusterCoordinator {
     uint64_t worker_set = 0;            // Changes to the set of ranks the steps wait for...
     uint64_t worker_set_sent = 0;       // ...and the last one every server acknowledged.
     uint64_t last_checkpoint_step = 0;  // Step of the last periodic checkpoint attempt.
+    absl::Time last_checkpoint_time = absl::InfinitePast();  // Its time (or the job's start).
   };
 
   // Starts periodic checkpoints that are due (on their own threads).

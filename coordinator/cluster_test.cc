@@ -370,6 +370,40 @@ TEST_F(ClusterTest, ReplicatedShardsFailOverToTheirBackupsAndGetNewOnes) {
   EXPECT_EQ(backups_added_.size(), static_cast<size_t>(status.shard_map().shards_size()));
 }
 
+TEST_F(ClusterTest, PeriodicCheckpointsEveryNSecondsToo) {
+  Register(SERVER, "h:1");
+  const std::string w = Register(WORKER, "w");
+  JobSpec spec = Spec(1, 1);
+  spec.mutable_checkpoint()->set_directory("/ckpt");
+  spec.mutable_checkpoint()->set_every_seconds(30);
+  const std::string job = cluster_->SubmitJob(spec).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  auto checkpoints = [&] {
+    // Periodic checkpoints run on threads of their own: wait for them to record.
+    for (int i = 0; i < 200; ++i) {
+      const JobStatus status = cluster_->GetJob(job).value();
+      if (status.checkpoints_size() > 0) return status.checkpoints_size();
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return 0;
+  };
+  const std::string s = cluster_->ListNodes().nodes(0).node_id();
+  for (int i = 0; i < 5; ++i) {  // 25 s: not yet.
+    now_ += absl::Seconds(5);
+    Beat(s);
+    Beat(w);
+    cluster_->Tick();
+  }
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(cluster_->GetJob(job)->checkpoints_size(), 0);
+  now_ += absl::Seconds(5);  // 30 s.
+  Beat(s);
+  Beat(w);
+  cluster_->Tick();
+  EXPECT_EQ(checkpoints(), 1);
+}
+
 TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {
   Register(SERVER, "h:1");
   const std::string gone = Register(WORKER, "w1");
