@@ -555,8 +555,20 @@ int JobStatusCommand(const CommandEnv& env, const std::string& job_id, bool json
   field("eval", absl::StrCat(t.eval_every() > 0 ? absl::StrCat("every ", t.eval_every(), " steps")
                                                 : "at the end",
                              ", ", t.eval_batches(), " batches"));
-  field("cluster",
-        absl::StrCat(spec.num_servers(), " server(s), ", spec.num_workers(), " worker(s)"));
+  field("cluster", absl::StrCat(spec.num_servers(), " server(s), ", spec.num_workers(),
+                                " worker(s), ", spec.replicas() >= 2 ? "shards backed up" : "no backups"));
+  if (job->checkpoints_size() > 0) {
+    const CheckpointManifest& last = job->checkpoints(job->checkpoints_size() - 1);
+    field("checkpoints", absl::StrCat(job->checkpoints_size(), ", the last at step ", last.step(),
+                                      last.bad_reason().empty() ? "" : " (bad)"));
+  }
+  if (job->restarts() > 0) {
+    field("restarts", absl::StrCat(job->restarts(), ", resumed from step ",
+                                   job->resumed_from_step()));
+  }
+  if (job->shard_map().epoch() > 0) {
+    field("fail-overs", absl::StrCat(job->shard_map().epoch(), " (shard map epoch)"));
+  }
   if (!job->message().empty()) field("message", job->message());
   // The header row of a two-column key/value table is empty: drop it.
   std::string rendered = fields.Render();
@@ -573,7 +585,7 @@ int JobStatusCommand(const CommandEnv& env, const std::string& job_id, bool json
       workers.AddRow({absl::StrCat(w.rank()), w.worker_id(), absl::StrCat(w.step()),
                       FormatLoss(w.loss(), w.step() > 0),
                       w.tokens_per_sec() > 0 ? HumanCount(w.tokens_per_sec()) : "-",
-                      w.done() ? "yes" : "no"});
+                      w.done() ? "yes" : w.vacant() ? "vacant" : "no"});
     }
     out << "\n" << workers.Render();
   }

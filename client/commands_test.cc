@@ -41,6 +41,22 @@ class FakeCoordinator final : public Coordinator::Service {
       response->set_job_id("job-2");
       return grpc::Status::OK;
     }
+    if (request->job_id() == "job-3") {  // Survived a lost server and a lost worker.
+      *response = Job(RUNNING, 60);
+      response->set_job_id("job-3");
+      response->mutable_spec()->set_replicas(2);
+      response->set_restarts(1);
+      response->set_resumed_from_step(40);
+      response->mutable_shard_map()->set_epoch(2);
+      response->add_checkpoints()->set_step(40);
+      CheckpointManifest* bad = response->add_checkpoints();
+      bad->set_step(50);
+      bad->set_bad_reason("CRC mismatch");
+      WorkerProgress* lost = response->add_workers();
+      lost->set_rank(1);
+      lost->set_vacant(true);
+      return grpc::Status::OK;
+    }
     if (request->job_id() != "job-1") {
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "no job " + request->job_id());
     }
@@ -469,6 +485,15 @@ TEST_F(CommandsTest, Status) {
               AllOf(HasSubstr("state:      SUCCEEDED\n"), HasSubstr("step:       100/100\n"),
                     HasSubstr("val loss:   2.450 at step 100, best 2.400 at step 50\n"),
                     HasSubstr("Sample of generated text:\nthe quick brown fox\n")));
+}
+
+TEST_F(CommandsTest, StatusShowsFailuresSurvived) {
+  EXPECT_EQ(JobStatusCommand(env_, "job-3", false), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), AllOf(HasSubstr("shards backed up"),
+                                HasSubstr("checkpoints:  2, the last at step 50 (bad)\n"),
+                                HasSubstr("restarts:     1, resumed from step 40\n"),
+                                HasSubstr("fail-overs:   2 (shard map epoch)\n"),
+                                HasSubstr("vacant")));
 }
 
 TEST_F(CommandsTest, StatusWithoutValidationLoss) {

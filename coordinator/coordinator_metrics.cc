@@ -62,6 +62,18 @@ void Collect(ClusterCoordinator* cluster, absl::Time now, CollectedMetrics* out)
       "psrv_job_elapsed_seconds", "Seconds since the job started running (to its end, if over).",
       job_label);
   const std::vector<std::string> worker_labels = {"job", "rank"};
+  CollectedMetrics::Family* restarts = out->AddGauge(
+      "psrv_job_restarts", "Times the job restarted from a checkpoint after losing a server.",
+      job_label);
+  CollectedMetrics::Family* failovers = out->AddGauge(
+      "psrv_job_failovers", "Times the job's shards failed over to their backups (shard map epoch).",
+      job_label);
+  CollectedMetrics::Family* vacant = out->AddGauge(
+      "psrv_job_vacant_ranks", "Ranks whose worker was lost and not taken over yet.", job_label);
+  CollectedMetrics::Family* unreplicated = out->AddGauge(
+      "psrv_job_unreplicated_shards",
+      "Shards of a job with replicas = 2 that have no backup now (lost, not replaced yet).",
+      job_label);
   CollectedMetrics::Family* worker_step = out->AddGauge(
       "psrv_job_worker_step", "Last step each worker reported.", worker_labels);
   CollectedMetrics::Family* worker_tokens = out->AddGauge(
@@ -89,6 +101,18 @@ void Collect(ClusterCoordinator* cluster, absl::Time now, CollectedMetrics* out)
       const absl::Time end =
           job.end_time_ms() != 0 ? absl::FromUnixMillis(job.end_time_ms()) : now;
       elapsed->Add({id}, absl::ToDoubleSeconds(end - absl::FromUnixMillis(job.start_time_ms())));
+    }
+    restarts->Add({id}, job.restarts());
+    failovers->Add({id}, static_cast<double>(job.shard_map().epoch()));
+    int vacant_ranks = 0;
+    for (const WorkerProgress& w : job.workers()) vacant_ranks += w.vacant();
+    vacant->Add({id}, vacant_ranks);
+    if (job.spec().replicas() >= 2 && job.state() == RUNNING) {
+      int without_backup = 0;
+      for (const ShardAssignment& shard : job.shard_map().shards()) {
+        without_backup += shard.backup_address().empty();
+      }
+      unreplicated->Add({id}, without_backup);
     }
     for (const WorkerProgress& w : job.workers()) {
       const std::vector<std::string> labels = {id, absl::StrCat(w.rank())};

@@ -70,6 +70,9 @@ TEST(CoordinatorMetricsTest, NodesJobsAndProgress) {
   EXPECT_EQ(parsed->Value("psrv_job_worker_step_seconds", {{"job", *job}, {"rank", "1"}}), 0.5);
   EXPECT_EQ(parsed->Value("psrv_job_worker_step", {{"job", *job}, {"rank", "0"}}), 10);
   EXPECT_EQ(parsed->Find("psrv_node_heartbeat_age_seconds").size(), 3u);
+  EXPECT_EQ(parsed->Value("psrv_job_restarts", {{"job", *job}}), 0);
+  EXPECT_EQ(parsed->Value("psrv_job_failovers", {{"job", *job}}), 0);
+  EXPECT_EQ(parsed->Value("psrv_job_vacant_ranks", {{"job", *job}}), 0);
 
   // The loss history keeps the job's throughput at each report.
   const JobStatus status = *cluster.GetJob(*job);
@@ -84,6 +87,7 @@ TEST(CoordinatorMetricsTest, NodesJobsAndProgress) {
   ASSERT_TRUE(parsed.ok());
   EXPECT_EQ(parsed->Value("psrv_nodes", {{"role", "WORKER"}, {"health", "DEAD"}}), 2);
   EXPECT_EQ(parsed->Value("psrv_jobs", {{"state", "FAILED"}}), 1);
+  EXPECT_EQ(parsed->Value("psrv_job_vacant_ranks", {{"job", *job}}), 0);
   EXPECT_GE(parsed->Value("psrv_node_heartbeat_age_seconds", {{"role", "SERVER"}}).value_or(0), 59);
 }
 
