@@ -25,11 +25,12 @@ namespace {
 
 class FaultTest : public ::testing::Test {
  protected:
-  void StartCluster(int servers, int workers) {
+  // Workers run jobs until stopped (`worker_max_jobs` 0), or exit after that many.
+  void StartCluster(int servers, int workers, int worker_max_jobs = 0) {
     log_dir_ = TempDir("fault");
     LocalClusterOptions options = TestClusterOptions(log_dir_, servers, workers);
     options.heartbeat_interval_ms = 100;  // DEAD after 1 s of silence.
-    options.worker_max_jobs = 0;          // Workers take new runs after a restart.
+    options.worker_max_jobs = worker_max_jobs;
     cluster_ = std::make_unique<LocalCluster>(options);
     ASSERT_TRUE(cluster_->Start().ok());
     CoordinatorClientOptions client_options;
@@ -255,7 +256,9 @@ TEST_F(FaultTest, KilledWorkerIsReplacedAndTheSyncJobCompletes) {
 // SIGTERM (e.g. Kubernetes stopping a pod) is not a crash: the server has the job checkpointed
 // before it leaves, so the job restarts on the spare server from the step it was at.
 TEST_F(FaultTest, TerminatedServerCheckpointsItsJobBeforeLeaving) {
-  StartCluster(/*servers=*/2, /*workers=*/1);
+  // --max_jobs=1 (as in Kubernetes): the run stopped by the restart does not count, the worker
+  // stays for the job's next run.
+  StartCluster(/*servers=*/2, /*workers=*/1, /*worker_max_jobs=*/1);
   JobSpec spec = SmallMlpJob(SYNC, 1, 1, 2000);
   spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
   const std::string id = client_->SubmitJob(spec).value();

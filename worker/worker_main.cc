@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <glog/logging.h>
+#include <grpcpp/client_context.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -84,6 +85,17 @@ class AssignmentQueue {
   std::string running_ ABSL_GUARDED_BY(mu_);
   bool cancel_ ABSL_GUARDED_BY(mu_) = false;
 };
+
+// Whether the coordinator says the job is still PENDING or RUNNING (unknown: no).
+bool JobStillLive(Coordinator::Stub* stub, const std::string& job_id) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  GetJobRequest request;
+  request.set_job_id(job_id);
+  JobStatus status;
+  if (!stub->GetJob(&context, request, &status).ok()) return false;
+  return status.state() == PENDING || status.state() == RUNNING;
+}
 
 int Run() {
   absl::Notification* terminate = InstallTerminationHandler();
@@ -165,7 +177,12 @@ int Run() {
                                                                            : "failed"})
         ->Increment();
     if (!result.ok() && result.code() != absl::StatusCode::kCancelled) ++failures;
-    ++jobs;
+    // A run the coordinator stopped while the job goes on (restarted from a checkpoint elsewhere)
+    // is not one of --max_jobs: the worker stays for the job's next run.
+    if (result.code() != absl::StatusCode::kCancelled ||
+        !JobStillLive(membership.stub(), assignment.job_id())) {
+      ++jobs;
+    }
   }
   membership.Stop();
   return failures > 0 ? 1 : 0;
