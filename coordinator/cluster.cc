@@ -52,13 +52,10 @@ std::optional<uint64_t> NodeNumber(const std::string& id, NodeRole role) {
 ClusterCoordinator::ClusterCoordinator(Options options) : options_(std::move(options)) {}
 
 ClusterCoordinator::~ClusterCoordinator() {
-  std::vector<std::thread> threads;
-  {
-    absl::MutexLock lock(&mu_);
-    threads.swap(background_threads_);
-  }
-  for (std::thread& t : threads) t.join();
   absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  mu_.Await(absl::Condition(
+      +[](int* running) { return *running == 0; }, &background_running_));
   SaveState();  // The last progress reports.
 }
 
@@ -119,7 +116,7 @@ void ClusterCoordinator::Reattach(Node* node) {
   node->hosted_jobs.clear();
   for (const std::string& job_id : job_order_) {
     for (const ShardAssignment& shard : jobs_.at(job_id).status.shard_map().shards()) {
-      if (shard.server_id() == id) {
+      if (shard.server_id() == id || shard.backup_server_id() == id) {
         node->hosted_jobs.push_back(job_id);
         break;
       }
@@ -127,8 +124,14 @@ void ClusterCoordinator::Reattach(Node* node) {
   }
   if (node->info.role() != WORKER) return;
   // A job that ended is kept: the next heartbeat tells the worker (to stop, if it failed).
+  // (A reservation for a vacant rank, saved before the rank became the node's, is not kept.)
   auto assigned = jobs_.find(node->job_id);
-  if (assigned != jobs_.end() && assigned->second.status.state() != PENDING) return;
+  if (assigned != jobs_.end() && assigned->second.status.state() != PENDING &&
+      (IsTerminal(assigned->second.status.state()) ||
+       (node->rank < assigned->second.workers.size() &&
+        assigned->second.workers[node->rank] == id))) {
+    return;
+  }
   node->job_id.clear();
   node->rank = 0;
   for (const std::string& job_id : job_order_) {
@@ -243,6 +246,16 @@ absl::StatusOr<CheckpointManifest> ClusterCoordinator::CheckpointJob(const std::
   return manifest;
 }
 
+void ClusterCoordinator::RunInBackground(std::function<void()> fn) {
+  if (stopping_) return;
+  ++background_running_;
+  std::thread([this, fn = std::move(fn)] {
+    fn();
+    absl::MutexLock lock(&mu_);
+    --background_running_;
+  }).detach();
+}
+
 void ClusterCoordinator::StartDueCheckpoints() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = options_.clock();
@@ -262,7 +275,7 @@ void ClusterCoordinator::StartDueCheckpoints() {
     if (!steps_due && !time_due) continue;
     job.last_checkpoint_step = job.status.step();
     job.last_checkpoint_time = now;
-    background_threads_.emplace_back([this, id = id] {
+    RunInBackground([this, id = id] {
       absl::StatusOr<CheckpointManifest> manifest = CheckpointJob(id);
       if (!manifest.ok()) LOG(WARNING) << "periodic checkpoint of " << id << ": " << manifest.status();
     });
@@ -641,7 +654,7 @@ absl::Status ClusterCoordinator::ReportUnreachable(const std::string& address) {
       nodes_[node_id].probing = false;
       return absl::OkStatus();
     }
-    background_threads_.emplace_back([this, node_id, address] {
+    RunInBackground([this, node_id, address] {
       absl::Status status = options_.probe(address);
       if (!status.ok()) status = options_.probe(address);
       absl::MutexLock lock(&mu_);
@@ -748,12 +761,31 @@ void ClusterCoordinator::HandleLostNodes() {
       }
     }
   }
-  for (const auto& [address, job_id] : drops) {
-    absl::Status status = options_.drop_job(address, job_id);
-    if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << status;
-  }
+  // Promotions first: workers may already be retrying against the new shard map.
   for (const auto& [address, request] : promotions) {
     absl::StatusOr<PromoteResponse> promoted = options_.promote(address, request);
+    if (promoted.ok()) {
+      // A worker that reported step s had pulled the parameters after step s - 1: every promoted
+      // shard must have them. One that does not was a stale backup (its primary had dropped it).
+      uint64_t reported = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        auto job = jobs_.find(request.job_id());
+        if (job != jobs_.end()) {
+          for (const WorkerProgress& w : job->second.status.workers()) {
+            if (!w.vacant()) reported = std::max<uint64_t>(reported, w.step());
+          }
+        }
+      }
+      for (const PromotedShard& shard : promoted->shards()) {
+        if (shard.version() + 1 < reported) {
+          promoted = absl::DataLossError(absl::StrCat(
+              "the backup of ", shard.table(), " was behind (version ", shard.version(),
+              ", workers at step ", reported, "): its primary had dropped it"));
+          break;
+        }
+      }
+    }
     if (promoted.ok()) {
       LOG(INFO) << "job " << request.job_id() << ": " << promoted->shards_size()
                 << " shard(s) on " << address << " promoted to primary";
@@ -778,6 +810,10 @@ void ClusterCoordinator::HandleLostNodes() {
       absl::Status status = options_.drop_job(drop_address, job_id);
       if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << drop_address << ": " << status;
     }
+  }
+  for (const auto& [address, job_id] : drops) {
+    absl::Status status = options_.drop_job(address, job_id);
+    if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << status;
   }
 }
 
@@ -1233,6 +1269,17 @@ void ClusterCoordinator::StartJobs() {
   std::vector<std::string> created;  // Addresses.
   if (!restore_error.empty()) {
     status = absl::DataLossError(restore_error);
+  }
+  // A restarted job may have left shards on a server chosen again (one that came back after a
+  // DropJob could not reach it): they would be kept instead of restored. Drop them first.
+  if (restore_step > 0 && options_.drop_job) {
+    for (const auto& [address, request] : requests) {
+      absl::Status dropped = options_.drop_job(address, job_id);
+      if (!dropped.ok() && dropped.code() != absl::StatusCode::kNotFound) {
+        LOG(WARNING) << "dropping " << job_id << " on " << address << " before restoring: "
+                     << dropped;
+      }
+    }
   }
   for (const auto& [address, request] : requests) {
     if (!status.ok()) break;

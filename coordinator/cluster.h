@@ -154,6 +154,8 @@ class ClusterCoordinator {
 
   // Starts periodic checkpoints that are due (on their own threads).
   void StartDueCheckpoints();
+  // Runs `fn` on a detached thread the destructor waits for; nothing once it has begun.
+  void RunInBackground(std::function<void()> fn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   NodeHealth HealthOf(const Node& node, absl::Time now) const;
 
@@ -217,7 +219,10 @@ class ClusterCoordinator {
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // Submission order.
-  std::vector<std::thread> background_threads_ ABSL_GUARDED_BY(mu_);
+  // Periodic checkpoints and server probes run on detached threads of their own (RunInBackground);
+  // the destructor waits for them.
+  int background_running_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Changed since last written to Options::state.
   std::set<std::string> unsaved_jobs_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> unsaved_nodes_ ABSL_GUARDED_BY(mu_);

@@ -53,7 +53,13 @@ class ClusterTest : public ::testing::Test {
     options.promote = [this](const std::string& address, const PromoteRequest& r)
         -> absl::StatusOr<PromoteResponse> {
       promoted_.push_back(address + " " + r.failed_address());
-      return PromoteResponse();
+      PromoteResponse response;
+      if (promoted_version_ >= 0) {
+        PromotedShard* shard = response.add_shards();
+        shard->set_table("embedding");
+        shard->set_version(promoted_version_);
+      }
+      return response;
     };
     options.add_backup = [this](const std::string& address, const AddBackupRequest& r)
         -> absl::StatusOr<AddBackupResponse> {
@@ -115,6 +121,7 @@ class ClusterTest : public ::testing::Test {
   std::vector<std::string> dropped_;  // "address job" per DropJob.
   std::vector<std::string> worker_sets_;  // "address from_step,..." per SetWorkers.
   std::vector<std::string> promoted_;       // "backup_address failed_address" per Promote.
+  int64_t promoted_version_ = -1;           // >= 0: Promote answers one shard at this version.
   std::vector<std::string> backups_added_;  // "primary_address table backup_address" per AddBackup.
   std::map<std::string, std::vector<CreateShardsRequest>> created_;
   std::unique_ptr<ClusterCoordinator> cluster_;
@@ -404,6 +411,25 @@ TEST_F(ClusterTest, PeriodicCheckpointsEveryNSecondsToo) {
   EXPECT_EQ(checkpoints(), 1);
 }
 
+TEST_F(ClusterTest, AStaleBackupIsNotTrustedWithTheJob) {
+  const std::string s1 = Register(SERVER, "h:1");
+  Register(SERVER, "h:2");
+  const std::string w = Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(2, 1)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  Beat(w);
+  Report(job, 0, 10, 2.0f);  // The worker pulled the parameters after step 9.
+  promoted_version_ = 5;     // The backup stopped at 5: its primary had dropped it.
+  now_ += absl::Seconds(2);
+  Beat(s1);
+  Beat(w);
+  cluster_->Tick();
+  const JobStatus status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.state(), FAILED) << "no checkpoint to restart from";
+  EXPECT_NE(status.message().find("was behind"), std::string::npos) << status.message();
+}
+
 TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {
   Register(SERVER, "h:1");
   const std::string gone = Register(WORKER, "w1");
@@ -564,6 +590,44 @@ class PersistentClusterTest : public ClusterTest {
   std::string path_;
   std::unique_ptr<StateStore> store_;
 };
+
+TEST_F(PersistentClusterTest, AReservationSavedBeforeACrashDoesNotStrandTheWorker) {
+  const std::string server = Register(SERVER, "h:1");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  const std::string job = cluster_->SubmitJob(Spec(1, 2)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  const uint32_t lost_rank = Beat(w2).assignment().rank();
+  now_ += absl::Seconds(2);  // w2 is lost: its rank goes vacant.
+  Beat(server);
+  Beat(w1);
+  cluster_->Tick();
+  ASSERT_TRUE(cluster_->GetJob(job)->workers(lost_rank).vacant());
+  // A new worker is reserved for the rank (saved) and the coordinator dies before the rank is its.
+  const std::string w3 = Register(WORKER, "w3");
+  cluster_.reset();
+  StateStore::Batch batch;
+  NodeRecord reserved;
+  reserved.mutable_info()->set_node_id(w3);
+  reserved.mutable_info()->set_role(WORKER);
+  reserved.mutable_info()->set_address("w3");
+  reserved.set_job_id(job);
+  reserved.set_rank(lost_rank);
+  batch.PutNode(reserved);
+  ASSERT_TRUE(store_->Write(batch).ok());
+  Restart();
+  // The worker is not stranded: it gets the vacant rank.
+  for (int i = 0; i < 3; ++i) {
+    Beat(server);
+    Beat(w1);
+    Beat(w3);
+    cluster_->Tick();
+  }
+  const JobStatus status = cluster_->GetJob(job).value();
+  EXPECT_FALSE(status.workers(lost_rank).vacant());
+  EXPECT_EQ(status.workers(lost_rank).worker_id(), w3);
+  EXPECT_TRUE(Beat(w3).has_assignment());
+}
 
 TEST_F(PersistentClusterTest, JobsNodesAndCountersSurviveARestart) {
   const std::string s1 = Register(SERVER, "h:1"), s2 = Register(SERVER, "h:2");

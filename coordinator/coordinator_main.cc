@@ -112,7 +112,7 @@ absl::StatusOr<AddBackupResponse> AddBackupOn(const std::string& address,
                                               const AddBackupRequest& request) {
   auto stub = ParameterServer::NewStub(CreateChannel(address));
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   AddBackupResponse response;
   RETURN_IF_ERROR(FromGrpcStatus(stub->AddBackup(&context, request, &response), address));
   return response;

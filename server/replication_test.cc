@@ -232,8 +232,8 @@ TEST(ReplicationTest, FailOverToTheBackupThenANewBackupCatchesUp) {
   const ShardCheckpoint a_at_3 = Checkpoint(&a);
   // B refuses workers, and is not checkpointed (it is a copy).
   PullResponse refused;
-  EXPECT_EQ(Pull(&b, 4, &refused).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_EQ(Push(&b, 4, 0).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Pull(&b, 4, &refused).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Push(&b, 4, 0).error_code(), grpc::StatusCode::UNAVAILABLE);
   SaveCheckpointRequest save;
   save.set_job_id("job");
   save.set_directory(::testing::TempDir() + "/replication_test/backup");
@@ -525,7 +525,7 @@ TEST(ReplicationTest, BadReplicationRequestsAreRefusedAndChangeNothing) {
             StatusCode::FAILED_PRECONDITION);  // A gap.
   EXPECT_EQ(replicate(&b, [](ReplicateRequest* r) { r->set_version(1); }),
             std::make_pair(StatusCode::OK, uint64_t{1}));  // A resend: nothing done.
-  EXPECT_EQ(replicate(&a, [](ReplicateRequest*) {}).first, StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(replicate(&a, [](ReplicateRequest*) {}).first, StatusCode::ABORTED);  // A PRIMARY.
 
   // InstallShard.
   auto install = [](Node* node, InstallShardRequest request) {

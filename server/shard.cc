@@ -98,11 +98,15 @@ std::string Shard::backup_address() {
 }
 
 absl::Status Shard::RefuseOnBackup(const char* what) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      what, " refused: job ", config_.job_id, " table \"", config_.table.name(), "\" [",
-      config_.range.begin(), ", ", config_.range.end(),
-      "): this server holds the backup of this shard; its primary is elsewhere (",
-      primary_address_, ")"));
+  // Workers' pulls and pushes: UNAVAILABLE, so that a worker that reached a backup before its
+  // promotion (the coordinator publishes the new shard map, then promotes) retries.
+  const bool from_worker = std::string(what) == "push" || std::string(what) == "pull";
+  return absl::Status(
+      from_worker ? absl::StatusCode::kUnavailable : absl::StatusCode::kFailedPrecondition,
+      absl::StrCat(what, " refused: job ", config_.job_id, " table \"", config_.table.name(),
+                   "\" [", config_.range.begin(), ", ", config_.range.end(),
+                   "): this server holds the backup of this shard; its primary is elsewhere (",
+                   primary_address_, ")"));
 }
 
 void Shard::Push(const PushRequest& request, PooledBuffer gradient, PushCallback done) {
@@ -139,6 +143,8 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
   absl::Status invalid;
   if (role_ == BACKUP) {
     invalid = RefuseOnBackup("push");
+  } else if (!deposed_.ok()) {
+    invalid = deposed_;
   } else if (config_.consistency == SYNC) {
     invalid = aggregator_.Check(request.worker_rank(), request.step(), version_, offset, count);
   }
@@ -305,10 +311,22 @@ void Shard::RunDeferred(Outbox* out) {
 
 void Shard::OnReplicated(uint64_t version, const absl::Status& status) {
   Outbox out;
+  absl::Status deposed;
   {
     absl::MutexLock lock(&mu_);
     if (in_flight_ == nullptr || in_flight_->request.version() != version) return;
-    if (!status.ok()) {
+    if (absl::IsAborted(status)) {
+      // The backup was promoted: the coordinator failed this shard over (it thought this server
+      // lost). This copy must not acknowledge anything any more: its workers go to the new map.
+      deposed_ = absl::UnavailableError(absl::StrCat(
+          "job ", config_.job_id, " table \"", config_.table.name(), "\" [", config_.range.begin(),
+          ", ", config_.range.end(), ") was failed over to ", in_flight_->backup->address(),
+          "; fetch the job's shard map again"));
+      LOG(ERROR) << deposed_.message() << " (" << status << ")";
+      out.pushes.emplace_back(std::move(in_flight_->done), deposed_);
+      in_flight_.reset();
+      deposed = deposed_;
+    } else if (!status.ok()) {
       if (Retryable(status) && in_flight_->attempts < env_.replicate_attempts) {
         LOG(WARNING) << "job " << config_.job_id << " table " << config_.table.name()
                      << ": Replicate of version " << version << " to "
@@ -322,7 +340,7 @@ void Shard::OnReplicated(uint64_t version, const absl::Status& status) {
         DropBackup(status, env_.clock());
       }
     }
-    if (out.replicate_to == nullptr) {  // The backup has it, or there is no backup any more.
+    if (out.replicate_to == nullptr && deposed.ok()) {  // The backup has it, or there is none.
       PushCallback done = std::move(in_flight_->done);
       in_flight_.reset();
       Acknowledge(std::move(done), &out);
@@ -330,6 +348,7 @@ void Shard::OnReplicated(uint64_t version, const absl::Status& status) {
     }
   }
   Deliver(&out);
+  if (!deposed.ok()) CancelWaiters(deposed);
 }
 
 void Shard::DropBackup(const absl::Status& error, absl::Time now) {
@@ -400,8 +419,9 @@ void Shard::Pull(const PullRequest& request, PullCallback done) {
   {
     const absl::Time now = env_.clock();
     absl::MutexLock lock(&mu_);
-    if (role_ == BACKUP) {
-      out.pulls.push_back({std::move(done), RefuseOnBackup("pull"), 0, PooledBuffer()});
+    if (role_ == BACKUP || !deposed_.ok()) {
+      out.pulls.push_back(
+          {std::move(done), role_ == BACKUP ? RefuseOnBackup("pull") : deposed_, 0, PooledBuffer()});
     } else {
       RecordPull(count, request.worker_rank(), now);
       // An update not yet on the backup is not shown.
@@ -439,7 +459,8 @@ absl::StatusOr<uint64_t> Shard::ApplyReplicated(const ReplicateRequest& request,
   const absl::Time now = env_.clock();
   absl::MutexLock lock(&mu_);
   if (role_ != BACKUP) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    // ABORTED: the sender was failed over (this copy was promoted): it must stop, not go on alone.
+    return absl::AbortedError(absl::StrCat(
         "job ", config_.job_id, " table \"", config_.table.name(), "\" [", config_.range.begin(),
         ", ", config_.range.end(), ") is a PRIMARY here; only backups take Replicate"));
   }

@@ -245,6 +245,9 @@ class Shard : public std::enable_shared_from_this<Shard> {
   bool installing_ ABSL_GUARDED_BY(mu_) = false;  // An AddBackup copy is being installed.
   std::deque<Deferred> deferred_ ABSL_GUARDED_BY(mu_);
   bool backup_lost_ ABSL_GUARDED_BY(mu_) = false;
+  // Not OK once the backup answered that it was promoted (Replicate: ABORTED): this copy was
+  // failed over and answers workers with this (UNAVAILABLE) from then on.
+  absl::Status deposed_ ABSL_GUARDED_BY(mu_);
   std::string backup_error_ ABSL_GUARDED_BY(mu_);
   int64_t backup_error_ms_ ABSL_GUARDED_BY(mu_) = 0;
 

@@ -407,6 +407,25 @@ TEST(ShardReplicationTest, ABackupRefusingAnUpdateIsDroppedAtOnce) {
   EXPECT_TRUE(primary->Status().backup_lost());
 }
 
+TEST(ShardReplicationTest, APrimaryWhoseBackupWasPromotedStopsAcknowledging) {
+  // The coordinator failed this primary over (it thought its server lost): the backup answers
+  // ABORTED. The update must not be acknowledged, nor anything after it.
+  const ShardConfig config = Config(SYNC, 1);
+  auto backup = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, backup);
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(1, 0), Gradient(kSize, 1, 0)), 1u);
+  backup->failures = {absl::AbortedError("is a PRIMARY here")};
+  EXPECT_EQ(PushNow(primary.get(), PushHeader(2, 0), Gradient(kSize, 1, 0)).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(PushNow(primary.get(), PushHeader(3, 0), Gradient(kSize, 1, 0)).status().code(),
+            absl::StatusCode::kUnavailable);
+  std::optional<PullResult> pull;
+  PullFrom(primary.get(), PullHeader(2), &pull);
+  ASSERT_TRUE(pull.has_value());
+  EXPECT_EQ(pull->status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(pull->status.message().find("failed over"), std::string::npos) << pull->status;
+}
+
 TEST(ShardReplicationTest, ABackupAppliesUpdatesInOrderOnlyAndIgnoresResends) {
   const ShardConfig config = Config(ASYNC, 1);
   auto backup = Backup(config);
@@ -436,7 +455,7 @@ TEST(ShardReplicationTest, ABackupAppliesUpdatesInOrderOnlyAndIgnoresResends) {
   // A primary takes no Replicate.
   update.set_version(1);
   EXPECT_EQ(primary->ApplyReplicated(update, g.data()).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+            absl::StatusCode::kAborted);  // It was promoted: the sender was failed over.
   EXPECT_EQ(primary->Status().version(), 0u);
 }
 
@@ -444,7 +463,7 @@ TEST(ShardReplicationTest, ABackupRefusesWorkersUntilPromoted) {
   const ShardConfig config = Config(SYNC, 1);
   auto backup = Backup(config);
   absl::StatusOr<uint64_t> pushed = PushNow(backup.get(), PushHeader(1, 0), Gradient(kSize, 1, 0));
-  EXPECT_EQ(pushed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pushed.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(pushed.status().message().find("holds the backup of this shard; its primary is "
                                            "elsewhere (10.0.0.1:7071)"),
             std::string::npos)
@@ -452,7 +471,7 @@ TEST(ShardReplicationTest, ABackupRefusesWorkersUntilPromoted) {
   std::optional<PullResult> pull;
   PullFrom(backup.get(), PullHeader(1), &pull);
   ASSERT_TRUE(pull.has_value());
-  EXPECT_EQ(pull->status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pull->status.code(), absl::StatusCode::kUnavailable);
   ShardStatus status = backup->Status();
   EXPECT_EQ(status.role(), BACKUP);
   EXPECT_EQ(status.primary_address(), kPrimaryAddress);
@@ -486,8 +505,19 @@ TEST(ShardReplicationTest, APromotedBackupTakesTheNextStep) {
   for (uint32_t rank = 0; rank < 2; ++rank) {
     ASSERT_TRUE(PushNow(backup.get(), PushHeader(4, rank), Gradient(kSize, 4, rank)).ok());
   }
-  ASSERT_TRUE(PushNow(primary.get(), PushHeader(4, 1), Gradient(kSize, 4, 1)).ok());
-  ExpectIdentical(primary.get(), backup.get());  // The same step 4 as the old primary's.
+  // The old primary, if it still runs (it was only thought lost), cannot go on alone: the
+  // update its step 4 completes reaches the promoted copy, which refuses it; nothing is
+  // acknowledged.
+  EXPECT_EQ(PushNow(primary.get(), PushHeader(4, 1), Gradient(kSize, 4, 1)).status().code(),
+            absl::StatusCode::kUnavailable);
+  // The promoted shard's step 4 is the one an unreplicated shard makes of the same pushes.
+  auto reference = Primary(config, nullptr);
+  for (uint64_t step = 1; step <= 4; ++step) {
+    for (uint32_t rank = 0; rank < 2; ++rank) {
+      ASSERT_TRUE(PushNow(reference.get(), PushHeader(step, rank), Gradient(kSize, step, rank)).ok());
+    }
+  }
+  ExpectIdentical(reference.get(), backup.get());
 }
 
 // SetWorkers(from_step) for `workers` ranks, rank `lost` removed (SyncAggregator::kNever).
@@ -587,9 +617,19 @@ TEST(ShardReplicationTest, ABackupTakesSetWorkersAndOncePromotedWaitsForTheRemai
             absl::StatusCode::kFailedPrecondition);  // Rank 2 left.
   ASSERT_EQ(*PushNow(backup.get(), PushHeader(3, 0), Gradient(kSize, 3, 0)), 2u);
   ASSERT_EQ(*PushNow(backup.get(), PushHeader(3, 1), Gradient(kSize, 3, 1)), 3u);
-  ASSERT_TRUE(PushNow(primary.get(), PushHeader(3, 0), Gradient(kSize, 3, 0)).ok());
-  ASSERT_TRUE(PushNow(primary.get(), PushHeader(3, 1), Gradient(kSize, 3, 1)).ok());
-  ExpectIdentical(primary.get(), backup.get());  // The same step 3 as the old primary's.
+  // The same step 3 as an unreplicated shard given the same pushes and worker sets.
+  auto reference = Primary(config, nullptr);
+  for (uint32_t rank = 0; rank < 3; ++rank) {
+    ASSERT_TRUE(PushNow(reference.get(), PushHeader(1, rank), Gradient(kSize, 1, rank)).ok());
+  }
+  for (uint32_t rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(PushNow(reference.get(), PushHeader(2, rank), Gradient(kSize, 2, rank)).ok());
+  }
+  ASSERT_TRUE(reference->SetWorkers(WithoutRank(3, 2)).ok());
+  for (uint32_t rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(PushNow(reference.get(), PushHeader(3, rank), Gradient(kSize, 3, rank)).ok());
+  }
+  ExpectIdentical(reference.get(), backup.get());
 }
 
 TEST(ShardReplicationTest, AnInstalledBackupGetsThePrimarysWorkers) {

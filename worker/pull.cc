@@ -66,6 +66,10 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
                                       });
             if (result.ok()) *version = reply.version();
           }
+          // A pull that timed out may be a slow step, or a hung server: the coordinator checks.
+          if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+            batch.MarkUnreachable(address);
+          }
           batch.Done(result, address);
         });
     calls.push_back(std::move(call));

@@ -263,7 +263,15 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   // A promoted backup aggregates the step its primary had not finished afresh: every worker sends
   // its last push again (a step already applied is answered ALREADY_EXISTS, counted as accepted).
   uint64_t push_again = 0;  // Step whose gradient (still in `grads`) goes to the new map first.
+  uint64_t pulling = 0;  // The step being pulled.
+  auto follow_before_pull = [&] {
+    // (ASYNC shards apply every push: sending one again would apply it twice.)
+    if (follow_shard_map() && pulling > first_step && training.consistency() == SYNC) {
+      push_again = pulling - 1;
+    }
+  };
   auto pull = [&](uint64_t step) -> absl::Status {
+    pulling = step;
     while (true) {
       absl::Status status = RetryWhileUnavailable(
           [&]() -> absl::Status {
@@ -273,15 +281,11 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
             }
             return client->Pull(step, params.data(), kPullTimeout);
           },
-          cancel,
-          [&] {
-            // (ASYNC shards apply every push: sending one again would apply it twice.)
-            if (follow_shard_map() && step > first_step && training.consistency() == SYNC) {
-              push_again = step - 1;
-            }
-          });
+          cancel, follow_before_pull);
       if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
       if (cancel->load()) return absl::CancelledError("job cancelled");
+      // A slow step, or a hung server whose shards were failed over: check the map.
+      follow_before_pull();
     }
   };
 
@@ -319,7 +323,8 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     RETURN_IF_ERROR(RetryWhileUnavailable(
         [&]() -> absl::Status {
           absl::Status pushed = client->Push(step, grads.data(), kPushTimeout);
-          if (pushed.code() == absl::StatusCode::kDeadlineExceeded) {
+          if (pushed.code() == absl::StatusCode::kDeadlineExceeded &&
+              training.consistency() == SYNC) {  // (ASYNC would apply it twice.)
             return absl::UnavailableError(pushed.message());  // Sent again; see kPushTimeout.
           }
           return pushed;
@@ -347,8 +352,10 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
         // The final parameters (SYNC: after every worker's last step): validation and a sample.
         std::string sample;
         float final_val_loss = 0;
+        // Every worker waits for its last push to be applied before it reports done: if a
+        // server fails over meanwhile, it still has the gradient to send again.
+        if (training.consistency() == SYNC || evaluator) RETURN_IF_ERROR(pull(step + 1));
         if (evaluator) {
-          RETURN_IF_ERROR(pull(step + 1));
           final_val_loss = validation_loss();
           if (training.sample_length() > 0) {
             absl::StatusOr<std::vector<int32_t>> prompt = tokenizer->Encode("\n");
