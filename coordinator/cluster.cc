@@ -686,7 +686,7 @@ absl::StatusOr<JobStatus> ClusterCoordinator::WaitForJobChange(const std::string
 }
 
 void ClusterCoordinator::Tick() {
-  HandleLostNodes();
+  HandleLostNodes();  // Sends the promotions it makes, and any still unconfirmed.
   RepairBackups();
   SendWorkerSets();
   FillVacantRanks();
@@ -698,7 +698,6 @@ void ClusterCoordinator::Tick() {
 
 void ClusterCoordinator::HandleLostNodes() {
   std::vector<std::pair<std::string, std::string>> drops;  // (server address, job id)
-  std::vector<std::pair<std::string, PromoteRequest>> promotions;  // (backup address, request)
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = options_.clock();
@@ -733,16 +732,17 @@ void ClusterCoordinator::HandleLostNodes() {
       }
       // Replicated shards fail over to their backups; the job carries on.
       if (!lost_servers.empty()) {
-        std::vector<std::pair<std::string, PromoteRequest>> job_promotions;
+        const ShardMap before = job.status.shard_map();
         bool failed_over = true;
         for (const std::string& server : lost_servers) {
-          failed_over = failed_over && FailOver(&job, server, &job_promotions);
+          failed_over = failed_over && FailOver(&job, server);
         }
         if (failed_over) {
           job.status.set_message(absl::StrCat(lost_server, "; its shards failed over to their backups"));
           LOG(WARNING) << "job " << id << ": " << job.status.message();
-          promotions.insert(promotions.end(), job_promotions.begin(), job_promotions.end());
           lost_server.clear();
+        } else {
+          *job.status.mutable_shard_map() = before;  // All or nothing.
         }
       }
       if (lost_server.empty() && lost_ranks.empty()) continue;
@@ -762,58 +762,86 @@ void ClusterCoordinator::HandleLostNodes() {
     }
   }
   // Promotions first: workers may already be retrying against the new shard map.
-  for (const auto& [address, request] : promotions) {
-    absl::StatusOr<PromoteResponse> promoted = options_.promote(address, request);
+  SendPromotions(&drops);
+  for (const auto& [address, job_id] : drops) {
+    absl::Status status = options_.drop_job(address, job_id);
+    if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << status;
+  }
+}
+
+void ClusterCoordinator::SendPromotions(std::vector<std::pair<std::string, std::string>>* drops) {
+  struct Promotion {
+    std::string address;  // The promoted copies' server.
+    PromoteRequest request;
+    uint64_t reported = 0;  // The furthest step the job's workers reported.
+  };
+  std::vector<Promotion> promotions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!options_.promote) return;
+    for (const auto& [id, job] : jobs_) {
+      if (job.status.state() != RUNNING) continue;
+      std::set<std::pair<std::string, std::string>> pending;  // (address, failed address)
+      for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+        if (!shard.promoted_from().empty()) {
+          pending.emplace(shard.server_address(), shard.promoted_from());
+        }
+      }
+      uint64_t reported = 0;
+      for (const WorkerProgress& w : job.status.workers()) {
+        if (!w.vacant()) reported = std::max<uint64_t>(reported, w.step());
+      }
+      for (const auto& [address, failed] : pending) {
+        Promotion promotion{address, {}, reported};
+        promotion.request.set_job_id(id);
+        promotion.request.set_failed_address(failed);
+        promotions.push_back(std::move(promotion));
+      }
+    }
+  }
+  for (Promotion& p : promotions) {
+    absl::StatusOr<PromoteResponse> promoted = options_.promote(p.address, p.request);
     if (promoted.ok()) {
       // A worker that reported step s had pulled the parameters after step s - 1: every promoted
       // shard must have them. One that does not was a stale backup (its primary had dropped it).
-      uint64_t reported = 0;
-      {
-        absl::MutexLock lock(&mu_);
-        auto job = jobs_.find(request.job_id());
-        if (job != jobs_.end()) {
-          for (const WorkerProgress& w : job->second.status.workers()) {
-            if (!w.vacant()) reported = std::max<uint64_t>(reported, w.step());
-          }
-        }
-      }
       for (const PromotedShard& shard : promoted->shards()) {
-        if (shard.version() + 1 < reported) {
+        if (shard.version() + 1 < p.reported) {
           promoted = absl::DataLossError(absl::StrCat(
               "the backup of ", shard.table(), " was behind (version ", shard.version(),
-              ", workers at step ", reported, "): its primary had dropped it"));
+              ", workers at step ", p.reported, "): its primary had dropped it"));
           break;
         }
       }
     }
+    absl::MutexLock lock(&mu_);
+    auto job = jobs_.find(p.request.job_id());
+    if (job == jobs_.end() || job->second.status.state() != RUNNING) continue;
     if (promoted.ok()) {
-      LOG(INFO) << "job " << request.job_id() << ": " << promoted->shards_size()
-                << " shard(s) on " << address << " promoted to primary";
+      LOG(INFO) << "job " << p.request.job_id() << ": " << promoted->shards_size()
+                << " shard(s) on " << p.address << " promoted to primary";
+      for (ShardAssignment& shard : *job->second.status.mutable_shard_map()->mutable_shards()) {
+        if (shard.server_address() == p.address &&
+            shard.promoted_from() == p.request.failed_address()) {
+          shard.clear_promoted_from();
+        }
+      }
+      Touch(&job->second);
       continue;
     }
-    // The backup cannot take over (it is gone too, or refuses): restart from a checkpoint or fail.
-    LOG(WARNING) << "job " << request.job_id() << ": promoting the backups on " << address << ": "
-                 << promoted.status();
-    std::vector<std::pair<std::string, std::string>> more_drops;
-    {
-      absl::MutexLock lock(&mu_);
-      auto job = jobs_.find(request.job_id());
-      if (job == jobs_.end() || job->second.status.state() != RUNNING) continue;
-      const std::string reason = absl::StrCat("server ", request.failed_address(),
-                                              " was lost and its backups on ", address,
-                                              " could not take over: ", promoted.status().message());
-      if (!RestartFromCheckpoint(&job->second, reason, &more_drops)) {
-        EndJob(&job->second, FAILED, reason);
-      }
+    if (absl::IsUnavailable(promoted.status()) || absl::IsDeadlineExceeded(promoted.status())) {
+      // Its server may be gone too: the next Tick finds out (and fails it over or restarts).
+      LOG(WARNING) << "job " << p.request.job_id() << ": promoting the backups on " << p.address
+                   << ": " << promoted.status() << " (will retry)";
+      continue;
     }
-    for (const auto& [drop_address, job_id] : more_drops) {
-      absl::Status status = options_.drop_job(drop_address, job_id);
-      if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << drop_address << ": " << status;
+    // The backups cannot take over: restart from a checkpoint or fail.
+    const std::string reason = absl::StrCat("server ", p.request.failed_address(),
+                                            " was lost and its backups on ", p.address,
+                                            " could not take over: ", promoted.status().message());
+    LOG(WARNING) << "job " << p.request.job_id() << ": " << reason;
+    if (!RestartFromCheckpoint(&job->second, reason, drops)) {
+      EndJob(&job->second, FAILED, reason);
     }
-  }
-  for (const auto& [address, job_id] : drops) {
-    absl::Status status = options_.drop_job(address, job_id);
-    if (!status.ok()) LOG(WARNING) << "dropping " << job_id << " on " << address << ": " << status;
   }
 }
 
@@ -826,8 +854,7 @@ std::set<std::string> ClusterCoordinator::ServerAddresses(const JobStatus& statu
   return addresses;
 }
 
-bool ClusterCoordinator::FailOver(Job* job, const std::string& server_id,
-                                  std::vector<std::pair<std::string, PromoteRequest>>* promotions) {
+bool ClusterCoordinator::FailOver(Job* job, const std::string& server_id) {
   if (!options_.promote) return false;
   const absl::Time now = options_.clock();
   ShardMap* map = job->status.mutable_shard_map();
@@ -842,7 +869,6 @@ bool ClusterCoordinator::FailOver(Job* job, const std::string& server_id,
       return false;
     }
   }
-  std::set<std::string> promoting;  // Backup addresses.
   bool moved = false;
   for (ShardAssignment& shard : *map->mutable_shards()) {
     if (shard.server_id() == server_id) {
@@ -850,18 +876,12 @@ bool ClusterCoordinator::FailOver(Job* job, const std::string& server_id,
       shard.set_server_address(shard.backup_address());
       shard.clear_backup_server_id();
       shard.clear_backup_address();
-      promoting.insert(shard.server_address());
+      shard.set_promoted_from(lost_address);
       moved = true;
     } else if (shard.backup_server_id() == server_id) {
       shard.clear_backup_server_id();  // Its primary drops the unreachable backup by itself.
       shard.clear_backup_address();
     }
-  }
-  for (const std::string& address : promoting) {
-    PromoteRequest request;
-    request.set_job_id(job->status.job_id());
-    request.set_failed_address(lost_address);
-    promotions->emplace_back(address, request);
   }
   if (moved) map->set_epoch(map->epoch() + 1);
   auto node = nodes_.find(server_id);

@@ -178,12 +178,14 @@ class ClusterCoordinator {
   absl::StatusOr<Job*> FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartJobs();
   // Fails a RUNNING job's shards held by lost server `server_id` over to their backups: the
-  // backups become primaries in the shard map (a new epoch) and `promotions` gets the Promote calls
-  // to make, (backup address, request). Shards the lost server backed up lose their backup. False
-  // (nothing changed) if some shard of it has no live backup.
-  bool FailOver(Job* job, const std::string& server_id,
-                std::vector<std::pair<std::string, PromoteRequest>>* promotions)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // backups become primaries in the shard map (a new epoch; `promoted_from` marks them until
+  // SendPromotions has their servers' confirmation). Shards the lost server backed up lose their
+  // backup. False (nothing changed) if some shard of it has no live backup.
+  bool FailOver(Job* job, const std::string& server_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends Promote for every shard marked `promoted_from` (idempotent on the servers); checks that
+  // the promoted copies are not behind the workers; restarts or fails the job if they cannot take
+  // over. Appends the shards to drop then to `drops`.
+  void SendPromotions(std::vector<std::pair<std::string, std::string>>* drops);
   // Gives one shard without a backup (of a RUNNING job with replicas = 2) a backup on another
   // healthy server, by AddBackup on its primary.
   void RepairBackups();

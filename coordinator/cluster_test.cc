@@ -53,6 +53,7 @@ class ClusterTest : public ::testing::Test {
     options.promote = [this](const std::string& address, const PromoteRequest& r)
         -> absl::StatusOr<PromoteResponse> {
       promoted_.push_back(address + " " + r.failed_address());
+      if (!promote_status_.ok()) return promote_status_;
       PromoteResponse response;
       if (promoted_version_ >= 0) {
         PromotedShard* shard = response.add_shards();
@@ -122,6 +123,7 @@ class ClusterTest : public ::testing::Test {
   std::vector<std::string> worker_sets_;  // "address from_step,..." per SetWorkers.
   std::vector<std::string> promoted_;       // "backup_address failed_address" per Promote.
   int64_t promoted_version_ = -1;           // >= 0: Promote answers one shard at this version.
+  absl::Status promote_status_;             // Not OK: Promote fails with it.
   std::vector<std::string> backups_added_;  // "primary_address table backup_address" per AddBackup.
   std::map<std::string, std::vector<CreateShardsRequest>> created_;
   std::unique_ptr<ClusterCoordinator> cluster_;
@@ -365,6 +367,10 @@ TEST_F(ClusterTest, ReplicatedShardsFailOverToTheirBackupsAndGetNewOnes) {
     EXPECT_EQ(shard.backup_address(), "");
   }
   EXPECT_EQ(promoted_, std::vector<std::string>{"h:1 h:2"});
+  const JobStatus confirmed = cluster_->GetJob(job).value();
+  for (const ShardAssignment& shard : confirmed.shard_map().shards()) {
+    EXPECT_EQ(shard.promoted_from(), "") << "confirmed";
+  }
   EXPECT_TRUE(backups_added_.empty()) << "no other server to put backups on";
 
   // A new server: each shard gets a backup there, one per tick, by AddBackup on its primary.
@@ -627,6 +633,40 @@ TEST_F(PersistentClusterTest, AReservationSavedBeforeACrashDoesNotStrandTheWorke
   EXPECT_FALSE(status.workers(lost_rank).vacant());
   EXPECT_EQ(status.workers(lost_rank).worker_id(), w3);
   EXPECT_TRUE(Beat(w3).has_assignment());
+}
+
+TEST_F(PersistentClusterTest, APromotionNotConfirmedBeforeARestartIsSentAgain) {
+  const std::string s1 = Register(SERVER, "h:1");
+  Register(SERVER, "h:2");
+  const std::string w = Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(2, 1)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  promote_status_ = absl::UnavailableError("h:1 is slow");  // The Promote does not get through.
+  now_ += absl::Seconds(2);
+  Beat(s1);
+  Beat(w);
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->shard_map().epoch(), 1u);
+  bool pending = false;
+  const JobStatus stored = Stored(job);
+  for (const ShardAssignment& shard : stored.shard_map().shards()) {
+    pending |= shard.promoted_from() == "h:2";
+  }
+  EXPECT_TRUE(pending) << "the unconfirmed promotion is saved";
+  // The coordinator restarts; it sends the promotion again.
+  Restart();
+  promote_status_ = absl::OkStatus();
+  promoted_.clear();
+  Beat(s1);
+  Beat(w);
+  cluster_->Tick();
+  EXPECT_EQ(promoted_, std::vector<std::string>{"h:1 h:2"});
+  const JobStatus status = cluster_->GetJob(job).value();
+  EXPECT_EQ(status.state(), RUNNING);
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    EXPECT_EQ(shard.promoted_from(), "");
+  }
 }
 
 TEST_F(PersistentClusterTest, JobsNodesAndCountersSurviveARestart) {
