@@ -893,72 +893,124 @@ bool ClusterCoordinator::FailOver(Job* job, const std::string& server_id) {
   return true;
 }
 
-void ClusterCoordinator::RepairBackups() {
-  std::string job_id, primary_address, backup_id, backup_address;
-  AddBackupRequest request;
+void ClusterCoordinator::ForgetDroppedBackups() {
+  std::vector<std::pair<std::string, std::string>> reads;  // (job, primary address)
   {
     absl::MutexLock lock(&mu_);
-    if (!options_.add_backup) return;
     const absl::Time now = options_.clock();
-    for (const std::string& id : job_order_) {
-      const Job& job = jobs_[id];
+    if (!options_.server_status || now - last_backup_check_ < absl::Seconds(1)) return;
+    last_backup_check_ = now;
+    for (const auto& [id, job] : jobs_) {
       if (job.status.state() != RUNNING || job.status.spec().replicas() < 2) continue;
+      std::set<std::string> primaries;
       for (const ShardAssignment& shard : job.status.shard_map().shards()) {
-        if (!shard.backup_server_id().empty()) continue;
-        // Any other healthy server; one of the job's own first (it has the job's data already).
-        for (const auto& [node_id, node] : nodes_) {
-          if (node.info.role() != SERVER || node_id == shard.server_id() ||
-              HealthOf(node, now) != HEALTHY) {
-            continue;
-          }
-          const bool of_the_job = ServerAddresses(job.status).count(node.info.address()) > 0;
-          if (backup_id.empty() || of_the_job) {
-            backup_id = node_id;
-            backup_address = node.info.address();
-            if (of_the_job) break;
+        if (!shard.backup_address().empty()) primaries.insert(shard.server_address());
+      }
+      for (const std::string& address : primaries) reads.emplace_back(id, address);
+    }
+  }
+  for (const auto& [job_id, address] : reads) {
+    absl::StatusOr<ServerStatus> status = options_.server_status(address, job_id);
+    if (!status.ok()) continue;  // Lost servers are HandleLostNodes' business.
+    absl::MutexLock lock(&mu_);
+    auto job = jobs_.find(job_id);
+    if (job == jobs_.end() || job->second.status.state() != RUNNING) continue;
+    bool changed = false;
+    for (ShardAssignment& shard : *job->second.status.mutable_shard_map()->mutable_shards()) {
+      if (shard.server_address() != address || shard.backup_address().empty()) continue;
+      for (const ShardStatus& held : status->shards()) {
+        if (held.role() != PRIMARY || held.table() != shard.table() ||
+            held.range().begin() != shard.range().begin()) {
+          continue;
+        }
+        if (held.backup_lost() || held.backup_address() != shard.backup_address()) {
+          LOG(WARNING) << "job " << job_id << ": " << shard.table() << " on " << address
+                       << " has no backup on " << shard.backup_address() << " any more ("
+                       << held.backup_error() << "); it gets a new one";
+          shard.clear_backup_server_id();
+          shard.clear_backup_address();
+          changed = true;
+        }
+      }
+    }
+    if (changed) Touch(&job->second);
+  }
+}
+
+void ClusterCoordinator::RepairBackups() {
+  ForgetDroppedBackups();
+  absl::MutexLock lock(&mu_);
+  if (!options_.add_backup) return;
+  const absl::Time now = options_.clock();
+  for (const std::string& id : job_order_) {
+    Job& job = jobs_[id];
+    if (job.status.state() != RUNNING || job.status.spec().replicas() < 2 || job.adding_backup) {
+      continue;
+    }
+    for (const ShardAssignment& shard : job.status.shard_map().shards()) {
+      if (!shard.backup_server_id().empty()) continue;
+      // Any other healthy server; one of the job's own first (it has the job's data already).
+      std::string backup_id, backup_address;
+      for (const auto& [node_id, node] : nodes_) {
+        if (node.info.role() != SERVER || node_id == shard.server_id() ||
+            HealthOf(node, now) != HEALTHY) {
+          continue;
+        }
+        const bool of_the_job = ServerAddresses(job.status).count(node.info.address()) > 0;
+        if (backup_id.empty() || of_the_job) {
+          backup_id = node_id;
+          backup_address = node.info.address();
+          if (of_the_job) break;
+        }
+      }
+      if (backup_id.empty()) return;  // No server to put it on: later.
+      AddBackupRequest request;
+      request.set_job_id(id);
+      request.set_table(shard.table());
+      *request.mutable_range() = shard.range();
+      request.set_backup_address(backup_address);
+      job.adding_backup = true;
+      // The copy can take a while (the primary holds its updates meanwhile): not on this thread.
+      RunInBackground([this, request, primary_address = shard.server_address(), backup_id] {
+        absl::StatusOr<AddBackupResponse> added = options_.add_backup(primary_address, request);
+        absl::MutexLock lock(&mu_);
+        auto job = jobs_.find(request.job_id());
+        if (job == jobs_.end()) return;
+        job->second.adding_backup = false;
+        if (!added.ok()) {
+          LOG(WARNING) << "job " << request.job_id() << ": a backup of " << request.table()
+                       << " on " << request.backup_address() << ": " << added.status()
+                       << " (will retry)";
+          return;
+        }
+        if (job->second.status.state() != RUNNING) return;
+        for (ShardAssignment& shard : *job->second.status.mutable_shard_map()->mutable_shards()) {
+          if (shard.table() == request.table() &&
+              shard.range().begin() == request.range().begin() &&
+              shard.server_address() == primary_address) {
+            shard.set_backup_server_id(backup_id);
+            shard.set_backup_address(request.backup_address());
           }
         }
-        if (backup_id.empty()) return;  // No server to put it on: later.
-        job_id = id;
-        primary_address = shard.server_address();
-        request.set_job_id(id);
-        request.set_table(shard.table());
-        *request.mutable_range() = shard.range();
-        request.set_backup_address(backup_address);
-        break;
-      }
-      if (!job_id.empty()) break;
+        auto node = nodes_.find(backup_id);
+        if (node != nodes_.end()) {
+          std::vector<std::string>& hosted = node->second.hosted_jobs;
+          if (std::find(hosted.begin(), hosted.end(), request.job_id()) == hosted.end()) {
+            hosted.push_back(request.job_id());
+          }
+        }
+        LOG(INFO) << "job " << request.job_id() << ": " << request.table() << " ["
+                  << request.range().begin() << ", " << request.range().end()
+                  << ") backed up on " << request.backup_address() << " from version "
+                  << added->version();
+        // The copy carries the primary's set of workers as it was when taken; a change sent
+        // meanwhile may have missed it: send the current one again.
+        if (job->second.status.spec().training().consistency() == SYNC) ++job->second.worker_set;
+        Touch(&job->second);
+      });
+      break;
     }
   }
-  if (job_id.empty()) return;
-  absl::StatusOr<AddBackupResponse> added = options_.add_backup(primary_address, request);
-  if (!added.ok()) {
-    LOG(WARNING) << "job " << job_id << ": a backup of " << request.table() << " on "
-                 << backup_address << ": " << added.status() << " (will retry)";
-    return;
-  }
-  absl::MutexLock lock(&mu_);
-  auto job = jobs_.find(job_id);
-  if (job == jobs_.end() || job->second.status.state() != RUNNING) return;
-  for (ShardAssignment& shard : *job->second.status.mutable_shard_map()->mutable_shards()) {
-    if (shard.table() == request.table() && shard.range().begin() == request.range().begin() &&
-        shard.server_address() == primary_address) {
-      shard.set_backup_server_id(backup_id);
-      shard.set_backup_address(backup_address);
-    }
-  }
-  auto node = nodes_.find(backup_id);
-  if (node != nodes_.end()) {
-    std::vector<std::string>& hosted = node->second.hosted_jobs;
-    if (std::find(hosted.begin(), hosted.end(), job_id) == hosted.end()) hosted.push_back(job_id);
-  }
-  LOG(INFO) << "job " << job_id << ": " << request.table() << " [" << request.range().begin()
-            << ", " << request.range().end() << ") backed up on " << backup_address
-            << " from version " << added->version();
-  // The copy carries the primary's set of workers as it was when taken; a change sent meanwhile
-  // may have missed it: send the current one again.
-  if (job->second.status.spec().training().consistency() == SYNC) ++job->second.worker_set;
-  Touch(&job->second);
 }
 
 bool ClusterCoordinator::AllRanksFinished(const Job& job) const {

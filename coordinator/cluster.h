@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "common/job_spec.h"
 #include "coordinator/state_store.h"
+#include "proto/admin.pb.h"
 #include "proto/coordinator.pb.h"
 #include "proto/parameter_server.pb.h"
 
@@ -41,6 +42,9 @@ using BackupPromoter = std::function<absl::StatusOr<PromoteResponse>(
 // ParameterServer.AddBackup on the server at `address` (a primary that lost its backup).
 using BackupAdder = std::function<absl::StatusOr<AddBackupResponse>(
     const std::string& address, const AddBackupRequest& request)>;
+// Admin.GetStatus of `job_id`'s shards on the server at `address`.
+using ServerStatusReader = std::function<absl::StatusOr<ServerStatus>(
+    const std::string& address, const std::string& job_id)>;
 // Whether the server at `address` answers at all (any gRPC reply within a short deadline).
 using ServerProbe = std::function<absl::Status(const std::string& address)>;
 // ParameterServer.DropJob on the server at `address`.
@@ -66,6 +70,8 @@ class ClusterCoordinator {
     BackupPromoter promote;       // Needed to fail over to backups (JobSpec.replicas = 2).
     BackupAdder add_backup;       // Needed to give shards a new backup.
     ServerProbe probe;            // Needed by ReportUnreachable.
+    // Read every second for jobs with backups, to notice a backup its primary dropped.
+    ServerStatusReader server_status;
 
     // Restarts from a checkpoint a job may take before a lost node FAILS it.
     uint32_t max_restarts = 10;
@@ -146,6 +152,7 @@ class ClusterCoordinator {
     std::vector<bool> done;             // Per rank.
     bool checkpointing = false;         // A CheckpointJob is in progress.
     bool filling = false;               // A worker is being given a vacant rank.
+    bool adding_backup = false;         // An AddBackup for one of its shards is in flight.
     uint64_t worker_set = 0;            // Changes to the set of ranks the steps wait for...
     uint64_t worker_set_sent = 0;       // ...and the last one every server acknowledged.
     uint64_t last_checkpoint_step = 0;  // Step of the last periodic checkpoint attempt.
@@ -187,8 +194,12 @@ class ClusterCoordinator {
   // over. Appends the shards to drop then to `drops`.
   void SendPromotions(std::vector<std::pair<std::string, std::string>>* drops);
   // Gives one shard without a backup (of a RUNNING job with replicas = 2) a backup on another
-  // healthy server, by AddBackup on its primary.
+  // healthy server, by AddBackup on its primary (on a thread of its own, one at a time per job).
+  // Every second it also asks the primaries which backups they dropped (Admin.GetStatus,
+  // ShardStatus.backup_lost) and takes those out of the shard map, so they get a new backup and
+  // are never promoted.
   void RepairBackups();
+  void ForgetDroppedBackups();
   // Every server holding a shard of the job, primary or backup.
   static std::set<std::string> ServerAddresses(const JobStatus& status);
 
@@ -224,6 +235,7 @@ class ClusterCoordinator {
   // Periodic checkpoints and server probes run on detached threads of their own (RunInBackground);
   // the destructor waits for them.
   int background_running_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_backup_check_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Changed since last written to Options::state.
   std::set<std::string> unsaved_jobs_ ABSL_GUARDED_BY(mu_);

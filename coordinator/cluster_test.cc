@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "coordinator/state_store.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -64,8 +65,14 @@ class ClusterTest : public ::testing::Test {
     };
     options.add_backup = [this](const std::string& address, const AddBackupRequest& r)
         -> absl::StatusOr<AddBackupResponse> {
+      absl::MutexLock lock(&fake_mu_);  // Called on the coordinator's background threads.
       backups_added_.push_back(address + " " + r.table() + " " + r.backup_address());
       return AddBackupResponse();
+    };
+    options.server_status = [this](const std::string& address,
+                                   const std::string&) -> absl::StatusOr<ServerStatus> {
+      absl::MutexLock lock(&fake_mu_);
+      return server_statuses_[address];
     };
     options.drop_job = [this](const std::string& address, const std::string& job_id) {
       dropped_.push_back(address + " " + job_id);
@@ -124,6 +131,8 @@ class ClusterTest : public ::testing::Test {
   std::vector<std::string> promoted_;       // "backup_address failed_address" per Promote.
   int64_t promoted_version_ = -1;           // >= 0: Promote answers one shard at this version.
   absl::Status promote_status_;             // Not OK: Promote fails with it.
+  absl::Mutex fake_mu_;
+  std::map<std::string, ServerStatus> server_statuses_;  // Admin.GetStatus by address.
   std::vector<std::string> backups_added_;  // "primary_address table backup_address" per AddBackup.
   std::map<std::string, std::vector<CreateShardsRequest>> created_;
   std::unique_ptr<ClusterCoordinator> cluster_;
@@ -375,8 +384,17 @@ TEST_F(ClusterTest, ReplicatedShardsFailOverToTheirBackupsAndGetNewOnes) {
 
   // A new server: each shard gets a backup there, one per tick, by AddBackup on its primary.
   Register(SERVER, "h:3");
-  for (int i = 0; i < status.shard_map().shards_size() + 1; ++i) cluster_->Tick();
-  status = cluster_->GetJob(job).value();
+  // (AddBackup runs on a thread of its own: tick until every shard has one.)
+  for (int i = 0; i < 400; ++i) {
+    cluster_->Tick();
+    status = cluster_->GetJob(job).value();
+    bool all = true;
+    for (const ShardAssignment& shard : status.shard_map().shards()) {
+      all = all && !shard.backup_address().empty();
+    }
+    if (all) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
   for (const ShardAssignment& shard : status.shard_map().shards()) {
     EXPECT_EQ(shard.backup_address(), "h:3");
   }
@@ -415,6 +433,38 @@ TEST_F(ClusterTest, PeriodicCheckpointsEveryNSecondsToo) {
   Beat(w);
   cluster_->Tick();
   EXPECT_EQ(checkpoints(), 1);
+}
+
+TEST_F(ClusterTest, ABackupItsPrimaryDroppedIsReplaced) {
+  const std::string s1 = Register(SERVER, "h:1"), s2 = Register(SERVER, "h:2");
+  const std::string w = Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(2, 1)).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  const ShardAssignment first = cluster_->GetJob(job)->shard_map().shards(0);
+  {
+    absl::MutexLock lock(&fake_mu_);
+    ShardStatus* held = server_statuses_[first.server_address()].add_shards();
+    held->set_table(first.table());
+    *held->mutable_range() = first.range();
+    held->set_role(PRIMARY);
+    held->set_backup_lost(true);  // Its backup stopped answering Replicate; it dropped it.
+  }
+  const std::string s3 = Register(SERVER, "h:3");
+  auto added = [&] {
+    absl::MutexLock lock(&fake_mu_);
+    return backups_added_;
+  };
+  for (int i = 0; i < 400 && added().empty(); ++i) {
+    now_ += absl::Milliseconds(300);
+    for (const std::string& node : {s1, s2, s3, w}) Beat(node);
+    cluster_->Tick();
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  const std::vector<std::string> calls = added();
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].substr(0, first.server_address().size() + first.table().size() + 1),
+            first.server_address() + " " + first.table());
 }
 
 TEST_F(ClusterTest, AStaleBackupIsNotTrustedWithTheJob) {

@@ -65,7 +65,8 @@ absl::Status CreateShardsOn(const std::string& address, const CreateShardsReques
   return FromGrpcStatus(stub->CreateShards(&context, request, &response));
 }
 
-absl::StatusOr<uint64_t> ShardVersionOn(const std::string& address, const std::string& job_id) {
+absl::StatusOr<ServerStatus> ServerStatusOn(const std::string& address,
+                                            const std::string& job_id) {
   auto stub = Admin::NewStub(CreateChannel(address));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
@@ -73,6 +74,11 @@ absl::StatusOr<uint64_t> ShardVersionOn(const std::string& address, const std::s
   request.set_job_id(job_id);
   ServerStatus status;
   RETURN_IF_ERROR(FromGrpcStatus(stub->GetStatus(&context, request, &status), address));
+  return status;
+}
+
+absl::StatusOr<uint64_t> ShardVersionOn(const std::string& address, const std::string& job_id) {
+  ASSIGN_OR_RETURN(ServerStatus status, ServerStatusOn(address, job_id));
   uint64_t version = 0;
   for (const ShardStatus& shard : status.shards()) version = std::max(version, shard.version());
   return version;
@@ -185,6 +191,7 @@ int Run() {
   options.promote = PromoteOn;
   options.add_backup = AddBackupOn;
   options.probe = ProbeServer;
+  options.server_status = ServerStatusOn;
   std::unique_ptr<StateStore> state;
   const std::string state_db = absl::GetFlag(FLAGS_state_db);
   if (state_db.empty()) {
