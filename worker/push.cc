@@ -35,8 +35,10 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
   }
   std::vector<std::unique_ptr<Call>> calls;
   // Two events per call: the RPC's completion and gRPC releasing the aliased gradient slice
-  // (the buffer must not change before both).
-  CallBatch batch(static_cast<int>(2 * todo.size()));
+  // (the buffer must not change before both, unless the call failed: see CallBatch::Wait).
+  const int n = static_cast<int>(todo.size());
+  auto shared_batch = std::make_shared<CallBatch>(n, n);
+  CallBatch& batch = *shared_batch;
   const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
   for (const size_t i : todo) {
     const Target& target = targets_[i];
@@ -53,7 +55,8 @@ absl::Status ParameterClient::Push(uint64_t step, const float* grads, absl::Dura
     const void* payload = bf16 ? static_cast<const void*>(wire_buffer_.data() + target.flat_offset)
                                : static_cast<const void*>(grads + target.flat_offset);
     SerializeWithPayload(header, payload, RangeSize(target.range) * (bf16 ? 2 : sizeof(float)),
-                         &CallBatch::DoneCallback, &batch, &call->request);
+                         &CallBatch::ReleaseCallback, new std::shared_ptr<CallBatch>(shared_batch),
+                         &call->request);
     Call* raw = call.get();
     const std::string what = absl::StrCat("push ", target.table, " to ", target.address);
     target.stub->UnaryCall(&raw->context, "/psrv.ParameterServer/Push", grpc::StubOptions(),
