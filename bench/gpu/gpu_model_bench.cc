@@ -14,7 +14,9 @@
 // libraries on the GPU machine. Usage:
 //   gpu_model_bench [--configs=shakespeare_char,gpt2_124m] [--iters=20] [--warmup=5]
 //                   [--gpt2_batch=16] [--shakespeare_batch=64] [--use_cublaslt=1]
-//                   [--commit=SHA] [--out=gpu_model.json]
+//                   [--attention=materialized,flash] [--commit=SHA] [--out=gpu_model.json]
+// --attention: which attention paths to run each config with (GptCudaConfig::flash_attention);
+// every result names its "attention".
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -223,6 +225,7 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
       6.0 * n + 6.0 * c.layers * static_cast<double>(c.width) * c.context;
   ordered_json r;
   r["config"] = bench.name;
+  r["attention"] = c.flash_attention ? "flash" : "materialized";
   r["layers"] = c.layers;
   r["heads"] = c.heads;
   r["width"] = c.width;
@@ -264,6 +267,13 @@ int Main(int argc, char** argv) {
   const int gpt2_batch = flags.GetInt("gpt2_batch", 16);
   const int shakespeare_batch = flags.GetInt("shakespeare_batch", 64);
   const bool use_cublaslt = flags.GetInt("use_cublaslt", 1) != 0;
+  const std::vector<std::string> attentions = Split(flags.Get("attention", "materialized,flash"));
+  for (const std::string& a : attentions) {
+    if (a != "materialized" && a != "flash") {
+      std::fprintf(stderr, "unknown --attention %s (known: materialized, flash)\n", a.c_str());
+      return 2;
+    }
+  }
   const std::string commit = flags.Get("commit", "unknown");
   const std::string out = flags.Get("out", "gpu_model.json");
   flags.CheckAllUsed();
@@ -319,9 +329,12 @@ int Main(int argc, char** argv) {
                    name.c_str());
       return 2;
     }
-    BenchConfig bench = it->second;
-    bench.model.use_cublaslt = use_cublaslt;
-    report["results"].push_back(RunConfig(bench, warmup, iters));
+    for (const std::string& attention : attentions) {
+      BenchConfig bench = it->second;
+      bench.model.use_cublaslt = use_cublaslt;
+      bench.model.flash_attention = attention == "flash";
+      report["results"].push_back(RunConfig(bench, warmup, iters));
+    }
   }
   std::ofstream file(out);
   file << report.dump(2) << "\n";

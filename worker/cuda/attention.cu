@@ -96,7 +96,8 @@ cudaError_t SplitHeads(const bf16* in, int B, int T, int NH, int hs, int row_str
                        cudaStream_t stream) {
   const size_t n = static_cast<size_t>(B) * NH * T * hs;
   if (n == 0) return cudaSuccess;
-  SplitHeadsKernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(in, T, NH, hs, row_stride, n, out);
+  PSRV_LAUNCH(SplitHeadsKernel, ElementwiseBlocks(n), kBlock, 0, stream)
+  (in, T, NH, hs, row_stride, n, out);
   return cudaGetLastError();
 }
 
@@ -104,7 +105,8 @@ cudaError_t MergeHeads(const bf16* in, int B, int T, int NH, int hs, int row_str
                        cudaStream_t stream) {
   const size_t n = static_cast<size_t>(B) * NH * T * hs;
   if (n == 0) return cudaSuccess;
-  MergeHeadsKernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(in, T, NH, hs, row_stride, n, out);
+  PSRV_LAUNCH(MergeHeadsKernel, ElementwiseBlocks(n), kBlock, 0, stream)
+  (in, T, NH, hs, row_stride, n, out);
   return cudaGetLastError();
 }
 
@@ -112,8 +114,8 @@ cudaError_t CausalSoftmaxForward(const float* preatt, int BH, int T, const Dropo
                                  bf16* att, bf16* att_dropped, cudaStream_t stream) {
   const size_t rows = static_cast<size_t>(BH) * T;
   if (rows == 0) return cudaSuccess;
-  CausalSoftmaxForwardKernel<<<CeilDiv(rows, kRowsPerBlock), kBlock, 0, stream>>>(
-      preatt, rows, T, dropout, att, att_dropped);
+  PSRV_LAUNCH(CausalSoftmaxForwardKernel, CeilDiv(rows, kRowsPerBlock), kBlock, 0, stream)
+  (preatt, rows, T, dropout, att, att_dropped);
   return cudaGetLastError();
 }
 
@@ -121,8 +123,8 @@ cudaError_t CausalSoftmaxBackward(const float* datt, const bf16* att, int BH, in
                                   const Dropout& dropout, bf16* dpreatt, cudaStream_t stream) {
   const size_t rows = static_cast<size_t>(BH) * T;
   if (rows == 0) return cudaSuccess;
-  CausalSoftmaxBackwardKernel<<<CeilDiv(rows, kRowsPerBlock), kBlock, 0, stream>>>(
-      datt, att, rows, T, scale, dropout, dpreatt);
+  PSRV_LAUNCH(CausalSoftmaxBackwardKernel, CeilDiv(rows, kRowsPerBlock), kBlock, 0, stream)
+  (datt, att, rows, T, scale, dropout, dpreatt);
   return cudaGetLastError();
 }
 

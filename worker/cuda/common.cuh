@@ -5,6 +5,18 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+// PSRV_LAUNCH(kernel, grid, block, shared_bytes, stream)(args...) launches a kernel: with nvcc it
+// is kernel<<<grid, block, shared_bytes, stream>>>(args...); with PSRV_CUDA_SIMT (g++, the tests
+// that run these kernels on the CPU) the grid runs in emulation/simt.h's execution model.
+#ifdef PSRV_CUDA_SIMT
+#include "worker/cuda/emulation/simt.h"
+#define PSRV_LAUNCH(kernel, grid, block, shared_bytes, stream) \
+  ::psrv::simt::Launch(kernel, grid, block, shared_bytes, stream)
+#else
+#define PSRV_LAUNCH(kernel, grid, block, shared_bytes, stream) \
+  kernel<<<grid, block, shared_bytes, stream>>>
+#endif
+
 #include <cstddef>
 #include <cstdint>
 

@@ -41,21 +41,21 @@ Dropout MakeDropout(uint64_t seed, uint64_t stream, float p) {
 
 cudaError_t DropoutMask(const Dropout& dropout, size_t n, float* mask, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  DropoutMaskKernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(dropout, n, mask);
+  PSRV_LAUNCH(DropoutMaskKernel, ElementwiseBlocks(n), kBlock, 0, stream)(dropout, n, mask);
   return cudaGetLastError();
 }
 
 cudaError_t ToBf16(const float* x, const Dropout& dropout, size_t n, bf16* out,
                    cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  ToBf16Kernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(x, dropout, n, out);
+  PSRV_LAUNCH(ToBf16Kernel, ElementwiseBlocks(n), kBlock, 0, stream)(x, dropout, n, out);
   return cudaGetLastError();
 }
 
 cudaError_t DropoutBf16(const bf16* x, const Dropout& dropout, size_t n, bf16* out,
                         cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  DropoutBf16Kernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(x, dropout, n, out);
+  PSRV_LAUNCH(DropoutBf16Kernel, ElementwiseBlocks(n), kBlock, 0, stream)(x, dropout, n, out);
   return cudaGetLastError();
 }
 

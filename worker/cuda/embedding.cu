@@ -57,8 +57,8 @@ cudaError_t EmbeddingForward(const int32_t* tokens, const float* wte, const floa
                              cudaStream_t stream) {
   const size_t n = static_cast<size_t>(B) * T * C;
   if (n == 0) return cudaSuccess;
-  EmbeddingForwardKernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(tokens, wte, wpe, T, C, n,
-                                                                      dropout, out);
+  PSRV_LAUNCH(EmbeddingForwardKernel, ElementwiseBlocks(n), kBlock, 0, stream)
+  (tokens, wte, wpe, T, C, n, dropout, out);
   return cudaGetLastError();
 }
 
@@ -68,8 +68,8 @@ cudaError_t EmbeddingBackwardWte(const float* dout, const Dropout& dropout,
                                  float* dwte, cudaStream_t stream) {
   if (num_buckets == 0 || C == 0) return cudaSuccess;
   const dim3 grid(num_buckets, CeilDiv(C, kBlock));
-  EmbeddingBackwardWteKernel<<<grid, kBlock, 0, stream>>>(dout, dropout, bucket_tokens,
-                                                          bucket_starts, bucket_positions, C, dwte);
+  PSRV_LAUNCH(EmbeddingBackwardWteKernel, grid, kBlock, 0, stream)
+  (dout, dropout, bucket_tokens, bucket_starts, bucket_positions, C, dwte);
   return cudaGetLastError();
 }
 
@@ -77,8 +77,8 @@ cudaError_t EmbeddingBackwardWpe(const float* dout, const Dropout& dropout, int 
                                  float* dwpe, cudaStream_t stream) {
   const size_t TC = static_cast<size_t>(T) * C;
   if (TC == 0) return cudaSuccess;
-  EmbeddingBackwardWpeKernel<<<CeilDiv(TC, kBlock), kBlock, 0, stream>>>(dout, dropout, B, T, C,
-                                                                         dwpe);
+  PSRV_LAUNCH(EmbeddingBackwardWpeKernel, CeilDiv(TC, kBlock), kBlock, 0, stream)
+  (dout, dropout, B, T, C, dwpe);
   return cudaGetLastError();
 }
 

@@ -33,14 +33,14 @@ __global__ void GeluBackwardKernel(const bf16* dout, const bf16* inp, size_t n, 
 
 cudaError_t GeluForward(const bf16* inp, size_t n, bf16* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  GeluForwardKernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(inp, n, out);
+  PSRV_LAUNCH(GeluForwardKernel, ElementwiseBlocks(n), kBlock, 0, stream)(inp, n, out);
   return cudaGetLastError();
 }
 
 cudaError_t GeluBackward(const bf16* dout, const bf16* inp, size_t n, bf16* dinp,
                          cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  GeluBackwardKernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(dout, inp, n, dinp);
+  PSRV_LAUNCH(GeluBackwardKernel, ElementwiseBlocks(n), kBlock, 0, stream)(dout, inp, n, dinp);
   return cudaGetLastError();
 }
 

@@ -64,6 +64,11 @@ absl::Status ValidateGptCudaConfig(const GptCudaConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("gpt dropout = ", config.dropout, ", want [0, 1)"));
   }
+  if (config.flash_attention && !FlashAttentionSupports(config.width / config.heads)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("flash attention takes head sizes (width / heads) up to ", kFlashMaxHeadSize,
+                     ", not ", config.width / config.heads));
+  }
   return CheckRange("device", config.device, 0, 1023);
 }
 
@@ -144,7 +149,8 @@ GptCuda::Tables<Float> GptCuda::View(Float* buffer) const {
 size_t GptCuda::Carve(char* base, int batch, Activations* a) const {
   const size_t B = batch, L = config_.layers, C = config_.width, T = config_.context,
                NH = config_.heads, V = config_.vocab;
-  const size_t BT = B * T, att = B * NH * T * T;
+  const bool flash = config_.flash_attention;
+  const size_t BT = B * T, att = flash ? 0 : B * NH * T * T, lse = flash ? B * NH * T : 0;
   Arena arena(base);
   a->staging = arena.Take<int32_t>(5 * BT + 1);
   if (a->staging != nullptr) {
@@ -161,7 +167,8 @@ size_t GptCuda::Carve(char* base, int batch, Activations* a) const {
     l.ln1_mean = arena.Take<float>(BT);
     l.ln1_rstd = arena.Take<float>(BT);
     l.qkvr = arena.Take<bf16>(3 * BT * C);
-    l.att = arena.Take<bf16>(att);
+    l.att = flash ? nullptr : arena.Take<bf16>(att);
+    l.lse = flash ? arena.Take<float>(lse) : nullptr;
     l.atty = arena.Take<bf16>(BT * C);
     l.residual2 = arena.Take<float>(BT * C);
     l.ln2 = arena.Take<bf16>(BT * C);
@@ -180,8 +187,9 @@ size_t GptCuda::Carve(char* base, int batch, Activations* a) const {
   a->qkv = arena.Take<bf16>(BT * 3 * C);
   a->proj = arena.Take<bf16>(BT * C);
   a->attention.heads = arena.Take<bf16>(BT * C);
-  a->attention.scores = arena.Take<float>(att);
-  a->attention.weights = arena.Take<bf16>(att);
+  a->attention.scores = flash ? nullptr : arena.Take<float>(att);
+  a->attention.weights = flash ? nullptr : arena.Take<bf16>(att);
+  a->attention.delta = flash ? arena.Take<float>(lse) : nullptr;
   a->attention.dqkvr = arena.Take<bf16>(3 * BT * C);
   a->dresidual = arena.Take<float>(BT * C);
   a->dbtc = arena.Take<bf16>(BT * C);
@@ -292,9 +300,15 @@ absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed) {
                                           la.ln1, la.ln1_mean, la.ln1_rstd, stream_));
     PSRV_CUDA_RETURN_IF_ERROR(LinearForward(blas, la.ln1, w.qkv_weight + l3cc,
                                             w.qkv_bias + l * 3 * C, BT, C, 3 * C, a_.qkv));
-    PSRV_CUDA_RETURN_IF_ERROR(AttentionForward(blas, a_.qkv, B, t, C, NH,
-                                               MakeDropout(seed, AttentionStream(l), rate), la.qkvr,
-                                               la.att, la.atty, a_.attention));
+    const Dropout attention_dropout = MakeDropout(seed, AttentionStream(l), rate);
+    if (config_.flash_attention) {
+      PSRV_CUDA_RETURN_IF_ERROR(AttentionForwardFlash(a_.qkv, B, t, C, NH, attention_dropout,
+                                                      la.qkvr, la.lse, la.atty, a_.attention,
+                                                      stream_));
+    } else {
+      PSRV_CUDA_RETURN_IF_ERROR(AttentionForward(blas, a_.qkv, B, t, C, NH, attention_dropout,
+                                                 la.qkvr, la.att, la.atty, a_.attention));
+    }
     PSRV_CUDA_RETURN_IF_ERROR(
         LinearForward(blas, la.atty, w.proj_weight + lcc, w.proj_bias + l * C, BT, C, C, a_.proj));
     CUDA_RETURN_IF_ERROR(ResidualForward(residual, a_.proj,
@@ -392,9 +406,15 @@ absl::Status GptCuda::Backward(int B, uint64_t seed) {
                                              a_.datty, g.proj_weight + lcc, g.proj_bias + l * C,
                                              a_.reduce));
     bf16* dqkv = a_.qkv;  // (B, T, 3C)
-    PSRV_CUDA_RETURN_IF_ERROR(AttentionBackward(blas, a_.datty, la.qkvr, la.att, B, T, C, NH,
-                                                MakeDropout(seed, AttentionStream(l), rate), dqkv,
-                                                a_.attention));
+    const Dropout attention_dropout = MakeDropout(seed, AttentionStream(l), rate);
+    if (config_.flash_attention) {
+      PSRV_CUDA_RETURN_IF_ERROR(AttentionBackwardFlash(a_.datty, la.qkvr, la.atty, la.lse, B, T,
+                                                       C, NH, attention_dropout, dqkv,
+                                                       a_.attention, stream_));
+    } else {
+      PSRV_CUDA_RETURN_IF_ERROR(AttentionBackward(blas, a_.datty, la.qkvr, la.att, B, T, C, NH,
+                                                  attention_dropout, dqkv, a_.attention));
+    }
     bf16* dln1 = a_.dbtc;  // (B, T, C)
     PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, dqkv, la.ln1, w.qkv_weight + l3cc, BT, C, 3 * C,
                                              dln1, g.qkv_weight + l3cc, g.qkv_bias + l * 3 * C,

@@ -35,6 +35,10 @@ struct GptCudaConfig {
   float dropout = 0.0f;
   int device = 0;            // CUDA device ordinal
   bool use_cublaslt = true;  // see BlasOptions
+  // Attention through the flash kernels (flash_attention.cu: no (B, NH, T, T) weights stored or
+  // computed in memory; head size <= kFlashMaxHeadSize) instead of cuBLAS products around a
+  // materialised softmax. Off by default until measured faster on a GPU (bench/gpu/).
+  bool flash_attention = false;
 };
 
 // INVALID_ARGUMENT naming the first field out of range (the CPU model's ranges).
@@ -105,6 +109,8 @@ class GptCuda {
     float* ln1_rstd;   // (B, T)
     bf16* qkvr;        // (3, B, NH, T, hs) q, k, v with their heads split out
     bf16* att;         // (B, NH, T, T) softmax weights before dropout, zero above the diagonal
+                       // (null with flash attention)
+    float* lse;        // (B, NH, T) flash attention's row logsumexps (null without)
     bf16* atty;        // (B, T, C) attention output, heads side by side
     float* residual2;  // (B, T, C) residual stream after the attention
     bf16* ln2;         // (B, T, C)

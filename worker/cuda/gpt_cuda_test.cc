@@ -1,7 +1,7 @@
 // The whole CUDA GPT against the CPU GptModel on the same flat parameters and rows: loss, logits
-// and every table's gradient, with and without dropout (the masks are equal), through cuBLASLt and
-// through GemmEx, and the LanguageModel adapter and --device selection on a GPU. Tolerances (bf16
-// products and activations against fp32):
+// and every table's gradient, with and without dropout (the masks are equal), through cuBLASLt,
+// through GemmEx and with flash attention, and the LanguageModel adapter and --device selection
+// on a GPU. Tolerances (bf16 products and activations against fp32):
 //   loss: |gpu - cpu| <= 1e-2 * cpu;
 //   logits: |gpu - cpu| <= 3e-2 + 3e-2 * |cpu|;
 //   gradients, per table and per q/k/v part of the qkv tables: ||gpu - cpu|| / ||cpu|| <= 5e-2.
@@ -101,22 +101,30 @@ void ExpectGradientsClose(const GptCudaConfig& config, const std::vector<float>&
   }
 }
 
+// Parameters: the kernel path (0: GemmEx products; 1: cuBLASLt; 2: cuBLASLt and flash
+// attention), dropout, and Small (else Tiny).
 class GptCudaTest : public GpuTest,
-                    public ::testing::WithParamInterface<std::tuple<bool, float, bool>> {
+                    public ::testing::WithParamInterface<std::tuple<int, float, bool>> {
  protected:
-  bool use_cublaslt() const { return std::get<0>(GetParam()); }
+  bool use_cublaslt() const { return std::get<0>(GetParam()) >= 1; }
   float dropout() const { return std::get<1>(GetParam()); }
   GptCudaConfig config() const {
-    return std::get<2>(GetParam()) ? Small(dropout()) : Tiny(dropout());
+    GptCudaConfig c = std::get<2>(GetParam()) ? Small(dropout()) : Tiny(dropout());
+    c.flash_attention = std::get<0>(GetParam()) == 2;
+    return c;
   }
 };
 
+const char* PathName(int path) {
+  return path == 0 ? "_GemmEx" : (path == 1 ? "_Lt" : "_LtFlash");
+}
+
 INSTANTIATE_TEST_SUITE_P(Configs, GptCudaTest,
-                         ::testing::Combine(::testing::Bool(), ::testing::Values(0.0f, 0.2f),
-                                            ::testing::Bool()),
-                         [](const ::testing::TestParamInfo<std::tuple<bool, float, bool>>& info) {
+                         ::testing::Combine(::testing::Values(0, 1, 2),
+                                            ::testing::Values(0.0f, 0.2f), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<int, float, bool>>& info) {
                            return std::string(std::get<2>(info.param) ? "Small" : "Tiny") +
-                                  (std::get<0>(info.param) ? "_Lt" : "_GemmEx") +
+                                  PathName(std::get<0>(info.param)) +
                                   (std::get<1>(info.param) > 0.0f ? "_Dropout" : "_NoDropout");
                          });
 
@@ -242,6 +250,14 @@ TEST_P(GptCudaTest, OutOfRangeTokenGivesNanAndZeroGradients) {
 }
 
 using GptCudaModelTest = GpuTest;
+
+TEST_F(GptCudaModelTest, FlashAttentionNeedsASmallHeadSize) {
+  GptCudaConfig c = Small();
+  c.heads = 1;  // head size 128
+  c.flash_attention = true;
+  const absl::StatusOr<std::unique_ptr<GptCuda>> model = GptCuda::Create(c);
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument) << model.status();
+}
 
 TEST_F(GptCudaModelTest, LanguageModelAdapterMatchesCpu) {
   const GptCudaConfig c = Small(0.1f);

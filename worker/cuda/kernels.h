@@ -127,6 +127,28 @@ cudaError_t CausalSoftmaxForward(const float* preatt, int BH, int T, const Dropo
 cudaError_t CausalSoftmaxBackward(const float* datt, const bf16* att, int BH, int T, float scale,
                                   const Dropout& dropout, bf16* dpreatt, cudaStream_t stream);
 
+// ---- flash_attention.cu: the same causal attention without (T, T) matrices ----
+
+// The largest head size the flash kernels take (a head's row lives in one thread's registers).
+constexpr int kFlashMaxHeadSize = 64;
+bool FlashAttentionSupports(int hs);
+// q, k, v, out (BH, T, hs): out = (softmax over t2 <= t of scale * q k^T) * mask @ v per head, with
+// the attention dropout of CausalSoftmaxForward (same mask indices); lse (BH, T) = the logsumexp
+// of each row's scaled scores, what the backward needs. cudaErrorInvalidValue for an unsupported
+// head size or BH > 65535.
+cudaError_t FlashAttentionForward(const bf16* q, const bf16* k, const bf16* v, int BH, int T,
+                                  int hs, float scale, const Dropout& dropout, bf16* out,
+                                  float* lse, cudaStream_t stream);
+// delta (B*NH, T) = row sums of dout * out, both (B, T, NH * hs) with the heads side by side.
+cudaError_t FlashAttentionDelta(const bf16* dout, const bf16* out, int B, int T, int NH, int hs,
+                                float* delta, cudaStream_t stream);
+// dy (BH, T, hs) = d(loss)/d(out) -> dq, dk, dv (BH, T, hs), overwritten; lse from the forward,
+// delta from FlashAttentionDelta; `dropout` must be the forward's.
+cudaError_t FlashAttentionBackward(const bf16* q, const bf16* k, const bf16* v, const bf16* dy,
+                                   const float* lse, const float* delta, int BH, int T, int hs,
+                                   float scale, const Dropout& dropout, bf16* dq, bf16* dk,
+                                   bf16* dv, cudaStream_t stream);
+
 // ---- softmax_ce.cu ----
 
 // Per row of logits (N, V): losses[row] = -log softmax(row)[targets[row]]. With dlogits non-null,

@@ -102,8 +102,8 @@ int Chunks(int N) { return static_cast<int>(CeilDiv(N, kReduceRows)); }
 cudaError_t LayerNormForward(const float* inp, const float* weight, const float* bias, int N, int C,
                              bf16* out, float* mean, float* rstd, cudaStream_t stream) {
   if (N == 0) return cudaSuccess;
-  LayerNormForwardKernel<<<CeilDiv(N, kRowsPerBlock), kBlock, 0, stream>>>(inp, weight, bias, N, C,
-                                                                           out, mean, rstd);
+  PSRV_LAUNCH(LayerNormForwardKernel, CeilDiv(N, kRowsPerBlock), kBlock, 0, stream)
+  (inp, weight, bias, N, C, out, mean, rstd);
   return cudaGetLastError();
 }
 
@@ -113,16 +113,18 @@ cudaError_t LayerNormBackward(const bf16* dout, const float* inp, const float* w
                               const float* mean, const float* rstd, int N, int C, float* dinp,
                               float* dweight, float* dbias, float* scratch, cudaStream_t stream) {
   if (N == 0 || C == 0) return cudaSuccess;
-  LayerNormBackwardRowsKernel<<<CeilDiv(N, kRowsPerBlock), kBlock, 0, stream>>>(
-      dout, inp, weight, mean, rstd, N, C, dinp);
+  PSRV_LAUNCH(LayerNormBackwardRowsKernel, CeilDiv(N, kRowsPerBlock), kBlock, 0, stream)
+  (dout, inp, weight, mean, rstd, N, C, dinp);
   const int chunks = Chunks(N);
   float* partial_dweight = scratch;                                  // (chunks, C)
   float* partial_dbias = scratch + static_cast<size_t>(chunks) * C;  // (chunks, C)
-  LayerNormParamPartialKernel<<<dim3(CeilDiv(C, kColumnTile), chunks), dim3(kColumnTile, kRowLanes),
-                                0, stream>>>(dout, inp, mean, rstd, N, C, partial_dweight,
-                                             partial_dbias);
-  SumChunksKernel<<<CeilDiv(C, kBlock), kBlock, 0, stream>>>(partial_dweight, chunks, C, dweight);
-  SumChunksKernel<<<CeilDiv(C, kBlock), kBlock, 0, stream>>>(partial_dbias, chunks, C, dbias);
+  PSRV_LAUNCH(LayerNormParamPartialKernel, dim3(CeilDiv(C, kColumnTile), chunks),
+              dim3(kColumnTile, kRowLanes), 0, stream)
+  (dout, inp, mean, rstd, N, C, partial_dweight, partial_dbias);
+  PSRV_LAUNCH(SumChunksKernel<float>, CeilDiv(C, kBlock), kBlock, 0, stream)
+  (partial_dweight, chunks, C, dweight);
+  PSRV_LAUNCH(SumChunksKernel<float>, CeilDiv(C, kBlock), kBlock, 0, stream)
+  (partial_dbias, chunks, C, dbias);
   return cudaGetLastError();
 }
 

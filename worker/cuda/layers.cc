@@ -1,11 +1,13 @@
 // Linear and attention layers on the GPU (see layers.h). The attention materialises the (T, T)
 // weights, like llm.c's first CUDA version: q k^T and att v are cuBLAS batched products over the
-// B*NH heads, the causal softmax a kernel.
+// B*NH heads, the causal softmax a kernel. AttentionForwardFlash/AttentionBackwardFlash run the
+// flash kernels instead (flash_attention.cu), with no (T, T) matrix.
 #include "worker/cuda/layers.h"
 
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "worker/cuda/cuda_status.h"
 
 namespace psrv {
@@ -97,6 +99,56 @@ absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, c
       blas.Gemm(RowMajorAB(T, hs, T, dscores, k, dq, GemmType::kBf16, {BH, tt, th, th})));
   PSRV_CUDA_RETURN_IF_ERROR(
       blas.Gemm(RowMajorAtB(T, hs, T, dscores, q, dk, GemmType::kBf16, {BH, tt, th, th})));
+  CUDA_RETURN_IF_ERROR(MergeHeads(dq, B, T, NH, hs, 3 * C, dqkv, stream));
+  CUDA_RETURN_IF_ERROR(MergeHeads(dk, B, T, NH, hs, 3 * C, dqkv + C, stream));
+  CUDA_RETURN_IF_ERROR(MergeHeads(dv, B, T, NH, hs, 3 * C, dqkv + 2 * C, stream));
+  return absl::OkStatus();
+}
+
+absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
+                                   const Dropout& dropout, bf16* qkvr, float* lse, bf16* out,
+                                   const AttentionScratch& scratch, cudaStream_t stream) {
+  const int hs = C / NH;
+  if (!FlashAttentionSupports(hs)) {
+    return absl::InvalidArgumentError(absl::StrCat("flash attention takes head sizes up to ",
+                                                   kFlashMaxHeadSize, ", not ", hs));
+  }
+  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
+  bf16* q = qkvr;
+  bf16* k = qkvr + head_elements;
+  bf16* v = qkvr + 2 * head_elements;
+  CUDA_RETURN_IF_ERROR(SplitHeads(qkv, B, T, NH, hs, 3 * C, q, stream));
+  CUDA_RETURN_IF_ERROR(SplitHeads(qkv + C, B, T, NH, hs, 3 * C, k, stream));
+  CUDA_RETURN_IF_ERROR(SplitHeads(qkv + 2 * C, B, T, NH, hs, 3 * C, v, stream));
+  CUDA_RETURN_IF_ERROR(FlashAttentionForward(q, k, v, B * NH, T, hs,
+                                             1.0f / std::sqrt(static_cast<float>(hs)), dropout,
+                                             scratch.heads, lse, stream));
+  CUDA_RETURN_IF_ERROR(MergeHeads(scratch.heads, B, T, NH, hs, C, out, stream));
+  return absl::OkStatus();
+}
+
+absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf16* out,
+                                    const float* lse, int B, int T, int C, int NH,
+                                    const Dropout& dropout, bf16* dqkv,
+                                    const AttentionScratch& scratch, cudaStream_t stream) {
+  const int hs = C / NH;
+  if (!FlashAttentionSupports(hs)) {
+    return absl::InvalidArgumentError(absl::StrCat("flash attention takes head sizes up to ",
+                                                   kFlashMaxHeadSize, ", not ", hs));
+  }
+  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
+  const bf16* q = qkvr;
+  const bf16* k = qkvr + head_elements;
+  const bf16* v = qkvr + 2 * head_elements;
+  bf16* dq = scratch.dqkvr;
+  bf16* dk = scratch.dqkvr + head_elements;
+  bf16* dv = scratch.dqkvr + 2 * head_elements;
+  bf16* dy = scratch.heads;  // (B, NH, T, hs)
+  CUDA_RETURN_IF_ERROR(SplitHeads(dout, B, T, NH, hs, C, dy, stream));
+  CUDA_RETURN_IF_ERROR(FlashAttentionDelta(dout, out, B, T, NH, hs, scratch.delta, stream));
+  CUDA_RETURN_IF_ERROR(FlashAttentionBackward(q, k, v, dy, lse, scratch.delta, B * NH, T, hs,
+                                              1.0f / std::sqrt(static_cast<float>(hs)), dropout,
+                                              dq, dk, dv, stream));
   CUDA_RETURN_IF_ERROR(MergeHeads(dq, B, T, NH, hs, 3 * C, dqkv, stream));
   CUDA_RETURN_IF_ERROR(MergeHeads(dk, B, T, NH, hs, 3 * C, dqkv + C, stream));
   CUDA_RETURN_IF_ERROR(MergeHeads(dv, B, T, NH, hs, 3 * C, dqkv + 2 * C, stream));

@@ -29,6 +29,7 @@ struct AttentionScratch {
   float* scores;  // (B, NH, T, T) q k^T / sqrt(hs) (forward), d(weights) (backward)
   bf16* weights;  // (B, NH, T, T) att after dropout (both), then d(scores) (backward)
   bf16* dqkvr;    // (3, B, NH, T, hs) dq, dk, dv (backward)
+  float* delta;   // (B, NH, T) the flash backward's row sums of dout * out (null otherwise)
 };
 
 // Causal multi-head self-attention with NH heads of size hs = C/NH, as the CPU's
@@ -43,6 +44,18 @@ absl::Status AttentionForward(Blas& blas, const bf16* qkv, int B, int T, int C, 
 absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, const bf16* att,
                                int B, int T, int C, int NH, const Dropout& dropout, bf16* dqkv,
                                const AttentionScratch& scratch);
+
+// The same attention through the flash kernels (kernels.h): no (T, T) matrix anywhere; saved for
+// the backward are qkvr and lse (B, NH, T) fp32 instead of att, and the backward needs the
+// forward's `out`. scratch.scores and scratch.weights are unused; scratch.delta is needed.
+// INVALID_ARGUMENT unless FlashAttentionSupports(C / NH).
+absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
+                                   const Dropout& dropout, bf16* qkvr, float* lse, bf16* out,
+                                   const AttentionScratch& scratch, cudaStream_t stream);
+absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf16* out,
+                                    const float* lse, int B, int T, int C, int NH,
+                                    const Dropout& dropout, bf16* dqkv,
+                                    const AttentionScratch& scratch, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace psrv

@@ -189,7 +189,7 @@ TEST_P(LayersTest, AttentionForwardAndBackward) {
                    weights = DeviceFilled<bf16>(B * NH * T * T),
                    dqkvr = DeviceFilled<bf16>(3 * B * NH * T * hs);
       const AttentionScratch scratch{heads.as<bf16>(), scores.as<float>(), weights.as<bf16>(),
-                                     dqkvr.as<bf16>()};
+                                     dqkvr.as<bf16>(), nullptr};
       const Dropout dropout = MakeDropout(seed, stream, p);
       absl::Status status =
           AttentionForward(*blas_, dqkv_in.as<bf16>(), B, T, C, NH, dropout, qkvr.as<bf16>(),
@@ -203,6 +203,49 @@ TEST_P(LayersTest, AttentionForwardAndBackward) {
       ExpectClose(Bf16ToHost(dqkv, B * T * 3 * C), want.dqkv, 5e-2, 1e-2, "attention dqkv");
     }
   }
+}
+
+// The flash kernels against the same reference: head sizes padded to 16, 32 and 64 (4, 16, 33, 64)
+// and sequences that end inside a 32-row tile or span several tiles.
+TEST_P(LayersTest, FlashAttentionForwardAndBackward) {
+  if (GetParam()) GTEST_SKIP() << "no products: the cuBLASLt setting does not apply";
+  for (const AttentionShape& s : {AttentionShape{2, 5, 8, 2}, AttentionShape{1, 37, 48, 3},
+                                  AttentionShape{1, 40, 99, 3}, AttentionShape{2, 70, 128, 2}}) {
+    for (float p : {0.0f, 0.25f}) {
+      SCOPED_TRACE(::testing::Message() << "B " << s.B << " T " << s.T << " C " << s.C << " NH "
+                                        << s.NH << " dropout " << p);
+      const int B = s.B, T = s.T, C = s.C, NH = s.NH, hs = C / NH;
+      const uint64_t seed = 99, stream = 4;
+      const std::vector<float> qkv = RoundToBf16(RandomFloats(B * T * 3 * C, 5, 1.0f));
+      const std::vector<float> dout = RoundToBf16(RandomFloats(B * T * C, 6));
+      DeviceBuffer dqkv_in = ToDevice(ToBf16Vector(qkv)), ddout = ToDevice(ToBf16Vector(dout));
+      DeviceBuffer qkvr = DeviceFilled<bf16>(3 * B * T * C), lse = DeviceFilled<float>(B * NH * T),
+                   out = DeviceFilled<bf16>(B * T * C), dqkv = DeviceFilled<bf16>(B * T * 3 * C);
+      DeviceBuffer heads = DeviceFilled<bf16>(B * NH * T * hs),
+                   dqkvr = DeviceFilled<bf16>(3 * B * NH * T * hs),
+                   delta = DeviceFilled<float>(B * NH * T);
+      const AttentionScratch scratch{heads.as<bf16>(), nullptr, nullptr, dqkvr.as<bf16>(),
+                                     delta.as<float>()};
+      const Dropout dropout = MakeDropout(seed, stream, p);
+      absl::Status status =
+          AttentionForwardFlash(dqkv_in.as<bf16>(), B, T, C, NH, dropout, qkvr.as<bf16>(),
+                                lse.as<float>(), out.as<bf16>(), scratch, blas_->stream());
+      ASSERT_TRUE(status.ok()) << status;
+      status = AttentionBackwardFlash(ddout.as<bf16>(), qkvr.as<bf16>(), out.as<bf16>(),
+                                      lse.as<float>(), B, T, C, NH, dropout, dqkv.as<bf16>(),
+                                      scratch, blas_->stream());
+      ASSERT_TRUE(status.ok()) << status;
+      const AttentionReference want = AttentionCpu(qkv, dout, B, T, C, NH, seed, stream, p);
+      ExpectClose(Bf16ToHost(out, B * T * C), want.out, 2e-2, 5e-3, "flash attention out");
+      ExpectClose(Bf16ToHost(dqkv, B * T * 3 * C), want.dqkv, 5e-2, 1e-2, "flash attention dqkv");
+    }
+  }
+  // Head sizes past the registers' budget are refused, not computed wrong.
+  const AttentionScratch none{nullptr, nullptr, nullptr, nullptr, nullptr};
+  const absl::Status too_wide =
+      AttentionForwardFlash(nullptr, 1, 4, 2 * (kFlashMaxHeadSize + 1), 2, Dropout{}, nullptr,
+                            nullptr, nullptr, none, blas_->stream());
+  EXPECT_EQ(too_wide.code(), absl::StatusCode::kInvalidArgument) << too_wide;
 }
 
 }  // namespace

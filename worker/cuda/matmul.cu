@@ -45,7 +45,7 @@ int Chunks(int N) { return static_cast<int>(CeilDiv(N, kReduceRows)); }
 cudaError_t AddBias(const bf16* bias, int N, int OC, bf16* out, cudaStream_t stream) {
   const size_t n = static_cast<size_t>(N) * OC;
   if (n == 0) return cudaSuccess;
-  AddBiasKernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(bias, OC, n, out);
+  PSRV_LAUNCH(AddBiasKernel, ElementwiseBlocks(n), kBlock, 0, stream)(bias, OC, n, out);
   return cudaGetLastError();
 }
 
@@ -56,9 +56,11 @@ cudaError_t BiasBackward(const bf16* dout, int N, int OC, float* dbias, float* s
   if (OC == 0) return cudaSuccess;
   if (N == 0) return cudaMemsetAsync(dbias, 0, OC * sizeof(float), stream);
   const int chunks = Chunks(N);
-  BiasPartialKernel<<<dim3(CeilDiv(OC, kColumnTile), chunks), dim3(kColumnTile, kRowLanes), 0,
-                      stream>>>(dout, N, OC, scratch);
-  SumChunksKernel<<<CeilDiv(OC, kBlock), kBlock, 0, stream>>>(scratch, chunks, OC, dbias);
+  PSRV_LAUNCH(BiasPartialKernel, dim3(CeilDiv(OC, kColumnTile), chunks),
+              dim3(kColumnTile, kRowLanes), 0, stream)
+  (dout, N, OC, scratch);
+  PSRV_LAUNCH(SumChunksKernel<float>, CeilDiv(OC, kBlock), kBlock, 0, stream)
+  (scratch, chunks, OC, dbias);
   return cudaGetLastError();
 }
 

@@ -18,7 +18,8 @@ __global__ void ResidualForwardKernel(const float* a, const bf16* b, Dropout dro
 cudaError_t ResidualForward(const float* a, const bf16* b, const Dropout& dropout, size_t n,
                             float* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  ResidualForwardKernel<<<ElementwiseBlocks(n), kBlock, 0, stream>>>(a, b, dropout, n, out);
+  PSRV_LAUNCH(ResidualForwardKernel, ElementwiseBlocks(n), kBlock, 0, stream)
+  (a, b, dropout, n, out);
   return cudaGetLastError();
 }
 

@@ -77,11 +77,11 @@ cudaError_t SoftmaxCrossEntropy(const float* logits, const int32_t* targets, int
                                 float dscale, float* losses, bf16* dlogits, cudaStream_t stream) {
   if (N == 0) return cudaSuccess;
   if (V >= 8192) {
-    SoftmaxCrossEntropyKernel<1024>
-        <<<N, 1024, 0, stream>>>(logits, targets, V, dscale, losses, dlogits);
+    PSRV_LAUNCH(SoftmaxCrossEntropyKernel<1024>, N, 1024, 0, stream)
+    (logits, targets, V, dscale, losses, dlogits);
   } else {
-    SoftmaxCrossEntropyKernel<128>
-        <<<N, 128, 0, stream>>>(logits, targets, V, dscale, losses, dlogits);
+    PSRV_LAUNCH(SoftmaxCrossEntropyKernel<128>, N, 128, 0, stream)
+    (logits, targets, V, dscale, losses, dlogits);
   }
   return cudaGetLastError();
 }

@@ -1,9 +1,11 @@
-// Blas (worker/cuda/blas.h) on the CPU for //worker/cuda:gpt_cuda_emulated_test: every product
-// runs as cuBLAS's column-major GEMM in plain loops (bf16 operands, double accumulation, bf16 or
-// fp32 result, bias on every column). Tests only.
+// Blas (worker/cuda/blas.h) on the CPU for the *_simt_test targets: every product runs as
+// cuBLAS's column-major GEMM in plain loops (bf16 operands, double accumulation, bf16 or fp32
+// result, bias on every column). Tests only.
 #include "worker/cuda/blas.h"
 
 #include <cuda_bf16.h>
+
+#include <cstdint>
 
 namespace psrv {
 namespace cuda {
@@ -19,8 +21,28 @@ absl::StatusOr<std::unique_ptr<Blas>> Blas::Create(cudaStream_t stream,
 
 Blas::~Blas() = default;
 
+namespace {
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
 absl::Status Blas::Gemm(const GemmArgs& g) {
-  ++gemm_ex_calls_;
+  // The real Blas's contract and dispatch (blas.cc); the cuBLASLt path is assumed to accept
+  // exactly the products whose operands are 16-byte aligned with leading dimensions a multiple of
+  // 8 elements (what its heuristic needs for bf16 tensor cores). Both paths compute the same here.
+  if (g.bias != nullptr &&
+      (g.beta != 0.0f || g.batch_count != 1 || g.d_type != GemmType::kBf16 || g.ldd != g.m)) {
+    return absl::InvalidArgumentError(
+        "Blas::Gemm: a bias needs beta == 0, one product and a dense bf16 result");
+  }
+  if (g.m == 0 || g.n == 0 || g.batch_count == 0) return absl::OkStatus();
+  if (options_.use_cublaslt && g.batch_count == 1 && g.k > 0 && Aligned16(g.a) && Aligned16(g.b) &&
+      Aligned16(g.d) && g.lda % 8 == 0 && g.ldb % 8 == 0 && g.ldd % 8 == 0) {
+    ++lt_calls_;
+  } else {
+    ++gemm_ex_calls_;
+  }
   for (int batch = 0; batch < g.batch_count; ++batch) {
     const __nv_bfloat16* a = static_cast<const __nv_bfloat16*>(g.a) + batch * g.stride_a;
     const __nv_bfloat16* b = static_cast<const __nv_bfloat16*>(g.b) + batch * g.stride_b;

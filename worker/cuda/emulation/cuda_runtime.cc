@@ -1,16 +1,21 @@
-// A stand-in for the CUDA runtime, so that the GPU model's host code (gpt_cuda.cc, layers.cc)
-// runs on the CPU in //worker/cuda:gpt_cuda_emulated_test: "device" memory is host memory,
-// streams are placeholders, copies and memsets happen at once, and every call succeeds. Tests only.
+// A stand-in for the CUDA runtime, so that the GPU code runs on the CPU in the *_simt_test
+// targets (worker/cuda/BUILD): one "device" (the SIMT simulator, emulation/simt.h) whose memory is
+// host memory; streams are placeholders; copies, memsets and kernels run at once, in order.
+// cudaGetLastError() reports the simulator's launch errors. Tests only.
 #include <cuda_runtime_api.h>
 
 #include <cstdlib>
 #include <cstring>
 
+#include "worker/cuda/emulation/simt.h"
+
 namespace {
 
+// 256-byte aligned like cudaMalloc, and exactly `bytes` long, so that an AddressSanitizer build
+// of the *_simt_test targets catches a kernel reading or writing past a buffer.
 void* AlignedAlloc(size_t bytes) {
-  const size_t rounded = (bytes + 255) / 256 * 256;
-  return std::aligned_alloc(256, rounded == 0 ? 256 : rounded);
+  void* p = nullptr;
+  return posix_memalign(&p, 256, bytes == 0 ? 1 : bytes) == 0 ? p : nullptr;
 }
 
 }  // namespace
@@ -67,10 +72,53 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* to, const void* from, size_t bytes, 
   return cudaSuccess;
 }
 
-cudaError_t CUDARTAPI cudaGetLastError(void) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaMemcpy(void* to, const void* from, size_t bytes, cudaMemcpyKind) {
+  std::memcpy(to, from, bytes);
+  return cudaSuccess;
+}
 
-const char* CUDARTAPI cudaGetErrorName(cudaError_t) { return "cudaErrorEmulated"; }
+cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }
 
-const char* CUDARTAPI cudaGetErrorString(cudaError_t) { return "emulated CUDA runtime"; }
+cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaGetDeviceProperties(cudaDeviceProp* properties, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  std::memset(properties, 0, sizeof(*properties));
+  std::strncpy(properties->name, "psrv SIMT simulator (CPU)", sizeof(properties->name) - 1);
+  properties->major = 9;
+  properties->warpSize = 32;
+  properties->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  *free_bytes = size_t{1} << 32;
+  *total_bytes = size_t{1} << 32;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaGetLastError(void) { return psrv::simt::TakeLastError(); }
+
+const char* CUDARTAPI cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    default:
+      return "cudaErrorUnknown";
+  }
+}
+
+const char* CUDARTAPI cudaGetErrorString(cudaError_t) {
+  return "error in the SIMT simulator's emulated CUDA runtime (see stderr)";
+}
 
 }  // extern "C"

@@ -1,0 +1,154 @@
+// The SIMT simulator (simt.h) keeps CUDA's semantics for what the kernels rely on: built-in
+// indices in 3-D grids and blocks, __syncthreads() ordering shared-memory writes before reads,
+// warp shuffles (xor, down, up, indexed, with widths), per-thread locals across barriers; and it
+// turns barrier misuse and shuffles from exited lanes into launch errors.
+#include "worker/cuda/emulation/simt.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace {
+
+using ::psrv::simt::LastErrorMessage;
+using ::psrv::simt::Launch;
+using ::psrv::simt::TakeLastError;
+
+__global__ void RecordIdsKernel(unsigned* out) {
+  const unsigned block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const unsigned thread = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+  out[block * threads + thread] = block * 1000 + thread;
+}
+
+TEST(SimtTest, EveryThreadOfEveryBlockRunsOnceWithItsIndices) {
+  const dim3 grid(3, 2, 2), block(4, 3, 2);
+  std::vector<unsigned> out(12 * 24, 0xffffffffu);
+  Launch(RecordIdsKernel, grid, block, 0, nullptr)(out.data());
+  ASSERT_EQ(TakeLastError(), cudaSuccess);
+  for (unsigned b = 0; b < 12; ++b) {
+    for (unsigned t = 0; t < 24; ++t) EXPECT_EQ(out[b * 24 + t], b * 1000 + t);
+  }
+}
+
+// Each thread reads its right neighbour's shared value: correct only if every write happened
+// before any read, i.e. if __syncthreads() holds the early threads back.
+__global__ void NeighbourKernel(const int* in, int* out) {
+  __shared__ int values[128];
+  const int t = threadIdx.x;
+  const int mine = in[blockIdx.x * blockDim.x + t] * 2;  // a local kept across the barrier
+  values[t] = mine;
+  __syncthreads();
+  out[blockIdx.x * blockDim.x + t] = values[(t + 1) % blockDim.x] + mine;
+}
+
+TEST(SimtTest, SyncThreadsOrdersSharedMemory) {
+  std::vector<int> in(256), out(256, -1);
+  for (int i = 0; i < 256; ++i) in[i] = i;
+  Launch(NeighbourKernel, 2, 128, 0, nullptr)(in.data(), out.data());
+  ASSERT_EQ(TakeLastError(), cudaSuccess);
+  for (int b = 0; b < 2; ++b) {
+    for (int t = 0; t < 128; ++t) {
+      EXPECT_EQ(out[b * 128 + t], 2 * in[b * 128 + (t + 1) % 128] + 2 * in[b * 128 + t]);
+    }
+  }
+}
+
+// A block-wide tree reduction: shared memory, a barrier per level.
+__global__ void BlockSumKernel(const float* in, float* out) {
+  __shared__ float partial[256];
+  partial[threadIdx.x] = in[blockIdx.x * blockDim.x + threadIdx.x];
+  __syncthreads();
+  for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = partial[0];
+}
+
+TEST(SimtTest, TreeReduction) {
+  std::vector<float> in(3 * 256), out(3, -1.0f);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i % 7);
+  Launch(BlockSumKernel, 3, 256, 0, nullptr)(in.data(), out.data());
+  ASSERT_EQ(TakeLastError(), cudaSuccess);
+  for (int b = 0; b < 3; ++b) {
+    float want = 0.0f;
+    for (int i = 0; i < 256; ++i) want += in[b * 256 + i];
+    EXPECT_EQ(out[b], want);
+  }
+}
+
+__global__ void ShuffleKernel(int* xor_sum, int* down, int* up, int* indexed, int* xor16) {
+  const int lane = threadIdx.x % 32;
+  const int i = threadIdx.x;
+  int v = i;
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  xor_sum[i] = v;
+  down[i] = __shfl_down_sync(0xffffffffu, i, 3);
+  up[i] = __shfl_up_sync(0xffffffffu, i, 5, 16);
+  indexed[i] = __shfl_sync(0xffffffffu, i * 10, 7);
+  int w = lane;
+  for (int offset = 8; offset > 0; offset >>= 1) w += __shfl_xor_sync(0xffffffffu, w, offset, 16);
+  xor16[i] = w;
+}
+
+TEST(SimtTest, WarpShuffles) {
+  const int n = 64;
+  std::vector<int> xor_sum(n), down(n), up(n), indexed(n), xor16(n);
+  Launch(ShuffleKernel, 1, n, 0, nullptr)(xor_sum.data(), down.data(), up.data(), indexed.data(),
+                                          xor16.data());
+  ASSERT_EQ(TakeLastError(), cudaSuccess) << LastErrorMessage();
+  for (int i = 0; i < n; ++i) {
+    const int warp = i / 32, lane = i % 32;
+    const int warp_sum = 32 * 32 * warp + 31 * 32 / 2;
+    EXPECT_EQ(xor_sum[i], warp_sum) << i;
+    EXPECT_EQ(down[i], lane + 3 < 32 ? i + 3 : i) << i;  // beyond the warp: own value
+    EXPECT_EQ(up[i], lane % 16 >= 5 ? i - 5 : i) << i;   // within groups of 16
+    EXPECT_EQ(indexed[i], (warp * 32 + 7) * 10) << i;    // lane 7 of the same warp
+    const int group = lane / 16;
+    EXPECT_EQ(xor16[i], 16 * 16 * group + 15 * 16 / 2) << i;  // sums within groups of 16
+  }
+}
+
+__global__ void ShuffleFromExitedLaneKernel(int* out) {
+  if (threadIdx.x % 32 == 31) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, static_cast<int>(threadIdx.x), 1);
+}
+
+TEST(SimtTest, ShuffleFromAnExitedLaneIsALaunchError) {
+  std::vector<int> out(32, 0);
+  Launch(ShuffleFromExitedLaneKernel, 1, 32, 0, nullptr)(out.data());
+  EXPECT_EQ(TakeLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(LastErrorMessage().find("has exited"), std::string::npos) << LastErrorMessage();
+  EXPECT_EQ(TakeLastError(), cudaSuccess);  // read once, then cleared
+}
+
+__global__ void DivergentBarrierKernel(int* out) {
+  if (threadIdx.x == 0) {
+    __syncthreads();
+  } else {
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1, 1);
+  }
+}
+
+TEST(SimtTest, ThreadsWaitingAtDifferentBarriersAreALaunchError) {
+  std::vector<int> out(64, 0);
+  Launch(DivergentBarrierKernel, 4, 64, 0, nullptr)(out.data());
+  EXPECT_EQ(TakeLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(LastErrorMessage().find("deadlock"), std::string::npos) << LastErrorMessage();
+  // The simulator recovers: the next launch runs normally.
+  std::vector<unsigned> ids(8);
+  Launch(RecordIdsKernel, 2, 4, 0, nullptr)(ids.data());
+  EXPECT_EQ(TakeLastError(), cudaSuccess);
+  EXPECT_EQ(ids[7], 1003u);
+}
+
+TEST(SimtTest, BadLaunchConfigurations) {
+  std::vector<unsigned> ids(2048);
+  Launch(RecordIdsKernel, 1, 2048, 0, nullptr)(ids.data());
+  EXPECT_EQ(TakeLastError(), cudaErrorInvalidConfiguration);
+  Launch(RecordIdsKernel, 0, 32, 0, nullptr)(ids.data());
+  EXPECT_EQ(TakeLastError(), cudaErrorInvalidConfiguration);
+}
+
+}  // namespace
