@@ -296,6 +296,14 @@ int Main(int argc, char** argv) {
     known[b.name] = b;
   }
   {
+    // Small enough for the CPU SIMT simulator: checks that the benchmark runs
+    // (//bench/gpu:gpu_model_bench_simt_test); its timings mean nothing.
+    BenchConfig b{"tiny", {}, 2, 65};
+    b.model.layers = 2, b.model.heads = 2, b.model.width = 64, b.model.context = 64;
+    b.model.vocab = 65, b.model.dropout = 0.2f;
+    known[b.name] = b;
+  }
+  {
     // GPT-2 small with nanoGPT's padded vocabulary.
     BenchConfig b{"gpt2_124m", {}, gpt2_batch, 50257};
     b.model.layers = 12, b.model.heads = 12, b.model.width = 768, b.model.context = 1024;
@@ -325,7 +333,7 @@ int Main(int argc, char** argv) {
   for (const std::string& name : names) {
     auto it = known.find(name);
     if (it == known.end()) {
-      std::fprintf(stderr, "unknown config %s (known: shakespeare_char, gpt2_124m)\n",
+      std::fprintf(stderr, "unknown config %s (known: shakespeare_char, gpt2_124m, tiny)\n",
                    name.c_str());
       return 2;
     }

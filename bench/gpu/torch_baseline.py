@@ -35,6 +35,9 @@ CONFIGS = {
     # GPT-2 small with nanoGPT's padded vocabulary
     "gpt2_124m": dict(layers=12, heads=12, width=768, context=1024, vocab=50304, dropout=0.0,
                       batch=16, token_vocab=50257),
+    # Tiny: the CUDA side runs it on the CPU simulator in the tests; here only for symmetry
+    "tiny": dict(layers=2, heads=2, width=64, context=64, vocab=65, dropout=0.2, batch=2,
+                 token_vocab=65),
 }
 
 

@@ -33,6 +33,36 @@ absl::Status LinearBackward(Blas& blas, const bf16* dout, const bf16* inp, const
   return absl::OkStatus();
 }
 
+namespace {
+
+// q, k, v (each (B, NH, T, hs), one after another in qkvr) from qkv (B, T, 3C).
+cudaError_t SplitQkv(const bf16* qkv, int B, int T, int C, int NH, bf16* qkvr,
+                     cudaStream_t stream) {
+  const int hs = C / NH;
+  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
+  for (int part = 0; part < 3; ++part) {
+    const cudaError_t error = SplitHeads(qkv + part * C, B, T, NH, hs, 3 * C,
+                                         qkvr + part * head_elements, stream);
+    if (error != cudaSuccess) return error;
+  }
+  return cudaSuccess;
+}
+
+// The inverse for the gradients: dqkv (B, T, 3C) from dq, dk, dv (B, NH, T, hs) in dqkvr.
+cudaError_t MergeQkv(const bf16* dqkvr, int B, int T, int C, int NH, bf16* dqkv,
+                     cudaStream_t stream) {
+  const int hs = C / NH;
+  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
+  for (int part = 0; part < 3; ++part) {
+    const cudaError_t error = MergeHeads(dqkvr + part * head_elements, B, T, NH, hs, 3 * C,
+                                         dqkv + part * C, stream);
+    if (error != cudaSuccess) return error;
+  }
+  return cudaSuccess;
+}
+
+}  // namespace
+
 absl::Status AttentionForward(Blas& blas, const bf16* qkv, int B, int T, int C, int NH,
                               const Dropout& dropout, bf16* qkvr, bf16* att, bf16* out,
                               const AttentionScratch& scratch) {
@@ -42,9 +72,7 @@ absl::Status AttentionForward(Blas& blas, const bf16* qkv, int B, int T, int C, 
   bf16* q = qkvr;                                                     // (B, NH, T, hs)
   bf16* k = qkvr + head_elements;                                     // (B, NH, T, hs)
   bf16* v = qkvr + 2 * head_elements;                                 // (B, NH, T, hs)
-  CUDA_RETURN_IF_ERROR(SplitHeads(qkv, B, T, NH, hs, 3 * C, q, stream));
-  CUDA_RETURN_IF_ERROR(SplitHeads(qkv + C, B, T, NH, hs, 3 * C, k, stream));
-  CUDA_RETURN_IF_ERROR(SplitHeads(qkv + 2 * C, B, T, NH, hs, 3 * C, v, stream));
+  CUDA_RETURN_IF_ERROR(SplitQkv(qkv, B, T, C, NH, qkvr, stream));
 
   // scores (T, T) = q (T, hs) @ k^T / sqrt(hs), per head. Entries above the diagonal are computed
   // and ignored.
@@ -99,9 +127,7 @@ absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, c
       blas.Gemm(RowMajorAB(T, hs, T, dscores, k, dq, GemmType::kBf16, {BH, tt, th, th})));
   PSRV_CUDA_RETURN_IF_ERROR(
       blas.Gemm(RowMajorAtB(T, hs, T, dscores, q, dk, GemmType::kBf16, {BH, tt, th, th})));
-  CUDA_RETURN_IF_ERROR(MergeHeads(dq, B, T, NH, hs, 3 * C, dqkv, stream));
-  CUDA_RETURN_IF_ERROR(MergeHeads(dk, B, T, NH, hs, 3 * C, dqkv + C, stream));
-  CUDA_RETURN_IF_ERROR(MergeHeads(dv, B, T, NH, hs, 3 * C, dqkv + 2 * C, stream));
+  CUDA_RETURN_IF_ERROR(MergeQkv(scratch.dqkvr, B, T, C, NH, dqkv, stream));
   return absl::OkStatus();
 }
 
@@ -117,9 +143,7 @@ absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
   bf16* q = qkvr;
   bf16* k = qkvr + head_elements;
   bf16* v = qkvr + 2 * head_elements;
-  CUDA_RETURN_IF_ERROR(SplitHeads(qkv, B, T, NH, hs, 3 * C, q, stream));
-  CUDA_RETURN_IF_ERROR(SplitHeads(qkv + C, B, T, NH, hs, 3 * C, k, stream));
-  CUDA_RETURN_IF_ERROR(SplitHeads(qkv + 2 * C, B, T, NH, hs, 3 * C, v, stream));
+  CUDA_RETURN_IF_ERROR(SplitQkv(qkv, B, T, C, NH, qkvr, stream));
   CUDA_RETURN_IF_ERROR(FlashAttentionForward(q, k, v, B * NH, T, hs,
                                              1.0f / std::sqrt(static_cast<float>(hs)), dropout,
                                              scratch.heads, lse, stream));
@@ -149,9 +173,7 @@ absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf
   CUDA_RETURN_IF_ERROR(FlashAttentionBackward(q, k, v, dy, lse, scratch.delta, B * NH, T, hs,
                                               1.0f / std::sqrt(static_cast<float>(hs)), dropout,
                                               dq, dk, dv, stream));
-  CUDA_RETURN_IF_ERROR(MergeHeads(dq, B, T, NH, hs, 3 * C, dqkv, stream));
-  CUDA_RETURN_IF_ERROR(MergeHeads(dk, B, T, NH, hs, 3 * C, dqkv + C, stream));
-  CUDA_RETURN_IF_ERROR(MergeHeads(dv, B, T, NH, hs, 3 * C, dqkv + 2 * C, stream));
+  CUDA_RETURN_IF_ERROR(MergeQkv(scratch.dqkvr, B, T, C, NH, dqkv, stream));
   return absl::OkStatus();
 }
 

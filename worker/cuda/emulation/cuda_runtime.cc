@@ -100,6 +100,16 @@ cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cudaSuccess;
 }
 
+cudaError_t CUDARTAPI cudaDriverGetVersion(int* version) {
+  *version = 0;  // no driver
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaRuntimeGetVersion(int* version) {
+  *version = CUDART_VERSION;
+  return cudaSuccess;
+}
+
 cudaError_t CUDARTAPI cudaGetLastError(void) { return psrv::simt::TakeLastError(); }
 
 const char* CUDARTAPI cudaGetErrorName(cudaError_t error) {
