@@ -393,6 +393,16 @@ TEST_F(ClusterTest, GptShortRunStartsNearLnVocabularyAndLossFalls) {
   ASSERT_GT(vocab, 30);  // Shakespeare's characters.
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+#ifdef PSRV_WORKERS_ON_SIMULATED_GPU
+  // --define=cuda=simt: the worker's model was the CUDA one, on the simulated GPU.
+  std::stringstream worker_logs;
+  for (const char* name : {"/worker-0.log", "/worker-1.log"}) {
+    worker_logs << std::ifstream(log_dir_ + name).rdbuf();
+  }
+  EXPECT_NE(worker_logs.str().find("model on cuda:0 (psrv SIMT simulator (CPU))"),
+            std::string::npos)
+      << "see the worker logs in " << log_dir_;
+#endif
   ASSERT_GE(status.loss_history_size(), 100);
   // Step 1's loss is the initial model's: uniform over the vocabulary.
   const float first = status.loss_history(0).loss();
