@@ -1,0 +1,38 @@
+#!/bin/bash
+# On the GPU machine: nanoGPT's shakespeare-char recipe (nanogpt_shakespeare_char.yaml) end to end
+# through ps_coordinator, one ps_server and one ps_worker whose model runs on the GPU (psctl local;
+# binaries and libraries from pack.sh), then bench/results/e2e_<device>_<date>.json with the best
+# validation loss and the wall time (e2e_result.py).
+#   PACK: the unpacked pack (default bench/gpu/pack)
+#   CORPUS: the training text (default $PACK/data/tinyshakespeare.txt)
+#   SPEC: the job spec (default bench/gpu/nanogpt_shakespeare_char.yaml)
+#   OUT_DIR: where the result goes (default bench/results)
+# Arguments go to psctl local (e.g. --steps 200 for a short check).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PACK=${PACK:-bench/gpu/pack}
+CORPUS=${CORPUS:-$PACK/data/tinyshakespeare.txt}
+SPEC=${SPEC:-bench/gpu/nanogpt_shakespeare_char.yaml}
+OUT_DIR=${OUT_DIR:-bench/results}
+PYTHON=${PYTHON:-python3}
+COMMIT=${COMMIT:-$(cat "$PACK/COMMIT" 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)}
+for b in psctl ps_coordinator ps_server ps_worker; do
+  if [ ! -x "$PACK/bin/$b" ]; then
+    echo "no $PACK/bin/$b: run bench/gpu/pack.sh on the build machine first" >&2
+    exit 1
+  fi
+done
+if [ ! -f "$CORPUS" ]; then
+  echo "no corpus at $CORPUS (set CORPUS)" >&2
+  exit 1
+fi
+export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+logs=$(mktemp -d)
+start=$(date +%s.%N)
+"$PACK/bin/psctl" local --servers 1 --workers 1 --spec "$SPEC" --data "$CORPUS" \
+  --bin-dir "$PACK/bin" --log-dir "$logs" "$@" 2>&1 | tee "$logs/psctl.out"
+status=${PIPESTATUS[0]}
+end=$(date +%s.%N)
+"$PYTHON" bench/gpu/e2e_result.py --logs "$logs" --spec "$SPEC" --commit "$COMMIT" \
+  --start "$start" --end "$end" --psctl_exit "$status" --out_dir "$OUT_DIR"
+exit "$status"
