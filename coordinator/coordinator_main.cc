@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
+#include "common/flags_help.h"
 #include "common/channel.h"
 #include "common/grpc_server.h"
 #include "common/http_server.h"
@@ -284,6 +285,7 @@ int main(int argc, char** argv) {
       "Coordinator: tracks parameter servers and workers, assigns shards, runs jobs.\n"
       "Usage: ps_coordinator [--host=0.0.0.0] [--port=7070] [--port_file=F] [--metrics_port=9090]\n"
       "       [--metrics_port_file=F] [--state_db=FILE]");
+  psrv::ShowMainFlagsInHelp();
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;

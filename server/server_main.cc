@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/flags_help.h"
 #include "common/grpc_server.h"
 #include "common/metrics.h"
 #include "common/monitoring.h"
@@ -158,6 +159,7 @@ int main(int argc, char** argv) {
       "Parameter server: holds shards of a model's parameters and optimizer state.\n"
       "Usage: ps_server --coordinator=HOST:PORT [--host=0.0.0.0] [--port=7071] [--port_file=F]\n"
       "       [--metrics_port=9091] [--metrics_port_file=F]");
+  psrv::ShowMainFlagsInHelp();
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;

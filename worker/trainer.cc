@@ -187,15 +187,16 @@ class ProgressReporter {
 };
 
 absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
-                   const std::atomic<bool>* cancel, Device device, TrainingMetrics* metrics) {
+                   const std::atomic<bool>* cancel, const TrainerOptions& options,
+                   TrainingMetrics* metrics) {
   const JobSpec& spec = assignment.spec();
   const TrainingSpec& training = spec.training();
   const bool evaluator = assignment.rank() == 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, CreateTokenizer(spec.model()));
   DeviceChoice choice;
   ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
-                   CreateLanguageModelOnDevice(spec.model(), tokenizer->vocab_size(), device,
-                                               &choice));
+                   CreateLanguageModelOnDevice(spec.model(), tokenizer->vocab_size(),
+                                               options.device, &choice, options.cuda));
   LOG(INFO) << "job " << assignment.job_id() << ": model on " << choice.description;
   const ByteToToken vocabulary = ByteToTokenTable(*tokenizer);
   ASSIGN_OR_RETURN(Corpus corpus,
@@ -384,7 +385,7 @@ absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordin
                     const TrainerOptions& options) {
   ProgressReporter reporter(coordinator, assignment, node_id, cancel);
   TrainingMetrics training_metrics(options.metrics, assignment.job_id(), assignment.rank());
-  absl::Status status = Train(assignment, &reporter, cancel, options.device, &training_metrics);
+  absl::Status status = Train(assignment, &reporter, cancel, options, &training_metrics);
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
     reporter.Report(0, 0, 0, 0, /*done=*/false, status.ToString());
   }

@@ -15,6 +15,7 @@ namespace psrv {
 
 struct TrainerOptions {
   Device device = Device::kAuto;        // Where the model runs (worker/cuda/device_model.h).
+  CudaModelOptions cuda;                // How it computes there, on a GPU.
   MetricsRegistry* metrics = nullptr;   // Not owned; step times, losses, throughput if set.
 };
 

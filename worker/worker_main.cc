@@ -18,6 +18,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/flags_help.h"
 #include "common/membership.h"
 #include "common/metrics.h"
 #include "common/monitoring.h"
@@ -30,6 +31,10 @@ ABSL_FLAG(int, max_jobs, 0, "Exit after this many jobs (0: run jobs until termin
 ABSL_FLAG(std::string, device, "auto",
           "Where the model runs: auto (a CUDA GPU if there is one and the model supports it, "
           "else the CPU), cuda (fail if there is no GPU), or cpu.");
+ABSL_FLAG(std::string, cuda_attention, "materialized",
+          "How the GPT's attention runs on a GPU: materialized (cuBLAS products around a (T, T) "
+          "softmax kept for the backward) or flash (fused kernels, no (T, T) memory; head size "
+          "<= 64). Ignored on the CPU.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the metrics HTTP server listens on.");
 ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
           "Port of the HTTP server for Prometheus metrics (/metrics) and /healthz "
@@ -126,6 +131,12 @@ int Run() {
     return 2;
   }
   trainer_options.device = *device;
+  if (absl::Status s =
+          ParseCudaAttention(absl::GetFlag(FLAGS_cuda_attention), &trainer_options.cuda);
+      !s.ok()) {
+    LOG(ERROR) << "--cuda_attention: " << s.message();
+    return 2;
+  }
   if (*device == Device::kCuda) {
     std::string why;
     if (!BuiltWithCuda() || UsableCudaDevices(&why) == 0) {
@@ -197,6 +208,7 @@ int main(int argc, char** argv) {
       "Training worker: pulls parameters, computes gradients on its part of the data, pushes.\n"
       "Usage: ps_worker --coordinator=HOST:PORT [--max_jobs=N] [--metrics_port=9092]\n"
       "       [--metrics_port_file=F]");
+  psrv::ShowMainFlagsInHelp();
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;

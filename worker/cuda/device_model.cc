@@ -1,4 +1,4 @@
-// The --device flag's values (shared by the CUDA and CPU-only builds of device_model).
+// The --device and --cuda_attention flags' values (shared by the CUDA and CPU-only builds of device_model).
 #include "worker/cuda/device_model.h"
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +11,15 @@ absl::StatusOr<Device> ParseDevice(absl::string_view name) {
   if (name == "cpu") return Device::kCpu;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown device \"", name, "\" (known: auto, cuda, cpu)"));
+}
+
+absl::Status ParseCudaAttention(absl::string_view name, CudaModelOptions* options) {
+  if (name == "materialized" || name == "flash") {
+    options->flash_attention = name == "flash";
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown attention \"", name, "\" (known: materialized, flash)"));
 }
 
 const char* DeviceFlagName(Device device) {

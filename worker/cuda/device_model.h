@@ -41,10 +41,22 @@ struct DeviceChoice {
   std::string description;
 };
 
+// How the CUDA model computes (ignored on the CPU).
+struct CudaModelOptions {
+  // Attention through the flash kernels (worker/cuda/flash_attention.cu; head size <= 64) instead
+  // of cuBLAS products around a materialised (T, T) softmax: ps_worker --cuda_attention=flash.
+  bool flash_attention = false;
+};
+
+// "materialized" or "flash" (the --cuda_attention flag) into `options`; INVALID_ARGUMENT otherwise.
+absl::Status ParseCudaAttention(absl::string_view name, CudaModelOptions* options);
+
 // The model of spec.kind() over `vocab_size` tokens on `device` (see the top of this file).
-// INVALID_ARGUMENT for an unknown kind or sizes out of range, as CreateLanguageModel.
+// INVALID_ARGUMENT for an unknown kind or sizes out of range, as CreateLanguageModel, and for
+// flash attention with a head size over 64 on the GPU.
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(
-    const ModelSpec& spec, int vocab_size, Device device, DeviceChoice* choice = nullptr);
+    const ModelSpec& spec, int vocab_size, Device device, DeviceChoice* choice = nullptr,
+    const CudaModelOptions& cuda_options = {});
 
 // OK for a CPU model; for a CUDA model, its first CUDA/cuBLAS error (LanguageModel's calls return
 // no Status: a failed call returns a NaN loss). Check it when a loss is NaN.

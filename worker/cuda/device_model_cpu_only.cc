@@ -21,7 +21,8 @@ int UsableCudaDevices(std::string* why_none) {
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const ModelSpec& spec,
                                                                            int vocab_size,
                                                                            Device device,
-                                                                           DeviceChoice* choice) {
+                                                                           DeviceChoice* choice,
+                                                                           const CudaModelOptions&) {
   if (device == Device::kCuda) {
     return absl::FailedPreconditionError(absl::StrCat(kNoCuda, "; use --device=cpu or auto"));
   }

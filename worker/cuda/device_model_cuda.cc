@@ -50,7 +50,8 @@ int UsableCudaDevices(std::string* why_none) {
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const ModelSpec& spec,
                                                                            int vocab_size,
                                                                            Device device,
-                                                                           DeviceChoice* choice) {
+                                                                           DeviceChoice* choice,
+                                                                           const CudaModelOptions& cuda_options) {
   if (device == Device::kCpu) return CreateOnCpu(spec, vocab_size, "cpu", choice);
   const bool has_cuda_model = spec.kind() == "gpt";
   if (device == Device::kCuda && !has_cuda_model) {
@@ -77,12 +78,14 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const
         absl::StrCat("cpu (auto: model kind \"", spec.kind(), "\" has no CUDA model)"), choice);
   }
   absl::StatusOr<std::unique_ptr<cuda::GptCudaModel>> model =
-      cuda::GptCudaModel::Create(GptConfigFromSpec(spec, vocab_size), /*device=*/0);
+      cuda::GptCudaModel::Create(GptConfigFromSpec(spec, vocab_size), /*device=*/0,
+                                 cuda_options.flash_attention);
   if (!model.ok()) return model.status();
   if (choice != nullptr) {
     absl::StatusOr<std::string> name = cuda::DeviceName(0);
     choice->device = Device::kCuda;
-    choice->description = absl::StrCat("cuda:0 (", name.ok() ? *name : "unknown device", ")");
+    choice->description = absl::StrCat("cuda:0 (", name.ok() ? *name : "unknown device", ")",
+                                       cuda_options.flash_attention ? ", flash attention" : "");
   }
   return std::unique_ptr<LanguageModel>(std::move(*model));
 }

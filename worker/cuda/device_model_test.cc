@@ -51,6 +51,19 @@ TEST(ParseDeviceTest, UnknownNameIsInvalidArgument) {
   }
 }
 
+TEST(ParseCudaAttentionTest, KnownAndUnknownNames) {
+  CudaModelOptions options;
+  ASSERT_TRUE(ParseCudaAttention("flash", &options).ok());
+  EXPECT_TRUE(options.flash_attention);
+  ASSERT_TRUE(ParseCudaAttention("materialized", &options).ok());
+  EXPECT_FALSE(options.flash_attention);
+  for (const char* name : {"", "Flash", "fused", "materialised"}) {
+    const absl::Status status = ParseCudaAttention(name, &options);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_TRUE(Contains(status.message(), "materialized, flash")) << status;
+  }
+}
+
 TEST(DeviceModelTest, CpuAlwaysGivesTheCpuModel) {
   DeviceChoice choice;
   auto gpt = CreateLanguageModelOnDevice(GptSpec(), 11, Device::kCpu, &choice);

@@ -15,7 +15,8 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptConfig& config,
-                                                                   int device) {
+                                                                   int device,
+                                                                   bool flash_attention) {
   PSRV_CUDA_RETURN_IF_ERROR(ValidateGptConfig(config));
   GptCudaConfig cuda_config;
   cuda_config.layers = config.layers;
@@ -25,6 +26,7 @@ absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptConf
   cuda_config.vocab = config.vocab;
   cuda_config.dropout = config.dropout;
   cuda_config.device = device;
+  cuda_config.flash_attention = flash_attention;
   PSRV_CUDA_ASSIGN_OR_RETURN(std::unique_ptr<GptCuda> gpt, GptCuda::Create(cuda_config));
   return std::unique_ptr<GptCudaModel>(new GptCudaModel(std::move(gpt)));
 }

@@ -306,6 +306,21 @@ TEST_F(GptCudaModelTest, AutoAndCudaChooseTheGpu) {
     EXPECT_EQ(choice.device, Device::kCuda);
     std::printf("%s chose: %s\n", DeviceFlagName(device), choice.description.c_str());
   }
+  // --cuda_attention=flash reaches the GPU model.
+  CudaModelOptions flash;
+  flash.flash_attention = true;
+  DeviceChoice choice;
+  auto model = CreateLanguageModelOnDevice(spec, 20, Device::kAuto, &choice, flash);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto* gpu = dynamic_cast<GptCudaModel*>(model->get());
+  ASSERT_NE(gpu, nullptr);
+  EXPECT_TRUE(gpu->gpt().config().flash_attention);
+  EXPECT_NE(choice.description.find(", flash attention"), std::string::npos) << choice.description;
+  // Head size 64 is the flash kernels' largest: 128 is refused with the reason.
+  spec.set_heads(1);
+  spec.set_width(128);
+  auto wide = CreateLanguageModelOnDevice(spec, 20, Device::kAuto, &choice, flash);
+  EXPECT_EQ(wide.status().code(), absl::StatusCode::kInvalidArgument) << wide.status();
 }
 
 }  // namespace
