@@ -13,13 +13,28 @@
 namespace psrv {
 namespace cuda {
 
-// `bytes` of device memory (256-byte aligned, as cudaMalloc gives), or none. Move-only.
-class DeviceBuffer {
+// Device memory: 256-byte aligned, as cudaMalloc gives.
+struct DeviceMemoryKind {
+  static constexpr const char* kAllocateCall = "cudaMalloc(&data_, bytes)";
+  static cudaError_t Allocate(void** data, size_t bytes) { return cudaMalloc(data, bytes); }
+  static void Free(void* data) { cudaFree(data); }
+};
+
+// Page-locked host memory: fast, asynchronous copies to and from the device.
+struct PinnedMemoryKind {
+  static constexpr const char* kAllocateCall = "cudaMallocHost(&data_, bytes)";
+  static cudaError_t Allocate(void** data, size_t bytes) { return cudaMallocHost(data, bytes); }
+  static void Free(void* data) { cudaFreeHost(data); }
+};
+
+// `bytes` of one kind of CUDA memory, or none. Move-only.
+template <typename Kind>
+class CudaBuffer {
  public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer() { Reset(); }
-  DeviceBuffer(DeviceBuffer&& other) noexcept { *this = std::move(other); }
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+  CudaBuffer() = default;
+  ~CudaBuffer() { Reset(); }
+  CudaBuffer(CudaBuffer&& other) noexcept { *this = std::move(other); }
+  CudaBuffer& operator=(CudaBuffer&& other) noexcept {
     if (this != &other) {
       Reset();
       std::swap(data_, other.data_);
@@ -32,51 +47,17 @@ class DeviceBuffer {
   absl::Status Allocate(size_t bytes) {
     Reset();
     if (bytes == 0) return absl::OkStatus();
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&data_, bytes));
-    bytes_ = bytes;
-    return absl::OkStatus();
-  }
-  void Reset() {
-    if (data_ != nullptr) cudaFree(data_);
-    data_ = nullptr;
-    bytes_ = 0;
-  }
-
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(data_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// `bytes` of page-locked host memory (fast, asynchronous copies), or none. Move-only.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  ~PinnedBuffer() { Reset(); }
-  PinnedBuffer(PinnedBuffer&& other) noexcept { *this = std::move(other); }
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      std::swap(data_, other.data_);
-      std::swap(bytes_, other.bytes_);
+    const cudaError_t error = Kind::Allocate(&data_, bytes);
+    if (error != cudaSuccess) {
+      data_ = nullptr;
+      (void)cudaGetLastError();
+      return CudaErrorToStatus(error, Kind::kAllocateCall, __FILE__, __LINE__);
     }
-    return *this;
-  }
-
-  absl::Status Allocate(size_t bytes) {
-    Reset();
-    if (bytes == 0) return absl::OkStatus();
-    CUDA_RETURN_IF_ERROR(cudaMallocHost(&data_, bytes));
     bytes_ = bytes;
     return absl::OkStatus();
   }
   void Reset() {
-    if (data_ != nullptr) cudaFreeHost(data_);
+    if (data_ != nullptr) Kind::Free(data_);
     data_ = nullptr;
     bytes_ = 0;
   }
@@ -91,6 +72,9 @@ class PinnedBuffer {
   void* data_ = nullptr;
   size_t bytes_ = 0;
 };
+
+using DeviceBuffer = CudaBuffer<DeviceMemoryKind>;
+using PinnedBuffer = CudaBuffer<PinnedMemoryKind>;
 
 }  // namespace cuda
 }  // namespace psrv

@@ -54,52 +54,44 @@ GemmArgs RowMajorAB(int M, int N, int K, const void* A, const void* B, void* out
 GemmArgs RowMajorAtB(int M, int N, int K, const void* A, const void* B, void* out, GemmType type,
                      RowMajorBatch batch = {});
 
-inline GemmArgs RowMajorABt(int M, int N, int K, const void* A, const void* B, void* out,
-                            GemmType type, RowMajorBatch batch) {
-  // out^T (N, M) = B (N, K) @ A^T (K, M); B's memory is B^T column-major, A's is A^T.
+// Every row-major product out (M, N) = op(A) @ op(B) is run as the column-major product
+// out^T (N, M) = op'(B) @ op'(A): cuBLAS's A is our B and its B our A, each transposed or not with
+// its leading dimension as the helpers below say.
+inline GemmArgs SwappedOperands(int M, int N, int K, const void* A, const void* B, void* out,
+                                GemmType type, RowMajorBatch batch, bool trans_b_first,
+                                int ld_b_first, bool trans_a_second, int ld_a_second) {
   GemmArgs g;
-  g.trans_a = true;
-  g.trans_b = false;
+  g.trans_a = trans_b_first;
+  g.trans_b = trans_a_second;
   g.m = N, g.n = M, g.k = K;
-  g.a = B, g.lda = K;
-  g.b = A, g.ldb = K;
+  g.a = B, g.lda = ld_b_first;
+  g.b = A, g.ldb = ld_a_second;
   g.d = out, g.ldd = N;
   g.d_type = type;
   g.batch_count = batch.count;
   g.stride_a = batch.stride_b, g.stride_b = batch.stride_a, g.stride_d = batch.stride_out;
   return g;
+}
+
+inline GemmArgs RowMajorABt(int M, int N, int K, const void* A, const void* B, void* out,
+                            GemmType type, RowMajorBatch batch) {
+  // out^T (N, M) = B (N, K) @ A^T (K, M); B's memory is B^T column-major, A's is A^T.
+  return SwappedOperands(M, N, K, A, B, out, type, batch, /*trans_b_first=*/true, K,
+                         /*trans_a_second=*/false, K);
 }
 
 inline GemmArgs RowMajorAB(int M, int N, int K, const void* A, const void* B, void* out,
                            GemmType type, RowMajorBatch batch) {
   // out^T (N, M) = B^T (N, K) @ A^T (K, M); both memories are the transposes, as is.
-  GemmArgs g;
-  g.trans_a = false;
-  g.trans_b = false;
-  g.m = N, g.n = M, g.k = K;
-  g.a = B, g.lda = N;
-  g.b = A, g.ldb = K;
-  g.d = out, g.ldd = N;
-  g.d_type = type;
-  g.batch_count = batch.count;
-  g.stride_a = batch.stride_b, g.stride_b = batch.stride_a, g.stride_d = batch.stride_out;
-  return g;
+  return SwappedOperands(M, N, K, A, B, out, type, batch, /*trans_b_first=*/false, N,
+                         /*trans_a_second=*/false, K);
 }
 
 inline GemmArgs RowMajorAtB(int M, int N, int K, const void* A, const void* B, void* out,
                             GemmType type, RowMajorBatch batch) {
   // out^T (N, M) = B^T (N, K) @ A (K, M); A's memory (K, M) row-major is A^T column-major.
-  GemmArgs g;
-  g.trans_a = false;
-  g.trans_b = true;
-  g.m = N, g.n = M, g.k = K;
-  g.a = B, g.lda = N;
-  g.b = A, g.ldb = M;
-  g.d = out, g.ldd = N;
-  g.d_type = type;
-  g.batch_count = batch.count;
-  g.stride_a = batch.stride_b, g.stride_b = batch.stride_a, g.stride_d = batch.stride_out;
-  return g;
+  return SwappedOperands(M, N, K, A, B, out, type, batch, /*trans_b_first=*/false, N,
+                         /*trans_a_second=*/true, M);
 }
 
 }  // namespace cuda
