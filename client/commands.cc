@@ -816,7 +816,20 @@ int JobCurvesCommand(const CommandEnv& env, const std::string& job_id, const std
 
 int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
                  const LocalFlags& local_flags) {
-  // 1. The job, checked before anything starts.
+  // 1. The job and the worker flags, checked before anything starts.
+  for (const std::string& arg : local_flags.worker_args) {
+    const std::string name = arg.substr(0, arg.find('='));
+    if (arg.rfind("--", 0) != 0 || name.size() <= 2) {
+      return ReportError(env, absl::InvalidArgumentError(absl::StrCat(
+                                  "--worker-arg takes a ps_worker flag, --name=value; got \"", arg,
+                                  "\"")));
+    }
+    if (name == "--coordinator" || name == "--max_jobs" || name == "--host" ||
+        name == "--metrics_port" || name == "--metrics_port_file") {
+      return ReportError(env, absl::InvalidArgumentError(absl::StrCat(
+                                  "--worker-arg ", name, " is set by psctl local itself")));
+    }
+  }
   absl::StatusOr<JobSpec> from_file = LoadSpecFile(spec_flags);
   if (!from_file.ok()) return ReportError(env, from_file.status());
   // --servers/--workers, else the file's num_servers/num_workers, else 2 of each.
@@ -863,6 +876,7 @@ int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
   options.num_workers = static_cast<int>(spec->num_workers());
   options.log_dir = log_dir;
   options.interrupted = env.interrupted;
+  options.worker_args = local_flags.worker_args;
   LocalCluster cluster(options);
 
   bool succeeded = false;

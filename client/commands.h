@@ -123,6 +123,8 @@ struct LocalFlags {
   std::string bin_dir;
   std::string log_dir;  // "" for a fresh temporary directory (removed after a successful run).
   bool keep_logs = false;
+  // Extra ps_worker flags, each "--name=value" (not those psctl local sets itself).
+  std::vector<std::string> worker_args;
   absl::Duration startup_timeout = absl::Seconds(60);  // Until the job leaves PENDING.
 };
 

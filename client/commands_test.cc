@@ -684,6 +684,16 @@ TEST(LocalCommandTest, BadInputBeforeStartingAnything) {
   EXPECT_THAT(err.str(), HasSubstr("cannot read the training data /nonexistent/data.txt"));
 
   err.str("");
+  local.worker_args = {"cuda_attention=flash"};
+  EXPECT_EQ(LocalCommand(env, flags, local), kExitBadInput);
+  EXPECT_THAT(err.str(), HasSubstr("--worker-arg takes a ps_worker flag, --name=value"));
+  err.str("");
+  local.worker_args = {"--device=cpu", "--max_jobs=3"};
+  EXPECT_EQ(LocalCommand(env, flags, local), kExitBadInput);
+  EXPECT_THAT(err.str(), HasSubstr("--worker-arg --max_jobs is set by psctl local itself"));
+  local.worker_args.clear();
+
+  err.str("");
   local.servers = 65;
   EXPECT_EQ(LocalCommand(env, flags, local), kExitBadInput);
   EXPECT_THAT(err.str(), HasSubstr("--servers must be in [1, 64], got 65"));

@@ -237,9 +237,12 @@ absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::Lau
 }
 
 absl::Status LocalCluster::LaunchWorker(int index) {
-  return Launch(absl::StrCat("worker ", index), absl::StrCat("worker-", index),
-                {options_.binaries.worker, "--coordinator=" + coordinator_address_,
-                 absl::StrCat("--max_jobs=", options_.worker_max_jobs), "--host=127.0.0.1"},
+  std::vector<std::string> argv = {options_.binaries.worker,
+                                   "--coordinator=" + coordinator_address_,
+                                   absl::StrCat("--max_jobs=", options_.worker_max_jobs),
+                                   "--host=127.0.0.1"};
+  argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
+  return Launch(absl::StrCat("worker ", index), absl::StrCat("worker-", index), argv,
                 /*may_exit=*/true)
       .status();
 }

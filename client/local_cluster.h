@@ -41,6 +41,8 @@ struct LocalClusterOptions {
   std::function<bool()> interrupted;                   // Polled while waiting; optional.
   int heartbeat_interval_ms = 0;  // The coordinator's --heartbeat_interval_ms; 0: its default.
   int worker_max_jobs = 1;        // Each worker's --max_jobs (0: runs jobs until stopped).
+  // More flags for every ps_worker (e.g. "--cuda_attention=flash"), after the ones set here.
+  std::vector<std::string> worker_args;
 };
 
 // Owns the child processes. Not thread-safe. The destructor stops whatever still runs.

@@ -21,6 +21,7 @@ namespace psrv {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Writes the port it is told (via PORT_<role>) to --port_file, logs its pid and arguments, then
 // sleeps; FAIL_<role>=code makes it exit with that code instead (after writing the port if
@@ -121,6 +122,20 @@ TEST_F(LocalClusterTest, FindsBinariesInBinDir) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("ps_coordinator"));
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("--bin-dir"));
+}
+
+TEST_F(LocalClusterTest, WorkerArgsReachEveryWorker) {
+  LocalClusterOptions options = Options();
+  options.worker_args = {"--cuda_attention=flash", "--device=cpu"};
+  LocalCluster cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  for (const char* worker : {"worker-0", "worker-2"}) {
+    EXPECT_THAT(LogOnceWritten(worker),
+                HasSubstr("--host=127.0.0.1 --cuda_attention=flash --device=cpu --metrics_port=0"))
+        << worker;
+  }
+  EXPECT_THAT(Log("server-0"), Not(HasSubstr("--cuda_attention")));
+  cluster.Stop(absl::Seconds(5));
 }
 
 TEST_F(LocalClusterTest, StartsEveryProcessWithTheRightFlagsAndStopsThem) {

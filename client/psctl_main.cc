@@ -367,6 +367,11 @@ int Main(int argc, char** argv) {
       ->type_name("DIR");
   local->add_flag("--keep-logs", local_flags.keep_logs, "Keep the temporary log folder");
   local
+      ->add_option("--worker-arg", local_flags.worker_args,
+                   "A flag for every ps_worker, e.g. --worker-arg=--cuda_attention=flash or "
+                   "--worker-arg=--device=cpu (repeatable; see ps_worker --help)")
+      ->type_name("--FLAG=VALUE");
+  local
       ->add_option("--startup-timeout", startup_timeout_s,
                    "Seconds for the job to start running before giving up (default 60)")
       ->check(CLI::PositiveNumber)
