@@ -15,7 +15,8 @@ GradientComputer::GradientComputer(LanguageModel* model, const Corpus* corpus,
       grad_clip_(grad_clip),
       seed_(seed),
       micro_batches_(micro_batches < 1 ? 1 : micro_batches),
-      rows_(static_cast<size_t>(batch_size) * model->window()) {
+      rows_(static_cast<size_t>(micro_batches_) * batch_size * model->window()),
+      seeds_(micro_batches_) {
   if (micro_batches_ > 1) micro_grads_.resize(model->num_parameters());
 }
 
@@ -25,21 +26,15 @@ float GradientComputer::Compute(uint64_t step, const float* params, float* grads
   std::seed_seq step_seed{static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32),
                           static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32)};
   std::mt19937_64 rng(step_seed);
-  double loss = 0;
+  const size_t rows_per_micro = static_cast<size_t>(batch_size_) * model_->window();
   for (int micro = 0; micro < micro_batches_; ++micro) {
-    corpus_->SampleTokens(rng, batch_size_, model_->window(), *vocabulary_, rows_.data());
-    float* out = micro == 0 ? grads : micro_grads_.data();
-    const uint64_t dropout_seed =
+    corpus_->SampleTokens(rng, batch_size_, model_->window(), *vocabulary_,
+                          rows_.data() + micro * rows_per_micro);
+    seeds_[micro] =
         seed_ * 0x9e3779b97f4a7c15ULL + step * micro_batches_ + static_cast<uint64_t>(micro);
-    loss += model_->ForwardBackward(params, rows_.data(), batch_size_, dropout_seed, out);
-    if (micro > 0) {
-      for (size_t i = 0; i < n; ++i) grads[i] += out[i];
-    }
   }
-  if (micro_batches_ > 1) {
-    const float scale = 1.0f / static_cast<float>(micro_batches_);
-    for (size_t i = 0; i < n; ++i) grads[i] *= scale;
-  }
+  const float loss = model_->AccumulateGradients(params, rows_.data(), batch_size_, micro_batches_,
+                                                 seeds_.data(), grads, micro_grads_.data());
   double sum = 0;
   for (size_t i = 0; i < n; ++i) sum += static_cast<double>(grads[i]) * grads[i];
   last_grad_norm_ = std::sqrt(sum);
@@ -47,7 +42,7 @@ float GradientComputer::Compute(uint64_t step, const float* params, float* grads
     const float scale = static_cast<float>(grad_clip_ / last_grad_norm_);
     for (size_t i = 0; i < n; ++i) grads[i] *= scale;
   }
-  return static_cast<float>(loss / micro_batches_);
+  return loss;
 }
 
 ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {

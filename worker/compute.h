@@ -47,7 +47,8 @@ class GradientComputer {
   const uint64_t seed_;
   const int micro_batches_;
   double last_grad_norm_ = 0;
-  std::vector<int32_t> rows_;           // (batch, window)
+  std::vector<int32_t> rows_;           // (micro_batches * batch, window)
+  std::vector<uint64_t> seeds_;         // (micro_batches) dropout seeds
   std::vector<float> micro_grads_;      // (num_parameters) with micro_batches > 1.
 };
 

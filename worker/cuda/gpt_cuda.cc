@@ -137,8 +137,8 @@ GptCuda::~GptCuda() {
 }
 
 size_t GptCuda::device_bytes() const {
-  return params_.bytes() + params_bf16_.bytes() + grads_.bytes() + acts_.bytes() +
-         blas_->workspace_bytes();
+  return params_.bytes() + params_bf16_.bytes() + grads_.bytes() + grad_sum_.bytes() +
+         acts_.bytes() + blas_->workspace_bytes();
 }
 
 template <typename Float>
@@ -239,6 +239,34 @@ absl::Status GptCuda::UploadParams(const float* host_params) {
 absl::Status GptCuda::DownloadGrads(float* host_grads) {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_grads, grads_.as<float>(),
+                                       num_parameters_ * sizeof(float), cudaMemcpyDeviceToHost,
+                                       stream_));
+  return Synchronize();
+}
+
+absl::Status GptCuda::AccumulateGrads(bool first) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  if (grad_sum_.bytes() == 0) {
+    PSRV_CUDA_RETURN_IF_ERROR(grad_sum_.Allocate(num_parameters_ * sizeof(float)));
+  }
+  if (first) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grad_sum_.as<float>(), grads_.as<float>(),
+                                         num_parameters_ * sizeof(float), cudaMemcpyDeviceToDevice,
+                                         stream_));
+  } else {
+    CUDA_RETURN_IF_ERROR(
+        AddFloats(grads_.as<float>(), num_parameters_, grad_sum_.as<float>(), stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GptCuda::DownloadGradSum(float* host_grads, float scale) {
+  if (grad_sum_.bytes() == 0) {
+    return absl::FailedPreconditionError("DownloadGradSum before AccumulateGrads");
+  }
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  CUDA_RETURN_IF_ERROR(ScaleFloats(scale, num_parameters_, grad_sum_.as<float>(), stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_grads, grad_sum_.as<float>(),
                                        num_parameters_ * sizeof(float), cudaMemcpyDeviceToHost,
                                        stream_));
   return Synchronize();

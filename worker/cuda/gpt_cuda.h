@@ -82,6 +82,13 @@ class GptCuda {
   // device_grads() -> host_grads (num_parameters).
   absl::Status DownloadGrads(float* host_grads);
 
+  // Gradient accumulation on the device, after each ForwardBackward of a step's micro-batches:
+  // the first copies device_grads() into a sum (allocated on first use), the others add them.
+  // DownloadGradSum writes sum * scale to host_grads (num_parameters): the host's order of
+  // operations (g0 + g1 + ..., then * scale), so the result equals summing on the host bit for bit.
+  absl::Status AccumulateGrads(bool first);
+  absl::Status DownloadGradSum(float* host_grads, float scale);
+
   // Training step on device_params(). rows: host (batch, T+1) token ids. Overwrites
   // device_grads() with d(mean loss)/d(params) and returns the mean loss; dropout masks from
   // `seed` alone. A token id outside [0, V) gives NaN and zero gradients.
@@ -182,6 +189,7 @@ class GptCuda {
   DeviceBuffer params_;       // (num_parameters) fp32 master copy
   DeviceBuffer params_bf16_;  // (num_parameters) bf16 copy used by the products
   DeviceBuffer grads_;        // (num_parameters) fp32
+  DeviceBuffer grad_sum_;     // (num_parameters) fp32, gradient accumulation's sum (lazily)
   DeviceBuffer acts_;
   Activations a_;
   int reserved_batch_ = 0;

@@ -51,6 +51,33 @@ float GptCudaModel::ForwardBackward(const float* params, const int32_t* rows, in
   return loss;
 }
 
+float GptCudaModel::AccumulateGradients(const float* params, const int32_t* rows, int batch,
+                                        int micro_batches, const uint64_t* seeds, float* grads,
+                                        float* /*scratch*/) {
+  if (micro_batches == 1) return ForwardBackward(params, rows, batch, seeds[0], grads);
+  const size_t rows_per_micro = static_cast<size_t>(batch) * window();
+  double loss = 0;
+  if (status_.ok()) status_ = gpt_->UploadParams(params);
+  for (int micro = 0; micro < micro_batches && status_.ok(); ++micro) {
+    absl::StatusOr<float> result =
+        gpt_->ForwardBackward(rows + micro * rows_per_micro, batch, seeds[micro]);
+    if (!result.ok()) {
+      status_ = result.status();
+      break;
+    }
+    loss += *result;
+    status_ = gpt_->AccumulateGrads(/*first=*/micro == 0);
+  }
+  if (status_.ok()) {
+    status_ = gpt_->DownloadGradSum(grads, 1.0f / static_cast<float>(micro_batches));
+  }
+  if (!status_.ok()) {
+    std::fill(grads, grads + num_parameters(), 0.0f);
+    return kNaN;
+  }
+  return static_cast<float>(loss / micro_batches);
+}
+
 float GptCudaModel::Loss(const float* params, const int32_t* rows, int batch) {
   if (status_.ok()) status_ = gpt_->UploadParams(params);
   if (!status_.ok()) return kNaN;

@@ -291,6 +291,34 @@ TEST_F(GptCudaModelTest, LanguageModelAdapterMatchesCpu) {
   std::printf("greedy samples agree on %d of 8 tokens\n", same);
 }
 
+// Gradient accumulation summed on the GPU equals the host's sum of per-micro-batch gradients
+// (LanguageModel's default) bit for bit, and the CPU model's within the usual tolerance.
+TEST_F(GptCudaModelTest, AccumulationOnTheGpuEqualsTheHostSum) {
+  const GptCudaConfig c = Small(0.1f);
+  std::unique_ptr<GptModel> cpu = MakeCpu(c);
+  absl::StatusOr<std::unique_ptr<GptCudaModel>> gpu = GptCudaModel::Create(CpuConfig(c));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  GptCudaModel& model = **gpu;
+  const size_t n = model.num_parameters();
+  const std::vector<float> params = RandomParams(c, 6, 0.05f);
+  constexpr int kBatch = 2, kMicro = 3;
+  const std::vector<int32_t> rows = RandomRows(kMicro * kBatch, model.window(), c.vocab, 9);
+  const std::vector<uint64_t> seeds = {11, 12, 13};
+  std::vector<float> on_gpu(n, std::nanf("")), on_host(n, std::nanf("")), cpu_grads(n),
+      scratch(n);
+  const float gpu_loss = model.AccumulateGradients(params.data(), rows.data(), kBatch, kMicro,
+                                                   seeds.data(), on_gpu.data(), nullptr);
+  ASSERT_TRUE(model.status().ok()) << model.status();
+  const float host_loss = model.LanguageModel::AccumulateGradients(
+      params.data(), rows.data(), kBatch, kMicro, seeds.data(), on_host.data(), scratch.data());
+  EXPECT_EQ(gpu_loss, host_loss);
+  EXPECT_EQ(std::memcmp(on_gpu.data(), on_host.data(), n * sizeof(float)), 0);
+  const float cpu_loss = cpu->AccumulateGradients(params.data(), rows.data(), kBatch, kMicro,
+                                                  seeds.data(), cpu_grads.data(), scratch.data());
+  EXPECT_NEAR(gpu_loss, cpu_loss, 1e-2 * cpu_loss);
+  ExpectGradientsClose(c, on_gpu, cpu_grads, 5e-2);
+}
+
 TEST_F(GptCudaModelTest, AutoAndCudaChooseTheGpu) {
   ModelSpec spec;
   spec.set_kind("gpt");

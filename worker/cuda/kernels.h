@@ -87,6 +87,10 @@ cudaError_t LayerNormBackward(const bf16* dout, const float* inp, const float* w
 // out (n) = a + b * mask; out may alias a.
 cudaError_t ResidualForward(const float* a, const bf16* b, const Dropout& dropout, size_t n,
                             float* out, cudaStream_t stream);
+// sum (n) += x (n), accumulated (gradient accumulation).
+cudaError_t AddFloats(const float* x, size_t n, float* sum, cudaStream_t stream);
+// x (n) *= scale.
+cudaError_t ScaleFloats(float scale, size_t n, float* x, cudaStream_t stream);
 
 // ---- matmul.cu (the products themselves run in cuBLAS, blas.h) ----
 

@@ -40,6 +40,16 @@ class LanguageModel {
   virtual float ForwardBackward(const float* params, const int32_t* rows, int batch, uint64_t seed,
                                 float* grads) = 0;
 
+  // Gradient accumulation over `micro_batches` (>= 1) batches of `batch` rows, one after another
+  // in `rows` (micro_batches * batch, window()), micro-batch m with dropout seed seeds[m]: writes
+  // the mean of their ForwardBackward gradients into `grads` (overwritten) and returns the mean of
+  // their losses. `scratch` (num_parameters) is working memory, needed when micro_batches > 1.
+  // This default runs ForwardBackward per micro-batch and sums on the host (g0 + g1 + ..., then
+  // times 1/micro_batches); the CUDA model keeps the sum on the GPU, with the same result.
+  virtual float AccumulateGradients(const float* params, const int32_t* rows, int batch,
+                                    int micro_batches, const uint64_t* seeds, float* grads,
+                                    float* scratch);
+
   // Mean loss of `rows` (batch, window()) in evaluation mode (no dropout), forward only. Same loss
   // as ForwardBackward when dropout is 0. NaN for an out-of-range token id.
   virtual float Loss(const float* params, const int32_t* rows, int batch) = 0;
