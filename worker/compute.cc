@@ -58,13 +58,9 @@ ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {
 float ValidationLoss(LanguageModel* model, const float* params, const Corpus& validation,
                      const ByteToToken& vocabulary, int batch_size, int batches) {
   std::mt19937_64 rng(0x5eed);
-  std::vector<int32_t> rows(static_cast<size_t>(batch_size) * model->window());
-  double total = 0;
-  for (int b = 0; b < batches; ++b) {
-    validation.SampleTokens(rng, batch_size, model->window(), vocabulary, rows.data());
-    total += model->Loss(params, rows.data(), batch_size);
-  }
-  return static_cast<float>(total / batches);
+  return model->MeanLoss(params, batch_size, batches, [&](int32_t* rows) {
+    validation.SampleTokens(rng, batch_size, model->window(), vocabulary, rows);
+  });
 }
 
 }  // namespace psrv

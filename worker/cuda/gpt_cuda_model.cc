@@ -89,6 +89,24 @@ float GptCudaModel::Loss(const float* params, const int32_t* rows, int batch) {
   return *loss;
 }
 
+float GptCudaModel::MeanLoss(const float* params, int batch, int batches,
+                             const std::function<void(int32_t* rows)>& next_rows) {
+  if (status_.ok()) status_ = gpt_->UploadParams(params);
+  if (!status_.ok()) return kNaN;
+  rows_.resize(static_cast<size_t>(batch) * window());
+  double total = 0;
+  for (int b = 0; b < batches; ++b) {
+    next_rows(rows_.data());
+    absl::StatusOr<float> loss = gpt_->Loss(rows_.data(), batch);
+    if (!loss.ok()) {
+      status_ = loss.status();
+      return kNaN;
+    }
+    total += *loss;
+  }
+  return static_cast<float>(total / batches);
+}
+
 void GptCudaModel::NextTokenLogits(const float* params, const int32_t* tokens, int length,
                                    float* logits) {
   if (status_.ok()) status_ = gpt_->UploadParams(params);

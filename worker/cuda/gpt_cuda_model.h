@@ -5,7 +5,9 @@
 #define PSRV_WORKER_CUDA_GPT_CUDA_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -42,6 +44,9 @@ class GptCudaModel : public LanguageModel {
   float AccumulateGradients(const float* params, const int32_t* rows, int batch, int micro_batches,
                             const uint64_t* seeds, float* grads, float* scratch) override;
   float Loss(const float* params, const int32_t* rows, int batch) override;
+  // The parameters go up once for all the batches.
+  float MeanLoss(const float* params, int batch, int batches,
+                 const std::function<void(int32_t* rows)>& next_rows) override;
   void NextTokenLogits(const float* params, const int32_t* tokens, int length,
                        float* logits) override;
 
@@ -54,6 +59,7 @@ class GptCudaModel : public LanguageModel {
 
   std::unique_ptr<GptCuda> gpt_;
   absl::Status status_;
+  std::vector<int32_t> rows_;  // MeanLoss's batch
 };
 
 }  // namespace cuda

@@ -319,6 +319,32 @@ TEST_F(GptCudaModelTest, AccumulationOnTheGpuEqualsTheHostSum) {
   ExpectGradientsClose(c, on_gpu, cpu_grads, 5e-2);
 }
 
+// A validation loss through MeanLoss (one parameter upload) equals LanguageModel's default
+// (Loss per batch) exactly, and the CPU model's within tolerance.
+TEST_F(GptCudaModelTest, MeanLossEqualsLossPerBatch) {
+  const GptCudaConfig c = Small();
+  std::unique_ptr<GptModel> cpu = MakeCpu(c);
+  absl::StatusOr<std::unique_ptr<GptCudaModel>> gpu = GptCudaModel::Create(CpuConfig(c));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  GptCudaModel& model = **gpu;
+  const std::vector<float> params = RandomParams(c, 7, 0.05f);
+  constexpr int kBatch = 2, kBatches = 3;
+  const std::vector<int32_t> rows = RandomRows(kBatch * kBatches, model.window(), c.vocab, 4);
+  auto feeder = [&rows, &model] {
+    return [&rows, &model, b = 0](int32_t* out) mutable {
+      const size_t n = static_cast<size_t>(kBatch) * model.window();
+      std::copy(rows.begin() + b * n, rows.begin() + (b + 1) * n, out);
+      ++b;
+    };
+  };
+  const float once = model.MeanLoss(params.data(), kBatch, kBatches, feeder());
+  ASSERT_TRUE(model.status().ok()) << model.status();
+  const float per_batch = model.LanguageModel::MeanLoss(params.data(), kBatch, kBatches, feeder());
+  EXPECT_EQ(once, per_batch);
+  const float on_cpu = cpu->MeanLoss(params.data(), kBatch, kBatches, feeder());
+  EXPECT_NEAR(once, on_cpu, 1e-2 * on_cpu);
+}
+
 TEST_F(GptCudaModelTest, AutoAndCudaChooseTheGpu) {
   ModelSpec spec;
   spec.set_kind("gpt");

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -49,6 +50,12 @@ class LanguageModel {
   virtual float AccumulateGradients(const float* params, const int32_t* rows, int batch,
                                     int micro_batches, const uint64_t* seeds, float* grads,
                                     float* scratch);
+
+  // Mean of Loss over `batches` (>= 1) batches of `batch` rows, each written by `next_rows` into
+  // its argument ((batch, window())) just before it is used: a validation loss. This default calls
+  // Loss per batch; the CUDA model uploads the parameters once for all of them.
+  virtual float MeanLoss(const float* params, int batch, int batches,
+                         const std::function<void(int32_t* rows)>& next_rows);
 
   // Mean loss of `rows` (batch, window()) in evaluation mode (no dropout), forward only. Same loss
   // as ForwardBackward when dropout is 0. NaN for an out-of-range token id.

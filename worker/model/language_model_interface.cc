@@ -1,6 +1,7 @@
-// LanguageModel's default gradient accumulation (language_model.h).
+// LanguageModel's default gradient accumulation and mean loss (language_model.h).
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "worker/model/language_model.h"
 
@@ -24,6 +25,17 @@ float LanguageModel::AccumulateGradients(const float* params, const int32_t* row
     for (size_t i = 0; i < n; ++i) grads[i] *= scale;
   }
   return static_cast<float>(loss / micro_batches);
+}
+
+float LanguageModel::MeanLoss(const float* params, int batch, int batches,
+                              const std::function<void(int32_t* rows)>& next_rows) {
+  std::vector<int32_t> rows(static_cast<size_t>(batch) * window());
+  double total = 0;
+  for (int b = 0; b < batches; ++b) {
+    next_rows(rows.data());
+    total += Loss(params, rows.data(), batch);
+  }
+  return static_cast<float>(total / batches);
 }
 
 }  // namespace psrv
