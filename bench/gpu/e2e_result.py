@@ -17,12 +17,10 @@ import socket
 import statistics
 import subprocess
 
+from merge_results import slug  # the same file names as the benchmark's results
+
 REFERENCE = {"implementation": "nanoGPT train_shakespeare_char.py", "device": "A100",
              "best_val_loss": 1.4697, "wall_s_approx": 180}
-
-
-def slug(text):
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "unknown"
 
 
 def gpu_name():

@@ -35,30 +35,39 @@ absl::Status LinearBackward(Blas& blas, const bf16* dout, const bf16* inp, const
 
 namespace {
 
-// q, k, v (each (B, NH, T, hs), one after another in qkvr) from qkv (B, T, 3C).
-cudaError_t SplitQkv(const bf16* qkv, int B, int T, int C, int NH, bf16* qkvr,
-                     cudaStream_t stream) {
+// q, k, v (each (B, NH, T, hs) = B*T*C elements) one after another in a qkvr-shaped buffer.
+template <typename Bf16>
+struct QkvHeads {
+  Bf16* q;
+  Bf16* k;
+  Bf16* v;
+};
+
+template <typename Bf16>
+QkvHeads<Bf16> HeadsOf(Bf16* qkvr, int B, int T, int C) {
+  const size_t n = static_cast<size_t>(B) * T * C;
+  return {qkvr, qkvr + n, qkvr + 2 * n};
+}
+
+// Moves q, k, v between qkv (B, T, 3C), the heads side by side, and qkvr (3, B, NH, T, hs): the
+// forward splits the heads out (split = true), the backward merges the gradients back.
+cudaError_t MoveQkv(bool split, const bf16* from, int B, int T, int C, int NH, bf16* to,
+                    cudaStream_t stream) {
   const int hs = C / NH;
-  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
+  const size_t head_elements = static_cast<size_t>(B) * T * C;
   for (int part = 0; part < 3; ++part) {
-    const cudaError_t error = SplitHeads(qkv + part * C, B, T, NH, hs, 3 * C,
-                                         qkvr + part * head_elements, stream);
+    const cudaError_t error =
+        split ? SplitHeads(from + part * C, B, T, NH, hs, 3 * C, to + part * head_elements, stream)
+              : MergeHeads(from + part * head_elements, B, T, NH, hs, 3 * C, to + part * C, stream);
     if (error != cudaSuccess) return error;
   }
   return cudaSuccess;
 }
 
-// The inverse for the gradients: dqkv (B, T, 3C) from dq, dk, dv (B, NH, T, hs) in dqkvr.
-cudaError_t MergeQkv(const bf16* dqkvr, int B, int T, int C, int NH, bf16* dqkv,
-                     cudaStream_t stream) {
-  const int hs = C / NH;
-  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
-  for (int part = 0; part < 3; ++part) {
-    const cudaError_t error = MergeHeads(dqkvr + part * head_elements, B, T, NH, hs, 3 * C,
-                                         dqkv + part * C, stream);
-    if (error != cudaSuccess) return error;
-  }
-  return cudaSuccess;
+absl::Status CheckFlashHeadSize(int hs) {
+  if (FlashAttentionSupports(hs)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("flash attention takes head sizes up to ", kFlashMaxHeadSize, ", not ", hs));
 }
 
 }  // namespace
@@ -68,11 +77,9 @@ absl::Status AttentionForward(Blas& blas, const bf16* qkv, int B, int T, int C, 
                               const AttentionScratch& scratch) {
   const cudaStream_t stream = blas.stream();
   const int hs = C / NH, BH = B * NH;
-  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;  // = B*T*C
-  bf16* q = qkvr;                                                     // (B, NH, T, hs)
-  bf16* k = qkvr + head_elements;                                     // (B, NH, T, hs)
-  bf16* v = qkvr + 2 * head_elements;                                 // (B, NH, T, hs)
-  CUDA_RETURN_IF_ERROR(SplitQkv(qkv, B, T, C, NH, qkvr, stream));
+  const QkvHeads<const bf16> heads = HeadsOf<const bf16>(qkvr, B, T, C);  // (B, NH, T, hs) each
+  const bf16 *q = heads.q, *k = heads.k, *v = heads.v;
+  CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/true, qkv, B, T, C, NH, qkvr, stream));
 
   // scores (T, T) = q (T, hs) @ k^T / sqrt(hs), per head. Entries above the diagonal are computed
   // and ignored.
@@ -95,13 +102,10 @@ absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, c
                                const AttentionScratch& scratch) {
   const cudaStream_t stream = blas.stream();
   const int hs = C / NH, BH = B * NH;
-  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
-  const bf16* q = qkvr;
-  const bf16* k = qkvr + head_elements;
-  const bf16* v = qkvr + 2 * head_elements;
-  bf16* dq = scratch.dqkvr;
-  bf16* dk = scratch.dqkvr + head_elements;
-  bf16* dv = scratch.dqkvr + 2 * head_elements;
+  const QkvHeads<const bf16> heads = HeadsOf(qkvr, B, T, C);
+  const bf16 *q = heads.q, *k = heads.k, *v = heads.v;
+  const QkvHeads<bf16> grads = HeadsOf(scratch.dqkvr, B, T, C);
+  bf16 *dq = grads.q, *dk = grads.k, *dv = grads.v;
   bf16* dy = scratch.heads;  // (B, NH, T, hs)
   CUDA_RETURN_IF_ERROR(SplitHeads(dout, B, T, NH, hs, C, dy, stream));
 
@@ -127,7 +131,7 @@ absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, c
       blas.Gemm(RowMajorAB(T, hs, T, dscores, k, dq, GemmType::kBf16, {BH, tt, th, th})));
   PSRV_CUDA_RETURN_IF_ERROR(
       blas.Gemm(RowMajorAtB(T, hs, T, dscores, q, dk, GemmType::kBf16, {BH, tt, th, th})));
-  CUDA_RETURN_IF_ERROR(MergeQkv(scratch.dqkvr, B, T, C, NH, dqkv, stream));
+  CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/false, scratch.dqkvr, B, T, C, NH, dqkv, stream));
   return absl::OkStatus();
 }
 
@@ -135,16 +139,10 @@ absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
                                    const Dropout& dropout, bf16* qkvr, float* lse, bf16* out,
                                    const AttentionScratch& scratch, cudaStream_t stream) {
   const int hs = C / NH;
-  if (!FlashAttentionSupports(hs)) {
-    return absl::InvalidArgumentError(absl::StrCat("flash attention takes head sizes up to ",
-                                                   kFlashMaxHeadSize, ", not ", hs));
-  }
-  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
-  bf16* q = qkvr;
-  bf16* k = qkvr + head_elements;
-  bf16* v = qkvr + 2 * head_elements;
-  CUDA_RETURN_IF_ERROR(SplitQkv(qkv, B, T, C, NH, qkvr, stream));
-  CUDA_RETURN_IF_ERROR(FlashAttentionForward(q, k, v, B * NH, T, hs,
+  PSRV_CUDA_RETURN_IF_ERROR(CheckFlashHeadSize(hs));
+  const QkvHeads<const bf16> heads = HeadsOf<const bf16>(qkvr, B, T, C);
+  CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/true, qkv, B, T, C, NH, qkvr, stream));
+  CUDA_RETURN_IF_ERROR(FlashAttentionForward(heads.q, heads.k, heads.v, B * NH, T, hs,
                                              1.0f / std::sqrt(static_cast<float>(hs)), dropout,
                                              scratch.heads, lse, stream));
   CUDA_RETURN_IF_ERROR(MergeHeads(scratch.heads, B, T, NH, hs, C, out, stream));
@@ -156,24 +154,16 @@ absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf
                                     const Dropout& dropout, bf16* dqkv,
                                     const AttentionScratch& scratch, cudaStream_t stream) {
   const int hs = C / NH;
-  if (!FlashAttentionSupports(hs)) {
-    return absl::InvalidArgumentError(absl::StrCat("flash attention takes head sizes up to ",
-                                                   kFlashMaxHeadSize, ", not ", hs));
-  }
-  const size_t head_elements = static_cast<size_t>(B) * NH * T * hs;
-  const bf16* q = qkvr;
-  const bf16* k = qkvr + head_elements;
-  const bf16* v = qkvr + 2 * head_elements;
-  bf16* dq = scratch.dqkvr;
-  bf16* dk = scratch.dqkvr + head_elements;
-  bf16* dv = scratch.dqkvr + 2 * head_elements;
+  PSRV_CUDA_RETURN_IF_ERROR(CheckFlashHeadSize(hs));
+  const QkvHeads<const bf16> heads = HeadsOf(qkvr, B, T, C);
+  const QkvHeads<bf16> grads = HeadsOf(scratch.dqkvr, B, T, C);
   bf16* dy = scratch.heads;  // (B, NH, T, hs)
   CUDA_RETURN_IF_ERROR(SplitHeads(dout, B, T, NH, hs, C, dy, stream));
   CUDA_RETURN_IF_ERROR(FlashAttentionDelta(dout, out, B, T, NH, hs, scratch.delta, stream));
-  CUDA_RETURN_IF_ERROR(FlashAttentionBackward(q, k, v, dy, lse, scratch.delta, B * NH, T, hs,
-                                              1.0f / std::sqrt(static_cast<float>(hs)), dropout,
-                                              dq, dk, dv, stream));
-  CUDA_RETURN_IF_ERROR(MergeQkv(scratch.dqkvr, B, T, C, NH, dqkv, stream));
+  CUDA_RETURN_IF_ERROR(FlashAttentionBackward(
+      heads.q, heads.k, heads.v, dy, lse, scratch.delta, B * NH, T, hs,
+      1.0f / std::sqrt(static_cast<float>(hs)), dropout, grads.q, grads.k, grads.v, stream));
+  CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/false, scratch.dqkvr, B, T, C, NH, dqkv, stream));
   return absl::OkStatus();
 }
 

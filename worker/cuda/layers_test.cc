@@ -170,37 +170,65 @@ struct AttentionShape {
   int B, T, C, NH;
 };
 
+// One attention case: random bf16 inputs, device buffers filled with NaN for what both paths
+// write, and the double-precision reference to check them against.
+struct AttentionCase {
+  AttentionCase(const AttentionShape& s, float p)
+      : B(s.B),
+        T(s.T),
+        C(s.C),
+        NH(s.NH),
+        hs(s.C / s.NH),
+        p(p),
+        qkv(RoundToBf16(RandomFloats(B * T * 3 * C, 5, 1.0f))),
+        dout(RoundToBf16(RandomFloats(B * T * C, 6))),
+        dqkv_in(ToDevice(ToBf16Vector(qkv))),
+        ddout(ToDevice(ToBf16Vector(dout))),
+        qkvr(DeviceFilled<bf16>(3 * B * T * C)),
+        out(DeviceFilled<bf16>(B * T * C)),
+        dqkv(DeviceFilled<bf16>(B * T * 3 * C)),
+        heads(DeviceFilled<bf16>(B * NH * T * hs)),
+        dqkvr(DeviceFilled<bf16>(3 * B * NH * T * hs)),
+        dropout(MakeDropout(kSeed, kStream, p)) {}
+
+  void ExpectMatchesReference(const char* out_name, const char* dqkv_name) {
+    const AttentionReference want = AttentionCpu(qkv, dout, B, T, C, NH, kSeed, kStream, p);
+    ExpectClose(Bf16ToHost(out, B * T * C), want.out, 2e-2, 5e-3, out_name);
+    ExpectClose(Bf16ToHost(dqkv, B * T * 3 * C), want.dqkv, 5e-2, 1e-2, dqkv_name);
+  }
+
+  static constexpr uint64_t kSeed = 99, kStream = 4;
+  const int B, T, C, NH, hs;
+  const float p;
+  const std::vector<float> qkv, dout;
+  DeviceBuffer dqkv_in, ddout, qkvr, out, dqkv, heads, dqkvr;
+  const Dropout dropout;
+};
+
+::testing::Message Describe(const AttentionShape& s, float p) {
+  return ::testing::Message() << "B " << s.B << " T " << s.T << " C " << s.C << " NH " << s.NH
+                              << " dropout " << p;
+}
+
 TEST_P(LayersTest, AttentionForwardAndBackward) {
   for (const AttentionShape& s :
        {AttentionShape{2, 5, 8, 2}, AttentionShape{2, 64, 128, 4}, AttentionShape{1, 37, 48, 3}}) {
     for (float p : {0.0f, 0.25f}) {
-      SCOPED_TRACE(::testing::Message() << "B " << s.B << " T " << s.T << " C " << s.C << " NH "
-                                        << s.NH << " dropout " << p);
-      const int B = s.B, T = s.T, C = s.C, NH = s.NH, hs = C / NH;
-      const uint64_t seed = 99, stream = 4;
-      const std::vector<float> qkv = RoundToBf16(RandomFloats(B * T * 3 * C, 5, 1.0f));
-      const std::vector<float> dout = RoundToBf16(RandomFloats(B * T * C, 6));
-      DeviceBuffer dqkv_in = ToDevice(ToBf16Vector(qkv)), ddout = ToDevice(ToBf16Vector(dout));
-      DeviceBuffer qkvr = DeviceFilled<bf16>(3 * B * T * C),
-                   att = DeviceFilled<bf16>(B * NH * T * T), out = DeviceFilled<bf16>(B * T * C),
-                   dqkv = DeviceFilled<bf16>(B * T * 3 * C);
-      DeviceBuffer heads = DeviceFilled<bf16>(B * NH * T * hs),
-                   scores = DeviceFilled<float>(B * NH * T * T),
-                   weights = DeviceFilled<bf16>(B * NH * T * T),
-                   dqkvr = DeviceFilled<bf16>(3 * B * NH * T * hs);
-      const AttentionScratch scratch{heads.as<bf16>(), scores.as<float>(), weights.as<bf16>(),
-                                     dqkvr.as<bf16>(), nullptr};
-      const Dropout dropout = MakeDropout(seed, stream, p);
+      SCOPED_TRACE(Describe(s, p));
+      AttentionCase c(s, p);
+      DeviceBuffer att = DeviceFilled<bf16>(c.B * c.NH * c.T * c.T),
+                   scores = DeviceFilled<float>(c.B * c.NH * c.T * c.T),
+                   weights = DeviceFilled<bf16>(c.B * c.NH * c.T * c.T);
+      const AttentionScratch scratch{c.heads.as<bf16>(), scores.as<float>(), weights.as<bf16>(),
+                                     c.dqkvr.as<bf16>(), nullptr};
       absl::Status status =
-          AttentionForward(*blas_, dqkv_in.as<bf16>(), B, T, C, NH, dropout, qkvr.as<bf16>(),
-                           att.as<bf16>(), out.as<bf16>(), scratch);
+          AttentionForward(*blas_, c.dqkv_in.as<bf16>(), c.B, c.T, c.C, c.NH, c.dropout,
+                           c.qkvr.as<bf16>(), att.as<bf16>(), c.out.as<bf16>(), scratch);
       ASSERT_TRUE(status.ok()) << status;
-      status = AttentionBackward(*blas_, ddout.as<bf16>(), qkvr.as<bf16>(), att.as<bf16>(), B, T, C,
-                                 NH, dropout, dqkv.as<bf16>(), scratch);
+      status = AttentionBackward(*blas_, c.ddout.as<bf16>(), c.qkvr.as<bf16>(), att.as<bf16>(), c.B,
+                                 c.T, c.C, c.NH, c.dropout, c.dqkv.as<bf16>(), scratch);
       ASSERT_TRUE(status.ok()) << status;
-      const AttentionReference want = AttentionCpu(qkv, dout, B, T, C, NH, seed, stream, p);
-      ExpectClose(Bf16ToHost(out, B * T * C), want.out, 2e-2, 5e-3, "attention out");
-      ExpectClose(Bf16ToHost(dqkv, B * T * 3 * C), want.dqkv, 5e-2, 1e-2, "attention dqkv");
+      c.ExpectMatchesReference("attention out", "attention dqkv");
     }
   }
 }
@@ -212,32 +240,21 @@ TEST_P(LayersTest, FlashAttentionForwardAndBackward) {
   for (const AttentionShape& s : {AttentionShape{2, 5, 8, 2}, AttentionShape{1, 37, 48, 3},
                                   AttentionShape{1, 40, 99, 3}, AttentionShape{2, 70, 128, 2}}) {
     for (float p : {0.0f, 0.25f}) {
-      SCOPED_TRACE(::testing::Message() << "B " << s.B << " T " << s.T << " C " << s.C << " NH "
-                                        << s.NH << " dropout " << p);
-      const int B = s.B, T = s.T, C = s.C, NH = s.NH, hs = C / NH;
-      const uint64_t seed = 99, stream = 4;
-      const std::vector<float> qkv = RoundToBf16(RandomFloats(B * T * 3 * C, 5, 1.0f));
-      const std::vector<float> dout = RoundToBf16(RandomFloats(B * T * C, 6));
-      DeviceBuffer dqkv_in = ToDevice(ToBf16Vector(qkv)), ddout = ToDevice(ToBf16Vector(dout));
-      DeviceBuffer qkvr = DeviceFilled<bf16>(3 * B * T * C), lse = DeviceFilled<float>(B * NH * T),
-                   out = DeviceFilled<bf16>(B * T * C), dqkv = DeviceFilled<bf16>(B * T * 3 * C);
-      DeviceBuffer heads = DeviceFilled<bf16>(B * NH * T * hs),
-                   dqkvr = DeviceFilled<bf16>(3 * B * NH * T * hs),
-                   delta = DeviceFilled<float>(B * NH * T);
-      const AttentionScratch scratch{heads.as<bf16>(), nullptr, nullptr, dqkvr.as<bf16>(),
+      SCOPED_TRACE(Describe(s, p));
+      AttentionCase c(s, p);
+      DeviceBuffer lse = DeviceFilled<float>(c.B * c.NH * c.T),
+                   delta = DeviceFilled<float>(c.B * c.NH * c.T);
+      const AttentionScratch scratch{c.heads.as<bf16>(), nullptr, nullptr, c.dqkvr.as<bf16>(),
                                      delta.as<float>()};
-      const Dropout dropout = MakeDropout(seed, stream, p);
-      absl::Status status =
-          AttentionForwardFlash(dqkv_in.as<bf16>(), B, T, C, NH, dropout, qkvr.as<bf16>(),
-                                lse.as<float>(), out.as<bf16>(), scratch, blas_->stream());
+      absl::Status status = AttentionForwardFlash(c.dqkv_in.as<bf16>(), c.B, c.T, c.C, c.NH,
+                                                  c.dropout, c.qkvr.as<bf16>(), lse.as<float>(),
+                                                  c.out.as<bf16>(), scratch, blas_->stream());
       ASSERT_TRUE(status.ok()) << status;
-      status = AttentionBackwardFlash(ddout.as<bf16>(), qkvr.as<bf16>(), out.as<bf16>(),
-                                      lse.as<float>(), B, T, C, NH, dropout, dqkv.as<bf16>(),
-                                      scratch, blas_->stream());
+      status = AttentionBackwardFlash(c.ddout.as<bf16>(), c.qkvr.as<bf16>(), c.out.as<bf16>(),
+                                      lse.as<float>(), c.B, c.T, c.C, c.NH, c.dropout,
+                                      c.dqkv.as<bf16>(), scratch, blas_->stream());
       ASSERT_TRUE(status.ok()) << status;
-      const AttentionReference want = AttentionCpu(qkv, dout, B, T, C, NH, seed, stream, p);
-      ExpectClose(Bf16ToHost(out, B * T * C), want.out, 2e-2, 5e-3, "flash attention out");
-      ExpectClose(Bf16ToHost(dqkv, B * T * 3 * C), want.dqkv, 5e-2, 1e-2, "flash attention dqkv");
+      c.ExpectMatchesReference("flash attention out", "flash attention dqkv");
     }
   }
   // Head sizes past the registers' budget are refused, not computed wrong.
