@@ -25,15 +25,24 @@
 #include "absl/time/time.h"
 #include "bench/machine_info.h"
 #include "bench/result_file.h"
-#include "client/coordinator_client.h"
-#include "client/local_cluster.h"
+#include "bench/local_job.h"
+#include "common/initializer.h"
 #include "common/job_spec.h"
+#include "common/model_layout.h"
+#include "worker/model/gpt_model.h"
+#include "worker/model/openblas_env.h"
 
 ABSL_FLAG(std::string, data, "../shared/data/tinyshakespeare.txt",
           "Training text (relative paths are taken from the repository root).");
 ABSL_FLAG(uint64_t, steps, 2000, "Iterations per run.");
 ABSL_FLAG(std::vector<std::string>, runs, std::vector<std::string>({"1x12", "2x6"}),
           "Runs as WORKERSxBATCH (batch per worker), all with 1 server.");
+ABSL_FLAG(std::vector<std::string>, wire_dtypes, std::vector<std::string>({"default"}),
+          "Each run once per wire dtype: FP32, BF16, or default (the job default: BF16 for GPTs).");
+ABSL_FLAG(int, compute_only_steps, 100,
+          "Forward+backward steps of the same model in this process before and after each run "
+          "(after 5 untimed ones): the compute-only tokens/s the run is compared with (from the "
+          "median step, the mean of before and after). 0: skip.");
 ABSL_FLAG(std::string, out, "", "JSON output path (default bench/results/train_<host>.json).");
 ABSL_FLAG(std::string, commit, "", "Git commit measured (recorded in the JSON).");
 
@@ -42,9 +51,11 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-JobSpec Recipe(const std::string& data, uint64_t steps, uint32_t workers, uint32_t batch) {
+JobSpec Recipe(const std::string& data, uint64_t steps, uint32_t workers, uint32_t batch,
+               const std::string& wire_dtype) {
   JobSpec spec;
-  spec.set_name(absl::StrCat("shakespeare-char-", workers, "x", batch));
+  spec.set_name(absl::StrCat("shakespeare-char-", workers, "x", batch,
+                             wire_dtype == "default" ? "" : absl::StrCat("-", wire_dtype)));
   spec.set_num_servers(1);
   spec.set_num_workers(workers);
   spec.mutable_data()->set_path(data);
@@ -76,31 +87,50 @@ JobSpec Recipe(const std::string& data, uint64_t steps, uint32_t workers, uint32
   t->set_report_every(50);
   t->set_sample_length(300);
   t->set_seed(1337);
+  if (wire_dtype == "FP32") t->set_wire_dtype(FP32);
+  if (wire_dtype == "BF16") t->set_wire_dtype(BF16);
   ApplyJobDefaults(&spec);
   return spec;
 }
 
+// Tokens per second of the worker's model alone (forward + backward of `spec`'s batch, as a
+// worker computes it, with the same OpenBLAS setup), on random token rows.
+absl::StatusOr<double> ComputeOnlyTokensPerSec(const JobSpec& spec, int steps) {
+  const ModelSpec& m = spec.model();
+  GptConfig config;
+  config.layers = static_cast<int>(m.layers());
+  config.heads = static_cast<int>(m.heads());
+  config.width = static_cast<int>(m.width());
+  config.context = static_cast<int>(m.context());
+  config.vocab = VocabSize(m);
+  config.dropout = m.dropout();
+  absl::StatusOr<std::unique_ptr<GptModel>> model = GptModel::Create(config);
+  if (!model.ok()) return model.status();
+  std::vector<float> params((*model)->num_parameters()), grads(params.size());
+  size_t offset = 0;
+  for (const TableSpec& table : GptTables(config, spec.training().seed())) {
+    InitializeRange(table, 0, TableElements(table), params.data() + offset);
+    offset += TableElements(table);
+  }
+  const int batch = static_cast<int>(spec.training().batch_size());
+  std::vector<int32_t> rows(static_cast<size_t>(batch) * (config.context + 1));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int32_t>((i * 7919) % config.vocab);
+  for (int i = 0; i < 5; ++i) (*model)->ForwardBackward(params.data(), rows.data(), batch, i, grads.data());
+  std::vector<double> seconds;  // Per step: the median resists the machine's hiccups.
+  for (int i = 0; i < steps; ++i) {
+    const absl::Time start = absl::Now();
+    (*model)->ForwardBackward(params.data(), rows.data(), batch, i, grads.data());
+    seconds.push_back(absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  std::sort(seconds.begin(), seconds.end());
+  return static_cast<double>(batch) * config.context / seconds[seconds.size() / 2];
+}
+
 absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec) {
-  const std::string log_dir = absl::StrCat("/tmp/train_bench_", getpid(), "_", spec.name());
-  std::system(absl::StrCat("mkdir -p ", log_dir).c_str());
-  LocalClusterOptions options;
-  options.binaries = binaries;
-  options.num_servers = spec.num_servers();
-  options.num_workers = spec.num_workers();
-  options.log_dir = log_dir;
-  LocalCluster cluster(options);
-  if (absl::Status s = cluster.Start(); !s.ok()) return s;
-  CoordinatorClientOptions client_options;
-  client_options.address = cluster.coordinator_address();
-  CoordinatorClient client(client_options);
-  absl::StatusOr<std::string> id = client.SubmitJob(spec);
-  if (!id.ok()) return id.status();
-  std::cout << spec.name() << ": job " << *id << ", logs in " << log_dir << std::endl;
   std::vector<double> tokens_per_sec;
   uint64_t printed = 0;
-  absl::StatusOr<JobStatus> final = client.WatchJob(
-      *id,
-      [&](const JobStatus& status) {
+  absl::StatusOr<JobStatus> final = RunLocalJob(
+      binaries, spec, "train_bench", {}, [&](const JobStatus& status, LocalCluster*) {
         if (status.state() == RUNNING && status.tokens_per_sec() > 0) {
           tokens_per_sec.push_back(status.tokens_per_sec());
         }
@@ -109,14 +139,8 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec) {
           std::cout << "  step " << status.step() << " loss " << status.loss() << " val "
                     << status.val_loss() << " tok/s " << status.tokens_per_sec() << std::endl;
         }
-      },
-      [&] { return cluster.CheckProcesses(); });
-  cluster.Stop();
+      });
   if (!final.ok()) return final.status();
-  if (final->state() != SUCCEEDED) {
-    return absl::InternalError(absl::StrCat("job ", JobState_Name(final->state()), ": ",
-                                            final->message(), " (logs in ", log_dir, ")"));
-  }
   const double seconds = (final->end_time_ms() - final->start_time_ms()) / 1000.0;
   const double tokens = static_cast<double>(spec.training().steps()) * spec.num_workers() *
                         spec.training().batch_size() * spec.model().context();
@@ -126,6 +150,7 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec) {
   run["servers"] = spec.num_servers();
   run["workers"] = spec.num_workers();
   run["batch_per_worker"] = spec.training().batch_size();
+  run["wire_dtype"] = DType_Name(spec.training().wire_dtype());
   run["steps"] = spec.training().steps();
   run["final_val_loss"] = final->val_loss();
   Json curve = Json::array();
@@ -162,17 +187,42 @@ int Run(const char* argv0) {
       std::cerr << "bad --runs entry \"" << text << "\": want WORKERSxBATCH, e.g. 2x6" << std::endl;
       return 2;
     }
-    JobSpec spec = Recipe(data, absl::GetFlag(FLAGS_steps), workers, batch);
-    if (absl::Status s = FillVocabulary(&spec); !s.ok()) {
-      std::cerr << s << std::endl;
-      return 2;
+    for (const std::string& dtype : absl::GetFlag(FLAGS_wire_dtypes)) {
+      if (dtype != "default" && dtype != "FP32" && dtype != "BF16") {
+        std::cerr << "bad --wire_dtypes entry \"" << dtype << "\": want FP32, BF16 or default"
+                  << std::endl;
+        return 2;
+      }
+      JobSpec spec = Recipe(data, absl::GetFlag(FLAGS_steps), workers, batch, dtype);
+      if (absl::Status s = FillVocabulary(&spec); !s.ok()) {
+        std::cerr << s << std::endl;
+        return 2;
+      }
+      // The whole global batch on one worker: what a single machine computes per step.
+      JobSpec alone = spec;
+      alone.mutable_training()->set_batch_size(spec.training().batch_size() * workers);
+      auto compute_only = [&]() -> absl::StatusOr<double> {
+        if (absl::GetFlag(FLAGS_compute_only_steps) <= 0) return 0.0;
+        return ComputeOnlyTokensPerSec(alone, absl::GetFlag(FLAGS_compute_only_steps));
+      };
+      absl::StatusOr<double> before = compute_only();
+      absl::StatusOr<Json> run = before.ok() ? RunOnce(*binaries, spec) : before.status();
+      absl::StatusOr<double> after = run.ok() ? compute_only() : run.status();
+      if (!after.ok()) {
+        std::cerr << spec.name() << ": " << after.status() << std::endl;
+        return 1;
+      }
+      if (*before > 0 && *after > 0) {
+        const double mean = (*before + *after) / 2;
+        (*run)["compute_only_tokens_per_sec"] = mean;
+        (*run)["compute_only_tokens_per_sec_before_after"] = {*before, *after};
+        (*run)["end_to_end_over_compute_only"] =
+            (*run)["tokens_per_sec_overall"].get<double>() / mean;
+        std::cout << spec.name() << ": end to end / compute only = "
+                  << (*run)["end_to_end_over_compute_only"].get<double>() << std::endl;
+      }
+      runs.push_back(*run);
     }
-    absl::StatusOr<Json> run = RunOnce(*binaries, spec);
-    if (!run.ok()) {
-      std::cerr << spec.name() << ": " << run.status() << std::endl;
-      return 1;
-    }
-    runs.push_back(*run);
   }
   report["runs"] = runs;
   return WriteResult(report, absl::GetFlag(FLAGS_out), "train");
@@ -185,6 +235,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Trains the nanoGPT shakespeare-char CPU recipe through a local cluster; writes JSON.\n"
       "Usage: bazel run -c opt //bench:train_bench -- [--steps=2000] [--runs=1x12,2x6]");
+  psrv::ConfigureOpenBlas(argv);  // As ps_worker does, for the compute-only measurement.
   absl::ParseCommandLine(argc, argv);
   return psrv::Run(argv[0]);
 }

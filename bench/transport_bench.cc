@@ -68,6 +68,8 @@ ABSL_FLAG(bool, split_connections, false,
           "The worker keeps one channel per address string, so the pieces get equivalent "
           "spellings of the server's address (127.0.0.1:P, dns:///127.0.0.1:P, ipv4:127.0.0.1:P, "
           "dns:127.0.0.1:P); K is limited to 4 then.");
+ABSL_FLAG(bool, unix_sockets, false,
+          "Reach the servers over Unix domain sockets (unix:PATH) instead of loopback TCP.");
 ABSL_FLAG(double, seconds, 1.5,
           "Measured time per size, server count and direction (push and pull alternate).");
 ABSL_FLAG(int, min_iterations, 5, "Least number of timed operations per direction.");
@@ -179,9 +181,11 @@ class ServerGroup {
     for (int i = 0; i < count; ++i) {
       const std::string stem = absl::StrCat(scratch_dir, "/", kind, count, "_", i);
       auto process = std::make_unique<Subprocess>();
-      RETURN_IF_ERROR(process->Start({binary, "--host=127.0.0.1", "--port=0",
-                                      absl::StrCat("--port_file=", stem, ".port")},
-                                     stem + ".log"));
+      std::vector<std::string> argv = {binary, "--host=127.0.0.1", "--port=0",
+                                       absl::StrCat("--port_file=", stem, ".port")};
+      const bool unix_socket = absl::GetFlag(FLAGS_unix_sockets);
+      if (unix_socket) argv.push_back(absl::StrCat("--unix_socket=", stem, ".sock"));
+      RETURN_IF_ERROR(process->Start(argv, stem + ".log"));
       group->logs_.push_back(stem + ".log");
       group->processes_.push_back(std::move(process));
       absl::StatusOr<int> port =
@@ -191,7 +195,8 @@ class ServerGroup {
                             absl::StrCat(port.status().message(), "; server log:\n",
                                          TailOf(ReadFile(stem + ".log"), 2000)));
       }
-      const std::string address = absl::StrCat("127.0.0.1:", *port);
+      const std::string address = unix_socket ? absl::StrCat("unix:", stem, ".sock")
+                                              : absl::StrCat("127.0.0.1:", *port);
       group->slots_.push_back(ServerSlot{absl::StrCat("server", i), address});
       group->stubs_.push_back(ParameterServer::NewStub(CreateChannel(address)));
     }

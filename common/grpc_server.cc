@@ -1,5 +1,7 @@
 #include "common/grpc_server.h"
 
+#include <unistd.h>
+
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
@@ -16,7 +18,8 @@ namespace psrv {
 absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
                                               const std::vector<grpc::Service*>& services,
                                               const std::string& port_file,
-                                              MetricsRegistry* metrics) {
+                                              MetricsRegistry* metrics,
+                                              const std::string& unix_socket) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -24,6 +27,10 @@ absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
   const std::string listen = absl::StrCat(host, ":", port);
   RunningServer running;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &running.port);
+  if (!unix_socket.empty()) {
+    ::unlink(unix_socket.c_str());  // A socket file left by an earlier run would fail the bind.
+    builder.AddListeningPort(absl::StrCat("unix:", unix_socket), grpc::InsecureServerCredentials());
+  }
   for (grpc::Service* service : services) builder.RegisterService(service);
   if (metrics != nullptr) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
@@ -32,7 +39,8 @@ absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
   }
   running.server = builder.BuildAndStart();
   if (running.server == nullptr || running.port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", listen));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", listen, unix_socket.empty() ? "" : " and unix:", unix_socket));
   }
   if (!port_file.empty()) RETURN_IF_ERROR(WritePortFile(port_file, running.port));
   return running;

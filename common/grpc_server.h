@@ -23,11 +23,14 @@ struct RunningServer {
 // Listens on host:port (port 0: any free port) with `services` (not owned; must outlive the
 // server). If `port_file` is non-empty the bound port is written there once serving. With
 // `metrics` (not owned; must outlive the server), every RPC is counted and timed there
-// (common/rpc_metrics.h). UNAVAILABLE if the address cannot be bound.
+// (common/rpc_metrics.h). With `unix_socket` (a file path), the server also listens on that Unix
+// domain socket (a stale socket file there is replaced): processes on the same machine reach it
+// as "unix:PATH" without the TCP stack. UNAVAILABLE if an address cannot be bound.
 absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
                                               const std::vector<grpc::Service*>& services,
                                               const std::string& port_file,
-                                              MetricsRegistry* metrics = nullptr);
+                                              MetricsRegistry* metrics = nullptr,
+                                              const std::string& unix_socket = "");
 
 }  // namespace psrv
 

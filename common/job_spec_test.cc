@@ -250,7 +250,7 @@ TEST(ApplyJobDefaultsTest, FillsUnsetFields) {
   EXPECT_EQ(spec.training().eval_batches(), 20u);
   EXPECT_EQ(spec.training().grad_accumulation_steps(), 1u);
   EXPECT_EQ(spec.training().sample_length(), 200u);
-  EXPECT_EQ(spec.training().wire_dtype(), FP32);
+  EXPECT_EQ(spec.training().wire_dtype(), BF16);  // GPTs exchange bf16 by default.
   EXPECT_EQ(spec.num_servers(), 1u);
   EXPECT_EQ(spec.num_workers(), 1u);
   EXPECT_TRUE(spec.data().path().empty());
@@ -262,6 +262,7 @@ TEST(ApplyJobDefaultsTest, FillsUnsetFields) {
   EXPECT_EQ(mlp.model().embedding_dim(), 24u);
   EXPECT_EQ(mlp.model().hidden_dim(), 256u);
   EXPECT_EQ(mlp.model().layers(), 0u);
+  EXPECT_EQ(mlp.training().wire_dtype(), FP32);
 }
 
 TEST(ApplyJobDefaultsTest, KeepsSetFieldsAndDefaultsMomentum) {

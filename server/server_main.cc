@@ -42,6 +42,10 @@ ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
           "--metrics_port_file); negative: no HTTP server.");
 ABSL_FLAG(std::string, metrics_port_file, "",
           "If set, the metrics port actually bound is written to this file (before --port_file).");
+ABSL_FLAG(std::string, unix_socket, "",
+          "Also listen on this Unix domain socket and advertise it (unix:PATH) as the server's "
+          "address: for clusters whose processes all run on this machine (psctl local), where "
+          "pulls and pushes then skip the TCP stack. Empty: TCP only.");
 ABSL_FLAG(std::string, advertise_host, "",
           "Host name that workers use to reach this server. Default: --host, or this machine's "
           "hostname when --host is 0.0.0.0.");
@@ -99,7 +103,7 @@ int Run() {
   }
   absl::StatusOr<RunningServer> server = StartGrpcServer(
       absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_port), {&parameter_service, &admin_service},
-      absl::GetFlag(FLAGS_port_file), &metrics);
+      absl::GetFlag(FLAGS_port_file), &metrics, absl::GetFlag(FLAGS_unix_socket));
   if (!server.ok()) {
     LOG(ERROR) << server.status();
     return 1;
@@ -108,7 +112,9 @@ int Run() {
     LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_host) << ":" << (*http)->port()
               << "/metrics";
   }
-  const std::string address = absl::StrCat(AdvertisedHost(), ":", server->port);
+  const std::string address = absl::GetFlag(FLAGS_unix_socket).empty()
+                                  ? absl::StrCat(AdvertisedHost(), ":", server->port)
+                                  : absl::StrCat("unix:", absl::GetFlag(FLAGS_unix_socket));
   store.SetIdentity("standalone", address);
   LOG(INFO) << "ps_server listening on " << absl::GetFlag(FLAGS_host) << ":" << server->port
             << ", reachable as " << address;

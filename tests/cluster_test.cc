@@ -493,6 +493,8 @@ TEST_F(ClusterTest, FirstSyncStepEqualsInProcessMeanGradientStep) {
   spec.mutable_training()->mutable_optimizer()->set_kind(SGD);
   spec.mutable_training()->mutable_optimizer()->set_learning_rate(0.5f);
   spec.mutable_training()->set_sample_length(0);
+  // Exact arithmetic to compare with (a BF16 wire rounds parameters and gradients).
+  spec.mutable_training()->set_wire_dtype(FP32);
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
 

@@ -8,13 +8,16 @@
 #include <glog/logging.h>
 #include <grpcpp/client_context.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/model_layout.h"
 #include "common/status.h"
 #include "worker/compute.h"
 #include "worker/data/corpus.h"
 #include "worker/model/language_model.h"
+#include "worker/model/synthetic_model.h"
 #include "worker/model/tokenizer.h"
 #include "worker/parameter_client.h"
 #include "worker/training_metrics.h"
@@ -194,9 +197,17 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   const bool evaluator = assignment.rank() == 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, CreateTokenizer(spec.model()));
   DeviceChoice choice;
-  ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
-                   CreateLanguageModelOnDevice(spec.model(), tokenizer->vocab_size(),
-                                               options.device, &choice, options.cuda));
+  std::unique_ptr<LanguageModel> model;
+  if (options.synthetic_compute >= absl::ZeroDuration()) {
+    ASSIGN_OR_RETURN(model, SyntheticModel::Create(spec.model(), tokenizer->vocab_size(),
+                                                   options.synthetic_compute));
+    choice.description = absl::StrCat("none: synthetic compute, ",
+                                      absl::FormatDuration(options.synthetic_compute),
+                                      " per step (benchmark; trains nothing)");
+  } else {
+    ASSIGN_OR_RETURN(model, CreateLanguageModelOnDevice(spec.model(), tokenizer->vocab_size(),
+                                                        options.device, &choice, options.cuda));
+  }
   LOG(INFO) << "job " << assignment.job_id() << ": model on " << choice.description;
   const ByteToToken vocabulary = ByteToTokenTable(*tokenizer);
   ASSIGN_OR_RETURN(Corpus corpus,
@@ -379,6 +390,23 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
 }
 
 }  // namespace
+
+absl::Status ParseCompute(absl::string_view text, TrainerOptions* options) {
+  if (text == "model") {
+    options->synthetic_compute = -absl::InfiniteDuration();
+    return absl::OkStatus();
+  }
+  const absl::string_view original = text;
+  double ms = 0;
+  if (absl::ConsumePrefix(&text, "synthetic:") && absl::SimpleAtod(text, &ms) && ms >= 0 &&
+      ms <= 3.6e6) {
+    options->synthetic_compute = absl::Milliseconds(ms);
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "want \"model\" or \"synthetic:MS\" with MS milliseconds in [0, 3600000], got \"", original,
+      "\""));
+}
 
 absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
                     const std::string& node_id, const std::atomic<bool>* cancel,

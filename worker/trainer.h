@@ -7,6 +7,8 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "common/metrics.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "worker/cuda/device_model.h"
@@ -17,7 +19,13 @@ struct TrainerOptions {
   Device device = Device::kAuto;        // Where the model runs (worker/cuda/device_model.h).
   CudaModelOptions cuda;                // How it computes there, on a GPU.
   MetricsRegistry* metrics = nullptr;   // Not owned; step times, losses, throughput if set.
+  // >= 0: the model is a SyntheticModel taking this long per step (benchmarks); < 0: the real one.
+  absl::Duration synthetic_compute = -absl::InfiniteDuration();
 };
+
+// "model" or "synthetic:MS" (ps_worker --compute) into options->synthetic_compute;
+// INVALID_ARGUMENT otherwise.
+absl::Status ParseCompute(absl::string_view text, TrainerOptions* options);
 
 // Runs `assignment` to completion, reporting progress, completion or failure to the coordinator
 // through `coordinator`. Returns early with CANCELLED once `*cancel` becomes true or the coordinator

@@ -35,6 +35,11 @@ ABSL_FLAG(std::string, cuda_attention, "materialized",
           "How the GPT's attention runs on a GPU: materialized (cuBLAS products around a (T, T) "
           "softmax kept for the backward) or flash (fused kernels, no (T, T) memory; head size "
           "<= 64). Ignored on the CPU.");
+ABSL_FLAG(std::string, compute, "model",
+          "model: compute gradients with the job's model. synthetic:MS (benchmarks): instead of "
+          "forward and backward, wait MS milliseconds per step (leaving the CPU free, as a GPU "
+          "would) and push fixed gradients; measures the parameter-server path at GPU-like step "
+          "times (bench/step_bench). Trains nothing.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the metrics HTTP server listens on.");
 ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
           "Port of the HTTP server for Prometheus metrics (/metrics) and /healthz "
@@ -135,6 +140,10 @@ int Run() {
           ParseCudaAttention(absl::GetFlag(FLAGS_cuda_attention), &trainer_options.cuda);
       !s.ok()) {
     LOG(ERROR) << "--cuda_attention: " << s.message();
+    return 2;
+  }
+  if (absl::Status s = ParseCompute(absl::GetFlag(FLAGS_compute), &trainer_options); !s.ok()) {
+    LOG(ERROR) << "--compute: " << s.message();
     return 2;
   }
   if (*device == Device::kCuda) {

@@ -21,11 +21,28 @@ cp bazel-bin/client/psctl bazel-bin/coordinator/ps_coordinator bazel-bin/server/
   bazel-bin/worker/ps_worker "$pack/bin/"
 chmod u+w "$pack"/* "$pack"/bin/*
 # Shared libraries from Debian packages (Abseil, protobuf, gRPC, OpenBLAS, gtest...) that a GPU
-# machine lacks; glibc, libstdc++ and the CUDA libraries stay the machine's own.
-for binary in "$pack"/*_test "$pack"/bin/*; do
-  ldd "$binary" | awk '/=> \// {print $3}'
-done | sort -u | grep -v -E '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so|/usr/local/cuda/' |
+# machine lacks, and Bazel's own (_solib_k8/*.so: test binaries link the project's libraries
+# dynamically, found through a RUNPATH relative to bazel-bin that the copies lose); glibc,
+# libstdc++ and the CUDA libraries stay the machine's own. ldd runs on the originals in bazel-bin,
+# where every RUNPATH resolves.
+for t in $tests; do ldd "bazel-bin/worker/cuda/$t"; done | awk '/=> \// {print $3}' > "$pack/.libs"
+for binary in "$pack"/bin/*; do ldd "$binary"; done | awk '/=> \// {print $3}' >> "$pack/.libs"
+if grep -q "not found" < <(for t in $tests; do ldd "bazel-bin/worker/cuda/$t"; done); then
+  echo "pack: a test binary has an unresolved library:" >&2
+  for t in $tests; do ldd "bazel-bin/worker/cuda/$t" | grep "not found" >&2 || true; done
+  exit 1
+fi
+sort -u "$pack/.libs" | grep -v -E '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so|/usr/local/cuda/' |
   while read -r lib; do cp -L "$lib" "$pack/lib/"; done
+rm "$pack/.libs"
+# What the GPU machine will do: every packed binary must find its libraries in lib/ (and the
+# CUDA toolkit's, which this machine has too).
+for binary in "$pack"/*_test "$pack"/bin/* "$pack"/gpu_model_bench; do
+  if LD_LIBRARY_PATH="$pack/lib" ldd "$binary" | grep "not found"; then
+    echo "pack: $binary misses the libraries above" >&2
+    exit 1
+  fi
+done
 corpus=${CORPUS:-../shared/data/tinyshakespeare.txt}
 if [ -f "$corpus" ]; then
   cp "$corpus" "$pack/data/tinyshakespeare.txt"

@@ -74,6 +74,7 @@ GptModel::GptModel(const GptConfig& config)
     total += n;
   }
   num_parameters_ = total;
+  groups_ = GptParameterGroups(config.layers, config.width, config.context, config.vocab);
 }
 
 template <typename Float>
@@ -143,12 +144,14 @@ void GptModel::Forward(const Tables<const float>& p, int B, int T, bool training
   const bool dropout = training && dropout_;
   const float rate = config_.dropout;
 
+  if (training) AwaitParameters(groups_[0]);
   EmbeddingForward(inputs_.data(), p.wte, p.wpe, B, T, C, encoded_.data(), pool_.get());
   if (dropout) {
     DropoutMask(seed, EmbedStream(), rate, BT * C, embed_mask_.data(), pool_.get());
     Multiply(encoded_.data(), embed_mask_.data(), BT * C, encoded_.data(), pool_.get());
   }
   for (int l = 0; l < L; ++l) {
+    if (training) AwaitParameters(groups_[1 + l]);
     // This layer's parameters.
     const float* ln1w = p.ln1_weight + l * C;                                      // (C)
     const float* ln1b = p.ln1_bias + l * C;                                        // (C)
@@ -206,6 +209,7 @@ void GptModel::Forward(const Tables<const float>& p, int B, int T, bool training
     ResidualForward(residual2, proj, mlp_proj_mask, BT * C, residual3, pool_.get());
   }
   const float* last = residual3_.data() + (L - 1) * BT * C;  // (B, T, C)
+  if (training) AwaitParameters(groups_[L + 1]);
   LayerNormForward(last, p.lnf_weight, p.lnf_bias, BT, C, lnf_.data(), lnf_mean_.data(),
                    lnf_rstd_.data(), pool_.get());
 }
@@ -252,6 +256,7 @@ float GptModel::ForwardBackward(const float* params, const int32_t* rows, int ba
   Reserve(batch);
   if (!LoadRows(rows, batch)) {
     std::fill(grads, grads + num_parameters_, 0.0f);
+    for (auto group = groups_.rbegin(); group != groups_.rend(); ++group) GradientsReady(*group);
     return std::numeric_limits<float>::quiet_NaN();
   }
   const int B = batch, T = config_.context, L = config_.layers, C = config_.width,
@@ -274,6 +279,7 @@ float GptModel::ForwardBackward(const float* params, const int32_t* rows, int ba
   std::fill(dresidual, dresidual + BT * C, 0.0f);
   LayerNormBackward(dlnf, residual3_.data() + (L - 1) * BT * C, p.lnf_weight, lnf_mean_.data(),
                     lnf_rstd_.data(), BT, C, dresidual, g.lnf_weight, g.lnf_bias, pool_.get());
+  GradientsReady(groups_[L + 1]);
 
   // dresidual holds d(loss)/d(layer l's output) on entry to each iteration and d(its input) after.
   for (int l = L - 1; l >= 0; --l) {
@@ -328,11 +334,13 @@ float GptModel::ForwardBackward(const float* params, const int32_t* rows, int ba
     LayerNormBackward(dln1, residual, p.ln1_weight + l * C, ln1_mean_.data() + l * BT,
                       ln1_rstd_.data() + l * BT, BT, C, dresidual, g.ln1_weight + l * C,
                       g.ln1_bias + l * C, pool_.get());
+    GradientsReady(groups_[1 + l]);
   }
 
   // Embeddings: encoded = dropout(wte[inputs] + wpe).
   if (dropout_) Multiply(dresidual, embed_mask_.data(), BT * C, dresidual, pool_.get());
   EmbeddingBackward(dresidual, inputs_.data(), B, T, C, g.wte, g.wpe, pool_.get());
+  GradientsReady(groups_[0]);
   return loss;
 }
 

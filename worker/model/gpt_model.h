@@ -67,8 +67,12 @@ class GptModel : public LanguageModel {
   int max_context() const override { return config_.context; }
   size_t num_parameters() const override { return num_parameters_; }
 
+  // With a parameter stream: awaits the embeddings, each layer and the final LayerNorm (the
+  // groups of GptParameterGroups) just before forward reads them, and reports them in the
+  // opposite order as backward finishes them.
   float ForwardBackward(const float* params, const int32_t* rows, int batch, uint64_t seed,
                         float* grads) override;
+  bool streams_parameters() const override { return true; }
   float Loss(const float* params, const int32_t* rows, int batch) override;
   void NextTokenLogits(const float* params, const int32_t* tokens, int length,
                        float* logits) override;
@@ -87,13 +91,14 @@ class GptModel : public LanguageModel {
   // Splits rows (batch, T+1) into inputs_ and targets_ (batch, T); false for an out-of-range id.
   bool LoadRows(const int32_t* rows, int batch);
   // Runs inputs_ (B, t) through the blocks and the final LayerNorm into lnf_; `training` applies
-  // dropout with masks from `seed`.
+  // dropout with masks from `seed` and awaits each group of parameters (parameter stream).
   void Forward(const Tables<const float>& p, int B, int t, bool training, uint64_t seed);
   // Logits of all B*T positions and the mean loss against targets_; probs_ keeps the softmax.
   float HeadLoss(const Tables<const float>& p, int B);
 
   GptConfig config_;
   size_t num_parameters_;
+  std::vector<ParameterGroup> groups_;  // (L + 2) GptParameterGroups, in forward order.
   std::unique_ptr<ThreadPool> pool_;
   bool dropout_ = false;  // config_.dropout > 0
 

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "proto/job.pb.h"
+#include "worker/model/parameter_stream.h"
 
 namespace psrv {
 
@@ -46,7 +47,9 @@ class LanguageModel {
   // the mean of their ForwardBackward gradients into `grads` (overwritten) and returns the mean of
   // their losses. `scratch` (num_parameters) is working memory, needed when micro_batches > 1.
   // This default runs ForwardBackward per micro-batch and sums on the host (g0 + g1 + ..., then
-  // times 1/micro_batches); the CUDA model keeps the sum on the GPU, with the same result.
+  // times 1/micro_batches; with a parameter stream, the last micro-batch's ranges are summed as
+  // they are reported, and only then passed on); the CUDA model keeps the sum on the GPU, with
+  // the same result.
   virtual float AccumulateGradients(const float* params, const int32_t* rows, int batch,
                                     int micro_batches, const uint64_t* seeds, float* grads,
                                     float* scratch);
@@ -65,6 +68,34 @@ class LanguageModel {
   // max_context() are used), in evaluation mode.
   virtual void NextTokenLogits(const float* params, const int32_t* tokens, int length,
                                float* logits) = 0;
+
+  // Overlap with the parameter servers during ForwardBackward and AccumulateGradients (not owned;
+  // null: every parameter is in place before the call, and the gradient is handed over when it
+  // returns). Models that support it (the GPTs, the synthetic model) await each group of
+  // parameters just before forward reads it and report each group of gradients as soon as it is
+  // final; the others await everything first and report everything at the end. Loss, MeanLoss
+  // and NextTokenLogits never use it: their parameters must all be in place.
+  void set_parameter_stream(ParameterStream* stream) { stream_ = stream; }
+  // Whether ForwardBackward itself awaits and reports groups (else AccumulateGradients awaits the
+  // whole buffer first and reports it whole at the end).
+  virtual bool streams_parameters() const { return false; }
+  ParameterStream* parameter_stream() const { return stream_; }
+
+ protected:
+  // For implementations: no-ops without a stream.
+  void AwaitParameters(const ParameterGroup& group) {
+    if (stream_ != nullptr) {
+      for (const FlatRange& range : group) stream_->AwaitParameters(range);
+    }
+  }
+  void GradientsReady(const ParameterGroup& group) {
+    if (stream_ != nullptr) {
+      for (const FlatRange& range : group) stream_->GradientsReady(range);
+    }
+  }
+
+ private:
+  ParameterStream* stream_ = nullptr;
 };
 
 // Builds the model of spec.kind() ("mlp" or "gpt") over `vocab_size` tokens; INVALID_ARGUMENT for
