@@ -160,7 +160,7 @@ void MeasureSize(uint64_t bytes) {
   *pull_header.mutable_range() = MakeRange(0, n);
   pull_header.set_dtype(FP32);
   Row("server pull: Shard::Pull (copy out under lock)", bytes, MedianSeconds([&] {
-        shard.Pull(pull_header, [](absl::Status, uint64_t, PooledBuffer) {});
+        shard.Pull(pull_header, [](absl::Status, uint64_t, PullPayload) {});
       }, seconds));
 
   // Worker, pull: parse the reply, payload copied once into the parameter buffer.

@@ -1,21 +1,54 @@
 #include "server/aggregate.h"
 
 #include <algorithm>
+#include <cmath>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "common/bf16.h"
 
 namespace psrv {
+namespace {
+
+// out[i] = in[i] * scale, or out[i] += in[i] * scale, for FP32 or BF16 input. Written out per case
+// so that each loop vectorizes (the product is rounded before the sum: -ffp-contract=off).
+template <bool kAdd, typename In>
+void ScaleInto(const In* __restrict in, size_t count, float scale, float* __restrict out) {
+  for (size_t i = 0; i < count; ++i) {
+    float g;
+    if constexpr (sizeof(In) == 2) {
+      g = Bf16ToFloat(in[i]);
+    } else {
+      g = in[i];
+    }
+    if constexpr (kAdd) {
+      out[i] += g * scale;
+    } else {
+      out[i] = g * scale;
+    }
+  }
+}
+
+template <bool kAdd>
+void ScaleInto(const void* in, DType dtype, size_t count, float scale, float* out) {
+  if (dtype == BF16) {
+    ScaleInto<kAdd>(static_cast<const uint16_t*>(in), count, scale, out);
+  } else {
+    ScaleInto<kAdd>(static_cast<const float*>(in), count, scale, out);
+  }
+}
+
+const void* Advance(const void* values, DType dtype, size_t n) {
+  return static_cast<const char*>(values) + n * (dtype == BF16 ? 2 : sizeof(float));
+}
+
+}  // namespace
 
 SyncAggregator::SyncAggregator(size_t size, uint32_t num_workers)
-    : size_(size),
-      num_workers_(num_workers),
-      from_step_(num_workers, 0),
-      pushed_(num_workers),
-      pushed_keys_(num_workers, 0) {}
+    : size_(size), num_workers_(num_workers), from_step_(num_workers, 0), ranks_(num_workers) {}
 
-absl::Status SyncAggregator::Check(uint32_t rank, uint64_t step, uint64_t applied_steps,
-                                   size_t offset, size_t count) const {
+absl::Status SyncAggregator::CheckStep(uint32_t rank, uint64_t step,
+                                       uint64_t applied_steps) const {
   if (step == 0) return absl::InvalidArgumentError("steps start at 1");
   if (step <= applied_steps) {
     // A resend (e.g. after a fail-over): this worker's gradient is in the applied update.
@@ -33,37 +66,127 @@ absl::Status SyncAggregator::Check(uint32_t rank, uint64_t step, uint64_t applie
             ? absl::StrCat("worker rank ", rank, " was removed from the job")
             : absl::StrCat("worker rank ", rank, " joins the job at step ", from_step_[rank]));
   }
+  return absl::OkStatus();
+}
+
+absl::Status SyncAggregator::Check(uint32_t rank, uint64_t step, uint64_t applied_steps,
+                                   size_t offset, size_t count, bool scale_follows) const {
+  if (absl::Status status = CheckStep(rank, step, applied_steps); !status.ok()) return status;
   // Overlap with an earlier chunk: the first range starting at or after `offset`, or the one
   // before it reaching past `offset`.
-  const std::map<size_t, size_t>& ranges = pushed_[rank];
-  auto next = ranges.lower_bound(offset);
-  const bool overlaps = (next != ranges.end() && next->first < offset + count) ||
-                        (next != ranges.begin() && std::prev(next)->second > offset);
+  const Rank& r = ranks_[rank];
+  auto next = r.pushed.lower_bound(offset);
+  const bool overlaps = (next != r.pushed.end() && next->first < offset + count) ||
+                        (next != r.pushed.begin() && std::prev(next)->second > offset);
   if (overlaps) {
     return absl::AlreadyExistsError(absl::StrCat("worker ", rank, " already pushed keys in [",
                                                  offset, ", ", offset + count, ") of step ",
                                                  step, " for this shard"));
   }
+  const Rank::Kind kind = scale_follows ? Rank::Kind::kScaleFollows : Rank::Kind::kFinal;
+  if (r.kind != Rank::Kind::kUnknown && r.kind != kind) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker ", rank, " sent step ", step, " both with and without scale_follows (or committed "
+        "it): a worker's pushes of a step are either all final or all scaled by its commit"));
+  }
   return absl::OkStatus();
 }
 
+absl::Status SyncAggregator::CheckCommit(uint32_t rank, uint64_t step, uint64_t applied_steps,
+                                         float scale) const {
+  if (!std::isfinite(scale) || scale <= 0.0f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("grad_scale must be a finite number > 0, got ", scale));
+  }
+  if (absl::Status status = CheckStep(rank, step, applied_steps); !status.ok()) return status;
+  const Rank& r = ranks_[rank];
+  if (r.kind == Rank::Kind::kFinal) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker ", rank, " pushed step ", step, " without scale_follows: nothing to scale"));
+  }
+  if (r.committed) {
+    if (r.scale == scale) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("worker ", rank, " already committed step ", step));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("worker ", rank, " committed step ", step,
+                                                   " with grad_scale ", r.scale, ", not ", scale));
+  }
+  return absl::OkStatus();
+}
+
+void SyncAggregator::Accumulate(size_t offset, size_t count, const void* grad, DType dtype,
+                                float scale) {
+  if (sum_.size() != size_) sum_.resize(size_);
+  float* sum = sum_.data();
+  // Keys nobody contributed to yet this step are written, the others added to.
+  size_t key = offset;
+  const size_t end = offset + count;
+  auto it = covered_.upper_bound(key);
+  if (it != covered_.begin()) --it;
+  while (key < end) {
+    while (it != covered_.end() && it->second <= key) ++it;
+    const bool inside = it != covered_.end() && it->first <= key;
+    const size_t stop = inside ? std::min(end, it->second)
+                               : std::min(end, it != covered_.end() ? it->first : end);
+    const void* in = Advance(grad, dtype, key - offset);
+    if (inside) {
+      ScaleInto<true>(in, dtype, stop - key, scale, sum + key);
+    } else {
+      ScaleInto<false>(in, dtype, stop - key, scale, sum + key);
+    }
+    key = stop;
+  }
+  // Merge [offset, end) into covered_.
+  size_t begin = offset, last = end;
+  auto first = covered_.upper_bound(begin);
+  if (first != covered_.begin() && std::prev(first)->second >= begin) --first;
+  auto stop = first;
+  while (stop != covered_.end() && stop->first <= last) {
+    begin = std::min(begin, stop->first);
+    last = std::max(last, stop->second);
+    ++stop;
+  }
+  covered_.erase(first, stop);
+  covered_.emplace(begin, last);
+}
+
 bool SyncAggregator::Add(uint32_t rank, uint64_t step, size_t offset, size_t count,
-                         const float* grad) {
-  if (sum_.size() != size_) sum_.assign(size_, 0.0f);
+                         const void* grad, DType dtype, bool scale_follows) {
   step_ = step;
-  float* __restrict sum = sum_.data() + offset;
-  for (size_t i = 0; i < count; ++i) sum[i] += grad[i];
-  pushed_[rank].emplace(offset, offset + count);
+  Rank& r = ranks_[rank];
+  if (!scale_follows) {
+    r.kind = Rank::Kind::kFinal;
+    Accumulate(offset, count, grad, dtype, 1.0f);
+  } else {
+    r.kind = Rank::Kind::kScaleFollows;
+    if (num_workers_ == 1) {
+      Accumulate(offset, count, grad, dtype, 1.0f);  // The only worker: the sum is its buffer.
+    } else {
+      if (r.staged.size() != size_) r.staged.resize(size_);
+      ScaleInto<false>(grad, dtype, count, 1.0f, r.staged.data() + offset);
+    }
+  }
+  r.pushed.emplace(offset, offset + count);
+  r.pushed_keys += count;
   ++pushes_;
-  pushed_keys_[rank] += count;
   return Complete();
+}
+
+bool SyncAggregator::Commit(uint32_t rank, uint64_t step, float scale) {
+  step_ = step;
+  Rank& r = ranks_[rank];
+  r.kind = Rank::Kind::kScaleFollows;
+  r.committed = true;
+  r.scale = scale;
+  return pushes_ > 0 && Complete();
 }
 
 bool SyncAggregator::Complete() const {
   uint32_t taking_part = 0;
   for (uint32_t rank = 0; rank < num_workers_; ++rank) {
     if (!TakesPart(rank, step_)) continue;
-    if (pushed_keys_[rank] != size_) return false;
+    if (!RankComplete(ranks_[rank])) return false;
     ++taking_part;
   }
   return taking_part > 0;
@@ -82,12 +205,25 @@ absl::StatusOr<bool> SyncAggregator::SetWorkers(const std::vector<uint64_t>& fro
   }
   step_ = step;
   for (uint32_t rank = 0; rank < num_workers_; ++rank) {
-    if (TakesPart(rank, step) && from_step[rank] > step) {
-      // Leaving now: what it pushed for this step stays in the sum, counted where it covers.
-      for (const auto& [begin, end] : pushed_[rank]) left_ranges_.emplace_back(begin, end);
-      pushed_[rank].clear();
-      pushed_keys_[rank] = 0;
+    Rank& r = ranks_[rank];
+    if (!(TakesPart(rank, step) && from_step[rank] > step)) continue;
+    // Leaving now: what it pushed for this step stays in the sum, counted where it covers;
+    // pushes still waiting for its scale are dropped unless it committed.
+    const bool in_sum = r.kind == Rank::Kind::kFinal ||
+                        (r.kind == Rank::Kind::kScaleFollows && r.committed);
+    if (in_sum) {
+      for (const auto& [begin, end] : r.pushed) {
+        if (r.kind == Rank::Kind::kScaleFollows) {
+          const float* staged = num_workers_ == 1 ? nullptr : r.staged.data() + begin;
+          if (staged != nullptr) Accumulate(begin, end - begin, staged, FP32, r.scale);
+        }
+        left_ranges_.emplace_back(begin, end);
+      }
     }
+    r.pushed.clear();
+    r.pushed_keys = 0;
+    r.kind = Rank::Kind::kUnknown;
+    r.committed = false;
   }
   from_step_ = from_step;
   return pushes_ > 0 && Complete();
@@ -96,42 +232,88 @@ absl::StatusOr<bool> SyncAggregator::SetWorkers(const std::vector<uint64_t>& fro
 std::vector<uint32_t> SyncAggregator::IncompleteWorkers() const {
   std::vector<uint32_t> ranks;
   for (uint32_t rank = 0; rank < num_workers_; ++rank) {
-    if (TakesPart(rank, step_) && pushed_keys_[rank] != size_) ranks.push_back(rank);
+    if (TakesPart(rank, step_) && !RankComplete(ranks_[rank])) ranks.push_back(rank);
   }
   return ranks;
 }
 
-const float* SyncAggregator::Mean() {
-  uint32_t taking_part = 0;
+size_t SyncAggregator::TakingPart() const {
+  size_t taking_part = 0;
   for (uint32_t rank = 0; rank < num_workers_; ++rank) taking_part += TakesPart(rank, step_);
-  const float scale = 1.0f / static_cast<float>(taking_part);
-  if (left_ranges_.empty()) {
-    for (float& x : sum_) x *= scale;
-    return sum_.data();
+  return taking_part;
+}
+
+void SyncAggregator::AddStaged() {
+  if (num_workers_ == 1) return;  // Staged in the sum itself.
+  for (uint32_t rank = 0; rank < num_workers_; ++rank) {
+    Rank& r = ranks_[rank];
+    if (!TakesPart(rank, step_) || r.kind != Rank::Kind::kScaleFollows || !r.committed) continue;
+    for (const auto& [begin, end] : r.pushed) {
+      Accumulate(begin, end - begin, r.staged.data() + begin, FP32, r.scale);
+    }
   }
-  // Keys also pushed by workers that left mid-step: divide by the number of pushes they got.
-  std::map<size_t, int> edges;  // Key -> change in the count of extra pushes from there on.
-  for (const auto& [begin, end] : left_ranges_) {
-    ++edges[begin];
-    --edges[end];
+}
+
+SyncAggregator::MeanGradient SyncAggregator::Result() {
+  if (!staged_added_) {
+    AddStaged();
+    staged_added_ = true;
+    const float taking_part = static_cast<float>(TakingPart());
+    mean_scale_ = 1.0f / taking_part;
+    const Rank& only = ranks_[0];
+    if (num_workers_ == 1 && only.kind == Rank::Kind::kScaleFollows) {
+      // (g * s) * 1 as a worker that scaled before pushing would have it: g * s.
+      mean_scale_ = only.scale * mean_scale_;
+    }
+    if (!left_ranges_.empty()) {
+      // Keys also pushed by workers that left mid-step: divide by the number of pushes they got.
+      std::map<size_t, int> edges;  // Key -> change in the count of extra pushes from there on.
+      for (const auto& [begin, end] : left_ranges_) {
+        ++edges[begin];
+        --edges[end];
+      }
+      edges[size_] += 0;
+      size_t key = 0;
+      int extra = 0;
+      for (const auto& [edge, change] : edges) {
+        const float s = 1.0f / (taking_part + static_cast<float>(extra));
+        for (; key < edge; ++key) sum_[key] *= s;
+        extra += change;
+      }
+      mean_scale_ = 1.0f;
+    }
   }
-  edges[size_] += 0;
-  size_t key = 0;
-  int extra = 0;
-  for (const auto& [edge, change] : edges) {
-    const float s = 1.0f / static_cast<float>(taking_part + extra);
-    for (; key < edge; ++key) sum_[key] *= s;
-    extra += change;
+  return MeanGradient{sum_.data(), mean_scale_};
+}
+
+const float* SyncAggregator::Mean() {
+  const MeanGradient mean = Result();
+  if (mean.scale != 1.0f) {
+    for (float& x : sum_) x *= mean.scale;
+    mean_scale_ = 1.0f;
   }
   return sum_.data();
 }
 
 void SyncAggregator::Reset() {
-  for (auto& ranges : pushed_) ranges.clear();
-  std::fill(pushed_keys_.begin(), pushed_keys_.end(), 0);
+  for (Rank& r : ranks_) {
+    r.pushed.clear();
+    r.pushed_keys = 0;
+    r.kind = Rank::Kind::kUnknown;
+    r.committed = false;
+    r.scale = 1.0f;
+  }
+  covered_.clear();
   left_ranges_.clear();
   pushes_ = 0;
-  std::fill(sum_.begin(), sum_.end(), 0.0f);
+  staged_added_ = false;
+  mean_scale_ = 1.0f;
+}
+
+size_t SyncAggregator::bytes() const {
+  size_t bytes = sum_.capacity() * sizeof(float);
+  for (const Rank& r : ranks_) bytes += r.staged.capacity() * sizeof(float);
+  return bytes;
 }
 
 }  // namespace psrv

@@ -2,6 +2,13 @@
 // one step and releases their mean once every worker has pushed the whole shard (a worker may send
 // it as several non-overlapping chunks); ASYNC mode has no aggregation: each push goes straight to
 // the optimizer (see Shard::Push).
+//
+// A worker that clips its gradient to a global norm knows the clipping factor only once backward
+// is done, after it sent most of its gradient (worker/step_pipeline.h): it pushes with
+// `scale_follows` and sends the factor afterwards (Commit). Those pushes wait, unscaled, in a
+// buffer of the worker's own until then; at the end of the step they are added to the sum in rank
+// order, each times its worker's factor, so the result is the same as if the workers had scaled
+// before pushing, and does not depend on the order pushes arrived in.
 #ifndef PSRV_SERVER_AGGREGATE_H_
 #define PSRV_SERVER_AGGREGATE_H_
 
@@ -12,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "proto/types.pb.h"
 
 namespace psrv {
 
@@ -24,26 +32,49 @@ class SyncAggregator {
   static constexpr uint64_t kNever = UINT64_MAX;
 
   // Whether worker `rank` may push keys [offset, offset + count) of the shard for `step` now, given
-  // `applied_steps` steps already applied. INVALID_ARGUMENT: step 0. ALREADY_EXISTS: the step was
-  // already applied, or this worker already pushed some of these keys for it (a resend).
-  // FAILED_PRECONDITION: the step is ahead of the next one, or the worker takes no part in it.
-  // Changes nothing.
+  // `applied_steps` steps already applied. INVALID_ARGUMENT: step 0, or scale_follows unlike the
+  // worker's other pushes (or commit) of the step. ALREADY_EXISTS: the step was already applied,
+  // or this worker already pushed some of these keys for it (a resend). FAILED_PRECONDITION: the
+  // step is ahead of the next one, or the worker takes no part in it. Changes nothing.
   absl::Status Check(uint32_t rank, uint64_t step, uint64_t applied_steps, size_t offset,
-                     size_t count) const;
+                     size_t count, bool scale_follows = false) const;
 
-  // Adds a push of `step` that passed Check: grad (count) for keys [offset, offset + count).
-  // Returns true when every worker taking part in the step has pushed every key of it.
-  bool Add(uint32_t rank, uint64_t step, size_t offset, size_t count, const float* grad);
+  // Adds a push of `step` that passed Check: `count` values of `dtype` (FP32 or BF16, checked
+  // finite) for keys [offset, offset + count). Returns true when the step is complete: every
+  // worker taking part has pushed every key, and committed if its pushes wait for a scale.
+  bool Add(uint32_t rank, uint64_t step, size_t offset, size_t count, const void* grad,
+           DType dtype, bool scale_follows);
+  bool Add(uint32_t rank, uint64_t step, size_t offset, size_t count, const float* grad) {
+    return Add(rank, step, offset, count, grad, FP32, false);
+  }
+
+  // Whether worker `rank` may commit `step` with `scale` (the factor of its pushes with
+  // scale_follows). INVALID_ARGUMENT: a scale that is not finite and > 0, a worker whose pushes of
+  // the step are final already, or one that committed the step with another scale.
+  // ALREADY_EXISTS: the step was applied, or committed with this scale (a resend).
+  // FAILED_PRECONDITION: as Check.
+  absl::Status CheckCommit(uint32_t rank, uint64_t step, uint64_t applied_steps,
+                           float scale) const;
+  // Records a commit that passed CheckCommit; returns true when the step is complete.
+  bool Commit(uint32_t rank, uint64_t step, float scale);
 
   // Changes which workers take part in which steps (`from_step`: one entry per rank), while `step`
   // is the step being aggregated. A worker leaving in the middle of a step keeps what it pushed
-  // for it: those keys are averaged over the workers that pushed them. Returns true if the step
-  // now has pushes and every worker still taking part has pushed every key (apply it).
-  // INVALID_ARGUMENT (nothing changes): not one entry per rank, or no worker takes part in `step`.
+  // for it: those keys are averaged over the workers that pushed them (pushes still waiting for a
+  // scale that never came are dropped). Returns true if the step now has pushes and every worker
+  // still taking part has pushed every key (apply it). INVALID_ARGUMENT (nothing changes): not
+  // one entry per rank, or no worker takes part in `step`.
   absl::StatusOr<bool> SetWorkers(const std::vector<uint64_t>& from_step, uint64_t step);
   const std::vector<uint64_t>& from_step() const { return from_step_; }
 
-  // The mean of the step's pushes (size); valid after Add returned true, until Reset.
+  // The mean of the step's (scaled) pushes, as grad[i] * scale (size values): valid once the step
+  // is complete, until Reset. The scale is left for the optimizer's pass to apply, saving one.
+  struct MeanGradient {
+    const float* grad;
+    float scale;
+  };
+  MeanGradient Result();
+  // The same, multiplied out (for replication, and tests).
   const float* Mean();
 
   // Starts the next step.
@@ -51,26 +82,50 @@ class SyncAggregator {
 
   // Pushes (chunks) received for the step being aggregated.
   uint32_t pending() const { return pushes_; }
-  // Ranks taking part in the step being aggregated that have not pushed every key of it.
+  // Ranks taking part in the step being aggregated that have not pushed every key of it (or not
+  // committed it).
   std::vector<uint32_t> IncompleteWorkers() const;
-  size_t bytes() const { return sum_.capacity() * sizeof(float); }
+  size_t bytes() const;
 
  private:
+  struct Rank {
+    std::map<size_t, size_t> pushed;  // Key ranges [begin, end) pushed this step, by begin.
+    size_t pushed_keys = 0;           // Keys covered so far.
+    enum class Kind { kUnknown, kFinal, kScaleFollows } kind = Kind::kUnknown;
+    bool committed = false;
+    float scale = 1.0f;
+    // (size) Pushes waiting for the scale; allocated on first use, kept for later steps. With a
+    // single worker the sum itself holds them.
+    std::vector<float> staged;
+  };
+
   bool TakesPart(uint32_t rank, uint64_t step) const { return from_step_[rank] <= step; }
-  // Every worker taking part in step_ has pushed every key (and at least one takes part).
+  // The checks of Check and CheckCommit on the step alone.
+  absl::Status CheckStep(uint32_t rank, uint64_t step, uint64_t applied_steps) const;
+  bool RankComplete(const Rank& rank) const {
+    return rank.pushed_keys == size_ && (rank.kind != Rank::Kind::kScaleFollows || rank.committed);
+  }
+  // Every worker taking part in step_ has pushed every key (and committed) (and one takes part).
   bool Complete() const;
+  // Writes (first contribution to a key this step) or adds `count` values (FP32 or BF16) times
+  // `scale` into sum_ at `offset`.
+  void Accumulate(size_t offset, size_t count, const void* grad, DType dtype, float scale);
+  // Adds the committed staged pushes of every rank, in rank order, into sum_.
+  void AddStaged();
+  size_t TakingPart() const;
 
   const size_t size_;
   const uint32_t num_workers_;
   std::vector<uint64_t> from_step_;  // (num_workers) see SetWorkers.
   uint64_t step_ = 0;                // The step being aggregated (set by Add and SetWorkers).
-  std::vector<float> sum_;  // (size) lazily allocated; zero at the start of a step.
-  // Per worker: the key ranges [begin, end) pushed for the current step, by begin.
-  std::vector<std::map<size_t, size_t>> pushed_;  // (num_workers)
-  std::vector<size_t> pushed_keys_;               // (num_workers) keys covered so far.
+  std::vector<float> sum_;  // (size) lazily allocated; only the keys in covered_ are valid.
+  std::map<size_t, size_t> covered_;  // Key ranges of sum_ written this step, merged, by begin.
+  std::vector<Rank> ranks_;           // (num_workers)
   // Key ranges pushed this step by workers that left during it: one more contribution each.
   std::vector<std::pair<size_t, size_t>> left_ranges_;
-  uint32_t pushes_ = 0;                           // Pushes (chunks) this step.
+  uint32_t pushes_ = 0;  // Pushes (chunks) this step.
+  bool staged_added_ = false;  // AddStaged ran for this step.
+  float mean_scale_ = 1.0f;    // Result's scale while it is not multiplied out.
 };
 
 }  // namespace psrv

@@ -1,5 +1,8 @@
 #include "server/aggregate.h"
 
+#include <cmath>
+#include <vector>
+
 #include "gtest/gtest.h"
 
 namespace psrv {
@@ -105,6 +108,97 @@ TEST(SyncAggregatorTest, AJoiningWorkerCountsFromItsFirstStep) {
   EXPECT_EQ(agg.SetWorkers({never, never}, 4).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(agg.SetWorkers({0}, 4).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// What a worker that clipped before pushing would send: g * s, rounded to float.
+std::vector<float> Scaled(const std::vector<float>& g, float s) {
+  std::vector<float> out(g.size());
+  for (size_t i = 0; i < g.size(); ++i) out[i] = g[i] * s;
+  return out;
+}
+
+TEST(SyncAggregatorTest, ScaledLaterEqualsScaledBeforeBitForBitInAnyArrivalOrder) {
+  const std::vector<float> g0 = {0.1f, -3.7f, 1e-7f, 12.5f}, g1 = {2.2f, 0.3f, -1e-3f, 7.0f};
+  const float s0 = 0.3141f, s1 = 1.0f;
+  // Workers that scaled before pushing.
+  SyncAggregator before(4, 2);
+  before.Add(0, 1, 0, 4, Scaled(g0, s0).data());
+  EXPECT_TRUE(before.Add(1, 1, 0, 4, Scaled(g1, s1).data()));
+  const std::vector<float> expected(before.Mean(), before.Mean() + 4);
+  // Pushes with scale_follows, in chunks, commits and pushes interleaved both ways.
+  for (int order = 0; order < 2; ++order) {
+    SyncAggregator later(4, 2);
+    ASSERT_TRUE(later.Check(1, 1, 0, 2, 2, true).ok());
+    EXPECT_FALSE(later.Add(1, 1, 2, 2, g1.data() + 2, FP32, true));
+    if (order == 0) {
+      EXPECT_FALSE(later.Commit(1, 1, s1));  // A commit may come before the rest of the pushes.
+      EXPECT_FALSE(later.Add(1, 1, 0, 2, g1.data(), FP32, true));
+      EXPECT_FALSE(later.Add(0, 1, 0, 4, g0.data(), FP32, true));
+      EXPECT_EQ(later.IncompleteWorkers(), std::vector<uint32_t>{0});  // Not committed yet.
+      EXPECT_TRUE(later.Commit(0, 1, s0));
+    } else {
+      EXPECT_FALSE(later.Add(0, 1, 0, 4, g0.data(), FP32, true));
+      EXPECT_FALSE(later.Commit(0, 1, s0));
+      EXPECT_FALSE(later.Add(1, 1, 0, 2, g1.data(), FP32, true));
+      EXPECT_TRUE(later.Commit(1, 1, s1));
+    }
+    const SyncAggregator::MeanGradient mean = later.Result();
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(mean.grad[i] * mean.scale, expected[i]) << i;
+  }
+}
+
+TEST(SyncAggregatorTest, ASingleWorkersScaleIsFoldedIntoTheResult) {
+  const std::vector<float> g = {0.1f, -3.7f, 1e-7f};
+  const float s = 0.77f;
+  SyncAggregator agg(3, 1);
+  EXPECT_FALSE(agg.Add(0, 1, 0, 3, g.data(), FP32, true));
+  EXPECT_TRUE(agg.Commit(0, 1, s));
+  const SyncAggregator::MeanGradient mean = agg.Result();
+  const std::vector<float> expected = Scaled(g, s);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(mean.grad[i] * mean.scale, expected[i]);
+  EXPECT_EQ(agg.Mean()[1], expected[1]);  // Multiplied out.
+}
+
+TEST(SyncAggregatorTest, Bf16PushesAreWidenedExactly) {
+  // bfloat16 of 1.5 and -2.0: the upper halves of their fp32 bits.
+  const uint16_t g[2] = {0x3fc0, 0xc000};
+  SyncAggregator agg(2, 1);
+  EXPECT_TRUE(agg.Add(0, 1, 0, 2, g, BF16, false));
+  EXPECT_EQ(agg.Mean()[0], 1.5f);
+  EXPECT_EQ(agg.Mean()[1], -2.0f);
+}
+
+TEST(SyncAggregatorTest, CommitsAreCheckedAndResendsRecognised) {
+  SyncAggregator agg(2, 2);
+  const float g[2] = {1, 2};
+  EXPECT_EQ(agg.CheckCommit(0, 1, 0, 0.0f).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(agg.CheckCommit(0, 1, 0, NAN).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(agg.CheckCommit(0, 1, 1, 0.5f).code(), absl::StatusCode::kAlreadyExists);  // applied
+  EXPECT_EQ(agg.CheckCommit(0, 3, 1, 0.5f).code(), absl::StatusCode::kFailedPrecondition);
+  agg.Add(1, 2, 0, 2, g);  // Rank 1's pushes of step 2 are final: nothing to scale.
+  EXPECT_EQ(agg.CheckCommit(1, 2, 1, 0.5f).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(agg.Check(1, 2, 1, 0, 2, true).code(), absl::StatusCode::kAlreadyExists);  // resend
+  ASSERT_TRUE(agg.CheckCommit(0, 2, 1, 0.5f).ok());
+  agg.Commit(0, 2, 0.5f);
+  EXPECT_EQ(agg.CheckCommit(0, 2, 1, 0.5f).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(agg.CheckCommit(0, 2, 1, 0.25f).code(), absl::StatusCode::kInvalidArgument);
+  // Once committed, its pushes must carry scale_follows.
+  EXPECT_EQ(agg.Check(0, 2, 1, 0, 2, false).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(agg.Check(0, 2, 1, 0, 2, true).ok());
+  const uint64_t never = SyncAggregator::kNever;
+  EXPECT_EQ(agg.CheckCommit(0, 2, 1, 0.5f).code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(agg.SetWorkers({0, never}, 2).ok());
+  EXPECT_EQ(agg.CheckCommit(1, 2, 1, 0.5f).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(SyncAggregatorTest, AWorkerLeavingBeforeItsCommitIsLeftOut) {
+  SyncAggregator agg(2, 2);
+  const float a[2] = {1, 1}, b[2] = {100, 100};
+  EXPECT_FALSE(agg.Add(0, 1, 0, 2, a, FP32, true));
+  EXPECT_FALSE(agg.Commit(0, 1, 1.0f));
+  EXPECT_FALSE(agg.Add(1, 1, 0, 2, b, FP32, true));  // Then rank 1 dies before committing.
+  EXPECT_TRUE(*agg.SetWorkers({0, SyncAggregator::kNever}, 1));
+  EXPECT_EQ(agg.Mean()[0], 1.0f);  // Rank 0's gradient alone: rank 1's was never scaled.
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 #include "server/apply.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/thread_pool.h"
 
 namespace psrv {
 namespace {
@@ -15,6 +18,19 @@ absl::Status CheckUnit(const char* name, float value) {
 }
 
 }  // namespace
+
+void ParallelChunks(size_t n, size_t grain, absl::FunctionRef<void(size_t, size_t)> fn) {
+  if (grain < 1) grain = 1;
+  static ThreadPool* const pool = new ThreadPool(0);  // Never destroyed: threads outlive main.
+  static absl::Mutex* const busy = new absl::Mutex();
+  if (n > grain && pool->threads() > 1 && busy->TryLock()) {
+    pool->ParallelFor(static_cast<int64_t>(n), static_cast<int64_t>(grain),
+                      [&](int64_t begin, int64_t end) { fn(begin, end); });
+    busy->Unlock();
+    return;
+  }
+  for (size_t begin = 0; begin < n; begin += grain) fn(begin, std::min(n, begin + grain));
+}
 
 float ScheduledLearningRate(const OptimizerConfig& config, uint64_t t) {
   const double lr = config.learning_rate();
@@ -75,38 +91,69 @@ std::unique_ptr<Optimizer> Optimizer::Create(const OptimizerConfig& config,
   }
 }
 
-void Sgd::Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) {
-  const float lr = ScheduledLearningRate(config_, t);
-  float* __restrict w = params + offset;
-  for (size_t i = 0; i < count; ++i) w[i] -= lr * grad[i];
-}
+// The loops below are written once per case, in place (one pointer) and out of place (two
+// pointers declared not to alias), so that both vectorize: GCC would guard a loop whose input and
+// output may alias with an overlap test that sends the in-place case down a scalar path.
 
-void MomentumSgd::Apply(const float* grad, float* params, size_t offset, size_t count,
-                        uint64_t t) {
+void Sgd::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
+                      float* params_out, size_t offset, size_t count, uint64_t t) {
   const float lr = ScheduledLearningRate(config_, t);
-  const float momentum = config_.momentum();
-  float* __restrict w = params + offset;
-  float* __restrict v = velocity_.data() + offset;
-  for (size_t i = 0; i < count; ++i) {
-    v[i] = momentum * v[i] + grad[i];
-    w[i] -= lr * v[i];
+  const float* __restrict g = grad;
+  if (params_in == params_out) {
+    float* __restrict w = params_out + offset;
+    for (size_t i = 0; i < count; ++i) w[i] -= lr * (g[i] * grad_scale);
+  } else {
+    const float* __restrict in = params_in + offset;
+    float* __restrict out = params_out + offset;
+    for (size_t i = 0; i < count; ++i) out[i] = in[i] - lr * (g[i] * grad_scale);
   }
 }
 
-void AdamW::Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) {
+void MomentumSgd::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
+                              float* params_out, size_t offset, size_t count, uint64_t t) {
+  const float lr = ScheduledLearningRate(config_, t);
+  const float momentum = config_.momentum();
+  const float* __restrict g = grad;
+  float* __restrict v = velocity_.data() + offset;
+  if (params_in == params_out) {
+    float* __restrict w = params_out + offset;
+    for (size_t i = 0; i < count; ++i) {
+      v[i] = momentum * v[i] + g[i] * grad_scale;
+      w[i] -= lr * v[i];
+    }
+  } else {
+    const float* __restrict in = params_in + offset;
+    float* __restrict out = params_out + offset;
+    for (size_t i = 0; i < count; ++i) {
+      v[i] = momentum * v[i] + g[i] * grad_scale;
+      out[i] = in[i] - lr * v[i];
+    }
+  }
+}
+
+void AdamW::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
+                        float* params_out, size_t offset, size_t count, uint64_t t) {
   const float lr = ScheduledLearningRate(config_, t);
   const float b1 = config_.beta1(), b2 = config_.beta2(), eps = config_.epsilon();
   const float wd = decay_ ? config_.weight_decay() : 0.0f;
   const float c1 = 1.0f / (1.0f - static_cast<float>(std::pow(b1, static_cast<double>(t))));
   const float c2 = 1.0f / (1.0f - static_cast<float>(std::pow(b2, static_cast<double>(t))));
-  float* __restrict w = params + offset;
+  const float* __restrict gr = grad;
   float* __restrict m = m_.data() + offset;
   float* __restrict v = v_.data() + offset;
-  for (size_t i = 0; i < count; ++i) {
-    const float g = grad[i];
+  // w' = w - lr * (m^ / (sqrt(v^) + eps) + wd * w), with the moments updated first.
+  auto step = [&](float g, float w, size_t i) {
     m[i] = b1 * m[i] + (1.0f - b1) * g;
     v[i] = b2 * v[i] + (1.0f - b2) * g * g;
-    w[i] -= lr * ((m[i] * c1) / (std::sqrt(v[i] * c2) + eps) + wd * w[i]);
+    return w - lr * ((m[i] * c1) / (std::sqrt(v[i] * c2) + eps) + wd * w);
+  };
+  if (params_in == params_out) {
+    float* __restrict w = params_out + offset;
+    for (size_t i = 0; i < count; ++i) w[i] = step(gr[i] * grad_scale, w[i], i);
+  } else {
+    const float* __restrict in = params_in + offset;
+    float* __restrict out = params_out + offset;
+    for (size_t i = 0; i < count; ++i) out[i] = step(gr[i] * grad_scale, in[i], i);
   }
 }
 

@@ -9,10 +9,18 @@
 #include <memory>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "proto/types.pb.h"
 
 namespace psrv {
+
+// Calls fn(begin, end) on chunks of [0, n) (a few hundred thousand keys each), on the threads of a
+// process-wide pool (one per core) when it is free, else all on the calling thread: the optimizer's
+// pass over a big shard, or a step's shards. One caller uses the pool at a time; another that
+// finds it busy runs its own chunks (the cores are busy anyway). Returns when all have run.
+void ParallelChunks(size_t n, size_t grain, absl::FunctionRef<void(size_t, size_t)> fn);
+inline constexpr size_t kApplyGrain = 1 << 18;  // Keys per chunk of an optimizer pass.
 
 // The learning rate at optimizer step t (1-based): linear warm-up, then cosine decay to the floor
 // (see OptimizerConfig in proto/types.proto).
@@ -30,10 +38,18 @@ class Optimizer {
   static std::unique_ptr<Optimizer> Create(const OptimizerConfig& config, const TableSpec& table,
                                            size_t size);
 
-  // Updates params[offset, offset + count) of the shard from grad (count) as optimizer step `t`
-  // (1-based; sets the learning rate and Adam's bias correction). `params` is the whole shard.
-  virtual void Apply(const float* grad, float* params, size_t offset, size_t count,
-                     uint64_t t) = 0;
+  // Updates keys [offset, offset + count) of the shard as optimizer step `t` (1-based; sets the
+  // learning rate and Adam's bias correction) with the gradient grad[i] * grad_scale (grad:
+  // (count)): reads params_in, writes params_out (whole-shard buffers; the same one for an update
+  // in place, or two distinct ones). Keys outside the range are not touched. Calls on disjoint
+  // ranges may run concurrently (each key's state is its own).
+  virtual void ApplyScaled(const float* grad, float grad_scale, const float* params_in,
+                           float* params_out, size_t offset, size_t count, uint64_t t) = 0;
+
+  // In place, gradient as it is.
+  void Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) {
+    ApplyScaled(grad, 1.0f, params, params, offset, count, t);
+  }
 
   // Bytes of optimizer state held.
   virtual size_t state_bytes() const = 0;
@@ -47,7 +63,8 @@ class Optimizer {
 class Sgd : public Optimizer {
  public:
   explicit Sgd(const OptimizerConfig& config) : config_(config) {}
-  void Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) override;
+  void ApplyScaled(const float* grad, float grad_scale, const float* params_in, float* params_out,
+                   size_t offset, size_t count, uint64_t t) override;
   size_t state_bytes() const override { return 0; }
 
  private:
@@ -58,7 +75,8 @@ class Sgd : public Optimizer {
 class MomentumSgd : public Optimizer {
  public:
   MomentumSgd(const OptimizerConfig& config, size_t size) : config_(config), velocity_(size, 0.0f) {}
-  void Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) override;
+  void ApplyScaled(const float* grad, float grad_scale, const float* params_in, float* params_out,
+                   size_t offset, size_t count, uint64_t t) override;
   size_t state_bytes() const override { return velocity_.size() * sizeof(float); }
   std::vector<std::vector<float>*> state() override { return {&velocity_}; }
 
@@ -73,7 +91,8 @@ class AdamW : public Optimizer {
  public:
   AdamW(const OptimizerConfig& config, bool decay, size_t size)
       : config_(config), decay_(decay), m_(size, 0.0f), v_(size, 0.0f) {}
-  void Apply(const float* grad, float* params, size_t offset, size_t count, uint64_t t) override;
+  void ApplyScaled(const float* grad, float grad_scale, const float* params_in, float* params_out,
+                   size_t offset, size_t count, uint64_t t) override;
   size_t state_bytes() const override { return (m_.size() + v_.size()) * sizeof(float); }
   std::vector<std::vector<float>*> state() override { return {&m_, &v_}; }
 

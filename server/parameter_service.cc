@@ -88,6 +88,14 @@ grpc::ServerUnaryReactor* ParameterService::SetWorkers(grpc::CallbackServerConte
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ParameterService::CommitStep(grpc::CallbackServerContext* context,
+                                                       const CommitStepRequest* request,
+                                                       CommitStepResponse*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(store_->CommitStep(*request)));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ParameterService::SaveCheckpoint(grpc::CallbackServerContext* context,
                                                            const SaveCheckpointRequest* request,
                                                            SaveCheckpointResponse* response) {
@@ -111,15 +119,16 @@ grpc::ServerUnaryReactor* ParameterService::Pull(grpc::CallbackServerContext* co
     return reactor;
   }
   store_->Pull(header, [reactor, response, range = header.range(), dtype = header.dtype()](
-                           absl::Status status, uint64_t version, PooledBuffer values) {
+                           absl::Status status, uint64_t version, PullPayload values) {
     if (status.ok()) {
       PullResponse reply;
       reply.set_version(version);
       reply.set_dtype(dtype);
       *reply.mutable_range() = range;
-      char* data = values.data();
+      // The reply aliases the shard's snapshot, which it keeps until gRPC has sent it.
+      const char* data = values.data();
       const size_t size = values.size();
-      SerializeWithPayload(reply, data, size, &PooledBuffer::ReturnReleased, values.Release(),
+      SerializeWithPayload(reply, data, size, &PullPayload::ReturnReleased, values.Release(),
                            response);
     }
     reactor->Finish(ToGrpcStatus(status));

@@ -18,7 +18,8 @@ using ParameterServiceBase = ParameterServer::WithRawCallbackMethod_Pull<
                         ParameterServer::WithCallbackMethod_SetWorkers<
                             ParameterServer::WithCallbackMethod_AddBackup<
                                 ParameterServer::WithCallbackMethod_Promote<
-                                    ParameterServer::Service>>>>>>>>>>;
+                                    ParameterServer::WithCallbackMethod_CommitStep<
+                                        ParameterServer::Service>>>>>>>>>>>;
 
 // Thread-safe; never blocks a callback thread (waiting SYNC pulls are answered when the step is
 // applied, replicated pushes when the backup answered).
@@ -38,6 +39,9 @@ class ParameterService final : public ParameterServiceBase {
   grpc::ServerUnaryReactor* SetWorkers(grpc::CallbackServerContext* context,
                                        const SetWorkersRequest* request,
                                        SetWorkersResponse* response) override;
+  grpc::ServerUnaryReactor* CommitStep(grpc::CallbackServerContext* context,
+                                       const CommitStepRequest* request,
+                                       CommitStepResponse* response) override;
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* request,
                                  grpc::ByteBuffer* response) override;

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/bf16.h"
 #include "common/initializer.h"
 #include "common/key_range.h"
 #include "common/status.h"
@@ -29,13 +30,35 @@ size_t FirstNonFinite(const float* values, size_t count) {
   return count;
 }
 
-// INVALID_ARGUMENT naming the first NaN or Inf of a gradient for keys from `first_key`.
-absl::Status CheckFinite(const std::string& table, const float* values, size_t count,
+// The same for bfloat16 values (exponent bits all set).
+size_t FirstNonFiniteBf16(const uint16_t* values, size_t count) {
+  uint32_t any = 0;
+  for (size_t i = 0; i < count; ++i) any |= ((values[i] & 0x7f80u) == 0x7f80u);
+  if (!any) return count;
+  for (size_t i = 0; i < count; ++i) {
+    if ((values[i] & 0x7f80u) == 0x7f80u) return i;
+  }
+  return count;
+}
+
+// INVALID_ARGUMENT naming the first NaN or Inf of a gradient (`count` values of `dtype`, FP32 or
+// BF16) for keys from `first_key`.
+absl::Status CheckFinite(const std::string& table, const void* values, DType dtype, size_t count,
                          uint64_t first_key) {
-  const size_t bad = FirstNonFinite(values, count);
+  float bad_value = 0;
+  size_t bad;
+  if (dtype == BF16) {
+    const uint16_t* v = static_cast<const uint16_t*>(values);
+    bad = FirstNonFiniteBf16(v, count);
+    if (bad < count) bad_value = Bf16ToFloat(v[bad]);
+  } else {
+    const float* v = static_cast<const float*>(values);
+    bad = FirstNonFinite(v, count);
+    if (bad < count) bad_value = v[bad];
+  }
   if (bad == count) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
-      "gradient for table \"", table, "\" has ", std::isnan(values[bad]) ? "NaN" : "Inf",
+      "gradient for table \"", table, "\" has ", std::isnan(bad_value) ? "NaN" : "Inf",
       " at key ", first_key + bad, "; nothing was applied"));
 }
 
@@ -51,7 +74,7 @@ struct Shard::Outbox {
     PullCallback done;
     absl::Status status;
     uint64_t version = 0;
-    PooledBuffer values;
+    PullPayload values;
   };
   std::vector<std::pair<SnapshotCallback, absl::StatusOr<ShardCheckpoint>>> snapshots;
   std::vector<PullReply> pulls;
@@ -75,7 +98,7 @@ Shard::Shard(ShardConfig config, ShardEnv env, ShardReplication replication)
       env_(std::move(env)),
       size_(RangeSize(config_.range)),
       primary_address_(std::move(replication.primary_address)),
-      values_(size_),
+      values_(std::make_shared<std::vector<float>>(size_)),
       optimizer_(Optimizer::Create(config_.optimizer, config_.table, size_)),
       aggregator_(size_, config_.num_workers),
       role_(replication.role),
@@ -84,7 +107,7 @@ Shard::Shard(ShardConfig config, ShardEnv env, ShardReplication replication)
       pull_rate_(env_.clock()),
       bytes_in_rate_(env_.clock()),
       bytes_out_rate_(env_.clock()) {
-  InitializeRange(config_.table, config_.range.begin(), size_, values_.data());
+  InitializeRange(config_.table, config_.range.begin(), size_, values_->data());
 }
 
 ShardRole Shard::role() {
@@ -111,9 +134,12 @@ absl::Status Shard::RefuseOnBackup(const char* what) {
 
 void Shard::Push(const PushRequest& request, PooledBuffer gradient, PushCallback done) {
   // Checked without the lock: a bad push never touches the shard.
-  const absl::Status invalid =
-      CheckFinite(config_.table.name(), reinterpret_cast<const float*>(gradient.data()),
-                  RangeSize(request.range()), request.range().begin());
+  absl::Status invalid = CheckFinite(config_.table.name(), gradient.data(), request.dtype(),
+                                     RangeSize(request.range()), request.range().begin());
+  if (invalid.ok() && request.scale_follows() && config_.consistency != SYNC) {
+    invalid = absl::InvalidArgumentError(
+        "scale_follows is for SYNC jobs: an ASYNC push is applied when it arrives");
+  }
   Outbox out;
   {
     absl::MutexLock lock(&mu_);
@@ -146,7 +172,8 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
   } else if (!deposed_.ok()) {
     invalid = deposed_;
   } else if (config_.consistency == SYNC) {
-    invalid = aggregator_.Check(request.worker_rank(), request.step(), version_, offset, count);
+    invalid = aggregator_.Check(request.worker_rank(), request.step(), version_, offset, count,
+                                request.scale_follows());
   }
   if (!invalid.ok()) {
     RecordRejection(request, invalid, now);
@@ -163,27 +190,98 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
                                 ? static_cast<double>(version_ - request.base_version())
                                 : 0.0);
   }
-  const float* values = reinterpret_cast<const float*>(gradient->data());
   if (config_.consistency == ASYNC) {
-    optimizer_->Apply(values, values_.data(), offset, count, OptimizerStep(version_ + 1));
+    if (request.dtype() == BF16) {  // The optimizer and the backup take FP32.
+      auto widened =
+          std::make_shared<PooledBuffer>(BufferPool::Global()->Acquire(count * sizeof(float)));
+      Bf16ToFloats(reinterpret_cast<const uint16_t*>(gradient->data()), count,
+                   reinterpret_cast<float*>(widened->data()));
+      gradient = std::move(widened);
+    }
+    ApplyUpdate(reinterpret_cast<const float*>(gradient->data()), 1.0f, offset, count);
     Updated(request.range(), std::move(gradient), std::move(done), now, out);
     return;
   }
   if (aggregator_.pending() == 0) step_started_ = now;
-  if (!aggregator_.Add(request.worker_rank(), request.step(), offset, count, values)) {
+  if (!aggregator_.Add(request.worker_rank(), request.step(), offset, count, gradient->data(),
+                       request.dtype(), request.scale_follows())) {
     out->pushes.emplace_back(std::move(done), version_);  // The step waits for more pushes.
     return;
   }
   ApplyStep(std::move(done), now, out);
 }
 
+absl::Status Shard::Commit(uint32_t rank, uint64_t step, float scale) {
+  Outbox out;
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    if (role_ == BACKUP) return RefuseOnBackup("commit");
+    if (!deposed_.ok()) return deposed_;
+    if (config_.consistency != SYNC) {
+      return absl::FailedPreconditionError("CommitStep is for SYNC jobs");
+    }
+    status = aggregator_.CheckCommit(rank, step, version_, scale);
+    if (!status.ok()) return status;
+    if (Busy()) {
+      // After the update in flight, like a push (its step may be the one this commits).
+      deferred_.push_back(Deferred{
+          [this, rank, step, scale](Outbox* o) {
+            if (aggregator_.CheckCommit(rank, step, version_, scale).ok() &&
+                aggregator_.Commit(rank, step, scale)) {
+              ApplyStep(PushCallback(), env_.clock(), o);
+            }
+          },
+          [](const absl::Status&) {}});
+      return absl::OkStatus();
+    }
+    if (aggregator_.Commit(rank, step, scale)) ApplyStep(PushCallback(), env_.clock(), &out);
+  }
+  Deliver(&out);
+  return status;
+}
+
+Shard::UpdateBuffers Shard::BeginUpdate(uint64_t offset, uint64_t count) {
+  bf16_valid_ = false;
+  float* current = values_->data();
+  if (values_.use_count() == 1) return UpdateBuffers{current, current};
+  // A pull reply is still sending values_ (only this thread, under mu_, adds references): the
+  // update goes to another buffer, and the reply keeps what it started with.
+  std::shared_ptr<std::vector<float>> next;
+  if (spare_ != nullptr && spare_.use_count() == 1) {
+    next = std::move(spare_);
+  } else {
+    next = std::make_shared<std::vector<float>>(size_);
+  }
+  if (offset > 0) std::memcpy(next->data(), current, offset * sizeof(float));
+  if (offset + count < size_) {
+    std::memcpy(next->data() + offset + count, current + offset + count,
+                (size_ - offset - count) * sizeof(float));
+  }
+  spare_ = std::move(values_);
+  values_ = std::move(next);
+  return UpdateBuffers{current, values_->data()};
+}
+
+void Shard::ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_t count) {
+  const UpdateBuffers buffers = BeginUpdate(offset, count);
+  const uint64_t t = OptimizerStep(version_ + 1);
+  ParallelChunks(count, kApplyGrain, [&](size_t begin, size_t end) {
+    optimizer_->ApplyScaled(grad + begin, scale, buffers.in, buffers.out, offset + begin,
+                            end - begin, t);
+  });
+}
+
 void Shard::ApplyStep(PushCallback done, absl::Time now, Outbox* out) {
-  const float* mean = aggregator_.Mean();
-  optimizer_->Apply(mean, values_.data(), 0, size_, OptimizerStep(version_ + 1));
+  const SyncAggregator::MeanGradient mean = aggregator_.Result();
   std::shared_ptr<PooledBuffer> applied;
   if (backup_ != nullptr) {  // The backup gets the mean; the aggregator starts the next step.
     applied = std::make_shared<PooledBuffer>(BufferPool::Global()->Acquire(size_ * sizeof(float)));
-    std::memcpy(applied->data(), mean, size_ * sizeof(float));
+    const float* mean_values = aggregator_.Mean();
+    std::memcpy(applied->data(), mean_values, size_ * sizeof(float));
+    ApplyUpdate(mean_values, 1.0f, 0, size_);
+  } else {
+    ApplyUpdate(mean.grad, mean.scale, 0, size_);
   }
   aggregator_.Reset();
   if (env_.step_wait != nullptr) {
@@ -295,7 +393,8 @@ void Shard::Acknowledge(PushCallback done, Outbox* out) {
       still_waiting.push_back(std::move(w));
       continue;
     }
-    out->pulls.push_back({std::move(w.done), absl::OkStatus(), version_, CopyOut(w.offset, w.count)});
+    out->pulls.push_back(
+        {std::move(w.done), absl::OkStatus(), version_, PullReply(w.offset, w.count, w.dtype)});
     if (config_.consistency == SYNC) out->pull_waits.push_back(absl::ToDoubleSeconds(now - w.since));
   }
   waiters_ = std::move(still_waiting);
@@ -421,15 +520,16 @@ void Shard::Pull(const PullRequest& request, PullCallback done) {
     absl::MutexLock lock(&mu_);
     if (role_ == BACKUP || !deposed_.ok()) {
       out.pulls.push_back(
-          {std::move(done), role_ == BACKUP ? RefuseOnBackup("pull") : deposed_, 0, PooledBuffer()});
+          {std::move(done), role_ == BACKUP ? RefuseOnBackup("pull") : deposed_, 0, PullPayload()});
     } else {
       RecordPull(count, request.worker_rank(), now);
       // An update not yet on the backup is not shown.
       if (version_ < min_version || in_flight_ != nullptr) {
-        waiters_.push_back(Waiter{min_version, offset, count, std::move(done), now});
+        waiters_.push_back(Waiter{min_version, offset, count, request.dtype(), std::move(done), now});
         return;
       }
-      out.pulls.push_back({std::move(done), absl::OkStatus(), version_, CopyOut(offset, count)});
+      out.pulls.push_back(
+          {std::move(done), absl::OkStatus(), version_, PullReply(offset, count, request.dtype())});
       if (config_.consistency == SYNC) out.pull_waits.push_back(0);
     }
   }
@@ -446,7 +546,7 @@ void Shard::CancelWaiters(const absl::Status& status) {
     snapshots.swap(snapshot_waiters_);
     deferred.swap(deferred_);
   }
-  for (Waiter& w : waiters) w.done(status, 0, PooledBuffer());
+  for (Waiter& w : waiters) w.done(status, 0, PullPayload());
   for (auto& [version, done] : snapshots) done(status);
   for (Deferred& d : deferred) d.cancel(status);
 }
@@ -455,7 +555,8 @@ absl::StatusOr<uint64_t> Shard::ApplyReplicated(const ReplicateRequest& request,
                                                 const float* gradient) {
   const uint64_t offset = request.range().begin() - config_.range.begin();
   const uint64_t count = RangeSize(request.range());
-  RETURN_IF_ERROR(CheckFinite(config_.table.name(), gradient, count, request.range().begin()));
+  RETURN_IF_ERROR(
+      CheckFinite(config_.table.name(), gradient, FP32, count, request.range().begin()));
   const absl::Time now = env_.clock();
   absl::MutexLock lock(&mu_);
   if (role_ != BACKUP) {
@@ -472,7 +573,7 @@ absl::StatusOr<uint64_t> Shard::ApplyReplicated(const ReplicateRequest& request,
         "; the backup must be installed again (AddBackup)"));
   }
   // The primary's optimizer step for the same update, so both stay bit-identical.
-  optimizer_->Apply(gradient, values_.data(), offset, count, OptimizerStep(request.version()));
+  ApplyUpdate(gradient, 1.0f, offset, count);  // (Its optimizer step: request.version().)
   version_ = request.version();
   last_update_ms_ = absl::ToUnixMillis(now);
   return version_;
@@ -549,10 +650,20 @@ uint64_t Shard::Promote() {
   return version_;
 }
 
-PooledBuffer Shard::CopyOut(uint64_t offset, uint64_t count) {
-  PooledBuffer buffer = BufferPool::Global()->Acquire(count * sizeof(float));
-  std::memcpy(buffer.data(), values_.data() + offset, count * sizeof(float));
-  return buffer;
+PullPayload Shard::PullReply(uint64_t offset, uint64_t count, DType dtype) {
+  if (dtype == BF16) {
+    if (!bf16_valid_) {
+      if (bf16_ == nullptr || bf16_.use_count() > 1) {  // A reply may still send the old copy.
+        bf16_ = std::make_shared<std::vector<uint16_t>>(size_);
+      }
+      FloatsToBf16(values_->data(), size_, bf16_->data());
+      bf16_valid_ = true;
+    }
+    return PullPayload(bf16_, reinterpret_cast<const char*>(bf16_->data() + offset),
+                       count * sizeof(uint16_t));
+  }
+  return PullPayload(values_, reinterpret_cast<const char*>(values_->data() + offset),
+                     count * sizeof(float));
 }
 
 void Shard::RecordPull(uint64_t count, uint32_t rank, absl::Time now) {
@@ -577,7 +688,7 @@ ShardCheckpoint Shard::MakeCheckpoint() {
   checkpoint.table = config_.table.name();
   checkpoint.range = config_.range;
   checkpoint.version = version_;
-  checkpoint.values = values_;
+  checkpoint.values = *values_;
   for (const std::vector<float>* state : optimizer_->state()) {
     checkpoint.optimizer_state.push_back(*state);
   }
@@ -605,7 +716,8 @@ void Shard::Snapshot(uint64_t version, SnapshotCallback done) {
 
 void Shard::LoadValues(const float* values) {
   absl::MutexLock lock(&mu_);
-  values_.assign(values, values + size_);
+  BeginUpdate(0, size_);
+  std::memcpy(values_->data(), values, size_ * sizeof(float));
 }
 
 absl::Status Shard::Restore(ShardCheckpoint checkpoint) {
@@ -626,7 +738,8 @@ absl::Status Shard::Restore(ShardCheckpoint checkpoint) {
         OptimizerKind_Name(config_.optimizer.kind()), " optimizer ", state.size()));
   }
   for (size_t i = 0; i < state.size(); ++i) *state[i] = std::move(checkpoint.optimizer_state[i]);
-  values_ = std::move(checkpoint.values);
+  values_ = std::make_shared<std::vector<float>>(std::move(checkpoint.values));
+  bf16_valid_ = false;
   version_ = checkpoint.version;
   aggregator_.Reset();
   return absl::OkStatus();
@@ -646,8 +759,8 @@ ShardStatus Shard::Status() {
   status.set_table(config_.table.name());
   *status.mutable_range() = config_.range;
   status.set_elements(size_);
-  status.set_bytes(values_.size() * sizeof(float) + optimizer_->state_bytes() +
-                   aggregator_.bytes());
+  status.set_bytes(values_->size() * sizeof(float) + optimizer_->state_bytes() +
+                   aggregator_.bytes() + (bf16_ != nullptr ? bf16_->size() * sizeof(uint16_t) : 0));
   status.set_version(version_);
   status.set_consistency(config_.consistency);
   status.set_pushes(pushes_);

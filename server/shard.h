@@ -57,9 +57,34 @@ struct ShardEnv {
   int replicate_attempts = 2;
 };
 
-// Called once per pull with the values of the requested range (FP32, little-endian) and the
-// shard's version when they were read. May run on the thread that applied an update.
-using PullCallback = std::function<void(absl::Status status, uint64_t version, PooledBuffer values)>;
+// What a pull is answered with: the values of its range in its dtype (FP32 or BF16,
+// little-endian), read from an immutable snapshot of the shard that `owner` keeps alive. The
+// reply aliases it: no copy per pull. Thread-compatible.
+class PullPayload {
+ public:
+  PullPayload() = default;
+  PullPayload(std::shared_ptr<const void> owner, const char* data, size_t size)
+      : owner_(std::move(owner)), data_(data), size_(size) {}
+
+  const char* data() const { return data_; }
+  size_t size() const { return size_; }
+
+  // Hands the snapshot's reference to a C callback (a grpc::Slice destructor): Release returns an
+  // opaque pointer that ReturnReleased(pointer) later drops.
+  void* Release() { return new std::shared_ptr<const void>(std::move(owner_)); }
+  static void ReturnReleased(void* released) {
+    delete static_cast<std::shared_ptr<const void>*>(released);
+  }
+
+ private:
+  std::shared_ptr<const void> owner_;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Called once per pull with the values of the requested range and the shard's version when they
+// were read. May run on the thread that applied an update.
+using PullCallback = std::function<void(absl::Status status, uint64_t version, PullPayload values)>;
 
 // Called once per push with the shard's version after it, or why it was refused.
 using PushCallback = std::function<void(absl::StatusOr<uint64_t> version)>;
@@ -86,14 +111,20 @@ class Shard : public std::enable_shared_from_this<Shard> {
   ShardRole role();
 
   // Applies (ASYNC) or aggregates (SYNC) a gradient for `request.range()`, which must lie inside
-  // this shard; `gradient` holds its (range size) floats. Validates everything before changing
-  // anything. `done` gets the version after the push: at once, or once the update the push made
-  // has reached the backup, or once an update being replicated has and this push was applied.
-  // FAILED_PRECONDITION on a BACKUP.
+  // this shard; `gradient` holds its (range size) values of request.dtype() (FP32 or BF16; the
+  // caller checked the length). Validates everything before changing anything. `done` gets the
+  // version after the push: at once, or once the update the push made has reached the backup, or
+  // once an update being replicated has and this push was applied. UNAVAILABLE on a BACKUP.
   void Push(const PushRequest& request, PooledBuffer gradient, PushCallback done);
 
+  // SYNC: worker `rank`'s factor for its pushes of `step` sent with scale_follows (see
+  // ParameterServer.CommitStep and SyncAggregator::CheckCommit for the codes). Applies the step
+  // if this completes it. UNAVAILABLE on a BACKUP.
+  absl::Status Commit(uint32_t rank, uint64_t step, float scale);
+
   // Answers now, or (SYNC) once step `request.step() - 1` is applied, or once the update being
-  // replicated has reached the backup. FAILED_PRECONDITION on a BACKUP.
+  // replicated has reached the backup, in request.dtype() (FP32 or BF16: narrowed once per
+  // version, for every BF16 pull of it). UNAVAILABLE on a BACKUP.
   void Pull(const PullRequest& request, PullCallback done);
 
   // Fails every waiting pull, push, checkpoint and AddBackup with `status` (job dropped, server
@@ -157,6 +188,7 @@ class Shard : public std::enable_shared_from_this<Shard> {
     uint64_t min_version;
     uint64_t offset;  // Into values_.
     uint64_t count;
+    DType dtype;
     PullCallback done;
     absl::Time since;  // When the pull arrived.
   };
@@ -217,8 +249,22 @@ class Shard : public std::enable_shared_from_this<Shard> {
   // The optimizer step (learning-rate schedule, Adam bias correction) of the n-th update.
   uint64_t OptimizerStep(uint64_t update) const;
 
-  // Copies values_[offset, offset + count) into a pooled buffer.
-  PooledBuffer CopyOut(uint64_t offset, uint64_t count) ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The reply to a pull of keys [offset, offset + count) in `dtype`: a view of values_ (FP32) or
+  // of its bf16 copy, narrowed here if this version has none yet.
+  PullPayload PullReply(uint64_t offset, uint64_t count, DType dtype)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Before an update of keys [offset, offset + count): where to read the values (`in`) and write
+  // the new ones (`out`). In place while no pull reply holds values_ (the usual case); else into
+  // another buffer (the rest of the shard copied there), which becomes values_.
+  struct UpdateBuffers {
+    const float* in;
+    float* out;
+  };
+  UpdateBuffers BeginUpdate(uint64_t offset, uint64_t count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The optimizer step of the next update over keys [offset, offset + count) with gradient
+  // grad (count values) times `scale`, split over threads for big ranges.
+  void ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordPull(uint64_t count, uint32_t rank, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordRejection(const PushRequest& request, const absl::Status& error, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -229,7 +275,15 @@ class Shard : public std::enable_shared_from_this<Shard> {
   const std::string primary_address_;
 
   absl::Mutex mu_;
-  std::vector<float> values_ ABSL_GUARDED_BY(mu_);  // (size_) the parameters.
+  // (size_) the parameters: shared with the pull replies being sent, which never see it change
+  // (see BeginUpdate). Replaced, never resized.
+  std::shared_ptr<std::vector<float>> values_ ABSL_GUARDED_BY(mu_);
+  // (size_) an earlier values_ some reply still held when it was replaced; reused once free.
+  std::shared_ptr<std::vector<float>> spare_ ABSL_GUARDED_BY(mu_);
+  // (size_) values_ as bfloat16 for BF16 pulls, valid while bf16_valid_ (one narrowing per
+  // version however many workers pull it).
+  std::shared_ptr<std::vector<uint16_t>> bf16_ ABSL_GUARDED_BY(mu_);
+  bool bf16_valid_ ABSL_GUARDED_BY(mu_) = false;
   std::unique_ptr<Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
   SyncAggregator aggregator_ ABSL_GUARDED_BY(mu_);
   // Updates applied here. Visible to workers and checkpoints: version_, or version_ - 1 while

@@ -94,6 +94,48 @@ ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
   return config;
 }
 
+// The files of one SaveCheckpoint, written one by one (each shard's snapshot, as it comes).
+struct CheckpointRound {
+  absl::Mutex mu;
+  size_t remaining ABSL_GUARDED_BY(mu);  // Shards not written yet.
+  absl::Status status ABSL_GUARDED_BY(mu);
+  SaveCheckpointResponse response ABSL_GUARDED_BY(mu);
+  ShardStore::SaveCheckpointCallback done;
+
+  // Writes one shard's file under <directory>/<job>/v<version>/; the last one answers.
+  void Write(const std::string& directory, const absl::StatusOr<ShardCheckpoint>& checkpoint) {
+    CheckpointFile file;
+    absl::Status result = checkpoint.status();
+    if (result.ok()) {
+      const std::string dir =
+          absl::StrCat(directory, "/", checkpoint->job_id, "/v", checkpoint->version);
+      result = MakeDirectories(dir);
+      file.set_table(checkpoint->table);
+      *file.mutable_range() = checkpoint->range;
+      file.set_version(checkpoint->version);
+      file.set_path(absl::StrCat(dir, "/", checkpoint->table, ".", checkpoint->range.begin(), "-",
+                                 checkpoint->range.end(), ".ckpt"));
+      if (result.ok()) {
+        absl::StatusOr<uint32_t> crc = WriteShardCheckpoint(file.path(), *checkpoint);
+        result = crc.status();
+        if (crc.ok()) file.set_crc32(*crc);
+      }
+    }
+    absl::MutexLock lock(&mu);
+    if (result.ok()) {
+      *response.add_files() = std::move(file);
+    } else if (status.ok()) {
+      status = result;
+    }
+    if (--remaining > 0) return;
+    if (status.ok()) {
+      done(std::move(response));
+    } else {
+      done(status);
+    }
+  }
+};
+
 }  // namespace
 
 size_t WireBytesPerValue(DType dtype) { return dtype == BF16 ? 2 : 4; }
@@ -422,37 +464,23 @@ absl::StatusOr<std::shared_ptr<Shard>> ShardStore::Find(const std::string& job_i
 
 void ShardStore::Pull(const PullRequest& request, PullCallback done) {
   if (absl::Status s = CheckWireDType(request.dtype()); !s.ok()) {
-    done(s, 0, PooledBuffer());
+    done(s, 0, PullPayload());
     return;
   }
   absl::StatusOr<std::shared_ptr<Shard>> shard =
       Find(request.job_id(), request.table(), request.range());
   if (!shard.ok()) {
-    done(shard.status(), 0, PooledBuffer());
+    done(shard.status(), 0, PullPayload());
     return;
   }
   if (request.worker_rank() >= (*shard)->config().num_workers) {
     done(absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
                                                  " is out of range: the job has ",
                                                  (*shard)->config().num_workers, " workers")),
-         0, PooledBuffer());
+         0, PullPayload());
     return;
   }
-  if (request.dtype() == BF16) {
-    // The shard answers in FP32; the wire gets bfloat16.
-    done = [done = std::move(done)](absl::Status status, uint64_t version, PooledBuffer values) {
-      if (!status.ok()) {
-        done(status, version, std::move(values));
-        return;
-      }
-      const size_t count = values.size() / sizeof(float);
-      PooledBuffer wire = BufferPool::Global()->Acquire(count * 2);
-      FloatsToBf16(reinterpret_cast<const float*>(values.data()), count,
-                   reinterpret_cast<uint16_t*>(wire.data()));
-      done(status, version, std::move(wire));
-    };
-  }
-  (*shard)->Pull(request, std::move(done));
+  (*shard)->Pull(request, std::move(done));  // In the request's dtype.
 }
 
 void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCallback done) {
@@ -480,13 +508,46 @@ void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCall
     done(invalid);
     return;
   }
-  if (request.dtype() == BF16) {
-    PooledBuffer values = BufferPool::Global()->Acquire(count * sizeof(float));
-    Bf16ToFloats(reinterpret_cast<const uint16_t*>(payload.data()), count,
-                 reinterpret_cast<float*>(values.data()));
-    payload = std::move(values);
+  (*shard)->Push(request, std::move(payload), std::move(done));  // In the request's dtype.
+}
+
+absl::Status ShardStore::CommitStep(const CommitStepRequest& request) {
+  std::vector<std::shared_ptr<Shard>> shards = AllShards(request.job_id());
+  if (request.job_id().empty() || shards.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("job \"", request.job_id(), "\" has no shards on this server"));
   }
-  (*shard)->Push(request, std::move(payload), std::move(done));
+  if (request.worker_rank() >= shards.front()->config().num_workers) {
+    return absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
+                                                   " is out of range: the job has ",
+                                                   shards.front()->config().num_workers,
+                                                   " workers"));
+  }
+  // A backup applies only what its primary replicates.
+  shards.erase(std::remove_if(shards.begin(), shards.end(),
+                              [](const auto& shard) { return shard->role() == BACKUP; }),
+               shards.end());
+  if (shards.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        "this server holds only backups of job ", request.job_id(), "'s shards"));
+  }
+  // The shards that this commit completes apply their step here, several at a time.
+  std::vector<absl::Status> results(shards.size());
+  ParallelChunks(shards.size(), 1, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      results[i] = shards[i]->Commit(request.worker_rank(), request.step(), request.grad_scale());
+    }
+  });
+  // OK if any shard took it and none refused; ALREADY_EXISTS if every one had it already.
+  bool taken = false;
+  for (const absl::Status& result : results) {
+    if (result.ok()) {
+      taken = true;
+    } else if (!absl::IsAlreadyExists(result)) {
+      return result;
+    }
+  }
+  return taken ? absl::OkStatus() : results.front();
 }
 
 absl::StatusOr<uint64_t> ShardStore::Replicate(const ReplicateRequest& request,
@@ -660,56 +721,17 @@ void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckp
     done(SaveCheckpointResponse());
     return;
   }
-  // Every shard answers (maybe later, from the thread that applies its update); the last answer
-  // writes nothing more and calls `done`.
-  struct Pending {
-    absl::Mutex mu;
-    size_t remaining ABSL_GUARDED_BY(mu);
-    absl::Status status ABSL_GUARDED_BY(mu);
-    SaveCheckpointResponse response ABSL_GUARDED_BY(mu);
-    SaveCheckpointCallback done;
-  };
-  auto pending = std::make_shared<Pending>();
-  pending->remaining = shards.size();
-  pending->done = std::move(done);
+  // Every shard answers (maybe later, from the thread that applies its update) with a snapshot,
+  // which the writer thread writes (never a gRPC thread); the last file written calls `done`.
+  auto round = std::make_shared<CheckpointRound>();
+  round->remaining = shards.size();
+  round->done = std::move(done);
   const std::string directory = request.directory();
   for (const auto& shard : shards) {
-    shard->Snapshot(request.version(), [pending, directory](
-                                           absl::StatusOr<ShardCheckpoint> checkpoint) {
-      CheckpointFile file;
-      absl::Status status = checkpoint.status();
-      if (status.ok()) {
-        const std::string dir = absl::StrCat(directory, "/", checkpoint->job_id, "/v",
-                                             checkpoint->version);
-        status = MakeDirectories(dir);
-        file.set_table(checkpoint->table);
-        *file.mutable_range() = checkpoint->range;
-        file.set_version(checkpoint->version);
-        file.set_path(absl::StrCat(dir, "/", checkpoint->table, ".", checkpoint->range.begin(),
-                                   "-", checkpoint->range.end(), ".ckpt"));
-        if (status.ok()) {
-          absl::StatusOr<uint32_t> crc = WriteShardCheckpoint(file.path(), *checkpoint);
-          status = crc.status();
-          if (crc.ok()) file.set_crc32(*crc);
-        }
-      }
-      bool last;
-      {
-        absl::MutexLock lock(&pending->mu);
-        if (status.ok()) {
-          *pending->response.add_files() = std::move(file);
-        } else if (pending->status.ok()) {
-          pending->status = status;
-        }
-        last = --pending->remaining == 0;
-      }
-      if (!last) return;
-      absl::MutexLock lock(&pending->mu);
-      if (pending->status.ok()) {
-        pending->done(std::move(pending->response));
-      } else {
-        pending->done(pending->status);
-      }
+    shard->Snapshot(request.version(), [this, round, directory](
+                                           absl::StatusOr<ShardCheckpoint> snapshot) {
+      auto taken = std::make_shared<absl::StatusOr<ShardCheckpoint>>(std::move(snapshot));
+      checkpoint_writer_.Run([round, directory, taken] { round->Write(directory, *taken); });
     });
   }
 }

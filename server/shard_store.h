@@ -13,6 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/work_queue.h"
 #include "proto/admin.pb.h"
 #include "proto/parameter_server.pb.h"
 #include "server/replication_client.h"
@@ -52,9 +53,13 @@ class ShardStore {
   // Validates and answers a pull (possibly later, see Shard::Pull). `done` is always called once.
   void Pull(const PullRequest& request, PullCallback done);
 
-  // Validates and applies a push whose payload (of the request's dtype) is `payload`. `done` is
-  // always called once, maybe later (a replicated shard answers once its backup has the update).
+  // Validates and applies a push whose payload (of the request's dtype, FP32 or BF16: the shard
+  // converts) is `payload`. `done` is always called once, maybe later (a replicated shard answers
+  // once its backup has the update).
   void Push(const PushRequest& request, PooledBuffer payload, PushCallback done);
+
+  // See ParameterServer.CommitStep. Applies the steps it completes before returning.
+  absl::Status CommitStep(const CommitStepRequest& request);
 
   // Replication; see the rpcs of the same names in proto/parameter_server.proto.
   absl::StatusOr<uint64_t> Replicate(const ReplicateRequest& request, const char* payload,
@@ -123,6 +128,8 @@ class ShardStore {
   std::string address_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, JobTables> jobs_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<Replicator>> backups_ ABSL_GUARDED_BY(mu_);
+  // Writes checkpoint files (SaveCheckpoint), off the gRPC threads. Last: joined first.
+  WorkQueue checkpoint_writer_;
 };
 
 // FP32 and BF16 (converted to and from the shard's FP32 at this boundary): INVALID_ARGUMENT for an

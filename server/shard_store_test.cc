@@ -3,11 +3,13 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/bf16.h"
 #include "common/initializer.h"
 #include "common/safetensors.h"
@@ -56,7 +58,7 @@ PullRequest PullHeader(uint64_t step, uint64_t begin = 0, uint64_t end = kSize) 
 std::vector<float> PullNow(ShardStore* store, const PullRequest& request, uint64_t* version = nullptr) {
   std::vector<float> out;
   bool called = false;
-  store->Pull(request, [&](absl::Status s, uint64_t v, PooledBuffer values) {
+  store->Pull(request, [&](absl::Status s, uint64_t v, PullPayload values) {
     called = true;
     ASSERT_TRUE(s.ok()) << s;
     out.resize(values.size() / sizeof(float));
@@ -80,6 +82,26 @@ absl::StatusOr<uint64_t> PushBytes(ShardStore* store, const PushRequest& h, cons
 absl::StatusOr<uint64_t> Push(ShardStore* store, const PushRequest& h, const std::vector<float>& g) {
   return PushBytes(store, h, g.data(), g.size() * sizeof(float));
 }
+
+// A SaveCheckpoint whose answer arrives on the store's writer thread: `wait()` blocks for it.
+class SaveResult {
+ public:
+  std::function<void(absl::StatusOr<SaveCheckpointResponse>)> callback() {
+    return [this](absl::StatusOr<SaveCheckpointResponse> r) {
+      result_ = std::move(r);
+      done_.Notify();
+    };
+  }
+  bool answered() const { return done_.HasBeenNotified(); }
+  const absl::StatusOr<SaveCheckpointResponse>& wait() {
+    EXPECT_TRUE(done_.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    return result_;
+  }
+
+ private:
+  absl::Notification done_;
+  absl::StatusOr<SaveCheckpointResponse> result_ = absl::UnknownError("not answered");
+};
 
 std::vector<float> Initial() {
   std::vector<float> v(kSize);
@@ -107,7 +129,7 @@ TEST(ShardStoreTest, SyncAppliesTheMeanOnceEveryWorkerPushed) {
   EXPECT_EQ(PullNow(&store, PullHeader(1)), Initial());
   bool answered = false;
   std::vector<float> after;
-  store.Pull(PullHeader(2), [&](absl::Status s, uint64_t v, PooledBuffer values) {
+  store.Pull(PullHeader(2), [&](absl::Status s, uint64_t v, PullPayload values) {
     ASSERT_TRUE(s.ok());
     EXPECT_EQ(v, 1u);
     after.resize(kSize);
@@ -146,7 +168,7 @@ TEST(ShardStoreTest, RemovingALostWorkerCompletesTheStepItWasAwaited) {
   std::vector<float> g0(kSize, 1.0f), g1(kSize, 3.0f);
   ASSERT_TRUE(Push(&store, PushHeader(1, 0), g0).ok());
   bool answered = false;
-  store.Pull(PullHeader(2), [&](absl::Status s, uint64_t v, PooledBuffer) {
+  store.Pull(PullHeader(2), [&](absl::Status s, uint64_t v, PullPayload) {
     EXPECT_TRUE(s.ok());
     EXPECT_EQ(v, 1u);
     answered = true;
@@ -194,7 +216,7 @@ TEST(ShardStoreTest, Bf16PushesAndPullsConvertAtTheBoundary) {
   PullRequest pull = PullHeader(0);
   pull.set_dtype(BF16);
   std::vector<uint16_t> wire;
-  store.Pull(pull, [&](absl::Status s, uint64_t, PooledBuffer values) {
+  store.Pull(pull, [&](absl::Status s, uint64_t, PullPayload values) {
     ASSERT_TRUE(s.ok()) << s;
     wire.resize(values.size() / 2);
     std::memcpy(wire.data(), values.data(), values.size());
@@ -292,7 +314,7 @@ TEST(ShardStoreTest, BadPullsAndCreatesAreRejected) {
   ShardStore store;
   auto pull_status = [&](const PullRequest& r) {
     absl::Status out;
-    store.Pull(r, [&](absl::Status s, uint64_t, PooledBuffer) { out = s; });
+    store.Pull(r, [&](absl::Status s, uint64_t, PullPayload) { out = s; });
     return out;
   };
   EXPECT_EQ(pull_status(PullHeader(0)).code(), absl::StatusCode::kNotFound);
@@ -341,18 +363,19 @@ TEST(ShardStoreTest, AServerHoldsSeveralShardsOfATableAsLongAsTheyDoNotOverlap) 
   SaveCheckpointRequest save;
   save.set_job_id("job");
   save.set_directory(::testing::TempDir() + "/several_shards");
-  std::optional<absl::StatusOr<SaveCheckpointResponse>> saved;
-  store.SaveCheckpoint(save, [&](absl::StatusOr<SaveCheckpointResponse> r) { saved = r; });
-  ASSERT_TRUE(saved.has_value() && saved->ok());
-  ASSERT_EQ((*saved)->files_size(), 1);
-  EXPECT_EQ((*saved)->files(0).range().end(), 50u);
+  SaveResult result;
+  store.SaveCheckpoint(save, result.callback());
+  const absl::StatusOr<SaveCheckpointResponse>& saved = result.wait();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  ASSERT_EQ(saved->files_size(), 1);
+  EXPECT_EQ(saved->files(0).range().end(), 50u);
 }
 
 TEST(ShardStoreTest, DropJobFailsWaitingPulls) {
   ShardStore store;
   ASSERT_TRUE(store.CreateShards(Create(SYNC, 2)).ok());
   absl::Status waited;
-  store.Pull(PullHeader(5), [&](absl::Status s, uint64_t, PooledBuffer) { waited = s; });
+  store.Pull(PullHeader(5), [&](absl::Status s, uint64_t, PullPayload) { waited = s; });
   EXPECT_TRUE(waited.ok());  // Still waiting.
   ASSERT_TRUE(store.DropJob("job").ok());
   EXPECT_EQ(waited.code(), absl::StatusCode::kCancelled);
@@ -405,10 +428,12 @@ TEST(ShardStoreCheckpointTest, SyncCheckpointAtAStepAndRestore) {
   save.set_job_id("job");
   save.set_version(2);
   save.set_directory(dir);
-  absl::StatusOr<SaveCheckpointResponse> saved = absl::UnknownError("not yet");
-  store.SaveCheckpoint(save, [&](absl::StatusOr<SaveCheckpointResponse> r) { saved = r; });
-  EXPECT_EQ(saved.status().code(), absl::StatusCode::kUnknown);
+  SaveResult at_2;
+  store.SaveCheckpoint(save, at_2.callback());
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(at_2.answered());
   ASSERT_TRUE(Push(&store, PushHeader(2, 0), g).ok());
+  const absl::StatusOr<SaveCheckpointResponse>& saved = at_2.wait();
   ASSERT_TRUE(saved.ok()) << saved.status();
   ASSERT_EQ(saved->files_size(), 1);
   EXPECT_EQ(saved->files(0).version(), 2u);
@@ -417,8 +442,9 @@ TEST(ShardStoreCheckpointTest, SyncCheckpointAtAStepAndRestore) {
   const std::vector<float> at_step_3 = PullNow(&store, PullHeader(4));
   // Past the step: refused.
   save.set_version(1);
-  store.SaveCheckpoint(save, [&](absl::StatusOr<SaveCheckpointResponse> r) { saved = r; });
-  EXPECT_EQ(saved.status().code(), absl::StatusCode::kFailedPrecondition);
+  SaveResult past;
+  store.SaveCheckpoint(save, past.callback());
+  EXPECT_EQ(past.wait().status().code(), absl::StatusCode::kFailedPrecondition);
 
   // A new server restores step 2, values and momentum: its step 3 equals the original's.
   ShardStore restored;
@@ -605,6 +631,120 @@ TEST(ShardStoreMetricsTest, StalenessWaitsAndShardStatistics) {
   EXPECT_EQ(Sample(text, "psrv_shard_last_update_timestamp_seconds{job=\"job\",table=\"w\","
                          "range=\"[0,100)\"}"),
             absl::ToUnixMillis(clock.now) / 1000.0);
+}
+
+TEST(ShardStoreTest, APullKeepsTheValuesItWasAnsweredWithAfterLaterUpdates) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(ASYNC, 1)).ok());
+  PullPayload held;
+  store.Pull(PullHeader(0), [&](absl::Status s, uint64_t, PullPayload values) {
+    ASSERT_TRUE(s.ok());
+    held = std::move(values);  // As a reply gRPC has not finished sending.
+  });
+  ASSERT_EQ(held.size(), kSize * sizeof(float));
+  ASSERT_TRUE(Push(&store, PushHeader(1, 0), std::vector<float>(kSize, 1.0f)).ok());
+  std::vector<float> seen(kSize);
+  std::memcpy(seen.data(), held.data(), held.size());
+  EXPECT_EQ(seen, Initial());  // The update went to another buffer.
+  const std::vector<float> now = PullNow(&store, PullHeader(0));
+  EXPECT_FLOAT_EQ(now[0], Initial()[0] - 0.5f);
+  held = PullPayload();  // Released: the next update is in place again, and still right.
+  ASSERT_TRUE(Push(&store, PushHeader(2, 0), std::vector<float>(kSize, 1.0f)).ok());
+  EXPECT_FLOAT_EQ(PullNow(&store, PullHeader(0))[0], Initial()[0] - 1.0f);
+}
+
+TEST(ShardStoreTest, Bf16PullsAreTheNarrowedValuesOfTheirVersion) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 1)).ok());
+  auto pull_bf16 = [&](uint64_t step) {
+    PullRequest request = PullHeader(step);
+    request.set_dtype(BF16);
+    std::vector<uint16_t> out;
+    store.Pull(request, [&](absl::Status s, uint64_t, PullPayload values) {
+      ASSERT_TRUE(s.ok()) << s;
+      out.resize(values.size() / 2);
+      std::memcpy(out.data(), values.data(), values.size());
+    });
+    return out;
+  };
+  std::vector<uint16_t> expected(kSize);
+  FloatsToBf16(Initial().data(), kSize, expected.data());
+  EXPECT_EQ(pull_bf16(1), expected);
+  EXPECT_EQ(pull_bf16(1), expected);
+  ASSERT_TRUE(Push(&store, PushHeader(1, 0), std::vector<float>(kSize, 1.0f)).ok());
+  const std::vector<float> after = PullNow(&store, PullHeader(2));
+  FloatsToBf16(after.data(), kSize, expected.data());
+  EXPECT_EQ(pull_bf16(2), expected);  // Narrowed again for the new version.
+}
+
+TEST(ShardStoreTest, ACommittedScaleEqualsAGradientScaledBeforeThePush) {
+  const std::vector<float> g = [] {
+    std::vector<float> v(kSize);
+    for (uint64_t i = 0; i < kSize; ++i) v[i] = 0.01f * static_cast<float>(i) - 0.3f;
+    return v;
+  }();
+  const float scale = 0.371f;
+  ShardStore scaled_first, scaled_later;
+  ASSERT_TRUE(scaled_first.CreateShards(Create(SYNC, 2)).ok());
+  ASSERT_TRUE(scaled_later.CreateShards(Create(SYNC, 2)).ok());
+  std::vector<float> pre(kSize);
+  for (uint64_t i = 0; i < kSize; ++i) pre[i] = g[i] * scale;
+  ASSERT_TRUE(Push(&scaled_first, PushHeader(1, 0), pre).ok());
+  ASSERT_TRUE(Push(&scaled_first, PushHeader(1, 1), g).ok());
+
+  PushRequest deferred = PushHeader(1, 0);
+  deferred.set_scale_follows(true);
+  ASSERT_TRUE(Push(&scaled_later, deferred, g).ok());
+  ASSERT_TRUE(Push(&scaled_later, PushHeader(1, 1), g).ok());
+  EXPECT_EQ(PullNow(&scaled_later, PullHeader(1)), Initial());  // Waiting for rank 0's scale.
+  CommitStepRequest commit;
+  commit.set_job_id("job");
+  commit.set_worker_rank(0);
+  commit.set_step(1);
+  commit.set_grad_scale(scale);
+  ASSERT_TRUE(scaled_later.CommitStep(commit).ok());
+  EXPECT_EQ(PullNow(&scaled_later, PullHeader(2)), PullNow(&scaled_first, PullHeader(2)));
+  // A resend is recognised.
+  EXPECT_EQ(scaled_later.CommitStep(commit).code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST(ShardStoreTest, BadCommitsAreRefusedAndChangeNothing) {
+  ShardStore store;
+  ASSERT_TRUE(store.CreateShards(Create(SYNC, 1)).ok());
+  PushRequest deferred = PushHeader(1, 0);
+  deferred.set_scale_follows(true);
+  ASSERT_TRUE(Push(&store, deferred, std::vector<float>(kSize, 1.0f)).ok());
+  CommitStepRequest commit;
+  commit.set_job_id("job");
+  commit.set_step(1);
+  commit.set_grad_scale(0.5f);
+  auto code = [&](const CommitStepRequest& r) { return store.CommitStep(r).code(); };
+  CommitStepRequest bad = commit;
+  bad.set_job_id("other");
+  EXPECT_EQ(code(bad), absl::StatusCode::kNotFound);
+  bad = commit;
+  bad.set_worker_rank(1);
+  EXPECT_EQ(code(bad), absl::StatusCode::kInvalidArgument);
+  bad = commit;
+  bad.set_grad_scale(-1.0f);
+  EXPECT_EQ(code(bad), absl::StatusCode::kInvalidArgument);
+  bad.set_grad_scale(std::numeric_limits<float>::infinity());
+  EXPECT_EQ(code(bad), absl::StatusCode::kInvalidArgument);
+  bad = commit;
+  bad.set_step(2);
+  EXPECT_EQ(code(bad), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(PullNow(&store, PullHeader(1)), Initial());  // Nothing applied.
+  // A push without scale_follows after a commit-style push of the same step is refused.
+  PushRequest mixed = PushHeader(1, 0);
+  EXPECT_EQ(Push(&store, mixed, std::vector<float>(kSize, 1.0f)).status().code(),
+            absl::StatusCode::kAlreadyExists);  // (Overlapping keys: a resend.)
+
+  ShardStore async;
+  ASSERT_TRUE(async.CreateShards(Create(ASYNC, 1)).ok());
+  EXPECT_EQ(async.CommitStep(commit).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Push(&async, deferred, std::vector<float>(kSize, 1.0f)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PullNow(&async, PullHeader(0)), Initial());
 }
 
 }  // namespace

@@ -194,7 +194,7 @@ struct PullResult {
 };
 
 void PullFrom(Shard* shard, const PullRequest& request, std::optional<PullResult>* result) {
-  shard->Pull(request, [result](absl::Status s, uint64_t v, PooledBuffer values) {
+  shard->Pull(request, [result](absl::Status s, uint64_t v, PullPayload values) {
     PullResult r{s, v, {}};
     r.values.resize(values.size() / sizeof(float));
     if (values.size() > 0) std::memcpy(r.values.data(), values.data(), values.size());

@@ -13,7 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "worker/model/thread_pool.h"
+#include "common/thread_pool.h"
 
 namespace psrv {
 

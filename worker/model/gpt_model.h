@@ -15,7 +15,7 @@
 #include "common/model_layout.h"
 #include "proto/types.pb.h"
 #include "worker/model/language_model.h"
-#include "worker/model/thread_pool.h"
+#include "common/thread_pool.h"
 
 namespace psrv {
 

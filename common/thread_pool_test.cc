@@ -1,6 +1,6 @@
 // Tests of ThreadPool: every chunk runs exactly once, on back-to-back loops and after the workers
 // have gone to sleep.
-#include "worker/model/thread_pool.h"
+#include "common/thread_pool.h"
 
 #include <atomic>
 #include <chrono>

@@ -1,6 +1,7 @@
-// A small fixed pool of threads for the data-parallel loops of the GPT kernels.
-#ifndef PSRV_WORKER_MODEL_THREAD_POOL_H_
-#define PSRV_WORKER_MODEL_THREAD_POOL_H_
+// A small fixed pool of threads for data-parallel loops: the GPT kernels (worker), the optimizer
+// update of big shards (server).
+#ifndef PSRV_COMMON_THREAD_POOL_H_
+#define PSRV_COMMON_THREAD_POOL_H_
 
 #include <algorithm>
 #include <atomic>
@@ -79,4 +80,4 @@ inline void ParallelFor(ThreadPool* pool, int64_t n, int64_t grain,
 
 }  // namespace psrv
 
-#endif  // PSRV_WORKER_MODEL_THREAD_POOL_H_
+#endif  // PSRV_COMMON_THREAD_POOL_H_

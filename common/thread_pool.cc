@@ -1,5 +1,5 @@
 // ThreadPool: fixed chunks claimed dynamically, polite spinning, then sleeping.
-#include "worker/model/thread_pool.h"
+#include "common/thread_pool.h"
 
 #include <sched.h>
 
