@@ -1,13 +1,56 @@
 #include "common/bf16.h"
 
 namespace psrv {
+namespace {
+
+// FloatToBf16 without a branch, so that loops of it vectorize.
+inline uint16_t ToBf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (bits >> 16) | 0x0040u;
+  const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+  return static_cast<uint16_t>(nan ? quiet_nan : rounded);
+}
+
+inline double Sum8(const double* lane) {
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+}  // namespace
 
 void FloatsToBf16(const float* in, size_t count, uint16_t* out) {
-  for (size_t i = 0; i < count; ++i) out[i] = FloatToBf16(in[i]);
+  for (size_t i = 0; i < count; ++i) out[i] = ToBf16(in[i]);
 }
 
 void Bf16ToFloats(const uint16_t* in, size_t count, float* out) {
   for (size_t i = 0; i < count; ++i) out[i] = Bf16ToFloat(in[i]);
+}
+
+double SumOfSquares(const float* in, size_t count) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    for (int k = 0; k < 8; ++k) lane[k] += static_cast<double>(in[i + k]) * in[i + k];
+  }
+  for (; i < count; ++i) lane[0] += static_cast<double>(in[i]) * in[i];
+  return Sum8(lane);
+}
+
+double FloatsToBf16SumOfSquares(const float* in, size_t count, uint16_t* out) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    for (int k = 0; k < 8; ++k) {
+      lane[k] += static_cast<double>(in[i + k]) * in[i + k];
+      out[i + k] = ToBf16(in[i + k]);
+    }
+  }
+  for (; i < count; ++i) {
+    lane[0] += static_cast<double>(in[i]) * in[i];
+    out[i] = ToBf16(in[i]);
+  }
+  return Sum8(lane);
 }
 
 }  // namespace psrv

@@ -8,7 +8,8 @@ namespace psrv {
 
 std::vector<ShardAssignment> PlanShards(const std::vector<TableSpec>& tables,
                                         const std::vector<ServerSlot>& servers,
-                                        uint64_t min_shard_elements) {
+                                        uint64_t min_shard_elements,
+                                        uint64_t min_layer_elements) {
   std::vector<ShardAssignment> shards;
   const uint64_t n = servers.size();
   std::vector<uint64_t> load(n, 0);
@@ -21,9 +22,18 @@ std::vector<ShardAssignment> PlanShards(const std::vector<TableSpec>& tables,
     shards.push_back(std::move(shard));
     load[server] += end - begin;
   };
+  auto least_loaded = [&] {
+    return static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+  };
   for (const TableSpec& table : tables) {
     const uint64_t size = TableElements(table);
     if (size == 0) continue;
+    const uint64_t layers = table.layers();
+    if (layers > 1 && size % layers == 0 && size / layers >= min_layer_elements) {
+      const uint64_t slice = size / layers;
+      for (uint64_t l = 0; l < layers; ++l) add(table, l * slice, (l + 1) * slice, least_loaded());
+      continue;
+    }
     if (n > 1 && size >= min_shard_elements * n) {
       // The remainder's extra keys go to the least-loaded servers first.
       std::vector<size_t> order(n);
@@ -38,8 +48,7 @@ std::vector<ShardAssignment> PlanShards(const std::vector<TableSpec>& tables,
         begin += piece[s];
       }
     } else {
-      const size_t least = std::min_element(load.begin(), load.end()) - load.begin();
-      add(table, 0, size, least);
+      add(table, 0, size, least_loaded());
     }
   }
   return shards;

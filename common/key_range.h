@@ -30,13 +30,17 @@ struct ServerSlot {
   std::string address;
 };
 
-// Assigns every key of every table to exactly one server. A table with at least
-// `min_shard_elements` keys per server is cut into one contiguous range per server (sizes differ by
-// at most one); a smaller table goes whole to the server holding the fewest elements so far. The
-// result lists shards table by table, ranges in ascending order. `servers` must not be empty.
+// Assigns every key of every table to exactly one server. A table stacking one slice per layer
+// (TableSpec.layers > 1) whose slices have at least `min_layer_elements` keys is cut into one
+// shard per layer, each on the server holding the fewest elements so far: a layer's update is
+// then applied as soon as its gradients are in. Another table with at least `min_shard_elements`
+// keys per server is cut into one contiguous range per server (sizes differ by at most one); a
+// smaller one goes whole to the server holding the fewest elements so far. The result lists
+// shards table by table, ranges in ascending order. `servers` must not be empty.
 std::vector<ShardAssignment> PlanShards(const std::vector<TableSpec>& tables,
                                         const std::vector<ServerSlot>& servers,
-                                        uint64_t min_shard_elements = 4096);
+                                        uint64_t min_shard_elements = 4096,
+                                        uint64_t min_layer_elements = 16384);
 
 }  // namespace psrv
 

@@ -77,6 +77,30 @@ TEST(PlanShardsTest, AddressesTravelWithAssignments) {
   EXPECT_EQ(RangeSize(shards[0].range()), 5000u);
 }
 
+TEST(PlanShardsTest, BigLayerStackedTablesAreCutAtLayerBoundaries) {
+  TableSpec stacked = Table("h.fc", {6, 512, 128});  // 6 layers of 64K keys.
+  stacked.set_layers(6);
+  TableSpec small = Table("h.bias", {6, 128});  // Slices too small to cut.
+  small.set_layers(6);
+  const std::vector<TableSpec> tables = {Table("wte", {65, 128}), stacked, small};
+  for (int n : {1, 2, 3}) {
+    auto shards = PlanShards(tables, Servers(n));
+    ExpectExactCover(tables, shards);
+    std::map<std::string, uint64_t> load;
+    int stacked_shards = 0;
+    for (const auto& s : shards) {
+      load[s.server_id()] += RangeSize(s.range());
+      if (s.table() != "h.fc") continue;
+      ++stacked_shards;
+      EXPECT_EQ(RangeSize(s.range()), 512u * 128u);  // One layer each.
+    }
+    EXPECT_EQ(stacked_shards, 6) << n;
+    EXPECT_EQ(load.size(), static_cast<size_t>(n));  // Layers spread over every server.
+  }
+  // Below min_layer_elements a stacked table is planned like any other.
+  EXPECT_EQ(PlanShards({stacked}, Servers(1), 4096, 1 << 20).size(), 1u);
+}
+
 TEST(KeyRangeTest, Contains) {
   EXPECT_TRUE(RangeContains(MakeRange(0, 10), MakeRange(2, 5)));
   EXPECT_TRUE(RangeContains(MakeRange(0, 10), MakeRange(0, 10)));

@@ -60,6 +60,9 @@ std::vector<TableSpec> GptTables(uint64_t layers, uint64_t width, uint64_t conte
   add("h.mlp.proj.bias", {L, C}, InitSpec::ZEROS, 0.0f);
   add("lnf.weight", {C}, InitSpec::ONES, 0.0f);
   add("lnf.bias", {C}, InitSpec::ZEROS, 0.0f);
+  for (TableSpec& table : tables) {
+    if (table.name().rfind("h.", 0) == 0) table.set_layers(L);  // Stacked per layer: (L, ...).
+  }
   return tables;
 }
 

@@ -39,7 +39,8 @@ int VocabSize(const ModelSpec& model);
 //   h.mlp.proj.bias     (L, C)       ZEROS
 //   lnf.weight          (C)          ONES
 //   lnf.bias            (C)          ZEROS
-// Every InitSpec carries `seed`; weight_decay is GptTableHasWeightDecay(name).
+// Every InitSpec carries `seed`; weight_decay is GptTableHasWeightDecay(name); the h.* tables
+// have `layers` = L (the shard planner may cut them at layer boundaries).
 std::vector<TableSpec> GptTables(uint64_t layers, uint64_t width, uint64_t context, uint64_t vocab,
                                  uint64_t seed);
 

@@ -29,6 +29,13 @@ class WorkQueue {
   void Run(std::function<void()> work) {
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(work));
+    ++pending_;
+  }
+
+  // Blocks until everything handed over so far has run.
+  void Drain() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(+[](int* pending) { return *pending == 0; }, &pending_));
   }
 
  private:
@@ -47,11 +54,14 @@ class WorkQueue {
         queue_.pop_front();
       }
       work();
+      absl::MutexLock lock(&mu_);
+      --pending_;
     }
   }
 
   absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;  // Handed over and not finished.
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;  // Last: starts once the rest is built.
 };

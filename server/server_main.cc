@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/malloc_tuning.h"
 #include "common/flags_help.h"
 #include "common/grpc_server.h"
 #include "common/metrics.h"
@@ -161,6 +162,7 @@ int Run() {
 }  // namespace psrv
 
 int main(int argc, char** argv) {
+  psrv::TuneMallocForTensors();
   absl::SetProgramUsageMessage(
       "Parameter server: holds shards of a model's parameters and optimizer state.\n"
       "Usage: ps_server --coordinator=HOST:PORT [--host=0.0.0.0] [--port=7071] [--port_file=F]\n"

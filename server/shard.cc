@@ -266,10 +266,23 @@ Shard::UpdateBuffers Shard::BeginUpdate(uint64_t offset, uint64_t count) {
 void Shard::ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_t count) {
   const UpdateBuffers buffers = BeginUpdate(offset, count);
   const uint64_t t = OptimizerStep(version_ + 1);
+  // Workers pulling BF16 get the new values narrowed in the same pass, chunk by chunk while each
+  // is in cache (whole-shard updates: SYNC steps).
+  uint16_t* narrowed = nullptr;
+  if (pulls_bf16_ && count == size_) {
+    if (bf16_ == nullptr || bf16_.use_count() > 1) {  // A reply may still send the old copy.
+      bf16_ = std::make_shared<std::vector<uint16_t>>(size_);
+    }
+    narrowed = bf16_->data();
+  }
   ParallelChunks(count, kApplyGrain, [&](size_t begin, size_t end) {
     optimizer_->ApplyScaled(grad + begin, scale, buffers.in, buffers.out, offset + begin,
                             end - begin, t);
+    if (narrowed != nullptr) {
+      FloatsToBf16(buffers.out + offset + begin, end - begin, narrowed + offset + begin);
+    }
   });
+  bf16_valid_ = narrowed != nullptr;
 }
 
 void Shard::ApplyStep(PushCallback done, absl::Time now, Outbox* out) {
@@ -651,6 +664,7 @@ uint64_t Shard::Promote() {
 }
 
 PullPayload Shard::PullReply(uint64_t offset, uint64_t count, DType dtype) {
+  pulls_bf16_ = dtype == BF16;
   if (dtype == BF16) {
     if (!bf16_valid_) {
       if (bf16_ == nullptr || bf16_.use_count() > 1) {  // A reply may still send the old copy.

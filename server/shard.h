@@ -36,6 +36,9 @@ struct ShardConfig {
   ConsistencyMode consistency = SYNC;
   OptimizerConfig optimizer;
   uint32_t num_workers = 1;
+  // Where the shard came in its CreateShards request (the shard map's order: the model's layout,
+  // i.e. the order forward reads it). CommitStep applies a step's shards in this order.
+  uint32_t position = 0;
 };
 
 // How a shard starts out (CreateShards' ShardSpec): its role, and where its copy is.
@@ -284,6 +287,7 @@ class Shard : public std::enable_shared_from_this<Shard> {
   // version however many workers pull it).
   std::shared_ptr<std::vector<uint16_t>> bf16_ ABSL_GUARDED_BY(mu_);
   bool bf16_valid_ ABSL_GUARDED_BY(mu_) = false;
+  bool pulls_bf16_ ABSL_GUARDED_BY(mu_) = false;  // The last pull was BF16: updates narrow too.
   std::unique_ptr<Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
   SyncAggregator aggregator_ ABSL_GUARDED_BY(mu_);
   // Updates applied here. Visible to workers and checkpoints: version_, or version_ - 1 while

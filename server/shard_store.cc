@@ -280,6 +280,7 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
     }
     configs.push_back(MakeConfig(request.job_id(), request.consistency(), request.optimizer(),
                                  request.num_workers(), spec));
+    configs.back().position = static_cast<uint32_t>(configs.size() - 1);
   }
   // Only shards not held yet are built (an identical request is idempotent).
   std::vector<size_t> missing;
@@ -531,7 +532,11 @@ absl::Status ShardStore::CommitStep(const CommitStepRequest& request) {
     return absl::UnavailableError(absl::StrCat(
         "this server holds only backups of job ", request.job_id(), "'s shards"));
   }
-  // The shards that this commit completes apply their step here, several at a time.
+  // The shards that this commit completes apply their step here, several at a time, in the order
+  // forward reads them (the first layers' pulls are answered first).
+  std::sort(shards.begin(), shards.end(), [](const auto& a, const auto& b) {
+    return a->config().position < b->config().position;
+  });
   std::vector<absl::Status> results(shards.size());
   ParallelChunks(shards.size(), 1, [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {

@@ -59,18 +59,6 @@ class FaultTest : public ::testing::Test {
     return WaitFor(job, [](const JobStatus& s) { return IsTerminal(s.state()); });
   }
 
-  // Every parameter of a job, as its servers hold them now.
-  std::vector<float> Parameters(const JobStatus& status) {
-    absl::StatusOr<std::unique_ptr<ParameterClient>> client =
-        ParameterClient::Create(status.shard_map(), 0);
-    EXPECT_TRUE(client.ok()) << client.status();
-    if (!client.ok()) return {};
-    std::vector<float> values((*client)->num_parameters());
-    absl::Status pulled = (*client)->Pull(0, values.data(), absl::Seconds(10));
-    EXPECT_TRUE(pulled.ok()) << pulled;
-    return values;
-  }
-
   // The local-cluster name ("server 1") of the server at `address` (127.0.0.1:port).
   std::string ServerNamed(const std::string& address) {
     for (int i = 0; i < 8; ++i) {
@@ -123,7 +111,7 @@ TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
   const std::string reference_id = client_->SubmitJob(spec).value();
   const JobStatus reference = WaitForEnd(reference_id);
   ASSERT_EQ(reference.state(), SUCCEEDED) << reference.message() << "; logs in " << log_dir_;
-  const std::vector<float> expected = Parameters(reference);
+  const std::vector<float> expected = ServedParameters(reference);
   ASSERT_FALSE(expected.empty());
 
   const std::string id = client_->SubmitJob(spec).value();
@@ -166,7 +154,7 @@ TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
             << "): " << absl::FormatDuration(recovery) << "; steps redone: "
             << before.step() - resumed.resumed_from_step() << "\n";
 
-  EXPECT_EQ(CountDifferent(Parameters(final), expected), 0u) << "of " << expected.size();
+  EXPECT_EQ(CountDifferent(ServedParameters(final), expected), 0u) << "of " << expected.size();
 }
 
 // A replicated job (2 servers, every shard with a backup on the other) whose server is killed
@@ -181,7 +169,7 @@ TEST_F(FaultTest, KilledPrimaryFailsOverToItsBackupsBitForBit) {
   const std::string reference_id = client_->SubmitJob(spec).value();
   const JobStatus reference = WaitForEnd(reference_id);
   ASSERT_EQ(reference.state(), SUCCEEDED) << reference.message() << "; logs in " << log_dir_;
-  const std::vector<float> expected = Parameters(reference);
+  const std::vector<float> expected = ServedParameters(reference);
   ASSERT_FALSE(expected.empty());
 
   const std::string id = client_->SubmitJob(spec).value();
@@ -224,7 +212,7 @@ TEST_F(FaultTest, KilledPrimaryFailsOverToItsBackupsBitForBit) {
   }
   EXPECT_EQ(repaired.state(), RUNNING) << "the job ended before its backups were replaced";
 
-  EXPECT_EQ(CountDifferent(Parameters(final), expected), 0u) << "of " << expected.size();
+  EXPECT_EQ(CountDifferent(ServedParameters(final), expected), 0u) << "of " << expected.size();
 }
 
 // A SYNC job whose worker is killed does not hang: the servers stop waiting for it within about

@@ -1,17 +1,19 @@
 #include "tests/test_util.h"
 
-#include <algorithm>
-
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/subprocess.h"
+#include "gtest/gtest.h"
 #include "tools/cpp/runfiles/runfiles.h"
+#include "worker/parameter_client.h"
 
 namespace psrv {
 
@@ -86,6 +88,17 @@ JobSpec SmallMlpJob(ConsistencyMode mode, uint32_t servers, uint32_t workers, ui
   t->set_report_every(10);
   t->set_sample_length(80);
   return spec;
+}
+
+std::vector<float> ServedParameters(const JobStatus& status) {
+  absl::StatusOr<std::unique_ptr<ParameterClient>> client =
+      ParameterClient::Create(status.shard_map(), 0);
+  EXPECT_TRUE(client.ok()) << client.status();
+  if (!client.ok()) return {};
+  std::vector<float> values((*client)->num_parameters());
+  absl::Status pulled = (*client)->Pull(0, values.data(), absl::Seconds(10));
+  EXPECT_TRUE(pulled.ok()) << pulled;
+  return values;
 }
 
 }  // namespace psrv

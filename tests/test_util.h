@@ -32,6 +32,9 @@ LocalClusterOptions TestClusterOptions(const std::string& log_dir, int servers, 
 // How many of the two (equally long) parameter vectors' elements differ, bit for bit.
 size_t CountDifferent(const std::vector<float>& a, const std::vector<float>& b);
 
+// Every parameter of a job, as its servers hold them now (pulled with the status's shard map).
+std::vector<float> ServedParameters(const JobStatus& status);
+
 // A small byte-level MLP job on the test corpus (tests/testdata/shakespeare_200k.txt): SGD with
 // momentum, reports every 10 steps, an 80-byte sample. Named "integration".
 JobSpec SmallMlpJob(ConsistencyMode mode, uint32_t servers, uint32_t workers, uint64_t steps);

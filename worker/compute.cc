@@ -6,13 +6,12 @@
 namespace psrv {
 
 GradientComputer::GradientComputer(LanguageModel* model, const Corpus* corpus,
-                                   const ByteToToken* vocabulary, int batch_size, float grad_clip,
-                                   uint64_t seed, int micro_batches)
+                                   const ByteToToken* vocabulary, int batch_size, uint64_t seed,
+                                   int micro_batches)
     : model_(model),
       corpus_(corpus),
       vocabulary_(vocabulary),
       batch_size_(batch_size),
-      grad_clip_(grad_clip),
       seed_(seed),
       micro_batches_(micro_batches < 1 ? 1 : micro_batches),
       rows_(static_cast<size_t>(micro_batches_) * batch_size * model->window()),
@@ -21,7 +20,6 @@ GradientComputer::GradientComputer(LanguageModel* model, const Corpus* corpus,
 }
 
 float GradientComputer::Compute(uint64_t step, const float* params, float* grads) {
-  const size_t n = model_->num_parameters();
   // One stream per (seed, step): the micro-batches draw from it in turn.
   std::seed_seq step_seed{static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32),
                           static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32)};
@@ -33,16 +31,8 @@ float GradientComputer::Compute(uint64_t step, const float* params, float* grads
     seeds_[micro] =
         seed_ * 0x9e3779b97f4a7c15ULL + step * micro_batches_ + static_cast<uint64_t>(micro);
   }
-  const float loss = model_->AccumulateGradients(params, rows_.data(), batch_size_, micro_batches_,
-                                                 seeds_.data(), grads, micro_grads_.data());
-  double sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += static_cast<double>(grads[i]) * grads[i];
-  last_grad_norm_ = std::sqrt(sum);
-  if (grad_clip_ > 0 && last_grad_norm_ > grad_clip_) {
-    const float scale = static_cast<float>(grad_clip_ / last_grad_norm_);
-    for (size_t i = 0; i < n; ++i) grads[i] *= scale;
-  }
-  return loss;
+  return model_->AccumulateGradients(params, rows_.data(), batch_size_, micro_batches_,
+                                    seeds_.data(), grads, micro_grads_.data());
 }
 
 ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {

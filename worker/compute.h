@@ -1,6 +1,7 @@
 // Compute: the second step of a training iteration. Minibatches of token rows from this worker's
 // part of the corpus go forward and backward through the model (several micro-batches with gradient
-// accumulation); their mean gradient fills the flat buffer, clipped to a global norm if asked.
+// accumulation); their mean gradient fills the flat buffer. (Clipping it to a global norm is the
+// step pipeline's: worker/step_pipeline.h.)
 #ifndef PSRV_WORKER_COMPUTE_H_
 #define PSRV_WORKER_COMPUTE_H_
 
@@ -23,15 +24,11 @@ class GradientComputer {
   // data position, so a worker resumed from a checkpoint, or one taking over a dead worker's rank,
   // trains on exactly the data the original would have.
   GradientComputer(LanguageModel* model, const Corpus* corpus, const ByteToToken* vocabulary,
-                   int batch_size, float grad_clip, uint64_t seed, int micro_batches = 1);
+                   int batch_size, uint64_t seed, int micro_batches = 1);
 
-  // Computes training step `step` (1-based). params, grads: (num_parameters). Returns the mean loss (nats per token) over the micro-batches;
-  // grads is the mean of their gradients. With grad_clip > 0, grads are then scaled so that their
-  // global L2 norm is at most grad_clip.
+  // Computes training step `step` (1-based). params, grads: (num_parameters). Returns the mean
+  // loss (nats per token) over the micro-batches; grads is the mean of their gradients.
   float Compute(uint64_t step, const float* params, float* grads);
-
-  // L2 norm of the last gradient, before clipping.
-  double last_grad_norm() const { return last_grad_norm_; }
 
   // Tokens predicted (trained on) per Compute call.
   int tokens_per_step() const {
@@ -43,10 +40,8 @@ class GradientComputer {
   const Corpus* const corpus_;
   const ByteToToken* const vocabulary_;
   const int batch_size_;
-  const float grad_clip_;
   const uint64_t seed_;
   const int micro_batches_;
-  double last_grad_norm_ = 0;
   std::vector<int32_t> rows_;           // (micro_batches * batch, window)
   std::vector<uint64_t> seeds_;         // (micro_batches) dropout seeds
   std::vector<float> micro_grads_;      // (num_parameters) with micro_batches > 1.

@@ -19,43 +19,13 @@
 #include "worker/model/language_model.h"
 #include "worker/model/synthetic_model.h"
 #include "worker/model/tokenizer.h"
-#include "worker/parameter_client.h"
+#include "worker/resilient_client.h"
+#include "worker/server_transport.h"
+#include "worker/step_pipeline.h"
 #include "worker/training_metrics.h"
 
 namespace psrv {
 namespace {
-
-// SYNC pulls wait for the slowest worker; a pull that times out is retried (pulls are idempotent)
-// until the job is cancelled, so a slow step is not an error.
-constexpr absl::Duration kPullTimeout = absl::Seconds(10);
-// A push is answered at once, or (the one completing a replicated step) once the backup applied
-// it, within a few seconds. One that takes longer is sent again (pushes are idempotent: chunks
-// already accepted are not resent, a resend is answered ALREADY_EXISTS), which also lets the
-// worker notice a cancel or a new shard map: a call to a server killed mid-transfer can otherwise
-// hang until its deadline.
-constexpr absl::Duration kPushTimeout = absl::Seconds(8);
-// A server that stops answering (UNAVAILABLE) is retried this long: meanwhile the coordinator
-// notices it is gone and restarts the job from a checkpoint (cancelling this run) or fails it.
-constexpr absl::Duration kServerLostTimeout = absl::Minutes(2);
-
-// Runs `call` until it returns anything but UNAVAILABLE, the job is cancelled, or
-// kServerLostTimeout passed. Before each retry, `between` (may be null) gets a chance to repair
-// things (follow a new shard map).
-absl::Status RetryWhileUnavailable(const std::function<absl::Status()>& call,
-                                   const std::atomic<bool>* cancel,
-                                   const std::function<void()>& between) {
-  const absl::Time give_up = absl::Now() + kServerLostTimeout;
-  absl::Duration backoff = absl::Milliseconds(20);
-  while (true) {
-    absl::Status status = call();
-    if (status.code() != absl::StatusCode::kUnavailable || absl::Now() > give_up) return status;
-    if (cancel->load()) return absl::CancelledError("job cancelled");
-    LOG_EVERY_N(WARNING, 20) << status << "; retrying";
-    absl::SleepFor(backoff);
-    backoff = std::min(2 * backoff, absl::Milliseconds(500));
-    if (between) between();
-  }
-}
 
 // The byte-level model may emit bytes that are not valid UTF-8; protobuf strings must be. Invalid
 // bytes become '?'.
@@ -189,6 +159,7 @@ class ProgressReporter {
   float step_seconds_ = 0;
 };
 
+// The model, the data and the link to the servers of one run; then the loop.
 absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
                    const std::atomic<bool>* cancel, const TrainerOptions& options,
                    TrainingMetrics* metrics) {
@@ -208,7 +179,8 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     ASSIGN_OR_RETURN(model, CreateLanguageModelOnDevice(spec.model(), tokenizer->vocab_size(),
                                                         options.device, &choice, options.cuda));
   }
-  LOG(INFO) << "job " << assignment.job_id() << ": model on " << choice.description;
+  LOG(INFO) << "job " << assignment.job_id() << ": model on " << choice.description
+            << (options.overlap ? "" : "; communication not overlapped with compute");
   const ByteToToken vocabulary = ByteToTokenTable(*tokenizer);
   ASSIGN_OR_RETURN(Corpus corpus,
                    Corpus::Load(spec.data().path(), assignment.rank(), spec.num_workers(),
@@ -222,25 +194,41 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     RETURN_IF_ERROR(validation.CheckWindow(model->window()));
     RETURN_IF_ERROR(validation.CheckVocabulary(vocabulary));
   }
-  ParameterClient::Options client_options;
+
+  // The servers: retries, fail-over and resends live in the client; the overlap in the pipeline.
+  ResilientClient::Options client_options;
   client_options.wire_dtype = training.wire_dtype() == BF16 ? BF16 : FP32;
-  ASSIGN_OR_RETURN(std::unique_ptr<ParameterClient> client,
-                   ParameterClient::Create(assignment.shard_map(), assignment.rank(), client_options));
+  client_options.consistency = training.consistency();
+  ResilientClient::Coordinator coordinator;
+  coordinator.report_unreachable = [reporter](const std::string& address) {
+    reporter->ReportUnreachable(address);
+  };
+  coordinator.shard_map = [reporter] { return reporter->CurrentShardMap(); };
+  ASSIGN_OR_RETURN(std::unique_ptr<ResilientClient> client,
+                   ResilientClient::Create(assignment.shard_map(), assignment.rank(),
+                                           client_options, coordinator,
+                                           CreateGrpcServerTransport, cancel));
   if (client->num_parameters() != model->num_parameters()) {
     return absl::FailedPreconditionError(
         absl::StrCat("shard map has ", client->num_parameters(), " parameters, the model ",
                      model->num_parameters()));
   }
-  std::vector<float> params(model->num_parameters());  // (num_parameters) pulled each step.
-  std::vector<float> grads(model->num_parameters());   // (num_parameters) pushed each step.
-  // Each worker draws its own minibatches and dropout masks: its own seed stream.
+  StepPipeline::Options pipeline_options;
+  pipeline_options.overlap = options.overlap;
+  pipeline_options.grad_clip = training.grad_clip();
+  pipeline_options.consistency = training.consistency();
+  StepPipeline pipeline(client.get(), pipeline_options);
+  model->set_parameter_stream(&pipeline);
+  // Each worker draws its own minibatches and dropout masks: its own seed stream. (The pipeline
+  // clips, so that pushes can start before the norm is known.)
   GradientComputer computer(model.get(), &corpus, &vocabulary,
-                            static_cast<int>(training.batch_size()), training.grad_clip(),
+                            static_cast<int>(training.batch_size()),
                             training.seed() * 1000003 + assignment.rank(),
                             static_cast<int>(training.grad_accumulation_steps()));
-  auto validation_loss = [&]() {
+  auto validation_loss = [&]() -> absl::StatusOr<float> {
+    RETURN_IF_ERROR(pipeline.AwaitAllParameters());
     const absl::Time start = absl::Now();
-    const float loss = ValidationLoss(model.get(), params.data(), validation, vocabulary,
+    const float loss = ValidationLoss(model.get(), pipeline.params(), validation, vocabulary,
                                       static_cast<int>(training.batch_size()),
                                       static_cast<int>(training.eval_batches()));
     metrics->RecordPhase(TrainingMetrics::kEval, absl::Now() - start);
@@ -253,54 +241,6 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
 
   // A job restarted from a checkpoint at step s resumes at s + 1 (batches depend only on the step).
   const uint64_t first_step = std::max<uint64_t>(1, assignment.start_step());
-  // Fail-over: a server that stopped answering may have been replaced by its shards' backups. The
-  // coordinator's shard map says so with a higher epoch; the worker then talks to the new map.
-  ShardMap shard_map = assignment.shard_map();
-  auto follow_shard_map = [&]() -> bool {
-    for (const std::string& address : client->unreachable()) reporter->ReportUnreachable(address);
-    absl::StatusOr<ShardMap> latest = reporter->CurrentShardMap();
-    if (!latest.ok() || latest->epoch() <= shard_map.epoch()) return false;
-    absl::StatusOr<std::unique_ptr<ParameterClient>> next =
-        ParameterClient::Create(*latest, assignment.rank(), client_options);
-    if (!next.ok()) {
-      LOG(WARNING) << "shard map epoch " << latest->epoch() << ": " << next.status();
-      return false;
-    }
-    LOG(INFO) << "following shard map epoch " << latest->epoch() << " (was " << shard_map.epoch()
-              << ")";
-    client = std::move(*next);
-    shard_map = *std::move(latest);
-    return true;
-  };
-  // A promoted backup aggregates the step its primary had not finished afresh: every worker sends
-  // its last push again (a step already applied is answered ALREADY_EXISTS, counted as accepted).
-  uint64_t push_again = 0;  // Step whose gradient (still in `grads`) goes to the new map first.
-  uint64_t pulling = 0;  // The step being pulled.
-  auto follow_before_pull = [&] {
-    // (ASYNC shards apply every push: sending one again would apply it twice.)
-    if (follow_shard_map() && pulling > first_step && training.consistency() == SYNC) {
-      push_again = pulling - 1;
-    }
-  };
-  auto pull = [&](uint64_t step) -> absl::Status {
-    pulling = step;
-    while (true) {
-      absl::Status status = RetryWhileUnavailable(
-          [&]() -> absl::Status {
-            if (push_again != 0) {
-              RETURN_IF_ERROR(client->Push(push_again, grads.data(), kPushTimeout));
-              push_again = 0;
-            }
-            return client->Pull(step, params.data(), kPullTimeout);
-          },
-          cancel, follow_before_pull);
-      if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
-      if (cancel->load()) return absl::CancelledError("job cancelled");
-      // A slow step, or a hung server whose shards were failed over: check the map.
-      follow_before_pull();
-    }
-  };
-
   const uint64_t report_every = std::max<uint32_t>(1, training.report_every());
   const uint64_t eval_every = training.eval_every();
   double window_loss = 0;
@@ -311,41 +251,44 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     return absl::OkStatus();
   }
   if (first_step > 1) LOG(INFO) << "resuming at step " << first_step;
+  pipeline.Start(first_step);
   for (uint64_t step = first_step; step <= training.steps(); ++step) {
     if (cancel->load()) return absl::CancelledError("job cancelled");
     const absl::Time step_start = absl::Now();
-    RETURN_IF_ERROR(pull(step));
-    const absl::Time pulled = absl::Now();
-    metrics->RecordPhase(TrainingMetrics::kPull, pulled - step_start);
+    pipeline.BeginStep(step);
     // Validation on the parameters this step starts from (after step - 1 updates).
     float val_loss = 0;
     if (evaluator && eval_every > 0 && step > first_step && (step - 1) % eval_every == 0) {
-      val_loss = validation_loss();
+      ASSIGN_OR_RETURN(val_loss, validation_loss());
     }
+
+    // PULL: step s's parameters were requested during step s-1. In sequence (no overlap) they are
+    // all awaited here; else forward awaits each group as it reaches it.
+    if (!options.overlap) RETURN_IF_ERROR(pipeline.AwaitAllParameters());
     const absl::Time compute_start = absl::Now();
-    const float loss = computer.Compute(step, params.data(), grads.data());
+    pipeline.ResetWaited();
+
+    // COMPUTE: forward and backward; backward hands gradients to the pipeline as they are final.
+    const float loss = computer.Compute(step, pipeline.params(), pipeline.grads());
+    RETURN_IF_ERROR(pipeline.status());
     const absl::Time computed = absl::Now();
-    metrics->RecordPhase(TrainingMetrics::kCompute, computed - compute_start);
     if (!std::isfinite(loss)) {
       // A device error (CUDA) shows as a NaN loss: report the error itself.
       RETURN_IF_ERROR(DeviceModelStatus(*model));
       return absl::InternalError(absl::StrCat("loss became ", loss, " at step ", step,
                                               " (learning rate too high?)"));
     }
-    RETURN_IF_ERROR(RetryWhileUnavailable(
-        [&]() -> absl::Status {
-          absl::Status pushed = client->Push(step, grads.data(), kPushTimeout);
-          if (pushed.code() == absl::StatusCode::kDeadlineExceeded &&
-              training.consistency() == SYNC) {  // (ASYNC would apply it twice.)
-            return absl::UnavailableError(pushed.message());  // Sent again; see kPushTimeout.
-          }
-          return pushed;
-        },
-        cancel, [&] { follow_shard_map(); }));
+
+    // PUSH: what backward did not send yet, the clipping factor, and the next step's pulls.
+    RETURN_IF_ERROR(pipeline.FinishStep());
     const absl::Time pushed = absl::Now();
+    // Time waiting for parameters inside compute counts as pull.
+    const absl::Duration waited = pipeline.waited();
+    metrics->RecordPhase(TrainingMetrics::kPull, compute_start - step_start + waited);
+    metrics->RecordPhase(TrainingMetrics::kCompute, computed - compute_start - waited);
     metrics->RecordPhase(TrainingMetrics::kPush, pushed - computed);
     metrics->RecordStep(step, pushed - step_start, computer.tokens_per_step(), wire_bytes,
-                        wire_bytes, computer.last_grad_norm());
+                        wire_bytes, pipeline.grad_norm());
     window_loss += loss;
     ++window_steps;
     const bool last = step == training.steps();
@@ -362,17 +305,17 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
         }
       } else {
         // The final parameters (SYNC: after every worker's last step): validation and a sample.
-        std::string sample;
-        float final_val_loss = 0;
         // Every worker waits for its last push to be applied before it reports done: if a
         // server fails over meanwhile, it still has the gradient to send again.
-        if (training.consistency() == SYNC || evaluator) RETURN_IF_ERROR(pull(step + 1));
+        std::string sample;
+        float final_val_loss = 0;
+        if (training.consistency() == SYNC || evaluator) RETURN_IF_ERROR(pipeline.FinishRun());
         if (evaluator) {
-          final_val_loss = validation_loss();
+          ASSIGN_OR_RETURN(final_val_loss, validation_loss());
           if (training.sample_length() > 0) {
             absl::StatusOr<std::vector<int32_t>> prompt = tokenizer->Encode("\n");
             std::vector<int32_t> tokens =
-                Sample(*model, params.data(), prompt.ok() ? *prompt : std::vector<int32_t>{},
+                Sample(*model, pipeline.params(), prompt.ok() ? *prompt : std::vector<int32_t>{},
                        static_cast<int>(training.sample_length()), /*temperature=*/0.8f,
                        /*top_k=*/0, training.seed());
             sample = tokenizer->Decode(tokens);

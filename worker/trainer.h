@@ -19,6 +19,9 @@ struct TrainerOptions {
   Device device = Device::kAuto;        // Where the model runs (worker/cuda/device_model.h).
   CudaModelOptions cuda;                // How it computes there, on a GPU.
   MetricsRegistry* metrics = nullptr;   // Not owned; step times, losses, throughput if set.
+  // Overlap communication with compute (worker/step_pipeline.h); false: pull, compute and push
+  // one after another (the same results, bit for bit).
+  bool overlap = true;
   // >= 0: the model is a SyntheticModel taking this long per step (benchmarks); < 0: the real one.
   absl::Duration synthetic_compute = -absl::InfiniteDuration();
 };

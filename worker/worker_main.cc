@@ -18,6 +18,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/malloc_tuning.h"
 #include "common/flags_help.h"
 #include "common/membership.h"
 #include "common/metrics.h"
@@ -40,6 +41,10 @@ ABSL_FLAG(std::string, compute, "model",
           "forward and backward, wait MS milliseconds per step (leaving the CPU free, as a GPU "
           "would) and push fixed gradients; measures the parameter-server path at GPU-like step "
           "times (bench/step_bench). Trains nothing.");
+ABSL_FLAG(bool, overlap, true,
+          "Overlap communication with compute: pushes leave as backward finishes each layer, the "
+          "next step's pulls follow them, and forward waits only for the layer it reads. false: "
+          "pull, compute and push one after another (the same results, bit for bit; slower).");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the metrics HTTP server listens on.");
 ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
           "Port of the HTTP server for Prometheus metrics (/metrics) and /healthz "
@@ -136,6 +141,7 @@ int Run() {
     return 2;
   }
   trainer_options.device = *device;
+  trainer_options.overlap = absl::GetFlag(FLAGS_overlap);
   if (absl::Status s =
           ParseCudaAttention(absl::GetFlag(FLAGS_cuda_attention), &trainer_options.cuda);
       !s.ok()) {
@@ -212,6 +218,7 @@ int Run() {
 }  // namespace psrv
 
 int main(int argc, char** argv) {
+  psrv::TuneMallocForTensors();
   psrv::ConfigureOpenBlas(argv);
   absl::SetProgramUsageMessage(
       "Training worker: pulls parameters, computes gradients on its part of the data, pushes.\n"

@@ -53,7 +53,20 @@ float GptCudaModel::ForwardBackward(const float* params, const int32_t* rows, in
 
 float GptCudaModel::AccumulateGradients(const float* params, const int32_t* rows, int batch,
                                         int micro_batches, const uint64_t* seeds, float* grads,
-                                        float* /*scratch*/) {
+                                        float* scratch) {
+  // With a parameter stream: every parameter is awaited before the upload and every gradient
+  // reported after the download (no per-layer overlap on the GPU yet).
+  ParameterStream* const stream = parameter_stream();
+  const FlatRange all{0, num_parameters()};
+  if (stream != nullptr) stream->AwaitParameters(all);
+  const float loss = AccumulateOnDevice(params, rows, batch, micro_batches, seeds, grads, scratch);
+  if (stream != nullptr) stream->GradientsReady(all);
+  return loss;
+}
+
+float GptCudaModel::AccumulateOnDevice(const float* params, const int32_t* rows, int batch,
+                                       int micro_batches, const uint64_t* seeds, float* grads,
+                                       float* /*scratch*/) {
   if (micro_batches == 1) return ForwardBackward(params, rows, batch, seeds[0], grads);
   const size_t rows_per_micro = static_cast<size_t>(batch) * window();
   double loss = 0;

@@ -40,7 +40,8 @@ class GptCudaModel : public LanguageModel {
                         float* grads) override;
   // The parameters go up once and the micro-batches' gradients are summed on the GPU
   // (GptCuda::AccumulateGrads): one upload and one download per step instead of one per
-  // micro-batch. `scratch` is unused.
+  // micro-batch. `scratch` is unused. With a parameter stream, all parameters are awaited before
+  // the upload and all gradients reported after the download.
   float AccumulateGradients(const float* params, const int32_t* rows, int batch, int micro_batches,
                             const uint64_t* seeds, float* grads, float* scratch) override;
   float Loss(const float* params, const int32_t* rows, int batch) override;
@@ -56,6 +57,9 @@ class GptCudaModel : public LanguageModel {
 
  private:
   explicit GptCudaModel(std::unique_ptr<GptCuda> gpt) : gpt_(std::move(gpt)) {}
+  // AccumulateGradients without the stream.
+  float AccumulateOnDevice(const float* params, const int32_t* rows, int batch, int micro_batches,
+                           const uint64_t* seeds, float* grads, float* scratch);
 
   std::unique_ptr<GptCuda> gpt_;
   absl::Status status_;

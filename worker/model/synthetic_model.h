@@ -22,7 +22,9 @@ namespace psrv {
 // a share proportional to its size; forward awaits each group before its share (parameter
 // stream), backward writes each group's gradients and reports them after its share, last group
 // first, as a real backward does. Time is spent sleeping. The gradient is the same every step:
-// (deterministic) small values in [-1e-3, 1e-3] from the key alone. Losses are 3 plus the mean of
+// (deterministic) small values in [-1e-3, 1e-3] from the key alone, written into a gradient buffer
+// only the first time it is seen (a GPU's gradients reach the host by DMA, at no CPU cost; the
+// trainer's SYNC pipeline leaves them unchanged, ASYNC clipping scales them in place). Losses are 3 plus the mean of
 // a fixed sample of the parameters, so they follow the updates. Thread-compatible.
 class SyntheticModel : public LanguageModel {
  public:
@@ -56,6 +58,7 @@ class SyntheticModel : public LanguageModel {
   std::vector<ParameterGroup> groups_;  // Forward order; they cover the whole buffer.
   std::vector<double> shares_;          // (groups_) fraction of the parameters in each group.
   std::vector<float> pattern_;          // (num_parameters) the gradient of every step.
+  std::vector<float*> filled_;          // Gradient buffers already holding pattern_.
 };
 
 }  // namespace psrv

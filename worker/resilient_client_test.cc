@@ -1,0 +1,373 @@
+// ResilientClient against in-process parameter servers (the real ShardStore behind a fake
+// transport, no gRPC, no processes): retries, following a new shard map after a fail-over and
+// sending the unapplied step again, giving up, cancelling.
+#include "worker/resilient_client.h"
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "common/buffer_pool.h"
+#include "common/initializer.h"
+#include "common/key_range.h"
+#include "gtest/gtest.h"
+#include "server/shard_store.h"
+
+namespace psrv {
+namespace {
+
+constexpr uint64_t kKeys = 1000;  // Table "w": keys [0, 600) on one shard, [600, 1000) another.
+
+TableSpec Table() {
+  TableSpec t;
+  t.set_name("w");
+  t.add_shape(kKeys);
+  t.mutable_init()->set_kind(InitSpec::NORMAL);
+  t.mutable_init()->set_scale(1.0f);
+  t.mutable_init()->set_seed(5);
+  return t;
+}
+
+// A server in memory. `down`: every call answers UNAVAILABLE (a crashed server).
+struct FakeServer {
+  explicit FakeServer(ShardStore::Options options = {}) : store(std::move(options)) {}
+  ShardStore store;
+  std::atomic<bool> down{false};
+  std::atomic<int> calls{0};
+};
+
+// The servers by address, and the transports the client makes to them.
+class FakeCluster {
+ public:
+  FakeServer* Add(const std::string& address, ShardStore::Options options = {}) {
+    servers_[address] = std::make_unique<FakeServer>(std::move(options));
+    return servers_[address].get();
+  }
+  FakeServer* at(const std::string& address) { return servers_.at(address).get(); }
+
+  ServerTransportFactory Factory() {
+    return [this](const std::string& address, int) -> std::unique_ptr<ServerTransport> {
+      return std::make_unique<Transport>(servers_.at(address).get());
+    };
+  }
+
+ private:
+  // Answers each call at most once: from the store, or CANCELLED by CancelAll first.
+  class Transport : public ServerTransport {
+   public:
+    explicit Transport(FakeServer* server) : server_(server) {}
+
+    void Pull(const PullRequest& request, int, absl::Time, char* destination, size_t bytes,
+              PullDone done) override {
+      ++server_->calls;
+      if (server_->down) return done(absl::UnavailableError("server down"), 0);
+      auto once = Track([done](absl::Status s) { done(s, 0); });
+      server_->store.Pull(request, [this, once, destination, bytes, done](
+                                       absl::Status status, uint64_t version, PullPayload values) {
+        if (!Claim(once)) return;
+        if (status.ok() && values.size() != bytes) status = absl::DataLossError("size");
+        if (status.ok()) std::memcpy(destination, values.data(), bytes);
+        done(status, version);
+      });
+    }
+
+    void Push(const PushRequest& request, int, absl::Time, const void* payload, size_t bytes,
+              Done done, std::function<void()> released) override {
+      ++server_->calls;
+      PooledBuffer copy = BufferPool::Global()->Acquire(bytes);
+      std::memcpy(copy.data(), payload, bytes);
+      released();
+      if (server_->down) return done(absl::UnavailableError("server down"));
+      auto once = Track(done);
+      server_->store.Push(request, std::move(copy), [this, once, done](absl::StatusOr<uint64_t> v) {
+        if (Claim(once)) done(v.status());
+      });
+    }
+
+    void CommitStep(const CommitStepRequest& request, absl::Time, Done done) override {
+      ++server_->calls;
+      if (server_->down) return done(absl::UnavailableError("server down"));
+      done(server_->store.CommitStep(request));
+    }
+
+    void CancelAll() override {
+      std::vector<std::shared_ptr<Pending>> pending;
+      {
+        absl::MutexLock lock(&mu_);
+        pending.assign(pending_.begin(), pending_.end());
+      }
+      for (const auto& p : pending) {
+        if (Claim(p)) p->cancel(absl::CancelledError("cancelled"));
+      }
+    }
+
+   private:
+    struct Pending {
+      std::function<void(absl::Status)> cancel;
+      bool answered = false;
+    };
+    std::shared_ptr<Pending> Track(std::function<void(absl::Status)> cancel) {
+      auto p = std::make_shared<Pending>();
+      p->cancel = std::move(cancel);
+      absl::MutexLock lock(&mu_);
+      pending_.insert(p);
+      return p;
+    }
+    bool Claim(const std::shared_ptr<Pending>& p) {
+      absl::MutexLock lock(&mu_);
+      if (p->answered) return false;
+      p->answered = true;
+      pending_.erase(p);
+      return true;
+    }
+
+    FakeServer* const server_;
+    absl::Mutex mu_;
+    std::set<std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
+  };
+
+  std::map<std::string, std::unique_ptr<FakeServer>> servers_;
+};
+
+// Table "w" split over `first` ([0, 600)) and `second` ([600, 1000)), as the coordinator maps it.
+ShardMap Map(const std::string& first, const std::string& second, uint64_t epoch = 0) {
+  ShardMap map;
+  map.set_job_id("job");
+  map.set_epoch(epoch);
+  *map.add_tables() = Table();
+  ShardAssignment* a = map.add_shards();
+  a->set_table("w");
+  *a->mutable_range() = MakeRange(0, 600);
+  a->set_server_address(first);
+  ShardAssignment* b = map.add_shards();
+  b->set_table("w");
+  *b->mutable_range() = MakeRange(600, 1000);
+  b->set_server_address(second);
+  return map;
+}
+
+CreateShardsRequest Create(uint64_t begin, uint64_t end, ShardRole role = PRIMARY,
+                           const std::string& backup = "", const std::string& primary = "",
+                           ConsistencyMode mode = SYNC) {
+  CreateShardsRequest r;
+  r.set_job_id("job");
+  r.set_consistency(mode);
+  r.mutable_optimizer()->set_kind(ADAMW);
+  r.mutable_optimizer()->set_learning_rate(0.01f);
+  r.mutable_optimizer()->set_beta1(0.9f);
+  r.mutable_optimizer()->set_beta2(0.99f);
+  r.mutable_optimizer()->set_epsilon(1e-8f);
+  r.set_num_workers(1);
+  ShardSpec* s = r.add_shards();
+  *s->mutable_table() = Table();
+  *s->mutable_range() = MakeRange(begin, end);
+  s->set_role(role);
+  s->set_backup_address(backup);
+  s->set_primary_address(primary);
+  return r;
+}
+
+ResilientClient::Options FastOptions(ConsistencyMode mode = SYNC) {
+  ResilientClient::Options o;
+  o.consistency = mode;
+  o.targets.connections_per_server = 1;
+  o.give_up = absl::Seconds(20);
+  return o;
+}
+
+std::vector<float> Gradient(float base) {
+  std::vector<float> g(kKeys);
+  for (uint64_t i = 0; i < kKeys; ++i) g[i] = base * (static_cast<float>(i % 7) - 3.0f);
+  return g;
+}
+
+// One SYNC step as the step pipeline runs it: pushes with scale_follows, then the commit.
+void PushStep(ResilientClient* client, uint64_t step, const std::vector<float>& grads,
+              float scale) {
+  for (size_t t = 0; t < client->targets().size(); ++t) {
+    client->StartPush(t, step, grads.data(), /*scale_follows=*/true);
+  }
+  client->StartCommit(step, scale);
+}
+
+// The parameters after `steps` steps of Gradient(step) scaled by 0.5, on plain in-memory servers.
+std::vector<float> Reference(int steps) {
+  FakeCluster cluster;
+  cluster.Add("a")->store.CreateShards(Create(0, 600));
+  cluster.Add("b")->store.CreateShards(Create(600, 1000));
+  auto client = *ResilientClient::Create(Map("a", "b"), 0, FastOptions(), {}, cluster.Factory(),
+                                         nullptr);
+  std::vector<float> params(kKeys);
+  std::vector<std::vector<float>> gradients;  // Alive until the end: the client may resend them.
+  for (int step = 1; step <= steps; ++step) gradients.push_back(Gradient(0.1f * step));
+  for (int step = 1; step <= steps; ++step) {
+    EXPECT_TRUE(client->PullAll(step, params.data()).ok());
+    PushStep(client.get(), step, gradients[step - 1], 0.5f);
+  }
+  EXPECT_TRUE(client->PullAll(steps + 1, params.data()).ok());
+  return params;
+}
+
+TEST(ResilientClientTest, StepsWithScaleFollowingTheirPushesTrain) {
+  const std::vector<float> after = Reference(3);
+  std::vector<float> initial(kKeys);
+  InitializeRange(Table(), 0, kKeys, initial.data());
+  size_t changed = 0;
+  for (uint64_t i = 0; i < kKeys; ++i) changed += after[i] != initial[i];
+  EXPECT_GT(changed, kKeys / 2);
+  EXPECT_EQ(after, Reference(3));  // Deterministic.
+}
+
+TEST(ResilientClientTest, AnUnavailableServerIsRetriedAndReported) {
+  FakeCluster cluster;
+  FakeServer* a = cluster.Add("a");
+  a->store.CreateShards(Create(0, 600));
+  cluster.Add("b")->store.CreateShards(Create(600, 1000));
+  std::vector<std::string> reported;
+  ResilientClient::Coordinator coordinator;
+  coordinator.report_unreachable = [&](const std::string& address) {
+    reported.push_back(address);
+    if (reported.size() == 3) a->down = false;  // Back after a few retries.
+  };
+  a->down = true;
+  auto client = *ResilientClient::Create(Map("a", "b"), 0, FastOptions(), coordinator,
+                                         cluster.Factory(), nullptr);
+  std::vector<float> params(kKeys);
+  ASSERT_TRUE(client->PullAll(1, params.data()).ok());
+  EXPECT_GE(reported.size(), 3u);
+  EXPECT_EQ(reported.front(), "a");
+}
+
+TEST(ResilientClientTest, AFailedOverStepIsSentAgainToThePromotedBackup) {
+  // "a" holds [0, 600) with its backup on "c"; "b" holds [600, 1000). "a" dies after taking
+  // step 3's push (before its commit): the coordinator promotes "c" (epoch 1); the client must
+  // send step 3 again there and end with the parameters of a run without the fault.
+  FakeCluster cluster;
+  ShardStore::Options with_backup;
+  FakeServer* c = cluster.Add("c");
+  with_backup.connect_backup = [c](const std::string&) -> std::shared_ptr<Replicator> {
+    // The backup in memory: what "a" replicates is applied to "c" at once.
+    class InMemory : public Replicator {
+     public:
+      explicit InMemory(FakeServer* backup) : backup_(backup) {}
+      const std::string& address() const override { return address_; }
+      void Replicate(const ReplicateRequest& request, std::shared_ptr<PooledBuffer> gradient,
+                     Done done) override {
+        done(backup_->store.Replicate(request, gradient->data(), gradient->size()).status());
+      }
+      void Install(const InstallShardRequest&, std::string, Done done) override {
+        done(absl::UnimplementedError("not in this test"));
+      }
+
+     private:
+      FakeServer* const backup_;
+      const std::string address_ = "c";
+    };
+    return std::make_shared<InMemory>(c);
+  };
+  FakeServer* a = cluster.Add("a", with_backup);
+  ASSERT_TRUE(c->store.CreateShards(Create(0, 600, BACKUP, "", "a")).ok());
+  ASSERT_TRUE(a->store.CreateShards(Create(0, 600, PRIMARY, "c")).ok());
+  ASSERT_TRUE(cluster.Add("b")->store.CreateShards(Create(600, 1000)).ok());
+  ShardMap promoted = Map("c", "b", /*epoch=*/1);
+  ResilientClient::Coordinator coordinator;
+  std::atomic<bool> failed_over{false};
+  coordinator.shard_map = [&]() -> absl::StatusOr<ShardMap> {
+    if (!failed_over) return Map("a", "b");
+    return promoted;
+  };
+  coordinator.report_unreachable = [&](const std::string& address) {
+    if (address != "a" || failed_over) return;
+    PromoteRequest promote;
+    promote.set_job_id("job");
+    promote.set_failed_address("a");
+    c->store.Promote(promote, [](absl::StatusOr<PromoteResponse>) {});
+    failed_over = true;
+  };
+  auto client = *ResilientClient::Create(Map("a", "b"), 0, FastOptions(), coordinator,
+                                         cluster.Factory(), nullptr);
+  std::vector<float> params(kKeys);
+  std::vector<std::vector<float>> gradients;  // Each step's stays as long as it may be resent.
+  for (int step = 1; step <= 4; ++step) gradients.push_back(Gradient(0.1f * step));
+  for (int step = 1; step <= 4; ++step) {
+    ASSERT_TRUE(client->PullAll(step, params.data()).ok()) << "step " << step;
+    const std::vector<float>& grads = gradients[step - 1];
+    if (step == 3) {
+      for (size_t t = 0; t < client->targets().size(); ++t) {
+        client->StartPush(t, step, grads.data(), true);
+      }
+      a->down = true;  // Crashes with step 3 pushed but not committed.
+      client->StartCommit(step, 0.5f);
+    } else {
+      PushStep(client.get(), step, grads, 0.5f);
+    }
+  }
+  ASSERT_TRUE(client->PullAll(5, params.data()).ok());
+  EXPECT_TRUE(failed_over);
+  EXPECT_EQ(params, Reference(4));
+}
+
+TEST(ResilientClientTest, ARefusedPushIsAnErrorAtOnce) {
+  FakeCluster cluster;
+  cluster.Add("a")->store.CreateShards(Create(0, 600));
+  cluster.Add("b")->store.CreateShards(Create(600, 1000));
+  auto client = *ResilientClient::Create(Map("a", "b"), 0, FastOptions(), {}, cluster.Factory(),
+                                         nullptr);
+  std::vector<float> params(kKeys);
+  ASSERT_TRUE(client->PullAll(1, params.data()).ok());
+  std::vector<float> bad = Gradient(1.0f);
+  bad[10] = NAN;
+  PushStep(client.get(), 1, bad, 1.0f);
+  absl::Status status = client->AwaitPushed(1);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+}
+
+TEST(ResilientClientTest, GivesUpAfterItsPatienceAndStopsWhenCancelled) {
+  FakeCluster cluster;
+  cluster.Add("a")->down = true;
+  cluster.Add("b")->store.CreateShards(Create(600, 1000));
+  ResilientClient::Options options = FastOptions();
+  options.give_up = absl::Milliseconds(300);
+  auto client =
+      *ResilientClient::Create(Map("a", "b"), 0, options, {}, cluster.Factory(), nullptr);
+  std::vector<float> params(kKeys);
+  EXPECT_EQ(client->PullAll(1, params.data()).code(), absl::StatusCode::kUnavailable);
+
+  std::atomic<bool> cancel{true};
+  options.give_up = absl::Minutes(5);
+  auto cancelled =
+      *ResilientClient::Create(Map("a", "b"), 0, options, {}, cluster.Factory(), &cancel);
+  EXPECT_EQ(cancelled->PullAll(1, params.data()).code(), absl::StatusCode::kCancelled);
+}
+
+TEST(ResilientClientTest, AsyncPushesAreNotSentAgainToANewMap) {
+  FakeCluster cluster;
+  FakeServer* a = cluster.Add("a");
+  FakeServer* c = cluster.Add("c");
+  for (FakeServer* s : {a, c}) {
+    ASSERT_TRUE(s->store.CreateShards(Create(0, 600, PRIMARY, "", "", ASYNC)).ok());
+  }
+  ASSERT_TRUE(cluster.Add("b")->store.CreateShards(Create(600, 1000, PRIMARY, "", "", ASYNC)).ok());
+  ResilientClient::Coordinator coordinator;
+  coordinator.shard_map = [&]() -> absl::StatusOr<ShardMap> { return Map("c", "b", 1); };
+  auto client = *ResilientClient::Create(Map("a", "b"), 0, FastOptions(ASYNC), coordinator,
+                                         cluster.Factory(), nullptr);
+  std::vector<float> params(kKeys);
+  ASSERT_TRUE(client->PullAll(1, params.data()).ok());
+  a->down = true;
+  const std::vector<float> grads = Gradient(1.0f);
+  for (size_t t = 0; t < client->targets().size(); ++t) {
+    client->StartPush(t, 1, grads.data(), false);
+  }
+  ASSERT_TRUE(client->AwaitPushed(1).ok());  // The one to "a" is dropped, not resent to "c".
+  ASSERT_TRUE(client->PullAll(2, params.data()).ok());
+  EXPECT_EQ(c->store.Status("job").shards(0).version(), 0u);
+  EXPECT_EQ(cluster.at("b")->store.Status("job").shards(0).version(), 1u);
+}
+
+}  // namespace
+}  // namespace psrv

@@ -1,0 +1,57 @@
+#include "worker/shard_targets.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/key_range.h"
+#include "common/model_layout.h"
+
+namespace psrv {
+
+absl::StatusOr<TargetPlan> PlanTargets(const ShardMap& map, const TargetOptions& options) {
+  const int connections = std::max(1, options.connections_per_server);
+  TargetPlan plan;
+  std::map<std::string, uint64_t> sizes;
+  for (const TableSpec& table : map.tables()) {
+    plan.table_offsets[table.name()] = plan.num_parameters;
+    sizes[table.name()] = TableElements(table);
+    plan.num_parameters += TableElements(table);
+  }
+  std::map<std::string, uint64_t> covered;
+  for (const ShardAssignment& shard : map.shards()) {
+    auto offset = plan.table_offsets.find(shard.table());
+    if (offset == plan.table_offsets.end() || shard.range().end() > sizes[shard.table()] ||
+        RangeSize(shard.range()) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("shard map has a bad shard: table \"",
+                                                     shard.table(), "\" range [",
+                                                     shard.range().begin(), ", ",
+                                                     shard.range().end(), ")"));
+    }
+    covered[shard.table()] += RangeSize(shard.range());
+    const uint64_t keys = RangeSize(shard.range());
+    const size_t bytes = keys * sizeof(float);
+    uint64_t chunks = (bytes + options.max_chunk_bytes - 1) / options.max_chunk_bytes;
+    if (bytes >= 2 * options.min_split_bytes) chunks = std::max<uint64_t>(chunks, connections);
+    chunks = std::max<uint64_t>(1, std::min(chunks, keys));
+    for (uint64_t c = 0; c < chunks; ++c) {
+      const uint64_t begin = shard.range().begin() + keys * c / chunks;
+      const uint64_t end = shard.range().begin() + keys * (c + 1) / chunks;
+      plan.targets.push_back(ShardTarget{shard.table(), MakeRange(begin, end),
+                                         offset->second + begin, shard.server_address(),
+                                         static_cast<int>(c % connections)});
+    }
+  }
+  for (const auto& [table, size] : sizes) {
+    if (covered[table] != size) {
+      return absl::InvalidArgumentError(absl::StrCat("shard map covers ", covered[table], " of ",
+                                                     size, " keys of table \"", table, "\""));
+    }
+  }
+  std::stable_sort(plan.targets.begin(), plan.targets.end(),
+                   [](const ShardTarget& a, const ShardTarget& b) {
+                     return a.flat_offset < b.flat_offset;
+                   });
+  return plan;
+}
+
+}  // namespace psrv

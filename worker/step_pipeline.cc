@@ -1,0 +1,146 @@
+#include "worker/step_pipeline.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/time/clock.h"
+#include "common/bf16.h"
+#include "common/status.h"
+
+namespace psrv {
+
+StepPipeline::StepPipeline(ResilientClient* client, const Options& options)
+    : client_(client),
+      options_(options),
+      n_(client->num_parameters()),
+      defer_scale_(options.consistency == SYNC && options.grad_clip > 0) {
+  for (int b = 0; b < 2; ++b) {
+    params_[b].resize(n_);
+    grads_[b].resize(n_);
+  }
+  const size_t targets = client_->targets().size();
+  ready_keys_.resize(targets);
+  pushed_.resize(targets);
+  squares_.resize(targets);
+  pulled_.resize(targets);
+}
+
+void StepPipeline::Start(uint64_t first) {
+  for (size_t t = 0; t < client_->targets().size(); ++t) {
+    client_->StartPull(t, first, params_[first % 2].data());
+  }
+}
+
+void StepPipeline::BeginStep(uint64_t step) {
+  step_ = step;
+  // grads_[step % 2] held step - 2's pushes: gRPC must be done sending them.
+  if (step >= 3) client_->AwaitReleased(step - 2);
+  std::fill(ready_keys_.begin(), ready_keys_.end(), 0);
+  std::fill(pushed_.begin(), pushed_.end(), 0);
+  std::fill(squares_.begin(), squares_.end(), -1.0);
+  std::fill(pulled_.begin(), pulled_.end(), 0);
+}
+
+void StepPipeline::AwaitParameters(const FlatRange& range) {
+  const std::vector<ShardTarget>& targets = client_->targets();
+  for (size_t t = client_->TargetAt(range.offset);
+       status_.ok() && t < targets.size() && targets[t].flat_offset < range.offset + range.count;
+       ++t) {
+    if (pulled_[t]) continue;
+    const absl::Time start = absl::Now();
+    status_ = client_->AwaitPull(t);
+    waited_ += absl::Now() - start;
+    pulled_[t] = status_.ok();
+  }
+}
+
+absl::Status StepPipeline::AwaitAllParameters() {
+  AwaitParameters(FlatRange{0, n_});
+  return status_;
+}
+
+void StepPipeline::GradientsReady(const FlatRange& range) {
+  const std::vector<ShardTarget>& targets = client_->targets();
+  for (size_t t = client_->TargetAt(range.offset);
+       status_.ok() && t < targets.size() && targets[t].flat_offset < range.offset + range.count;
+       ++t) {
+    const size_t begin = std::max<size_t>(range.offset, targets[t].flat_offset);
+    const size_t end =
+        std::min<size_t>(range.offset + range.count, targets[t].flat_offset + targets[t].count());
+    ready_keys_[t] += end - begin;
+    if (ready_keys_[t] != targets[t].count() || !options_.overlap) continue;
+    // Final: out it goes, unless its scale must be known first (ASYNC with clipping).
+    if (defer_scale_ || options_.grad_clip <= 0) {
+      pushed_[t] = 1;
+      pusher_.Run([this, t] { PushTarget(t, defer_scale_); });
+    }
+  }
+}
+
+double StepPipeline::SumOfSquares(size_t t) const {
+  const ShardTarget& target = client_->targets()[t];
+  return psrv::SumOfSquares(grads_[step_ % 2].data() + target.flat_offset, target.count());
+}
+
+void StepPipeline::PushTarget(size_t t, bool scale_follows) {
+  const float* grads = grads_[step_ % 2].data();
+  uint16_t* wire = client_->Bf16Payloads(step_);
+  if (wire != nullptr) {
+    // One pass: the norm's part and the bf16 payload.
+    const ShardTarget& target = client_->targets()[t];
+    const double squares = FloatsToBf16SumOfSquares(grads + target.flat_offset, target.count(),
+                                                    wire + target.flat_offset);
+    if (squares_[t] < 0) squares_[t] = squares;
+  } else if (squares_[t] < 0) {
+    squares_[t] = SumOfSquares(t);
+  }
+  pushed_[t] = 1;
+  client_->StartPush(t, step_, grads, scale_follows, /*narrowed=*/wire != nullptr);
+  if (options_.consistency == SYNC && options_.overlap) {
+    // Answered by the server once it applied this step on the shard.
+    client_->StartPull(t, step_ + 1, params_[(step_ + 1) % 2].data());
+  }
+}
+
+absl::Status StepPipeline::FinishStep() {
+  pusher_.Drain();  // Every push handed over has started; squares_ is complete for them.
+  RETURN_IF_ERROR(status_);
+  const size_t targets = client_->targets().size();
+  // The global norm: every target's sum of squares, added in target order (the same whether
+  // targets were pushed during backward or not).
+  double sum = 0;
+  for (size_t t = 0; t < targets; ++t) {
+    if (squares_[t] < 0) squares_[t] = SumOfSquares(t);
+    sum += squares_[t];
+  }
+  grad_norm_ = std::sqrt(sum);
+  const float scale = GradientClipScale(grad_norm_, options_.grad_clip);
+  if (!defer_scale_ && scale != 1.0f) {
+    // ASYNC: clipped here, before anything was pushed.
+    float* g = grads_[step_ % 2].data();
+    for (size_t i = 0; i < n_; ++i) g[i] *= scale;
+  }
+  for (size_t t = 0; t < targets; ++t) {
+    if (!pushed_[t]) {
+      pushed_[t] = 1;
+      PushTarget(t, defer_scale_);
+    }
+  }
+  if (defer_scale_) client_->StartCommit(step_, scale);
+  if (!options_.overlap || options_.consistency != SYNC) {
+    // In sequence: the next pulls once every push was taken (ASYNC: applied).
+    RETURN_IF_ERROR(client_->AwaitPushed(step_));
+  }
+  for (size_t t = 0; t < targets; ++t) {
+    client_->StartPull(t, step_ + 1, params_[(step_ + 1) % 2].data());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StepPipeline::FinishRun() {
+  step_ += 1;
+  std::fill(pulled_.begin(), pulled_.end(), 0);
+  return AwaitAllParameters();
+}
+
+}  // namespace psrv

@@ -1,0 +1,114 @@
+// How a worker's training steps overlap with the parameter servers (docs/ARCHITECTURE.md, "The
+// step"). With overlap on:
+//   PULL     step s's pulls were sent during step s-1, as soon as each chunk of step s-1 was pushed
+//            (a SYNC server answers once it applied step s-1 on that shard); forward awaits only
+//            the ranges it is about to read (AwaitParameters), so layer 0 computes while the last
+//            layers' parameters still travel.
+//   COMPUTE  the model (ParameterStream).
+//   PUSH     backward hands each group of gradients over as it is final (GradientsReady): every
+//            chunk whose keys are all final is pushed at once from a thread of the pipeline's own
+//            (narrowed to bf16 and its squared norm noted in one pass), while the model goes on. With
+//            gradient clipping in a SYNC job the pushes carry scale_follows and the clipping factor
+//            follows in CommitStep once backward is done (the servers scale; the result is the same
+//            as pushing the clipped gradient). ASYNC jobs clip before pushing.
+// With overlap off, the same step runs in sequence: every pull is in before compute, every push is
+// sent after it, and the next pulls after every push was accepted. Both give the same parameters,
+// bit for bit: only the timing differs.
+//
+// Parameters and gradients are double-buffered (step s uses buffer s % 2), so step s+1's pulls and
+// step s's pushes never touch what the model of the other step reads or writes.
+#ifndef PSRV_WORKER_STEP_PIPELINE_H_
+#define PSRV_WORKER_STEP_PIPELINE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/work_queue.h"
+#include "proto/types.pb.h"
+#include "worker/model/parameter_stream.h"
+#include "worker/resilient_client.h"
+
+namespace psrv {
+
+// Gradient clipping: the factor that brings a gradient of L2 norm `norm` down to `clip` (1 when it
+// is not above it, or clip <= 0: off).
+inline float GradientClipScale(double norm, float clip) {
+  return clip > 0 && norm > clip ? static_cast<float>(clip / norm) : 1.0f;
+}
+
+// Thread-compatible: one training thread calls everything (the model calls the ParameterStream
+// methods from inside Compute, on that thread); pushes run on the pipeline's pusher thread.
+class StepPipeline : public ParameterStream {
+ public:
+  struct Options {
+    bool overlap = true;
+    float grad_clip = 0;  // Clip each step's gradient to this global L2 norm; 0: off.
+    ConsistencyMode consistency = SYNC;
+  };
+
+  // `client` is not owned and must outlive the pipeline.
+  StepPipeline(ResilientClient* client, const Options& options);
+
+  // Starts pulling step `first`.
+  void Start(uint64_t first);
+
+  // Step `step` (first, then one after another): its parameter buffer (filled as pulls arrive;
+  // see AwaitParameters) and gradient buffer (the model writes it).
+  void BeginStep(uint64_t step);
+  const float* params() const { return params_[step_ % 2].data(); }
+  float* grads() { return grads_[step_ % 2].data(); }
+
+  // Every parameter of the current step in place (a validation loss, a sample).
+  absl::Status AwaitAllParameters();
+
+  // ParameterStream, for the model. Errors are kept for status(): the model computes on.
+  void AwaitParameters(const FlatRange& range) override;
+  void GradientsReady(const FlatRange& range) override;
+
+  // After compute: clips, sends what is left of the step's gradient (and the clipping factor),
+  // and starts the next step's pulls (overlap off: once every push was accepted).
+  absl::Status FinishStep();
+
+  // After the last step: waits for the parameters after it (SYNC: every worker's last push
+  // applied); params() then holds them.
+  absl::Status FinishRun();
+
+  // Time AwaitParameters blocked since ResetWaited (the compute phase's waits for pulls).
+  void ResetWaited() { waited_ = absl::ZeroDuration(); }
+  absl::Duration waited() const { return waited_; }
+
+  // L2 norm of the last finished step's gradient, before clipping.
+  double grad_norm() const { return grad_norm_; }
+  // The first error the ParameterStream methods met (they cannot return it); OK if none.
+  const absl::Status& status() const { return status_; }
+
+ private:
+  // Pushes target t of the current step (its norm noted first) and, SYNC with overlap, starts
+  // its pull of the next step. Runs on the pusher thread during backward (else on the training
+  // thread, after the pusher drained).
+  void PushTarget(size_t t, bool scale_follows);
+  // Sum of squares of target t's gradients (double, fixed order: the same in both modes).
+  double SumOfSquares(size_t t) const;
+
+  ResilientClient* const client_;
+  const Options options_;
+  const size_t n_;
+  const bool defer_scale_;  // SYNC with clipping: the factor follows in CommitStep.
+  std::vector<float> params_[2];  // (num_parameters) step s uses params_[s % 2].
+  std::vector<float> grads_[2];   // (num_parameters) step s uses grads_[s % 2].
+  uint64_t step_ = 0;
+  std::vector<size_t> ready_keys_;   // (targets) keys of the step's gradient final so far.
+  std::vector<char> pushed_;         // (targets) pushed this step.
+  std::vector<double> squares_;      // (targets) sum of squares, once final.
+  std::vector<char> pulled_;         // (targets) this step's pull came back (AwaitParameters).
+  double grad_norm_ = 0;
+  absl::Duration waited_;
+  absl::Status status_;
+  WorkQueue pusher_;  // Last: drained and joined first.
+};
+
+}  // namespace psrv
+
+#endif  // PSRV_WORKER_STEP_PIPELINE_H_
