@@ -39,6 +39,8 @@ ABSL_FLAG(std::vector<std::string>, runs, std::vector<std::string>({"1x12", "2x6
           "Runs as WORKERSxBATCH (batch per worker), all with 1 server.");
 ABSL_FLAG(std::vector<std::string>, wire_dtypes, std::vector<std::string>({"default"}),
           "Each run once per wire dtype: FP32, BF16, or default (the job default: BF16 for GPTs).");
+ABSL_FLAG(std::vector<std::string>, worker_args, {},
+          "More flags for every ps_worker (e.g. --overlap=false).");
 ABSL_FLAG(int, compute_only_steps, 100,
           "Forward+backward steps of the same model in this process before and after each run "
           "(after 5 untimed ones): the compute-only tokens/s the run is compared with (from the "
@@ -130,7 +132,8 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec) {
   std::vector<double> tokens_per_sec;
   uint64_t printed = 0;
   absl::StatusOr<JobStatus> final = RunLocalJob(
-      binaries, spec, "train_bench", {}, [&](const JobStatus& status, LocalCluster*) {
+      binaries, spec, "train_bench", absl::GetFlag(FLAGS_worker_args),
+      [&](const JobStatus& status, LocalCluster*) {
         if (status.state() == RUNNING && status.tokens_per_sec() > 0) {
           tokens_per_sec.push_back(status.tokens_per_sec());
         }
@@ -178,6 +181,7 @@ int Run(const char* argv0) {
   Json report = ResultHeader("train_shakespeare_char", absl::GetFlag(FLAGS_commit));
   report["data"] = data;
   report["reference_val_loss"] = 1.88;
+  report["worker_args"] = absl::GetFlag(FLAGS_worker_args);
   Json runs = Json::array();
   for (const std::string& text : absl::GetFlag(FLAGS_runs)) {
     std::vector<std::string> parts = absl::StrSplit(text, 'x');

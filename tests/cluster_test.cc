@@ -404,7 +404,7 @@ TEST_F(ClusterTest, GptOverlappedStepsEqualSequentialStepsBitForBit) {
   ASSERT_EQ(spec.training().wire_dtype(), BF16);
   std::vector<float> parameters[2];
   for (int overlap = 0; overlap < 2; ++overlap) {
-    StartCluster(2, 2, {overlap ? "--overlap=true" : "--overlap=false"});
+    StartCluster(2, 2, {overlap ? "--overlap=on" : "--overlap=off"});
     JobStatus status = RunJob(spec);
     ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
     int fc_shards = 0;

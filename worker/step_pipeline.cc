@@ -127,8 +127,9 @@ absl::Status StepPipeline::FinishStep() {
     }
   }
   if (defer_scale_) client_->StartCommit(step_, scale);
-  if (!options_.overlap || options_.consistency != SYNC) {
-    // In sequence: the next pulls once every push was taken (ASYNC: applied).
+  if (options_.consistency != SYNC) {
+    // ASYNC: the next pulls once every push was applied. (A SYNC server holds a pull until its
+    // step is applied: those go out at once.)
     RETURN_IF_ERROR(client_->AwaitPushed(step_));
   }
   for (size_t t = 0; t < targets; ++t) {

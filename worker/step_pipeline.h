@@ -11,9 +11,11 @@
 //            gradient clipping in a SYNC job the pushes carry scale_follows and the clipping factor
 //            follows in CommitStep once backward is done (the servers scale; the result is the same
 //            as pushing the clipped gradient). ASYNC jobs clip before pushing.
-// With overlap off, the same step runs in sequence: every pull is in before compute, every push is
-// sent after it, and the next pulls after every push was accepted. Both give the same parameters,
-// bit for bit: only the timing differs.
+// With overlap off, the same step runs in sequence: every pull is in before compute, and every push
+// is sent after it (the next pulls right behind them: a SYNC server answers them once the step is
+// applied; ASYNC: once every push was). Both give the same parameters, bit for bit: only the
+// timing differs. Overlap pays when the model computes elsewhere (a GPU); a CPU model that uses
+// every core loses more to the competition for them than it gains (bench/README.md).
 //
 // Parameters and gradients are double-buffered (step s uses buffer s % 2), so step s+1's pulls and
 // step s's pushes never touch what the model of the other step reads or writes.
@@ -68,7 +70,7 @@ class StepPipeline : public ParameterStream {
   void GradientsReady(const FlatRange& range) override;
 
   // After compute: clips, sends what is left of the step's gradient (and the clipping factor),
-  // and starts the next step's pulls (overlap off: once every push was accepted).
+  // and starts the next step's pulls (ASYNC: once every push was applied).
   absl::Status FinishStep();
 
   // After the last step: waits for the parameters after it (SYNC: every worker's last push

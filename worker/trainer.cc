@@ -179,8 +179,15 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
     ASSIGN_OR_RETURN(model, CreateLanguageModelOnDevice(spec.model(), tokenizer->vocab_size(),
                                                         options.device, &choice, options.cuda));
   }
+  // A CPU model keeps every core busy; synthetic compute leaves the CPU free, as a GPU does.
+  const bool computes_on_cpu =
+      options.synthetic_compute < absl::ZeroDuration() && choice.device == Device::kCpu;
+  const bool overlap =
+      options.overlap == TrainerOptions::Overlap::kOn ||
+      (options.overlap == TrainerOptions::Overlap::kAuto && !computes_on_cpu);
   LOG(INFO) << "job " << assignment.job_id() << ": model on " << choice.description
-            << (options.overlap ? "" : "; communication not overlapped with compute");
+            << "; communication " << (overlap ? "overlapped with" : "not overlapped with")
+            << " compute";
   const ByteToToken vocabulary = ByteToTokenTable(*tokenizer);
   ASSIGN_OR_RETURN(Corpus corpus,
                    Corpus::Load(spec.data().path(), assignment.rank(), spec.num_workers(),
@@ -214,7 +221,7 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
                      model->num_parameters()));
   }
   StepPipeline::Options pipeline_options;
-  pipeline_options.overlap = options.overlap;
+  pipeline_options.overlap = overlap;
   pipeline_options.grad_clip = training.grad_clip();
   pipeline_options.consistency = training.consistency();
   StepPipeline pipeline(client.get(), pipeline_options);
@@ -264,7 +271,7 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
 
     // PULL: step s's parameters were requested during step s-1. In sequence (no overlap) they are
     // all awaited here; else forward awaits each group as it reaches it.
-    if (!options.overlap) RETURN_IF_ERROR(pipeline.AwaitAllParameters());
+    if (!overlap) RETURN_IF_ERROR(pipeline.AwaitAllParameters());
     const absl::Time compute_start = absl::Now();
     pipeline.ResetWaited();
 
@@ -333,6 +340,20 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
 }
 
 }  // namespace
+
+absl::Status ParseOverlap(absl::string_view text, TrainerOptions* options) {
+  if (text == "auto") {
+    options->overlap = TrainerOptions::Overlap::kAuto;
+  } else if (text == "on" || text == "true") {
+    options->overlap = TrainerOptions::Overlap::kOn;
+  } else if (text == "off" || text == "false") {
+    options->overlap = TrainerOptions::Overlap::kOff;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("want auto, on or off, got \"", text, "\""));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ParseCompute(absl::string_view text, TrainerOptions* options) {
   if (text == "model") {

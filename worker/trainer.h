@@ -19,12 +19,18 @@ struct TrainerOptions {
   Device device = Device::kAuto;        // Where the model runs (worker/cuda/device_model.h).
   CudaModelOptions cuda;                // How it computes there, on a GPU.
   MetricsRegistry* metrics = nullptr;   // Not owned; step times, losses, throughput if set.
-  // Overlap communication with compute (worker/step_pipeline.h); false: pull, compute and push
-  // one after another (the same results, bit for bit).
-  bool overlap = true;
+  // Overlap communication with compute (worker/step_pipeline.h), or pull, compute and push one
+  // after another (the same results, bit for bit). Auto: overlap when the model computes off the
+  // CPU (a GPU, or synthetic compute); a CPU model uses every core itself.
+  enum class Overlap { kAuto, kOn, kOff };
+  Overlap overlap = Overlap::kAuto;
   // >= 0: the model is a SyntheticModel taking this long per step (benchmarks); < 0: the real one.
   absl::Duration synthetic_compute = -absl::InfiniteDuration();
 };
+
+// "auto", "on" or "off" (ps_worker --overlap; also true/false) into options->overlap;
+// INVALID_ARGUMENT otherwise.
+absl::Status ParseOverlap(absl::string_view text, TrainerOptions* options);
 
 // "model" or "synthetic:MS" (ps_worker --compute) into options->synthetic_compute;
 // INVALID_ARGUMENT otherwise.

@@ -41,10 +41,12 @@ ABSL_FLAG(std::string, compute, "model",
           "forward and backward, wait MS milliseconds per step (leaving the CPU free, as a GPU "
           "would) and push fixed gradients; measures the parameter-server path at GPU-like step "
           "times (bench/step_bench). Trains nothing.");
-ABSL_FLAG(bool, overlap, true,
-          "Overlap communication with compute: pushes leave as backward finishes each layer, the "
-          "next step's pulls follow them, and forward waits only for the layer it reads. false: "
-          "pull, compute and push one after another (the same results, bit for bit; slower).");
+ABSL_FLAG(std::string, overlap, "auto",
+          "on: overlap communication with compute (pushes leave as backward finishes each layer, "
+          "the next step's pulls follow them, forward waits only for the layer it reads). off: "
+          "pull, compute and push one after another. The same results, bit for bit. auto: on "
+          "when the model computes off the CPU (a GPU, synthetic compute), off for a CPU model, "
+          "which uses every core itself.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the metrics HTTP server listens on.");
 ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
           "Port of the HTTP server for Prometheus metrics (/metrics) and /healthz "
@@ -141,7 +143,10 @@ int Run() {
     return 2;
   }
   trainer_options.device = *device;
-  trainer_options.overlap = absl::GetFlag(FLAGS_overlap);
+  if (absl::Status s = ParseOverlap(absl::GetFlag(FLAGS_overlap), &trainer_options); !s.ok()) {
+    LOG(ERROR) << "--overlap: " << s.message();
+    return 2;
+  }
   if (absl::Status s =
           ParseCudaAttention(absl::GetFlag(FLAGS_cuda_attention), &trainer_options.cuda);
       !s.ok()) {
