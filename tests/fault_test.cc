@@ -1,5 +1,6 @@
 // Fault-tolerance tests with real processes on 127.0.0.1, killed with SIGKILL (no polite
-// shutdown): a lost parameter server, a corrupt checkpoint. Each test starts its own LocalCluster
+// shutdown): a lost parameter server, a corrupt checkpoint, with the workers' overlapped step.
+// Each test starts its own LocalCluster
 // (short heartbeats, so a dead node is noticed within a second) and stops it even on failure.
 #include <signal.h>
 
@@ -32,6 +33,9 @@ class FaultTest : public ::testing::Test {
     LocalClusterOptions options = TestClusterOptions(log_dir_, servers, workers);
     options.heartbeat_interval_ms = 100;  // DEAD after 1 s of silence.
     options.worker_max_jobs = worker_max_jobs;
+    // The overlapped step (what GPU workers run; auto leaves it off for these CPU models): kills
+    // land while pushes, commits and the next pulls are in flight together.
+    options.worker_args = {"--overlap=on"};
     cluster_ = std::make_unique<LocalCluster>(options);
     ASSERT_TRUE(cluster_->Start().ok());
     CoordinatorClientOptions client_options;

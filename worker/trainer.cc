@@ -8,6 +8,7 @@
 #include <glog/logging.h>
 #include <grpcpp/client_context.h>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -226,6 +227,8 @@ absl::Status Train(const WorkAssignment& assignment, ProgressReporter* reporter,
   pipeline_options.consistency = training.consistency();
   StepPipeline pipeline(client.get(), pipeline_options);
   model->set_parameter_stream(&pipeline);
+  // The model goes first, on every way out: a GPU model holds the pipeline's buffers pinned.
+  absl::Cleanup release_model = [&model] { model.reset(); };
   // Each worker draws its own minibatches and dropout masks: its own seed stream. (The pipeline
   // clips, so that pushes can start before the norm is known.)
   GradientComputer computer(model.get(), &corpus, &vocabulary,

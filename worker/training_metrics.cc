@@ -17,8 +17,9 @@ TrainingMetrics::TrainingMetrics(MetricsRegistry* registry, const std::string& j
                       ->Get(labels);
   HistogramFamily* phases = registry->AddHistogram(
       "psrv_worker_phase_seconds",
-      "Wall time of each phase of a step (pull, compute, push; eval: a validation loss), in "
-      "seconds.",
+      "Wall time of each phase of a step (pull: waiting for parameters, also inside an "
+      "overlapped forward; compute, less those waits; push: after compute; eval: a validation "
+      "loss), in seconds.",
       {"job", "rank", "phase"}, LatencyBuckets());
   const char* phase_names[kNumPhases] = {"pull", "compute", "push", "eval"};
   for (int p = 0; p < kNumPhases; ++p) {

@@ -120,6 +120,14 @@ absl::Status GptCuda::Init() {
   BlasOptions options;
   options.use_cublaslt = config_.use_cublaslt;
   PSRV_CUDA_ASSIGN_OR_RETURN(blas_, Blas::Create(stream_, options));
+  CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+  groups_ = GptParameterGroups(config_.layers, config_.width, config_.context, config_.vocab);
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    computed_.push_back(nullptr);
+    copied_.push_back(nullptr);
+    CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&computed_.back(), cudaEventDisableTiming));
+    CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&copied_.back(), cudaEventDisableTiming));
+  }
   PSRV_CUDA_RETURN_IF_ERROR(params_.Allocate(num_parameters_ * sizeof(float)));
   PSRV_CUDA_RETURN_IF_ERROR(params_bf16_.Allocate(num_parameters_ * sizeof(bf16)));
   PSRV_CUDA_RETURN_IF_ERROR(grads_.Allocate(num_parameters_ * sizeof(float)));
@@ -132,8 +140,22 @@ absl::Status GptCuda::Init() {
 GptCuda::~GptCuda() {
   // Buffers free themselves; the handles go before the stream they are bound to.
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  if (copy_stream_ != nullptr) cudaStreamSynchronize(copy_stream_);
   blas_.reset();
+  for (cudaEvent_t event : computed_) cudaEventDestroy(event);
+  for (cudaEvent_t event : copied_) cudaEventDestroy(event);
+  for (const void* data : pinned_) cudaHostUnregister(const_cast<void*>(data));
+  if (copy_stream_ != nullptr) cudaStreamDestroy(copy_stream_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+void GptCuda::PinHostBuffer(const void* data, size_t bytes) {
+  if (std::find(pinned_.begin(), pinned_.end(), data) != pinned_.end()) return;
+  if (cudaHostRegister(const_cast<void*>(data), bytes, cudaHostRegisterDefault) == cudaSuccess) {
+    pinned_.push_back(data);
+  } else {
+    cudaGetLastError();  // Pageable then: the copies wait for the host, the results are the same.
+  }
 }
 
 size_t GptCuda::device_bytes() const {
@@ -306,7 +328,8 @@ absl::Status GptCuda::ConvertParams() {
   return absl::OkStatus();
 }
 
-absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed) {
+absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed,
+                             const GroupHook& before_group) {
   const int L = config_.layers, C = config_.width, NH = config_.heads;
   const size_t BT = static_cast<size_t>(B) * t;
   const float rate = training ? config_.dropout : 0.0f;
@@ -314,6 +337,7 @@ absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed) {
   const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
   Blas& blas = *blas_;
 
+  if (before_group) PSRV_CUDA_RETURN_IF_ERROR(before_group(0));
   CUDA_RETURN_IF_ERROR(EmbeddingForward(a_.inputs, p.wte, p.wpe, B, t, C,
                                         MakeDropout(seed, EmbedStream(), rate), a_.encoded,
                                         stream_));
@@ -322,6 +346,7 @@ absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed) {
     const size_t l3cc = static_cast<size_t>(l) * 3 * C * C, lcc = static_cast<size_t>(l) * C * C,
                  l4cc = static_cast<size_t>(l) * 4 * C * C;
     const float* residual = l == 0 ? a_.encoded : a_.layers[l - 1].residual3;  // (B, T, C)
+    if (before_group) PSRV_CUDA_RETURN_IF_ERROR(before_group(1 + l));
 
     // Attention: residual2 = residual + dropout(proj(attention(ln1(residual)))).
     CUDA_RETURN_IF_ERROR(LayerNormForward(residual, p.ln1_weight + l * C, p.ln1_bias + l * C, BT, C,
@@ -355,6 +380,7 @@ absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed) {
                                          MakeDropout(seed, MlpProjStream(l), rate), BT * C,
                                          la.residual3, stream_));
   }
+  if (before_group) PSRV_CUDA_RETURN_IF_ERROR(before_group(L + 1));
   CUDA_RETURN_IF_ERROR(LayerNormForward(a_.layers[L - 1].residual3, p.lnf_weight, p.lnf_bias, BT, C,
                                         a_.lnf, a_.lnf_mean, a_.lnf_rstd, stream_));
   return absl::OkStatus();
@@ -383,7 +409,7 @@ float GptCuda::MeanLoss(int B) const {
   return static_cast<float>(total / BT);
 }
 
-absl::Status GptCuda::Backward(int B, uint64_t seed) {
+absl::Status GptCuda::Backward(int B, uint64_t seed, const GroupHook& after_group) {
   const int T = config_.context, L = config_.layers, C = config_.width, NH = config_.heads,
             V = config_.vocab;
   const size_t BT = static_cast<size_t>(B) * T;
@@ -403,6 +429,7 @@ absl::Status GptCuda::Backward(int B, uint64_t seed) {
   CUDA_RETURN_IF_ERROR(LayerNormBackward(dlnf, a_.layers[L - 1].residual3, p.lnf_weight,
                                          a_.lnf_mean, a_.lnf_rstd, BT, C, dresidual, g.lnf_weight,
                                          g.lnf_bias, a_.reduce, stream_));
+  if (after_group) PSRV_CUDA_RETURN_IF_ERROR(after_group(L + 1));
 
   // dresidual holds d(loss)/d(layer l's output) on entry to each iteration and d(its input) after.
   for (int l = L - 1; l >= 0; --l) {
@@ -450,6 +477,7 @@ absl::Status GptCuda::Backward(int B, uint64_t seed) {
     CUDA_RETURN_IF_ERROR(LayerNormBackward(dln1, residual, p.ln1_weight + l * C, la.ln1_mean,
                                            la.ln1_rstd, BT, C, dresidual, g.ln1_weight + l * C,
                                            g.ln1_bias + l * C, a_.reduce, stream_));
+    if (after_group) PSRV_CUDA_RETURN_IF_ERROR(after_group(1 + l));
   }
 
   // Embeddings: encoded = dropout(wte[inputs] + wpe).
@@ -458,6 +486,7 @@ absl::Status GptCuda::Backward(int B, uint64_t seed) {
                                             a_.bucket_positions, buckets_.num_buckets(), C, g.wte,
                                             stream_));
   CUDA_RETURN_IF_ERROR(EmbeddingBackwardWpe(dresidual, embed, B, T, C, g.wpe, stream_));
+  if (after_group) PSRV_CUDA_RETURN_IF_ERROR(after_group(0));
   return absl::OkStatus();
 }
 
@@ -475,6 +504,64 @@ absl::StatusOr<float> GptCuda::ForwardBackward(const int32_t* rows, int batch, u
   PSRV_CUDA_RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/true, seed));
   PSRV_CUDA_RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/true));
   PSRV_CUDA_RETURN_IF_ERROR(Backward(batch, seed));
+  PSRV_CUDA_RETURN_IF_ERROR(Synchronize());
+  return MeanLoss(batch);
+}
+
+absl::StatusOr<float> GptCuda::ForwardBackwardStreamed(const float* host_params,
+                                                       const int32_t* rows, int batch,
+                                                       uint64_t seed, float* host_grads,
+                                                       ParameterStream* stream) {
+  if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  PSRV_CUDA_RETURN_IF_ERROR(Reserve(batch));
+  PinHostBuffer(host_params, num_parameters_ * sizeof(float));
+  PinHostBuffer(host_grads, num_parameters_ * sizeof(float));
+  PSRV_CUDA_ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/true));
+  if (!valid) {  // NaN, zero gradients: handed over all the same.
+    std::fill(host_grads, host_grads + num_parameters_, 0.0f);
+    for (auto group = groups_.rbegin(); group != groups_.rend(); ++group) {
+      for (const FlatRange& range : *group) stream->GradientsReady(range);
+    }
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  float* params = params_.as<float>();
+  bf16* params_bf16 = params_bf16_.as<bf16>();
+  float* grads = grads_.as<float>();
+  // Forward: each group uploaded (and converted) just before the work that reads it.
+  auto upload = [&](int group) -> absl::Status {
+    for (const FlatRange& range : groups_[group]) {
+      stream->AwaitParameters(range);
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(params + range.offset, host_params + range.offset,
+                                           range.count * sizeof(float), cudaMemcpyHostToDevice,
+                                           stream_));
+      CUDA_RETURN_IF_ERROR(ToBf16(params + range.offset, Dropout(), range.count,
+                                  params_bf16 + range.offset, stream_));
+    }
+    return absl::OkStatus();
+  };
+  // Backward: each group's gradients copied down on copy_stream_ once the compute stream has
+  // finished them; the compute stream goes on meanwhile.
+  auto download = [&](int group) -> absl::Status {
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(computed_[group], stream_));
+    CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(copy_stream_, computed_[group], 0));
+    for (const FlatRange& range : groups_[group]) {
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_grads + range.offset, grads + range.offset,
+                                           range.count * sizeof(float), cudaMemcpyDeviceToHost,
+                                           copy_stream_));
+    }
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(copied_[group], copy_stream_));
+    return absl::OkStatus();
+  };
+  PSRV_CUDA_RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/true, seed, upload));
+  PSRV_CUDA_RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/true));
+  PSRV_CUDA_RETURN_IF_ERROR(Backward(batch, seed, download));
+  // Everything is enqueued: hand each group over as its copy lands, in the order backward
+  // finishes them (the final LayerNorm first, the embeddings last).
+  for (int group = static_cast<int>(groups_.size()) - 1; group >= 0; --group) {
+    CUDA_RETURN_IF_ERROR(cudaEventSynchronize(copied_[group]));
+    for (const FlatRange& range : groups_[group]) stream->GradientsReady(range);
+  }
   PSRV_CUDA_RETURN_IF_ERROR(Synchronize());
   return MeanLoss(batch);
 }

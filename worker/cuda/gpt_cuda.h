@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/model/gpt_views.h"
+#include "worker/model/parameter_stream.h"
 #include "worker/cuda/blas.h"
 #include "worker/cuda/device_buffer.h"
 #include "worker/cuda/kernels.h"
@@ -93,6 +95,18 @@ class GptCuda {
   // device_grads() with d(mean loss)/d(params) and returns the mean loss; dropout masks from
   // `seed` alone. A token id outside [0, V) gives NaN and zero gradients.
   absl::StatusOr<float> ForwardBackward(const int32_t* rows, int batch, uint64_t seed);
+
+  // The same step with its parameters arriving and its gradients leaving group by group
+  // (GptParameterGroups): before forward enqueues the work that reads a group, the host awaits it
+  // (stream->AwaitParameters) and uploads it from host_params (num_parameters, fp32), converting
+  // it to bf16 on the GPU; as backward finishes a group, its gradients are copied to host_grads
+  // (num_parameters) on a stream of their own while the GPU goes on with the layers below, and
+  // handed over (stream->GradientsReady) once there. The host buffers are pinned on first use
+  // (cudaHostRegister) so that the copies do not wait for the host. Same results as UploadParams,
+  // ForwardBackward, DownloadGrads, bit for bit.
+  absl::StatusOr<float> ForwardBackwardStreamed(const float* host_params, const int32_t* rows,
+                                                int batch, uint64_t seed, float* host_grads,
+                                                ParameterStream* stream);
   // Mean loss of rows (batch, T+1) in evaluation mode; NaN for an out-of-range token id.
   absl::StatusOr<float> Loss(const int32_t* rows, int batch);
   // logits (V, host) of the token after tokens (length >= 1; the last T are used; ids clamped to
@@ -171,20 +185,32 @@ class GptCuda {
   absl::StatusOr<bool> LoadRows(const int32_t* rows, int batch, bool buckets);
   // fp32 master parameters -> their bf16 copy.
   absl::Status ConvertParams();
+  // Called with a parameter group's index (GptParameterGroups order): by Forward before it
+  // enqueues the group's first reader, by Backward once it enqueued the group's last gradient.
+  using GroupHook = std::function<absl::Status(int group)>;
   // inputs (B, t) through the blocks and the final LayerNorm into lnf; `training` applies dropout
   // with masks from `seed`.
-  absl::Status Forward(int B, int t, bool training, uint64_t seed);
+  absl::Status Forward(int B, int t, bool training, uint64_t seed,
+                       const GroupHook& before_group = nullptr);
   // Enqueues the logits of all B*T positions, the losses against targets (copied to
   // host_losses_) and, with `backward`, dlogits = d(mean loss)/d(logits).
   absl::Status HeadLoss(int B, bool backward);
   // Mean of host_losses_ once the stream has synchronised.
   float MeanLoss(int B) const;
-  absl::Status Backward(int B, uint64_t seed);
+  absl::Status Backward(int B, uint64_t seed, const GroupHook& after_group = nullptr);
   absl::Status Synchronize();
+  // Pins [data, data + bytes) for asynchronous copies, once per buffer (best effort: pageable
+  // memory still works, with copies that wait for the host).
+  void PinHostBuffer(const void* data, size_t bytes);
 
   GptCudaConfig config_;
   size_t num_parameters_ = 0;
   cudaStream_t stream_ = nullptr;
+  cudaStream_t copy_stream_ = nullptr;  // Gradient downloads of a streamed step.
+  std::vector<ParameterGroup> groups_;  // GptParameterGroups, in forward order.
+  std::vector<cudaEvent_t> computed_;   // (groups) a group's gradients are final on the device.
+  std::vector<cudaEvent_t> copied_;     // (groups) ... and in host memory.
+  std::vector<const void*> pinned_;     // Host buffers registered by PinHostBuffer.
   std::unique_ptr<Blas> blas_;
   DeviceBuffer params_;       // (num_parameters) fp32 master copy
   DeviceBuffer params_bf16_;  // (num_parameters) bf16 copy used by the products

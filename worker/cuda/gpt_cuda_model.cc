@@ -54,9 +54,22 @@ float GptCudaModel::ForwardBackward(const float* params, const int32_t* rows, in
 float GptCudaModel::AccumulateGradients(const float* params, const int32_t* rows, int batch,
                                         int micro_batches, const uint64_t* seeds, float* grads,
                                         float* scratch) {
-  // With a parameter stream: every parameter is awaited before the upload and every gradient
-  // reported after the download (no per-layer overlap on the GPU yet).
   ParameterStream* const stream = parameter_stream();
+  if (stream != nullptr && micro_batches == 1) {
+    // Parameters go up and gradients come down layer by layer (GptCuda::ForwardBackwardStreamed).
+    if (status_.ok()) {
+      absl::StatusOr<float> loss =
+          gpt_->ForwardBackwardStreamed(params, rows, batch, seeds[0], grads, stream);
+      if (loss.ok()) return *loss;
+      status_ = loss.status();
+    }
+    // (A failure can leave groups unreported: report them all, as zeros; the NaN loss says why.)
+    std::fill(grads, grads + num_parameters(), 0.0f);
+    stream->GradientsReady(FlatRange{0, num_parameters()});
+    return kNaN;
+  }
+  // Several micro-batches: every parameter awaited before the upload, every gradient reported
+  // after the download of their sum.
   const FlatRange all{0, num_parameters()};
   if (stream != nullptr) stream->AwaitParameters(all);
   const float loss = AccumulateOnDevice(params, rows, batch, micro_batches, seeds, grads, scratch);

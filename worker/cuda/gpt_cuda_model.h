@@ -40,8 +40,9 @@ class GptCudaModel : public LanguageModel {
                         float* grads) override;
   // The parameters go up once and the micro-batches' gradients are summed on the GPU
   // (GptCuda::AccumulateGrads): one upload and one download per step instead of one per
-  // micro-batch. `scratch` is unused. With a parameter stream, all parameters are awaited before
-  // the upload and all gradients reported after the download.
+  // micro-batch. `scratch` is unused. With a parameter stream, a single micro-batch overlaps the
+  // transfers with compute layer by layer (GptCuda::ForwardBackwardStreamed); several await
+  // every parameter before the upload and report every gradient after the download.
   float AccumulateGradients(const float* params, const int32_t* rows, int batch, int micro_batches,
                             const uint64_t* seeds, float* grads, float* scratch) override;
   float Loss(const float* params, const int32_t* rows, int batch) override;

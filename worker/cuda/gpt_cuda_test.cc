@@ -319,6 +319,55 @@ TEST_F(GptCudaModelTest, AccumulationOnTheGpuEqualsTheHostSum) {
   ExpectGradientsClose(c, on_gpu, cpu_grads, 5e-2);
 }
 
+// A step whose parameters are awaited group by group and whose gradients are handed over group
+// by group (the worker's overlapped pipeline) equals the whole step bit for bit; forward awaits
+// every key before backward reports any, each once, the embeddings first and last.
+TEST_F(GptCudaModelTest, AStreamedStepEqualsTheWholeStep) {
+  const GptCudaConfig c = Small(0.1f);
+  absl::StatusOr<std::unique_ptr<GptCudaModel>> gpu = GptCudaModel::Create(CpuConfig(c));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  GptCudaModel& model = **gpu;
+  const size_t n = model.num_parameters();
+  const std::vector<float> params = RandomParams(c, 8, 0.05f);
+  const std::vector<int32_t> rows = RandomRows(2, model.window(), c.vocab, 10);
+  const uint64_t seed = 21;
+  std::vector<float> whole(n, std::nanf("")), streamed(n, std::nanf(""));
+  const float whole_loss =
+      model.AccumulateGradients(params.data(), rows.data(), 2, 1, &seed, whole.data(), nullptr);
+  struct Recorder : ParameterStream {
+    std::vector<int> awaited, reported;
+    bool reporting = false, await_after_report = false;
+    size_t first_reported = SIZE_MAX, last_reported = SIZE_MAX;
+    void AwaitParameters(const FlatRange& r) override {
+      await_after_report |= reporting;
+      for (size_t i = r.offset; i < r.offset + r.count; ++i) ++awaited[i];
+    }
+    void GradientsReady(const FlatRange& r) override {
+      if (!reporting) first_reported = r.offset;
+      reporting = true;
+      last_reported = r.offset;
+      for (size_t i = r.offset; i < r.offset + r.count; ++i) ++reported[i];
+    }
+  } recorder;
+  recorder.awaited.assign(n, 0);
+  recorder.reported.assign(n, 0);
+  model.set_parameter_stream(&recorder);
+  const float streamed_loss = model.AccumulateGradients(params.data(), rows.data(), 2, 1, &seed,
+                                                        streamed.data(), nullptr);
+  model.set_parameter_stream(nullptr);
+  ASSERT_TRUE(model.status().ok()) << model.status();
+  EXPECT_EQ(streamed_loss, whole_loss);
+  EXPECT_EQ(std::memcmp(streamed.data(), whole.data(), n * sizeof(float)), 0);
+  EXPECT_FALSE(recorder.await_after_report);
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_EQ(recorder.awaited[i], 1) << i;
+    ASSERT_EQ(recorder.reported[i], 1) << i;
+  }
+  const size_t C = c.width, V = c.vocab;
+  EXPECT_EQ(recorder.first_reported, n - 2 * C);  // The final LayerNorm first...
+  EXPECT_EQ(recorder.last_reported, V * C);       // ...the embeddings (wte, then wpe) last.
+}
+
 // A validation loss through MeanLoss (one parameter upload) equals LanguageModel's default
 // (Loss per batch) exactly, and the CPU model's within tolerance.
 TEST_F(GptCudaModelTest, MeanLossEqualsLossPerBatch) {

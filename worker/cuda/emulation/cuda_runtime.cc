@@ -79,6 +79,26 @@ cudaError_t CUDARTAPI cudaMemcpy(void* to, const void* from, size_t bytes, cudaM
 
 cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }
 
+// Work runs when it is enqueued: host memory needs no pinning, events are always reached.
+cudaError_t CUDARTAPI cudaHostRegister(void*, size_t, unsigned int) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaHostUnregister(void*) { return cudaSuccess; }
+
+cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
+  *event = reinterpret_cast<cudaEvent_t>(new char[1]);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t event) {
+  delete[] reinterpret_cast<char*>(event);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) {
+  return cudaSuccess;
+}
+
 cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
   *count = 1;
   return cudaSuccess;
