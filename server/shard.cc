@@ -1,5 +1,6 @@
 #include "server/shard.h"
 
+#include <atomic>
 #include <cmath>
 #include <algorithm>
 #include <cstring>
@@ -227,10 +228,13 @@ absl::Status Shard::Commit(uint32_t rank, uint64_t step, float scale) {
       // After the update in flight, like a push (its step may be the one this commits).
       deferred_.push_back(Deferred{
           [this, rank, step, scale](Outbox* o) {
-            if (aggregator_.CheckCommit(rank, step, version_, scale).ok() &&
-                aggregator_.Commit(rank, step, scale)) {
-              ApplyStep(PushCallback(), env_.clock(), o);
+            const absl::Status valid = aggregator_.CheckCommit(rank, step, version_, scale);
+            if (!valid.ok()) {
+              // (Answered OK already: the worker's pulls will wait, time out and send it again.)
+              if (!absl::IsAlreadyExists(valid)) LOG(WARNING) << "commit dropped: " << valid;
+              return;
             }
+            if (aggregator_.Commit(rank, step, scale)) ApplyStep(PushCallback(), env_.clock(), o);
           },
           [](const absl::Status&) {}});
       return absl::OkStatus();
@@ -244,11 +248,16 @@ absl::Status Shard::Commit(uint32_t rank, uint64_t step, float scale) {
 Shard::UpdateBuffers Shard::BeginUpdate(uint64_t offset, uint64_t count) {
   bf16_valid_ = false;
   float* current = values_->data();
-  if (values_.use_count() == 1) return UpdateBuffers{current, current};
+  if (values_.use_count() == 1) {
+    // Every reply that held values_ has dropped it: see their reads before writing.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return UpdateBuffers{current, current};
+  }
   // A pull reply is still sending values_ (only this thread, under mu_, adds references): the
   // update goes to another buffer, and the reply keeps what it started with.
   std::shared_ptr<std::vector<float>> next;
   if (spare_ != nullptr && spare_.use_count() == 1) {
+    std::atomic_thread_fence(std::memory_order_acquire);
     next = std::move(spare_);
   } else {
     next = std::make_shared<std::vector<float>>(size_);
@@ -273,6 +282,7 @@ void Shard::ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_
     if (bf16_ == nullptr || bf16_.use_count() > 1) {  // A reply may still send the old copy.
       bf16_ = std::make_shared<std::vector<uint16_t>>(size_);
     }
+    std::atomic_thread_fence(std::memory_order_acquire);
     narrowed = bf16_->data();
   }
   ParallelChunks(count, kApplyGrain, [&](size_t begin, size_t end) {
@@ -670,6 +680,7 @@ PullPayload Shard::PullReply(uint64_t offset, uint64_t count, DType dtype) {
       if (bf16_ == nullptr || bf16_.use_count() > 1) {  // A reply may still send the old copy.
         bf16_ = std::make_shared<std::vector<uint16_t>>(size_);
       }
+      std::atomic_thread_fence(std::memory_order_acquire);
       FloatsToBf16(values_->data(), size_, bf16_->data());
       bf16_valid_ = true;
     }

@@ -68,14 +68,22 @@ ResilientClient::ResilientClient(const ShardMap& map, uint32_t worker_rank,
   server_of_.resize(n);
 }
 
-ResilientClient::~ResilientClient() {
+ResilientClient::~ResilientClient() { Shutdown(); }
+
+void ResilientClient::Shutdown() {
   {
     absl::ReaderMutexLock connections(&connections_mu_);
     for (auto& transport : transports_) transport->CancelAll();
   }
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](int* calls) { return *calls == 0; }, &calls_in_flight_));
+  {
+    absl::MutexLock lock(&mu_);
+    if (!mu_.AwaitWithTimeout(absl::Condition(+[](int* calls) { return *calls == 0; },
+                                              &calls_in_flight_),
+                              absl::Seconds(30))) {
+      LOG(ERROR) << calls_in_flight_ << " call(s) still in flight 30 s after a cancel";
+    }
+  }
+  for (const PushStep& slot : pushes_) AwaitReleased(slot.step);
 }
 
 void ResilientClient::Connect() {
@@ -146,6 +154,15 @@ void ResilientClient::StartPull(size_t t, uint64_t step, float* params) {
   {
     absl::MutexLock lock(&mu_);
     if (step != pull_step_) {
+      // The callbacks of the previous step's pulls must not run into the new one's: a caller
+      // moves on only once they are all in (a model awaits every group before backward), and
+      // otherwise waits here for those still in flight.
+      mu_.Await(absl::Condition(
+          +[](std::vector<Op>* pulls) {
+            return std::none_of(pulls->begin(), pulls->end(),
+                                [](const Op& op) { return op.state == State::kInFlight; });
+          },
+          &pulls_));
       pull_step_ = step;
       pull_params_ = params;
       for (Op& op : pulls_) op = Op();
@@ -157,6 +174,9 @@ void ResilientClient::StartPull(size_t t, uint64_t step, float* params) {
 }
 
 void ResilientClient::IssuePull(size_t t) {
+  // Held from before the call is counted until it started: FollowMap, which waits for every
+  // counted call to end, then cannot be waiting for one that cannot start.
+  absl::ReaderMutexLock connections(&connections_mu_);
   const ShardTarget& target = plan_.targets[t];
   uint64_t step;
   float* params;
@@ -172,7 +192,6 @@ void ResilientClient::IssuePull(size_t t) {
   const size_t count = target.count();
   char* destination = bf16 ? reinterpret_cast<char*>(pull_wire_.data() + target.flat_offset)
                            : reinterpret_cast<char*>(params + target.flat_offset);
-  absl::ReaderMutexLock connections(&connections_mu_);
   transports_[server_of_[t]]->Pull(
       request, target.connection, absl::Now() + options_.pull_timeout, destination,
       count * (bf16 ? sizeof(uint16_t) : sizeof(float)),
@@ -244,6 +263,7 @@ void ResilientClient::StartPush(size_t t, uint64_t step, const float* grads, boo
 }
 
 void ResilientClient::IssuePush(PushStep* slot, size_t t) {
+  absl::ReaderMutexLock connections(&connections_mu_);  // As in IssuePull.
   const ShardTarget& target = plan_.targets[t];
   uint64_t step;
   const float* grads;
@@ -270,7 +290,6 @@ void ResilientClient::IssuePush(PushStep* slot, size_t t) {
   const bool bf16 = options_.wire_dtype == BF16;
   const void* payload = bf16 ? static_cast<const void*>(slot->wire.data() + target.flat_offset)
                              : static_cast<const void*>(grads + target.flat_offset);
-  absl::ReaderMutexLock connections(&connections_mu_);
   transports_[server_of_[t]]->Push(
       request, target.connection, absl::Now() + options_.push_timeout, payload,
       target.count() * (bf16 ? sizeof(uint16_t) : sizeof(float)),
@@ -305,6 +324,9 @@ void ResilientClient::StartCommit(uint64_t step, float scale) {
 }
 
 void ResilientClient::IssueCommit(PushStep* slot, size_t server) {
+  absl::ReaderMutexLock connections(&connections_mu_);  // As in IssuePull.
+  // (FollowMap resizes every slot's commits to the new servers before Recover issues them.)
+  if (server >= transports_.size()) return;
   CommitStepRequest request;
   {
     absl::MutexLock lock(&mu_);
@@ -315,8 +337,6 @@ void ResilientClient::IssueCommit(PushStep* slot, size_t server) {
   }
   request.set_job_id(job_id_);
   request.set_worker_rank(worker_rank_);
-  absl::ReaderMutexLock connections(&connections_mu_);
-  if (server >= transports_.size()) return;  // (A map with fewer servers; failed, resent.)
   transports_[server]->CommitStep(
       request, absl::Now() + options_.push_timeout,
       [this, slot, server, step = request.step()](absl::Status status) {

@@ -63,7 +63,12 @@ class ResilientClient {
       const ShardMap& map, uint32_t worker_rank, const Options& options,
       Coordinator coordinator, ServerTransportFactory transports,
       const std::atomic<bool>* cancel);
-  ~ResilientClient();  // Cancels what is in flight and waits for it.
+  ~ResilientClient();  // Shutdown().
+
+  // Cancels every call in flight and waits (up to 30 s) for their callbacks and for the
+  // transports to release the push payloads: afterwards nothing touches the callers' buffers.
+  // Idempotent; the client takes no calls after it.
+  void Shutdown();
 
   size_t num_parameters() const { return plan_.num_parameters; }
   // The targets, in ascending flat offsets; they never change (a newer shard map must have the

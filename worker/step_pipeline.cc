@@ -25,6 +25,11 @@ StepPipeline::StepPipeline(ResilientClient* client, const Options& options)
   pulled_.resize(targets);
 }
 
+StepPipeline::~StepPipeline() {
+  pusher_.Drain();
+  client_->Shutdown();
+}
+
 void StepPipeline::Start(uint64_t first) {
   for (size_t t = 0; t < client_->targets().size(); ++t) {
     client_->StartPull(t, first, params_[first % 2].data());

@@ -13,8 +13,9 @@
 //            as pushing the clipped gradient). ASYNC jobs clip before pushing.
 // With overlap off, the same step runs in sequence: every pull is in before compute, and every push
 // is sent after it (the next pulls right behind them: a SYNC server answers them once the step is
-// applied; ASYNC: once every push was). Both give the same parameters, bit for bit: only the
-// timing differs. Overlap pays when the model computes elsewhere (a GPU); a CPU model that uses
+// applied; ASYNC: once every push was). Both give the same parameters, bit for bit, wherever the
+// servers' sums do not depend on the order pushes arrive in: with clipping (added in rank order)
+// or up to 2 workers. Overlap pays when the model computes elsewhere (a GPU); a CPU model that uses
 // every core loses more to the competition for them than it gains (bench/README.md).
 //
 // Parameters and gradients are double-buffered (step s uses buffer s % 2), so step s+1's pulls and
@@ -22,7 +23,10 @@
 #ifndef PSRV_WORKER_STEP_PIPELINE_H_
 #define PSRV_WORKER_STEP_PIPELINE_H_
 
+#include <stdlib.h>
+
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -33,6 +37,28 @@
 #include "worker/resilient_client.h"
 
 namespace psrv {
+
+// Allocates whole pages: a buffer shares no page with another allocation (a GPU model pins the
+// pipeline's buffers with cudaHostRegister, page by page).
+template <typename T>
+struct PageAllocator {
+  using value_type = T;
+  static constexpr size_t kPage = 4096;
+  PageAllocator() = default;
+  template <typename U>
+  PageAllocator(const PageAllocator<U>&) {}
+  T* allocate(size_t n) {
+    void* p = nullptr;
+    const size_t bytes = (n * sizeof(T) + kPage - 1) / kPage * kPage;
+    if (posix_memalign(&p, kPage, bytes == 0 ? kPage : bytes) != 0) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { free(p); }
+  template <typename U>
+  bool operator==(const PageAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const PageAllocator<U>&) const { return false; }
+};
 
 // Gradient clipping: the factor that brings a gradient of L2 norm `norm` down to `clip` (1 when it
 // is not above it, or clip <= 0: off).
@@ -52,6 +78,8 @@ class StepPipeline : public ParameterStream {
 
   // `client` is not owned and must outlive the pipeline.
   StepPipeline(ResilientClient* client, const Options& options);
+  // Stops the client's calls (which use this pipeline's buffers) before the buffers go.
+  ~StepPipeline();
 
   // Starts pulling step `first`.
   void Start(uint64_t first);
@@ -98,8 +126,9 @@ class StepPipeline : public ParameterStream {
   const Options options_;
   const size_t n_;
   const bool defer_scale_;  // SYNC with clipping: the factor follows in CommitStep.
-  std::vector<float> params_[2];  // (num_parameters) step s uses params_[s % 2].
-  std::vector<float> grads_[2];   // (num_parameters) step s uses grads_[s % 2].
+  using HostBuffer = std::vector<float, PageAllocator<float>>;
+  HostBuffer params_[2];  // (num_parameters) step s uses params_[s % 2].
+  HostBuffer grads_[2];   // (num_parameters) step s uses grads_[s % 2].
   uint64_t step_ = 0;
   std::vector<size_t> ready_keys_;   // (targets) keys of the step's gradient final so far.
   std::vector<char> pushed_;         // (targets) pushed this step.

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "worker/cuda/cuda_status.h"
 
@@ -151,11 +153,16 @@ GptCuda::~GptCuda() {
 
 void GptCuda::PinHostBuffer(const void* data, size_t bytes) {
   if (std::find(pinned_.begin(), pinned_.end(), data) != pinned_.end()) return;
-  if (cudaHostRegister(const_cast<void*>(data), bytes, cudaHostRegisterDefault) == cudaSuccess) {
+  const cudaError_t error = cudaHostRegister(const_cast<void*>(data), bytes,
+                                             cudaHostRegisterDefault);
+  if (error == cudaSuccess) {
     pinned_.push_back(data);
-  } else {
-    cudaGetLastError();  // Pageable then: the copies wait for the host, the results are the same.
+    return;
   }
+  cudaGetLastError();
+  // Pageable then: the copies wait for the host (no overlap), the results are the same.
+  std::fprintf(stderr, "psrv: cudaHostRegister(%zu bytes): %s; transfers will not overlap\n", bytes,
+               cudaGetErrorString(error));
 }
 
 size_t GptCuda::device_bytes() const {
@@ -518,13 +525,12 @@ absl::StatusOr<float> GptCuda::ForwardBackwardStreamed(const float* host_params,
   PinHostBuffer(host_params, num_parameters_ * sizeof(float));
   PinHostBuffer(host_grads, num_parameters_ * sizeof(float));
   PSRV_CUDA_ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/true));
-  if (!valid) {  // NaN, zero gradients: handed over all the same.
+  if (!valid) {  // NaN, zero gradients, nothing handed over: the step fails.
     std::fill(host_grads, host_grads + num_parameters_, 0.0f);
-    for (auto group = groups_.rbegin(); group != groups_.rend(); ++group) {
-      for (const FlatRange& range : *group) stream->GradientsReady(range);
-    }
     return std::numeric_limits<float>::quiet_NaN();
   }
+  // On every way out, no copy into host_grads is still running.
+  absl::Cleanup wait_for_copies = [this] { cudaStreamSynchronize(copy_stream_); };
   float* params = params_.as<float>();
   bf16* params_bf16 = params_bf16_.as<bf16>();
   float* grads = grads_.as<float>();

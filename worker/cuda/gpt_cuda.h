@@ -103,7 +103,8 @@ class GptCuda {
   // (num_parameters) on a stream of their own while the GPU goes on with the layers below, and
   // handed over (stream->GradientsReady) once there. The host buffers are pinned on first use
   // (cudaHostRegister) so that the copies do not wait for the host. Same results as UploadParams,
-  // ForwardBackward, DownloadGrads, bit for bit.
+  // ForwardBackward, DownloadGrads, bit for bit. A bad token id: NaN, zero gradients, none handed
+  // over (the step fails).
   absl::StatusOr<float> ForwardBackwardStreamed(const float* host_params, const int32_t* rows,
                                                 int batch, uint64_t seed, float* host_grads,
                                                 ParameterStream* stream);

@@ -1,6 +1,8 @@
 // GptCuda behind the LanguageModel interface (see gpt_cuda_model.h).
 #include "worker/cuda/gpt_cuda_model.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <limits>
 
@@ -63,9 +65,7 @@ float GptCudaModel::AccumulateGradients(const float* params, const int32_t* rows
       if (loss.ok()) return *loss;
       status_ = loss.status();
     }
-    // (A failure can leave groups unreported: report them all, as zeros; the NaN loss says why.)
-    std::fill(grads, grads + num_parameters(), 0.0f);
-    stream->GradientsReady(FlatRange{0, num_parameters()});
+    // The step fails (NaN; status() says why): what it did not report is never pushed.
     return kNaN;
   }
   // Several micro-batches: every parameter awaited before the upload, every gradient reported
@@ -73,7 +73,7 @@ float GptCudaModel::AccumulateGradients(const float* params, const int32_t* rows
   const FlatRange all{0, num_parameters()};
   if (stream != nullptr) stream->AwaitParameters(all);
   const float loss = AccumulateOnDevice(params, rows, batch, micro_batches, seeds, grads, scratch);
-  if (stream != nullptr) stream->GradientsReady(all);
+  if (stream != nullptr && std::isfinite(loss)) stream->GradientsReady(all);  // A NaN step fails.
   return loss;
 }
 

@@ -255,8 +255,8 @@ float GptModel::ForwardBackward(const float* params, const int32_t* rows, int ba
                                 float* grads) {
   Reserve(batch);
   if (!LoadRows(rows, batch)) {
+    // (Nothing reported to a parameter stream: the step fails, nothing of it is pushed.)
     std::fill(grads, grads + num_parameters_, 0.0f);
-    for (auto group = groups_.rbegin(); group != groups_.rend(); ++group) GradientsReady(*group);
     return std::numeric_limits<float>::quiet_NaN();
   }
   const int B = batch, T = config_.context, L = config_.layers, C = config_.width,

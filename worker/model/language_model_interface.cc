@@ -1,5 +1,6 @@
 // LanguageModel's default gradient accumulation and mean loss (language_model.h).
 #include <cstddef>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -58,7 +59,7 @@ float LanguageModel::AccumulateGradients(const float* params, const int32_t* row
     const float loss =
         AccumulateGradients(params, rows, batch, micro_batches, seeds, grads, scratch);
     stream_ = stream;
-    stream->GradientsReady(FlatRange{0, n});
+    if (std::isfinite(loss)) stream->GradientsReady(FlatRange{0, n});  // A NaN step fails.
     return loss;
   }
   const size_t rows_per_micro = static_cast<size_t>(batch) * window();
