@@ -877,6 +877,7 @@ int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
   options.log_dir = log_dir;
   options.interrupted = env.interrupted;
   options.worker_args = local_flags.worker_args;
+  options.unix_sockets = local_flags.transport == "unix";
   LocalCluster cluster(options);
 
   bool succeeded = false;

@@ -126,6 +126,7 @@ struct LocalFlags {
   // Extra ps_worker flags, each "--name=value" (not those psctl local sets itself).
   std::vector<std::string> worker_args;
   absl::Duration startup_timeout = absl::Seconds(60);  // Until the job leaves PENDING.
+  std::string transport = "unix";  // Between workers and servers: "unix" sockets or "tcp".
 };
 
 int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,

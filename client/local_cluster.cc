@@ -2,11 +2,15 @@
 #include "client/local_cluster.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <utility>
 
@@ -227,11 +231,21 @@ absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::Lau
   const std::string stem = absl::StrCat("server-", index);
   const std::string port_file = absl::StrCat(options_.log_dir, "/", stem, ".port");
   std::remove(port_file.c_str());
+  std::vector<std::string> argv = {options_.binaries.server, "--host=127.0.0.1", "--port=0",
+                                   "--port_file=" + port_file,
+                                   "--coordinator=" + coordinator_address_};
+  if (options_.unix_sockets) {
+    if (socket_dir_.empty()) {
+      char dir[] = "/tmp/psrv-XXXXXX";
+      if (mkdtemp(dir) == nullptr) {
+        return absl::InternalError(absl::StrCat("mkdtemp /tmp/psrv-XXXXXX: ", strerror(errno)));
+      }
+      socket_dir_ = dir;
+    }
+    argv.push_back(absl::StrCat("--unix_socket=", socket_dir_, "/", stem, ".sock"));
+  }
   absl::StatusOr<Process*> server =
-      Launch(absl::StrCat("server ", index), stem,
-             {options_.binaries.server, "--host=127.0.0.1", "--port=0",
-              "--port_file=" + port_file, "--coordinator=" + coordinator_address_},
-             /*may_exit=*/false);
+      Launch(absl::StrCat("server ", index), stem, argv, /*may_exit=*/false);
   if (!server.ok()) return server.status();
   return std::make_pair(*server, port_file);
 }
@@ -326,6 +340,11 @@ void LocalCluster::Stop(absl::Duration grace) {
         (void)process->subprocess.Wait(absl::Seconds(5));
       }
     }
+  }
+  if (!socket_dir_.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(socket_dir_, ignored);
+    socket_dir_.clear();
   }
 }
 

@@ -43,6 +43,9 @@ struct LocalClusterOptions {
   int worker_max_jobs = 1;        // Each worker's --max_jobs (0: runs jobs until stopped).
   // More flags for every ps_worker (e.g. "--cuda_attention=flash"), after the ones set here.
   std::vector<std::string> worker_args;
+  // Servers also listen on a Unix domain socket (in a fresh /tmp/psrv-XXXXXX folder: socket
+  // paths are limited to 107 bytes) and advertise it: pulls and pushes skip the TCP stack.
+  bool unix_sockets = false;
 };
 
 // Owns the child processes. Not thread-safe. The destructor stops whatever still runs.
@@ -114,6 +117,7 @@ class LocalCluster {
   std::string Died(Process* process, int exit_code) const;
 
   LocalClusterOptions options_;
+  std::string socket_dir_;  // With unix_sockets: where the servers' sockets are (removed by Stop).
   std::string coordinator_address_;
   std::string status_page_url_;
   std::vector<std::unique_ptr<Process>> processes_;  // In start order.

@@ -372,6 +372,12 @@ int Main(int argc, char** argv) {
                    "--worker-arg=--device=cpu (repeatable; see ps_worker --help)")
       ->type_name("--FLAG=VALUE");
   local
+      ->add_option("--transport", local_flags.transport,
+                   "How workers and servers talk: unix (Unix domain sockets, all processes "
+                   "being on this machine; the default) or tcp (loopback TCP)")
+      ->check(CLI::IsMember({"unix", "tcp"}))
+      ->type_name("unix|tcp");
+  local
       ->add_option("--startup-timeout", startup_timeout_s,
                    "Seconds for the job to start running before giving up (default 60)")
       ->check(CLI::PositiveNumber)

@@ -15,6 +15,7 @@
 #include <grpcpp/client_context.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/coordinator_client.h"
 #include "client/local_cluster.h"
@@ -40,10 +41,12 @@ namespace {
 
 class ClusterTest : public ::testing::Test {
  protected:
-  void StartCluster(int servers, int workers, const std::vector<std::string>& worker_args = {}) {
+  void StartCluster(int servers, int workers, const std::vector<std::string>& worker_args = {},
+                    bool unix_sockets = false) {
     log_dir_ = TempDir("cluster");
     LocalClusterOptions options = TestClusterOptions(log_dir_, servers, workers);
     options.worker_args = worker_args;
+    options.unix_sockets = unix_sockets;
     cluster_ = std::make_unique<LocalCluster>(options);
     ASSERT_TRUE(cluster_->Start().ok());
     CoordinatorClientOptions client_options;
@@ -125,6 +128,21 @@ TEST_F(ClusterTest, SyncTwoServersTwoWorkersTrainsAndShardsAreVisible) {
   }
   EXPECT_EQ(elements, expected_elements);
   EXPECT_EQ(backed_up, expected_elements) << "2 servers: every shard has a backup by default";
+}
+
+// psctl local's default: the servers are reached over Unix domain sockets.
+TEST_F(ClusterTest, SyncTrainsOverUnixSockets) {
+  StartCluster(2, 2, {}, /*unix_sockets=*/true);
+  JobStatus status = RunJob(SmallMlpJob(SYNC, 2, 2, 100));
+  ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+  ASSERT_GT(status.shard_map().shards_size(), 0);
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    EXPECT_TRUE(absl::StartsWith(shard.server_address(), "unix:/tmp/psrv-"))
+        << shard.server_address();
+  }
+  std::string out;
+  ASSERT_EQ(Psctl({"shards", "--json"}, &out), 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out).at("servers").size(), 2u) << out;
 }
 
 TEST_F(ClusterTest, AsyncTwoServersTwoWorkersTrains) {
