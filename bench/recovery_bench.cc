@@ -38,7 +38,7 @@
 #include "client/coordinator_client.h"
 #include "client/local_cluster.h"
 #include "common/job_spec.h"
-#include "common/status.h"
+#include "common/status_macros.h"
 
 ABSL_FLAG(std::string, data, "../shared/data/tinyshakespeare.txt",
           "Training text (relative paths are taken from the repository root).");

@@ -36,7 +36,6 @@
 #include "common/job_spec.h"
 #include "common/model_layout.h"
 #include "common/prometheus_text.h"
-#include "common/status.h"
 
 ABSL_FLAG(std::string, data, "../shared/data/tinyshakespeare.txt",
           "Text the workers sample rows from (its characters are the vocabulary); relative paths "

@@ -30,6 +30,7 @@
 #include "common/job_spec.h"
 #include "common/model_layout.h"
 #include "worker/model/gpt_model.h"
+#include "worker/model/model_factory.h"
 #include "worker/model/openblas_env.h"
 
 ABSL_FLAG(std::string, data, "../shared/data/tinyshakespeare.txt",
@@ -99,13 +100,7 @@ JobSpec Recipe(const std::string& data, uint64_t steps, uint32_t workers, uint32
 // worker computes it, with the same OpenBLAS setup), on random token rows.
 absl::StatusOr<double> ComputeOnlyTokensPerSec(const JobSpec& spec, int steps) {
   const ModelSpec& m = spec.model();
-  GptConfig config;
-  config.layers = static_cast<int>(m.layers());
-  config.heads = static_cast<int>(m.heads());
-  config.width = static_cast<int>(m.width());
-  config.context = static_cast<int>(m.context());
-  config.vocab = VocabSize(m);
-  config.dropout = m.dropout();
+  const GptConfig config = GptConfigFromSpec(m, VocabSize(m));
   absl::StatusOr<std::unique_ptr<GptModel>> model = GptModel::Create(config);
   if (!model.ok()) return model.status();
   std::vector<float> params((*model)->num_parameters()), grads(params.size());

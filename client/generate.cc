@@ -17,6 +17,8 @@
 #include "client/job_parameters.h"
 #include "worker/model/language_model.h"
 #include "worker/model/tokenizer.h"
+#include "worker/model/model_factory.h"
+#include "worker/model/sampling.h"
 
 namespace psrv {
 namespace {

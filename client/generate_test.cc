@@ -18,6 +18,7 @@
 #include "proto/coordinator.grpc.pb.h"
 #include "proto/parameter_server.grpc.pb.h"
 #include "worker/model/language_model.h"
+#include "worker/model/model_factory.h"
 
 namespace psrv {
 namespace {

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/channel.h"
 #include "common/rpc_metrics.h"
-#include "common/status.h"
+#include "common/status_macros.h"
 #include "common/subprocess.h"
 
 namespace psrv {

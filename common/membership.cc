@@ -4,7 +4,8 @@
 #include <grpcpp/client_context.h>
 
 #include "common/channel.h"
-#include "common/status.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
 
 namespace psrv {
 

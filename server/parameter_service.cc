@@ -4,7 +4,7 @@
 #include <string>
 
 #include "common/buffer_pool.h"
-#include "common/status.h"
+#include "common/grpc_status.h"
 #include "common/wire.h"
 
 namespace psrv {

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/channel.h"
-#include "common/status.h"
+#include "common/grpc_status.h"
 #include "common/wire.h"
 
 namespace psrv {

@@ -13,7 +13,7 @@
 #include "common/bf16.h"
 #include "common/initializer.h"
 #include "common/key_range.h"
-#include "common/status.h"
+#include "common/status_macros.h"
 
 namespace psrv {
 namespace {

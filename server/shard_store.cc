@@ -15,7 +15,7 @@
 #include "common/key_range.h"
 #include "common/safetensors.h"
 #include "common/model_layout.h"
-#include "common/status.h"
+#include "common/status_macros.h"
 #include "server/apply.h"
 
 namespace psrv {

@@ -35,6 +35,7 @@
 #include "worker/model/language_model.h"
 #include "worker/model/tokenizer.h"
 #include "worker/parameter_client.h"
+#include "worker/model/model_factory.h"
 
 namespace psrv {
 namespace {

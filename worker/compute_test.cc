@@ -9,6 +9,7 @@
 #include "common/model_layout.h"
 #include "gtest/gtest.h"
 #include "worker/model/tokenizer.h"
+#include "worker/model/model_factory.h"
 
 namespace psrv {
 namespace {

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
 #include "common/key_range.h"
-#include "common/status.h"
+#include "common/grpc_status.h"
 #include "common/wire.h"
 #include "proto/parameter_server.pb.h"
 #include "worker/call_batch.h"

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/bf16.h"
-#include "common/status.h"
+#include "common/status_macros.h"
 
 namespace psrv {
 

@@ -5,7 +5,7 @@
 
 #include "absl/time/clock.h"
 #include "common/bf16.h"
-#include "common/status.h"
+#include "common/status_macros.h"
 
 namespace psrv {
 

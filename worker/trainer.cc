@@ -14,7 +14,8 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/model_layout.h"
-#include "common/status.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
 #include "worker/compute.h"
 #include "worker/data/corpus.h"
 #include "worker/model/language_model.h"
@@ -24,6 +25,7 @@
 #include "worker/server_transport.h"
 #include "worker/step_pipeline.h"
 #include "worker/training_metrics.h"
+#include "worker/model/sampling.h"
 
 namespace psrv {
 namespace {

@@ -73,7 +73,7 @@ absl::Status Blas::Gemm(const GemmArgs& g) {
   if (g.m == 0 || g.n == 0 || g.batch_count == 0) return absl::OkStatus();
   if (options_.use_cublaslt && g.batch_count == 1 && g.k > 0) {
     bool ran = false;
-    PSRV_CUDA_RETURN_IF_ERROR(LtGemm(g, &ran));
+    RETURN_IF_ERROR(LtGemm(g, &ran));
     if (ran) {
       ++lt_calls_;
       return absl::OkStatus();
@@ -167,7 +167,7 @@ absl::StatusOr<Blas::LtPlan*> Blas::GetLtPlan(const GemmArgs& g) {
 
 absl::Status Blas::LtGemm(const GemmArgs& g, bool* ran) {
   *ran = false;
-  PSRV_CUDA_ASSIGN_OR_RETURN(LtPlan * plan, GetLtPlan(g));
+  ASSIGN_OR_RETURN(LtPlan * plan, GetLtPlan(g));
   if (!plan->found) return absl::OkStatus();
   if (g.bias != nullptr) {
     const void* bias = g.bias;

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"  // RETURN_IF_ERROR, ASSIGN_OR_RETURN for the CUDA code too
 
 namespace psrv {
 namespace cuda {
@@ -87,24 +88,5 @@ inline absl::Status CublasErrorToStatus(cublasStatus_t status, const char* expr,
       return ::psrv::cuda::CublasErrorToStatus(psrv_cublas_status_, #expr, __FILE__, __LINE__); \
     }                                                                                           \
   } while (0)
-
-// Early return for absl::Status inside worker/cuda (named apart from common/status.h's
-// RETURN_IF_ERROR, which brings in gRPC headers; GPU binaries stay free of gRPC).
-#define PSRV_CUDA_RETURN_IF_ERROR(expr)                    \
-  do {                                                     \
-    ::absl::Status psrv_cuda_status_ = (expr);             \
-    if (!psrv_cuda_status_.ok()) return psrv_cuda_status_; \
-  } while (0)
-
-#define PSRV_CUDA_CONCAT_INNER_(a, b) a##b
-#define PSRV_CUDA_CONCAT_(a, b) PSRV_CUDA_CONCAT_INNER_(a, b)
-
-// `PSRV_CUDA_ASSIGN_OR_RETURN(auto x, F())`: x from a StatusOr, or returns its error.
-#define PSRV_CUDA_ASSIGN_OR_RETURN(lhs, expr) \
-  PSRV_CUDA_ASSIGN_OR_RETURN_IMPL_(PSRV_CUDA_CONCAT_(psrv_cuda_statusor_, __LINE__), lhs, expr)
-#define PSRV_CUDA_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
-  auto tmp = (expr);                                     \
-  if (!tmp.ok()) return tmp.status();                    \
-  lhs = std::move(tmp).value()
 
 #endif  // PSRV_WORKER_CUDA_CUDA_STATUS_H_

@@ -25,7 +25,7 @@ absl::Status FailCublas(cublasStatus_t status) {
 }
 
 absl::StatusOr<int> Twice(absl::StatusOr<int> value) {
-  PSRV_CUDA_ASSIGN_OR_RETURN(const int v, value);
+  ASSIGN_OR_RETURN(const int v, value);
   return 2 * v;
 }
 

@@ -49,7 +49,7 @@ absl::StatusOr<int> CudaDeviceCount(std::string* why_none) {
 
 absl::StatusOr<std::string> DeviceName(int device) {
   std::string why_none;
-  PSRV_CUDA_ASSIGN_OR_RETURN(const int count, CudaDeviceCount(&why_none));
+  ASSIGN_OR_RETURN(const int count, CudaDeviceCount(&why_none));
   if (device < 0 || device >= count) {
     return absl::FailedPreconditionError(absl::StrCat(
         "no CUDA device ", device, " (", count, " found", count == 0 ? "; " + why_none : "", ")"));

@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "worker/cuda/device_model.h"
+#include "worker/model/model_factory.h"
 
 namespace psrv {
 namespace {

@@ -5,21 +5,10 @@
 #include "worker/cuda/device.h"
 #include "worker/cuda/device_model.h"
 #include "worker/cuda/gpt_cuda_model.h"
-#include "worker/model/gpt_model.h"
+#include "worker/model/model_factory.h"
 
 namespace psrv {
 namespace {
-
-GptConfig GptConfigFromSpec(const ModelSpec& spec, int vocab_size) {
-  GptConfig config;
-  config.layers = static_cast<int>(spec.layers());
-  config.heads = static_cast<int>(spec.heads());
-  config.width = static_cast<int>(spec.width());
-  config.context = static_cast<int>(spec.context());
-  config.vocab = vocab_size;
-  config.dropout = spec.dropout();
-  return config;
-}
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateOnCpu(const ModelSpec& spec, int vocab_size,
                                                            const std::string& description,

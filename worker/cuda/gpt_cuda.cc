@@ -16,19 +16,10 @@ namespace psrv {
 namespace cuda {
 namespace {
 
-absl::Status CheckRange(const char* name, int64_t value, int64_t min, int64_t max) {
-  if (value < min || value > max) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("gpt ", name, " = ", value, ", want ", min, "..", max));
-  }
-  return absl::OkStatus();
-}
-
-// Dropout streams, as the CPU model's: one per site, so each site of each layer has its own mask.
-uint64_t EmbedStream() { return 0; }
-uint64_t AttentionStream(int layer) { return 1 + 3 * static_cast<uint64_t>(layer); }
-uint64_t AttnProjStream(int layer) { return 2 + 3 * static_cast<uint64_t>(layer); }
-uint64_t MlpProjStream(int layer) { return 3 + 3 * static_cast<uint64_t>(layer); }
+using gpt_dropout::AttentionStream;
+using gpt_dropout::AttnProjStream;
+using gpt_dropout::EmbedStream;
+using gpt_dropout::MlpProjStream;
 
 constexpr size_t kAlignment = 256;
 
@@ -53,25 +44,17 @@ class Arena {
 }  // namespace
 
 absl::Status ValidateGptCudaConfig(const GptCudaConfig& config) {
-  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("layers", config.layers, 1, 256));
-  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("width", config.width, 1, 65536));
-  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("heads", config.heads, 1, config.width));
-  if (config.width % config.heads != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("gpt heads = ", config.heads, " does not divide width = ", config.width));
-  }
-  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("context", config.context, 1, 65536));
-  PSRV_CUDA_RETURN_IF_ERROR(CheckRange("vocab", config.vocab, 1, 1 << 30));
-  if (!(config.dropout >= 0.0f && config.dropout < 1.0f)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("gpt dropout = ", config.dropout, ", want [0, 1)"));
-  }
+  RETURN_IF_ERROR(ValidateGptConfig(config));
   if (config.flash_attention && !FlashAttentionSupports(config.width / config.heads)) {
     return absl::InvalidArgumentError(
         absl::StrCat("flash attention takes head sizes (width / heads) up to ", kFlashMaxHeadSize,
                      ", not ", config.width / config.heads));
   }
-  return CheckRange("device", config.device, 0, 1023);
+  if (config.device < 0 || config.device > 1023) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpt device = ", config.device, ", want 0..1023"));
+  }
+  return absl::OkStatus();
 }
 
 std::vector<GptParamTable> GptCudaTables(const GptCudaConfig& config) {
@@ -105,9 +88,9 @@ std::vector<GptParamTable> GptCudaTables(const GptCudaConfig& config) {
 }
 
 absl::StatusOr<std::unique_ptr<GptCuda>> GptCuda::Create(const GptCudaConfig& config) {
-  PSRV_CUDA_RETURN_IF_ERROR(ValidateGptCudaConfig(config));
+  RETURN_IF_ERROR(ValidateGptCudaConfig(config));
   std::unique_ptr<GptCuda> model(new GptCuda(config));
-  PSRV_CUDA_RETURN_IF_ERROR(model->Init());
+  RETURN_IF_ERROR(model->Init());
   return model;
 }
 
@@ -121,7 +104,7 @@ absl::Status GptCuda::Init() {
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   BlasOptions options;
   options.use_cublaslt = config_.use_cublaslt;
-  PSRV_CUDA_ASSIGN_OR_RETURN(blas_, Blas::Create(stream_, options));
+  ASSIGN_OR_RETURN(blas_, Blas::Create(stream_, options));
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
   groups_ = GptParameterGroups(config_.layers, config_.width, config_.context, config_.vocab);
   for (size_t g = 0; g < groups_.size(); ++g) {
@@ -130,9 +113,9 @@ absl::Status GptCuda::Init() {
     CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&computed_.back(), cudaEventDisableTiming));
     CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&copied_.back(), cudaEventDisableTiming));
   }
-  PSRV_CUDA_RETURN_IF_ERROR(params_.Allocate(num_parameters_ * sizeof(float)));
-  PSRV_CUDA_RETURN_IF_ERROR(params_bf16_.Allocate(num_parameters_ * sizeof(bf16)));
-  PSRV_CUDA_RETURN_IF_ERROR(grads_.Allocate(num_parameters_ * sizeof(float)));
+  RETURN_IF_ERROR(params_.Allocate(num_parameters_ * sizeof(float)));
+  RETURN_IF_ERROR(params_bf16_.Allocate(num_parameters_ * sizeof(bf16)));
+  RETURN_IF_ERROR(grads_.Allocate(num_parameters_ * sizeof(float)));
   // All-ones bytes are NaNs: a gradient some step forgot to write shows up in the tests.
   CUDA_RETURN_IF_ERROR(cudaMemset(grads_.as<void>(), 0xff, grads_.bytes()));
   CUDA_RETURN_IF_ERROR(cudaMemset(params_.as<void>(), 0, params_.bytes()));
@@ -244,10 +227,10 @@ absl::Status GptCuda::Reserve(int batch) {
   acts_.Reset();
   Activations measured;
   const size_t bytes = Carve(nullptr, batch, &measured);
-  PSRV_CUDA_RETURN_IF_ERROR(acts_.Allocate(bytes));
+  RETURN_IF_ERROR(acts_.Allocate(bytes));
   Carve(acts_.as<char>(), batch, &a_);
-  PSRV_CUDA_RETURN_IF_ERROR(host_staging_.Allocate((5 * BT + 1) * sizeof(int32_t)));
-  PSRV_CUDA_RETURN_IF_ERROR(host_losses_.Allocate(BT * sizeof(float)));
+  RETURN_IF_ERROR(host_staging_.Allocate((5 * BT + 1) * sizeof(int32_t)));
+  RETURN_IF_ERROR(host_losses_.Allocate(BT * sizeof(float)));
   reserved_batch_ = batch;
   return absl::OkStatus();
 }
@@ -276,7 +259,7 @@ absl::Status GptCuda::DownloadGrads(float* host_grads) {
 absl::Status GptCuda::AccumulateGrads(bool first) {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
   if (grad_sum_.bytes() == 0) {
-    PSRV_CUDA_RETURN_IF_ERROR(grad_sum_.Allocate(num_parameters_ * sizeof(float)));
+    RETURN_IF_ERROR(grad_sum_.Allocate(num_parameters_ * sizeof(float)));
   }
   if (first) {
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grad_sum_.as<float>(), grads_.as<float>(),
@@ -344,7 +327,7 @@ absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed,
   const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
   Blas& blas = *blas_;
 
-  if (before_group) PSRV_CUDA_RETURN_IF_ERROR(before_group(0));
+  if (before_group) RETURN_IF_ERROR(before_group(0));
   CUDA_RETURN_IF_ERROR(EmbeddingForward(a_.inputs, p.wte, p.wpe, B, t, C,
                                         MakeDropout(seed, EmbedStream(), rate), a_.encoded,
                                         stream_));
@@ -353,23 +336,23 @@ absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed,
     const size_t l3cc = static_cast<size_t>(l) * 3 * C * C, lcc = static_cast<size_t>(l) * C * C,
                  l4cc = static_cast<size_t>(l) * 4 * C * C;
     const float* residual = l == 0 ? a_.encoded : a_.layers[l - 1].residual3;  // (B, T, C)
-    if (before_group) PSRV_CUDA_RETURN_IF_ERROR(before_group(1 + l));
+    if (before_group) RETURN_IF_ERROR(before_group(1 + l));
 
     // Attention: residual2 = residual + dropout(proj(attention(ln1(residual)))).
     CUDA_RETURN_IF_ERROR(LayerNormForward(residual, p.ln1_weight + l * C, p.ln1_bias + l * C, BT, C,
                                           la.ln1, la.ln1_mean, la.ln1_rstd, stream_));
-    PSRV_CUDA_RETURN_IF_ERROR(LinearForward(blas, la.ln1, w.qkv_weight + l3cc,
+    RETURN_IF_ERROR(LinearForward(blas, la.ln1, w.qkv_weight + l3cc,
                                             w.qkv_bias + l * 3 * C, BT, C, 3 * C, a_.qkv));
     const Dropout attention_dropout = MakeDropout(seed, AttentionStream(l), rate);
     if (config_.flash_attention) {
-      PSRV_CUDA_RETURN_IF_ERROR(AttentionForwardFlash(a_.qkv, B, t, C, NH, attention_dropout,
+      RETURN_IF_ERROR(AttentionForwardFlash(a_.qkv, B, t, C, NH, attention_dropout,
                                                       la.qkvr, la.lse, la.atty, a_.attention,
                                                       stream_));
     } else {
-      PSRV_CUDA_RETURN_IF_ERROR(AttentionForward(blas, a_.qkv, B, t, C, NH, attention_dropout,
+      RETURN_IF_ERROR(AttentionForward(blas, a_.qkv, B, t, C, NH, attention_dropout,
                                                  la.qkvr, la.att, la.atty, a_.attention));
     }
-    PSRV_CUDA_RETURN_IF_ERROR(
+    RETURN_IF_ERROR(
         LinearForward(blas, la.atty, w.proj_weight + lcc, w.proj_bias + l * C, BT, C, C, a_.proj));
     CUDA_RETURN_IF_ERROR(ResidualForward(residual, a_.proj,
                                          MakeDropout(seed, AttnProjStream(l), rate), BT * C,
@@ -378,16 +361,16 @@ absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed,
     // MLP: residual3 = residual2 + dropout(proj(gelu(fc(ln2(residual2))))).
     CUDA_RETURN_IF_ERROR(LayerNormForward(la.residual2, p.ln2_weight + l * C, p.ln2_bias + l * C,
                                           BT, C, la.ln2, la.ln2_mean, la.ln2_rstd, stream_));
-    PSRV_CUDA_RETURN_IF_ERROR(LinearForward(blas, la.ln2, w.fc_weight + l4cc, w.fc_bias + l * 4 * C,
+    RETURN_IF_ERROR(LinearForward(blas, la.ln2, w.fc_weight + l4cc, w.fc_bias + l * 4 * C,
                                             BT, C, 4 * C, la.fch));
     CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, la.fch_gelu, stream_));
-    PSRV_CUDA_RETURN_IF_ERROR(LinearForward(blas, la.fch_gelu, w.mlp_proj_weight + l4cc,
+    RETURN_IF_ERROR(LinearForward(blas, la.fch_gelu, w.mlp_proj_weight + l4cc,
                                             w.mlp_proj_bias + l * C, BT, 4 * C, C, a_.proj));
     CUDA_RETURN_IF_ERROR(ResidualForward(la.residual2, a_.proj,
                                          MakeDropout(seed, MlpProjStream(l), rate), BT * C,
                                          la.residual3, stream_));
   }
-  if (before_group) PSRV_CUDA_RETURN_IF_ERROR(before_group(L + 1));
+  if (before_group) RETURN_IF_ERROR(before_group(L + 1));
   CUDA_RETURN_IF_ERROR(LayerNormForward(a_.layers[L - 1].residual3, p.lnf_weight, p.lnf_bias, BT, C,
                                         a_.lnf, a_.lnf_mean, a_.lnf_rstd, stream_));
   return absl::OkStatus();
@@ -398,7 +381,7 @@ absl::Status GptCuda::HeadLoss(int B, bool backward) {
   const int BT = B * T;
   const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
   // logits (B, T, V) = lnf (B, T, C) @ wte^T: the output head shares the token embedding.
-  PSRV_CUDA_RETURN_IF_ERROR(
+  RETURN_IF_ERROR(
       blas_->Gemm(RowMajorABt(BT, V, C, a_.lnf, w.wte, a_.logits, GemmType::kF32)));
   CUDA_RETURN_IF_ERROR(SoftmaxCrossEntropy(a_.logits, a_.targets, BT, V, 1.0f / BT, a_.losses,
                                            backward ? a_.dlogits : nullptr, stream_));
@@ -429,14 +412,14 @@ absl::Status GptCuda::Backward(int B, uint64_t seed, const GroupHook& after_grou
   // Head: through logits = lnf @ wte^T. dwte is overwritten here; the embedding backward adds to
   // it at the end.
   bf16* dlnf = a_.dbtc;  // (B, T, C)
-  PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, a_.dlogits, a_.lnf, w.wte, BT, C, V, dlnf, g.wte,
+  RETURN_IF_ERROR(LinearBackward(blas, a_.dlogits, a_.lnf, w.wte, BT, C, V, dlnf, g.wte,
                                            /*dbias=*/nullptr, a_.reduce));
   float* dresidual = a_.dresidual;  // (B, T, C)
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dresidual, 0, BT * C * sizeof(float), stream_));
   CUDA_RETURN_IF_ERROR(LayerNormBackward(dlnf, a_.layers[L - 1].residual3, p.lnf_weight,
                                          a_.lnf_mean, a_.lnf_rstd, BT, C, dresidual, g.lnf_weight,
                                          g.lnf_bias, a_.reduce, stream_));
-  if (after_group) PSRV_CUDA_RETURN_IF_ERROR(after_group(L + 1));
+  if (after_group) RETURN_IF_ERROR(after_group(L + 1));
 
   // dresidual holds d(loss)/d(layer l's output) on entry to each iteration and d(its input) after.
   for (int l = L - 1; l >= 0; --l) {
@@ -449,12 +432,12 @@ absl::Status GptCuda::Backward(int B, uint64_t seed, const GroupHook& after_grou
     // MLP.
     CUDA_RETURN_IF_ERROR(
         ToBf16(dresidual, MakeDropout(seed, MlpProjStream(l), rate), BT * C, dproj, stream_));
-    PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, dproj, la.fch_gelu, w.mlp_proj_weight + l4cc, BT,
+    RETURN_IF_ERROR(LinearBackward(blas, dproj, la.fch_gelu, w.mlp_proj_weight + l4cc, BT,
                                              4 * C, C, a_.dfch, g.mlp_proj_weight + l4cc,
                                              g.mlp_proj_bias + l * C, a_.reduce));
     CUDA_RETURN_IF_ERROR(GeluBackward(a_.dfch, la.fch, BT * 4 * C, a_.dfch, stream_));
     bf16* dln2 = a_.dbtc;  // (B, T, C)
-    PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, a_.dfch, la.ln2, w.fc_weight + l4cc, BT, C,
+    RETURN_IF_ERROR(LinearBackward(blas, a_.dfch, la.ln2, w.fc_weight + l4cc, BT, C,
                                              4 * C, dln2, g.fc_weight + l4cc, g.fc_bias + l * 4 * C,
                                              a_.reduce));
     CUDA_RETURN_IF_ERROR(LayerNormBackward(dln2, la.residual2, p.ln2_weight + l * C, la.ln2_mean,
@@ -464,27 +447,27 @@ absl::Status GptCuda::Backward(int B, uint64_t seed, const GroupHook& after_grou
     // Attention.
     CUDA_RETURN_IF_ERROR(
         ToBf16(dresidual, MakeDropout(seed, AttnProjStream(l), rate), BT * C, dproj, stream_));
-    PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, dproj, la.atty, w.proj_weight + lcc, BT, C, C,
+    RETURN_IF_ERROR(LinearBackward(blas, dproj, la.atty, w.proj_weight + lcc, BT, C, C,
                                              a_.datty, g.proj_weight + lcc, g.proj_bias + l * C,
                                              a_.reduce));
     bf16* dqkv = a_.qkv;  // (B, T, 3C)
     const Dropout attention_dropout = MakeDropout(seed, AttentionStream(l), rate);
     if (config_.flash_attention) {
-      PSRV_CUDA_RETURN_IF_ERROR(AttentionBackwardFlash(a_.datty, la.qkvr, la.atty, la.lse, B, T,
+      RETURN_IF_ERROR(AttentionBackwardFlash(a_.datty, la.qkvr, la.atty, la.lse, B, T,
                                                        C, NH, attention_dropout, dqkv,
                                                        a_.attention, stream_));
     } else {
-      PSRV_CUDA_RETURN_IF_ERROR(AttentionBackward(blas, a_.datty, la.qkvr, la.att, B, T, C, NH,
+      RETURN_IF_ERROR(AttentionBackward(blas, a_.datty, la.qkvr, la.att, B, T, C, NH,
                                                   attention_dropout, dqkv, a_.attention));
     }
     bf16* dln1 = a_.dbtc;  // (B, T, C)
-    PSRV_CUDA_RETURN_IF_ERROR(LinearBackward(blas, dqkv, la.ln1, w.qkv_weight + l3cc, BT, C, 3 * C,
+    RETURN_IF_ERROR(LinearBackward(blas, dqkv, la.ln1, w.qkv_weight + l3cc, BT, C, 3 * C,
                                              dln1, g.qkv_weight + l3cc, g.qkv_bias + l * 3 * C,
                                              a_.reduce));
     CUDA_RETURN_IF_ERROR(LayerNormBackward(dln1, residual, p.ln1_weight + l * C, la.ln1_mean,
                                            la.ln1_rstd, BT, C, dresidual, g.ln1_weight + l * C,
                                            g.ln1_bias + l * C, a_.reduce, stream_));
-    if (after_group) PSRV_CUDA_RETURN_IF_ERROR(after_group(1 + l));
+    if (after_group) RETURN_IF_ERROR(after_group(1 + l));
   }
 
   // Embeddings: encoded = dropout(wte[inputs] + wpe).
@@ -493,25 +476,25 @@ absl::Status GptCuda::Backward(int B, uint64_t seed, const GroupHook& after_grou
                                             a_.bucket_positions, buckets_.num_buckets(), C, g.wte,
                                             stream_));
   CUDA_RETURN_IF_ERROR(EmbeddingBackwardWpe(dresidual, embed, B, T, C, g.wpe, stream_));
-  if (after_group) PSRV_CUDA_RETURN_IF_ERROR(after_group(0));
+  if (after_group) RETURN_IF_ERROR(after_group(0));
   return absl::OkStatus();
 }
 
 absl::StatusOr<float> GptCuda::ForwardBackward(const int32_t* rows, int batch, uint64_t seed) {
   if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
-  PSRV_CUDA_RETURN_IF_ERROR(Reserve(batch));
-  PSRV_CUDA_ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/true));
+  RETURN_IF_ERROR(Reserve(batch));
+  ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/true));
   if (!valid) {
     CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_.as<void>(), 0, grads_.bytes(), stream_));
-    PSRV_CUDA_RETURN_IF_ERROR(Synchronize());
+    RETURN_IF_ERROR(Synchronize());
     return std::numeric_limits<float>::quiet_NaN();
   }
-  PSRV_CUDA_RETURN_IF_ERROR(ConvertParams());
-  PSRV_CUDA_RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/true, seed));
-  PSRV_CUDA_RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/true));
-  PSRV_CUDA_RETURN_IF_ERROR(Backward(batch, seed));
-  PSRV_CUDA_RETURN_IF_ERROR(Synchronize());
+  RETURN_IF_ERROR(ConvertParams());
+  RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/true, seed));
+  RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/true));
+  RETURN_IF_ERROR(Backward(batch, seed));
+  RETURN_IF_ERROR(Synchronize());
   return MeanLoss(batch);
 }
 
@@ -521,10 +504,10 @@ absl::StatusOr<float> GptCuda::ForwardBackwardStreamed(const float* host_params,
                                                        ParameterStream* stream) {
   if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
-  PSRV_CUDA_RETURN_IF_ERROR(Reserve(batch));
+  RETURN_IF_ERROR(Reserve(batch));
   PinHostBuffer(host_params, num_parameters_ * sizeof(float));
   PinHostBuffer(host_grads, num_parameters_ * sizeof(float));
-  PSRV_CUDA_ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/true));
+  ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/true));
   if (!valid) {  // NaN, zero gradients, nothing handed over: the step fails.
     std::fill(host_grads, host_grads + num_parameters_, 0.0f);
     return std::numeric_limits<float>::quiet_NaN();
@@ -559,35 +542,35 @@ absl::StatusOr<float> GptCuda::ForwardBackwardStreamed(const float* host_params,
     CUDA_RETURN_IF_ERROR(cudaEventRecord(copied_[group], copy_stream_));
     return absl::OkStatus();
   };
-  PSRV_CUDA_RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/true, seed, upload));
-  PSRV_CUDA_RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/true));
-  PSRV_CUDA_RETURN_IF_ERROR(Backward(batch, seed, download));
+  RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/true, seed, upload));
+  RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/true));
+  RETURN_IF_ERROR(Backward(batch, seed, download));
   // Everything is enqueued: hand each group over as its copy lands, in the order backward
   // finishes them (the final LayerNorm first, the embeddings last).
   for (int group = static_cast<int>(groups_.size()) - 1; group >= 0; --group) {
     CUDA_RETURN_IF_ERROR(cudaEventSynchronize(copied_[group]));
     for (const FlatRange& range : groups_[group]) stream->GradientsReady(range);
   }
-  PSRV_CUDA_RETURN_IF_ERROR(Synchronize());
+  RETURN_IF_ERROR(Synchronize());
   return MeanLoss(batch);
 }
 
 absl::StatusOr<float> GptCuda::Loss(const int32_t* rows, int batch) {
   if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
-  PSRV_CUDA_RETURN_IF_ERROR(Reserve(batch));
-  PSRV_CUDA_ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/false));
+  RETURN_IF_ERROR(Reserve(batch));
+  ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/false));
   if (!valid) return std::numeric_limits<float>::quiet_NaN();
-  PSRV_CUDA_RETURN_IF_ERROR(ConvertParams());
-  PSRV_CUDA_RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/false, /*seed=*/0));
-  PSRV_CUDA_RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/false));
-  PSRV_CUDA_RETURN_IF_ERROR(Synchronize());
+  RETURN_IF_ERROR(ConvertParams());
+  RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/false, /*seed=*/0));
+  RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/false));
+  RETURN_IF_ERROR(Synchronize());
   return MeanLoss(batch);
 }
 
 absl::Status GptCuda::NextTokenLogits(const int32_t* tokens, int length, float* logits) {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
-  PSRV_CUDA_RETURN_IF_ERROR(Reserve(1));
+  RETURN_IF_ERROR(Reserve(1));
   const int32_t start_token = 0;
   if (length < 1) {  // Outside the contract; read as the single token 0, as the CPU model does.
     tokens = &start_token;
@@ -598,11 +581,11 @@ absl::Status GptCuda::NextTokenLogits(const int32_t* tokens, int length, float* 
   for (int i = 0; i < t; ++i) inputs[i] = std::clamp<int32_t>(tokens[length - t + i], 0, V - 1);
   CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(a_.inputs, inputs, t * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  PSRV_CUDA_RETURN_IF_ERROR(ConvertParams());
-  PSRV_CUDA_RETURN_IF_ERROR(Forward(/*B=*/1, t, /*training=*/false, /*seed=*/0));
+  RETURN_IF_ERROR(ConvertParams());
+  RETURN_IF_ERROR(Forward(/*B=*/1, t, /*training=*/false, /*seed=*/0));
   // Only the last position's logits (V) = lnf[t-1] (C) @ wte^T.
   const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
-  PSRV_CUDA_RETURN_IF_ERROR(blas_->Gemm(RowMajorABt(
+  RETURN_IF_ERROR(blas_->Gemm(RowMajorABt(
       1, V, C, a_.lnf + static_cast<size_t>(t - 1) * C, w.wte, a_.logits, GemmType::kF32)));
   CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(logits, a_.logits, V * sizeof(float), cudaMemcpyDeviceToHost, stream_));

@@ -15,26 +15,21 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "worker/model/gpt_views.h"
-#include "worker/model/parameter_stream.h"
 #include "worker/cuda/blas.h"
 #include "worker/cuda/device_buffer.h"
 #include "worker/cuda/kernels.h"
 #include "worker/cuda/layers.h"
 #include "worker/cuda/token_buckets.h"
+#include "worker/model/gpt_config.h"
+#include "worker/model/gpt_views.h"
+#include "worker/model/parameter_stream.h"
 
 namespace psrv {
 namespace cuda {
 
-struct GptCudaConfig {
-  int layers = 4;    // L
-  int heads = 4;     // NH, divides width
-  int width = 128;   // C
-  int context = 64;  // T
-  int vocab = 65;    // V
-  // p in [0, 1): dropout on the embeddings, the attention weights and both residual projections;
-  // the masks are the CPU model's, bit for bit.
-  float dropout = 0.0f;
+// The model's hyperparameters (worker/model/gpt_config.h, the CPU model's) and where and how to
+// run it. The dropout masks are the CPU model's, bit for bit.
+struct GptCudaConfig : GptConfig {
   int device = 0;            // CUDA device ordinal
   bool use_cublaslt = true;  // see BlasOptions
   // Attention through the flash kernels (flash_attention.cu: no (B, NH, T, T) weights stored or
@@ -43,7 +38,8 @@ struct GptCudaConfig {
   bool flash_attention = false;
 };
 
-// INVALID_ARGUMENT naming the first field out of range (the CPU model's ranges).
+// INVALID_ARGUMENT naming the first field out of range: ValidateGptConfig, then the device and
+// the flash kernels' head sizes.
 absl::Status ValidateGptCudaConfig(const GptCudaConfig& config);
 
 // One parameter table of the flat buffer, in the order and shapes of GptTables.

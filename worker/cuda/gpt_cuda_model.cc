@@ -19,17 +19,12 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptConfig& config,
                                                                    int device,
                                                                    bool flash_attention) {
-  PSRV_CUDA_RETURN_IF_ERROR(ValidateGptConfig(config));
+  RETURN_IF_ERROR(ValidateGptConfig(config));
   GptCudaConfig cuda_config;
-  cuda_config.layers = config.layers;
-  cuda_config.heads = config.heads;
-  cuda_config.width = config.width;
-  cuda_config.context = config.context;
-  cuda_config.vocab = config.vocab;
-  cuda_config.dropout = config.dropout;
+  static_cast<GptConfig&>(cuda_config) = config;
   cuda_config.device = device;
   cuda_config.flash_attention = flash_attention;
-  PSRV_CUDA_ASSIGN_OR_RETURN(std::unique_ptr<GptCuda> gpt, GptCuda::Create(cuda_config));
+  ASSIGN_OR_RETURN(std::unique_ptr<GptCuda> gpt, GptCuda::Create(cuda_config));
   return std::unique_ptr<GptCudaModel>(new GptCudaModel(std::move(gpt)));
 }
 

@@ -23,19 +23,14 @@
 #include "worker/cuda/gpu_test_util.h"
 #include "worker/cuda/gradient_parts.h"
 #include "worker/model/gpt_model.h"
+#include "worker/model/sampling.h"
 
 namespace psrv {
 namespace cuda {
 namespace {
 
 GptConfig CpuConfig(const GptCudaConfig& c) {
-  GptConfig config;
-  config.layers = c.layers;
-  config.heads = c.heads;
-  config.width = c.width;
-  config.context = c.context;
-  config.vocab = c.vocab;
-  config.dropout = c.dropout;
+  GptConfig config = c;
   config.threads = 1;
   return config;
 }

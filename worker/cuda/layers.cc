@@ -25,8 +25,8 @@ size_t LinearBackwardScratch(int N, int OC) { return BiasBackwardScratch(N, OC);
 absl::Status LinearBackward(Blas& blas, const bf16* dout, const bf16* inp, const bf16* weight,
                             int N, int C, int OC, bf16* dinp, float* dweight, float* dbias,
                             float* scratch) {
-  PSRV_CUDA_RETURN_IF_ERROR(blas.Gemm(RowMajorAB(N, C, OC, dout, weight, dinp, GemmType::kBf16)));
-  PSRV_CUDA_RETURN_IF_ERROR(blas.Gemm(RowMajorAtB(OC, C, N, dout, inp, dweight, GemmType::kF32)));
+  RETURN_IF_ERROR(blas.Gemm(RowMajorAB(N, C, OC, dout, weight, dinp, GemmType::kBf16)));
+  RETURN_IF_ERROR(blas.Gemm(RowMajorAtB(OC, C, N, dout, inp, dweight, GemmType::kF32)));
   if (dbias != nullptr) {
     CUDA_RETURN_IF_ERROR(BiasBackward(dout, N, OC, dbias, scratch, blas.stream()));
   }
@@ -86,12 +86,12 @@ absl::Status AttentionForward(Blas& blas, const bf16* qkv, int B, int T, int C, 
   const int64_t th = static_cast<int64_t>(T) * hs, tt = static_cast<int64_t>(T) * T;
   GemmArgs scores = RowMajorABt(T, T, hs, q, k, scratch.scores, GemmType::kF32, {BH, th, th, tt});
   scores.alpha = 1.0f / std::sqrt(static_cast<float>(hs));
-  PSRV_CUDA_RETURN_IF_ERROR(blas.Gemm(scores));
+  RETURN_IF_ERROR(blas.Gemm(scores));
   CUDA_RETURN_IF_ERROR(CausalSoftmaxForward(scratch.scores, BH, T, dropout, att,
                                             dropout.enabled ? scratch.weights : nullptr, stream));
   const bf16* weights = dropout.enabled ? scratch.weights : att;  // (B, NH, T, T)
   // y (T, hs) = weights (T, T) @ v (T, hs), per head; then the heads side by side.
-  PSRV_CUDA_RETURN_IF_ERROR(blas.Gemm(
+  RETURN_IF_ERROR(blas.Gemm(
       RowMajorAB(T, hs, T, weights, v, scratch.heads, GemmType::kBf16, {BH, tt, th, th})));
   CUDA_RETURN_IF_ERROR(MergeHeads(scratch.heads, B, T, NH, hs, C, out, stream));
   return absl::OkStatus();
@@ -118,18 +118,18 @@ absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, c
   }
   // d(weights) (T, T) = dy (T, hs) @ v^T; dv (T, hs) = weights^T (T, T) @ dy.
   float* dweights = scratch.scores;
-  PSRV_CUDA_RETURN_IF_ERROR(
+  RETURN_IF_ERROR(
       blas.Gemm(RowMajorABt(T, T, hs, dy, v, dweights, GemmType::kF32, {BH, th, th, tt})));
-  PSRV_CUDA_RETURN_IF_ERROR(
+  RETURN_IF_ERROR(
       blas.Gemm(RowMajorAtB(T, hs, T, weights, dy, dv, GemmType::kBf16, {BH, tt, th, th})));
   // d(scores) * 1/sqrt(hs) overwrites the dropped weights (dv has read them).
   bf16* dscores = scratch.weights;
   CUDA_RETURN_IF_ERROR(CausalSoftmaxBackward(
       dweights, att, BH, T, 1.0f / std::sqrt(static_cast<float>(hs)), dropout, dscores, stream));
   // dq (T, hs) = dscores (T, T) @ k; dk (T, hs) = dscores^T @ q.
-  PSRV_CUDA_RETURN_IF_ERROR(
+  RETURN_IF_ERROR(
       blas.Gemm(RowMajorAB(T, hs, T, dscores, k, dq, GemmType::kBf16, {BH, tt, th, th})));
-  PSRV_CUDA_RETURN_IF_ERROR(
+  RETURN_IF_ERROR(
       blas.Gemm(RowMajorAtB(T, hs, T, dscores, q, dk, GemmType::kBf16, {BH, tt, th, th})));
   CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/false, scratch.dqkvr, B, T, C, NH, dqkv, stream));
   return absl::OkStatus();
@@ -139,7 +139,7 @@ absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
                                    const Dropout& dropout, bf16* qkvr, float* lse, bf16* out,
                                    const AttentionScratch& scratch, cudaStream_t stream) {
   const int hs = C / NH;
-  PSRV_CUDA_RETURN_IF_ERROR(CheckFlashHeadSize(hs));
+  RETURN_IF_ERROR(CheckFlashHeadSize(hs));
   const QkvHeads<const bf16> heads = HeadsOf<const bf16>(qkvr, B, T, C);
   CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/true, qkv, B, T, C, NH, qkvr, stream));
   CUDA_RETURN_IF_ERROR(FlashAttentionForward(heads.q, heads.k, heads.v, B * NH, T, hs,
@@ -154,7 +154,7 @@ absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf
                                     const Dropout& dropout, bf16* dqkv,
                                     const AttentionScratch& scratch, cudaStream_t stream) {
   const int hs = C / NH;
-  PSRV_CUDA_RETURN_IF_ERROR(CheckFlashHeadSize(hs));
+  RETURN_IF_ERROR(CheckFlashHeadSize(hs));
   const QkvHeads<const bf16> heads = HeadsOf(qkvr, B, T, C);
   const QkvHeads<bf16> grads = HeadsOf(scratch.dqkvr, B, T, C);
   bf16* dy = scratch.heads;  // (B, NH, T, hs)

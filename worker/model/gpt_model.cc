@@ -13,39 +13,12 @@
 namespace psrv {
 namespace {
 
-absl::Status CheckRange(const char* name, int64_t value, int64_t min, int64_t max) {
-  if (value < min || value > max) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("gpt ", name, " = ", value, ", want ", min, "..", max));
-  }
-  return absl::OkStatus();
-}
-
-// Dropout streams: one per dropout site, so each site of each layer draws its own mask.
-uint64_t EmbedStream() { return 0; }
-uint64_t AttentionStream(int layer) { return 1 + 3 * static_cast<uint64_t>(layer); }
-uint64_t AttnProjStream(int layer) { return 2 + 3 * static_cast<uint64_t>(layer); }
-uint64_t MlpProjStream(int layer) { return 3 + 3 * static_cast<uint64_t>(layer); }
+using gpt_dropout::AttentionStream;
+using gpt_dropout::AttnProjStream;
+using gpt_dropout::EmbedStream;
+using gpt_dropout::MlpProjStream;
 
 }  // namespace
-
-absl::Status ValidateGptConfig(const GptConfig& config) {
-  absl::Status status = CheckRange("layers", config.layers, 1, 256);
-  if (status.ok()) status = CheckRange("width", config.width, 1, 65536);
-  if (status.ok()) status = CheckRange("heads", config.heads, 1, config.width);
-  if (status.ok() && config.width % config.heads != 0) {
-    status = absl::InvalidArgumentError(
-        absl::StrCat("gpt heads = ", config.heads, " does not divide width = ", config.width));
-  }
-  if (status.ok()) status = CheckRange("context", config.context, 1, 65536);
-  if (status.ok()) status = CheckRange("vocab", config.vocab, 1, 1 << 30);
-  if (status.ok()) status = CheckRange("threads", config.threads, 0, 1024);
-  if (status.ok() && !(config.dropout >= 0.0f && config.dropout < 1.0f)) {
-    status =
-        absl::InvalidArgumentError(absl::StrCat("gpt dropout = ", config.dropout, ", want [0, 1)"));
-  }
-  return status;
-}
 
 std::vector<TableSpec> GptTables(const GptConfig& config, uint64_t seed) {
   return GptTables(config.layers, config.width, config.context, config.vocab, seed);

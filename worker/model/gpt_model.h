@@ -10,30 +10,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/model/gpt_views.h"
 #include "absl/strings/string_view.h"
 #include "common/model_layout.h"
 #include "proto/types.pb.h"
+#include "worker/model/gpt_config.h"
+#include "worker/model/gpt_views.h"
 #include "worker/model/language_model.h"
 #include "common/thread_pool.h"
 
 namespace psrv {
-
-// Hyperparameters of the "gpt" kind.
-struct GptConfig {
-  int layers = 4;    // L, 1..256
-  int heads = 4;     // NH, divides width
-  int width = 128;   // C, channels of the residual stream, 1..65536
-  int context = 64;  // T, tokens per row the model reads, 1..65536
-  int vocab = 65;    // V, 1..2^30
-  // p in [0, 1): dropout on the embeddings, the attention weights and both residual projections.
-  float dropout = 0.0f;
-  // Threads of the model's pool, the caller included; 0: one per core. Results do not depend on it.
-  int threads = 0;
-};
-
-// INVALID_ARGUMENT naming the first field outside its range (see GptConfig).
-absl::Status ValidateGptConfig(const GptConfig& config);
 
 // The parameter tables of `config` in the order of the flat buffer: common/model_layout.h's
 // GptTables (the single definition the coordinator shards and the servers initialise).

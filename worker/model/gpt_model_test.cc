@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "worker/model/language_model.h"
 #include "worker/model/tokenizer.h"
+#include "worker/model/sampling.h"
 
 namespace psrv {
 namespace {

@@ -1,89 +1,97 @@
-// Building a LanguageModel from a ModelSpec, and sampling from one.
+// LanguageModel's default gradient accumulation and mean loss (language_model.h).
+#include <cstddef>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
 #include "worker/model/language_model.h"
 
-#include <algorithm>
-#include <cmath>
-#include <numeric>
-#include <random>
-
-#include "absl/strings/str_cat.h"
-#include "worker/model/gpt_model.h"
-#include "worker/model/mlp_model.h"
-
 namespace psrv {
+
 namespace {
 
-// Uniform double in [0, 1) from 53 random bits; unlike std::uniform_real_distribution its output is
-// the same under every standard library.
-double UniformDouble(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+// What a micro-batch's ForwardBackward reports goes on to the step's stream: only the first
+// micro-batch awaits parameters, and only the last one's gradients are final, once the earlier
+// ones' sum is added to them (range by range, as they are reported) and scaled.
+class MicroBatchRelay : public ParameterStream {
+ public:
+  MicroBatchRelay(ParameterStream* step, bool first, bool last, float* grads,
+                  const float* scratch, float scale)
+      : step_(step), first_(first), last_(last), grads_(grads), scratch_(scratch),
+        scale_(scale) {}
+
+  void AwaitParameters(const FlatRange& range) override {
+    if (first_) step_->AwaitParameters(range);
+  }
+  void GradientsReady(const FlatRange& range) override {
+    if (!last_) return;
+    float* g = grads_ + range.offset;
+    if (scratch_ != nullptr) {  // This micro-batch wrote scratch: add it to the sum in grads.
+      const float* s = scratch_ + range.offset;
+      for (size_t i = 0; i < range.count; ++i) g[i] += s[i];
+    }
+    if (scale_ != 1.0f) {
+      for (size_t i = 0; i < range.count; ++i) g[i] *= scale_;
+    }
+    step_->GradientsReady(range);
+  }
+
+ private:
+  ParameterStream* const step_;
+  const bool first_;
+  const bool last_;
+  float* const grads_;
+  const float* const scratch_;
+  const float scale_;
+};
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModel(const ModelSpec& spec,
-                                                                   int vocab_size) {
-  if (spec.kind() == "mlp") {
-    absl::StatusOr<MlpModel> model = MlpModel::Create(spec, vocab_size);
-    if (!model.ok()) return model.status();
-    return std::unique_ptr<LanguageModel>(new MlpModel(std::move(*model)));
+float LanguageModel::AccumulateGradients(const float* params, const int32_t* rows, int batch,
+                                         int micro_batches, const uint64_t* seeds, float* grads,
+                                         float* scratch) {
+  const size_t n = num_parameters();
+  ParameterStream* const stream = stream_;
+  if (stream != nullptr && !streams_parameters()) {
+    // This model reads and writes everything at once: all parameters first, all gradients last.
+    stream->AwaitParameters(FlatRange{0, n});
+    stream_ = nullptr;
+    const float loss =
+        AccumulateGradients(params, rows, batch, micro_batches, seeds, grads, scratch);
+    stream_ = stream;
+    if (std::isfinite(loss)) stream->GradientsReady(FlatRange{0, n});  // A NaN step fails.
+    return loss;
   }
-  if (spec.kind() == "gpt") {
-    GptConfig config;
-    config.layers = static_cast<int>(spec.layers());
-    config.heads = static_cast<int>(spec.heads());
-    config.width = static_cast<int>(spec.width());
-    config.context = static_cast<int>(spec.context());
-    config.vocab = vocab_size;
-    config.dropout = spec.dropout();
-    return CreateGptModel(config);
+  const size_t rows_per_micro = static_cast<size_t>(batch) * window();
+  const float scale = micro_batches > 1 ? 1.0f / static_cast<float>(micro_batches) : 1.0f;
+  double loss = 0;
+  for (int micro = 0; micro < micro_batches; ++micro) {
+    float* out = micro == 0 ? grads : scratch;
+    const bool last = micro == micro_batches - 1;
+    MicroBatchRelay relay(stream, micro == 0, last, grads, micro > 0 ? scratch : nullptr, scale);
+    if (stream != nullptr) stream_ = &relay;
+    loss += ForwardBackward(params, rows + micro * rows_per_micro, batch, seeds[micro], out);
+    stream_ = stream;
+    if (stream != nullptr && last) continue;  // The relay summed and scaled the last one.
+    if (micro > 0) {
+      for (size_t i = 0; i < n; ++i) grads[i] += out[i];
+    }
+    if (last && scale != 1.0f) {
+      for (size_t i = 0; i < n; ++i) grads[i] *= scale;
+    }
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown model kind \"", spec.kind(), "\" (known: mlp, gpt)"));
+  return static_cast<float>(loss / micro_batches);
 }
 
-std::vector<int32_t> Sample(LanguageModel& model, const float* params, std::vector<int32_t> prompt,
-                            int length, float temperature, int top_k, uint64_t seed) {
-  std::vector<int32_t> sampled;
-  if (length <= 0) return sampled;
-  sampled.reserve(length);
-  const int V = model.vocab_size();
-  if (prompt.empty()) prompt.push_back(0);
-  std::vector<int32_t> context = std::move(prompt);  // Prompt and sampled tokens so far.
-  context.reserve(context.size() + length);
-  const int k = top_k <= 0 || top_k > V ? V : top_k;
-  std::vector<float> logits(V);    // (V)
-  std::vector<int32_t> order(V);   // (V) token ids, the k most likely first
-  std::vector<double> weights(k);  // (k)
-  std::mt19937_64 rng(seed);
-  for (int i = 0; i < length; ++i) {
-    const int take = std::min<int>(context.size(), model.max_context());
-    model.NextTokenLogits(params, context.data() + context.size() - take, take, logits.data());
-    // The k most likely tokens, most likely first; ties go to the smaller id.
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-    });
-    int32_t next = order[0];
-    if (temperature > 0.0f) {
-      const double max = logits[order[0]];
-      double sum = 0.0;
-      for (int j = 0; j < k; ++j) {
-        weights[j] = std::exp((logits[order[j]] - max) / temperature);
-        sum += weights[j];
-      }
-      // Rounding can leave u just above the last cumulative sum; then `next` stays the argmax.
-      double u = UniformDouble(rng) * sum;
-      for (int j = 0; j < k; ++j) {
-        u -= weights[j];
-        if (u < 0.0) {
-          next = order[j];
-          break;
-        }
-      }
-    }
-    sampled.push_back(next);
-    context.push_back(next);
+float LanguageModel::MeanLoss(const float* params, int batch, int batches,
+                              const std::function<void(int32_t* rows)>& next_rows) {
+  std::vector<int32_t> rows(static_cast<size_t>(batch) * window());
+  double total = 0;
+  for (int b = 0; b < batches; ++b) {
+    next_rows(rows.data());
+    total += Loss(params, rows.data(), batch);
   }
-  return sampled;
+  return static_cast<float>(total / batches);
 }
 
 }  // namespace psrv

@@ -1,5 +1,6 @@
-// The interface every language model of the worker implements (the CPU MLP and GPT today, a CUDA
-// backend later), and sampling text from any of them.
+// The interface every language model of the worker implements: the CPU MLP and GPT
+// (worker/model/), the CUDA GPT (worker/cuda/), the synthetic model. Built from a job's ModelSpec
+// by model_factory.h; text is sampled from one by sampling.h.
 #ifndef PSRV_WORKER_MODEL_LANGUAGE_MODEL_H_
 #define PSRV_WORKER_MODEL_LANGUAGE_MODEL_H_
 
@@ -10,7 +11,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "proto/job.pb.h"
 #include "worker/model/parameter_stream.h"
 
 namespace psrv {
@@ -97,19 +97,6 @@ class LanguageModel {
  private:
   ParameterStream* stream_ = nullptr;
 };
-
-// Builds the model of spec.kind() ("mlp" or "gpt") over `vocab_size` tokens; INVALID_ARGUMENT for
-// another kind or sizes out of range.
-absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModel(const ModelSpec& spec,
-                                                                   int vocab_size);
-
-// Samples `length` tokens one at a time after `prompt` from softmax(logits / temperature)
-// restricted to the top_k most likely tokens (top_k = 0 or >= vocab_size: all of them); returns
-// only the sampled tokens. temperature > 0 (a temperature <= 0 picks the most likely token). An
-// empty prompt starts from token 0. The same (model, params, prompt, length, temperature, top_k,
-// seed) give the same tokens on every platform.
-std::vector<int32_t> Sample(LanguageModel& model, const float* params, std::vector<int32_t> prompt,
-                            int length, float temperature, int top_k, uint64_t seed);
 
 }  // namespace psrv
 

@@ -12,6 +12,8 @@
 #include "gtest/gtest.h"
 #include "worker/model/gpt_model.h"
 #include "worker/model/mlp_model.h"
+#include "worker/model/model_factory.h"
+#include "worker/model/sampling.h"
 
 namespace psrv {
 namespace {

@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "common/model_layout.h"
 #include "worker/model/gpt_views.h"
+#include "worker/model/model_factory.h"
 
 namespace psrv {
 
