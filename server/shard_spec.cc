@@ -1,0 +1,81 @@
+#include "server/shard_spec.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/model_layout.h"
+#include "server/apply.h"
+
+namespace psrv {
+
+std::string RangeText(const KeyRange& r) { return absl::StrCat("[", r.begin(), ", ", r.end(), ")"); }
+
+bool SameRange(const KeyRange& a, const KeyRange& b) {
+  return a.begin() == b.begin() && a.end() == b.end();
+}
+
+bool Overlap(const KeyRange& a, const KeyRange& b) {
+  return a.begin() < b.end() && b.begin() < a.end();
+}
+
+bool SameShard(const ShardConfig& a, const ShardConfig& b) {
+  return SameRange(a.range, b.range) && a.consistency == b.consistency &&
+         a.num_workers == b.num_workers &&
+         a.table.SerializeAsString() == b.table.SerializeAsString() &&
+         a.optimizer.SerializeAsString() == b.optimizer.SerializeAsString();
+}
+
+absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consistency,
+                              uint32_t num_workers, const OptimizerConfig& optimizer) {
+  if (job_id.empty()) return absl::InvalidArgumentError("job_id must be set");
+  if (consistency != SYNC && consistency != ASYNC) {
+    return absl::InvalidArgumentError("consistency must be SYNC or ASYNC");
+  }
+  if (num_workers == 0) return absl::InvalidArgumentError("num_workers must be > 0");
+  return Optimizer::Validate(optimizer);
+}
+
+absl::Status CheckShardSpec(const ShardSpec& spec) {
+  const uint64_t size = TableElements(spec.table());
+  if (spec.table().name().empty()) return absl::InvalidArgumentError("a table has no name");
+  if (spec.range().begin() >= spec.range().end() || spec.range().end() > size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("range ", RangeText(spec.range()), " of table \"", spec.table().name(),
+                     "\" is empty or outside its ", size, " elements"));
+  }
+  const std::string shard = absl::StrCat("shard ", RangeText(spec.range()), " of table \"",
+                                         spec.table().name(), "\"");
+  switch (spec.role()) {
+    case PRIMARY:
+      if (!spec.primary_address().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(shard, " is a PRIMARY: primary_address is for backups"));
+      }
+      return absl::OkStatus();
+    case BACKUP:
+      if (spec.primary_address().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(shard, " is a BACKUP: its primary_address must be set"));
+      }
+      if (!spec.backup_address().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(shard, " is a BACKUP: backup_address is for primaries"));
+      }
+      return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(shard, " has an unknown role"));
+  }
+}
+
+ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
+                       const OptimizerConfig& optimizer, uint32_t num_workers,
+                       const ShardSpec& spec) {
+  ShardConfig config;
+  config.job_id = job_id;
+  config.table = spec.table();
+  config.range = spec.range();
+  config.consistency = consistency;
+  config.optimizer = optimizer;
+  config.num_workers = num_workers;
+  return config;
+}
+
+}  // namespace psrv
