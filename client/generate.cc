@@ -13,8 +13,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "client/coordinator_client.h"
-#include "client/format.h"
 #include "client/job_parameters.h"
+#include "common/format.h"
 #include "worker/model/language_model.h"
 #include "worker/model/tokenizer.h"
 
