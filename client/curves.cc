@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -16,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "common/files.h"
 #include "common/subprocess.h"
 
 namespace psrv {
@@ -126,11 +126,8 @@ absl::StatusOr<CurveFiles> WriteCurves(const JobStatus& job, const std::string& 
     return absl::InvalidArgumentError(
         absl::StrCat("job ", job.job_id(), " has no training curve yet (no progress reported)"));
   }
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", error.message()));
-  }
+  absl::Status created = CreateDirectories(dir);
+  if (!created.ok()) return created;
   const std::string stem = absl::StrCat(dir, "/", FileStem(job.job_id()));
   CurveFiles files;
   files.csv = stem + ".csv";

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "client/commands.h"
+#include "client/command_env.h"
 
 namespace psrv {
 

@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "client/commands.h"
+#include "client/command_env.h"
 
 namespace psrv {
 

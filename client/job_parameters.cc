@@ -15,7 +15,7 @@ absl::Status WithContext(const std::string& context, const absl::Status& status)
 }
 
 absl::StatusOr<JobStatus> GetJobWithParameters(const CommandEnv& env, const std::string& job_id) {
-  CoordinatorClient client(CoordinatorClientOptions{env.coordinator, env.timeout});
+  CoordinatorClient client = MakeCoordinatorClient(env);
   absl::StatusOr<JobStatus> job = client.GetJob(job_id);
   if (!job.ok()) return job.status();
   if (job->shard_map().shards_size() == 0) {

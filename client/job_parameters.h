@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "client/commands.h"
+#include "client/command_env.h"
 #include "proto/job.pb.h"
 
 namespace psrv {

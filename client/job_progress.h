@@ -11,7 +11,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/format.h"
+#include "common/format.h"
 #include "proto/job.pb.h"
 
 namespace psrv {

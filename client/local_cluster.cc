@@ -19,7 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "common/status.h"
+#include "common/status_macros.h"
 #include "tools/cpp/runfiles/runfiles.h"
 
 namespace psrv {

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "client/format.h"
+#include "common/format.h"
 
 namespace psrv {
 namespace {

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "client/format.h"
+#include "common/format.h"
 #include "common/job_spec.h"
 #include "coordinator/svg_chart.h"
 #include "google/protobuf/util/json_util.h"

@@ -4,7 +4,6 @@
 #include "server/shard_store.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <tuple>
 #include <utility>
 

@@ -139,9 +139,6 @@ absl::Status CheckWireDType(DType dtype);
 // Bytes per value of a wire dtype (FP32 4, BF16 2).
 size_t WireBytesPerValue(DType dtype);
 
-// mkdir -p. INTERNAL with the OS error.
-absl::Status MakeDirectories(const std::string& path);
-
 }  // namespace psrv
 
 #endif  // PSRV_SERVER_SHARD_STORE_H_

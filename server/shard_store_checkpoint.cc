@@ -1,7 +1,6 @@
 // ShardStore::SaveCheckpoint (shard_store.h): every primary shard of a job snapshots itself at a
 // version, and the store's writer thread writes the files (never a gRPC thread).
 #include <algorithm>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <utility>
@@ -9,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/files.h"
 #include "server/checkpoint.h"
 #include "server/shard_store.h"
 
@@ -30,7 +30,7 @@ struct CheckpointRound {
     if (result.ok()) {
       const std::string dir =
           absl::StrCat(directory, "/", checkpoint->job_id, "/v", checkpoint->version);
-      result = MakeDirectories(dir);
+      result = CreateDirectories(dir, absl::StrCat("directory ", dir));
       file.set_table(checkpoint->table);
       *file.mutable_range() = checkpoint->range;
       file.set_version(checkpoint->version);
@@ -58,16 +58,6 @@ struct CheckpointRound {
 };
 
 }  // namespace
-
-absl::Status MakeDirectories(const std::string& path) {
-  std::error_code error;
-  std::filesystem::create_directories(path, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat("cannot create directory ", path, ": ",
-                                            error.message()));
-  }
-  return absl::OkStatus();
-}
 
 void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckpointCallback done) {
   if (request.directory().empty()) {

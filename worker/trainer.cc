@@ -16,6 +16,7 @@
 #include "common/model_layout.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 #include "worker/compute.h"
 #include "worker/data/corpus.h"
 #include "worker/model/language_model.h"
@@ -29,35 +30,6 @@
 
 namespace psrv {
 namespace {
-
-// The byte-level model may emit bytes that are not valid UTF-8; protobuf strings must be. Invalid
-// bytes become '?'.
-std::string ToValidUtf8(const std::string& bytes) {
-  std::string out;
-  out.reserve(bytes.size());
-  size_t i = 0;
-  while (i < bytes.size()) {
-    const unsigned char c = bytes[i];
-    int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    bool valid = len > 0 && i + len <= bytes.size();
-    for (int k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(bytes[i + k]) >> 6) == 0x2;
-    if (valid && len > 1) {
-      // Reject overlong encodings, surrogates and code points above U+10FFFF.
-      uint32_t cp = c & (0xff >> (len + 1));
-      for (int k = 1; k < len; ++k) cp = (cp << 6) | (bytes[i + k] & 0x3f);
-      static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-      valid = cp >= kMin[len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
-    }
-    if (valid) {
-      out.append(bytes, i, len);
-      i += len;
-    } else {
-      out.push_back('?');
-      ++i;
-    }
-  }
-  return out;
-}
 
 // Ordinary progress reports are a single attempt: training goes on while the coordinator is away
 // (e.g. restarting), and the next report carries the same totals. The last report of a job (done,

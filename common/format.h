@@ -1,8 +1,8 @@
-// Text formatting for psctl: human-readable sizes, counts and durations, the training progress bar,
-// and aligned tables. Pure functions of their inputs (no clock, no terminal), so they are
-// unit-tested.
-#ifndef PSRV_CLIENT_FORMAT_H_
-#define PSRV_CLIENT_FORMAT_H_
+// Text formatting shared by psctl and the coordinator's status page: human-readable sizes, counts
+// and durations, the training progress bar, and aligned tables. Pure functions of their inputs (no
+// clock, no terminal), so they are unit-tested.
+#ifndef PSRV_COMMON_FORMAT_H_
+#define PSRV_COMMON_FORMAT_H_
 
 #include <cstdint>
 #include <optional>
@@ -82,4 +82,4 @@ class Table {
 
 }  // namespace psrv
 
-#endif  // PSRV_CLIENT_FORMAT_H_
+#endif  // PSRV_COMMON_FORMAT_H_

@@ -1,5 +1,5 @@
-// Formatting helpers for psctl's tables and progress bar.
-#include "client/format.h"
+// Formatting of sizes, counts, durations, the progress bar and tables (see format.h).
+#include "common/format.h"
 
 #include <nlohmann/json.hpp>
 
@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/utf8.h"
 
 namespace psrv {
 namespace {
@@ -26,35 +27,6 @@ void Pad(std::string* out, std::size_t n) { out->append(n, ' '); }
 
 void RStripBlanks(std::string* line) {
   while (!line->empty() && line->back() == ' ') line->pop_back();
-}
-
-// Length of the valid UTF-8 sequence at the start of `s`, or 0 if it is not valid.
-std::size_t Utf8SequenceLength(absl::string_view s) {
-  const unsigned char c = s[0];
-  std::size_t n;
-  uint32_t min;
-  if (c < 0x80) return 1;
-  if ((c & 0xE0) == 0xC0) {
-    n = 2;
-    min = 0x80;
-  } else if ((c & 0xF0) == 0xE0) {
-    n = 3;
-    min = 0x800;
-  } else if ((c & 0xF8) == 0xF0) {
-    n = 4;
-    min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (s.size() < n) return 0;
-  uint32_t cp = c & (0x7F >> n);
-  for (std::size_t i = 1; i < n; ++i) {
-    const unsigned char cc = s[i];
-    if ((cc & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (cc & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
 }
 
 }  // namespace
@@ -139,23 +111,11 @@ std::string ProgressLine(const ProgressInfo& info, int bar_width) {
 }
 
 std::string PrintableText(absl::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  while (!text.empty()) {
-    const unsigned char c = text[0];
-    if (c < 0x80) {
-      out += (c >= 0x20 && c != 0x7f) || c == '\n' || c == '\t' ? static_cast<char>(c) : '?';
-      text.remove_prefix(1);
-      continue;
-    }
-    const std::size_t n = Utf8SequenceLength(text);
-    if (n == 0) {
-      out += '?';
-      text.remove_prefix(1);
-    } else {
-      out.append(text.data(), n);
-      text.remove_prefix(n);
-    }
+  // Valid multi-byte UTF-8 sequences hold no byte below 0x80: only ASCII can be a control character.
+  std::string out = ToValidUtf8(text);
+  for (char& c : out) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f) c = '?';
   }
   return out;
 }
