@@ -1,0 +1,99 @@
+#include "worker/progress_reporter.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <glog/logging.h>
+#include <grpcpp/client_context.h>
+
+#include "absl/time/clock.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+#include "common/utf8.h"
+
+namespace psrv {
+namespace {
+
+// See ProgressReporter::Report.
+constexpr absl::Duration kProgressReportTimeout = absl::Seconds(2);
+constexpr absl::Duration kFinalReportTimeout = absl::Seconds(5);
+constexpr absl::Duration kFinalReportPatience = absl::Minutes(2);
+constexpr absl::Duration kFinalReportMaxBackoff = absl::Seconds(1);
+
+}  // namespace
+
+void ProgressReporter::ReportUnreachable(const std::string& address) {
+  if (stub_ == nullptr) return;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kProgressReportTimeout));
+  ReportUnreachableRequest request;
+  request.set_node_id(node_id_);
+  request.set_address(address);
+  ReportUnreachableResponse response;
+  grpc::Status status = stub_->ReportUnreachable(&context, request, &response);
+  if (!status.ok()) {
+    LOG_EVERY_N(WARNING, 10) << "reporting " << address << ": " << status.error_message();
+  }
+}
+
+absl::StatusOr<ShardMap> ProgressReporter::CurrentShardMap() {
+  if (stub_ == nullptr) return absl::UnavailableError("no coordinator");
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kProgressReportTimeout));
+  GetShardMapRequest request;
+  request.set_job_id(assignment_.job_id());
+  ShardMap map;
+  RETURN_IF_ERROR(FromGrpcStatus(stub_->GetShardMap(&context, request, &map), "GetShardMap"));
+  return map;
+}
+
+bool ProgressReporter::Report(uint64_t step, float loss, float tokens_per_sec, float val_loss,
+                              bool done, const std::string& error, const std::string& sample) {
+  if (stub_ == nullptr) return false;
+  ReportProgressRequest request;
+  request.set_job_id(assignment_.job_id());
+  request.set_node_id(node_id_);
+  request.set_rank(assignment_.rank());
+  request.set_step(step);
+  request.set_loss(std::isfinite(loss) ? loss : 0.0f);
+  request.set_tokens_per_sec(tokens_per_sec);
+  request.set_val_loss(std::isfinite(val_loss) ? val_loss : 0.0f);
+  request.set_step_seconds(step_seconds_);
+  request.set_done(done);
+  request.set_error(ToValidUtf8(error));
+  request.set_sample(ToValidUtf8(sample));
+  const bool last = done || !error.empty();
+  const absl::Time give_up = absl::Now() + kFinalReportPatience;
+  absl::Duration backoff = absl::Milliseconds(100);
+  for (int attempt = 1;; ++attempt) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(
+        absl::Now() + (last ? kFinalReportTimeout : kProgressReportTimeout)));
+    context.set_wait_for_ready(last);  // Through a coordinator's restart (see Membership).
+    ReportProgressResponse response;
+    grpc::Status status = stub_->ReportProgress(&context, request, &response);
+    if (status.ok()) {
+      if (attempt > 1) LOG(INFO) << "final report of step " << step << " delivered";
+      return response.cancel();
+    }
+    if (!last) {
+      LOG_EVERY_N(WARNING, 20) << "progress report of step " << step
+                               << " skipped (training goes on): " << status.error_message();
+      return false;
+    }
+    const bool unreachable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                             status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (!unreachable || absl::Now() + backoff > give_up || cancel_->load()) {
+      LOG(ERROR) << "final report of job " << assignment_.job_id() << " (step " << step
+                 << ") failed after " << attempt << " attempt(s): " << status.error_message();
+      return false;
+    }
+    LOG_EVERY_N(WARNING, 10) << "final report: coordinator unreachable ("
+                             << status.error_message() << "); retrying for up to "
+                             << absl::FormatDuration(kFinalReportPatience);
+    absl::SleepFor(backoff);
+    backoff = std::min(2 * backoff, kFinalReportMaxBackoff);
+  }
+}
+
+}  // namespace psrv
