@@ -5,9 +5,11 @@
 
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
 
@@ -48,6 +50,15 @@ nlohmann::ordered_json MachineInfo() {
   std::getline(loadavg, load);
   machine["loadavg_at_start"] = load;
   return machine;
+}
+
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string line;
+  std::getline(in, line);
+  std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+  if (fields.size() < 3) return "unknown";
+  return absl::StrCat(fields[0], " ", fields[1], " ", fields[2]);
 }
 
 }  // namespace psrv
