@@ -20,7 +20,11 @@ class ClusterTest : public ::testing::Test {
     ClusterCoordinator::Options& options = options_;
     options.heartbeat_interval = absl::Milliseconds(100);
     options.clock = [this] { return now_; };
+    // The fakes answer at once: every Tick waits for all its replies (and its effects are seen
+    // when it returns). The coordinator calls them from several threads at once: they lock.
+    options.reply_wait = absl::InfiniteDuration();
     options.create_shards = [this](const std::string& address, const CreateShardsRequest& r) {
+      absl::MutexLock lock(&fake_mu_);
       created_[address].push_back(r);
       for (const CheckpointFile& file : r.restore_from()) {
         if (file.version() == corrupt_version_) return absl::DataLossError("CRC mismatch");
@@ -34,6 +38,7 @@ class ClusterTest : public ::testing::Test {
     // One file per shard created on the server.
     options.save_checkpoint = [this](const std::string& address, const SaveCheckpointRequest& r)
         -> absl::StatusOr<SaveCheckpointResponse> {
+      absl::MutexLock lock(&fake_mu_);
       SaveCheckpointResponse response;
       for (const ShardSpec& shard : created_[address].back().shards()) {
         if (shard.role() == BACKUP) continue;  // Only primaries are written.
@@ -46,6 +51,7 @@ class ClusterTest : public ::testing::Test {
       return response;
     };
     options.set_workers = [this](const std::string& address, const SetWorkersRequest& r) {
+      absl::MutexLock lock(&fake_mu_);
       worker_sets_.push_back(address + " " + absl::StrJoin(r.from_step(), ",", [](std::string* out, uint64_t s) {
         absl::StrAppend(out, s == UINT64_MAX ? "never" : absl::StrCat(s));
       }));
@@ -53,6 +59,7 @@ class ClusterTest : public ::testing::Test {
     };
     options.promote = [this](const std::string& address, const PromoteRequest& r)
         -> absl::StatusOr<PromoteResponse> {
+      absl::MutexLock lock(&fake_mu_);
       promoted_.push_back(address + " " + r.failed_address());
       if (!promote_status_.ok()) return promote_status_;
       PromoteResponse response;
@@ -65,7 +72,7 @@ class ClusterTest : public ::testing::Test {
     };
     options.add_backup = [this](const std::string& address, const AddBackupRequest& r)
         -> absl::StatusOr<AddBackupResponse> {
-      absl::MutexLock lock(&fake_mu_);  // Called on the coordinator's background threads.
+      absl::MutexLock lock(&fake_mu_);
       backups_added_.push_back(address + " " + r.table() + " " + r.backup_address());
       return AddBackupResponse();
     };
@@ -75,6 +82,7 @@ class ClusterTest : public ::testing::Test {
       return server_statuses_[address];
     };
     options.drop_job = [this](const std::string& address, const std::string& job_id) {
+      absl::MutexLock lock(&fake_mu_);
       dropped_.push_back(address + " " + job_id);
       return absl::OkStatus();
     };

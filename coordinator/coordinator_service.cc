@@ -1,6 +1,6 @@
 #include "coordinator/coordinator_service.h"
 
-#include "common/status.h"
+#include "common/grpc_status.h"
 
 namespace psrv {
 namespace {

@@ -49,14 +49,7 @@ class FaultTest : public ::testing::Test {
 
   // Polls until `done(status)` or 120 s; fails the test on timeout or when the job ended first.
   JobStatus WaitFor(const std::string& job, const std::function<bool(const JobStatus&)>& done) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(120);
-    while (absl::Now() < deadline) {
-      absl::StatusOr<JobStatus> status = client_->GetJob(job);
-      if (status.ok() && done(*status)) return *status;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ADD_FAILURE() << "timed out waiting on " << job << "; logs in " << log_dir_;
-    return client_->GetJob(job).value_or(JobStatus());
+    return WaitForJob(client_.get(), job, done, absl::Seconds(120), log_dir_);
   }
 
   JobStatus WaitForEnd(const std::string& job) {
@@ -64,15 +57,7 @@ class FaultTest : public ::testing::Test {
   }
 
   // The local-cluster name ("server 1") of the server at `address` (127.0.0.1:port).
-  std::string ServerNamed(const std::string& address) {
-    for (int i = 0; i < 8; ++i) {
-      const std::string port = ReadFile(absl::StrCat(log_dir_, "/server-", i, ".port"));
-      if (!port.empty() && absl::StrCat("127.0.0.1:", std::stoi(port)) == address) {
-        return absl::StrCat("server ", i);
-      }
-    }
-    return "";
-  }
+  std::string ServerNamed(const std::string& address) { return LocalServerName(log_dir_, address); }
 
   std::string log_dir_;
   std::unique_ptr<LocalCluster> cluster_;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/subprocess.h"
 #include "gtest/gtest.h"
@@ -60,6 +61,29 @@ LocalClusterOptions TestClusterOptions(const std::string& log_dir, int servers, 
   options.num_workers = workers;
   options.log_dir = log_dir;
   return options;
+}
+
+std::string LocalServerName(const std::string& log_dir, const std::string& address) {
+  for (int i = 0; i < 8; ++i) {
+    const std::string port = ReadFile(absl::StrCat(log_dir, "/server-", i, ".port"));
+    if (!port.empty() && absl::StrCat("127.0.0.1:", std::stoi(port)) == address) {
+      return absl::StrCat("server ", i);
+    }
+  }
+  return "";
+}
+
+JobStatus WaitForJob(CoordinatorClient* client, const std::string& job,
+                     const std::function<bool(const JobStatus&)>& done, absl::Duration timeout,
+                     const std::string& log_dir) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    absl::StatusOr<JobStatus> status = client->GetJob(job);
+    if (status.ok() && done(*status)) return *status;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ADD_FAILURE() << "timed out waiting on " << job << "; logs in " << log_dir;
+  return client->GetJob(job).value_or(JobStatus());
 }
 
 size_t CountDifferent(const std::vector<float>& a, const std::vector<float>& b) {

@@ -3,9 +3,12 @@
 #ifndef PSRV_TESTS_TEST_UTIL_H_
 #define PSRV_TESTS_TEST_UTIL_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
+#include "client/coordinator_client.h"
 #include "client/local_cluster.h"
 #include "proto/job.pb.h"
 
@@ -28,6 +31,16 @@ int RunPsctl(const std::string& coordinator, const std::string& log_dir,
 // Options for a LocalCluster of the built binaries (from runfiles) with `servers` servers and
 // `workers` workers, logging to `log_dir`.
 LocalClusterOptions TestClusterOptions(const std::string& log_dir, int servers, int workers);
+
+// The LocalCluster name ("server 1") of the server at `address` (127.0.0.1:port) of the cluster
+// logging to `log_dir` ("" if none of its first 8 servers).
+std::string LocalServerName(const std::string& log_dir, const std::string& address);
+
+// Polls job `job` until `done(status)` or `timeout`; fails the test on timeout (naming the logs
+// in `log_dir`) and returns the job's last status.
+JobStatus WaitForJob(CoordinatorClient* client, const std::string& job,
+                     const std::function<bool(const JobStatus&)>& done, absl::Duration timeout,
+                     const std::string& log_dir);
 
 // How many of the two (equally long) parameter vectors' elements differ, bit for bit.
 size_t CountDifferent(const std::vector<float>& a, const std::vector<float>& b);

@@ -1,0 +1,172 @@
+#include "coordinator/membership.h"
+
+#include <glog/logging.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
+
+namespace psrv {
+
+absl::StatusOr<std::string> Membership::IdFor(const RegisterRequest& request) {
+  ClusterState& state = cluster_.state;
+  const std::string& id = request.node_id();
+  if (id.empty()) return absl::StrCat(NodeIdPrefix(request.role()), state.next_node++);
+  auto known = state.nodes.find(id);
+  if (known != state.nodes.end()) {
+    if (known->second.info.role() != request.role()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "node ", id, " is a ", NodeRole_Name(known->second.info.role()),
+          "; it cannot register again as a ", NodeRole_Name(request.role())));
+    }
+    return id;
+  }
+  // Forgotten (a restart without state): give the id back, and never hand it out again.
+  std::optional<uint64_t> number = NodeNumber(id, request.role());
+  if (!number.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("node_id \"", id, "\" is not an id of a ", NodeRole_Name(request.role()),
+                     " (", NodeIdPrefix(request.role()), "N)"));
+  }
+  state.next_node = std::max(state.next_node, *number + 1);
+  return id;
+}
+
+absl::StatusOr<RegisterResponse> Membership::Register(const RegisterRequest& request) {
+  if (request.role() != SERVER && request.role() != WORKER) {
+    return absl::InvalidArgumentError("role must be SERVER or WORKER");
+  }
+  if (request.address().empty()) return absl::InvalidArgumentError("address must be set");
+  absl::MutexLock lock(&cluster_.mu);
+  ClusterState& state = cluster_.state;
+  const bool returning = !request.node_id().empty() && state.nodes.count(request.node_id()) == 0;
+  absl::StatusOr<std::string> id = IdFor(request);
+  if (!id.ok()) return id.status();
+  Node& node = state.nodes[*id];
+  node.info.set_node_id(*id);
+  node.info.set_role(request.role());
+  node.info.set_address(request.address());
+  node.last_heartbeat = state.Now();
+  node.unconfirmed = false;
+  if (returning) state.Reattach(&node);
+  state.SaveNode(*id);
+  RegisterResponse response;
+  response.set_node_id(*id);
+  response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(cluster_.options.heartbeat_interval));
+  return response;
+}
+
+absl::StatusOr<HeartbeatResponse> Membership::Heartbeat(const HeartbeatRequest& request) {
+  absl::MutexLock lock(&cluster_.mu);
+  ClusterState& state = cluster_.state;
+  auto it = state.nodes.find(request.node_id());
+  if (it == state.nodes.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown node \"", request.node_id(), "\"; register again"));
+  }
+  Node& node = it->second;
+  node.last_heartbeat = state.Now();
+  node.unreachable = false;  // It is alive after all.
+  node.unconfirmed = false;
+  HeartbeatResponse response;
+  for (const std::string& hosted : node.hosted_jobs) {
+    auto job = state.jobs.find(hosted);
+    if (job != state.jobs.end() && IsTerminal(job->second.status.state())) {
+      response.add_ended_jobs(hosted);
+    }
+  }
+  if (node.cancel) {
+    response.set_cancel(true);
+    node.cancel = false;
+  }
+  if (!node.job_id.empty()) Assign(&node, &response);
+  return response;
+}
+
+void Membership::Assign(Node* node, HeartbeatResponse* response) {
+  ClusterState& state = cluster_.state;
+  const std::string& node_id = node->info.node_id();
+  auto found = state.jobs.find(node->job_id);
+  if (found == state.jobs.end()) {
+    node->job_id.clear();
+    state.SaveNode(node_id);
+    return;
+  }
+  const Job& job = found->second;
+  const JobState job_state = job.status.state();
+  if (job_state == RUNNING && !job.done[node->rank] && job.workers[node->rank] == node_id) {
+    WorkAssignment* assignment = response->mutable_assignment();
+    assignment->set_job_id(node->job_id);
+    *assignment->mutable_spec() = job.status.spec();
+    assignment->set_rank(node->rank);
+    *assignment->mutable_shard_map() = job.status.shard_map();
+    uint64_t start = job.status.resumed_from_step() + 1;
+    if (static_cast<int>(node->rank) < job.status.workers_size()) {
+      start = std::max(start, job.status.workers(node->rank).start_step());
+    }
+    assignment->set_start_step(start);
+    assignment->set_attempt(job.status.restarts());
+  } else if (job_state == FAILED || job_state == CANCELLED) {
+    response->set_cancel(true);
+    node->job_id.clear();
+    state.SaveNode(node_id);
+  } else if (job_state == SUCCEEDED) {
+    node->job_id.clear();
+    state.SaveNode(node_id);
+  }
+}
+
+absl::Status Membership::Leave(const std::string& node_id) {
+  absl::MutexLock lock(&cluster_.mu);
+  if (cluster_.state.nodes.erase(node_id) == 0) {
+    return absl::NotFoundError(absl::StrCat("unknown node \"", node_id, "\""));
+  }
+  cluster_.state.SaveNode(node_id);  // Deletes its record.
+  return absl::OkStatus();
+}
+
+ListNodesResponse Membership::ListNodes() {
+  absl::MutexLock lock(&cluster_.mu);
+  const ClusterState& state = cluster_.state;
+  const absl::Time now = state.Now();
+  ListNodesResponse response;
+  for (const auto& [id, node] : state.nodes) {
+    NodeInfo* info = response.add_nodes();
+    *info = node.info;
+    info->set_health(state.HealthOf(node, now));
+    info->set_last_heartbeat_ms(Millis(node.last_heartbeat));
+    info->set_job_id(node.job_id);
+    info->set_rank(node.rank);
+  }
+  return response;
+}
+
+absl::Status Membership::ReportUnreachable(const std::string& address) {
+  if (address.empty()) return absl::InvalidArgumentError("address must be set");
+  absl::MutexLock lock(&cluster_.mu);
+  for (auto& [id, node] : cluster_.state.nodes) {
+    if (node.info.role() != SERVER || node.info.address() != address) continue;
+    if (node.probing || node.unreachable || !cluster_.options.probe) return absl::OkStatus();
+    node.probing = cluster_.calls.Start([this, id = id, address] { Probe(id, address); });
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("no server registered at ", address));
+}
+
+void Membership::Probe(const std::string& node_id, const std::string& address) {
+  absl::Status status = cluster_.options.probe(address);
+  if (!status.ok()) status = cluster_.options.probe(address);
+  absl::MutexLock lock(&cluster_.mu);
+  auto node = cluster_.state.nodes.find(node_id);
+  if (node == cluster_.state.nodes.end()) return;
+  node->second.probing = false;
+  if (!status.ok()) {
+    LOG(WARNING) << "server " << node_id << " at " << address
+                 << " was reported unreachable and does not answer: " << status;
+    node->second.unreachable = true;
+  }
+}
+
+}  // namespace psrv

@@ -1,0 +1,43 @@
+// Membership: servers and workers register, send heartbeats and leave; their health; a server a
+// worker found unreachable is probed. Heartbeat replies carry workers' assignments.
+#ifndef PSRV_COORDINATOR_MEMBERSHIP_H_
+#define PSRV_COORDINATOR_MEMBERSHIP_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "coordinator/cluster_state.h"
+#include "proto/coordinator.pb.h"
+
+namespace psrv {
+
+// Thread-safe: every method takes the cluster's lock (and no call to a server is made under it).
+class Membership {
+ public:
+  explicit Membership(ClusterContext cluster) : cluster_(cluster) {}
+
+  // RPC semantics are those of proto/coordinator.proto.
+  absl::StatusOr<RegisterResponse> Register(const RegisterRequest& request);
+  absl::StatusOr<HeartbeatResponse> Heartbeat(const HeartbeatRequest& request);
+  absl::Status Leave(const std::string& node_id);
+  ListNodesResponse ListNodes();
+  // See ClusterCoordinator::ReportUnreachable.
+  absl::Status ReportUnreachable(const std::string& address);
+
+ private:
+  // The id a registering node gets (its own, or a new one); advances the id counter past it.
+  absl::StatusOr<std::string> IdFor(const RegisterRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(cluster_.mu);
+  // Puts the assignment of worker `node` (if its job runs) into `response`, or forgets a job
+  // that ended.
+  void Assign(Node* node, HeartbeatResponse* response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(cluster_.mu);
+  // Probes the server (twice) and, if it does not answer, marks it unreachable: DEAD.
+  void Probe(const std::string& node_id, const std::string& address);
+
+  ClusterContext cluster_;
+};
+
+}  // namespace psrv
+
+#endif  // PSRV_COORDINATOR_MEMBERSHIP_H_
