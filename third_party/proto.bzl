@@ -1,6 +1,6 @@
 """cc_grpc_proto: C++ code for one .proto (messages and, if it has services, gRPC stubs) via protoc."""
 
-def cc_grpc_proto(name, src, deps = [], proto_deps = [], grpc = True):
+def cc_grpc_proto(name, src, deps = [], proto_deps = [], grpc = True, visibility = None):
     """Generates <base>.pb.{h,cc} (and <base>.grpc.pb.{h,cc}) for `src` and wraps them in a cc_library.
 
     Args:
@@ -9,6 +9,7 @@ def cc_grpc_proto(name, src, deps = [], proto_deps = [], grpc = True):
       deps: cc_grpc_proto targets whose messages `src` imports.
       proto_deps: the .proto files `src` imports (protoc needs them to resolve imports).
       grpc: whether `src` defines services.
+      visibility: the cc_library's visibility (default: the package's).
     """
     base = src[:-len(".proto")]
     outs = [base + ".pb.h", base + ".pb.cc"]
@@ -26,5 +27,5 @@ def cc_grpc_proto(name, src, deps = [], proto_deps = [], grpc = True):
         srcs = [o for o in outs if o.endswith(".cc")],
         hdrs = [o for o in outs if o.endswith(".h")],
         deps = deps + ["//third_party:protobuf"] + (["//third_party:grpc"] if grpc else []),
-        visibility = ["//visibility:public"],
+        visibility = visibility,
     )
