@@ -4,18 +4,16 @@
 #include "worker/resilient_client.h"
 
 #include <atomic>
-#include <cstring>
-#include <map>
 #include <memory>
-#include <set>
+#include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "common/buffer_pool.h"
 #include "common/initializer.h"
 #include "common/key_range.h"
 #include "gtest/gtest.h"
 #include "server/shard_store.h"
+#include "worker/testing/fake_cluster.h"
 
 namespace psrv {
 namespace {
@@ -31,107 +29,6 @@ TableSpec Table() {
   t.mutable_init()->set_seed(5);
   return t;
 }
-
-// A server in memory. `down`: every call answers UNAVAILABLE (a crashed server).
-struct FakeServer {
-  explicit FakeServer(ShardStore::Options options = {}) : store(std::move(options)) {}
-  ShardStore store;
-  std::atomic<bool> down{false};
-  std::atomic<int> calls{0};
-};
-
-// The servers by address, and the transports the client makes to them.
-class FakeCluster {
- public:
-  FakeServer* Add(const std::string& address, ShardStore::Options options = {}) {
-    servers_[address] = std::make_unique<FakeServer>(std::move(options));
-    return servers_[address].get();
-  }
-  FakeServer* at(const std::string& address) { return servers_.at(address).get(); }
-
-  ServerTransportFactory Factory() {
-    return [this](const std::string& address, int) -> std::unique_ptr<ServerTransport> {
-      return std::make_unique<Transport>(servers_.at(address).get());
-    };
-  }
-
- private:
-  // Answers each call at most once: from the store, or CANCELLED by CancelAll first.
-  class Transport : public ServerTransport {
-   public:
-    explicit Transport(FakeServer* server) : server_(server) {}
-
-    void Pull(const PullRequest& request, int, absl::Time, char* destination, size_t bytes,
-              PullDone done) override {
-      ++server_->calls;
-      if (server_->down) return done(absl::UnavailableError("server down"), 0);
-      auto once = Track([done](absl::Status s) { done(s, 0); });
-      server_->store.Pull(request, [this, once, destination, bytes, done](
-                                       absl::Status status, uint64_t version, PullPayload values) {
-        if (!Claim(once)) return;
-        if (status.ok() && values.size() != bytes) status = absl::DataLossError("size");
-        if (status.ok()) std::memcpy(destination, values.data(), bytes);
-        done(status, version);
-      });
-    }
-
-    void Push(const PushRequest& request, int, absl::Time, const void* payload, size_t bytes,
-              Done done, std::function<void()> released) override {
-      ++server_->calls;
-      PooledBuffer copy = BufferPool::Global()->Acquire(bytes);
-      std::memcpy(copy.data(), payload, bytes);
-      released();
-      if (server_->down) return done(absl::UnavailableError("server down"));
-      auto once = Track(done);
-      server_->store.Push(request, std::move(copy), [this, once, done](absl::StatusOr<uint64_t> v) {
-        if (Claim(once)) done(v.status());
-      });
-    }
-
-    void CommitStep(const CommitStepRequest& request, absl::Time, Done done) override {
-      ++server_->calls;
-      if (server_->down) return done(absl::UnavailableError("server down"));
-      done(server_->store.CommitStep(request));
-    }
-
-    void CancelAll() override {
-      std::vector<std::shared_ptr<Pending>> pending;
-      {
-        absl::MutexLock lock(&mu_);
-        pending.assign(pending_.begin(), pending_.end());
-      }
-      for (const auto& p : pending) {
-        if (Claim(p)) p->cancel(absl::CancelledError("cancelled"));
-      }
-    }
-
-   private:
-    struct Pending {
-      std::function<void(absl::Status)> cancel;
-      bool answered = false;
-    };
-    std::shared_ptr<Pending> Track(std::function<void(absl::Status)> cancel) {
-      auto p = std::make_shared<Pending>();
-      p->cancel = std::move(cancel);
-      absl::MutexLock lock(&mu_);
-      pending_.insert(p);
-      return p;
-    }
-    bool Claim(const std::shared_ptr<Pending>& p) {
-      absl::MutexLock lock(&mu_);
-      if (p->answered) return false;
-      p->answered = true;
-      pending_.erase(p);
-      return true;
-    }
-
-    FakeServer* const server_;
-    absl::Mutex mu_;
-    std::set<std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
-  };
-
-  std::map<std::string, std::unique_ptr<FakeServer>> servers_;
-};
 
 // Table "w" split over `first` ([0, 600)) and `second` ([600, 1000)), as the coordinator maps it.
 ShardMap Map(const std::string& first, const std::string& second, uint64_t epoch = 0) {

@@ -51,6 +51,16 @@ absl::StatusOr<TargetPlan> PlanTargets(const ShardMap& map, const TargetOptions&
                    [](const ShardTarget& a, const ShardTarget& b) {
                      return a.flat_offset < b.flat_offset;
                    });
+  // Equal counts can hide an overlap that makes up for a gap: the chunks must tile the buffer.
+  uint64_t next = 0;
+  for (const ShardTarget& target : plan.targets) {
+    if (target.flat_offset != next) {
+      return absl::InvalidArgumentError(absl::StrCat("shard map has overlapping shards of table \"",
+                                                     target.table, "\" at key ",
+                                                     target.range.begin()));
+    }
+    next += target.count();
+  }
   return plan;
 }
 
