@@ -57,7 +57,8 @@ class ParameterClient {
   // accepted, so pushing a step again to a new shard map (a fail-over) is safe.
   absl::Status Push(uint64_t step, const float* grads, absl::Duration timeout);
 
-  // Servers that answered the last Pull or Push with UNAVAILABLE.
+  // Servers that answered the last Pull or Push with UNAVAILABLE, or did not answer before its
+  // deadline.
   const std::set<std::string>& unreachable() const { return unreachable_; }
 
  private:
