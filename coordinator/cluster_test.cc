@@ -123,6 +123,7 @@ class ClusterTest : public ::testing::Test {
     r.set_done(done);
     r.set_error(error);
     const JobStatus status = cluster_->GetJob(job).value();
+    r.set_attempt(status.restarts());
     if (rank < static_cast<uint32_t>(status.workers_size())) {
       r.set_node_id(status.workers(rank).worker_id());
     }
@@ -291,6 +292,11 @@ TEST_F(ClusterTest, LostServerRestartsTheJobFromItsLatestGoodCheckpoint) {
   ASSERT_TRUE(beat.has_assignment());
   EXPECT_EQ(beat.assignment().start_step(), 9u);
   EXPECT_EQ(beat.assignment().attempt(), 1u);
+  // The same worker runs rank 0 again: a late error of its first run (attempt 0) does not fail
+  // the second one.
+  late.set_attempt(0);
+  EXPECT_TRUE(cluster_->ReportProgress(late)->cancel());
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
   Report(job, 0, 10, 1.0f, /*done=*/true);
   EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
 }

@@ -54,6 +54,7 @@ bool ProgressReporter::Report(uint64_t step, float loss, float tokens_per_sec, f
   request.set_job_id(assignment_.job_id());
   request.set_node_id(node_id_);
   request.set_rank(assignment_.rank());
+  request.set_attempt(assignment_.attempt());
   request.set_step(step);
   request.set_loss(std::isfinite(loss) ? loss : 0.0f);
   request.set_tokens_per_sec(tokens_per_sec);
