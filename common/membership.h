@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -43,6 +44,12 @@ class Membership {
   std::string node_id();
   Coordinator::Stub* stub() { return stub_.get(); }
 
+  // Workers: sends `report` (a run's final report the coordinator could not be reached for)
+  // with every heartbeat until one is answered OK. A later call replaces an earlier report.
+  void CarryFinalReport(const ReportProgressRequest& report);
+  // Whether a carried final report is still waiting for its heartbeat.
+  bool CarriesFinalReport();
+
  private:
   absl::Status RegisterOnce();
   void HeartbeatLoop();
@@ -55,6 +62,8 @@ class Membership {
   absl::Mutex mu_;
   std::string node_id_ ABSL_GUARDED_BY(mu_);
   absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(500);
+  std::optional<ReportProgressRequest> final_report_ ABSL_GUARDED_BY(mu_);
+  uint64_t final_report_serial_ ABSL_GUARDED_BY(mu_) = 0;  // Counts CarryFinalReport calls.
 };
 
 }  // namespace psrv

@@ -514,6 +514,35 @@ TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {
   EXPECT_TRUE(Beat(w2).has_assignment());
 }
 
+TEST_F(ClusterTest, AFinalReportCarriedByAHeartbeatEndsTheJob) {
+  Register(SERVER, "h:1");
+  const std::string w = Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  ASSERT_TRUE(Beat(w).has_assignment());
+  HeartbeatRequest beat;
+  beat.set_node_id(w);
+  ReportProgressRequest* report = beat.mutable_final_report();
+  report->set_job_id(job);
+  report->set_node_id("someone else");
+  report->set_step(10);
+  report->set_done(true);
+  // A node reports only for itself.
+  EXPECT_EQ(cluster_->Heartbeat(beat).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  report->set_node_id(w);
+  ASSERT_TRUE(cluster_->Heartbeat(beat).ok());
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+  EXPECT_EQ(cluster_->GetJob(job)->step(), 10u);
+  // Sent again (its acknowledgement was lost): still acknowledged, nothing changes.
+  ASSERT_TRUE(cluster_->Heartbeat(beat).ok());
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+  // The worker is free for the next job.
+  const std::string next = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(next)->state(), RUNNING);
+}
+
 TEST_F(ClusterTest, WorkerErrorFailsTheJobAndCancelsTheOthers) {
   Register(SERVER, "h:1");
   const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
