@@ -12,6 +12,8 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <string>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -227,11 +229,13 @@ absl::Status LocalCluster::Start() {
 }
 
 absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::LaunchServer(
-    int index) {
+    int index, int port, std::string log_stem) {
   const std::string stem = absl::StrCat("server-", index);
+  if (log_stem.empty()) log_stem = stem;
   const std::string port_file = absl::StrCat(options_.log_dir, "/", stem, ".port");
   std::remove(port_file.c_str());
-  std::vector<std::string> argv = {options_.binaries.server, "--host=127.0.0.1", "--port=0",
+  std::vector<std::string> argv = {options_.binaries.server, "--host=127.0.0.1",
+                                   absl::StrCat("--port=", port),
                                    "--port_file=" + port_file,
                                    "--coordinator=" + coordinator_address_};
   if (options_.unix_sockets) {
@@ -245,7 +249,7 @@ absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::Lau
     argv.push_back(absl::StrCat("--unix_socket=", socket_dir_, "/", stem, ".sock"));
   }
   absl::StatusOr<Process*> server =
-      Launch(absl::StrCat("server ", index), stem, argv, /*may_exit=*/false);
+      Launch(absl::StrCat("server ", index), log_stem, argv, /*may_exit=*/false);
   if (!server.ok()) return server.status();
   return std::make_pair(*server, port_file);
 }
@@ -262,9 +266,11 @@ absl::Status LocalCluster::LaunchWorker(int index) {
 }
 
 int LocalCluster::Count(const std::string& prefix) const {
-  int n = 0;
-  for (const auto& process : processes_) n += absl::StartsWith(process->name, prefix + " ");
-  return n;
+  std::set<std::string> names;  // A server restarted in place is one.
+  for (const auto& process : processes_) {
+    if (absl::StartsWith(process->name, prefix + " ")) names.insert(process->name);
+  }
+  return static_cast<int>(names.size());
 }
 
 absl::Status LocalCluster::AddServer() {
@@ -274,6 +280,20 @@ absl::Status LocalCluster::AddServer() {
 }
 
 absl::Status LocalCluster::AddWorker() { return LaunchWorker(Count("worker")); }
+
+absl::Status LocalCluster::RestartServerInPlace(int index) {
+  const std::string name = absl::StrCat("server ", index);
+  const std::string port_file = absl::StrCat(options_.log_dir, "/server-", index, ".port");
+  absl::StatusOr<int> port = WaitForPortFile(port_file, absl::ZeroDuration());
+  if (!port.ok()) return absl::NotFoundError(absl::StrCat(name, ": no port in ", port_file));
+  RETURN_IF_ERROR(Kill(name, SIGKILL));
+  int restarts = 0;
+  for (const auto& process : processes_) restarts += process->name == name;
+  absl::StatusOr<std::pair<Process*, std::string>> server =
+      LaunchServer(index, *port, absl::StrCat("server-", index, ".restart-", restarts));
+  if (!server.ok()) return server.status();
+  return WaitForPort(server->first, server->second).status();
+}
 
 absl::Status LocalCluster::Kill(const std::string& name, int signal) {
   for (const auto& process : processes_) {
@@ -288,10 +308,13 @@ absl::Status LocalCluster::Kill(const std::string& name, int signal) {
 }
 
 int LocalCluster::PidOf(const std::string& name) const {
+  int pid = -1;  // The running one, after a restart in place.
   for (const auto& process : processes_) {
-    if (process->name == name) return process->subprocess.pid();
+    if (process->name != name) continue;
+    pid = process->subprocess.pid();
+    if (process->subprocess.running()) break;
   }
-  return -1;
+  return pid;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, int>>> LocalCluster::MetricsPorts(

@@ -86,6 +86,11 @@ class LocalCluster {
   // or already stopped process.
   absl::Status Kill(const std::string& name, int signal = SIGKILL);
 
+  // Kills server `index` (SIGKILL) and starts a new ps_server at once on the same port (and Unix
+  // socket), as Kubernetes restarts a pod in place; waits for its port. Its log is
+  // server-<index>.restart-<n>.log.
+  absl::Status RestartServerInPlace(int index);
+
   // Starts the coordinator again (after Kill("coordinator")) on the same port and state file.
   absl::Status RestartCoordinator();
 
@@ -111,7 +116,9 @@ class LocalCluster {
   // Starts the coordinator on `port` (0: any) with its state in log_dir/coordinator.db.
   absl::Status StartCoordinator(int port);
   // Launches server/worker number `index` (servers: returns it with its port file, not waited for).
-  absl::StatusOr<std::pair<Process*, std::string>> LaunchServer(int index);
+  // `port` 0: any; `log_stem` empty: server-<index>.
+  absl::StatusOr<std::pair<Process*, std::string>> LaunchServer(int index, int port = 0,
+                                                                std::string log_stem = "");
   absl::Status LaunchWorker(int index);
   int Count(const std::string& prefix) const;
   std::string Died(Process* process, int exit_code) const;

@@ -23,6 +23,7 @@ absl::Status Membership::RegisterOnce() {
   RegisterRequest request;
   request.set_role(options_.role);
   request.set_address(options_.address);
+  request.set_incarnation(options_.incarnation);
   // Again under the id given before, if any: shard maps and worker ranks name it.
   request.set_node_id(node_id());
   RegisterResponse response;

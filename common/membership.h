@@ -26,6 +26,7 @@ class Membership {
     std::string coordinator;  // host:port
     NodeRole role = ROLE_UNSPECIFIED;
     std::string address;      // This node's address as others should reach it.
+    uint64_t incarnation = 0;  // Servers: RegisterRequest.incarnation.
   };
   // Runs on the heartbeat thread after every successful heartbeat.
   using HeartbeatHandler = std::function<void(const HeartbeatResponse&)>;

@@ -543,6 +543,28 @@ TEST_F(ClusterTest, AFinalReportCarriedByAHeartbeatEndsTheJob) {
   EXPECT_EQ(cluster_->GetJob(next)->state(), RUNNING);
 }
 
+TEST_F(ClusterTest, AServerRestartedInPlaceReplacesTheOldOneAtOnce) {
+  RegisterRequest first;
+  first.set_role(SERVER);
+  first.set_address("h:1");
+  first.set_incarnation(11);
+  const std::string old_id = cluster_->Register(first)->node_id();
+  // The same process registering again (e.g. after a coordinator restart) is not a new one.
+  first.set_node_id(old_id);
+  ASSERT_TRUE(cluster_->Register(first).ok());
+  RegisterRequest again = first;
+  again.clear_node_id();
+  again.set_incarnation(22);  // A new process at the same address.
+  const std::string new_id = cluster_->Register(again)->node_id();
+  ASSERT_NE(new_id, old_id);
+  const ListNodesResponse nodes = cluster_->ListNodes();
+  ASSERT_EQ(nodes.nodes_size(), 2);
+  for (const NodeInfo& node : nodes.nodes()) {
+    EXPECT_EQ(node.health(), node.node_id() == old_id ? DEAD : HEALTHY) << node.node_id();
+    if (node.node_id() == new_id) EXPECT_EQ(node.incarnation(), 22u);
+  }
+}
+
 TEST_F(ClusterTest, WorkerErrorFailsTheJobAndCancelsTheOthers) {
   Register(SERVER, "h:1");
   const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");

@@ -126,8 +126,9 @@ absl::StatusOr<AddBackupResponse> AddBackupOn(const std::string& address,
   return response;
 }
 
-// Any answer within a second (even an error) means the server is there.
-absl::Status ProbeServer(const std::string& address) {
+// Any answer within a second (even an error) means a server is there; its incarnation (0 if its
+// answer was an error).
+absl::StatusOr<uint64_t> ProbeServer(const std::string& address) {
   auto stub = Admin::NewStub(CreateChannel(address));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
@@ -139,7 +140,7 @@ absl::Status ProbeServer(const std::string& address) {
       result.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     return FromGrpcStatus(result, address);
   }
-  return absl::OkStatus();
+  return result.ok() ? status.incarnation() : 0;
 }
 
 absl::Status SetWorkersOn(const std::string& address, const SetWorkersRequest& request) {

@@ -128,7 +128,8 @@ int Run() {
   std::unique_ptr<Membership> membership;
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
     membership = std::make_unique<Membership>(
-        Membership::Options{absl::GetFlag(FLAGS_coordinator), SERVER, address},
+        Membership::Options{absl::GetFlag(FLAGS_coordinator), SERVER, address,
+                            store.incarnation()},
         [&](const HeartbeatResponse& response) {
           absl::MutexLock lock(&ended_mu);
           ended_jobs.insert(response.ended_jobs().begin(), response.ended_jobs().end());
