@@ -1,0 +1,77 @@
+// The process-wide TLS credentials behind CreateChannel and StartGrpcServer.
+#include "common/tls.h"
+
+#include <grpcpp/security/server_credentials.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace psrv {
+namespace {
+
+struct TlsPems {
+  std::string cert;
+  std::string key;
+  std::string ca;
+};
+
+// Set by EnableTls before other threads run; null: insecure.
+const TlsPems* tls_pems = nullptr;
+
+absl::Status ReadPem(const std::string& path, const char* what, std::string* pem) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read the TLS ", what, " ", path, ": ", std::strerror(errno)));
+  }
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  *pem = contents.str();
+  if (pem->find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the TLS ", what, " ", path, " is not a PEM file"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status EnableTls(const TlsFiles& files) {
+  if (files.empty()) return absl::OkStatus();
+  if (files.cert.empty() || files.key.empty() || files.ca.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs all three of --tls_cert, --tls_key and --tls_ca (or none)");
+  }
+  auto pems = std::make_unique<TlsPems>();
+  if (absl::Status s = ReadPem(files.cert, "certificate", &pems->cert); !s.ok()) return s;
+  if (absl::Status s = ReadPem(files.key, "key", &pems->key); !s.ok()) return s;
+  if (absl::Status s = ReadPem(files.ca, "CA certificate", &pems->ca); !s.ok()) return s;
+  delete tls_pems;
+  tls_pems = pems.release();
+  return absl::OkStatus();
+}
+
+bool TlsEnabled() { return tls_pems != nullptr; }
+
+std::shared_ptr<grpc::ChannelCredentials> ProcessChannelCredentials() {
+  if (tls_pems == nullptr) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = tls_pems->ca;
+  options.pem_private_key = tls_pems->key;
+  options.pem_cert_chain = tls_pems->cert;
+  return grpc::SslCredentials(options);
+}
+
+std::shared_ptr<grpc::ServerCredentials> ProcessServerCredentials() {
+  if (tls_pems == nullptr) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.pem_root_certs = tls_pems->ca;
+  options.pem_key_cert_pairs.push_back({tls_pems->key, tls_pems->cert});
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace psrv
