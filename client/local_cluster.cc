@@ -135,7 +135,8 @@ std::string LocalCluster::Died(Process* process, int exit_code) const {
 
 absl::Status MakeLocalClusterCertificates(const std::string& dir) {
   std::vector<CertificateRequest> requests;
-  for (const char* role : {kRoleCoordinator, kRoleServer, kRoleWorker, kRoleOperator, kRoleViewer}) {
+  for (const char* role :
+       {kRoleCoordinator, kRoleServer, kRoleWorker, kRoleOperator, kRoleViewer}) {
     requests.push_back({role, role});
   }
   return MakeLocalCa(dir, requests);

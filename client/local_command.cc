@@ -279,7 +279,8 @@ LocalJobResult StartAndRun(const CommandEnv& env, const LocalFlags& flags, const
   }
   if (!options.tls_dir.empty()) {
     const TlsFiles tls = LocalCaFiles(options.tls_dir, kRoleOperator);
-    *env.out << "mutual TLS on; to talk to this cluster (operator; viewer.crt/.key can only read):\n"
+    *env.out << "mutual TLS on; to talk to this cluster (as operator; viewer.crt/.key only "
+                "read):\n"
              << "  psctl --coordinator " << cluster->coordinator_address() << " --tls-cert "
              << tls.cert << " --tls-key " << tls.key << " --tls-ca " << tls.ca << " job list\n";
   }

@@ -86,4 +86,11 @@ TlsFiles LocalCaFiles(const std::string& dir, const std::string& name) {
                   dir + "/ca.crt"};
 }
 
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> LocalCaCredentials(
+    const std::string& dir, const std::string& name) {
+  TlsFiles files = LocalCaFiles(dir, name);
+  if (name.empty()) files.cert = files.key = "";
+  return MakeChannelCredentials(files);
+}
+
 }  // namespace psrv

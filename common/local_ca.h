@@ -4,10 +4,14 @@
 #ifndef PSRV_COMMON_LOCAL_CA_H_
 #define PSRV_COMMON_LOCAL_CA_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include <grpcpp/security/credentials.h>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/tls.h"
 
 namespace psrv {
@@ -28,6 +32,11 @@ absl::Status MakeLocalCa(const std::string& dir, const std::vector<CertificateRe
 
 // The files of certificate `name` in `dir` made by MakeLocalCa, for EnableTls or --tls_* flags.
 TlsFiles LocalCaFiles(const std::string& dir, const std::string& name);
+
+// Channel credentials of certificate `name` in `dir` ("": TLS with the CA, but no client
+// certificate), for tests and tools that talk as several identities (common/tls.h).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> LocalCaCredentials(
+    const std::string& dir, const std::string& name);
 
 }  // namespace psrv
 

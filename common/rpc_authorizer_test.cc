@@ -5,9 +5,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <iterator>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <grpcpp/client_context.h>
@@ -112,19 +109,12 @@ class MutualTlsServerTest : public ::testing::Test {
     return stub->GetStatus(&context, GetStatusRequest(), &response);
   }
 
+  // Credentials of certificate `name` ("": TLS with the CA but no client certificate).
   static std::shared_ptr<grpc::ChannelCredentials> As(const std::string& name) {
-    const TlsFiles files = LocalCaFiles(*dir_, name);
-    auto read = [](const std::string& path) {
-      std::ifstream in(path);
-      return std::string(std::istreambuf_iterator<char>(in), {});
-    };
-    grpc::SslCredentialsOptions options;
-    options.pem_root_certs = read(files.ca);
-    if (name != "") {
-      options.pem_cert_chain = read(files.cert);
-      options.pem_private_key = read(files.key);
-    }
-    return grpc::SslCredentials(options);
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        LocalCaCredentials(*dir_, name);
+    EXPECT_TRUE(credentials.ok()) << credentials.status();
+    return credentials.ok() ? *credentials : grpc::InsecureChannelCredentials();
   }
 
   static std::string* dir_;

@@ -114,7 +114,9 @@ TEST(RpcRolesTest, ArchitectureDocShowsTheSameTable) {
   std::vector<std::pair<std::string, std::string>> code_rows;
   for (const RpcRoleRule& rule : RpcRoleTable()) code_rows.emplace_back(rule.method, Roles(rule));
   std::string expected;
-  for (const auto& [method, roles] : code_rows) absl::StrAppend(&expected, "| `", method, "` | ", roles, " |\n");
+  for (const auto& [method, roles] : code_rows) {
+    absl::StrAppend(&expected, "| `", method, "` | ", roles, " |\n");
+  }
   EXPECT_EQ(doc_rows, code_rows) << "docs/ARCHITECTURE.md's role table should read:\n" << expected;
 }
 

@@ -1,20 +1,21 @@
 // The process-wide TLS credentials behind CreateChannel and StartGrpcServer.
 #include "common/tls.h"
 
-#include <grpcpp/security/server_credentials.h>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include <grpcpp/security/server_credentials.h>
+
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace psrv {
 namespace {
 
 struct TlsPems {
-  std::string cert;
+  std::string cert;  // Empty in a client without a certificate (MakeChannelCredentials only).
   std::string key;
   std::string ca;
 };
@@ -23,6 +24,7 @@ struct TlsPems {
 const TlsPems* tls_pems = nullptr;
 
 absl::Status ReadPem(const std::string& path, const char* what, std::string* pem) {
+  if (path.empty()) return absl::OkStatus();
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
@@ -38,6 +40,20 @@ absl::Status ReadPem(const std::string& path, const char* what, std::string* pem
   return absl::OkStatus();
 }
 
+absl::Status ReadPems(const TlsFiles& files, TlsPems* pems) {
+  RETURN_IF_ERROR(ReadPem(files.cert, "certificate", &pems->cert));
+  RETURN_IF_ERROR(ReadPem(files.key, "key", &pems->key));
+  return ReadPem(files.ca, "CA certificate", &pems->ca);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> SslChannelCredentials(const TlsPems& pems) {
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = pems.ca;
+  options.pem_private_key = pems.key;
+  options.pem_cert_chain = pems.cert;
+  return grpc::SslCredentials(options);
+}
+
 }  // namespace
 
 absl::Status EnableTls(const TlsFiles& files) {
@@ -47,9 +63,7 @@ absl::Status EnableTls(const TlsFiles& files) {
         "TLS needs all three of --tls_cert, --tls_key and --tls_ca (or none)");
   }
   auto pems = std::make_unique<TlsPems>();
-  if (absl::Status s = ReadPem(files.cert, "certificate", &pems->cert); !s.ok()) return s;
-  if (absl::Status s = ReadPem(files.key, "key", &pems->key); !s.ok()) return s;
-  if (absl::Status s = ReadPem(files.ca, "CA certificate", &pems->ca); !s.ok()) return s;
+  RETURN_IF_ERROR(ReadPems(files, pems.get()));
   delete tls_pems;
   tls_pems = pems.release();
   return absl::OkStatus();
@@ -59,11 +73,17 @@ bool TlsEnabled() { return tls_pems != nullptr; }
 
 std::shared_ptr<grpc::ChannelCredentials> ProcessChannelCredentials() {
   if (tls_pems == nullptr) return grpc::InsecureChannelCredentials();
-  grpc::SslCredentialsOptions options;
-  options.pem_root_certs = tls_pems->ca;
-  options.pem_private_key = tls_pems->key;
-  options.pem_cert_chain = tls_pems->cert;
-  return grpc::SslCredentials(options);
+  return SslChannelCredentials(*tls_pems);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const TlsFiles& files) {
+  if (files.ca.empty() || files.cert.empty() != files.key.empty()) {
+    return absl::InvalidArgumentError("TLS credentials need a CA, and a key with a certificate");
+  }
+  TlsPems pems;
+  RETURN_IF_ERROR(ReadPems(files, &pems));
+  return SslChannelCredentials(pems);
 }
 
 std::shared_ptr<grpc::ServerCredentials> ProcessServerCredentials() {

@@ -12,6 +12,7 @@
 #include <grpcpp/security/server_credentials.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace psrv {
 
@@ -36,6 +37,11 @@ bool TlsEnabled();
 
 // SslCredentials with this process's certificate, key and CA; insecure ones without TLS.
 std::shared_ptr<grpc::ChannelCredentials> ProcessChannelCredentials();
+
+// SslCredentials from `files` read now, independently of the process's: for tools and tests that
+// talk as several identities. An empty cert and key make a client without a certificate.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const TlsFiles& files);
 
 // SslServerCredentials that ask every client for a certificate and verify it against the CA (a
 // client without one gets through the handshake, so that the authorizer can answer it

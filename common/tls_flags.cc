@@ -21,8 +21,8 @@ ABSL_FLAG(std::string, tls_ca, "",
 namespace psrv {
 
 bool EnableTlsFromFlags() {
-  absl::Status status = EnableTls(TlsFiles{absl::GetFlag(FLAGS_tls_cert),
-                                           absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_ca)});
+  const absl::Status status = EnableTls(TlsFiles{
+      absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_ca)});
   if (!status.ok()) LOG(ERROR) << status;
   if (TlsEnabled()) LOG(INFO) << "mutual TLS on, as " << absl::GetFlag(FLAGS_tls_cert);
   return status.ok();

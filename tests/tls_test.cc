@@ -4,8 +4,6 @@
 // the table in common/rpc_roles.cc gives it and nothing more, and a job trains to SUCCEEDED.
 #include <sys/stat.h>
 
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <set>
 #include <string>
@@ -34,21 +32,12 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Credentials of certificate `name` in `dir` ("" name: TLS with the CA but no certificate).
+// Credentials of certificate `name` in `dir` ("": TLS with the CA but no client certificate).
 std::shared_ptr<grpc::ChannelCredentials> As(const std::string& dir, const std::string& name) {
-  const TlsFiles files = LocalCaFiles(dir, name);
-  grpc::SslCredentialsOptions options;
-  options.pem_root_certs = Slurp(files.ca);
-  if (!name.empty()) {
-    options.pem_cert_chain = Slurp(files.cert);
-    options.pem_private_key = Slurp(files.key);
-  }
-  return grpc::SslCredentials(options);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      LocalCaCredentials(dir, name);
+  EXPECT_TRUE(credentials.ok()) << credentials.status();
+  return credentials.ok() ? *credentials : grpc::InsecureChannelCredentials();
 }
 
 std::unique_ptr<grpc::ClientContext> Context() {
@@ -82,7 +71,9 @@ class TlsTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    if (tls_dir_ == nullptr) GTEST_SKIP() << "openssl is not installed: no certificates to test with";
+    if (tls_dir_ == nullptr) {
+      GTEST_SKIP() << "openssl is not installed: no certificates to test with";
+    }
     ASSERT_NE(cluster_, nullptr);
   }
 
@@ -134,12 +125,13 @@ TEST_F(TlsTest, InsecureChannelAndForeignCaFailTheHandshake) {
   const std::string other = *log_dir_ + "/other-ca";
   ASSERT_EQ(mkdir(other.c_str(), 0700), 0);
   ASSERT_TRUE(MakeLocalCa(other, {{"operator", "operator"}}).ok());
-  grpc::SslCredentialsOptions options;
-  options.pem_root_certs = Slurp(*tls_dir_ + "/ca.crt");  // Trusts the real server...
-  options.pem_cert_chain = Slurp(other + "/operator.crt");  // ...but is not trusted by it.
-  options.pem_private_key = Slurp(other + "/operator.key");
-  grpc::Status foreign = CoordinatorAs(grpc::SslCredentials(options))
-                             ->ListJobs(Context().get(), ListJobsRequest(), &jobs);
+  TlsFiles files = LocalCaFiles(other, "operator");
+  files.ca = *tls_dir_ + "/ca.crt";  // Trusts the real server, but is not trusted by it.
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(files);
+  ASSERT_TRUE(credentials.ok()) << credentials.status();
+  grpc::Status foreign =
+      CoordinatorAs(*credentials)->ListJobs(Context().get(), ListJobsRequest(), &jobs);
   EXPECT_EQ(foreign.error_code(), grpc::StatusCode::UNAVAILABLE) << foreign.error_message();
 }
 
@@ -213,8 +205,8 @@ TEST_F(TlsTest, OperatorRunsAJobToSucceededWithEveryProcessOnMutualTls) {
   // Every process ran on TLS; primaries replicated to their backups (server to server, role
   // server); and the only calls refused anywhere are the ones the tests above made on purpose.
   for (const char* process : {"coordinator", "server-0", "server-1", "worker-0"}) {
-    EXPECT_THAT(Slurp(absl::StrCat(*log_dir_, "/", process, ".log")), HasSubstr("mutual TLS on"))
-        << process;
+    const std::string log = ReadFile(absl::StrCat(*log_dir_, "/", process, ".log"));
+    EXPECT_THAT(log, HasSubstr("mutual TLS on")) << process;
   }
   absl::StatusOr<std::vector<std::pair<std::string, int>>> ports =
       cluster_->MetricsPorts(absl::Seconds(5));
