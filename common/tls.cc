@@ -60,7 +60,7 @@ absl::Status EnableTls(const TlsFiles& files) {
   if (files.empty()) return absl::OkStatus();
   if (files.cert.empty() || files.key.empty() || files.ca.empty()) {
     return absl::InvalidArgumentError(
-        "TLS needs all three of --tls_cert, --tls_key and --tls_ca (or none)");
+        "TLS needs all three of a certificate, its key and the CA certificate (or none)");
   }
   auto pems = std::make_unique<TlsPems>();
   RETURN_IF_ERROR(ReadPems(files, pems.get()));
