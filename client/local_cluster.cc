@@ -21,6 +21,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/local_ca.h"
+#include "common/rpc_roles.h"
 #include "common/status_macros.h"
 #include "tools/cpp/runfiles/runfiles.h"
 
@@ -133,6 +135,15 @@ std::string LocalCluster::Died(Process* process, int exit_code) const {
   return message;
 }
 
+absl::Status MakeLocalClusterCertificates(const std::string& dir) {
+  std::vector<CertificateRequest> requests;
+  for (const char* role :
+       {kRoleCoordinator, kRoleServer, kRoleWorker, kRoleOperator, kRoleViewer}) {
+    requests.push_back({role, role});
+  }
+  return MakeLocalCa(dir, requests);
+}
+
 absl::StatusOr<LocalCluster::Process*> LocalCluster::Launch(const std::string& name,
                                                             const std::string& file_stem,
                                                             std::vector<std::string> argv,
@@ -143,6 +154,12 @@ absl::StatusOr<LocalCluster::Process*> LocalCluster::Launch(const std::string& n
   process->metrics_port_file = absl::StrCat(options_.log_dir, "/", file_stem, ".metrics_port");
   process->may_exit = may_exit;
   std::remove(process->metrics_port_file.c_str());
+  if (!options_.tls_dir.empty()) {
+    // The file stem names the role: "coordinator", "server-1", "worker-0".
+    const TlsFiles tls = LocalCaFiles(options_.tls_dir, file_stem.substr(0, file_stem.find('-')));
+    argv.insert(argv.begin() + 1,
+                {"--tls_cert=" + tls.cert, "--tls_key=" + tls.key, "--tls_ca=" + tls.ca});
+  }
   // Metrics on a free port: default ports would clash between processes on one machine.
   argv.push_back("--metrics_port=0");
   argv.push_back("--metrics_port_file=" + process->metrics_port_file);

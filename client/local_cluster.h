@@ -46,7 +46,14 @@ struct LocalClusterOptions {
   // Servers also listen on a Unix domain socket (in a fresh /tmp/psrv-XXXXXX folder: socket
   // paths are limited to 107 bytes) and advertise it: pulls and pushes skip the TCP stack.
   bool unix_sockets = false;
+  // Mutual TLS: a folder made by MakeLocalClusterCertificates; each process gets the certificate
+  // of its role (--tls_cert/--tls_key/--tls_ca). "": insecure.
+  std::string tls_dir;
 };
+
+// A throw-away CA in the existing folder `dir` (common/local_ca.h) with one certificate per role,
+// named after it: coordinator, server, worker (the processes), operator and viewer (psctl).
+absl::Status MakeLocalClusterCertificates(const std::string& dir);
 
 // Owns the child processes. Not thread-safe. The destructor stops whatever still runs.
 class LocalCluster {

@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
 #include "common/flags_help.h"
+#include "common/tls_flags.h"
 #include "common/channel.h"
 #include "common/grpc_server.h"
 #include "common/http_server.h"
@@ -291,5 +292,6 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  if (!psrv::EnableTlsFromFlags()) return 1;
   return psrv::Run();
 }

@@ -18,6 +18,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/malloc_tuning.h"
 #include "common/flags_help.h"
+#include "common/tls_flags.h"
 #include "common/grpc_server.h"
 #include "common/metrics.h"
 #include "common/monitoring.h"
@@ -172,5 +173,6 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  if (!psrv::EnableTlsFromFlags()) return 1;
   return psrv::Run();
 }

@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "common/malloc_tuning.h"
 #include "common/flags_help.h"
+#include "common/tls_flags.h"
 #include "common/membership.h"
 #include "common/metrics.h"
 #include "common/monitoring.h"
@@ -249,5 +250,6 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  if (!psrv::EnableTlsFromFlags()) return 1;
   return psrv::Run();
 }
