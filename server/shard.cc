@@ -109,6 +109,17 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
     out->pushes.emplace_back(std::move(done), invalid);
     return;
   }
+  if (config_.consistency == ASYNC) {
+    const uint64_t key = RecentPushes::Key(request.push_id(), request.range().begin());
+    if (applied_pushes_.Contains(key)) {
+      // A resend of a push applied already (its answer was lost, or it reached the primary this
+      // shard took over from): answered, not applied again.
+      ++duplicate_pushes_;
+      out->pushes.emplace_back(std::move(done), version_);
+      return;
+    }
+    applied_pushes_.Add(key);
+  }
   ++pushes_;
   bytes_in_ += count * sizeof(float);
   workers_seen_.insert(request.worker_rank());
@@ -128,7 +139,7 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
       gradient = std::move(widened);
     }
     ApplyUpdate(reinterpret_cast<const float*>(gradient->data()), 1.0f, offset, count);
-    Updated(request.range(), std::move(gradient), std::move(done), now, out);
+    Updated(request.range(), std::move(gradient), std::move(done), now, out, request.push_id());
     return;
   }
   if (aggregator_.pending() == 0) step_started_ = now;
@@ -304,7 +315,7 @@ absl::Status Shard::RestoreWorkers(const std::vector<uint64_t>& from_step) {
 }
 
 void Shard::Updated(const KeyRange& range, std::shared_ptr<PooledBuffer> gradient,
-                    PushCallback done, absl::Time now, Outbox* out) {
+                    PushCallback done, absl::Time now, Outbox* out, uint64_t push_id) {
   ++version_;
   last_update_ms_ = absl::ToUnixMillis(now);
   if (backup_ == nullptr) {
@@ -316,6 +327,7 @@ void Shard::Updated(const KeyRange& range, std::shared_ptr<PooledBuffer> gradien
   in_flight_->request.set_table(config_.table.name());
   *in_flight_->request.mutable_range() = range;
   in_flight_->request.set_version(version_);
+  in_flight_->request.set_push_id(push_id);
   in_flight_->gradient = std::move(gradient);
   in_flight_->done = std::move(done);
   in_flight_->backup = backup_;
@@ -572,6 +584,7 @@ ShardStatus Shard::Status() {
   for (uint32_t w : workers_seen_) status.add_workers_seen(w);
   status.set_pending_pushes(aggregator_.pending());
   status.set_rejected_pushes(rejected_pushes_);
+  status.set_duplicate_pushes(duplicate_pushes_);
   status.set_push_rate(push_rate_.PerSecond(now));
   status.set_pull_rate(pull_rate_.PerSecond(now));
   status.set_bytes_in_rate(bytes_in_rate_.PerSecond(now));

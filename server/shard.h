@@ -25,6 +25,7 @@
 #include "server/aggregate.h"
 #include "server/apply.h"
 #include "server/checkpoint.h"
+#include "server/recent_pushes.h"
 #include "server/replicator.h"
 
 namespace psrv {
@@ -220,8 +221,10 @@ class Shard : public std::enable_shared_from_this<Shard> {
                  PushCallback done, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After an update was applied to values_: counts it and sends it to the backup, or (not
   // replicated) makes it visible at once.
+  // `push_id`: ASYNC, the push's (PushRequest.push_id), sent on to the backup.
   void Updated(const KeyRange& range, std::shared_ptr<PooledBuffer> gradient, PushCallback done,
-               absl::Time now, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+               absl::Time now, Outbox* out, uint64_t push_id = 0)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // SYNC: applies the mean of the step aggregated (every worker taking part pushed it all), then
   // as Updated. `done`: the push that completed the step; empty if SetWorkers did.
   void ApplyStep(PushCallback done, absl::Time now, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -312,6 +315,9 @@ class Shard : public std::enable_shared_from_this<Shard> {
   // Statistics for the admin API.
   uint64_t pushes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t duplicate_pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  // ASYNC: pushes applied lately (here, or on the primary this backup copies), by id.
+  RecentPushes applied_pushes_ ABSL_GUARDED_BY(mu_);
   uint64_t pulls_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t bytes_in_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t bytes_out_ ABSL_GUARDED_BY(mu_) = 0;

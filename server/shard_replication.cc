@@ -101,6 +101,7 @@ absl::StatusOr<uint64_t> Shard::ApplyReplicated(const ReplicateRequest& request,
   // The primary's optimizer step for the same update, so both stay bit-identical.
   ApplyUpdate(gradient, 1.0f, offset, count);  // (Its optimizer step: request.version().)
   version_ = request.version();
+  applied_pushes_.Add(RecentPushes::Key(request.push_id(), request.range().begin()));
   last_update_ms_ = absl::ToUnixMillis(now);
   return version_;
 }

@@ -297,6 +297,41 @@ TEST(ShardReplicationTest, AnAsyncPushIsReplicatedWithItsRange) {
   ExpectIdentical(primary.get(), backup->shard().get());
 }
 
+TEST(ShardReplicationTest, AnAsyncPushSentAgainIsAppliedOnceAlsoByThePromotedBackup) {
+  const ShardConfig config = Config(ASYNC, 2);
+  auto backup = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, backup);
+  const std::vector<float> g = Gradient(kSize, 1, 0);
+  PushRequest push = PushHeader(0, 0, 0, 16);
+  push.set_push_id(77);
+  ASSERT_EQ(*PushNow(primary.get(), push, Gradient(16, 1, 0)), 1u);
+  // The same push again (its answer was lost): answered with the version, not applied.
+  ASSERT_EQ(*PushNow(primary.get(), push, Gradient(16, 1, 0)), 1u);
+  EXPECT_EQ(primary->Status().duplicate_pushes(), 1u);
+  EXPECT_EQ(primary->Status().pushes(), 1u);
+  // The same id on other keys is another push (a step's gradient may come in several ranges).
+  PushRequest rest = PushHeader(0, 0, 16, kSize);
+  rest.set_push_id(77);
+  ASSERT_EQ(*PushNow(primary.get(), rest, Gradient(kSize - 16, 1, 0)), 2u);
+  // The primary is lost; its backup, promoted, gets the resends of both: applied already there
+  // (replicated with their ids), so nothing changes.
+  ASSERT_EQ(backup->sent.size(), 2u);
+  EXPECT_EQ(backup->sent[0].push_id(), 77u);
+  std::shared_ptr<Shard> promoted = backup->shard();
+  ASSERT_EQ(promoted->Promote(), 2u);
+  const ShardCheckpoint before = SnapshotNow(promoted.get());
+  ASSERT_EQ(*PushNow(promoted.get(), push, Gradient(16, 1, 0)), 2u);
+  ASSERT_EQ(*PushNow(promoted.get(), rest, Gradient(kSize - 16, 1, 0)), 2u);
+  EXPECT_EQ(SnapshotNow(promoted.get()).values, before.values);
+  EXPECT_EQ(promoted->Status().duplicate_pushes(), 2u);
+  // A new push (another id) is applied; one without an id always is.
+  push.set_push_id(78);
+  EXPECT_EQ(*PushNow(promoted.get(), push, Gradient(16, 1, 0)), 3u);
+  push.set_push_id(0);
+  EXPECT_EQ(*PushNow(promoted.get(), push, Gradient(16, 1, 0)), 4u);
+  EXPECT_EQ(*PushNow(promoted.get(), push, Gradient(16, 1, 0)), 5u);
+}
+
 TEST(ShardReplicationTest, TheBackupStaysBitIdenticalOverManyAdamWSteps) {
   for (ConsistencyMode mode : {SYNC, ASYNC}) {
     SCOPED_TRACE(ConsistencyMode_Name(mode));

@@ -6,6 +6,7 @@
 
 #include <glog/logging.h>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/bf16.h"
@@ -56,6 +57,7 @@ ResilientClient::ResilientClient(const ShardMap& map, uint32_t worker_rank,
       make_transport_(std::move(transports)),
       cancel_(cancel),
       plan_(std::move(plan)),
+      push_ids_(absl::Uniform<uint64_t>(absl::BitGen(), 1, uint64_t{1} << 62)),
       map_(map) {
   const size_t n = plan_.targets.size();
   pulls_.resize(n);
@@ -287,6 +289,7 @@ void ResilientClient::IssuePush(PushStep* slot, size_t t) {
   PushRequest request = Header<PushRequest>(target, step);
   request.set_base_version(base_version);
   request.set_scale_follows(scale_follows);
+  if (options_.consistency == ASYNC) request.set_push_id(push_ids_ + step);
   const bool bf16 = options_.wire_dtype == BF16;
   const void* payload = bf16 ? static_cast<const void*>(slot->wire.data() + target.flat_offset)
                              : static_cast<const void*>(grads + target.flat_offset);
@@ -464,15 +467,6 @@ absl::Status ResilientClient::Recover() {
     if (!retry) return failure.status;
     if (code != absl::StatusCode::kCancelled) unreachable.insert(failure.address);
   }
-  // An ASYNC push that timed out may have been applied: sending it again could apply it twice.
-  if (options_.consistency == ASYNC) {
-    absl::MutexLock lock(&mu_);
-    for (const PushStep& slot : pushes_) {
-      for (const Op& op : slot.pushes) {
-        if (op.state == State::kFailed && absl::IsDeadlineExceeded(op.error)) return op.error;
-      }
-    }
-  }
   const absl::Time now = absl::Now();
   if (failing_since_ == absl::InfiniteFuture()) failing_since_ = now;
   if (now - failing_since_ > options_.give_up) return failures.front().status;
@@ -560,7 +554,9 @@ absl::Status ResilientClient::FollowMap(const ShardMap& map) {
         // Everything again: the promoted backups aggregate the step afresh.
         if (op.state != State::kIdle) op = Op{State::kFailed, absl::CancelledError("new map")};
       } else if (op.state != State::kDone && op.state != State::kIdle) {
-        op = Op{State::kDone, absl::OkStatus()};  // ASYNC: never twice; this one is lost.
+        // ASYNC: what was not answered goes again; a shard that has it already (here, or
+        // replicated from its old primary) knows its push id and does not apply it twice.
+        op = Op{State::kFailed, absl::CancelledError("new map")};
       }
     }
     if (slot.committed) {

@@ -44,7 +44,7 @@ class ResilientClient {
     // A SYNC pull waits for the slowest worker; one that times out is checked (its server
     // reported) and sent again.
     absl::Duration pull_timeout = absl::Seconds(10);
-    // A push or commit taking longer is sent again (SYNC: they are idempotent; ASYNC: an error).
+    // A push or commit taking longer is sent again (idempotent: SYNC by step, ASYNC by push id).
     absl::Duration push_timeout = absl::Seconds(8);
     // Failures in a row are retried this long (meanwhile the coordinator fails the server over,
     // or restarts the job, cancelling this run).
@@ -163,6 +163,9 @@ class ResilientClient {
   const ServerTransportFactory make_transport_;
   const std::atomic<bool>* const cancel_;
   const TargetPlan plan_;
+  // ASYNC: PushRequest.push_id of step s is push_ids_ + s (random, per client: one run of a job),
+  // so a push sent again after a fail-over or a timeout is never applied twice.
+  const uint64_t push_ids_;
 
   // The servers: read while starting calls, replaced (FollowMap) under the writer lock, which
   // also holds off new calls meanwhile. Taken before mu_.
