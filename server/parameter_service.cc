@@ -5,6 +5,7 @@
 
 #include "common/buffer_pool.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
 #include "common/wire.h"
 
 namespace psrv {
@@ -16,11 +17,16 @@ void SerializeSmall(const google::protobuf::MessageLite& message, grpc::ByteBuff
   *out = grpc::ByteBuffer(&slice, 1);
 }
 
+// What a request's payload must be, checked before a buffer is taken for it (the header is
+// parsed by then): OK, or the error the call answers.
+using PayloadCheck = std::function<absl::Status(size_t size)>;
+
 // Parses a request with a tensor payload into `header` and a pooled buffer.
 absl::Status ParseRequest(const grpc::ByteBuffer* request, google::protobuf::MessageLite* header,
-                          PooledBuffer* payload) {
+                          PooledBuffer* payload, const PayloadCheck& check = nullptr) {
   return ParseWithPayload(const_cast<grpc::ByteBuffer*>(request), header,
-                          [payload](size_t size) -> absl::StatusOr<char*> {
+                          [payload, &check](size_t size) -> absl::StatusOr<char*> {
+                            if (check != nullptr) RETURN_IF_ERROR(check(size));
                             *payload = BufferPool::Global()->Acquire(size);
                             return payload->data();
                           });
@@ -142,7 +148,9 @@ grpc::ServerUnaryReactor* ParameterService::Push(grpc::CallbackServerContext* co
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   PushRequest header;
   PooledBuffer payload;
-  absl::Status status = ParseRequest(request, &header, &payload);
+  absl::Status status = ParseRequest(request, &header, &payload, [this, &header](size_t size) {
+    return store_->CheckPush(header, size).status();
+  });
   if (!status.ok()) {
     reactor->Finish(ToGrpcStatus(status));
     return reactor;

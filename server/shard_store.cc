@@ -340,29 +340,34 @@ void ShardStore::Pull(const PullRequest& request, PullCallback done) {
   (*shard)->Pull(request, std::move(done));  // In the request's dtype.
 }
 
-void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCallback done) {
-  absl::StatusOr<std::shared_ptr<Shard>> shard =
-      Find(request.job_id(), request.table(), request.range());
-  if (!shard.ok()) {
-    done(shard.status());
-    return;
-  }
+absl::StatusOr<std::shared_ptr<Shard>> ShardStore::CheckPush(const PushRequest& request,
+                                                             size_t payload_bytes) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard,
+                   Find(request.job_id(), request.table(), request.range()));
   const uint64_t count = RangeSize(request.range());
   absl::Status invalid = CheckWireDType(request.dtype());
-  const size_t expected = count * WireBytesPerValue(request.dtype());
-  if (invalid.ok() && payload.size() != expected) {
+  const uint64_t expected = count * WireBytesPerValue(request.dtype());
+  if (invalid.ok() && payload_bytes != expected) {
     invalid = absl::InvalidArgumentError(absl::StrCat(
         "expected ", expected, " bytes (", count, " ", DType_Name(request.dtype()),
-        " values for keys ", RangeText(request.range()), "), got ", payload.size()));
+        " values for keys ", RangeText(request.range()), "), got ", payload_bytes));
   }
-  if (invalid.ok() && request.worker_rank() >= (*shard)->config().num_workers) {
+  if (invalid.ok() && request.worker_rank() >= shard->config().num_workers) {
     invalid = absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
                                                       " is out of range: the job has ",
-                                                      (*shard)->config().num_workers, " workers"));
+                                                      shard->config().num_workers, " workers"));
   }
   if (!invalid.ok()) {
-    (*shard)->RecordRejectedPush(request, invalid);
-    done(invalid);
+    shard->RecordRejectedPush(request, invalid);
+    return invalid;
+  }
+  return shard;
+}
+
+void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCallback done) {
+  absl::StatusOr<std::shared_ptr<Shard>> shard = CheckPush(request, payload.size());
+  if (!shard.ok()) {
+    done(shard.status());
     return;
   }
   (*shard)->Push(request, std::move(payload), std::move(done));  // In the request's dtype.

@@ -57,6 +57,11 @@ class ShardStore {
   // converts) is `payload`. `done` is always called once, maybe later (a replicated shard answers
   // once its backup has the update).
   void Push(const PushRequest& request, PooledBuffer payload, PushCallback done);
+  // The checks Push makes before it hands the payload to the shard, for a payload of
+  // `payload_bytes` (the gRPC service makes them before it takes a buffer): the shard, or the
+  // error (recorded as a rejected push when the shard exists).
+  absl::StatusOr<std::shared_ptr<Shard>> CheckPush(const PushRequest& request,
+                                                   size_t payload_bytes);
 
   // See ParameterServer.CommitStep. Applies the steps it completes before returning.
   absl::Status CommitStep(const CommitStepRequest& request);
