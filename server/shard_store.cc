@@ -17,6 +17,7 @@
 #include "common/key_range.h"
 #include "common/safetensors.h"
 #include "common/model_layout.h"
+#include "common/names.h"
 #include "common/status_macros.h"
 #include "server/apply.h"
 #include "server/shard_spec.h"
@@ -265,6 +266,7 @@ std::string ShardStore::address() {
 }
 
 absl::Status ShardStore::DropJob(const std::string& job_id) {
+  RETURN_IF_ERROR(CheckName("job_id", job_id));
   JobTables tables;
   {
     absl::MutexLock lock(&mu_);

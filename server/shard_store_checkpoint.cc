@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/files.h"
+#include "common/names.h"
 #include "server/checkpoint.h"
 #include "server/shard_store.h"
 
@@ -60,6 +61,10 @@ struct CheckpointRound {
 }  // namespace
 
 void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckpointCallback done) {
+  if (absl::Status name = CheckName("job_id", request.job_id()); !name.ok()) {
+    done(name);
+    return;
+  }
   if (request.directory().empty()) {
     done(absl::InvalidArgumentError("directory must be set"));
     return;
