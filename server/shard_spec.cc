@@ -43,8 +43,9 @@ absl::StatusOr<uint64_t> CheckTableSize(const TableSpec& table) {
   for (uint64_t dim : table.shape()) {
     if (dim != 0 && size > kMaxTableElements / dim) {
       return absl::InvalidArgumentError(
-          absl::StrCat("table \"", table.name(), "\" of shape [", absl::StrJoin(table.shape(), ", "),
-                       "] has more than ", kMaxTableElements, " elements (2^36)"));
+          absl::StrCat("table \"", table.name(), "\" of shape [",
+                       absl::StrJoin(table.shape(), ", "), "] has more than ", kMaxTableElements,
+                       " elements (2^36)"));
     }
     size *= dim;
   }
