@@ -37,6 +37,13 @@ absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consist
                               uint32_t num_workers, const OptimizerConfig& optimizer);
 absl::Status CheckShardSpec(const ShardSpec& spec);
 
+// The most memory a shard of `config` takes, in bytes, as Shard allocates it: parameters (FP32),
+// the copy an update makes while a pull reply still holds them, their BF16 copy for BF16 pulls,
+// the optimizer's state (MOMENTUM one, ADAMW two FP32 arrays), and SYNC the step's sum plus, with
+// more than one worker, each worker's pushes staged for their scale (gradient clipping). The
+// request must have passed CheckShardHeader and CheckShardSpec.
+uint64_t ShardMemoryBytes(const ShardConfig& config);
+
 ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
                        const OptimizerConfig& optimizer, uint32_t num_workers,
                        const ShardSpec& spec);

@@ -69,6 +69,11 @@ void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckp
     done(absl::InvalidArgumentError("directory must be set"));
     return;
   }
+  absl::StatusOr<std::string> confined = ConfinedPath(request.directory());
+  if (!confined.ok()) {
+    done(confined.status());
+    return;
+  }
   std::vector<std::shared_ptr<Shard>> shards = AllShards(request.job_id());
   if (request.job_id().empty() || shards.empty()) {
     done(absl::NotFoundError(
@@ -88,7 +93,7 @@ void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckp
   auto round = std::make_shared<CheckpointRound>();
   round->remaining = shards.size();
   round->done = std::move(done);
-  const std::string directory = request.directory();
+  const std::string directory = *confined;
   for (const auto& shard : shards) {
     shard->Snapshot(request.version(), [this, round, directory](
                                            absl::StatusOr<ShardCheckpoint> snapshot) {
