@@ -233,7 +233,8 @@ absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::Lau
   std::remove(port_file.c_str());
   std::vector<std::string> argv = {options_.binaries.server, "--host=127.0.0.1", "--port=0",
                                    "--port_file=" + port_file,
-                                   "--coordinator=" + coordinator_address_};
+                                   "--coordinator=" + coordinator_address_,
+                                   "--checkpoint_root=" + options_.checkpoint_root};
   if (options_.unix_sockets) {
     if (socket_dir_.empty()) {
       char dir[] = "/tmp/psrv-XXXXXX";

@@ -294,6 +294,7 @@ int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
   options.interrupted = env.interrupted;
   options.worker_args = local_flags.worker_args;
   options.unix_sockets = local_flags.transport == "unix";
+  options.checkpoint_root = local_flags.checkpoint_root;
   LocalCluster cluster(options);
   const LocalJobResult result = StartAndRun(env, local_flags, *spec, &cluster, options);
   cluster.Stop();
@@ -336,6 +337,12 @@ CommandHandler BindLocal(CLI::App* command) {
                    "being on this machine; the default) or tcp (loopback TCP)")
       ->check(CLI::IsMember({"unix", "tcp"}))
       ->type_name("unix|tcp");
+  command
+      ->add_option("--checkpoint-root", flags->local.checkpoint_root,
+                   "Folder the servers confine checkpoints to: the job's checkpoint.directory "
+                   "(and psctl checkpoint --directory) must be an absolute path under it "
+                   "(ps_server --checkpoint_root); default /, any absolute path")
+      ->type_name("DIR");
   command
       ->add_option("--startup-timeout", flags->startup_timeout_s,
                    "Seconds for the job to start running before giving up (default 60)")

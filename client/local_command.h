@@ -25,6 +25,7 @@ struct LocalFlags {
   std::vector<std::string> worker_args;
   absl::Duration startup_timeout = absl::Seconds(60);  // Until the job leaves PENDING.
   std::string transport = "unix";  // Between workers and servers: "unix" sockets or "tcp".
+  std::string checkpoint_root = "/";  // The servers' --checkpoint_root.
 };
 
 // Checks the job and the flags before anything starts (exit 2), starts the cluster, submits and
