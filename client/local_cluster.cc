@@ -12,6 +12,8 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <string>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -19,6 +21,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/local_ca.h"
+#include "common/rpc_roles.h"
 #include "common/status_macros.h"
 #include "tools/cpp/runfiles/runfiles.h"
 
@@ -131,6 +135,15 @@ std::string LocalCluster::Died(Process* process, int exit_code) const {
   return message;
 }
 
+absl::Status MakeLocalClusterCertificates(const std::string& dir) {
+  std::vector<CertificateRequest> requests;
+  for (const char* role :
+       {kRoleCoordinator, kRoleServer, kRoleWorker, kRoleOperator, kRoleViewer}) {
+    requests.push_back({role, role});
+  }
+  return MakeLocalCa(dir, requests);
+}
+
 absl::StatusOr<LocalCluster::Process*> LocalCluster::Launch(const std::string& name,
                                                             const std::string& file_stem,
                                                             std::vector<std::string> argv,
@@ -141,6 +154,12 @@ absl::StatusOr<LocalCluster::Process*> LocalCluster::Launch(const std::string& n
   process->metrics_port_file = absl::StrCat(options_.log_dir, "/", file_stem, ".metrics_port");
   process->may_exit = may_exit;
   std::remove(process->metrics_port_file.c_str());
+  if (!options_.tls_dir.empty()) {
+    // The file stem names the role: "coordinator", "server-1", "worker-0".
+    const TlsFiles tls = LocalCaFiles(options_.tls_dir, file_stem.substr(0, file_stem.find('-')));
+    argv.insert(argv.begin() + 1,
+                {"--tls_cert=" + tls.cert, "--tls_key=" + tls.key, "--tls_ca=" + tls.ca});
+  }
   // Metrics on a free port: default ports would clash between processes on one machine.
   argv.push_back("--metrics_port=0");
   argv.push_back("--metrics_port_file=" + process->metrics_port_file);
@@ -227,11 +246,13 @@ absl::Status LocalCluster::Start() {
 }
 
 absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::LaunchServer(
-    int index) {
+    int index, int port, std::string log_stem) {
   const std::string stem = absl::StrCat("server-", index);
+  if (log_stem.empty()) log_stem = stem;
   const std::string port_file = absl::StrCat(options_.log_dir, "/", stem, ".port");
   std::remove(port_file.c_str());
-  std::vector<std::string> argv = {options_.binaries.server, "--host=127.0.0.1", "--port=0",
+  std::vector<std::string> argv = {options_.binaries.server, "--host=127.0.0.1",
+                                   absl::StrCat("--port=", port),
                                    "--port_file=" + port_file,
                                    "--coordinator=" + coordinator_address_,
                                    "--checkpoint_root=" + options_.checkpoint_root};
@@ -246,7 +267,7 @@ absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::Lau
     argv.push_back(absl::StrCat("--unix_socket=", socket_dir_, "/", stem, ".sock"));
   }
   absl::StatusOr<Process*> server =
-      Launch(absl::StrCat("server ", index), stem, argv, /*may_exit=*/false);
+      Launch(absl::StrCat("server ", index), log_stem, argv, /*may_exit=*/false);
   if (!server.ok()) return server.status();
   return std::make_pair(*server, port_file);
 }
@@ -263,9 +284,11 @@ absl::Status LocalCluster::LaunchWorker(int index) {
 }
 
 int LocalCluster::Count(const std::string& prefix) const {
-  int n = 0;
-  for (const auto& process : processes_) n += absl::StartsWith(process->name, prefix + " ");
-  return n;
+  std::set<std::string> names;  // A server restarted in place is one.
+  for (const auto& process : processes_) {
+    if (absl::StartsWith(process->name, prefix + " ")) names.insert(process->name);
+  }
+  return static_cast<int>(names.size());
 }
 
 absl::Status LocalCluster::AddServer() {
@@ -275,6 +298,20 @@ absl::Status LocalCluster::AddServer() {
 }
 
 absl::Status LocalCluster::AddWorker() { return LaunchWorker(Count("worker")); }
+
+absl::Status LocalCluster::RestartServerInPlace(int index) {
+  const std::string name = absl::StrCat("server ", index);
+  const std::string port_file = absl::StrCat(options_.log_dir, "/server-", index, ".port");
+  absl::StatusOr<int> port = WaitForPortFile(port_file, absl::ZeroDuration());
+  if (!port.ok()) return absl::NotFoundError(absl::StrCat(name, ": no port in ", port_file));
+  RETURN_IF_ERROR(Kill(name, SIGKILL));
+  int restarts = 0;
+  for (const auto& process : processes_) restarts += process->name == name;
+  absl::StatusOr<std::pair<Process*, std::string>> server =
+      LaunchServer(index, *port, absl::StrCat("server-", index, ".restart-", restarts));
+  if (!server.ok()) return server.status();
+  return WaitForPort(server->first, server->second).status();
+}
 
 absl::Status LocalCluster::Kill(const std::string& name, int signal) {
   for (const auto& process : processes_) {
@@ -289,10 +326,13 @@ absl::Status LocalCluster::Kill(const std::string& name, int signal) {
 }
 
 int LocalCluster::PidOf(const std::string& name) const {
+  int pid = -1;  // The running one, after a restart in place.
   for (const auto& process : processes_) {
-    if (process->name == name) return process->subprocess.pid();
+    if (process->name != name) continue;
+    pid = process->subprocess.pid();
+    if (process->subprocess.running()) break;
   }
-  return -1;
+  return pid;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, int>>> LocalCluster::MetricsPorts(

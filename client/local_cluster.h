@@ -49,7 +49,14 @@ struct LocalClusterOptions {
   // Each ps_server's --checkpoint_root: the folder checkpoint directories must lie in. Default
   // "/": any absolute path (the servers are this user's own processes, with no rights psctl lacks).
   std::string checkpoint_root = "/";
+  // Mutual TLS: a folder made by MakeLocalClusterCertificates; each process gets the certificate
+  // of its role (--tls_cert/--tls_key/--tls_ca). "": insecure.
+  std::string tls_dir;
 };
+
+// A throw-away CA in the existing folder `dir` (common/local_ca.h) with one certificate per role,
+// named after it: coordinator, server, worker (the processes), operator and viewer (psctl).
+absl::Status MakeLocalClusterCertificates(const std::string& dir);
 
 // Owns the child processes. Not thread-safe. The destructor stops whatever still runs.
 class LocalCluster {
@@ -89,6 +96,11 @@ class LocalCluster {
   // or already stopped process.
   absl::Status Kill(const std::string& name, int signal = SIGKILL);
 
+  // Kills server `index` (SIGKILL) and starts a new ps_server at once on the same port (and Unix
+  // socket), as Kubernetes restarts a pod in place; waits for its port. Its log is
+  // server-<index>.restart-<n>.log.
+  absl::Status RestartServerInPlace(int index);
+
   // Starts the coordinator again (after Kill("coordinator")) on the same port and state file.
   absl::Status RestartCoordinator();
 
@@ -114,7 +126,9 @@ class LocalCluster {
   // Starts the coordinator on `port` (0: any) with its state in log_dir/coordinator.db.
   absl::Status StartCoordinator(int port);
   // Launches server/worker number `index` (servers: returns it with its port file, not waited for).
-  absl::StatusOr<std::pair<Process*, std::string>> LaunchServer(int index);
+  // `port` 0: any; `log_stem` empty: server-<index>.
+  absl::StatusOr<std::pair<Process*, std::string>> LaunchServer(int index, int port = 0,
+                                                                std::string log_stem = "");
   absl::Status LaunchWorker(int index);
   int Count(const std::string& prefix) const;
   std::string Died(Process* process, int exit_code) const;

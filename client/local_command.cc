@@ -19,6 +19,10 @@
 #include "client/job_commands.h"
 #include "client/local_cluster.h"
 #include "common/files.h"
+#include "common/local_ca.h"
+#include "common/rpc_roles.h"
+#include "common/status_macros.h"
+#include "common/tls.h"
 
 namespace psrv {
 namespace {
@@ -87,6 +91,16 @@ absl::StatusOr<LogFolder> PrepareLogFolder(const LocalFlags& flags) {
     if (!created.ok()) return absl::InvalidArgumentError(created.message());
   }
   return logs;
+}
+
+// With --tls: a CA and a certificate per role in <log folder>/tls, and psctl itself on mutual TLS
+// as an operator (before it opens any channel). Returns the folder.
+absl::StatusOr<std::string> PrepareCertificates(const std::string& log_dir) {
+  const std::string dir = log_dir + "/tls";
+  RETURN_IF_ERROR(CreateDirectories(dir));
+  RETURN_IF_ERROR(MakeLocalClusterCertificates(dir));
+  RETURN_IF_ERROR(EnableTls(LocalCaFiles(dir, kRoleOperator)));
+  return dir;
 }
 
 // How a LocalJob ended, for the clean-up.
@@ -263,6 +277,13 @@ LocalJobResult StartAndRun(const CommandEnv& env, const LocalFlags& flags, const
     *env.out << "status page: " << cluster->status_page_url() << " (metrics: "
              << cluster->status_page_url() << "metrics)\n";
   }
+  if (!options.tls_dir.empty()) {
+    const TlsFiles tls = LocalCaFiles(options.tls_dir, kRoleOperator);
+    *env.out << "mutual TLS on; to talk to this cluster (as operator; viewer.crt/.key only "
+                "read):\n"
+             << "  psctl --coordinator " << cluster->coordinator_address() << " --tls-cert "
+             << tls.cert << " --tls-key " << tls.key << " --tls-ca " << tls.ca << " job list\n";
+  }
   return LocalJob(env, flags, cluster, options).Run(spec);
 }
 
@@ -295,6 +316,11 @@ int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
   options.worker_args = local_flags.worker_args;
   options.unix_sockets = local_flags.transport == "unix";
   options.checkpoint_root = local_flags.checkpoint_root;
+  if (local_flags.tls) {
+    absl::StatusOr<std::string> tls_dir = PrepareCertificates(logs->path);
+    if (!tls_dir.ok()) return ReportError(env, tls_dir.status());
+    options.tls_dir = *tls_dir;
+  }
   LocalCluster cluster(options);
   const LocalJobResult result = StartAndRun(env, local_flags, *spec, &cluster, options);
   cluster.Stop();
@@ -337,6 +363,11 @@ CommandHandler BindLocal(CLI::App* command) {
                    "being on this machine; the default) or tcp (loopback TCP)")
       ->check(CLI::IsMember({"unix", "tcp"}))
       ->type_name("unix|tcp");
+  command->add_flag("--tls", flags->local.tls,
+                    "Run every process on mutual TLS with role checks: makes a throw-away CA and a "
+                    "certificate per role (OU coordinator, server, worker, operator, viewer) with "
+                    "openssl in <log folder>/tls, and prints the psctl flags that talk to the "
+                    "cluster");
   command
       ->add_option("--checkpoint-root", flags->local.checkpoint_root,
                    "Folder the servers confine checkpoints to: the job's checkpoint.directory "

@@ -26,6 +26,7 @@ struct LocalFlags {
   absl::Duration startup_timeout = absl::Seconds(60);  // Until the job leaves PENDING.
   std::string transport = "unix";  // Between workers and servers: "unix" sockets or "tcp".
   std::string checkpoint_root = "/";  // The servers' --checkpoint_root.
+  bool tls = false;  // Mutual TLS everywhere, with a throw-away CA in <log folder>/tls.
 };
 
 // Checks the job and the flags before anything starts (exit 2), starts the cluster, submits and

@@ -17,6 +17,7 @@
 #include "client/local_command.h"
 #include "client/model_commands.h"
 #include "client/monitor_commands.h"
+#include "common/tls.h"
 
 namespace psrv {
 namespace {
@@ -120,6 +121,7 @@ const CliCommand kCommands[] = {
 struct GlobalFlags {
   std::string coordinator = "127.0.0.1:7070";
   double timeout_s = 10;
+  TlsFiles tls;  // psctl's certificate (OU operator or viewer), its key and the cluster's CA.
 };
 
 void AddGlobalFlags(CLI::App* app, GlobalFlags* flags) {
@@ -130,6 +132,19 @@ void AddGlobalFlags(CLI::App* app, GlobalFlags* flags) {
   app->add_option("--timeout", flags->timeout_s, "Seconds to wait for each RPC (default 10)")
       ->check(CLI::PositiveNumber)
       ->type_name("SECONDS");
+  app->add_option("--tls-cert", flags->tls.cert,
+                  "For a cluster on mutual TLS: psctl's certificate, signed by --tls-ca, whose "
+                  "subject OU is its role (viewer: reads; operator: also submits, cancels, "
+                  "checkpoints, exports). Used for every channel psctl opens (README \"Security\")")
+      ->envname("PSCTL_TLS_CERT")
+      ->type_name("PEM");
+  app->add_option("--tls-key", flags->tls.key, "The private key of --tls-cert")
+      ->envname("PSCTL_TLS_KEY")
+      ->type_name("PEM");
+  app->add_option("--tls-ca", flags->tls.ca,
+                  "The cluster CA's certificate, which must have signed the servers' certificates")
+      ->envname("PSCTL_TLS_CA")
+      ->type_name("PEM");
 }
 
 // Adds every group and command of the table to `app`; returns each command's subcommand with the
@@ -181,6 +196,11 @@ int Main(int argc, char** argv) {
     return kExitBadInput;
   }
 
+  // Before any channel: every channel psctl opens uses these credentials (common/tls.h).
+  if (absl::Status tls = EnableTls(global.tls); !tls.ok()) {
+    std::cerr << "psctl: " << tls.message() << "\n";
+    return kExitBadInput;
+  }
   const CommandEnv env = MakeEnv(global, argc, argv);
   for (const auto& [command, run] : commands) {
     if (command->parsed()) return run(env);

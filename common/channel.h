@@ -10,11 +10,13 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include "common/tls.h"
 #include "common/wire.h"
 
 namespace psrv {
 
-// An insecure channel to `address` (host:port) that accepts tensor-sized messages.
+// A channel to `address` (host:port or unix:PATH) that accepts tensor-sized messages: insecure, or
+// mutual TLS with this process's certificate once EnableTls ran (common/tls.h).
 inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
@@ -28,7 +30,7 @@ inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) 
   // heartbeat intervals after which the coordinator declares it DEAD.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, ProcessChannelCredentials(), args);
 }
 
 // Sets tensor-sized message limits on a server under construction.

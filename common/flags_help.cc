@@ -9,7 +9,8 @@ namespace psrv {
 void ShowMainFlagsInHelp() {
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "_main.cc");
+    // The program's own flags, and the TLS flags every daemon shares.
+    return absl::EndsWith(file, "_main.cc") || absl::EndsWith(file, "common/tls_flags.cc");
   };
   absl::SetFlagsUsageConfig(config);
 }

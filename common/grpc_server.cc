@@ -9,9 +9,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/channel.h"
+#include "common/rpc_authorizer.h"
 #include "common/rpc_metrics.h"
 #include "common/status_macros.h"
 #include "common/subprocess.h"
+#include "common/tls.h"
 
 namespace psrv {
 
@@ -26,10 +28,13 @@ absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
   ConfigureServerBuilder(&builder);
   const std::string listen = absl::StrCat(host, ":", port);
   RunningServer running;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &running.port);
+  // Insecure, or mutual TLS with every call checked against the role table (common/tls.h).
+  std::shared_ptr<grpc::ServerCredentials> credentials = ProcessServerCredentials();
+  if (TlsEnabled()) credentials->SetAuthMetadataProcessor(std::make_shared<RpcAuthorizer>(metrics));
+  builder.AddListeningPort(listen, credentials, &running.port);
   if (!unix_socket.empty()) {
     ::unlink(unix_socket.c_str());  // A socket file left by an earlier run would fail the bind.
-    builder.AddListeningPort(absl::StrCat("unix:", unix_socket), grpc::InsecureServerCredentials());
+    builder.AddListeningPort(absl::StrCat("unix:", unix_socket), credentials);
   }
   for (grpc::Service* service : services) builder.RegisterService(service);
   if (metrics != nullptr) {

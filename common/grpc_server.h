@@ -25,7 +25,9 @@ struct RunningServer {
 // `metrics` (not owned; must outlive the server), every RPC is counted and timed there
 // (common/rpc_metrics.h). With `unix_socket` (a file path), the server also listens on that Unix
 // domain socket (a stale socket file there is replaced): processes on the same machine reach it
-// as "unix:PATH" without the TCP stack. UNAVAILABLE if an address cannot be bound.
+// as "unix:PATH" without the TCP stack. With TLS on (common/tls.h), both listeners take mutual
+// TLS only and every call is authorized by the caller's role (common/rpc_authorizer.h); refusals
+// are counted in `metrics`. UNAVAILABLE if an address cannot be bound.
 absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
                                               const std::vector<grpc::Service*>& services,
                                               const std::string& port_file,

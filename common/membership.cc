@@ -23,6 +23,7 @@ absl::Status Membership::RegisterOnce() {
   RegisterRequest request;
   request.set_role(options_.role);
   request.set_address(options_.address);
+  request.set_incarnation(options_.incarnation);
   // Again under the id given before, if any: shard maps and worker ranks name it.
   request.set_node_id(node_id());
   RegisterResponse response;
@@ -67,14 +68,28 @@ std::string Membership::node_id() {
   return node_id_;
 }
 
+void Membership::CarryFinalReport(const ReportProgressRequest& report) {
+  absl::MutexLock lock(&mu_);
+  final_report_ = report;
+  ++final_report_serial_;
+}
+
+bool Membership::CarriesFinalReport() {
+  absl::MutexLock lock(&mu_);
+  return final_report_.has_value();
+}
+
 void Membership::HeartbeatLoop() {
   while (true) {
     absl::Duration interval;
     HeartbeatRequest request;
+    uint64_t final_report_serial = 0;
     {
       absl::MutexLock lock(&mu_);
       interval = interval_;
       request.set_node_id(node_id_);
+      if (final_report_.has_value()) *request.mutable_final_report() = *final_report_;
+      final_report_serial = final_report_serial_;
     }
     if (stop_.WaitForNotificationWithTimeout(interval)) return;
     grpc::ClientContext context;
@@ -86,6 +101,12 @@ void Membership::HeartbeatLoop() {
     HeartbeatResponse response;
     grpc::Status status = stub_->Heartbeat(&context, request, &response);
     if (status.ok()) {
+      if (request.has_final_report()) {
+        absl::MutexLock lock(&mu_);
+        if (final_report_serial_ == final_report_serial) final_report_.reset();
+        LOG(INFO) << "final report of job " << request.final_report().job_id()
+                  << " delivered with a heartbeat";
+      }
       handler_(response);
     } else if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
       LOG(WARNING) << "coordinator does not know node " << request.node_id()

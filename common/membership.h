@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -25,6 +26,7 @@ class Membership {
     std::string coordinator;  // host:port
     NodeRole role = ROLE_UNSPECIFIED;
     std::string address;      // This node's address as others should reach it.
+    uint64_t incarnation = 0;  // Servers: RegisterRequest.incarnation.
   };
   // Runs on the heartbeat thread after every successful heartbeat.
   using HeartbeatHandler = std::function<void(const HeartbeatResponse&)>;
@@ -43,6 +45,12 @@ class Membership {
   std::string node_id();
   Coordinator::Stub* stub() { return stub_.get(); }
 
+  // Workers: sends `report` (a run's final report the coordinator could not be reached for)
+  // with every heartbeat until one is answered OK. A later call replaces an earlier report.
+  void CarryFinalReport(const ReportProgressRequest& report);
+  // Whether a carried final report is still waiting for its heartbeat.
+  bool CarriesFinalReport();
+
  private:
   absl::Status RegisterOnce();
   void HeartbeatLoop();
@@ -55,6 +63,8 @@ class Membership {
   absl::Mutex mu_;
   std::string node_id_ ABSL_GUARDED_BY(mu_);
   absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(500);
+  std::optional<ReportProgressRequest> final_report_ ABSL_GUARDED_BY(mu_);
+  uint64_t final_report_serial_ ABSL_GUARDED_BY(mu_) = 0;  // Counts CarryFinalReport calls.
 };
 
 }  // namespace psrv

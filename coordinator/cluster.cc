@@ -45,6 +45,22 @@ absl::StatusOr<RegisterResponse> ClusterCoordinator::Register(const RegisterRequ
 }
 
 absl::StatusOr<HeartbeatResponse> ClusterCoordinator::Heartbeat(const HeartbeatRequest& request) {
+  if (request.has_final_report()) {
+    // A worker's final report that could not be delivered while this coordinator was away. It
+    // counts as a report of its own (the same checks); the heartbeat's OK acknowledges it, also
+    // when it no longer counts (e.g. its job was restarted), so the worker stops sending it.
+    if (request.final_report().node_id() != request.node_id()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "final_report.node_id \"", request.final_report().node_id(),
+          "\" is not the heartbeat's node_id \"", request.node_id(), "\""));
+    }
+    absl::StatusOr<ReportProgressResponse> reported =
+        progress_.ReportProgress(request.final_report());
+    if (!reported.ok()) {
+      LOG(WARNING) << "final report of job " << request.final_report().job_id() << " from "
+                   << request.node_id() << " dropped: " << reported.status();
+    }
+  }
   return membership_.Heartbeat(request);
 }
 

@@ -38,8 +38,9 @@ using BackupAdder = std::function<absl::StatusOr<AddBackupResponse>(
 // Admin.GetStatus of `job_id`'s shards on the server at `address`.
 using ServerStatusReader = std::function<absl::StatusOr<ServerStatus>(
     const std::string& address, const std::string& job_id)>;
-// Whether the server at `address` answers at all (any gRPC reply within a short deadline).
-using ServerProbe = std::function<absl::Status(const std::string& address)>;
+// Whether the server at `address` answers at all (any gRPC reply within a short deadline), and
+// the incarnation of the process that answered (0: unknown).
+using ServerProbe = std::function<absl::StatusOr<uint64_t>(const std::string& address)>;
 // ParameterServer.DropJob on the server at `address`.
 using ShardDropper =
     std::function<absl::Status(const std::string& address, const std::string& job_id)>;

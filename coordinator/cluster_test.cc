@@ -123,6 +123,7 @@ class ClusterTest : public ::testing::Test {
     r.set_done(done);
     r.set_error(error);
     const JobStatus status = cluster_->GetJob(job).value();
+    r.set_attempt(status.restarts());
     if (rank < static_cast<uint32_t>(status.workers_size())) {
       r.set_node_id(status.workers(rank).worker_id());
     }
@@ -291,6 +292,11 @@ TEST_F(ClusterTest, LostServerRestartsTheJobFromItsLatestGoodCheckpoint) {
   ASSERT_TRUE(beat.has_assignment());
   EXPECT_EQ(beat.assignment().start_step(), 9u);
   EXPECT_EQ(beat.assignment().attempt(), 1u);
+  // The same worker runs rank 0 again: a late error of its first run (attempt 0) does not fail
+  // the second one.
+  late.set_attempt(0);
+  EXPECT_TRUE(cluster_->ReportProgress(late)->cancel());
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
   Report(job, 0, 10, 1.0f, /*done=*/true);
   EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
 }
@@ -506,6 +512,57 @@ TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {
   cluster_->Tick();
   EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
   EXPECT_TRUE(Beat(w2).has_assignment());
+}
+
+TEST_F(ClusterTest, AFinalReportCarriedByAHeartbeatEndsTheJob) {
+  Register(SERVER, "h:1");
+  const std::string w = Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  ASSERT_TRUE(Beat(w).has_assignment());
+  HeartbeatRequest beat;
+  beat.set_node_id(w);
+  ReportProgressRequest* report = beat.mutable_final_report();
+  report->set_job_id(job);
+  report->set_node_id("someone else");
+  report->set_step(10);
+  report->set_done(true);
+  // A node reports only for itself.
+  EXPECT_EQ(cluster_->Heartbeat(beat).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  report->set_node_id(w);
+  ASSERT_TRUE(cluster_->Heartbeat(beat).ok());
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+  EXPECT_EQ(cluster_->GetJob(job)->step(), 10u);
+  // Sent again (its acknowledgement was lost): still acknowledged, nothing changes.
+  ASSERT_TRUE(cluster_->Heartbeat(beat).ok());
+  EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+  // The worker is free for the next job.
+  const std::string next = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(next)->state(), RUNNING);
+}
+
+TEST_F(ClusterTest, AServerRestartedInPlaceReplacesTheOldOneAtOnce) {
+  RegisterRequest first;
+  first.set_role(SERVER);
+  first.set_address("h:1");
+  first.set_incarnation(11);
+  const std::string old_id = cluster_->Register(first)->node_id();
+  // The same process registering again (e.g. after a coordinator restart) is not a new one.
+  first.set_node_id(old_id);
+  ASSERT_TRUE(cluster_->Register(first).ok());
+  RegisterRequest again = first;
+  again.clear_node_id();
+  again.set_incarnation(22);  // A new process at the same address.
+  const std::string new_id = cluster_->Register(again)->node_id();
+  ASSERT_NE(new_id, old_id);
+  const ListNodesResponse nodes = cluster_->ListNodes();
+  ASSERT_EQ(nodes.nodes_size(), 2);
+  for (const NodeInfo& node : nodes.nodes()) {
+    EXPECT_EQ(node.health(), node.node_id() == old_id ? DEAD : HEALTHY) << node.node_id();
+    if (node.node_id() == new_id) EXPECT_EQ(node.incarnation(), 22u);
+  }
 }
 
 TEST_F(ClusterTest, WorkerErrorFailsTheJobAndCancelsTheOthers) {

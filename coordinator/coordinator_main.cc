@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
 #include "common/flags_help.h"
+#include "common/tls_flags.h"
 #include "common/channel.h"
 #include "common/grpc_server.h"
 #include "common/http_server.h"
@@ -126,8 +127,9 @@ absl::StatusOr<AddBackupResponse> AddBackupOn(const std::string& address,
   return response;
 }
 
-// Any answer within a second (even an error) means the server is there.
-absl::Status ProbeServer(const std::string& address) {
+// Any answer within a second (even an error) means a server is there; its incarnation (0 if its
+// answer was an error).
+absl::StatusOr<uint64_t> ProbeServer(const std::string& address) {
   auto stub = Admin::NewStub(CreateChannel(address));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
@@ -139,7 +141,7 @@ absl::Status ProbeServer(const std::string& address) {
       result.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     return FromGrpcStatus(result, address);
   }
-  return absl::OkStatus();
+  return result.ok() ? status.incarnation() : 0;
 }
 
 absl::Status SetWorkersOn(const std::string& address, const SetWorkersRequest& request) {
@@ -290,5 +292,6 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  if (!psrv::EnableTlsFromFlags()) return 1;
   return psrv::Run();
 }

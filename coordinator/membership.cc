@@ -34,6 +34,21 @@ absl::StatusOr<std::string> Membership::IdFor(const RegisterRequest& request) {
   return id;
 }
 
+void Membership::ForgetReplacedServers(const RegisterRequest& request, const std::string& id) {
+  if (request.incarnation() == 0) return;  // Tells nothing.
+  for (auto& [other_id, other] : cluster_.state.nodes) {
+    if (other.info.role() != SERVER || other.info.address() != request.address() ||
+        other.info.incarnation() == 0 || other.info.incarnation() == request.incarnation() ||
+        other.unreachable) {
+      continue;
+    }
+    // A new process at this address (restarted in place): the old one and its shards are gone.
+    LOG(WARNING) << "server " << other_id << " at " << request.address()
+                 << " was replaced by a new process (" << id << "): it is lost";
+    other.unreachable = true;
+  }
+}
+
 absl::StatusOr<RegisterResponse> Membership::Register(const RegisterRequest& request) {
   if (request.role() != SERVER && request.role() != WORKER) {
     return absl::InvalidArgumentError("role must be SERVER or WORKER");
@@ -44,10 +59,12 @@ absl::StatusOr<RegisterResponse> Membership::Register(const RegisterRequest& req
   const bool returning = !request.node_id().empty() && state.nodes.count(request.node_id()) == 0;
   absl::StatusOr<std::string> id = IdFor(request);
   if (!id.ok()) return id.status();
+  if (request.role() == SERVER) ForgetReplacedServers(request, *id);
   Node& node = state.nodes[*id];
   node.info.set_node_id(*id);
   node.info.set_role(request.role());
   node.info.set_address(request.address());
+  node.info.set_incarnation(request.incarnation());
   node.last_heartbeat = state.Now();
   node.unconfirmed = false;
   if (returning) state.Reattach(&node);
@@ -156,15 +173,22 @@ absl::Status Membership::ReportUnreachable(const std::string& address) {
 }
 
 void Membership::Probe(const std::string& node_id, const std::string& address) {
-  absl::Status status = cluster_.options.probe(address);
-  if (!status.ok()) status = cluster_.options.probe(address);
+  absl::StatusOr<uint64_t> answered = cluster_.options.probe(address);
+  if (!answered.ok()) answered = cluster_.options.probe(address);
   absl::MutexLock lock(&cluster_.mu);
   auto node = cluster_.state.nodes.find(node_id);
   if (node == cluster_.state.nodes.end()) return;
   node->second.probing = false;
-  if (!status.ok()) {
+  if (!answered.ok()) {
     LOG(WARNING) << "server " << node_id << " at " << address
-                 << " was reported unreachable and does not answer: " << status;
+                 << " was reported unreachable and does not answer: " << answered.status();
+    node->second.unreachable = true;
+    return;
+  }
+  const uint64_t known = node->second.info.incarnation();
+  if (*answered != 0 && known != 0 && *answered != known) {
+    LOG(WARNING) << "server " << node_id << " at " << address
+                 << " was reported unreachable and another process answers there: it is lost";
     node->second.unreachable = true;
   }
 }

@@ -32,7 +32,12 @@ class Membership {
   // Puts the assignment of worker `node` (if its job runs) into `response`, or forgets a job
   // that ended.
   void Assign(Node* node, HeartbeatResponse* response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(cluster_.mu);
-  // Probes the server (twice) and, if it does not answer, marks it unreachable: DEAD.
+  // A server registering at `request.address` with a new incarnation replaced the process
+  // there: nodes of the old one are marked unreachable (DEAD), so their jobs fail over.
+  void ForgetReplacedServers(const RegisterRequest& request, const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(cluster_.mu);
+  // Probes the server (twice) and, if it does not answer, or another process (incarnation)
+  // answers at its address, marks it unreachable: DEAD.
   void Probe(const std::string& node_id, const std::string& address);
 
   ClusterContext cluster_;

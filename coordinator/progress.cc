@@ -77,9 +77,11 @@ absl::StatusOr<ReportProgressResponse> JobProgress::ReportProgress(
     response.set_cancel(job.status.state() != SUCCEEDED);
     return response;
   }
-  if (job.workers[request.rank()] != request.node_id()) {
+  if (job.workers[request.rank()] != request.node_id() ||
+      request.attempt() != job.status.restarts()) {
     // A run the coordinator took away (the job restarted, or the rank went to another worker):
-    // its reports, errors included, are no longer the job's.
+    // its reports, errors included, are no longer the job's, even when the same worker runs the
+    // same rank of the job's next attempt.
     response.set_cancel(true);
     return response;
   }

@@ -20,6 +20,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/malloc_tuning.h"
 #include "common/flags_help.h"
+#include "common/tls_flags.h"
 #include "common/grpc_server.h"
 #include "common/metrics.h"
 #include "common/monitoring.h"
@@ -165,7 +166,8 @@ int Run() {
   std::unique_ptr<Membership> membership;
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
     membership = std::make_unique<Membership>(
-        Membership::Options{absl::GetFlag(FLAGS_coordinator), SERVER, address},
+        Membership::Options{absl::GetFlag(FLAGS_coordinator), SERVER, address,
+                            store.incarnation()},
         [&](const HeartbeatResponse& response) {
           absl::MutexLock lock(&ended_mu);
           ended_jobs.insert(response.ended_jobs().begin(), response.ended_jobs().end());
@@ -209,5 +211,6 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  if (!psrv::EnableTlsFromFlags()) return 1;
   return psrv::Run();
 }

@@ -9,6 +9,7 @@
 
 #include <glog/logging.h>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -42,7 +43,9 @@ absl::Status CheckWireDType(DType dtype) {
 }
 
 ShardStore::ShardStore(Options options)
-    : options_(std::move(options)), start_time_ms_(absl::ToUnixMillis(options_.clock())) {
+    : options_(std::move(options)),
+      start_time_ms_(absl::ToUnixMillis(options_.clock())),
+      incarnation_(absl::Uniform<uint64_t>(absl::BitGen(), 1, UINT64_MAX)) {
   MetricsRegistry* metrics = options_.metrics;
   if (metrics == nullptr) return;
   staleness_ = metrics->AddHistogram(
@@ -498,6 +501,7 @@ ServerStatus ShardStore::Status(const std::string& job_id) {
     status.set_address(address_);
   }
   status.set_start_time_ms(start_time_ms_);
+  status.set_incarnation(incarnation_);
   std::vector<ShardStatus> shards;
   for (const auto& shard : AllShards(job_id)) shards.push_back(shard->Status());
   std::sort(shards.begin(), shards.end(), [](const ShardStatus& a, const ShardStatus& b) {

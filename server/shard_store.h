@@ -94,6 +94,10 @@ class ShardStore {
   // Status of every shard (of `job_id` only, if non-empty).
   ServerStatus Status(const std::string& job_id);
 
+  // A random number drawn when the store was made, never 0: tells this process from one that
+  // replaced it at the same address (RegisterRequest.incarnation).
+  uint64_t incarnation() const { return incarnation_; }
+
   // Ids of the jobs with shards here.
   std::vector<std::string> JobIds();
 
@@ -173,6 +177,7 @@ class ShardStore {
   HistogramFamily* step_wait_ = nullptr;
   HistogramFamily* pull_wait_ = nullptr;
   const int64_t start_time_ms_;
+  const uint64_t incarnation_;
   absl::Mutex mu_;
   std::string server_id_ ABSL_GUARDED_BY(mu_) = "standalone";
   std::string address_ ABSL_GUARDED_BY(mu_);

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <set>
 #include <string>
@@ -54,7 +56,7 @@ class CoordinatorRestartTest : public ::testing::Test {
     coordinator_.reset();
   }
 
-  void StartServerAndWorker() {
+  void StartServerAndWorker(const std::vector<std::string>& worker_flags = {}) {
     const std::string coordinator = absl::StrCat("--coordinator=127.0.0.1:", port_);
     const std::string port_file = dir_ + "/server.port";
     ASSERT_TRUE(server_
@@ -65,11 +67,10 @@ class CoordinatorRestartTest : public ::testing::Test {
     absl::StatusOr<int> server_port = WaitForPortFile(port_file, kStartup, &server_);
     ASSERT_TRUE(server_port.ok()) << server_port.status();
     server_address_ = absl::StrCat("127.0.0.1:", *server_port);
-    ASSERT_TRUE(worker_
-                    .Start({Runfile("worker/ps_worker"), coordinator, "--host=127.0.0.1",
-                            "--metrics_port=-1"},
-                           dir_ + "/worker.log")
-                    .ok());
+    std::vector<std::string> worker_argv = {Runfile("worker/ps_worker"), coordinator,
+                                           "--host=127.0.0.1", "--metrics_port=-1"};
+    worker_argv.insert(worker_argv.end(), worker_flags.begin(), worker_flags.end());
+    ASSERT_TRUE(worker_.Start(worker_argv, dir_ + "/worker.log").ok());
   }
 
   // The ids of the healthy nodes once there are `count` of them (empty after 30 s).
@@ -116,6 +117,9 @@ class CoordinatorRestartTest : public ::testing::Test {
     for (const ShardStatus& shard : status->shards()) version = std::max(version, shard.version());
     return version;
   }
+
+  void EndJobWhileTheCoordinatorIsAway(absl::Duration away,
+                                       const std::vector<std::string>& worker_flags);
 
   std::string dir_;
   int port_ = 0;
@@ -198,10 +202,13 @@ TEST_F(CoordinatorRestartTest, NodesKeepTheirIdsWithACoordinatorThatForgotThem) 
             SUCCEEDED);
 }
 
-TEST_F(CoordinatorRestartTest, AJobThatEndsWhileTheCoordinatorIsAwayIsReportedOnceItIsBack) {
+// Kills the coordinator while a job's worker runs its last steps and starts it again `away`
+// after the job's last step; the job must end SUCCEEDED there.
+void CoordinatorRestartTest::EndJobWhileTheCoordinatorIsAway(
+    absl::Duration away, const std::vector<std::string>& worker_flags) {
   const std::vector<std::string> state = {"--state_db=" + dir_ + "/coordinator.db"};
   StartCoordinator(0, state);
-  StartServerAndWorker();
+  StartServerAndWorker(worker_flags);
   ASSERT_EQ(WaitForHealthyNodes(2).size(), 2u) << "logs in " << dir_;
   constexpr uint64_t kSteps = 300;
   absl::StatusOr<std::string> job = client_->SubmitJob(SmallMlpJob(SYNC, 1, 1, kSteps));
@@ -218,15 +225,29 @@ TEST_F(CoordinatorRestartTest, AJobThatEndsWhileTheCoordinatorIsAwayIsReportedOn
     absl::SleepFor(absl::Milliseconds(50));
   }
   ASSERT_EQ(ServerVersion(*job), kSteps);
-  absl::SleepFor(absl::Seconds(1));
+  absl::SleepFor(away);
   StartCoordinator(port_, state);
-  // Its last report, retried meanwhile, ends the job.
   const JobStatus final =
       WaitForJob(*job, [](const JobStatus& s) { return IsTerminal(s.state()); });
   ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << dir_;
   EXPECT_EQ(final.step(), kSteps);
   EXPECT_FALSE(final.sample().empty());
   EXPECT_TRUE(worker_.running());
+}
+
+TEST_F(CoordinatorRestartTest, AJobThatEndsWhileTheCoordinatorIsAwayIsReportedOnceItIsBack) {
+  // The worker's last report, retried meanwhile, ends the job.
+  EndJobWhileTheCoordinatorIsAway(absl::Seconds(1), {});
+}
+
+TEST_F(CoordinatorRestartTest, AFinalReportOutlastingTheWorkersPatienceGoesWithItsHeartbeats) {
+  // The coordinator stays away longer than the worker retries its last report: the report goes
+  // with the worker's heartbeats, and the first one the coordinator answers ends the job.
+  // (Its first try waits up to 5 s for the coordinator; it gives up after that.)
+  EndJobWhileTheCoordinatorIsAway(absl::Seconds(8), {"--final_report_patience=1s"});
+  std::ifstream log(dir_ + "/worker.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("delivered with a heartbeat"), std::string::npos) << "logs in " << dir_;
 }
 
 }  // namespace

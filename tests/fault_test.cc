@@ -56,6 +56,26 @@ class FaultTest : public ::testing::Test {
     return WaitFor(job, [](const JobStatus& s) { return IsTerminal(s.state()); });
   }
 
+  // The parameters `spec` ends with when nothing goes wrong (empty if that run failed).
+  std::vector<float> ReferenceParameters(const JobSpec& spec) {
+    const JobStatus reference = WaitForEnd(client_->SubmitJob(spec).value());
+    EXPECT_EQ(reference.state(), SUCCEEDED) << reference.message();
+    return reference.state() == SUCCEEDED ? ServedParameters(reference) : std::vector<float>();
+  }
+
+  // On 3 servers and 2 workers: a SYNC job of 2 servers (each shard with a backup) and 2
+  // workers, run once without a fault (its final parameters into `expected`), then submitted
+  // again (`id`); returns its status once it is past step 100.
+  JobStatus StartReplicatedJob(uint64_t steps, std::vector<float>* expected, std::string* id) {
+    StartCluster(/*servers=*/3, /*workers=*/2);
+    JobSpec spec = SmallMlpJob(SYNC, 2, 2, steps);
+    spec.set_replicas(2);
+    *expected = ReferenceParameters(spec);
+    *id = client_->SubmitJob(spec).value();
+    return WaitFor(*id,
+                   [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 100; });
+  }
+
   // The local-cluster name ("server 1") of the server at `address` (127.0.0.1:port).
   std::string ServerNamed(const std::string& address) { return LocalServerName(log_dir_, address); }
 
@@ -97,11 +117,8 @@ TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
   spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
 
   // The reference: no fault.
-  const std::string reference_id = client_->SubmitJob(spec).value();
-  const JobStatus reference = WaitForEnd(reference_id);
-  ASSERT_EQ(reference.state(), SUCCEEDED) << reference.message() << "; logs in " << log_dir_;
-  const std::vector<float> expected = ServedParameters(reference);
-  ASSERT_FALSE(expected.empty());
+  const std::vector<float> expected = ReferenceParameters(spec);
+  ASSERT_FALSE(expected.empty()) << "the fault-free run failed; logs in " << log_dir_;
 
   const std::string id = client_->SubmitJob(spec).value();
   WaitFor(id, [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 50; });
@@ -151,19 +168,10 @@ TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
 // redone, and the final parameters equal, bit for bit, those of the same job run without a fault.
 // The spare server then becomes the new home of the backups.
 TEST_F(FaultTest, KilledPrimaryFailsOverToItsBackupsBitForBit) {
-  StartCluster(/*servers=*/3, /*workers=*/2);
-  JobSpec spec = SmallMlpJob(SYNC, 2, 2, 1500);
-  spec.set_replicas(2);
-
-  const std::string reference_id = client_->SubmitJob(spec).value();
-  const JobStatus reference = WaitForEnd(reference_id);
-  ASSERT_EQ(reference.state(), SUCCEEDED) << reference.message() << "; logs in " << log_dir_;
-  const std::vector<float> expected = ServedParameters(reference);
-  ASSERT_FALSE(expected.empty());
-
-  const std::string id = client_->SubmitJob(spec).value();
-  const JobStatus before =
-      WaitFor(id, [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 100; });
+  std::vector<float> expected;
+  std::string id;
+  const JobStatus before = StartReplicatedJob(1500, &expected, &id);
+  ASSERT_FALSE(expected.empty()) << "the fault-free run failed; logs in " << log_dir_;
   for (const ShardAssignment& shard : before.shard_map().shards()) {
     ASSERT_NE(shard.backup_address(), "") << "every shard has a backup";
   }
@@ -201,6 +209,27 @@ TEST_F(FaultTest, KilledPrimaryFailsOverToItsBackupsBitForBit) {
   }
   EXPECT_EQ(repaired.state(), RUNNING) << "the job ended before its backups were replaced";
 
+  EXPECT_EQ(CountDifferent(ServedParameters(final), expected), 0u) << "of " << expected.size();
+}
+
+// A primary killed and at once replaced by a new ps_server on the same port (as Kubernetes
+// restarts a pod in place): the new process registers with a new incarnation, so the coordinator
+// takes the old one for lost and promotes its backups; workers whose requests reach the new,
+// empty process (NOT_FOUND) follow the new map. The job ends as if nothing happened, bit for bit.
+TEST_F(FaultTest, ServerRestartedInPlaceFailsOverBitForBit) {
+  std::vector<float> expected;
+  std::string id;
+  const JobStatus before = StartReplicatedJob(1000, &expected, &id);
+  ASSERT_FALSE(expected.empty()) << "the fault-free run failed; logs in " << log_dir_;
+  const std::string victim_address = before.shard_map().shards(0).server_address();
+  const std::string victim = ServerNamed(victim_address);
+  ASSERT_FALSE(victim.empty()) << victim_address;
+  ASSERT_TRUE(cluster_->RestartServerInPlace(std::stoi(victim.substr(victim.find(' ') + 1))).ok());
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 0u);
+  EXPECT_GE(final.shard_map().epoch(), 1u);
+  EXPECT_EQ(final.step(), 1000u);
   EXPECT_EQ(CountDifferent(ServedParameters(final), expected), 0u) << "of " << expected.size();
 }
 

@@ -17,7 +17,6 @@ namespace {
 // See ProgressReporter::Report.
 constexpr absl::Duration kProgressReportTimeout = absl::Seconds(2);
 constexpr absl::Duration kFinalReportTimeout = absl::Seconds(5);
-constexpr absl::Duration kFinalReportPatience = absl::Minutes(2);
 constexpr absl::Duration kFinalReportMaxBackoff = absl::Seconds(1);
 
 }  // namespace
@@ -54,6 +53,7 @@ bool ProgressReporter::Report(uint64_t step, float loss, float tokens_per_sec, f
   request.set_job_id(assignment_.job_id());
   request.set_node_id(node_id_);
   request.set_rank(assignment_.rank());
+  request.set_attempt(assignment_.attempt());
   request.set_step(step);
   request.set_loss(std::isfinite(loss) ? loss : 0.0f);
   request.set_tokens_per_sec(tokens_per_sec);
@@ -63,7 +63,7 @@ bool ProgressReporter::Report(uint64_t step, float loss, float tokens_per_sec, f
   request.set_error(ToValidUtf8(error));
   request.set_sample(ToValidUtf8(sample));
   const bool last = done || !error.empty();
-  const absl::Time give_up = absl::Now() + kFinalReportPatience;
+  const absl::Time give_up = absl::Now() + options_.final_report_patience;
   absl::Duration backoff = absl::Milliseconds(100);
   for (int attempt = 1;; ++attempt) {
     grpc::ClientContext context;
@@ -83,6 +83,14 @@ bool ProgressReporter::Report(uint64_t step, float loss, float tokens_per_sec, f
     }
     const bool unreachable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
                              status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (unreachable && absl::Now() + backoff > give_up && !cancel_->load() &&
+        options_.undelivered_final_report) {
+      LOG(WARNING) << "final report of job " << assignment_.job_id() << " (step " << step
+                   << "): coordinator unreachable after " << attempt
+                   << " attempt(s); it goes with the heartbeats until it is delivered";
+      options_.undelivered_final_report(request);
+      return false;
+    }
     if (!unreachable || absl::Now() + backoff > give_up || cancel_->load()) {
       LOG(ERROR) << "final report of job " << assignment_.job_id() << " (step " << step
                  << ") failed after " << attempt << " attempt(s): " << status.error_message();
@@ -90,7 +98,7 @@ bool ProgressReporter::Report(uint64_t step, float loss, float tokens_per_sec, f
     }
     LOG_EVERY_N(WARNING, 10) << "final report: coordinator unreachable ("
                              << status.error_message() << "); retrying for up to "
-                             << absl::FormatDuration(kFinalReportPatience);
+                             << absl::FormatDuration(options_.final_report_patience);
     absl::SleepFor(backoff);
     backoff = std::min(2 * backoff, kFinalReportMaxBackoff);
   }

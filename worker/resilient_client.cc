@@ -454,8 +454,12 @@ absl::Status ResilientClient::Recover() {
   std::set<std::string> unreachable;
   for (const Failure& failure : failures) {
     const absl::StatusCode code = failure.status.code();
+    // NOT_FOUND: the server at that address does not hold the shard the map puts there: a new
+    // process replaced the one that did (restarted in place). To the coordinator (which checks
+    // the incarnation) it is as lost as an unreachable one, and the job's next map follows.
     const bool retry = code == absl::StatusCode::kUnavailable ||
                        code == absl::StatusCode::kDeadlineExceeded ||
+                       code == absl::StatusCode::kNotFound ||
                        code == absl::StatusCode::kCancelled;  // By FollowMap.
     if (!retry) return failure.status;
     if (code != absl::StatusCode::kCancelled) unreachable.insert(failure.address);

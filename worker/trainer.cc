@@ -320,7 +320,7 @@ absl::Status ParseCompute(absl::string_view text, TrainerOptions* options) {
 absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
                     const std::string& node_id, const std::atomic<bool>* cancel,
                     const TrainerOptions& options) {
-  ProgressReporter reporter(coordinator, assignment, node_id, cancel);
+  ProgressReporter reporter(coordinator, assignment, node_id, cancel, options.reports);
   TrainingMetrics training_metrics(options.metrics, assignment.job_id(), assignment.rank());
   TrainingRun run(assignment, &reporter, cancel, options, &training_metrics);
   absl::Status status = run.SetUp();

@@ -12,6 +12,7 @@
 #include "common/metrics.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "worker/cuda/device_model.h"
+#include "worker/progress_reporter.h"
 
 namespace psrv {
 
@@ -26,6 +27,9 @@ struct TrainerOptions {
   Overlap overlap = Overlap::kAuto;
   // >= 0: the model is a SyntheticModel taking this long per step (benchmarks); < 0: the real one.
   absl::Duration synthetic_compute = -absl::InfiniteDuration();
+  // The final report's patience and where it goes when the coordinator stays away
+  // (ps_worker --final_report_patience; ProgressReporter::Options).
+  ProgressReporter::Options reports;
 };
 
 // "auto", "on" or "off" (ps_worker --overlap; also true/false) into options->overlap;

@@ -18,8 +18,10 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/malloc_tuning.h"
 #include "common/flags_help.h"
+#include "common/tls_flags.h"
 #include "common/membership.h"
 #include "common/metrics.h"
 #include "common/monitoring.h"
@@ -47,6 +49,10 @@ ABSL_FLAG(std::string, overlap, "auto",
           "pull, compute and push one after another. The same results, bit for bit. auto: on "
           "when the model computes off the CPU (a GPU, synthetic compute), off for a CPU model, "
           "which uses every core itself.");
+ABSL_FLAG(absl::Duration, final_report_patience, absl::Minutes(2),
+          "How long a job's final report (done, or an error) is retried while the coordinator "
+          "is unreachable (e.g. restarting). After that the worker sends it with its heartbeats "
+          "until the coordinator is back and acknowledges it, so the job still ends there.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the metrics HTTP server listens on.");
 ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
           "Port of the HTTP server for Prometheus metrics (/metrics) and /healthz "
@@ -183,6 +189,10 @@ int Run() {
     LOG(ERROR) << status;
     return 1;
   }
+  trainer_options.reports.final_report_patience = absl::GetFlag(FLAGS_final_report_patience);
+  trainer_options.reports.undelivered_final_report = [&membership](const ReportProgressRequest& r) {
+    membership.CarryFinalReport(r);
+  };
   // Termination cancels the running job.
   std::thread watcher([&] {
     terminate->WaitForNotification();
@@ -215,6 +225,13 @@ int Run() {
       ++jobs;
     }
   }
+  // A final report still waiting for the coordinator keeps the worker (and its heartbeats) up.
+  if (membership.CarriesFinalReport()) {
+    LOG(INFO) << "waiting for the coordinator to take the last job's final report";
+    while (membership.CarriesFinalReport() &&
+           !terminate->WaitForNotificationWithTimeout(absl::Milliseconds(200))) {
+    }
+  }
   membership.Stop();
   return failures > 0 ? 1 : 0;
 }
@@ -233,5 +250,6 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  if (!psrv::EnableTlsFromFlags()) return 1;
   return psrv::Run();
 }
