@@ -254,7 +254,8 @@ absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::Lau
   std::vector<std::string> argv = {options_.binaries.server, "--host=127.0.0.1",
                                    absl::StrCat("--port=", port),
                                    "--port_file=" + port_file,
-                                   "--coordinator=" + coordinator_address_};
+                                   "--coordinator=" + coordinator_address_,
+                                   "--checkpoint_root=" + options_.checkpoint_root};
   if (options_.unix_sockets) {
     if (socket_dir_.empty()) {
       char dir[] = "/tmp/psrv-XXXXXX";

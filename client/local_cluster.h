@@ -46,6 +46,9 @@ struct LocalClusterOptions {
   // Servers also listen on a Unix domain socket (in a fresh /tmp/psrv-XXXXXX folder: socket
   // paths are limited to 107 bytes) and advertise it: pulls and pushes skip the TCP stack.
   bool unix_sockets = false;
+  // Each ps_server's --checkpoint_root: the folder checkpoint directories must lie in. Default
+  // "/": any absolute path (the servers are this user's own processes, with no rights psctl lacks).
+  std::string checkpoint_root = "/";
   // Mutual TLS: a folder made by MakeLocalClusterCertificates; each process gets the certificate
   // of its role (--tls_cert/--tls_key/--tls_ca). "": insecure.
   std::string tls_dir;

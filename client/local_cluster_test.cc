@@ -138,6 +138,25 @@ TEST_F(LocalClusterTest, WorkerArgsReachEveryWorker) {
   cluster.Stop(absl::Seconds(5));
 }
 
+// Servers confine checkpoints to --checkpoint_root: "/" unless psctl local --checkpoint-root says.
+TEST_F(LocalClusterTest, CheckpointRootReachesEveryServer) {
+  LocalClusterOptions options = Options();
+  {
+    LocalCluster cluster(options);
+    ASSERT_TRUE(cluster.Start().ok());
+    EXPECT_THAT(Log("server-0"), HasSubstr("--checkpoint_root=/ "));
+    cluster.Stop(absl::Seconds(5));
+  }
+  options.checkpoint_root = root_ + "/ckpt";
+  LocalCluster cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  for (const char* server : {"server-0", "server-1"}) {
+    EXPECT_THAT(Log(server), HasSubstr("--checkpoint_root=" + root_ + "/ckpt")) << server;
+  }
+  EXPECT_THAT(LogOnceWritten("worker-0"), Not(HasSubstr("--checkpoint_root")));
+  cluster.Stop(absl::Seconds(5));
+}
+
 TEST_F(LocalClusterTest, StartsEveryProcessWithTheRightFlagsAndStopsThem) {
   LocalCluster cluster(Options());
   ASSERT_TRUE(cluster.Start().ok());

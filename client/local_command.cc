@@ -315,6 +315,7 @@ int LocalCommand(const CommandEnv& env, const JobSpecFlags& spec_flags,
   options.interrupted = env.interrupted;
   options.worker_args = local_flags.worker_args;
   options.unix_sockets = local_flags.transport == "unix";
+  options.checkpoint_root = local_flags.checkpoint_root;
   if (local_flags.tls) {
     absl::StatusOr<std::string> tls_dir = PrepareCertificates(logs->path);
     if (!tls_dir.ok()) return ReportError(env, tls_dir.status());
@@ -367,6 +368,12 @@ CommandHandler BindLocal(CLI::App* command) {
                     "certificate per role (OU coordinator, server, worker, operator, viewer) with "
                     "openssl in <log folder>/tls, and prints the psctl flags that talk to the "
                     "cluster");
+  command
+      ->add_option("--checkpoint-root", flags->local.checkpoint_root,
+                   "Folder the servers confine checkpoints to: the job's checkpoint.directory "
+                   "(and psctl checkpoint --directory) must be an absolute path under it "
+                   "(ps_server --checkpoint_root); default /, any absolute path")
+      ->type_name("DIR");
   command
       ->add_option("--startup-timeout", flags->startup_timeout_s,
                    "Seconds for the job to start running before giving up (default 60)")

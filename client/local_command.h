@@ -25,6 +25,7 @@ struct LocalFlags {
   std::vector<std::string> worker_args;
   absl::Duration startup_timeout = absl::Seconds(60);  // Until the job leaves PENDING.
   std::string transport = "unix";  // Between workers and servers: "unix" sockets or "tcp".
+  std::string checkpoint_root = "/";  // The servers' --checkpoint_root.
   bool tls = false;  // Mutual TLS everywhere, with a throw-away CA in <log folder>/tls.
 };
 

@@ -44,6 +44,7 @@ PooledBuffer BufferPool::Acquire(size_t size) {
     if (it != free_.end() && !it->second.empty()) {
       buffer.storage_ = std::move(it->second.back());
       it->second.pop_back();
+      free_bytes_ -= size;
       return buffer;
     }
   }
@@ -52,9 +53,22 @@ PooledBuffer BufferPool::Acquire(size_t size) {
 }
 
 void BufferPool::Return(std::unique_ptr<std::vector<char>> storage) {
+  const size_t size = storage->size();
+  {
+    absl::MutexLock lock(&mu_);
+    auto& list = free_[size];
+    if (list.size() < max_free_per_size_ && size <= max_free_bytes_ - free_bytes_) {
+      list.push_back(std::move(storage));
+      free_bytes_ += size;
+      return;
+    }
+  }
+  storage.reset();  // Freed outside the lock.
+}
+
+size_t BufferPool::free_bytes() {
   absl::MutexLock lock(&mu_);
-  auto& list = free_[storage->size()];
-  if (list.size() < max_free_per_size_) list.push_back(std::move(storage));
+  return free_bytes_;
 }
 
 }  // namespace psrv

@@ -36,24 +36,33 @@ class PooledBuffer {
   size_t size_ = 0;
 };
 
-// Thread-safe. Buffers are kept per exact size, up to `max_free_per_size` of each.
+// Thread-safe. Buffers are kept per exact size, up to `max_free_per_size` of each and
+// `max_free_bytes` in all; a buffer returned beyond either limit is freed.
 class BufferPool {
  public:
-  explicit BufferPool(size_t max_free_per_size = 8) : max_free_per_size_(max_free_per_size) {}
+  static constexpr size_t kDefaultMaxFreeBytes = size_t{1} << 30;
+
+  explicit BufferPool(size_t max_free_per_size = 8, size_t max_free_bytes = kDefaultMaxFreeBytes)
+      : max_free_per_size_(max_free_per_size), max_free_bytes_(max_free_bytes) {}
 
   // The process-wide pool (never destroyed, so gRPC threads may return buffers at exit).
   static BufferPool* Global();
 
   PooledBuffer Acquire(size_t size);
 
+  // Bytes of the buffers kept for reuse (at most max_free_bytes).
+  size_t free_bytes();
+
  private:
   friend class PooledBuffer;
   void Return(std::unique_ptr<std::vector<char>> storage);
 
   const size_t max_free_per_size_;
+  const size_t max_free_bytes_;
   absl::Mutex mu_;
   absl::flat_hash_map<size_t, std::vector<std::unique_ptr<std::vector<char>>>> free_
       ABSL_GUARDED_BY(mu_);
+  size_t free_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace psrv

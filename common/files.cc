@@ -18,4 +18,34 @@ absl::Status CreateDirectories(const std::string& path, absl::string_view name) 
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> ResolvePathUnder(const std::string& root, const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.empty() || path.front() != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("path \"", path, "\" must be absolute (start with /)"));
+  }
+  std::error_code error;
+  fs::path resolved_root = fs::weakly_canonical(fs::absolute(root, error), error);
+  if (error) {
+    return absl::InternalError(absl::StrCat("cannot resolve root ", root, ": ", error.message()));
+  }
+  if (!resolved_root.has_filename() && resolved_root != resolved_root.root_path()) {
+    resolved_root = resolved_root.parent_path();  // "/data/ckpt/" is "/data/ckpt".
+  }
+  const fs::path resolved = fs::weakly_canonical(path, error);
+  if (error) {
+    return absl::InternalError(absl::StrCat("cannot resolve ", path, ": ", error.message()));
+  }
+  // Component by component: "/data/ckpt-old" is not under "/data/ckpt".
+  auto part = resolved.begin();
+  for (auto r = resolved_root.begin(); r != resolved_root.end(); ++r, ++part) {
+    if (part == resolved.end() || *part != *r) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(path, " resolves to ", resolved.string(), ", outside the root ",
+                       resolved_root.string(), " (--checkpoint_root)"));
+    }
+  }
+  return resolved.string();
+}
+
 }  // namespace psrv

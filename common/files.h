@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace psrv {
@@ -13,6 +14,13 @@ namespace psrv {
 // INTERNAL "cannot create <name>: <reason>", where `name` is how the message names the folder
 // (default: the path itself, e.g. "--log-dir /x" names it after the flag that chose it).
 absl::Status CreateDirectories(const std::string& path, absl::string_view name = "");
+
+// Confinement of the paths a request names (checkpoint directories, files to restore from) to a
+// root folder. `path` must be absolute (INVALID_ARGUMENT otherwise). Returns it resolved (symlinks
+// of the part that exists followed, `.` and `..` removed) if that lies in `root` (resolved the same
+// way) or is `root` itself; else PERMISSION_DENIED naming both. Parts that do not exist yet are
+// resolved by their names alone.
+absl::StatusOr<std::string> ResolvePathUnder(const std::string& root, const std::string& path);
 
 }  // namespace psrv
 

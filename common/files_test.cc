@@ -26,5 +26,47 @@ TEST(CreateDirectoriesTest, NamesTheFolderInTheError) {
   EXPECT_EQ(named.message().rfind("cannot create --log-dir " + file + ": ", 0), 0u) << named;
 }
 
+class ResolvePathUnderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = ::testing::TempDir() + "/resolve_test";
+    root_ = base_ + "/root";
+    std::filesystem::create_directories(root_ + "/jobs");
+    std::filesystem::create_directories(base_ + "/outside");
+    std::filesystem::create_directories(base_ + "/root-sibling");
+    std::error_code ignored;
+    std::filesystem::create_directory_symlink(base_ + "/outside", root_ + "/escape", ignored);
+  }
+  std::string base_;
+  std::string root_;
+};
+
+TEST_F(ResolvePathUnderTest, AcceptsPathsUnderTheRootExistingOrNot) {
+  absl::StatusOr<std::string> jobs = ResolvePathUnder(root_, root_ + "/jobs");
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  EXPECT_EQ(*jobs, std::filesystem::canonical(root_ + "/jobs").string());
+  EXPECT_TRUE(ResolvePathUnder(root_, root_ + "/new/folder/").ok());
+  EXPECT_TRUE(ResolvePathUnder(root_, root_).ok());
+  EXPECT_TRUE(ResolvePathUnder(root_ + "/", root_ + "/jobs/./x/../y").ok());
+  EXPECT_TRUE(ResolvePathUnder("/", "/anything/at/all").ok());
+}
+
+TEST_F(ResolvePathUnderTest, RelativePathsAreInvalid) {
+  EXPECT_EQ(ResolvePathUnder(root_, "jobs").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResolvePathUnder(root_, "").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ResolvePathUnderTest, EscapesAreDenied) {
+  for (const std::string& path :
+       {root_ + "/../outside", root_ + "/jobs/../../outside/x", root_ + "/escape",
+        root_ + "/escape/new", base_ + "/root-sibling", std::string("/etc/passwd"),
+        root_ + "/not-yet/../../outside"}) {
+    absl::StatusOr<std::string> resolved = ResolvePathUnder(root_, path);
+    EXPECT_EQ(resolved.status().code(), absl::StatusCode::kPermissionDenied) << path;
+    EXPECT_NE(resolved.status().message().find("outside the root"), std::string::npos)
+        << resolved.status();
+  }
+}
+
 }  // namespace
 }  // namespace psrv

@@ -24,6 +24,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
+#include "common/model_layout.h"
+#include "common/names.h"
 #include "common/status_macros.h"
 #include "common/yaml_to_json.h"
 #include "google/protobuf/descriptor.h"
@@ -185,20 +187,6 @@ absl::Status FillVocabulary(JobSpec* spec) {
 
 namespace {
 
-absl::Status CheckName(const std::string& name) {
-  if (name.empty()) return absl::InvalidArgumentError("name must not be empty");
-  if (name.size() > 128) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("name must be at most 128 bytes, got ", name.size()));
-  }
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) {
-      return absl::InvalidArgumentError("name must not contain control characters");
-    }
-  }
-  return absl::OkStatus();
-}
-
 // The model's kind and sizes, and its tokenizer.
 absl::Status CheckModel(const ModelSpec& model) {
   if (model.kind() == "mlp") {
@@ -333,11 +321,25 @@ absl::Status CheckCluster(const JobSpec& spec) {
   return absl::OkStatus();
 }
 
+// The names that end up in file paths on the servers, and where checkpoints go.
+absl::Status CheckNamesAndPaths(const JobSpec& spec) {
+  ASSIGN_OR_RETURN(std::vector<TableSpec> tables, ModelTables(spec.model(), spec.training().seed()));
+  for (const TableSpec& table : tables) RETURN_IF_ERROR(CheckName("table name", table.name()));
+  const std::string& directory = spec.checkpoint().directory();
+  if (!directory.empty() && directory.front() != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint.directory must be an absolute path (the servers' working directories differ), "
+        "got \"", directory, "\""));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateJobSpec(const JobSpec& spec) {
-  RETURN_IF_ERROR(CheckName(spec.name()));
+  RETURN_IF_ERROR(CheckName("name", spec.name()));
   RETURN_IF_ERROR(CheckModel(spec.model()));
+  RETURN_IF_ERROR(CheckNamesAndPaths(spec));
   if (spec.data().path().empty()) {
     return absl::InvalidArgumentError("data.path must name the training text file");
   }

@@ -370,6 +370,27 @@ TEST(ValidateJobSpecTest, EmptyName) {
   ExpectInvalid(ValidateJobSpec(spec), "name");
 }
 
+// Job names end up in paths and labels: the shared name rule (common/names.h). Before, any name
+// without control characters passed.
+TEST(ValidateJobSpecTest, NameFollowsTheNameRule) {
+  JobSpec spec = ValidSpec();
+  spec.set_name("../etc");
+  ExpectInvalid(ValidateJobSpec(spec), "name \"../etc\" may contain only");
+  spec.set_name("a b");
+  ExpectInvalid(ValidateJobSpec(spec), "may contain only");
+  spec.set_name("run-1.v2_x");
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+}
+
+// Every server resolves the directory itself: a relative one means a different place on each.
+TEST(ValidateJobSpecTest, CheckpointDirectoryMustBeAbsolute) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_checkpoint()->set_directory("checkpoints");
+  ExpectInvalid(ValidateJobSpec(spec), "checkpoint.directory must be an absolute path");
+  spec.mutable_checkpoint()->set_directory("/data/checkpoints");
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+}
+
 // One row per integer rule: the field, a setter, the lowest and highest allowed values.
 struct IntRule {
   std::string field;

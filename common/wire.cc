@@ -36,30 +36,42 @@ void SerializeWithPayload(const google::protobuf::MessageLite& header, const voi
   *out = grpc::ByteBuffer(slices, 2);
 }
 
-absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
-                              const PayloadDestination& destination) {
+namespace {
+
+// Where the payload is in a message: its length and the offset of its first byte.
+struct PayloadPosition {
+  bool present = false;
+  uint64_t size = 0;
+  int offset = 0;
+};
+
+// The first pass: copies every field but the payload to `header_bytes` and finds the payload,
+// checking that its declared length is within the bytes actually left in the message.
+absl::StatusOr<PayloadPosition> ScanMessage(grpc::ByteBuffer* buffer, std::string* header_bytes) {
+  const uint64_t message_bytes = buffer->Length();
   grpc::ProtoBufferReader reader(buffer);
   CodedInputStream input(&reader);
   input.SetTotalBytesLimit(kMaxMessageBytes);
-  std::string header_bytes;
-  bool saw_payload = false;
+  PayloadPosition payload;
   {
-    StringOutputStream header_stream(&header_bytes);
+    StringOutputStream header_stream(header_bytes);
     CodedOutputStream header_out(&header_stream);
     for (uint32_t tag = input.ReadTag(); tag != 0; tag = input.ReadTag()) {
       if (WireFormatLite::GetTagFieldNumber(tag) == kPayloadFieldNumber &&
           WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
         uint64_t size = 0;
-        if (saw_payload || !input.ReadVarint64(&size) || size > kMaxMessageBytes) {
+        if (payload.present || !input.ReadVarint64(&size) || size > kMaxMessageBytes) {
           return absl::InvalidArgumentError("malformed message: bad tensor payload field");
         }
-        saw_payload = true;
-        absl::StatusOr<char*> dest = destination(size);
-        if (!dest.ok()) return dest.status();
-        if (size > 0 && !input.ReadRaw(*dest, static_cast<int>(size))) {
+        const uint64_t left = message_bytes - static_cast<uint64_t>(input.CurrentPosition());
+        if (size > left) {
           return absl::InvalidArgumentError(
-              absl::StrCat("malformed message: tensor payload truncated (expected ", size,
-                           " bytes)"));
+              absl::StrCat("malformed message: tensor payload declares ", size, " bytes, ", left,
+                           " are left in the message"));
+        }
+        payload = {true, size, input.CurrentPosition()};
+        if (!input.Skip(static_cast<int>(size))) {
+          return absl::InvalidArgumentError("malformed message: tensor payload truncated");
         }
         continue;
       }
@@ -71,12 +83,29 @@ absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::Messag
   if (!input.ConsumedEntireMessage()) {
     return absl::InvalidArgumentError("malformed message: stray end-group tag");
   }
+  return payload;
+}
+
+}  // namespace
+
+absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
+                              const PayloadDestination& destination) {
+  std::string header_bytes;
+  absl::StatusOr<PayloadPosition> payload = ScanMessage(buffer, &header_bytes);
+  if (!payload.ok()) return payload.status();
   if (!header->ParseFromString(header_bytes)) {
     return absl::InvalidArgumentError("malformed message: cannot parse request header");
   }
-  if (!saw_payload) {
-    absl::StatusOr<char*> dest = destination(0);
-    if (!dest.ok()) return dest.status();
+  absl::StatusOr<char*> dest = destination(payload->size);
+  if (!dest.ok()) return dest.status();
+  if (payload->size == 0) return absl::OkStatus();
+  // The second pass: straight to the payload, copied once.
+  grpc::ProtoBufferReader reader(buffer);
+  CodedInputStream input(&reader);
+  input.SetTotalBytesLimit(kMaxMessageBytes);
+  if (!input.Skip(payload->offset) || !input.ReadRaw(*dest, static_cast<int>(payload->size))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed message: tensor payload truncated (expected ", payload->size, " bytes)"));
   }
   return absl::OkStatus();
 }

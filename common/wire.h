@@ -34,7 +34,10 @@ using PayloadDestination = std::function<absl::StatusOr<char*>(size_t size)>;
 
 // Parses `buffer` into `header` (every field but 15) and copies the field-15 payload once, into the
 // buffer `destination` chooses. If the message has no field 15, `destination` is called with 0.
-// INVALID_ARGUMENT for a malformed message.
+// Nothing is allocated before the message is checked: `destination` is called only once the whole
+// message has been read through, the payload's declared length found to be there, and `header`
+// parsed (so it may check the size against the header, e.g. range size x dtype size, before taking
+// a buffer). INVALID_ARGUMENT for a malformed message or a payload longer than the bytes left.
 absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
                               const PayloadDestination& destination);
 

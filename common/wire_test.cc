@@ -97,5 +97,60 @@ TEST(WireTest, GarbageIsInvalidArgument) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Parses `bytes` with a destination that must not be called: the status, and whether it was.
+absl::Status ParseWithoutAllocating(const std::string& bytes, bool* asked) {
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer buffer(&slice, 1);
+  PushRequest parsed;
+  *asked = false;
+  return ParseWithPayload(&buffer, &parsed, [asked](size_t) -> absl::StatusOr<char*> {
+    *asked = true;
+    return absl::InternalError("must not be called");
+  });
+}
+
+// The attack: a 6-byte body declaring a 1 GiB payload. Nothing may be asked for (before the fix,
+// the destination was called with 1 GiB and the server took a buffer that big from the pool).
+TEST(WireTest, PayloadLongerThanTheMessageIsRefusedBeforeAnyAllocation) {
+  bool asked;
+  absl::Status status =
+      ParseWithoutAllocating(std::string("\x7a\x80\x80\x80\x80\x04", 6), &asked);  // 2^30.
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_FALSE(asked);
+}
+
+TEST(WireTest, PayloadOneByteShortIsRefusedBeforeAnyAllocation) {
+  PushRequest message;
+  message.set_values("abcd");
+  std::string bytes = message.SerializeAsString();
+  bytes.pop_back();
+  bool asked;
+  absl::Status status = ParseWithoutAllocating(bytes, &asked);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_FALSE(asked);
+}
+
+// The destination can check the payload's size against the header (range x dtype) before it
+// takes a buffer, wherever field 15 comes in the message.
+TEST(WireTest, HeaderIsParsedBeforeTheDestinationIsAsked) {
+  PushRequest message;
+  message.set_values("abcdefgh");
+  message.mutable_range()->set_begin(0);
+  message.mutable_range()->set_end(2);
+  message.set_table("after-the-payload");
+  std::string bytes = message.SerializeAsString();
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer buffer(&slice, 1);
+  PushRequest parsed;
+  char out[8];
+  ASSERT_TRUE(ParseWithPayload(&buffer, &parsed, [&](size_t size) -> absl::StatusOr<char*> {
+                EXPECT_EQ(parsed.table(), "after-the-payload");
+                EXPECT_EQ(parsed.range().end(), 2u);
+                EXPECT_EQ(size, 8u);
+                return out;
+              }).ok());
+  EXPECT_EQ(std::string(out, 8), "abcdefgh");
+}
+
 }  // namespace
 }  // namespace psrv

@@ -3,6 +3,7 @@
 #define PSRV_SERVER_ADMIN_SERVICE_H_
 
 #include "proto/admin.grpc.pb.h"
+#include "server/guarded_call.h"
 #include "server/shard_store.h"
 
 namespace psrv {
@@ -15,10 +16,10 @@ class AdminService final : public Admin::CallbackService {
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const GetStatusRequest* request,
                                       ServerStatus* response) override {
-    *response = store_->Status(request->job_id());
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return GuardedCall(context, "GetStatus", [&](grpc::ServerUnaryReactor* reactor) {
+      *response = store_->Status(request->job_id());
+      reactor->Finish(grpc::Status::OK);
+    });
   }
 
  private:

@@ -5,7 +5,9 @@
 
 #include "common/buffer_pool.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
 #include "common/wire.h"
+#include "server/guarded_call.h"
 
 namespace psrv {
 namespace {
@@ -16,11 +18,16 @@ void SerializeSmall(const google::protobuf::MessageLite& message, grpc::ByteBuff
   *out = grpc::ByteBuffer(&slice, 1);
 }
 
+// What a request's payload must be, checked before a buffer is taken for it (the header is
+// parsed by then): OK, or the error the call answers.
+using PayloadCheck = std::function<absl::Status(size_t size)>;
+
 // Parses a request with a tensor payload into `header` and a pooled buffer.
 absl::Status ParseRequest(const grpc::ByteBuffer* request, google::protobuf::MessageLite* header,
-                          PooledBuffer* payload) {
+                          PooledBuffer* payload, const PayloadCheck& check = nullptr) {
   return ParseWithPayload(const_cast<grpc::ByteBuffer*>(request), header,
-                          [payload](size_t size) -> absl::StatusOr<char*> {
+                          [payload, &check](size_t size) -> absl::StatusOr<char*> {
+                            if (check != nullptr) RETURN_IF_ERROR(check(size));
                             *payload = BufferPool::Global()->Acquire(size);
                             return payload->data();
                           });
@@ -41,15 +48,16 @@ void FinishWithVersion(grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* resp
 // A raw call answered at once with a version: parses the request and its payload, then `handle`.
 template <typename Request, typename Response, typename Handle>
 grpc::ServerUnaryReactor* AnswerWithVersion(grpc::CallbackServerContext* context,
-                                            const grpc::ByteBuffer* request,
+                                            const char* method, const grpc::ByteBuffer* request,
                                             grpc::ByteBuffer* response, Handle handle) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Request header;
-  PooledBuffer payload;
-  absl::Status status = ParseRequest(request, &header, &payload);
-  FinishWithVersion<Response>(reactor, response,
-                              status.ok() ? handle(header, payload) : absl::StatusOr<uint64_t>(status));
-  return reactor;
+  return GuardedCall(context, method, [&](grpc::ServerUnaryReactor* reactor) {
+    Request header;
+    PooledBuffer payload;
+    absl::Status status = ParseRequest(request, &header, &payload);
+    FinishWithVersion<Response>(reactor, response,
+                                status.ok() ? handle(header, payload)
+                                            : absl::StatusOr<uint64_t>(status));
+  });
 }
 
 // The callback that finishes a typed call with the store's answer.
@@ -67,97 +75,100 @@ std::function<void(absl::StatusOr<Response>)> Finisher(grpc::ServerUnaryReactor*
 grpc::ServerUnaryReactor* ParameterService::CreateShards(grpc::CallbackServerContext* context,
                                                          const CreateShardsRequest* request,
                                                          CreateShardsResponse*) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(store_->CreateShards(*request)));
-  return reactor;
+  return GuardedCall(context, "CreateShards", [&](grpc::ServerUnaryReactor* reactor) {
+    reactor->Finish(ToGrpcStatus(store_->CreateShards(*request)));
+  });
 }
 
 grpc::ServerUnaryReactor* ParameterService::DropJob(grpc::CallbackServerContext* context,
                                                     const DropJobRequest* request,
                                                     DropJobResponse*) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(store_->DropJob(request->job_id())));
-  return reactor;
+  return GuardedCall(context, "DropJob", [&](grpc::ServerUnaryReactor* reactor) {
+    reactor->Finish(ToGrpcStatus(store_->DropJob(request->job_id())));
+  });
 }
 
 grpc::ServerUnaryReactor* ParameterService::SetWorkers(grpc::CallbackServerContext* context,
                                                        const SetWorkersRequest* request,
                                                        SetWorkersResponse*) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(store_->SetWorkers(*request)));
-  return reactor;
+  return GuardedCall(context, "SetWorkers", [&](grpc::ServerUnaryReactor* reactor) {
+    reactor->Finish(ToGrpcStatus(store_->SetWorkers(*request)));
+  });
 }
 
 grpc::ServerUnaryReactor* ParameterService::CommitStep(grpc::CallbackServerContext* context,
                                                        const CommitStepRequest* request,
                                                        CommitStepResponse*) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(store_->CommitStep(*request)));
-  return reactor;
+  return GuardedCall(context, "CommitStep", [&](grpc::ServerUnaryReactor* reactor) {
+    reactor->Finish(ToGrpcStatus(store_->CommitStep(*request)));
+  });
 }
 
 grpc::ServerUnaryReactor* ParameterService::SaveCheckpoint(grpc::CallbackServerContext* context,
                                                            const SaveCheckpointRequest* request,
                                                            SaveCheckpointResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->SaveCheckpoint(*request, Finisher(reactor, response));
-  return reactor;
+  return GuardedCall(context, "SaveCheckpoint", [&](grpc::ServerUnaryReactor* reactor) {
+    store_->SaveCheckpoint(*request, Finisher(reactor, response));
+  });
 }
 
 grpc::ServerUnaryReactor* ParameterService::Pull(grpc::CallbackServerContext* context,
                                                  const grpc::ByteBuffer* request,
                                                  grpc::ByteBuffer* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  PullRequest header;
-  absl::Status parsed = ParseWithPayload(
-      const_cast<grpc::ByteBuffer*>(request), &header, [](size_t size) -> absl::StatusOr<char*> {
-        if (size != 0) return absl::InvalidArgumentError("a pull request carries no values");
-        return nullptr;
-      });
-  if (!parsed.ok()) {
-    reactor->Finish(ToGrpcStatus(parsed));
-    return reactor;
-  }
-  store_->Pull(header, [reactor, response, range = header.range(), dtype = header.dtype()](
-                           absl::Status status, uint64_t version, PullPayload values) {
-    if (status.ok()) {
-      PullResponse reply;
-      reply.set_version(version);
-      reply.set_dtype(dtype);
-      *reply.mutable_range() = range;
-      // The reply aliases the shard's snapshot, which it keeps until gRPC has sent it.
-      const char* data = values.data();
-      const size_t size = values.size();
-      SerializeWithPayload(reply, data, size, &PullPayload::ReturnReleased, values.Release(),
-                           response);
+  return GuardedCall(context, "Pull", [&](grpc::ServerUnaryReactor* reactor) {
+    PullRequest header;
+    absl::Status parsed = ParseWithPayload(
+        const_cast<grpc::ByteBuffer*>(request), &header, [](size_t size) -> absl::StatusOr<char*> {
+          if (size != 0) return absl::InvalidArgumentError("a pull request carries no values");
+          return nullptr;
+        });
+    if (!parsed.ok()) {
+      reactor->Finish(ToGrpcStatus(parsed));
+      return;
     }
-    reactor->Finish(ToGrpcStatus(status));
+    store_->Pull(header, [reactor, response, range = header.range(), dtype = header.dtype()](
+                             absl::Status status, uint64_t version, PullPayload values) {
+      if (status.ok()) {
+        PullResponse reply;
+        reply.set_version(version);
+        reply.set_dtype(dtype);
+        *reply.mutable_range() = range;
+        // The reply aliases the shard's snapshot, which it keeps until gRPC has sent it.
+        const char* data = values.data();
+        const size_t size = values.size();
+        SerializeWithPayload(reply, data, size, &PullPayload::ReturnReleased, values.Release(),
+                             response);
+      }
+      reactor->Finish(ToGrpcStatus(status));
+    });
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* ParameterService::Push(grpc::CallbackServerContext* context,
                                                  const grpc::ByteBuffer* request,
                                                  grpc::ByteBuffer* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  PushRequest header;
-  PooledBuffer payload;
-  absl::Status status = ParseRequest(request, &header, &payload);
-  if (!status.ok()) {
-    reactor->Finish(ToGrpcStatus(status));
-    return reactor;
-  }
-  store_->Push(header, std::move(payload), [reactor, response](absl::StatusOr<uint64_t> version) {
-    FinishWithVersion<PushResponse>(reactor, response, version);
+  return GuardedCall(context, "Push", [&](grpc::ServerUnaryReactor* reactor) {
+    PushRequest header;
+    PooledBuffer payload;
+    absl::Status status = ParseRequest(request, &header, &payload, [this, &header](size_t size) {
+      return store_->CheckPush(header, size).status();
+    });
+    if (!status.ok()) {
+      reactor->Finish(ToGrpcStatus(status));
+      return;
+    }
+    store_->Push(header, std::move(payload), [reactor, response](absl::StatusOr<uint64_t> version) {
+      FinishWithVersion<PushResponse>(reactor, response, version);
+    });
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* ParameterService::Replicate(grpc::CallbackServerContext* context,
                                                       const grpc::ByteBuffer* request,
                                                       grpc::ByteBuffer* response) {
   return AnswerWithVersion<ReplicateRequest, ReplicateResponse>(
-      context, request, response, [this](const ReplicateRequest& header, PooledBuffer& payload) {
+      context, "Replicate", request, response,
+      [this](const ReplicateRequest& header, PooledBuffer& payload) {
         return store_->Replicate(header, payload.data(), payload.size());
       });
 }
@@ -166,7 +177,8 @@ grpc::ServerUnaryReactor* ParameterService::InstallShard(grpc::CallbackServerCon
                                                          const grpc::ByteBuffer* request,
                                                          grpc::ByteBuffer* response) {
   return AnswerWithVersion<InstallShardRequest, InstallShardResponse>(
-      context, request, response, [this](const InstallShardRequest& header, PooledBuffer& payload) {
+      context, "InstallShard", request, response,
+      [this](const InstallShardRequest& header, PooledBuffer& payload) {
         return store_->InstallShard(header, payload.data(), payload.size());
       });
 }
@@ -174,17 +186,17 @@ grpc::ServerUnaryReactor* ParameterService::InstallShard(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* ParameterService::AddBackup(grpc::CallbackServerContext* context,
                                                       const AddBackupRequest* request,
                                                       AddBackupResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->AddBackup(*request, Finisher(reactor, response));
-  return reactor;
+  return GuardedCall(context, "AddBackup", [&](grpc::ServerUnaryReactor* reactor) {
+    store_->AddBackup(*request, Finisher(reactor, response));
+  });
 }
 
 grpc::ServerUnaryReactor* ParameterService::Promote(grpc::CallbackServerContext* context,
                                                     const PromoteRequest* request,
                                                     PromoteResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  store_->Promote(*request, Finisher(reactor, response));
-  return reactor;
+  return GuardedCall(context, "Promote", [&](grpc::ServerUnaryReactor* reactor) {
+    store_->Promote(*request, Finisher(reactor, response));
+  });
 }
 
 }  // namespace psrv

@@ -2,6 +2,8 @@
 // (pull, push) and Admin (shard status) over gRPC and registers with the coordinator.
 #include <unistd.h>
 
+#include <filesystem>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -48,12 +50,42 @@ ABSL_FLAG(std::string, unix_socket, "",
           "Also listen on this Unix domain socket and advertise it (unix:PATH) as the server's "
           "address: for clusters whose processes all run on this machine (psctl local), where "
           "pulls and pushes then skip the TCP stack. Empty: TCP only.");
+ABSL_FLAG(std::optional<uint64_t>, max_memory_bytes, std::nullopt,
+          "The most memory, in bytes, that the shards held here may take: parameters, optimizer "
+          "state, SYNC aggregation buffers and copies, backups included (estimated from their "
+          "sizes when they are created). CreateShards and InstallShard beyond it answer "
+          "RESOURCE_EXHAUSTED, allocating nothing. Default: 80% of this machine's physical "
+          "memory.");
+ABSL_FLAG(std::string, checkpoint_root, "",
+          "The folder that checkpoints are confined to: SaveCheckpoint's directory, and the files "
+          "that CreateShards restores from (restore_from, init_from_safetensors), must be "
+          "absolute paths that resolve (symlinks and '..' followed) under it, else the request "
+          "is refused (INVALID_ARGUMENT / PERMISSION_DENIED). Default: the server's working "
+          "directory; / allows any path.");
 ABSL_FLAG(std::string, advertise_host, "",
           "Host name that workers use to reach this server. Default: --host, or this machine's "
           "hostname when --host is 0.0.0.0.");
 
 namespace psrv {
 namespace {
+
+// --max_memory_bytes, or 80% of the physical memory.
+uint64_t MaxMemoryBytes() {
+  if (std::optional<uint64_t> bytes = absl::GetFlag(FLAGS_max_memory_bytes)) return *bytes;
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page_size <= 0) return std::numeric_limits<uint64_t>::max();
+  return static_cast<uint64_t>(pages) / 5 * 4 * static_cast<uint64_t>(page_size);
+}
+
+// --checkpoint_root, or the working directory.
+std::string CheckpointRoot() {
+  std::string root = absl::GetFlag(FLAGS_checkpoint_root);
+  if (!root.empty()) return root;
+  std::error_code error;
+  root = std::filesystem::current_path(error).string();
+  return error ? "/nonexistent" : root;  // No working directory: nothing is allowed.
+}
 
 std::string AdvertisedHost() {
   std::string host = absl::GetFlag(FLAGS_advertise_host);
@@ -89,6 +121,11 @@ int Run() {
   MetricsRegistry metrics;
   ShardStore::Options store_options;
   store_options.metrics = &metrics;
+  store_options.max_memory_bytes = MaxMemoryBytes();
+  store_options.checkpoint_root = CheckpointRoot();
+  LOG(INFO) << "shards may take up to " << store_options.max_memory_bytes
+            << " bytes (--max_memory_bytes); checkpoints under " << store_options.checkpoint_root
+            << " (--checkpoint_root)";
   ShardStore store(store_options);
   ParameterService parameter_service(&store);
   AdminService admin_service(&store);
@@ -168,7 +205,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Parameter server: holds shards of a model's parameters and optimizer state.\n"
       "Usage: ps_server --coordinator=HOST:PORT [--host=0.0.0.0] [--port=7071] [--port_file=F]\n"
-      "       [--metrics_port=9091] [--metrics_port_file=F]");
+      "       [--metrics_port=9091] [--metrics_port_file=F] [--max_memory_bytes=N]\n"
+      "       [--checkpoint_root=DIR]");
   psrv::ShowMainFlagsInHelp();
   absl::ParseCommandLine(argc, argv);
   google::InitGoogleLogging(argv[0]);

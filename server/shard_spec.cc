@@ -1,7 +1,9 @@
 #include "server/shard_spec.h"
 
 #include "absl/strings/str_cat.h"
-#include "common/model_layout.h"
+#include "absl/strings/str_join.h"
+#include "common/names.h"
+#include "common/status_macros.h"
 #include "server/apply.h"
 
 namespace psrv {
@@ -25,17 +27,34 @@ bool SameShard(const ShardConfig& a, const ShardConfig& b) {
 
 absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consistency,
                               uint32_t num_workers, const OptimizerConfig& optimizer) {
-  if (job_id.empty()) return absl::InvalidArgumentError("job_id must be set");
+  RETURN_IF_ERROR(CheckName("job_id", job_id));
   if (consistency != SYNC && consistency != ASYNC) {
     return absl::InvalidArgumentError("consistency must be SYNC or ASYNC");
   }
-  if (num_workers == 0) return absl::InvalidArgumentError("num_workers must be > 0");
+  if (num_workers < 1 || num_workers > kMaxShardWorkers) {
+    return absl::InvalidArgumentError(absl::StrCat("num_workers must be 1..", kMaxShardWorkers,
+                                                   ", got ", num_workers));
+  }
   return Optimizer::Validate(optimizer);
 }
 
+absl::StatusOr<uint64_t> CheckTableSize(const TableSpec& table) {
+  uint64_t size = 1;
+  for (uint64_t dim : table.shape()) {
+    if (dim != 0 && size > kMaxTableElements / dim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("table \"", table.name(), "\" of shape [",
+                       absl::StrJoin(table.shape(), ", "), "] has more than ", kMaxTableElements,
+                       " elements (2^36)"));
+    }
+    size *= dim;
+  }
+  return size;
+}
+
 absl::Status CheckShardSpec(const ShardSpec& spec) {
-  const uint64_t size = TableElements(spec.table());
-  if (spec.table().name().empty()) return absl::InvalidArgumentError("a table has no name");
+  RETURN_IF_ERROR(CheckName("table name", spec.table().name()));
+  ASSIGN_OR_RETURN(const uint64_t size, CheckTableSize(spec.table()));
   if (spec.range().begin() >= spec.range().end() || spec.range().end() > size) {
     return absl::InvalidArgumentError(
         absl::StrCat("range ", RangeText(spec.range()), " of table \"", spec.table().name(),
@@ -63,6 +82,26 @@ absl::Status CheckShardSpec(const ShardSpec& spec) {
     default:
       return absl::InvalidArgumentError(absl::StrCat(shard, " has an unknown role"));
   }
+}
+
+uint64_t ShardMemoryBytes(const ShardConfig& config) {
+  uint64_t per_element = sizeof(float) + sizeof(float) + sizeof(uint16_t);
+  switch (config.optimizer.kind()) {
+    case MOMENTUM:
+      per_element += sizeof(float);
+      break;
+    case ADAMW:
+      per_element += 2 * sizeof(float);
+      break;
+    default:
+      break;
+  }
+  if (config.consistency == SYNC) {
+    per_element += sizeof(float);
+    if (config.num_workers > 1) per_element += uint64_t{config.num_workers} * sizeof(float);
+  }
+  // At most 2^36 elements x 2^18 bytes: no overflow.
+  return (config.range.end() - config.range.begin()) * per_element;
 }
 
 ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,

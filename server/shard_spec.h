@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "proto/parameter_server.pb.h"
 #include "proto/types.pb.h"
 #include "server/shard.h"
@@ -20,11 +21,28 @@ bool Overlap(const KeyRange& a, const KeyRange& b);
 // The same range, consistency, workers, table and optimizer.
 bool SameShard(const ShardConfig& a, const ShardConfig& b);
 
+// The most workers a job's shards take (one aggregation slot each).
+inline constexpr uint32_t kMaxShardWorkers = 65536;
+// The most elements of one table (2^36: 256 GiB of FP32 parameters).
+inline constexpr uint64_t kMaxTableElements = uint64_t{1} << 36;
+
+// The elements of `table` (the product of its shape), or INVALID_ARGUMENT if more than
+// kMaxTableElements (the product is checked for overflow).
+absl::StatusOr<uint64_t> CheckTableSize(const TableSpec& table);
+
 // The checks CreateShards and InstallShard share (the request header, then each shard):
-// INVALID_ARGUMENT naming what is wrong.
+// INVALID_ARGUMENT naming what is wrong. The job id and table names follow the name rule
+// (common/names.h): they name checkpoint files.
 absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consistency,
                               uint32_t num_workers, const OptimizerConfig& optimizer);
 absl::Status CheckShardSpec(const ShardSpec& spec);
+
+// The most memory a shard of `config` takes, in bytes, as Shard allocates it: parameters (FP32),
+// the copy an update makes while a pull reply still holds them, their BF16 copy for BF16 pulls,
+// the optimizer's state (MOMENTUM one, ADAMW two FP32 arrays), and SYNC the step's sum plus, with
+// more than one worker, each worker's pushes staged for their scale (gradient clipping). The
+// request must have passed CheckShardHeader and CheckShardSpec.
+uint64_t ShardMemoryBytes(const ShardConfig& config);
 
 ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
                        const OptimizerConfig& optimizer, uint32_t num_workers,

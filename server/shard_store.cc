@@ -15,9 +15,11 @@
 #include "absl/time/clock.h"
 #include "common/bf16.h"
 #include "common/buffer_pool.h"
+#include "common/files.h"
 #include "common/key_range.h"
 #include "common/safetensors.h"
 #include "common/model_layout.h"
+#include "common/names.h"
 #include "common/status_macros.h"
 #include "server/apply.h"
 #include "server/shard_spec.h"
@@ -170,6 +172,16 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
     }
   }
   if (missing.empty()) return absl::OkStatus();
+  uint64_t need = 0;
+  for (size_t i : missing) need += ShardMemoryBytes(configs[i]);  // Each < 2^55: no overflow.
+  ASSIGN_OR_RETURN(MemoryReservation reservation, ReserveMemory(request.job_id(), need));
+  std::string init_from;
+  if (!request.init_from_safetensors().empty()) {
+    ASSIGN_OR_RETURN(init_from, ConfinedPath(request.init_from_safetensors()));
+  }
+  for (const CheckpointFile& file : request.restore_from()) {
+    RETURN_IF_ERROR(ConfinedPath(file.path()).status());
+  }
   // Build outside the lock (initialisation touches every element), insert under it.
   std::vector<std::shared_ptr<Shard>> created;
   for (size_t i : missing) {
@@ -181,29 +193,50 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
     created.push_back(std::make_shared<Shard>(configs[i], EnvFor(request.job_id()),
                                               std::move(replication)));
   }
-  // Initial values from a safetensors file (a model exported by psctl): all or nothing.
-  if (!request.init_from_safetensors().empty()) {
-    absl::StatusOr<std::vector<NamedTensor>> tensors =
-        ReadSafetensors(request.init_from_safetensors());
-    if (!tensors.ok()) return tensors.status();
-    for (const auto& shard : created) {
-      const TableSpec& table = shard->config().table;
-      const std::vector<uint64_t> shape(table.shape().begin(), table.shape().end());
-      auto tensor = std::find_if(tensors->begin(), tensors->end(),
-                                 [&](const NamedTensor& t) { return t.name == table.name(); });
-      if (tensor == tensors->end()) {
-        return absl::InvalidArgumentError(absl::StrCat(request.init_from_safetensors(),
-                                                       " has no tensor \"", table.name(), "\""));
-      }
-      if (tensor->shape != shape) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor \"", table.name(), "\" of ", request.init_from_safetensors(), " has shape [",
-            absl::StrJoin(tensor->shape, ", "), "], the model's table [",
-            absl::StrJoin(shape, ", "), "]"));
-      }
-      shard->LoadValues(tensor->values.data() + shard->config().range.begin());
-    }
+  if (!init_from.empty()) RETURN_IF_ERROR(InitializeFrom(init_from, created));
+  RETURN_IF_ERROR(RestoreFrom(request, configs, created));
+  absl::MutexLock lock(&mu_);
+  // Checked again: a concurrent request may have created some meanwhile.
+  std::vector<std::shared_ptr<Shard>> added;
+  for (auto& shard : created) {
+    ASSIGN_OR_RETURN(std::shared_ptr<Shard> held, HeldShard(shard->config()));
+    if (held == nullptr) added.push_back(std::move(shard));
   }
+  JobTables& tables = jobs_[request.job_id()];
+  for (auto& shard : added) {
+    reservation.Keep(ShardMemoryBytes(shard->config()));
+    tables[shard->config().table.name()].push_back(std::move(shard));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardStore::InitializeFrom(const std::string& path,
+                                        const std::vector<std::shared_ptr<Shard>>& created) {
+  // Initial values from a safetensors file (a model exported by psctl): all or nothing.
+  ASSIGN_OR_RETURN(std::vector<NamedTensor> tensors, ReadSafetensors(path));
+  for (const auto& shard : created) {
+    const TableSpec& table = shard->config().table;
+    const std::vector<uint64_t> shape(table.shape().begin(), table.shape().end());
+    auto tensor = std::find_if(tensors.begin(), tensors.end(),
+                               [&](const NamedTensor& t) { return t.name == table.name(); });
+    if (tensor == tensors.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " has no tensor \"", table.name(), "\""));
+    }
+    if (tensor->shape != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", table.name(), "\" of ", path, " has shape [",
+          absl::StrJoin(tensor->shape, ", "), "], the model's table [", absl::StrJoin(shape, ", "),
+          "]"));
+    }
+    shard->LoadValues(tensor->values.data() + shard->config().range.begin());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardStore::RestoreFrom(const CreateShardsRequest& request,
+                                     const std::vector<ShardConfig>& configs,
+                                     const std::vector<std::shared_ptr<Shard>>& created) {
   // Restore from checkpoint files: all or nothing.
   for (const CheckpointFile& file : request.restore_from()) {
     auto matches = [&file](const ShardConfig& c) {
@@ -216,22 +249,42 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
       return absl::InvalidArgumentError(absl::StrCat("checkpoint file ", file.path(),
                                                      " matches no shard of the request"));
     }
+    ASSIGN_OR_RETURN(const std::string path, ConfinedPath(file.path()));
     const uint32_t crc = file.crc32();
     absl::StatusOr<ShardCheckpoint> checkpoint =
-        ReadShardCheckpoint(file.path(), crc != 0 ? &crc : nullptr);
+        ReadShardCheckpoint(path, crc != 0 ? &crc : nullptr);
     if (!checkpoint.ok()) return checkpoint.status();
     RETURN_IF_ERROR((*target)->Restore(std::move(*checkpoint)));
   }
-  absl::MutexLock lock(&mu_);
-  // Checked again: a concurrent request may have created some meanwhile.
-  std::vector<std::shared_ptr<Shard>> added;
-  for (auto& shard : created) {
-    ASSIGN_OR_RETURN(std::shared_ptr<Shard> held, HeldShard(shard->config()));
-    if (held == nullptr) added.push_back(std::move(shard));
-  }
-  JobTables& tables = jobs_[request.job_id()];
-  for (auto& shard : added) tables[shard->config().table.name()].push_back(std::move(shard));
   return absl::OkStatus();
+}
+
+absl::StatusOr<ShardStore::MemoryReservation> ShardStore::ReserveMemory(const std::string& job_id,
+                                                                        uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t limit = options_.max_memory_bytes;
+  if (bytes > limit || memory_bytes_ > limit - bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "job ", job_id, "'s new shards need ", bytes,
+        " bytes (parameters, optimizer state, aggregation and copies); this server holds ",
+        memory_bytes_, " bytes of shards, and its limit (--max_memory_bytes) is ", limit));
+  }
+  memory_bytes_ += bytes;
+  return MemoryReservation(this, bytes);
+}
+
+void ShardStore::ReleaseMemory(uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  memory_bytes_ -= bytes;
+}
+
+uint64_t ShardStore::memory_bytes() {
+  absl::MutexLock lock(&mu_);
+  return memory_bytes_;
+}
+
+absl::StatusOr<std::string> ShardStore::ConfinedPath(const std::string& path) {
+  return ResolvePathUnder(options_.checkpoint_root, path);
 }
 
 absl::StatusOr<std::shared_ptr<Shard>> ShardStore::Overlapping(const ShardConfig& config) {
@@ -268,6 +321,7 @@ std::string ShardStore::address() {
 }
 
 absl::Status ShardStore::DropJob(const std::string& job_id) {
+  RETURN_IF_ERROR(CheckName("job_id", job_id));
   JobTables tables;
   {
     absl::MutexLock lock(&mu_);
@@ -277,6 +331,9 @@ absl::Status ShardStore::DropJob(const std::string& job_id) {
     }
     tables = std::move(it->second);
     jobs_.erase(it);
+    for (const auto& [name, shards] : tables) {
+      for (const auto& shard : shards) memory_bytes_ -= ShardMemoryBytes(shard->config());
+    }
   }
   for (auto& [name, shards] : tables) {
     for (auto& shard : shards) shard->CancelWaiters(absl::CancelledError("job was dropped"));
@@ -343,29 +400,34 @@ void ShardStore::Pull(const PullRequest& request, PullCallback done) {
   (*shard)->Pull(request, std::move(done));  // In the request's dtype.
 }
 
-void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCallback done) {
-  absl::StatusOr<std::shared_ptr<Shard>> shard =
-      Find(request.job_id(), request.table(), request.range());
-  if (!shard.ok()) {
-    done(shard.status());
-    return;
-  }
+absl::StatusOr<std::shared_ptr<Shard>> ShardStore::CheckPush(const PushRequest& request,
+                                                             size_t payload_bytes) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard,
+                   Find(request.job_id(), request.table(), request.range()));
   const uint64_t count = RangeSize(request.range());
   absl::Status invalid = CheckWireDType(request.dtype());
-  const size_t expected = count * WireBytesPerValue(request.dtype());
-  if (invalid.ok() && payload.size() != expected) {
+  const uint64_t expected = count * WireBytesPerValue(request.dtype());
+  if (invalid.ok() && payload_bytes != expected) {
     invalid = absl::InvalidArgumentError(absl::StrCat(
         "expected ", expected, " bytes (", count, " ", DType_Name(request.dtype()),
-        " values for keys ", RangeText(request.range()), "), got ", payload.size()));
+        " values for keys ", RangeText(request.range()), "), got ", payload_bytes));
   }
-  if (invalid.ok() && request.worker_rank() >= (*shard)->config().num_workers) {
+  if (invalid.ok() && request.worker_rank() >= shard->config().num_workers) {
     invalid = absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
                                                       " is out of range: the job has ",
-                                                      (*shard)->config().num_workers, " workers"));
+                                                      shard->config().num_workers, " workers"));
   }
   if (!invalid.ok()) {
-    (*shard)->RecordRejectedPush(request, invalid);
-    done(invalid);
+    shard->RecordRejectedPush(request, invalid);
+    return invalid;
+  }
+  return shard;
+}
+
+void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCallback done) {
+  absl::StatusOr<std::shared_ptr<Shard>> shard = CheckPush(request, payload.size());
+  if (!shard.ok()) {
+    done(shard.status());
     return;
   }
   (*shard)->Push(request, std::move(payload), std::move(done));  // In the request's dtype.

@@ -5,8 +5,10 @@
 #define PSRV_SERVER_SHARD_STORE_H_
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -35,6 +37,13 @@ class ShardStore {
     // with `replication`'s deadlines).
     std::function<std::shared_ptr<Replicator>(const std::string& address)> connect_backup;
     GrpcReplicator::Options replication;
+    // The folder every path a request names must resolve under (SaveCheckpoint's directory,
+    // CreateShards' restore_from and init_from_safetensors files; common/files.h
+    // ResolvePathUnder): PERMISSION_DENIED otherwise. "/": anywhere (paths must be absolute).
+    std::string checkpoint_root = "/";
+    // The most memory the shards held here may take (ShardMemoryBytes of each, server/shard_spec.h):
+    // CreateShards and InstallShard answer RESOURCE_EXHAUSTED, allocating nothing, beyond it.
+    uint64_t max_memory_bytes = std::numeric_limits<uint64_t>::max();
   };
 
   ShardStore() : ShardStore(Options()) {}
@@ -57,6 +66,11 @@ class ShardStore {
   // converts) is `payload`. `done` is always called once, maybe later (a replicated shard answers
   // once its backup has the update).
   void Push(const PushRequest& request, PooledBuffer payload, PushCallback done);
+  // The checks Push makes before it hands the payload to the shard, for a payload of
+  // `payload_bytes` (the gRPC service makes them before it takes a buffer): the shard, or the
+  // error (recorded as a rejected push when the shard exists).
+  absl::StatusOr<std::shared_ptr<Shard>> CheckPush(const PushRequest& request,
+                                                   size_t payload_bytes);
 
   // See ParameterServer.CommitStep. Applies the steps it completes before returning.
   absl::Status CommitStep(const CommitStepRequest& request);
@@ -93,7 +107,43 @@ class ShardStore {
   // The identity reported by Status(): coordinator-assigned id and reachable address.
   void SetIdentity(const std::string& server_id, const std::string& address);
 
+  // Memory taken by the shards held here and those being built (ShardMemoryBytes of each).
+  uint64_t memory_bytes();
+
  private:
+  // Memory reserved for shards about to be built: what is not kept (Keep) goes back to the store
+  // when the reservation is destroyed. Movable.
+  class MemoryReservation {
+   public:
+    MemoryReservation(ShardStore* store, uint64_t bytes) : store_(store), bytes_(bytes) {}
+    MemoryReservation(MemoryReservation&& other)
+        : store_(other.store_), bytes_(std::exchange(other.bytes_, 0)) {}
+    ~MemoryReservation() {
+      if (bytes_ > 0) store_->ReleaseMemory(bytes_);
+    }
+    void Keep(uint64_t bytes) { bytes_ -= bytes; }
+
+   private:
+    ShardStore* store_;
+    uint64_t bytes_;
+  };
+  // Reserves `bytes` for shards of `job_id`: RESOURCE_EXHAUSTED naming the sizes if that would
+  // take the store over options_.max_memory_bytes.
+  absl::StatusOr<MemoryReservation> ReserveMemory(const std::string& job_id, uint64_t bytes);
+  void ReleaseMemory(uint64_t bytes);
+
+  // CreateShards' initial values (init_from_safetensors at `path`) and restore_from files, into
+  // the shards `created` (of the request's `configs`, not held yet).
+  absl::Status InitializeFrom(const std::string& path,
+                              const std::vector<std::shared_ptr<Shard>>& created);
+  absl::Status RestoreFrom(const CreateShardsRequest& request,
+                           const std::vector<ShardConfig>& configs,
+                           const std::vector<std::shared_ptr<Shard>>& created);
+
+  // A path a request names, resolved under options_.checkpoint_root (INVALID_ARGUMENT if not
+  // absolute, PERMISSION_DENIED if outside).
+  absl::StatusOr<std::string> ConfinedPath(const std::string& path);
+
   using TableShards = std::vector<std::shared_ptr<Shard>>;
   using JobTables = absl::flat_hash_map<std::string, TableShards>;
 
@@ -133,6 +183,7 @@ class ShardStore {
   std::string address_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, JobTables> jobs_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<Replicator>> backups_ ABSL_GUARDED_BY(mu_);
+  uint64_t memory_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // See memory_bytes().
   // Writes checkpoint files (SaveCheckpoint), off the gRPC threads. Last: joined first.
   WorkQueue checkpoint_writer_;
 };

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/files.h"
+#include "common/names.h"
 #include "server/checkpoint.h"
 #include "server/shard_store.h"
 
@@ -60,8 +61,17 @@ struct CheckpointRound {
 }  // namespace
 
 void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckpointCallback done) {
+  if (absl::Status name = CheckName("job_id", request.job_id()); !name.ok()) {
+    done(name);
+    return;
+  }
   if (request.directory().empty()) {
     done(absl::InvalidArgumentError("directory must be set"));
+    return;
+  }
+  absl::StatusOr<std::string> confined = ConfinedPath(request.directory());
+  if (!confined.ok()) {
+    done(confined.status());
     return;
   }
   std::vector<std::shared_ptr<Shard>> shards = AllShards(request.job_id());
@@ -83,7 +93,7 @@ void ShardStore::SaveCheckpoint(const SaveCheckpointRequest& request, SaveCheckp
   auto round = std::make_shared<CheckpointRound>();
   round->remaining = shards.size();
   round->done = std::move(done);
-  const std::string directory = request.directory();
+  const std::string directory = *confined;
   for (const auto& shard : shards) {
     shard->Snapshot(request.version(), [this, round, directory](
                                            absl::StatusOr<ShardCheckpoint> snapshot) {

@@ -43,12 +43,14 @@ absl::StatusOr<uint64_t> ShardStore::InstallShard(const InstallShardRequest& req
   if (spec.role() != BACKUP) {
     return absl::InvalidArgumentError("InstallShard installs backups: the shard's role must be BACKUP");
   }
+  ShardConfig config = MakeConfig(request.job_id(), request.consistency(), request.optimizer(),
+                                  request.num_workers(), spec);
+  ASSIGN_OR_RETURN(MemoryReservation reservation,
+                   ReserveMemory(request.job_id(), ShardMemoryBytes(config)));
   ASSIGN_OR_RETURN(ShardCheckpoint state,
                    DecodeShardCheckpoint(absl::string_view(payload, payload_bytes),
                                          absl::StrCat("sent by ", spec.primary_address())));
   const uint64_t version = state.version;
-  ShardConfig config = MakeConfig(request.job_id(), request.consistency(), request.optimizer(),
-                                  request.num_workers(), spec);
   ShardReplication replication;
   replication.role = BACKUP;
   replication.primary_address = spec.primary_address();
@@ -68,9 +70,11 @@ absl::StatusOr<uint64_t> ShardStore::InstallShard(const InstallShardRequest& req
   TableShards& shards = jobs_[config.job_id][config.table.name()];
   if (held != nullptr) {
     std::replace(shards.begin(), shards.end(), held, shard);
+    memory_bytes_ -= ShardMemoryBytes(held->config());  // The copy it replaces.
   } else {
     shards.push_back(shard);
   }
+  reservation.Keep(ShardMemoryBytes(config));
   LOG(INFO) << "job " << config.job_id << " table " << config.table.name() << " "
             << RangeText(config.range) << ": backup of " << spec.primary_address()
             << " installed at version " << version;

@@ -13,10 +13,12 @@
 #include <vector>
 
 #include <grpcpp/client_context.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "client/coordinator_client.h"
 #include "client/local_cluster.h"
 #include "common/channel.h"
@@ -323,6 +325,65 @@ class ServerBadInputTest : public ::testing::Test {
   Subprocess server_;
   std::unique_ptr<ParameterServer::Stub> stub_;
 };
+
+// Before: the exception this threw escaped the handler, and gRPC answered UNIMPLEMENTED with an
+// empty message.
+TEST_F(ServerBadInputTest, OversizedCreateShardsIsInvalidArgumentWithAMessage) {
+  CreateShardsRequest create;
+  create.set_job_id("big");
+  create.set_consistency(SYNC);
+  create.mutable_optimizer()->set_kind(SGD);
+  create.mutable_optimizer()->set_learning_rate(0.1f);
+  create.set_num_workers(4000000000u);
+  ShardSpec* shard = create.add_shards();
+  shard->mutable_table()->set_name("w");
+  shard->mutable_table()->add_shape(64);
+  shard->mutable_range()->set_end(64);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    grpc::ClientContext context;
+    CreateShardsResponse response;
+    grpc::Status status = stub_->CreateShards(&context, create, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_FALSE(status.error_message().empty());
+    create.set_num_workers(1);  // Then a 2^40-element table.
+    shard->mutable_table()->set_shape(0, uint64_t{1} << 40);
+    shard->mutable_range()->set_end(uint64_t{1} << 40);
+  }
+}
+
+// Resident memory of process `pid`, in bytes.
+uint64_t ResidentBytes(pid_t pid) {
+  std::istringstream status(ReadFile(absl::StrCat("/proc/", pid, "/status")));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmRSS:")) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// The attack: a Push whose `values` field declares 1 GiB that the message does not carry. Before,
+// the server took (and kept, in its buffer pool) a 1 GiB buffer for it.
+TEST_F(ServerBadInputTest, APayloadLongerThanItsMessageTakesNoMemory) {
+  PushRequest header = Good();
+  header.clear_values();
+  std::string bytes = header.SerializeAsString() + std::string("\x7a\x80\x80\x80\x80\x04", 6);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::GenericStub stub(
+      CreateChannel(absl::StrCat("127.0.0.1:", std::stoi(ReadFile(dir_ + "/port")))));
+  grpc::ClientContext context;
+  absl::Notification done;
+  grpc::Status status;
+  stub.UnaryCall(&context, "/psrv.ParameterServer/Push", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   status = std::move(s);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_LT(ResidentBytes(server_.pid()), uint64_t{512} << 20);
+}
 
 TEST_F(ServerBadInputTest, EachBadPushGetsItsCodeAndChangesNothing) {
   const std::string before = PullValues();

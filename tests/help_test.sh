@@ -20,6 +20,6 @@ check() {
   fi
 }
 check coordinator/ps_coordinator port state_db metrics_port tls_cert tls_key tls_ca
-check server/ps_server coordinator port metrics_port tls_cert tls_key tls_ca
+check server/ps_server coordinator port metrics_port tls_cert tls_key tls_ca max_memory_bytes checkpoint_root
 check worker/ps_worker coordinator device cuda_attention max_jobs tls_cert tls_key tls_ca
 echo PASS
