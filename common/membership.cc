@@ -24,6 +24,7 @@ absl::Status Membership::RegisterOnce() {
   request.set_role(options_.role);
   request.set_address(options_.address);
   request.set_incarnation(options_.incarnation);
+  request.set_memory_bytes(options_.memory_bytes);
   // Again under the id given before, if any: shard maps and worker ranks name it.
   request.set_node_id(node_id());
   RegisterResponse response;

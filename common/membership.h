@@ -26,7 +26,8 @@ class Membership {
     std::string coordinator;  // host:port
     NodeRole role = ROLE_UNSPECIFIED;
     std::string address;      // This node's address as others should reach it.
-    uint64_t incarnation = 0;  // Servers: RegisterRequest.incarnation.
+    uint64_t incarnation = 0;   // Servers: RegisterRequest.incarnation.
+    uint64_t memory_bytes = 0;  // Servers: RegisterRequest.memory_bytes.
   };
   // Runs on the heartbeat thread after every successful heartbeat.
   using HeartbeatHandler = std::function<void(const HeartbeatResponse&)>;

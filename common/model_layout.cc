@@ -1,5 +1,6 @@
 #include "common/model_layout.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -100,6 +101,31 @@ uint64_t TotalElements(const std::vector<TableSpec>& tables) {
   uint64_t n = 0;
   for (const TableSpec& t : tables) n += TableElements(t);
   return n;
+}
+
+uint64_t ShardBytesPerElement(OptimizerKind optimizer, ConsistencyMode consistency,
+                              uint32_t num_workers) {
+  uint64_t per_element = sizeof(float) + sizeof(float) + sizeof(uint16_t);
+  if (optimizer == MOMENTUM) per_element += sizeof(float);
+  if (optimizer == ADAMW) per_element += 2 * sizeof(float);
+  if (consistency == SYNC) {
+    per_element += sizeof(float);
+    if (num_workers > 1) per_element += uint64_t{num_workers} * sizeof(float);
+  }
+  return per_element;
+}
+
+absl::StatusOr<uint64_t> JobShardBytes(const JobSpec& spec) {
+  absl::StatusOr<std::vector<TableSpec>> tables =
+      ModelTables(spec.model(), spec.training().seed());
+  if (!tables.ok()) return tables.status();
+  const uint64_t per_element =
+      ShardBytesPerElement(spec.training().optimizer().kind(), spec.training().consistency(),
+                           spec.num_workers()) *
+      std::max<uint32_t>(spec.replicas(), 1);
+  const uint64_t elements = TotalElements(*tables);
+  if (per_element != 0 && elements > UINT64_MAX / per_element) return UINT64_MAX;
+  return elements * per_element;
 }
 
 }  // namespace psrv

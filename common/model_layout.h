@@ -66,6 +66,17 @@ uint64_t TableElements(const TableSpec& table);
 // Sum of TableElements over `tables`.
 uint64_t TotalElements(const std::vector<TableSpec>& tables);
 
+// Bytes a parameter server holds per element of a shard: the parameters, the copy an update
+// makes, the BF16 copy, the optimizer's state, and (SYNC) the sum of a step's pushes and, with
+// several workers, each worker's staged push (server/shard.cc; the servers' --max_memory_bytes
+// counts shards by it).
+uint64_t ShardBytesPerElement(OptimizerKind optimizer, ConsistencyMode consistency,
+                              uint32_t num_workers);
+
+// What the shards of a job with `spec` (valid: ValidateJobSpec) take on its servers in all,
+// backups included; saturates at UINT64_MAX.
+absl::StatusOr<uint64_t> JobShardBytes(const JobSpec& spec);
+
 }  // namespace psrv
 
 #endif  // PSRV_COMMON_MODEL_LAYOUT_H_

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/job_spec.h"
+#include "common/status_macros.h"
 #include "coordinator/state_records.h"
 
 namespace psrv {
@@ -88,6 +89,7 @@ absl::StatusOr<std::string> ClusterCoordinator::SubmitJob(JobSpec spec) {
   ApplyJobDefaults(&spec);
   if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(scheduler_.CheckFits(spec));
   const uint64_t sequence = state_.next_job++;
   const std::string id = absl::StrCat("job-", sequence);
   Job& job = state_.jobs[id];

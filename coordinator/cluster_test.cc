@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/job_spec.h"
+#include "common/model_layout.h"
 #include "coordinator/state_store.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -563,6 +565,39 @@ TEST_F(ClusterTest, AServerRestartedInPlaceReplacesTheOldOneAtOnce) {
     EXPECT_EQ(node.health(), node.node_id() == old_id ? DEAD : HEALTHY) << node.node_id();
     if (node.node_id() == new_id) EXPECT_EQ(node.incarnation(), 22u);
   }
+}
+
+TEST_F(ClusterTest, AJobThatCannotFitItsServersIsRefusedAtSubmit) {
+  const JobSpec spec = Spec(2, 1);  // About 121k parameters, 2 replicas.
+  JobSpec with_defaults = spec;
+  ApplyJobDefaults(&with_defaults);
+  const uint64_t needed = JobShardBytes(with_defaults).value();
+  ASSERT_GT(needed, 2u << 20);
+  // Servers whose memory is not known, or fewer servers than the job needs: not judged.
+  Register(SERVER, "h:0");
+  RegisterRequest small;
+  small.set_role(SERVER);
+  small.set_address("h:1");
+  small.set_memory_bytes(1 << 20);
+  ASSERT_TRUE(cluster_->Register(small).ok());
+  EXPECT_TRUE(cluster_->SubmitJob(spec).ok());
+  // Two servers of 1 MiB: refused, naming the sizes, and nothing is created.
+  small.set_address("h:2");
+  ASSERT_TRUE(cluster_->Register(small).ok());
+  const size_t jobs = cluster_->ListJobs().jobs_size();
+  absl::StatusOr<std::string> refused = cluster_->SubmitJob(spec);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(refused.status().message().find(absl::StrCat(needed, " bytes")), std::string::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find(absl::StrCat(2 << 20, " bytes")), std::string::npos)
+      << refused.status();
+  EXPECT_EQ(cluster_->ListJobs().jobs_size(), jobs);
+  // A server large enough, with one of the small ones: it fits.
+  RegisterRequest large = small;
+  large.set_address("h:3");
+  large.set_memory_bytes(needed);
+  ASSERT_TRUE(cluster_->Register(large).ok());
+  EXPECT_TRUE(cluster_->SubmitJob(spec).ok());
 }
 
 TEST_F(ClusterTest, WorkerErrorFailsTheJobAndCancelsTheOthers) {

@@ -65,6 +65,7 @@ absl::StatusOr<RegisterResponse> Membership::Register(const RegisterRequest& req
   node.info.set_role(request.role());
   node.info.set_address(request.address());
   node.info.set_incarnation(request.incarnation());
+  node.info.set_memory_bytes(request.memory_bytes());
   node.last_heartbeat = state.Now();
   node.unconfirmed = false;
   if (returning) state.Reattach(&node);

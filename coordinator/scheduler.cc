@@ -2,10 +2,14 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <functional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/format.h"
 #include "common/model_layout.h"
+#include "common/status_macros.h"
 
 namespace psrv {
 namespace {
@@ -254,6 +258,31 @@ void Scheduler::StartFailed(Job* job, const Placement& placement, const absl::St
     }
   }
   state.Touch(job);
+}
+
+absl::Status Scheduler::CheckFits(const JobSpec& spec) {
+  const ClusterState& state = cluster_.state;
+  const absl::Time now = state.Now();
+  std::vector<uint64_t> memory;
+  for (const auto& [id, node] : state.nodes) {
+    if (node.info.role() != SERVER || node.info.memory_bytes() == 0) continue;
+    if (state.HealthOf(node, now) == DEAD) continue;
+    memory.push_back(node.info.memory_bytes());
+  }
+  if (memory.size() < spec.num_servers()) return absl::OkStatus();
+  std::sort(memory.begin(), memory.end(), std::greater<uint64_t>());
+  uint64_t available = 0;
+  for (uint32_t i = 0; i < spec.num_servers(); ++i) {
+    available = memory[i] > UINT64_MAX - available ? UINT64_MAX : available + memory[i];
+  }
+  ASSIGN_OR_RETURN(const uint64_t needed, JobShardBytes(spec));
+  if (needed <= available) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the job's shards need about ", HumanBytes(needed), " (", needed, " bytes: parameters, ",
+      "optimizer state and aggregation buffers", spec.replicas() > 1 ? ", with their backups" : "",
+      ") but its ", spec.num_servers(), " largest server(s) hold at most ",
+      HumanBytes(available), " (", available,
+      " bytes, ps_server --max_memory_bytes); use a smaller model or more servers"));
 }
 
 }  // namespace psrv

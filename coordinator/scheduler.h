@@ -24,6 +24,13 @@ class Scheduler {
   // shards in `round`; the job is RUNNING once every server created them.
   void StartJobs(const CallRound& round);
 
+  // RESOURCE_EXHAUSTED, naming the sizes, if the shards of a job with `spec` (valid) cannot fit
+  // the servers registered now: more than the memory of its num_servers largest servers that
+  // are not DEAD (RegisterRequest.memory_bytes). Said only when that many servers with a known
+  // memory are there (a job waiting for servers is not judged); the servers still check each
+  // shard they are asked to create.
+  absl::Status CheckFits(const JobSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(cluster_.mu);
+
  private:
   // Where a job is to run, and the shards to create.
   struct Placement {

@@ -167,7 +167,7 @@ int Run() {
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
     membership = std::make_unique<Membership>(
         Membership::Options{absl::GetFlag(FLAGS_coordinator), SERVER, address,
-                            store.incarnation()},
+                            store.incarnation(), store_options.max_memory_bytes},
         [&](const HeartbeatResponse& response) {
           absl::MutexLock lock(&ended_mu);
           ended_jobs.insert(response.ended_jobs().begin(), response.ended_jobs().end());

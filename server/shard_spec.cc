@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/model_layout.h"
 #include "common/names.h"
 #include "common/status_macros.h"
 #include "server/apply.h"
@@ -85,23 +86,9 @@ absl::Status CheckShardSpec(const ShardSpec& spec) {
 }
 
 uint64_t ShardMemoryBytes(const ShardConfig& config) {
-  uint64_t per_element = sizeof(float) + sizeof(float) + sizeof(uint16_t);
-  switch (config.optimizer.kind()) {
-    case MOMENTUM:
-      per_element += sizeof(float);
-      break;
-    case ADAMW:
-      per_element += 2 * sizeof(float);
-      break;
-    default:
-      break;
-  }
-  if (config.consistency == SYNC) {
-    per_element += sizeof(float);
-    if (config.num_workers > 1) per_element += uint64_t{config.num_workers} * sizeof(float);
-  }
   // At most 2^36 elements x 2^18 bytes: no overflow.
-  return (config.range.end() - config.range.begin()) * per_element;
+  return (config.range.end() - config.range.begin()) *
+         ShardBytesPerElement(config.optimizer.kind(), config.consistency, config.num_workers);
 }
 
 ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
