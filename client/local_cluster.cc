@@ -266,6 +266,7 @@ absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::Lau
     }
     argv.push_back(absl::StrCat("--unix_socket=", socket_dir_, "/", stem, ".sock"));
   }
+  argv.insert(argv.end(), options_.server_args.begin(), options_.server_args.end());
   absl::StatusOr<Process*> server =
       Launch(absl::StrCat("server ", index), log_stem, argv, /*may_exit=*/false);
   if (!server.ok()) return server.status();

@@ -43,6 +43,8 @@ struct LocalClusterOptions {
   int worker_max_jobs = 1;        // Each worker's --max_jobs (0: runs jobs until stopped).
   // More flags for every ps_worker (e.g. "--cuda_attention=flash"), after the ones set here.
   std::vector<std::string> worker_args;
+  // More flags for every ps_server (e.g. "--ended_job_ttl=10m"), after the ones set here.
+  std::vector<std::string> server_args;
   // Servers also listen on a Unix domain socket (in a fresh /tmp/psrv-XXXXXX folder: socket
   // paths are limited to 107 bytes) and advertise it: pulls and pushes skip the TCP stack.
   bool unix_sockets = false;

@@ -600,6 +600,29 @@ TEST_F(ClusterTest, AJobThatCannotFitItsServersIsRefusedAtSubmit) {
   EXPECT_TRUE(cluster_->SubmitJob(spec).ok());
 }
 
+TEST_F(ClusterTest, ALongJobsCurvesStayBounded) {
+  Register(SERVER, "h:1");
+  const std::string w = Register(WORKER, "w");
+  const std::string job = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  ASSERT_TRUE(Beat(w).has_assignment());
+  ReportProgressRequest report;
+  report.set_job_id(job);
+  report.set_node_id(w);
+  report.set_loss(1.0f);
+  report.set_val_loss(2.0f);
+  for (uint64_t step = 1; step <= 10000; ++step) {
+    report.set_step(step);
+    ASSERT_TRUE(cluster_->ReportProgress(report).ok());
+  }
+  const JobStatus status = cluster_->GetJob(job).value();
+  EXPECT_LE(status.loss_history_size(), 4096);
+  EXPECT_LE(status.val_history_size(), 4096);
+  EXPECT_GE(status.val_history_size(), 2048);  // Thinned, not cut: the whole curve is there.
+  EXPECT_EQ(status.val_history(0).step(), 1u);
+  EXPECT_GT(status.val_history(status.val_history_size() - 1).step(), 9000u);
+}
+
 TEST_F(ClusterTest, WorkerErrorFailsTheJobAndCancelsTheOthers) {
   Register(SERVER, "h:1");
   const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");

@@ -8,7 +8,7 @@
 namespace psrv {
 namespace {
 
-constexpr size_t kMaxLossHistory = 4096;
+constexpr size_t kMaxHistory = 4096;  // Points of a job's loss and validation curves.
 
 // The job's step (that of the slowest rank), mean loss and total throughput.
 void Aggregate(JobStatus* status) {
@@ -26,6 +26,16 @@ void Aggregate(JobStatus* status) {
   status->set_tokens_per_sec(static_cast<float>(tokens));
 }
 
+// Past kMaxHistory points, keeps every other one: long jobs keep their whole curve at half the
+// resolution, and a job's record stays bounded.
+template <typename Point>
+void Thin(google::protobuf::RepeatedPtrField<Point>* history) {
+  if (history->size() <= static_cast<int>(kMaxHistory)) return;
+  google::protobuf::RepeatedPtrField<Point> thinned;
+  for (int i = 0; i < history->size(); i += 2) *thinned.Add() = history->Get(i);
+  history->Swap(&thinned);
+}
+
 // A point of the loss curve per new job step.
 void ExtendLossHistory(JobStatus* status) {
   auto* history = status->mutable_loss_history();
@@ -35,12 +45,7 @@ void ExtendLossHistory(JobStatus* status) {
     point->set_loss(status->loss());
     point->set_tokens_per_sec(status->tokens_per_sec());
   }
-  if (history->size() > static_cast<int>(kMaxLossHistory)) {
-    // Keep every other point so long jobs keep their whole curve at half the resolution.
-    google::protobuf::RepeatedPtrField<LossPoint> thinned;
-    for (int i = 0; i < history->size(); i += 2) *thinned.Add() = history->Get(i);
-    history->Swap(&thinned);
-  }
+  Thin(history);
 }
 
 }  // namespace
@@ -124,6 +129,7 @@ void JobProgress::Record(const ReportProgressRequest& request, Job* job) {
     ValidationPoint* point = status.add_val_history();
     point->set_step(request.step());
     point->set_loss(request.val_loss());
+    Thin(status.mutable_val_history());
   }
   Aggregate(&status);
   if (request.step() > 0) ExtendLossHistory(&status);

@@ -6,7 +6,6 @@
 #include <limits>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 
 #include <glog/logging.h>
@@ -27,6 +26,7 @@
 #include "common/membership.h"
 #include "common/shutdown.h"
 #include "server/admin_service.h"
+#include "server/ended_jobs.h"
 #include "server/parameter_service.h"
 #include "server/shard_store.h"
 
@@ -62,6 +62,10 @@ ABSL_FLAG(std::string, checkpoint_root, "",
           "absolute paths that resolve (symlinks and '..' followed) under it, else the request "
           "is refused (INVALID_ARGUMENT / PERMISSION_DENIED). Default: the server's working "
           "directory; / allows any path.");
+ABSL_FLAG(absl::Duration, ended_job_ttl, absl::Hours(1),
+          "How long the shards of a job that ended (as the coordinator reports) are kept, so that "
+          "its final parameters can still be read (psctl generate, export) before their memory "
+          "is freed. 'inf': for ever.");
 ABSL_FLAG(std::string, advertise_host, "",
           "Host name that workers use to reach this server. Default: --host, or this machine's "
           "hostname when --host is 0.0.0.0.");
@@ -158,9 +162,8 @@ int Run() {
   LOG(INFO) << "ps_server listening on " << absl::GetFlag(FLAGS_host) << ":" << server->port
             << ", reachable as " << address;
 
-  // Jobs the coordinator reported as ended, for --max_jobs.
-  absl::Mutex ended_mu;
-  std::set<std::string> ended_jobs;
+  // Jobs the coordinator reported as ended: for --max_jobs, and dropped after --ended_job_ttl.
+  EndedJobs ended_jobs(absl::GetFlag(FLAGS_ended_job_ttl));
   absl::Notification served_enough;
   const size_t max_jobs = absl::GetFlag(FLAGS_max_jobs);
   std::unique_ptr<Membership> membership;
@@ -169,11 +172,9 @@ int Run() {
         Membership::Options{absl::GetFlag(FLAGS_coordinator), SERVER, address,
                             store.incarnation(), store_options.max_memory_bytes},
         [&](const HeartbeatResponse& response) {
-          absl::MutexLock lock(&ended_mu);
-          ended_jobs.insert(response.ended_jobs().begin(), response.ended_jobs().end());
-          if (max_jobs > 0 && ended_jobs.size() >= max_jobs && !served_enough.HasBeenNotified()) {
-            LOG(INFO) << ended_jobs.size() << " job(s) ended; exiting (--max_jobs=" << max_jobs
-                      << ")";
+          const size_t ended = ended_jobs.Add(response.ended_jobs(), absl::Now());
+          if (max_jobs > 0 && ended >= max_jobs && !served_enough.HasBeenNotified()) {
+            LOG(INFO) << ended << " job(s) ended; exiting (--max_jobs=" << max_jobs << ")";
             served_enough.Notify();
           }
         });
@@ -188,6 +189,11 @@ int Run() {
 
   while (!terminate->WaitForNotificationWithTimeout(absl::Milliseconds(100)) &&
          !served_enough.HasBeenNotified()) {
+    for (const std::string& job : ended_jobs.TakeExpired(absl::Now())) {
+      absl::Status dropped = store.DropJob(job);
+      LOG(INFO) << "job " << job << " ended " << absl::GetFlag(FLAGS_ended_job_ttl)
+                << " ago (--ended_job_ttl); its shards are dropped: " << dropped;
+    }
   }
   LOG(INFO) << "ps_server shutting down";
   if (membership && terminate->HasBeenNotified()) CheckpointJobsBeforeLeaving(&store, membership.get());

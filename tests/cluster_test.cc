@@ -45,10 +45,11 @@ namespace {
 class ClusterTest : public ::testing::Test {
  protected:
   void StartCluster(int servers, int workers, const std::vector<std::string>& worker_args = {},
-                    bool unix_sockets = false) {
+                    bool unix_sockets = false, const std::vector<std::string>& server_args = {}) {
     log_dir_ = TempDir("cluster");
     LocalClusterOptions options = TestClusterOptions(log_dir_, servers, workers);
     options.worker_args = worker_args;
+    options.server_args = server_args;
     options.unix_sockets = unix_sockets;
     cluster_ = std::make_unique<LocalCluster>(options);
     ASSERT_TRUE(cluster_->Start().ok());
@@ -166,6 +167,22 @@ TEST_F(ClusterTest, AsyncTwoServersTwoWorkersTrains) {
       EXPECT_EQ(shard.at("pushes").get<std::string>(), backup ? "0" : "400");
     }
   }
+}
+
+TEST_F(ClusterTest, AnEndedJobsShardsAreDroppedAfterTheirTimeToLive) {
+  StartCluster(1, 1, {}, false, {"--ended_job_ttl=1s"});
+  const JobStatus status = RunJob(SmallMlpJob(SYNC, 1, 1, 20));
+  ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+  const std::string server = status.shard_map().shards(0).server_address();
+  // Gone a little after the TTL (kept until then: server/ended_jobs_test).
+  absl::StatusOr<ServerStatus> held = GetServerStatus(server, status.job_id(), absl::Seconds(5));
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (held.ok() && held->shards_size() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+    held = GetServerStatus(server, status.job_id(), absl::Seconds(5));
+  }
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->shards_size(), 0) << "logs in " << log_dir_;
 }
 
 TEST_F(ClusterTest, Bf16WireTrainsLikeFp32) {
