@@ -108,7 +108,8 @@ std::pair<std::string, std::string> BackupRepair::PickBackupServer(const Job& jo
   std::string backup_id, backup_address;
   for (const auto& [node_id, node] : state.nodes) {
     if (node.info.role() != SERVER || node_id == shard.server_id() ||
-        state.HealthOf(node, now) != HEALTHY) {
+        state.HealthOf(node, now) != HEALTHY ||
+        node.deposed_jobs.count(job.status.job_id()) > 0) {  // Still dropping the job.
       continue;
     }
     const bool own = std::find(of_the_job.begin(), of_the_job.end(), node.info.address()) !=

@@ -160,6 +160,7 @@ void ClusterCoordinator::Tick() {
   // until the tick's deadline (real time); later replies are applied when they come.
   const absl::Time deadline = absl::Now() + options_.reply_wait;
   const CallRound round;
+  membership_.ProbeSilentServers();  // Its verdicts count at the next tick.
   failover_.HandleLostNodes(round);  // Sends the promotions it makes, and any still unconfirmed.
   round.WaitUntil(deadline);
   backups_.ForgetDroppedBackups(round);

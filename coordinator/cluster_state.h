@@ -30,9 +30,15 @@ struct Node {
   bool cancel = false;  // Workers: tell it to stop its run at the next heartbeat.
   bool unreachable = false;  // Servers: a worker reported it and it failed the probe: DEAD.
   bool probing = false;      // Servers: a probe is running.
+  absl::Time silent_probe;   // Servers: when ProbeSilentServers last probed it.
   // Loaded by Load() and not heard from since: SUSPECT at best, so it is given no new work
   // before it shows up.
   bool unconfirmed = false;
+  // Servers: jobs whose shards failed over away from this server (it was taken for lost), by
+  // whether a heartbeat response told it already to drop them (HeartbeatResponse.drop_jobs).
+  // Forgotten at the heartbeat after that one (the server handled the response first); until
+  // then the server gets no new shard of the job.
+  std::map<std::string, bool> deposed_jobs;
 };
 
 struct Job {

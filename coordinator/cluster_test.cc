@@ -415,6 +415,13 @@ TEST_F(ClusterTest, ReplicatedShardsFailOverToTheirBackupsAndGetNewOnes) {
     EXPECT_EQ(shard.backup_address(), "h:3");
   }
   EXPECT_EQ(backups_added_.size(), static_cast<size_t>(status.shard_map().shards_size()));
+
+  // h:2 was only frozen, and comes back: it is told to drop the job (fenced: it must not serve
+  // its old shards next to the promoted primaries), once.
+  HeartbeatResponse back = Beat(s2);
+  ASSERT_EQ(back.drop_jobs_size(), 1);
+  EXPECT_EQ(back.drop_jobs(0), job);
+  EXPECT_EQ(Beat(s2).drop_jobs_size(), 0);
 }
 
 TEST_F(ClusterTest, PeriodicCheckpointsEveryNSecondsToo) {

@@ -148,6 +148,10 @@ bool Failover::PromoteBackups(Job* job, const std::string& server_id) {
   }
   if (moved) map->set_epoch(map->epoch() + 1);
   state.RemoveHostedJob(server_id, job->status.job_id());
+  // Fencing: if the lost server was only frozen or cut off, it drops the job at its next
+  // heartbeat instead of serving it next to the promoted primaries.
+  auto lost = state.nodes.find(server_id);
+  if (lost != state.nodes.end()) lost->second.deposed_jobs[job->status.job_id()] = false;
   state.Touch(job);
   return true;
 }

@@ -89,6 +89,17 @@ absl::StatusOr<HeartbeatResponse> Membership::Heartbeat(const HeartbeatRequest& 
   node.unreachable = false;  // It is alive after all.
   node.unconfirmed = false;
   HeartbeatResponse response;
+  for (auto deposed = node.deposed_jobs.begin(); deposed != node.deposed_jobs.end();) {
+    if (deposed->second) {
+      deposed = node.deposed_jobs.erase(deposed);  // Dropped while handling the last response.
+      continue;
+    }
+    LOG(WARNING) << "server " << node.info.node_id() << " is back; its shards of job "
+                 << deposed->first << " failed over meanwhile: it drops them";
+    response.add_drop_jobs(deposed->first);
+    deposed->second = true;
+    ++deposed;
+  }
   for (const std::string& hosted : node.hosted_jobs) {
     auto job = state.jobs.find(hosted);
     if (job != state.jobs.end() && IsTerminal(job->second.status.state())) {
@@ -173,9 +184,31 @@ absl::Status Membership::ReportUnreachable(const std::string& address) {
   return absl::NotFoundError(absl::StrCat("no server registered at ", address));
 }
 
-void Membership::Probe(const std::string& node_id, const std::string& address) {
+void Membership::ProbeSilentServers() {
+  if (!cluster_.options.probe) return;
+  absl::MutexLock lock(&cluster_.mu);
+  ClusterState& state = cluster_.state;
+  const absl::Time now = state.Now();
+  for (auto& [id, node] : state.nodes) {
+    if (node.info.role() != SERVER || node.probing || node.unreachable || node.unconfirmed ||
+        state.HealthOf(node, now) != SUSPECT || now - node.silent_probe < absl::Seconds(1)) {
+      continue;
+    }
+    const bool running = std::any_of(
+        node.hosted_jobs.begin(), node.hosted_jobs.end(), [&](const std::string& job_id) {
+          auto job = state.jobs.find(job_id);
+          return job != state.jobs.end() && job->second.status.state() == RUNNING;
+        });
+    if (!running) continue;
+    node.silent_probe = now;
+    node.probing = cluster_.calls.Start(
+        [this, id = id, address = node.info.address()] { Probe(id, address, /*tries=*/1); });
+  }
+}
+
+void Membership::Probe(const std::string& node_id, const std::string& address, int tries) {
   absl::StatusOr<uint64_t> answered = cluster_.options.probe(address);
-  if (!answered.ok()) answered = cluster_.options.probe(address);
+  for (int i = 1; i < tries && !answered.ok(); ++i) answered = cluster_.options.probe(address);
   absl::MutexLock lock(&cluster_.mu);
   auto node = cluster_.state.nodes.find(node_id);
   if (node == cluster_.state.nodes.end()) return;

@@ -25,6 +25,11 @@ class Membership {
   // See ClusterCoordinator::ReportUnreachable.
   absl::Status ReportUnreachable(const std::string& address);
 
+  // Probes (once, at once, without waiting) every server that hosts a RUNNING job and missed
+  // its last 3 heartbeats (SUSPECT): a frozen or cut-off server is DEAD, and its jobs fail over,
+  // about a probe's deadline later instead of after 10 heartbeat intervals.
+  void ProbeSilentServers();
+
  private:
   // The id a registering node gets (its own, or a new one); advances the id counter past it.
   absl::StatusOr<std::string> IdFor(const RegisterRequest& request)
@@ -38,7 +43,7 @@ class Membership {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(cluster_.mu);
   // Probes the server (twice) and, if it does not answer, or another process (incarnation)
   // answers at its address, marks it unreachable: DEAD.
-  void Probe(const std::string& node_id, const std::string& address);
+  void Probe(const std::string& node_id, const std::string& address, int tries = 2);
 
   ClusterContext cluster_;
 };

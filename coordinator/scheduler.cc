@@ -61,6 +61,7 @@ bool Scheduler::PickNodes(const Job& job, Placement* placement) {
   const JobSpec& spec = job.status.spec();
   for (const auto& [node_id, node] : state.nodes) {
     if (state.HealthOf(node, now) != HEALTHY) continue;
+    if (node.deposed_jobs.count(job.status.job_id()) > 0) continue;  // Still dropping it.
     if (node.info.role() == SERVER && placement->servers.size() < spec.num_servers()) {
       placement->servers.push_back({node_id, node.info.address()});
     } else if (node.info.role() == WORKER && node.job_id.empty() &&

@@ -172,6 +172,12 @@ int Run() {
         Membership::Options{absl::GetFlag(FLAGS_coordinator), SERVER, address,
                             store.incarnation(), store_options.max_memory_bytes},
         [&](const HeartbeatResponse& response) {
+          // Fenced: this server was taken for lost and those jobs failed over elsewhere.
+          for (const std::string& job : response.drop_jobs()) {
+            absl::Status dropped = store.DropJob(job);
+            LOG(WARNING) << "job " << job << " failed over to other servers while this one was "
+                         << "away; its shards here are dropped: " << dropped;
+          }
           const size_t ended = ended_jobs.Add(response.ended_jobs(), absl::Now());
           if (max_jobs > 0 && ended >= max_jobs && !served_enough.HasBeenNotified()) {
             LOG(INFO) << ended << " job(s) ended; exiting (--max_jobs=" << max_jobs << ")";

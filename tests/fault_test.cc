@@ -212,6 +212,45 @@ TEST_F(FaultTest, KilledPrimaryFailsOverToItsBackupsBitForBit) {
   EXPECT_EQ(CountDifferent(ServedParameters(final), expected), 0u) << "of " << expected.size();
 }
 
+// A primary frozen (SIGSTOP) mid-job is taken for lost within about two seconds (it misses three
+// heartbeats, so the coordinator probes it, and the probe gets no answer), its backups are
+// promoted, and the workers, whose calls to it hang, follow the new map without waiting out their
+// deadlines. Thawed (SIGCONT), it drops the job's shards at its next heartbeat: never two
+// primaries for one range. The job ends bit for bit as without the freeze.
+TEST_F(FaultTest, FrozenPrimaryFailsOverQuicklyAndStepsDownWhenThawed) {
+  std::vector<float> expected;
+  std::string id;
+  const JobStatus before = StartReplicatedJob(1500, &expected, &id);
+  ASSERT_FALSE(expected.empty()) << "the fault-free run failed; logs in " << log_dir_;
+  const std::string victim_address = before.shard_map().shards(0).server_address();
+  const std::string victim = ServerNamed(victim_address);
+  ASSERT_FALSE(victim.empty()) << victim_address;
+  ASSERT_TRUE(cluster_->Kill(victim, SIGSTOP).ok());
+  const absl::Time frozen = absl::Now();
+  const uint64_t at_freeze = client_->GetJob(id)->step();
+  WaitFor(id, [&](const JobStatus& s) { return s.step() > at_freeze + 2 || IsTerminal(s.state()); });
+  const absl::Duration resumed = absl::Now() - frozen;
+  std::cout << "primary frozen at step " << at_freeze << ": training went on after "
+            << absl::FormatDuration(resumed) << "\n";
+  // (Before: the workers waited out their 8-10 s deadlines.)
+  EXPECT_LT(resumed, absl::Seconds(7));
+  absl::SleepFor(absl::Seconds(1));
+  ASSERT_TRUE(cluster_->Kill(victim, SIGCONT).ok());
+  // Thawed: it drops the job's shards (it would otherwise serve them as a stale primary).
+  absl::StatusOr<ServerStatus> thawed;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  do {
+    absl::SleepFor(absl::Milliseconds(100));
+    thawed = GetServerStatus(victim_address, id, absl::Seconds(5));
+  } while (thawed.ok() && thawed->shards_size() > 0 && absl::Now() < deadline);
+  ASSERT_TRUE(thawed.ok()) << thawed.status();
+  EXPECT_EQ(thawed->shards_size(), 0) << "the thawed server still holds shards of the job";
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 0u);
+  EXPECT_EQ(CountDifferent(ServedParameters(final), expected), 0u) << "of " << expected.size();
+}
+
 // A primary killed and at once replaced by a new ps_server on the same port (as Kubernetes
 // restarts a pod in place): the new process registers with a new incarnation, so the coordinator
 // takes the old one for lost and promotes its backups; workers whose requests reach the new,

@@ -23,6 +23,9 @@ struct Releases {
 namespace {
 
 constexpr absl::Duration kMaxBackoff = absl::Milliseconds(500);
+// A call unanswered this long makes the client look for a newer shard map (and again after as
+// long while it waits): a frozen server answers nothing until its calls' deadlines (8-10 s).
+constexpr absl::Duration kMapCheckAfter = absl::Milliseconds(500);
 // A failed push's payload may be held until its connection is torn down; gRPC no longer sends it.
 constexpr absl::Duration kFailedReleaseWait = absl::Seconds(1);
 
@@ -424,14 +427,64 @@ bool ResilientClient::WaitFor(const std::function<bool()>& ready) {
         return (*c->ready)() || c->self->AnyFailed();
       },
       &context);
+  const absl::Time check_map_at = absl::Now() + kMapCheckAfter;
   while (!mu_.AwaitWithTimeout(done, absl::Milliseconds(100))) {
     if (Cancelled()) return false;
+    if (coordinator_.shard_map && absl::Now() >= check_map_at) {
+      check_map_ = true;  // A frozen server answers nothing: has the job failed over?
+      return false;
+    }
   }
   return ready();
 }
 
 absl::Status ResilientClient::Recover() {
   if (Cancelled()) return absl::CancelledError("job cancelled");
+  bool check_map;
+  {
+    absl::MutexLock lock(&mu_);
+    check_map = check_map_;
+    check_map_ = false;
+  }
+  const std::vector<Failure> failures = Failures();
+  if (failures.empty()) {
+    if (!check_map) return absl::OkStatus();
+    // A call has taken a while: if the job's map moved on (its server frozen or cut off, and
+    // failed over), follow it now instead of waiting out the call's deadline.
+    ASSIGN_OR_RETURN(const bool followed, FollowNewerMap());
+    if (followed) Reissue();
+    return absl::OkStatus();
+  }
+  std::set<std::string> unreachable;
+  for (const Failure& failure : failures) {
+    const absl::StatusCode code = failure.status.code();
+    // NOT_FOUND: the server at that address does not hold the shard the map puts there: a new
+    // process replaced the one that did (restarted in place). To the coordinator (which checks
+    // the incarnation) it is as lost as an unreachable one, and the job's next map follows.
+    const bool retry = code == absl::StatusCode::kUnavailable ||
+                       code == absl::StatusCode::kDeadlineExceeded ||
+                       code == absl::StatusCode::kNotFound ||
+                       code == absl::StatusCode::kCancelled;  // By FollowMap.
+    if (!retry) return failure.status;
+    if (code != absl::StatusCode::kCancelled) unreachable.insert(failure.address);
+  }
+  const absl::Time now = absl::Now();
+  if (failing_since_ == absl::InfiniteFuture()) failing_since_ = now;
+  if (now - failing_since_ > options_.give_up) return failures.front().status;
+  LOG_EVERY_N(WARNING, 20) << failures.front().status << "; retrying";
+  if (coordinator_.report_unreachable) {
+    for (const std::string& address : unreachable) coordinator_.report_unreachable(address);
+  }
+  ASSIGN_OR_RETURN(const bool followed, FollowNewerMap());
+  if (!followed) {
+    absl::SleepFor(backoff_);
+    backoff_ = std::min(2 * backoff_, kMaxBackoff);
+  }
+  Reissue();
+  return absl::OkStatus();
+}
+
+std::vector<ResilientClient::Failure> ResilientClient::Failures() {
   std::vector<Failure> failures;
   {
     absl::MutexLock lock(&mu_);
@@ -453,44 +506,23 @@ absl::Status ResilientClient::Recover() {
       }
     }
   }
-  if (failures.empty()) return absl::OkStatus();
-  std::set<std::string> unreachable;
-  for (const Failure& failure : failures) {
-    const absl::StatusCode code = failure.status.code();
-    // NOT_FOUND: the server at that address does not hold the shard the map puts there: a new
-    // process replaced the one that did (restarted in place). To the coordinator (which checks
-    // the incarnation) it is as lost as an unreachable one, and the job's next map follows.
-    const bool retry = code == absl::StatusCode::kUnavailable ||
-                       code == absl::StatusCode::kDeadlineExceeded ||
-                       code == absl::StatusCode::kNotFound ||
-                       code == absl::StatusCode::kCancelled;  // By FollowMap.
-    if (!retry) return failure.status;
-    if (code != absl::StatusCode::kCancelled) unreachable.insert(failure.address);
+  return failures;
+}
+
+absl::StatusOr<bool> ResilientClient::FollowNewerMap() {
+  if (!coordinator_.shard_map) return false;
+  absl::StatusOr<ShardMap> latest = coordinator_.shard_map();
+  uint64_t epoch;
+  {
+    absl::ReaderMutexLock connections(&connections_mu_);
+    epoch = map_.epoch();
   }
-  const absl::Time now = absl::Now();
-  if (failing_since_ == absl::InfiniteFuture()) failing_since_ = now;
-  if (now - failing_since_ > options_.give_up) return failures.front().status;
-  LOG_EVERY_N(WARNING, 20) << failures.front().status << "; retrying";
-  if (coordinator_.report_unreachable) {
-    for (const std::string& address : unreachable) coordinator_.report_unreachable(address);
-  }
-  bool followed = false;
-  if (coordinator_.shard_map) {
-    absl::StatusOr<ShardMap> latest = coordinator_.shard_map();
-    uint64_t epoch;
-    {
-      absl::ReaderMutexLock connections(&connections_mu_);
-      epoch = map_.epoch();
-    }
-    if (latest.ok() && latest->epoch() > epoch) {
-      RETURN_IF_ERROR(FollowMap(*latest));
-      followed = true;
-    }
-  }
-  if (!followed) {
-    absl::SleepFor(backoff_);
-    backoff_ = std::min(2 * backoff_, kMaxBackoff);
-  }
+  if (!latest.ok() || latest->epoch() <= epoch) return false;
+  RETURN_IF_ERROR(FollowMap(*latest));
+  return true;
+}
+
+void ResilientClient::Reissue() {
   // Everything that failed (or that a new map needs again) is started again.
   std::vector<size_t> pulls;
   std::vector<std::pair<PushStep*, size_t>> pushes, commits;
@@ -512,7 +544,6 @@ absl::Status ResilientClient::Recover() {
   for (const auto& [slot, t] : pushes) IssuePush(slot, t);
   for (const auto& [slot, s] : commits) IssueCommit(slot, s);
   for (size_t t : pulls) IssuePull(t);
-  return absl::OkStatus();
 }
 
 absl::Status ResilientClient::FollowMap(const ShardMap& map) {

@@ -143,12 +143,18 @@ class ResilientClient {
   void IssueCommit(PushStep* slot, size_t server);
   // After failures: gives up (non-retryable, too long, cancelled), or reports the servers, follows
   // a newer shard map (sending again what it needs) or waits a little, and starts the failed calls
-  // again.
+  // again. Without failures, after a long wait (WaitFor): follows a newer shard map, if any.
   absl::Status Recover();
+  std::vector<Failure> Failures();
+  // Follows the coordinator's shard map if it is newer than this one: true if it did.
+  absl::StatusOr<bool> FollowNewerMap();
+  // Starts every failed call again.
+  void Reissue();
   // Moves to `map` (same targets, other servers): cancels the calls in flight, waits for them,
   // reconnects, and marks what the new servers must get again.
   absl::Status FollowMap(const ShardMap& map);
-  // Waits until `ready` holds (true) or a call failed (false) or the job was cancelled.
+  // Waits until `ready` holds (true) or a call failed (false) or the job was cancelled; or
+  // (false, check_map_ set) a second passed: then Recover looks for a newer shard map.
   bool WaitFor(const std::function<bool()>& ready) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AnyFailed() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   PushStep* Slot(uint64_t step) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -191,6 +197,7 @@ class ResilientClient {
 
   // Recovery (training thread only).
   absl::Time failing_since_ = absl::InfiniteFuture();
+  bool check_map_ ABSL_GUARDED_BY(mu_) = false;  // See WaitFor.
   absl::Duration backoff_ = absl::Milliseconds(20);
 };
 
