@@ -10,13 +10,15 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include "common/auth_tokens.h"
 #include "common/tls.h"
 #include "common/wire.h"
 
 namespace psrv {
 
 // A channel to `address` (host:port or unix:PATH) that accepts tensor-sized messages: insecure, or
-// mutual TLS with this process's certificate once EnableTls ran (common/tls.h).
+// mutual TLS with this process's certificate once EnableTls ran (common/tls.h); every call carries
+// this process's bearer token once EnableTokens ran with one (common/auth_tokens.h).
 inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
@@ -30,7 +32,8 @@ inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) 
   // heartbeat intervals after which the coordinator declares it DEAD.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  return grpc::CreateCustomChannel(address, ProcessChannelCredentials(), args);
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      address, ProcessChannelCredentials(), args, BearerTokenInterceptors(ProcessToken()));
 }
 
 // Sets tensor-sized message limits on a server under construction.

@@ -1,12 +1,14 @@
-// --tls_cert, --tls_key and --tls_ca, the same on every daemon (ps_coordinator, ps_server,
-// ps_worker): defined once here, applied by each main() with EnableTlsFromFlags.
+// --tls_cert, --tls_key, --tls_ca and the bearer-token flags (--token_file, --auth_tokens_file,
+// --allow_insecure_tokens), the same on every daemon (ps_coordinator, ps_server, ps_worker):
+// defined once here, applied by each main() with EnableTlsFromFlags.
 #ifndef PSRV_COMMON_TLS_FLAGS_H_
 #define PSRV_COMMON_TLS_FLAGS_H_
 
 namespace psrv {
 
-// EnableTls (common/tls.h) with the three flags: true, and insecure when none is set; false (the
-// error logged) when they are incomplete or a file cannot be read, and main() should exit.
+// EnableTls (common/tls.h) with the three TLS flags, then EnableTokens (common/auth_tokens.h) with
+// the token flags: true, and insecure when none is set; false (the error logged) when they are
+// incomplete, a file cannot be read or is malformed, and main() should exit.
 bool EnableTlsFromFlags();
 
 }  // namespace psrv
