@@ -31,8 +31,18 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
 ABSL_FLAG(bool, allow_insecure_tokens, false,
           "Send and accept bearer tokens without TLS: only where TLS ends at a proxy or mesh in "
           "front of every process (tokens are readable by anyone who sees the traffic).");
+ABSL_FLAG(std::string, http_token_file, "",
+          "File holding a bearer token (one line, at least 16 characters): when set, the HTTP "
+          "pages of this process (/metrics, the status page) answer 401 unless the request has "
+          "\"Authorization: Bearer TOKEN\"; /healthz stays open. Plain HTTP: put TLS in front "
+          "of it where the network is not trusted.");
 
 namespace psrv {
+namespace {
+
+const std::string* http_token = nullptr;  // Set by EnableTlsFromFlags; null: pages open.
+
+}  // namespace
 
 bool EnableTlsFromFlags() {
   const TlsFiles files{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
@@ -49,6 +59,11 @@ bool EnableTlsFromFlags() {
                                        absl::GetFlag(FLAGS_auth_tokens_file),
                                        absl::GetFlag(FLAGS_allow_insecure_tokens)});
   }
+  if (status.ok() && !absl::GetFlag(FLAGS_http_token_file).empty()) {
+    absl::StatusOr<std::string> token = ReadTokenFile(absl::GetFlag(FLAGS_http_token_file));
+    if (token.ok()) http_token = new std::string(*std::move(token));
+    status = token.status();
+  }
   if (!status.ok()) LOG(ERROR) << status;
   if (ProcessTokenTable() != nullptr) {
     LOG(INFO) << "bearer tokens accepted: " << ProcessTokenTable()->size() << " from "
@@ -56,5 +71,7 @@ bool EnableTlsFromFlags() {
   }
   return status.ok();
 }
+
+std::string HttpTokenFromFlags() { return http_token == nullptr ? "" : *http_token; }
 
 }  // namespace psrv

@@ -19,7 +19,7 @@ check() {
     exit 1
   fi
 }
-check coordinator/ps_coordinator port state_db metrics_port tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens
-check server/ps_server coordinator port metrics_port tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens
-check worker/ps_worker coordinator device cuda_attention max_jobs tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens
+check coordinator/ps_coordinator port state_db metrics_port tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens http_token_file
+check server/ps_server coordinator port metrics_port tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens http_token_file
+check worker/ps_worker coordinator device cuda_attention max_jobs tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens http_token_file
 echo PASS
