@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <grpcpp/channel.h>
 #include <grpcpp/create_channel.h>
@@ -18,8 +19,10 @@ namespace psrv {
 
 // A channel to `address` (host:port or unix:PATH) that accepts tensor-sized messages: insecure, or
 // mutual TLS with this process's certificate once EnableTls ran (common/tls.h); every call carries
-// this process's bearer token once EnableTokens ran with one (common/auth_tokens.h).
-inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) {
+// this process's bearer token once EnableTokens ran with one (common/auth_tokens.h). With
+// `credentials`: those instead of the process's (a tool that talks as several identities).
+inline std::shared_ptr<grpc::Channel> CreateChannelWithCredentials(
+    const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
@@ -33,7 +36,11 @@ inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) 
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   return grpc::experimental::CreateCustomChannelWithInterceptors(
-      address, ProcessChannelCredentials(), args, BearerTokenInterceptors(ProcessToken()));
+      address, std::move(credentials), args, BearerTokenInterceptors(ProcessToken()));
+}
+
+inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) {
+  return CreateChannelWithCredentials(address, ProcessChannelCredentials());
 }
 
 // Sets tensor-sized message limits on a server under construction.

@@ -23,7 +23,8 @@ TLS_ROLES = {"Deployment/ps-coordinator": "coordinator", "Job/ps-server": "serve
              "Job/ps-worker": "worker", "Job/ps-submit": "operator"}
 TLS_FLAGS = ["--tls_cert=/etc/psrv/tls/tls.crt", "--tls_key=/etc/psrv/tls/tls.key",
              "--tls_ca=/etc/psrv/tls/ca.crt"]
-PSCTL_TLS_ENV = {"PSCTL_TLS_CERT": "/etc/psrv/tls/tls.crt", "PSCTL_TLS_KEY": "/etc/psrv/tls/tls.key",
+PSCTL_TLS_ENV = {"PSCTL_TLS_CERT": "/etc/psrv/tls/tls.crt",
+                 "PSCTL_TLS_KEY": "/etc/psrv/tls/tls.key",
                  "PSCTL_TLS_CA": "/etc/psrv/tls/ca.crt"}
 
 
