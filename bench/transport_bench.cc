@@ -29,6 +29,7 @@
 #include "bench/transport/measure.h"
 #include "bench/transport/report.h"
 #include "bench/transport/server_group.h"
+#include "common/local_ca.h"
 #include "common/malloc_tuning.h"
 
 ABSL_FLAG(std::string, server_binary, "",
@@ -56,6 +57,10 @@ ABSL_FLAG(bool, split_connections, false,
           "dns:127.0.0.1:P); K is limited to 4 then.");
 ABSL_FLAG(bool, unix_sockets, false,
           "Reach the servers over Unix domain sockets (unix:PATH) instead of loopback TCP.");
+ABSL_FLAG(bool, tls, false,
+          "Also measure every --servers count on mutual TLS (certificates of a throw-away CA made "
+          "with openssl, common/local_ca.h): rows of server kind \"ps_server+tls\" next to the "
+          "plaintext ones, and the TLS/plaintext ratios in the report's \"tls_cost\".");
 ABSL_FLAG(double, seconds, 1.5,
           "Measured time per size, server count and direction (push and pull alternate).");
 ABSL_FLAG(int, min_iterations, 5, "Least number of timed operations per direction.");
@@ -215,9 +220,11 @@ Json ApplyMallocTuning() {
 
 // Starts a group of `kind` servers per count (their pids go to `context`); false, having said
 // why, if one does not start.
+// With `tls_dir` (certificates of MakeLocalCa), the servers run on mutual TLS.
 bool StartServerGroups(const std::string& kind, const std::string& binary,
                        const std::vector<int>& counts, const std::string& scratch_dir,
-                       MeasureContext* context, std::vector<std::unique_ptr<ServerGroup>>* groups) {
+                       MeasureContext* context, std::vector<std::unique_ptr<ServerGroup>>* groups,
+                       const std::string& tls_dir = "") {
   for (int count : counts) {
     transport::ServerGroupOptions options;
     options.kind = kind;
@@ -225,6 +232,7 @@ bool StartServerGroups(const std::string& kind, const std::string& binary,
     options.count = count;
     options.scratch_dir = scratch_dir;
     options.unix_sockets = absl::GetFlag(FLAGS_unix_sockets);
+    options.tls_dir = tls_dir;
     absl::StatusOr<std::unique_ptr<ServerGroup>> group = ServerGroup::Start(options);
     if (!group.ok()) {
       absl::FPrintF(stderr, "cannot start %d %s process(es): %s\n", count, kind,
@@ -298,8 +306,23 @@ bool MeasureAll(const Sweep& sweep, const std::string& scratch_dir, LoopbackSeri
   std::vector<std::unique_ptr<ServerGroup>> groups;
   MeasureContext context;
   context.options = MeasureOptionsFromFlags();
+  std::string tls_dir;  // --tls: a throw-away CA with the three identities ServerGroup uses.
+  if (absl::GetFlag(FLAGS_tls)) {
+    tls_dir = scratch_dir + "/tls";
+    std::error_code ignored;
+    std::filesystem::create_directories(tls_dir, ignored);
+    absl::Status made = MakeLocalCa(
+        tls_dir, {{"server", "server"}, {"coordinator", "coordinator"}, {"worker", "worker"}});
+    if (!made.ok()) {
+      absl::FPrintF(stderr, "--tls: %s\n", made.ToString());
+      return false;
+    }
+  }
   return StartServerGroups("ps_server", sweep.server_binary, sweep.server_counts, scratch_dir,
                            &context, &groups) &&
+         (tls_dir.empty() ||
+          StartServerGroups(transport::kTlsServerKind, sweep.server_binary, sweep.server_counts,
+                            scratch_dir, &context, &groups, tls_dir)) &&
          StartServerGroups("null_server", sweep.null_server_binary, sweep.baseline_counts,
                            scratch_dir, &context, &groups) &&
          MeasureThroughputSweep(sweep, groups, loopback, &context, &measured->throughput) &&
@@ -315,6 +338,7 @@ Json ConfigJson(const Sweep& sweep, const Json& malloc_settings) {
   config["baseline_servers"] = sweep.baseline_counts;
   config["client_split"] = sweep.splits;
   config["split_connections"] = absl::GetFlag(FLAGS_split_connections);
+  config["tls"] = absl::GetFlag(FLAGS_tls);
   config["sizes"] = absl::GetFlag(FLAGS_sizes);
   config["servers"] = sweep.server_counts;
   config["seconds_per_direction"] = absl::GetFlag(FLAGS_seconds);
@@ -401,6 +425,7 @@ int Run(const std::string& argv0) {
   report["throughput"] = transport::ReportThroughput(measured.throughput);
   report["latency"] = transport::ReportLatency(measured.latency);
   report["target"] = transport::ReportTarget(measured.throughput, absl::GetFlag(FLAGS_target_gbps));
+  if (absl::GetFlag(FLAGS_tls)) report["tls_cost"] = transport::ReportTlsCost(measured.throughput);
   return WriteReport(report,
                      ResolveOutputPath(machine["hostname"].get<std::string>(), date_compact));
 }
@@ -412,7 +437,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Push/pull throughput and latency of the parameter client against local ps_server "
       "processes, beside iperf3 loopback TCP.\nUsage: transport_bench [--sizes=4K,1M] "
-      "[--servers=1,2] [--out=FILE] [--commit=SHA]");
+      "[--servers=1,2] [--tls] [--out=FILE] [--commit=SHA]");
   absl::ParseCommandLine(argc, argv);
   return psrv::Run(argv[0]);
 }

@@ -16,6 +16,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -54,6 +55,18 @@ struct BinaryName {
 
 constexpr BinaryName kBinaries[] = {
     {"ps_coordinator", "coordinator"}, {"ps_server", "server"}, {"ps_worker", "worker"}};
+
+// Writes `contents` to a new file `path` that only its owner may read.
+absl::Status WritePrivateFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::trunc);
+  std::error_code ignored;  // A file that could not be made fails the write below.
+  std::filesystem::permissions(
+      path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write, ignored);
+  out << contents;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -144,6 +157,22 @@ absl::Status MakeLocalClusterCertificates(const std::string& dir) {
   return MakeLocalCa(dir, requests);
 }
 
+absl::Status MakeLocalClusterTokens(const std::string& dir) {
+  std::ifstream random("/dev/urandom", std::ios::binary);
+  std::string table = "# ROLE TOKEN, made by psctl local (client/local_cluster.cc)\n";
+  for (const char* role :
+       {kRoleCoordinator, kRoleServer, kRoleWorker, kRoleOperator, kRoleViewer}) {
+    char bytes[16];
+    if (!random.read(bytes, sizeof(bytes))) {
+      return absl::InternalError("cannot read /dev/urandom for a token");
+    }
+    const std::string token = absl::BytesToHexString(absl::string_view(bytes, sizeof(bytes)));
+    absl::StrAppend(&table, role, " ", token, "\n");
+    RETURN_IF_ERROR(WritePrivateFile(absl::StrCat(dir, "/", role, ".token"), token + "\n"));
+  }
+  return WritePrivateFile(dir + "/tokens.txt", table);
+}
+
 absl::StatusOr<LocalCluster::Process*> LocalCluster::Launch(const std::string& name,
                                                             const std::string& file_stem,
                                                             std::vector<std::string> argv,
@@ -159,6 +188,13 @@ absl::StatusOr<LocalCluster::Process*> LocalCluster::Launch(const std::string& n
     const TlsFiles tls = LocalCaFiles(options_.tls_dir, file_stem.substr(0, file_stem.find('-')));
     argv.insert(argv.begin() + 1,
                 {"--tls_cert=" + tls.cert, "--tls_key=" + tls.key, "--tls_ca=" + tls.ca});
+  }
+  if (!options_.tokens_dir.empty()) {
+    const std::string role = file_stem.substr(0, file_stem.find('-'));
+    argv.insert(argv.begin() + 1,
+                {absl::StrCat("--token_file=", options_.tokens_dir, "/", role, ".token"),
+                 absl::StrCat("--auth_tokens_file=", options_.tokens_dir, "/tokens.txt")});
+    if (options_.tls_dir.empty()) argv.insert(argv.begin() + 1, "--allow_insecure_tokens");
   }
   // Metrics on a free port: default ports would clash between processes on one machine.
   argv.push_back("--metrics_port=0");

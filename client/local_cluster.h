@@ -54,11 +54,20 @@ struct LocalClusterOptions {
   // Mutual TLS: a folder made by MakeLocalClusterCertificates; each process gets the certificate
   // of its role (--tls_cert/--tls_key/--tls_ca). "": insecure.
   std::string tls_dir;
+  // Bearer tokens: a folder made by MakeLocalClusterTokens; each process accepts the tokens of
+  // tokens.txt (--auth_tokens_file) and sends its role's token (--token_file), on plaintext
+  // (--allow_insecure_tokens) when tls_dir is "". "": no tokens.
+  std::string tokens_dir;
 };
 
 // A throw-away CA in the existing folder `dir` (common/local_ca.h) with one certificate per role,
 // named after it: coordinator, server, worker (the processes), operator and viewer (psctl).
 absl::Status MakeLocalClusterCertificates(const std::string& dir);
+
+// Random bearer tokens in the existing folder `dir`: <role>.token (one token, for --token_file)
+// per role of MakeLocalClusterCertificates, and tokens.txt, the table of all of them
+// (--auth_tokens_file). Files readable by the owner only.
+absl::Status MakeLocalClusterTokens(const std::string& dir);
 
 // Owns the child processes. Not thread-safe. The destructor stops whatever still runs.
 class LocalCluster {

@@ -17,6 +17,7 @@
 #include "client/local_command.h"
 #include "client/model_commands.h"
 #include "client/monitor_commands.h"
+#include "common/auth_tokens.h"
 #include "common/tls.h"
 
 namespace psrv {
@@ -122,6 +123,7 @@ struct GlobalFlags {
   std::string coordinator = "127.0.0.1:7070";
   double timeout_s = 10;
   TlsFiles tls;  // psctl's certificate (OU operator or viewer), its key and the cluster's CA.
+  TokenOptions tokens;  // psctl's bearer token (token_file only).
 };
 
 void AddGlobalFlags(CLI::App* app, GlobalFlags* flags) {
@@ -142,9 +144,18 @@ void AddGlobalFlags(CLI::App* app, GlobalFlags* flags) {
       ->envname("PSCTL_TLS_KEY")
       ->type_name("PEM");
   app->add_option("--tls-ca", flags->tls.ca,
-                  "The cluster CA's certificate, which must have signed the servers' certificates")
+                  "The cluster CA's certificate, which must have signed the servers' certificates "
+                  "(alone, without --tls-cert: TLS with a --token-file instead of a certificate)")
       ->envname("PSCTL_TLS_CA")
       ->type_name("PEM");
+  app->add_option("--token-file", flags->tokens.token_file,
+                  "File holding psctl's bearer token, sent on every call; the cluster's "
+                  "--auth_tokens_file gives it its role (viewer or operator). Needs --tls-ca, or "
+                  "--allow-insecure-tokens where TLS ends at a proxy (README \"Security\")")
+      ->envname("PSCTL_TOKEN_FILE")
+      ->type_name("FILE");
+  app->add_flag("--allow-insecure-tokens", flags->tokens.allow_insecure_tokens,
+                "Send --token-file's token without TLS (only behind a proxy that encrypts)");
 }
 
 // Adds every group and command of the table to `app`; returns each command's subcommand with the
@@ -197,7 +208,9 @@ int Main(int argc, char** argv) {
   }
 
   // Before any channel: every channel psctl opens uses these credentials (common/tls.h).
-  if (absl::Status tls = EnableTls(global.tls); !tls.ok()) {
+  absl::Status tls = EnableTls(global.tls);
+  if (tls.ok()) tls = EnableTokens(global.tokens);
+  if (!tls.ok()) {
     std::cerr << "psctl: " << tls.message() << "\n";
     return kExitBadInput;
   }

@@ -4,20 +4,25 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <grpcpp/channel.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include "common/auth_tokens.h"
 #include "common/tls.h"
 #include "common/wire.h"
 
 namespace psrv {
 
 // A channel to `address` (host:port or unix:PATH) that accepts tensor-sized messages: insecure, or
-// mutual TLS with this process's certificate once EnableTls ran (common/tls.h).
-inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) {
+// mutual TLS with this process's certificate once EnableTls ran (common/tls.h); every call carries
+// this process's bearer token once EnableTokens ran with one (common/auth_tokens.h). With
+// `credentials`: those instead of the process's (a tool that talks as several identities).
+inline std::shared_ptr<grpc::Channel> CreateChannelWithCredentials(
+    const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
@@ -30,7 +35,12 @@ inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) 
   // heartbeat intervals after which the coordinator declares it DEAD.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  return grpc::CreateCustomChannel(address, ProcessChannelCredentials(), args);
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      address, std::move(credentials), args, BearerTokenInterceptors(ProcessToken()));
+}
+
+inline std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address) {
+  return CreateChannelWithCredentials(address, ProcessChannelCredentials());
 }
 
 // Sets tensor-sized message limits on a server under construction.

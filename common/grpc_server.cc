@@ -8,6 +8,7 @@
 #include <grpcpp/server_builder.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth_tokens.h"
 #include "common/channel.h"
 #include "common/rpc_authorizer.h"
 #include "common/rpc_metrics.h"
@@ -28,9 +29,15 @@ absl::StatusOr<RunningServer> StartGrpcServer(const std::string& host, int port,
   ConfigureServerBuilder(&builder);
   const std::string listen = absl::StrCat(host, ":", port);
   RunningServer running;
-  // Insecure, or mutual TLS with every call checked against the role table (common/tls.h).
+  // Insecure, or mutual TLS and/or bearer tokens with every call checked against the role table
+  // (common/tls.h, common/auth_tokens.h).
   std::shared_ptr<grpc::ServerCredentials> credentials = ProcessServerCredentials();
-  if (TlsEnabled()) credentials->SetAuthMetadataProcessor(std::make_shared<RpcAuthorizer>(metrics));
+  auto authorizer = std::make_shared<RpcAuthorizer>(metrics, ProcessTokenTable());
+  if (TlsEnabled()) {
+    credentials->SetAuthMetadataProcessor(authorizer);
+  } else if (ProcessTokenTable() != nullptr) {
+    credentials = InsecureServerCredentialsWithAuthorizer(authorizer);
+  }
   builder.AddListeningPort(listen, credentials, &running.port);
   if (!unix_socket.empty()) {
     ::unlink(unix_socket.c_str());  // A socket file left by an earlier run would fail the bind.

@@ -20,7 +20,8 @@
 namespace psrv {
 
 absl::StatusOr<HttpGetResult> HttpGet(const std::string& host, int port, const std::string& path,
-                                      absl::Duration timeout) {
+                                      absl::Duration timeout,
+                                      const std::map<std::string, std::string>& headers) {
   const std::string what = absl::StrCat("GET http://", host, ":", port, path);
   sockaddr_in address = {};
   address.sin_family = AF_INET;
@@ -42,8 +43,9 @@ absl::StatusOr<HttpGetResult> HttpGet(const std::string& host, int port, const s
   if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
     return absl::UnavailableError(absl::StrCat(what, ": connect: ", strerror(errno)));
   }
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port, "\r\n\r\n");
+  std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port, "\r\n");
+  for (const auto& [name, value] : headers) absl::StrAppend(&request, name, ": ", value, "\r\n");
+  request += "\r\n";
   if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
     return absl::UnavailableError(absl::StrCat(what, ": send: ", strerror(errno)));
   }

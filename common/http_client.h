@@ -17,10 +17,12 @@ struct HttpGetResult {
   std::string body;
 };
 
-// GET http://host:port<path> (host: an IPv4 address). UNAVAILABLE if it cannot connect,
-// DEADLINE_EXCEEDED after `timeout`, DATA_LOSS for a malformed reply.
+// GET http://host:port<path> (host: an IPv4 address) with `headers` added to the request.
+// UNAVAILABLE if it cannot connect, DEADLINE_EXCEEDED after `timeout`, DATA_LOSS for a malformed
+// reply.
 absl::StatusOr<HttpGetResult> HttpGet(const std::string& host, int port, const std::string& path,
-                                      absl::Duration timeout = absl::Seconds(10));
+                                      absl::Duration timeout = absl::Seconds(10),
+                                      const std::map<std::string, std::string>& headers = {});
 
 }  // namespace psrv
 

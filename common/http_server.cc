@@ -10,10 +10,12 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth_tokens.h"
 
 namespace psrv {
 namespace {
@@ -24,6 +26,8 @@ const char* StatusText(int status) {
       return "OK";
     case 400:
       return "Bad Request";
+    case 401:
+      return "Unauthorized";
     case 404:
       return "Not Found";
     case 405:
@@ -78,14 +82,16 @@ void Poke(const std::string& host, int port) {
 
 }  // namespace
 
-HttpServer::HttpServer(std::map<std::string, HttpHandler> handlers)
-    : handlers_(std::move(handlers)) {}
+HttpServer::HttpServer(std::map<std::string, HttpHandler> handlers, const Options& options)
+    : handlers_(std::move(handlers)),
+      bearer_token_(options.bearer_token),
+      open_paths_(options.open_paths) {}
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const Options& options, std::map<std::string, HttpHandler> handlers) {
   static std::once_flag library_init;
   std::call_once(library_init, [] { mg_init_library(0); });
-  std::unique_ptr<HttpServer> server(new HttpServer(std::move(handlers)));
+  std::unique_ptr<HttpServer> server(new HttpServer(std::move(handlers), options));
   const std::string ports = ListeningPorts(options.host, options.port);
   const std::string threads = absl::StrCat(options.threads > 0 ? options.threads : 1);
   const char* config[] = {"listening_ports",    ports.c_str(), "num_threads", threads.c_str(),
@@ -132,6 +138,13 @@ HttpServer::~HttpServer() {
   stopper.join();
 }
 
+bool HttpServer::Authorized(mg_connection* connection, const std::string& path) const {
+  if (bearer_token_.empty() || open_paths_.count(path) > 0) return true;
+  const char* header = mg_get_header(connection, "Authorization");
+  const std::optional<std::string> token = ParseBearer(header != nullptr ? header : "");
+  return token.has_value() && ConstantTimeEquals(*token, bearer_token_);
+}
+
 int HttpServer::HandleRequest(mg_connection* connection, void* self) {
   const HttpServer* server = static_cast<const HttpServer*>(self);
   const mg_request_info* info = mg_get_request_info(connection);
@@ -143,6 +156,12 @@ int HttpServer::HandleRequest(mg_connection* connection, void* self) {
   if (request.method != "GET" && !head) {
     HttpResponse response{405, "text/plain; charset=utf-8", "only GET and HEAD\n"};
     Send(connection, response, false, "Allow: GET, HEAD\r\n");
+    return response.status;
+  }
+  if (!server->Authorized(connection, request.path)) {  // Before the 404 that lists the paths.
+    HttpResponse response{401, "text/plain; charset=utf-8",
+                          "this page needs \"Authorization: Bearer TOKEN\" (--http_token_file)\n"};
+    Send(connection, response, head, "WWW-Authenticate: Bearer realm=\"psrv\"\r\n");
     return response.status;
   }
   auto handler = server->handlers_.find(request.path);

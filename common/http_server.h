@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -38,6 +39,10 @@ class HttpServer {
     std::string host = "0.0.0.0";  // IPv4 address, or "::" for every IPv6 (and IPv4) address.
     int port = 0;                  // 0: any free port (see port()).
     int threads = 2;               // Requests handled at once.
+    // Non-empty: every path but `open_paths` answers 401 (with WWW-Authenticate) unless the
+    // request has "Authorization: Bearer <bearer_token>" (compared in constant time).
+    std::string bearer_token;
+    std::set<std::string> open_paths;
   };
 
   // Listens and serves `handlers` by exact path; other paths get 404. UNAVAILABLE (with
@@ -52,10 +57,14 @@ class HttpServer {
   int port() const { return port_; }  // The port bound.
 
  private:
-  explicit HttpServer(std::map<std::string, HttpHandler> handlers);
+  HttpServer(std::map<std::string, HttpHandler> handlers, const Options& options);
+  // Whether the request may reach `path`'s handler (no token set, an open path, or the token).
+  bool Authorized(mg_connection* connection, const std::string& path) const;
   static int HandleRequest(mg_connection* connection, void* self);
 
   const std::map<std::string, HttpHandler> handlers_;
+  const std::string bearer_token_;
+  const std::set<std::string> open_paths_;
   mg_context* context_ = nullptr;
   std::string host_;
   int port_ = 0;

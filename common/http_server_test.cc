@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -98,6 +100,35 @@ TEST(HttpServerTest, StoppedServerRefusesConnections) {
   server.reset();
   absl::StatusOr<HttpGetResult> r = HttpGet("127.0.0.1", port, "/hello", absl::Seconds(2));
   EXPECT_FALSE(r.ok());
+}
+
+TEST(HttpServerTest, BearerTokenGuardsEveryPathButTheOpenOnes) {
+  HttpServer::Options options;
+  options.host = "127.0.0.1";
+  options.bearer_token = "0123456789abcdef-http";
+  options.open_paths = {"/healthz"};
+  auto ok = [](const HttpRequest&) { return HttpResponse{200, "text/plain", "ok\n"}; };
+  absl::StatusOr<std::unique_ptr<HttpServer>> server =
+      HttpServer::Start(options, {{"/metrics", ok}, {"/healthz", ok}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  auto get = [&](const std::string& path, const std::string& authorization) {
+    std::map<std::string, std::string> headers;
+    if (!authorization.empty()) headers["Authorization"] = authorization;
+    absl::StatusOr<HttpGetResult> reply =
+        HttpGet("127.0.0.1", port, path, absl::Seconds(10), headers);
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    return reply.ok() ? *reply : HttpGetResult();
+  };
+  HttpGetResult none = get("/metrics", "");
+  EXPECT_EQ(none.status, 401);
+  EXPECT_EQ(none.headers["www-authenticate"], "Bearer realm=\"psrv\"");
+  EXPECT_EQ(get("/metrics", "Bearer 0123456789abcdef-htt").status, 401);
+  EXPECT_EQ(get("/metrics", "Basic 0123456789abcdef-http").status, 401);
+  // An unknown path without the token is 401 too: the 404 would list the paths served.
+  EXPECT_EQ(get("/secret", "").status, 401);
+  EXPECT_EQ(get("/metrics", "Bearer 0123456789abcdef-http").status, 200);
+  EXPECT_EQ(get("/healthz", "").status, 200);
 }
 
 }  // namespace

@@ -105,6 +105,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartMonitoring(const MonitoringOpti
   HttpServer::Options http;
   http.host = options.host;
   http.port = port;
+  http.bearer_token = options.bearer_token;
+  http.open_paths = {"/healthz"};  // Liveness probes carry no token.
   absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(http, std::move(pages));
   if (!server.ok()) {
     if (!options.port.has_value()) {

@@ -25,6 +25,8 @@ struct MonitoringOptions {
   int default_port = 0;
   std::string port_file;  // If set, the bound port is written there (as --port_file does).
   std::map<std::string, HttpHandler> pages;  // More paths, e.g. "/" for a status page.
+  // Non-empty: every path but /healthz needs "Authorization: Bearer <bearer_token>" (HttpServer).
+  std::string bearer_token;
 };
 
 // Adds the process metrics (CPU seconds, resident and virtual memory, threads, open file

@@ -15,7 +15,7 @@ namespace psrv {
 namespace {
 
 struct TlsPems {
-  std::string cert;  // Empty in a client without a certificate (MakeChannelCredentials only).
+  std::string cert;  // Empty in a client without a certificate (one with a bearer token).
   std::string key;
   std::string ca;
 };
@@ -58,9 +58,10 @@ std::shared_ptr<grpc::ChannelCredentials> SslChannelCredentials(const TlsPems& p
 
 absl::Status EnableTls(const TlsFiles& files) {
   if (files.empty()) return absl::OkStatus();
-  if (files.cert.empty() || files.key.empty() || files.ca.empty()) {
+  if (files.cert.empty() != files.key.empty() || files.ca.empty()) {
     return absl::InvalidArgumentError(
-        "TLS needs all three of a certificate, its key and the CA certificate (or none)");
+        "TLS needs all three of a certificate, its key and the CA certificate (or none; a "
+        "client with a bearer token may give the CA certificate alone)");
   }
   auto pems = std::make_unique<TlsPems>();
   RETURN_IF_ERROR(ReadPems(files, pems.get()));

@@ -26,8 +26,9 @@ struct TlsFiles {
   bool empty() const { return cert.empty() && key.empty() && ca.empty(); }
 };
 
-// Reads the three files and makes them the process's credentials. All three or none: INVALID_
-// ARGUMENT if only some are set; NOT_FOUND if one cannot be read. `files.empty()`: nothing changes.
+// Reads the three files and makes them the process's credentials. All three or none, or the CA
+// alone (a client that proves itself with a bearer token, common/auth_tokens.h): INVALID_ARGUMENT
+// otherwise; NOT_FOUND if one cannot be read. `files.empty()`: nothing changes.
 // Call once, before any channel or server is made and before other threads start (the credentials
 // are then read without a lock).
 absl::Status EnableTls(const TlsFiles& files);

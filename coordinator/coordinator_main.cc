@@ -240,6 +240,7 @@ int Run() {
   monitoring.port = absl::GetFlag(FLAGS_metrics_port);
   monitoring.default_port = 9090;
   monitoring.port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  monitoring.bearer_token = HttpTokenFromFlags();
   monitoring.pages["/"] = [&](const HttpRequest& request) {
     StatusPageOptions page;
     int refresh;

@@ -1,7 +1,8 @@
 // A whole cluster on mutual TLS with role checks (ps_coordinator, ps_server, ps_worker started by
 // the LocalCluster that `psctl local --tls` uses, certificates made with openssl at test time):
 // callers without a certificate, without TLS or from another CA are refused, each role gets what
-// the table in common/rpc_roles.cc gives it and nothing more, and a job trains to SUCCEEDED.
+// the table in common/rpc_roles.cc gives it and nothing more, a bearer token over TLS works like a
+// certificate, and a job trains to SUCCEEDED.
 #include <sys/stat.h>
 
 #include <memory>
@@ -59,6 +60,9 @@ class TlsTest : public ::testing::Test {
     // Two servers: each backs up the other's shards (server-to-server calls on TLS too).
     LocalClusterOptions options = TestClusterOptions(*log_dir_, 2, 1);
     options.tls_dir = *tls_dir_;
+    // Tokens too: a caller may prove its role with either (psctl below, with the CA alone).
+    ASSERT_TRUE(MakeLocalClusterTokens(*tls_dir_).ok());
+    options.tokens_dir = *tls_dir_;
     cluster_ = new LocalCluster(options);
     absl::Status started = cluster_->Start();
     ASSERT_TRUE(started.ok()) << started;
@@ -186,6 +190,21 @@ TEST_F(TlsTest, ViewerReadsStatusButCannotSubmit) {
       << out;
   EXPECT_EQ(RunPsctl(cluster_->coordinator_address(), *log_dir_, {"job", "list"}, &out), 1)
       << out;
+  // TLS with the CA alone and a viewer's bearer token instead of a certificate: reads, and is
+  // refused what a viewer may not do.
+  EXPECT_EQ(RunPsctl(cluster_->coordinator_address(), *log_dir_,
+                     {"job", "list", "--tls-ca", files.ca, "--token-file",
+                      *tls_dir_ + "/viewer.token"},
+                     &out),
+            0)
+      << out;
+  EXPECT_NE(RunPsctl(cluster_->coordinator_address(), *log_dir_,
+                     {"job", "cancel", "job-1", "--tls-ca", files.ca, "--token-file",
+                      *tls_dir_ + "/viewer.token"},
+                     &out),
+            0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("token has role viewer"));
 }
 
 TEST_F(TlsTest, OperatorRunsAJobToSucceededWithEveryProcessOnMutualTls) {

@@ -33,7 +33,9 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(const S
     auto& stubs = client->stubs_[target.address];
     while (stubs.size() < static_cast<size_t>(target_options.connections_per_server)) {
       // CreateChannel uses a local subchannel pool: each stub gets its own TCP connection.
-      stubs.push_back(std::make_unique<grpc::GenericStub>(CreateChannel(target.address)));
+      stubs.push_back(std::make_unique<grpc::GenericStub>(
+          options.credentials ? CreateChannelWithCredentials(target.address, options.credentials)
+                              : CreateChannel(target.address)));
     }
     client->targets_.push_back(Target{target.table, target.range, target.flat_offset,
                                       target.address, stubs[target.connection].get()});

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/security/credentials.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,6 +32,8 @@ class ParameterClient {
     size_t max_chunk_bytes = 4 << 20;  // Shards larger than this travel in several chunks.
     size_t min_split_bytes = 256 << 10;  // Shards at least twice this use every connection.
     DType wire_dtype = FP32;  // FP32 or BF16 (half the bytes; servers keep fp32 master weights).
+    // Null: the process's (CreateChannel, common/channel.h); else these, e.g. a benchmark's TLS.
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
   };
 
   // Every table of `shard_map` must be covered exactly by its shards.

@@ -128,6 +128,7 @@ int Run() {
   monitoring.port = absl::GetFlag(FLAGS_metrics_port);
   monitoring.default_port = 9092;
   monitoring.port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  monitoring.bearer_token = HttpTokenFromFlags();
   absl::StatusOr<std::unique_ptr<HttpServer>> http = StartMonitoring(monitoring, &metrics);
   if (!http.ok()) {
     LOG(ERROR) << http.status();

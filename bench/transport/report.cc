@@ -201,5 +201,36 @@ Json ReportTarget(const std::vector<ThroughputResult>& throughput, double target
   return target;
 }
 
+Json ReportTlsCost(const std::vector<ThroughputResult>& throughput) {
+  Json rows = Json::array();
+  absl::PrintF("\nWhat mutual TLS costs (medians, GB/s; ratio TLS/plaintext)\n%-7s %-8s %-5s "
+               "%-25s %-25s\n",
+               "size", "servers", "split", "push plain  tls  ratio", "pull plain  tls  ratio");
+  for (const ThroughputResult& tls : throughput) {
+    if (tls.server_kind != kTlsServerKind) continue;
+    for (const ThroughputResult& plain : throughput) {
+      if (plain.server_kind != "ps_server" || plain.bytes != tls.bytes ||
+          plain.servers != tls.servers || plain.split != tls.split) {
+        continue;
+      }
+      const double push_plain = Summarize(plain.push.gbps).p50;
+      const double push_tls = Summarize(tls.push.gbps).p50;
+      const double pull_plain = Summarize(plain.pull.gbps).p50;
+      const double pull_tls = Summarize(tls.pull.gbps).p50;
+      absl::PrintF("%-7s %-8d %-5d %6.2f %6.2f %6s       %6.2f %6.2f %6s\n",
+                   FormatByteSize(tls.bytes), tls.servers, tls.split, push_plain, push_tls,
+                   Ratio(push_tls, push_plain), pull_plain, pull_tls, Ratio(pull_tls, pull_plain));
+      Json j = RowJson(kTlsServerKind, tls.bytes, tls.servers, tls.shards);
+      j["client_split"] = tls.split;
+      j["push_median_gbps"] = {{"plaintext", push_plain}, {"tls", push_tls}};
+      j["pull_median_gbps"] = {{"plaintext", pull_plain}, {"tls", pull_tls}};
+      j["push_ratio_tls_over_plaintext"] = RatioJson(push_tls, push_plain);
+      j["pull_ratio_tls_over_plaintext"] = RatioJson(pull_tls, pull_plain);
+      rows.push_back(j);
+    }
+  }
+  return rows;
+}
+
 }  // namespace transport
 }  // namespace psrv

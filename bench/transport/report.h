@@ -31,6 +31,13 @@ nlohmann::ordered_json ReportLatency(const std::vector<LatencyResult>& latency);
 nlohmann::ordered_json ReportTarget(const std::vector<ThroughputResult>& throughput,
                                     double target_gbps);
 
+// The server kind of transport_bench --tls groups: ps_server on mutual TLS.
+inline constexpr char kTlsServerKind[] = "ps_server+tls";
+
+// For each throughput row of kTlsServerKind, the plaintext ps_server row of the same size, server
+// count and split: medians each way and TLS/plaintext ratios. Prints them; returns "tls_cost".
+nlohmann::ordered_json ReportTlsCost(const std::vector<ThroughputResult>& throughput);
+
 }  // namespace transport
 }  // namespace psrv
 

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/channel.h"
 #include "common/grpc_status.h"
+#include "common/local_ca.h"
 #include "common/status_macros.h"
 #include "tools/cpp/runfiles/runfiles.h"
 
@@ -67,6 +68,11 @@ absl::StatusOr<std::unique_ptr<ServerGroup>> ServerGroup::Start(
     const ServerGroupOptions& options) {
   std::unique_ptr<ServerGroup> group(new ServerGroup());
   group->kind_ = options.kind;
+  std::shared_ptr<grpc::ChannelCredentials> coordinator_credentials;  // Null: plaintext.
+  if (!options.tls_dir.empty()) {
+    ASSIGN_OR_RETURN(coordinator_credentials, LocalCaCredentials(options.tls_dir, "coordinator"));
+    ASSIGN_OR_RETURN(group->worker_credentials_, LocalCaCredentials(options.tls_dir, "worker"));
+  }
   for (int i = 0; i < options.count; ++i) {
     const std::string stem =
         absl::StrCat(options.scratch_dir, "/", options.kind, options.count, "_", i);
@@ -74,6 +80,11 @@ absl::StatusOr<std::unique_ptr<ServerGroup>> ServerGroup::Start(
     std::vector<std::string> argv = {options.binary, "--host=127.0.0.1", "--port=0",
                                      absl::StrCat("--port_file=", stem, ".port")};
     if (options.unix_sockets) argv.push_back(absl::StrCat("--unix_socket=", stem, ".sock"));
+    if (!options.tls_dir.empty()) {
+      const TlsFiles tls = LocalCaFiles(options.tls_dir, "server");
+      argv.insert(argv.end(),
+                  {"--tls_cert=" + tls.cert, "--tls_key=" + tls.key, "--tls_ca=" + tls.ca});
+    }
     RETURN_IF_ERROR(process->Start(argv, stem + ".log"));
     group->logs_.push_back(stem + ".log");
     group->processes_.push_back(std::move(process));
@@ -87,7 +98,9 @@ absl::StatusOr<std::unique_ptr<ServerGroup>> ServerGroup::Start(
     const std::string address = options.unix_sockets ? absl::StrCat("unix:", stem, ".sock")
                                                      : absl::StrCat("127.0.0.1:", *port);
     group->slots_.push_back(ServerSlot{absl::StrCat("server", i), address});
-    group->stubs_.push_back(ParameterServer::NewStub(CreateChannel(address)));
+    group->stubs_.push_back(ParameterServer::NewStub(
+        coordinator_credentials ? CreateChannelWithCredentials(address, coordinator_credentials)
+                                : CreateChannel(address)));
   }
   return group;
 }

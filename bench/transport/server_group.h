@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/security/credentials.h>
+
 #include "absl/status/statusor.h"
 #include "common/key_range.h"
 #include "common/subprocess.h"
@@ -32,6 +34,10 @@ struct ServerGroupOptions {
   int count = 1;            // Processes in the group.
   std::string scratch_dir;  // Existing folder for each process's port file, log and socket.
   bool unix_sockets = false;  // Reach the servers at unix:PATH instead of 127.0.0.1:PORT.
+  // Mutual TLS: a folder of common/local_ca.h certificates named server, coordinator and worker;
+  // the servers run with the server one, the group creates jobs as the coordinator and the
+  // measured clients talk as the worker. "": plaintext.
+  std::string tls_dir;
 };
 
 // `count` server processes, stopped when destroyed. Owns the processes and one stub per server.
@@ -59,6 +65,12 @@ class ServerGroup {
   // The last lines of every server's log, for error messages.
   std::string LogTails() const;
 
+  // The credentials a worker's ParameterClient needs for these servers (null: the process's,
+  // plaintext).
+  const std::shared_ptr<grpc::ChannelCredentials>& worker_credentials() const {
+    return worker_credentials_;
+  }
+
  private:
   ServerGroup() = default;
 
@@ -67,6 +79,7 @@ class ServerGroup {
   std::vector<std::string> logs_;
   std::vector<ServerSlot> slots_;
   std::vector<std::unique_ptr<ParameterServer::Stub>> stubs_;
+  std::shared_ptr<grpc::ChannelCredentials> worker_credentials_;
 };
 
 }  // namespace transport

@@ -11,7 +11,11 @@ import tempfile
 # What the tests render, relative to deploy/k8s. The overlays are what users apply; submit is
 # applied after one of them.
 OVERLAYS = ["overlays/cpu-workers", "overlays/gpu-workers"]
-KUSTOMIZATIONS = ["base"] + OVERLAYS + ["submit"]
+# The same on mutual TLS (components/tls, submit-tls), and the optional cert-manager objects that
+# make its Secrets (custom resources: rendered and checked, but not against Kubernetes' schemas).
+TLS_OVERLAYS = ["overlays/cpu-workers-tls"]
+CERT_MANAGER = "overlays/cert-manager"
+KUSTOMIZATIONS = ["base"] + OVERLAYS + ["submit"] + TLS_OVERLAYS + ["submit-tls", CERT_MANAGER]
 
 
 def workspace_root():

@@ -1,6 +1,6 @@
 #!/usr/bin/python3 -B
 """kubernetes-validate --strict (the Kubernetes OpenAPI schemas, rejecting unknown fields) accepts
-every object that the base, the overlays and the submit Job render to."""
+every object that the base, the overlays (TLS too) and the submit Jobs render to."""
 import os
 import subprocess
 import sys
@@ -19,6 +19,8 @@ def main():
     out = lib.temp_dir()
     failures = []
     for kustomization in lib.KUSTOMIZATIONS:
+        if kustomization == lib.CERT_MANAGER:
+            continue  # cert-manager's kinds have no Kubernetes schema; kustomize_render_test checks.
         path = os.path.join(out, kustomization.replace("/", "_") + ".yaml")
         with open(path, "w") as f:
             f.write(lib.render(kubectl, tree, kustomization))
