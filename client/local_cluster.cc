@@ -309,12 +309,13 @@ absl::StatusOr<std::pair<LocalCluster::Process*, std::string>> LocalCluster::Lau
   return std::make_pair(*server, port_file);
 }
 
-absl::Status LocalCluster::LaunchWorker(int index) {
+absl::Status LocalCluster::LaunchWorker(int index, const std::vector<std::string>& extra_args) {
   std::vector<std::string> argv = {options_.binaries.worker,
                                    "--coordinator=" + coordinator_address_,
                                    absl::StrCat("--max_jobs=", options_.worker_max_jobs),
                                    "--host=127.0.0.1"};
   argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   return Launch(absl::StrCat("worker ", index), absl::StrCat("worker-", index), argv,
                 /*may_exit=*/true)
       .status();
@@ -334,7 +335,9 @@ absl::Status LocalCluster::AddServer() {
   return WaitForPort(server->first, server->second).status();
 }
 
-absl::Status LocalCluster::AddWorker() { return LaunchWorker(Count("worker")); }
+absl::Status LocalCluster::AddWorker(const std::vector<std::string>& extra_args) {
+  return LaunchWorker(Count("worker"), extra_args);
+}
 
 absl::Status LocalCluster::RestartServerInPlace(int index) {
   const std::string name = absl::StrCat("server ", index);

@@ -100,7 +100,8 @@ class LocalCluster {
   // One more server (waiting for its port, so it registers) or worker, after Start(). Named
   // "server <i>" / "worker <i>" after those already started.
   absl::Status AddServer();
-  absl::Status AddWorker();
+  // `extra_args`: more flags for this worker only, after worker_args.
+  absl::Status AddWorker(const std::vector<std::string>& extra_args = {});
 
   // Sends `signal` to the process named `name` ("server 0", "worker 1", "coordinator") and, for
   // SIGKILL, waits for it to die; CheckProcesses() no longer counts it. NOT_FOUND for an unknown
@@ -140,7 +141,7 @@ class LocalCluster {
   // `port` 0: any; `log_stem` empty: server-<index>.
   absl::StatusOr<std::pair<Process*, std::string>> LaunchServer(int index, int port = 0,
                                                                 std::string log_stem = "");
-  absl::Status LaunchWorker(int index);
+  absl::Status LaunchWorker(int index, const std::vector<std::string>& extra_args = {});
   int Count(const std::string& prefix) const;
   std::string Died(Process* process, int exit_code) const;
 

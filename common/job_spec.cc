@@ -158,6 +158,7 @@ void ApplyJobDefaults(JobSpec* spec) {
   }
   if (training->eval_batches() == 0) training->set_eval_batches(20);
   if (training->grad_accumulation_steps() == 0) training->set_grad_accumulation_steps(1);
+  if (!training->has_step_timeout_seconds()) training->set_step_timeout_seconds(600);
   if (spec->num_servers() == 0) spec->set_num_servers(1);
   if (spec->num_workers() == 0) spec->set_num_workers(1);
   if (spec->replicas() == 0) spec->set_replicas(spec->num_servers() >= 2 ? 2 : 1);

@@ -249,6 +249,7 @@ TEST(ApplyJobDefaultsTest, FillsUnsetFields) {
   EXPECT_EQ(spec.training().report_every(), 10u);
   EXPECT_EQ(spec.training().eval_batches(), 20u);
   EXPECT_EQ(spec.training().grad_accumulation_steps(), 1u);
+  EXPECT_EQ(spec.training().step_timeout_seconds(), 600u);  // 0 set explicitly: never.
   EXPECT_EQ(spec.training().sample_length(), 200u);
   EXPECT_EQ(spec.training().wire_dtype(), BF16);  // GPTs exchange bf16 by default.
   EXPECT_EQ(spec.num_servers(), 1u);
@@ -274,6 +275,7 @@ TEST(ApplyJobDefaultsTest, KeepsSetFieldsAndDefaultsMomentum) {
   copy.mutable_data()->clear_validation_fraction();
   copy.mutable_training()->clear_eval_batches();
   copy.mutable_training()->clear_grad_accumulation_steps();
+  copy.mutable_training()->clear_step_timeout_seconds();
   EXPECT_EQ(copy.replicas(), spec.num_servers() >= 2 ? 2u : 1u);
   copy.clear_replicas();
   EXPECT_THAT(copy, EqualsProto(spec));

@@ -19,6 +19,7 @@ ClusterCoordinator::ClusterCoordinator(Options options)
       scheduler_({options_, mu_, state_, calls_}),
       failover_({options_, mu_, state_, calls_}),
       backups_({options_, mu_, state_, calls_}),
+      step_timeouts_({options_, mu_, state_, calls_}),
       worker_sets_({options_, mu_, state_, calls_}),
       checkpoints_({options_, mu_, state_, calls_}) {}
 
@@ -164,6 +165,7 @@ void ClusterCoordinator::Tick() {
   failover_.HandleLostNodes(round);  // Sends the promotions it makes, and any still unconfirmed.
   round.WaitUntil(deadline);
   backups_.ForgetDroppedBackups(round);
+  step_timeouts_.CheckSteps(round);  // Its verdicts count at the next tick.
   round.WaitUntil(deadline);
   backups_.RepairBackups();  // AddBackup runs on (and is applied by) a thread of its own.
   worker_sets_.SendWorkerSets(round);

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/job_spec.h"
 #include "coordinator/backups.h"
+#include "coordinator/step_timeouts.h"
 #include "coordinator/checkpoints.h"
 #include "coordinator/cluster_options.h"
 #include "coordinator/cluster_state.h"
@@ -108,6 +109,7 @@ class ClusterCoordinator {
   Scheduler scheduler_;
   Failover failover_;
   BackupRepair backups_;
+  StepTimeouts step_timeouts_;
   WorkerSets worker_sets_;
   Checkpoints checkpoints_;
 };

@@ -34,6 +34,9 @@ struct Node {
   // Loaded by Load() and not heard from since: SUSPECT at best, so it is given no new work
   // before it shows up.
   bool unconfirmed = false;
+  // Workers: dropped from a job for a step it never pushed (step timeout): its compute hangs,
+  // so it gets no work until it reports again.
+  bool hung = false;
   // Servers: jobs whose shards failed over away from this server (it was taken for lost), by
   // whether a heartbeat response told it already to drop them (HeartbeatResponse.drop_jobs).
   // Forgotten at the heartbeat after that one (the server handled the response first); until
@@ -57,6 +60,10 @@ struct Job {
   bool adding_backup = false;         // An AddBackup for one of its shards.
   bool promoting = false;             // Promote of its promoted shards.
   bool checking_backups = false;      // Admin.GetStatus of its primaries.
+  bool checking_steps = false;        // Admin.GetStatus of its primaries, for step timeouts.
+  // SYNC: ranks whose push a step waited for longer than training.step_timeout_seconds: lost,
+  // as if dead (Failover).
+  std::set<uint32_t> stalled_ranks;
   bool sending_worker_set = false;    // SetWorkers.
   uint64_t worker_set = 0;            // Changes to the set of ranks the steps wait for...
   uint64_t worker_set_sent = 0;       // ...and the last one every server acknowledged.

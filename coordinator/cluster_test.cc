@@ -347,6 +347,60 @@ TEST_F(ClusterTest, LostWorkerLeavesTheSyncSetAndANewWorkerTakesItsRankOver) {
   EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
 }
 
+TEST_F(ClusterTest, AWorkerAStepWaitsForTooLongIsDroppedAndGetsNoWorkUntilItReports) {
+  const std::string s = Register(SERVER, "h:1");
+  const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");
+  JobSpec spec = Spec(1, 2);
+  spec.mutable_training()->set_step_timeout_seconds(5);
+  const std::string job = cluster_->SubmitJob(spec).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING);
+  const uint32_t hung_rank = Beat(w2).assignment().rank();
+  Beat(w1);
+  // The server has waited 4 s for the hung rank's push: within the timeout.
+  ShardStatus* waiting;
+  {
+    absl::MutexLock lock(&fake_mu_);
+    waiting = server_statuses_["h:1"].add_shards();
+    waiting->set_job_id(job);
+    waiting->set_table("embedding");
+    waiting->set_role(PRIMARY);
+    waiting->add_waiting_for_workers(hung_rank);
+    waiting->set_waiting_ms(4000);
+  }
+  auto tick = [&] {
+    now_ += absl::Milliseconds(1100);  // Step timeouts are checked every second.
+    Beat(s);
+    Beat(w1);
+    Beat(w2);  // Its heartbeats go on: only its compute hangs.
+    cluster_->Tick();
+    absl::SleepFor(absl::Milliseconds(50));  // The status reads finish on threads of their own.
+    cluster_->Tick();
+  };
+  tick();
+  EXPECT_FALSE(cluster_->GetJob(job)->workers(hung_rank).vacant());
+  {
+    absl::MutexLock lock(&fake_mu_);
+    waiting->set_waiting_ms(6000);
+  }
+  tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING) << status.message();
+  EXPECT_TRUE(status.workers(hung_rank).vacant());
+  EXPECT_NE(status.message().find("step_timeout_seconds"), std::string::npos) << status.message();
+  // Told to stop, and not given the rank back while it does not report.
+  EXPECT_TRUE(Beat(w2).cancel());
+  tick();
+  EXPECT_TRUE(cluster_->GetJob(job)->workers(hung_rank).vacant());
+  // It reports again (its compute came back): it may take work again.
+  ReportProgressRequest report;
+  report.set_job_id(job);
+  report.set_node_id(w2);
+  EXPECT_TRUE(cluster_->ReportProgress(report)->cancel());
+  tick();
+  EXPECT_EQ(cluster_->GetJob(job)->workers(hung_rank).worker_id(), w2);
+}
+
 TEST_F(ClusterTest, ReplicatedShardsFailOverToTheirBackupsAndGetNewOnes) {
   const std::string s1 = Register(SERVER, "h:1");
   const std::string s2 = Register(SERVER, "h:2");

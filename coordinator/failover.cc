@@ -52,6 +52,16 @@ void Failover::AddLostRanks(const Job& job, absl::Time now, Losses* losses) {
   for (uint32_t rank = 0; rank < job.workers.size(); ++rank) {
     if (job.done[rank] || job.workers[rank].empty()) continue;  // Finished or vacant.
     auto node = state.nodes.find(job.workers[rank]);
+    if (job.stalled_ranks.count(rank) > 0) {
+      if (losses->rank_reason.empty()) {
+        losses->rank_reason = absl::StrCat(
+            "worker ", job.workers[rank], " (rank ", rank, ") pushed nothing for ",
+            job.status.spec().training().step_timeout_seconds(),
+            " s while its step waited (training.step_timeout_seconds)");
+      }
+      losses->ranks.push_back(rank);
+      continue;
+    }
     if (node != state.nodes.end() && state.HealthOf(node->second, now) != DEAD) continue;
     if (losses->rank_reason.empty()) {
       losses->rank_reason =
@@ -172,9 +182,12 @@ bool Failover::VacateRanks(Job* job, const std::vector<uint32_t>& ranks) {
     if (node != state.nodes.end() && node->second.job_id == job->status.job_id()) {
       node->second.job_id.clear();
       node->second.cancel = true;  // In case it is alive after all.
+      // Hung (alive, but its step never came): no work for it until it reports again.
+      if (job->stalled_ranks.count(rank) > 0) node->second.hung = true;
       state.SaveNode(node->first, Save::kLater);  // With the job, by Touch.
     }
     job->workers[rank].clear();
+    job->stalled_ranks.erase(rank);
     job->status.mutable_workers(rank)->set_vacant(true);
   }
   if (job->status.spec().training().consistency() == SYNC) ++job->worker_set;

@@ -83,7 +83,7 @@ bool WorkerSets::Reserve(Job* job, Takeover* takeover) {
   ClusterState& state = cluster_.state;
   const absl::Time now = state.Now();
   for (auto& [candidate, node] : state.nodes) {
-    if (node.info.role() != WORKER || !node.job_id.empty() ||
+    if (node.info.role() != WORKER || !node.job_id.empty() || node.hung ||
         state.HealthOf(node, now) != HEALTHY) {
       continue;
     }

@@ -212,6 +212,23 @@ TEST_F(FaultTest, KilledPrimaryFailsOverToItsBackupsBitForBit) {
   EXPECT_EQ(CountDifferent(ServedParameters(final), expected), 0u) << "of " << expected.size();
 }
 
+// A worker whose compute hangs while its heartbeats go on (here: synthetic compute of 10
+// minutes a step) would stall a SYNC job for ever: after training.step_timeout_seconds without
+// its push, the coordinator drops it as if dead, and the job goes on and ends without it.
+TEST_F(FaultTest, AHungWorkerIsDroppedAfterTheStepTimeout) {
+  StartCluster(/*servers=*/1, /*workers=*/1);
+  ASSERT_TRUE(cluster_->AddWorker({"--compute=synthetic:600000"}).ok());
+  JobSpec spec = SmallMlpJob(SYNC, 1, 2, 200);
+  spec.mutable_training()->set_step_timeout_seconds(2);
+  const std::string id = client_->SubmitJob(spec).value();
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.step(), 200u);
+  int vacant = 0;
+  for (const WorkerProgress& worker : final.workers()) vacant += worker.vacant();
+  EXPECT_EQ(vacant, 1) << "the hung worker's rank";
+}
+
 // A primary frozen (SIGSTOP) mid-job is taken for lost within about two seconds (it misses three
 // heartbeats, so the coordinator probes it, and the probe gets no answer), its backups are
 // promoted, and the workers, whose calls to it hang, follow the new map without waiting out their
