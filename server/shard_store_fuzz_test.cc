@@ -36,20 +36,29 @@ int Iterations() {
   return env != nullptr ? std::atoi(env) : kDefaultIterations;
 }
 
-// A backup server that is always down.
+// The last InstallShard a primary sent (a valid one, to install elsewhere).
+struct SentInstall {
+  InstallShardRequest request;
+  std::string state;
+};
+
+// A backup server that is always down; it keeps the InstallShard it was sent.
 class DownReplicator : public Replicator {
  public:
-  explicit DownReplicator(std::string address) : address_(std::move(address)) {}
+  DownReplicator(std::string address, SentInstall* sent)
+      : address_(std::move(address)), sent_(sent) {}
   const std::string& address() const override { return address_; }
   void Replicate(const ReplicateRequest&, std::shared_ptr<PooledBuffer>, Done done) override {
     done(absl::UnavailableError("fuzz backup is down"));
   }
-  void Install(const InstallShardRequest&, std::string, Done done) override {
+  void Install(const InstallShardRequest& request, std::string state, Done done) override {
+    if (sent_ != nullptr) *sent_ = {request, std::move(state)};
     done(absl::UnavailableError("fuzz backup is down"));
   }
 
  private:
   std::string address_;
+  SentInstall* sent_;  // May be null. Single-threaded test: no lock.
 };
 
 CreateShardsRequest Create(const std::string& job_id, ConsistencyMode mode, uint32_t workers) {
@@ -97,11 +106,42 @@ class ShardStoreFuzzTest : public ::testing::Test {
     options.checkpoint_root = root_;
     options.max_memory_bytes = 4 << 20;
     options.connect_backup = [](const std::string& address) {
-      return std::make_shared<DownReplicator>(address);
+      return std::make_shared<DownReplicator>(address, nullptr);
     };
     store_ = std::make_unique<ShardStore>(options);
     store_->SetIdentity("fuzz", "127.0.0.1:7000");
     RecreateJobs();
+    // A valid InstallShard of job "backup" (from a primary elsewhere): a BACKUP shard here.
+    options.connect_backup = [this](const std::string& address) {
+      return std::make_shared<DownReplicator>(address, &sent_);
+    };
+    ShardStore primary(options);
+    primary.SetIdentity("primary", "127.0.0.1:7001");
+    EXPECT_TRUE(primary.CreateShards(Create("backup", ASYNC, 1)).ok());
+    AddBackupRequest add;
+    add.set_job_id("backup");
+    add.set_table("w");
+    add.mutable_range()->set_end(kSize / 2);
+    add.set_backup_address("127.0.0.1:7000");
+    primary.AddBackup(add, [](absl::StatusOr<AddBackupResponse>) {});
+    RecreateBackup();
+  }
+
+  void RecreateBackup() {
+    store_->DropJob("backup").IgnoreError();
+    absl::StatusOr<uint64_t> installed =
+        store_->InstallShard(sent_.request, sent_.state.data(), sent_.state.size());
+    ASSERT_TRUE(installed.ok()) << installed.status();
+  }
+
+  // The versions of job "backup"'s shards.
+  std::vector<uint64_t> BackupVersions() {
+    std::vector<uint64_t> versions;
+    const ServerStatus status = store_->Status("backup");
+    for (const ShardStatus& shard : status.shards()) {
+      versions.push_back(shard.version());
+    }
+    return versions;
   }
 
   ~ShardStoreFuzzTest() override {
@@ -223,7 +263,9 @@ class ShardStoreFuzzTest : public ::testing::Test {
       Request valid = seed();
       const std::string values = payload != nullptr ? payload(valid) : std::string();
       grpc::ByteBuffer bytes = Mutated(&valid, values);
+      if (i % 100 == 99) RecreateBackup();  // Perhaps dropped or promoted.
       const std::vector<std::vector<float>> before = Snapshot();
+      const std::vector<uint64_t> backup_before = BackupVersions();
       const std::optional<absl::Status> status = handle(&bytes);
       if (!status.has_value()) continue;
       if (status->ok()) {
@@ -234,6 +276,8 @@ class ShardStoreFuzzTest : public ::testing::Test {
         ASSERT_FALSE(status->message().empty()) << *status << " (iteration " << i << ")";
         ASSERT_EQ(Snapshot(), before) << "refused with " << *status << " but changed parameters"
                                       << " (iteration " << i << ")";
+        ASSERT_EQ(BackupVersions(), backup_before) << "refused with " << *status
+                                                   << " but changed the backup shard";
       }
       if (before[0].empty() || before[1].empty()) RecreateJobs();
     }
@@ -263,6 +307,7 @@ class ShardStoreFuzzTest : public ::testing::Test {
 
   const std::string root_;
   ProtoMutator mutator_;
+  SentInstall sent_;
   std::unique_ptr<ShardStore> store_;
   Answers answers_;
 };
@@ -428,7 +473,10 @@ TEST_F(ShardStoreFuzzTest, Replicate) {
   Fuzz<ReplicateRequest>(
       [&] {
         ReplicateRequest r = About<ReplicateRequest>();
-        r.set_version(1 + mutator_.Uniform(3));
+        if (!mutator_.OneIn(4)) r.set_job_id("backup");
+        r.mutable_range()->set_begin(0);
+        const std::vector<uint64_t> versions = BackupVersions();
+        r.set_version((versions.empty() ? 0 : versions[0]) + mutator_.Uniform(3));
         return r;
       },
       [&](grpc::ByteBuffer* bytes) -> std::optional<absl::Status> {
@@ -444,15 +492,8 @@ TEST_F(ShardStoreFuzzTest, Replicate) {
 TEST_F(ShardStoreFuzzTest, InstallShard) {
   Fuzz<InstallShardRequest>(
       [&] {
-        InstallShardRequest r;
-        const CreateShardsRequest create = Create("backup", SYNC, 2);
+        InstallShardRequest r = sent_.request;
         r.set_job_id(mutator_.OneIn(2) ? "backup" : kJobs[mutator_.Uniform(2)]);
-        r.set_consistency(create.consistency());
-        *r.mutable_optimizer() = create.optimizer();
-        r.set_num_workers(create.num_workers());
-        *r.mutable_shard() = create.shards(0);
-        r.mutable_shard()->set_role(BACKUP);
-        r.mutable_shard()->set_primary_address("127.0.0.1:7001");
         return r;
       },
       [&](grpc::ByteBuffer* bytes) -> std::optional<absl::Status> {
@@ -462,7 +503,11 @@ TEST_F(ShardStoreFuzzTest, InstallShard) {
         if (!parsed.ok()) return parsed;
         return store_->InstallShard(header, payload.data(), payload.size()).status();
       },
-      [&](const InstallShardRequest&) { return mutator_.RandomBytes(512); });
+      [&](const InstallShardRequest&) {
+        std::string state = sent_.state;
+        if (mutator_.OneIn(2)) mutator_.MutateBytes(&state);
+        return state;
+      });
 }
 
 TEST_F(ShardStoreFuzzTest, AddBackup) {
@@ -491,7 +536,7 @@ TEST_F(ShardStoreFuzzTest, Promote) {
   Fuzz<PromoteRequest>(
       [&] {
         PromoteRequest r;
-        r.set_job_id(kJobs[mutator_.Uniform(2)]);
+        r.set_job_id(mutator_.OneIn(2) ? "backup" : kJobs[mutator_.Uniform(2)]);
         r.set_failed_address("127.0.0.1:7001");
         if (mutator_.OneIn(2)) r.set_new_backup_address("127.0.0.1:7002");
         return r;
