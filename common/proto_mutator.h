@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -19,6 +20,13 @@
 #include <google/protobuf/reflection.h>
 
 namespace psrv {
+
+// Requests per fuzzed handler: `default_count`, or FUZZ_ITERATIONS from the environment (the
+// sanitizer run of scripts/test.sh sets fewer).
+inline int FuzzIterations(int default_count) {
+  const char* env = std::getenv("FUZZ_ITERATIONS");
+  return env != nullptr && std::atoi(env) > 0 ? std::atoi(env) : default_count;
+}
 
 // Not thread-safe. The same seed gives the same sequence of mutations.
 class ProtoMutator {

@@ -3,6 +3,7 @@
 // spec adds no job; an accepted one is scheduled (its shards created on fake servers) and
 // cancelled without crashing.
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -44,7 +45,8 @@ TEST(JobSpecFuzzTest, ValidateJobSpecAnswersEveryMutatedSpec) {
   google::protobuf::SetLogHandler(nullptr);
   ProtoMutator mutator(7, {"mlp", "gpt", "/tmp/corpus.txt", "/tmp/ckpt"});
   int ok = 0;
-  for (int i = 0; i < 100000; ++i) {
+  const int iterations = FuzzIterations(100000);
+  for (int i = 0; i < iterations; ++i) {
     JobSpec spec = Mutated(&mutator);
     if (mutator.OneIn(2)) ApplyJobDefaults(&spec);
     const absl::Status status = ValidateJobSpec(spec);
@@ -93,7 +95,8 @@ TEST(JobSpecFuzzTest, SubmitJobAnswersEveryMutatedSpec) {
   }
   ProtoMutator mutator(8, {"mlp", "gpt", "/tmp/corpus.txt", "/tmp/ckpt"});
   int accepted = 0;
-  for (int i = 0; i < 20000; ++i) {
+  const int iterations = FuzzIterations(100000) / 5;
+  for (int i = 0; i < iterations; ++i) {
     // Every job is listed (ListJobs is O(jobs): checked every 1000 specs).
     if (i % 1000 == 0) ASSERT_EQ(cluster.ListJobs().jobs_size(), accepted);
     const absl::StatusOr<std::string> id = cluster.SubmitJob(Mutated(&mutator));
@@ -111,7 +114,7 @@ TEST(JobSpecFuzzTest, SubmitJobAnswersEveryMutatedSpec) {
     cluster.Tick();
   }
   EXPECT_GT(accepted, 0);
-  std::printf("20000 specs: %d accepted\n", accepted);
+  std::printf("%d specs: %d accepted\n", iterations, accepted);
 }
 
 }  // namespace

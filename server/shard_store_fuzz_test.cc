@@ -28,13 +28,7 @@ namespace psrv {
 namespace {
 
 constexpr uint64_t kSize = 64;  // Elements of each pre-created job's table "w".
-// Requests per handler; FUZZ_ITERATIONS in the environment overrides it.
-constexpr int kDefaultIterations = 100000;
-
-int Iterations() {
-  const char* env = std::getenv("FUZZ_ITERATIONS");
-  return env != nullptr ? std::atoi(env) : kDefaultIterations;
-}
+constexpr int kIterations = 100000;  // Requests per handler (FUZZ_ITERATIONS overrides it).
 
 // The last InstallShard a primary sent (a valid one, to install elsewhere).
 struct SentInstall {
@@ -251,7 +245,7 @@ class ShardStoreFuzzTest : public ::testing::Test {
             const std::function<std::optional<absl::Status>(grpc::ByteBuffer*)>& handle,
             const std::function<std::string(const Request&)>& payload = nullptr,
             int divisor = 1) {
-    const int iterations = Iterations() / divisor;
+    const int iterations = FuzzIterations(kIterations) / divisor;
     int refused = 0;
     int ok = 0;
     for (int i = 0; i < iterations; ++i) {
