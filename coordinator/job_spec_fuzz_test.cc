@@ -98,7 +98,9 @@ TEST(JobSpecFuzzTest, SubmitJobAnswersEveryMutatedSpec) {
   const int iterations = FuzzIterations(100000) / 5;
   for (int i = 0; i < iterations; ++i) {
     // Every job is listed (ListJobs is O(jobs): checked every 1000 specs).
-    if (i % 1000 == 0) ASSERT_EQ(cluster.ListJobs().jobs_size(), accepted);
+    if (i % 1000 == 0) {
+      ASSERT_EQ(cluster.ListJobs().jobs_size(), accepted);
+    }
     const absl::StatusOr<std::string> id = cluster.SubmitJob(Mutated(&mutator));
     if (!id.ok()) {
       ASSERT_FALSE(id.status().message().empty());
