@@ -19,3 +19,5 @@ bazel test --nocache_test_results --define=cuda=simt //tests:cluster_test \
 bazel --output_base="${PSRV_SANITIZE_OUTPUT_BASE:-$HOME/.cache/psrv-bazel-sanitize}" test \
   --nocache_test_results --config=sanitize --define=cuda=off --test_env=FUZZ_ITERATIONS=10000 \
   //common/... //server/... //coordinator/... "$@"
+# libFuzzer (clang, ASan + UBSan) on the wire decoder, 30 s from fuzz/corpus/wire.
+FUZZ_SECONDS=30 bash fuzz/run.sh
