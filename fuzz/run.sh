@@ -37,7 +37,7 @@ clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-reco
 run "$OUT/wire_fuzzer" wire
 
 FUZZ_BASE="${PSRV_LIBFUZZER_OUTPUT_BASE:-$HOME/.cache/psrv-bazel-libfuzzer}"
-CC=clang bazel --output_base="$FUZZ_BASE" build --config=libfuzzer --define=cuda=off \
+CC=clang bazel --output_base="$FUZZ_BASE" build --symlink_prefix=/ --config=libfuzzer --define=cuda=off \
   //server:shard_store_fuzzer 2>&1 | grep -E '^ERROR' || true
 BIN="$(CC=clang bazel --output_base="$FUZZ_BASE" info --config=libfuzzer bazel-bin 2>/dev/null)"
 run "$BIN/server/shard_store_fuzzer" shard_store

@@ -16,7 +16,7 @@ bazel test --nocache_test_results --define=cuda=simt //tests:cluster_test \
 # integration tests under tests/ (real processes) are left out. A Bazel output base of its own, so
 # that the default build's outputs are not rebuilt with other flags; actions come from the shared
 # disk cache when they can. The fuzz tests run 10^4 requests per handler here (10^5 above).
-bazel --output_base="${PSRV_SANITIZE_OUTPUT_BASE:-$HOME/.cache/psrv-bazel-sanitize}" test \
+bazel --output_base="${PSRV_SANITIZE_OUTPUT_BASE:-$HOME/.cache/psrv-bazel-sanitize}" test --symlink_prefix=/ \
   --nocache_test_results --config=sanitize --define=cuda=off --test_env=FUZZ_ITERATIONS=10000 \
   //common/... //server/... //coordinator/... "$@"
 # libFuzzer (clang, ASan + UBSan) on the wire decoder, 30 s from fuzz/corpus/wire.
