@@ -11,3 +11,13 @@ bazel test --nocache_test_results //... "$@"
 # the CPU SIMT simulator: the real .cu kernels, no GPU needed (worker/cuda/README.md).
 bazel test --nocache_test_results --define=cuda=simt //tests:cluster_test \
   --test_filter='ClusterTest.Gpt*' "$@"
+# The unit and fuzz tests of common/, server/ and coordinator/ under AddressSanitizer (with leak
+# checks) and UndefinedBehaviorSanitizer (gcc; .bazelrc --config=sanitize), CPU-only. The
+# integration tests under tests/ (real processes) are left out. A Bazel output base of its own, so
+# that the default build's outputs are not rebuilt with other flags; actions come from the shared
+# disk cache when they can. The fuzz tests run 10^4 requests per handler here (10^5 above).
+bazel --output_base="${PSRV_SANITIZE_OUTPUT_BASE:-$HOME/.cache/psrv-bazel-sanitize}" test --symlink_prefix=/ \
+  --nocache_test_results --config=sanitize --define=cuda=off --test_env=FUZZ_ITERATIONS=10000 \
+  //common/... //server/... //coordinator/... "$@"
+# libFuzzer (clang, ASan + UBSan) on the wire decoder, 30 s from fuzz/corpus/wire.
+FUZZ_SECONDS=30 bash fuzz/run.sh
