@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 
@@ -26,6 +27,9 @@ class RecentPushes {
   }
 
   bool Contains(uint64_t key) const { return key != 0 && keys_.contains(key); }
+
+  // The keys remembered, oldest first.
+  std::vector<uint64_t> keys() const { return std::vector<uint64_t>(order_.begin(), order_.end()); }
 
   // Adds `key` (0: nothing).
   void Add(uint64_t key) {

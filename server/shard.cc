@@ -306,6 +306,11 @@ absl::Status Shard::CheckSetWorkersLocked(const std::vector<uint64_t>& from_step
   return absl::OkStatus();
 }
 
+void Shard::RestoreAppliedPushes(const std::vector<uint64_t>& keys) {
+  absl::MutexLock lock(&mu_);
+  for (uint64_t key : keys) applied_pushes_.Add(key);
+}
+
 absl::Status Shard::RestoreWorkers(const std::vector<uint64_t>& from_step) {
   absl::MutexLock lock(&mu_);
   if (config_.consistency != SYNC) {
@@ -397,6 +402,7 @@ void Shard::Deliver(Outbox* out) {
     header.mutable_shard()->set_role(BACKUP);
     header.mutable_shard()->set_primary_address(out->own_address);
     for (uint64_t step : out->install_from_step) header.add_from_step(step);
+    for (uint64_t key : out->install_applied_pushes) header.add_applied_pushes(key);
     Replicator::Done installed = [self = shared_from_this(), backup = out->install_on,
                                   version = out->install.version,
                                   done = std::move(out->install_done)](absl::Status status) {

@@ -161,6 +161,9 @@ class Shard : public std::enable_shared_from_this<Shard> {
   // when the copy is installed here (InstallShard). INVALID_ARGUMENT: an ASYNC shard, not one
   // entry per rank, or no rank left for the next step.
   absl::Status RestoreWorkers(const std::vector<uint64_t>& from_step);
+  // ASYNC, a backup being installed: the pushes its primary applied lately
+  // (InstallShardRequest.applied_pushes), remembered as if applied here.
+  void RestoreAppliedPushes(const std::vector<uint64_t>& keys);
 
   // Replaces the values (size of the shard's range) before training starts.
   void LoadValues(const float* values);

@@ -34,6 +34,7 @@ struct Shard::Outbox {
   std::string own_address;
   ShardCheckpoint install;
   std::vector<uint64_t> install_from_step;  // SYNC: the worker set (num_workers).
+  std::vector<uint64_t> install_applied_pushes;  // ASYNC: RecentPushes::keys().
   AddBackupCallback install_done;
 };
 

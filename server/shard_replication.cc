@@ -140,6 +140,7 @@ void Shard::StartAddBackup(std::shared_ptr<Replicator> backup, const std::string
   out->own_address = own_address;
   out->install = MakeCheckpoint();
   if (config_.consistency == SYNC) out->install_from_step = aggregator_.from_step();
+  if (config_.consistency == ASYNC) out->install_applied_pushes = applied_pushes_.keys();
   out->install_done = std::move(done);
 }
 

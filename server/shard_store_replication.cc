@@ -60,6 +60,8 @@ absl::StatusOr<uint64_t> ShardStore::InstallShard(const InstallShardRequest& req
     RETURN_IF_ERROR(shard->RestoreWorkers(
         std::vector<uint64_t>(request.from_step().begin(), request.from_step().end())));
   }
+  shard->RestoreAppliedPushes(
+      std::vector<uint64_t>(request.applied_pushes().begin(), request.applied_pushes().end()));
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(std::shared_ptr<Shard> held, Overlapping(config));
   if (held != nullptr && held->role() == PRIMARY) {

@@ -129,6 +129,8 @@ class FakeBackup : public Replicator {
       status = shard_->RestoreWorkers(
           std::vector<uint64_t>(request.from_step().begin(), request.from_step().end()));
     }
+    shard_->RestoreAppliedPushes(std::vector<uint64_t>(request.applied_pushes().begin(),
+                                                       request.applied_pushes().end()));
     done(status);
   }
 
@@ -689,6 +691,25 @@ TEST(ShardReplicationTest, AnInstalledBackupGetsThePrimarysWorkers) {
   async->AddBackup(async_fake, kPrimaryAddress, [](absl::StatusOr<uint64_t>) {});
   ASSERT_EQ(async_fake->installs.size(), 1u);
   EXPECT_EQ(async_fake->installs[0].from_step_size(), 0);
+}
+
+TEST(ShardReplicationTest, AnInstalledBackupKnowsThePushesItsPrimaryApplied) {
+  const ShardConfig config = Config(ASYNC, 2);
+  auto primary = Primary(config, nullptr);
+  PushRequest push = PushHeader(0, 0);
+  push.set_push_id(77);
+  ASSERT_EQ(*PushNow(primary.get(), push, Gradient(kSize, 1, 0)), 1u);
+  auto fake = std::make_shared<FakeBackup>(nullptr);
+  std::optional<absl::StatusOr<uint64_t>> added;
+  primary->AddBackup(fake, kPrimaryAddress, [&](absl::StatusOr<uint64_t> v) { added = v; });
+  ASSERT_TRUE(added.has_value() && added->ok());
+  ASSERT_EQ(fake->installs.size(), 1u);
+  EXPECT_EQ(fake->installs[0].applied_pushes_size(), 1);
+  // Promoted, the new backup answers a resend of that push without applying it.
+  std::shared_ptr<Shard> backup = fake->shard();
+  ASSERT_EQ(backup->Promote(), 1u);
+  EXPECT_EQ(*PushNow(backup.get(), push, Gradient(kSize, 1, 0)), 1u);
+  EXPECT_EQ(backup->Status().duplicate_pushes(), 1u);
 }
 
 TEST(ShardReplicationTest, AddBackupInstallsACopyAndUpdatesWaitForIt) {
