@@ -25,8 +25,10 @@
 #include "common/initializer.h"
 #include "common/job_spec.h"
 #include "common/model_layout.h"
+#include "common/proto_mutator.h"
 #include "common/subprocess.h"
 #include "gtest/gtest.h"
+#include "proto/admin.pb.h"
 #include "proto/parameter_server.grpc.pb.h"
 #include "server/apply.h"
 #include "server/checkpoint.h"
@@ -280,7 +282,9 @@ class ServerBadInputTest : public ::testing::Test {
     dir_ = TempDir("server");
     ASSERT_TRUE(server_
                     .Start({Runfile("server/ps_server"), "--host=127.0.0.1", "--port=0",
-                            "--port_file=" + dir_ + "/port", "--metrics_port=0"},
+                            "--port_file=" + dir_ + "/port", "--metrics_port=0",
+                            // Hostile requests that happen to be valid CreateShards stay small.
+                            "--max_memory_bytes=67108864", "--checkpoint_root=" + dir_},
                            dir_ + "/server.log")
                     .ok());
     absl::StatusOr<int> port = WaitForPortFile(dir_ + "/port", absl::Seconds(30), &server_);
@@ -400,6 +404,116 @@ TEST_F(ServerBadInputTest, APayloadLongerThanItsMessageTakesNoMemory) {
   done.WaitForNotification();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
   EXPECT_LT(ResidentBytes(server_.pid()), uint64_t{512} << 20);
+}
+
+// Hostile requests over gRPC (mutated valid requests, random bytes; every method but DropJob and
+// SaveCheckpoint, whose valid requests would drop the job or write files) against a real
+// ps_server: it stays up, every refusal has a message, and its memory stays flat (measured after
+// a warm-up: gRPC and malloc settle during the first requests).
+TEST_F(ServerBadInputTest, HostileRequestsNeitherCrashNorLeak) {
+  grpc::GenericStub stub(
+      CreateChannel(absl::StrCat("127.0.0.1:", std::stoi(ReadFile(dir_ + "/port")))));
+  ProtoMutator mutator(/*seed=*/13, {"job", "w"});
+  PullRequest pull;
+  pull.set_job_id("job");
+  pull.set_table("w");
+  pull.mutable_range()->set_end(64);
+  pull.set_dtype(FP32);
+  pull.set_step(1);
+  CreateShardsRequest create;
+  create.set_job_id("other");
+  create.set_consistency(ASYNC);
+  create.mutable_optimizer()->set_kind(SGD);
+  create.set_num_workers(1);
+  ShardSpec* shard = create.add_shards();
+  shard->mutable_table()->set_name("w");
+  shard->mutable_table()->add_shape(64);
+  shard->mutable_range()->set_end(64);
+  ReplicateRequest replicate;
+  replicate.set_job_id("job");
+  replicate.set_table("w");
+  *replicate.mutable_range() = pull.range();
+  replicate.set_version(1);
+  replicate.set_gradient(Good().values());
+  InstallShardRequest install;
+  install.set_job_id("job");
+  install.set_num_workers(2);
+  *install.mutable_shard() = *shard;
+  install.mutable_shard()->set_role(BACKUP);
+  install.set_state(std::string(300, 'x'));
+  CommitStepRequest commit;
+  commit.set_job_id("job");
+  commit.set_step(1);
+  commit.set_grad_scale(1.0f);
+  SetWorkersRequest set_workers;
+  set_workers.set_job_id("job");
+  set_workers.add_from_step(1);
+  set_workers.add_from_step(1);
+  PromoteRequest promote;
+  promote.set_job_id("job");
+  AddBackupRequest add_backup;
+  add_backup.set_job_id("job");
+  add_backup.set_table("w");
+  add_backup.set_backup_address("127.0.0.1:1");
+  GetStatusRequest get_status;
+  get_status.set_job_id("job");
+  const PushRequest push = Good();
+  const std::vector<std::pair<const char*, const google::protobuf::Message*>> methods = {
+      {"/psrv.ParameterServer/Push", &push},
+      {"/psrv.ParameterServer/Pull", &pull},
+      {"/psrv.ParameterServer/CreateShards", &create},
+      {"/psrv.ParameterServer/Replicate", &replicate},
+      {"/psrv.ParameterServer/InstallShard", &install},
+      {"/psrv.ParameterServer/CommitStep", &commit},
+      {"/psrv.ParameterServer/SetWorkers", &set_workers},
+      {"/psrv.ParameterServer/Promote", &promote},
+      {"/psrv.ParameterServer/AddBackup", &add_backup},
+      {"/psrv.Admin/GetStatus", &get_status}};
+  int refused = 0, without_message = 0;
+  auto send = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      const auto& [method, base] = methods[i % methods.size()];
+      std::string bytes;
+      if (mutator.OneIn(4)) {
+        bytes = mutator.RandomBytes(512);
+      } else {
+        std::unique_ptr<google::protobuf::Message> request(base->New());
+        request->CopyFrom(*base);
+        mutator.MutateFields(request.get());
+        bytes = request->SerializeAsString();
+        if (mutator.OneIn(2)) mutator.MutateBytes(&bytes);
+      }
+      grpc::Slice slice(bytes);
+      grpc::ByteBuffer request(&slice, 1), response;
+      grpc::ClientContext context;
+      // Short: a valid pull of a step to come waits for it until the deadline.
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(250));
+      absl::Notification done;
+      grpc::Status status;
+      stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                     [&](grpc::Status s) {
+                       status = std::move(s);
+                       done.Notify();
+                     });
+      done.WaitForNotification();
+      if (!status.ok()) ++refused;
+      // (DEADLINE_EXCEEDED: a pull that validly waits for a step that does not come.)
+      if (!status.ok() && status.error_message().empty() &&
+          status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+        ++without_message;
+        ADD_FAILURE() << method << ": code " << status.error_code() << " without a message";
+      }
+    }
+  };
+  send(1000);  // Warm-up.
+  const uint64_t warm = ResidentBytes(server_.pid());
+  send(FuzzIterations(10000));
+  const uint64_t after = ResidentBytes(server_.pid());
+  std::cout << "hostile requests: " << refused << " refused; server RSS " << (warm >> 20)
+            << " MiB after the warm-up, " << (after >> 20) << " MiB after the run\n";
+  ASSERT_TRUE(server_.running()) << "logs in " << dir_;
+  EXPECT_EQ(without_message, 0);
+  EXPECT_LT(after, warm + (uint64_t{50} << 20)) << "server memory grew";
 }
 
 TEST_F(ServerBadInputTest, EachBadPushGetsItsCodeAndChangesNothing) {
