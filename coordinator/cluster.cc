@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -159,7 +160,16 @@ absl::StatusOr<JobStatus> ClusterCoordinator::WaitForJobChange(const std::string
 void ClusterCoordinator::Tick() {
   // Each step decides under the lock, starts its calls without it, and waits for their replies
   // until the tick's deadline (real time); later replies are applied when they come.
-  const absl::Time deadline = absl::Now() + options_.reply_wait;
+  const absl::Time started = absl::Now();
+  const absl::Time deadline = started + options_.reply_wait;
+  // A tick far later than the previous one plus its longest wait: the coordinator was stopped.
+  const absl::Duration since_previous = started - previous_tick_;
+  previous_tick_ = started;
+  if (since_previous != absl::InfiniteDuration() &&
+      since_previous - options_.tick_interval - options_.reply_wait >
+          std::max(3 * options_.heartbeat_interval, 2.5 * options_.tick_interval)) {
+    membership_.ExcusePause(since_previous);
+  }
   const CallRound round;
   membership_.ProbeSilentServers();  // Its verdicts count at the next tick.
   failover_.HandleLostNodes(round);  // Sends the promotions it makes, and any still unconfirmed.

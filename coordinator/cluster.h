@@ -95,6 +95,7 @@ class ClusterCoordinator {
   // Options::reply_wait; those that come later are applied when they come, and their job gets
   // no second call of the same kind meanwhile, so a server that does not answer holds up no
   // other job.
+  // Called by one thread at a time.
   void Tick();
 
  private:
@@ -112,6 +113,7 @@ class ClusterCoordinator {
   StepTimeouts step_timeouts_;
   WorkerSets worker_sets_;
   Checkpoints checkpoints_;
+  absl::Time previous_tick_ = absl::InfinitePast();  // Real time; only Tick() uses it.
 };
 
 }  // namespace psrv

@@ -68,6 +68,10 @@ struct ClusterOptions {
   // before it returns; a reply that comes later is applied when it comes. A server that does
   // not answer delays one Tick by this much at most, and no other job's calls at all.
   absl::Duration reply_wait = absl::Milliseconds(200);
+  // How often the caller runs Tick() (ps_coordinator: every 100 ms). A tick that starts much
+  // later than this plus reply_wait after the previous one means the coordinator itself was
+  // stopped (SIGSTOP, a paused VM, starved of CPU): see Membership::ExcusePause.
+  absl::Duration tick_interval = absl::Milliseconds(100);
 };
 
 }  // namespace psrv

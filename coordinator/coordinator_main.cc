@@ -274,7 +274,7 @@ int Run() {
   }
 
   // Scheduling and failure detection.
-  while (!terminate->WaitForNotificationWithTimeout(absl::Milliseconds(100))) cluster.Tick();
+  while (!terminate->WaitForNotificationWithTimeout(options.tick_interval)) cluster.Tick();
 
   LOG(INFO) << "ps_coordinator shutting down";
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -206,6 +206,22 @@ void Membership::ProbeSilentServers() {
   }
 }
 
+void Membership::ExcusePause(absl::Duration pause) {
+  absl::MutexLock lock(&cluster_.mu);
+  ClusterState& state = cluster_.state;
+  const absl::Time now = state.Now();
+  int excused = 0;
+  for (auto& [id, node] : state.nodes) {
+    if (state.HealthOf(node, now - pause) == DEAD) continue;  // Lost before the pause.
+    node.last_heartbeat = std::min(now, node.last_heartbeat + pause);
+    node.silent_probe = std::min(now, node.silent_probe + pause);
+    ++excused;
+  }
+  LOG(WARNING) << "the coordinator was stopped for " << absl::FormatDuration(pause)
+               << " (SIGSTOP, a paused machine or no CPU): " << excused
+               << " nodes are excused that much silence";
+}
+
 void Membership::Probe(const std::string& node_id, const std::string& address, int tries) {
   absl::StatusOr<uint64_t> answered = cluster_.options.probe(address);
   for (int i = 1; i < tries && !answered.ok(); ++i) answered = cluster_.options.probe(address);

@@ -30,6 +30,12 @@ class Membership {
   // about a probe's deadline later instead of after 10 heartbeat intervals.
   void ProbeSilentServers();
 
+  // The coordinator itself was stopped for `pause` (it heard nothing, but nobody was silent):
+  // every node not already DEAD is credited with it (its last heartbeat moves `pause` later,
+  // never past now), so a thawed coordinator does not take the whole cluster for lost. A node
+  // that really died meanwhile is found `pause` later than otherwise.
+  void ExcusePause(absl::Duration pause);
+
  private:
   // The id a registering node gets (its own, or a new one); advances the id counter past it.
   absl::StatusOr<std::string> IdFor(const RegisterRequest& request)

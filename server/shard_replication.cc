@@ -122,6 +122,18 @@ void Shard::StartAddBackup(std::shared_ptr<Replicator> backup, const std::string
     out->backups.emplace_back(std::move(done), RefuseOnBackup("AddBackup"));
     return;
   }
+  if (in_flight_ != nullptr && !installing_ && backup_ != nullptr &&
+      backup_->address() != backup->address()) {
+    // The coordinator gives this shard another backup while an update is on its way to the
+    // current one: it took that server for lost and it is out of the shard map (it will never be
+    // promoted). The update need not wait for it (a frozen backup would hold the step for the
+    // whole Replicate deadline, twice): drop it now; its late reply is ignored (OnReplicated).
+    DropBackup(absl::UnavailableError(absl::StrCat("replaced by AddBackup of ", backup->address())),
+               env_.clock());
+    PushCallback acknowledged = std::move(in_flight_->done);
+    in_flight_.reset();
+    Acknowledge(std::move(acknowledged), out);
+  }
   if (Busy()) {  // The copy is taken at an acknowledged version, with nothing in flight.
     deferred_.push_back(Deferred{
         [this, backup, own_address, done](Outbox* o) {

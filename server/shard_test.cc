@@ -763,6 +763,39 @@ TEST(ShardReplicationTest, AddBackupInstallsACopyAndUpdatesWaitForIt) {
   EXPECT_EQ(added->status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// The backup stops answering (frozen) while a step is on its way to it; the coordinator, which took
+// its server for lost, gives the shard another backup. The step is acknowledged at once (it does
+// not wait out the frozen backup's deadlines), the new backup is installed with it, the next steps
+// go there, and the old backup's late answer changes nothing.
+TEST(ShardReplicationTest, AnotherBackupReplacesOneThatHoldsAStepAndTheStepGoesOn) {
+  const ShardConfig config = Config(SYNC, 1);
+  auto frozen = std::make_shared<FakeBackup>(Backup(config));
+  auto primary = Primary(config, frozen);
+  frozen->hold = true;
+  std::optional<absl::StatusOr<uint64_t>> step1;
+  PushTo(primary.get(), PushHeader(1, 0), Gradient(kSize, 1, 0), &step1);
+  ASSERT_EQ(frozen->sent.size(), 1u);
+  EXPECT_FALSE(step1.has_value()) << "waits for the backup";
+  auto next = std::make_shared<FakeBackup>(nullptr, "10.0.0.3:7071");
+  std::optional<absl::StatusOr<uint64_t>> added;
+  primary->AddBackup(next, kPrimaryAddress, [&](absl::StatusOr<uint64_t> v) { added = v; });
+  ASSERT_TRUE(step1.has_value() && step1->ok()) << "acknowledged without the replaced backup";
+  EXPECT_EQ(**step1, 1u);
+  ASSERT_TRUE(added.has_value() && added->ok()) << (added ? added->status() : absl::OkStatus());
+  EXPECT_EQ(**added, 1u);
+  ExpectIdentical(primary.get(), next->shard().get());
+  ASSERT_EQ(*PushNow(primary.get(), PushHeader(2, 0), Gradient(kSize, 2, 0)), 2u);
+  EXPECT_EQ(next->sent.size(), 1u);
+  EXPECT_EQ(frozen->sent.size(), 1u);
+  frozen->Release();  // Its late answer (to update 1) is ignored.
+  ExpectIdentical(primary.get(), next->shard().get());
+  const ShardStatus status = primary->Status();
+  EXPECT_EQ(status.backup_address(), "10.0.0.3:7071");
+  EXPECT_FALSE(status.backup_lost());
+  EXPECT_NE(status.backup_error().find("replaced by AddBackup"), std::string::npos)
+      << status.backup_error();
+}
+
 TEST(ShardReplicationTest, DroppingAJobFailsPushesWaitingBehindAnUpdate) {
   const ShardConfig config = Config(ASYNC, 1);
   auto fake = std::make_shared<FakeBackup>(Backup(config));

@@ -409,7 +409,8 @@ TEST_F(ServerBadInputTest, APayloadLongerThanItsMessageTakesNoMemory) {
 // Hostile requests over gRPC (mutated valid requests, random bytes; every method but DropJob and
 // SaveCheckpoint, whose valid requests would drop the job or write files) against a real
 // ps_server: it stays up, every refusal has a message, and its memory stays flat (measured after
-// a warm-up: gRPC and malloc settle during the first requests).
+// a warm-up: gRPC and malloc settle during the first requests), and no refused request changed the
+// stored parameters (read back after every request).
 TEST_F(ServerBadInputTest, HostileRequestsNeitherCrashNorLeak) {
   grpc::GenericStub stub(
       CreateChannel(absl::StrCat("127.0.0.1:", std::stoi(ReadFile(dir_ + "/port")))));
@@ -469,7 +470,18 @@ TEST_F(ServerBadInputTest, HostileRequestsNeitherCrashNorLeak) {
       {"/psrv.ParameterServer/Promote", &promote},
       {"/psrv.ParameterServer/AddBackup", &add_backup},
       {"/psrv.Admin/GetStatus", &get_status}};
-  int refused = 0, without_message = 0;
+  // What the job's parameters are now (or why they cannot be read).
+  auto stored = [&] {
+    PullRequest r = pull;
+    r.set_step(1);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    PullResponse response;
+    grpc::Status status = stub_->Pull(&context, r, &response);
+    return status.ok() ? response.values() : absl::StrCat("error ", status.error_code());
+  };
+  std::string parameters = stored();
+  int refused = 0, without_message = 0, changed_by_refused = 0;
   auto send = [&](int count) {
     for (int i = 0; i < count; ++i) {
       const auto& [method, base] = methods[i % methods.size()];
@@ -503,6 +515,14 @@ TEST_F(ServerBadInputTest, HostileRequestsNeitherCrashNorLeak) {
         ++without_message;
         ADD_FAILURE() << method << ": code " << status.error_code() << " without a message";
       }
+      // A refused request changes no stored parameter (an accepted one may: a mutated request
+      // can be a valid one).
+      std::string now = stored();
+      if (!status.ok() && now != parameters && ++changed_by_refused <= 5) {
+        ADD_FAILURE() << method << " was refused (code " << status.error_code() << ": "
+                      << status.error_message() << ") but changed the stored parameters";
+      }
+      parameters = std::move(now);
     }
   };
   send(1000);  // Warm-up.
@@ -513,6 +533,7 @@ TEST_F(ServerBadInputTest, HostileRequestsNeitherCrashNorLeak) {
             << " MiB after the warm-up, " << (after >> 20) << " MiB after the run\n";
   ASSERT_TRUE(server_.running()) << "logs in " << dir_;
   EXPECT_EQ(without_message, 0);
+  EXPECT_EQ(changed_by_refused, 0);
   EXPECT_LT(after, warm + (uint64_t{50} << 20)) << "server memory grew";
 }
 

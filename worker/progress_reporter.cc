@@ -21,6 +21,40 @@ constexpr absl::Duration kFinalReportMaxBackoff = absl::Seconds(1);
 
 }  // namespace
 
+ProgressReporter::~ProgressReporter() { AwaitReply(); }
+
+void ProgressReporter::AwaitReply() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(+[](bool* busy) { return !*busy; }, &busy_));
+}
+
+void ProgressReporter::Send(const ReportProgressRequest& request) {
+  absl::MutexLock lock(&mu_);
+  if (busy_) {
+    LOG_EVERY_N(WARNING, 20) << "progress report of step " << request.step()
+                             << " skipped (training goes on): the one before it still awaits "
+                                "the coordinator's reply ("
+                             << ++skipped_ << " skipped)";
+    return;
+  }
+  busy_ = true;
+  in_flight_ = std::make_unique<InFlight>();  // The previous call has ended: its reply came.
+  InFlight* call = in_flight_.get();
+  call->request = request;
+  call->context.set_deadline(absl::ToChronoTime(absl::Now() + kProgressReportTimeout));
+  stub_->async()->ReportProgress(
+      &call->context, &call->request, &call->response, [this, call](grpc::Status status) {
+        if (status.ok() && call->response.cancel()) cancel_asked_ = true;
+        if (!status.ok()) {
+          LOG_EVERY_N(WARNING, 20) << "progress report of step " << call->request.step()
+                                   << " not delivered (training goes on): "
+                                   << status.error_message();
+        }
+        absl::MutexLock lock(&mu_);
+        busy_ = false;
+      });
+}
+
 void ProgressReporter::ReportUnreachable(const std::string& address) {
   if (stub_ == nullptr) return;
   grpc::ClientContext context;
@@ -63,23 +97,22 @@ bool ProgressReporter::Report(uint64_t step, float loss, float tokens_per_sec, f
   request.set_error(ToValidUtf8(error));
   request.set_sample(ToValidUtf8(sample));
   const bool last = done || !error.empty();
+  if (!last) {
+    Send(request);
+    return cancel_asked_;
+  }
+  AwaitReply();  // The job's end goes after its last ordinary report.
   const absl::Time give_up = absl::Now() + options_.final_report_patience;
   absl::Duration backoff = absl::Milliseconds(100);
   for (int attempt = 1;; ++attempt) {
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(
-        absl::Now() + (last ? kFinalReportTimeout : kProgressReportTimeout)));
-    context.set_wait_for_ready(last);  // Through a coordinator's restart (see Membership).
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kFinalReportTimeout));
+    context.set_wait_for_ready(true);  // Through a coordinator's restart (see Membership).
     ReportProgressResponse response;
     grpc::Status status = stub_->ReportProgress(&context, request, &response);
     if (status.ok()) {
       if (attempt > 1) LOG(INFO) << "final report of step " << step << " delivered";
       return response.cancel();
-    }
-    if (!last) {
-      LOG_EVERY_N(WARNING, 20) << "progress report of step " << step
-                               << " skipped (training goes on): " << status.error_message();
-      return false;
     }
     const bool unreachable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
                              status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;

@@ -6,9 +6,14 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
+#include <grpcpp/client_context.h>
+
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proto/coordinator.grpc.pb.h"
 
@@ -35,6 +40,8 @@ class ProgressReporter {
         node_id_(std::move(node_id)),
         cancel_(cancel),
         options_(std::move(options)) {}
+  // Waits for the report in flight, if any (at most its 2 s deadline).
+  ~ProgressReporter();
 
   // The mean step time sent with the next reports.
   void set_step_seconds(float seconds) { step_seconds_ = seconds; }
@@ -45,11 +52,14 @@ class ProgressReporter {
   // The job's shard map as the coordinator has it now.
   absl::StatusOr<ShardMap> CurrentShardMap();
 
-  // Ordinary reports are a single attempt: training goes on while the coordinator is away (e.g.
-  // restarting), and the next report carries the same totals. The last report of a job (`done`,
-  // or an `error`) is retried while the coordinator is unreachable, for up to
+  // Ordinary reports are a single attempt that does not wait for the reply (the training thread
+  // never waits on the coordinator): one is in flight at a time, and a report made while one is
+  // still in flight (the coordinator away, restarting or frozen) is skipped; the next one carries
+  // the same totals. The last report of a job (`done`, or an `error`) waits for the one in
+  // flight, then is retried while the coordinator is unreachable, for up to
   // `final_report_patience`, then handed to `undelivered_final_report`, so that the job's end is
-  // not lost. Returns true if the coordinator wants the worker to stop.
+  // not lost. Returns true if the coordinator wants the worker to stop (for an ordinary report:
+  // said in the reply to an earlier one).
   bool Report(uint64_t step, float loss, float tokens_per_sec, float val_loss, bool done,
               const std::string& error = "", const std::string& sample = "");
 
@@ -58,8 +68,24 @@ class ProgressReporter {
   const WorkAssignment& assignment_;
   const std::string node_id_;
   const std::atomic<bool>* const cancel_;  // Set: stop retrying.
+  // The ordinary report in flight: what its asynchronous call needs until its reply.
+  struct InFlight {
+    grpc::ClientContext context;
+    ReportProgressRequest request;
+    ReportProgressResponse response;
+  };
+  // Starts `request` without waiting for its reply.
+  void Send(const ReportProgressRequest& request);
+  // Waits until no report is in flight.
+  void AwaitReply();
+
   const Options options_;
   float step_seconds_ = 0;
+  std::atomic<bool> cancel_asked_{false};  // A reply to an ordinary report said `cancel`.
+  absl::Mutex mu_;
+  std::unique_ptr<InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // `in_flight_` awaits its reply.
+  uint64_t skipped_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace psrv
