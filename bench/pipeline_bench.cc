@@ -23,6 +23,7 @@
 #include "bench/result_file.h"
 #include "bench/sample_stats.h"
 #include "common/status_macros.h"
+#include "worker/model/openblas_env.h"
 #include "worker/pipeline/in_process_pipeline.h"
 #include "worker/pipeline/schedule.h"
 #include "worker/pipeline/stage_plan.h"
@@ -35,7 +36,7 @@ ABSL_FLAG(int, vocab, 65, "Vocabulary (65: tinyshakespeare's characters).");
 ABSL_FLAG(int, batch, 4, "Rows per micro-batch.");
 ABSL_FLAG(std::string, stages, "2,4", "Pipeline sizes P to measure.");
 ABSL_FLAG(std::string, micro_batches, "1,4,8,16", "Micro-batches per step M to measure.");
-ABSL_FLAG(int, steps, 5, "Measured steps per configuration (after one warm-up step).");
+ABSL_FLAG(int, steps, 7, "Measured steps per configuration (after one warm-up step).");
 ABSL_FLAG(std::string, out, "", "JSON output path (default bench/results/pipeline_<host>.json).");
 ABSL_FLAG(std::string, commit, "", "Git commit measured (recorded in the JSON).");
 
@@ -172,6 +173,7 @@ int main(int argc, char** argv) {
       "as threads of one process, CPU GPT).\n"
       "Usage: bazel run //bench:pipeline_bench -- [--stages=2,4] [--micro_batches=1,4,8,16]\n"
       "       [--steps=5] [--commit=$(git rev-parse HEAD)] [--out=bench/results/pipeline_<host>.json]");
+  psrv::ConfigureOpenBlas(argv);  // One OpenBLAS thread: each stage has its core.
   absl::ParseCommandLine(argc, argv);
   return psrv::Run();
 }
