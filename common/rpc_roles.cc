@@ -36,6 +36,8 @@ const std::vector<RpcRoleRule>& RpcRoleTable() {
       {"/psrv.ParameterServer/Promote", {kRoleCoordinator}},
       // Admin (ps_server).
       {"/psrv.Admin/GetStatus", {kRoleViewer, kRoleOperator, kRoleCoordinator}},
+      // StageExchange (ps_worker of a pipeline job): the stages of a group.
+      {"/psrv.StageExchange/SendTensors", {kRoleWorker}},
       // Services every gRPC server of the cluster adds (common/grpc_server.cc).
       {"/grpc.health.v1.Health/Check", {kAnyCertificate}},
       {"/grpc.health.v1.Health/Watch", {kAnyCertificate}},

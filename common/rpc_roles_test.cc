@@ -22,6 +22,7 @@
 #include "proto/coordinator.pb.h"
 #include "proto/coordinator_state.pb.h"
 #include "proto/parameter_server.pb.h"
+#include "proto/pipeline.pb.h"
 
 namespace psrv {
 namespace {
@@ -42,6 +43,7 @@ std::set<std::string> ProtoMethods() {
   (void)SubmitJobRequest::descriptor();
   (void)PullRequest::descriptor();
   (void)JobRecord::descriptor();
+  (void)StageTensor::descriptor();
   std::set<std::string> methods;
   DIR* dir = opendir("proto");
   EXPECT_NE(dir, nullptr) << "no proto/ in the runfiles";

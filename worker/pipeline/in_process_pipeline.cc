@@ -85,10 +85,11 @@ absl::StatusOr<PipelineStepResult> InProcessPipeline::Step(const std::vector<con
   std::vector<absl::StatusOr<float>> losses(P, 0.0f);
   const absl::Time start = absl::Now();
   std::vector<std::thread> threads;
+  const uint64_t step = ++step_;
   for (int s = 0; s < P; ++s) {
     result.grads[s].resize(models_[s]->num_parameters());
     threads.emplace_back([&, s] {
-      losses[s] = stages_[s]->Step(params[s], rows, seeds, result.grads[s].data(),
+      losses[s] = stages_[s]->Step(step, params[s], rows, seeds, result.grads[s].data(),
                                    scratch_[s].data());
       if (losses[s].ok()) return;
       const absl::Status failed(losses[s].status().code(),

@@ -67,6 +67,7 @@ class InProcessPipeline {
   std::vector<std::unique_ptr<Mailbox>> forward_, backward_;  // Between stages s and s+1.
   std::vector<std::unique_ptr<PipelineStage>> stages_;
   std::vector<std::vector<float>> scratch_;
+  uint64_t step_ = 0;
 };
 
 // Stage s's gradient or parameters (GptPartLayout of part) scattered into the whole model's

@@ -20,8 +20,13 @@ PipelineStage::PipelineStage(GptModel* model, int stage, int stages, PipelineSch
       links_(links),
       ops_(StageOps(schedule, stages, stage, micro_batches)) {}
 
-absl::StatusOr<float> PipelineStage::Step(const float* params, const int32_t* rows,
-                                          const uint64_t* seeds, float* grads, float* scratch) {
+absl::StatusOr<float> PipelineStage::Step(uint64_t step, const float* params,
+                                          const int32_t* rows, const uint64_t* seeds,
+                                          float* grads, float* scratch) {
+  for (StageLink* link :
+       {links_.from_previous, links_.to_next, links_.from_next, links_.to_previous}) {
+    if (link != nullptr) link->BeginStep(step);
+  }
   const bool first = stage_ == 0, last = stage_ == stages_ - 1;
   const GptConfig& config = model_->config();
   const size_t tensor = static_cast<size_t>(batch_) * config.context * config.width;

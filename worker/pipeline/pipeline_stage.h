@@ -23,6 +23,8 @@ namespace psrv {
 class StageLink {
  public:
   virtual ~StageLink() = default;
+  // The step the next Sends and Receives belong to (tensors are tagged with it).
+  virtual void BeginStep(uint64_t step) {}
   virtual absl::Status Send(int micro_batch, std::vector<float> tensor) = 0;
   // Blocks until micro-batch `micro_batch`'s tensor has arrived (or the link failed).
   virtual absl::StatusOr<std::vector<float>> Receive(int micro_batch) = 0;
@@ -49,13 +51,13 @@ class PipelineStage {
   PipelineStage(GptModel* model, int stage, int stages, PipelineSchedule schedule,
                 int micro_batches, int batch, StageLinks links);
 
-  // One step. `rows`: the step's micro-batches, (micro_batches * batch, T+1) token ids, micro-batch
+  // One step (`step`: what its tensors are tagged with). `rows`: the step's micro-batches, (micro_batches * batch, T+1) token ids, micro-batch
   // m with dropout seed seeds[m]. Writes the mean over the micro-batches of the gradient of the
   // stage's parameters into `grads` (num_parameters; overwritten); `scratch` (num_parameters) is
   // working memory. Returns the mean loss (the last stage; others 0), NaN for a bad token id.
   // Sums g0 + g1 + ... in micro-batch order, then times 1/M: as LanguageModel::AccumulateGradients.
-  absl::StatusOr<float> Step(const float* params, const int32_t* rows, const uint64_t* seeds,
-                             float* grads, float* scratch);
+  absl::StatusOr<float> Step(uint64_t step, const float* params, const int32_t* rows,
+                             const uint64_t* seeds, float* grads, float* scratch);
 
   const StageTimes& times() const { return times_; }
   const std::vector<StageOp>& ops() const { return ops_; }
