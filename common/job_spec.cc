@@ -162,6 +162,20 @@ void ApplyJobDefaults(JobSpec* spec) {
   if (spec->num_servers() == 0) spec->set_num_servers(1);
   if (spec->num_workers() == 0) spec->set_num_workers(1);
   if (spec->replicas() == 0) spec->set_replicas(spec->num_servers() >= 2 ? 2 : 1);
+  // Pipelines only: without one, parallelism stays empty (data = num_workers, micro-batches =
+  // training.grad_accumulation_steps).
+  if (spec->parallelism().pipeline() > 1) {
+    ParallelismSpec* parallelism = spec->mutable_parallelism();
+    if (parallelism->data() == 0) {
+      parallelism->set_data(std::max<uint32_t>(1, spec->num_workers() / parallelism->pipeline()));
+    }
+    if (parallelism->micro_batches() == 0) {
+      parallelism->set_micro_batches(training->grad_accumulation_steps());
+    }
+    if (parallelism->schedule() == PIPELINE_SCHEDULE_UNSPECIFIED) {
+      parallelism->set_schedule(ONE_F_ONE_B);
+    }
+  }
 }
 
 absl::Status FillVocabulary(JobSpec* spec) {
@@ -310,6 +324,8 @@ absl::Status CheckTraining(const TrainingSpec& training, const DataSpec& data) {
   return absl::OkStatus();
 }
 
+absl::Status CheckParallelism(const JobSpec& spec);
+
 // Servers, workers and replicas.
 absl::Status CheckCluster(const JobSpec& spec) {
   RETURN_IF_ERROR(CheckRange("num_servers", spec.num_servers(), 1, 64));
@@ -318,6 +334,59 @@ absl::Status CheckCluster(const JobSpec& spec) {
   if (spec.replicas() > spec.num_servers()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "replicas (", spec.replicas(), ") needs as many servers; num_servers is ", spec.num_servers()));
+  }
+  return CheckParallelism(spec);
+}
+
+// Data x pipeline parallelism.
+absl::Status CheckParallelism(const JobSpec& spec) {
+  const ParallelismSpec& p = spec.parallelism();
+  RETURN_IF_ERROR(CheckRange("parallelism.pipeline", p.pipeline(), 0, 64));
+  if (p.pipeline() <= 1) {
+    if (p.data() != 0 && p.data() != spec.num_workers()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parallelism.data (", p.data(), ") must equal num_workers (", spec.num_workers(),
+          ") without a pipeline (or be left out)"));
+    }
+    if (p.micro_batches() != 0 && p.micro_batches() != spec.training().grad_accumulation_steps()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parallelism.micro_batches (", p.micro_batches(),
+          ") is for pipelines; without one, use training.grad_accumulation_steps"));
+    }
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(CheckRange("parallelism.data", p.data(), 1, 64));
+  RETURN_IF_ERROR(CheckRange("parallelism.micro_batches", p.micro_batches(), 1, 4096));
+  if (p.data() * p.pipeline() != spec.num_workers()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_workers (", spec.num_workers(), ") must be parallelism.data x parallelism.pipeline (",
+        p.data(), " x ", p.pipeline(), " = ", p.data() * p.pipeline(), ")"));
+  }
+  if (p.schedule() != GPIPE && p.schedule() != ONE_F_ONE_B) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallelism.schedule must be GPIPE or ONE_F_ONE_B, got ", p.schedule()));
+  }
+  if (spec.model().kind() != "gpt") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallelism.pipeline > 1 needs a gpt model (its layers are what the stages split); "
+        "model.kind is \"", spec.model().kind(), "\""));
+  }
+  if (p.pipeline() > spec.model().layers()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallelism.pipeline (", p.pipeline(), ") cannot exceed model.layers (",
+        spec.model().layers(), "): each stage holds at least one layer"));
+  }
+  if (spec.training().consistency() != SYNC) {
+    return absl::InvalidArgumentError(
+        "parallelism.pipeline > 1 needs training.consistency SYNC (a group's stages step "
+        "together)");
+  }
+  const uint32_t accumulation = spec.training().grad_accumulation_steps();
+  if (accumulation != 1 && accumulation != p.micro_batches()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "with a pipeline, the micro-batches are the gradient accumulation: set "
+        "parallelism.micro_batches (", p.micro_batches(), ") or leave "
+        "training.grad_accumulation_steps at 1 (it is ", accumulation, ")"));
   }
   return absl::OkStatus();
 }

@@ -33,6 +33,16 @@ absl::Status FillVocabulary(JobSpec* spec);
 // allowed range, e.g. "training.batch_size must be in [1, 65536], got 0".
 absl::Status ValidateJobSpec(const JobSpec& spec);
 
+// Stages per pipeline group (1: no pipeline) and pipeline groups (the data-parallel ranks the
+// parameter servers see) of a job; specs saved before parallelism existed read as 1 and
+// num_workers.
+inline uint32_t PipelineStages(const JobSpec& spec) {
+  return spec.parallelism().pipeline() > 1 ? spec.parallelism().pipeline() : 1;
+}
+inline uint32_t DataGroups(const JobSpec& spec) {
+  return PipelineStages(spec) > 1 ? spec.parallelism().data() : spec.num_workers();
+}
+
 // True for SUCCEEDED, FAILED and CANCELLED: the job will not change any more.
 inline bool IsTerminal(JobState state) {
   return state == SUCCEEDED || state == FAILED || state == CANCELLED;

@@ -360,6 +360,52 @@ TEST(ValidateJobSpecTest, ReplicasNeedAsManyServers) {
   EXPECT_EQ(defaulted.replicas(), 2u);
 }
 
+// A pipeline job: data x pipeline workers, a gpt with enough layers, SYNC, micro-batches that are
+// the gradient accumulation.
+JobSpec PipelineSpec(uint32_t data, uint32_t pipeline) {
+  JobSpec spec;
+  spec.mutable_data()->set_path("/tmp/text.txt");
+  spec.set_num_workers(data * pipeline);
+  spec.mutable_parallelism()->set_pipeline(pipeline);
+  spec.mutable_parallelism()->set_micro_batches(4);
+  ApplyJobDefaults(&spec);
+  return spec;
+}
+
+TEST(ValidateJobSpecTest, Parallelism) {
+  JobSpec spec = PipelineSpec(2, 2);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  EXPECT_EQ(spec.parallelism().data(), 2u);
+  EXPECT_EQ(spec.parallelism().schedule(), ONE_F_ONE_B);
+  EXPECT_EQ(PipelineStages(spec), 2u);
+  EXPECT_EQ(DataGroups(spec), 2u);
+  spec.set_num_workers(5);
+  ExpectInvalid(ValidateJobSpec(spec), "num_workers (5) must be parallelism.data x parallelism.pipeline (2 x 2 = 4)");
+  spec = PipelineSpec(1, 5);  // The default gpt has 4 layers.
+  ExpectInvalid(ValidateJobSpec(spec), "parallelism.pipeline (5) cannot exceed model.layers (4)");
+  spec = ValidMlpSpec();
+  spec.set_num_workers(2);
+  spec.mutable_parallelism()->set_pipeline(2);
+  ApplyJobDefaults(&spec);
+  ExpectInvalid(ValidateJobSpec(spec), "needs a gpt model");
+  spec = PipelineSpec(1, 2);
+  spec.mutable_training()->set_consistency(ASYNC);
+  ExpectInvalid(ValidateJobSpec(spec), "needs training.consistency SYNC");
+  spec = PipelineSpec(1, 2);
+  spec.mutable_training()->set_grad_accumulation_steps(2);
+  ExpectInvalid(ValidateJobSpec(spec), "the micro-batches are the gradient accumulation");
+  spec = PipelineSpec(1, 2);
+  spec.mutable_parallelism()->set_micro_batches(0);
+  ExpectInvalid(ValidateJobSpec(spec), "parallelism.micro_batches must be in [1, 4096]");
+  // Without a pipeline, parallelism is empty and needs nothing; set, it must agree.
+  spec = ValidSpec();
+  EXPECT_FALSE(spec.has_parallelism());
+  EXPECT_EQ(PipelineStages(spec), 1u);
+  EXPECT_EQ(DataGroups(spec), spec.num_workers());
+  spec.mutable_parallelism()->set_data(3);
+  ExpectInvalid(ValidateJobSpec(spec), "parallelism.data (3) must equal num_workers (1)");
+}
+
 TEST(ValidateJobSpecTest, MissingDataPath) {
   JobSpec spec = ValidSpec();
   spec.mutable_data()->clear_path();

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
 
 namespace psrv {
 namespace {
@@ -99,7 +100,10 @@ void Failover::HandleLosses(Job* job, Losses losses, Drops* drops) {
     losses.server_reason.clear();
   }
   if (losses.server_reason.empty() && losses.ranks.empty()) return;
-  if (losses.server_reason.empty() && VacateRanks(job, losses.ranks)) {
+  // A pipeline job cannot go on without a stage (the servers' ranks are its groups): it restarts
+  // from its checkpoint, on the workers it has.
+  if (losses.server_reason.empty() && PipelineStages(job->status.spec()) == 1 &&
+      VacateRanks(job, losses.ranks)) {
     job->status.set_message(absl::StrCat(losses.rank_reason, " at step ", job->status.step(),
                                          "; the job goes on without it until another worker "
                                          "takes its rank over"));

@@ -137,6 +137,16 @@ void Membership::Assign(Node* node, HeartbeatResponse* response) {
     }
     assignment->set_start_step(start);
     assignment->set_attempt(job.status.restarts());
+    const uint32_t stages = PipelineStages(job.status.spec());
+    if (stages > 1) {
+      // The workers of its pipeline group, stage by stage: where each serves StageExchange.
+      const uint32_t first = node->rank / stages * stages;
+      for (uint32_t s = 0; s < stages; ++s) {
+        auto peer = state.nodes.find(job.workers[first + s]);
+        assignment->add_stage_addresses(peer == state.nodes.end() ? ""
+                                                                  : peer->second.info.address());
+      }
+    }
   } else if (job_state == FAILED || job_state == CANCELLED) {
     response->set_cancel(true);
     node->job_id.clear();

@@ -4,26 +4,32 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
 
 namespace psrv {
 namespace {
 
 constexpr size_t kMaxHistory = 4096;  // Points of a job's loss and validation curves.
 
-// The job's step (that of the slowest rank), mean loss and total throughput.
-void Aggregate(JobStatus* status) {
+// The job's step (that of the slowest rank), mean loss and total throughput. In a pipeline job
+// only the last stage of each group has a loss, and a group's tokens are counted once (there).
+// False while no rank with a loss has reported a step.
+bool Aggregate(JobStatus* status) {
   uint64_t min_step = UINT64_MAX;
   double loss_sum = 0, tokens = 0;
   int reporting = 0;
+  const uint32_t stages = PipelineStages(status->spec());
   for (const WorkerProgress& w : status->workers()) {
     if (w.vacant()) continue;
     min_step = std::min<uint64_t>(min_step, w.step());
+    if (w.rank() % stages != stages - 1) continue;
     if (w.step() > 0) loss_sum += w.loss(), ++reporting;
     tokens += w.tokens_per_sec();
   }
   status->set_step(min_step == UINT64_MAX ? 0 : min_step);
   if (reporting > 0) status->set_loss(static_cast<float>(loss_sum / reporting));
   status->set_tokens_per_sec(static_cast<float>(tokens));
+  return reporting > 0;
 }
 
 // Past kMaxHistory points, keeps every other one: long jobs keep their whole curve at half the
@@ -133,8 +139,7 @@ void JobProgress::Record(const ReportProgressRequest& request, Job* job) {
     point->set_loss(request.val_loss());
     Thin(status.mutable_val_history());
   }
-  Aggregate(&status);
-  if (request.step() > 0) ExtendLossHistory(&status);
+  if (Aggregate(&status) && request.step() > 0) ExtendLossHistory(&status);
 }
 
 void JobProgress::FreeWorker(const std::string& node_id, const std::string& job_id) {

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/format.h"
+#include "common/job_spec.h"
 #include "common/model_layout.h"
 #include "common/status_macros.h"
 
@@ -88,12 +89,14 @@ absl::Status Scheduler::PlanJobShards(const Job& job, Placement* placement) {
     request.set_job_id(placement->job_id);
     request.set_consistency(spec.training().consistency());
     *request.mutable_optimizer() = spec.training().optimizer();
-    request.set_num_workers(spec.num_workers());
+    request.set_num_workers(DataGroups(spec));  // The pushers per key: one per pipeline group.
     request.set_init_from_safetensors(spec.init_from());
     return request;
   };
   const std::vector<ServerSlot>& servers = placement->servers;
-  for (ShardAssignment& shard : PlanShards(*tables, servers)) {
+  // Pipelines: every stacked table cut per layer, so that no shard straddles two stages.
+  const uint64_t min_layer_elements = PipelineStages(spec) > 1 ? 1 : 16384;
+  for (ShardAssignment& shard : PlanShards(*tables, servers, 4096, min_layer_elements)) {
     ShardSpec* s = request_for(shard.server_address()).add_shards();
     *s->mutable_table() = *by_name[shard.table()];
     *s->mutable_range() = shard.range();

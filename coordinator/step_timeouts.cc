@@ -4,6 +4,8 @@
 
 #include <set>
 
+#include "common/job_spec.h"
+
 namespace psrv {
 
 void StepTimeouts::CheckSteps(const CallRound& round) {
@@ -13,8 +15,11 @@ void StepTimeouts::CheckSteps(const CallRound& round) {
   last_check_ = now;
   for (auto& [id, job] : cluster_.state.jobs) {
     const TrainingSpec& training = job.status.spec().training();
+    // (Pipeline jobs: the servers' ranks are pipeline groups; a hung stage is found by its
+    // neighbours, whose receives time out and fail the run.)
     if (job.status.state() != RUNNING || training.consistency() != SYNC ||
-        training.step_timeout_seconds() == 0 || job.checking_steps) {
+        training.step_timeout_seconds() == 0 || job.checking_steps ||
+        PipelineStages(job.status.spec()) > 1) {
       continue;
     }
     std::set<std::string> primaries;

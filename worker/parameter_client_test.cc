@@ -3,6 +3,7 @@
 // resent pushes, and the errors a worker acts on (a shard map that does not cover its tables, a
 // server down, a deadline).
 #include "worker/parameter_client.h"
+#include "worker/shard_targets.h"
 
 #include <memory>
 #include <set>
@@ -134,6 +135,43 @@ std::vector<float> Gradient(float base) {
   std::vector<float> g(kParameters);
   for (size_t i = 0; i < g.size(); ++i) g[i] = base * (static_cast<float>(i % 11) - 5.0f);
   return g;
+}
+
+// A pipeline stage's part: the ranges of tables it holds, packed table by table; shards outside
+// it are skipped, one straddling its ends refused; pull-only tables marked.
+TEST_F(ParameterClientTest, APartPlansOnlyItsKeysPackedTableByTable) {
+  auto on = [address = servers_[0].address](const std::string& table, uint64_t begin,
+                                             uint64_t end) {
+    return ShardOn(table, begin, end, address);
+  };
+  const ShardMap map = MapOf({on("z", 0, 400), on("z", 400, 800), on("z", 800, 1200),
+                              on("a", 0, 700)});
+  TargetOptions options;
+  options.part["z"] = MakeRange(400, 1200);
+  options.part["a"] = MakeRange(0, 700);
+  options.pull_only = {"a"};
+  absl::StatusOr<TargetPlan> plan = PlanTargets(map, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->num_parameters, 800u + 700u);
+  ASSERT_EQ(plan->targets.size(), 3u);
+  EXPECT_EQ(plan->targets[0].range.begin(), 400u);
+  EXPECT_EQ(plan->targets[0].flat_offset, 0u);
+  EXPECT_EQ(plan->targets[1].flat_offset, 400u);
+  EXPECT_EQ(plan->targets[2].table, "a");
+  EXPECT_EQ(plan->targets[2].flat_offset, 800u);
+  EXPECT_FALSE(plan->targets[0].pull_only);
+  EXPECT_TRUE(plan->targets[2].pull_only);
+  // Only "z": "a" is another stage's.
+  options.part.erase("a");
+  plan = PlanTargets(map, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->num_parameters, 800u);
+  options.part["z"] = MakeRange(300, 1200);  // A shard straddles 300.
+  EXPECT_EQ(PlanTargets(map, options).status().code(), absl::StatusCode::kInvalidArgument);
+  options.part["z"] = MakeRange(0, 1300);  // Past the table.
+  EXPECT_EQ(PlanTargets(map, options).status().code(), absl::StatusCode::kInvalidArgument);
+  options.part = {{"y", MakeRange(0, 1)}};  // No such table.
+  EXPECT_EQ(PlanTargets(map, options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ParameterClientTest, CreateRefusesAShardMapThatDoesNotCoverItsTablesExactly) {

@@ -145,7 +145,10 @@ ResilientClient::PushStep* ResilientClient::Slot(uint64_t step) {
     slot->step = step;
     slot->grads = nullptr;
     slot->scale_follows = false;
-    for (Op& op : slot->pushes) op = Op();
+    for (size_t t = 0; t < slot->pushes.size(); ++t) {
+      // A target pulled but never pushed (TargetOptions::pull_only) has nothing to wait for.
+      slot->pushes[t] = plan_.targets[t].pull_only ? Op{State::kDone, absl::OkStatus()} : Op();
+    }
     slot->committed = false;
     slot->scale = 1.0f;
     slot->commits.assign(servers_.size(), Op());

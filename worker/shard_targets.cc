@@ -10,17 +10,51 @@ namespace psrv {
 
 absl::StatusOr<TargetPlan> PlanTargets(const ShardMap& map, const TargetOptions& options) {
   const int connections = std::max(1, options.connections_per_server);
+  const bool whole = options.part.empty();
   TargetPlan plan;
-  std::map<std::string, uint64_t> sizes;
+  std::map<std::string, uint64_t> sizes, first_key;
   for (const TableSpec& table : map.tables()) {
+    uint64_t begin = 0, end = TableElements(table);
+    if (!whole) {
+      auto kept = options.part.find(table.name());
+      if (kept == options.part.end()) continue;
+      if (kept->second.end() > end || RangeSize(kept->second) == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the part of table \"", table.name(), "\" [", kept->second.begin(), ", ",
+            kept->second.end(), ") is not within its ", end, " keys"));
+      }
+      begin = kept->second.begin();
+      end = kept->second.end();
+    }
     plan.table_offsets[table.name()] = plan.num_parameters;
-    sizes[table.name()] = TableElements(table);
-    plan.num_parameters += TableElements(table);
+    first_key[table.name()] = begin;
+    sizes[table.name()] = end - begin;
+    plan.num_parameters += end - begin;
+  }
+  if (!whole && sizes.size() != options.part.size()) {
+    return absl::InvalidArgumentError("the part names a table the shard map does not have");
   }
   std::map<std::string, uint64_t> covered;
   for (const ShardAssignment& shard : map.shards()) {
     auto offset = plan.table_offsets.find(shard.table());
-    if (offset == plan.table_offsets.end() || shard.range().end() > sizes[shard.table()] ||
+    if (!whole && offset == plan.table_offsets.end()) {
+      bool known = false;
+      for (const TableSpec& table : map.tables()) known |= table.name() == shard.table();
+      if (known) continue;  // Another stage's table.
+    }
+    const uint64_t first = offset == plan.table_offsets.end() ? 0 : first_key[shard.table()];
+    if (!whole && offset != plan.table_offsets.end()) {
+      const uint64_t last = first + sizes[shard.table()];
+      if (shard.range().end() <= first || shard.range().begin() >= last) continue;  // Not ours.
+      if (shard.range().begin() < first || shard.range().end() > last) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "shard [", shard.range().begin(), ", ", shard.range().end(), ") of table \"",
+            shard.table(), "\" straddles the end of this stage's part [", first, ", ", last,
+            ")"));
+      }
+    }
+    if (offset == plan.table_offsets.end() ||
+        shard.range().end() > first_key[shard.table()] + sizes[shard.table()] ||
         RangeSize(shard.range()) == 0) {
       return absl::InvalidArgumentError(absl::StrCat("shard map has a bad shard: table \"",
                                                      shard.table(), "\" range [",
@@ -37,13 +71,14 @@ absl::StatusOr<TargetPlan> PlanTargets(const ShardMap& map, const TargetOptions&
       const uint64_t begin = shard.range().begin() + keys * c / chunks;
       const uint64_t end = shard.range().begin() + keys * (c + 1) / chunks;
       plan.targets.push_back(ShardTarget{shard.table(), MakeRange(begin, end),
-                                         offset->second + begin, shard.server_address(),
-                                         static_cast<int>(c % connections)});
+                                         offset->second + begin - first, shard.server_address(),
+                                         static_cast<int>(c % connections),
+                                         options.pull_only.count(shard.table()) > 0});
     }
   }
   for (const auto& [table, size] : sizes) {
     if (covered[table] != size) {
-      return absl::InvalidArgumentError(absl::StrCat("shard map covers ", covered[table], " of ",
+      return absl::InvalidArgumentError(absl::StrCat("shard map covers ", covered[table], " of the ",
                                                      size, " keys of table \"", table, "\""));
     }
   }

@@ -73,7 +73,7 @@ void StepPipeline::GradientsReady(const FlatRange& range) {
     const size_t end =
         std::min<size_t>(range.offset + range.count, targets[t].flat_offset + targets[t].count());
     ready_keys_[t] += end - begin;
-    if (ready_keys_[t] != targets[t].count() || !options_.overlap) continue;
+    if (ready_keys_[t] != targets[t].count() || !options_.overlap || targets[t].pull_only) continue;
     // Final: out it goes, unless its scale must be known first (ASYNC with clipping).
     if (defer_scale_ || options_.grad_clip <= 0) {
       pushed_[t] = 1;
@@ -114,9 +114,14 @@ absl::Status StepPipeline::FinishStep() {
   // The global norm: every target's sum of squares, added in target order (the same whether
   // targets were pushed during backward or not).
   double sum = 0;
+  const std::vector<ShardTarget>& plan = client_->targets();
   for (size_t t = 0; t < targets; ++t) {
+    if (plan[t].pull_only) continue;  // Another stage pushes (and norms) it.
     if (squares_[t] < 0) squares_[t] = SumOfSquares(t);
     sum += squares_[t];
+  }
+  if (options_.combine_squares) {
+    ASSIGN_OR_RETURN(sum, options_.combine_squares(sum));
   }
   grad_norm_ = std::sqrt(sum);
   const float scale = GradientClipScale(grad_norm_, options_.grad_clip);
@@ -126,7 +131,7 @@ absl::Status StepPipeline::FinishStep() {
     for (size_t i = 0; i < n_; ++i) g[i] *= scale;
   }
   for (size_t t = 0; t < targets; ++t) {
-    if (!pushed_[t]) {
+    if (!pushed_[t] && !plan[t].pull_only) {
       pushed_[t] = 1;
       PushTarget(t, defer_scale_);
     }

@@ -26,10 +26,12 @@
 #include <stdlib.h>
 
 #include <cstdint>
+#include <functional>
 #include <new>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/work_queue.h"
 #include "proto/types.pb.h"
@@ -74,6 +76,10 @@ class StepPipeline : public ParameterStream {
     bool overlap = true;
     float grad_clip = 0;  // Clip each step's gradient to this global L2 norm; 0: off.
     ConsistencyMode consistency = SYNC;
+    // A pipeline stage holds part of the gradient: called with the sum of squares of its part,
+    // returns the whole model's (the stages of its group add theirs; every stage must get the
+    // same number). Unset: this worker's gradient is the whole one.
+    std::function<absl::StatusOr<double>(double)> combine_squares;
   };
 
   // `client` is not owned and must outlive the pipeline.

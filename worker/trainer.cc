@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/job_spec.h"
 #include "common/model_layout.h"
 #include "common/status_macros.h"
 #include "worker/compute.h"
@@ -22,6 +23,7 @@
 #include "worker/progress_reporter.h"
 #include "worker/resilient_client.h"
 #include "worker/server_transport.h"
+#include "worker/stage_trainer.h"
 #include "worker/step_pipeline.h"
 #include "worker/training_metrics.h"
 
@@ -322,9 +324,19 @@ absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordin
                     const TrainerOptions& options) {
   ProgressReporter reporter(coordinator, assignment, node_id, cancel, options.reports);
   TrainingMetrics training_metrics(options.metrics, assignment.job_id(), assignment.rank());
-  TrainingRun run(assignment, &reporter, cancel, options, &training_metrics);
-  absl::Status status = run.SetUp();
-  if (status.ok()) status = run.Run();
+  absl::Status status;
+  if (PipelineStages(assignment.spec()) > 1) {
+    StageRunOptions stage_options;
+    stage_options.inbox = options.stage_inbox;
+    status = RunStage(assignment, &reporter, cancel, stage_options, &training_metrics);
+    if (options.stage_inbox != nullptr) {
+      options.stage_inbox->DropRuns(assignment.job_id(), assignment.attempt(), /*inclusive=*/true);
+    }
+  } else {
+    TrainingRun run(assignment, &reporter, cancel, options, &training_metrics);
+    status = run.SetUp();
+    if (status.ok()) status = run.Run();
+  }
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
     reporter.Report(0, 0, 0, 0, /*done=*/false, status.ToString());
   }

@@ -12,6 +12,7 @@
 #include "common/metrics.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "worker/cuda/device_model.h"
+#include "worker/pipeline/stage_service.h"
 #include "worker/progress_reporter.h"
 
 namespace psrv {
@@ -30,6 +31,9 @@ struct TrainerOptions {
   // The final report's patience and where it goes when the coordinator stays away
   // (ps_worker --final_report_patience; ProgressReporter::Options).
   ProgressReporter::Options reports;
+  // Pipeline jobs: where this worker's StageExchange service keeps what other stages send it
+  // (worker/stage_trainer.h). Not owned; null: the worker cannot run a pipeline stage.
+  StageInbox* stage_inbox = nullptr;
 };
 
 // "auto", "on" or "off" (ps_worker --overlap; also true/false) into options->overlap;

@@ -23,10 +23,12 @@
 #include "common/flags_help.h"
 #include "common/tls_flags.h"
 #include "common/membership.h"
+#include "common/grpc_server.h"
 #include "common/metrics.h"
 #include "common/monitoring.h"
 #include "common/shutdown.h"
 #include "worker/model/openblas_env.h"
+#include "worker/pipeline/stage_service.h"
 #include "worker/trainer.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070", "host:port of ps_coordinator.");
@@ -53,7 +55,15 @@ ABSL_FLAG(absl::Duration, final_report_patience, absl::Minutes(2),
           "How long a job's final report (done, or an error) is retried while the coordinator "
           "is unreachable (e.g. restarting). After that the worker sends it with its heartbeats "
           "until the coordinator is back and acknowledges it, so the job still ends there.");
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address the metrics HTTP server listens on.");
+ABSL_FLAG(std::string, host, "0.0.0.0",
+          "Address the metrics HTTP server and the StageExchange service listen on.");
+ABSL_FLAG(int, stage_port, 0,
+          "Port of the StageExchange gRPC service the other stages of a pipeline job send "
+          "activations and gradients to (proto/pipeline.proto). 0 picks a free port; negative: "
+          "none (the worker then cannot run pipeline jobs' stages).");
+ABSL_FLAG(std::string, advertise_host, "",
+          "Host name other workers reach this one at (the StageExchange address it registers "
+          "with); default: --host, or this machine's host name if --host is 0.0.0.0.");
 ABSL_FLAG(std::optional<int>, metrics_port, std::nullopt,
           "Port of the HTTP server for Prometheus metrics (/metrics) and /healthz "
           "(docs/METRICS.md). Default 9092; if left at the default and that port is taken, the "
@@ -176,11 +186,31 @@ int Run() {
   }
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
+  // The stages of pipeline jobs send this worker activations and gradients here.
+  StageInbox stage_inbox;
+  StageService stage_service(&stage_inbox);
+  std::string address = absl::StrCat(host, "/pid-", getpid());  // (Informational without it.)
+  std::optional<RunningServer> stage_server;
+  if (absl::GetFlag(FLAGS_stage_port) >= 0) {
+    absl::StatusOr<RunningServer> started = StartGrpcServer(
+        absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_stage_port), {&stage_service}, "");
+    if (!started.ok()) {
+      LOG(ERROR) << "--stage_port: " << started.status();
+      return 1;
+    }
+    stage_server = std::move(*started);
+    std::string advertised = absl::GetFlag(FLAGS_advertise_host);
+    if (advertised.empty()) {
+      advertised = absl::GetFlag(FLAGS_host) == "0.0.0.0" ? host : absl::GetFlag(FLAGS_host);
+    }
+    address = absl::StrCat(advertised, ":", stage_server->port);
+    trainer_options.stage_inbox = &stage_inbox;
+    LOG(INFO) << "StageExchange (pipeline stages) on " << address;
+  }
   AssignmentQueue queue;
   std::atomic<bool> cancel{false};
   Membership membership(
-      Membership::Options{absl::GetFlag(FLAGS_coordinator), WORKER,
-                          absl::StrCat(host, "/pid-", getpid())},
+      Membership::Options{absl::GetFlag(FLAGS_coordinator), WORKER, address},
       [&](const HeartbeatResponse& response) {
         queue.OnHeartbeat(response);
         if (queue.TakeCancel()) cancel = true;

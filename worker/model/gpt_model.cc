@@ -285,14 +285,15 @@ float GptModel::ForwardBackward(const float* params, const int32_t* rows, int ba
 }
 
 float GptModel::StageForward(const float* params, int slot, const int32_t* rows,
-                             const float* input, int batch, uint64_t seed, float* output) {
+                             const float* input, int batch, uint64_t seed, float* output,
+                             bool training) {
   Activations* a = &slots_[slot];
   Reserve(a, batch);
   const size_t BTC = static_cast<size_t>(batch) * config_.context * config_.width;
   const bool valid = LoadRows(a, rows, batch);
   if (!part_.embeddings) std::memcpy(a->encoded.data(), input, BTC * sizeof(float));
   const Tables<const float> p = View(params);
-  Forward(p, a, batch, config_.context, /*training=*/true, seed);
+  Forward(p, a, batch, config_.context, training, seed);
   if (!part_.head) {
     std::memcpy(output, Output(*a), BTC * sizeof(float));
     return valid ? 0.0f : std::numeric_limits<float>::quiet_NaN();

@@ -78,8 +78,9 @@ class GptModel : public LanguageModel {
   // (batch, T, C), the residual stream after the part's last layer, unless the part has the head;
   // returns the micro-batch's mean loss if it has the head, else 0 (NaN for a token id out of
   // range).
+  // `training` false: evaluation (no dropout, no parameter stream; not for StageBackward).
   float StageForward(const float* params, int slot, const int32_t* rows, const float* input,
-                     int batch, uint64_t seed, float* output);
+                     int batch, uint64_t seed, float* output, bool training = true);
   // Backward of the micro-batch StageForward put in `slot`: `doutput` (batch, T, C) is
   // d(loss)/d(output) from the next stage (ignored by the stage with the head, which starts from
   // its loss). Writes d(loss)/d(the part's parameters) into `grads` (num_parameters, overwritten)

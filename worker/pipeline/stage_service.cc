@@ -2,10 +2,12 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/bf16.h"
 #include "common/grpc_status.h"
 #include "common/names.h"
@@ -125,7 +127,17 @@ absl::Status InboxLink::Send(int, std::vector<float>) {
 }
 
 absl::StatusOr<std::vector<float>> InboxLink::Receive(int micro_batch) {
-  return inbox_->Take(key_, step_, static_cast<uint32_t>(micro_batch), timeout_);
+  const absl::Time deadline = absl::Now() + timeout_;
+  while (true) {
+    const absl::Duration left = deadline - absl::Now();
+    absl::StatusOr<std::vector<float>> got =
+        inbox_->Take(key_, step_, static_cast<uint32_t>(micro_batch),
+                     cancel_ == nullptr ? left : std::min(left, absl::Milliseconds(250)));
+    if (got.ok() || !absl::IsDeadlineExceeded(got.status()) || absl::Now() >= deadline) {
+      return got;
+    }
+    if (cancel_->load()) return absl::CancelledError("the run was cancelled");
+  }
 }
 
 GrpcSendLink::GrpcSendLink(std::shared_ptr<grpc::Channel> channel, StageStreamKey key,

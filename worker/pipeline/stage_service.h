@@ -5,6 +5,7 @@
 #ifndef PSRV_WORKER_PIPELINE_STAGE_SERVICE_H_
 #define PSRV_WORKER_PIPELINE_STAGE_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -85,8 +86,10 @@ class StageService final : public StageExchange::Service {
 // A stage's incoming link: reads one stream of its inbox, for the step BeginStep named.
 class InboxLink : public StageLink {
  public:
-  InboxLink(StageInbox* inbox, StageStreamKey key, absl::Duration timeout)
-      : inbox_(inbox), key_(std::move(key)), timeout_(timeout) {}
+  // `cancel` (not owned, may be null): once true, a Receive waiting returns CANCELLED.
+  InboxLink(StageInbox* inbox, StageStreamKey key, absl::Duration timeout,
+            const std::atomic<bool>* cancel = nullptr)
+      : inbox_(inbox), key_(std::move(key)), timeout_(timeout), cancel_(cancel) {}
   void BeginStep(uint64_t step) override { step_ = step; }
   absl::Status Send(int micro_batch, std::vector<float> tensor) override;  // FAILED_PRECONDITION
   absl::StatusOr<std::vector<float>> Receive(int micro_batch) override;
@@ -95,6 +98,7 @@ class InboxLink : public StageLink {
   StageInbox* const inbox_;
   const StageStreamKey key_;
   const absl::Duration timeout_;
+  const std::atomic<bool>* const cancel_;
   uint64_t step_ = 0;
 };
 
