@@ -123,9 +123,24 @@ void AddJobSpecFlags(CLI::App* app, JobSpecFlags* flags, bool cluster_size) {
     AddOptional(app, "--servers", &flags->servers,
                 "Servers to shard the parameters over, 1..64 (default 1)")
         ->type_name("N");
-    AddOptional(app, "--workers", &flags->workers, "Data-parallel workers, 1..64 (default 1)")
+    AddOptional(app, "--workers", &flags->workers,
+                "Workers, 1..64 (default 1): data-parallel, or --pipeline stages per data-parallel "
+                "group")
         ->type_name("N");
   }
+  AddOptional(app, "--pipeline", &flags->pipeline,
+              "Pipeline parallelism (gpt): the model's layers split over this many workers per "
+              "group, 1..layers; --workers must be a multiple (default 1: none)")
+      ->type_name("P");
+  AddOptional(app, "--micro-batches", &flags->micro_batches,
+              "With --pipeline: micro-batches of --batch-size rows per group and step, their "
+              "gradients accumulated, 1..4096 (default: the gradient accumulation, 1)")
+      ->type_name("M");
+  AddOptional(app, "--schedule", &flags->schedule,
+              "With --pipeline: gpipe (all forwards, then all backwards) or 1f1b (less activation "
+              "memory) (default 1f1b)")
+      ->type_name("KIND")
+      ->check(CLI::IsMember({"gpipe", "1f1b"}, CLI::ignore_case));
   AddOptional(app, "--seed", &flags->seed, "Seed of initialisation and sampling (default 1)")
       ->type_name("N");
 }

@@ -16,6 +16,7 @@
 #include "client/curves.h"
 #include "client/job_progress.h"
 #include "client/proto_json.h"
+#include "common/job_spec.h"
 #include "common/format.h"
 
 namespace psrv {
@@ -145,6 +146,12 @@ std::string JobFieldsText(const JobStatus& job, absl::Time now) {
                              ", ", t.eval_batches(), " batches"));
   field("cluster", absl::StrCat(spec.num_servers(), " server(s), ", spec.num_workers(),
                                 " worker(s), ", spec.replicas() >= 2 ? "shards backed up" : "no backups"));
+  if (PipelineStages(spec) > 1) {
+    field("parallelism",
+          absl::StrCat(DataGroups(spec), " data-parallel group(s) x ", PipelineStages(spec),
+                       " pipeline stages, ", spec.parallelism().micro_batches(),
+                       " micro-batches, ", PipelineScheduleKind_Name(spec.parallelism().schedule())));
+  }
   AddRecoveryFields(job, field);
   if (!job.message().empty()) field("message", job.message());
   // The header row of a two-column key/value table is empty: drop it.
@@ -153,18 +160,26 @@ std::string JobFieldsText(const JobStatus& job, absl::Time now) {
   return rendered;
 }
 
-// One row per worker, by rank.
+// One row per worker, by rank (pipeline jobs: its group and stage; the loss and tokens are the
+// last stage's).
 std::string WorkersTable(const JobStatus& job) {
-  Table workers({"RANK", "WORKER", "STEP", "LOSS", "TOK/S", "DONE"});
-  for (int c : {0, 2, 3, 4}) workers.SetRightAligned(c);
+  const uint32_t stages = PipelineStages(job.spec());
+  const bool piped = stages > 1;
+  Table workers(piped ? std::vector<std::string>{"RANK", "GROUP/STAGE", "WORKER", "STEP", "LOSS",
+                                                 "TOK/S", "DONE"}
+                      : std::vector<std::string>{"RANK", "WORKER", "STEP", "LOSS", "TOK/S", "DONE"});
+  for (int c : {0, 2, 3, 4}) workers.SetRightAligned(c + (piped && c > 0 ? 1 : 0));
   std::vector<WorkerProgress> sorted(job.workers().begin(), job.workers().end());
   std::sort(sorted.begin(), sorted.end(),
             [](const WorkerProgress& a, const WorkerProgress& b) { return a.rank() < b.rank(); });
   for (const WorkerProgress& w : sorted) {
-    workers.AddRow({absl::StrCat(w.rank()), w.worker_id(), absl::StrCat(w.step()),
-                    FormatLoss(w.loss(), w.step() > 0),
-                    w.tokens_per_sec() > 0 ? HumanCount(w.tokens_per_sec()) : "-",
-                    w.done() ? "yes" : w.vacant() ? "vacant" : "no"});
+    const bool has_loss = w.rank() % stages == stages - 1;
+    std::vector<std::string> row = {absl::StrCat(w.rank()), w.worker_id(), absl::StrCat(w.step()),
+                                    FormatLoss(w.loss(), w.step() > 0 && has_loss),
+                                    w.tokens_per_sec() > 0 ? HumanCount(w.tokens_per_sec()) : "-",
+                                    w.done() ? "yes" : w.vacant() ? "vacant" : "no"};
+    if (piped) row.insert(row.begin() + 1, absl::StrCat(w.rank() / stages, "/", w.rank() % stages));
+    workers.AddRow(row);
   }
   return workers.Render();
 }

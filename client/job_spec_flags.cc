@@ -265,6 +265,20 @@ absl::Status ApplyClusterFlags(const JobSpecFlags& flags, JobSpec* spec) {
   RETURN_IF_ERROR(SetUint32("--workers", flags.workers, 1, 64,
                             [&](uint32_t v) { spec->set_num_workers(v); }));
   if (flags.seed) training->set_seed(*flags.seed);
+  ParallelismSpec* parallelism = spec->mutable_parallelism();
+  RETURN_IF_ERROR(SetUint32("--pipeline", flags.pipeline, 1, 64,
+                            [&](uint32_t v) { parallelism->set_pipeline(v); }));
+  RETURN_IF_ERROR(SetUint32("--micro-batches", flags.micro_batches, 1, 4096,
+                            [&](uint32_t v) { parallelism->set_micro_batches(v); }));
+  if (flags.schedule) {
+    ASSIGN_OR_RETURN(const std::string schedule,
+                     Choice("--schedule", *flags.schedule, {"gpipe", "1f1b"}));
+    parallelism->set_schedule(schedule == "gpipe" ? GPIPE : ONE_F_ONE_B);
+  }
+  if (flags.pipeline || flags.workers) parallelism->clear_data();  // num_workers / pipeline.
+  if (!spec->has_parallelism() || spec->parallelism().ByteSizeLong() == 0) {
+    spec->clear_parallelism();
+  }
   return absl::OkStatus();
 }
 

@@ -27,6 +27,10 @@ struct JobSpecFlags {
   std::optional<int64_t> servers;
   std::optional<int64_t> workers;
   std::optional<uint64_t> seed;
+  // Pipeline parallelism (parallelism.*).
+  std::optional<int64_t> pipeline;
+  std::optional<int64_t> micro_batches;
+  std::optional<std::string> schedule;  // "gpipe" or "1f1b", any case.
   // The model.
   std::optional<std::string> model;  // "gpt" or "mlp", any case.
   std::optional<int64_t> context;

@@ -53,8 +53,10 @@ absl::StatusOr<JobSpec> LocalJobSpec(const JobSpecFlags& spec_flags,
   JobSpecFlags flags = spec_flags;
   flags.servers =
       local_flags.servers.value_or(from_file->num_servers() != 0 ? from_file->num_servers() : 2);
-  flags.workers =
-      local_flags.workers.value_or(from_file->num_workers() != 0 ? from_file->num_workers() : 2);
+  // (With --pipeline P and no worker count anywhere: one group of P stages.)
+  const int64_t default_workers = spec_flags.pipeline ? *spec_flags.pipeline : 2;
+  flags.workers = local_flags.workers.value_or(
+      from_file->num_workers() != 0 ? from_file->num_workers() : default_workers);
   absl::StatusOr<JobSpec> spec = ApplyJobSpecFlags(*std::move(from_file), flags);
   if (!spec.ok()) return spec.status();
   spec->mutable_data()->set_path(
