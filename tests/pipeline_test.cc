@@ -23,9 +23,10 @@ namespace {
 
 class PipelineJobTest : public ::testing::Test {
  protected:
-  void StartCluster(int servers, int workers) {
+  void StartCluster(int servers, int workers, const std::vector<std::string>& worker_args = {}) {
     log_dir_ = TempDir("pipeline");
     LocalClusterOptions options = TestClusterOptions(log_dir_, servers, workers);
+    options.worker_args = worker_args;
     options.heartbeat_interval_ms = 100;
     options.worker_max_jobs = 0;  // Several jobs each.
     cluster_ = std::make_unique<LocalCluster>(options);
@@ -157,6 +158,53 @@ TEST_F(PipelineJobTest, ATwoStagePipelineTrainsLikeOneWorker) {
   std::cout << "val loss after 60 steps: one worker " << alone.val_loss() << ", 2 stages "
             << piped.val_loss() << "\n";
   EXPECT_NEAR(piped.val_loss(), alone.val_loss(), 0.05f);
+}
+
+// Workers with 13 MB each (ps_worker --max_memory_bytes): a 4-layer GPT of width 128 (~0.8M
+// parameters: ~16 MB of fp32 buffers) does not fit one of them, and its job fails saying so; with
+// its layers split over 2 workers (~8 MB each) it trains.
+TEST_F(PipelineJobTest, AModelTooBigForOneWorkerTrainsOnTwoStages) {
+  StartCluster(/*servers=*/2, /*workers=*/2, {"--max_memory_bytes=13000000"});
+  JobSpec spec = GptJob(1, 1, 2, 5);
+  spec.mutable_model()->set_width(128);
+  spec.mutable_model()->set_heads(4);
+  const JobStatus alone = RunJob(spec);
+  EXPECT_EQ(alone.state(), FAILED);
+  EXPECT_NE(alone.message().find("--max_memory_bytes is 13000000"), std::string::npos)
+      << alone.message();
+  spec = GptJob(1, 2, 2, 5);
+  spec.mutable_model()->set_width(128);
+  spec.mutable_model()->set_heads(4);
+  const JobStatus piped = RunJob(spec);
+  EXPECT_EQ(piped.state(), SUCCEEDED) << piped.message() << "; logs in " << log_dir_;
+}
+
+// A stage killed (SIGKILL) mid-job: the group cannot go on without it, so the job restarts from
+// its latest checkpoint on the workers it has (the killed one's place taken by a new worker); the
+// surviving stage, waiting for its neighbour, is cancelled and takes part in the next run. The job
+// ends SUCCEEDED.
+TEST_F(PipelineJobTest, AKilledStageRestartsTheJobFromItsCheckpoint) {
+  StartCluster(/*servers=*/2, /*workers=*/2);
+  JobSpec spec = GptJob(1, 2, 2, 600);
+  spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
+  spec.mutable_checkpoint()->set_every_steps(20);
+  const std::string id = client_->SubmitJob(spec).value();
+  const JobStatus running = WaitForJob(
+      client_.get(), id,
+      [](const JobStatus& s) {
+        return (s.state() == RUNNING && s.checkpoints_size() >= 2) || IsTerminal(s.state());
+      },
+      absl::Seconds(120), log_dir_);
+  ASSERT_EQ(running.state(), RUNNING) << running.message() << "; logs in " << log_dir_;
+  ASSERT_TRUE(cluster_->Kill("worker 0", SIGKILL).ok());
+  ASSERT_TRUE(cluster_->AddWorker().ok());
+  const JobStatus final = WaitForJob(
+      client_.get(), id, [](const JobStatus& s) { return IsTerminal(s.state()); },
+      absl::Seconds(240), log_dir_);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_GE(final.restarts(), 1u);
+  EXPECT_GE(final.resumed_from_step(), running.checkpoints(0).step());
+  EXPECT_EQ(final.step(), 600u);
 }
 
 }  // namespace

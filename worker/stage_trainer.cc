@@ -30,6 +30,7 @@
 #include "worker/resilient_client.h"
 #include "worker/server_transport.h"
 #include "worker/step_pipeline.h"
+#include "worker/trainer.h"
 
 namespace psrv {
 namespace {
@@ -107,6 +108,10 @@ class StageRun {
     ASSIGN_OR_RETURN(model_, GptModel::CreateStage(
                                  config_, part_,
                                  MaxInFlight(StageOps(schedule, stages_, index_, micro_batches_))));
+    const int slots = MaxInFlight(StageOps(schedule, stages_, index_, micro_batches_));
+    RETURN_IF_ERROR(CheckWorkerMemory(model_->num_parameters(),
+                                      model_->ActivationBytes(batch_) * slots,
+                                      options_.max_memory_bytes));
     LOG(INFO) << "job " << assignment_.job_id() << ": stage " << index_ << " of " << stages_
               << " in group " << group_ << ": layers [" << part_.first_layer << ", "
               << part_.first_layer + part_.layers << ")" << (part_.embeddings ? " + embeddings" : "")

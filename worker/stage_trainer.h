@@ -22,6 +22,7 @@ struct StageRunOptions {
   // How long a stage waits for a neighbour's tensor before the run fails (the coordinator then
   // restarts the job from its checkpoint).
   absl::Duration receive_timeout = absl::Minutes(2);
+  uint64_t max_memory_bytes = 0;  // TrainerOptions::max_memory_bytes.
 };
 
 // Runs stage `assignment.rank() % P` of the job to its end (or an error); reports progress with

@@ -119,7 +119,9 @@ class TrainingRun {
               << "; communication " << (overlap_ ? "overlapped with" : "not overlapped with")
               << " compute";
     vocabulary_ = ByteToTokenTable(*tokenizer_);
-    return absl::OkStatus();
+    return CheckWorkerMemory(model_->num_parameters(),
+                             model_->ActivationBytes(static_cast<int>(training_.batch_size())),
+                             options_.max_memory_bytes);
   }
 
   // This worker's part of the training data; the validation split on the evaluator (rank 0).
@@ -319,6 +321,18 @@ absl::Status ParseCompute(absl::string_view text, TrainerOptions* options) {
       "\""));
 }
 
+absl::Status CheckWorkerMemory(uint64_t parameters, uint64_t activation_bytes, uint64_t limit) {
+  const uint64_t buffers = 5 * parameters * sizeof(float);
+  const uint64_t needed = buffers + activation_bytes;
+  if (limit == 0 || needed <= limit) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "this worker's part of the model needs about ", needed, " bytes (", parameters,
+      " parameters: ", buffers, " bytes of parameter and gradient buffers; ", activation_bytes,
+      " bytes of activations) but ps_worker --max_memory_bytes is ", limit,
+      "; split the model's layers over several workers (parallelism.pipeline, psctl --pipeline) "
+      "or use a smaller batch"));
+}
+
 absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordinator,
                     const std::string& node_id, const std::atomic<bool>* cancel,
                     const TrainerOptions& options) {
@@ -328,6 +342,7 @@ absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordin
   if (PipelineStages(assignment.spec()) > 1) {
     StageRunOptions stage_options;
     stage_options.inbox = options.stage_inbox;
+    stage_options.max_memory_bytes = options.max_memory_bytes;
     status = RunStage(assignment, &reporter, cancel, stage_options, &training_metrics);
     if (options.stage_inbox != nullptr) {
       options.stage_inbox->DropRuns(assignment.job_id(), assignment.attempt(), /*inclusive=*/true);

@@ -34,7 +34,17 @@ struct TrainerOptions {
   // Pipeline jobs: where this worker's StageExchange service keeps what other stages send it
   // (worker/stage_trainer.h). Not owned; null: the worker cannot run a pipeline stage.
   StageInbox* stage_inbox = nullptr;
+  // The most memory this worker's part of a job may take (ps_worker --max_memory_bytes): its
+  // parameters and gradients (double-buffered, and a gradient-accumulation buffer) and its
+  // activations. A job that needs more fails with RESOURCE_EXHAUSTED naming both. 0: no limit.
+  uint64_t max_memory_bytes = 0;
 };
+
+// What a worker holding `parameters` parameters of a model needs for a step whose activations
+// take `activation_bytes`: 5 fp32 copies of the parameters (2 parameter and 2 gradient buffers,
+// the accumulation buffer) plus the activations. RESOURCE_EXHAUSTED past `limit` (0: none),
+// naming both and suggesting a pipeline.
+absl::Status CheckWorkerMemory(uint64_t parameters, uint64_t activation_bytes, uint64_t limit);
 
 // "auto", "on" or "off" (ps_worker --overlap; also true/false) into options->overlap;
 // INVALID_ARGUMENT otherwise.

@@ -61,6 +61,10 @@ ABSL_FLAG(int, stage_port, 0,
           "Port of the StageExchange gRPC service the other stages of a pipeline job send "
           "activations and gradients to (proto/pipeline.proto). 0 picks a free port; negative: "
           "none (the worker then cannot run pipeline jobs' stages).");
+ABSL_FLAG(uint64_t, max_memory_bytes, 0,
+          "The most memory a job's model part may take on this worker: its parameters and "
+          "gradients (5 fp32 copies) and a step's activations. A job that needs more fails, "
+          "naming both (split its layers over workers: parallelism.pipeline). 0: no limit.");
 ABSL_FLAG(std::string, advertise_host, "",
           "Host name other workers reach this one at (the StageExchange address it registers "
           "with); default: --host, or this machine's host name if --host is 0.0.0.0.");
@@ -154,6 +158,7 @@ int Run() {
                     ->Get();
   TrainerOptions trainer_options;
   trainer_options.metrics = &metrics;
+  trainer_options.max_memory_bytes = absl::GetFlag(FLAGS_max_memory_bytes);
   absl::StatusOr<Device> device = ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) {
     LOG(ERROR) << "--device: " << device.status().message();

@@ -90,7 +90,7 @@ class GptModel : public LanguageModel {
   void StageBackward(const float* params, int slot, const float* doutput, float* grads,
                      float* dinput);
   // Bytes of activations one micro-batch of `batch` rows holds from its forward to its backward.
-  size_t ActivationBytes(int batch) const;
+  size_t ActivationBytes(int batch) const override;
 
  private:
   // Views of a flat buffer (parameters or gradients), one per table (worker/model/gpt_views.h).

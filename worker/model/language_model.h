@@ -33,6 +33,9 @@ class LanguageModel {
   // Longest input NextTokenLogits uses (GPT: T, MLP: k).
   virtual int max_context() const = 0;
   virtual size_t num_parameters() const = 0;
+  // Bytes of activations a training step of `batch` rows keeps (one micro-batch); 0: unknown
+  // (small next to the parameters).
+  virtual size_t ActivationBytes(int batch) const { return 0; }
 
   // Training step. `params`: (num_parameters). `rows`: (batch, window()) token ids. Writes
   // d(loss)/d(params) into `grads` (num_parameters; overwritten, not accumulated) and returns the
