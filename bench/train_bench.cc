@@ -37,7 +37,8 @@ ABSL_FLAG(std::string, data, "../shared/data/tinyshakespeare.txt",
           "Training text (relative paths are taken from the repository root).");
 ABSL_FLAG(uint64_t, steps, 2000, "Iterations per run.");
 ABSL_FLAG(std::vector<std::string>, runs, std::vector<std::string>({"1x12", "2x6"}),
-          "Runs as WORKERSxBATCH (batch per worker), all with 1 server.");
+          "Runs as WORKERSxBATCH (batch per worker), or GROUPSxBATCH/pPmM: GROUPS pipeline "
+          "groups of P stages, M micro-batches of BATCH rows each; all with 1 server.");
 ABSL_FLAG(std::vector<std::string>, wire_dtypes, std::vector<std::string>({"default"}),
           "Each run once per wire dtype: FP32, BF16, or default (the job default: BF16 for GPTs).");
 ABSL_FLAG(std::vector<std::string>, worker_args, {},
@@ -54,13 +55,20 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
+// `workers` data-parallel workers (pipeline groups when `pipeline` > 1, each of `pipeline` stages
+// and `micro_batches` micro-batches) of `batch` rows.
 JobSpec Recipe(const std::string& data, uint64_t steps, uint32_t workers, uint32_t batch,
-               const std::string& wire_dtype) {
+               const std::string& wire_dtype, uint32_t pipeline = 1, uint32_t micro_batches = 1) {
   JobSpec spec;
   spec.set_name(absl::StrCat("shakespeare-char-", workers, "x", batch,
+                             pipeline > 1 ? absl::StrCat("-p", pipeline, "m", micro_batches) : "",
                              wire_dtype == "default" ? "" : absl::StrCat("-", wire_dtype)));
   spec.set_num_servers(1);
-  spec.set_num_workers(workers);
+  spec.set_num_workers(workers * pipeline);
+  if (pipeline > 1) {
+    spec.mutable_parallelism()->set_pipeline(pipeline);
+    spec.mutable_parallelism()->set_micro_batches(micro_batches);
+  }
   spec.mutable_data()->set_path(data);
   spec.mutable_data()->set_validation_fraction(0.1f);
   ModelSpec* model = spec.mutable_model();
@@ -140,13 +148,17 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec) {
       });
   if (!final.ok()) return final.status();
   const double seconds = (final->end_time_ms() - final->start_time_ms()) / 1000.0;
-  const double tokens = static_cast<double>(spec.training().steps()) * spec.num_workers() *
+  // Rows per step: every group's micro-batches (a pipeline's stages share them).
+  const double tokens = static_cast<double>(spec.training().steps()) * DataGroups(spec) *
+                        std::max<uint32_t>(1, spec.parallelism().micro_batches()) *
                         spec.training().batch_size() * spec.model().context();
   std::sort(tokens_per_sec.begin(), tokens_per_sec.end());
   Json run;
   run["name"] = spec.name();
   run["servers"] = spec.num_servers();
   run["workers"] = spec.num_workers();
+  run["pipeline_stages"] = PipelineStages(spec);
+  run["micro_batches"] = std::max<uint32_t>(1, spec.parallelism().micro_batches());
   run["batch_per_worker"] = spec.training().batch_size();
   run["wire_dtype"] = DType_Name(spec.training().wire_dtype());
   run["steps"] = spec.training().steps();
@@ -179,11 +191,22 @@ int Run(const char* argv0) {
   report["worker_args"] = absl::GetFlag(FLAGS_worker_args);
   Json runs = Json::array();
   for (const std::string& text : absl::GetFlag(FLAGS_runs)) {
-    std::vector<std::string> parts = absl::StrSplit(text, 'x');
-    uint32_t workers = 0, batch = 0;
-    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &workers) ||
-        !absl::SimpleAtoi(parts[1], &batch) || workers == 0 || batch == 0) {
-      std::cerr << "bad --runs entry \"" << text << "\": want WORKERSxBATCH, e.g. 2x6" << std::endl;
+    // WORKERSxBATCH, or GROUPSxBATCH/pPmM: GROUPS pipeline groups of P stages, M micro-batches.
+    std::vector<std::string> layout = absl::StrSplit(text, '/');
+    std::vector<std::string> parts = absl::StrSplit(layout[0], 'x');
+    uint32_t workers = 0, batch = 0, pipeline = 1, micro_batches = 1;
+    bool good = layout.size() <= 2 && parts.size() == 2 && absl::SimpleAtoi(parts[0], &workers) &&
+                absl::SimpleAtoi(parts[1], &batch) && workers > 0 && batch > 0;
+    if (good && layout.size() == 2) {
+      std::vector<std::string> pm = absl::StrSplit(layout[1].substr(1), 'm');
+      good = layout[1].size() > 1 && layout[1][0] == 'p' && pm.size() == 2 &&
+             absl::SimpleAtoi(pm[0], &pipeline) && absl::SimpleAtoi(pm[1], &micro_batches) &&
+             pipeline > 1 && micro_batches > 0;
+    }
+    if (!good) {
+      std::cerr << "bad --runs entry \"" << text
+                << "\": want WORKERSxBATCH (e.g. 2x6) or GROUPSxBATCH/pPmM (e.g. 2x3/p2m2)"
+                << std::endl;
       return 2;
     }
     for (const std::string& dtype : absl::GetFlag(FLAGS_wire_dtypes)) {
@@ -192,14 +215,18 @@ int Run(const char* argv0) {
                   << std::endl;
         return 2;
       }
-      JobSpec spec = Recipe(data, absl::GetFlag(FLAGS_steps), workers, batch, dtype);
+      JobSpec spec =
+          Recipe(data, absl::GetFlag(FLAGS_steps), workers, batch, dtype, pipeline, micro_batches);
       if (absl::Status s = FillVocabulary(&spec); !s.ok()) {
         std::cerr << s << std::endl;
         return 2;
       }
       // The whole global batch on one worker: what a single machine computes per step.
       JobSpec alone = spec;
-      alone.mutable_training()->set_batch_size(spec.training().batch_size() * workers);
+      alone.mutable_training()->set_batch_size(spec.training().batch_size() * workers *
+                                               micro_batches);
+      alone.set_num_workers(1);
+      alone.clear_parallelism();
       auto compute_only = [&]() -> absl::StatusOr<double> {
         if (absl::GetFlag(FLAGS_compute_only_steps) <= 0) return 0.0;
         return ComputeOnlyTokensPerSec(alone, absl::GetFlag(FLAGS_compute_only_steps));

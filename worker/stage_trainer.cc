@@ -157,6 +157,13 @@ class StageRun {
       pipeline_->BeginStep(step);
       // PULL: this stage's part (sent at the end of the previous step).
       RETURN_IF_ERROR(pipeline_->AwaitAllParameters());
+      // Validation (group 0, through its stages) on the parameters this step starts from.
+      float val_loss = 0;
+      const uint64_t eval_every = training_.eval_every();
+      if (group_ == 0 && eval_every > 0 && step > first && (step - 1) % eval_every == 0) {
+        ASSIGN_OR_RETURN(val_loss, PipelinedValidationLoss(training_.steps() + step));
+        if (part_.head) metrics_->RecordValidation(val_loss);
+      }
       const absl::Time pulled = absl::Now();
       // COMPUTE: the group's micro-batches, drawn as GradientComputer draws them for rank g.
       SampleStep(seed, step, window);
@@ -181,7 +188,7 @@ class StageRun {
       window_loss += loss;
       ++window_steps;
       const bool last = step == training_.steps();
-      if (last || step % report_every == 0) {
+      if (last || step % report_every == 0 || val_loss > 0) {
         const double seconds = absl::ToDoubleSeconds(absl::Now() - window_start);
         const float tokens_per_sec =
             seconds > 0 ? static_cast<float>(window_steps * tokens / seconds) : 0;
@@ -192,7 +199,8 @@ class StageRun {
         window_steps = 0;
         window_start = absl::Now();
         if (last) return Finish(step, mean_loss, tokens_per_sec);
-        if (reporter_->Report(step, mean_loss, tokens_per_sec, 0, /*done=*/false)) {
+        if (reporter_->Report(step, part_.head ? mean_loss : 0, part_.head ? tokens_per_sec : 0,
+                              part_.head ? val_loss : 0, /*done=*/false)) {
           return absl::CancelledError("job cancelled");
         }
       }
@@ -334,7 +342,7 @@ class StageRun {
     float val_loss = 0;
     if (group_ == 0) {
       const absl::Time start = absl::Now();
-      ASSIGN_OR_RETURN(val_loss, PipelinedValidationLoss(step + 1));
+      ASSIGN_OR_RETURN(val_loss, PipelinedValidationLoss(2 * training_.steps() + 1));
       metrics_->RecordPhase(TrainingMetrics::kEval, absl::Now() - start);
       if (part_.head) metrics_->RecordValidation(val_loss);
     }
@@ -347,7 +355,8 @@ class StageRun {
   }
 
   // training.eval_batches batches of the validation split (drawn as ValidationLoss draws them),
-  // forward only, through the group's stages: the last stage's mean loss (others: 0).
+  // forward only, through the group's stages: the last stage's mean loss (others: 0). `tag_step`
+  // tags its tensors: N + s before step s, 2N + 1 at the end (N steps), never a training step.
   absl::StatusOr<float> PipelinedValidationLoss(uint64_t tag_step) {
     const int window = model_->window();
     const int batches = static_cast<int>(training_.eval_batches());
