@@ -366,6 +366,11 @@ absl::Status CheckParallelism(const JobSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat(
         "parallelism.schedule must be GPIPE or ONE_F_ONE_B, got ", p.schedule()));
   }
+  if (p.activation_dtype() != DTYPE_UNSPECIFIED && p.activation_dtype() != FP32 &&
+      p.activation_dtype() != BF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallelism.activation_dtype must be FP32 or BF16, got ", DType_Name(p.activation_dtype())));
+  }
   if (spec.model().kind() != "gpt") {
     return absl::InvalidArgumentError(absl::StrCat(
         "parallelism.pipeline > 1 needs a gpt model (its layers are what the stages split); "

@@ -149,7 +149,12 @@ std::string JobsTable(const std::vector<JobStatus>& jobs, absl::Time now) {
         Cell(FormatLoss(job.val_loss(), job.val_loss() > 0), true),
         Cell(job.tokens_per_sec() > 0 ? HumanCount(job.tokens_per_sec()) : "-", true),
         Cell(absl::StrCat(job.spec().num_servers()), true),
-        Cell(absl::StrCat(job.spec().num_workers()), true));
+        // Pipeline jobs: groups x stages (a rank r is stage r % P of group r / P).
+        Cell(PipelineStages(job.spec()) > 1
+                 ? absl::StrCat(job.spec().num_workers(), " (", DataGroups(job.spec()),
+                                " groups &times; ", PipelineStages(job.spec()), " stages)")
+                 : absl::StrCat(job.spec().num_workers()),
+             true));
     std::string elapsed = "-";
     if (job.start_time_ms() != 0) {
       const absl::Time end =

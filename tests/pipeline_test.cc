@@ -136,8 +136,9 @@ TEST_F(PipelineJobTest, OneStepOfTwoGroupsOfTwoStagesEqualsTwoWorkers) {
 }
 
 // 60 AdamW steps of 1 group of 2 stages with gradient clipping (the group's norm: each stage's
-// squares added up the chain) and BF16 pushes: it trains (the loss falls), the last stage reports
-// the loss and the validation loss computed through the pipeline, and the curve stays close to one
+// squares added up the chain), BF16 pushes and BF16 activations between the stages (the control
+// values on FP32 links of their own): it trains (the loss falls), the last stage reports the loss
+// and the validation loss computed through the pipeline, and the curve stays close to one
 // worker's on the same data.
 TEST_F(PipelineJobTest, ATwoStagePipelineTrainsLikeOneWorker) {
   StartCluster(/*servers=*/2, /*workers=*/2);
@@ -148,6 +149,7 @@ TEST_F(PipelineJobTest, ATwoStagePipelineTrainsLikeOneWorker) {
   two.mutable_training()->set_grad_clip(1.0f);
   two.mutable_training()->mutable_optimizer()->set_learning_rate(3e-3f);
   two.mutable_parallelism()->set_schedule(GPIPE);
+  two.mutable_parallelism()->set_activation_dtype(BF16);
   const JobStatus alone = RunJob(one);
   ASSERT_EQ(alone.state(), SUCCEEDED) << alone.message() << "; logs in " << log_dir_;
   const JobStatus piped = RunJob(two);

@@ -129,6 +129,7 @@ class StageRun {
                                                  spec_.data().validation_fraction()));
       RETURN_IF_ERROR(validation_.CheckWindow(model_->window()));
     }
+    activation_dtype_ = spec_.parallelism().activation_dtype() == BF16 ? BF16 : FP32;
     ConnectStages(schedule);
     return ConnectServers();
   }
@@ -214,24 +215,32 @@ class StageRun {
                           static_cast<uint32_t>(to_stage), kind};
   }
 
-  std::unique_ptr<GrpcSendLink> SendLink(int to_stage, StageTensor::Kind kind) {
+  std::unique_ptr<GrpcSendLink> SendLink(int to_stage, StageTensor::Kind kind, DType dtype) {
     return std::make_unique<GrpcSendLink>(CreateChannel(assignment_.stage_addresses(to_stage)),
-                                          Key(to_stage, kind), FP32);
+                                          Key(to_stage, kind), dtype);
   }
 
-  // Links to the neighbours (FP32 on the wire: activations and gradients exact, so a pipeline
-  // computes what one worker would), and the stage's step over them.
+  // Links to the neighbours, and the stage's step over them. Activations and their gradients go
+  // in parallelism.activation_dtype (FP32 by default: exact, so a pipeline computes what one
+  // worker would; BF16: half the bytes, rounded once each way); the control values (the tied
+  // wte's gradient, the group's norm) always in FP32, on links of their own if need be.
   void ConnectStages(PipelineSchedule schedule) {
     StageLinks links;
     if (index_ > 0) {
       from_previous_ = std::make_unique<InboxLink>(
           options_.inbox, Key(index_, StageTensor::ACTIVATIONS), options_.receive_timeout, cancel_);
-      to_previous_ = SendLink(index_ - 1, StageTensor::GRADIENTS);
+      to_previous_ = SendLink(index_ - 1, StageTensor::GRADIENTS, activation_dtype_);
+      if (activation_dtype_ != FP32) {
+        control_to_previous_ = SendLink(index_ - 1, StageTensor::GRADIENTS, FP32);
+      }
       links.from_previous = from_previous_.get();
       links.to_previous = to_previous_.get();
     }
     if (index_ + 1 < stages_) {
-      to_next_ = SendLink(index_ + 1, StageTensor::ACTIVATIONS);
+      to_next_ = SendLink(index_ + 1, StageTensor::ACTIVATIONS, activation_dtype_);
+      if (activation_dtype_ != FP32) {
+        control_to_next_ = SendLink(index_ + 1, StageTensor::ACTIVATIONS, FP32);
+      }
       from_next_ = std::make_unique<InboxLink>(
           options_.inbox, Key(index_, StageTensor::GRADIENTS), options_.receive_timeout, cancel_);
       links.to_next = to_next_.get();
@@ -240,7 +249,9 @@ class StageRun {
     // The last stage's part of the tied wte gradient goes to the first stage (micro-batch index
     // M): past the neighbour when there are more than 2 stages.
     if (part_.head && !part_.embeddings) {
-      to_first_ = stages_ == 2 ? nullptr : SendLink(0, StageTensor::GRADIENTS);
+      to_first_ = stages_ == 2 && activation_dtype_ == FP32
+                      ? nullptr
+                      : SendLink(0, StageTensor::GRADIENTS, FP32);
     }
     stage_step_ = std::make_unique<PipelineStage>(model_.get(), index_, stages_, schedule,
                                                   micro_batches_, batch_, links);
@@ -303,7 +314,7 @@ class StageRun {
     float* grads = pipeline_->grads();
     if (part_.head) {
       StageLink* link = to_first_ != nullptr ? to_first_.get() : to_previous_.get();
-      if (to_first_ != nullptr) to_first_->BeginStep(current_step());
+      link->BeginStep(step_);
       return link->Send(micro_batches_, std::vector<float>(grads, grads + wte));
     }
     if (!part_.embeddings) return absl::OkStatus();
@@ -315,7 +326,6 @@ class StageRun {
     for (size_t i = 0; i < wte; ++i) grads[i] += head[i];
     return absl::OkStatus();
   }
-  uint64_t current_step() const { return step_; }
 
   // The group's sum of squares: added up the chain to stage 0 (each stage adds its own), then
   // handed back down, so that every stage clips with the very same number.
@@ -327,11 +337,18 @@ class StageRun {
       partial += later;
     }
     double total = partial;
-    if (to_previous_ != nullptr) {
-      RETURN_IF_ERROR(to_previous_->Send(tag, Pack(partial)));
+    GrpcSendLink* up = control_to_previous_ != nullptr ? control_to_previous_.get()
+                                                       : to_previous_.get();
+    GrpcSendLink* down = control_to_next_ != nullptr ? control_to_next_.get() : to_next_.get();
+    if (up != nullptr) {
+      up->BeginStep(step_);
+      RETURN_IF_ERROR(up->Send(tag, Pack(partial)));
       ASSIGN_OR_RETURN(total, Unpack(from_previous_->Receive(tag)));
     }
-    if (to_next_ != nullptr) RETURN_IF_ERROR(to_next_->Send(tag, Pack(total)));
+    if (down != nullptr) {
+      down->BeginStep(step_);
+      RETURN_IF_ERROR(down->Send(tag, Pack(total)));
+    }
     return total;
   }
 
@@ -346,7 +363,8 @@ class StageRun {
       metrics_->RecordPhase(TrainingMetrics::kEval, absl::Now() - start);
       if (part_.head) metrics_->RecordValidation(val_loss);
     }
-    for (GrpcSendLink* link : {to_next_.get(), to_previous_.get(), to_first_.get()}) {
+    for (GrpcSendLink* link : {to_next_.get(), to_previous_.get(), to_first_.get(),
+                               control_to_next_.get(), control_to_previous_.get()}) {
       if (link != nullptr) RETURN_IF_ERROR(link->Flush());
     }
     reporter_->Report(step, part_.head ? mean_loss : 0, part_.head ? tokens_per_sec : 0,
@@ -410,6 +428,9 @@ class StageRun {
   std::vector<uint64_t> seeds_;
   std::unique_ptr<InboxLink> from_previous_, from_next_;
   std::unique_ptr<GrpcSendLink> to_previous_, to_next_, to_first_;
+  // With BF16 activations: FP32 links for the control values (else to_previous_, to_next_).
+  std::unique_ptr<GrpcSendLink> control_to_previous_, control_to_next_;
+  DType activation_dtype_ = FP32;
   std::unique_ptr<ResilientClient> client_;
   std::unique_ptr<StepPipeline> pipeline_;  // Uses client_.
   std::unique_ptr<GptModel> model_;
