@@ -20,19 +20,25 @@ GradientComputer::GradientComputer(LanguageModel* model, const Corpus* corpus,
 }
 
 float GradientComputer::Compute(uint64_t step, const float* params, float* grads) {
-  // One stream per (seed, step): the micro-batches draw from it in turn.
-  std::seed_seq step_seed{static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32),
-                          static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32)};
-  std::mt19937_64 rng(step_seed);
-  const size_t rows_per_micro = static_cast<size_t>(batch_size_) * model_->window();
-  for (int micro = 0; micro < micro_batches_; ++micro) {
-    corpus_->SampleTokens(rng, batch_size_, model_->window(), *vocabulary_,
-                          rows_.data() + micro * rows_per_micro);
-    seeds_[micro] =
-        seed_ * 0x9e3779b97f4a7c15ULL + step * micro_batches_ + static_cast<uint64_t>(micro);
-  }
+  SampleStepRows(*corpus_, *vocabulary_, seed_, step, micro_batches_, batch_size_,
+                 model_->window(), rows_.data(), seeds_.data());
   return model_->AccumulateGradients(params, rows_.data(), batch_size_, micro_batches_,
                                     seeds_.data(), grads, micro_grads_.data());
+}
+
+void SampleStepRows(const Corpus& corpus, const ByteToToken& vocabulary, uint64_t seed,
+                    uint64_t step, int micro_batches, int batch, int window, int32_t* rows,
+                    uint64_t* seeds) {
+  // One stream per (seed, step): the micro-batches draw from it in turn.
+  std::seed_seq step_seed{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
+                          static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32)};
+  std::mt19937_64 rng(step_seed);
+  const size_t rows_per_micro = static_cast<size_t>(batch) * window;
+  for (int micro = 0; micro < micro_batches; ++micro) {
+    corpus.SampleTokens(rng, batch, window, vocabulary, rows + micro * rows_per_micro);
+    seeds[micro] =
+        seed * 0x9e3779b97f4a7c15ULL + step * micro_batches + static_cast<uint64_t>(micro);
+  }
 }
 
 ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {
@@ -47,7 +53,7 @@ ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {
 
 float ValidationLoss(LanguageModel* model, const float* params, const Corpus& validation,
                      const ByteToToken& vocabulary, int batch_size, int batches) {
-  std::mt19937_64 rng(0x5eed);
+  std::mt19937_64 rng(kValidationSeed);
   return model->MeanLoss(params, batch_size, batches, [&](int32_t* rows) {
     validation.SampleTokens(rng, batch_size, model->window(), vocabulary, rows);
   });

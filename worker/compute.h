@@ -15,6 +15,18 @@
 
 namespace psrv {
 
+// The rows and dropout seeds of training step `step` for a worker (or pipeline group) drawing from
+// stream `seed`: `micro_batches` micro-batches of `batch` rows of `window` tokens into `rows`
+// ((micro_batches * batch, window)), their seeds into `seeds` (micro_batches). A function of
+// (seed, step) alone. GradientComputer and a pipeline group's stages draw with it, so they train
+// on the same data.
+void SampleStepRows(const Corpus& corpus, const ByteToToken& vocabulary, uint64_t seed,
+                    uint64_t step, int micro_batches, int batch, int window, int32_t* rows,
+                    uint64_t* seeds);
+
+// The validation batches are drawn from this seed: successive evaluations see the same text.
+inline constexpr uint64_t kValidationSeed = 0x5eed;
+
 // Not thread-safe (owns scratch buffers).
 class GradientComputer {
  public:

@@ -167,7 +167,8 @@ class StageRun {
       }
       const absl::Time pulled = absl::Now();
       // COMPUTE: the group's micro-batches, drawn as GradientComputer draws them for rank g.
-      SampleStep(seed, step, window);
+      SampleStepRows(corpus_, vocabulary_, seed, step, micro_batches_, batch_, window,
+                     rows_.data(), seeds_.data());
       ASSIGN_OR_RETURN(const float loss,
                        stage_step_->Step(step, pipeline_->params(), rows_.data(), seeds_.data(),
                                     pipeline_->grads(), scratch.data()));
@@ -293,18 +294,6 @@ class StageRun {
     return absl::OkStatus();
   }
 
-  // The micro-batches and dropout seeds of `step`, as GradientComputer draws them.
-  void SampleStep(uint64_t seed, uint64_t step, int window) {
-    std::seed_seq step_seed{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
-                            static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32)};
-    std::mt19937_64 rng(step_seed);
-    const size_t rows_per_micro = static_cast<size_t>(batch_) * window;
-    for (int m = 0; m < micro_batches_; ++m) {
-      corpus_.SampleTokens(rng, batch_, window, vocabulary_, rows_.data() + m * rows_per_micro);
-      seeds_[m] = seed * 0x9e3779b97f4a7c15ULL + step * micro_batches_ + static_cast<uint64_t>(m);
-    }
-  }
-
   // The tied token embedding: the last stage sends its (head's) part of wte's gradient to the
   // first, which adds it to the embedding's part and pushes the sum (the servers see one push of
   // wte per group).
@@ -380,7 +369,7 @@ class StageRun {
     const int batches = static_cast<int>(training_.eval_batches());
     std::vector<int32_t> rows(static_cast<size_t>(batch_) * window);
     std::vector<float> output(static_cast<size_t>(batch_) * config_.context * config_.width);
-    std::mt19937_64 rng(0x5eed);
+    std::mt19937_64 rng(kValidationSeed);
     for (StageLink* link : {static_cast<StageLink*>(from_previous_.get()),
                             static_cast<StageLink*>(to_next_.get())}) {
       if (link != nullptr) link->BeginStep(tag_step);

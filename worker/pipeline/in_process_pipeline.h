@@ -54,7 +54,6 @@ class InProcessPipeline {
   absl::StatusOr<PipelineStepResult> Step(const std::vector<const float*>& params,
                                           const int32_t* rows, const uint64_t* seeds);
 
-  const std::vector<StagePlan>& plans() const { return plans_; }
   // Bytes of activations stage s holds at most (its peak micro-batches in flight).
   size_t PeakActivationBytes(int stage) const;
 

@@ -60,7 +60,6 @@ class PipelineStage {
                              const uint64_t* seeds, float* grads, float* scratch);
 
   const StageTimes& times() const { return times_; }
-  const std::vector<StageOp>& ops() const { return ops_; }
 
  private:
   GptModel* const model_;
