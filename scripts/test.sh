@@ -11,6 +11,9 @@ bazel test --nocache_test_results //... "$@"
 # the CPU SIMT simulator: the real .cu kernels, no GPU needed (worker/cuda/README.md).
 bazel test --nocache_test_results --define=cuda=simt //tests:cluster_test \
   --test_filter='ClusterTest.Gpt*' "$@"
+# The same for pipeline stages: one step of 2 groups x 2 CUDA stages against 2 CUDA workers.
+bazel test --nocache_test_results --define=cuda=simt //tests:pipeline_test \
+  --test_filter='PipelineJobTest.OneStep*' "$@"
 # The unit and fuzz tests of common/, server/ and coordinator/ under AddressSanitizer (with leak
 # checks) and UndefinedBehaviorSanitizer (gcc; .bazelrc --config=sanitize), CPU-only. The
 # integration tests under tests/ (real processes) are left out. A Bazel output base of its own, so

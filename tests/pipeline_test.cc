@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,7 +91,8 @@ JobSpec GptJob(uint32_t data, uint32_t pipeline, uint32_t micro_batches, uint64_
 
 // One SGD step of 2 groups x 2 stages (both schedules) against 2 single workers accumulating the
 // same 3 micro-batches (dropout on, FP32 on the wire): every parameter but the tied token
-// embedding is bit for bit the same; wte's gradient is the sum of its two stages' parts, added
+// embedding is bit for bit the same (on the CPU backend, and with --define=cuda=simt on the CUDA
+// one); wte's gradient is the sum of its two stages' parts, added
 // in another order than inside one worker (fp32 rounding: within 1e-6 of the largest update).
 TEST_F(PipelineJobTest, OneStepOfTwoGroupsOfTwoStagesEqualsTwoWorkers) {
   StartCluster(/*servers=*/2, /*workers=*/4);
@@ -133,6 +136,18 @@ TEST_F(PipelineJobTest, OneStepOfTwoGroupsOfTwoStagesEqualsTwoWorkers) {
                            << " (largest update " << largest << ")";
     EXPECT_EQ(piped.workers_size(), 4);
   }
+#ifdef PSRV_WORKERS_ON_SIMULATED_GPU
+  // --define=cuda=simt: the single workers' model and the stages were the CUDA ones.
+  std::stringstream logs;
+  for (int w = 0; w < 4; ++w) {
+    logs << std::ifstream(absl::StrCat(log_dir_, "/worker-", w, ".log")).rdbuf();
+  }
+  EXPECT_NE(logs.str().find("model on cuda:0 (psrv SIMT simulator (CPU))"), std::string::npos)
+      << "see the worker logs in " << log_dir_;
+  EXPECT_NE(logs.str().find("micro-batches, on cuda:0 (psrv SIMT simulator (CPU))"),
+            std::string::npos)
+      << "see the worker logs in " << log_dir_;
+#endif
 }
 
 // 60 AdamW steps of 1 group of 2 stages with gradient clipping (the group's norm: each stage's

@@ -21,11 +21,12 @@
 #include "common/status_macros.h"
 #include "worker/compute.h"
 #include "worker/data/corpus.h"
-#include "worker/model/gpt_model.h"
+#include "worker/cuda/device_model.h"
 #include "worker/model/model_factory.h"
 #include "worker/model/tokenizer.h"
 #include "worker/pipeline/pipeline_stage.h"
 #include "worker/pipeline/schedule.h"
+#include "worker/pipeline/stage_model.h"
 #include "worker/pipeline/stage_plan.h"
 #include "worker/resilient_client.h"
 #include "worker/server_transport.h"
@@ -105,10 +106,9 @@ class StageRun {
     const PipelineSchedule schedule = spec_.parallelism().schedule() == GPIPE
                                           ? PipelineSchedule::kGpipe
                                           : PipelineSchedule::kOneFOneB;
-    ASSIGN_OR_RETURN(model_, GptModel::CreateStage(
-                                 config_, part_,
-                                 MaxInFlight(StageOps(schedule, stages_, index_, micro_batches_))));
     const int slots = MaxInFlight(StageOps(schedule, stages_, index_, micro_batches_));
+    ASSIGN_OR_RETURN(model_, CreateStageModelOnDevice(config_, part_, slots, options_.device,
+                                                      options_.cuda));
     RETURN_IF_ERROR(CheckWorkerMemory(model_->num_parameters(),
                                       model_->ActivationBytes(batch_) * slots,
                                       options_.max_memory_bytes));
@@ -116,18 +116,19 @@ class StageRun {
               << " in group " << group_ << ": layers [" << part_.first_layer << ", "
               << part_.first_layer + part_.layers << ")" << (part_.embeddings ? " + embeddings" : "")
               << (part_.head ? " + head" : "") << ", " << model_->num_parameters()
-              << " parameters, " << micro_batches_ << " micro-batches";
+              << " parameters, " << micro_batches_ << " micro-batches, on "
+              << model_->device();
     // The group's part of the data, as a single worker of rank `group_` would have it.
     ASSIGN_OR_RETURN(corpus_,
                      Corpus::Load(spec_.data().path(), static_cast<int>(group_),
                                   static_cast<int>(DataGroups(spec_)), Split::kTrain,
                                   spec_.data().validation_fraction()));
-    RETURN_IF_ERROR(corpus_.CheckWindow(model_->window()));
+    RETURN_IF_ERROR(corpus_.CheckWindow(config_.context + 1));
     RETURN_IF_ERROR(corpus_.CheckVocabulary(vocabulary_));
     if (group_ == 0) {
       ASSIGN_OR_RETURN(validation_, Corpus::Load(spec_.data().path(), 0, 1, Split::kValidation,
                                                  spec_.data().validation_fraction()));
-      RETURN_IF_ERROR(validation_.CheckWindow(model_->window()));
+      RETURN_IF_ERROR(validation_.CheckWindow(config_.context + 1));
     }
     activation_dtype_ = spec_.parallelism().activation_dtype() == BF16 ? BF16 : FP32;
     ConnectStages(schedule);
@@ -141,9 +142,7 @@ class StageRun {
       return absl::OkStatus();
     }
     const uint64_t report_every = std::max<uint32_t>(1, training_.report_every());
-    const size_t n = model_->num_parameters();
-    std::vector<float> scratch(n);
-    const int window = model_->window();
+    const int window = config_.context + 1;
     rows_.resize(static_cast<size_t>(micro_batches_) * batch_ * window);
     seeds_.resize(micro_batches_);
     const uint64_t seed = training_.seed() * 1000003 + group_;  // As GradientComputer's rank g.
@@ -171,7 +170,7 @@ class StageRun {
                      rows_.data(), seeds_.data());
       ASSIGN_OR_RETURN(const float loss,
                        stage_step_->Step(step, pipeline_->params(), rows_.data(), seeds_.data(),
-                                    pipeline_->grads(), scratch.data()));
+                                         pipeline_->grads()));
       if (std::isnan(loss)) {
         return absl::InternalError(absl::StrCat("loss became NaN at step ", step,
                                                 " (a token out of range, or diverging)"));
@@ -184,7 +183,7 @@ class StageRun {
       metrics_->RecordPhase(TrainingMetrics::kPull, pulled - start);
       metrics_->RecordPhase(TrainingMetrics::kCompute, computed - pulled);
       metrics_->RecordPhase(TrainingMetrics::kPush, pushed - computed);
-      const int tokens = micro_batches_ * batch_ * model_->predictions_per_row();
+      const int tokens = micro_batches_ * batch_ * config_.context;
       metrics_->RecordStep(step, pushed - start, tokens, wire_bytes_, wire_bytes_,
                            pipeline_->grad_norm());
       window_loss += loss;
@@ -365,7 +364,7 @@ class StageRun {
   // forward only, through the group's stages: the last stage's mean loss (others: 0). `tag_step`
   // tags its tensors: N + s before step s, 2N + 1 at the end (N steps), never a training step.
   absl::StatusOr<float> PipelinedValidationLoss(uint64_t tag_step) {
-    const int window = model_->window();
+    const int window = config_.context + 1;
     const int batches = static_cast<int>(training_.eval_batches());
     std::vector<int32_t> rows(static_cast<size_t>(batch_) * window);
     std::vector<float> output(static_cast<size_t>(batch_) * config_.context * config_.width);
@@ -374,6 +373,7 @@ class StageRun {
                             static_cast<StageLink*>(to_next_.get())}) {
       if (link != nullptr) link->BeginStep(tag_step);
     }
+    RETURN_IF_ERROR(model_->BeginStep(pipeline_->params(), /*grads=*/nullptr));
     double total = 0;
     for (int b = 0; b < batches; ++b) {
       validation_.SampleTokens(rng, batch_, window, vocabulary_, rows.data());
@@ -384,9 +384,9 @@ class StageRun {
       if (!input.empty() && input.size() != output.size()) {
         return absl::InvalidArgumentError("validation activations of the wrong size");
       }
-      const float loss =
-          model_->StageForward(pipeline_->params(), 0, rows.data(), input.data(), batch_, 0,
-                               part_.head ? nullptr : output.data(), /*training=*/false);
+      ASSIGN_OR_RETURN(const float loss,
+                       model_->Forward(0, rows.data(), input.data(), batch_, /*seed=*/0,
+                                       part_.head ? nullptr : output.data(), /*training=*/false));
       if (to_next_ != nullptr) RETURN_IF_ERROR(to_next_->Send(b, output));
       total += loss;
     }
@@ -422,7 +422,7 @@ class StageRun {
   DType activation_dtype_ = FP32;
   std::unique_ptr<ResilientClient> client_;
   std::unique_ptr<StepPipeline> pipeline_;  // Uses client_.
-  std::unique_ptr<GptModel> model_;
+  std::unique_ptr<StageModel> model_;
   std::unique_ptr<PipelineStage> stage_step_;
   uint64_t wire_bytes_ = 0;
 };

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "proto/coordinator.grpc.pb.h"
+#include "worker/cuda/device_model.h"
 #include "worker/pipeline/stage_service.h"
 #include "worker/progress_reporter.h"
 #include "worker/training_metrics.h"
@@ -23,6 +24,8 @@ struct StageRunOptions {
   // restarts the job from its checkpoint).
   absl::Duration receive_timeout = absl::Minutes(2);
   uint64_t max_memory_bytes = 0;  // TrainerOptions::max_memory_bytes.
+  Device device = Device::kAuto;  // Where the stage's layers run (TrainerOptions::device).
+  CudaModelOptions cuda;          // How, on a GPU.
 };
 
 // Runs stage `assignment.rank() % P` of the job to its end (or an error); reports progress with

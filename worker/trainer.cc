@@ -343,6 +343,8 @@ absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordin
     StageRunOptions stage_options;
     stage_options.inbox = options.stage_inbox;
     stage_options.max_memory_bytes = options.max_memory_bytes;
+    stage_options.device = options.device;
+    stage_options.cuda = options.cuda;
     status = RunStage(assignment, &reporter, cancel, stage_options, &training_metrics);
     if (options.stage_inbox != nullptr) {
       options.stage_inbox->DropRuns(assignment.job_id(), assignment.attempt(), /*inclusive=*/true);

@@ -7,7 +7,7 @@
 #           missing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-tests="kernels_test layers_test gpt_cuda_test device_test cuda_status_test device_model_test"
+tests="kernels_test layers_test gpt_cuda_test gpt_cuda_stage_test device_test cuda_status_test device_model_test"
 targets="//bench/gpu:gpu_model_bench //client:psctl //coordinator:ps_coordinator
          //server:ps_server //worker:ps_worker"
 for t in $tests; do targets="$targets //worker/cuda:$t"; done

@@ -15,7 +15,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "proto/job.pb.h"
+#include "worker/model/gpt_config.h"
+#include "worker/model/gpt_views.h"
 #include "worker/model/language_model.h"
+#include "worker/pipeline/stage_model.h"
 
 namespace psrv {
 
@@ -56,6 +59,13 @@ absl::Status ParseCudaAttention(absl::string_view name, CudaModelOptions* option
 // flash attention with a head size over 64 on the GPU.
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(
     const ModelSpec& spec, int vocab_size, Device device, DeviceChoice* choice = nullptr,
+    const CudaModelOptions& cuda_options = {});
+
+// A pipeline stage's part of the GPT `config` (worker/pipeline/stage_model.h) with `slots`
+// activation slots, on `device` as above (the GPT has a CUDA model: auto takes a usable GPU).
+// StageModel::device() says where it went and why.
+absl::StatusOr<std::unique_ptr<StageModel>> CreateStageModelOnDevice(
+    const GptConfig& config, const GptPart& part, int slots, Device device,
     const CudaModelOptions& cuda_options = {});
 
 // OK for a CPU model; for a CUDA model, its first CUDA/cuBLAS error (LanguageModel's calls return

@@ -36,6 +36,16 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const
   return model;
 }
 
+absl::StatusOr<std::unique_ptr<StageModel>> CreateStageModelOnDevice(const GptConfig& config,
+                                                                      const GptPart& part,
+                                                                      int slots, Device device,
+                                                                      const CudaModelOptions&) {
+  if (device == Device::kCuda) {
+    return absl::FailedPreconditionError(absl::StrCat(kNoCuda, "; use --device=cpu or auto"));
+  }
+  return CreateCpuStageModel(config, part, slots);
+}
+
 absl::Status DeviceModelStatus(const LanguageModel&) { return absl::OkStatus(); }
 
 }  // namespace psrv

@@ -5,6 +5,7 @@
 #include "worker/cuda/device.h"
 #include "worker/cuda/device_model.h"
 #include "worker/cuda/gpt_cuda_model.h"
+#include "worker/cuda/gpt_cuda_stage.h"
 #include "worker/model/model_factory.h"
 
 namespace psrv {
@@ -77,6 +78,29 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const
                                        cuda_options.flash_attention ? ", flash attention" : "");
   }
   return std::unique_ptr<LanguageModel>(std::move(*model));
+}
+
+absl::StatusOr<std::unique_ptr<StageModel>> CreateStageModelOnDevice(
+    const GptConfig& config, const GptPart& part, int slots, Device device,
+    const CudaModelOptions& cuda_options) {
+  if (device == Device::kCpu) return CreateCpuStageModel(config, part, slots);
+  std::string why_none;
+  if (UsableCudaDevices(&why_none) == 0) {
+    if (device == Device::kCuda) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no CUDA GPU found (", why_none, "); use --device=cpu or auto"));
+    }
+    return CreateCpuStageModel(config, part, slots);
+  }
+  cuda::GptCudaConfig cuda_config;
+  static_cast<GptConfig&>(cuda_config) = config;
+  cuda_config.device = 0;
+  cuda_config.flash_attention = cuda_options.flash_attention;
+  absl::StatusOr<std::string> name = cuda::DeviceName(0);
+  return cuda::CreateCudaStageModel(
+      cuda_config, part, slots,
+      absl::StrCat("cuda:0 (", name.ok() ? *name : "unknown device", ")",
+                   cuda_options.flash_attention ? ", flash attention" : ""));
 }
 
 absl::Status DeviceModelStatus(const LanguageModel& model) {

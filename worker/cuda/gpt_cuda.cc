@@ -88,15 +88,39 @@ std::vector<GptParamTable> GptCudaTables(const GptCudaConfig& config) {
 }
 
 absl::StatusOr<std::unique_ptr<GptCuda>> GptCuda::Create(const GptCudaConfig& config) {
+  return CreateStage(config, WholeGpt(config.layers), /*slots=*/1);
+}
+
+absl::StatusOr<std::unique_ptr<GptCuda>> GptCuda::CreateStage(const GptCudaConfig& config,
+                                                              const GptPart& part, int slots) {
   RETURN_IF_ERROR(ValidateGptCudaConfig(config));
-  std::unique_ptr<GptCuda> model(new GptCuda(config));
+  if (part.layers < 1 || part.first_layer + part.layers > static_cast<size_t>(config.layers)) {
+    return absl::InvalidArgumentError(absl::StrCat("a part of layers [", part.first_layer, ", ",
+                                                   part.first_layer + part.layers, ") of a ",
+                                                   config.layers, "-layer model"));
+  }
+  if (slots < 1 || slots > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("micro-batches in flight must be in [1, 4096]; got ", slots));
+  }
+  std::unique_ptr<GptCuda> model(new GptCuda(config, part, slots));
   RETURN_IF_ERROR(model->Init());
   return model;
 }
 
-GptCuda::GptCuda(const GptCudaConfig& config) : config_(config) {
-  const std::vector<GptParamTable> tables = GptCudaTables(config);
-  num_parameters_ = tables.back().offset + tables.back().size;
+GptCuda::GptCuda(const GptCudaConfig& config, const GptPart& part, int slots)
+    : config_(config),
+      part_(part),
+      num_parameters_(GptPartSize(part, config.width, config.context, config.vocab)),
+      slots_(slots) {}
+
+absl::Status GptCuda::CheckWhole(const char* call) const {
+  if (part_.first_layer == 0 && part_.layers == static_cast<size_t>(config_.layers) &&
+      part_.embeddings && part_.head) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat(call, " needs the whole model; this is a pipeline stage's part"));
 }
 
 absl::Status GptCuda::Init() {
@@ -106,7 +130,7 @@ absl::Status GptCuda::Init() {
   options.use_cublaslt = config_.use_cublaslt;
   ASSIGN_OR_RETURN(blas_, Blas::Create(stream_, options));
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
-  groups_ = GptParameterGroups(config_.layers, config_.width, config_.context, config_.vocab);
+  groups_ = GptPartParameterGroups(part_, config_.width, config_.context, config_.vocab);
   for (size_t g = 0; g < groups_.size(); ++g) {
     computed_.push_back(nullptr);
     copied_.push_back(nullptr);
@@ -155,61 +179,83 @@ size_t GptCuda::device_bytes() const {
 
 template <typename Float>
 GptCuda::Tables<Float> GptCuda::View(Float* buffer) const {
-  return GptViews(buffer, config_.layers, config_.width, config_.context, config_.vocab);
+  return GptPartLayout<Float*>(buffer, part_, config_.width, config_.context, config_.vocab);
 }
 
-size_t GptCuda::Carve(char* base, int batch, Activations* a) const {
-  const size_t B = batch, L = config_.layers, C = config_.width, T = config_.context,
+size_t GptCuda::Carve(char* base, int batch, std::vector<Activations>* slots) const {
+  const size_t B = batch, L = part_.layers, C = config_.width, T = config_.context,
                NH = config_.heads, V = config_.vocab;
-  const bool flash = config_.flash_attention;
+  const bool flash = config_.flash_attention, head = part_.head;
   const size_t BT = B * T, att = flash ? 0 : B * NH * T * T, lse = flash ? B * NH * T : 0;
   Arena arena(base);
-  a->staging = arena.Take<int32_t>(5 * BT + 1);
-  if (a->staging != nullptr) {
-    a->inputs = a->staging;
-    a->targets = a->staging + BT;
-    a->bucket_tokens = a->staging + 2 * BT;
-    a->bucket_starts = a->staging + 3 * BT;
-    a->bucket_positions = a->staging + 4 * BT + 1;
+  for (size_t slot = 0; slot < slots->size(); ++slot) {
+    Activations* a = &(*slots)[slot];
+    // What a micro-batch keeps from its forward to its backward.
+    a->staging = arena.Take<int32_t>(5 * BT + 1);
+    if (a->staging != nullptr) {
+      a->inputs = a->staging;
+      a->targets = a->staging + BT;
+      a->bucket_tokens = a->staging + 2 * BT;
+      a->bucket_starts = a->staging + 3 * BT;
+      a->bucket_positions = a->staging + 4 * BT + 1;
+    }
+    a->encoded = arena.Take<float>(BT * C);
+    a->layers.resize(L);
+    for (LayerActivations& l : a->layers) {
+      l.ln1 = arena.Take<bf16>(BT * C);
+      l.ln1_mean = arena.Take<float>(BT);
+      l.ln1_rstd = arena.Take<float>(BT);
+      l.qkvr = arena.Take<bf16>(3 * BT * C);
+      l.att = flash ? nullptr : arena.Take<bf16>(att);
+      l.lse = flash ? arena.Take<float>(lse) : nullptr;
+      l.atty = arena.Take<bf16>(BT * C);
+      l.residual2 = arena.Take<float>(BT * C);
+      l.ln2 = arena.Take<bf16>(BT * C);
+      l.ln2_mean = arena.Take<float>(BT);
+      l.ln2_rstd = arena.Take<float>(BT);
+      l.fch = arena.Take<bf16>(BT * 4 * C);
+      l.fch_gelu = arena.Take<bf16>(BT * 4 * C);
+      l.residual3 = arena.Take<float>(BT * C);
+    }
+    a->lnf = head ? arena.Take<bf16>(BT * C) : nullptr;
+    a->lnf_mean = head ? arena.Take<float>(BT) : nullptr;
+    a->lnf_rstd = head ? arena.Take<float>(BT) : nullptr;
+    a->dlogits = head ? arena.Take<bf16>(BT * V) : nullptr;
+    a->losses = head ? arena.Take<float>(BT) : nullptr;
+    if (slot > 0) {  // The scratch: slot 0's.
+      const Activations& first = (*slots)[0];
+      a->logits = first.logits;
+      a->qkv = first.qkv;
+      a->proj = first.proj;
+      a->attention = first.attention;
+      a->dresidual = first.dresidual;
+      a->dbtc = first.dbtc;
+      a->datty = first.datty;
+      a->dfch = first.dfch;
+      a->reduce = first.reduce;
+      continue;
+    }
+    a->logits = head ? arena.Take<float>(BT * V) : nullptr;
+    a->qkv = arena.Take<bf16>(BT * 3 * C);
+    a->proj = arena.Take<bf16>(BT * C);
+    a->attention.heads = arena.Take<bf16>(BT * C);
+    a->attention.scores = flash ? nullptr : arena.Take<float>(att);
+    a->attention.weights = flash ? nullptr : arena.Take<bf16>(att);
+    a->attention.delta = flash ? arena.Take<float>(lse) : nullptr;
+    a->attention.dqkvr = arena.Take<bf16>(3 * BT * C);
+    a->dresidual = arena.Take<float>(BT * C);
+    a->dbtc = arena.Take<bf16>(BT * C);
+    a->datty = arena.Take<bf16>(BT * C);
+    a->dfch = arena.Take<bf16>(BT * 4 * C);
+    a->reduce = arena.Take<float>(
+        std::max(LinearBackwardScratch(BT, 4 * C), LayerNormBackwardScratch(BT, C)));
   }
-  a->encoded = arena.Take<float>(BT * C);
-  a->layers.resize(L);
-  for (LayerActivations& l : a->layers) {
-    l.ln1 = arena.Take<bf16>(BT * C);
-    l.ln1_mean = arena.Take<float>(BT);
-    l.ln1_rstd = arena.Take<float>(BT);
-    l.qkvr = arena.Take<bf16>(3 * BT * C);
-    l.att = flash ? nullptr : arena.Take<bf16>(att);
-    l.lse = flash ? arena.Take<float>(lse) : nullptr;
-    l.atty = arena.Take<bf16>(BT * C);
-    l.residual2 = arena.Take<float>(BT * C);
-    l.ln2 = arena.Take<bf16>(BT * C);
-    l.ln2_mean = arena.Take<float>(BT);
-    l.ln2_rstd = arena.Take<float>(BT);
-    l.fch = arena.Take<bf16>(BT * 4 * C);
-    l.fch_gelu = arena.Take<bf16>(BT * 4 * C);
-    l.residual3 = arena.Take<float>(BT * C);
-  }
-  a->lnf = arena.Take<bf16>(BT * C);
-  a->lnf_mean = arena.Take<float>(BT);
-  a->lnf_rstd = arena.Take<float>(BT);
-  a->logits = arena.Take<float>(BT * V);
-  a->dlogits = arena.Take<bf16>(BT * V);
-  a->losses = arena.Take<float>(BT);
-  a->qkv = arena.Take<bf16>(BT * 3 * C);
-  a->proj = arena.Take<bf16>(BT * C);
-  a->attention.heads = arena.Take<bf16>(BT * C);
-  a->attention.scores = flash ? nullptr : arena.Take<float>(att);
-  a->attention.weights = flash ? nullptr : arena.Take<bf16>(att);
-  a->attention.delta = flash ? arena.Take<float>(lse) : nullptr;
-  a->attention.dqkvr = arena.Take<bf16>(3 * BT * C);
-  a->dresidual = arena.Take<float>(BT * C);
-  a->dbtc = arena.Take<bf16>(BT * C);
-  a->datty = arena.Take<bf16>(BT * C);
-  a->dfch = arena.Take<bf16>(BT * 4 * C);
-  a->reduce = arena.Take<float>(
-      std::max(LinearBackwardScratch(BT, 4 * C), LayerNormBackwardScratch(BT, C)));
   return arena.size();
+}
+
+size_t GptCuda::SlotBytes(int batch) const {
+  std::vector<Activations> one(1), two(2);
+  return Carve(nullptr, batch, &two) - Carve(nullptr, batch, &one);
 }
 
 absl::Status GptCuda::Reserve(int batch) {
@@ -225,10 +271,11 @@ absl::Status GptCuda::Reserve(int batch) {
   }
   reserved_batch_ = 0;
   acts_.Reset();
-  Activations measured;
+  std::vector<Activations> measured(slots_.size());
   const size_t bytes = Carve(nullptr, batch, &measured);
   RETURN_IF_ERROR(acts_.Allocate(bytes));
-  Carve(acts_.as<char>(), batch, &a_);
+  for (Activations& a : slots_) a = Activations();
+  Carve(acts_.as<char>(), batch, &slots_);
   RETURN_IF_ERROR(host_staging_.Allocate((5 * BT + 1) * sizeof(int32_t)));
   RETURN_IF_ERROR(host_losses_.Allocate(BT * sizeof(float)));
   reserved_batch_ = batch;
@@ -242,6 +289,7 @@ absl::Status GptCuda::Synchronize() {
 
 absl::Status GptCuda::UploadParams(const float* host_params) {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  params_converted_ = false;
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(params_.as<float>(), host_params,
                                        num_parameters_ * sizeof(float), cudaMemcpyHostToDevice,
                                        stream_));
@@ -284,7 +332,8 @@ absl::Status GptCuda::DownloadGradSum(float* host_grads, float scale) {
   return Synchronize();
 }
 
-absl::StatusOr<bool> GptCuda::LoadRows(const int32_t* rows, int batch, bool buckets) {
+absl::StatusOr<bool> GptCuda::LoadRows(Activations& a, const int32_t* rows, int batch,
+                                       bool buckets) {
   const int T = config_.context, V = config_.vocab;
   const size_t BT = static_cast<size_t>(reserved_batch_) * T;  // the staging layout's BT
   int32_t* staging = host_staging_.as<int32_t>();
@@ -293,11 +342,20 @@ absl::StatusOr<bool> GptCuda::LoadRows(const int32_t* rows, int batch, bool buck
   bool valid = true;
   for (int b = 0; b < batch; ++b) {
     const int32_t* row = rows + static_cast<size_t>(b) * (T + 1);  // (T+1)
-    for (int j = 0; j <= T; ++j) valid &= row[j] >= 0 && row[j] < V;
+    bool row_valid = true;
+    for (int j = 0; j <= T; ++j) row_valid &= row[j] >= 0 && row[j] < V;
     std::memcpy(inputs + static_cast<size_t>(b) * T, row, T * sizeof(int32_t));
     std::memcpy(targets + static_cast<size_t>(b) * T, row + 1, T * sizeof(int32_t));
+    if (!row_valid) {  // Read as 0, so that the kernels stay in bounds; the caller reports NaN.
+      for (int j = 0; j < T; ++j) {
+        int32_t* input = inputs + static_cast<size_t>(b) * T + j;
+        int32_t* target = targets + static_cast<size_t>(b) * T + j;
+        if (*input < 0 || *input >= V) *input = 0;
+        if (*target < 0 || *target >= V) *target = 0;
+      }
+      valid = false;
+    }
   }
-  if (!valid) return false;
   size_t count = BT * 2;  // int32s to upload
   if (buckets) {
     const int n = batch * T;
@@ -306,56 +364,62 @@ absl::StatusOr<bool> GptCuda::LoadRows(const int32_t* rows, int batch, bool buck
     std::copy(buckets_.starts.begin(), buckets_.starts.end(), staging + 3 * BT);
     std::copy(buckets_.positions.begin(), buckets_.positions.end(), staging + 4 * BT + 1);
     count = 5 * BT + 1;
+    a.num_buckets = buckets_.num_buckets();
   }
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(a_.staging, staging, count * sizeof(int32_t),
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(a.staging, staging, count * sizeof(int32_t),
                                        cudaMemcpyHostToDevice, stream_));
-  return true;
+  return valid;
 }
 
 absl::Status GptCuda::ConvertParams() {
   CUDA_RETURN_IF_ERROR(
       ToBf16(params_.as<float>(), Dropout(), num_parameters_, params_bf16_.as<bf16>(), stream_));
+  params_converted_ = true;
   return absl::OkStatus();
 }
 
-absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed,
+absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint64_t seed,
                              const GroupHook& before_group) {
-  const int L = config_.layers, C = config_.width, NH = config_.heads;
+  const int L = static_cast<int>(part_.layers), C = config_.width, NH = config_.heads;
+  const int first_layer = static_cast<int>(part_.first_layer);
   const size_t BT = static_cast<size_t>(B) * t;
   const float rate = training ? config_.dropout : 0.0f;
   const Tables<const float> p = View<const float>(params_.as<float>());
   const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
   Blas& blas = *blas_;
 
-  if (before_group) RETURN_IF_ERROR(before_group(0));
-  CUDA_RETURN_IF_ERROR(EmbeddingForward(a_.inputs, p.wte, p.wpe, B, t, C,
-                                        MakeDropout(seed, EmbedStream(), rate), a_.encoded,
-                                        stream_));
+  if (part_.embeddings) {
+    if (before_group) RETURN_IF_ERROR(before_group(0));
+    CUDA_RETURN_IF_ERROR(EmbeddingForward(a.inputs, p.wte, p.wpe, B, t, C,
+                                          MakeDropout(seed, EmbedStream(), rate), a.encoded,
+                                          stream_));
+  }  // Else a.encoded holds the previous stage's output.
   for (int l = 0; l < L; ++l) {
-    const LayerActivations& la = a_.layers[l];
+    const LayerActivations& la = a.layers[l];
     const size_t l3cc = static_cast<size_t>(l) * 3 * C * C, lcc = static_cast<size_t>(l) * C * C,
                  l4cc = static_cast<size_t>(l) * 4 * C * C;
-    const float* residual = l == 0 ? a_.encoded : a_.layers[l - 1].residual3;  // (B, T, C)
-    if (before_group) RETURN_IF_ERROR(before_group(1 + l));
+    const int layer = first_layer + l;  // In the whole model: its dropout streams.
+    const float* residual = l == 0 ? a.encoded : a.layers[l - 1].residual3;  // (B, T, C)
+    if (before_group) RETURN_IF_ERROR(before_group(LayerGroup(l)));
 
     // Attention: residual2 = residual + dropout(proj(attention(ln1(residual)))).
     CUDA_RETURN_IF_ERROR(LayerNormForward(residual, p.ln1_weight + l * C, p.ln1_bias + l * C, BT, C,
                                           la.ln1, la.ln1_mean, la.ln1_rstd, stream_));
     RETURN_IF_ERROR(LinearForward(blas, la.ln1, w.qkv_weight + l3cc,
-                                            w.qkv_bias + l * 3 * C, BT, C, 3 * C, a_.qkv));
-    const Dropout attention_dropout = MakeDropout(seed, AttentionStream(l), rate);
+                                            w.qkv_bias + l * 3 * C, BT, C, 3 * C, a.qkv));
+    const Dropout attention_dropout = MakeDropout(seed, AttentionStream(layer), rate);
     if (config_.flash_attention) {
-      RETURN_IF_ERROR(AttentionForwardFlash(a_.qkv, B, t, C, NH, attention_dropout,
-                                                      la.qkvr, la.lse, la.atty, a_.attention,
+      RETURN_IF_ERROR(AttentionForwardFlash(a.qkv, B, t, C, NH, attention_dropout,
+                                                      la.qkvr, la.lse, la.atty, a.attention,
                                                       stream_));
     } else {
-      RETURN_IF_ERROR(AttentionForward(blas, a_.qkv, B, t, C, NH, attention_dropout,
-                                                 la.qkvr, la.att, la.atty, a_.attention));
+      RETURN_IF_ERROR(AttentionForward(blas, a.qkv, B, t, C, NH, attention_dropout,
+                                                 la.qkvr, la.att, la.atty, a.attention));
     }
     RETURN_IF_ERROR(
-        LinearForward(blas, la.atty, w.proj_weight + lcc, w.proj_bias + l * C, BT, C, C, a_.proj));
-    CUDA_RETURN_IF_ERROR(ResidualForward(residual, a_.proj,
-                                         MakeDropout(seed, AttnProjStream(l), rate), BT * C,
+        LinearForward(blas, la.atty, w.proj_weight + lcc, w.proj_bias + l * C, BT, C, C, a.proj));
+    CUDA_RETURN_IF_ERROR(ResidualForward(residual, a.proj,
+                                         MakeDropout(seed, AttnProjStream(layer), rate), BT * C,
                                          la.residual2, stream_));
 
     // MLP: residual3 = residual2 + dropout(proj(gelu(fc(ln2(residual2))))).
@@ -365,27 +429,28 @@ absl::Status GptCuda::Forward(int B, int t, bool training, uint64_t seed,
                                             BT, C, 4 * C, la.fch));
     CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, la.fch_gelu, stream_));
     RETURN_IF_ERROR(LinearForward(blas, la.fch_gelu, w.mlp_proj_weight + l4cc,
-                                            w.mlp_proj_bias + l * C, BT, 4 * C, C, a_.proj));
-    CUDA_RETURN_IF_ERROR(ResidualForward(la.residual2, a_.proj,
-                                         MakeDropout(seed, MlpProjStream(l), rate), BT * C,
+                                            w.mlp_proj_bias + l * C, BT, 4 * C, C, a.proj));
+    CUDA_RETURN_IF_ERROR(ResidualForward(la.residual2, a.proj,
+                                         MakeDropout(seed, MlpProjStream(layer), rate), BT * C,
                                          la.residual3, stream_));
   }
-  if (before_group) RETURN_IF_ERROR(before_group(L + 1));
-  CUDA_RETURN_IF_ERROR(LayerNormForward(a_.layers[L - 1].residual3, p.lnf_weight, p.lnf_bias, BT, C,
-                                        a_.lnf, a_.lnf_mean, a_.lnf_rstd, stream_));
+  if (!part_.head) return absl::OkStatus();
+  if (before_group) RETURN_IF_ERROR(before_group(HeadGroup()));
+  CUDA_RETURN_IF_ERROR(LayerNormForward(a.layers[L - 1].residual3, p.lnf_weight, p.lnf_bias, BT, C,
+                                        a.lnf, a.lnf_mean, a.lnf_rstd, stream_));
   return absl::OkStatus();
 }
 
-absl::Status GptCuda::HeadLoss(int B, bool backward) {
+absl::Status GptCuda::HeadLoss(Activations& a, int B, bool backward) {
   const int T = config_.context, C = config_.width, V = config_.vocab;
   const int BT = B * T;
   const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
   // logits (B, T, V) = lnf (B, T, C) @ wte^T: the output head shares the token embedding.
   RETURN_IF_ERROR(
-      blas_->Gemm(RowMajorABt(BT, V, C, a_.lnf, w.wte, a_.logits, GemmType::kF32)));
-  CUDA_RETURN_IF_ERROR(SoftmaxCrossEntropy(a_.logits, a_.targets, BT, V, 1.0f / BT, a_.losses,
-                                           backward ? a_.dlogits : nullptr, stream_));
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.as<float>(), a_.losses, BT * sizeof(float),
+      blas_->Gemm(RowMajorABt(BT, V, C, a.lnf, w.wte, a.logits, GemmType::kF32)));
+  CUDA_RETURN_IF_ERROR(SoftmaxCrossEntropy(a.logits, a.targets, BT, V, 1.0f / BT, a.losses,
+                                           backward ? a.dlogits : nullptr, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.as<float>(), a.losses, BT * sizeof(float),
                                        cudaMemcpyDeviceToHost, stream_));
   return absl::OkStatus();
 }
@@ -399,9 +464,11 @@ float GptCuda::MeanLoss(int B) const {
   return static_cast<float>(total / BT);
 }
 
-absl::Status GptCuda::Backward(int B, uint64_t seed, const GroupHook& after_group) {
-  const int T = config_.context, L = config_.layers, C = config_.width, NH = config_.heads,
-            V = config_.vocab;
+absl::Status GptCuda::Backward(Activations& a, int B, uint64_t seed,
+                              const GroupHook& after_group) {
+  const int T = config_.context, L = static_cast<int>(part_.layers), C = config_.width,
+            NH = config_.heads, V = config_.vocab;
+  const int first_layer = static_cast<int>(part_.first_layer);
   const size_t BT = static_cast<size_t>(B) * T;
   const float rate = config_.dropout;
   const Tables<const float> p = View<const float>(params_.as<float>());
@@ -409,71 +476,80 @@ absl::Status GptCuda::Backward(int B, uint64_t seed, const GroupHook& after_grou
   const Tables<float> g = View<float>(grads_.as<float>());
   Blas& blas = *blas_;
 
-  // Head: through logits = lnf @ wte^T. dwte is overwritten here; the embedding backward adds to
-  // it at the end.
-  bf16* dlnf = a_.dbtc;  // (B, T, C)
-  RETURN_IF_ERROR(LinearBackward(blas, a_.dlogits, a_.lnf, w.wte, BT, C, V, dlnf, g.wte,
-                                           /*dbias=*/nullptr, a_.reduce));
-  float* dresidual = a_.dresidual;  // (B, T, C)
-  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dresidual, 0, BT * C * sizeof(float), stream_));
-  CUDA_RETURN_IF_ERROR(LayerNormBackward(dlnf, a_.layers[L - 1].residual3, p.lnf_weight,
-                                         a_.lnf_mean, a_.lnf_rstd, BT, C, dresidual, g.lnf_weight,
-                                         g.lnf_bias, a_.reduce, stream_));
-  if (after_group) RETURN_IF_ERROR(after_group(L + 1));
+  float* dresidual = a.dresidual;  // (B, T, C)
+  if (part_.head) {
+    // Head: through logits = lnf @ wte^T. dwte is overwritten here; the embedding backward adds
+    // to it at the end.
+    bf16* dlnf = a.dbtc;  // (B, T, C)
+    RETURN_IF_ERROR(LinearBackward(blas, a.dlogits, a.lnf, w.wte, BT, C, V, dlnf, g.wte,
+                                   /*dbias=*/nullptr, a.reduce));
+    CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dresidual, 0, BT * C * sizeof(float), stream_));
+    CUDA_RETURN_IF_ERROR(LayerNormBackward(dlnf, a.layers[L - 1].residual3, p.lnf_weight,
+                                           a.lnf_mean, a.lnf_rstd, BT, C, dresidual, g.lnf_weight,
+                                           g.lnf_bias, a.reduce, stream_));
+    if (after_group) RETURN_IF_ERROR(after_group(HeadGroup()));
+  }  // Else dresidual holds d(loss)/d(the part's output), from the next stage.
 
   // dresidual holds d(loss)/d(layer l's output) on entry to each iteration and d(its input) after.
   for (int l = L - 1; l >= 0; --l) {
-    const LayerActivations& la = a_.layers[l];
+    const LayerActivations& la = a.layers[l];
     const size_t l3cc = static_cast<size_t>(l) * 3 * C * C, lcc = static_cast<size_t>(l) * C * C,
                  l4cc = static_cast<size_t>(l) * 4 * C * C;
-    const float* residual = l == 0 ? a_.encoded : a_.layers[l - 1].residual3;  // (B, T, C)
-    bf16* dproj = a_.proj;                                                     // (B, T, C)
+    const int layer = first_layer + l;  // In the whole model: its dropout streams.
+    const float* residual = l == 0 ? a.encoded : a.layers[l - 1].residual3;  // (B, T, C)
+    bf16* dproj = a.proj;                                                     // (B, T, C)
 
     // MLP.
     CUDA_RETURN_IF_ERROR(
-        ToBf16(dresidual, MakeDropout(seed, MlpProjStream(l), rate), BT * C, dproj, stream_));
+        ToBf16(dresidual, MakeDropout(seed, MlpProjStream(layer), rate), BT * C, dproj, stream_));
     RETURN_IF_ERROR(LinearBackward(blas, dproj, la.fch_gelu, w.mlp_proj_weight + l4cc, BT,
-                                             4 * C, C, a_.dfch, g.mlp_proj_weight + l4cc,
-                                             g.mlp_proj_bias + l * C, a_.reduce));
-    CUDA_RETURN_IF_ERROR(GeluBackward(a_.dfch, la.fch, BT * 4 * C, a_.dfch, stream_));
-    bf16* dln2 = a_.dbtc;  // (B, T, C)
-    RETURN_IF_ERROR(LinearBackward(blas, a_.dfch, la.ln2, w.fc_weight + l4cc, BT, C,
+                                             4 * C, C, a.dfch, g.mlp_proj_weight + l4cc,
+                                             g.mlp_proj_bias + l * C, a.reduce));
+    CUDA_RETURN_IF_ERROR(GeluBackward(a.dfch, la.fch, BT * 4 * C, a.dfch, stream_));
+    bf16* dln2 = a.dbtc;  // (B, T, C)
+    RETURN_IF_ERROR(LinearBackward(blas, a.dfch, la.ln2, w.fc_weight + l4cc, BT, C,
                                              4 * C, dln2, g.fc_weight + l4cc, g.fc_bias + l * 4 * C,
-                                             a_.reduce));
+                                             a.reduce));
     CUDA_RETURN_IF_ERROR(LayerNormBackward(dln2, la.residual2, p.ln2_weight + l * C, la.ln2_mean,
                                            la.ln2_rstd, BT, C, dresidual, g.ln2_weight + l * C,
-                                           g.ln2_bias + l * C, a_.reduce, stream_));
+                                           g.ln2_bias + l * C, a.reduce, stream_));
 
     // Attention.
     CUDA_RETURN_IF_ERROR(
-        ToBf16(dresidual, MakeDropout(seed, AttnProjStream(l), rate), BT * C, dproj, stream_));
+        ToBf16(dresidual, MakeDropout(seed, AttnProjStream(layer), rate), BT * C, dproj, stream_));
     RETURN_IF_ERROR(LinearBackward(blas, dproj, la.atty, w.proj_weight + lcc, BT, C, C,
-                                             a_.datty, g.proj_weight + lcc, g.proj_bias + l * C,
-                                             a_.reduce));
-    bf16* dqkv = a_.qkv;  // (B, T, 3C)
-    const Dropout attention_dropout = MakeDropout(seed, AttentionStream(l), rate);
+                                             a.datty, g.proj_weight + lcc, g.proj_bias + l * C,
+                                             a.reduce));
+    bf16* dqkv = a.qkv;  // (B, T, 3C)
+    const Dropout attention_dropout = MakeDropout(seed, AttentionStream(layer), rate);
     if (config_.flash_attention) {
-      RETURN_IF_ERROR(AttentionBackwardFlash(a_.datty, la.qkvr, la.atty, la.lse, B, T,
+      RETURN_IF_ERROR(AttentionBackwardFlash(a.datty, la.qkvr, la.atty, la.lse, B, T,
                                                        C, NH, attention_dropout, dqkv,
-                                                       a_.attention, stream_));
+                                                       a.attention, stream_));
     } else {
-      RETURN_IF_ERROR(AttentionBackward(blas, a_.datty, la.qkvr, la.att, B, T, C, NH,
-                                                  attention_dropout, dqkv, a_.attention));
+      RETURN_IF_ERROR(AttentionBackward(blas, a.datty, la.qkvr, la.att, B, T, C, NH,
+                                                  attention_dropout, dqkv, a.attention));
     }
-    bf16* dln1 = a_.dbtc;  // (B, T, C)
+    bf16* dln1 = a.dbtc;  // (B, T, C)
     RETURN_IF_ERROR(LinearBackward(blas, dqkv, la.ln1, w.qkv_weight + l3cc, BT, C, 3 * C,
                                              dln1, g.qkv_weight + l3cc, g.qkv_bias + l * 3 * C,
-                                             a_.reduce));
+                                             a.reduce));
     CUDA_RETURN_IF_ERROR(LayerNormBackward(dln1, residual, p.ln1_weight + l * C, la.ln1_mean,
                                            la.ln1_rstd, BT, C, dresidual, g.ln1_weight + l * C,
-                                           g.ln1_bias + l * C, a_.reduce, stream_));
-    if (after_group) RETURN_IF_ERROR(after_group(1 + l));
+                                           g.ln1_bias + l * C, a.reduce, stream_));
+    if (after_group) RETURN_IF_ERROR(after_group(LayerGroup(l)));
   }
 
-  // Embeddings: encoded = dropout(wte[inputs] + wpe).
+  if (!part_.embeddings) return absl::OkStatus();  // dresidual: d(loss)/d(the part's input).
+  // Embeddings: encoded = dropout(wte[inputs] + wpe). Without the head, wte's gradient is the
+  // embedding's alone.
+  if (!part_.head) {
+    CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(g.wte, 0, static_cast<size_t>(V) * C * sizeof(float), stream_));
+  }
   const Dropout embed = MakeDropout(seed, EmbedStream(), rate);
-  CUDA_RETURN_IF_ERROR(EmbeddingBackwardWte(dresidual, embed, a_.bucket_tokens, a_.bucket_starts,
-                                            a_.bucket_positions, buckets_.num_buckets(), C, g.wte,
+  CUDA_RETURN_IF_ERROR(EmbeddingBackwardWte(dresidual, embed, a.bucket_tokens, a.bucket_starts,
+                                            a.bucket_positions, a.num_buckets, C, g.wte,
                                             stream_));
   CUDA_RETURN_IF_ERROR(EmbeddingBackwardWpe(dresidual, embed, B, T, C, g.wpe, stream_));
   if (after_group) RETURN_IF_ERROR(after_group(0));
@@ -481,19 +557,21 @@ absl::Status GptCuda::Backward(int B, uint64_t seed, const GroupHook& after_grou
 }
 
 absl::StatusOr<float> GptCuda::ForwardBackward(const int32_t* rows, int batch, uint64_t seed) {
+  RETURN_IF_ERROR(CheckWhole("ForwardBackward"));
   if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
   RETURN_IF_ERROR(Reserve(batch));
-  ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/true));
+  Activations& a = slots_[0];
+  ASSIGN_OR_RETURN(const bool valid, LoadRows(a, rows, batch, /*buckets=*/true));
   if (!valid) {
     CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_.as<void>(), 0, grads_.bytes(), stream_));
     RETURN_IF_ERROR(Synchronize());
     return std::numeric_limits<float>::quiet_NaN();
   }
   RETURN_IF_ERROR(ConvertParams());
-  RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/true, seed));
-  RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/true));
-  RETURN_IF_ERROR(Backward(batch, seed));
+  RETURN_IF_ERROR(Forward(a, batch, config_.context, /*training=*/true, seed));
+  RETURN_IF_ERROR(HeadLoss(a, batch, /*backward=*/true));
+  RETURN_IF_ERROR(Backward(a, batch, seed));
   RETURN_IF_ERROR(Synchronize());
   return MeanLoss(batch);
 }
@@ -502,16 +580,19 @@ absl::StatusOr<float> GptCuda::ForwardBackwardStreamed(const float* host_params,
                                                        const int32_t* rows, int batch,
                                                        uint64_t seed, float* host_grads,
                                                        ParameterStream* stream) {
+  RETURN_IF_ERROR(CheckWhole("ForwardBackwardStreamed"));
   if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
   RETURN_IF_ERROR(Reserve(batch));
   PinHostBuffer(host_params, num_parameters_ * sizeof(float));
   PinHostBuffer(host_grads, num_parameters_ * sizeof(float));
-  ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/true));
+  Activations& a = slots_[0];
+  ASSIGN_OR_RETURN(const bool valid, LoadRows(a, rows, batch, /*buckets=*/true));
   if (!valid) {  // NaN, zero gradients, nothing handed over: the step fails.
     std::fill(host_grads, host_grads + num_parameters_, 0.0f);
     return std::numeric_limits<float>::quiet_NaN();
   }
+  params_converted_ = false;  // Each group converts itself below.
   // On every way out, no copy into host_grads is still running.
   absl::Cleanup wait_for_copies = [this] { cudaStreamSynchronize(copy_stream_); };
   float* params = params_.as<float>();
@@ -542,9 +623,9 @@ absl::StatusOr<float> GptCuda::ForwardBackwardStreamed(const float* host_params,
     CUDA_RETURN_IF_ERROR(cudaEventRecord(copied_[group], copy_stream_));
     return absl::OkStatus();
   };
-  RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/true, seed, upload));
-  RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/true));
-  RETURN_IF_ERROR(Backward(batch, seed, download));
+  RETURN_IF_ERROR(Forward(a, batch, config_.context, /*training=*/true, seed, upload));
+  RETURN_IF_ERROR(HeadLoss(a, batch, /*backward=*/true));
+  RETURN_IF_ERROR(Backward(a, batch, seed, download));
   // Everything is enqueued: hand each group over as its copy lands, in the order backward
   // finishes them (the final LayerNorm first, the embeddings last).
   for (int group = static_cast<int>(groups_.size()) - 1; group >= 0; --group) {
@@ -556,21 +637,25 @@ absl::StatusOr<float> GptCuda::ForwardBackwardStreamed(const float* host_params,
 }
 
 absl::StatusOr<float> GptCuda::Loss(const int32_t* rows, int batch) {
+  RETURN_IF_ERROR(CheckWhole("Loss"));
   if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
   RETURN_IF_ERROR(Reserve(batch));
-  ASSIGN_OR_RETURN(const bool valid, LoadRows(rows, batch, /*buckets=*/false));
+  Activations& a = slots_[0];
+  ASSIGN_OR_RETURN(const bool valid, LoadRows(a, rows, batch, /*buckets=*/false));
   if (!valid) return std::numeric_limits<float>::quiet_NaN();
   RETURN_IF_ERROR(ConvertParams());
-  RETURN_IF_ERROR(Forward(batch, config_.context, /*training=*/false, /*seed=*/0));
-  RETURN_IF_ERROR(HeadLoss(batch, /*backward=*/false));
+  RETURN_IF_ERROR(Forward(a, batch, config_.context, /*training=*/false, /*seed=*/0));
+  RETURN_IF_ERROR(HeadLoss(a, batch, /*backward=*/false));
   RETURN_IF_ERROR(Synchronize());
   return MeanLoss(batch);
 }
 
 absl::Status GptCuda::NextTokenLogits(const int32_t* tokens, int length, float* logits) {
+  RETURN_IF_ERROR(CheckWhole("NextTokenLogits"));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
   RETURN_IF_ERROR(Reserve(1));
+  Activations& a = slots_[0];
   const int32_t start_token = 0;
   if (length < 1) {  // Outside the contract; read as the single token 0, as the CPU model does.
     tokens = &start_token;
@@ -580,16 +665,89 @@ absl::Status GptCuda::NextTokenLogits(const int32_t* tokens, int length, float* 
   int32_t* inputs = host_staging_.as<int32_t>();
   for (int i = 0; i < t; ++i) inputs[i] = std::clamp<int32_t>(tokens[length - t + i], 0, V - 1);
   CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(a_.inputs, inputs, t * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+      cudaMemcpyAsync(a.inputs, inputs, t * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   RETURN_IF_ERROR(ConvertParams());
-  RETURN_IF_ERROR(Forward(/*B=*/1, t, /*training=*/false, /*seed=*/0));
+  RETURN_IF_ERROR(Forward(a, /*B=*/1, t, /*training=*/false, /*seed=*/0));
   // Only the last position's logits (V) = lnf[t-1] (C) @ wte^T.
   const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
   RETURN_IF_ERROR(blas_->Gemm(RowMajorABt(
-      1, V, C, a_.lnf + static_cast<size_t>(t - 1) * C, w.wte, a_.logits, GemmType::kF32)));
+      1, V, C, a.lnf + static_cast<size_t>(t - 1) * C, w.wte, a.logits, GemmType::kF32)));
   CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(logits, a_.logits, V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+      cudaMemcpyAsync(logits, a.logits, V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   return Synchronize();
+}
+
+absl::StatusOr<float> GptCuda::StageForward(int slot, const int32_t* rows, const float* input,
+                                            int batch, uint64_t seed, float* output,
+                                            bool training) {
+  if (slot < 0 || slot >= slots()) {
+    return absl::InvalidArgumentError(absl::StrCat("slot ", slot, " of ", slots()));
+  }
+  if (batch < 1) return absl::InvalidArgumentError(absl::StrCat("batch = ", batch));
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  if (batch > reserved_batch_) {
+    for (int s = 0; s < slots(); ++s) {
+      if (slots_[s].live && s != slot) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "a batch of ", batch, " rows while slot ", s, " holds one of ", slots_[s].batch));
+      }
+    }
+    RETURN_IF_ERROR(Reserve(batch));
+  }
+  Activations& a = slots_[slot];
+  a.live = false;
+  const int T = config_.context, C = config_.width;
+  const size_t BTC = static_cast<size_t>(batch) * T * C;
+  bool valid = true;
+  if (part_.embeddings || part_.head) {
+    ASSIGN_OR_RETURN(valid, LoadRows(a, rows, batch, /*buckets=*/part_.embeddings && training));
+  }
+  if (!part_.embeddings) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(a.encoded, input, BTC * sizeof(float),
+                                         cudaMemcpyHostToDevice, stream_));
+  }
+  if (!params_converted_) RETURN_IF_ERROR(ConvertParams());
+  RETURN_IF_ERROR(Forward(a, batch, T, training, seed));
+  float loss = 0.0f;
+  if (part_.head) {
+    RETURN_IF_ERROR(HeadLoss(a, batch, /*backward=*/training));
+    RETURN_IF_ERROR(Synchronize());
+    loss = MeanLoss(batch);
+  } else {
+    const float* out = a.layers[part_.layers - 1].residual3;
+    CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(output, out, BTC * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    RETURN_IF_ERROR(Synchronize());
+  }
+  a.batch = batch;
+  a.seed = seed;
+  a.live = training;
+  return valid ? loss : std::numeric_limits<float>::quiet_NaN();
+}
+
+absl::Status GptCuda::StageBackward(int slot, const float* doutput, float* dinput) {
+  if (slot < 0 || slot >= slots()) {
+    return absl::InvalidArgumentError(absl::StrCat("slot ", slot, " of ", slots()));
+  }
+  Activations& a = slots_[slot];
+  if (!a.live) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("slot ", slot, " holds no training forward to run backwards"));
+  }
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(config_.device));
+  const size_t BTC = static_cast<size_t>(a.batch) * config_.context * config_.width;
+  if (!part_.head) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(a.dresidual, doutput, BTC * sizeof(float),
+                                         cudaMemcpyHostToDevice, stream_));
+  }
+  RETURN_IF_ERROR(Backward(a, a.batch, a.seed));
+  if (!part_.embeddings) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dinput, a.dresidual, BTC * sizeof(float),
+                                         cudaMemcpyDeviceToHost, stream_));
+  }
+  RETURN_IF_ERROR(Synchronize());
+  a.live = false;
+  return absl::OkStatus();
 }
 
 }  // namespace cuda

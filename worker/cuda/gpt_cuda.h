@@ -64,11 +64,20 @@ std::vector<GptParamTable> GptCudaTables(const GptCudaConfig& config);
 class GptCuda {
  public:
   static absl::StatusOr<std::unique_ptr<GptCuda>> Create(const GptCudaConfig& config);
+  // One stage of a pipeline: `part` of `config` over its own flat buffer (GptPartLayout), with
+  // activations for up to `slots` micro-batches in flight (StageForward/StageBackward).
+  // INVALID_ARGUMENT for a bad config, part or slot count. The whole model (Create) is the part
+  // WholeGpt(L) with one slot; ForwardBackward and the other whole-model calls need it.
+  static absl::StatusOr<std::unique_ptr<GptCuda>> CreateStage(const GptCudaConfig& config,
+                                                              const GptPart& part, int slots);
   ~GptCuda();
   GptCuda(const GptCuda&) = delete;
   GptCuda& operator=(const GptCuda&) = delete;
 
   const GptCudaConfig& config() const { return config_; }
+  const GptPart& part() const { return part_; }
+  int slots() const { return static_cast<int>(slots_.size()); }
+  // Of the part (the whole model: all of them).
   size_t num_parameters() const { return num_parameters_; }
 
   // (num_parameters) fp32 on the device, in the flat layout.
@@ -110,6 +119,27 @@ class GptCuda {
   // [0, V)), evaluation mode.
   absl::Status NextTokenLogits(const int32_t* tokens, int length, float* logits);
 
+  // Pipeline stages (any part), on device_params() (UploadParams first). Forward of one
+  // micro-batch of `batch` rows into activation `slot`, as the CPU GptModel::StageForward: `rows`
+  // (host, batch x (T+1)) are read by the part with the embeddings (inputs) and the one with the
+  // head (targets); `input` (host, (batch, T, C) fp32) is the previous stage's output (ignored
+  // with the embeddings); dropout from `seed`, layer l of the whole model drawing the same masks
+  // in any part. Writes `output` (host, (batch, T, C) fp32: the residual stream after the part's
+  // last layer) unless the part has the head; returns the mean loss with the head, else 0; NaN
+  // for a token id out of range (computed with the id read as 0). `training` false: no dropout,
+  // no StageBackward. A batch larger than the activations were sized for while another slot
+  // holds a micro-batch: FAILED_PRECONDITION.
+  absl::StatusOr<float> StageForward(int slot, const int32_t* rows, const float* input, int batch,
+                                     uint64_t seed, float* output, bool training);
+  // Backward of `slot`'s micro-batch: `doutput` (host, (batch, T, C) fp32) d(loss)/d(output)
+  // from the next stage (ignored with the head). Overwrites device_grads() with d(loss)/d(the
+  // part's parameters) (AccumulateGrads sums them over micro-batches) and, unless the part has
+  // the embeddings, writes d(loss)/d(input) into `dinput` (host, (batch, T, C)). Frees the slot.
+  absl::Status StageBackward(int slot, const float* doutput, float* dinput);
+  // Device bytes one slot's saved activations take at `batch` rows (the scratch every slot shares
+  // is not counted).
+  size_t SlotBytes(int batch) const;
+
   // Device bytes this model holds: parameters, gradients, activations, scratch, cuBLAS workspace.
   size_t device_bytes() const;
   // Products run through cuBLASLt and through GemmEx so far.
@@ -139,9 +169,16 @@ class GptCuda {
     float* residual3;  // (B, T, C) residual stream after the MLP: the layer's output
   };
 
-  // Every activation and scratch buffer: views of one device allocation (acts_), each 256-byte
-  // aligned. The strides of a call with fewer rows or tokens use that call's B and T.
+  // Every activation and scratch buffer of one slot: views of one device allocation (acts_),
+  // each 256-byte aligned. The strides of a call with fewer rows or tokens use that call's B and
+  // T. The scratch (from qkv down, and logits) is slot 0's in every slot: only what a micro-batch
+  // keeps from its forward to its backward is per slot. A part lacks the tables it does not hold
+  // (layers: part.layers; lnf, dlogits, losses: the head only).
   struct Activations {
+    int batch = 0;        // Rows of the slot's last forward.
+    int num_buckets = 0;  // TokenBuckets of its inputs (the embedding backward's).
+    uint64_t seed = 0;    // Its dropout seed.
+    bool live = false;    // Holds a micro-batch awaiting its backward.
     // Token staging, copied from pinned host memory in one transfer: inputs, targets, buckets.
     int32_t* staging;                      // (5BT + 1)
     int32_t* inputs;                       // (B, T)
@@ -168,40 +205,52 @@ class GptCuda {
     float* reduce;     // column-reduction scratch of the bias and LayerNorm backward
   };
 
-  explicit GptCuda(const GptCudaConfig& config);
+  GptCuda(const GptCudaConfig& config, const GptPart& part, int slots);
   absl::Status Init();
 
   template <typename Float>
   Tables<Float> View(Float* buffer) const;
-  // Lays out (base == null: only measures) the activations for `batch` rows; returns the bytes.
-  size_t Carve(char* base, int batch, Activations* a) const;
-  // Grows the activations to `batch` rows.
+  // Lays out (base == null: only measures) the activations of `slots` slots for `batch` rows
+  // (slots->size() of them, slot 0 with the scratch); returns the bytes.
+  size_t Carve(char* base, int batch, std::vector<Activations>* slots) const;
+  // Grows the activations to `batch` rows (what the slots hold is lost).
   absl::Status Reserve(int batch);
   // Splits rows (batch, T+1) into the pinned staging (inputs, targets, and with `buckets` the
-  // inputs' TokenBuckets) and uploads it; false for an out-of-range id (nothing uploaded).
-  absl::StatusOr<bool> LoadRows(const int32_t* rows, int batch, bool buckets);
+  // inputs' TokenBuckets) and uploads it into a's; false for an out-of-range id (uploaded as 0).
+  absl::StatusOr<bool> LoadRows(Activations& a, const int32_t* rows, int batch, bool buckets);
   // fp32 master parameters -> their bf16 copy.
   absl::Status ConvertParams();
   // Called with a parameter group's index (GptParameterGroups order): by Forward before it
   // enqueues the group's first reader, by Backward once it enqueued the group's last gradient.
   using GroupHook = std::function<absl::Status(int group)>;
-  // inputs (B, t) through the blocks and the final LayerNorm into lnf; `training` applies dropout
-  // with masks from `seed`.
-  absl::Status Forward(int B, int t, bool training, uint64_t seed,
+  // The part's forward in slot `a`: a.inputs (B, t) through the embeddings (or a.encoded, the
+  // previous stage's output, without them), the part's blocks and (with the head) the final
+  // LayerNorm into a.lnf; `training` applies dropout with masks from `seed`.
+  absl::Status Forward(Activations& a, int B, int t, bool training, uint64_t seed,
                        const GroupHook& before_group = nullptr);
   // Enqueues the logits of all B*T positions, the losses against targets (copied to
-  // host_losses_) and, with `backward`, dlogits = d(mean loss)/d(logits).
-  absl::Status HeadLoss(int B, bool backward);
+  // host_losses_) and, with `backward`, dlogits = d(mean loss)/d(logits). The head only.
+  absl::Status HeadLoss(Activations& a, int B, bool backward);
   // Mean of host_losses_ once the stream has synchronised.
   float MeanLoss(int B) const;
-  absl::Status Backward(int B, uint64_t seed, const GroupHook& after_group = nullptr);
+  // The part's backward of slot `a` into grads_: from its loss (the head) or from
+  // a.dresidual = d(loss)/d(output) (without it), leaving d(loss)/d(input) in a.dresidual.
+  absl::Status Backward(Activations& a, int B, uint64_t seed,
+                        const GroupHook& after_group = nullptr);
+  // The index in groups_ of the embeddings (-1 without), of the part's layer l and of the head.
+  int LayerGroup(int l) const { return (part_.embeddings ? 1 : 0) + l; }
+  int HeadGroup() const { return LayerGroup(static_cast<int>(part_.layers)); }
+  // FAILED_PRECONDITION unless this is the whole model (the calls of one model on one GPU).
+  absl::Status CheckWhole(const char* call) const;
   absl::Status Synchronize();
   // Pins [data, data + bytes) for asynchronous copies, once per buffer (best effort: pageable
   // memory still works, with copies that wait for the host).
   void PinHostBuffer(const void* data, size_t bytes);
 
   GptCudaConfig config_;
+  GptPart part_;
   size_t num_parameters_ = 0;
+  bool params_converted_ = false;  // params_bf16_ is params_ (since the last UploadParams).
   cudaStream_t stream_ = nullptr;
   cudaStream_t copy_stream_ = nullptr;  // Gradient downloads of a streamed step.
   std::vector<ParameterGroup> groups_;  // GptParameterGroups, in forward order.
@@ -214,7 +263,7 @@ class GptCuda {
   DeviceBuffer grads_;        // (num_parameters) fp32
   DeviceBuffer grad_sum_;     // (num_parameters) fp32, gradient accumulation's sum (lazily)
   DeviceBuffer acts_;
-  Activations a_;
+  std::vector<Activations> slots_;  // (slots) slots_[0] also holds the shared scratch.
   int reserved_batch_ = 0;
   PinnedBuffer host_staging_;  // (5BT + 1) int32, the layout of a_.staging
   PinnedBuffer host_losses_;   // (BT) fp32

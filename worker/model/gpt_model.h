@@ -52,6 +52,7 @@ class GptModel : public LanguageModel {
 
   const GptConfig& config() const { return config_; }
   const GptPart& part() const { return part_; }
+  int slots() const { return static_cast<int>(slots_.size()); }
 
   int window() const override { return config_.context + 1; }
   int predictions_per_row() const override { return config_.context; }

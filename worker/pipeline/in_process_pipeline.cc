@@ -38,7 +38,7 @@ void Mailbox::Close(const absl::Status& why) {
 
 absl::StatusOr<std::unique_ptr<InProcessPipeline>> InProcessPipeline::Create(
     const GptConfig& config, std::vector<StagePlan> plans, PipelineSchedule schedule,
-    int micro_batches, int batch) {
+    int micro_batches, int batch, const StageModelFactory& factory) {
   if (micro_batches < 1 || batch < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "micro_batches and batch must be >= 1; got ", micro_batches, " and ", batch));
@@ -53,8 +53,9 @@ absl::StatusOr<std::unique_ptr<InProcessPipeline>> InProcessPipeline::Create(
   }
   for (int s = 0; s < P; ++s) {
     const int slots = MaxInFlight(StageOps(schedule, P, s, micro_batches));
-    ASSIGN_OR_RETURN(std::unique_ptr<GptModel> model,
-                     GptModel::CreateStage(config, pipeline->plans_[s].part, slots));
+    const GptPart& part = pipeline->plans_[s].part;
+    ASSIGN_OR_RETURN(std::unique_ptr<StageModel> model,
+                     factory ? factory(part, slots) : CreateCpuStageModel(config, part, slots));
     StageLinks links;
     if (s > 0) {
       links.from_previous = pipeline->forward_[s - 1].get();
@@ -66,7 +67,6 @@ absl::StatusOr<std::unique_ptr<InProcessPipeline>> InProcessPipeline::Create(
     }
     pipeline->stages_.push_back(std::make_unique<PipelineStage>(
         model.get(), s, P, schedule, micro_batches, batch, links));
-    pipeline->scratch_.emplace_back(model->num_parameters());
     pipeline->models_.push_back(std::move(model));
   }
   return pipeline;
@@ -89,8 +89,7 @@ absl::StatusOr<PipelineStepResult> InProcessPipeline::Step(const std::vector<con
   for (int s = 0; s < P; ++s) {
     result.grads[s].resize(models_[s]->num_parameters());
     threads.emplace_back([&, s] {
-      losses[s] = stages_[s]->Step(step, params[s], rows, seeds, result.grads[s].data(),
-                                   scratch_[s].data());
+      losses[s] = stages_[s]->Step(step, params[s], rows, seeds, result.grads[s].data());
       if (losses[s].ok()) return;
       const absl::Status failed(losses[s].status().code(),
                                 absl::StrCat("stage ", s, " failed: ", losses[s].status().message()));

@@ -4,6 +4,7 @@
 #ifndef PSRV_WORKER_PIPELINE_IN_PROCESS_PIPELINE_H_
 #define PSRV_WORKER_PIPELINE_IN_PROCESS_PIPELINE_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -11,9 +12,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "worker/model/gpt_config.h"
-#include "worker/model/gpt_model.h"
 #include "worker/pipeline/pipeline_stage.h"
 #include "worker/pipeline/schedule.h"
+#include "worker/pipeline/stage_model.h"
 #include "worker/pipeline/stage_plan.h"
 
 namespace psrv {
@@ -41,13 +42,18 @@ struct PipelineStepResult {
   double wall_seconds = 0;
 };
 
+// Makes stage models: `part` of the pipeline's config with `slots` activation slots.
+using StageModelFactory = std::function<absl::StatusOr<std::unique_ptr<StageModel>>(
+    const GptPart& part, int slots)>;
+
 class InProcessPipeline {
  public:
-  // P = plans.size() stages of `config` (each with its own model and thread pool of
-  // config.threads), running `schedule` over `micro_batches` micro-batches of `batch` rows.
+  // P = plans.size() stages of `config` (each with its own model: `factory`'s, by default the CPU
+  // model with a thread pool of config.threads), running `schedule` over `micro_batches`
+  // micro-batches of `batch` rows.
   static absl::StatusOr<std::unique_ptr<InProcessPipeline>> Create(
       const GptConfig& config, std::vector<StagePlan> plans, PipelineSchedule schedule,
-      int micro_batches, int batch);
+      int micro_batches, int batch, const StageModelFactory& factory = nullptr);
 
   // One step on every stage at once (a thread each). `params[s]`: stage s's parameters (its own
   // layout); `rows` and `seeds` as PipelineStage::Step.
@@ -62,10 +68,9 @@ class InProcessPipeline {
 
   std::vector<StagePlan> plans_;
   int batch_ = 0;
-  std::vector<std::unique_ptr<GptModel>> models_;
+  std::vector<std::unique_ptr<StageModel>> models_;
   std::vector<std::unique_ptr<Mailbox>> forward_, backward_;  // Between stages s and s+1.
   std::vector<std::unique_ptr<PipelineStage>> stages_;
-  std::vector<std::vector<float>> scratch_;
   uint64_t step_ = 0;
 };
 

@@ -10,7 +10,7 @@
 
 namespace psrv {
 
-PipelineStage::PipelineStage(GptModel* model, int stage, int stages, PipelineSchedule schedule,
+PipelineStage::PipelineStage(StageModel* model, int stage, int stages, PipelineSchedule schedule,
                              int micro_batches, int batch, StageLinks links)
     : model_(model),
       stage_(stage),
@@ -22,7 +22,7 @@ PipelineStage::PipelineStage(GptModel* model, int stage, int stages, PipelineSch
 
 absl::StatusOr<float> PipelineStage::Step(uint64_t step, const float* params,
                                           const int32_t* rows, const uint64_t* seeds,
-                                          float* grads, float* scratch) {
+                                          float* grads) {
   for (StageLink* link :
        {links_.from_previous, links_.to_next, links_.from_next, links_.to_previous}) {
     if (link != nullptr) link->BeginStep(step);
@@ -31,8 +31,8 @@ absl::StatusOr<float> PipelineStage::Step(uint64_t step, const float* params,
   const GptConfig& config = model_->config();
   const size_t tensor = static_cast<size_t>(batch_) * config.context * config.width;
   const size_t rows_per_micro = static_cast<size_t>(batch_) * (config.context + 1);
-  const size_t n = model_->num_parameters();
   times_ = StageTimes();
+  RETURN_IF_ERROR(model_->BeginStep(params, grads));
   std::vector<int> slot_of(micro_batches_, -1);
   std::vector<int> free_slots;
   for (int s = MaxInFlight(ops_) - 1; s >= 0; --s) free_slots.push_back(s);
@@ -66,9 +66,10 @@ absl::StatusOr<float> PipelineStage::Step(uint64_t step, const float* params,
       slot_of[m] = free_slots.back();
       free_slots.pop_back();
       times_.peak_in_flight = std::max(times_.peak_in_flight, ++in_flight);
-      const float micro_loss = model_->StageForward(
-          params, slot_of[m], rows + m * rows_per_micro, first ? nullptr : input.data(), batch_,
-          seeds[m], last ? nullptr : output.data());
+      ASSIGN_OR_RETURN(const float micro_loss,
+                       model_->Forward(slot_of[m], rows + m * rows_per_micro,
+                                       first ? nullptr : input.data(), batch_, seeds[m],
+                                       last ? nullptr : output.data(), /*training=*/true));
       loss += micro_loss;
       busy(start);
       if (!last) RETURN_IF_ERROR(links_.to_next->Send(m, output));
@@ -78,23 +79,16 @@ absl::StatusOr<float> PipelineStage::Step(uint64_t step, const float* params,
         ASSIGN_OR_RETURN(doutput, receive(links_.from_next, m, "output gradient"));
       }
       const absl::Time start = absl::Now();
-      float* out = m == 0 ? grads : scratch;
-      model_->StageBackward(params, slot_of[m], last ? nullptr : doutput.data(), out,
-                            first ? nullptr : dinput.data());
+      RETURN_IF_ERROR(model_->Backward(slot_of[m], last ? nullptr : doutput.data(),
+                                       first ? nullptr : dinput.data()));
       free_slots.push_back(slot_of[m]);
       --in_flight;
-      if (m > 0) {
-        for (size_t i = 0; i < n; ++i) grads[i] += out[i];
-      }
       busy(start);
       if (!first) RETURN_IF_ERROR(links_.to_previous->Send(m, dinput));
     }
   }
   const absl::Time start = absl::Now();
-  if (micro_batches_ > 1) {
-    const float scale = 1.0f / static_cast<float>(micro_batches_);
-    for (size_t i = 0; i < n; ++i) grads[i] *= scale;
-  }
+  RETURN_IF_ERROR(model_->EndStep(micro_batches_));
   busy(start);
   // (Only the last stage has a loss; the others a NaN for a bad token id, else 0.)
   return static_cast<float>(last ? loss / micro_batches_ : (std::isnan(loss) ? loss : 0.0));

@@ -12,8 +12,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "worker/model/gpt_model.h"
 #include "worker/pipeline/schedule.h"
+#include "worker/pipeline/stage_model.h"
 
 namespace psrv {
 
@@ -48,21 +48,21 @@ struct StageTimes {
 class PipelineStage {
  public:
   // `model` (not owned) is the stage's part, created with at least MaxInFlight(ops) slots.
-  PipelineStage(GptModel* model, int stage, int stages, PipelineSchedule schedule,
+  PipelineStage(StageModel* model, int stage, int stages, PipelineSchedule schedule,
                 int micro_batches, int batch, StageLinks links);
 
   // One step (`step`: what its tensors are tagged with). `rows`: the step's micro-batches, (micro_batches * batch, T+1) token ids, micro-batch
   // m with dropout seed seeds[m]. Writes the mean over the micro-batches of the gradient of the
-  // stage's parameters into `grads` (num_parameters; overwritten); `scratch` (num_parameters) is
-  // working memory. Returns the mean loss (the last stage; others 0), NaN for a bad token id.
-  // Sums g0 + g1 + ... in micro-batch order, then times 1/M: as LanguageModel::AccumulateGradients.
+  // stage's parameters into `grads` (num_parameters; overwritten). Returns the mean loss (the
+  // last stage; others 0), NaN for a bad token id. Sums g0 + g1 + ... in micro-batch order, then
+  // times 1/M: as LanguageModel::AccumulateGradients (StageModel).
   absl::StatusOr<float> Step(uint64_t step, const float* params, const int32_t* rows,
-                             const uint64_t* seeds, float* grads, float* scratch);
+                             const uint64_t* seeds, float* grads);
 
   const StageTimes& times() const { return times_; }
 
  private:
-  GptModel* const model_;
+  StageModel* const model_;
   const int stage_;
   const int stages_;
   const int micro_batches_;

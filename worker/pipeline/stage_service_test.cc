@@ -14,7 +14,7 @@
 #include "common/channel.h"
 #include "common/grpc_server.h"
 #include "gtest/gtest.h"
-#include "worker/model/gpt_model.h"
+#include "worker/pipeline/stage_model.h"
 #include "worker/pipeline/in_process_pipeline.h"
 #include "worker/pipeline/pipeline_stage.h"
 #include "worker/pipeline/stage_plan.h"
@@ -68,9 +68,10 @@ class StageServiceTest : public ::testing::Test {
   // Two steps of a 2-stage 1F1B pipeline whose stages talk over gRPC with `dtype` on the wire:
   // each stage's gradient of the last step, and the last step's loss.
   void RunOverGrpc(DType dtype, std::vector<std::vector<float>>* grads, float* loss) {
-    std::vector<std::unique_ptr<GptModel>> models;
+    std::vector<std::unique_ptr<StageModel>> models;
     for (const StagePlan& plan : plans_) {
-      absl::StatusOr<std::unique_ptr<GptModel>> model = GptModel::CreateStage(config_, plan.part, 2);
+      absl::StatusOr<std::unique_ptr<StageModel>> model =
+          CreateCpuStageModel(config_, plan.part, 2);
       ASSERT_TRUE(model.ok());
       models.push_back(std::move(*model));
     }
@@ -89,17 +90,13 @@ class StageServiceTest : public ::testing::Test {
     for (uint64_t step = 1; step <= 2; ++step) {
       const std::vector<uint64_t> seeds = {step * 10, step * 10 + 1, step * 10 + 2};
       std::vector<absl::StatusOr<float>> losses(2, 0.0f);
-      std::vector<std::vector<float>> scratch(2);
-      for (int s = 0; s < 2; ++s) {
-        (*grads)[s].assign(models[s]->num_parameters(), 0.0f);
-        scratch[s].assign(models[s]->num_parameters(), 0.0f);
-      }
+      for (int s = 0; s < 2; ++s) (*grads)[s].assign(models[s]->num_parameters(), 0.0f);
       std::thread other([&] {
         losses[1] = stage1.Step(step, params_[1].data(), rows_.data(), seeds.data(),
-                                (*grads)[1].data(), scratch[1].data());
+                                (*grads)[1].data());
       });
       losses[0] = stage0.Step(step, params_[0].data(), rows_.data(), seeds.data(),
-                              (*grads)[0].data(), scratch[0].data());
+                              (*grads)[0].data());
       other.join();
       ASSERT_TRUE(losses[0].ok()) << losses[0].status();
       ASSERT_TRUE(losses[1].ok()) << losses[1].status();
