@@ -175,6 +175,9 @@ void ApplyJobDefaults(JobSpec* spec) {
     if (parallelism->schedule() == PIPELINE_SCHEDULE_UNSPECIFIED) {
       parallelism->set_schedule(ONE_F_ONE_B);
     }
+    if (parallelism->on_stage_loss() == STAGE_LOSS_POLICY_UNSPECIFIED) {
+      parallelism->set_on_stage_loss(REFORM_GROUP);
+    }
   }
 }
 
@@ -370,6 +373,12 @@ absl::Status CheckParallelism(const JobSpec& spec) {
       p.activation_dtype() != BF16) {
     return absl::InvalidArgumentError(absl::StrCat(
         "parallelism.activation_dtype must be FP32 or BF16, got ", DType_Name(p.activation_dtype())));
+  }
+  if (p.on_stage_loss() != STAGE_LOSS_POLICY_UNSPECIFIED && p.on_stage_loss() != REFORM_GROUP &&
+      p.on_stage_loss() != RESTART_FROM_CHECKPOINT) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallelism.on_stage_loss must be REFORM_GROUP or RESTART_FROM_CHECKPOINT, got ",
+        p.on_stage_loss()));
   }
   if (spec.model().kind() != "gpt") {
     return absl::InvalidArgumentError(absl::StrCat(

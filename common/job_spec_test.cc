@@ -377,7 +377,13 @@ TEST(ValidateJobSpecTest, Parallelism) {
   EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
   EXPECT_EQ(spec.parallelism().data(), 2u);
   EXPECT_EQ(spec.parallelism().schedule(), ONE_F_ONE_B);
+  EXPECT_EQ(spec.parallelism().on_stage_loss(), REFORM_GROUP);
   EXPECT_EQ(PipelineStages(spec), 2u);
+  spec.mutable_parallelism()->set_on_stage_loss(static_cast<StageLossPolicy>(7));
+  ExpectInvalid(ValidateJobSpec(spec),
+                "parallelism.on_stage_loss must be REFORM_GROUP or RESTART_FROM_CHECKPOINT, got 7");
+  spec.mutable_parallelism()->set_on_stage_loss(RESTART_FROM_CHECKPOINT);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
   EXPECT_EQ(DataGroups(spec), 2u);
   spec.set_num_workers(5);
   ExpectInvalid(ValidateJobSpec(spec), "num_workers (5) must be parallelism.data x parallelism.pipeline (2 x 2 = 4)");

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -345,6 +346,70 @@ TEST_F(ClusterTest, LostWorkerLeavesTheSyncSetAndANewWorkerTakesItsRankOver) {
   EXPECT_EQ(cluster_->GetJob(job)->state(), RUNNING);
   Report(job, lost_rank, 10, 1.0f, /*done=*/true);
   EXPECT_EQ(cluster_->GetJob(job)->state(), SUCCEEDED);
+}
+
+// A pipeline job of 2 groups x 2 stages loses a stage (REFORM_GROUP, the default): its whole
+// group stops (the surviving stage is cancelled), the servers stop waiting for that group (their
+// ranks are groups: 2 entries, not 4), the job goes on with the other group, and once two workers
+// are idle the group is re-formed, both stages from the same step, which the servers are told.
+TEST_F(ClusterTest, APipelineGroupThatLosesAStageStopsAndIsReformedByIdleWorkers) {
+  const std::string s = Register(SERVER, "h:1");
+  std::vector<std::string> workers;
+  for (int i = 1; i <= 4; ++i) workers.push_back(Register(WORKER, absl::StrCat("w", i)));
+  JobSpec spec;
+  spec.set_num_servers(1);
+  spec.set_num_workers(4);
+  spec.mutable_data()->set_path("/tmp/corpus.txt");
+  spec.mutable_training()->set_steps(10);
+  spec.mutable_parallelism()->set_pipeline(2);
+  spec.mutable_parallelism()->set_micro_batches(2);
+  const std::string job = cluster_->SubmitJob(spec).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING) << cluster_->GetJob(job)->message();
+  std::map<uint32_t, std::string> by_rank;
+  for (const std::string& w : workers) by_rank[Beat(w).assignment().rank()] = w;
+  ASSERT_EQ(by_rank.size(), 4u);
+  // Rank 1 (group 0, stage 1) goes silent.
+  now_ += absl::Seconds(2);
+  Beat(s);
+  for (uint32_t rank : {0u, 2u, 3u}) Beat(by_rank[rank]);
+  cluster_->Tick();
+  JobStatus status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING) << status.message();
+  EXPECT_NE(status.message().find("pipeline group 0 stops"), std::string::npos) << status.message();
+  EXPECT_EQ(status.restarts(), 0u);
+  EXPECT_TRUE(status.workers(0).vacant());
+  EXPECT_TRUE(status.workers(1).vacant());
+  EXPECT_FALSE(status.workers(2).vacant());
+  EXPECT_EQ(worker_sets_, std::vector<std::string>{"h:1 never,0"});
+  EXPECT_TRUE(Beat(by_rank[0]).cancel()) << "the lost stage's neighbour stops";
+  // One idle worker (the cancelled stage's) is not enough for a group of two.
+  cluster_->Tick();
+  EXPECT_TRUE(cluster_->GetJob(job)->workers(0).vacant());
+  const std::string w5 = Register(WORKER, "w5");
+  cluster_->Tick();
+  status = cluster_->GetJob(job).value();
+  ASSERT_FALSE(status.workers(0).vacant()) << status.message();
+  ASSERT_FALSE(status.workers(1).vacant());
+  EXPECT_NE(status.message().find("pipeline group 0 re-formed at step 7"), std::string::npos)
+      << status.message();
+  EXPECT_EQ(status.workers(0).start_step(), 7u);  // Two past the shards (h:1 at step 5).
+  EXPECT_EQ(status.workers(1).start_step(), 7u);
+  ASSERT_EQ(worker_sets_.size(), 2u);
+  EXPECT_EQ(worker_sets_[1], "h:1 7,0");
+  std::set<std::string> reformed;
+  for (uint32_t rank : {0u, 1u}) {
+    const std::string& w = status.workers(rank).worker_id();
+    reformed.insert(w);
+    HeartbeatResponse beat = Beat(w);
+    ASSERT_TRUE(beat.has_assignment()) << w;
+    EXPECT_EQ(beat.assignment().rank(), rank);
+    EXPECT_EQ(beat.assignment().start_step(), 7u);
+    ASSERT_EQ(beat.assignment().stage_addresses_size(), 2);
+    EXPECT_FALSE(beat.assignment().stage_addresses(0).empty());
+    EXPECT_FALSE(beat.assignment().stage_addresses(1).empty());
+  }
+  EXPECT_EQ(reformed, (std::set<std::string>{by_rank[0], w5}));
 }
 
 TEST_F(ClusterTest, AWorkerAStepWaitsForTooLongIsDroppedAndGetsNoWorkUntilItReports) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/job_spec.h"
 
 namespace psrv {
@@ -100,15 +101,39 @@ void Failover::HandleLosses(Job* job, Losses losses, Drops* drops) {
     losses.server_reason.clear();
   }
   if (losses.server_reason.empty() && losses.ranks.empty()) return;
-  // A pipeline job cannot go on without a stage (the servers' ranks are its groups): it restarts
-  // from its checkpoint, on the workers it has.
-  if (losses.server_reason.empty() && PipelineStages(job->status.spec()) == 1 &&
-      VacateRanks(job, losses.ranks)) {
+  const ParallelismSpec& parallelism = job->status.spec().parallelism();
+  const uint32_t stages = PipelineStages(job->status.spec());
+  if (losses.server_reason.empty() && stages == 1 && VacateRanks(job, losses.ranks)) {
     job->status.set_message(absl::StrCat(losses.rank_reason, " at step ", job->status.step(),
                                          "; the job goes on without it until another worker "
                                          "takes its rank over"));
     LOG(WARNING) << "job " << id << ": " << job->status.message();
     return;
+  }
+  // A pipeline group cannot go on without a stage (and the servers' ranks are the groups): with
+  // REFORM_GROUP the whole group goes vacant and the job goes on with the others until P idle
+  // workers re-form it (worker_sets.cc); else, or with no other group, the job restarts from its
+  // checkpoint on the workers it has.
+  if (losses.server_reason.empty() && stages > 1 &&
+      parallelism.on_stage_loss() != RESTART_FROM_CHECKPOINT) {
+    std::set<uint32_t> groups;
+    for (uint32_t rank : losses.ranks) groups.insert(rank / stages);
+    std::vector<uint32_t> ranks;
+    for (uint32_t group : groups) {
+      for (uint32_t rank = group * stages; rank < (group + 1) * stages; ++rank) {
+        if (!job->workers[rank].empty()) ranks.push_back(rank);
+      }
+    }
+    if (VacateRanks(job, ranks)) {
+      job->status.set_message(absl::StrCat(
+          losses.rank_reason, " at step ", job->status.step(), "; its pipeline group",
+          groups.size() > 1 ? "s " : " ", absl::StrJoin(groups, ", "),
+          groups.size() > 1 ? " stop" : " stops",
+          " and the job goes on with the others until idle workers re-form ",
+          groups.size() > 1 ? "them" : "it"));
+      LOG(WARNING) << "job " << id << ": " << job->status.message();
+      return;
+    }
   }
   const std::string reason =
       losses.server_reason.empty() ? losses.rank_reason : losses.server_reason;

@@ -5,6 +5,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/job_spec.h"
 
 namespace psrv {
 namespace {
@@ -28,7 +30,13 @@ std::vector<uint64_t> FromSteps(const Job& job) {
       from_step[rank] = job.status.workers(rank).start_step();
     }
   }
-  return from_step;
+  const uint32_t stages = PipelineStages(job.status.spec());
+  if (stages == 1) return from_step;
+  std::vector<uint64_t> groups(from_step.size() / stages, 0);
+  for (size_t rank = 0; rank < from_step.size(); ++rank) {
+    groups[rank / stages] = std::max(groups[rank / stages], from_step[rank]);
+  }
+  return groups;
 }
 
 void WorkerSets::SendWorkerSets(const CallRound& round) {
@@ -73,7 +81,10 @@ void WorkerSets::FillVacantRanks(const CallRound& round) {
       continue;
     }
     Takeover takeover;
-    if (!Reserve(&job, &takeover)) return;  // No idle worker.
+    if (!Reserve(&job, &takeover)) {
+      if (PipelineStages(job.status.spec()) > 1) continue;  // A group needs P: maybe later.
+      return;  // No idle worker.
+    }
     job.filling = cluster_.calls.Start([this, takeover] { TakeOver(takeover); }, &round);
     return;
   }
@@ -82,28 +93,43 @@ void WorkerSets::FillVacantRanks(const CallRound& round) {
 bool WorkerSets::Reserve(Job* job, Takeover* takeover) {
   ClusterState& state = cluster_.state;
   const absl::Time now = state.Now();
+  const uint32_t stages = PipelineStages(job->status.spec());
+  // The ranks to fill: the first vacant one, or the first vacant pipeline group's (a group goes
+  // vacant whole: failover.cc).
+  const uint32_t first_vacant = static_cast<uint32_t>(
+      std::find(job->workers.begin(), job->workers.end(), "") - job->workers.begin());
+  const uint32_t first = first_vacant / stages * stages;
+  std::vector<uint32_t> ranks;
+  for (uint32_t rank = first; rank < first + stages; ++rank) {
+    if (job->workers[rank].empty()) ranks.push_back(rank);
+  }
+  std::vector<std::string> idle;
   for (auto& [candidate, node] : state.nodes) {
     if (node.info.role() != WORKER || !node.job_id.empty() || node.hung ||
         state.HealthOf(node, now) != HEALTHY) {
       continue;
     }
-    const uint32_t rank = static_cast<uint32_t>(
-        std::find(job->workers.begin(), job->workers.end(), "") - job->workers.begin());
-    node.job_id = job->status.job_id();  // Reserved: no assignment until the rank is its.
-    node.rank = rank;
-    state.SaveNode(candidate);
-    takeover->job_id = job->status.job_id();
-    takeover->run = job->run;
-    takeover->node_id = candidate;
-    takeover->rank = rank;
-    takeover->sync = job->status.spec().training().consistency() == SYNC;
-    takeover->from_step = FromSteps(*job);
-    takeover->addresses = ServerAddresses(job->status);
-    // ASYNC: where the lost worker was.
-    takeover->start_step = job->status.workers(rank).step() + 1;
-    return true;
+    idle.push_back(candidate);
+    if (idle.size() == ranks.size()) break;
   }
-  return false;
+  if (idle.size() < ranks.size()) return false;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    Node& node = state.nodes[idle[i]];
+    node.job_id = job->status.job_id();  // Reserved: no assignment until the rank is its.
+    node.rank = ranks[i];
+    state.SaveNode(idle[i]);
+  }
+  takeover->job_id = job->status.job_id();
+  takeover->run = job->run;
+  takeover->node_ids = idle;
+  takeover->ranks = ranks;
+  takeover->server_rank = first_vacant / stages;
+  takeover->sync = job->status.spec().training().consistency() == SYNC;
+  takeover->from_step = FromSteps(*job);
+  takeover->addresses = ServerAddresses(job->status);
+  // ASYNC: where the lost worker was.
+  takeover->start_step = job->status.workers(first_vacant).step() + 1;
+  return true;
 }
 
 void WorkerSets::TakeOver(Takeover takeover) {
@@ -126,7 +152,7 @@ absl::Status WorkerSets::TellServers(Takeover* takeover) {
     version = std::max(version, *v);
   }
   takeover->start_step = version + 2;
-  takeover->from_step[takeover->rank] = takeover->start_step;
+  takeover->from_step[takeover->server_rank] = takeover->start_step;
   SetWorkersRequest request;
   request.set_job_id(takeover->job_id);
   for (uint64_t s : takeover->from_step) request.add_from_step(s);
@@ -141,30 +167,47 @@ void WorkerSets::Finish(const Takeover& takeover, const absl::Status& status) {
   ClusterState& state = cluster_.state;
   Job& job = state.jobs[takeover.job_id];
   job.filling = false;
-  auto node = state.nodes.find(takeover.node_id);
-  if (!status.ok() || !StillRunning(job, takeover.run) || !job.workers[takeover.rank].empty() ||
-      node == state.nodes.end()) {
-    if (node != state.nodes.end() && node->second.job_id == takeover.job_id) {
-      node->second.job_id.clear();
-      state.SaveNode(takeover.node_id);
+  bool usable = status.ok() && StillRunning(job, takeover.run);
+  for (size_t i = 0; usable && i < takeover.ranks.size(); ++i) {
+    usable = job.workers[takeover.ranks[i]].empty() &&
+             state.nodes.count(takeover.node_ids[i]) > 0;
+  }
+  if (!usable) {
+    for (const std::string& node_id : takeover.node_ids) {
+      auto node = state.nodes.find(node_id);
+      if (node != state.nodes.end() && node->second.job_id == takeover.job_id) {
+        node->second.job_id.clear();
+        state.SaveNode(node_id);
+      }
     }
     if (!status.ok()) {
-      LOG(WARNING) << "job " << takeover.job_id << ": giving rank " << takeover.rank << " to "
-                   << takeover.node_id << ": " << status << " (will retry)";
+      LOG(WARNING) << "job " << takeover.job_id << ": giving rank " << takeover.ranks[0]
+                   << (takeover.ranks.size() > 1 ? " and its group" : "") << " to "
+                   << takeover.node_ids[0] << ": " << status << " (will retry)";
       // A shard may have taken the new set: send the current one again.
       if (takeover.sync) ++job.worker_set;
     }
     return;
   }
-  job.workers[takeover.rank] = takeover.node_id;
-  job.done[takeover.rank] = false;
-  WorkerProgress* progress = job.status.mutable_workers(takeover.rank);
-  progress->set_worker_id(takeover.node_id);
-  progress->set_vacant(false);
-  progress->set_start_step(takeover.start_step);
-  progress->set_step(takeover.start_step - 1);
-  job.status.set_message(absl::StrCat("worker ", takeover.node_id, " took rank ", takeover.rank,
-                                      " over at step ", takeover.start_step));
+  for (size_t i = 0; i < takeover.ranks.size(); ++i) {
+    const uint32_t rank = takeover.ranks[i];
+    job.workers[rank] = takeover.node_ids[i];
+    job.done[rank] = false;
+    WorkerProgress* progress = job.status.mutable_workers(rank);
+    progress->set_worker_id(takeover.node_ids[i]);
+    progress->set_vacant(false);
+    progress->set_start_step(takeover.start_step);
+    progress->set_step(takeover.start_step - 1);
+  }
+  if (takeover.ranks.size() == 1) {
+    job.status.set_message(absl::StrCat("worker ", takeover.node_ids[0], " took rank ",
+                                        takeover.ranks[0], " over at step ",
+                                        takeover.start_step));
+  } else {
+    job.status.set_message(absl::StrCat("pipeline group ", takeover.server_rank,
+                                        " re-formed at step ", takeover.start_step, " by workers ",
+                                        absl::StrJoin(takeover.node_ids, ", ")));
+  }
   LOG(INFO) << "job " << takeover.job_id << ": " << job.status.message();
   state.Touch(&job);
 }

@@ -196,10 +196,48 @@ TEST_F(PipelineJobTest, AModelTooBigForOneWorkerTrainsOnTwoStages) {
   EXPECT_EQ(piped.state(), SUCCEEDED) << piped.message() << "; logs in " << log_dir_;
 }
 
-// A stage killed (SIGKILL) mid-job: the group cannot go on without it, so the job restarts from
-// its latest checkpoint on the workers it has (the killed one's place taken by a new worker); the
-// surviving stage, waiting for its neighbour, is cancelled and takes part in the next run. The job
-// ends SUCCEEDED.
+// 2 groups x 2 stages, a stage killed (SIGKILL) mid-job (parallelism.on_stage_loss REFORM_GROUP,
+// the default; no checkpoints, so nothing could restart): its group stops, the other goes on
+// alone, and as soon as a new worker joins, it and the lost stage's cancelled neighbour re-form
+// the group from a later step. The job ends SUCCEEDED with every step done and no restart.
+TEST_F(PipelineJobTest, AKilledStageStopsItsGroupAndIdleWorkersReformIt) {
+  StartCluster(/*servers=*/2, /*workers=*/4);
+  const JobSpec spec = GptJob(2, 2, 2, 400);
+  const std::string id = client_->SubmitJob(spec).value();
+  const JobStatus running = WaitForJob(
+      client_.get(), id,
+      [](const JobStatus& s) { return (s.state() == RUNNING && s.step() >= 20) || IsTerminal(s.state()); },
+      absl::Seconds(120), log_dir_);
+  ASSERT_EQ(running.state(), RUNNING) << running.message() << "; logs in " << log_dir_;
+  ASSERT_TRUE(cluster_->Kill("worker 0", SIGKILL).ok());
+  // The group stops and the job goes on with the other one.
+  const JobStatus stopped = WaitForJob(
+      client_.get(), id,
+      [](const JobStatus& s) {
+        return s.message().find("stops and the job goes on") != std::string::npos ||
+               IsTerminal(s.state());
+      },
+      absl::Seconds(60), log_dir_);
+  ASSERT_EQ(stopped.state(), RUNNING) << stopped.message() << "; logs in " << log_dir_;
+  ASSERT_TRUE(cluster_->AddWorker().ok());
+  const JobStatus final = WaitForJob(
+      client_.get(), id, [](const JobStatus& s) { return IsTerminal(s.state()); },
+      absl::Seconds(300), log_dir_);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 0u);
+  EXPECT_EQ(final.step(), 400u);
+  int reformed = 0;  // Ranks whose workers started after step 1: the re-formed group's two.
+  for (const WorkerProgress& w : final.workers()) {
+    EXPECT_FALSE(w.vacant());
+    reformed += w.start_step() > 1;
+  }
+  EXPECT_EQ(reformed, 2) << "logs in " << log_dir_;
+}
+
+// A stage killed (SIGKILL) mid-job in a single group: there is no other group to go on with, so
+// the job restarts from its latest checkpoint on the workers it has (the killed one's place taken
+// by a new worker); the surviving stage, waiting for its neighbour, is cancelled and takes part in
+// the next run. The job ends SUCCEEDED.
 TEST_F(PipelineJobTest, AKilledStageRestartsTheJobFromItsCheckpoint) {
   StartCluster(/*servers=*/2, /*workers=*/2);
   JobSpec spec = GptJob(1, 2, 2, 600);

@@ -135,6 +135,17 @@ class StageRun {
     return ConnectServers();
   }
 
+  // Whether `failure` came from a neighbouring stage: a broken stream to one, or its tensors
+  // that stopped coming.
+  bool NeighbourLost(const absl::Status& failure) {
+    if (failure.code() == absl::StatusCode::kDeadlineExceeded) return true;
+    for (GrpcSendLink* link : {to_next_.get(), to_previous_.get(), to_first_.get(),
+                               control_to_next_.get(), control_to_previous_.get()}) {
+      if (link != nullptr && !link->status().ok()) return true;
+    }
+    return false;
+  }
+
   absl::Status Run() {
     const uint64_t first = std::max<uint64_t>(1, assignment_.start_step());
     if (first > training_.steps()) {
@@ -212,7 +223,7 @@ class StageRun {
  private:
   StageStreamKey Key(int to_stage, StageTensor::Kind kind) const {
     return StageStreamKey{assignment_.job_id(), assignment_.attempt(), group_,
-                          static_cast<uint32_t>(to_stage), kind};
+                          static_cast<uint32_t>(to_stage), kind, assignment_.start_step()};
   }
 
   std::unique_ptr<GrpcSendLink> SendLink(int to_stage, StageTensor::Kind kind, DType dtype) {
@@ -434,7 +445,24 @@ absl::Status RunStage(const WorkAssignment& assignment, ProgressReporter* report
                       TrainingMetrics* metrics) {
   StageRun run(assignment, reporter, cancel, options, metrics);
   RETURN_IF_ERROR(run.SetUp());
-  return run.Run();
+  const absl::Status status = run.Run();
+  if (status.ok() || status.code() == absl::StatusCode::kCancelled || !run.NeighbourLost(status)) {
+    return status;
+  }
+  // The neighbour's loss is the coordinator's to handle (failover.cc): it stops this run too.
+  LOG(WARNING) << "job " << assignment.job_id() << ": " << status
+               << "; waiting up to " << absl::FormatDuration(options.neighbour_grace)
+               << " for the coordinator to handle the lost stage";
+  const absl::Time until = absl::Now() + options.neighbour_grace;
+  while (absl::Now() < until) {
+    if (cancel->load()) {
+      return absl::CancelledError(
+          absl::StrCat("a neighbouring stage was lost (", status.message(),
+                       "); the coordinator stopped this run"));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return status;
 }
 
 }  // namespace psrv

@@ -26,6 +26,10 @@ struct StageRunOptions {
   uint64_t max_memory_bytes = 0;  // TrainerOptions::max_memory_bytes.
   Device device = Device::kAuto;  // Where the stage's layers run (TrainerOptions::device).
   CudaModelOptions cuda;          // How, on a GPU.
+  // A run that fails because a neighbouring stage went away (its stream broke, or its tensors
+  // stopped coming) waits this long for the coordinator to stop it (the neighbour's loss is the
+  // job's to handle: its group is re-formed, or the job restarts) before it reports the error.
+  absl::Duration neighbour_grace = absl::Seconds(30);
 };
 
 // Runs stage `assignment.rank() % P` of the job to its end (or an error); reports progress with

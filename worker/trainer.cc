@@ -347,7 +347,8 @@ absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordin
     stage_options.cuda = options.cuda;
     status = RunStage(assignment, &reporter, cancel, stage_options, &training_metrics);
     if (options.stage_inbox != nullptr) {
-      options.stage_inbox->DropRuns(assignment.job_id(), assignment.attempt(), /*inclusive=*/true);
+      options.stage_inbox->DropRuns(assignment.job_id(), assignment.attempt(),
+                                    assignment.start_step(), /*inclusive=*/true);
     }
   } else {
     TrainingRun run(assignment, &reporter, cancel, options, &training_metrics);

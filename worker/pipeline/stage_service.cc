@@ -17,7 +17,8 @@ namespace psrv {
 namespace {
 
 std::string Describe(const StageStreamKey& key) {
-  return absl::StrCat("job ", key.job_id, " run ", key.attempt, " group ", key.group, " stage ",
+  return absl::StrCat("job ", key.job_id, " run ", key.attempt, "/", key.run_start, " group ",
+                      key.group, " stage ",
                       key.to_stage, " ", StageTensor::Kind_Name(key.kind));
 }
 
@@ -44,7 +45,7 @@ absl::Status StageInbox::Deposit(const StageTensor& tensor) {
         DType_Name(tensor.dtype()), " elements take ", tensor.elements() * width));
   }
   StageStreamKey key{tensor.job_id(), tensor.attempt(), tensor.group(), tensor.to_stage(),
-                     tensor.kind()};
+                     tensor.kind(), tensor.run_start()};
   const size_t bytes = tensor.elements() * sizeof(float);
   TensorKey at{std::move(key), tensor.step(), tensor.micro_batch()};
   {
@@ -87,11 +88,14 @@ absl::StatusOr<std::vector<float>> StageInbox::Take(const StageStreamKey& key, u
   return values;
 }
 
-void StageInbox::DropRuns(const std::string& job_id, uint32_t attempt, bool inclusive) {
+void StageInbox::DropRuns(const std::string& job_id, uint32_t attempt, uint64_t run_start,
+                          bool inclusive) {
   absl::MutexLock lock(&mu_);
+  const auto run = std::make_pair(attempt, run_start);
   for (auto it = tensors_.begin(); it != tensors_.end();) {
     const StageStreamKey& key = std::get<0>(it->first);
-    if (key.job_id == job_id && (key.attempt < attempt || (inclusive && key.attempt == attempt))) {
+    const auto its_run = std::make_pair(key.attempt, key.run_start);
+    if (key.job_id == job_id && (its_run < run || (inclusive && its_run == run))) {
       bytes_ -= it->second.size() * sizeof(float);
       it = tensors_.erase(it);
     } else {
@@ -180,6 +184,11 @@ absl::Status GrpcSendLink::Flush() {
   return failed_;
 }
 
+absl::Status GrpcSendLink::status() {
+  absl::MutexLock lock(&mu_);
+  return failed_;
+}
+
 void GrpcSendLink::Run() {
   grpc::ClientContext context;
   SendTensorsResponse response;
@@ -187,6 +196,7 @@ void GrpcSendLink::Run() {
   StageTensor tensor;
   tensor.set_job_id(key_.job_id);
   tensor.set_attempt(key_.attempt);
+  tensor.set_run_start(key_.run_start);
   tensor.set_group(key_.group);
   tensor.set_to_stage(key_.to_stage);
   tensor.set_kind(key_.kind);

@@ -27,17 +27,19 @@
 
 namespace psrv {
 
-// Which stream of tensors: one run of a job, one group, the receiving stage, one kind.
+// Which stream of tensors: one run of a job (its attempt, and the first step of the group's
+// run), one group, the receiving stage, one kind.
 struct StageStreamKey {
   std::string job_id;
   uint32_t attempt = 0;
   uint32_t group = 0;
   uint32_t to_stage = 0;
   StageTensor::Kind kind = StageTensor::ACTIVATIONS;
+  uint64_t run_start = 0;
 
   bool operator<(const StageStreamKey& o) const {
-    return std::tie(job_id, attempt, group, to_stage, kind) <
-           std::tie(o.job_id, o.attempt, o.group, o.to_stage, o.kind);
+    return std::tie(job_id, attempt, run_start, group, to_stage, kind) <
+           std::tie(o.job_id, o.attempt, o.run_start, o.group, o.to_stage, o.kind);
   }
 };
 
@@ -60,8 +62,9 @@ class StageInbox {
   // DEADLINE_EXCEEDED naming what was awaited.
   absl::StatusOr<std::vector<float>> Take(const StageStreamKey& key, uint64_t step,
                                           uint32_t micro_batch, absl::Duration timeout);
-  // Forgets every tensor of `job_id` runs before `attempt` (and of that run if `inclusive`).
-  void DropRuns(const std::string& job_id, uint32_t attempt, bool inclusive);
+  // Forgets every tensor of `job_id` runs before (`attempt`, `run_start`) (and of that run if
+  // `inclusive`).
+  void DropRuns(const std::string& job_id, uint32_t attempt, uint64_t run_start, bool inclusive);
   size_t bytes_held() const;
 
  private:
@@ -114,6 +117,8 @@ class GrpcSendLink : public StageLink {
   absl::StatusOr<std::vector<float>> Receive(int micro_batch) override;  // FAILED_PRECONDITION
   // Waits until everything queued was written (or the stream failed): its status.
   absl::Status Flush();
+  // OK, or why the stream failed (without waiting).
+  absl::Status status();
 
  private:
   struct Queued {

@@ -212,7 +212,16 @@ TEST(StageInboxTest, BadTensorsAreRefusedAndNothingIsKept) {
   ASSERT_TRUE(inbox.Deposit(Good()).ok());
   ASSERT_TRUE(inbox.Deposit(Good()).ok());  // A resend: kept once.
   EXPECT_EQ(inbox.bytes_held(), 16u);
-  inbox.DropRuns("job-1", 1, /*inclusive=*/true);
+  // A later run of the same attempt (a re-formed group, run_start 50) is kept when the earlier
+  // run's tensors are dropped.
+  StageTensor later = Good();
+  later.set_run_start(50);
+  ASSERT_TRUE(inbox.Deposit(later).ok());
+  inbox.DropRuns("job-1", 1, /*run_start=*/0, /*inclusive=*/true);
+  EXPECT_EQ(inbox.bytes_held(), 16u);
+  StageStreamKey key = Key(1, StageTensor::ACTIVATIONS);
+  key.run_start = 50;
+  EXPECT_TRUE(inbox.Take(key, later.step(), later.micro_batch(), absl::Milliseconds(10)).ok());
   EXPECT_EQ(inbox.bytes_held(), 0u);
 }
 
