@@ -1,6 +1,7 @@
 #include "worker/pipeline/stage_service.h"
 
 #include <glog/logging.h>
+#include <grpcpp/support/sync_stream.h>
 
 #include <algorithm>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "common/grpc_status.h"
 #include "common/names.h"
 #include "common/status_macros.h"
+#include "common/wire.h"
 
 namespace psrv {
 namespace {
@@ -24,7 +26,7 @@ std::string Describe(const StageStreamKey& key) {
 
 }  // namespace
 
-absl::Status StageInbox::Deposit(const StageTensor& tensor) {
+absl::Status StageInbox::CheckAndReserve(const StageTensor& tensor, size_t payload_bytes) {
   RETURN_IF_ERROR(CheckName("job_id", tensor.job_id()));
   if (tensor.kind() != StageTensor::ACTIVATIONS && tensor.kind() != StageTensor::GRADIENTS) {
     return absl::InvalidArgumentError(
@@ -39,35 +41,60 @@ absl::Status StageInbox::Deposit(const StageTensor& tensor) {
         "elements must be in [1, ", options_.max_elements, "]; got ", tensor.elements()));
   }
   const size_t width = tensor.dtype() == FP32 ? sizeof(float) : sizeof(uint16_t);
-  if (tensor.values().size() != tensor.elements() * width) {
+  if (payload_bytes != tensor.elements() * width) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "values has ", tensor.values().size(), " bytes; ", tensor.elements(), " ",
+        "values has ", payload_bytes, " bytes; ", tensor.elements(), " ",
         DType_Name(tensor.dtype()), " elements take ", tensor.elements() * width));
   }
-  StageStreamKey key{tensor.job_id(), tensor.attempt(), tensor.group(), tensor.to_stage(),
-                     tensor.kind(), tensor.run_start()};
   const size_t bytes = tensor.elements() * sizeof(float);
-  TensorKey at{std::move(key), tensor.step(), tensor.micro_batch()};
-  {
-    absl::MutexLock lock(&mu_);
-    if (tensors_.count(at) > 0) return absl::OkStatus();  // A resend.
-    if (bytes_ + bytes > options_.max_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "this worker holds ", bytes_, " bytes of unread stage tensors; ", bytes,
-          " more would pass its limit of ", options_.max_bytes));
-    }
-    bytes_ += bytes;  // Reserved before the (unlocked) conversion.
-  }
-  std::vector<float> values(tensor.elements());
-  if (tensor.dtype() == FP32) {
-    std::memcpy(values.data(), tensor.values().data(), bytes);
-  } else {
-    Bf16ToFloats(reinterpret_cast<const uint16_t*>(tensor.values().data()), values.size(),
-                 values.data());
-  }
   absl::MutexLock lock(&mu_);
-  if (!tensors_.emplace(std::move(at), std::move(values)).second) bytes_ -= bytes;
+  if (bytes_ + bytes > options_.max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this worker holds ", bytes_, " bytes of unread stage tensors; ", bytes,
+        " more would pass its limit of ", options_.max_bytes));
+  }
+  bytes_ += bytes;  // Reserved before the (unlocked) copy.
   return absl::OkStatus();
+}
+
+void StageInbox::Unreserve(size_t bytes) {
+  absl::MutexLock lock(&mu_);
+  bytes_ -= bytes;
+}
+
+absl::Status StageInbox::Deposit(grpc::ByteBuffer* message, StageTensor* tensor) {
+  std::vector<float> values;
+  std::vector<uint16_t> narrow;  // BF16 values as they came.
+  size_t reserved = 0;
+  absl::Status parsed =
+      ParseWithPayload(message, tensor, [&](size_t size) -> absl::StatusOr<char*> {
+        RETURN_IF_ERROR(CheckAndReserve(*tensor, size));
+        reserved = tensor->elements() * sizeof(float);
+        values.resize(tensor->elements());
+        if (tensor->dtype() == FP32) return reinterpret_cast<char*>(values.data());
+        narrow.resize(tensor->elements());
+        return reinterpret_cast<char*>(narrow.data());
+      });
+  if (!parsed.ok()) {
+    if (reserved > 0) Unreserve(reserved);
+    return parsed;
+  }
+  if (tensor->dtype() == BF16) Bf16ToFloats(narrow.data(), narrow.size(), values.data());
+  TensorKey at{StageStreamKey{tensor->job_id(), tensor->attempt(), tensor->group(),
+                              tensor->to_stage(), tensor->kind(), tensor->run_start()},
+               tensor->step(), tensor->micro_batch()};
+  absl::MutexLock lock(&mu_);
+  if (!tensors_.emplace(std::move(at), std::move(values)).second) {
+    bytes_ -= reserved;  // A resend: the tensor held stays.
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StageInbox::Deposit(const StageTensor& tensor) {
+  grpc::Slice slice(tensor.SerializeAsString());
+  grpc::ByteBuffer message(&slice, 1);
+  StageTensor header;
+  return Deposit(&message, &header);
 }
 
 absl::StatusOr<std::vector<float>> StageInbox::Take(const StageStreamKey& key, uint64_t step,
@@ -109,21 +136,54 @@ size_t StageInbox::bytes_held() const {
   return bytes_;
 }
 
-grpc::Status StageService::SendTensors(grpc::ServerContext* context,
-                                       grpc::ServerReader<StageTensor>* reader,
-                                       SendTensorsResponse* response) {
-  StageTensor tensor;
-  while (reader->Read(&tensor)) {
-    absl::Status kept = inbox_->Deposit(tensor);
-    if (!kept.ok()) {
-      return ToGrpcStatus(absl::Status(
-          kept.code(), absl::StrCat("tensor ", response->received() + 1, " of the stream (step ",
-                                    tensor.step(), ", micro-batch ", tensor.micro_batch(),
-                                    "): ", kept.message())));
-    }
-    response->set_received(response->received() + 1);
+namespace {
+
+// One SendTensors stream: each message read is deposited before the next is asked for; the first
+// bad one ends the stream with its status.
+class TensorReader : public grpc::ServerReadReactor<grpc::ByteBuffer> {
+ public:
+  TensorReader(StageInbox* inbox, grpc::ByteBuffer* response)
+      : inbox_(inbox), response_(response) {
+    StartRead(&message_);
   }
-  return grpc::Status::OK;
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // The sender is done (or gone): say how many were taken.
+      SendTensorsResponse reply;
+      reply.set_received(received_);
+      grpc::Slice slice(reply.SerializeAsString());
+      *response_ = grpc::ByteBuffer(&slice, 1);
+      Finish(grpc::Status::OK);
+      return;
+    }
+    StageTensor header;
+    absl::Status kept = inbox_->Deposit(&message_, &header);
+    message_.Clear();
+    if (!kept.ok()) {
+      Finish(ToGrpcStatus(absl::Status(
+          kept.code(), absl::StrCat("tensor ", received_ + 1, " of the stream (step ",
+                                    header.step(), ", micro-batch ", header.micro_batch(),
+                                    "): ", kept.message()))));
+      return;
+    }
+    ++received_;
+    StartRead(&message_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  StageInbox* const inbox_;
+  grpc::ByteBuffer* const response_;
+  grpc::ByteBuffer message_;
+  uint64_t received_ = 0;
+};
+
+}  // namespace
+
+grpc::ServerReadReactor<grpc::ByteBuffer>* StageService::SendTensors(
+    grpc::CallbackServerContext*, grpc::ByteBuffer* response) {
+  return new TensorReader(inbox_, response);
 }
 
 absl::Status InboxLink::Send(int, std::vector<float>) {
@@ -146,7 +206,7 @@ absl::StatusOr<std::vector<float>> InboxLink::Receive(int micro_batch) {
 
 GrpcSendLink::GrpcSendLink(std::shared_ptr<grpc::Channel> channel, StageStreamKey key,
                            DType dtype)
-    : stub_(StageExchange::NewStub(std::move(channel))),
+    : channel_(std::move(channel)),
       key_(std::move(key)),
       dtype_(dtype),
       thread_([this] { Run(); }) {}
@@ -189,18 +249,32 @@ absl::Status GrpcSendLink::status() {
   return failed_;
 }
 
+namespace {
+
+// The tensor memory a message aliases, freed once gRPC has sent it.
+template <typename T>
+void DeleteVector(void* vector) {
+  delete static_cast<std::vector<T>*>(vector);
+}
+
+}  // namespace
+
 void GrpcSendLink::Run() {
+  // The stream's messages are written as raw ByteBuffers (the tensor aliased, common/wire.h) on
+  // StageExchange.SendTensors; the bytes are those of a StageTensor.
+  static const grpc::internal::RpcMethod kSendTensors("/psrv.StageExchange/SendTensors",
+                                                      grpc::internal::RpcMethod::CLIENT_STREAMING);
   grpc::ClientContext context;
-  SendTensorsResponse response;
-  std::unique_ptr<grpc::ClientWriter<StageTensor>> writer;
-  StageTensor tensor;
-  tensor.set_job_id(key_.job_id);
-  tensor.set_attempt(key_.attempt);
-  tensor.set_run_start(key_.run_start);
-  tensor.set_group(key_.group);
-  tensor.set_to_stage(key_.to_stage);
-  tensor.set_kind(key_.kind);
-  tensor.set_dtype(dtype_);
+  grpc::ByteBuffer response;
+  std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer;
+  StageTensor header;
+  header.set_job_id(key_.job_id);
+  header.set_attempt(key_.attempt);
+  header.set_run_start(key_.run_start);
+  header.set_group(key_.group);
+  header.set_to_stage(key_.to_stage);
+  header.set_kind(key_.kind);
+  header.set_dtype(dtype_);
   while (true) {
     Queued next;
     {
@@ -214,20 +288,25 @@ void GrpcSendLink::Run() {
       queue_.pop_front();
       writing_ = true;
     }
-    if (writer == nullptr) writer = stub_->SendTensors(&context, &response);
-    tensor.set_step(next.step);
-    tensor.set_micro_batch(next.micro_batch);
-    tensor.set_elements(next.tensor.size());
-    std::string* values = tensor.mutable_values();
-    if (dtype_ == BF16) {
-      values->resize(next.tensor.size() * sizeof(uint16_t));
-      FloatsToBf16(next.tensor.data(), next.tensor.size(),
-                   reinterpret_cast<uint16_t*>(values->data()));
-    } else {
-      values->assign(reinterpret_cast<const char*>(next.tensor.data()),
-                     next.tensor.size() * sizeof(float));
+    if (writer == nullptr) {
+      writer.reset(grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
+          channel_.get(), kSendTensors, &context, &response));
     }
-    const bool written = writer->Write(tensor);
+    header.set_step(next.step);
+    header.set_micro_batch(next.micro_batch);
+    header.set_elements(next.tensor.size());
+    grpc::ByteBuffer message;
+    if (dtype_ == BF16) {
+      auto* narrow = new std::vector<uint16_t>(next.tensor.size());
+      FloatsToBf16(next.tensor.data(), next.tensor.size(), narrow->data());
+      SerializeWithPayload(header, narrow->data(), narrow->size() * sizeof(uint16_t),
+                           &DeleteVector<uint16_t>, narrow, &message);
+    } else {
+      auto* values = new std::vector<float>(std::move(next.tensor));
+      SerializeWithPayload(header, values->data(), values->size() * sizeof(float),
+                           &DeleteVector<float>, values, &message);
+    }
+    const bool written = writer->Write(message);
     absl::Status failed;
     if (!written) {  // The stream is broken: its status says why.
       failed = FromGrpcStatus(writer->Finish(),

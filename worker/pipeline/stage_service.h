@@ -1,7 +1,9 @@
 // Pipeline parallelism, part 4: the stages of a group in different ps_worker processes. Each
 // worker of a pipeline job serves StageExchange (proto/pipeline.proto): tensors other stages
 // stream to it land in its StageInbox, where its stage reads them (InboxLink); it streams its own
-// to its neighbours (GrpcSendLink). Validation before anything is kept; memory bounded.
+// to its neighbours (GrpcSendLink). Validation before anything is kept; memory bounded. The
+// tensors' values travel as the servers' payloads do (common/wire.h): the sender's memory goes to
+// gRPC without a copy, and the receiver copies them once, into the tensor it keeps.
 #ifndef PSRV_WORKER_PIPELINE_STAGE_SERVICE_H_
 #define PSRV_WORKER_PIPELINE_STAGE_SERVICE_H_
 
@@ -54,9 +56,12 @@ class StageInbox {
   StageInbox() : StageInbox(Options()) {}
   explicit StageInbox(Options options) : options_(options) {}
 
-  // Validates `tensor` and keeps it (widened to fp32): INVALID_ARGUMENT (a bad field, or values
-  // whose size does not fit elements and dtype) or RESOURCE_EXHAUSTED, keeping nothing. A tensor
-  // already held (a resend) is ignored.
+  // Parses one StageTensor message, validates it and keeps it (widened to fp32): INVALID_ARGUMENT
+  // (a malformed message, a bad field, or values whose size does not fit elements and dtype) or
+  // RESOURCE_EXHAUSTED, keeping nothing. Nothing is allocated before the header is checked. A
+  // tensor already held (a resend) is ignored. `header` receives every field but the values.
+  absl::Status Deposit(grpc::ByteBuffer* message, StageTensor* header);
+  // The same for a parsed message (tests; it is serialized first).
   absl::Status Deposit(const StageTensor& tensor);
   // Takes micro-batch `micro_batch` of `step` from stream `key`, waiting up to `timeout` for it:
   // DEADLINE_EXCEEDED naming what was awaited.
@@ -69,18 +74,23 @@ class StageInbox {
 
  private:
   using TensorKey = std::tuple<StageStreamKey, uint64_t, uint32_t>;  // (stream, step, micro)
+  // Checks `header` and that `payload_bytes` fit it; then reserves the room its fp32 values take.
+  absl::Status CheckAndReserve(const StageTensor& header, size_t payload_bytes);
+  void Unreserve(size_t bytes);
   const Options options_;
   mutable absl::Mutex mu_;
   std::map<TensorKey, std::vector<float>> tensors_ ABSL_GUARDED_BY(mu_);
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// The gRPC service, over an inbox (not owned).
-class StageService final : public StageExchange::Service {
+// The gRPC service, over an inbox (not owned). SendTensors reads the stream's messages as they
+// came off the wire (a callback reactor over raw ByteBuffers), so the values are copied once.
+class StageService final : public StageExchange::WithRawCallbackMethod_SendTensors<
+                               StageExchange::Service> {
  public:
   explicit StageService(StageInbox* inbox) : inbox_(inbox) {}
-  grpc::Status SendTensors(grpc::ServerContext* context, grpc::ServerReader<StageTensor>* reader,
-                           SendTensorsResponse* response) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* SendTensors(grpc::CallbackServerContext* context,
+                                                         grpc::ByteBuffer* response) override;
 
  private:
   StageInbox* const inbox_;
@@ -107,7 +117,9 @@ class InboxLink : public StageLink {
 
 // A stage's outgoing link: one client stream to the neighbour's StageExchange service, written by
 // a thread of its own (Send queues and returns at once, so compute goes on while it travels).
-// `dtype` FP32 or BF16 on the wire. Once the stream fails, every Send answers its error.
+// `dtype` FP32 or BF16 on the wire: FP32 values are handed to gRPC where they are (the tensor is
+// freed once sent), BF16 ones narrowed into a buffer of their own. Once the stream fails, every
+// Send answers its error.
 class GrpcSendLink : public StageLink {
  public:
   GrpcSendLink(std::shared_ptr<grpc::Channel> channel, StageStreamKey key, DType dtype);
@@ -128,7 +140,7 @@ class GrpcSendLink : public StageLink {
   };
   void Run();
 
-  const std::unique_ptr<StageExchange::Stub> stub_;
+  const std::shared_ptr<grpc::Channel> channel_;
   const StageStreamKey key_;
   const DType dtype_;
   absl::Mutex mu_;

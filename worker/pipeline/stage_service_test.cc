@@ -234,6 +234,40 @@ TEST(StageInboxTest, AMissingTensorIsADeadlineNamingIt) {
       << got.status();
 }
 
+// What comes off the wire, before any StageTensor is parsed: malformed bytes are refused with
+// nothing kept or reserved, and a well-formed message's values land in the tensor kept.
+TEST(StageInboxTest, RawMessagesAreParsedStraightIntoTheTensorOrRefused) {
+  StageInbox inbox(StageInbox::Options{64, 1 << 20});
+  auto deposit = [&inbox](const std::string& bytes) {
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer message(&slice, 1);
+    StageTensor header;
+    return inbox.Deposit(&message, &header);
+  };
+  StageTensor good = Good();
+  const float values[4] = {1.5f, -2.0f, 3.25f, 1e-3f};
+  good.set_values(std::string(reinterpret_cast<const char*>(values), sizeof(values)));
+  const std::string wire = good.SerializeAsString();
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"truncated values", wire.substr(0, wire.size() - 3)},
+      {"values longer than the message", wire + std::string("\x7a\xff\xff\x03", 4)},
+      {"two values fields", wire + wire.substr(wire.size() - 18)},
+      {"garbage", std::string("\xff\xff\xff\xff\x0f", 5)},
+  };
+  for (const auto& [name, bytes] : bad) {
+    const absl::Status status = deposit(bytes);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << name << ": " << status;
+    EXPECT_EQ(inbox.bytes_held(), 0u) << name;
+  }
+  ASSERT_TRUE(deposit(wire).ok());
+  absl::StatusOr<std::vector<float>> got =
+      inbox.Take(Key(1, StageTensor::ACTIVATIONS), good.step(), good.micro_batch(),
+                 absl::Seconds(1));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), good.elements());
+  EXPECT_EQ(std::memcmp(got->data(), good.values().data(), good.values().size()), 0);
+}
+
 TEST_F(StageServiceTest, ABadTensorOnTheStreamEndsItWithInvalidArgument) {
   std::unique_ptr<StageExchange::Stub> stub = StageExchange::NewStub(channel_);
   grpc::ClientContext context;
