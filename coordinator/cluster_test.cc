@@ -412,6 +412,70 @@ TEST_F(ClusterTest, APipelineGroupThatLosesAStageStopsAndIsReformedByIdleWorkers
   EXPECT_EQ(reformed, (std::set<std::string>{by_rank[0], w5}));
 }
 
+// A pipeline group whose step the servers wait for too long (one of its stages hangs while its
+// heartbeats go on; the servers cannot tell which): the whole group is dropped, the job goes on
+// with the other group, and the group's workers stay free to re-form it.
+TEST_F(ClusterTest, AStalledPipelineGroupIsDroppedAfterTheStepTimeoutAndReformed) {
+  const std::string s = Register(SERVER, "h:1");
+  std::vector<std::string> workers;
+  for (int i = 1; i <= 4; ++i) workers.push_back(Register(WORKER, absl::StrCat("w", i)));
+  JobSpec spec;
+  spec.set_num_servers(1);
+  spec.set_num_workers(4);
+  spec.mutable_data()->set_path("/tmp/corpus.txt");
+  spec.mutable_training()->set_steps(10);
+  spec.mutable_training()->set_step_timeout_seconds(5);
+  spec.mutable_parallelism()->set_pipeline(2);
+  spec.mutable_parallelism()->set_micro_batches(2);
+  const std::string job = cluster_->SubmitJob(spec).value();
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job)->state(), RUNNING) << cluster_->GetJob(job)->message();
+  std::map<uint32_t, std::string> by_rank;
+  for (const std::string& w : workers) by_rank[Beat(w).assignment().rank()] = w;
+  ASSERT_EQ(by_rank.size(), 4u);
+  // The server's rank 1 is pipeline group 1 (workers' ranks 2 and 3).
+  ShardStatus* waiting;
+  {
+    absl::MutexLock lock(&fake_mu_);
+    waiting = server_statuses_["h:1"].add_shards();
+    waiting->set_job_id(job);
+    waiting->set_table("wte");
+    waiting->set_role(PRIMARY);
+    waiting->add_waiting_for_workers(1);
+    waiting->set_waiting_ms(4000);
+  }
+  auto tick = [&] {
+    now_ += absl::Milliseconds(1100);
+    Beat(s);
+    for (const std::string& w : workers) Beat(w);
+    cluster_->Tick();
+    absl::SleepFor(absl::Milliseconds(50));
+    cluster_->Tick();
+  };
+  tick();
+  EXPECT_FALSE(cluster_->GetJob(job)->workers(2).vacant());
+  {
+    absl::MutexLock lock(&fake_mu_);
+    waiting->set_waiting_ms(6000);
+  }
+  tick();
+  // Dropped and, its two workers being free again (told to stop, not marked hung), re-formed in
+  // the same round from a common start step; the other group was not touched.
+  const JobStatus status = cluster_->GetJob(job).value();
+  ASSERT_EQ(status.state(), RUNNING) << status.message();
+  EXPECT_NE(status.message().find("pipeline group 1 re-formed at step 7"), std::string::npos)
+      << status.message();
+  EXPECT_EQ(status.restarts(), 0u);
+  for (uint32_t rank : {0u, 1u}) {
+    EXPECT_EQ(status.workers(rank).worker_id(), by_rank[rank]);
+    EXPECT_FALSE(status.workers(rank).vacant());
+  }
+  for (uint32_t rank : {2u, 3u}) {
+    EXPECT_FALSE(status.workers(rank).vacant());
+    EXPECT_EQ(status.workers(rank).start_step(), 7u);
+  }
+}
+
 TEST_F(ClusterTest, AWorkerAStepWaitsForTooLongIsDroppedAndGetsNoWorkUntilItReports) {
   const std::string s = Register(SERVER, "h:1");
   const std::string w1 = Register(WORKER, "w1"), w2 = Register(WORKER, "w2");

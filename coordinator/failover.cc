@@ -56,9 +56,11 @@ void Failover::AddLostRanks(const Job& job, absl::Time now, Losses* losses) {
     auto node = state.nodes.find(job.workers[rank]);
     if (job.stalled_ranks.count(rank) > 0) {
       if (losses->rank_reason.empty()) {
+        const uint32_t stages = PipelineStages(job.status.spec());
         losses->rank_reason = absl::StrCat(
-            "worker ", job.workers[rank], " (rank ", rank, ") pushed nothing for ",
-            job.status.spec().training().step_timeout_seconds(),
+            stages > 1 ? absl::StrCat("pipeline group ", rank / stages)
+                       : absl::StrCat("worker ", job.workers[rank], " (rank ", rank, ")"),
+            " pushed nothing for ", job.status.spec().training().step_timeout_seconds(),
             " s while its step waited (training.step_timeout_seconds)");
       }
       losses->ranks.push_back(rank);
@@ -211,8 +213,13 @@ bool Failover::VacateRanks(Job* job, const std::vector<uint32_t>& ranks) {
     if (node != state.nodes.end() && node->second.job_id == job->status.job_id()) {
       node->second.job_id.clear();
       node->second.cancel = true;  // In case it is alive after all.
-      // Hung (alive, but its step never came): no work for it until it reports again.
-      if (job->stalled_ranks.count(rank) > 0) node->second.hung = true;
+      // Hung (alive, but its step never came): no work for it until it reports again. Not so
+      // for a stalled pipeline group, whose healthy stages are not told apart from the hung
+      // one: they must stay free to re-form it (a stage that really hangs may be given the group
+      // again, which then times out again).
+      if (job->stalled_ranks.count(rank) > 0 && PipelineStages(job->status.spec()) == 1) {
+        node->second.hung = true;
+      }
       state.SaveNode(node->first, Save::kLater);  // With the job, by Touch.
     }
     job->workers[rank].clear();

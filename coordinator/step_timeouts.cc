@@ -15,11 +15,8 @@ void StepTimeouts::CheckSteps(const CallRound& round) {
   last_check_ = now;
   for (auto& [id, job] : cluster_.state.jobs) {
     const TrainingSpec& training = job.status.spec().training();
-    // (Pipeline jobs: the servers' ranks are pipeline groups; a hung stage is found by its
-    // neighbours, whose receives time out and fail the run.)
     if (job.status.state() != RUNNING || training.consistency() != SYNC ||
-        training.step_timeout_seconds() == 0 || job.checking_steps ||
-        PipelineStages(job.status.spec()) > 1) {
+        training.step_timeout_seconds() == 0 || job.checking_steps) {
       continue;
     }
     std::set<std::string> primaries;
@@ -49,17 +46,23 @@ void StepTimeouts::CheckPrimaries(const std::string& job_id, uint64_t run,
   if (!StillRunning(job, run)) return;
   const int64_t timeout_ms =
       int64_t{job.status.spec().training().step_timeout_seconds()} * 1000;
+  // The servers' ranks are the workers' (pipeline jobs: the groups'). Which stage of a group hangs
+  // the servers cannot tell (every stage waits for the hung one), so the whole group is stalled.
+  const uint32_t stages = PipelineStages(job.status.spec());
   for (const absl::StatusOr<ServerStatus>& status : statuses) {
     if (!status.ok()) continue;  // A lost server is the fail-over's business.
     for (const ShardStatus& shard : status->shards()) {
       if (shard.role() != PRIMARY || shard.waiting_ms() <= timeout_ms) continue;
-      for (uint32_t rank : shard.waiting_for_workers()) {
-        if (rank >= job.workers.size() || job.workers[rank].empty() || job.done[rank]) continue;
-        if (job.stalled_ranks.insert(rank).second) {
-          LOG(WARNING) << "job " << job_id << ": " << shard.table() << " waited "
-                       << shard.waiting_ms() << " ms for rank " << rank
-                       << " (training.step_timeout_seconds "
-                       << job.status.spec().training().step_timeout_seconds() << ")";
+      for (uint32_t server_rank : shard.waiting_for_workers()) {
+        for (uint32_t rank = server_rank * stages; rank < (server_rank + 1) * stages; ++rank) {
+          if (rank >= job.workers.size() || job.workers[rank].empty() || job.done[rank]) continue;
+          if (job.stalled_ranks.insert(rank).second) {
+            LOG(WARNING) << "job " << job_id << ": " << shard.table() << " waited "
+                         << shard.waiting_ms() << " ms for "
+                         << (stages > 1 ? "pipeline group " : "rank ") << server_rank
+                         << " (training.step_timeout_seconds "
+                         << job.status.spec().training().step_timeout_seconds() << ")";
+          }
         }
       }
     }

@@ -440,6 +440,12 @@ class StageRun {
 
 }  // namespace
 
+absl::Duration StageReceiveTimeout(const JobSpec& spec) {
+  const uint32_t step_timeout = spec.training().step_timeout_seconds();
+  if (step_timeout == 0) return absl::InfiniteDuration();
+  return absl::Seconds(step_timeout) + absl::Minutes(1);
+}
+
 absl::Status RunStage(const WorkAssignment& assignment, ProgressReporter* reporter,
                       const std::atomic<bool>* cancel, const StageRunOptions& options,
                       TrainingMetrics* metrics) {

@@ -20,8 +20,7 @@ namespace psrv {
 
 struct StageRunOptions {
   StageInbox* inbox = nullptr;  // Where this worker's StageExchange service puts what it receives.
-  // How long a stage waits for a neighbour's tensor before the run fails (the coordinator then
-  // restarts the job from its checkpoint).
+  // How long a stage waits for a neighbour's tensor before the run fails (StageReceiveTimeout).
   absl::Duration receive_timeout = absl::Minutes(2);
   uint64_t max_memory_bytes = 0;  // TrainerOptions::max_memory_bytes.
   Device device = Device::kAuto;  // Where the stage's layers run (TrainerOptions::device).
@@ -31,6 +30,13 @@ struct StageRunOptions {
   // job's to handle: its group is re-formed, or the job restarts) before it reports the error.
   absl::Duration neighbour_grace = absl::Seconds(30);
 };
+
+// How long a stage of a job with `spec` waits for a neighbour's tensor: a minute past
+// training.step_timeout_seconds, so that a hung stage is the coordinator's to find first (the
+// servers' step waits for the group's push; the coordinator then drops the whole group, as for a
+// lost stage); for ever when the step timeout is 0 ("never"). A lost stage is found sooner, by its
+// heartbeats.
+absl::Duration StageReceiveTimeout(const JobSpec& spec);
 
 // Runs stage `assignment.rank() % P` of the job to its end (or an error); reports progress with
 // `reporter` (the last stage reports the group's loss; the last stage of group 0 the validation

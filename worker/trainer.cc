@@ -342,6 +342,7 @@ absl::Status RunJob(const WorkAssignment& assignment, Coordinator::Stub* coordin
   if (PipelineStages(assignment.spec()) > 1) {
     StageRunOptions stage_options;
     stage_options.inbox = options.stage_inbox;
+    stage_options.receive_timeout = StageReceiveTimeout(assignment.spec());
     stage_options.max_memory_bytes = options.max_memory_bytes;
     stage_options.device = options.device;
     stage_options.cuda = options.cuda;
