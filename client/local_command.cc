@@ -16,9 +16,11 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli_flags.h"
 #include "client/curves.h"
+#include "client/generate.h"
 #include "client/job_commands.h"
 #include "client/local_cluster.h"
 #include "common/files.h"
+#include "common/job_spec.h"
 #include "common/local_ca.h"
 #include "common/rpc_roles.h"
 #include "common/status_macros.h"
@@ -163,6 +165,7 @@ class LocalJob {
     if (!final_status.ok()) return Failed(StoppedWatching(final_status.status()));
     LocalJobResult result;
     result.succeeded = final_status->state() == SUCCEEDED;
+    if (result.succeeded) PrintPipelineSample(*final_status);
     if (final_status->loss_history_size() > 0) result.curve_files = WriteCurvesHere(*final_status);
     if (!result.succeeded) {
       // A job that failed because one of its processes died: say which.
@@ -174,6 +177,30 @@ class LocalJob {
   }
 
  private:
+  // A pipeline job's workers report no sample (no worker holds the whole model): generated here,
+  // on the CPU, from the servers' final parameters (as `psctl generate` does), with the job's
+  // sample length and seed.
+  void PrintPipelineSample(const JobStatus& status) {
+    const TrainingSpec& training = status.spec().training();
+    if (!status.sample().empty() || PipelineStages(status.spec()) == 1 ||
+        training.sample_length() == 0) {
+      return;
+    }
+    *env_.out << "\nSample of generated text (a pipeline job: generated here, on the CPU, from "
+                 "the servers' final parameters):\n";
+    env_.out->flush();
+    GenerateFlags generate;
+    generate.job_id = status.job_id();
+    generate.length = training.sample_length();
+    generate.seed = training.seed();
+    // Printed as the workers' samples are (PrintableText: a byte model can emit anything).
+    CommandEnv env = job_env_;
+    env.tty = true;
+    if (GenerateCommand(env, generate) != 0) {
+      *env_.err << "psctl: no sample of the pipeline job (above: why)\n";
+    }
+  }
+
   static LocalJobResult Failed(int exit_code) {
     LocalJobResult result;
     result.exit_code = exit_code;
