@@ -232,6 +232,12 @@ for target in $TARGETS; do
   TIMES+=("$target: $(( $(seconds) - start )) s")
 done
 
+# buildah 1.28 leaves the working container of a stage that is only a FROM (binaries,
+# cuda-binaries) behind after each build; they are copies (vfs) of the binaries image.
+"${BUILDAH[@]}" containers --format '{{.ContainerID}} {{.ContainerName}}' \
+  | awk '$2 ~ /^(cuda-)?binaries-working-container(-[0-9]+)?$/ {print $1}' \
+  | xargs -r "${BUILDAH[@]}" rm >/dev/null
+
 echo "image                          size"
 for target in $TARGETS; do
   size=$("${PODMAN[@]}" image inspect --format '{{.Size}}' "localhost/psrv/$target:$TAG")
