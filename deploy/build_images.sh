@@ -51,8 +51,10 @@ trap 'rm -rf "$WORK"' EXIT
 log() { echo "build_images: $*" >&2; }
 seconds() { date +%s; }
 has_image() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
-bud() {  # buildah bud with what every build here shares (chroot isolation: no user namespaces).
-  "${BUILDAH[@]}" bud --isolation chroot --layers --format oci --quiet "$@"
+# buildah bud as every build here: chroot isolation (no user namespaces here), cached layers, and
+# the docker format (the OCI format drops SHELL, and the build stage needs bash's pipefail).
+bud() {
+  "${BUILDAH[@]}" bud --isolation chroot --layers --format docker --quiet "$@"
 }
 
 for tool in buildah podman debootstrap; do
