@@ -52,6 +52,8 @@ def image_ref(image):
 class ImageCluster(run.Cluster):
     """The rendered pods, each container run from its image with buildah."""
 
+    print_env = False  # The command line holds the container's environment (--env).
+
     def __init__(self, objects, workdir):
         super().__init__(objects, workdir)
         self.containers = []  # buildah working containers, removed by stop_all.
@@ -85,9 +87,9 @@ class ImageCluster(run.Cluster):
         for key, value in sorted(env.items()):
             command += ["--env", "%s=%s" % (key, value)]
         command += self.volumes.get((pod.name, container["name"]), [])
-        # buildah's own environment (the container's is all in --env and the image).
-        return command + [name, "--"] + argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                               "HOME": os.environ.get("HOME", "/root")}
+        # buildah runs in this process's environment (CONTAINERS_STORAGE_CONF...); the
+        # container's is all in --env and the image.
+        return command + [name, "--"] + argv, dict(os.environ)
 
     def stop_all(self):
         """SIGTERM to each buildah run's whole session (buildah and the process in the image),

@@ -140,6 +140,8 @@ class Pod:
 class Cluster:
     """The rendered objects of one overlay plus the submit Job, run as local processes."""
 
+    print_env = True  # start() prints each process's environment.
+
     def __init__(self, objects, workdir):
         self.workdir = workdir
         self.configmaps = {o["metadata"]["name"]: dict(o.get("data", {}))
@@ -304,8 +306,9 @@ class Cluster:
         os.makedirs(os.path.dirname(log), exist_ok=True)
         description = "%s/%s" % (pod.name, container["name"])
         print("start %s: %s" % (description, " ".join(shlex.quote(a) for a in argv)))
-        print("  env: %s" % " ".join("%s=%s" % kv for kv in sorted(env.items())
-                                     if kv[0] not in ("PATH", "HOME")))
+        if self.print_env:
+            print("  env: %s" % " ".join("%s=%s" % kv for kv in sorted(env.items())
+                                         if kv[0] not in ("PATH", "HOME")))
         with open(log, "w") as out:
             process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                        cwd=self.workdir, start_new_session=True)
