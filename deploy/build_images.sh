@@ -184,18 +184,19 @@ else
       # The toolkit's files that nvcc and the link need (not its 2 GB of other libraries).
       log "making $CUDA_DEVEL_IMAGE from $CUDA_HOME"
       root=$(readlink -f "$CUDA_HOME")
-      c=$("${BUILDAH[@]}" from scratch)
-      for part in bin include nvvm; do
-        "${BUILDAH[@]}" copy "$c" "$root/$part" "/usr/local/cuda-13.0/$part" >/dev/null
-      done
-      mkdir -p "$WORK/cuda-lib"
+      tk="$WORK/cuda-toolkit"
+      mkdir -p "$tk/lib"
+      cp -a "$root/bin" "$root/include" "$root/nvvm" "$tk/"
+      [ -e "$root/targets" ] && cp -a "$root/targets" "$tk/"
+      [ -L "$root/lib64" ] && cp -a "$root/lib64" "$tk/"  # lib64 -> lib, the linker's path.
       cp -a "$root"/lib/libcudart.so* "$root"/lib/libcublas.so* "$root"/lib/libcublasLt.so* \
-        "$root"/lib/libcudart_static.a "$root"/lib/libcudadevrt.a "$WORK/cuda-lib/"
-      [ -d "$root/lib/stubs" ] && cp -a "$root/lib/stubs" "$WORK/cuda-lib/"
-      "${BUILDAH[@]}" copy "$c" "$WORK/cuda-lib" /usr/local/cuda-13.0/lib >/dev/null
+        "$root"/lib/libcudart_static.a "$root"/lib/libcudadevrt.a "$tk/lib/"
+      [ -d "$root/lib/stubs" ] && cp -a "$root/lib/stubs" "$tk/lib/"
+      c=$("${BUILDAH[@]}" from scratch)
+      "${BUILDAH[@]}" copy "$c" "$tk" /usr/local/cuda-13.0 >/dev/null
       "${BUILDAH[@]}" commit --quiet "$c" "$CUDA_DEVEL_IMAGE" >/dev/null
       "${BUILDAH[@]}" rm "$c" >/dev/null
-      rm -rf "$WORK/cuda-lib"
+      rm -rf "$tk"
     fi
     log "building build-cuda (the CUDA worker inside the image)"
     bud --target build-cuda --build-arg "BASE_IMAGE=$BASE_IMAGE" \
