@@ -9,7 +9,8 @@
 #   bash deploy/build_images.sh --save DIR       # also DIR/TARGET.tar (OCI archives)
 #
 # Options: --tag TAG (default dev), --targets "ps-server psctl ..." (default: all five),
-# --rebuild-base (make the Debian base images again). Environment: PSRV_DEBIAN_MIRROR (default: the
+# --rebuild-base (make the Debian base images again), --prune (then delete the build stages' images
+# and every dangling image: older builds; vfs storage keeps a full copy per layer). Environment: PSRV_DEBIAN_MIRROR (default: the
 # first URI of the apt sources), PSRV_STORAGE_DRIVER (default vfs), CUDA_HOME (default
 # /usr/local/cuda). Needs root (debootstrap, buildah's chroot isolation), buildah, podman and
 # debootstrap (scripts/setup.sh installs them). deploy/README.md, "Build the images with buildah".
@@ -22,6 +23,7 @@ TARGETS=$ALL_TARGETS
 PREBUILT=0
 SAVE_DIR=""
 REBUILD_BASE=0
+PRUNE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --prebuilt) PREBUILT=1 ;;
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
     --tag) TAG=$2; shift ;;
     --targets) TARGETS=$2; shift ;;
     --rebuild-base) REBUILD_BASE=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --prune) PRUNE=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "build_images: unknown option $1 (--help)" >&2; exit 2 ;;
   esac
   shift
@@ -141,21 +144,27 @@ fi
 LIB_FILTER=$(sed -n "s/.*grep -Ev '\([^']*\)'.*/\1/p" "$DOCKERFILE" | head -n1)
 [ -n "$LIB_FILTER" ] || { log "no library filter in $DOCKERFILE"; exit 1; }
 
-BINARIES_IMAGE=localhost/psrv/binaries:$TAG
-CUDA_BINARIES_IMAGE=localhost/psrv/binaries-cuda:$TAG
+BINARIES_IMAGE=localhost/psrv/binaries:$TAG  # /out of the build stages, or of --prebuilt.
+BUILD_IMAGE=localhost/psrv/build:$TAG
+BUILD_CUDA_IMAGE=localhost/psrv/build-cuda:$TAG
 TIMES=()
 
-# ---- The binaries: in the image (build, build-cuda) or from the host (prebuilt) --------------------
+# ---- The binaries: built in the image (build, build-cuda) or on the host (--prebuilt) --------------
+# Either way they end up in one folder (bin/, cuda/, lib/, data/: the build stages' /out), which the
+# `prebuilt` stage turns into the small image $BINARIES_IMAGE the runtime targets copy from. (Passing
+# the build stages themselves as BINARIES would work too, but every runtime build would then copy
+# their 2.5-3.3 GB root file system: vfs storage has no copy-on-write.)
+stage="$WORK/out"
+mkdir -p "$stage/bin" "$stage/cuda" "$stage/lib" "$stage/data"
 start=$(seconds)
 if [ "$PREBUILT" -eq 1 ]; then
-  stage="$WORK/prebuilt"
-  mkdir -p "$stage/bin" "$stage/cuda" "$stage/lib" "$stage/data"
   # The same binaries as the build stages: -c opt, CPU-only for four, the CUDA worker for the GPU.
   bazel_bin=$(bazel info -c opt bazel-bin 2>/dev/null)
   if [ "$GPU" -eq 1 ]; then
     log "bazel build -c opt //worker:ps_worker (CUDA)"
     bazel build -c opt --jobs="${BAZEL_JOBS:-2}" //worker:ps_worker
     install -m 0755 "$bazel_bin/worker/ps_worker" "$stage/cuda/ps_worker"
+    ldd "$stage/cuda/ps_worker" > "$WORK/cuda-worker.ldd"
   fi
   log "bazel build -c opt --define=cuda=off (coordinator, server, worker, psctl)"
   bazel build -c opt --define=cuda=off --jobs="${BAZEL_JOBS:-2}" //coordinator:ps_coordinator \
@@ -168,16 +177,21 @@ if [ "$PREBUILT" -eq 1 ]; then
     > "$stage/data/fortunes.txt"
   ldd "$stage/bin/ps_worker" | awk '$3 ~ /^\// {print $3}' | grep -Ev "$LIB_FILTER" \
     | xargs -r cp -L -t "$stage/lib"
-  bud --target prebuilt --build-context "prebuilt-out=$stage" -t "$BINARIES_IMAGE" \
-    -f "$DOCKERFILE" . >/dev/null
-  CUDA_BINARIES_IMAGE=$BINARIES_IMAGE
-  [ "$GPU" -eq 1 ] && ldd "$stage/cuda/ps_worker" > "$WORK/cuda-worker.ldd"
   TIMES+=("binaries (host bazel build -c opt + staging): $(( $(seconds) - start )) s")
 else
+  extract_out() {  # image: copies its /out into $stage.
+    local c m
+    c=$("${BUILDAH[@]}" from --pull=never "$1")
+    m=$("${BUILDAH[@]}" mount "$c")
+    cp -a "$m/out/." "$stage/"
+    "${BUILDAH[@]}" umount "$c" >/dev/null
+    "${BUILDAH[@]}" rm "$c" >/dev/null
+  }
   log "building the build stage (setup.sh, bazel build -c opt inside the image; long)"
   bud --target build --build-arg "BASE_IMAGE=$BASE_IMAGE" --ignorefile deploy/docker/Dockerfile.dockerignore \
-    -t "$BINARIES_IMAGE" -f "$DOCKERFILE" .
-  TIMES+=("build stage (in-image bazel build): $(( $(seconds) - start )) s")
+    -t "$BUILD_IMAGE" -f "$DOCKERFILE" .
+  extract_out "$BUILD_IMAGE"
+  TIMES+=("build stage (setup.sh + bazel build in the image): $(( $(seconds) - start )) s")
   if [ "$GPU" -eq 1 ]; then
     start=$(seconds)
     if [ "$REBUILD_BASE" -eq 1 ] || ! has_image "$CUDA_DEVEL_IMAGE"; then
@@ -187,11 +201,11 @@ else
       tk="$WORK/cuda-toolkit"
       mkdir -p "$tk/lib"
       cp -a "$root/bin" "$root/include" "$root/nvvm" "$tk/"
-      [ -e "$root/targets" ] && cp -a "$root/targets" "$tk/"
-      [ -L "$root/lib64" ] && cp -a "$root/lib64" "$tk/"  # lib64 -> lib, the linker's path.
+      if [ -e "$root/targets" ]; then cp -a "$root/targets" "$tk/"; fi
+      if [ -L "$root/lib64" ]; then cp -a "$root/lib64" "$tk/"; fi  # lib64 -> lib: the -L path.
       cp -a "$root"/lib/libcudart.so* "$root"/lib/libcublas.so* "$root"/lib/libcublasLt.so* \
         "$root"/lib/libcudart_static.a "$root"/lib/libcudadevrt.a "$tk/lib/"
-      [ -d "$root/lib/stubs" ] && cp -a "$root/lib/stubs" "$tk/lib/"
+      if [ -d "$root/lib/stubs" ]; then cp -a "$root/lib/stubs" "$tk/lib/"; fi
       c=$("${BUILDAH[@]}" from scratch)
       "${BUILDAH[@]}" copy "$c" "$tk" /usr/local/cuda-13.0 >/dev/null
       "${BUILDAH[@]}" commit --quiet "$c" "$CUDA_DEVEL_IMAGE" >/dev/null
@@ -201,13 +215,18 @@ else
     log "building build-cuda (the CUDA worker inside the image)"
     bud --target build-cuda --build-arg "BASE_IMAGE=$BASE_IMAGE" \
       --build-arg "CUDA_DEVEL_IMAGE=$CUDA_DEVEL_IMAGE" \
-      --ignorefile deploy/docker/Dockerfile.dockerignore -t "$CUDA_BINARIES_IMAGE" -f "$DOCKERFILE" .
-    c=$("${BUILDAH[@]}" from "$CUDA_BINARIES_IMAGE")
+      --ignorefile deploy/docker/Dockerfile.dockerignore -t "$BUILD_CUDA_IMAGE" -f "$DOCKERFILE" .
+    # Its CUDA libraries as the image's loader resolves them (through the toolkit there).
+    c=$("${BUILDAH[@]}" from --pull=never "$BUILD_CUDA_IMAGE")
     "${BUILDAH[@]}" run --isolation chroot "$c" -- ldd /out/cuda/ps_worker > "$WORK/cuda-worker.ldd"
     "${BUILDAH[@]}" rm "$c" >/dev/null
-    TIMES+=("build-cuda stage (in-image CUDA worker): $(( $(seconds) - start )) s")
+    extract_out "$BUILD_CUDA_IMAGE"
+    TIMES+=("build-cuda stage (the CUDA worker in the image): $(( $(seconds) - start )) s")
   fi
 fi
+bud --target prebuilt --build-context "prebuilt-out=$stage" -t "$BINARIES_IMAGE" \
+  -f "$DOCKERFILE" . >/dev/null
+CUDA_BINARIES_IMAGE=$BINARIES_IMAGE
 
 # ---- The GPU worker's base: Debian 12 + the CUDA libraries the CUDA worker links ------------------
 if [ "$GPU" -eq 1 ]; then
@@ -240,6 +259,13 @@ done
 "${BUILDAH[@]}" containers --format '{{.ContainerID}} {{.ContainerName}}' \
   | awk '$2 ~ /^(cuda-)?binaries-working-container(-[0-9]+)?$/ {print $1}' \
   | xargs -r "${BUILDAH[@]}" rm >/dev/null
+
+if [ "$PRUNE" -eq 1 ]; then
+  for image in "$BUILD_IMAGE" "$BUILD_CUDA_IMAGE"; do
+    if has_image "$image"; then "${BUILDAH[@]}" rmi "$image" >/dev/null; fi
+  done
+  "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+fi
 
 echo "image                          size"
 for target in $TARGETS; do

@@ -196,7 +196,7 @@ def main():
 
     if "--no-build" not in sys.argv:
         build = subprocess.run(["bash", lib.repo_path("deploy", "build_images.sh"), "--prebuilt",
-                                "--tag", TAG])
+                                "--tag", TAG, "--prune"])
         if build.returncode != 0:
             print("FAIL: deploy/build_images.sh --prebuilt exited %d" % build.returncode)
             sys.exit(1)
