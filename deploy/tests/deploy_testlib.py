@@ -43,7 +43,8 @@ def skip(message):
 def find_tool(name):
     """`name` on PATH or where pip and apt put programs (Bazel's test PATH is short)."""
     home = pwd.getpwuid(os.getuid()).pw_dir
-    extra = ["/usr/local/bin", "/usr/bin", "/bin", os.path.join(home, ".local", "bin")]
+    extra = ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin",
+             os.path.join(home, ".local", "bin")]
     path = os.pathsep.join([os.environ.get("PATH", "")] + extra)
     return shutil.which(name, path=path)
 
