@@ -10,13 +10,14 @@
 #
 # Options: --tag TAG (default dev), --targets "ps-server psctl ..." (default: all five),
 # --rebuild-base (make the Debian base images again), --prune (then delete the build stages' images
-# and every dangling image: older builds; vfs storage keeps a full copy per layer). Environment: PSRV_DEBIAN_MIRROR (default: the
-# first URI of the apt sources), PSRV_STORAGE_DRIVER (default vfs), CUDA_HOME (default
-# /usr/local/cuda). Needs root (debootstrap, buildah's chroot isolation), buildah, podman and
+# and every dangling image, i.e. older builds: vfs storage keeps a full copy per layer).
+# Environment: PSRV_DEBIAN_MIRROR (default: the first URI of the apt sources), PSRV_STORAGE_DRIVER
+# (default vfs), CUDA_HOME (default /usr/local/cuda). Needs root (debootstrap, buildah's chroot isolation), buildah, podman and
 # debootstrap (scripts/setup.sh installs them). deploy/README.md, "Build the images with buildah".
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"  # debootstrap
 ALL_TARGETS="ps-coordinator ps-server ps-worker ps-worker-gpu psctl"
 TAG=dev
 TARGETS=$ALL_TARGETS
