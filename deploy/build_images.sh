@@ -12,8 +12,9 @@
 # --rebuild-base (make the Debian base images again), --prune (then delete the build stages' images
 # and every dangling image, i.e. older builds: vfs storage keeps a full copy per layer).
 # Environment: PSRV_DEBIAN_MIRROR (default: the first URI of the apt sources), PSRV_STORAGE_DRIVER
-# (default vfs), CUDA_HOME (default /usr/local/cuda). Needs root (debootstrap, buildah's chroot isolation), buildah, podman and
-# debootstrap (scripts/setup.sh installs them). deploy/README.md, "Build the images with buildah".
+# (default vfs), CUDA_HOME (default /usr/local/cuda). Needs root (debootstrap, buildah's chroot
+# isolation), buildah, podman and debootstrap (scripts/setup.sh installs them). deploy/README.md,
+# "With buildah, no Docker engine or registry".
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
     --targets) TARGETS=$2; shift ;;
     --rebuild-base) REBUILD_BASE=1 ;;
     --prune) PRUNE=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "build_images: unknown option $1 (--help)" >&2; exit 2 ;;
   esac
   shift
@@ -64,7 +65,10 @@ bud() {
 for tool in buildah podman debootstrap; do
   command -v "$tool" >/dev/null || { log "$tool is not installed (bash scripts/setup.sh)"; exit 1; }
 done
-[ "$(id -u)" -eq 0 ] || { log "run as root (debootstrap and buildah's chroot isolation need it)"; exit 1; }
+if [ "$(id -u)" -ne 0 ]; then
+  log "run as root (debootstrap and buildah's chroot isolation need it)"
+  exit 1
+fi
 
 # ---- Debian 12 base images ------------------------------------------------------------------------
 debian_mirror() {
@@ -72,7 +76,8 @@ debian_mirror() {
   local uri
   uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2}' \
         | grep -v -- '-security' | head -n1 || true)
-  [ -n "$uri" ] || uri=$(awk '$1 == "deb" {print $2}' /etc/apt/sources.list 2>/dev/null | head -n1 || true)
+  [ -n "$uri" ] || uri=$(awk '$1 == "deb" {print $2}' /etc/apt/sources.list 2>/dev/null \
+                         | head -n1 || true)
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
@@ -107,7 +112,8 @@ Dir::Cache::pkgcache "";
 Dir::Cache::srcpkgcache "";
 EOF
   echo 'Acquire::Languages "none";' > "$rootfs/etc/apt/apt.conf.d/docker-no-languages"
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/*
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
+    "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | "${PODMAN[@]}" import --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
   # -slim, as Docker Hub's: no documentation, manual pages or translations, now or when installing.
   mkdir -p "$rootfs/etc/dpkg/dpkg.cfg.d"
@@ -122,7 +128,8 @@ EOF
   find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
   rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/* \
     "$rootfs"/usr/share/lintian/*
-  tar -C "$rootfs" -c . | "${PODMAN[@]}" import --change 'CMD ["bash"]' - "$RUNTIME_BASE_IMAGE" >/dev/null
+  tar -C "$rootfs" -c . \
+    | "${PODMAN[@]}" import --change 'CMD ["bash"]' - "$RUNTIME_BASE_IMAGE" >/dev/null
   rm -rf "$rootfs"
   log "made $BASE_IMAGE and $RUNTIME_BASE_IMAGE in $(( $(seconds) - start )) s"
 }
@@ -189,8 +196,8 @@ else
     "${BUILDAH[@]}" rm "$c" >/dev/null
   }
   log "building the build stage (setup.sh, bazel build -c opt inside the image; long)"
-  bud --target build --build-arg "BASE_IMAGE=$BASE_IMAGE" --ignorefile deploy/docker/Dockerfile.dockerignore \
-    -t "$BUILD_IMAGE" -f "$DOCKERFILE" .
+  bud --target build --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    --ignorefile deploy/docker/Dockerfile.dockerignore -t "$BUILD_IMAGE" -f "$DOCKERFILE" .
   extract_out "$BUILD_IMAGE"
   TIMES+=("build stage (setup.sh + bazel build in the image): $(( $(seconds) - start )) s")
   if [ "$GPU" -eq 1 ]; then
@@ -251,7 +258,8 @@ for target in $TARGETS; do
     --build-arg "RUNTIME_BASE_IMAGE=$RUNTIME_BASE_IMAGE" \
     --build-arg "CUDA_RUNTIME_IMAGE=$CUDA_RUNTIME_IMAGE" --build-arg "BINARIES=$BINARIES_IMAGE" \
     --build-arg "CUDA_BINARIES=$CUDA_BINARIES_IMAGE" \
-    --ignorefile deploy/docker/Dockerfile.dockerignore -t "psrv/$target:$TAG" -f "$DOCKERFILE" . >/dev/null
+    --ignorefile deploy/docker/Dockerfile.dockerignore -t "psrv/$target:$TAG" \
+    -f "$DOCKERFILE" . >/dev/null
   TIMES+=("$target: $(( $(seconds) - start )) s")
 done
 
@@ -279,7 +287,8 @@ if [ -n "$SAVE_DIR" ]; then
   mkdir -p "$SAVE_DIR"
   for target in $TARGETS; do
     rm -f "$SAVE_DIR/$target.tar"
-    "${BUILDAH[@]}" push --quiet "psrv/$target:$TAG" "oci-archive:$SAVE_DIR/$target.tar:psrv/$target:$TAG"
+    "${BUILDAH[@]}" push --quiet "psrv/$target:$TAG" \
+      "oci-archive:$SAVE_DIR/$target.tar:psrv/$target:$TAG"
     log "saved $SAVE_DIR/$target.tar"
   done
 fi

@@ -211,7 +211,8 @@ def main():
         print("==== %s: images %s" % (overlay, " ".join(images)))
         unknown = [i for i in images if i not in expected]
         if unknown:
-            failures.append("%s names images build_images.sh does not build: %s" % (overlay, unknown))
+            failures.append("%s names images build_images.sh does not build: %s"
+                            % (overlay, unknown))
             continue
         try:
             run.run_overlay(kubectl, tree, overlay, cluster_class=ImageCluster, local_corpus=False)
