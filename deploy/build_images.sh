@@ -264,9 +264,9 @@ for target in $TARGETS; do
 done
 
 # buildah 1.28 leaves the working container of a stage that is only a FROM (binaries,
-# cuda-binaries) behind after each build; they are copies (vfs) of the binaries image.
+# cuda-binaries, cuda-toolkit) behind after each build: full copies of their image on vfs.
 "${BUILDAH[@]}" containers --format '{{.ContainerID}} {{.ContainerName}}' \
-  | awk '$2 ~ /^(cuda-)?binaries-working-container(-[0-9]+)?$/ {print $1}' \
+  | awk '$2 ~ /^((cuda-)?binaries|cuda-toolkit)-working-container(-[0-9]+)?$/ {print $1}' \
   | xargs -r "${BUILDAH[@]}" rm >/dev/null
 
 if [ "$PRUNE" -eq 1 ]; then
