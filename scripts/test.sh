@@ -7,6 +7,10 @@ bash scripts/setup.sh
 bazel build //...
 bazel build --define=cuda=off //...
 bazel test --nocache_test_results //... "$@"
+# The container images: deploy/build_images.sh --prebuilt builds all five with buildah (binaries
+# from `bazel build -c opt` here), then the overlays' pods run from them with the manifests' command
+# lines and a job must succeed (deploy/README.md). Passes with "SKIPPED: ..." without root or buildah.
+/usr/bin/python3 -B deploy/tests/images_run_test.py
 # The GPU worker's whole path (ps_worker --device=auto -> the CUDA GPT, through a real cluster) on
 # the CPU SIMT simulator: the real .cu kernels, no GPU needed (worker/cuda/README.md).
 bazel test --nocache_test_results --define=cuda=simt //tests:cluster_test \

@@ -43,7 +43,8 @@ def skip(message):
 def find_tool(name):
     """`name` on PATH or where pip and apt put programs (Bazel's test PATH is short)."""
     home = pwd.getpwuid(os.getuid()).pw_dir
-    extra = ["/usr/local/bin", "/usr/bin", "/bin", os.path.join(home, ".local", "bin")]
+    extra = ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin",
+             os.path.join(home, ".local", "bin")]
     path = os.pathsep.join([os.environ.get("PATH", "")] + extra)
     return shutil.which(name, path=path)
 
@@ -85,8 +86,10 @@ def render_objects(kubectl, tree, kustomization):
 
 
 def dockerfile_stages(path):
-    """{stage name: {"from": image or stage, "lines": [instruction lines, continuations joined]}}."""
+    """{stage name: {"from": image or stage, "lines": [instruction lines, continuations joined]}}.
+    FROM's ${ARG}s take the defaults of the ARGs declared before the first FROM."""
     stages = {}
+    args = {}
     current = None
     logical = ""
     with open(path) as f:
@@ -102,8 +105,13 @@ def dockerfile_stages(path):
             logical = ""
             match = re.match(r"FROM\s+(\S+)(?:\s+AS\s+(\S+))?", instruction, re.IGNORECASE)
             if match:
-                current = match.group(2) or match.group(1)
-                stages[current] = {"from": match.group(1), "lines": []}
+                source = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)),
+                                match.group(1))
+                current = match.group(2) or source
+                stages[current] = {"from": source, "lines": []}
+            elif current is None and instruction.upper().startswith("ARG "):
+                name, _, default = instruction[4:].strip().partition("=")
+                args[name] = default
             elif current is not None:
                 stages[current]["lines"].append(instruction)
     return stages

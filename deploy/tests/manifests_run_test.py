@@ -140,6 +140,8 @@ class Pod:
 class Cluster:
     """The rendered objects of one overlay plus the submit Job, run as local processes."""
 
+    print_env = True  # start() prints each process's environment.
+
     def __init__(self, objects, workdir):
         self.workdir = workdir
         self.configmaps = {o["metadata"]["name"]: dict(o.get("data", {}))
@@ -209,7 +211,8 @@ class Cluster:
 
     def localize(self, text, pod, container, mounts):
         """Cluster DNS names -> 127.0.0.1 with the test port behind the Service port; the
-        container's own --port -> its test port; ConfigMap mount paths -> local folders."""
+        container's own --port (--metrics_port, --stage_port) -> its test port; mount paths ->
+        the local folders of `mounts`."""
         def service_address(match):
             parts = match.group(1).split(".")
             check(len(parts) in (2, 3), "unexpected cluster name %s" % match.group(0))
@@ -235,7 +238,7 @@ class Cluster:
             return "127.0.0.1:%d" % backends[0].port(port.get("targetPort", port["port"]))
 
         text = DNS_NAME.sub(service_address, text)
-        match = re.fullmatch(r"--(port|metrics_port)=(\d+)", text)
+        match = re.fullmatch(r"--(port|metrics_port|stage_port)=(\d+)", text)
         if match and (container["name"], int(match.group(2))) in pod.ports:
             text = "--%s=%d" % (match.group(1), pod.ports[(container["name"], int(match.group(2)))])
         for mount_path, local in mounts.items():
@@ -261,7 +264,23 @@ class Cluster:
         return result
 
     def argv_env(self, pod, container):
-        """The process a container runs: argv and environment."""
+        """The process a container runs here: argv and environment."""
+        argv, env = self.container_process(pod, container)
+        process_env = self.image_env(container["image"])
+        process_env.update({"PATH": self.bin_dir + ":/usr/bin:/bin", "HOME": self.workdir,
+                            "HOSTNAME": pod.hostname})
+        process_env.update(env)
+        # The image's binaries live in /usr/local/bin: here, in bin_dir.
+        if os.path.dirname(argv[0]) == "/usr/local/bin":
+            argv[0] = os.path.basename(argv[0])
+        resolved = shutil.which(argv[0], path=process_env["PATH"])
+        check(resolved is not None, "%s: %s is not in the image" % (pod.name, argv[0]))
+        argv[0] = resolved
+        return argv, process_env
+
+    def container_process(self, pod, container):
+        """What the container runs as Kubernetes resolves it (argv from command or the image's
+        ENTRYPOINT plus args; the container's env), localized; the image's own ENV not included."""
         env = self.container_env(pod, container)
         mounts = self.mounts(pod, container)
         if "command" in container:
@@ -277,17 +296,7 @@ class Cluster:
             check(not re.search(r"(?<!\$)\$\(\w+\)", text),
                   "%s/%s: unresolved reference in %r" % (pod.name, container["name"], text))
         env = {k: self.localize(v, pod, container, mounts) for k, v in env.items()}
-        process_env = self.image_env(container["image"])
-        process_env.update({"PATH": self.bin_dir + ":/usr/bin:/bin", "HOME": self.workdir,
-                            "HOSTNAME": pod.hostname})
-        process_env.update(env)
-        # The image's binaries live in /usr/local/bin: here, in bin_dir.
-        if os.path.dirname(argv[0]) == "/usr/local/bin":
-            argv[0] = os.path.basename(argv[0])
-        resolved = shutil.which(argv[0], path=process_env["PATH"])
-        check(resolved is not None, "%s: %s is not in the image" % (pod.name, argv[0]))
-        argv[0] = resolved
-        return argv, process_env
+        return argv, env
 
     # -- Running ------------------------------------------------------------------------------
 
@@ -297,8 +306,9 @@ class Cluster:
         os.makedirs(os.path.dirname(log), exist_ok=True)
         description = "%s/%s" % (pod.name, container["name"])
         print("start %s: %s" % (description, " ".join(shlex.quote(a) for a in argv)))
-        print("  env: %s" % " ".join("%s=%s" % kv for kv in sorted(env.items())
-                                     if kv[0] not in ("PATH", "HOME")))
+        if self.print_env:
+            print("  env: %s" % " ".join("%s=%s" % kv for kv in sorted(env.items())
+                                         if kv[0] not in ("PATH", "HOME")))
         with open(log, "w") as out:
             process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                        cwd=self.workdir, start_new_session=True)
@@ -429,7 +439,9 @@ def flag_value(argv, name):
     return None
 
 
-def run_overlay(kubectl, tree, overlay):
+def run_overlay(kubectl, tree, overlay, cluster_class=Cluster, local_corpus=True):
+    """Runs `overlay` plus the submit Job with `cluster_class`; the job spec's data path becomes
+    the test corpus when `local_corpus` (else it stays the images' corpus)."""
     import yaml
     objects = (lib.render_objects(kubectl, tree, overlay)
                + lib.render_objects(kubectl, tree, "submit"))
@@ -439,10 +451,11 @@ def run_overlay(kubectl, tree, overlay):
     for o in objects:
         if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "ps-job":
             spec = yaml.safe_load(o["data"]["job.yaml"])
-            spec["data"]["path"] = os.path.abspath(lib.repo_path(*CORPUS.split("/")))
+            if local_corpus:
+                spec["data"]["path"] = os.path.abspath(lib.repo_path(*CORPUS.split("/")))
             spec["training"]["steps"] = TEST_STEPS
             o["data"]["job.yaml"] = yaml.safe_dump(spec)
-    cluster = Cluster(objects, workdir)
+    cluster = cluster_class(objects, workdir)
     for component in ("coordinator", "parameter-server", "worker", "submit"):
         check(cluster.pods.get(component), "%s: no %s workload" % (overlay, component))
     coordinators = cluster.pods["coordinator"]

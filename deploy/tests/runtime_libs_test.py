@@ -89,8 +89,9 @@ def main():
             failures.append("%s: ENTRYPOINT %s is not one of %s" % (stage, entrypoint, BINARIES))
             continue
         libraries = needed_libraries(lib.repo_path(*BINARIES[binary].split("/")))
-        # The binaries here are the CUDA build; the images are built with --define=cuda=off (no
-        # CUDA libraries linked), so the toolkit's libraries are not the images' concern.
+        # The binaries here are the CUDA build. The CPU images' binaries are built with
+        # --define=cuda=off (no CUDA library linked); ps-worker-gpu's CUDA libraries come with its
+        # base image (NVIDIA's, or docker/cuda-runtime.Dockerfile's), not from apt.
         libraries = {p: o for p, o in libraries.items() if not p.startswith(CUDA_TOOLKIT)}
         unowned = [path for path, owner in libraries.items() if owner is None]
         if unowned:
