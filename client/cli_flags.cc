@@ -107,10 +107,15 @@ void AddTrainingFlags(CLI::App* app, JobSpecFlags* flags) {
               "Batches per validation loss, 1..10000 (default 20)")
       ->type_name("N");
   AddOptional(app, "--mode", &flags->mode,
-              "Consistency: sync (servers average every worker's step) or async (apply each "
-              "push as it arrives) (default sync)")
+              "Consistency: sync (servers average every worker's step), async (apply each "
+              "push as it arrives) or ssp (bounded staleness: pushes applied as they arrive, a "
+              "worker at most --staleness steps ahead of the slowest) (default sync)")
       ->type_name("MODE")
-      ->check(CLI::IsMember({"sync", "async"}, CLI::ignore_case));
+      ->check(CLI::IsMember({"sync", "async", "ssp"}, CLI::ignore_case));
+  AddOptional(app, "--staleness", &flags->staleness,
+              "With --mode ssp: how many steps a worker may run ahead of the slowest live one, "
+              "0..1000000 (default 0: SYNC's schedule, each push applied as it arrives)")
+      ->type_name("N");
 }
 
 }  // namespace

@@ -257,9 +257,12 @@ absl::Status ApplyOptimizerFlags(const JobSpecFlags& flags, OptimizerConfig* opt
 absl::Status ApplyClusterFlags(const JobSpecFlags& flags, JobSpec* spec) {
   TrainingSpec* training = spec->mutable_training();
   if (flags.mode) {
-    ASSIGN_OR_RETURN(const std::string mode, Choice("--mode", *flags.mode, {"sync", "async"}));
-    training->set_consistency(mode == "sync" ? SYNC : ASYNC);
+    ASSIGN_OR_RETURN(const std::string mode,
+                     Choice("--mode", *flags.mode, {"sync", "async", "ssp"}));
+    training->set_consistency(mode == "sync" ? SYNC : mode == "async" ? ASYNC : SSP);
   }
+  RETURN_IF_ERROR(SetUint32("--staleness", flags.staleness, 0, 1000000,
+                            [&](uint32_t v) { training->set_staleness(v); }));
   RETURN_IF_ERROR(SetUint32("--servers", flags.servers, 1, 64,
                             [&](uint32_t v) { spec->set_num_servers(v); }));
   RETURN_IF_ERROR(SetUint32("--workers", flags.workers, 1, 64,

@@ -23,7 +23,8 @@ struct JobSpecFlags {
   std::optional<double> lr;
   std::optional<std::string> optimizer;  // "sgd", "momentum" or "adamw", any case.
   std::optional<double> momentum;        // Also selects MOMENTUM if no optimizer was chosen.
-  std::optional<std::string> mode;       // "sync" or "async", any case.
+  std::optional<std::string> mode;       // "sync", "async" or "ssp", any case.
+  std::optional<int64_t> staleness;      // SSP's bound (training.staleness).
   std::optional<int64_t> servers;
   std::optional<int64_t> workers;
   std::optional<uint64_t> seed;

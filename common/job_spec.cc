@@ -306,11 +306,18 @@ absl::Status CheckTraining(const TrainingSpec& training, const DataSpec& data) {
   RETURN_IF_ERROR(CheckRange("training.grad_accumulation_steps",
                              training.grad_accumulation_steps(), 1, 4096));
 
-  if (training.consistency() != SYNC && training.consistency() != ASYNC) {
+  if (training.consistency() != SYNC && training.consistency() != ASYNC &&
+      training.consistency() != SSP) {
     return absl::InvalidArgumentError(
-        absl::StrCat("training.consistency must be SYNC or ASYNC, got ",
+        absl::StrCat("training.consistency must be SYNC, ASYNC or SSP, got ",
                      ConsistencyMode_Name(training.consistency())));
   }
+  if (training.consistency() != SSP && training.staleness() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training.staleness is for training.consistency SSP (got ", training.staleness(),
+        " with ", ConsistencyMode_Name(training.consistency()), ")"));
+  }
+  RETURN_IF_ERROR(CheckRange("training.staleness", training.staleness(), 0, 1000000));
   if (training.report_every() < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("training.report_every must be at least 1, got ", training.report_every()));

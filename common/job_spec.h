@@ -39,6 +39,11 @@ absl::Status ValidateJobSpec(const JobSpec& spec);
 inline uint32_t PipelineStages(const JobSpec& spec) {
   return spec.parallelism().pipeline() > 1 ? spec.parallelism().pipeline() : 1;
 }
+// Whether the servers keep the job's set of workers (ParameterServer.SetWorkers): SYNC steps wait
+// for it; SSP's bound is measured against its slowest member. ASYNC has none.
+inline bool HasWorkerSet(const JobSpec& spec) {
+  return spec.training().consistency() == SYNC || spec.training().consistency() == SSP;
+}
 inline uint32_t DataGroups(const JobSpec& spec) {
   return PipelineStages(spec) > 1 ? spec.parallelism().data() : spec.num_workers();
 }

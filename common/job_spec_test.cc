@@ -565,7 +565,7 @@ TEST(ValidateJobSpecTest, ModelKind) {
 TEST(ValidateJobSpecTest, Enums) {
   JobSpec spec = ValidSpec();
   spec.mutable_training()->set_consistency(CONSISTENCY_UNSPECIFIED);
-  ExpectInvalid(ValidateJobSpec(spec), "training.consistency must be SYNC or ASYNC");
+  ExpectInvalid(ValidateJobSpec(spec), "training.consistency must be SYNC, ASYNC or SSP");
   spec = ValidSpec();
   spec.mutable_training()->set_consistency(ASYNC);
   EXPECT_TRUE(ValidateJobSpec(spec).ok());

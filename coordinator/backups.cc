@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <set>
 
+#include "common/job_spec.h"
+
 namespace psrv {
 
 void BackupRepair::ForgetDroppedBackups(const CallRound& round) {
@@ -150,7 +152,7 @@ void BackupRepair::AddBackup(const AddBackupRequest& request, const std::string&
             << request.backup_address() << " from version " << added->version();
   // The copy carries the primary's set of workers as it was when taken; a change sent meanwhile
   // may have missed it: send the current one again.
-  if (job->second.status.spec().training().consistency() == SYNC) ++job->second.worker_set;
+  if (HasWorkerSet(job->second.status.spec())) ++job->second.worker_set;
   state.Touch(&job->second);
 }
 

@@ -226,7 +226,7 @@ bool Failover::VacateRanks(Job* job, const std::vector<uint32_t>& ranks) {
     job->stalled_ranks.erase(rank);
     job->status.mutable_workers(rank)->set_vacant(true);
   }
-  if (job->status.spec().training().consistency() == SYNC) ++job->worker_set;
+  if (HasWorkerSet(job->status.spec())) ++job->worker_set;
   state.Touch(job);
   return true;
 }

@@ -185,7 +185,7 @@ void WorkerSets::Finish(const Takeover& takeover, const absl::Status& status) {
                    << (takeover.ranks.size() > 1 ? " and its group" : "") << " to "
                    << takeover.node_ids[0] << ": " << status << " (will retry)";
       // A shard may have taken the new set: send the current one again.
-      if (takeover.sync) ++job.worker_set;
+      if (HasWorkerSet(job.status.spec())) ++job.worker_set;
     }
     return;
   }
@@ -199,6 +199,9 @@ void WorkerSets::Finish(const Takeover& takeover, const absl::Status& status) {
     progress->set_start_step(takeover.start_step);
     progress->set_step(takeover.start_step - 1);
   }
+  // SSP: the servers learn the new rank's start step (where its clock starts) from the next set
+  // sent (SYNC: TellServers sent it already).
+  if (!takeover.sync && HasWorkerSet(job.status.spec())) ++job.worker_set;
   if (takeover.ranks.size() == 1) {
     job.status.set_message(absl::StrCat("worker ", takeover.node_ids[0], " took rank ",
                                         takeover.ranks[0], " over at step ",

@@ -37,6 +37,11 @@ Shard::Shard(ShardConfig config, ShardEnv env, ShardReplication replication)
       bytes_in_rate_(env_.clock()),
       bytes_out_rate_(env_.clock()) {
   InitializeRange(config_.table, config_.range.begin(), size_, values_->data());
+  if (config_.consistency == SSP) {
+    clocks_.assign(config_.num_workers, 0);
+    clock_known_.assign(config_.num_workers, role_ == PRIMARY);  // A fresh job: every rank at 0.
+    ssp_from_step_.assign(config_.num_workers, 1);
+  }
 }
 
 ShardRole Shard::role() {
@@ -103,13 +108,17 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
   } else if (config_.consistency == SYNC) {
     invalid = aggregator_.Check(request.worker_rank(), request.step(), version_, offset, count,
                                 request.scale_follows());
+  } else if (config_.consistency == SSP && request.worker_rank() >= config_.num_workers) {
+    invalid = absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
+                                                      " is out of range: the job has ",
+                                                      config_.num_workers, " workers"));
   }
   if (!invalid.ok()) {
     RecordRejection(request, invalid, now);
     out->pushes.emplace_back(std::move(done), invalid);
     return;
   }
-  if (config_.consistency == ASYNC) {
+  if (config_.consistency != SYNC) {
     const uint64_t key = RecentPushes::Key(request.push_id(), request.range().begin());
     if (applied_pushes_.Contains(key)) {
       // A resend of a push applied already (its answer was lost, or it reached the primary this
@@ -130,7 +139,12 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
                                 ? static_cast<double>(version_ - request.base_version())
                                 : 0.0);
   }
-  if (config_.consistency == ASYNC) {
+  if (config_.consistency == SSP) {  // The rank's clock moves (pulls may be answered after it).
+    const uint32_t rank = request.worker_rank();
+    clocks_[rank] = clock_known_[rank] ? std::max(clocks_[rank], request.step()) : request.step();
+    clock_known_[rank] = true;
+  }
+  if (config_.consistency != SYNC) {
     if (request.dtype() == BF16) {  // The optimizer and the backup take FP32.
       auto widened =
           std::make_shared<PooledBuffer>(BufferPool::Global()->Acquire(count * sizeof(float)));
@@ -257,9 +271,15 @@ absl::Status Shard::SetWorkers(const std::vector<uint64_t>& from_step) {
   {
     absl::MutexLock lock(&mu_);
     RETURN_IF_ERROR(CheckSetWorkersLocked(from_step));
-    ASSIGN_OR_RETURN(const bool complete, aggregator_.SetWorkers(from_step, version_ + 1));
-    // A backup applies only what its primary replicates (and aggregates nothing).
-    if (complete && role_ == PRIMARY) ApplyStepWithoutPush(&out);
+    if (config_.consistency == SSP) {
+      // A vacant rank leaves the minimum: pulls it held back may go on.
+      ssp_from_step_ = from_step;
+      if (!Busy()) ServeWaiters(&out);
+    } else {
+      ASSIGN_OR_RETURN(const bool complete, aggregator_.SetWorkers(from_step, version_ + 1));
+      // A backup applies only what its primary replicates (and aggregates nothing).
+      if (complete && role_ == PRIMARY) ApplyStepWithoutPush(&out);
+    }
   }
   Deliver(&out);
   return absl::OkStatus();
@@ -282,13 +302,21 @@ absl::Status Shard::CheckSetWorkers(const std::vector<uint64_t>& from_step) {
 }
 
 absl::Status Shard::CheckSetWorkersLocked(const std::vector<uint64_t>& from_step) {
-  if (config_.consistency != SYNC) {
-    return absl::FailedPreconditionError("only SYNC jobs have a set of workers a step waits for");
+  if (config_.consistency == ASYNC) {
+    return absl::FailedPreconditionError(
+        "only SYNC and SSP jobs have a set of workers their steps wait for");
   }
   if (from_step.size() != config_.num_workers) {
     return absl::InvalidArgumentError(absl::StrCat("from_step has ", from_step.size(),
                                                    " entries; the job has ",
                                                    config_.num_workers, " workers"));
+  }
+  if (config_.consistency == SSP) {  // Pushes are applied as they come: any step will do.
+    if (std::all_of(from_step.begin(), from_step.end(),
+                    [](uint64_t s) { return s == SyncAggregator::kNever; })) {
+      return absl::InvalidArgumentError("no worker would be left in the job");
+    }
+    return absl::OkStatus();
   }
   for (uint32_t rank = 0; rank < from_step.size(); ++rank) {
     const uint64_t first = from_step[rank];
@@ -313,6 +341,11 @@ void Shard::RestoreAppliedPushes(const std::vector<uint64_t>& keys) {
 
 absl::Status Shard::RestoreWorkers(const std::vector<uint64_t>& from_step) {
   absl::MutexLock lock(&mu_);
+  if (config_.consistency == SSP) {
+    RETURN_IF_ERROR(CheckSetWorkersLocked(from_step));
+    ssp_from_step_ = from_step;
+    return absl::OkStatus();
+  }
   if (config_.consistency != SYNC) {
     return absl::InvalidArgumentError("only SYNC jobs have a set of workers a step waits for");
   }
@@ -353,19 +386,38 @@ void Shard::Acknowledge(PushCallback done, Outbox* out) {
       ++it;
     }
   }
-  // Hand the values to every pull that was waiting for this version.
+  ServeWaiters(out);
+}
+
+void Shard::ServeWaiters(Outbox* out) {
+  // Hand the values to every pull that was waiting for this version (SSP: for its step to come
+  // within the bound).
   const absl::Time now = env_.clock();
   std::vector<Waiter> still_waiting;
   for (Waiter& w : waiters_) {
-    if (w.min_version > version_) {
+    if (w.min_version > version_ || (w.ssp_step > 0 && !WithinStaleness(w.ssp_step))) {
       still_waiting.push_back(std::move(w));
       continue;
     }
     out->pulls.push_back(
         {std::move(w.done), absl::OkStatus(), version_, PullReply(w.offset, w.count, w.dtype)});
-    if (config_.consistency == SYNC) out->pull_waits.push_back(absl::ToDoubleSeconds(now - w.since));
+    if (config_.consistency != ASYNC) {
+      out->pull_waits.push_back(absl::ToDoubleSeconds(now - w.since));
+    }
   }
   waiters_ = std::move(still_waiting);
+}
+
+bool Shard::WithinStaleness(uint64_t step) const {
+  if (step <= 1) return true;
+  uint64_t slowest = SyncAggregator::kNever;
+  for (size_t rank = 0; rank < clocks_.size(); ++rank) {
+    const uint64_t from = ssp_from_step_[rank];
+    if (from == SyncAggregator::kNever) continue;
+    if (!clock_known_[rank]) return true;
+    slowest = std::min(slowest, std::max(clocks_[rank], from > 0 ? from - 1 : 0));
+  }
+  return slowest == SyncAggregator::kNever || step - 1 <= slowest + config_.staleness;
 }
 
 void Shard::RunDeferred(Outbox* out) {
@@ -397,6 +449,7 @@ void Shard::Deliver(Outbox* out) {
     header.set_consistency(config_.consistency);
     *header.mutable_optimizer() = config_.optimizer;
     header.set_num_workers(config_.num_workers);
+    header.set_staleness(config_.staleness);
     *header.mutable_shard()->mutable_table() = config_.table;
     *header.mutable_shard()->mutable_range() = config_.range;
     header.mutable_shard()->set_role(BACKUP);
@@ -439,14 +492,18 @@ void Shard::Pull(const PullRequest& request, PullCallback done) {
           {std::move(done), role_ == BACKUP ? RefuseOnBackup("pull") : deposed_, 0, PullPayload()});
     } else {
       RecordPull(count, request.worker_rank(), now);
+      // SSP: a worker too far ahead of the slowest waits for it.
+      const uint64_t ssp_step = config_.consistency == SSP ? request.step() : 0;
       // An update not yet on the backup is not shown.
-      if (version_ < min_version || in_flight_ != nullptr) {
-        waiters_.push_back(Waiter{min_version, offset, count, request.dtype(), std::move(done), now});
+      if (version_ < min_version || in_flight_ != nullptr ||
+          (ssp_step > 0 && !WithinStaleness(ssp_step))) {
+        waiters_.push_back(Waiter{min_version, offset, count, request.dtype(), std::move(done),
+                                  now, ssp_step});
         return;
       }
       out.pulls.push_back(
           {std::move(done), absl::OkStatus(), version_, PullReply(offset, count, request.dtype())});
-      if (config_.consistency == SYNC) out.pull_waits.push_back(0);
+      if (config_.consistency != ASYNC) out.pull_waits.push_back(0);
     }
   }
   Deliver(&out);
@@ -595,6 +652,12 @@ ShardStatus Shard::Status() {
   status.set_pull_rate(pull_rate_.PerSecond(now));
   status.set_bytes_in_rate(bytes_in_rate_.PerSecond(now));
   status.set_bytes_out_rate(bytes_out_rate_.PerSecond(now));
+  if (config_.consistency == SSP) {
+    for (size_t rank = 0; rank < clocks_.size(); ++rank) {
+      status.add_worker_clocks(clock_known_[rank] ? clocks_[rank] : 0);
+    }
+    status.set_staleness(config_.staleness);
+  }
   if (config_.consistency == SYNC && aggregator_.pending() > 0) {
     for (uint32_t rank : aggregator_.IncompleteWorkers()) status.add_waiting_for_workers(rank);
     status.set_waiting_ms(std::max<int64_t>(0, absl::ToInt64Milliseconds(now - step_started_)));

@@ -37,6 +37,7 @@ struct ShardConfig {
   ConsistencyMode consistency = SYNC;
   OptimizerConfig optimizer;
   uint32_t num_workers = 1;
+  uint32_t staleness = 0;  // SSP: the bound (TrainingSpec.staleness).
   // Where the shard came in its CreateShards request (the shard map's order: the model's layout,
   // i.e. the order forward reads it). CommitStep applies a step's shards in this order.
   uint32_t position = 0;
@@ -198,6 +199,7 @@ class Shard : public std::enable_shared_from_this<Shard> {
     DType dtype;
     PullCallback done;
     absl::Time since;  // When the pull arrived.
+    uint64_t ssp_step = 0;  // SSP: the pull's step, which must be within the bound; 0: none.
   };
 
   // An update applied here whose Replicate has not been answered yet.
@@ -236,6 +238,13 @@ class Shard : public std::enable_shared_from_this<Shard> {
   void ApplyStepWithoutPush(Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The update at version_ is acknowledged: answers its push, waiting pulls and checkpoints.
   void Acknowledge(PushCallback done, Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Answers the waiting pulls whose version is there and (SSP) whose step is within the bound.
+  // Only while no update is in flight.
+  void ServeWaiters(Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // SSP: whether a pull for `step` may be answered: step - 1 is at most config_.staleness steps
+  // past the clock of the slowest live rank (a rank's clock: the last step it pushed here, or
+  // the step before the one it joins at). True while some live rank's clock is unknown.
+  bool WithinStaleness(uint64_t step) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Runs deferred pushes, steps and AddBackups in order until one makes the shard busy again.
   void RunDeferred(Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartAddBackup(std::shared_ptr<Replicator> backup, const std::string& own_address,
@@ -296,6 +305,12 @@ class Shard : public std::enable_shared_from_this<Shard> {
   bool pulls_bf16_ ABSL_GUARDED_BY(mu_) = false;  // The last pull was BF16: updates narrow too.
   std::unique_ptr<Optimizer> optimizer_ ABSL_GUARDED_BY(mu_);
   SyncAggregator aggregator_ ABSL_GUARDED_BY(mu_);
+  // SSP, per rank: the last step it pushed here; whether that is known (not after a promotion or
+  // an install, until it pushes again); the step it takes part from (SetWorkers; kNever: its rank
+  // is vacant, and it leaves the minimum).
+  std::vector<uint64_t> clocks_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> clock_known_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> ssp_from_step_ ABSL_GUARDED_BY(mu_);
   // Updates applied here. Visible to workers and checkpoints: version_, or version_ - 1 while
   // in_flight_ (that update is not acknowledged yet).
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;

@@ -152,7 +152,8 @@ void Shard::StartAddBackup(std::shared_ptr<Replicator> backup, const std::string
   out->own_address = own_address;
   out->install = MakeCheckpoint();
   if (config_.consistency == SYNC) out->install_from_step = aggregator_.from_step();
-  if (config_.consistency == ASYNC) out->install_applied_pushes = applied_pushes_.keys();
+  if (config_.consistency == SSP) out->install_from_step = ssp_from_step_;
+  if (config_.consistency != SYNC) out->install_applied_pushes = applied_pushes_.keys();
   out->install_done = std::move(done);
 }
 
@@ -186,6 +187,8 @@ uint64_t Shard::Promote() {
               << primary_address_ << ")";
     role_ = PRIMARY;
     aggregator_.Reset();
+    // SSP: the ranks' clocks were not replicated; the bound holds again once each pushed here.
+    clock_known_.assign(clock_known_.size(), false);
   }
   return version_;
 }

@@ -27,10 +27,18 @@ bool SameShard(const ShardConfig& a, const ShardConfig& b) {
 }
 
 absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consistency,
-                              uint32_t num_workers, const OptimizerConfig& optimizer) {
+                              uint32_t num_workers, const OptimizerConfig& optimizer,
+                              uint32_t staleness) {
   RETURN_IF_ERROR(CheckName("job_id", job_id));
-  if (consistency != SYNC && consistency != ASYNC) {
-    return absl::InvalidArgumentError("consistency must be SYNC or ASYNC");
+  if (consistency != SYNC && consistency != ASYNC && consistency != SSP) {
+    return absl::InvalidArgumentError("consistency must be SYNC, ASYNC or SSP");
+  }
+  if (consistency != SSP && staleness != 0) {
+    return absl::InvalidArgumentError("staleness is for SSP jobs");
+  }
+  if (staleness > kMaxStaleness) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("staleness must be 0..", kMaxStaleness, ", got ", staleness));
   }
   if (num_workers < 1 || num_workers > kMaxShardWorkers) {
     return absl::InvalidArgumentError(absl::StrCat("num_workers must be 1..", kMaxShardWorkers,
@@ -93,7 +101,7 @@ uint64_t ShardMemoryBytes(const ShardConfig& config) {
 
 ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
                        const OptimizerConfig& optimizer, uint32_t num_workers,
-                       const ShardSpec& spec) {
+                       const ShardSpec& spec, uint32_t staleness) {
   ShardConfig config;
   config.job_id = job_id;
   config.table = spec.table();
@@ -101,6 +109,7 @@ ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
   config.consistency = consistency;
   config.optimizer = optimizer;
   config.num_workers = num_workers;
+  config.staleness = staleness;
   return config;
 }
 

@@ -23,6 +23,7 @@ bool SameShard(const ShardConfig& a, const ShardConfig& b);
 
 // The most workers a job's shards take (one aggregation slot each).
 inline constexpr uint32_t kMaxShardWorkers = 65536;
+inline constexpr uint32_t kMaxStaleness = 1000000;  // SSP's bound, in steps.
 // The most elements of one table (2^36: 256 GiB of FP32 parameters).
 inline constexpr uint64_t kMaxTableElements = uint64_t{1} << 36;
 
@@ -34,7 +35,8 @@ absl::StatusOr<uint64_t> CheckTableSize(const TableSpec& table);
 // INVALID_ARGUMENT naming what is wrong. The job id and table names follow the name rule
 // (common/names.h): they name checkpoint files.
 absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consistency,
-                              uint32_t num_workers, const OptimizerConfig& optimizer);
+                              uint32_t num_workers, const OptimizerConfig& optimizer,
+                              uint32_t staleness);
 absl::Status CheckShardSpec(const ShardSpec& spec);
 
 // The most memory a shard of `config` takes, in bytes, as Shard allocates it: parameters (FP32),
@@ -46,7 +48,7 @@ uint64_t ShardMemoryBytes(const ShardConfig& config);
 
 ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
                        const OptimizerConfig& optimizer, uint32_t num_workers,
-                       const ShardSpec& spec);
+                       const ShardSpec& spec, uint32_t staleness);
 
 }  // namespace psrv
 

@@ -51,7 +51,7 @@ ShardStore::ShardStore(Options options)
   staleness_ = metrics->AddHistogram(
       "psrv_push_staleness",
       "Updates applied to a shard between the pull a gradient was computed from and its push "
-      "(ASYNC staleness; SYNC: 0).",
+      "(ASYNC and SSP staleness; SYNC: 0).",
       {"job"}, {0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256});
   step_wait_ = metrics->AddHistogram(
       "psrv_sync_step_wait_seconds",
@@ -60,7 +60,9 @@ ShardStore::ShardStore(Options options)
       {"job"}, LatencyBuckets());
   pull_wait_ = metrics->AddHistogram(
       "psrv_sync_pull_wait_seconds",
-      "SYNC: seconds a pull waited for the previous step to be applied (0 when it was).", {"job"},
+      "SYNC: seconds a pull waited for the previous step to be applied (0 when it was); SSP: "
+      "for the slowest worker to come within the staleness bound (the time a worker was blocked).",
+      {"job"},
       LatencyBuckets());
   metrics->AddCollector([this](CollectedMetrics* out) { CollectMetrics(out); });
 }
@@ -145,7 +147,7 @@ void ShardStore::SetIdentity(const std::string& server_id, const std::string& ad
 
 absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
   RETURN_IF_ERROR(CheckShardHeader(request.job_id(), request.consistency(), request.num_workers(),
-                                   request.optimizer()));
+                                   request.optimizer(), request.staleness()));
   if (request.shards().empty()) return absl::InvalidArgumentError("no shards in the request");
   std::vector<ShardConfig> configs;
   for (const ShardSpec& spec : request.shards()) {
@@ -159,7 +161,7 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
       }
     }
     configs.push_back(MakeConfig(request.job_id(), request.consistency(), request.optimizer(),
-                                 request.num_workers(), spec));
+                                 request.num_workers(), spec, request.staleness()));
     configs.back().position = static_cast<uint32_t>(configs.size() - 1);
   }
   // Only shards not held yet are built (an identical request is idempotent).

@@ -37,14 +37,15 @@ absl::StatusOr<uint64_t> ShardStore::Replicate(const ReplicateRequest& request,
 absl::StatusOr<uint64_t> ShardStore::InstallShard(const InstallShardRequest& request,
                                                   const char* payload, size_t payload_bytes) {
   RETURN_IF_ERROR(CheckShardHeader(request.job_id(), request.consistency(),
-                                   request.num_workers(), request.optimizer()));
+                                   request.num_workers(), request.optimizer(),
+                                   request.staleness()));
   const ShardSpec& spec = request.shard();
   RETURN_IF_ERROR(CheckShardSpec(spec));
   if (spec.role() != BACKUP) {
     return absl::InvalidArgumentError("InstallShard installs backups: the shard's role must be BACKUP");
   }
   ShardConfig config = MakeConfig(request.job_id(), request.consistency(), request.optimizer(),
-                                  request.num_workers(), spec);
+                                  request.num_workers(), spec, request.staleness());
   ASSIGN_OR_RETURN(MemoryReservation reservation,
                    ReserveMemory(request.job_id(), ShardMemoryBytes(config)));
   ASSIGN_OR_RETURN(ShardCheckpoint state,

@@ -812,5 +812,50 @@ TEST(ShardReplicationTest, DroppingAJobFailsPushesWaitingBehindAnUpdate) {
   EXPECT_EQ(fake->sent.size(), 1u);
 }
 
+// SSP (WIP, not yet run): a pull for step s waits while s - 1 is more than `staleness` past the
+// slowest live rank's clock; a push by the slowest, or its rank going vacant, releases it.
+TEST(ShardSspTest, APullTooFarAheadOfTheSlowestWaitsForIt) {
+  ShardConfig config = Config(SSP, 2, SGD);
+  config.staleness = 1;
+  auto shard = std::make_shared<Shard>(config);
+  uint64_t push_id = 1;
+  auto push = [&](uint64_t step, uint32_t rank) {
+    PushRequest request = PushHeader(step, rank);
+    request.set_push_id(push_id++);
+    return PushNow(shard.get(), request, Gradient(kSize, step, rank));
+  };
+  // Rank 0 runs ahead: steps 1 and 2 pushed, rank 1 at 0.
+  ASSERT_TRUE(push(1, 0).ok());
+  std::optional<PullResult> pulled;
+  PullFrom(shard.get(), PullHeader(2), &pulled);  // 1 past rank 1's clock: within tau = 1.
+  ASSERT_TRUE(pulled.has_value());
+  ASSERT_TRUE(push(2, 0).ok());
+  pulled.reset();
+  PullFrom(shard.get(), PullHeader(3), &pulled);  // 2 past: waits.
+  EXPECT_FALSE(pulled.has_value());
+  ASSERT_TRUE(push(1, 1).ok());  // Rank 1 reaches step 1: 3 - 1 <= 1 + 1.
+  ASSERT_TRUE(pulled.has_value());
+  EXPECT_TRUE(pulled->status.ok()) << pulled->status;
+  ASSERT_TRUE(push(3, 0).ok());
+  pulled.reset();
+  PullFrom(shard.get(), PullHeader(4), &pulled);
+  EXPECT_FALSE(pulled.has_value());
+  // Rank 1 goes vacant: it leaves the minimum.
+  ASSERT_TRUE(shard->SetWorkers({1, SyncAggregator::kNever}).ok());
+  ASSERT_TRUE(pulled.has_value());
+  EXPECT_TRUE(pulled->status.ok()) << pulled->status;
+  const ShardStatus status = shard->Status();
+  ASSERT_EQ(status.worker_clocks_size(), 2);
+  EXPECT_EQ(status.worker_clocks(0), 3u);
+  EXPECT_EQ(status.worker_clocks(1), 1u);
+  EXPECT_EQ(status.staleness(), 1u);
+  // A rank out of range is refused and changes nothing.
+  PushRequest bad = PushHeader(4, 2);
+  bad.set_push_id(push_id++);
+  EXPECT_EQ(PushNow(shard.get(), bad, Gradient(kSize, 4, 2)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(shard->Status().version(), status.version());
+}
+
 }  // namespace
 }  // namespace psrv

@@ -295,7 +295,7 @@ void ResilientClient::IssuePush(PushStep* slot, size_t t) {
   PushRequest request = Header<PushRequest>(target, step);
   request.set_base_version(base_version);
   request.set_scale_follows(scale_follows);
-  if (options_.consistency == ASYNC) request.set_push_id(push_ids_ + step);
+  if (options_.consistency != SYNC) request.set_push_id(push_ids_ + step);
   const bool bf16 = options_.wire_dtype == BF16;
   const void* payload = bf16 ? static_cast<const void*>(slot->wire.data() + target.flat_offset)
                              : static_cast<const void*>(grads + target.flat_offset);
