@@ -13,7 +13,8 @@ namespace psrv {
 absl::StatusOr<JobStatus> RunLocalJob(
     const LocalBinaries& binaries, const JobSpec& spec, const std::string& stem,
     const std::vector<std::string>& worker_args,
-    const std::function<void(const JobStatus&, LocalCluster*)>& on_status) {
+    const std::function<void(const JobStatus&, LocalCluster*)>& on_status,
+    const std::vector<std::vector<std::string>>& per_worker_args) {
   const std::string log_dir = absl::StrCat("/tmp/", stem, "_", getpid(), "_", spec.name());
   std::system(absl::StrCat("mkdir -p ", log_dir).c_str());
   LocalClusterOptions options;
@@ -22,6 +23,7 @@ absl::StatusOr<JobStatus> RunLocalJob(
   options.num_workers = spec.num_workers();
   options.log_dir = log_dir;
   options.worker_args = worker_args;
+  options.per_worker_args = per_worker_args;
   LocalCluster cluster(options);
   if (absl::Status s = cluster.Start(); !s.ok()) return s;
   CoordinatorClientOptions client_options;

@@ -277,7 +277,11 @@ absl::Status LocalCluster::Start() {
     absl::StatusOr<int> server_port = WaitForPort(server, port_file);
     if (!server_port.ok()) return server_port.status();
   }
-  for (int i = 0; i < options_.num_workers; ++i) RETURN_IF_ERROR(LaunchWorker(i));
+  for (int i = 0; i < options_.num_workers; ++i) {
+    RETURN_IF_ERROR(LaunchWorker(i, static_cast<size_t>(i) < options_.per_worker_args.size()
+                                        ? options_.per_worker_args[i]
+                                        : std::vector<std::string>()));
+  }
   return CheckProcesses();
 }
 

@@ -43,6 +43,9 @@ struct LocalClusterOptions {
   int worker_max_jobs = 1;        // Each worker's --max_jobs (0: runs jobs until stopped).
   // More flags for every ps_worker (e.g. "--cuda_attention=flash"), after the ones set here.
   std::vector<std::string> worker_args;
+  // More flags for single workers: worker i (in start order) gets per_worker_args[i], if there is
+  // one, after worker_args (e.g. one straggler's --slowdown).
+  std::vector<std::vector<std::string>> per_worker_args;
   // More flags for every ps_server (e.g. "--ended_job_ttl=10m"), after the ones set here.
   std::vector<std::string> server_args;
   // Servers also listen on a Unix domain socket (in a fresh /tmp/psrv-XXXXXX folder: socket

@@ -28,8 +28,12 @@ std::string ByteRate(double per_second) {
   return per_second > 0 ? absl::StrCat(HumanBytes(static_cast<uint64_t>(per_second)), "/s") : "0";
 }
 
-// "1,3 for 2.5s" or "-".
+// "1,3 for 2.5s" (SYNC), the clocks and staleness (SSP, ASYNC), or "-".
 std::string Waiting(const ShardStatus& shard) {
+  const std::string staleness = StalenessText(
+      {{shard.worker_clocks().begin(), shard.worker_clocks().end()}, shard.staleness(),
+       shard.blocked_pulls(), shard.mean_push_staleness(), shard.max_push_staleness()});
+  if (!staleness.empty()) return staleness;
   if (shard.waiting_for_workers_size() == 0) return "-";
   return absl::StrCat(absl::StrJoin(shard.waiting_for_workers(), ","), " for ",
                       FormatAge(absl::Milliseconds(shard.waiting_ms())));

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/utf8.h"
 
 namespace psrv {
@@ -83,6 +84,24 @@ std::string FormatAgeSince(int64_t unix_ms, absl::Time now) {
 std::string FormatLoss(float loss, bool have_loss) {
   if (!have_loss || std::isnan(loss)) return "-";
   return absl::StrFormat("%.3f", loss);
+}
+
+std::string StalenessText(const StalenessInfo& info) {
+  std::string text;
+  if (!info.clocks.empty()) {
+    absl::StrAppend(&text, "clocks ", absl::StrJoin(info.clocks, ","), " (bound ", info.bound);
+    if (info.blocked_pulls > 0) {
+      absl::StrAppend(&text, ", ", info.blocked_pulls, info.blocked_pulls == 1 ? " pull" : " pulls",
+                      " blocked");
+    }
+    absl::StrAppend(&text, ")");
+  }
+  if (info.mean_push_staleness > 0 || info.max_push_staleness > 0) {
+    absl::StrAppend(&text, text.empty() ? "" : "; ", "push staleness ",
+                    absl::StrFormat("%.1f", info.mean_push_staleness), " (max ",
+                    info.max_push_staleness, ")");
+  }
+  return text;
 }
 
 std::string ProgressLine(const ProgressInfo& info, int bar_width) {

@@ -32,6 +32,19 @@ std::string FormatAgeSince(int64_t unix_ms, absl::Time now);
 // A loss to three decimals; "-" when there is none yet (NaN, or `have_loss` false).
 std::string FormatLoss(float loss, bool have_loss = true);
 
+// SSP and ASYNC shards, for operators (psctl shards, the status page): each rank's clock (the
+// last step it pushed) with the bound and the pulls it holds back, and how stale pushes were, e.g.
+// "clocks 12,10,11,12 (bound 2, 1 pull blocked); push staleness 5.2 (max 14)". Clocks are SSP's
+// only (empty: left out); "" when there is nothing to say.
+struct StalenessInfo {
+  std::vector<uint64_t> clocks;
+  uint32_t bound = 0;
+  uint32_t blocked_pulls = 0;
+  double mean_push_staleness = 0;
+  uint64_t max_push_staleness = 0;
+};
+std::string StalenessText(const StalenessInfo& info);
+
 // What the progress bar shows.
 struct ProgressInfo {
   uint64_t step = 0;

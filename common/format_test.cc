@@ -164,5 +164,20 @@ TEST(TableTest, HeaderOnly) {
   EXPECT_EQ(table.Render(), "ID  STATE\n");
 }
 
+TEST(StalenessTextTest, ShowsClocksBoundBlockedPullsAndPushStaleness) {
+  StalenessInfo info;
+  EXPECT_EQ(StalenessText(info), "");
+  info.clocks = {12, 10, 11, 12};
+  info.bound = 2;
+  EXPECT_EQ(StalenessText(info), "clocks 12,10,11,12 (bound 2)");
+  info.blocked_pulls = 1;
+  info.mean_push_staleness = 5.24;
+  info.max_push_staleness = 14;
+  EXPECT_EQ(StalenessText(info),
+            "clocks 12,10,11,12 (bound 2, 1 pull blocked); push staleness 5.2 (max 14)");
+  info.clocks.clear();  // ASYNC: no clocks.
+  EXPECT_EQ(StalenessText(info), "push staleness 5.2 (max 14)");
+}
+
 }  // namespace
 }  // namespace psrv

@@ -175,7 +175,7 @@ std::string ShardsTable(const std::vector<ServerReport>& servers, absl::Time now
       Header({{"Server", false}, {"Job", false}, {"Table", false}, {"Range", false},
               {"Memory", true}, {"Version", true}, {"Mode", false}, {"Push/s", true},
               {"Pull/s", true}, {"Pushes / pulls", true}, {"In / out", true},
-              {"Updated", true}, {"Waiting for", false}}));
+              {"Updated", true}, {"Waiting for / clocks", false}}));
   for (const ServerReport& report : servers) {
     const std::string server = HtmlEscape(report.node.address().empty() ? report.node.node_id()
                                                                          : report.node.address());
@@ -191,7 +191,13 @@ std::string ShardsTable(const std::vector<ServerReport>& servers, absl::Time now
     }
     for (const ShardStatus& shard : report.status->shards()) {
       std::string waiting = "<span class=\"muted\">-</span>";
-      if (shard.waiting_for_workers_size() > 0) {
+      const std::string staleness = StalenessText(
+          {{shard.worker_clocks().begin(), shard.worker_clocks().end()}, shard.staleness(),
+           shard.blocked_pulls(), shard.mean_push_staleness(), shard.max_push_staleness()});
+      if (!staleness.empty()) {
+        waiting = absl::StrCat("<span", shard.blocked_pulls() > 0 ? " class=\"waiting\"" : "", ">",
+                               HtmlEscape(staleness), "</span>");
+      } else if (shard.waiting_for_workers_size() > 0) {
         waiting = absl::StrCat("<span class=\"waiting\">rank ",
                                absl::StrJoin(shard.waiting_for_workers(), ","), " for ",
                                FormatAge(absl::Milliseconds(shard.waiting_ms())), "</span>");

@@ -134,10 +134,15 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
   workers_seen_.insert(request.worker_rank());
   push_rate_.Add(now);
   bytes_in_rate_.Add(now, static_cast<double>(count * sizeof(float)));
-  if (env_.staleness != nullptr && request.has_base_version()) {
-    env_.staleness->Observe(version_ > request.base_version()
-                                ? static_cast<double>(version_ - request.base_version())
-                                : 0.0);
+  if (request.has_base_version()) {
+    const uint64_t staleness =
+        version_ > request.base_version() ? version_ - request.base_version() : 0;
+    if (env_.staleness != nullptr) env_.staleness->Observe(static_cast<double>(staleness));
+    if (config_.consistency != SYNC) {
+      staleness_sum_ += static_cast<double>(staleness);
+      ++staleness_count_;
+      staleness_max_ = std::max(staleness_max_, staleness);
+    }
   }
   if (config_.consistency == SSP) {  // The rank's clock moves (pulls may be answered after it).
     const uint32_t rank = request.worker_rank();
@@ -404,6 +409,7 @@ void Shard::ServeWaiters(Outbox* out) {
     if (config_.consistency != ASYNC) {
       out->pull_waits.push_back(absl::ToDoubleSeconds(now - w.since));
     }
+    if (w.ssp_step > 0) ssp_blocked_seconds_ += absl::ToDoubleSeconds(now - w.since);
   }
   waiters_ = std::move(still_waiting);
 }
@@ -657,6 +663,14 @@ ShardStatus Shard::Status() {
       status.add_worker_clocks(clock_known_[rank] ? clocks_[rank] : 0);
     }
     status.set_staleness(config_.staleness);
+    uint32_t blocked = 0;
+    for (const Waiter& w : waiters_) blocked += w.ssp_step > 0 && !WithinStaleness(w.ssp_step);
+    status.set_blocked_pulls(blocked);
+    status.set_blocked_seconds(ssp_blocked_seconds_);
+  }
+  if (staleness_count_ > 0) {
+    status.set_mean_push_staleness(staleness_sum_ / static_cast<double>(staleness_count_));
+    status.set_max_push_staleness(staleness_max_);
   }
   if (config_.consistency == SYNC && aggregator_.pending() > 0) {
     for (uint32_t rank : aggregator_.IncompleteWorkers()) status.add_waiting_for_workers(rank);

@@ -334,6 +334,12 @@ class Shard : public std::enable_shared_from_this<Shard> {
   uint64_t pushes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t duplicate_pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  // SSP and ASYNC: staleness (version at arrival minus base version) of accepted pushes: sum,
+  // count and largest. SSP: seconds answered pulls waited, in total.
+  double staleness_sum_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t staleness_count_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t staleness_max_ ABSL_GUARDED_BY(mu_) = 0;
+  double ssp_blocked_seconds_ ABSL_GUARDED_BY(mu_) = 0;
   // ASYNC: pushes applied lately (here, or on the primary this backup copies), by id.
   RecentPushes applied_pushes_ ABSL_GUARDED_BY(mu_);
   uint64_t pulls_ ABSL_GUARDED_BY(mu_) = 0;

@@ -817,11 +817,15 @@ TEST(ShardReplicationTest, DroppingAJobFailsPushesWaitingBehindAnUpdate) {
 TEST(ShardSspTest, APullTooFarAheadOfTheSlowestWaitsForIt) {
   ShardConfig config = Config(SSP, 2, SGD);
   config.staleness = 1;
-  auto shard = std::make_shared<Shard>(config);
+  absl::Time now = absl::FromUnixSeconds(1000);
+  ShardEnv env;
+  env.clock = [&now] { return now; };
+  auto shard = std::make_shared<Shard>(config, env);
   uint64_t push_id = 1;
-  auto push = [&](uint64_t step, uint32_t rank) {
+  auto push = [&](uint64_t step, uint32_t rank, std::optional<uint64_t> base_version = {}) {
     PushRequest request = PushHeader(step, rank);
     request.set_push_id(push_id++);
+    if (base_version.has_value()) request.set_base_version(*base_version);
     return PushNow(shard.get(), request, Gradient(kSize, step, rank));
   };
   // Rank 0 runs ahead: steps 1 and 2 pushed, rank 1 at 0.
@@ -833,10 +837,15 @@ TEST(ShardSspTest, APullTooFarAheadOfTheSlowestWaitsForIt) {
   pulled.reset();
   PullFrom(shard.get(), PullHeader(3), &pulled);  // 2 past: waits.
   EXPECT_FALSE(pulled.has_value());
-  ASSERT_TRUE(push(1, 1).ok());  // Rank 1 reaches step 1: 3 - 1 <= 1 + 1.
+  EXPECT_EQ(shard->Status().blocked_pulls(), 1u);
+  now += absl::Seconds(2);
+  // Rank 1 reaches step 1: 3 - 1 <= 1 + 1. Its gradient is 2 updates stale.
+  ASSERT_TRUE(push(1, 1, /*base_version=*/0).ok());
   ASSERT_TRUE(pulled.has_value());
   EXPECT_TRUE(pulled->status.ok()) << pulled->status;
-  ASSERT_TRUE(push(3, 0).ok());
+  EXPECT_EQ(shard->Status().blocked_pulls(), 0u);
+  EXPECT_DOUBLE_EQ(shard->Status().blocked_seconds(), 2.0);
+  ASSERT_TRUE(push(3, 0, /*base_version=*/3).ok());  // Fresh.
   pulled.reset();
   PullFrom(shard.get(), PullHeader(4), &pulled);
   EXPECT_FALSE(pulled.has_value());
@@ -849,6 +858,8 @@ TEST(ShardSspTest, APullTooFarAheadOfTheSlowestWaitsForIt) {
   EXPECT_EQ(status.worker_clocks(0), 3u);
   EXPECT_EQ(status.worker_clocks(1), 1u);
   EXPECT_EQ(status.staleness(), 1u);
+  EXPECT_DOUBLE_EQ(status.mean_push_staleness(), 1.0);  // (2 + 0) / 2.
+  EXPECT_EQ(status.max_push_staleness(), 2u);
   // A rank out of range is refused and changes nothing.
   PushRequest bad = PushHeader(4, 2);
   bad.set_push_id(push_id++);

@@ -76,6 +76,9 @@ class FaultTest : public ::testing::Test {
                    [](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 100; });
   }
 
+  // See the tests that call it, below.
+  void KillAWorkerOfAJobThatDoesNotWaitForAll(ConsistencyMode mode);
+
   // The local-cluster name ("server 1") of the server at `address` (127.0.0.1:port).
   std::string ServerNamed(const std::string& address) { return LocalServerName(log_dir_, address); }
 
@@ -365,6 +368,100 @@ TEST_F(FaultTest, KilledWorkerIsReplacedAndTheSyncJobCompletes) {
   ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
   EXPECT_EQ(final.step(), 2500u);
   EXPECT_EQ(final.restarts(), 0u);
+}
+
+// SSP: the workers' clocks (ShardStatus.worker_clocks) of every primary shard of the job of
+// `status`, leaving rank `skip` out (-1: none).
+std::vector<std::vector<uint64_t>> SspClocks(const JobStatus& status, int skip = -1) {
+  std::vector<std::vector<uint64_t>> clocks;
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    absl::StatusOr<ServerStatus> server =
+        GetServerStatus(shard.server_address(), status.job_id(), absl::Seconds(5));
+    EXPECT_TRUE(server.ok()) << server.status();
+    if (!server.ok()) continue;
+    for (const ShardStatus& held : server->shards()) {
+      if (held.table() != shard.table() || held.range().begin() != shard.range().begin()) continue;
+      std::vector<uint64_t> live;
+      for (int rank = 0; rank < held.worker_clocks_size(); ++rank) {
+        if (rank != skip) live.push_back(held.worker_clocks(rank));
+      }
+      clocks.push_back(live);
+    }
+  }
+  return clocks;
+}
+
+// An SSP (staleness 2) or ASYNC job with 3 workers whose worker is killed goes on with the other
+// two (SSP: the dead rank's clock leaves the minimum, or they would wait for it for ever); a new
+// worker takes the vacant rank over and the job completes. SSP: no live worker is ever seen more
+// than staleness + 1 steps ahead of the slowest (it may push once past the bound it pulled at).
+void FaultTest::KillAWorkerOfAJobThatDoesNotWaitForAll(ConsistencyMode mode) {
+  StartCluster(/*servers=*/1, /*workers=*/3);
+  constexpr uint32_t kStaleness = 2;
+  JobSpec spec = SmallMlpJob(mode, 1, 3, 3000);
+  if (mode == SSP) spec.mutable_training()->set_staleness(kStaleness);
+  const std::string id = client_->SubmitJob(spec).value();
+  auto wait_for = [&](const std::function<bool(const JobStatus&)>& done) {
+    return WaitFor(id, done);
+  };
+  JobStatus running =
+      wait_for([](const JobStatus& s) { return s.state() == RUNNING && s.step() >= 50; });
+  ASSERT_EQ(running.state(), RUNNING) << running.message();
+  if (mode == SSP) {
+    for (int sample = 0; sample < 5; ++sample) {
+      for (const std::vector<uint64_t>& clocks : SspClocks(running)) {
+        ASSERT_EQ(clocks.size(), 3u);
+        const auto [slowest, fastest] = std::minmax_element(clocks.begin(), clocks.end());
+        EXPECT_LE(*fastest, *slowest + kStaleness + 1)
+            << "clocks " << clocks[0] << "," << clocks[1] << "," << clocks[2];
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  }
+  ASSERT_TRUE(cluster_->Kill("worker 1", SIGKILL).ok());
+  const JobStatus alone = wait_for([](const JobStatus& s) {
+    for (const WorkerProgress& w : s.workers()) {
+      if (w.vacant()) return true;
+    }
+    return IsTerminal(s.state());
+  });
+  ASSERT_EQ(alone.state(), RUNNING) << alone.message();
+  int vacant = -1;
+  for (const WorkerProgress& w : alone.workers()) {
+    if (w.vacant()) vacant = static_cast<int>(w.rank());
+  }
+  const JobStatus progressed = wait_for([&](const JobStatus& s) {
+    return s.step() >= alone.step() + 200 || IsTerminal(s.state());
+  });
+  ASSERT_EQ(progressed.state(), RUNNING) << progressed.message();
+  if (mode == SSP) {
+    // The survivors went on far past the dead rank's last clock plus the bound.
+    const std::vector<std::vector<uint64_t>> all = SspClocks(progressed);
+    const std::vector<std::vector<uint64_t>> live = SspClocks(progressed, vacant);
+    ASSERT_EQ(all.size(), live.size());
+    for (size_t shard = 0; shard < all.size(); ++shard) {
+      const uint64_t dead_clock = all[shard][vacant];
+      for (uint64_t clock : live[shard]) EXPECT_GT(clock, dead_clock + kStaleness + 1);
+    }
+  }
+  ASSERT_TRUE(cluster_->AddWorker().ok());
+  const JobStatus joined = wait_for([](const JobStatus& s) {
+    bool any_vacant = false;
+    for (const WorkerProgress& w : s.workers()) any_vacant |= w.vacant();
+    return !any_vacant || IsTerminal(s.state());
+  });
+  EXPECT_EQ(joined.state(), RUNNING) << joined.message();
+  const JobStatus final = WaitForEnd(id);
+  ASSERT_EQ(final.state(), SUCCEEDED) << final.message() << "; logs in " << log_dir_;
+  EXPECT_EQ(final.restarts(), 0u);
+}
+
+TEST_F(FaultTest, KilledWorkerOfAnSspJobLeavesTheMinimumClockAndIsReplaced) {
+  KillAWorkerOfAJobThatDoesNotWaitForAll(SSP);
+}
+
+TEST_F(FaultTest, KilledWorkerOfAnAsyncJobIsReplacedAndTheJobCompletes) {
+  KillAWorkerOfAJobThatDoesNotWaitForAll(ASYNC);
 }
 
 // A worker frozen (SIGSTOP) mid-job stops heartbeating, is taken for lost and its rank goes vacant;

@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include <glog/logging.h>
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/job_spec.h"
@@ -196,6 +198,7 @@ class TrainingRun {
       return absl::InternalError(absl::StrCat("loss became ", loss, " at step ", step,
                                               " (learning rate too high?)"));
     }
+    Straggle(computed - compute_start);
 
     // PUSH: what backward did not send yet, the clipping factor, and the next step's pulls.
     RETURN_IF_ERROR(pipeline_->FinishStep());
@@ -208,6 +211,17 @@ class TrainingRun {
     metrics_->RecordStep(step, pushed - step_start, computer_->tokens_per_step(), wire_bytes_,
                          wire_bytes_, pipeline_->grad_norm());
     return loss;
+  }
+
+  // ps_worker --slowdown: sleeps (factor - 1) times `compute` on the steps the draw picks.
+  void Straggle(absl::Duration compute) {
+    const TrainerOptions::Slowdown& slowdown = options_.slowdown;
+    if (slowdown.factor <= 1) return;
+    if (slowdown.probability < 1 &&
+        std::uniform_real_distribution<double>(0, 1)(straggle_random_) >= slowdown.probability) {
+      return;
+    }
+    absl::SleepFor(compute * (slowdown.factor - 1));
   }
 
   // The mean loss of the steps since the last report (and their throughput, step time); starts
@@ -280,6 +294,8 @@ class TrainingRun {
   std::unique_ptr<LanguageModel> model_;    // Uses pipeline_ (its stream and buffers).
   std::unique_ptr<GradientComputer> computer_;
   uint64_t wire_bytes_ = 0;
+  // ps_worker --slowdown's draws: each rank its own stream.
+  std::mt19937_64 straggle_random_{training_.seed() * 1000003 + assignment_.rank()};
 
   // The steps since the last report.
   double window_loss_ = 0;
@@ -319,6 +335,20 @@ absl::Status ParseCompute(absl::string_view text, TrainerOptions* options) {
   return absl::InvalidArgumentError(absl::StrCat(
       "want \"model\" or \"synthetic:MS\" with MS milliseconds in [0, 3600000], got \"", original,
       "\""));
+}
+
+absl::Status ParseSlowdown(absl::string_view text, TrainerOptions* options) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(text, '@');
+  double factor = 0, probability = 1;
+  if (parts.size() <= 2 && absl::SimpleAtod(parts[0], &factor) && factor >= 1 &&
+      factor <= 1000 && (parts.size() == 1 || (absl::SimpleAtod(parts[1], &probability) &&
+                                                probability >= 0 && probability <= 1))) {
+    options->slowdown = {factor, probability};
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "want FACTOR or FACTOR@PROBABILITY with FACTOR in [1, 1000] and PROBABILITY in [0, 1] "
+      "(e.g. 4@0.1), got \"", text, "\""));
 }
 
 absl::Status CheckWorkerMemory(uint64_t parameters, uint64_t activation_bytes, uint64_t limit) {

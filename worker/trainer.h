@@ -28,6 +28,14 @@ struct TrainerOptions {
   Overlap overlap = Overlap::kAuto;
   // >= 0: the model is a SyntheticModel taking this long per step (benchmarks); < 0: the real one.
   absl::Duration synthetic_compute = -absl::InfiniteDuration();
+  // Straggler experiments (ps_worker --slowdown): each step, with probability `probability`, the
+  // step's compute is made `factor` times as long by sleeping (factor - 1) times what it took,
+  // before the push. The draws come from the job's seed and the worker's rank. factor 1: off.
+  struct Slowdown {
+    double factor = 1;
+    double probability = 1;
+  };
+  Slowdown slowdown;
   // The final report's patience and where it goes when the coordinator stays away
   // (ps_worker --final_report_patience; ProgressReporter::Options).
   ProgressReporter::Options reports;
@@ -53,6 +61,11 @@ absl::Status ParseOverlap(absl::string_view text, TrainerOptions* options);
 // "model" or "synthetic:MS" (ps_worker --compute) into options->synthetic_compute;
 // INVALID_ARGUMENT otherwise.
 absl::Status ParseCompute(absl::string_view text, TrainerOptions* options);
+
+// "FACTOR" or "FACTOR@PROBABILITY" (ps_worker --slowdown; e.g. "4@0.1": a step in ten takes 4
+// times as long; "3": every step 3 times) into options->slowdown, with FACTOR in [1, 1000] and
+// PROBABILITY in [0, 1]; INVALID_ARGUMENT otherwise.
+absl::Status ParseSlowdown(absl::string_view text, TrainerOptions* options);
 
 // Runs `assignment` to completion, reporting progress, completion or failure to the coordinator
 // through `coordinator`. Returns early with CANCELLED once `*cancel` becomes true or the coordinator

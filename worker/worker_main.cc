@@ -45,6 +45,11 @@ ABSL_FLAG(std::string, compute, "model",
           "forward and backward, wait MS milliseconds per step (leaving the CPU free, as a GPU "
           "would) and push fixed gradients; measures the parameter-server path at GPU-like step "
           "times (bench/step_bench). Trains nothing.");
+ABSL_FLAG(std::string, slowdown, "1",
+          "Straggler experiments (bench/straggler_bench): FACTOR or FACTOR@PROBABILITY. Each step, "
+          "with probability PROBABILITY (default 1), compute is made FACTOR times as long by "
+          "sleeping after it (e.g. 4@0.1: one step in ten takes 4 times as long; 3: every step "
+          "3 times). 1: off.");
 ABSL_FLAG(std::string, overlap, "auto",
           "on: overlap communication with compute (pushes leave as backward finishes each layer, "
           "the next step's pulls follow them, forward waits only for the layer it reads). off: "
@@ -173,6 +178,10 @@ int Run() {
           ParseCudaAttention(absl::GetFlag(FLAGS_cuda_attention), &trainer_options.cuda);
       !s.ok()) {
     LOG(ERROR) << "--cuda_attention: " << s.message();
+    return 2;
+  }
+  if (absl::Status s = ParseSlowdown(absl::GetFlag(FLAGS_slowdown), &trainer_options); !s.ok()) {
+    LOG(ERROR) << "--slowdown: " << s.message();
     return 2;
   }
   if (absl::Status s = ParseCompute(absl::GetFlag(FLAGS_compute), &trainer_options); !s.ok()) {
