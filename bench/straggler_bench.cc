@@ -4,7 +4,8 @@
 //               come and go);
 //   persistent  one worker 3 times as long on every step;
 //   none        nobody (the baseline).
-// For each scenario and mode (SYNC; SSP with staleness 1, 2, 4, 8; ASYNC) it records the wall
+// For each scenario and mode (SYNC; SSP with staleness 1, 2, 4, 8; SYNC with backup workers, 3 of
+// 4; ASYNC) it records the wall
 // time of the job (every worker runs the same number of steps) and its final validation loss,
 // with the ratio of wall times against SYNC in the same scenario. Results:
 // bench/results/straggler_<host>.json; table in bench/README.md.
@@ -39,8 +40,9 @@ ABSL_FLAG(std::vector<std::string>, scenarios,
           std::vector<std::string>({"none", "transient", "persistent"}),
           "none, transient (every worker --slowdown=4@0.1), persistent (worker 0 --slowdown=3).");
 ABSL_FLAG(std::vector<std::string>, modes,
-          std::vector<std::string>({"sync", "ssp1", "ssp2", "ssp4", "ssp8", "async"}),
-          "sync, sspN (SSP with staleness N), async. Scenario none runs sync only unless "
+          std::vector<std::string>({"sync", "ssp1", "ssp2", "ssp4", "ssp8", "backup3", "async"}),
+          "sync, sspN (SSP with staleness N), backupN (SYNC, each step applied once N workers "
+          "pushed it), async. Scenario none runs sync only unless "
           "--baseline_all_modes.");
 ABSL_FLAG(double, learning_rate, 2e-3, "Peak learning rate of SYNC (AdamW; decays to a tenth).");
 ABSL_FLAG(double, async_learning_rate_scale, 0.5,
@@ -61,6 +63,7 @@ struct Mode {
   std::string name;
   ConsistencyMode consistency = SYNC;
   uint32_t staleness = 0;
+  uint32_t aggregate_first = 0;  // SYNC with backup workers.
 };
 
 absl::StatusOr<Mode> ParseMode(const std::string& text) {
@@ -76,8 +79,12 @@ absl::StatusOr<Mode> ParseMode(const std::string& text) {
     mode.consistency = SSP;
     return mode;
   }
+  if (absl::ConsumePrefix(&rest, "backup") && absl::SimpleAtoi(rest, &mode.aggregate_first) &&
+      mode.aggregate_first > 0) {
+    return mode;
+  }
   return absl::InvalidArgumentError(
-      absl::StrCat("bad --modes entry \"", text, "\": want sync, sspN or async"));
+      absl::StrCat("bad --modes entry \"", text, "\": want sync, sspN, backupN or async"));
 }
 
 JobSpec Spec(const std::string& data, const std::string& scenario, const Mode& mode) {
@@ -101,6 +108,7 @@ JobSpec Spec(const std::string& data, const std::string& scenario, const Mode& m
   t->set_batch_size(absl::GetFlag(FLAGS_batch));
   t->set_consistency(mode.consistency);
   if (mode.consistency == SSP) t->set_staleness(mode.staleness);
+  t->set_aggregate_first(mode.aggregate_first);
   OptimizerConfig* o = t->mutable_optimizer();
   o->set_kind(ADAMW);
   const double lr = absl::GetFlag(FLAGS_learning_rate) *
@@ -130,6 +138,7 @@ struct ShardStats {
   double mean_staleness = 0;
   uint64_t max_staleness = 0;
   double blocked_seconds = 0;
+  uint64_t late_pushes = 0;  // Backup workers, summed over shards.
 };
 
 ShardStats ReadShardStats(const JobStatus& status) {
@@ -147,6 +156,7 @@ ShardStats ReadShardStats(const JobStatus& status) {
       stats.mean_staleness += shard.mean_push_staleness();
       stats.max_staleness = std::max(stats.max_staleness, shard.max_push_staleness());
       stats.blocked_seconds = std::max(stats.blocked_seconds, shard.blocked_seconds());
+      stats.late_pushes += shard.late_pushes();
     }
   }
   if (stats.shards > 0) stats.mean_staleness /= stats.shards;
@@ -217,7 +227,7 @@ int Run(const char* argv0) {
       }
       // The servers' view of staleness, read while the job runs (the cluster stops with it).
       double mean_staleness = 0, blocked_seconds = 0;
-      uint64_t max_staleness = 0;
+      uint64_t max_staleness = 0, late_pushes = 0;
       absl::Time last_read = absl::InfinitePast();
       absl::StatusOr<JobStatus> final = RunLocalJob(
           *binaries, spec, "straggler_bench", worker_args,
@@ -229,6 +239,7 @@ int Run(const char* argv0) {
             mean_staleness = stats.mean_staleness;
             max_staleness = stats.max_staleness;
             blocked_seconds = stats.blocked_seconds;
+            late_pushes = stats.late_pushes;
           },
           per_worker);
       if (!final.ok()) {
@@ -242,6 +253,10 @@ int Run(const char* argv0) {
       run["mode"] = mode.name;
       run["consistency"] = ConsistencyMode_Name(mode.consistency);
       if (mode.consistency == SSP) run["staleness"] = mode.staleness;
+      if (mode.aggregate_first > 0) {
+        run["aggregate_first"] = mode.aggregate_first;
+        run["late_pushes"] = late_pushes;
+      }
       run["wall_seconds"] = seconds;
       if (sync_seconds > 0) run["wall_over_sync"] = seconds / sync_seconds;
       run["final_val_loss"] = final->val_loss();
@@ -275,7 +290,7 @@ int main(int argc, char** argv) {
       "Wall time and validation loss of SYNC, SSP and ASYNC with straggling workers on a local "
       "cluster; writes JSON.\n"
       "Usage: bazel run -c opt //bench:straggler_bench -- [--scenarios=none,transient,persistent]\n"
-      "       [--modes=sync,ssp1,ssp2,ssp4,ssp8,async] [--steps=1000] [--commit=...]");
+      "       [--modes=sync,ssp1,ssp2,ssp4,ssp8,backup3,async] [--steps=1000] [--commit=...]");
   absl::ParseCommandLine(argc, argv);
   return psrv::Run(argv[0]);
 }

@@ -116,6 +116,11 @@ void AddTrainingFlags(CLI::App* app, JobSpecFlags* flags) {
               "With --mode ssp: how many steps a worker may run ahead of the slowest live one, "
               "0..1000000 (default 0: SYNC's schedule, each push applied as it arrives)")
       ->type_name("N");
+  AddOptional(app, "--aggregate-first", &flags->aggregate_first,
+              "With --mode sync: backup workers. A step is applied once this many workers pushed "
+              "it (1..--workers); the others' pushes for it are dropped and they go on at the "
+              "servers' step (default 0: every worker)")
+      ->type_name("N");
 }
 
 }  // namespace

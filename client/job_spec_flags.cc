@@ -263,6 +263,8 @@ absl::Status ApplyClusterFlags(const JobSpecFlags& flags, JobSpec* spec) {
   }
   RETURN_IF_ERROR(SetUint32("--staleness", flags.staleness, 0, 1000000,
                             [&](uint32_t v) { training->set_staleness(v); }));
+  RETURN_IF_ERROR(SetUint32("--aggregate-first", flags.aggregate_first, 0, 64,
+                            [&](uint32_t v) { training->set_aggregate_first(v); }));
   RETURN_IF_ERROR(SetUint32("--servers", flags.servers, 1, 64,
                             [&](uint32_t v) { spec->set_num_servers(v); }));
   RETURN_IF_ERROR(SetUint32("--workers", flags.workers, 1, 64,

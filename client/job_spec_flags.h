@@ -25,6 +25,7 @@ struct JobSpecFlags {
   std::optional<double> momentum;        // Also selects MOMENTUM if no optimizer was chosen.
   std::optional<std::string> mode;       // "sync", "async" or "ssp", any case.
   std::optional<int64_t> staleness;      // SSP's bound (training.staleness).
+  std::optional<int64_t> aggregate_first;  // Backup workers (training.aggregate_first).
   std::optional<int64_t> servers;
   std::optional<int64_t> workers;
   std::optional<uint64_t> seed;

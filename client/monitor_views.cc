@@ -34,9 +34,16 @@ std::string Waiting(const ShardStatus& shard) {
       {{shard.worker_clocks().begin(), shard.worker_clocks().end()}, shard.staleness(),
        shard.blocked_pulls(), shard.mean_push_staleness(), shard.max_push_staleness()});
   if (!staleness.empty()) return staleness;
-  if (shard.waiting_for_workers_size() == 0) return "-";
-  return absl::StrCat(absl::StrJoin(shard.waiting_for_workers(), ","), " for ",
-                      FormatAge(absl::Milliseconds(shard.waiting_ms())));
+  std::string text;
+  if (shard.waiting_for_workers_size() > 0) {
+    text = absl::StrCat(absl::StrJoin(shard.waiting_for_workers(), ","), " for ",
+                        FormatAge(absl::Milliseconds(shard.waiting_ms())));
+  }
+  if (shard.aggregate_first() > 0) {  // Backup workers.
+    absl::StrAppend(&text, text.empty() ? "" : "; ", "first ", shard.aggregate_first(), ", ",
+                    shard.late_pushes(), " late");
+  }
+  return text.empty() ? "-" : text;
 }
 
 std::string OneLine(absl::string_view text) {

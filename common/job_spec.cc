@@ -345,6 +345,23 @@ absl::Status CheckCluster(const JobSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat(
         "replicas (", spec.replicas(), ") needs as many servers; num_servers is ", spec.num_servers()));
   }
+  const uint32_t aggregate_first = spec.training().aggregate_first();
+  if (aggregate_first != 0) {
+    if (spec.training().consistency() != SYNC) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "training.aggregate_first (backup workers) is for training.consistency SYNC (got ",
+          ConsistencyMode_Name(spec.training().consistency()), ")"));
+    }
+    if (aggregate_first > spec.num_workers()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("training.aggregate_first (", aggregate_first,
+                       ") must be at most num_workers (", spec.num_workers(), ")"));
+    }
+    if (spec.parallelism().pipeline() > 1) {
+      return absl::InvalidArgumentError(
+          "training.aggregate_first (backup workers) is not for pipeline jobs");
+    }
+  }
   return CheckParallelism(spec);
 }
 

@@ -562,6 +562,25 @@ TEST(ValidateJobSpecTest, ModelKind) {
                 "model.kind must be \"gpt\" or \"mlp\", got \"transformer\"");
 }
 
+TEST(ValidateJobSpecTest, StalenessAndBackupWorkers) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_training()->set_staleness(2);
+  ExpectInvalid(ValidateJobSpec(spec), "training.staleness is for training.consistency SSP");
+  spec.mutable_training()->set_consistency(SSP);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  spec = ValidSpec();
+  spec.set_num_workers(4);
+  spec.mutable_training()->set_aggregate_first(3);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  spec.mutable_training()->set_aggregate_first(5);
+  ExpectInvalid(ValidateJobSpec(spec),
+                "training.aggregate_first (5) must be at most num_workers (4)");
+  spec.mutable_training()->set_aggregate_first(3);
+  spec.mutable_training()->set_consistency(ASYNC);
+  ExpectInvalid(ValidateJobSpec(spec),
+                "training.aggregate_first (backup workers) is for training.consistency SYNC");
+}
+
 TEST(ValidateJobSpecTest, Enums) {
   JobSpec spec = ValidSpec();
   spec.mutable_training()->set_consistency(CONSISTENCY_UNSPECIFIED);

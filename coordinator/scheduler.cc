@@ -89,6 +89,7 @@ absl::Status Scheduler::PlanJobShards(const Job& job, Placement* placement) {
     request.set_job_id(placement->job_id);
     request.set_consistency(spec.training().consistency());
     request.set_staleness(spec.training().staleness());
+    request.set_aggregate_first(spec.training().aggregate_first());
     *request.mutable_optimizer() = spec.training().optimizer();
     request.set_num_workers(DataGroups(spec));  // The pushers per key: one per pipeline group.
     request.set_init_from_safetensors(spec.init_from());

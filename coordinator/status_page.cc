@@ -202,6 +202,10 @@ std::string ShardsTable(const std::vector<ServerReport>& servers, absl::Time now
                                absl::StrJoin(shard.waiting_for_workers(), ","), " for ",
                                FormatAge(absl::Milliseconds(shard.waiting_ms())), "</span>");
       }
+      if (shard.aggregate_first() > 0) {  // Backup workers: how many a step waits for.
+        absl::StrAppend(&waiting, " <span class=\"muted\">first ", shard.aggregate_first(), ", ",
+                        shard.late_pushes(), " late</span>");
+      }
       // The last rejected push, on a row of its own under the shard.
       std::string error;
       if (!shard.last_error().empty()) {

@@ -44,8 +44,12 @@ const void* Advance(const void* values, DType dtype, size_t n) {
 
 }  // namespace
 
-SyncAggregator::SyncAggregator(size_t size, uint32_t num_workers)
-    : size_(size), num_workers_(num_workers), from_step_(num_workers, 0), ranks_(num_workers) {}
+SyncAggregator::SyncAggregator(size_t size, uint32_t num_workers, uint32_t aggregate_first)
+    : size_(size),
+      num_workers_(num_workers),
+      aggregate_first_(aggregate_first),
+      from_step_(num_workers, 0),
+      ranks_(num_workers) {}
 
 absl::Status SyncAggregator::CheckStep(uint32_t rank, uint64_t step,
                                        uint64_t applied_steps) const {
@@ -155,7 +159,12 @@ bool SyncAggregator::Add(uint32_t rank, uint64_t step, size_t offset, size_t cou
                          const void* grad, DType dtype, bool scale_follows) {
   step_ = step;
   Rank& r = ranks_[rank];
-  if (!scale_follows) {
+  if (backup_workers()) {
+    // Staged until the step is complete: only the first ranks to complete it are summed.
+    r.kind = scale_follows ? Rank::Kind::kScaleFollows : Rank::Kind::kFinal;
+    if (r.staged.size() != size_) r.staged.resize(size_);
+    ScaleInto<false>(grad, dtype, count, 1.0f, r.staged.data() + offset);
+  } else if (!scale_follows) {
     r.kind = Rank::Kind::kFinal;
     Accumulate(offset, count, grad, dtype, 1.0f);
   } else {
@@ -183,13 +192,36 @@ bool SyncAggregator::Commit(uint32_t rank, uint64_t step, float scale) {
 }
 
 bool SyncAggregator::Complete() const {
-  uint32_t taking_part = 0;
+  uint32_t taking_part = 0, complete = 0;
   for (uint32_t rank = 0; rank < num_workers_; ++rank) {
     if (!TakesPart(rank, step_)) continue;
-    if (!RankComplete(ranks_[rank])) return false;
     ++taking_part;
+    if (RankComplete(ranks_[rank])) {
+      ++complete;
+    } else if (!backup_workers()) {
+      return false;
+    }
   }
-  return taking_part > 0;
+  if (taking_part == 0) return false;
+  return complete >= std::min(taking_part, backup_workers() ? aggregate_first_ : taking_part);
+}
+
+std::vector<uint32_t> SyncAggregator::Contributors() const {
+  std::vector<uint32_t> ranks;
+  for (uint32_t rank = 0; rank < num_workers_; ++rank) {
+    if (TakesPart(rank, step_) && RankComplete(ranks_[rank])) ranks.push_back(rank);
+  }
+  return ranks;
+}
+
+uint32_t SyncAggregator::DroppedPushes() const {
+  if (!backup_workers()) return 0;
+  uint32_t dropped = 0;
+  for (uint32_t rank = 0; rank < num_workers_; ++rank) {
+    const Rank& r = ranks_[rank];
+    if (!(TakesPart(rank, step_) && RankComplete(r))) dropped += r.pushed.size();
+  }
+  return dropped;
 }
 
 absl::StatusOr<bool> SyncAggregator::SetWorkers(const std::vector<uint64_t>& from_step,
@@ -209,8 +241,10 @@ absl::StatusOr<bool> SyncAggregator::SetWorkers(const std::vector<uint64_t>& fro
     if (!(TakesPart(rank, step) && from_step[rank] > step)) continue;
     // Leaving now: what it pushed for this step stays in the sum, counted where it covers;
     // pushes still waiting for its scale are dropped unless it committed.
-    const bool in_sum = r.kind == Rank::Kind::kFinal ||
-                        (r.kind == Rank::Kind::kScaleFollows && r.committed);
+    // (Backup workers: dropped, as a rank that does not complete the step.)
+    const bool in_sum = !backup_workers() &&
+                        (r.kind == Rank::Kind::kFinal ||
+                         (r.kind == Rank::Kind::kScaleFollows && r.committed));
     if (in_sum) {
       for (const auto& [begin, end] : r.pushed) {
         if (r.kind == Rank::Kind::kScaleFollows) {
@@ -245,6 +279,14 @@ size_t SyncAggregator::TakingPart() const {
 
 void SyncAggregator::AddStaged() {
   if (num_workers_ == 1) return;  // Staged in the sum itself.
+  if (backup_workers()) {
+    for (uint32_t rank : Contributors()) {  // Complete: every key pushed (and committed).
+      const Rank& r = ranks_[rank];
+      Accumulate(0, size_, r.staged.data(), FP32,
+                 r.kind == Rank::Kind::kScaleFollows ? r.scale : 1.0f);
+    }
+    return;
+  }
   for (uint32_t rank = 0; rank < num_workers_; ++rank) {
     Rank& r = ranks_[rank];
     if (!TakesPart(rank, step_) || r.kind != Rank::Kind::kScaleFollows || !r.committed) continue;
@@ -258,7 +300,8 @@ SyncAggregator::MeanGradient SyncAggregator::Result() {
   if (!staged_added_) {
     AddStaged();
     staged_added_ = true;
-    const float taking_part = static_cast<float>(TakingPart());
+    const float taking_part =
+        static_cast<float>(backup_workers() ? Contributors().size() : TakingPart());
     mean_scale_ = 1.0f / taking_part;
     const Rank& only = ranks_[0];
     if (num_workers_ == 1 && only.kind == Rank::Kind::kScaleFollows) {

@@ -26,7 +26,11 @@ namespace psrv {
 // The sum of one step's pushes for one shard. Not thread-safe: the owning Shard serialises calls.
 class SyncAggregator {
  public:
-  SyncAggregator(size_t size, uint32_t num_workers);
+  // `aggregate_first` (backup workers, TrainingSpec.aggregate_first): a step is complete once
+  // that many of the workers taking part in it pushed all of it; the mean is theirs alone, and
+  // what the others pushed for the step is dropped (DroppedPushes). 0, or at least the workers
+  // taking part: all of them.
+  SyncAggregator(size_t size, uint32_t num_workers, uint32_t aggregate_first = 0);
 
   // Rank r takes part in steps >= from_step[r]; kNever: in none (it left the job).
   static constexpr uint64_t kNever = UINT64_MAX;
@@ -82,6 +86,12 @@ class SyncAggregator {
 
   // Pushes (chunks) received for the step being aggregated.
   uint32_t pending() const { return pushes_; }
+  // Backup workers, once the step is complete: the ranks whose pushes make its mean (rank order),
+  // and the pushes (chunks) of the step from the others, dropped.
+  std::vector<uint32_t> Contributors() const;
+  uint32_t DroppedPushes() const;
+  // Backup workers: fewer workers than take part complete a step.
+  bool backup_workers() const { return aggregate_first_ > 0 && aggregate_first_ < num_workers_; }
   // Ranks taking part in the step being aggregated that have not pushed every key of it (or not
   // committed it).
   std::vector<uint32_t> IncompleteWorkers() const;
@@ -94,8 +104,9 @@ class SyncAggregator {
     enum class Kind { kUnknown, kFinal, kScaleFollows } kind = Kind::kUnknown;
     bool committed = false;
     float scale = 1.0f;
-    // (size) Pushes waiting for the scale; allocated on first use, kept for later steps. With a
-    // single worker the sum itself holds them.
+    // (size) Pushes waiting for the scale (with backup workers: every push, until it is known
+    // whether the rank is among the first to complete the step); allocated on first use, kept
+    // for later steps. With a single worker the sum itself holds them.
     std::vector<float> staged;
   };
 
@@ -105,7 +116,8 @@ class SyncAggregator {
   bool RankComplete(const Rank& rank) const {
     return rank.pushed_keys == size_ && (rank.kind != Rank::Kind::kScaleFollows || rank.committed);
   }
-  // Every worker taking part in step_ has pushed every key (and committed) (and one takes part).
+  // Every worker taking part in step_ has pushed every key (and committed) (and one takes part);
+  // with backup workers, aggregate_first of them (or all, if fewer take part).
   bool Complete() const;
   // Writes (first contribution to a key this step) or adds `count` values (FP32 or BF16) times
   // `scale` into sum_ at `offset`.
@@ -116,6 +128,7 @@ class SyncAggregator {
 
   const size_t size_;
   const uint32_t num_workers_;
+  const uint32_t aggregate_first_;
   std::vector<uint64_t> from_step_;  // (num_workers) see SetWorkers.
   uint64_t step_ = 0;                // The step being aggregated (set by Add and SetWorkers).
   std::vector<float> sum_;  // (size) lazily allocated; only the keys in covered_ are valid.

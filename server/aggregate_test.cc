@@ -201,5 +201,48 @@ TEST(SyncAggregatorTest, AWorkerLeavingBeforeItsCommitIsLeftOut) {
   EXPECT_EQ(agg.Mean()[0], 1.0f);  // Rank 0's gradient alone: rank 1's was never scaled.
 }
 
+TEST(SyncAggregatorTest, BackupWorkersTheFirstNToCompleteMakeTheMean) {
+  SyncAggregator agg(4, 3, /*aggregate_first=*/2);
+  ASSERT_TRUE(agg.backup_workers());
+  const float a[4] = {1, 2, 3, 4}, b[4] = {9, 9, 9, 9}, c[4] = {3, 4, 5, 6};
+  // Rank 1 pushes half of the shard first, then ranks 2 and 0 push all of it.
+  EXPECT_FALSE(agg.Add(1, 1, 0, 2, b));
+  EXPECT_FALSE(agg.Add(2, 1, 0, 4, c));
+  ASSERT_TRUE(agg.Check(0, 1, 0, 0, 4).ok());
+  EXPECT_TRUE(agg.Add(0, 1, 0, 4, a));
+  EXPECT_EQ(agg.Contributors(), (std::vector<uint32_t>{0, 2}));
+  EXPECT_EQ(agg.DroppedPushes(), 1u);  // Rank 1's half.
+  const float* mean = agg.Mean();
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(mean[i], (a[i] + c[i]) / 2) << i;
+  agg.Reset();
+  // The step is applied: rank 1's rest of it is refused as applied (the shard counts it late).
+  EXPECT_EQ(agg.Check(1, 1, 1, 2, 2).code(), absl::StatusCode::kAlreadyExists);
+  // Step 2: a worker's scale (clipping) still applies to its pushes.
+  EXPECT_FALSE(agg.Add(0, 2, 0, 4, a, FP32, /*scale_follows=*/true));
+  EXPECT_FALSE(agg.Add(1, 2, 0, 4, b));
+  EXPECT_TRUE(agg.Commit(0, 2, 0.5f));
+  const float* mean2 = agg.Mean();
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(mean2[i], (a[i] * 0.5f + b[i]) / 2) << i;
+  EXPECT_EQ(agg.DroppedPushes(), 0u);
+}
+
+TEST(SyncAggregatorTest, BackupWorkersWithFewerTakingPartWaitForAllOfThem) {
+  SyncAggregator agg(2, 3, /*aggregate_first=*/2);
+  const float a[2] = {1, 2}, c[2] = {3, 6};
+  // Ranks 1 and 2 left: only rank 0 takes part in step 1, and completes it alone.
+  ASSERT_TRUE(agg.SetWorkers({1, SyncAggregator::kNever, SyncAggregator::kNever}, 1).ok());
+  EXPECT_TRUE(agg.Add(0, 1, 0, 2, a));
+  EXPECT_FLOAT_EQ(agg.Mean()[1], 2.0f);
+  agg.Reset();
+  // Rank 2 is back from step 2: two take part, both are needed.
+  ASSERT_TRUE(agg.SetWorkers({1, SyncAggregator::kNever, 2}, 2).ok());
+  EXPECT_FALSE(agg.Add(0, 2, 0, 2, a));
+  EXPECT_TRUE(agg.Add(2, 2, 0, 2, c));
+  EXPECT_FLOAT_EQ(agg.Mean()[1], 4.0f);
+  // Without backup workers (aggregate_first 0 or num_workers), every worker is waited for.
+  EXPECT_FALSE(SyncAggregator(2, 3, 0).backup_workers());
+  EXPECT_FALSE(SyncAggregator(2, 3, 3).backup_workers());
+}
+
 }  // namespace
 }  // namespace psrv

@@ -29,7 +29,7 @@ Shard::Shard(ShardConfig config, ShardEnv env, ShardReplication replication)
       primary_address_(std::move(replication.primary_address)),
       values_(std::make_shared<std::vector<float>>(size_)),
       optimizer_(Optimizer::Create(config_.optimizer, config_.table, size_)),
-      aggregator_(size_, config_.num_workers),
+      aggregator_(size_, config_.num_workers, config_.aggregate_first),
       role_(replication.role),
       backup_(replication.role == PRIMARY ? std::move(replication.backup) : nullptr),
       push_rate_(env_.clock()),
@@ -114,7 +114,11 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
                                                       config_.num_workers, " workers"));
   }
   if (!invalid.ok()) {
-    RecordRejection(request, invalid, now);
+    if (IsLate(request, invalid)) {
+      ++late_pushes_;  // Dropped, as its step was; answered as applied (ALREADY_EXISTS).
+    } else {
+      RecordRejection(request, invalid, now);
+    }
     out->pushes.emplace_back(std::move(done), invalid);
     return;
   }
@@ -253,7 +257,23 @@ void Shard::ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_
   bf16_valid_ = narrowed != nullptr;
 }
 
+bool Shard::IsLate(const PushRequest& request, const absl::Status& refusal) const {
+  if (!aggregator_.backup_workers() || !absl::IsAlreadyExists(refusal) ||
+      request.step() > version_) {
+    return false;
+  }
+  // A rank whose push made the last step resends it (after a fail-over): not late.
+  const uint32_t rank = request.worker_rank();
+  return !(request.step() == version_ && rank < last_contributors_.size() &&
+           last_contributors_[rank]);
+}
+
 void Shard::ApplyStep(PushCallback done, absl::Time now, Outbox* out) {
+  if (aggregator_.backup_workers()) {
+    late_pushes_ += aggregator_.DroppedPushes();
+    last_contributors_.assign(config_.num_workers, false);
+    for (uint32_t rank : aggregator_.Contributors()) last_contributors_[rank] = true;
+  }
   const SyncAggregator::MeanGradient mean = aggregator_.Result();
   std::shared_ptr<PooledBuffer> applied;
   if (backup_ != nullptr) {  // The backup gets the mean; the aggregator starts the next step.
@@ -456,6 +476,7 @@ void Shard::Deliver(Outbox* out) {
     *header.mutable_optimizer() = config_.optimizer;
     header.set_num_workers(config_.num_workers);
     header.set_staleness(config_.staleness);
+    header.set_aggregate_first(config_.aggregate_first);
     *header.mutable_shard()->mutable_table() = config_.table;
     *header.mutable_shard()->mutable_range() = config_.range;
     header.mutable_shard()->set_role(BACKUP);
@@ -667,6 +688,10 @@ ShardStatus Shard::Status() {
     for (const Waiter& w : waiters_) blocked += w.ssp_step > 0 && !WithinStaleness(w.ssp_step);
     status.set_blocked_pulls(blocked);
     status.set_blocked_seconds(ssp_blocked_seconds_);
+  }
+  if (config_.aggregate_first > 0) {
+    status.set_aggregate_first(config_.aggregate_first);
+    status.set_late_pushes(late_pushes_);
   }
   if (staleness_count_ > 0) {
     status.set_mean_push_staleness(staleness_sum_ / static_cast<double>(staleness_count_));

@@ -38,6 +38,9 @@ struct ShardConfig {
   OptimizerConfig optimizer;
   uint32_t num_workers = 1;
   uint32_t staleness = 0;  // SSP: the bound (TrainingSpec.staleness).
+  // SYNC with backup workers: a step is applied once this many workers pushed it (0: all; see
+  // SyncAggregator and TrainingSpec.aggregate_first).
+  uint32_t aggregate_first = 0;
   // Where the shard came in its CreateShards request (the shard map's order: the model's layout,
   // i.e. the order forward reads it). CommitStep applies a step's shards in this order.
   uint32_t position = 0;
@@ -245,6 +248,10 @@ class Shard : public std::enable_shared_from_this<Shard> {
   // past the clock of the slowest live rank (a rank's clock: the last step it pushed here, or
   // the step before the one it joins at). True while some live rank's clock is unknown.
   bool WithinStaleness(uint64_t step) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Backup workers: whether a push refused with `refusal` came after its step was applied
+  // without it (dropped and counted, not an error), rather than being a resend.
+  bool IsLate(const PushRequest& request, const absl::Status& refusal) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Runs deferred pushes, steps and AddBackups in order until one makes the shard busy again.
   void RunDeferred(Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartAddBackup(std::shared_ptr<Replicator> backup, const std::string& own_address,
@@ -334,6 +341,11 @@ class Shard : public std::enable_shared_from_this<Shard> {
   uint64_t pushes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t rejected_pushes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t duplicate_pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Backup workers: pushes dropped because their step was complete without them (late), and
+  // the ranks whose pushes made the last step applied here (by rank; resends of theirs are not
+  // late).
+  uint64_t late_pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<bool> last_contributors_ ABSL_GUARDED_BY(mu_);
   // SSP and ASYNC: staleness (version at arrival minus base version) of accepted pushes: sum,
   // count and largest. SSP: seconds answered pulls waited, in total.
   double staleness_sum_ ABSL_GUARDED_BY(mu_) = 0;

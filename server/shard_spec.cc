@@ -28,7 +28,7 @@ bool SameShard(const ShardConfig& a, const ShardConfig& b) {
 
 absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consistency,
                               uint32_t num_workers, const OptimizerConfig& optimizer,
-                              uint32_t staleness) {
+                              uint32_t staleness, uint32_t aggregate_first) {
   RETURN_IF_ERROR(CheckName("job_id", job_id));
   if (consistency != SYNC && consistency != ASYNC && consistency != SSP) {
     return absl::InvalidArgumentError("consistency must be SYNC, ASYNC or SSP");
@@ -43,6 +43,13 @@ absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consist
   if (num_workers < 1 || num_workers > kMaxShardWorkers) {
     return absl::InvalidArgumentError(absl::StrCat("num_workers must be 1..", kMaxShardWorkers,
                                                    ", got ", num_workers));
+  }
+  if (aggregate_first != 0 && consistency != SYNC) {
+    return absl::InvalidArgumentError("aggregate_first (backup workers) is for SYNC jobs");
+  }
+  if (aggregate_first > num_workers) {
+    return absl::InvalidArgumentError(absl::StrCat("aggregate_first must be 0..num_workers (",
+                                                   num_workers, "), got ", aggregate_first));
   }
   return Optimizer::Validate(optimizer);
 }
@@ -101,7 +108,7 @@ uint64_t ShardMemoryBytes(const ShardConfig& config) {
 
 ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
                        const OptimizerConfig& optimizer, uint32_t num_workers,
-                       const ShardSpec& spec, uint32_t staleness) {
+                       const ShardSpec& spec, uint32_t staleness, uint32_t aggregate_first) {
   ShardConfig config;
   config.job_id = job_id;
   config.table = spec.table();
@@ -110,6 +117,7 @@ ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
   config.optimizer = optimizer;
   config.num_workers = num_workers;
   config.staleness = staleness;
+  config.aggregate_first = aggregate_first;
   return config;
 }
 

@@ -36,7 +36,7 @@ absl::StatusOr<uint64_t> CheckTableSize(const TableSpec& table);
 // (common/names.h): they name checkpoint files.
 absl::Status CheckShardHeader(const std::string& job_id, ConsistencyMode consistency,
                               uint32_t num_workers, const OptimizerConfig& optimizer,
-                              uint32_t staleness);
+                              uint32_t staleness, uint32_t aggregate_first = 0);
 absl::Status CheckShardSpec(const ShardSpec& spec);
 
 // The most memory a shard of `config` takes, in bytes, as Shard allocates it: parameters (FP32),
@@ -48,7 +48,8 @@ uint64_t ShardMemoryBytes(const ShardConfig& config);
 
 ShardConfig MakeConfig(const std::string& job_id, ConsistencyMode consistency,
                        const OptimizerConfig& optimizer, uint32_t num_workers,
-                       const ShardSpec& spec, uint32_t staleness);
+                       const ShardSpec& spec, uint32_t staleness,
+                       uint32_t aggregate_first = 0);
 
 }  // namespace psrv
 

@@ -94,6 +94,13 @@ void ShardStore::CollectMetrics(CollectedMetrics* out) {
       counter("psrv_shard_pull_bytes_total", "Parameter bytes of pulls (as FP32).");
   CollectedMetrics::Family* rejected =
       counter("psrv_shard_rejected_pushes_total", "Pushes refused (bad input, stale step...).");
+  CollectedMetrics::Family* late = counter(
+      "psrv_shard_late_pushes_total",
+      "SYNC with backup workers (aggregate_first): pushes dropped because their step was applied "
+      "without them.");
+  CollectedMetrics::Family* ssp_blocked = counter(
+      "psrv_shard_ssp_blocked_seconds_total",
+      "SSP: seconds pulls waited for the slowest worker (or an update on its way to the backup).");
   CollectedMetrics::Family* version =
       gauge("psrv_shard_version", "Updates applied to the shard (SYNC: steps).");
   CollectedMetrics::Family* elements = gauge("psrv_shard_elements", "Keys in the shard's range.");
@@ -128,6 +135,8 @@ void ShardStore::CollectMetrics(CollectedMetrics* out) {
     bytes_in->Add(values, static_cast<double>(shard.bytes_in()));
     bytes_out->Add(values, static_cast<double>(shard.bytes_out()));
     rejected->Add(values, static_cast<double>(shard.rejected_pushes()));
+    late->Add(values, static_cast<double>(shard.late_pushes()));
+    ssp_blocked->Add(values, shard.blocked_seconds());
     version->Add(values, static_cast<double>(shard.version()));
     elements->Add(values, static_cast<double>(shard.elements()));
     memory->Add(values, static_cast<double>(shard.bytes()));
@@ -147,7 +156,8 @@ void ShardStore::SetIdentity(const std::string& server_id, const std::string& ad
 
 absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
   RETURN_IF_ERROR(CheckShardHeader(request.job_id(), request.consistency(), request.num_workers(),
-                                   request.optimizer(), request.staleness()));
+                                   request.optimizer(), request.staleness(),
+                                   request.aggregate_first()));
   if (request.shards().empty()) return absl::InvalidArgumentError("no shards in the request");
   std::vector<ShardConfig> configs;
   for (const ShardSpec& spec : request.shards()) {
@@ -161,7 +171,8 @@ absl::Status ShardStore::CreateShards(const CreateShardsRequest& request) {
       }
     }
     configs.push_back(MakeConfig(request.job_id(), request.consistency(), request.optimizer(),
-                                 request.num_workers(), spec, request.staleness()));
+                                 request.num_workers(), spec, request.staleness(),
+                                 request.aggregate_first()));
     configs.back().position = static_cast<uint32_t>(configs.size() - 1);
   }
   // Only shards not held yet are built (an identical request is idempotent).

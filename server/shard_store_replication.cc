@@ -38,14 +38,15 @@ absl::StatusOr<uint64_t> ShardStore::InstallShard(const InstallShardRequest& req
                                                   const char* payload, size_t payload_bytes) {
   RETURN_IF_ERROR(CheckShardHeader(request.job_id(), request.consistency(),
                                    request.num_workers(), request.optimizer(),
-                                   request.staleness()));
+                                   request.staleness(), request.aggregate_first()));
   const ShardSpec& spec = request.shard();
   RETURN_IF_ERROR(CheckShardSpec(spec));
   if (spec.role() != BACKUP) {
     return absl::InvalidArgumentError("InstallShard installs backups: the shard's role must be BACKUP");
   }
   ShardConfig config = MakeConfig(request.job_id(), request.consistency(), request.optimizer(),
-                                  request.num_workers(), spec, request.staleness());
+                                  request.num_workers(), spec, request.staleness(),
+                                  request.aggregate_first());
   ASSIGN_OR_RETURN(MemoryReservation reservation,
                    ReserveMemory(request.job_id(), ShardMemoryBytes(config)));
   ASSIGN_OR_RETURN(ShardCheckpoint state,

@@ -335,6 +335,24 @@ TEST(ShardStoreTest, BadPullsAndCreatesAreRejected) {
   bad.set_job_id("other");
   bad.mutable_optimizer()->set_learning_rate(-1);
   EXPECT_EQ(store.CreateShards(bad).code(), absl::StatusCode::kInvalidArgument);
+  // Staleness is SSP's, backup workers SYNC's, at most one per worker.
+  bad = Create(SYNC, 2);
+  bad.set_job_id("other");
+  bad.set_staleness(2);
+  EXPECT_EQ(store.CreateShards(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Create(ASYNC, 2);
+  bad.set_job_id("other");
+  bad.set_aggregate_first(1);
+  EXPECT_EQ(store.CreateShards(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Create(SYNC, 2);
+  bad.set_job_id("other");
+  bad.set_aggregate_first(3);
+  EXPECT_EQ(store.CreateShards(bad).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store.Status("other").shards_size(), 0);  // Nothing was created.
+  CreateShardsRequest good = Create(SYNC, 2);
+  good.set_job_id("other");
+  good.set_aggregate_first(1);
+  EXPECT_TRUE(store.CreateShards(good).ok());
 }
 
 TEST(ShardStoreTest, AServerHoldsSeveralShardsOfATableAsLongAsTheyDoNotOverlap) {

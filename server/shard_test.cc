@@ -812,7 +812,7 @@ TEST(ShardReplicationTest, DroppingAJobFailsPushesWaitingBehindAnUpdate) {
   EXPECT_EQ(fake->sent.size(), 1u);
 }
 
-// SSP (WIP, not yet run): a pull for step s waits while s - 1 is more than `staleness` past the
+// SSP: a pull for step s waits while s - 1 is more than `staleness` past the
 // slowest live rank's clock; a push by the slowest, or its rank going vacant, releases it.
 TEST(ShardSspTest, APullTooFarAheadOfTheSlowestWaitsForIt) {
   ShardConfig config = Config(SSP, 2, SGD);
@@ -866,6 +866,40 @@ TEST(ShardSspTest, APullTooFarAheadOfTheSlowestWaitsForIt) {
   EXPECT_EQ(PushNow(shard.get(), bad, Gradient(kSize, 4, 2)).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(shard->Status().version(), status.version());
+}
+
+// Backup workers: the first 2 of 3 workers make the step; the third's push, late, is dropped and
+// counted (answered ALREADY_EXISTS, as applied: the worker goes on), not taken for an error.
+TEST(ShardBackupWorkersTest, ALatePushIsDroppedAndCountedNotRejected) {
+  ShardConfig config = Config(SYNC, 3, SGD);
+  config.aggregate_first = 2;
+  auto shard = std::make_shared<Shard>(config);
+  ASSERT_TRUE(PushNow(shard.get(), PushHeader(1, 0), Gradient(kSize, 1, 0)).ok());
+  ASSERT_EQ(*PushNow(shard.get(), PushHeader(1, 2), Gradient(kSize, 1, 2)), 1u);
+  EXPECT_EQ(PushNow(shard.get(), PushHeader(1, 1), Gradient(kSize, 1, 1)).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  const ShardStatus status = shard->Status();
+  EXPECT_EQ(status.version(), 1u);
+  EXPECT_EQ(status.aggregate_first(), 2u);
+  EXPECT_EQ(status.late_pushes(), 1u);
+  EXPECT_EQ(status.rejected_pushes(), 0u);
+  EXPECT_EQ(status.last_error(), "");
+  // The same as a job of the two workers that made it.
+  auto two = std::make_shared<Shard>(Config(SYNC, 2, SGD));
+  ASSERT_TRUE(PushNow(two.get(), PushHeader(1, 0), Gradient(kSize, 1, 0)).ok());
+  ASSERT_TRUE(PushNow(two.get(), PushHeader(1, 1), Gradient(kSize, 1, 2)).ok());
+  std::optional<PullResult> got, want;
+  PullFrom(shard.get(), PullHeader(2), &got);
+  PullFrom(two.get(), PullHeader(2), &want);
+  ASSERT_TRUE(got.has_value() && want.has_value());
+  EXPECT_EQ(got->values, want->values);
+  // A contributor's resend of the step is not late; a push of a step ahead still is an error.
+  EXPECT_EQ(PushNow(shard.get(), PushHeader(1, 0), Gradient(kSize, 1, 0)).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(shard->Status().late_pushes(), 1u);
+  EXPECT_EQ(PushNow(shard.get(), PushHeader(3, 1), Gradient(kSize, 3, 1)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(shard->Status().rejected_pushes(), 2u);
 }
 
 }  // namespace

@@ -32,14 +32,17 @@ StepPipeline::~StepPipeline() {
 
 void StepPipeline::Start(uint64_t first) {
   for (size_t t = 0; t < client_->targets().size(); ++t) {
-    client_->StartPull(t, first, params_[first % 2].data());
+    client_->StartPull(t, first, params_[0].data());
   }
 }
 
 void StepPipeline::BeginStep(uint64_t step) {
   step_ = step;
-  // grads_[step % 2] held step - 2's pushes: gRPC must be done sending them.
-  if (step >= 3) client_->AwaitReleased(step - 2);
+  buffer_ = 1 - buffer_;
+  // grads_[buffer_] held the pushes of the step before the previous one: gRPC must be done
+  // sending them.
+  if (buffer_step_[buffer_] != 0) client_->AwaitReleased(buffer_step_[buffer_]);
+  buffer_step_[buffer_] = step;
   std::fill(ready_keys_.begin(), ready_keys_.end(), 0);
   std::fill(pushed_.begin(), pushed_.end(), 0);
   std::fill(squares_.begin(), squares_.end(), -1.0);
@@ -57,6 +60,25 @@ void StepPipeline::AwaitParameters(const FlatRange& range) {
     waited_ += absl::Now() - start;
     pulled_[t] = status_.ok();
   }
+}
+
+absl::StatusOr<uint64_t> StepPipeline::CatchUp() {
+  RETURN_IF_ERROR(AwaitAllParameters());
+  uint64_t applied = UINT64_MAX;  // Steps every shard applied.
+  for (size_t t = 0; t < client_->targets().size(); ++t) {
+    applied = std::min(applied, client_->pulled_version(t));
+  }
+  if (applied == UINT64_MAX || applied < step_) return step_;
+  // The previous step's pushes (refused as late, or applied) must be done: its push slot and
+  // buffers may be the new step's.
+  const uint64_t previous = buffer_step_[1 - buffer_];
+  if (previous != 0) {
+    RETURN_IF_ERROR(client_->AwaitPushed(previous));
+    client_->AwaitReleased(previous);
+  }
+  step_ = applied + 1;
+  buffer_step_[buffer_] = step_;
+  return step_;
 }
 
 absl::Status StepPipeline::AwaitAllParameters() {
@@ -84,11 +106,11 @@ void StepPipeline::GradientsReady(const FlatRange& range) {
 
 double StepPipeline::SumOfSquares(size_t t) const {
   const ShardTarget& target = client_->targets()[t];
-  return psrv::SumOfSquares(grads_[step_ % 2].data() + target.flat_offset, target.count());
+  return psrv::SumOfSquares(grads_[buffer_].data() + target.flat_offset, target.count());
 }
 
 void StepPipeline::PushTarget(size_t t, bool scale_follows) {
-  const float* grads = grads_[step_ % 2].data();
+  const float* grads = grads_[buffer_].data();
   uint16_t* wire = client_->Bf16Payloads(step_);
   if (wire != nullptr) {
     // One pass: the norm's part and the bf16 payload.
@@ -103,7 +125,7 @@ void StepPipeline::PushTarget(size_t t, bool scale_follows) {
   client_->StartPush(t, step_, grads, scale_follows, /*narrowed=*/wire != nullptr);
   if (options_.consistency == SYNC && options_.overlap) {
     // Answered by the server once it applied this step on the shard.
-    client_->StartPull(t, step_ + 1, params_[(step_ + 1) % 2].data());
+    client_->StartPull(t, step_ + 1, params_[1 - buffer_].data());
   }
 }
 
@@ -127,7 +149,7 @@ absl::Status StepPipeline::FinishStep() {
   const float scale = GradientClipScale(grad_norm_, options_.grad_clip);
   if (!defer_scale_ && scale != 1.0f) {
     // ASYNC: clipped here, before anything was pushed.
-    float* g = grads_[step_ % 2].data();
+    float* g = grads_[buffer_].data();
     for (size_t i = 0; i < n_; ++i) g[i] *= scale;
   }
   for (size_t t = 0; t < targets; ++t) {
@@ -143,13 +165,14 @@ absl::Status StepPipeline::FinishStep() {
     RETURN_IF_ERROR(client_->AwaitPushed(step_));
   }
   for (size_t t = 0; t < targets; ++t) {
-    client_->StartPull(t, step_ + 1, params_[(step_ + 1) % 2].data());
+    client_->StartPull(t, step_ + 1, params_[1 - buffer_].data());
   }
   return absl::OkStatus();
 }
 
 absl::Status StepPipeline::FinishRun() {
   step_ += 1;
+  buffer_ = 1 - buffer_;
   std::fill(pulled_.begin(), pulled_.end(), 0);
   return AwaitAllParameters();
 }

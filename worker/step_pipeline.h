@@ -18,8 +18,8 @@
 // or up to 2 workers. Overlap pays when the model computes elsewhere (a GPU); a CPU model that uses
 // every core loses more to the competition for them than it gains (bench/README.md).
 //
-// Parameters and gradients are double-buffered (step s uses buffer s % 2), so step s+1's pulls and
-// step s's pushes never touch what the model of the other step reads or writes.
+// Parameters and gradients are double-buffered (steps use the two buffers in turn), so step s+1's
+// pulls and step s's pushes never touch what the model of the other step reads or writes.
 #ifndef PSRV_WORKER_STEP_PIPELINE_H_
 #define PSRV_WORKER_STEP_PIPELINE_H_
 
@@ -93,8 +93,15 @@ class StepPipeline : public ParameterStream {
   // Step `step` (first, then one after another): its parameter buffer (filled as pulls arrive;
   // see AwaitParameters) and gradient buffer (the model writes it).
   void BeginStep(uint64_t step);
-  const float* params() const { return params_[step_ % 2].data(); }
-  float* grads() { return grads_[step_ % 2].data(); }
+  const float* params() const { return params_[buffer_].data(); }
+  float* grads() { return grads_[buffer_].data(); }
+
+  // SYNC with backup workers (TrainingSpec.aggregate_first), before the model computes: if the
+  // step just begun was already applied by every server without this worker (the pulls found
+  // every shard past it), the step becomes the first one some server has not applied (the
+  // parameters pulled are those it starts from), so that its pushes count again. Waits for every
+  // pull of the step and for the previous step's pushes. Returns the step.
+  absl::StatusOr<uint64_t> CatchUp();
 
   // Every parameter of the current step in place (a validation loss, a sample).
   absl::Status AwaitAllParameters();
@@ -133,9 +140,11 @@ class StepPipeline : public ParameterStream {
   const size_t n_;
   const bool defer_scale_;  // SYNC with clipping: the factor follows in CommitStep.
   using HostBuffer = std::vector<float, PageAllocator<float>>;
-  HostBuffer params_[2];  // (num_parameters) step s uses params_[s % 2].
-  HostBuffer grads_[2];   // (num_parameters) step s uses grads_[s % 2].
+  HostBuffer params_[2];  // (num_parameters) steps use them in turn: buffer_, then 1 - buffer_.
+  HostBuffer grads_[2];   // (num_parameters) as params_.
   uint64_t step_ = 0;
+  int buffer_ = 1;                  // The current step's buffers (the first step's: 0).
+  uint64_t buffer_step_[2] = {0, 0};  // The step that used each buffer last (0: none).
   std::vector<size_t> ready_keys_;   // (targets) keys of the step's gradient final so far.
   std::vector<char> pushed_;         // (targets) pushed this step.
   std::vector<double> squares_;      // (targets) sum of squares, once final.

@@ -77,6 +77,15 @@ class TrainingRun {
     for (uint64_t step = first_step; step <= training_.steps(); ++step) {
       if (cancel_->load()) return absl::CancelledError("job cancelled");
       pipeline_->BeginStep(step);
+      if (backup_workers_) {
+        // Backup workers: a step the servers applied without this worker is skipped.
+        ASSIGN_OR_RETURN(const uint64_t at, pipeline_->CatchUp());
+        if (at > step) {
+          metrics_->RecordSkippedSteps(at - step);
+          step = at;
+          if (step > training_.steps()) return Finish(training_.steps(), /*pulled=*/true);
+        }
+      }
       // Validation on the parameters this step starts from (after step - 1 updates).
       float val_loss = 0;
       if (evaluator_ && eval_every > 0 && step > first_step && (step - 1) % eval_every == 0) {
@@ -243,11 +252,15 @@ class TrainingRun {
   // The final parameters (SYNC: after every worker's last step): validation and a sample. Every
   // worker waits for its last push to be applied before it reports done: if a server fails over
   // meanwhile, it still has the gradient to send again.
-  absl::Status Finish(uint64_t step) {
-    const float mean_loss = CloseWindow();
+  // `pulled`: the parameters in hand are the final ones already (backup workers: the servers
+  // finished the job while this worker was behind).
+  absl::Status Finish(uint64_t step, bool pulled = false) {
+    const float mean_loss = window_steps_ > 0 ? CloseWindow() : 0.0f;
     std::string sample;
     float final_val_loss = 0;
-    if (training_.consistency() == SYNC || evaluator_) RETURN_IF_ERROR(pipeline_->FinishRun());
+    if (!pulled && (training_.consistency() == SYNC || evaluator_)) {
+      RETURN_IF_ERROR(pipeline_->FinishRun());
+    }
     if (evaluator_) {
       ASSIGN_OR_RETURN(final_val_loss, ValidationLoss());
       if (training_.sample_length() > 0) {
@@ -294,6 +307,10 @@ class TrainingRun {
   std::unique_ptr<LanguageModel> model_;    // Uses pipeline_ (its stream and buffers).
   std::unique_ptr<GradientComputer> computer_;
   uint64_t wire_bytes_ = 0;
+  // SYNC with backup workers (TrainingSpec.aggregate_first below num_workers).
+  const bool backup_workers_ = training_.consistency() == SYNC &&
+                               training_.aggregate_first() > 0 &&
+                               training_.aggregate_first() < spec_.num_workers();
   // ps_worker --slowdown's draws: each rank its own stream.
   std::mt19937_64 straggle_random_{training_.seed() * 1000003 + assignment_.rank()};
 

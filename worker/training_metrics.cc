@@ -27,6 +27,13 @@ TrainingMetrics::TrainingMetrics(MetricsRegistry* registry, const std::string& j
   }
   steps_ = registry->AddCounter("psrv_worker_steps_total", "Training steps completed.", names)
                ->Get(labels);
+  skipped_steps_ =
+      registry
+          ->AddCounter("psrv_worker_skipped_steps_total",
+                       "Backup workers (training.aggregate_first): steps the servers applied "
+                       "without this worker, which it skipped to catch up.",
+                       names)
+          ->Get(labels);
   tokens_ = registry
                 ->AddCounter("psrv_worker_tokens_total",
                              "Tokens trained on (predictions per row times rows).", names)
@@ -64,6 +71,10 @@ void TrainingMetrics::RecordPhase(Phase phase, absl::Duration duration) {
   if (phase_seconds_[phase] != nullptr) {
     phase_seconds_[phase]->Observe(absl::ToDoubleSeconds(duration));
   }
+}
+
+void TrainingMetrics::RecordSkippedSteps(uint64_t steps) {
+  if (skipped_steps_ != nullptr) skipped_steps_->Increment(static_cast<double>(steps));
 }
 
 void TrainingMetrics::RecordStep(uint64_t step, absl::Duration duration, int tokens,

@@ -27,11 +27,14 @@ class TrainingMetrics {
   // At a progress report: the window's mean loss and tokens per second.
   void RecordWindow(float mean_loss, float tokens_per_sec);
   void RecordValidation(float val_loss);
+  // Backup workers: steps the servers applied without this worker, skipped.
+  void RecordSkippedSteps(uint64_t steps);
 
  private:
   Histogram* step_seconds_ = nullptr;
   Histogram* phase_seconds_[kNumPhases] = {};
   Counter* steps_ = nullptr;
+  Counter* skipped_steps_ = nullptr;
   Counter* tokens_ = nullptr;
   Counter* pulled_bytes_ = nullptr;
   Counter* pushed_bytes_ = nullptr;
