@@ -32,10 +32,9 @@
 #include "bench/result_file.h"
 #include "bench/sample_stats.h"
 #include "bench/local_job.h"
-#include "common/http_client.h"
+#include "bench/worker_metrics.h"
 #include "common/job_spec.h"
 #include "common/model_layout.h"
-#include "common/prometheus_text.h"
 
 ABSL_FLAG(std::string, data, "../shared/data/tinyshakespeare.txt",
           "Text the workers sample rows from (its characters are the vocabulary); relative paths "
@@ -115,18 +114,10 @@ struct Measurement {
 // Mean of each worker phase (pull, compute, push) over every worker's steps, from /metrics.
 std::map<std::string, double> PhaseMeans(LocalCluster* cluster) {
   std::map<std::string, double> sums, counts;
-  absl::StatusOr<std::vector<std::pair<std::string, int>>> ports =
-      cluster->MetricsPorts(absl::Seconds(5));
-  if (!ports.ok()) return {};
-  for (const auto& [name, port] : *ports) {
-    if (name.rfind("worker", 0) != 0) continue;
-    absl::StatusOr<HttpGetResult> page = HttpGet("127.0.0.1", port, "/metrics", absl::Seconds(5));
-    if (!page.ok()) continue;
-    absl::StatusOr<ParsedMetrics> metrics = ParsePrometheusText(page->body);
-    if (!metrics.ok()) continue;
+  for (const ParsedMetrics& metrics : ReadWorkerMetrics(cluster)) {
     for (const char* phase : {"pull", "compute", "push"}) {
-      sums[phase] += metrics->Sum("psrv_worker_phase_seconds_sum", {{"phase", phase}});
-      counts[phase] += metrics->Sum("psrv_worker_phase_seconds_count", {{"phase", phase}});
+      sums[phase] += metrics.Sum("psrv_worker_phase_seconds_sum", {{"phase", phase}});
+      counts[phase] += metrics.Sum("psrv_worker_phase_seconds_count", {{"phase", phase}});
     }
   }
   std::map<std::string, double> means;

@@ -26,6 +26,7 @@
 #include "bench/machine_info.h"
 #include "bench/result_file.h"
 #include "bench/local_job.h"
+#include "bench/worker_metrics.h"
 #include "common/initializer.h"
 #include "common/job_spec.h"
 #include "common/model_layout.h"
@@ -41,6 +42,9 @@ ABSL_FLAG(std::vector<std::string>, runs, std::vector<std::string>({"1x12", "2x6
           "groups of P stages, M micro-batches of BATCH rows each; all with 1 server.");
 ABSL_FLAG(std::vector<std::string>, wire_dtypes, std::vector<std::string>({"default"}),
           "Each run once per wire dtype: FP32, BF16, or default (the job default: BF16 for GPTs).");
+ABSL_FLAG(std::vector<std::string>, top_k, {},
+          "Each run also with TOP_K gradient compression at these fractions (e.g. 0.01), error "
+          "feedback on; the JSON has the bytes pushed per step of every run.");
 ABSL_FLAG(std::vector<std::string>, worker_args, {},
           "More flags for every ps_worker (e.g. --overlap=false).");
 ABSL_FLAG(int, compute_only_steps, 100,
@@ -131,14 +135,32 @@ absl::StatusOr<double> ComputeOnlyTokensPerSec(const JobSpec& spec, int steps) {
   return static_cast<double>(batch) * config.context / seconds[seconds.size() / 2];
 }
 
+// Gradient bytes the workers pushed per step, from their /metrics (psrv_worker_pushed_bytes_total
+// over psrv_worker_steps_total, summed over workers); 0 if none could be read.
+double PushedBytesPerStep(LocalCluster* cluster) {
+  double bytes = 0, steps = 0;
+  for (const ParsedMetrics& metrics : ReadWorkerMetrics(cluster)) {
+    bytes += metrics.Sum("psrv_worker_pushed_bytes_total", {});
+    steps += metrics.Sum("psrv_worker_steps_total", {});
+  }
+  return steps > 0 ? bytes / steps : 0;
+}
+
 absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec) {
   std::vector<double> tokens_per_sec;
   uint64_t printed = 0;
+  double pushed_bytes_per_step = 0;
+  absl::Time last_read = absl::InfinitePast();
   absl::StatusOr<JobStatus> final = RunLocalJob(
       binaries, spec, "train_bench", absl::GetFlag(FLAGS_worker_args),
-      [&](const JobStatus& status, LocalCluster*) {
+      [&](const JobStatus& status, LocalCluster* cluster) {
         if (status.state() == RUNNING && status.tokens_per_sec() > 0) {
           tokens_per_sec.push_back(status.tokens_per_sec());
+        }
+        if (status.state() == RUNNING && absl::Now() - last_read > absl::Seconds(2)) {
+          last_read = absl::Now();
+          const double read = PushedBytesPerStep(cluster);
+          if (read > 0) pushed_bytes_per_step = read;
         }
         if (status.step() >= printed + spec.training().steps() / 10) {
           printed = status.step();
@@ -161,6 +183,12 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec) {
   run["micro_batches"] = std::max<uint32_t>(1, spec.parallelism().micro_batches());
   run["batch_per_worker"] = spec.training().batch_size();
   run["wire_dtype"] = DType_Name(spec.training().wire_dtype());
+  if (spec.training().compression().kind() == TOP_K) {
+    run["compression"] = "TOP_K";
+    run["top_k_fraction"] = spec.training().compression().fraction();
+  }
+  // Per worker step, all workers together (one worker's when there is one); read during the run.
+  run["pushed_bytes_per_step"] = pushed_bytes_per_step;
   run["steps"] = spec.training().steps();
   run["final_val_loss"] = final->val_loss();
   Json curve = Json::array();
@@ -215,39 +243,56 @@ int Run(const char* argv0) {
                   << std::endl;
         return 2;
       }
-      JobSpec spec =
+      JobSpec dense_spec =
           Recipe(data, absl::GetFlag(FLAGS_steps), workers, batch, dtype, pipeline, micro_batches);
-      if (absl::Status s = FillVocabulary(&spec); !s.ok()) {
+      if (absl::Status s = FillVocabulary(&dense_spec); !s.ok()) {
         std::cerr << s << std::endl;
         return 2;
       }
-      // The whole global batch on one worker: what a single machine computes per step.
-      JobSpec alone = spec;
-      alone.mutable_training()->set_batch_size(spec.training().batch_size() * workers *
-                                               micro_batches);
-      alone.set_num_workers(1);
-      alone.clear_parallelism();
-      auto compute_only = [&]() -> absl::StatusOr<double> {
-        if (absl::GetFlag(FLAGS_compute_only_steps) <= 0) return 0.0;
-        return ComputeOnlyTokensPerSec(alone, absl::GetFlag(FLAGS_compute_only_steps));
-      };
-      absl::StatusOr<double> before = compute_only();
-      absl::StatusOr<Json> run = before.ok() ? RunOnce(*binaries, spec) : before.status();
-      absl::StatusOr<double> after = run.ok() ? compute_only() : run.status();
-      if (!after.ok()) {
-        std::cerr << spec.name() << ": " << after.status() << std::endl;
-        return 1;
+      std::vector<JobSpec> variants = {dense_spec};
+      for (const std::string& text : absl::GetFlag(FLAGS_top_k)) {
+        double fraction = 0;
+        if (!absl::SimpleAtod(text, &fraction) || !(fraction > 0 && fraction <= 1)) {
+          std::cerr << "bad --top_k entry \"" << text << "\": want a fraction in (0, 1]"
+                    << std::endl;
+          return 2;
+        }
+        JobSpec compressed = dense_spec;
+        compressed.set_name(absl::StrCat(dense_spec.name(), "-topk", text));
+        compressed.mutable_training()->mutable_compression()->set_kind(TOP_K);
+        compressed.mutable_training()->mutable_compression()->set_fraction(
+            static_cast<float>(fraction));
+        variants.push_back(compressed);
       }
-      if (*before > 0 && *after > 0) {
-        const double mean = (*before + *after) / 2;
-        (*run)["compute_only_tokens_per_sec"] = mean;
-        (*run)["compute_only_tokens_per_sec_before_after"] = {*before, *after};
-        (*run)["end_to_end_over_compute_only"] =
-            (*run)["tokens_per_sec_overall"].get<double>() / mean;
-        std::cout << spec.name() << ": end to end / compute only = "
-                  << (*run)["end_to_end_over_compute_only"].get<double>() << std::endl;
+      for (const JobSpec& spec : variants) {
+        // The whole global batch on one worker: what a single machine computes per step.
+        JobSpec alone = spec;
+        alone.mutable_training()->set_batch_size(spec.training().batch_size() * workers *
+                                                 micro_batches);
+        alone.set_num_workers(1);
+        alone.clear_parallelism();
+        auto compute_only = [&]() -> absl::StatusOr<double> {
+          if (absl::GetFlag(FLAGS_compute_only_steps) <= 0) return 0.0;
+          return ComputeOnlyTokensPerSec(alone, absl::GetFlag(FLAGS_compute_only_steps));
+        };
+        absl::StatusOr<double> before = compute_only();
+        absl::StatusOr<Json> run = before.ok() ? RunOnce(*binaries, spec) : before.status();
+        absl::StatusOr<double> after = run.ok() ? compute_only() : run.status();
+        if (!after.ok()) {
+          std::cerr << spec.name() << ": " << after.status() << std::endl;
+          return 1;
+        }
+        if (*before > 0 && *after > 0) {
+          const double mean = (*before + *after) / 2;
+          (*run)["compute_only_tokens_per_sec"] = mean;
+          (*run)["compute_only_tokens_per_sec_before_after"] = {*before, *after};
+          (*run)["end_to_end_over_compute_only"] =
+              (*run)["tokens_per_sec_overall"].get<double>() / mean;
+          std::cout << spec.name() << ": end to end / compute only = "
+                    << (*run)["end_to_end_over_compute_only"].get<double>() << std::endl;
+        }
+        runs.push_back(*run);
       }
-      runs.push_back(*run);
     }
   }
   report["runs"] = runs;

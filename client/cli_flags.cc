@@ -121,6 +121,10 @@ void AddTrainingFlags(CLI::App* app, JobSpecFlags* flags) {
               "it (1..--workers); the others' pushes for it are dropped and they go on at the "
               "servers' step (default 0: every worker)")
       ->type_name("N");
+  AddOptional(app, "--top-k", &flags->top_k,
+              "Gradient compression: each push sends only the largest FRACTION of its values "
+              "by magnitude (e.g. 0.01), the rest carried to the next step (error feedback)")
+      ->type_name("FRACTION");
 }
 
 }  // namespace

@@ -265,6 +265,14 @@ absl::Status ApplyClusterFlags(const JobSpecFlags& flags, JobSpec* spec) {
                             [&](uint32_t v) { training->set_staleness(v); }));
   RETURN_IF_ERROR(SetUint32("--aggregate-first", flags.aggregate_first, 0, 64,
                             [&](uint32_t v) { training->set_aggregate_first(v); }));
+  if (flags.top_k) {
+    if (!(*flags.top_k > 0 && *flags.top_k <= 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--top-k must be a fraction in (0, 1], got ", *flags.top_k));
+    }
+    training->mutable_compression()->set_kind(TOP_K);
+    training->mutable_compression()->set_fraction(static_cast<float>(*flags.top_k));
+  }
   RETURN_IF_ERROR(SetUint32("--servers", flags.servers, 1, 64,
                             [&](uint32_t v) { spec->set_num_servers(v); }));
   RETURN_IF_ERROR(SetUint32("--workers", flags.workers, 1, 64,

@@ -26,6 +26,7 @@ struct JobSpecFlags {
   std::optional<std::string> mode;       // "sync", "async" or "ssp", any case.
   std::optional<int64_t> staleness;      // SSP's bound (training.staleness).
   std::optional<int64_t> aggregate_first;  // Backup workers (training.aggregate_first).
+  std::optional<double> top_k;             // TOP_K compression's fraction.
   std::optional<int64_t> servers;
   std::optional<int64_t> workers;
   std::optional<uint64_t> seed;

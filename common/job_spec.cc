@@ -362,6 +362,24 @@ absl::Status CheckCluster(const JobSpec& spec) {
           "training.aggregate_first (backup workers) is not for pipeline jobs");
     }
   }
+  const CompressionSpec& compression = spec.training().compression();
+  if (compression.kind() != COMPRESSION_NONE && compression.kind() != TOP_K) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training.compression.kind must be COMPRESSION_NONE or TOP_K, got ",
+                     CompressionKind_Name(compression.kind())));
+  }
+  const float fraction = compression.fraction();
+  if (compression.kind() == TOP_K && !(fraction > 0 && fraction <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training.compression.fraction must be in (0, 1] for TOP_K, got ", fraction));
+  }
+  if (compression.kind() == COMPRESSION_NONE && fraction != 0) {
+    return absl::InvalidArgumentError(
+        "training.compression.fraction is for training.compression.kind TOP_K");
+  }
+  if (compression.kind() != COMPRESSION_NONE && spec.parallelism().pipeline() > 1) {
+    return absl::InvalidArgumentError("training.compression is not for pipeline jobs yet");
+  }
   return CheckParallelism(spec);
 }
 

@@ -581,6 +581,18 @@ TEST(ValidateJobSpecTest, StalenessAndBackupWorkers) {
                 "training.aggregate_first (backup workers) is for training.consistency SYNC");
 }
 
+TEST(ValidateJobSpecTest, Compression) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_training()->mutable_compression()->set_kind(TOP_K);
+  ExpectInvalid(ValidateJobSpec(spec), "training.compression.fraction must be in (0, 1]");
+  spec.mutable_training()->mutable_compression()->set_fraction(1.5f);
+  ExpectInvalid(ValidateJobSpec(spec), "training.compression.fraction must be in (0, 1]");
+  spec.mutable_training()->mutable_compression()->set_fraction(0.01f);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  spec.mutable_training()->mutable_compression()->set_kind(COMPRESSION_NONE);
+  ExpectInvalid(ValidateJobSpec(spec), "is for training.compression.kind TOP_K");
+}
+
 TEST(ValidateJobSpecTest, Enums) {
   JobSpec spec = ValidSpec();
   spec.mutable_training()->set_consistency(CONSISTENCY_UNSPECIFIED);

@@ -417,14 +417,19 @@ absl::StatusOr<std::shared_ptr<Shard>> ShardStore::CheckPush(const PushRequest& 
                                                              size_t payload_bytes) {
   ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard,
                    Find(request.job_id(), request.table(), request.range()));
-  const uint64_t count = RangeSize(request.range());
+  const uint64_t range_size = RangeSize(request.range());
+  const bool sparse = request.indices_size() > 0;
+  const uint64_t count = sparse ? static_cast<uint64_t>(request.indices_size()) : range_size;
   absl::Status invalid = CheckWireDType(request.dtype());
   const uint64_t expected = count * WireBytesPerValue(request.dtype());
   if (invalid.ok() && payload_bytes != expected) {
     invalid = absl::InvalidArgumentError(absl::StrCat(
         "expected ", expected, " bytes (", count, " ", DType_Name(request.dtype()),
-        " values for keys ", RangeText(request.range()), "), got ", payload_bytes));
+        sparse ? absl::StrCat(" values, one per index, for keys in ", RangeText(request.range()))
+               : absl::StrCat(" values for keys ", RangeText(request.range())),
+        "), got ", payload_bytes));
   }
+  if (invalid.ok() && sparse) invalid = CheckSparseIndices(request.indices(), range_size);
   if (invalid.ok() && request.worker_rank() >= shard->config().num_workers) {
     invalid = absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
                                                       " is out of range: the job has ",
@@ -443,7 +448,42 @@ void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCall
     done(shard.status());
     return;
   }
+  if (request.indices_size() > 0) {  // Sparse: widened to the whole range, zeros elsewhere.
+    PushRequest dense = request;
+    dense.clear_indices();
+    dense.set_dtype(FP32);
+    const uint64_t size = RangeSize(request.range());
+    PooledBuffer values = BufferPool::Global()->Acquire(size * sizeof(float));
+    float* out = reinterpret_cast<float*>(values.data());
+    std::fill(out, out + size, 0.0f);
+    for (int i = 0; i < request.indices_size(); ++i) {
+      out[request.indices(i)] =
+          request.dtype() == BF16
+              ? Bf16ToFloat(reinterpret_cast<const uint16_t*>(payload.data())[i])
+              : reinterpret_cast<const float*>(payload.data())[i];
+    }
+    (*shard)->Push(dense, std::move(values), std::move(done));
+    return;
+  }
   (*shard)->Push(request, std::move(payload), std::move(done));  // In the request's dtype.
+}
+
+absl::Status CheckSparseIndices(const google::protobuf::RepeatedField<uint32_t>& indices,
+                                uint64_t range_size) {
+  for (int i = 0; i < indices.size(); ++i) {
+    if (indices[i] >= range_size) {
+      return absl::InvalidArgumentError(absl::StrCat("indices[", i, "] = ", indices[i],
+                                                     " is outside the range (", range_size,
+                                                     " keys; indices are offsets into it)"));
+    }
+    if (i > 0 && indices[i] <= indices[i - 1]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "indices must be strictly increasing: indices[", i, "] = ", indices[i],
+          indices[i] == indices[i - 1] ? " repeats" : " follows", " indices[", i - 1, "] = ",
+          indices[i - 1]));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ShardStore::CommitStep(const CommitStepRequest& request) {

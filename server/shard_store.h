@@ -195,6 +195,11 @@ absl::Status CheckWireDType(DType dtype);
 // Bytes per value of a wire dtype (FP32 4, BF16 2).
 size_t WireBytesPerValue(DType dtype);
 
+// A sparse push's key offsets (PushRequest.indices): INVALID_ARGUMENT unless each is below
+// `range_size` and greater than the one before.
+absl::Status CheckSparseIndices(const google::protobuf::RepeatedField<uint32_t>& indices,
+                                uint64_t range_size);
+
 }  // namespace psrv
 
 #endif  // PSRV_SERVER_SHARD_STORE_H_

@@ -252,6 +252,52 @@ TEST(ShardStoreTest, AsyncAppliesEveryPushOnce) {
   EXPECT_FLOAT_EQ(later[30], now[30]);
 }
 
+// A sparse push (offsets and values) is the dense push with zeros elsewhere, FP32 or BF16; bad
+// offsets or lengths are INVALID_ARGUMENT and change nothing.
+TEST(ShardStoreTest, ASparsePushIsTheDensePushWithZerosElsewhere) {
+  ShardStore sparse_store, dense_store;
+  ASSERT_TRUE(sparse_store.CreateShards(Create(ASYNC, 1)).ok());
+  ASSERT_TRUE(dense_store.CreateShards(Create(ASYNC, 1)).ok());
+  std::vector<float> dense(kSize, 0.0f);
+  dense[3] = 0.5f;
+  dense[40] = -2.0f;
+  dense[99] = 1.25f;
+  PushRequest header = PushHeader(1, 0);
+  header.set_push_id(1);
+  PushRequest sparse = header;
+  for (uint32_t i : {3u, 40u, 99u}) sparse.add_indices(i);
+  const std::vector<float> values = {0.5f, -2.0f, 1.25f};
+  ASSERT_TRUE(Push(&dense_store, header, dense).ok());
+  ASSERT_TRUE(Push(&sparse_store, sparse, values).ok());
+  EXPECT_EQ(PullNow(&sparse_store, PullHeader(0)), PullNow(&dense_store, PullHeader(0)));
+  // BF16 values (these are exact in bf16).
+  PushRequest sparse_bf16 = sparse;
+  sparse_bf16.set_dtype(BF16);
+  sparse_bf16.set_push_id(2);
+  header.set_push_id(2);
+  const uint16_t bf16[3] = {FloatToBf16(0.5f), FloatToBf16(-2.0f), FloatToBf16(1.25f)};
+  ASSERT_TRUE(PushBytes(&sparse_store, sparse_bf16, bf16, sizeof(bf16)).ok());
+  ASSERT_TRUE(Push(&dense_store, header, dense).ok());
+  const std::vector<float> after = PullNow(&sparse_store, PullHeader(0));
+  EXPECT_EQ(after, PullNow(&dense_store, PullHeader(0)));
+
+  // Bad offsets or lengths: refused, nothing applied.
+  auto refused = [&](std::vector<uint32_t> indices, size_t values_count) {
+    PushRequest bad = PushHeader(1, 0);
+    bad.set_push_id(99);
+    for (uint32_t i : indices) bad.add_indices(i);
+    return Push(&sparse_store, bad, std::vector<float>(values_count, 1.0f)).status();
+  };
+  EXPECT_EQ(refused({3, 3}, 2).code(), absl::StatusCode::kInvalidArgument);     // Repeated.
+  EXPECT_EQ(refused({40, 3}, 2).code(), absl::StatusCode::kInvalidArgument);    // Decreasing.
+  EXPECT_EQ(refused({3, 100}, 2).code(), absl::StatusCode::kInvalidArgument);   // Outside.
+  EXPECT_EQ(refused({3, 40}, 3).code(), absl::StatusCode::kInvalidArgument);    // Length.
+  EXPECT_EQ(refused({3, 40}, 1).code(), absl::StatusCode::kInvalidArgument);
+  const absl::Status repeated = refused({5, 5}, 2);
+  EXPECT_NE(repeated.message().find("strictly increasing"), std::string::npos) << repeated;
+  EXPECT_EQ(PullNow(&sparse_store, PullHeader(0)), after);
+}
+
 // Every bad request gets its status code and leaves the parameters unchanged.
 TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
   ShardStore store;

@@ -196,6 +196,18 @@ TEST_F(ClusterTest, Bf16WireTrainsLikeFp32) {
   ExpectLossFalls(status);
 }
 
+// TOP_K compression (error feedback, 5% of each push) trains through real processes: pushes
+// travel as offsets and values (PushRequest.indices), the servers widen them.
+TEST_F(ClusterTest, TopKCompressedPushesTrain) {
+  StartCluster(2, 2);
+  JobSpec spec = SmallMlpJob(SYNC, 2, 2, 300);
+  spec.mutable_training()->mutable_compression()->set_kind(TOP_K);
+  spec.mutable_training()->mutable_compression()->set_fraction(0.05f);
+  JobStatus status = RunJob(spec);
+  ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+  ExpectLossFalls(status);
+}
+
 TEST_F(ClusterTest, CheckpointsAreConsistentAndVerifiable) {
   StartCluster(2, 2);
   // Long enough for several periodic checkpoints however fast the small model's steps go.
@@ -574,6 +586,18 @@ TEST_F(ServerBadInputTest, EachBadPushGetsItsCodeAndChangesNothing) {
   cases.push_back({"step ahead", Good(2), grpc::StatusCode::FAILED_PRECONDITION});
   cases.push_back({"step 0", Good(0), grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"rank out of range", Good(1, 9), grpc::StatusCode::INVALID_ARGUMENT});
+  // Sparse pushes (PushRequest.indices): two values for offsets 3 and 5 unless said otherwise.
+  auto sparse = [&](std::vector<uint32_t> indices, size_t values) {
+    PushRequest p = Good();
+    for (uint32_t i : indices) p.add_indices(i);
+    p.mutable_values()->resize(values * 4);
+    return p;
+  };
+  const grpc::StatusCode invalid = grpc::StatusCode::INVALID_ARGUMENT;
+  cases.push_back({"sparse: repeated offset", sparse({3, 3}, 2), invalid});
+  cases.push_back({"sparse: decreasing", sparse({5, 3}, 2), invalid});
+  cases.push_back({"sparse: outside", sparse({3, 64}, 2), invalid});
+  cases.push_back({"sparse: length", sparse({3, 5}, 3), invalid});
   for (const Case& c : cases) {
     grpc::Status status = Push(c.request);
     EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();

@@ -1,6 +1,8 @@
 #include "worker/resilient_client.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <map>
 #include <utility>
 
@@ -69,7 +71,12 @@ ResilientClient::ResilientClient(const ShardMap& map, uint32_t worker_rank,
   for (PushStep& slot : pushes_) {
     slot.pushes.resize(n);
     if (options_.wire_dtype == BF16) slot.wire.resize(plan_.num_parameters);
+    if (compressing()) {
+      slot.indices.resize(n);
+      slot.values.resize(n);
+    }
   }
+  if (compressing()) residual_.assign(plan_.num_parameters, 0.0f);
   server_of_.resize(n);
 }
 
@@ -252,6 +259,40 @@ uint16_t* ResilientClient::Bf16Payloads(uint64_t step) {
   return Slot(step)->wire.data();
 }
 
+void TopKCompress(const float* grad, size_t n, float fraction, DType wire_dtype, float* residual,
+                  SparsePush* out) {
+  for (size_t i = 0; i < n; ++i) residual[i] += grad[i];  // v = grad + residual, in place.
+  const size_t k = std::min(
+      n, std::max<size_t>(1, static_cast<size_t>(std::llround(static_cast<double>(fraction) * n))));
+  std::vector<uint32_t>& indices = out->indices;
+  indices.resize(n);
+  for (size_t i = 0; i < n; ++i) indices[i] = static_cast<uint32_t>(i);
+  if (k < n) {
+    // The k largest |v| (ties broken by the lower offset, so the choice is deterministic).
+    auto larger = [residual](uint32_t a, uint32_t b) {
+      const float x = std::fabs(residual[a]), y = std::fabs(residual[b]);
+      return x > y || (x == y && a < b);
+    };
+    std::nth_element(indices.begin(), indices.begin() + static_cast<ptrdiff_t>(k - 1),
+                     indices.end(), larger);
+    indices.resize(k);
+    std::sort(indices.begin(), indices.end());
+  }
+  const size_t width = wire_dtype == BF16 ? sizeof(uint16_t) : sizeof(float);
+  out->values.resize(indices.size() * width);
+  for (size_t j = 0; j < indices.size(); ++j) {
+    float& v = residual[indices[j]];
+    if (wire_dtype == BF16) {
+      const uint16_t narrowed = FloatToBf16(v);
+      std::memcpy(out->values.data() + j * width, &narrowed, width);
+      v -= Bf16ToFloat(narrowed);  // What rounding left out is sent later.
+    } else {
+      std::memcpy(out->values.data() + j * width, &v, width);
+      v = 0.0f;
+    }
+  }
+}
+
 void ResilientClient::StartPush(size_t t, uint64_t step, const float* grads, bool scale_follows,
                                 bool narrowed) {
   PushStep* slot;
@@ -262,8 +303,21 @@ void ResilientClient::StartPush(size_t t, uint64_t step, const float* grads, boo
     slot->scale_follows = scale_follows;
     if (slot->pushes[t].state != State::kIdle) return;
   }
+  const ShardTarget& target = plan_.targets[t];
+  if (compressing()) {
+    SparsePush sparse;
+    sparse.indices = std::move(slot->indices[t]);
+    sparse.values = std::move(slot->values[t]);
+    TopKCompress(grads + target.flat_offset, target.count(), options_.top_k_fraction,
+                 options_.wire_dtype, residual_.data() + target.flat_offset, &sparse);
+    pushed_bytes_ += sparse.indices.size() * sizeof(uint32_t) + sparse.values.size();
+    slot->indices[t] = std::move(sparse.indices);
+    slot->values[t] = std::move(sparse.values);
+    IssuePush(slot, t);
+    return;
+  }
+  pushed_bytes_ += target.count() * (options_.wire_dtype == BF16 ? sizeof(uint16_t) : sizeof(float));
   if (options_.wire_dtype == BF16 && !narrowed) {
-    const ShardTarget& target = plan_.targets[t];
     FloatsToBf16(grads + target.flat_offset, target.count(),
                  slot->wire.data() + target.flat_offset);
   }
@@ -299,9 +353,14 @@ void ResilientClient::IssuePush(PushStep* slot, size_t t) {
   const bool bf16 = options_.wire_dtype == BF16;
   const void* payload = bf16 ? static_cast<const void*>(slot->wire.data() + target.flat_offset)
                              : static_cast<const void*>(grads + target.flat_offset);
+  size_t payload_bytes = target.count() * (bf16 ? sizeof(uint16_t) : sizeof(float));
+  if (compressing()) {  // The sparse push StartPush made (the same when sent again).
+    request.mutable_indices()->Add(slot->indices[t].begin(), slot->indices[t].end());
+    payload = slot->values[t].data();
+    payload_bytes = slot->values[t].size();
+  }
   transports_[server_of_[t]]->Push(
-      request, target.connection, absl::Now() + options_.push_timeout, payload,
-      target.count() * (bf16 ? sizeof(uint16_t) : sizeof(float)),
+      request, target.connection, absl::Now() + options_.push_timeout, payload, payload_bytes,
       [this, slot, t, step](absl::Status status) {
         absl::MutexLock lock(&mu_);
         CallEnded();

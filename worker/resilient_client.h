@@ -35,11 +35,26 @@ namespace psrv {
 // Thread-safe. Waits (which repair failures) come from one thread at a time; Start calls may come
 // from others too (the step pipeline pushes from a thread of its own). Completions arrive on the
 // transports' threads and only record what happened (and widen pulled BF16 values).
+// TOP_K gradient compression with error feedback, over one target's range: v = grad + residual;
+// the k = max(1, round(fraction * n)) largest |v| are sent (offsets in increasing order, values
+// rounded to the wire dtype), and the residual becomes v minus what was sent (the unsent values,
+// and the rounding of the sent ones). grad, residual: (n).
+struct SparsePush {
+  std::vector<uint32_t> indices;
+  std::vector<char> values;  // (indices) little-endian values of the wire dtype.
+};
+void TopKCompress(const float* grad, size_t n, float fraction, DType wire_dtype, float* residual,
+                  SparsePush* out);
+
 class ResilientClient {
  public:
   struct Options {
     TargetOptions targets;
     DType wire_dtype = FP32;  // FP32 or BF16 (the client converts; buffers stay fp32).
+    // Gradient compression (TrainingSpec.compression TOP_K): each push sends only the largest
+    // top_k_fraction of its target's values by magnitude, with error feedback (TopKCompressor).
+    // 0: dense pushes.
+    float top_k_fraction = 0;
     ConsistencyMode consistency = SYNC;
     // A SYNC pull waits for the slowest worker; one that times out is checked (its server
     // reported) and sent again.
@@ -104,6 +119,11 @@ class ResilientClient {
   // The shard versions the last pull of each target found (PushRequest.base_version).
   uint64_t pulled_version(size_t t);
 
+  // Gradient bytes sent by pushes so far (payloads and sparse indices; each push counted once,
+  // resends not).
+  uint64_t pushed_bytes() const { return pushed_bytes_.load(std::memory_order_relaxed); }
+  bool compressing() const { return options_.top_k_fraction > 0; }
+
 
  private:
   enum class State { kIdle, kInFlight, kDone, kFailed };
@@ -118,6 +138,9 @@ class ResilientClient {
     bool scale_follows = false;
     std::vector<Op> pushes;                // (targets)
     std::vector<uint16_t> wire;            // (num_parameters) BF16 payloads, narrowed per target.
+    // TOP_K: each target's sparse push, kept for resends: key offsets and values (wire dtype).
+    std::vector<std::vector<uint32_t>> indices;  // (targets)
+    std::vector<std::vector<char>> values;       // (targets)
     bool committed = false;                // StartCommit was called.
     float scale = 1.0f;
     std::vector<Op> commits;               // (servers)
@@ -186,6 +209,11 @@ class ResilientClient {
   std::vector<std::unique_ptr<ServerTransport>> retired_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> server_of_;  // (targets) index into servers_; as servers_.
   int calls_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // TOP_K's error feedback: (num_parameters) what earlier pushes left out, added to the next
+  // gradient. Each target's range is touched only by that target's StartPush.
+  std::vector<float> residual_;
+  std::atomic<uint64_t> pushed_bytes_{0};
 
   uint64_t pull_step_ ABSL_GUARDED_BY(mu_) = 0;
   float* pull_params_ ABSL_GUARDED_BY(mu_) = nullptr;

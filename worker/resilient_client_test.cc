@@ -4,10 +4,12 @@
 #include "worker/resilient_client.h"
 
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "common/bf16.h"
 #include "common/buffer_pool.h"
 #include "common/initializer.h"
 #include "common/key_range.h"
@@ -267,6 +269,71 @@ TEST(ResilientClientTest, AsyncPushesGoAgainToANewMapAndAreAppliedOnce) {
   ASSERT_TRUE(client->PullAll(2, params.data()).ok());
   EXPECT_EQ(c->store.Status("job").shards(0).version(), 1u);
   EXPECT_EQ(b->store.Status("job").shards(0).version(), 1u);
+}
+
+TEST(TopKCompressTest, SendsTheLargestAndCarriesTheRestToTheNextStep) {
+  const std::vector<float> grad = {0.1f, -3.0f, 0.2f, 2.0f, -0.05f, 1.0f, 0.0f, -0.3f, 0.4f, 0.6f};
+  std::vector<float> residual(grad.size(), 0.0f);
+  SparsePush out;
+  TopKCompress(grad.data(), grad.size(), 0.3f, FP32, residual.data(), &out);
+  EXPECT_EQ(out.indices, (std::vector<uint32_t>{1, 3, 5}));  // |-3|, |2|, |1|, by offset.
+  ASSERT_EQ(out.values.size(), 3 * sizeof(float));
+  std::vector<float> sent(3);
+  std::memcpy(sent.data(), out.values.data(), out.values.size());
+  EXPECT_EQ(sent, (std::vector<float>{-3.0f, 2.0f, 1.0f}));
+  // What was not sent waits: the residual is the gradient less what was sent.
+  for (size_t i = 0; i < grad.size(); ++i) {
+    EXPECT_EQ(residual[i], (i == 1 || i == 3 || i == 5) ? 0.0f : grad[i]) << i;
+  }
+  // A zero gradient next: the largest of what waited go now.
+  const std::vector<float> zero(grad.size(), 0.0f);
+  TopKCompress(zero.data(), zero.size(), 0.3f, FP32, residual.data(), &out);
+  EXPECT_EQ(out.indices, (std::vector<uint32_t>{7, 8, 9}));
+  // At least one value goes however small the fraction; BF16 rounding is carried over too.
+  std::vector<float> r2(1, 0.0f);
+  const float g = 1.00390625f + 0.001f;  // Not a bf16 value.
+  TopKCompress(&g, 1, 1e-6f, BF16, r2.data(), &out);
+  ASSERT_EQ(out.indices, (std::vector<uint32_t>{0}));
+  uint16_t narrowed;
+  std::memcpy(&narrowed, out.values.data(), sizeof(narrowed));
+  EXPECT_FLOAT_EQ(Bf16ToFloat(narrowed) + r2[0], g);
+  EXPECT_NE(r2[0], 0.0f);
+}
+
+// TOP_K with fraction 1 sends every value, as offsets and values: the servers end where dense
+// pushes leave them, bit for bit. A smaller fraction changes fewer keys per step.
+TEST(ResilientClientTest, TopKPushesOfEveryValueEqualDensePushes) {
+  auto run = [](float fraction) {
+    FakeCluster cluster;
+    cluster.Add("a")->store.CreateShards(Create(0, 600));
+    cluster.Add("b")->store.CreateShards(Create(600, 1000));
+    ResilientClient::Options options = FastOptions();
+    options.top_k_fraction = fraction;
+    auto client =
+        *ResilientClient::Create(Map("a", "b"), 0, options, {}, cluster.Factory(), nullptr);
+    std::vector<float> params(kKeys);
+    std::vector<std::vector<float>> gradients;
+    for (int step = 1; step <= 3; ++step) gradients.push_back(Gradient(0.1f * step));
+    uint64_t bytes = 0;
+    for (int step = 1; step <= 3; ++step) {
+      EXPECT_TRUE(client->PullAll(step, params.data()).ok());
+      for (size_t t = 0; t < client->targets().size(); ++t) {
+        client->StartPush(t, step, gradients[step - 1].data(), /*scale_follows=*/false);
+      }
+      EXPECT_TRUE(client->AwaitPushed(step).ok());
+    }
+    EXPECT_TRUE(client->PullAll(4, params.data()).ok());
+    bytes = client->pushed_bytes();
+    return std::make_pair(params, bytes);
+  };
+  const auto dense = run(0.0f);
+  const auto all = run(1.0f);
+  EXPECT_EQ(all.first, dense.first);
+  EXPECT_EQ(dense.second, 3 * kKeys * sizeof(float));
+  EXPECT_EQ(all.second, 3 * kKeys * (sizeof(float) + sizeof(uint32_t)));  // Offsets too.
+  const auto tenth = run(0.1f);
+  EXPECT_NE(tenth.first, dense.first);
+  EXPECT_EQ(tenth.second, 3 * kKeys / 10 * (sizeof(float) + sizeof(uint32_t)));
 }
 
 }  // namespace

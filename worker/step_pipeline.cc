@@ -13,7 +13,9 @@ StepPipeline::StepPipeline(ResilientClient* client, const Options& options)
     : client_(client),
       options_(options),
       n_(client->num_parameters()),
-      defer_scale_(options.consistency == SYNC && options.grad_clip > 0) {
+      // Compressed pushes carry the clipped gradient: error feedback must not mix steps' scales.
+      defer_scale_(options.consistency == SYNC && options.grad_clip > 0 &&
+                   !client->compressing()) {
   for (int b = 0; b < 2; ++b) {
     params_[b].resize(n_);
     grads_[b].resize(n_);
@@ -111,7 +113,8 @@ double StepPipeline::SumOfSquares(size_t t) const {
 
 void StepPipeline::PushTarget(size_t t, bool scale_follows) {
   const float* grads = grads_[buffer_].data();
-  uint16_t* wire = client_->Bf16Payloads(step_);
+  // Compressed pushes are narrowed by the client, after the selection.
+  uint16_t* wire = client_->compressing() ? nullptr : client_->Bf16Payloads(step_);
   if (wire != nullptr) {
     // One pass: the norm's part and the bf16 payload.
     const ShardTarget& target = client_->targets()[t];

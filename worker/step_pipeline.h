@@ -138,7 +138,8 @@ class StepPipeline : public ParameterStream {
   ResilientClient* const client_;
   const Options options_;
   const size_t n_;
-  const bool defer_scale_;  // SYNC with clipping: the factor follows in CommitStep.
+  // SYNC with clipping (pushes not compressed): the factor follows in CommitStep.
+  const bool defer_scale_;
   using HostBuffer = std::vector<float, PageAllocator<float>>;
   HostBuffer params_[2];  // (num_parameters) steps use them in turn: buffer_, then 1 - buffer_.
   HostBuffer grads_[2];   // (num_parameters) as params_.

@@ -156,6 +156,9 @@ class TrainingRun {
     ResilientClient::Options client_options;
     client_options.wire_dtype = training_.wire_dtype() == BF16 ? BF16 : FP32;
     client_options.consistency = training_.consistency();
+    if (training_.compression().kind() == TOP_K) {
+      client_options.top_k_fraction = training_.compression().fraction();
+    }
     ResilientClient::Coordinator coordinator;
     ProgressReporter* const reporter = reporter_;
     coordinator.report_unreachable = [reporter](const std::string& address) {
@@ -217,8 +220,11 @@ class TrainingRun {
     metrics_->RecordPhase(TrainingMetrics::kPull, compute_start - step_start + waited);
     metrics_->RecordPhase(TrainingMetrics::kCompute, computed - compute_start - waited);
     metrics_->RecordPhase(TrainingMetrics::kPush, pushed - computed);
+    // Pushed: what the client sent (compressed pushes send less than they pull).
+    const uint64_t pushed_bytes = client_->pushed_bytes() - pushed_bytes_before_;
+    pushed_bytes_before_ = client_->pushed_bytes();
     metrics_->RecordStep(step, pushed - step_start, computer_->tokens_per_step(), wire_bytes_,
-                         wire_bytes_, pipeline_->grad_norm());
+                         pushed_bytes, pipeline_->grad_norm());
     return loss;
   }
 
@@ -307,6 +313,7 @@ class TrainingRun {
   std::unique_ptr<LanguageModel> model_;    // Uses pipeline_ (its stream and buffers).
   std::unique_ptr<GradientComputer> computer_;
   uint64_t wire_bytes_ = 0;
+  uint64_t pushed_bytes_before_ = 0;  // client_->pushed_bytes() after the previous step.
   // SYNC with backup workers (TrainingSpec.aggregate_first below num_workers).
   const bool backup_workers_ = training_.consistency() == SYNC &&
                                training_.aggregate_first() > 0 &&

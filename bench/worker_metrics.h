@@ -1,0 +1,18 @@
+// The workers' Prometheus metrics of a local cluster, for the benchmarks that read them during a
+// job (phase times, bytes pushed).
+#ifndef PSRV_BENCH_WORKER_METRICS_H_
+#define PSRV_BENCH_WORKER_METRICS_H_
+
+#include <vector>
+
+#include "client/local_cluster.h"
+#include "common/prometheus_text.h"
+
+namespace psrv {
+
+// Each running worker's /metrics, parsed; workers that could not be read are left out.
+std::vector<ParsedMetrics> ReadWorkerMetrics(LocalCluster* cluster);
+
+}  // namespace psrv
+
+#endif  // PSRV_BENCH_WORKER_METRICS_H_
