@@ -242,9 +242,18 @@ absl::Status CheckModel(const ModelSpec& model) {
             "model.vocabulary must hold distinct bytes in ascending order");
       }
     }
+  } else if (model.tokenizer() == "ids") {
+    if (model.vocab_size() < 1 || model.vocab_size() > 65536) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.vocab_size must be 1..65536 for tokenizer \"ids\", got ", model.vocab_size()));
+    }
   } else if (model.tokenizer() != "byte") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.tokenizer must be \"byte\" or \"char\", got \"", model.tokenizer(), "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.tokenizer must be \"byte\", \"char\" or \"ids\", got \"",
+                     model.tokenizer(), "\""));
+  }
+  if (model.tokenizer() != "ids" && model.vocab_size() != 0) {
+    return absl::InvalidArgumentError("model.vocab_size is for tokenizer \"ids\"");
   }
   return absl::OkStatus();
 }
@@ -468,6 +477,22 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   RETURN_IF_ERROR(CheckNamesAndPaths(spec));
   if (spec.data().path().empty()) {
     return absl::InvalidArgumentError("data.path must name the training text file");
+  }
+  const std::string& format = spec.data().format();
+  const bool token_format = format == "nanogpt_bin" || format == "llmc_bin";
+  if (!format.empty() && format != "text" && !token_format) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.format must be \"text\", \"nanogpt_bin\" or \"llmc_bin\", got \"", format, "\""));
+  }
+  if (token_format != (spec.model().tokenizer() == "ids")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.format \"", format.empty() ? "text" : format, "\" needs model.tokenizer ",
+        token_format ? "\"ids\" (the file holds token ids)" : "\"byte\" or \"char\"",
+        ", got \"", spec.model().tokenizer(), "\""));
+  }
+  if (!token_format && !spec.data().validation_path().empty()) {
+    return absl::InvalidArgumentError(
+        "data.validation_path is for token formats (nanogpt_bin, llmc_bin)");
   }
   RETURN_IF_ERROR(CheckTraining(spec.training(), spec.data()));
   return CheckCluster(spec);

@@ -581,6 +581,22 @@ TEST(ValidateJobSpecTest, StalenessAndBackupWorkers) {
                 "training.aggregate_first (backup workers) is for training.consistency SYNC");
 }
 
+TEST(ValidateJobSpecTest, TokenFilesNeedTheIdsTokenizer) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_data()->set_format("llmc_bin");
+  ExpectInvalid(ValidateJobSpec(spec), "data.format \"llmc_bin\" needs model.tokenizer \"ids\"");
+  spec.mutable_model()->set_tokenizer("ids");
+  spec.mutable_model()->clear_vocabulary();
+  ExpectInvalid(ValidateJobSpec(spec), "model.vocab_size must be 1..65536");
+  spec.mutable_model()->set_vocab_size(50304);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  spec.mutable_data()->set_format("parquet");
+  ExpectInvalid(ValidateJobSpec(spec), "data.format must be");
+  spec = ValidSpec();
+  spec.mutable_data()->set_validation_path("/data/val.bin");
+  ExpectInvalid(ValidateJobSpec(spec), "data.validation_path is for token formats");
+}
+
 TEST(ValidateJobSpecTest, Compression) {
   JobSpec spec = ValidSpec();
   spec.mutable_training()->mutable_compression()->set_kind(TOP_K);

@@ -23,8 +23,9 @@ TableSpec MakeTable(const std::string& name, std::vector<uint64_t> shape, InitSp
 }  // namespace
 
 int VocabSize(const ModelSpec& model) {
-  return model.tokenizer() == "char" ? static_cast<int>(model.vocabulary().size())
-                                     : kByteVocabSize;
+  if (model.tokenizer() == "char") return static_cast<int>(model.vocabulary().size());
+  if (model.tokenizer() == "ids") return static_cast<int>(model.vocab_size());
+  return kByteVocabSize;
 }
 
 bool GptTableHasWeightDecay(absl::string_view table_name) {

@@ -18,7 +18,8 @@ namespace psrv {
 // Byte-level models predict one of 256 byte values.
 inline constexpr int kByteVocabSize = 256;
 
-// Tokens of the model's vocabulary: 256 for tokenizer "byte", the vocabulary's size for "char".
+// Tokens of the model's vocabulary: 256 for tokenizer "byte", the vocabulary's size for "char",
+// model.vocab_size for "ids".
 int VocabSize(const ModelSpec& model);
 
 // Tables of the "gpt" kind (L layers, width C, context T, vocabulary V), llm.c-style: per-layer

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -680,6 +681,59 @@ TEST_F(ClusterTest, GptOverlappedStepsEqualSequentialStepsBitForBit) {
   }
   ASSERT_FALSE(parameters[0].empty());
   EXPECT_EQ(CountDifferent(parameters[0], parameters[1]), 0u) << "of " << parameters[0].size();
+}
+
+// Data another tool tokenized: the test text's characters as ids (sorted distinct bytes), in an
+// llm.c shard for training and one for validation (data.format llmc_bin, tokenizer "ids").
+TEST_F(ClusterTest, AGptTrainsOnTokenIdsFromAnLlmcShard) {
+  StartCluster(1, 2);  // A worker per job (each runs one).
+  std::ifstream in(Runfile("tests/testdata/shakespeare_200k.txt"), std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  int id_of[256];
+  std::fill(std::begin(id_of), std::end(id_of), -1);
+  int vocab = 0;
+  for (int b = 0; b < 256; ++b) {
+    if (text.find(static_cast<char>(b)) != std::string::npos) id_of[b] = vocab++;
+  }
+  auto write_shard = [&](const std::string& path, size_t begin, size_t end) {
+    int32_t header[256] = {};
+    header[0] = 20240520;
+    header[1] = 1;
+    header[2] = static_cast<int32_t>(end - begin);
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(header), sizeof(header));
+    for (size_t i = begin; i < end; ++i) {
+      const uint16_t id = static_cast<uint16_t>(id_of[static_cast<unsigned char>(text[i])]);
+      out.write(reinterpret_cast<const char*>(&id), sizeof(id));
+    }
+  };
+  const std::string train = log_dir_ + "/train.bin", val = log_dir_ + "/val.bin";
+  write_shard(train, 0, text.size() * 9 / 10);
+  write_shard(val, text.size() * 9 / 10, text.size());
+  JobSpec spec = SmallGptJob(1, 1, 120);
+  spec.mutable_model()->set_tokenizer("ids");
+  spec.mutable_model()->clear_vocabulary();
+  spec.mutable_model()->set_vocab_size(static_cast<uint32_t>(vocab));
+  spec.mutable_data()->set_path(train);
+  spec.mutable_data()->set_format("llmc_bin");
+  spec.mutable_data()->set_validation_path(val);
+  ASSERT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  JobStatus status = RunJob(spec);
+  ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+  ASSERT_GE(status.loss_history_size(), 100);
+  const float first = status.loss_history(0).loss();
+  EXPECT_NEAR(first, std::log(static_cast<float>(vocab)), 0.3f);
+  EXPECT_LT(status.val_loss(), first - 0.8f);
+  // The sample is ids, as numbers.
+  EXPECT_FALSE(status.sample().empty());
+  EXPECT_EQ(status.sample().find_first_not_of("0123456789 "), std::string::npos)
+      << status.sample();
+  // A shard whose header does not fit its size fails the job, naming the file.
+  write_shard(train, 0, 1000);
+  std::ofstream(train, std::ios::binary | std::ios::app) << "xx";
+  status = RunJob(spec);
+  EXPECT_EQ(status.state(), FAILED);
+  EXPECT_NE(status.message().find(train), std::string::npos) << status.message();
 }
 
 TEST_F(ClusterTest, GptShortRunStartsNearLnVocabularyAndLossFalls) {

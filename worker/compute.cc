@@ -41,6 +41,24 @@ void SampleStepRows(const Corpus& corpus, const ByteToToken& vocabulary, uint64_
   }
 }
 
+absl::StatusOr<Corpus> LoadCorpus(const JobSpec& spec, int rank, int num_workers, Split split) {
+  const DataSpec& data = spec.data();
+  if (data.format().empty() || data.format() == "text") {
+    return Corpus::Load(data.path(), rank, num_workers, split, data.validation_fraction());
+  }
+  const Corpus::TokenFormat format = data.format() == "llmc_bin" ? Corpus::TokenFormat::kLlmcBin
+                                                                  : Corpus::TokenFormat::kNanoGptBin;
+  const int vocab = static_cast<int>(spec.model().vocab_size());
+  if (data.validation_path().empty()) {
+    return Corpus::LoadTokens(data.path(), format, vocab, rank, num_workers, split,
+                              data.validation_fraction());
+  }
+  // A file of its own for validation: all of data.path trains.
+  return split == Split::kTrain
+             ? Corpus::LoadTokens(data.path(), format, vocab, rank, num_workers)
+             : Corpus::LoadTokens(data.validation_path(), format, vocab, 0, 1);
+}
+
 ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {
   ByteToToken table;
   for (int b = 0; b < 256; ++b) {

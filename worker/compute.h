@@ -59,6 +59,11 @@ class GradientComputer {
   std::vector<float> micro_grads_;      // (num_parameters) with micro_batches > 1.
 };
 
+// The data `spec` trains on (DataSpec: text, or token ids in data.format), as worker `rank` of
+// `num_workers` sees it: its part of the training split, or the whole validation split (from
+// data.validation_path when a token format names one). Corpus::Load and LoadTokens' errors.
+absl::StatusOr<Corpus> LoadCorpus(const JobSpec& spec, int rank, int num_workers, Split split);
+
 // Each byte's token (-1 if the tokenizer has none), for sampling token rows from raw text.
 ByteToToken ByteToTokenTable(const Tokenizer& tokenizer);
 

@@ -119,15 +119,12 @@ class StageRun {
               << " parameters, " << micro_batches_ << " micro-batches, on "
               << model_->device();
     // The group's part of the data, as a single worker of rank `group_` would have it.
-    ASSIGN_OR_RETURN(corpus_,
-                     Corpus::Load(spec_.data().path(), static_cast<int>(group_),
-                                  static_cast<int>(DataGroups(spec_)), Split::kTrain,
-                                  spec_.data().validation_fraction()));
+    ASSIGN_OR_RETURN(corpus_, LoadCorpus(spec_, static_cast<int>(group_),
+                                         static_cast<int>(DataGroups(spec_)), Split::kTrain));
     RETURN_IF_ERROR(corpus_.CheckWindow(config_.context + 1));
     RETURN_IF_ERROR(corpus_.CheckVocabulary(vocabulary_));
     if (group_ == 0) {
-      ASSIGN_OR_RETURN(validation_, Corpus::Load(spec_.data().path(), 0, 1, Split::kValidation,
-                                                 spec_.data().validation_fraction()));
+      ASSIGN_OR_RETURN(validation_, LoadCorpus(spec_, 0, 1, Split::kValidation));
       RETURN_IF_ERROR(validation_.CheckWindow(config_.context + 1));
     }
     activation_dtype_ = spec_.parallelism().activation_dtype() == BF16 ? BF16 : FP32;

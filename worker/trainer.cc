@@ -137,14 +137,12 @@ class TrainingRun {
 
   // This worker's part of the training data; the validation split on the evaluator (rank 0).
   absl::Status LoadData() {
-    ASSIGN_OR_RETURN(corpus_, Corpus::Load(spec_.data().path(), assignment_.rank(),
-                                           spec_.num_workers(), Split::kTrain,
-                                           spec_.data().validation_fraction()));
+    ASSIGN_OR_RETURN(corpus_, LoadCorpus(spec_, static_cast<int>(assignment_.rank()),
+                                         static_cast<int>(spec_.num_workers()), Split::kTrain));
     RETURN_IF_ERROR(corpus_.CheckWindow(model_->window()));
     RETURN_IF_ERROR(corpus_.CheckVocabulary(vocabulary_));
     if (evaluator_) {
-      ASSIGN_OR_RETURN(validation_, Corpus::Load(spec_.data().path(), 0, 1, Split::kValidation,
-                                                 spec_.data().validation_fraction()));
+      ASSIGN_OR_RETURN(validation_, LoadCorpus(spec_, 0, 1, Split::kValidation));
       RETURN_IF_ERROR(validation_.CheckWindow(model_->window()));
       RETURN_IF_ERROR(validation_.CheckVocabulary(vocabulary_));
     }

@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -38,10 +39,29 @@ class Corpus {
                                      Split split = Split::kTrain,
                                      double validation_fraction = 0.0);
 
+  // Token ids another tool made (DataSpec.format), split as Load splits bytes but by token
+  // position: worker `rank`'s part of `split`. kNanoGptBin: the file is raw little-endian uint16
+  // ids. kLlmcBin: an llm.c shard, a header of 256 little-endian int32 (magic 20240520, version 1,
+  // token count) and then the uint16 ids. Each id must be below `vocab_size`. NOT_FOUND for an
+  // unreadable file; INVALID_ARGUMENT naming the file for a header, size or id that does not fit;
+  // FAILED_PRECONDITION if the part is shorter than 2 tokens.
+  enum class TokenFormat { kNanoGptBin, kLlmcBin };
+  static absl::StatusOr<Corpus> LoadTokens(const std::string& path, TokenFormat format,
+                                           int vocab_size, int rank, int num_workers,
+                                           Split split = Split::kTrain,
+                                           double validation_fraction = 0.0);
+
   // All of `text` as one part at offset 0; for tests.
   static Corpus FromText(std::string text);
+  // These token ids as one part; for tests.
+  static Corpus FromTokens(std::vector<uint16_t> tokens);
 
-  size_t size() const { return text_.size(); }
+  // Token ids (LoadTokens) rather than text: SampleTokens copies them, CheckVocabulary has
+  // nothing to check.
+  bool is_tokens() const { return is_tokens_; }
+
+  // Bytes of text, or tokens.
+  size_t size() const { return is_tokens_ ? tokens_.size() : text_.size(); }
   const std::string& text() const { return text_; }
   // Offset of the part's first byte in the file.
   uint64_t begin_offset() const { return begin_offset_; }
@@ -53,6 +73,7 @@ class Corpus {
   // Fills `windows` (batch, window) with copies of text()[p, p + window), each p drawn uniformly
   // from [0, size() - window] with `rng`, so the same rng state gives the same batch. Requires
   // CheckWindow(window).ok() and batch >= 0.
+  // Text only (not is_tokens()).
   void SampleBatch(std::mt19937_64& rng, int batch, int window, uint8_t* windows) const;
 
   // INVALID_ARGUMENT naming the first byte (and its offset in the file) that `vocabulary` has no
@@ -67,8 +88,10 @@ class Corpus {
   Corpus(std::string text, uint64_t begin_offset)
       : text_(std::move(text)), begin_offset_(begin_offset) {}
 
-  std::string text_;       // The part's bytes.
-  uint64_t begin_offset_;  // Where text_ starts in the file.
+  std::string text_;       // The part's bytes (text).
+  std::vector<uint16_t> tokens_;  // The part's token ids (is_tokens_).
+  bool is_tokens_ = false;
+  uint64_t begin_offset_;  // Where text_ (or tokens_, in tokens) starts in the file.
 };
 
 }  // namespace psrv

@@ -173,5 +173,86 @@ TEST(CorpusSplitTest, TokensFollowTheVocabulary) {
   for (size_t i = 0; i < bytes.size(); ++i) EXPECT_EQ(tokens[i], vocabulary[bytes[i]]);
 }
 
+// The bytes of `ids` as little-endian uint16, after an llm.c header saying `count` tokens (or
+// none for nanoGPT's raw format), with `magic`.
+std::string TokenFile(const std::vector<uint16_t>& ids, bool llmc, int32_t count = -1,
+                      int32_t magic = 20240520) {
+  std::string bytes;
+  if (llmc) {
+    int32_t header[256] = {};
+    header[0] = magic;
+    header[1] = 1;
+    header[2] = count >= 0 ? count : static_cast<int32_t>(ids.size());
+    bytes.append(reinterpret_cast<const char*>(header), sizeof(header));
+  }
+  bytes.append(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(uint16_t));
+  return bytes;
+}
+
+TEST(CorpusTokensTest, NanoGptAndLlmcFilesSplitByTokenPosition) {
+  std::vector<uint16_t> ids(1000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint16_t>((i * 7919) % 50257);
+  for (bool llmc : {false, true}) {
+    const std::string path = WriteTempFile(llmc ? "tokens.llmc" : "tokens.nanogpt",
+                                           TokenFile(ids, llmc));
+    const Corpus::TokenFormat format =
+        llmc ? Corpus::TokenFormat::kLlmcBin : Corpus::TokenFormat::kNanoGptBin;
+    // 3 workers over the first 90%; the validation split is the last 100 tokens.
+    std::vector<int32_t> seen;
+    for (int rank = 0; rank < 3; ++rank) {
+      absl::StatusOr<Corpus> part =
+          Corpus::LoadTokens(path, format, 50257, rank, 3, Split::kTrain, 0.1);
+      ASSERT_TRUE(part.ok()) << part.status();
+      EXPECT_TRUE(part->is_tokens());
+      EXPECT_EQ(part->size(), 300u);
+      // A window covering the whole part is the part itself.
+      std::mt19937_64 rng(1);
+      std::vector<int32_t> rows(300);
+      part->SampleTokens(rng, 1, 300, ByteToToken{}, rows.data());
+      seen.insert(seen.end(), rows.begin(), rows.end());
+    }
+    absl::StatusOr<Corpus> validation =
+        Corpus::LoadTokens(path, format, 50257, 0, 1, Split::kValidation, 0.1);
+    ASSERT_TRUE(validation.ok()) << validation.status();
+    std::vector<int32_t> rows(100);
+    std::mt19937_64 rng(2);
+    validation->SampleTokens(rng, 1, 100, ByteToToken{}, rows.data());
+    seen.insert(seen.end(), rows.begin(), rows.end());
+    EXPECT_EQ(seen, std::vector<int32_t>(ids.begin(), ids.end())) << (llmc ? "llmc" : "nanogpt");
+  }
+}
+
+TEST(CorpusTokensTest, FilesThatDoNotFitAreRefusedNamingTheFile) {
+  const std::vector<uint16_t> ids = {1, 2, 3, 4, 5, 6};
+  auto load = [](const std::string& path, bool llmc, int vocab = 100) {
+    return Corpus::LoadTokens(path, llmc ? Corpus::TokenFormat::kLlmcBin
+                                         : Corpus::TokenFormat::kNanoGptBin,
+                              vocab, 0, 1);
+  };
+  struct Case {
+    std::string name;
+    std::string contents;
+    bool llmc;
+    int vocab;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"odd.bin", TokenFile(ids, false) + "x", false, 100, "not a whole number of uint16"},
+      {"magic.bin", TokenFile(ids, true, -1, 12345), true, 100, "not an llm.c token shard"},
+      {"count.bin", TokenFile(ids, true, 7), true, 100, "the header says 7 tokens"},
+      {"short.bin", "abc", true, 100, "too short for an llm.c header"},
+      {"vocab.bin", TokenFile(ids, false), false, 5, "token 5 at position 4"},
+  };
+  for (const Case& c : cases) {
+    const std::string path = WriteTempFile(c.name, c.contents);
+    absl::StatusOr<Corpus> corpus = load(path, c.llmc, c.vocab);
+    ASSERT_FALSE(corpus.ok()) << c.name;
+    EXPECT_EQ(corpus.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_NE(corpus.status().message().find(path), std::string::npos) << corpus.status();
+    EXPECT_NE(corpus.status().message().find(c.message), std::string::npos) << corpus.status();
+  }
+  EXPECT_EQ(load("/nonexistent/tokens.bin", false).status().code(), absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace psrv

@@ -4,7 +4,10 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace psrv {
 namespace {
@@ -87,7 +90,36 @@ std::string CharTokenizer::Decode(const std::vector<int32_t>& ids) const {
   return text;
 }
 
+absl::StatusOr<std::vector<int32_t>> IdTokenizer::Encode(absl::string_view text) const {
+  std::vector<int32_t> ids;
+  for (absl::string_view word : absl::StrSplit(text, absl::ByAnyChar(" \t\n"), absl::SkipEmpty())) {
+    int32_t id = 0;
+    if (!absl::SimpleAtoi(word, &id) || id < 0 || id >= vocab_size_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "\"", word, "\" is not a token id below ", vocab_size_,
+          " (tokenizer \"ids\" reads and writes ids as numbers)"));
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+std::string IdTokenizer::Decode(const std::vector<int32_t>& ids) const {
+  std::vector<int32_t> kept;
+  for (int32_t id : ids) {
+    if (id >= 0 && id < vocab_size_) kept.push_back(id);
+  }
+  return absl::StrJoin(kept, " ");
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizer(const ModelSpec& spec) {
+  if (spec.tokenizer() == "ids") {
+    if (spec.vocab_size() < 1 || spec.vocab_size() > 65536) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.vocab_size must be 1..65536 for tokenizer \"ids\", got ", spec.vocab_size()));
+    }
+    return std::unique_ptr<Tokenizer>(new IdTokenizer(static_cast<int>(spec.vocab_size())));
+  }
   if (spec.tokenizer().empty() || spec.tokenizer() == "byte") {
     return std::unique_ptr<Tokenizer>(new ByteTokenizer());
   }
@@ -100,7 +132,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizer(const ModelSpec& spec
     return std::unique_ptr<Tokenizer>(new CharTokenizer(std::move(*tokenizer)));
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown tokenizer \"", spec.tokenizer(), "\" (known: byte, char)"));
+      absl::StrCat("unknown tokenizer \"", spec.tokenizer(), "\" (known: byte, char, ids)"));
 }
 
 }  // namespace psrv

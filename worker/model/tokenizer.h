@@ -58,8 +58,24 @@ class CharTokenizer : public Tokenizer {
   int16_t id_of_byte_[256];  // Each byte's id, or -1 when it is not in the vocabulary.
 };
 
+// Token ids made by another tool (tokenizer "ids": data in nanoGPT or llm.c .bin files), whose
+// text this process does not know: ids are written as decimal numbers separated by spaces, and
+// read back the same way.
+class IdTokenizer : public Tokenizer {
+ public:
+  explicit IdTokenizer(int vocab_size) : vocab_size_(vocab_size) {}
+  int vocab_size() const override { return vocab_size_; }
+  // INVALID_ARGUMENT for a word that is not an id below vocab_size().
+  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const override;
+  std::string Decode(const std::vector<int32_t>& ids) const override;
+
+ private:
+  const int vocab_size_;
+};
+
 // The tokenizer `spec` names: tokenizer "byte" (or unset) is a ByteTokenizer; "char" a
-// CharTokenizer over spec.vocabulary(). INVALID_ARGUMENT for another name or a bad vocabulary.
+// CharTokenizer over spec.vocabulary(); "ids" an IdTokenizer of spec.vocab_size() ids.
+// INVALID_ARGUMENT for another name, a bad vocabulary or vocabulary size.
 absl::StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizer(const ModelSpec& spec);
 
 }  // namespace psrv

@@ -106,5 +106,24 @@ TEST(CreateTokenizerTest, FollowsTheModelSpec) {
   EXPECT_EQ(CreateTokenizer(spec).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(IdTokenizerTest, WritesAndReadsIdsAsNumbers) {
+  IdTokenizer tokenizer(50304);
+  EXPECT_EQ(tokenizer.vocab_size(), 50304);
+  // Ids out of range are left out.
+  EXPECT_EQ(tokenizer.Decode({15496, 11, 995, 50304, -1}), "15496 11 995");
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(" 15496 11\n995 ");
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, (std::vector<int32_t>{15496, 11, 995}));
+  EXPECT_EQ(tokenizer.Encode("12 x").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tokenizer.Encode("50304").status().code(), absl::StatusCode::kInvalidArgument);
+  ModelSpec spec;
+  spec.set_tokenizer("ids");
+  EXPECT_EQ(CreateTokenizer(spec).status().code(), absl::StatusCode::kInvalidArgument);  // No size.
+  spec.set_vocab_size(65);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> created = CreateTokenizer(spec);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ((*created)->vocab_size(), 65);
+}
+
 }  // namespace
 }  // namespace psrv
