@@ -277,16 +277,17 @@ size_t SyncAggregator::TakingPart() const {
   return taking_part;
 }
 
-void SyncAggregator::AddStaged() {
-  if (num_workers_ == 1) return;  // Staged in the sum itself.
+size_t SyncAggregator::AddStaged() {
   if (backup_workers()) {
-    for (uint32_t rank : Contributors()) {  // Complete: every key pushed (and committed).
+    const std::vector<uint32_t> contributors = Contributors();
+    for (uint32_t rank : contributors) {  // Complete: every key pushed (and committed).
       const Rank& r = ranks_[rank];
       Accumulate(0, size_, r.staged.data(), FP32,
                  r.kind == Rank::Kind::kScaleFollows ? r.scale : 1.0f);
     }
-    return;
+    return contributors.size();
   }
+  if (num_workers_ == 1) return TakingPart();  // Staged in the sum itself.
   for (uint32_t rank = 0; rank < num_workers_; ++rank) {
     Rank& r = ranks_[rank];
     if (!TakesPart(rank, step_) || r.kind != Rank::Kind::kScaleFollows || !r.committed) continue;
@@ -294,14 +295,13 @@ void SyncAggregator::AddStaged() {
       Accumulate(begin, end - begin, r.staged.data() + begin, FP32, r.scale);
     }
   }
+  return TakingPart();
 }
 
 SyncAggregator::MeanGradient SyncAggregator::Result() {
   if (!staged_added_) {
-    AddStaged();
+    const float taking_part = static_cast<float>(AddStaged());
     staged_added_ = true;
-    const float taking_part =
-        static_cast<float>(backup_workers() ? Contributors().size() : TakingPart());
     mean_scale_ = 1.0f / taking_part;
     const Rank& only = ranks_[0];
     if (num_workers_ == 1 && only.kind == Rank::Kind::kScaleFollows) {

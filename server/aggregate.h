@@ -122,8 +122,9 @@ class SyncAggregator {
   // Writes (first contribution to a key this step) or adds `count` values (FP32 or BF16) times
   // `scale` into sum_ at `offset`.
   void Accumulate(size_t offset, size_t count, const void* grad, DType dtype, float scale);
-  // Adds the committed staged pushes of every rank, in rank order, into sum_.
-  void AddStaged();
+  // Adds the committed staged pushes of every rank (backup workers: of the contributors), in rank
+  // order, into sum_. Returns the number of workers whose gradients make the mean.
+  size_t AddStaged();
   size_t TakingPart() const;
 
   const size_t size_;

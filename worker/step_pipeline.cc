@@ -151,7 +151,7 @@ absl::Status StepPipeline::FinishStep() {
   grad_norm_ = std::sqrt(sum);
   const float scale = GradientClipScale(grad_norm_, options_.grad_clip);
   if (!defer_scale_ && scale != 1.0f) {
-    // ASYNC: clipped here, before anything was pushed.
+    // ASYNC, or compressed pushes: clipped here, before anything was pushed.
     float* g = grads_[buffer_].data();
     for (size_t i = 0; i < n_; ++i) g[i] *= scale;
   }
