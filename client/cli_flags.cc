@@ -9,8 +9,8 @@ void AddSpecFileAndDataFlags(CLI::App* app, JobSpecFlags* flags) {
   app->add_option("--spec", flags->spec_file,
                   "Job spec file, JSON (.json) or YAML (.yaml/.yml), '-' for stdin; the flags "
                   "below override its fields. Fields: name, model{kind,context,layers,heads,width,"
-                  "dropout,embedding_dim,hidden_dim,tokenizer,vocabulary}, data{path,"
-                  "validation_fraction}, training{steps,batch_size,optimizer{kind,learning_rate,"
+                  "dropout,embedding_dim,hidden_dim,tokenizer,vocabulary,vocab_size}, data{path,format,"
+                  "validation_fraction,validation_path}, training{steps,batch_size,optimizer{kind,learning_rate,"
                   "momentum,beta1,beta2,epsilon,weight_decay,warmup_steps,decay_steps,"
                   "min_learning_rate},consistency,seed,report_every,sample_length,wire_dtype,"
                   "grad_clip,eval_every,eval_batches}, num_servers, num_workers")
@@ -55,10 +55,16 @@ void AddModelFlags(CLI::App* app, JobSpecFlags* flags) {
               "mlp: hidden layer width, 1..16384 (default 256)")
       ->type_name("N");
   AddOptional(app, "--tokenizer", &flags->tokenizer,
-              "byte (256 tokens, one per byte value) or char (one token per distinct byte of the "
-              "data file, which psctl reads to list them) (default byte)")
+              "byte (256 tokens, one per byte value), char (one token per distinct byte of the "
+              "data file, which psctl reads to list them) or bpe (subwords: psctl trains a "
+              "SentencePiece BPE model of --vocab-size pieces on the data file's training split "
+              "and stores it with the job) (default byte)")
       ->type_name("KIND")
-      ->check(CLI::IsMember({"byte", "char"}, CLI::ignore_case));
+      ->check(CLI::IsMember({"byte", "char", "bpe"}, CLI::ignore_case));
+  AddOptional(app, "--vocab-size", &flags->vocab_size,
+              "Tokenizer bpe: pieces of the BPE model, 259..65536 (default 8192); tokenizer ids "
+              "(data.format nanogpt_bin or llmc_bin): the ids' vocabulary size, 1..65536")
+      ->type_name("V");
 }
 
 // Training, evaluation, the optimizer and its schedule, and the consistency mode.

@@ -2,9 +2,16 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "client/job_parameters.h"
 #include "common/model_layout.h"
 #include "common/safetensors.h"
@@ -33,33 +40,74 @@ int ExportCommand(const CommandEnv& env, const ExportFlags& flags) {
     offset += n;
     tensors.push_back(std::move(t));
   }
+  const std::string path = flags.out.empty() ? absl::StrCat(flags.job_id, ".safetensors")
+                                             : ResolveUserPath(flags.out);
+  // A BPE model goes into a file of its own beside the tensors, not into the metadata.
+  ModelSpec model = job.spec().model();
+  std::string tokenizer_path;
+  if (model.tokenizer() == "bpe") {
+    tokenizer_path = TokenizerPathBeside(path);
+    absl::Status written = WriteTokenizerModel(tokenizer_path, model.vocabulary());
+    if (!written.ok()) return ReportError(env, written);
+    model.clear_vocabulary();
+  }
   std::string model_json;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(job.spec().model(), &model_json, options);
-  const std::map<std::string, std::string> metadata = {
+  (void)google::protobuf::util::MessageToJsonString(model, &model_json, options);
+  std::map<std::string, std::string> metadata = {
       {"format", "psrv"},
       {"job_id", job.job_id()},
       {"name", job.spec().name()},
       {"step", absl::StrCat(job.step())},
       {"model", model_json},
   };
-  const std::string path = flags.out.empty() ? absl::StrCat(flags.job_id, ".safetensors")
-                                             : ResolveUserPath(flags.out);
+  if (!tokenizer_path.empty()) {
+    metadata["tokenizer_model"] = std::filesystem::path(tokenizer_path).filename().string();
+  }
   absl::Status written = WriteSafetensors(path, tensors, metadata);
   if (!written.ok()) return ReportError(env, written);
   if (flags.json) {
-    *env.out << nlohmann::ordered_json{{"job_id", job.job_id()},
-                                       {"path", path},
-                                       {"tensors", tensors.size()},
-                                       {"parameters", offset}}
-                    .dump()
-             << "\n";
+    nlohmann::ordered_json json{{"job_id", job.job_id()},
+                                {"path", path},
+                                {"tensors", tensors.size()},
+                                {"parameters", offset}};
+    if (!tokenizer_path.empty()) json["tokenizer_model"] = tokenizer_path;
+    *env.out << json.dump() << "\n";
   } else {
     *env.out << "wrote " << tensors.size() << " tensors (" << offset << " parameters) of job "
              << job.job_id() << " at step " << job.step() << " to " << path << "\n";
+    if (!tokenizer_path.empty()) {
+      *env.out << "wrote its BPE tokenizer (SentencePiece model, " << model.vocab_size()
+               << " pieces) to " << tokenizer_path << "\n";
+    }
   }
   return 0;
+}
+
+std::string TokenizerPathBeside(const std::string& safetensors_path) {
+  absl::string_view stem = safetensors_path;
+  absl::ConsumeSuffix(&stem, ".safetensors");
+  return absl::StrCat(stem, ".tokenizer.model");
+}
+
+absl::Status WriteTokenizerModel(const std::string& path, const std::string& model) {
+  const std::string partial = absl::StrCat(path, ".partial");
+  {
+    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+    out.write(model.data(), static_cast<std::streamsize>(model.size()));
+    out.close();
+    if (!out) {
+      std::remove(partial.c_str());
+      return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+    }
+  }
+  if (std::rename(partial.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    std::remove(partial.c_str());
+    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(error)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace psrv

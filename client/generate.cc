@@ -71,7 +71,8 @@ int GenerateCommand(const CommandEnv& env, const GenerateFlags& flags) {
     return ReportError(
         env, absl::InvalidArgumentError(absl::StrCat(
                  "--prompt: ", prompt_ids.status().message(), " (job ", flags.job_id,
-                 " has a char tokenizer of ", (*tokenizer)->vocab_size(), " characters)")));
+                 " has a ", model_spec.tokenizer(), " tokenizer of ", (*tokenizer)->vocab_size(),
+                 " tokens)")));
   }
 
   // 3. The model.

@@ -242,7 +242,7 @@ TEST_F(GenerateTest, PromptOutsideTheVocabularyIsBadInput) {
   flags.prompt_given = true;
   EXPECT_EQ(GenerateCommand(env_, flags), kExitBadInput);
   EXPECT_THAT(err_.str(), AllOf(StartsWith("psctl: --prompt: "), HasSubstr("'c'"),
-                                HasSubstr("char tokenizer of 3 characters")));
+                                HasSubstr("char tokenizer of 3 tokens")));
   EXPECT_EQ(out_.str(), "");
 }
 

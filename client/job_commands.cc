@@ -44,6 +44,10 @@ std::string ModelText(const ModelSpec& model) {
   absl::StrAppend(&text, ", ", model.tokenizer(), " tokenizer");
   if (model.tokenizer() == "char") {
     absl::StrAppend(&text, " (", model.vocabulary().size(), " characters)");
+  } else if (model.tokenizer() == "bpe") {
+    absl::StrAppend(&text, " (", model.vocab_size(), " pieces)");
+  } else if (model.tokenizer() == "ids") {
+    absl::StrAppend(&text, " (", model.vocab_size(), " ids)");
   }
   return text;
 }

@@ -159,7 +159,7 @@ TEST_F(CommandsTest, FlagsThatDoNotFitTheJobAreBadInput) {
       {[](JobSpecFlags& f) { f.grad_clip = -1; }, "--grad-clip must be >= 0, got -1"},
       {[](JobSpecFlags& f) { f.beta2 = 1; }, "--beta2 must be in (0, 1), got 1"},
       {[](JobSpecFlags& f) { f.eval_batches = 0; }, "--eval-batches must be in [1, 10000], got 0"},
-      {[](JobSpecFlags& f) { f.tokenizer = "word"; }, "--tokenizer must be byte or char, got word"},
+      {[](JobSpecFlags& f) { f.tokenizer = "word"; }, "--tokenizer must be byte, char or bpe, got word"},
       {[](JobSpecFlags& f) { f.optimizer = "lion"; },
        "--optimizer must be sgd, momentum or adamw, got lion"},
       {[](JobSpecFlags& f) { f.context = 5000; }, "--context must be in [1, 4096], got 5000"},

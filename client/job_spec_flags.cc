@@ -18,7 +18,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/command_env.h"
+#include "common/bpe.h"
 #include "common/job_spec.h"
 #include "common/status_macros.h"
 
@@ -147,14 +150,29 @@ absl::Status CheckFlagsFitSpec(const JobSpec& spec, const JobSpecFlags& flags) {
   return absl::OkStatus();
 }
 
-// For a "char" tokenizer without a vocabulary: the distinct bytes of the data file, read where
-// psctl runs (the path as the user meant it, see ResolveUserPath).
+// For a "char" tokenizer without a vocabulary: the distinct bytes of the data file; for a "bpe"
+// one, a BPE model trained on it. The file is read where psctl runs (the path as the user meant
+// it, see ResolveUserPath).
 absl::Status FillVocabularyHere(JobSpec* spec) {
   if (spec->data().path().empty())
     return absl::OkStatus();  // ValidateJobSpec says what is missing.
   JobSpec here = *spec;
   here.mutable_data()->set_path(ResolveUserPath(spec->data().path()));
+  const bool trains_bpe = spec->model().tokenizer() == "bpe" &&
+                          spec->model().vocabulary().empty() &&
+                          spec->model().vocab_size() >= kMinBpeVocabSize &&
+                          spec->model().vocab_size() <= kMaxBpeVocabSize;
+  const absl::Time start = absl::Now();
+  if (trains_bpe) {  // Training takes a while on big files: say what is happening.
+    std::cerr << "psctl: training a " << spec->model().vocab_size() << "-piece BPE tokenizer on "
+              << here.data().path() << " ..." << std::flush;
+  }
   absl::Status filled = FillVocabulary(&here);
+  if (trains_bpe) {
+    std::cerr << (filled.ok() ? " done in " : " failed after ")
+              << absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(10)))
+              << "\n";
+  }
   if (absl::IsNotFound(filled)) {
     return absl::InvalidArgumentError(absl::StrCat(
         filled.message(),
@@ -188,9 +206,20 @@ absl::Status ApplyModelFlags(const JobSpecFlags& flags, ModelSpec* model) {
                            [&](float v) { model->set_dropout(v); }));
   if (flags.tokenizer) {
     ASSIGN_OR_RETURN(const std::string tokenizer,
-                     Choice("--tokenizer", *flags.tokenizer, {"byte", "char"}));
-    if (tokenizer != model->tokenizer()) model->clear_vocabulary();  // Belongs to the other one.
+                     Choice("--tokenizer", *flags.tokenizer, {"byte", "char", "bpe"}));
+    if (tokenizer != model->tokenizer()) {  // The vocabulary and its size belong to the other one.
+      model->clear_vocabulary();
+      model->clear_vocab_size();
+    }
     model->set_tokenizer(tokenizer);
+  }
+  if (flags.vocab_size) {
+    RETURN_IF_ERROR(FlagRange("--vocab-size", *flags.vocab_size, 1, 65536));
+    // A BPE model trained for another size is trained again.
+    if (model->tokenizer() == "bpe" && *flags.vocab_size != model->vocab_size()) {
+      model->clear_vocabulary();
+    }
+    model->set_vocab_size(*flags.vocab_size);
   }
   return absl::OkStatus();
 }

@@ -43,7 +43,8 @@ struct JobSpecFlags {
   std::optional<int64_t> heads;          // gpt only.
   std::optional<int64_t> width;          // gpt only.
   std::optional<double> dropout;         // gpt only.
-  std::optional<std::string> tokenizer;  // "byte" or "char", any case.
+  std::optional<std::string> tokenizer;  // "byte", "char" or "bpe", any case.
+  std::optional<uint32_t> vocab_size;
   // Data and evaluation.
   std::optional<double> validation_fraction;
   std::optional<double> grad_clip;

@@ -99,7 +99,8 @@ const CliCommand kCommands[] = {
     {"", "export",
      "Write a job's current parameters to a safetensors file: one F32 tensor per table, with its "
      "name and shape, and the job id, step and model spec as metadata (readable with Python's "
-     "safetensors library). The parameters are pulled from the job's parameter servers",
+     "safetensors library); a BPE job's tokenizer goes beside it as NAME.tokenizer.model "
+     "(SentencePiece). The parameters are pulled from the job's parameter servers",
      BindExport},
     {"", "generate",
      "Sample text from a job's current parameters on this machine's CPU: pulls them from the "

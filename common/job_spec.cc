@@ -10,7 +10,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -24,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
+#include "common/bpe.h"
 #include "common/model_layout.h"
 #include "common/names.h"
 #include "common/status_macros.h"
@@ -121,6 +124,9 @@ void ApplyJobDefaults(JobSpec* spec) {
   ModelSpec* model = spec->mutable_model();
   if (model->kind().empty()) model->set_kind("gpt");
   if (model->tokenizer().empty()) model->set_tokenizer("byte");
+  if (model->tokenizer() == "bpe" && model->vocab_size() == 0) {
+    model->set_vocab_size(kDefaultBpeVocabSize);
+  }
   if (model->kind() == "mlp") {
     if (model->context() == 0) model->set_context(8);
     if (model->embedding_dim() == 0) model->set_embedding_dim(24);
@@ -183,6 +189,7 @@ void ApplyJobDefaults(JobSpec* spec) {
 
 absl::Status FillVocabulary(JobSpec* spec) {
   ModelSpec* model = spec->mutable_model();
+  if (model->tokenizer() == "bpe" && model->vocabulary().empty()) return TrainBpeVocabulary(spec);
   if (model->tokenizer() != "char" || !model->vocabulary().empty()) return absl::OkStatus();
   std::ifstream in(spec->data().path(), std::ios::binary);
   if (!in) {
@@ -203,7 +210,64 @@ absl::Status FillVocabulary(JobSpec* spec) {
   return absl::OkStatus();
 }
 
+absl::Status TrainBpeVocabulary(JobSpec* spec) {
+  ModelSpec* model = spec->mutable_model();
+  const std::string& path = spec->data().path();
+  std::error_code error;
+  const uint64_t bytes = std::filesystem::file_size(path, error);
+  if (error) {
+    return absl::NotFoundError(absl::StrCat(
+        "model.tokenizer is \"bpe\" but model.vocabulary is empty and data.path ", path,
+        " cannot be read here to train it: ", error.message()));
+  }
+  if (!spec->data().format().empty() && spec->data().format() != "text") {
+    return absl::InvalidArgumentError(
+        "model.tokenizer \"bpe\" reads text: data.format must be \"text\"");
+  }
+  // The training split only: the validation text is not seen by the tokenizer either.
+  const double fraction =
+      spec->data().validation_fraction() > 0 ? spec->data().validation_fraction() : 0.1;
+  const uint64_t train_bytes = static_cast<uint64_t>(static_cast<double>(bytes) * (1.0 - fraction));
+  if (model->vocab_size() < kMinBpeVocabSize || model->vocab_size() > kMaxBpeVocabSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.vocab_size must be ", kMinBpeVocabSize, "..", kMaxBpeVocabSize,
+                     " for tokenizer \"bpe\", got ", model->vocab_size()));
+  }
+  std::string serialized;
+  const std::string failed =
+      TrainBpe(path, train_bytes, static_cast<int>(model->vocab_size()), &serialized);
+  if (!failed.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(failed, " (a smaller model.vocab_size fits less text)"));
+  }
+  model->set_vocabulary(std::move(serialized));
+  return absl::OkStatus();
+}
+
 namespace {
+
+// Tokenizer "bpe": a SentencePiece model of exactly model.vocab_size pieces.
+absl::Status CheckBpeVocabulary(const ModelSpec& model) {
+  if (model.vocab_size() < kMinBpeVocabSize || model.vocab_size() > kMaxBpeVocabSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.vocab_size must be ", kMinBpeVocabSize, "..", kMaxBpeVocabSize,
+                     " for tokenizer \"bpe\", got ", model.vocab_size()));
+  }
+  if (model.vocabulary().empty()) {
+    return absl::InvalidArgumentError(
+        "model.vocabulary must hold the SentencePiece model for tokenizer \"bpe\" (psctl trains "
+        "it on data.path when it can read the file)");
+  }
+  std::string error;
+  const std::unique_ptr<BpeModel> bpe = BpeModel::Load(model.vocabulary(), &error);
+  if (bpe == nullptr) return absl::InvalidArgumentError(absl::StrCat("model.vocabulary: ", error));
+  if (bpe->vocab_size() != static_cast<int>(model.vocab_size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.vocabulary is a BPE model of ", bpe->vocab_size(), " pieces but model.vocab_size is ",
+        model.vocab_size()));
+  }
+  return absl::OkStatus();
+}
 
 // The model's kind and sizes, and its tokenizer.
 absl::Status CheckModel(const ModelSpec& model) {
@@ -247,13 +311,15 @@ absl::Status CheckModel(const ModelSpec& model) {
       return absl::InvalidArgumentError(absl::StrCat(
           "model.vocab_size must be 1..65536 for tokenizer \"ids\", got ", model.vocab_size()));
     }
+  } else if (model.tokenizer() == "bpe") {
+    RETURN_IF_ERROR(CheckBpeVocabulary(model));
   } else if (model.tokenizer() != "byte") {
     return absl::InvalidArgumentError(
-        absl::StrCat("model.tokenizer must be \"byte\", \"char\" or \"ids\", got \"",
+        absl::StrCat("model.tokenizer must be \"byte\", \"char\", \"bpe\" or \"ids\", got \"",
                      model.tokenizer(), "\""));
   }
-  if (model.tokenizer() != "ids" && model.vocab_size() != 0) {
-    return absl::InvalidArgumentError("model.vocab_size is for tokenizer \"ids\"");
+  if (model.tokenizer() != "ids" && model.tokenizer() != "bpe" && model.vocab_size() != 0) {
+    return absl::InvalidArgumentError("model.vocab_size is for tokenizers \"bpe\" and \"ids\"");
   }
   return absl::OkStatus();
 }

@@ -5,11 +5,13 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <limits>
 #include <string>
 
+#include "common/bpe.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace psrv {
@@ -315,8 +317,52 @@ TEST(ValidateJobSpecTest, GptShape) {
   spec.mutable_model()->set_dropout(1.0f);
   ExpectInvalid(ValidateJobSpec(spec), "model.dropout");
   spec = ValidSpec();
-  spec.mutable_model()->set_tokenizer("bpe");
+  spec.mutable_model()->set_tokenizer("wordpiece");
   ExpectInvalid(ValidateJobSpec(spec), "model.tokenizer");
+}
+
+TEST(FillVocabularyTest, BpeTokenizerTrainsOnTheTrainingSplit) {
+  std::string why;
+  if (!BpeAvailable(&why)) GTEST_SKIP() << "SKIPPED: " << why;
+  JobSpec spec = ValidSpec();
+  spec.mutable_data()->set_path(std::string(std::getenv("TEST_SRCDIR")) +
+                                "/psrv/tests/testdata/shakespeare_200k.txt");
+  spec.mutable_model()->set_tokenizer("bpe");
+  ApplyJobDefaults(&spec);
+  EXPECT_EQ(spec.model().vocab_size(), 8192u);  // The default.
+  ExpectInvalid(ValidateJobSpec(spec), "model.vocabulary must hold the SentencePiece model");
+  spec.mutable_model()->set_vocab_size(600);
+  ASSERT_TRUE(FillVocabulary(&spec).ok());
+  EXPECT_GT(spec.model().vocabulary().size(), 1000u);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+
+  // The model and its size must agree, and the model must be one.
+  JobSpec other = spec;
+  other.mutable_model()->set_vocab_size(601);
+  ExpectInvalid(ValidateJobSpec(other),
+                "model.vocabulary is a BPE model of 600 pieces but model.vocab_size is 601");
+  other.mutable_model()->set_vocab_size(100);
+  ExpectInvalid(ValidateJobSpec(other), "model.vocab_size must be 259..65536");
+  other = spec;
+  other.mutable_model()->set_vocabulary("\x0a\x03abc not a model");
+  ExpectInvalid(ValidateJobSpec(other), "model.vocabulary: not a SentencePiece model");
+  // A byte tokenizer has no vocab_size.
+  other = ValidSpec();
+  other.mutable_model()->set_vocab_size(600);
+  ExpectInvalid(ValidateJobSpec(other), "model.vocab_size is for tokenizers");
+
+  // More pieces than the text can make; a file that is not here; token files.
+  other = spec;
+  other.mutable_model()->clear_vocabulary();
+  other.mutable_model()->set_vocab_size(60000);
+  ExpectInvalid(FillVocabulary(&other), "a smaller model.vocab_size");
+  other.mutable_model()->set_vocab_size(600);
+  other.mutable_data()->set_path("/nonexistent/corpus.txt");
+  EXPECT_EQ(FillVocabulary(&other).code(), absl::StatusCode::kNotFound);
+  other = spec;
+  other.mutable_model()->clear_vocabulary();
+  other.mutable_data()->set_format("nanogpt_bin");
+  ExpectInvalid(FillVocabulary(&other), "data.format must be \"text\"");
 }
 
 TEST(ValidateJobSpecTest, AdamWAndScheduleAndClipping) {

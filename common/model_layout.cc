@@ -24,7 +24,9 @@ TableSpec MakeTable(const std::string& name, std::vector<uint64_t> shape, InitSp
 
 int VocabSize(const ModelSpec& model) {
   if (model.tokenizer() == "char") return static_cast<int>(model.vocabulary().size());
-  if (model.tokenizer() == "ids") return static_cast<int>(model.vocab_size());
+  if (model.tokenizer() == "ids" || model.tokenizer() == "bpe") {
+    return static_cast<int>(model.vocab_size());
+  }
   return kByteVocabSize;
 }
 

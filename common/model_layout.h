@@ -19,7 +19,7 @@ namespace psrv {
 inline constexpr int kByteVocabSize = 256;
 
 // Tokens of the model's vocabulary: 256 for tokenizer "byte", the vocabulary's size for "char",
-// model.vocab_size for "ids".
+// model.vocab_size for "bpe" and "ids".
 int VocabSize(const ModelSpec& model);
 
 // Tables of the "gpt" kind (L layers, width C, context T, vocabulary V), llm.c-style: per-layer

@@ -7,7 +7,7 @@ PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev libabsl-dev
   libgoogle-glog-dev libgflags-dev libgtest-dev libgmock-dev libopenblas-dev libyaml-cpp-dev
   libcli11-dev nlohmann-json3-dev zlib1g-dev fortunes iperf3 python3 python3-yaml python3-pip python3-grpcio python3-numpy
-  libcivetweb-dev libsqlite3-dev gnuplot-nox chromium openssl clang libclang-rt-14-dev
+  libcivetweb-dev libsqlite3-dev libsentencepiece-dev gnuplot-nox chromium openssl clang libclang-rt-14-dev
   buildah podman debootstrap  # deploy/build_images.sh and deploy/tests/images_run_test.py
 )
 

@@ -736,6 +736,42 @@ TEST_F(ClusterTest, AGptTrainsOnTokenIdsFromAnLlmcShard) {
   EXPECT_NE(status.message().find(train), std::string::npos) << status.message();
 }
 
+TEST_F(ClusterTest, AGptTrainsOnBpeSubwordsAndExportsItsTokenizer) {
+  StartCluster(1, 2);
+  JobSpec spec = SmallGptJob(1, 2, 120);
+  spec.mutable_model()->set_tokenizer("bpe");
+  spec.mutable_model()->clear_vocabulary();
+  spec.mutable_model()->set_vocab_size(512);
+  ASSERT_TRUE(FillVocabulary(&spec).ok());  // Trains the BPE model, as psctl does.
+  ASSERT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  JobStatus status = RunJob(spec);
+  ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+  ASSERT_GE(status.loss_history_size(), 100);
+  const float first = status.loss_history(0).loss();
+  EXPECT_NEAR(first, std::log(512.0f), 0.3f);
+  EXPECT_LT(status.val_loss(), first - 0.8f);
+  // The sample is text the BPE model decoded: letters and spaces, not ids.
+  EXPECT_NE(status.sample().find_first_of("etaoinshr"), std::string::npos) << status.sample();
+
+  // psctl generate encodes the prompt and decodes the continuation with the job's model.
+  std::string out;
+  ASSERT_EQ(Psctl({"generate", status.job_id(), "--prompt", "ROMEO:", "--length", "20", "--seed",
+                   "3", "--json"},
+                  &out),
+            0)
+      << out;
+  nlohmann::json generated = nlohmann::json::parse(out);
+  EXPECT_EQ(generated.at("prompt").get<std::string>(), "ROMEO:");
+  EXPECT_GE(generated.at("text").get<std::string>().size(), 20u);  // Every piece is >= 1 byte.
+
+  // psctl export writes the tokenizer beside the tensors, as a SentencePiece model file.
+  const std::string file = log_dir_ + "/bpe.safetensors";
+  ASSERT_EQ(Psctl({"export", status.job_id(), "--out", file, "--json"}, &out), 0) << out;
+  const std::string tokenizer_file = log_dir_ + "/bpe.tokenizer.model";
+  EXPECT_EQ(nlohmann::json::parse(out).at("tokenizer_model").get<std::string>(), tokenizer_file);
+  EXPECT_EQ(ReadFile(tokenizer_file), spec.model().vocabulary());
+}
+
 TEST_F(ClusterTest, GptShortRunStartsNearLnVocabularyAndLossFalls) {
   StartCluster(2, 2);  // One worker for this job, one for the job started from its export.
   const JobSpec spec = SmallGptJob(2, 1, 150);

@@ -1,7 +1,12 @@
 #include "worker/compute.h"
 
 #include <cmath>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace psrv {
 
@@ -43,6 +48,7 @@ void SampleStepRows(const Corpus& corpus, const ByteToToken& vocabulary, uint64_
 
 absl::StatusOr<Corpus> LoadCorpus(const JobSpec& spec, int rank, int num_workers, Split split) {
   const DataSpec& data = spec.data();
+  if (spec.model().tokenizer() == "bpe") return LoadBpeCorpus(spec, rank, num_workers, split);
   if (data.format().empty() || data.format() == "text") {
     return Corpus::Load(data.path(), rank, num_workers, split, data.validation_fraction());
   }
@@ -57,6 +63,26 @@ absl::StatusOr<Corpus> LoadCorpus(const JobSpec& spec, int rank, int num_workers
   return split == Split::kTrain
              ? Corpus::LoadTokens(data.path(), format, vocab, rank, num_workers)
              : Corpus::LoadTokens(data.validation_path(), format, vocab, 0, 1);
+}
+
+absl::StatusOr<Corpus> LoadBpeCorpus(const JobSpec& spec, int rank, int num_workers,
+                                     Split split) {
+  ASSIGN_OR_RETURN(const Corpus text, Corpus::Load(spec.data().path(), rank, num_workers, split,
+                                                   spec.data().validation_fraction()));
+  ASSIGN_OR_RETURN(const std::unique_ptr<Tokenizer> tokenizer, CreateTokenizer(spec.model()));
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(text.text());
+  if (!ids.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(spec.data().path(), ", bytes from ",
+                                                   text.begin_offset(), ": ",
+                                                   ids.status().message()));
+  }
+  if (ids->size() < 2) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        spec.data().path(), ": worker ", rank, "'s part is ", ids->size(),
+        " BPE token(s); it needs at least 2 (one input token and one target)"));
+  }
+  // BpeModel keeps ids below 65536.
+  return Corpus::FromTokens(std::vector<uint16_t>(ids->begin(), ids->end()), text.begin_offset());
 }
 
 ByteToToken ByteToTokenTable(const Tokenizer& tokenizer) {

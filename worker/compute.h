@@ -61,8 +61,15 @@ class GradientComputer {
 
 // The data `spec` trains on (DataSpec: text, or token ids in data.format), as worker `rank` of
 // `num_workers` sees it: its part of the training split, or the whole validation split (from
-// data.validation_path when a token format names one). Corpus::Load and LoadTokens' errors.
+// data.validation_path when a token format names one); with tokenizer "bpe", LoadBpeCorpus.
+// Corpus::Load and LoadTokens' errors.
 absl::StatusOr<Corpus> LoadCorpus(const JobSpec& spec, int rank, int num_workers, Split split);
+
+// Tokenizer "bpe": the text part LoadCorpus would read, encoded with the job's BPE model. The split
+// is by byte, as for text, so each worker's tokens are its own bytes'. INVALID_ARGUMENT for text
+// that is not UTF-8 (naming the file and offset) or a bad model; FAILED_PRECONDITION if the part
+// is shorter than 2 tokens.
+absl::StatusOr<Corpus> LoadBpeCorpus(const JobSpec& spec, int rank, int num_workers, Split split);
 
 // Each byte's token (-1 if the tokenizer has none), for sampling token rows from raw text.
 ByteToToken ByteToTokenTable(const Tokenizer& tokenizer);

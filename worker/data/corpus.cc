@@ -92,8 +92,8 @@ absl::StatusOr<Corpus> Corpus::Load(const std::string& path, int rank, int num_w
 
 Corpus Corpus::FromText(std::string text) { return Corpus(std::move(text), 0); }
 
-Corpus Corpus::FromTokens(std::vector<uint16_t> tokens) {
-  Corpus corpus("", 0);
+Corpus Corpus::FromTokens(std::vector<uint16_t> tokens, uint64_t begin_offset) {
+  Corpus corpus("", begin_offset);
   corpus.tokens_ = std::move(tokens);
   corpus.is_tokens_ = true;
   return corpus;

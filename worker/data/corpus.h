@@ -53,8 +53,9 @@ class Corpus {
 
   // All of `text` as one part at offset 0; for tests.
   static Corpus FromText(std::string text);
-  // These token ids as one part; for tests.
-  static Corpus FromTokens(std::vector<uint16_t> tokens);
+  // These token ids as one part starting at `begin_offset` of its file (tokens a tokenizer made
+  // from a text part, or a test's).
+  static Corpus FromTokens(std::vector<uint16_t> tokens, uint64_t begin_offset = 0);
 
   // Token ids (LoadTokens) rather than text: SampleTokens copies them, CheckVocabulary has
   // nothing to check.

@@ -1,4 +1,4 @@
-// Byte and character tokenizers.
+// Byte, character, BPE and id tokenizers.
 #include "worker/model/tokenizer.h"
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/utf8.h"
 
 namespace psrv {
 namespace {
@@ -112,7 +113,43 @@ std::string IdTokenizer::Decode(const std::vector<int32_t>& ids) const {
   return absl::StrJoin(kept, " ");
 }
 
+absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(const std::string& model) {
+  std::string error;
+  std::unique_ptr<BpeModel> loaded = BpeModel::Load(model, &error);
+  if (loaded == nullptr) return absl::InvalidArgumentError(error);
+  return std::unique_ptr<BpeTokenizer>(new BpeTokenizer(std::move(loaded)));
+}
+
+absl::StatusOr<std::vector<int32_t>> BpeTokenizer::Encode(absl::string_view text) const {
+  for (size_t i = 0; i < text.size();) {
+    const size_t length = Utf8SequenceLength(text.substr(i));
+    if (length == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Describe(static_cast<unsigned char>(text[i])), " at offset ", i,
+          " is not valid UTF-8 (tokenizer \"bpe\" reads UTF-8 text)"));
+    }
+    i += length;
+  }
+  return model_->Encode(std::string_view(text.data(), text.size()));
+}
+
+std::string BpeTokenizer::Decode(const std::vector<int32_t>& ids) const {
+  return model_->Decode(ids);
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizer(const ModelSpec& spec) {
+  if (spec.tokenizer() == "bpe") {
+    absl::StatusOr<std::unique_ptr<BpeTokenizer>> bpe = BpeTokenizer::Create(spec.vocabulary());
+    if (!bpe.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("model.vocabulary: ", bpe.status().message()));
+    }
+    if ((*bpe)->vocab_size() != static_cast<int>(spec.vocab_size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.vocabulary is a BPE model of ", (*bpe)->vocab_size(),
+          " pieces but model.vocab_size is ", spec.vocab_size()));
+    }
+    return std::unique_ptr<Tokenizer>(std::move(*bpe));
+  }
   if (spec.tokenizer() == "ids") {
     if (spec.vocab_size() < 1 || spec.vocab_size() > 65536) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -132,7 +169,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizer(const ModelSpec& spec
     return std::unique_ptr<Tokenizer>(new CharTokenizer(std::move(*tokenizer)));
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown tokenizer \"", spec.tokenizer(), "\" (known: byte, char, ids)"));
+      absl::StrCat("unknown tokenizer \"", spec.tokenizer(), "\" (known: byte, char, bpe, ids)"));
 }
 
 }  // namespace psrv

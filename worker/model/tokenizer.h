@@ -1,5 +1,5 @@
-// Tokenizers turning text into the token ids of a LanguageModel and back: bytes as they are, or
-// characters (bytes) of a fixed vocabulary.
+// Tokenizers turning text into the token ids of a LanguageModel and back: bytes as they are,
+// characters (bytes) of a fixed vocabulary, BPE subwords, or ids another tool made.
 #ifndef PSRV_WORKER_MODEL_TOKENIZER_H_
 #define PSRV_WORKER_MODEL_TOKENIZER_H_
 
@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/bpe.h"
 #include "proto/job.pb.h"
 
 namespace psrv {
@@ -73,8 +74,25 @@ class IdTokenizer : public Tokenizer {
   const int vocab_size_;
 };
 
+// Subwords of a SentencePiece BPE model (tokenizer "bpe", common/bpe.h): lossless for UTF-8 text.
+class BpeTokenizer : public Tokenizer {
+ public:
+  // INVALID_ARGUMENT if `model` is not a usable SentencePiece model (BpeModel::Load).
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> Create(const std::string& model);
+
+  int vocab_size() const override { return model_->vocab_size(); }
+  // INVALID_ARGUMENT naming the offset of the first byte that is not valid UTF-8.
+  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const override;
+  std::string Decode(const std::vector<int32_t>& ids) const override;
+
+ private:
+  explicit BpeTokenizer(std::unique_ptr<BpeModel> model) : model_(std::move(model)) {}
+  std::unique_ptr<BpeModel> model_;
+};
+
 // The tokenizer `spec` names: tokenizer "byte" (or unset) is a ByteTokenizer; "char" a
-// CharTokenizer over spec.vocabulary(); "ids" an IdTokenizer of spec.vocab_size() ids.
+// CharTokenizer over spec.vocabulary(); "bpe" a BpeTokenizer of the model in spec.vocabulary(),
+// which must have spec.vocab_size() pieces; "ids" an IdTokenizer of spec.vocab_size() ids.
 // INVALID_ARGUMENT for another name, a bad vocabulary or vocabulary size.
 absl::StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizer(const ModelSpec& spec);
 

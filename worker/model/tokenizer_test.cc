@@ -1,9 +1,12 @@
-// Tests of the byte and character tokenizers: round trips, vocabularies and errors.
+// Tests of the byte, character and BPE tokenizers: round trips, vocabularies and errors.
 #include "worker/model/tokenizer.h"
 
+#include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "common/bpe.h"
 #include "gtest/gtest.h"
 
 namespace psrv {
@@ -123,6 +126,59 @@ TEST(IdTokenizerTest, WritesAndReadsIdsAsNumbers) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> created = CreateTokenizer(spec);
   ASSERT_TRUE(created.ok()) << created.status();
   EXPECT_EQ((*created)->vocab_size(), 65);
+}
+
+}  // namespace
+}  // namespace psrv
+
+namespace psrv {
+namespace {
+
+// A BPE model of `pieces` trained on a few hundred lines of text; "" where SentencePiece cannot
+// be loaded (AddressSanitizer builds).
+std::string TrainSmallBpeModel(int pieces) {
+  std::string text;
+  const char* words[] = {"to", "be", "or", "not", "that", "is", "the", "question", "whether",
+                         "tis", "nobler", "in", "mind", "suffer", "slings", "arrows"};
+  for (int line = 0; line < 300; ++line) {
+    for (int i = 0; i < 6; ++i) text += std::string(words[(line * 7 + i * 3) % 16]) + " ";
+    text += "\n";
+  }
+  const std::string path = ::testing::TempDir() + "/bpe_words.txt";
+  std::ofstream(path) << text;
+  std::string model;
+  EXPECT_EQ(TrainBpe(path, text.size(), pieces, &model), "");
+  return model;
+}
+
+TEST(BpeTokenizerTest, RoundTripsUtf8AndRefusesOtherBytes) {
+  std::string why;
+  if (!BpeAvailable(&why)) GTEST_SKIP() << "SKIPPED: " << why;
+  ModelSpec spec;
+  spec.set_tokenizer("bpe");
+  spec.set_vocabulary(TrainSmallBpeModel(280));
+  spec.set_vocab_size(280);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = CreateTokenizer(spec);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ((*tokenizer)->vocab_size(), 280);
+  for (const std::string text : {"to be or not to be\n", "  Whether 'tis\n\nnobler ",
+                                 "na\xc3\xafve \xe2\x80\x94 \xf0\x9f\x8e\xad", ""}) {
+    absl::StatusOr<std::vector<int32_t>> ids = (*tokenizer)->Encode(text);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ((*tokenizer)->Decode(*ids), text);
+  }
+  EXPECT_LT((*tokenizer)->Encode("to be or not to be")->size(), 18u);  // Some bytes merged.
+  absl::StatusOr<std::vector<int32_t>> bad = (*tokenizer)->Encode("ok\xff");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("byte 0xff at offset 2 is not valid UTF-8"),
+            std::string::npos)
+      << bad.status();
+
+  // The model and the size must agree; a model must be one.
+  spec.set_vocab_size(281);
+  EXPECT_EQ(CreateTokenizer(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.set_vocabulary("not a model");
+  EXPECT_EQ(CreateTokenizer(spec).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
