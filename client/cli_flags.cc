@@ -9,11 +9,12 @@ void AddSpecFileAndDataFlags(CLI::App* app, JobSpecFlags* flags) {
   app->add_option("--spec", flags->spec_file,
                   "Job spec file, JSON (.json) or YAML (.yaml/.yml), '-' for stdin; the flags "
                   "below override its fields. Fields: name, model{kind,context,layers,heads,width,"
-                  "dropout,embedding_dim,hidden_dim,tokenizer,vocabulary,vocab_size}, data{path,format,"
-                  "validation_fraction,validation_path}, training{steps,batch_size,optimizer{kind,learning_rate,"
-                  "momentum,beta1,beta2,epsilon,weight_decay,warmup_steps,decay_steps,"
-                  "min_learning_rate},consistency,seed,report_every,sample_length,wire_dtype,"
-                  "grad_clip,eval_every,eval_batches}, num_servers, num_workers")
+                  "dropout,embedding_dim,hidden_dim,tokenizer,vocabulary,vocab_size}, data{path,"
+                  "format,validation_fraction,validation_path}, training{steps,batch_size,"
+                  "optimizer{kind,learning_rate,momentum,beta1,beta2,epsilon,weight_decay,"
+                  "warmup_steps,decay_steps,min_learning_rate},consistency,seed,report_every,"
+                  "sample_length,wire_dtype,grad_clip,eval_every,eval_batches}, num_servers, "
+                  "num_workers")
       ->type_name("FILE");
   AddOptional(app, "--name", &flags->name, "Job name (default \"job\")")->type_name("NAME");
   AddOptional(app, "--data", &flags->data,
