@@ -45,6 +45,16 @@ ABSL_FLAG(std::vector<std::string>, wire_dtypes, std::vector<std::string>({"defa
 ABSL_FLAG(std::vector<std::string>, top_k, {},
           "Each run also with TOP_K gradient compression at these fractions (e.g. 0.01), error "
           "feedback on; the JSON has the bytes pushed per step of every run.");
+ABSL_FLAG(std::string, tokenizer, "char",
+          "char (the shakespeare-char recipe) or bpe (a SentencePiece BPE model of --vocab_size "
+          "pieces, trained on the training split).");
+ABSL_FLAG(uint32_t, vocab_size, 8192, "Tokenizer bpe: pieces.");
+ABSL_FLAG(bool, untied, false,
+          "Untied embeddings (model.tie_embeddings false): the input embedding is a sparse table.");
+ABSL_FLAG(std::vector<std::string>, embedding_pushes, std::vector<std::string>({"sparse"}),
+          "With --untied: each run once per way of pushing the input embedding: sparse (only the "
+          "rows of the batch's tokens) or dense (the whole table: ps_worker "
+          "--row_sparse_pushes=false).");
 ABSL_FLAG(std::vector<std::string>, worker_args, {},
           "More flags for every ps_worker (e.g. --overlap=false).");
 ABSL_FLAG(int, compute_only_steps, 100,
@@ -64,7 +74,11 @@ using Json = nlohmann::ordered_json;
 JobSpec Recipe(const std::string& data, uint64_t steps, uint32_t workers, uint32_t batch,
                const std::string& wire_dtype, uint32_t pipeline = 1, uint32_t micro_batches = 1) {
   JobSpec spec;
-  spec.set_name(absl::StrCat("shakespeare-char-", workers, "x", batch,
+  spec.set_name(absl::StrCat("shakespeare-",
+                             absl::GetFlag(FLAGS_tokenizer) == "bpe"
+                                 ? absl::StrCat("bpe", absl::GetFlag(FLAGS_vocab_size))
+                                 : "char",
+                             absl::GetFlag(FLAGS_untied) ? "-untied" : "", "-", workers, "x", batch,
                              pipeline > 1 ? absl::StrCat("-p", pipeline, "m", micro_batches) : "",
                              wire_dtype == "default" ? "" : absl::StrCat("-", wire_dtype)));
   spec.set_num_servers(1);
@@ -77,7 +91,9 @@ JobSpec Recipe(const std::string& data, uint64_t steps, uint32_t workers, uint32
   spec.mutable_data()->set_validation_fraction(0.1f);
   ModelSpec* model = spec.mutable_model();
   model->set_kind("gpt");
-  model->set_tokenizer("char");
+  model->set_tokenizer(absl::GetFlag(FLAGS_tokenizer));
+  if (model->tokenizer() == "bpe") model->set_vocab_size(absl::GetFlag(FLAGS_vocab_size));
+  if (absl::GetFlag(FLAGS_untied)) model->set_tie_embeddings(false);
   model->set_layers(4);
   model->set_heads(4);
   model->set_width(128);
@@ -146,13 +162,16 @@ double PushedBytesPerStep(LocalCluster* cluster) {
   return steps > 0 ? bytes / steps : 0;
 }
 
-absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec) {
+absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
+                             const std::vector<std::string>& more_worker_args) {
+  std::vector<std::string> worker_args = absl::GetFlag(FLAGS_worker_args);
+  worker_args.insert(worker_args.end(), more_worker_args.begin(), more_worker_args.end());
   std::vector<double> tokens_per_sec;
   uint64_t printed = 0;
   double pushed_bytes_per_step = 0;
   absl::Time last_read = absl::InfinitePast();
   absl::StatusOr<JobStatus> final = RunLocalJob(
-      binaries, spec, "train_bench", absl::GetFlag(FLAGS_worker_args),
+      binaries, spec, "train_bench", worker_args,
       [&](const JobStatus& status, LocalCluster* cluster) {
         if (status.state() == RUNNING && status.tokens_per_sec() > 0) {
           tokens_per_sec.push_back(status.tokens_per_sec());
@@ -183,6 +202,16 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec) {
   run["micro_batches"] = std::max<uint32_t>(1, spec.parallelism().micro_batches());
   run["batch_per_worker"] = spec.training().batch_size();
   run["wire_dtype"] = DType_Name(spec.training().wire_dtype());
+  run["tokenizer"] = spec.model().tokenizer();
+  run["vocab_size"] = VocabSize(spec.model());
+  run["tie_embeddings"] = TiesEmbeddings(spec.model());
+  if (!TiesEmbeddings(spec.model())) {
+    run["embedding_pushes"] =
+        std::find(worker_args.begin(), worker_args.end(), "--row_sparse_pushes=false") !=
+                worker_args.end()
+            ? "dense"
+            : "sparse";
+  }
   if (spec.training().compression().kind() == TOP_K) {
     run["compression"] = "TOP_K";
     run["top_k_fraction"] = spec.training().compression().fraction();
@@ -215,7 +244,7 @@ int Run(const char* argv0) {
   const std::string data = FromWorkspace(absl::GetFlag(FLAGS_data));
   Json report = ResultHeader("train_shakespeare_char", absl::GetFlag(FLAGS_commit));
   report["data"] = data;
-  report["reference_val_loss"] = 1.88;
+  if (absl::GetFlag(FLAGS_tokenizer) == "char") report["reference_val_loss"] = 1.88;
   report["worker_args"] = absl::GetFlag(FLAGS_worker_args);
   Json runs = Json::array();
   for (const std::string& text : absl::GetFlag(FLAGS_runs)) {
@@ -264,7 +293,27 @@ int Run(const char* argv0) {
             static_cast<float>(fraction));
         variants.push_back(compressed);
       }
+      // Untied: each variant once per way of pushing the input embedding.
+      std::vector<std::pair<JobSpec, std::vector<std::string>>> runs_of_variants;
       for (const JobSpec& spec : variants) {
+        if (!absl::GetFlag(FLAGS_untied)) {
+          runs_of_variants.push_back({spec, {}});
+          continue;
+        }
+        for (const std::string& pushes : absl::GetFlag(FLAGS_embedding_pushes)) {
+          if (pushes != "sparse" && pushes != "dense") {
+            std::cerr << "bad --embedding_pushes entry \"" << pushes
+                      << "\": want sparse or dense" << std::endl;
+            return 2;
+          }
+          JobSpec named = spec;
+          named.set_name(absl::StrCat(spec.name(), "-", pushes));
+          runs_of_variants.push_back(
+              {named, pushes == "dense" ? std::vector<std::string>{"--row_sparse_pushes=false"}
+                                        : std::vector<std::string>{}});
+        }
+      }
+      for (const auto& [spec, more_worker_args] : runs_of_variants) {
         // The whole global batch on one worker: what a single machine computes per step.
         JobSpec alone = spec;
         alone.mutable_training()->set_batch_size(spec.training().batch_size() * workers *
@@ -276,7 +325,8 @@ int Run(const char* argv0) {
           return ComputeOnlyTokensPerSec(alone, absl::GetFlag(FLAGS_compute_only_steps));
         };
         absl::StatusOr<double> before = compute_only();
-        absl::StatusOr<Json> run = before.ok() ? RunOnce(*binaries, spec) : before.status();
+        absl::StatusOr<Json> run =
+            before.ok() ? RunOnce(*binaries, spec, more_worker_args) : before.status();
         absl::StatusOr<double> after = run.ok() ? compute_only() : run.status();
         if (!after.ok()) {
           std::cerr << spec.name() << ": " << after.status() << std::endl;

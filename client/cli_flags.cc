@@ -62,6 +62,11 @@ void AddModelFlags(CLI::App* app, JobSpecFlags* flags) {
               "and stores it with the job) (default byte)")
       ->type_name("KIND")
       ->check(CLI::IsMember({"byte", "char", "bpe"}, CLI::ignore_case));
+  AddOptional(app, "--tie-embeddings", &flags->tie_embeddings,
+              "gpt: the output head reuses the token embedding (true, the default) or has a table "
+              "of its own (false: the input embedding is then a sparse table, and workers push "
+              "only the rows of the tokens in their batch; CPU workers only)")
+      ->type_name("BOOL");
   AddOptional(app, "--vocab-size", &flags->vocab_size,
               "Tokenizer bpe: pieces of the BPE model, 259..65536 (default 8192); tokenizer ids "
               "(data.format nanogpt_bin or llmc_bin): the ids' vocabulary size, 1..65536")

@@ -213,6 +213,7 @@ absl::Status ApplyModelFlags(const JobSpecFlags& flags, ModelSpec* model) {
     }
     model->set_tokenizer(tokenizer);
   }
+  if (flags.tie_embeddings) model->set_tie_embeddings(*flags.tie_embeddings);
   if (flags.vocab_size) {
     RETURN_IF_ERROR(FlagRange("--vocab-size", *flags.vocab_size, 1, 65536));
     // A BPE model trained for another size is trained again.

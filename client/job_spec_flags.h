@@ -45,6 +45,7 @@ struct JobSpecFlags {
   std::optional<double> dropout;         // gpt only.
   std::optional<std::string> tokenizer;  // "byte", "char" or "bpe", any case.
   std::optional<uint32_t> vocab_size;
+  std::optional<bool> tie_embeddings;
   // Data and evaluation.
   std::optional<double> validation_fraction;
   std::optional<double> grad_clip;

@@ -318,6 +318,10 @@ absl::Status CheckModel(const ModelSpec& model) {
         absl::StrCat("model.tokenizer must be \"byte\", \"char\", \"bpe\" or \"ids\", got \"",
                      model.tokenizer(), "\""));
   }
+  if (model.has_tie_embeddings() && model.kind() != "gpt") {
+    return absl::InvalidArgumentError(
+        "model.tie_embeddings is for gpt models (an mlp's embedding and output are apart)");
+  }
   if (model.tokenizer() != "ids" && model.tokenizer() != "bpe" && model.vocab_size() != 0) {
     return absl::InvalidArgumentError("model.vocab_size is for tokenizers \"bpe\" and \"ids\"");
   }
@@ -511,6 +515,11 @@ absl::Status CheckParallelism(const JobSpec& spec) {
     return absl::InvalidArgumentError(
         "parallelism.pipeline > 1 needs training.consistency SYNC (a group's stages step "
         "together)");
+  }
+  if (!TiesEmbeddings(spec.model())) {
+    return absl::InvalidArgumentError(
+        "parallelism.pipeline > 1 needs model.tie_embeddings (untied embeddings are not split "
+        "over stages yet)");
   }
   const uint32_t accumulation = spec.training().grad_accumulation_steps();
   if (accumulation != 1 && accumulation != p.micro_batches()) {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "common/bpe.h"
+#include "common/model_layout.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace psrv {
@@ -625,6 +626,27 @@ TEST(ValidateJobSpecTest, StalenessAndBackupWorkers) {
   spec.mutable_training()->set_consistency(ASYNC);
   ExpectInvalid(ValidateJobSpec(spec),
                 "training.aggregate_first (backup workers) is for training.consistency SYNC");
+}
+
+TEST(ValidateJobSpecTest, UntiedEmbeddings) {
+  JobSpec spec = ValidSpec();
+  spec.mutable_model()->set_tie_embeddings(false);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  absl::StatusOr<std::vector<TableSpec>> tables = ModelTables(spec.model(), 1);
+  ASSERT_TRUE(tables.ok());
+  EXPECT_EQ(tables->back().name(), "lm_head");
+  EXPECT_EQ(tables->front().name(), "wte");
+  EXPECT_EQ(tables->front().sparse_row_width(), spec.model().width());
+  spec.mutable_model()->set_tie_embeddings(true);
+  EXPECT_EQ(ModelTables(spec.model(), 1)->front().sparse_row_width(), 0u);
+  JobSpec pipeline = PipelineSpec(2, 2);
+  pipeline.mutable_model()->set_tie_embeddings(false);
+  ExpectInvalid(ValidateJobSpec(pipeline), "parallelism.pipeline > 1 needs model.tie_embeddings");
+  JobSpec mlp = ValidSpec();
+  mlp.mutable_model()->set_kind("mlp");
+  ApplyJobDefaults(&mlp);
+  mlp.mutable_model()->set_tie_embeddings(false);
+  ExpectInvalid(ValidateJobSpec(mlp), "model.tie_embeddings is for gpt models");
 }
 
 TEST(ValidateJobSpecTest, TokenFilesNeedTheIdsTokenizer) {

@@ -40,12 +40,16 @@ std::vector<ShardAssignment> PlanShards(const std::vector<TableSpec>& tables,
       for (size_t i = 0; i < n; ++i) order[i] = i;
       std::stable_sort(order.begin(), order.end(),
                        [&](size_t a, size_t b) { return load[a] < load[b]; });
-      std::vector<uint64_t> piece(n, size / n);
-      for (uint64_t i = 0; i < size % n; ++i) piece[order[i]] += 1;
+      // A sparse table is cut at row boundaries (its rows are the unit of a row-sparse push).
+      const uint64_t w = table.sparse_row_width();
+      const uint64_t unit = w > 0 && size % w == 0 ? w : 1;
+      const uint64_t units = size / unit;
+      std::vector<uint64_t> piece(n, units / n);
+      for (uint64_t i = 0; i < units % n; ++i) piece[order[i]] += 1;
       uint64_t begin = 0;
       for (size_t s = 0; s < n; ++s) {
-        add(table, begin, begin + piece[s], s);
-        begin += piece[s];
+        add(table, begin, begin + piece[s] * unit, s);
+        begin += piece[s] * unit;
       }
     } else {
       add(table, 0, size, least_loaded());

@@ -34,7 +34,8 @@ struct ServerSlot {
 // (TableSpec.layers > 1) whose slices have at least `min_layer_elements` keys is cut into one
 // shard per layer, each on the server holding the fewest elements so far: a layer's update is
 // then applied as soon as its gradients are in. Another table with at least `min_shard_elements`
-// keys per server is cut into one contiguous range per server (sizes differ by at most one); a
+// keys per server is cut into one contiguous range per server (sizes differ by at most one, or
+// by one row for a sparse table, TableSpec.sparse_row_width, which is cut at row boundaries); a
 // smaller one goes whole to the server holding the fewest elements so far. The result lists
 // shards table by table, ranges in ascending order. `servers` must not be empty.
 std::vector<ShardAssignment> PlanShards(const std::vector<TableSpec>& tables,

@@ -62,6 +62,22 @@ TEST(PlanShardsTest, BigTablesAreSplitEvenlyAndSmallOnesBalanced) {
   }
 }
 
+TEST(PlanShardsTest, SparseTablesAreCutAtRowBoundaries) {
+  TableSpec embedding = Table("wte", {1001, 24});  // 1001 rows: not divisible by 3 servers.
+  embedding.set_sparse_row_width(24);
+  std::vector<TableSpec> tables = {embedding};
+  for (int n : {2, 3, 7}) {
+    auto shards = PlanShards(tables, Servers(n), /*min_shard_elements=*/1024);
+    ExpectExactCover(tables, shards);
+    ASSERT_EQ(shards.size(), static_cast<size_t>(n));
+    for (const auto& s : shards) {
+      EXPECT_EQ(s.range().begin() % 24, 0u) << n << " servers";
+      EXPECT_EQ(RangeSize(s.range()) % 24, 0u) << n << " servers";
+      EXPECT_LE(RangeSize(s.range()), (1001 / n + 1) * 24u);
+    }
+  }
+}
+
 TEST(PlanShardsTest, SmallTableIsNotSplit) {
   std::vector<TableSpec> tables = {Table("small", {100})};
   auto shards = PlanShards(tables, Servers(4), 4096);

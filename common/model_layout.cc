@@ -31,13 +31,18 @@ int VocabSize(const ModelSpec& model) {
 }
 
 bool GptTableHasWeightDecay(absl::string_view table_name) {
-  return table_name == "wte" || table_name == "wpe" || table_name == "h.attn.qkv.weight" ||
+  return table_name == "wte" || table_name == "wpe" || table_name == "lm_head" ||
+         table_name == "h.attn.qkv.weight" ||
          table_name == "h.attn.proj.weight" || table_name == "h.mlp.fc.weight" ||
          table_name == "h.mlp.proj.weight";
 }
 
+bool TiesEmbeddings(const ModelSpec& model) {
+  return !model.has_tie_embeddings() || model.tie_embeddings();
+}
+
 std::vector<TableSpec> GptTables(uint64_t layers, uint64_t width, uint64_t context, uint64_t vocab,
-                                 uint64_t seed) {
+                                 uint64_t seed, bool tie_embeddings) {
   const uint64_t L = layers, C = width, T = context, V = vocab;
   constexpr float kStd = 0.02f;
   // GPT-2 scales the residual projections' init by 1/sqrt(number of residual adds).
@@ -64,6 +69,10 @@ std::vector<TableSpec> GptTables(uint64_t layers, uint64_t width, uint64_t conte
   add("h.mlp.proj.bias", {L, C}, InitSpec::ZEROS, 0.0f);
   add("lnf.weight", {C}, InitSpec::ONES, 0.0f);
   add("lnf.bias", {C}, InitSpec::ZEROS, 0.0f);
+  if (!tie_embeddings) {
+    add("lm_head", {V, C}, InitSpec::NORMAL, kStd);
+    tables[0].set_sparse_row_width(static_cast<uint32_t>(C));  // wte: a row per token.
+  }
   for (TableSpec& table : tables) {
     if (table.name().rfind("h.", 0) == 0) table.set_layers(L);  // Stacked per layer: (L, ...).
   }
@@ -87,7 +96,8 @@ std::vector<TableSpec> MlpTables(const ModelSpec& model, uint64_t vocab, uint64_
 absl::StatusOr<std::vector<TableSpec>> ModelTables(const ModelSpec& model, uint64_t seed) {
   const uint64_t vocab = VocabSize(model);
   if (model.kind() == "gpt") {
-    return GptTables(model.layers(), model.width(), model.context(), vocab, seed);
+    return GptTables(model.layers(), model.width(), model.context(), vocab, seed,
+                     TiesEmbeddings(model));
   }
   if (model.kind() == "mlp") return MlpTables(model, vocab, seed);
   return absl::InvalidArgumentError(

@@ -40,10 +40,15 @@ int VocabSize(const ModelSpec& model);
 //   h.mlp.proj.bias     (L, C)       ZEROS
 //   lnf.weight          (C)          ONES
 //   lnf.bias            (C)          ZEROS
+//   lm_head             (V, C)       NORMAL 0.02   only untied (tie_embeddings false)
 // Every InitSpec carries `seed`; weight_decay is GptTableHasWeightDecay(name); the h.* tables
-// have `layers` = L (the shard planner may cut them at layer boundaries).
+// have `layers` = L (the shard planner may cut them at layer boundaries). Untied, wte is a sparse
+// table of rows of C keys (TableSpec.sparse_row_width = C).
 std::vector<TableSpec> GptTables(uint64_t layers, uint64_t width, uint64_t context, uint64_t vocab,
-                                 uint64_t seed);
+                                 uint64_t seed, bool tie_embeddings = true);
+
+// model.tie_embeddings, true when unset.
+bool TiesEmbeddings(const ModelSpec& model);
 
 // As nanoGPT and llm.c: the 2-D parameters (wte, wpe and the four weight matrices per layer) are
 // decayed; biases and LayerNorm parameters are not.

@@ -81,13 +81,53 @@ absl::Status Optimizer::Validate(const OptimizerConfig& config) {
 
 std::unique_ptr<Optimizer> Optimizer::Create(const OptimizerConfig& config,
                                              const TableSpec& table, size_t size) {
+  std::unique_ptr<Optimizer> optimizer;
   switch (config.kind()) {
     case MOMENTUM:
-      return std::make_unique<MomentumSgd>(config, size);
+      optimizer = std::make_unique<MomentumSgd>(config, size);
+      break;
     case ADAMW:
-      return std::make_unique<AdamW>(config, table.weight_decay(), size);
+      optimizer = std::make_unique<AdamW>(config, table.weight_decay(), size);
+      break;
     default:
-      return std::make_unique<Sgd>(config);
+      optimizer = std::make_unique<Sgd>(config);
+  }
+  if (table.sparse_row_width() > 0) {
+    return std::make_unique<LazyRows>(std::move(optimizer), table.sparse_row_width());
+  }
+  return optimizer;
+}
+
+void LazyRows::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
+                           float* params_out, size_t offset, size_t count, uint64_t t) {
+  if (offset % width_ != 0 || count % width_ != 0) {
+    inner_->ApplyScaled(grad, grad_scale, params_in, params_out, offset, count, t);
+    return;
+  }
+  auto zero_row = [&](size_t r) {
+    const float* g = grad + r * width_;
+    for (size_t c = 0; c < width_; ++c) {
+      if (g[c] != 0.0f) return false;
+    }
+    return true;
+  };
+  // Runs of rows with a gradient go to `inner` in one call each; skipped rows keep their
+  // weights (copied when the update is out of place) and their state.
+  const size_t rows = count / width_;
+  for (size_t r = 0; r < rows;) {
+    size_t end = r;
+    while (end < rows && !zero_row(end)) ++end;
+    if (end > r) {
+      inner_->ApplyScaled(grad + r * width_, grad_scale, params_in, params_out,
+                          offset + r * width_, (end - r) * width_, t);
+      r = end;
+      continue;
+    }
+    if (params_in != params_out) {
+      std::copy(params_in + offset + r * width_, params_in + offset + (r + 1) * width_,
+                params_out + offset + r * width_);
+    }
+    ++r;
   }
 }
 

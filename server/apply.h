@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -34,7 +35,8 @@ class Optimizer {
   // INVALID_ARGUMENT for an unknown kind or an out-of-range hyperparameter.
   static absl::Status Validate(const OptimizerConfig& config);
 
-  // An optimizer for a shard of `size` elements of `table`. `config` must pass Validate.
+  // An optimizer for a shard of `size` elements of `table`. `config` must pass Validate. A sparse
+  // table's (TableSpec.sparse_row_width) is wrapped in LazyRows.
   static std::unique_ptr<Optimizer> Create(const OptimizerConfig& config, const TableSpec& table,
                                            size_t size);
 
@@ -57,6 +59,26 @@ class Optimizer {
   // The state arrays (each of the shard's size), for checkpoints: none for SGD, the velocity for
   // MOMENTUM, the first and second moments for ADAMW.
   virtual std::vector<std::vector<float>*> state() { return {}; }
+};
+
+// Lazy updates of a sparse table (an untied GPT's input embedding): a row of `width` keys whose
+// gradient is all zero (no example of the step had its token) is left as it is, weights and
+// optimizer state, as PyTorch's SparseAdam does; the other rows get `inner`'s update. Rows are
+// counted from the shard's first key (shards of sparse tables start at row boundaries). A call
+// whose range does not start and end at row boundaries updates every key (`inner` as it is).
+class LazyRows : public Optimizer {
+ public:
+  LazyRows(std::unique_ptr<Optimizer> inner, size_t width)
+      : inner_(std::move(inner)), width_(width) {}
+  void ApplyScaled(const float* grad, float grad_scale, const float* params_in, float* params_out,
+                   size_t offset, size_t count, uint64_t t) override;
+  size_t state_bytes() const override { return inner_->state_bytes(); }
+  std::vector<std::vector<float>*> state() override { return inner_->state(); }
+  size_t width() const { return width_; }
+
+ private:
+  const std::unique_ptr<Optimizer> inner_;
+  const size_t width_;
 };
 
 // w -= lr(t) * g

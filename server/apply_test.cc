@@ -37,6 +37,42 @@ TEST(OptimizerTest, SgdSubtractsScaledGradient) {
   EXPECT_EQ(sgd->state_bytes(), 0u);
 }
 
+// A sparse table's rows with an all-zero gradient keep their weights and AdamW state (weight
+// decay included); the others get AdamW's update, the same as a dense table's, in place or not.
+TEST(OptimizerTest, LazyRowsLeaveRowsWithoutGradientAlone) {
+  OptimizerConfig config = Config(ADAMW, 0.1f);
+  config.set_weight_decay(0.5f);
+  TableSpec sparse = Table(true);
+  sparse.set_sparse_row_width(2);
+  const size_t n = 6;  // 3 rows of 2.
+  for (bool in_place : {true, false}) {
+    auto lazy = Optimizer::Create(config, sparse, n);
+    auto dense = Optimizer::Create(config, Table(true), n);
+    std::vector<float> w = {1, 2, 3, 4, 5, 6}, w_dense = w;
+    const float g1[6] = {0.5f, 0, 0, 0, -1, 0};  // Row 1 untouched; rows 0 and 2 partly zero.
+    std::vector<float> out(n, -99.0f);
+    if (in_place) {
+      lazy->Apply(g1, w.data(), 0, n, 1);
+    } else {
+      lazy->ApplyScaled(g1, 1.0f, w.data(), out.data(), 0, n, 1);
+      w = out;
+    }
+    dense->Apply(g1, w_dense.data(), 0, n, 1);
+    EXPECT_EQ(w[2], 3.0f);  // Untouched row: not even decayed.
+    EXPECT_EQ(w[3], 4.0f);
+    for (size_t i : {0u, 1u, 4u, 5u}) EXPECT_EQ(w[i], w_dense[i]) << i;  // Touched rows.
+    EXPECT_NE(w[1], 2.0f);  // Decayed: its row has a gradient.
+    // Step 2 touches row 1 only: its moments start from zero, as if step 1 never ran for it.
+    const float g2[6] = {0, 0, 0.25f, 0.25f, 0, 0};
+    auto fresh = Optimizer::Create(config, Table(true), 2);
+    std::vector<float> row1 = {3, 4};
+    fresh->Apply(g2 + 2, row1.data(), 0, 2, 2);
+    lazy->Apply(g2, w.data(), 0, n, 2);
+    EXPECT_EQ(w[2], row1[0]);
+    EXPECT_EQ(w[3], row1[1]);
+  }
+}
+
 TEST(OptimizerTest, MomentumAccumulatesVelocity) {
   auto m = Optimizer::Create(Config(MOMENTUM, 0.1f, 0.9f), Table(false), 1);
   float w = 1.0f;

@@ -247,7 +247,10 @@ void Shard::ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_
     std::atomic_thread_fence(std::memory_order_acquire);
     narrowed = bf16_->data();
   }
-  ParallelChunks(count, kApplyGrain, [&](size_t begin, size_t end) {
+  // A sparse table's chunks hold whole rows (LazyRows decides per row).
+  const size_t row = config_.table.sparse_row_width();
+  const size_t grain = row > 0 ? (kApplyGrain + row - 1) / row * row : kApplyGrain;
+  ParallelChunks(count, grain, [&](size_t begin, size_t end) {
     optimizer_->ApplyScaled(grad + begin, scale, buffers.in, buffers.out, offset + begin,
                             end - begin, t);
     if (narrowed != nullptr) {

@@ -419,17 +419,28 @@ absl::StatusOr<std::shared_ptr<Shard>> ShardStore::CheckPush(const PushRequest& 
                    Find(request.job_id(), request.table(), request.range()));
   const uint64_t range_size = RangeSize(request.range());
   const bool sparse = request.indices_size() > 0;
-  const uint64_t count = sparse ? static_cast<uint64_t>(request.indices_size()) : range_size;
+  const uint64_t row_width = request.row_width();
+  const bool row_sparse = row_width > 0 || request.rows_size() > 0;
   absl::Status invalid = CheckWireDType(request.dtype());
+  if (invalid.ok() && row_sparse) invalid = CheckRowSparseShape(request, range_size);
+  const uint64_t count = sparse       ? static_cast<uint64_t>(request.indices_size())
+                         : row_sparse ? static_cast<uint64_t>(request.rows_size()) * row_width
+                                      : range_size;
   const uint64_t expected = count * WireBytesPerValue(request.dtype());
   if (invalid.ok() && payload_bytes != expected) {
     invalid = absl::InvalidArgumentError(absl::StrCat(
         "expected ", expected, " bytes (", count, " ", DType_Name(request.dtype()),
-        sparse ? absl::StrCat(" values, one per index, for keys in ", RangeText(request.range()))
-               : absl::StrCat(" values for keys ", RangeText(request.range())),
+        sparse       ? absl::StrCat(" values, one per index, for keys in ",
+                                    RangeText(request.range()))
+        : row_sparse ? absl::StrCat(" values, ", row_width, " per row, for keys in ",
+                                    RangeText(request.range()))
+                     : absl::StrCat(" values for keys ", RangeText(request.range())),
         "), got ", payload_bytes));
   }
   if (invalid.ok() && sparse) invalid = CheckSparseIndices(request.indices(), range_size);
+  if (invalid.ok() && row_sparse) {
+    invalid = CheckSparseIndices(request.rows(), range_size / row_width, "rows");
+  }
   if (invalid.ok() && request.worker_rank() >= shard->config().num_workers) {
     invalid = absl::InvalidArgumentError(absl::StrCat("worker_rank ", request.worker_rank(),
                                                       " is out of range: the job has ",
@@ -448,19 +459,27 @@ void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCall
     done(shard.status());
     return;
   }
-  if (request.indices_size() > 0) {  // Sparse: widened to the whole range, zeros elsewhere.
+  if (request.indices_size() > 0 || request.row_width() > 0) {
+    // Sparse or row-sparse: widened to the whole range, zeros elsewhere.
     PushRequest dense = request;
     dense.clear_indices();
+    dense.clear_rows();
+    dense.clear_row_width();
     dense.set_dtype(FP32);
     const uint64_t size = RangeSize(request.range());
     PooledBuffer values = BufferPool::Global()->Acquire(size * sizeof(float));
     float* out = reinterpret_cast<float*>(values.data());
     std::fill(out, out + size, 0.0f);
-    for (int i = 0; i < request.indices_size(); ++i) {
-      out[request.indices(i)] =
-          request.dtype() == BF16
-              ? Bf16ToFloat(reinterpret_cast<const uint16_t*>(payload.data())[i])
-              : reinterpret_cast<const float*>(payload.data())[i];
+    auto value = [&](uint64_t i) {
+      return request.dtype() == BF16
+                 ? Bf16ToFloat(reinterpret_cast<const uint16_t*>(payload.data())[i])
+                 : reinterpret_cast<const float*>(payload.data())[i];
+    };
+    for (int i = 0; i < request.indices_size(); ++i) out[request.indices(i)] = value(i);
+    const uint64_t width = request.row_width();
+    for (int r = 0; r < request.rows_size(); ++r) {
+      float* row = out + uint64_t{request.rows(r)} * width;
+      for (uint64_t c = 0; c < width; ++c) row[c] = value(r * width + c);
     }
     (*shard)->Push(dense, std::move(values), std::move(done));
     return;
@@ -469,19 +488,37 @@ void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCall
 }
 
 absl::Status CheckSparseIndices(const google::protobuf::RepeatedField<uint32_t>& indices,
-                                uint64_t range_size) {
+                                uint64_t range_size, absl::string_view field) {
+  const absl::string_view unit = field == "rows" ? "rows" : "keys";
   for (int i = 0; i < indices.size(); ++i) {
     if (indices[i] >= range_size) {
-      return absl::InvalidArgumentError(absl::StrCat("indices[", i, "] = ", indices[i],
-                                                     " is outside the range (", range_size,
-                                                     " keys; indices are offsets into it)"));
+      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] = ", indices[i],
+                                                     " is outside the range (", range_size, " ",
+                                                     unit, "; ", field,
+                                                     " are offsets into it)"));
     }
     if (i > 0 && indices[i] <= indices[i - 1]) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "indices must be strictly increasing: indices[", i, "] = ", indices[i],
-          indices[i] == indices[i - 1] ? " repeats" : " follows", " indices[", i - 1, "] = ",
-          indices[i - 1]));
+          field, " must be strictly increasing: ", field, "[", i, "] = ", indices[i],
+          indices[i] == indices[i - 1] ? " repeats" : " follows", " ", field, "[", i - 1,
+          "] = ", indices[i - 1]));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRowSparseShape(const PushRequest& request, uint64_t range_size) {
+  if (request.row_width() == 0) {
+    return absl::InvalidArgumentError("rows need a row_width (keys per row), got 0");
+  }
+  if (request.indices_size() > 0) {
+    return absl::InvalidArgumentError(
+        "a push is sparse (indices) or row-sparse (rows, row_width), not both");
+  }
+  if (range_size % request.row_width() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "row_width ", request.row_width(), " does not divide the range's ", range_size,
+        " keys (", RangeText(request.range()), ")"));
   }
   return absl::OkStatus();
 }

@@ -14,6 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "common/work_queue.h"
 #include "proto/admin.pb.h"
@@ -195,10 +196,15 @@ absl::Status CheckWireDType(DType dtype);
 // Bytes per value of a wire dtype (FP32 4, BF16 2).
 size_t WireBytesPerValue(DType dtype);
 
-// A sparse push's key offsets (PushRequest.indices): INVALID_ARGUMENT unless each is below
-// `range_size` and greater than the one before.
+// A sparse push's key offsets (PushRequest.indices), or a row-sparse push's row offsets
+// (PushRequest.rows; `field` "rows", range_size then counts rows): INVALID_ARGUMENT unless each is
+// below `range_size` and greater than the one before.
 absl::Status CheckSparseIndices(const google::protobuf::RepeatedField<uint32_t>& indices,
-                                uint64_t range_size);
+                                uint64_t range_size, absl::string_view field = "indices");
+
+// A row-sparse push's shape: INVALID_ARGUMENT for a row_width of 0 (with rows), indices as well,
+// or a row_width that does not divide the range's `range_size` keys.
+absl::Status CheckRowSparseShape(const PushRequest& request, uint64_t range_size);
 
 }  // namespace psrv
 

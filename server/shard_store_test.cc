@@ -298,6 +298,60 @@ TEST(ShardStoreTest, ASparsePushIsTheDensePushWithZerosElsewhere) {
   EXPECT_EQ(PullNow(&sparse_store, PullHeader(0)), after);
 }
 
+// A row-sparse push (rows of row_width keys and their values) is the dense push with zeros on
+// the other rows; an empty one is a zero gradient; bad rows, widths or lengths are
+// INVALID_ARGUMENT and change nothing.
+TEST(ShardStoreTest, ARowSparsePushIsTheDensePushWithZeroRowsElsewhere) {
+  ShardStore sparse_store, dense_store;
+  ASSERT_TRUE(sparse_store.CreateShards(Create(ASYNC, 1)).ok());
+  ASSERT_TRUE(dense_store.CreateShards(Create(ASYNC, 1)).ok());
+  ASSERT_EQ(kSize % 10, 0u);  // Rows of 10 keys.
+  std::vector<float> dense(kSize, 0.0f);
+  std::vector<float> values;
+  for (uint32_t row : {0u, 4u, static_cast<uint32_t>(kSize / 10 - 1)}) {
+    for (int c = 0; c < 10; ++c) {
+      dense[row * 10 + c] = 0.25f * static_cast<float>(c + 1) * (row % 2 ? -1.0f : 1.0f);
+      values.push_back(dense[row * 10 + c]);
+    }
+  }
+  PushRequest header = PushHeader(1, 0);
+  header.set_push_id(1);
+  PushRequest sparse = header;
+  sparse.set_row_width(10);
+  for (uint32_t row : {0u, 4u, static_cast<uint32_t>(kSize / 10 - 1)}) sparse.add_rows(row);
+  ASSERT_TRUE(Push(&dense_store, header, dense).ok());
+  ASSERT_TRUE(Push(&sparse_store, sparse, values).ok());
+  EXPECT_EQ(PullNow(&sparse_store, PullHeader(0)), PullNow(&dense_store, PullHeader(0)));
+  // No rows: a zero gradient (a shard none of the batch's tokens falls in).
+  PushRequest empty = header;
+  empty.set_push_id(2);
+  empty.set_row_width(10);
+  ASSERT_TRUE(Push(&sparse_store, empty, {}).ok());
+  const std::vector<float> after = PullNow(&sparse_store, PullHeader(0));
+
+  auto refused = [&](std::vector<uint32_t> rows, uint32_t width, size_t values_count,
+                     bool with_indices = false) {
+    PushRequest bad = PushHeader(1, 0);
+    bad.set_push_id(99);
+    bad.set_row_width(width);
+    for (uint32_t r : rows) bad.add_rows(r);
+    if (with_indices) bad.add_indices(0);
+    return Push(&sparse_store, bad, std::vector<float>(values_count, 1.0f)).status();
+  };
+  const uint32_t last = static_cast<uint32_t>(kSize / 10 - 1);
+  EXPECT_EQ(refused({2, 2}, 10, 20).code(), absl::StatusCode::kInvalidArgument);        // Repeated.
+  EXPECT_EQ(refused({4, 2}, 10, 20).code(), absl::StatusCode::kInvalidArgument);        // Order.
+  EXPECT_EQ(refused({2, last + 1}, 10, 20).code(), absl::StatusCode::kInvalidArgument);  // Outside.
+  EXPECT_EQ(refused({2, 3}, 10, 19).code(), absl::StatusCode::kInvalidArgument);        // Length.
+  EXPECT_EQ(refused({2}, 0, 10).code(), absl::StatusCode::kInvalidArgument);            // No width.
+  EXPECT_EQ(refused({2}, 7, 7).code(), absl::StatusCode::kInvalidArgument);  // Does not divide.
+  EXPECT_EQ(refused({2}, 10, 10, /*with_indices=*/true).code(),
+            absl::StatusCode::kInvalidArgument);
+  const absl::Status outside = refused({last + 1}, 10, 10);
+  EXPECT_NE(outside.message().find("rows[0]"), std::string::npos) << outside;
+  EXPECT_EQ(PullNow(&sparse_store, PullHeader(0)), after);
+}
+
 // Every bad request gets its status code and leaves the parameters unchanged.
 TEST(ShardStoreTest, BadPushesAreRejectedAndChangeNothing) {
   ShardStore store;

@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "bench/worker_metrics.h"
 #include "client/coordinator_client.h"
 #include "client/local_cluster.h"
 #include "common/channel.h"
@@ -770,6 +771,46 @@ TEST_F(ClusterTest, AGptTrainsOnBpeSubwordsAndExportsItsTokenizer) {
   const std::string tokenizer_file = log_dir_ + "/bpe.tokenizer.model";
   EXPECT_EQ(nlohmann::json::parse(out).at("tokenizer_model").get<std::string>(), tokenizer_file);
   EXPECT_EQ(ReadFile(tokenizer_file), spec.model().vocabulary());
+}
+
+// Untied embeddings: wte is a sparse table, cut at row boundaries over the two servers; the
+// worker pushes only the rows of the tokens in its batch, and the job trains.
+TEST_F(ClusterTest, AnUntiedGptPushesOnlyTheEmbeddingRowsOfItsBatch) {
+  StartCluster(2, 1);
+  JobSpec spec = SmallGptJob(2, 1, 80);
+  spec.mutable_model()->set_tokenizer("bpe");
+  spec.mutable_model()->clear_vocabulary();
+  spec.mutable_model()->set_vocab_size(1024);
+  spec.mutable_model()->set_tie_embeddings(false);
+  ASSERT_TRUE(FillVocabulary(&spec).ok());
+  ASSERT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  JobStatus status = RunJob(spec);
+  ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
+  const float first = status.loss_history(0).loss();
+  EXPECT_NEAR(first, std::log(1024.0f), 0.3f);
+  EXPECT_LT(status.val_loss(), first - 0.8f);
+  bool lm_head = false;
+  for (const TableSpec& table : status.shard_map().tables()) lm_head |= table.name() == "lm_head";
+  EXPECT_TRUE(lm_head);
+  for (const ShardAssignment& shard : status.shard_map().shards()) {
+    if (shard.table() == "wte") EXPECT_EQ(shard.range().begin() % 64, 0u);  // Width 64.
+  }
+
+  // Bytes per step: BF16 values of every table but wte, and of at most 8 x 32 rows of wte (the
+  // batch's distinct tokens), with a 4-byte id per row.
+  double bytes = 0, steps = 0;
+  for (const ParsedMetrics& metrics : ReadWorkerMetrics(cluster_.get())) {
+    bytes += metrics.Sum("psrv_worker_pushed_bytes_total", {});
+    steps += metrics.Sum("psrv_worker_steps_total", {});
+  }
+  ASSERT_GT(steps, 0);
+  const double wte = 1024.0 * 64 * 2;
+  const std::vector<TableSpec> tables(status.shard_map().tables().begin(),
+                                      status.shard_map().tables().end());
+  const double dense = static_cast<double>(TotalElements(tables)) * 2;
+  const double per_step = bytes / steps;
+  EXPECT_LE(per_step, dense - wte + 8 * 32 * (64 * 2 + 4)) << "dense " << dense;
+  EXPECT_GT(per_step, dense - wte);  // Some rows were sent.
 }
 
 TEST_F(ClusterTest, GptShortRunStartsNearLnVocabularyAndLossFalls) {

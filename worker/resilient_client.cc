@@ -71,10 +71,9 @@ ResilientClient::ResilientClient(const ShardMap& map, uint32_t worker_rank,
   for (PushStep& slot : pushes_) {
     slot.pushes.resize(n);
     if (options_.wire_dtype == BF16) slot.wire.resize(plan_.num_parameters);
-    if (compressing()) {
-      slot.indices.resize(n);
-      slot.values.resize(n);
-    }
+    // TOP_K's sparse pushes and row-sparse pushes keep what they send per target.
+    slot.indices.resize(n);
+    slot.values.resize(n);
   }
   if (compressing()) residual_.assign(plan_.num_parameters, 0.0f);
   server_of_.resize(n);
@@ -293,6 +292,27 @@ void TopKCompress(const float* grad, size_t n, float fraction, DType wire_dtype,
   }
 }
 
+void SelectRows(const float* grad, size_t n, uint32_t width, DType wire_dtype, SparsePush* out) {
+  const size_t value_bytes = wire_dtype == BF16 ? sizeof(uint16_t) : sizeof(float);
+  out->indices.clear();
+  out->values.clear();
+  const size_t rows = width > 0 ? n / width : 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* row = grad + r * width;
+    bool any = false;
+    for (uint32_t c = 0; c < width && !any; ++c) any = row[c] != 0.0f;
+    if (!any) continue;
+    out->indices.push_back(static_cast<uint32_t>(r));
+    const size_t at = out->values.size();
+    out->values.resize(at + width * value_bytes);
+    if (wire_dtype == BF16) {
+      FloatsToBf16(row, width, reinterpret_cast<uint16_t*>(out->values.data() + at));
+    } else {
+      std::memcpy(out->values.data() + at, row, width * sizeof(float));
+    }
+  }
+}
+
 void ResilientClient::StartPush(size_t t, uint64_t step, const float* grads, bool scale_follows,
                                 bool narrowed) {
   PushStep* slot;
@@ -313,6 +333,18 @@ void ResilientClient::StartPush(size_t t, uint64_t step, const float* grads, boo
     pushed_bytes_ += sparse.indices.size() * sizeof(uint32_t) + sparse.values.size();
     slot->indices[t] = std::move(sparse.indices);
     slot->values[t] = std::move(sparse.values);
+    IssuePush(slot, t);
+    return;
+  }
+  if (RowSparse(target)) {
+    SparsePush rows;
+    rows.indices = std::move(slot->indices[t]);
+    rows.values = std::move(slot->values[t]);
+    SelectRows(grads + target.flat_offset, target.count(), target.row_width, options_.wire_dtype,
+               &rows);
+    pushed_bytes_ += rows.indices.size() * sizeof(uint32_t) + rows.values.size();
+    slot->indices[t] = std::move(rows.indices);
+    slot->values[t] = std::move(rows.values);
     IssuePush(slot, t);
     return;
   }
@@ -356,6 +388,11 @@ void ResilientClient::IssuePush(PushStep* slot, size_t t) {
   size_t payload_bytes = target.count() * (bf16 ? sizeof(uint16_t) : sizeof(float));
   if (compressing()) {  // The sparse push StartPush made (the same when sent again).
     request.mutable_indices()->Add(slot->indices[t].begin(), slot->indices[t].end());
+    payload = slot->values[t].data();
+    payload_bytes = slot->values[t].size();
+  } else if (RowSparse(target)) {  // Likewise the rows.
+    request.set_row_width(target.row_width);
+    request.mutable_rows()->Add(slot->indices[t].begin(), slot->indices[t].end());
     payload = slot->values[t].data();
     payload_bytes = slot->values[t].size();
   }

@@ -46,6 +46,11 @@ struct SparsePush {
 void TopKCompress(const float* grad, size_t n, float fraction, DType wire_dtype, float* residual,
                   SparsePush* out);
 
+// A row-sparse push of a sparse table's range (rows of `width` keys, n a multiple of it): the
+// offsets of the rows with a nonzero gradient (out->indices, increasing) and their values in the
+// wire dtype, row after row. A row that is all zero (no token of the batch) is not sent.
+void SelectRows(const float* grad, size_t n, uint32_t width, DType wire_dtype, SparsePush* out);
+
 class ResilientClient {
  public:
   struct Options {
@@ -55,6 +60,10 @@ class ResilientClient {
     // top_k_fraction of its target's values by magnitude, with error feedback (TopKCompressor).
     // 0: dense pushes.
     float top_k_fraction = 0;
+    // Targets of a sparse table (ShardTarget.row_width) push only the rows with a gradient
+    // (PushRequest.rows), unless TOP_K compresses them or this is false (dense pushes, for
+    // comparisons).
+    bool row_sparse_pushes = true;
     ConsistencyMode consistency = SYNC;
     // A SYNC pull waits for the slowest worker; one that times out is checked (its server
     // reported) and sent again.
@@ -123,6 +132,10 @@ class ResilientClient {
   // resends not).
   uint64_t pushed_bytes() const { return pushed_bytes_.load(std::memory_order_relaxed); }
   bool compressing() const { return options_.top_k_fraction > 0; }
+  // Whether target's pushes are row-sparse.
+  bool RowSparse(const ShardTarget& target) const {
+    return !compressing() && options_.row_sparse_pushes && target.row_width > 0;
+  }
 
 
  private:
@@ -138,7 +151,8 @@ class ResilientClient {
     bool scale_follows = false;
     std::vector<Op> pushes;                // (targets)
     std::vector<uint16_t> wire;            // (num_parameters) BF16 payloads, narrowed per target.
-    // TOP_K: each target's sparse push, kept for resends: key offsets and values (wire dtype).
+    // TOP_K: each target's sparse push, kept for resends: key offsets and values (wire dtype);
+    // row-sparse targets: row offsets and their values.
     std::vector<std::vector<uint32_t>> indices;  // (targets)
     std::vector<std::vector<char>> values;       // (targets)
     bool committed = false;                // StartCommit was called.

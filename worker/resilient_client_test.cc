@@ -336,5 +336,91 @@ TEST(ResilientClientTest, TopKPushesOfEveryValueEqualDensePushes) {
   EXPECT_EQ(tenth.second, 3 * kKeys / 10 * (sizeof(float) + sizeof(uint32_t)));
 }
 
+TEST(SelectRowsTest, SendsTheRowsWithAGradient) {
+  const std::vector<float> grad = {0, 0, 0,  1, 0, -2,  0, 0, 0,  0, 0, 0.5f};  // 4 rows of 3.
+  SparsePush rows;
+  SelectRows(grad.data(), grad.size(), 3, FP32, &rows);
+  EXPECT_EQ(rows.indices, (std::vector<uint32_t>{1, 3}));
+  ASSERT_EQ(rows.values.size(), 6 * sizeof(float));
+  std::vector<float> values(6);
+  std::memcpy(values.data(), rows.values.data(), rows.values.size());
+  EXPECT_EQ(values, (std::vector<float>{1, 0, -2, 0, 0, 0.5f}));
+  SelectRows(grad.data(), grad.size(), 3, BF16, &rows);  // Reuses the buffers.
+  ASSERT_EQ(rows.values.size(), 6 * sizeof(uint16_t));
+  EXPECT_EQ(Bf16ToFloat(reinterpret_cast<const uint16_t*>(rows.values.data())[2]), -2.0f);
+  const std::vector<float> zeros(12, 0.0f);
+  SelectRows(zeros.data(), zeros.size(), 3, FP32, &rows);
+  EXPECT_TRUE(rows.indices.empty());
+  EXPECT_TRUE(rows.values.empty());
+}
+
+// A sparse table (rows of 10 keys; the shards [0, 600) and [600, 1000) hold whole rows): pushing
+// only the rows with a gradient ends where dense pushes do, bit for bit, for SGD on a table that
+// is not sparse too (lazy or not, SGD leaves a zero-gradient row as it is), and for AdamW with
+// its lazy rows; the bytes are the rows' ids and values.
+TEST(ResilientClientTest, RowSparsePushesEqualDensePushes) {
+  auto run = [](bool sparse_table, bool row_sparse, OptimizerKind optimizer) {
+    auto create = [&](uint64_t begin, uint64_t end) {
+      CreateShardsRequest r = Create(begin, end);
+      r.mutable_optimizer()->set_kind(optimizer);
+      r.mutable_optimizer()->set_weight_decay(0.1f);
+      TableSpec* table = r.mutable_shards(0)->mutable_table();
+      table->clear_shape();
+      table->add_shape(100);
+      table->add_shape(10);
+      table->set_weight_decay(true);
+      if (sparse_table) table->set_sparse_row_width(10);
+      return r;
+    };
+    FakeCluster cluster;
+    EXPECT_TRUE(cluster.Add("a")->store.CreateShards(create(0, 600)).ok());
+    EXPECT_TRUE(cluster.Add("b")->store.CreateShards(create(600, 1000)).ok());
+    ShardMap map = Map("a", "b");
+    map.mutable_tables(0)->clear_shape();
+    map.mutable_tables(0)->add_shape(100);
+    map.mutable_tables(0)->add_shape(10);
+    map.mutable_tables(0)->set_weight_decay(true);
+    if (sparse_table) map.mutable_tables(0)->set_sparse_row_width(10);
+    ResilientClient::Options options = FastOptions();
+    options.row_sparse_pushes = row_sparse;
+    auto client = *ResilientClient::Create(map, 0, options, {}, cluster.Factory(), nullptr);
+    for (const ShardTarget& target : client->targets()) {
+      EXPECT_EQ(target.row_width, sparse_table ? 10u : 0u);
+    }
+    std::vector<float> params(kKeys);
+    std::vector<std::vector<float>> gradients;
+    for (int step = 1; step <= 3; ++step) {
+      // Rows 3, 17 and 60 + step have a gradient (row 17 with a zero inside); the rest is zero.
+      std::vector<float> g(kKeys, 0.0f);
+      for (int row : {3, 17, 60 + step}) {
+        for (int c = 0; c < 10; ++c) g[row * 10 + c] = 0.1f * step * static_cast<float>(c - 4);
+      }
+      gradients.push_back(g);
+    }
+    for (int step = 1; step <= 3; ++step) {
+      EXPECT_TRUE(client->PullAll(step, params.data()).ok());
+      PushStep(client.get(), step, gradients[step - 1], 0.5f);
+      EXPECT_TRUE(client->AwaitPushed(step).ok());
+    }
+    EXPECT_TRUE(client->PullAll(4, params.data()).ok());
+    return std::make_pair(params, client->pushed_bytes());
+  };
+  const auto sgd_dense = run(/*sparse_table=*/false, /*row_sparse=*/false, SGD);
+  const auto sgd_rows = run(true, true, SGD);
+  EXPECT_EQ(sgd_rows.first, sgd_dense.first);
+  EXPECT_EQ(sgd_dense.second, 3 * kKeys * sizeof(float));
+  EXPECT_EQ(sgd_rows.second, 3 * 3 * (sizeof(uint32_t) + 10 * sizeof(float)));
+  const auto adam_dense = run(true, false, ADAMW);
+  const auto adam_rows = run(true, true, ADAMW);
+  EXPECT_EQ(adam_rows.first, adam_dense.first);
+  // Lazy: row 90 never had a gradient and kept its initial values (weight decay included),
+  // which the dense table's AdamW would have decayed.
+  const auto adam_not_lazy = run(false, false, ADAMW);
+  for (int c = 0; c < 10; ++c) {
+    EXPECT_NE(adam_rows.first[900 + c], adam_not_lazy.first[900 + c]) << c;
+    EXPECT_EQ(adam_rows.first[170 + c] == adam_not_lazy.first[170 + c], true) << c;
+  }
+}
+
 }  // namespace
 }  // namespace psrv

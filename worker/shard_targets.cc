@@ -12,8 +12,9 @@ absl::StatusOr<TargetPlan> PlanTargets(const ShardMap& map, const TargetOptions&
   const int connections = std::max(1, options.connections_per_server);
   const bool whole = options.part.empty();
   TargetPlan plan;
-  std::map<std::string, uint64_t> sizes, first_key;
+  std::map<std::string, uint64_t> sizes, first_key, row_width;
   for (const TableSpec& table : map.tables()) {
+    row_width[table.name()] = table.sparse_row_width();
     uint64_t begin = 0, end = TableElements(table);
     if (!whole) {
       auto kept = options.part.find(table.name());
@@ -66,14 +67,22 @@ absl::StatusOr<TargetPlan> PlanTargets(const ShardMap& map, const TargetOptions&
     const size_t bytes = keys * sizeof(float);
     uint64_t chunks = (bytes + options.max_chunk_bytes - 1) / options.max_chunk_bytes;
     if (bytes >= 2 * options.min_split_bytes) chunks = std::max<uint64_t>(chunks, connections);
-    chunks = std::max<uint64_t>(1, std::min(chunks, keys));
+    // A sparse table's shard that starts and ends at row boundaries is cut into whole rows, and
+    // its targets push only the rows with a gradient (ShardTarget.row_width).
+    const uint64_t w = row_width[shard.table()];
+    const uint64_t unit =
+        w > 0 && shard.range().begin() % w == 0 && keys % w == 0 ? w : 1;
+    const uint64_t units = keys / unit;
+    chunks = std::max<uint64_t>(1, std::min(chunks, units));
     for (uint64_t c = 0; c < chunks; ++c) {
-      const uint64_t begin = shard.range().begin() + keys * c / chunks;
-      const uint64_t end = shard.range().begin() + keys * (c + 1) / chunks;
-      plan.targets.push_back(ShardTarget{shard.table(), MakeRange(begin, end),
-                                         offset->second + begin - first, shard.server_address(),
-                                         static_cast<int>(c % connections),
-                                         options.pull_only.count(shard.table()) > 0});
+      const uint64_t begin = shard.range().begin() + units * c / chunks * unit;
+      const uint64_t end = shard.range().begin() + units * (c + 1) / chunks * unit;
+      ShardTarget target{shard.table(), MakeRange(begin, end),
+                         offset->second + begin - first, shard.server_address(),
+                         static_cast<int>(c % connections),
+                         options.pull_only.count(shard.table()) > 0};
+      target.row_width = unit > 1 ? static_cast<uint32_t>(unit) : 0;
+      plan.targets.push_back(std::move(target));
     }
   }
   for (const auto& [table, size] : sizes) {

@@ -38,6 +38,9 @@ struct ShardTarget {
   std::string address;   // The server holding the shard.
   int connection;        // Which of the server's connections carries it.
   bool pull_only = false;  // TargetOptions::pull_only.
+  // > 0: the range is whole rows of a sparse table (TableSpec.sparse_row_width) of this many keys:
+  // its pushes may be row-sparse (PushRequest.rows).
+  uint32_t row_width = 0;
 
   uint64_t count() const { return range.end() - range.begin(); }
 };

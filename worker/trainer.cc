@@ -157,6 +157,7 @@ class TrainingRun {
     if (training_.compression().kind() == TOP_K) {
       client_options.top_k_fraction = training_.compression().fraction();
     }
+    client_options.row_sparse_pushes = options_.row_sparse_pushes;
     ResilientClient::Coordinator coordinator;
     ProgressReporter* const reporter = reporter_;
     coordinator.report_unreachable = [reporter](const std::string& address) {

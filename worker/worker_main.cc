@@ -50,6 +50,11 @@ ABSL_FLAG(std::string, slowdown, "1",
           "with probability PROBABILITY (default 1), compute is made FACTOR times as long by "
           "sleeping after it (e.g. 4@0.1: one step in ten takes 4 times as long; 3: every step "
           "3 times). 1: off.");
+ABSL_FLAG(bool, row_sparse_pushes, true,
+          "Jobs with untied embeddings (model.tie_embeddings false): push only the rows of the "
+          "input embedding that the step's batch touched (row ids and their values). false: push "
+          "the whole table, zeros included (the same training; for comparisons, "
+          "bench/train_bench --dense_embedding_pushes).");
 ABSL_FLAG(std::string, overlap, "auto",
           "on: overlap communication with compute (pushes leave as backward finishes each layer, "
           "the next step's pulls follow them, forward waits only for the layer it reads). off: "
@@ -180,6 +185,7 @@ int Run() {
     LOG(ERROR) << "--cuda_attention: " << s.message();
     return 2;
   }
+  trainer_options.row_sparse_pushes = absl::GetFlag(FLAGS_row_sparse_pushes);
   if (absl::Status s = ParseSlowdown(absl::GetFlag(FLAGS_slowdown), &trainer_options); !s.ok()) {
     LOG(ERROR) << "--slowdown: " << s.message();
     return 2;

@@ -5,6 +5,7 @@
 #include "worker/cuda/device.h"
 #include "worker/cuda/device_model.h"
 #include "worker/cuda/gpt_cuda_model.h"
+#include "common/model_layout.h"
 #include "worker/cuda/gpt_cuda_stage.h"
 #include "worker/model/model_factory.h"
 
@@ -43,14 +44,17 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const
                                                                            DeviceChoice* choice,
                                                                            const CudaModelOptions& cuda_options) {
   if (device == Device::kCpu) return CreateOnCpu(spec, vocab_size, "cpu", choice);
-  const bool has_cuda_model = spec.kind() == "gpt";
+  // The CUDA GPT has tied embeddings only.
+  const bool has_cuda_model = spec.kind() == "gpt" && TiesEmbeddings(spec);
   if (device == Device::kCuda && !has_cuda_model) {
     // An unknown kind keeps CreateLanguageModel's INVALID_ARGUMENT.
     absl::StatusOr<std::unique_ptr<LanguageModel>> cpu = CreateLanguageModel(spec, vocab_size);
     if (!cpu.ok()) return cpu.status();
-    return absl::UnimplementedError(absl::StrCat("model kind \"", spec.kind(),
-                                                 "\" has no CUDA implementation (only gpt); use "
-                                                 "--device=cpu or auto"));
+    return absl::UnimplementedError(
+        absl::StrCat("model kind \"", spec.kind(), "\"",
+                     spec.kind() == "gpt" ? " with untied embeddings" : "",
+                     " has no CUDA implementation (only gpt with tied embeddings); use "
+                     "--device=cpu or auto"));
   }
   std::string why_none;
   const int gpus = UsableCudaDevices(&why_none);
@@ -65,7 +69,9 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const
   if (!has_cuda_model) {  // auto
     return CreateOnCpu(
         spec, vocab_size,
-        absl::StrCat("cpu (auto: model kind \"", spec.kind(), "\" has no CUDA model)"), choice);
+        absl::StrCat("cpu (auto: model kind \"", spec.kind(), "\"",
+                     spec.kind() == "gpt" ? " with untied embeddings" : "", " has no CUDA model)"),
+        choice);
   }
   absl::StatusOr<std::unique_ptr<cuda::GptCudaModel>> model =
       cuda::GptCudaModel::Create(GptConfigFromSpec(spec, vocab_size), /*device=*/0,

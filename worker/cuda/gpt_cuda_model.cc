@@ -20,6 +20,9 @@ absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptConf
                                                                    int device,
                                                                    bool flash_attention) {
   RETURN_IF_ERROR(ValidateGptConfig(config));
+  if (!config.tie_embeddings) {
+    return absl::UnimplementedError("the CUDA GPT has tied embeddings only (use the CPU backend)");
+  }
   GptCudaConfig cuda_config;
   static_cast<GptConfig&>(cuda_config) = config;
   cuda_config.device = device;

@@ -21,6 +21,9 @@ struct GptConfig {
   int vocab = 65;    // V, 1..2^30
   // p in [0, 1): dropout on the embeddings, the attention weights and both residual projections.
   float dropout = 0.0f;
+  // The output head reuses wte (true) or has a table of its own, lm_head (V, C), after lnf_bias
+  // (false; gpt_views.h). CPU backend only, whole models only (not pipeline stages).
+  bool tie_embeddings = true;
   // CPU backend: threads of the model's pool, the caller included; 0: one per core. Results do
   // not depend on it. The CUDA backend ignores it.
   int threads = 0;

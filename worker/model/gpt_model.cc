@@ -21,7 +21,8 @@ using gpt_dropout::MlpProjStream;
 }  // namespace
 
 std::vector<TableSpec> GptTables(const GptConfig& config, uint64_t seed) {
-  return GptTables(config.layers, config.width, config.context, config.vocab, seed);
+  return GptTables(config.layers, config.width, config.context, config.vocab, seed,
+                   config.tie_embeddings);
 }
 
 absl::StatusOr<std::unique_ptr<GptModel>> GptModel::Create(const GptConfig& config) {
@@ -34,6 +35,10 @@ absl::StatusOr<std::unique_ptr<GptModel>> GptModel::CreateStage(const GptConfig&
                                                                 const GptPart& part, int slots) {
   absl::Status status = ValidateGptConfig(config);
   if (!status.ok()) return status;
+  if (!config.tie_embeddings) {
+    return absl::InvalidArgumentError(
+        "pipeline stages need tied embeddings (untied ones are not split over stages yet)");
+  }
   if (part.layers < 1 || part.first_layer + part.layers > static_cast<size_t>(config.layers)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "a GPT stage needs layers in [0, ", config.layers, "); got ", part.layers,
@@ -55,15 +60,18 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateGptModel(const GptConfig& c
 GptModel::GptModel(const GptConfig& config, const GptPart& part, int slots)
     : config_(config),
       part_(part),
-      num_parameters_(GptPartSize(part, config.width, config.context, config.vocab)),
-      groups_(GptPartParameterGroups(part, config.width, config.context, config.vocab)),
+      num_parameters_(GptPartSize(part, config.width, config.context, config.vocab,
+                                  config.tie_embeddings)),
+      groups_(GptPartParameterGroups(part, config.width, config.context, config.vocab,
+                                     config.tie_embeddings)),
       pool_(std::make_unique<ThreadPool>(config.threads)),
       dropout_(config.dropout > 0.0f),
       slots_(slots) {}
 
 template <typename Float>
 GptModel::Tables<Float> GptModel::View(Float* buffer) const {
-  return GptPartLayout(buffer, part_, config_.width, config_.context, config_.vocab);
+  return GptPartLayout(buffer, part_, config_.width, config_.context, config_.vocab,
+                       config_.tie_embeddings);
 }
 
 void GptModel::Reserve(Activations* a, int batch) {
@@ -232,8 +240,8 @@ const float* GptModel::Output(const Activations& a) const {
 float GptModel::HeadLoss(const Tables<const float>& p, Activations* a, int B) {
   const int T = config_.context, C = config_.width, V = config_.vocab;
   const int BT = B * T;
-  // logits (B, T, V) = lnf (B, T, C) @ wte^T: the output head shares the token embedding.
-  MatmulForward(a->lnf.data(), p.wte, nullptr, BT, C, V, a->probs.data(), pool_.get());
+  // logits (B, T, V) = lnf (B, T, C) @ lm_head^T (lm_head is wte when the embeddings are tied).
+  MatmulForward(a->lnf.data(), p.lm_head, nullptr, BT, C, V, a->probs.data(), pool_.get());
   return SoftmaxCrossEntropyForward(a->probs.data(), a->targets.data(), BT, V, a->probs.data(),
                                     a->losses.data(), pool_.get());
 }
@@ -263,9 +271,9 @@ void GptModel::NextTokenLogits(const float* params, const int32_t* tokens, int l
   }
   const Tables<const float> p = View(params);
   Forward(p, a, /*B=*/1, T, /*training=*/false, /*seed=*/0);
-  // Only the last position's logits (V) = lnf[T-1] (C) @ wte^T.
-  MatmulForward(a->lnf.data() + static_cast<size_t>(T - 1) * C, p.wte, nullptr, 1, C, V, logits,
-                pool_.get());
+  // Only the last position's logits (V) = lnf[T-1] (C) @ lm_head^T.
+  MatmulForward(a->lnf.data() + static_cast<size_t>(T - 1) * C, p.lm_head, nullptr, 1, C, V,
+                logits, pool_.get());
 }
 
 float GptModel::ForwardBackward(const float* params, const int32_t* rows, int batch, uint64_t seed,
@@ -325,15 +333,20 @@ void GptModel::Backward(const Tables<const float>& p, const Tables<float>& g, Ac
   int group = static_cast<int>(groups_.size()) - 1;  // The last group forward read.
   float* dresidual = dresidual_.data();  // (B, T, C)
 
+  // Untied, the head does not write wte's gradient: the embedding backward adds to zeros, and
+  // the rows of tokens not in the batch stay exactly zero (the sparse rows a worker pushes).
+  if (!config_.tie_embeddings && part_.embeddings) {
+    std::fill(g.wte, g.wte + static_cast<size_t>(V) * C, 0.0f);
+  }
   if (part_.head) {
-    // Head: d(mean loss)/d(logits), then through logits = lnf @ wte^T. dwte is overwritten here
-    // and the embedding backward adds to it at the end.
+    // Head: d(mean loss)/d(logits), then through logits = lnf @ lm_head^T. dlm_head is
+    // overwritten here (tied: it is dwte, and the embedding backward adds to it at the end).
     float* dlogits = a->probs.data();  // (B, T, V)
     SoftmaxCrossEntropyBackward(a->probs.data(), a->targets.data(), BT, V, 1.0f / BT, dlogits,
                                 pool_.get());
     float* dlnf = dbtc_.data();  // (B, T, C)
-    MatmulBackward(dlogits, a->lnf.data(), p.wte, BT, C, V, /*accumulate_dinp=*/false, dlnf,
-                   g.wte, /*dbias=*/nullptr, pool_.get());
+    MatmulBackward(dlogits, a->lnf.data(), p.lm_head, BT, C, V, /*accumulate_dinp=*/false, dlnf,
+                   g.lm_head, /*dbias=*/nullptr, pool_.get());
     std::fill(dresidual, dresidual + BT * C, 0.0f);
     LayerNormBackward(dlnf, Output(*a), p.lnf_weight, a->lnf_mean.data(), a->lnf_rstd.data(), BT,
                       C, dresidual, g.lnf_weight, g.lnf_bias, pool_.get());

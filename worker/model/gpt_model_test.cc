@@ -141,7 +141,8 @@ class ReferenceGpt {
         for (int i = 0; i < T * C; ++i) x[i] += out[i];
       }
       const std::vector<double> f = LayerNorm(x, table("lnf.weight"), table("lnf.bias"), T, C);
-      const std::vector<double> logits = Linear(f, table("wte"), nullptr, T, C, V);
+      const std::vector<double> logits =
+          Linear(f, table(offsets_.count("lm_head") ? "lm_head" : "wte"), nullptr, T, C, V);
       for (int t = 0; t < T; ++t) {
         double max = -1e300, sum = 0.0;
         for (int v = 0; v < V; ++v) max = std::max(max, logits[t * V + v]);
@@ -185,8 +186,10 @@ class ReferenceGpt {
   std::map<std::string, size_t> offsets_;
 };
 
-TEST(GptModelTest, GradientsMatchCentralDifferencesOfReference) {
-  const GptConfig config = TinyConfig();
+// Tied (the head reuses wte) or untied (a table lm_head of its own).
+void CheckGradientsMatchCentralDifferences(bool tie_embeddings) {
+  GptConfig config = TinyConfig();
+  config.tie_embeddings = tie_embeddings;
   std::unique_ptr<GptModel> model = MakeModel(config);
   const size_t n = model->num_parameters();
   const std::vector<float> params = RandomParams(config, 7);
@@ -227,6 +230,31 @@ TEST(GptModelTest, GradientsMatchCentralDifferencesOfReference) {
   }
   // Only the embedding rows of tokens absent from the inputs and targets can have zero gradient.
   EXPECT_GT(nonzero, static_cast<int>(n) - config.vocab * config.width);
+  if (!tie_embeddings) {
+    // Untied: wte's gradient is exactly zero on the rows of tokens not in the inputs (targets do
+    // not count: the head is lm_head), and nonzero on the others.
+    std::vector<bool> input(config.vocab, false);
+    for (int b = 0; b < batch; ++b) {
+      for (int t = 0; t < config.context; ++t) input[rows[b * model->window() + t]] = true;
+    }
+    for (int v = 0; v < config.vocab; ++v) {
+      float row_abs = 0;
+      for (int c = 0; c < config.width; ++c) row_abs += std::abs(grads[v * config.width + c]);
+      if (input[v]) {
+        EXPECT_GT(row_abs, 0.0f) << "token " << v;
+      } else {
+        EXPECT_EQ(row_abs, 0.0f) << "token " << v;
+      }
+    }
+  }
+}
+
+TEST(GptModelTest, GradientsMatchCentralDifferencesOfReference) {
+  CheckGradientsMatchCentralDifferences(/*tie_embeddings=*/true);
+}
+
+TEST(GptModelTest, UntiedGradientsMatchCentralDifferencesAndEmbeddingRowsAreSparse) {
+  CheckGradientsMatchCentralDifferences(/*tie_embeddings=*/false);
 }
 
 TEST(GptModelTest, ZeroDropoutTrainingLossEqualsEvalLoss) {

@@ -31,6 +31,9 @@ struct GptTableRefs {
   Ref mlp_proj_bias;    // (L, C)
   Ref lnf_weight;       // (C)
   Ref lnf_bias;         // (C)
+  // (V, C) the output head: wte itself (the same ref) when the embeddings are tied, else a table
+  // of its own after lnf_bias.
+  Ref lm_head;
 };
 
 template <typename Float>
@@ -55,7 +58,8 @@ inline GptPart WholeGpt(size_t L) { return GptPart{0, L, true, true}; }
 // its layers (each (part.layers, ...)), lnf (head). A table the part lacks is empty (it takes no
 // room; its ref points where the next table starts).
 template <typename Ref>
-GptTableRefs<Ref> GptPartLayout(Ref start, const GptPart& part, size_t C, size_t T, size_t V) {
+GptTableRefs<Ref> GptPartLayout(Ref start, const GptPart& part, size_t C, size_t T, size_t V,
+                                bool tied = true) {
   GptTableRefs<Ref> t;
   Ref p = start;
   auto take = [&p](size_t n) {
@@ -80,20 +84,21 @@ GptTableRefs<Ref> GptPartLayout(Ref start, const GptPart& part, size_t C, size_t
   t.mlp_proj_bias = take(L * C);
   t.lnf_weight = take(part.head ? C : 0);
   t.lnf_bias = take(part.head ? C : 0);
+  t.lm_head = tied ? t.wte : take(part.head ? V * C : 0);
   return t;
 }
 
 // The whole model's tables one after another from `start`, for L layers, width C, context T and
 // vocabulary V.
 template <typename Ref>
-GptTableRefs<Ref> GptLayout(Ref start, size_t L, size_t C, size_t T, size_t V) {
-  return GptPartLayout<Ref>(start, WholeGpt(L), C, T, V);
+GptTableRefs<Ref> GptLayout(Ref start, size_t L, size_t C, size_t T, size_t V, bool tied = true) {
+  return GptPartLayout<Ref>(start, WholeGpt(L), C, T, V, tied);
 }
 
 // Elements of `part`'s buffer.
-inline size_t GptPartSize(const GptPart& part, size_t C, size_t T, size_t V) {
-  const GptTableOffsets t = GptPartLayout<size_t>(0, part, C, T, V);
-  return t.lnf_bias + (part.head ? C : 0);
+inline size_t GptPartSize(const GptPart& part, size_t C, size_t T, size_t V, bool tied = true) {
+  const GptTableOffsets t = GptPartLayout<size_t>(0, part, C, T, V, tied);
+  return t.lnf_bias + (part.head ? C : 0) + (!tied && part.head ? V * C : 0);
 }
 
 // Where each range of `part`'s buffer lies in the whole model's buffer (of L layers): pairs
@@ -128,8 +133,9 @@ inline std::vector<std::pair<FlatRange, size_t>> GptPartInWhole(const GptPart& p
 
 // Views into `buffer`.
 template <typename Float>
-GptTableViews<Float> GptViews(Float* buffer, size_t L, size_t C, size_t T, size_t V) {
-  return GptLayout<Float*>(buffer, L, C, T, V);
+GptTableViews<Float> GptViews(Float* buffer, size_t L, size_t C, size_t T, size_t V,
+                              bool tied = true) {
+  return GptLayout<Float*>(buffer, L, C, T, V, tied);
 }
 
 // `part`'s parameters in the order forward reads them, as flat ranges of its buffer: the
@@ -137,10 +143,10 @@ GptTableViews<Float> GptViews(Float* buffer, size_t L, size_t C, size_t T, size_
 // tables, then {lnf weight, lnf bias} (head), with wte if the part has the head but not the
 // embeddings (the head reads it). Backward finishes them in the opposite order: the final LayerNorm
 // first, the embeddings last (the whole model's wte gradient gets the head's part first and the
-// embedding's at the very end).
+// embedding's at the very end). Untied, the head's group holds lm_head instead.
 inline std::vector<ParameterGroup> GptPartParameterGroups(const GptPart& part, size_t C, size_t T,
-                                                          size_t V) {
-  const GptTableOffsets t = GptPartLayout<size_t>(0, part, C, T, V);
+                                                          size_t V, bool tied = true) {
+  const GptTableOffsets t = GptPartLayout<size_t>(0, part, C, T, V, tied);
   auto at = [](size_t offset, size_t count) { return FlatRange{offset, count}; };
   std::vector<ParameterGroup> groups;
   if (part.embeddings) groups.push_back({at(t.wte, V * C), at(t.wpe, T * C)});
@@ -156,14 +162,19 @@ inline std::vector<ParameterGroup> GptPartParameterGroups(const GptPart& part, s
   }
   if (part.head) {
     groups.push_back({at(t.lnf_weight, C), at(t.lnf_bias, C)});
-    if (!part.embeddings) groups.back().push_back(at(t.wte, V * C));
+    if (!tied) {
+      groups.back().push_back(at(t.lm_head, V * C));
+    } else if (!part.embeddings) {
+      groups.back().push_back(at(t.wte, V * C));
+    }
   }
   return groups;
 }
 
 // The whole model's parameter groups: L + 2 of them (GptPartParameterGroups of WholeGpt(L)).
-inline std::vector<ParameterGroup> GptParameterGroups(size_t L, size_t C, size_t T, size_t V) {
-  return GptPartParameterGroups(WholeGpt(L), C, T, V);
+inline std::vector<ParameterGroup> GptParameterGroups(size_t L, size_t C, size_t T, size_t V,
+                                                      bool tied = true) {
+  return GptPartParameterGroups(WholeGpt(L), C, T, V, tied);
 }
 
 }  // namespace psrv

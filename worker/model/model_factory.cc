@@ -2,6 +2,7 @@
 #include "worker/model/model_factory.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/model_layout.h"
 #include "worker/model/gpt_model.h"
 #include "worker/model/mlp_model.h"
 
@@ -15,6 +16,7 @@ GptConfig GptConfigFromSpec(const ModelSpec& spec, int vocab_size) {
   config.context = static_cast<int>(spec.context());
   config.vocab = vocab_size;
   config.dropout = spec.dropout();
+  config.tie_embeddings = TiesEmbeddings(spec);
   return config;
 }
 
