@@ -345,7 +345,7 @@ TEST(FillVocabularyTest, BpeTokenizerTrainsOnTheTrainingSplit) {
   other.mutable_model()->set_vocab_size(100);
   ExpectInvalid(ValidateJobSpec(other), "model.vocab_size must be 259..65536");
   other = spec;
-  other.mutable_model()->set_vocabulary("\x0a\x03abc not a model");
+  other.mutable_model()->set_vocabulary("\x0a\x03" "abc not a model");
   ExpectInvalid(ValidateJobSpec(other), "model.vocabulary: not a SentencePiece model");
   // A byte tokenizer has no vocab_size.
   other = ValidSpec();
