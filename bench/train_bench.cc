@@ -52,9 +52,9 @@ ABSL_FLAG(uint32_t, vocab_size, 8192, "Tokenizer bpe: pieces.");
 ABSL_FLAG(bool, untied, false,
           "Untied embeddings (model.tie_embeddings false): the input embedding is a sparse table.");
 ABSL_FLAG(std::vector<std::string>, embedding_pushes, std::vector<std::string>({"sparse"}),
-          "With --untied: each run once per way of pushing the input embedding: sparse (only the "
-          "rows of the batch's tokens) or dense (the whole table: ps_worker "
-          "--row_sparse_pushes=false).");
+          "With --untied: each run once per way of pushing and pulling the input embedding: "
+          "sparse (only the rows of the batch's tokens) or dense (the whole table: ps_worker "
+          "--row_sparse_pushes=false --row_sparse_pulls=false).");
 ABSL_FLAG(std::vector<std::string>, worker_args, {},
           "More flags for every ps_worker (e.g. --overlap=false).");
 ABSL_FLAG(int, compute_only_steps, 100,
@@ -151,15 +151,18 @@ absl::StatusOr<double> ComputeOnlyTokensPerSec(const JobSpec& spec, int steps) {
   return static_cast<double>(batch) * config.context / seconds[seconds.size() / 2];
 }
 
-// Gradient bytes the workers pushed per step, from their /metrics (psrv_worker_pushed_bytes_total
-// over psrv_worker_steps_total, summed over workers); 0 if none could be read.
-double PushedBytesPerStep(LocalCluster* cluster) {
-  double bytes = 0, steps = 0;
+// Bytes the workers pushed and pulled per step, from their /metrics
+// (psrv_worker_pushed_bytes_total and psrv_worker_pulled_bytes_total over psrv_worker_steps_total,
+// summed over workers); 0 if none could be read.
+std::pair<double, double> PushedAndPulledBytesPerStep(LocalCluster* cluster) {
+  double pushed = 0, pulled = 0, steps = 0;
   for (const ParsedMetrics& metrics : ReadWorkerMetrics(cluster)) {
-    bytes += metrics.Sum("psrv_worker_pushed_bytes_total", {});
+    pushed += metrics.Sum("psrv_worker_pushed_bytes_total", {});
+    pulled += metrics.Sum("psrv_worker_pulled_bytes_total", {});
     steps += metrics.Sum("psrv_worker_steps_total", {});
   }
-  return steps > 0 ? bytes / steps : 0;
+  if (steps == 0) return {0, 0};
+  return {pushed / steps, pulled / steps};
 }
 
 absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
@@ -168,7 +171,7 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
   worker_args.insert(worker_args.end(), more_worker_args.begin(), more_worker_args.end());
   std::vector<double> tokens_per_sec;
   uint64_t printed = 0;
-  double pushed_bytes_per_step = 0;
+  double pushed_bytes_per_step = 0, pulled_bytes_per_step = 0;
   absl::Time last_read = absl::InfinitePast();
   absl::StatusOr<JobStatus> final = RunLocalJob(
       binaries, spec, "train_bench", worker_args,
@@ -178,8 +181,9 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
         }
         if (status.state() == RUNNING && absl::Now() - last_read > absl::Seconds(2)) {
           last_read = absl::Now();
-          const double read = PushedBytesPerStep(cluster);
-          if (read > 0) pushed_bytes_per_step = read;
+          const auto [pushed, pulled] = PushedAndPulledBytesPerStep(cluster);
+          if (pushed > 0) pushed_bytes_per_step = pushed;
+          if (pulled > 0) pulled_bytes_per_step = pulled;
         }
         if (status.step() >= printed + spec.training().steps() / 10) {
           printed = status.step();
@@ -218,6 +222,7 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
   }
   // Per worker step, all workers together (one worker's when there is one); read during the run.
   run["pushed_bytes_per_step"] = pushed_bytes_per_step;
+  run["pulled_bytes_per_step"] = pulled_bytes_per_step;
   run["steps"] = spec.training().steps();
   run["final_val_loss"] = final->val_loss();
   Json curve = Json::array();
@@ -309,8 +314,10 @@ int Run(const char* argv0) {
           JobSpec named = spec;
           named.set_name(absl::StrCat(spec.name(), "-", pushes));
           runs_of_variants.push_back(
-              {named, pushes == "dense" ? std::vector<std::string>{"--row_sparse_pushes=false"}
-                                        : std::vector<std::string>{}});
+              {named, pushes == "dense"
+                          ? std::vector<std::string>{"--row_sparse_pushes=false",
+                                                     "--row_sparse_pulls=false"}
+                          : std::vector<std::string>{}});
         }
       }
       for (const auto& [spec, more_worker_args] : runs_of_variants) {

@@ -37,6 +37,8 @@ struct Node {
   // Workers: dropped from a job for a step it never pushed (step timeout): its compute hangs,
   // so it gets no work until it reports again.
   bool hung = false;
+  // Workers: its final report said it takes no further job (--max_jobs): it is about to leave.
+  bool leaving = false;
   // Servers: jobs whose shards failed over away from this server (it was taken for lost), by
   // whether a heartbeat response told it already to drop them (HeartbeatResponse.drop_jobs).
   // Forgotten at the heartbeat after that one (the server handled the response first); until

@@ -706,6 +706,33 @@ TEST_F(ClusterTest, ANodeThatLeftGetsNoWork) {
   EXPECT_TRUE(Beat(w2).has_assignment());
 }
 
+// A worker whose final report says it is leaving (--max_jobs reached) gets no further job, even
+// before it has left: the next job waits for (or goes to) another worker.
+TEST_F(ClusterTest, AWorkerLeavingAfterItsLastJobGetsNoOther) {
+  Register(SERVER, "h:1");
+  const std::string w1 = Register(WORKER, "w1");
+  const std::string first = cluster_->SubmitJob(Spec(1, 1)).value();
+  cluster_->Tick();
+  ASSERT_TRUE(Beat(w1).has_assignment());
+  const std::string second = cluster_->SubmitJob(Spec(1, 1)).value();
+  ReportProgressRequest last;
+  last.set_job_id(first);
+  last.set_node_id(w1);
+  last.set_step(10);
+  last.set_loss(1.0f);
+  last.set_done(true);
+  last.set_leaving(true);
+  ASSERT_TRUE(cluster_->ReportProgress(last).ok());
+  EXPECT_EQ(cluster_->GetJob(first)->state(), SUCCEEDED);
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(second)->state(), PENDING);
+  EXPECT_FALSE(Beat(w1).has_assignment());
+  const std::string w2 = Register(WORKER, "w2");
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(second)->state(), RUNNING);
+  EXPECT_TRUE(Beat(w2).has_assignment());
+}
+
 TEST_F(ClusterTest, AFinalReportCarriedByAHeartbeatEndsTheJob) {
   Register(SERVER, "h:1");
   const std::string w = Register(WORKER, "w");

@@ -84,7 +84,10 @@ absl::StatusOr<ReportProgressResponse> JobProgress::ReportProgress(
         "loss, val_loss, tokens_per_sec and step_seconds must be finite");
   }
   auto node = state.nodes.find(request.node_id());
-  if (node != state.nodes.end()) node->second.hung = false;  // It computes again.
+  if (node != state.nodes.end()) {
+    node->second.hung = false;  // It computes again.
+    node->second.leaving |= request.leaving();
+  }
   ReportProgressResponse response;
   if (job.status.state() != RUNNING) {
     response.set_cancel(job.status.state() != SUCCEEDED);

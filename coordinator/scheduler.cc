@@ -65,7 +65,7 @@ bool Scheduler::PickNodes(const Job& job, Placement* placement) {
     if (node.deposed_jobs.count(job.status.job_id()) > 0) continue;  // Still dropping it.
     if (node.info.role() == SERVER && placement->servers.size() < spec.num_servers()) {
       placement->servers.push_back({node_id, node.info.address()});
-    } else if (node.info.role() == WORKER && node.job_id.empty() && !node.hung &&
+    } else if (node.info.role() == WORKER && node.job_id.empty() && !node.hung && !node.leaving &&
                placement->workers.size() < spec.num_workers()) {
       placement->workers.push_back(node_id);
     }

@@ -105,7 +105,7 @@ bool WorkerSets::Reserve(Job* job, Takeover* takeover) {
   }
   std::vector<std::string> idle;
   for (auto& [candidate, node] : state.nodes) {
-    if (node.info.role() != WORKER || !node.job_id.empty() || node.hung ||
+    if (node.info.role() != WORKER || !node.job_id.empty() || node.hung || node.leaving ||
         state.HealthOf(node, now) != HEALTHY) {
       continue;
     }

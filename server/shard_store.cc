@@ -410,7 +410,38 @@ void ShardStore::Pull(const PullRequest& request, PullCallback done) {
          0, PullPayload());
     return;
   }
-  (*shard)->Pull(request, std::move(done));  // In the request's dtype.
+  if (request.row_width() == 0 && request.rows_size() == 0) {
+    (*shard)->Pull(request, std::move(done));  // In the request's dtype.
+    return;
+  }
+  // Row-sparse: the listed rows of the range's values, gathered from the reply.
+  absl::Status invalid = CheckRowSparseShape(request.row_width(), false, request.range());
+  if (invalid.ok()) {
+    invalid = CheckSparseIndices(request.rows(), RangeSize(request.range()) / request.row_width(),
+                                 "rows");
+  }
+  if (!invalid.ok()) {
+    done(invalid, 0, PullPayload());
+    return;
+  }
+  const size_t value_bytes = WireBytesPerValue(request.dtype());
+  const size_t row_bytes = size_t{request.row_width()} * value_bytes;
+  std::vector<uint32_t> rows(request.rows().begin(), request.rows().end());
+  (*shard)->Pull(request, [done = std::move(done), rows = std::move(rows), row_bytes](
+                              absl::Status status, uint64_t version, PullPayload values) {
+    if (!status.ok()) {
+      done(std::move(status), version, PullPayload());
+      return;
+    }
+    auto gathered = std::make_shared<std::vector<char>>(rows.size() * row_bytes);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      std::memcpy(gathered->data() + r * row_bytes, values.data() + size_t{rows[r]} * row_bytes,
+                  row_bytes);
+    }
+    const char* data = gathered->data();
+    const size_t size = gathered->size();
+    done(absl::OkStatus(), version, PullPayload(std::move(gathered), data, size));
+  });
 }
 
 absl::StatusOr<std::shared_ptr<Shard>> ShardStore::CheckPush(const PushRequest& request,
@@ -422,7 +453,9 @@ absl::StatusOr<std::shared_ptr<Shard>> ShardStore::CheckPush(const PushRequest& 
   const uint64_t row_width = request.row_width();
   const bool row_sparse = row_width > 0 || request.rows_size() > 0;
   absl::Status invalid = CheckWireDType(request.dtype());
-  if (invalid.ok() && row_sparse) invalid = CheckRowSparseShape(request, range_size);
+  if (invalid.ok() && row_sparse) {
+    invalid = CheckRowSparseShape(request.row_width(), request.indices_size() > 0, request.range());
+  }
   const uint64_t count = sparse       ? static_cast<uint64_t>(request.indices_size())
                          : row_sparse ? static_cast<uint64_t>(request.rows_size()) * row_width
                                       : range_size;
@@ -507,18 +540,19 @@ absl::Status CheckSparseIndices(const google::protobuf::RepeatedField<uint32_t>&
   return absl::OkStatus();
 }
 
-absl::Status CheckRowSparseShape(const PushRequest& request, uint64_t range_size) {
-  if (request.row_width() == 0) {
+absl::Status CheckRowSparseShape(uint32_t row_width, bool with_indices, const KeyRange& range) {
+  if (row_width == 0) {
     return absl::InvalidArgumentError("rows need a row_width (keys per row), got 0");
   }
-  if (request.indices_size() > 0) {
+  if (with_indices) {
     return absl::InvalidArgumentError(
         "a push is sparse (indices) or row-sparse (rows, row_width), not both");
   }
-  if (range_size % request.row_width() != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "row_width ", request.row_width(), " does not divide the range's ", range_size,
-        " keys (", RangeText(request.range()), ")"));
+  const uint64_t range_size = RangeSize(range);
+  if (range_size % row_width != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("row_width ", row_width,
+                                                   " does not divide the range's ", range_size,
+                                                   " keys (", RangeText(range), ")"));
   }
   return absl::OkStatus();
 }

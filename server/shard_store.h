@@ -202,9 +202,9 @@ size_t WireBytesPerValue(DType dtype);
 absl::Status CheckSparseIndices(const google::protobuf::RepeatedField<uint32_t>& indices,
                                 uint64_t range_size, absl::string_view field = "indices");
 
-// A row-sparse push's shape: INVALID_ARGUMENT for a row_width of 0 (with rows), indices as well,
-// or a row_width that does not divide the range's `range_size` keys.
-absl::Status CheckRowSparseShape(const PushRequest& request, uint64_t range_size);
+// A row-sparse push's or pull's shape: INVALID_ARGUMENT for a row_width of 0 (with rows),
+// indices as well, or a row_width that does not divide the range's keys.
+absl::Status CheckRowSparseShape(uint32_t row_width, bool with_indices, const KeyRange& range);
 
 }  // namespace psrv
 

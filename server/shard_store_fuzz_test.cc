@@ -327,8 +327,11 @@ TEST_F(ShardStoreFuzzTest, Pull) {
                                  absl::Status s, uint64_t, PullPayload values) mutable {
           EXPECT_FALSE(called);
           called = true;
-          if (s.ok()) {
-            EXPECT_EQ(values.size(), RangeSize(header.range()) * WireBytesPerValue(header.dtype()));
+          if (s.ok()) {  // The range, or a row-sparse pull's rows.
+            const uint64_t keys = header.row_width() > 0
+                                      ? uint64_t{header.row_width()} * header.rows_size()
+                                      : RangeSize(header.range());
+            EXPECT_EQ(values.size(), keys * WireBytesPerValue(header.dtype()));
           }
           later(s);
           if (!now->has_value()) *now = s;

@@ -350,6 +350,38 @@ TEST(ShardStoreTest, ARowSparsePushIsTheDensePushWithZeroRowsElsewhere) {
   const absl::Status outside = refused({last + 1}, 10, 10);
   EXPECT_NE(outside.message().find("rows[0]"), std::string::npos) << outside;
   EXPECT_EQ(PullNow(&sparse_store, PullHeader(0)), after);
+
+  // A row-sparse pull answers the listed rows, in order, FP32 or BF16; bad rows are refused.
+  PullRequest rows_pull = PullHeader(0);
+  rows_pull.set_row_width(10);
+  for (uint32_t row : {1u, 4u, last}) rows_pull.add_rows(row);
+  std::vector<float> expected;
+  for (uint32_t row : {1u, 4u, last}) {
+    expected.insert(expected.end(), after.begin() + row * 10, after.begin() + row * 10 + 10);
+  }
+  EXPECT_EQ(PullNow(&sparse_store, rows_pull), expected);
+  PullRequest bf16_rows = rows_pull;
+  bf16_rows.set_dtype(BF16);
+  sparse_store.Pull(bf16_rows, [&](absl::Status status, uint64_t, PullPayload values) {
+    ASSERT_TRUE(status.ok()) << status;
+    ASSERT_EQ(values.size(), 30 * sizeof(uint16_t));
+    const uint16_t* narrowed = reinterpret_cast<const uint16_t*>(values.data());
+    for (int i = 0; i < 30; ++i) EXPECT_EQ(narrowed[i], FloatToBf16(expected[i])) << i;
+  });
+  auto pull_refused = [&](std::vector<uint32_t> rows, uint32_t width) {
+    PullRequest bad = PullHeader(0);
+    bad.set_row_width(width);
+    for (uint32_t r : rows) bad.add_rows(r);
+    absl::Status result;
+    sparse_store.Pull(bad, [&](absl::Status status, uint64_t, PullPayload) { result = status; });
+    return result.code();
+  };
+  EXPECT_EQ(pull_refused({4, 1}, 10), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pull_refused({1, 1}, 10), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pull_refused({last + 1}, 10), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pull_refused({1}, 0), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pull_refused({1}, 7), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pull_refused({}, 10), absl::StatusCode::kOk);  // No rows: an empty reply.
 }
 
 // Every bad request gets its status code and leaves the parameters unchanged.

@@ -774,7 +774,8 @@ TEST_F(ClusterTest, AGptTrainsOnBpeSubwordsAndExportsItsTokenizer) {
 }
 
 // Untied embeddings: wte is a sparse table, cut at row boundaries over the two servers; the
-// worker pushes only the rows of the tokens in its batch, and the job trains.
+// worker pushes and pulls only the rows of the tokens in its batch, the job trains, and it trains
+// exactly as it does with whole-table pushes and pulls.
 TEST_F(ClusterTest, AnUntiedGptPushesOnlyTheEmbeddingRowsOfItsBatch) {
   StartCluster(2, 1);
   JobSpec spec = SmallGptJob(2, 1, 80);
@@ -811,6 +812,29 @@ TEST_F(ClusterTest, AnUntiedGptPushesOnlyTheEmbeddingRowsOfItsBatch) {
   const double per_step = bytes / steps;
   EXPECT_LE(per_step, dense - wte + 8 * 32 * (64 * 2 + 4)) << "dense " << dense;
   EXPECT_GT(per_step, dense - wte);  // Some rows were sent.
+  // Pulls: only the batch's rows of wte, but on validation steps (every 50) and at the end.
+  double pulled = 0;
+  for (const ParsedMetrics& metrics : ReadWorkerMetrics(cluster_.get())) {
+    pulled += metrics.Sum("psrv_worker_pulled_bytes_total", {});
+  }
+  EXPECT_LT(pulled / steps, dense - wte / 2) << "dense " << dense;
+
+  // The same job pulling and pushing the whole table trains the same, bit for bit.
+  StartCluster(2, 1, {"--row_sparse_pulls=false", "--row_sparse_pushes=false"});
+  JobStatus whole = RunJob(spec);
+  ASSERT_EQ(whole.state(), SUCCEEDED) << whole.message() << "\nlogs in " << log_dir_;
+  ASSERT_EQ(whole.loss_history_size(), status.loss_history_size());
+  for (int i = 0; i < status.loss_history_size(); ++i) {
+    EXPECT_EQ(whole.loss_history(i).loss(), status.loss_history(i).loss()) << i;
+  }
+  EXPECT_EQ(whole.val_loss(), status.val_loss());
+  EXPECT_EQ(whole.sample(), status.sample());
+  // And with overlap on (the next step's row pulls start during backward).
+  StartCluster(2, 1, {"--overlap=on"});
+  JobStatus overlapped = RunJob(spec);
+  ASSERT_EQ(overlapped.state(), SUCCEEDED) << overlapped.message() << "\nlogs in " << log_dir_;
+  EXPECT_EQ(overlapped.val_loss(), status.val_loss());
+  EXPECT_EQ(overlapped.loss(), status.loss());
 }
 
 TEST_F(ClusterTest, GptShortRunStartsNearLnVocabularyAndLossFalls) {

@@ -1,5 +1,6 @@
 #include "worker/compute.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -29,6 +30,24 @@ float GradientComputer::Compute(uint64_t step, const float* params, float* grads
                  model_->window(), rows_.data(), seeds_.data());
   return model_->AccumulateGradients(params, rows_.data(), batch_size_, micro_batches_,
                                     seeds_.data(), grads, micro_grads_.data());
+}
+
+std::vector<uint32_t> GradientComputer::InputTokens(uint64_t step) const {
+  const int window = model_->window();
+  std::vector<int32_t> rows(static_cast<size_t>(micro_batches_) * batch_size_ * window);
+  std::vector<uint64_t> seeds(micro_batches_);
+  SampleStepRows(*corpus_, *vocabulary_, seed_, step, micro_batches_, batch_size_, window,
+                 rows.data(), seeds.data());
+  std::vector<uint32_t> tokens;
+  tokens.reserve(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i % window != static_cast<size_t>(window - 1) && rows[i] >= 0) {
+      tokens.push_back(static_cast<uint32_t>(rows[i]));
+    }
+  }
+  std::sort(tokens.begin(), tokens.end());
+  tokens.erase(std::unique(tokens.begin(), tokens.end()), tokens.end());
+  return tokens;
 }
 
 void SampleStepRows(const Corpus& corpus, const ByteToToken& vocabulary, uint64_t seed,

@@ -42,6 +42,10 @@ class GradientComputer {
   // loss (nats per token) over the micro-batches; grads is the mean of their gradients.
   float Compute(uint64_t step, const float* params, float* grads);
 
+  // The distinct token ids step `step`'s rows read as inputs (each window but its last token),
+  // sorted: the rows of an untied input embedding the step uses. Thread-safe (its own buffers).
+  std::vector<uint32_t> InputTokens(uint64_t step) const;
+
   // Tokens predicted (trained on) per Compute call.
   int tokens_per_step() const {
     return micro_batches_ * batch_size_ * model_->predictions_per_row();

@@ -97,6 +97,7 @@ bool ProgressReporter::Report(uint64_t step, float loss, float tokens_per_sec, f
   request.set_error(ToValidUtf8(error));
   request.set_sample(ToValidUtf8(sample));
   const bool last = done || !error.empty();
+  request.set_leaving(last && options_.last_run);
   if (!last) {
     Send(request);
     return cancel_asked_;

@@ -25,6 +25,9 @@ struct ProgressReporterOptions {
   // Called with the final report if the coordinator stayed unreachable that long (the worker
   // then sends it with its heartbeats: Membership::CarryFinalReport). Unset: it is dropped.
   std::function<void(const ReportProgressRequest&)> undelivered_final_report;
+  // This run is the worker's last (--max_jobs): its final report says so
+  // (ReportProgressRequest.leaving).
+  bool last_run = false;
 };
 
 // Thread-compatible. Without a stub (null) every call is a no-op.

@@ -181,53 +181,100 @@ void ResilientClient::StartPull(size_t t, uint64_t step, float* params) {
       pull_params_ = params;
       for (Op& op : pulls_) op = Op();
       pulls_done_ = 0;
+      pull_sparse_ = options_.pull_rows && options_.pull_rows(step, &pull_rows_);
     }
     if (pulls_[t].state != State::kIdle) return;
   }
-  IssuePull(t);
+  pulled_bytes_ += IssuePull(t);
 }
 
-void ResilientClient::IssuePull(size_t t) {
+size_t ResilientClient::IssuePull(size_t t) {
   // Held from before the call is counted until it started: FollowMap, which waits for every
   // counted call to end, then cannot be waiting for one that cannot start.
   absl::ReaderMutexLock connections(&connections_mu_);
   const ShardTarget& target = plan_.targets[t];
   uint64_t step;
   float* params;
+  // Row-sparse: the step's rows within the target, as offsets from its first row.
+  std::shared_ptr<std::vector<uint32_t>> rows;
   {
     absl::MutexLock lock(&mu_);
     step = pull_step_;
     params = pull_params_;
     pulls_[t] = Op{State::kInFlight, absl::OkStatus()};
     CallStarted();
+    if (pull_sparse_ && target.row_width > 0) {
+      rows = std::make_shared<std::vector<uint32_t>>();
+      const uint64_t first = target.range.begin() / target.row_width;
+      const uint64_t end = target.range.end() / target.row_width;
+      for (auto r = std::lower_bound(pull_rows_.begin(), pull_rows_.end(), first);
+           r != pull_rows_.end() && *r < end; ++r) {
+        rows->push_back(static_cast<uint32_t>(*r - first));
+      }
+    }
   }
-  const PullRequest request = Header<PullRequest>(target, step);
+  PullRequest request = Header<PullRequest>(target, step);
   const bool bf16 = options_.wire_dtype == BF16;
+  const size_t value_bytes = bf16 ? sizeof(uint16_t) : sizeof(float);
+  if (rows != nullptr) {
+    request.set_row_width(target.row_width);
+    request.mutable_rows()->Add(rows->begin(), rows->end());
+    const size_t width = target.row_width;
+    // The rows arrive packed in a buffer of their own (kept alive by the callback) and are
+    // scattered into their places in params.
+    auto packed = std::make_shared<std::vector<char>>(rows->size() * width * value_bytes);
+    transports_[server_of_[t]]->Pull(
+        request, target.connection, absl::Now() + options_.pull_timeout, packed->data(),
+        packed->size(),
+        [this, t, step, params, bf16, width, rows, packed, offset = target.flat_offset](
+            absl::Status status, uint64_t version) {
+          if (status.ok()) {
+            for (size_t i = 0; i < rows->size(); ++i) {
+              float* to = params + offset + size_t{(*rows)[i]} * width;
+              if (bf16) {
+                Bf16ToFloats(reinterpret_cast<const uint16_t*>(packed->data()) + i * width, width,
+                             to);
+              } else {
+                std::memcpy(to, packed->data() + i * width * sizeof(float),
+                            width * sizeof(float));
+              }
+            }
+          }
+          PullEnded(t, step, status, version);
+        });
+    return packed->size();
+  }
   const size_t count = target.count();
   char* destination = bf16 ? reinterpret_cast<char*>(pull_wire_.data() + target.flat_offset)
                            : reinterpret_cast<char*>(params + target.flat_offset);
   transports_[server_of_[t]]->Pull(
       request, target.connection, absl::Now() + options_.pull_timeout, destination,
-      count * (bf16 ? sizeof(uint16_t) : sizeof(float)),
+      count * value_bytes,
       [this, t, step, params, bf16, count, offset = target.flat_offset](absl::Status status,
                                                                          uint64_t version) {
         // Widened here, on the transport's thread, while the model computes.
         if (status.ok() && bf16) Bf16ToFloats(pull_wire_.data() + offset, count, params + offset);
-        absl::MutexLock lock(&mu_);
-        CallEnded();
-        if (step != pull_step_) return;
-        if (!status.ok()) {
-          pulls_[t] = Op{State::kFailed, status};
-          return;
-        }
-        pulls_[t] = Op{State::kDone, absl::OkStatus()};
-        versions_[t] = version;
-        if (++pulls_done_ == pulls_.size() && step > 1) {
-          // Every shard answered step `step`: it applied step - 1, which is never sent again.
-          PushStep& previous = pushes_[(step - 1) % 2];
-          if (previous.step == step - 1) previous.applied = true;
-        }
+        PullEnded(t, step, status, version);
       });
+  return count * value_bytes;
+}
+
+void ResilientClient::PullEnded(size_t t, uint64_t step, const absl::Status& status,
+                                uint64_t version) {
+  absl::MutexLock lock(&mu_);
+  CallEnded();
+  if (step != pull_step_) return;
+  if (!status.ok()) {
+    pulls_[t] = Op{State::kFailed, status};
+    return;
+  }
+  pulls_[t] = Op{State::kDone, absl::OkStatus()};
+  versions_[t] = version;
+  if (++pulls_done_ == pulls_.size() && step > 1) {
+    // Every shard answered step `step`: it applied step - 1, which is never sent again.
+    PushStep& previous = pushes_[(step - 1) % 2];
+    if (previous.step == step - 1) previous.applied = true;
+  }
 }
 
 absl::Status ResilientClient::AwaitPull(size_t t) {

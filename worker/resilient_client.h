@@ -64,6 +64,12 @@ class ResilientClient {
     // (PushRequest.rows), unless TOP_K compresses them or this is false (dense pushes, for
     // comparisons).
     bool row_sparse_pushes = true;
+    // Row-sparse pulls of sparse tables: called once per step, when its first pull starts (from
+    // any thread; must not call the client); true with the sparse table's rows the step needs
+    // (its batch's input tokens; sorted, distinct) pulls only those rows into targets with a
+    // row_width, leaving the other rows of the buffer as they were; false, or unset: whole
+    // ranges.
+    std::function<bool(uint64_t step, std::vector<uint32_t>* rows)> pull_rows;
     ConsistencyMode consistency = SYNC;
     // A SYNC pull waits for the slowest worker; one that times out is checked (its server
     // reported) and sent again.
@@ -131,6 +137,8 @@ class ResilientClient {
   // Gradient bytes sent by pushes so far (payloads and sparse indices; each push counted once,
   // resends not).
   uint64_t pushed_bytes() const { return pushed_bytes_.load(std::memory_order_relaxed); }
+  // Parameter bytes requested by pulls so far (each pull counted once, resends not).
+  uint64_t pulled_bytes() const { return pulled_bytes_.load(std::memory_order_relaxed); }
   bool compressing() const { return options_.top_k_fraction > 0; }
   // Whether target's pushes are row-sparse.
   bool RowSparse(const ShardTarget& target) const {
@@ -175,7 +183,10 @@ class ResilientClient {
   // A Pull or Push request for target `target` of `step`, payload aside.
   template <typename Request>
   Request Header(const ShardTarget& target, uint64_t step) const;
-  void IssuePull(size_t t);
+  // Sends target t's pull of pull_step_ (again); returns the bytes it asked for.
+  size_t IssuePull(size_t t);
+  // A pull of target t for `step` came back (its values in place when OK).
+  void PullEnded(size_t t, uint64_t step, const absl::Status& status, uint64_t version);
   void IssuePush(PushStep* slot, size_t t);
   void IssueCommit(PushStep* slot, size_t server);
   // After failures: gives up (non-retryable, too long, cancelled), or reports the servers, follows
@@ -228,9 +239,14 @@ class ResilientClient {
   // gradient. Each target's range is touched only by that target's StartPush.
   std::vector<float> residual_;
   std::atomic<uint64_t> pushed_bytes_{0};
+  std::atomic<uint64_t> pulled_bytes_{0};
 
   uint64_t pull_step_ ABSL_GUARDED_BY(mu_) = 0;
   float* pull_params_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Options::pull_rows for pull_step_: whether its sparse targets pull rows, and which (table
+  // row ids, sorted).
+  bool pull_sparse_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<uint32_t> pull_rows_ ABSL_GUARDED_BY(mu_);
   std::vector<Op> pulls_ ABSL_GUARDED_BY(mu_);           // (targets)
   std::vector<uint64_t> versions_ ABSL_GUARDED_BY(mu_);  // (targets)
   std::vector<uint16_t> pull_wire_;  // (num_parameters) BF16 payloads, widened per target.

@@ -336,6 +336,15 @@ TEST(ResilientClientTest, TopKPushesOfEveryValueEqualDensePushes) {
   EXPECT_EQ(tenth.second, 3 * kKeys / 10 * (sizeof(float) + sizeof(uint32_t)));
 }
 
+// Table "w" as 100 rows of 10 keys, decayed; a sparse table (rows of 10) when `sparse`.
+void MakeRowTable(TableSpec* table, bool sparse) {
+  table->clear_shape();
+  table->add_shape(100);
+  table->add_shape(10);
+  table->set_weight_decay(true);
+  if (sparse) table->set_sparse_row_width(10);
+}
+
 TEST(SelectRowsTest, SendsTheRowsWithAGradient) {
   const std::vector<float> grad = {0, 0, 0,  1, 0, -2,  0, 0, 0,  0, 0, 0.5f};  // 4 rows of 3.
   SparsePush rows;
@@ -364,23 +373,14 @@ TEST(ResilientClientTest, RowSparsePushesEqualDensePushes) {
       CreateShardsRequest r = Create(begin, end);
       r.mutable_optimizer()->set_kind(optimizer);
       r.mutable_optimizer()->set_weight_decay(0.1f);
-      TableSpec* table = r.mutable_shards(0)->mutable_table();
-      table->clear_shape();
-      table->add_shape(100);
-      table->add_shape(10);
-      table->set_weight_decay(true);
-      if (sparse_table) table->set_sparse_row_width(10);
+      MakeRowTable(r.mutable_shards(0)->mutable_table(), sparse_table);
       return r;
     };
     FakeCluster cluster;
     EXPECT_TRUE(cluster.Add("a")->store.CreateShards(create(0, 600)).ok());
     EXPECT_TRUE(cluster.Add("b")->store.CreateShards(create(600, 1000)).ok());
     ShardMap map = Map("a", "b");
-    map.mutable_tables(0)->clear_shape();
-    map.mutable_tables(0)->add_shape(100);
-    map.mutable_tables(0)->add_shape(10);
-    map.mutable_tables(0)->set_weight_decay(true);
-    if (sparse_table) map.mutable_tables(0)->set_sparse_row_width(10);
+    MakeRowTable(map.mutable_tables(0), sparse_table);
     ResilientClient::Options options = FastOptions();
     options.row_sparse_pushes = row_sparse;
     auto client = *ResilientClient::Create(map, 0, options, {}, cluster.Factory(), nullptr);
@@ -419,6 +419,44 @@ TEST(ResilientClientTest, RowSparsePushesEqualDensePushes) {
   for (int c = 0; c < 10; ++c) {
     EXPECT_NE(adam_rows.first[900 + c], adam_not_lazy.first[900 + c]) << c;
     EXPECT_EQ(adam_rows.first[170 + c] == adam_not_lazy.first[170 + c], true) << c;
+  }
+}
+
+// Row-sparse pulls: a step whose rows the provider names gets only those rows of a sparse table's
+// targets (the rest of the buffer is left as it was), in FP32 and BF16; a step it declines is
+// pulled whole. Bytes: what was asked for.
+TEST(ResilientClientTest, RowSparsePullsFetchOnlyTheNamedRows) {
+  for (DType dtype : {FP32, BF16}) {
+    FakeCluster cluster;
+    auto create = [](uint64_t begin, uint64_t end) {
+      CreateShardsRequest r = Create(begin, end);
+      MakeRowTable(r.mutable_shards(0)->mutable_table(), /*sparse=*/true);
+      return r;
+    };
+    ASSERT_TRUE(cluster.Add("a")->store.CreateShards(create(0, 600)).ok());
+    ASSERT_TRUE(cluster.Add("b")->store.CreateShards(create(600, 1000)).ok());
+    ShardMap map = Map("a", "b");
+    MakeRowTable(map.mutable_tables(0), /*sparse=*/true);
+    ResilientClient::Options options = FastOptions();
+    options.wire_dtype = dtype;
+    options.pull_rows = [](uint64_t step, std::vector<uint32_t>* rows) {
+      if (step == 2) return false;  // Whole.
+      *rows = {2, 59, 60, 99};       // Rows on both shards, at their edges.
+      return true;
+    };
+    auto client = *ResilientClient::Create(map, 0, options, {}, cluster.Factory(), nullptr);
+    const size_t value_bytes = dtype == BF16 ? 2 : 4;
+    std::vector<float> whole(kKeys), params(kKeys, -7.0f);
+    ASSERT_TRUE(client->PullAll(1, params.data()).ok());
+    EXPECT_EQ(client->pulled_bytes(), 4 * 10 * value_bytes);
+    PushStep(client.get(), 1, std::vector<float>(kKeys, 0.0f), 1.0f);  // Step 1 applied.
+    ASSERT_TRUE(client->PullAll(2, whole.data()).ok());
+    EXPECT_EQ(client->pulled_bytes(), 4 * 10 * value_bytes + kKeys * value_bytes);
+    for (size_t i = 0; i < kKeys; ++i) {
+      const size_t row = i / 10;
+      const bool pulled = row == 2 || row == 59 || row == 60 || row == 99;
+      EXPECT_EQ(params[i], pulled ? whole[i] : -7.0f) << i;
+    }
   }
 }
 

@@ -158,6 +158,19 @@ class TrainingRun {
       client_options.top_k_fraction = training_.compression().fraction();
     }
     client_options.row_sparse_pushes = options_.row_sparse_pushes;
+    if (options_.row_sparse_pulls && !TiesEmbeddings(spec_.model()) && !backup_workers_) {
+      // Each step pulls only the input embedding's rows of its batch's tokens (the forward reads
+      // no others), except where rank 0 needs every row: the steps it validates on, and the
+      // final parameters (validation and the sample). Backup workers relabel steps (CatchUp), so
+      // their pulls stay whole.
+      client_options.pull_rows = [this](uint64_t step, std::vector<uint32_t>* rows) {
+        if (step > training_.steps()) return false;
+        const uint64_t eval_every = training_.eval_every();
+        if (evaluator_ && eval_every > 0 && (step - 1) % eval_every == 0) return false;
+        *rows = computer_->InputTokens(step);
+        return true;
+      };
+    }
     ResilientClient::Coordinator coordinator;
     ProgressReporter* const reporter = reporter_;
     coordinator.report_unreachable = [reporter](const std::string& address) {
@@ -172,9 +185,6 @@ class TrainingRun {
           absl::StrCat("shard map has ", client_->num_parameters(), " parameters, the model ",
                        model_->num_parameters()));
     }
-    // Payload bytes of one pull or push of every parameter.
-    wire_bytes_ =
-        client_->num_parameters() * (client_options.wire_dtype == BF16 ? 2 : sizeof(float));
     StepPipeline::Options pipeline_options;
     pipeline_options.overlap = overlap_;
     pipeline_options.grad_clip = training_.grad_clip();
@@ -222,7 +232,10 @@ class TrainingRun {
     // Pushed: what the client sent (compressed pushes send less than they pull).
     const uint64_t pushed_bytes = client_->pushed_bytes() - pushed_bytes_before_;
     pushed_bytes_before_ = client_->pushed_bytes();
-    metrics_->RecordStep(step, pushed - step_start, computer_->tokens_per_step(), wire_bytes_,
+    // Pulled: what the client asked for since the last step (row-sparse pulls ask for less).
+    const uint64_t pulled_bytes = client_->pulled_bytes() - pulled_bytes_before_;
+    pulled_bytes_before_ = client_->pulled_bytes();
+    metrics_->RecordStep(step, pushed - step_start, computer_->tokens_per_step(), pulled_bytes,
                          pushed_bytes, pipeline_->grad_norm());
     return loss;
   }
@@ -311,8 +324,8 @@ class TrainingRun {
   std::unique_ptr<StepPipeline> pipeline_;  // Uses client_.
   std::unique_ptr<LanguageModel> model_;    // Uses pipeline_ (its stream and buffers).
   std::unique_ptr<GradientComputer> computer_;
-  uint64_t wire_bytes_ = 0;
   uint64_t pushed_bytes_before_ = 0;  // client_->pushed_bytes() after the previous step.
+  uint64_t pulled_bytes_before_ = 0;  // client_->pulled_bytes() after the previous step.
   // SYNC with backup workers (TrainingSpec.aggregate_first below num_workers).
   const bool backup_workers_ = training_.consistency() == SYNC &&
                                training_.aggregate_first() > 0 &&

@@ -39,6 +39,8 @@ struct TrainerOptions {
   // Untied GPTs (model.tie_embeddings false): push only the input embedding's rows with a gradient
   // (ps_worker --row_sparse_pushes). false: dense pushes, for comparisons (bench/train_bench).
   bool row_sparse_pushes = true;
+  // ... and pull only the rows of each step's batch (ps_worker --row_sparse_pulls).
+  bool row_sparse_pulls = true;
   // The final report's patience and where it goes when the coordinator stays away
   // (ps_worker --final_report_patience; ProgressReporter::Options).
   ProgressReporter::Options reports;

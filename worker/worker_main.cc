@@ -55,6 +55,10 @@ ABSL_FLAG(bool, row_sparse_pushes, true,
           "input embedding that the step's batch touched (row ids and their values). false: push "
           "the whole table, zeros included (the same training; for comparisons, "
           "bench/train_bench --dense_embedding_pushes).");
+ABSL_FLAG(bool, row_sparse_pulls, true,
+          "Jobs with untied embeddings: pull only the rows of the input embedding that the "
+          "step's batch reads (the whole table on rank 0's validation steps and at the end). "
+          "false: pull the whole table every step (the same training; for comparisons).");
 ABSL_FLAG(std::string, overlap, "auto",
           "on: overlap communication with compute (pushes leave as backward finishes each layer, "
           "the next step's pulls follow them, forward waits only for the layer it reads). off: "
@@ -186,6 +190,7 @@ int Run() {
     return 2;
   }
   trainer_options.row_sparse_pushes = absl::GetFlag(FLAGS_row_sparse_pushes);
+  trainer_options.row_sparse_pulls = absl::GetFlag(FLAGS_row_sparse_pulls);
   if (absl::Status s = ParseSlowdown(absl::GetFlag(FLAGS_slowdown), &trainer_options); !s.ok()) {
     LOG(ERROR) << "--slowdown: " << s.message();
     return 2;
@@ -259,6 +264,8 @@ int Run() {
     cancel = false;
     LOG(INFO) << "running job " << assignment.job_id() << " as rank " << assignment.rank();
     busy->Set(1);
+    // The last run's final report tells the coordinator to assign this worker nothing more.
+    trainer_options.reports.last_run = max_jobs > 0 && jobs + 1 >= max_jobs;
     absl::Status result =
         RunJob(assignment, membership.stub(), membership.node_id(), &cancel, trainer_options);
     busy->Set(0);
