@@ -73,7 +73,7 @@ std::vector<float> PullNow(ShardStore* store, const PullRequest& request, uint64
 absl::StatusOr<uint64_t> PushBytes(ShardStore* store, const PushRequest& h, const void* data,
                                    size_t bytes) {
   PooledBuffer payload = BufferPool::Global()->Acquire(bytes);
-  std::memcpy(payload.data(), data, bytes);
+  if (bytes > 0) std::memcpy(payload.data(), data, bytes);
   absl::StatusOr<uint64_t> result = absl::InternalError("push not answered at once");
   store->Push(h, std::move(payload), [&](absl::StatusOr<uint64_t> r) { result = std::move(r); });
   return result;
