@@ -235,7 +235,8 @@ size_t GptCuda::Carve(char* base, int batch, std::vector<Activations>* slots) co
       a->reduce = first.reduce;
       continue;
     }
-    a->logits = head ? arena.Take<float>(BT * V) : nullptr;
+    // One row: NextTokenLogits' (the training head's logits live in dlogits, bf16, in place).
+    a->logits = head ? arena.Take<float>(V) : nullptr;
     a->qkv = arena.Take<bf16>(BT * 3 * C);
     a->proj = arena.Take<bf16>(BT * C);
     a->attention.heads = arena.Take<bf16>(BT * C);
@@ -445,11 +446,12 @@ absl::Status GptCuda::HeadLoss(Activations& a, int B, bool backward) {
   const int T = config_.context, C = config_.width, V = config_.vocab;
   const int BT = B * T;
   const Tables<const bf16> w = View<const bf16>(params_bf16_.as<bf16>());
-  // logits (B, T, V) = lnf (B, T, C) @ wte^T: the output head shares the token embedding.
+  // logits (B, T, V) = lnf (B, T, C) @ wte^T (the output head shares the token embedding), in
+  // bf16 in the slot's dlogits buffer; the fused classifier writes their gradient over them.
   RETURN_IF_ERROR(
-      blas_->Gemm(RowMajorABt(BT, V, C, a.lnf, w.wte, a.logits, GemmType::kF32)));
-  CUDA_RETURN_IF_ERROR(SoftmaxCrossEntropy(a.logits, a.targets, BT, V, 1.0f / BT, a.losses,
-                                           backward ? a.dlogits : nullptr, stream_));
+      blas_->Gemm(RowMajorABt(BT, V, C, a.lnf, w.wte, a.dlogits, GemmType::kBf16)));
+  CUDA_RETURN_IF_ERROR(
+      FusedClassifier(a.dlogits, a.targets, BT, V, 1.0f / BT, a.losses, backward, stream_));
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.as<float>(), a.losses, BT * sizeof(float),
                                        cudaMemcpyDeviceToHost, stream_));
   return absl::OkStatus();

@@ -191,8 +191,8 @@ class GptCuda {
     bf16* lnf;                             // (B, T, C)
     float* lnf_mean;                       // (B, T)
     float* lnf_rstd;                       // (B, T)
-    float* logits;                         // (B, T, V)
-    bf16* dlogits;                         // (B, T, V)
+    float* logits;                         // (V): NextTokenLogits' row
+    bf16* dlogits;                         // (B, T, V): the logits, then their gradient in place
     float* losses;                         // (B, T)
     // Scratch of the forward and the backward.
     bf16* qkv;   // (B, T, 3C) the qkv product; d(qkv) in the backward

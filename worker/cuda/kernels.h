@@ -161,6 +161,11 @@ cudaError_t FlashAttentionBackward(const bf16* q, const bf16* k, const bf16* v, 
 cudaError_t SoftmaxCrossEntropy(const float* logits, const int32_t* targets, int N, int V,
                                 float dscale, float* losses, bf16* dlogits, cudaStream_t stream);
 
+// The classifier in place: the same from bf16 logits (N, V), and with `backward` their gradient
+// written over them (bf16), so that no fp32 logits are ever held (llm.c's fused classifier).
+cudaError_t FusedClassifier(bf16* logits, const int32_t* targets, int N, int V, float dscale,
+                            float* losses, bool backward, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace psrv
 

@@ -343,6 +343,25 @@ TEST_F(KernelsTest, CausalSoftmaxForwardAndBackward) {
   }
 }
 
+// Per row of logits (N, V), in double: the loss against its target and dscale * (softmax - onehot).
+void SoftmaxCrossEntropyReference(const std::vector<float>& logits,
+                                  const std::vector<int32_t>& targets, int V, double dscale,
+                                  std::vector<double>* loss, std::vector<double>* d) {
+  const size_t N = targets.size();
+  loss->assign(N, 0.0);
+  d->assign(N * V, 0.0);
+  for (size_t r = 0; r < N; ++r) {
+    const float* x = &logits[r * V];
+    double max = -1e300, sum = 0.0;
+    for (int v = 0; v < V; ++v) max = std::max<double>(max, x[v]);
+    for (int v = 0; v < V; ++v) sum += std::exp(x[v] - max);
+    (*loss)[r] = std::log(sum) + max - x[targets[r]];
+    for (int v = 0; v < V; ++v) {
+      (*d)[r * V + v] = dscale * (std::exp(x[v] - max) / sum - (v == targets[r] ? 1.0 : 0.0));
+    }
+  }
+}
+
 TEST_F(KernelsTest, SoftmaxCrossEntropy) {
   for (const int V : {11, 65, 9000}) {  // both block sizes
     const int N = 40;
@@ -355,17 +374,8 @@ TEST_F(KernelsTest, SoftmaxCrossEntropy) {
     ASSERT_EQ(SoftmaxCrossEntropy(dlogits_in.as<float>(), dtargets.as<int32_t>(), N, V, dscale,
                                   losses.as<float>(), dlogits.as<bf16>(), 0),
               cudaSuccess);
-    std::vector<double> want_loss(N), want_d(N * V);
-    for (int r = 0; r < N; ++r) {
-      const float* x = &logits[static_cast<size_t>(r) * V];
-      double max = -1e300, sum = 0.0;
-      for (int v = 0; v < V; ++v) max = std::max<double>(max, x[v]);
-      for (int v = 0; v < V; ++v) sum += std::exp(x[v] - max);
-      want_loss[r] = std::log(sum) + max - x[targets[r]];
-      for (int v = 0; v < V; ++v) {
-        want_d[r * V + v] = dscale * (std::exp(x[v] - max) / sum - (v == targets[r] ? 1.0 : 0.0));
-      }
-    }
+    std::vector<double> want_loss, want_d;
+    SoftmaxCrossEntropyReference(logits, targets, V, dscale, &want_loss, &want_d);
     ExpectClose(ToHost<float>(losses, N), want_loss, 1e-5, 1e-6, "losses");
     ExpectClose(Bf16ToHost(dlogits, N * V), want_d, 1e-2, 1e-3, "dlogits");
     // Forward only: dlogits untouched.
@@ -374,6 +384,27 @@ TEST_F(KernelsTest, SoftmaxCrossEntropy) {
                                   losses.as<float>(), nullptr, 0),
               cudaSuccess);
     ExpectClose(ToHost<float>(losses, N), want_loss, 1e-5, 1e-6, "losses (forward only)");
+
+    // The fused classifier: the same from the logits rounded to bf16, the gradient written over
+    // them in place; forward only leaves them as they were.
+    const std::vector<bf16> rounded = ToBf16Vector(logits);
+    const std::vector<float> widened = FromBf16Vector(rounded);
+    std::vector<double> want_loss16, want_d16;
+    SoftmaxCrossEntropyReference(widened, targets, V, dscale, &want_loss16, &want_d16);
+    DeviceBuffer in_place = ToDevice(rounded);
+    ASSERT_EQ(FusedClassifier(in_place.as<bf16>(), dtargets.as<int32_t>(), N, V, dscale,
+                              losses.as<float>(), /*backward=*/false, 0),
+              cudaSuccess);
+    ExpectClose(ToHost<float>(losses, N), want_loss16, 1e-5, 1e-6, "classifier losses");
+    ExpectClose(Bf16ToHost(in_place, N * V), std::vector<double>(widened.begin(), widened.end()),
+                0, 0, "classifier logits (forward only)");
+    ASSERT_EQ(FusedClassifier(in_place.as<bf16>(), dtargets.as<int32_t>(), N, V, dscale,
+                              losses.as<float>(), /*backward=*/true, 0),
+              cudaSuccess);
+    ExpectClose(ToHost<float>(losses, N), want_loss16, 1e-5, 1e-6, "classifier losses (training)");
+    ExpectClose(Bf16ToHost(in_place, N * V), want_d16, 1e-2, 1e-3, "classifier dlogits");
+    // Against the fp32 logits: the loss moves by the logits' bf16 rounding only.
+    ExpectClose(ToHost<float>(losses, N), want_loss, 2e-2, 1e-2, "classifier vs fp32 losses");
   }
 }
 

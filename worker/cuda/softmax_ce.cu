@@ -1,5 +1,7 @@
 // Fused softmax + cross-entropy: one block per row of logits computes the loss (online max/sum in
 // one pass) and, in training, d(loss)/d(logits) in a second pass, without storing probabilities.
+// The classifier's form reads bf16 logits and writes their gradient over them, in place, so the
+// head holds B*T*V bf16 values and no fp32 logits at all.
 #include <cmath>
 
 #include "worker/cuda/common.cuh"
@@ -18,9 +20,14 @@ __device__ __forceinline__ void MergeMaxSum(float& max, float& sum, float other_
   max = m;
 }
 
-template <int kThreads>
+__device__ __forceinline__ float Load(const float* x, int v) { return x[v]; }
+__device__ __forceinline__ float Load(const bf16* x, int v) { return ToFloat(x[v]); }
+
+// In: float or bf16. dlogits may be `logits` itself (bf16): each thread reads a value before it
+// writes the same index, and every read of the first pass is done before the barrier.
+template <int kThreads, typename In>
 __global__ void __launch_bounds__(kThreads)
-    SoftmaxCrossEntropyKernel(const float* logits, const int32_t* targets, int V, float dscale,
+    SoftmaxCrossEntropyKernel(const In* logits, const int32_t* targets, int V, float dscale,
                               float* losses, bf16* dlogits) {
   constexpr int kWarps = kThreads / kWarpSize;
   __shared__ float warp_max[kWarps];
@@ -28,12 +35,12 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float row_max;
   __shared__ float row_sum;
   const size_t row = blockIdx.x;
-  const float* x = logits + row * V;  // (V)
+  const In* x = logits + row * V;  // (V)
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
 
   float max = -INFINITY, sum = 0.0f;
   for (int v = threadIdx.x; v < V; v += kThreads) {
-    const float xv = x[v];
+    const float xv = Load(x, v);
     if (xv > max) {
       sum = (max == -INFINITY ? 0.0f : sum * expf(max - xv)) + 1.0f;
       max = xv;
@@ -58,7 +65,7 @@ __global__ void __launch_bounds__(kThreads)
     row_sum = s;
     const int target = targets[row];
     // -log p[target] = log(sum exp(logit - max)) + max - logit[target]
-    losses[row] = logf(s) + m - x[target];
+    losses[row] = logf(s) + m - Load(x, target);
   }
   __syncthreads();
   if (dlogits == nullptr) return;
@@ -66,24 +73,40 @@ __global__ void __launch_bounds__(kThreads)
   const int target = targets[row];
   bf16* d = dlogits + row * V;  // (V)
   for (int v = threadIdx.x; v < V; v += kThreads) {
-    const float p = expf(x[v] - m) * inv_sum;
+    const float p = expf(Load(x, v) - m) * inv_sum;
     d[v] = ToBf16(dscale * (p - (v == target ? 1.0f : 0.0f)));
   }
 }
 
 }  // namespace
 
-cudaError_t SoftmaxCrossEntropy(const float* logits, const int32_t* targets, int N, int V,
-                                float dscale, float* losses, bf16* dlogits, cudaStream_t stream) {
+namespace {
+
+template <typename In>
+cudaError_t Launch(const In* logits, const int32_t* targets, int N, int V, float dscale,
+                   float* losses, bf16* dlogits, cudaStream_t stream) {
   if (N == 0) return cudaSuccess;
+  // (Named first: a template argument list's comma would split the macro's arguments.)
+  constexpr auto big = &SoftmaxCrossEntropyKernel<1024, In>;
+  constexpr auto small = &SoftmaxCrossEntropyKernel<128, In>;
   if (V >= 8192) {
-    PSRV_LAUNCH(SoftmaxCrossEntropyKernel<1024>, N, 1024, 0, stream)
-    (logits, targets, V, dscale, losses, dlogits);
+    PSRV_LAUNCH(big, N, 1024, 0, stream)(logits, targets, V, dscale, losses, dlogits);
   } else {
-    PSRV_LAUNCH(SoftmaxCrossEntropyKernel<128>, N, 128, 0, stream)
-    (logits, targets, V, dscale, losses, dlogits);
+    PSRV_LAUNCH(small, N, 128, 0, stream)(logits, targets, V, dscale, losses, dlogits);
   }
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t SoftmaxCrossEntropy(const float* logits, const int32_t* targets, int N, int V,
+                                float dscale, float* losses, bf16* dlogits, cudaStream_t stream) {
+  return Launch(logits, targets, N, V, dscale, losses, dlogits, stream);
+}
+
+cudaError_t FusedClassifier(bf16* logits, const int32_t* targets, int N, int V, float dscale,
+                            float* losses, bool backward, cudaStream_t stream) {
+  return Launch<bf16>(logits, targets, N, V, dscale, losses, backward ? logits : nullptr, stream);
 }
 
 }  // namespace cuda
