@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -823,10 +824,18 @@ TEST_F(ClusterTest, AnUntiedGptPushesOnlyTheEmbeddingRowsOfItsBatch) {
   StartCluster(2, 1, {"--row_sparse_pulls=false", "--row_sparse_pushes=false"});
   JobStatus whole = RunJob(spec);
   ASSERT_EQ(whole.state(), SUCCEEDED) << whole.message() << "\nlogs in " << log_dir_;
-  ASSERT_EQ(whole.loss_history_size(), status.loss_history_size());
-  for (int i = 0; i < status.loss_history_size(); ++i) {
-    EXPECT_EQ(whole.loss_history(i).loss(), status.loss_history(i).loss()) << i;
+  // (Progress reports may be coalesced: compare the steps both curves have.)
+  std::map<uint64_t, float> sparse_curve;
+  for (const LossPoint& p : status.loss_history()) sparse_curve[p.step()] = p.loss();
+  int compared = 0;
+  for (const LossPoint& p : whole.loss_history()) {
+    auto same = sparse_curve.find(p.step());
+    if (same == sparse_curve.end()) continue;
+    EXPECT_EQ(p.loss(), same->second) << "step " << p.step();
+    ++compared;
   }
+  EXPECT_GE(compared, 60);
+  EXPECT_EQ(whole.loss(), status.loss());
   EXPECT_EQ(whole.val_loss(), status.val_loss());
   EXPECT_EQ(whole.sample(), status.sample());
   // And with overlap on (the next step's row pulls start during backward).
