@@ -49,10 +49,14 @@ namespace {
 
 class ClusterTest : public ::testing::Test {
  protected:
+  // Each worker runs `worker_max_jobs` jobs and exits (0: it stays until the test ends, e.g. to
+  // have its /metrics read after its job).
   void StartCluster(int servers, int workers, const std::vector<std::string>& worker_args = {},
-                    bool unix_sockets = false, const std::vector<std::string>& server_args = {}) {
+                    bool unix_sockets = false, const std::vector<std::string>& server_args = {},
+                    int worker_max_jobs = 1) {
     log_dir_ = TempDir("cluster");
     LocalClusterOptions options = TestClusterOptions(log_dir_, servers, workers);
+    options.worker_max_jobs = worker_max_jobs;
     options.worker_args = worker_args;
     options.server_args = server_args;
     options.unix_sockets = unix_sockets;
@@ -778,7 +782,7 @@ TEST_F(ClusterTest, AGptTrainsOnBpeSubwordsAndExportsItsTokenizer) {
 // worker pushes and pulls only the rows of the tokens in its batch, the job trains, and it trains
 // exactly as it does with whole-table pushes and pulls.
 TEST_F(ClusterTest, AnUntiedGptPushesOnlyTheEmbeddingRowsOfItsBatch) {
-  StartCluster(2, 1);
+  StartCluster(2, 1, {}, false, {}, /*worker_max_jobs=*/0);  // Its /metrics are read after the job.
   JobSpec spec = SmallGptJob(2, 1, 80);
   spec.mutable_model()->set_tokenizer("bpe");
   spec.mutable_model()->clear_vocabulary();
