@@ -419,13 +419,13 @@ absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint6
     }
     RETURN_IF_ERROR(
         LinearForward(blas, la.atty, w.proj_weight + lcc, w.proj_bias + l * C, BT, C, C, a.proj));
-    CUDA_RETURN_IF_ERROR(ResidualForward(residual, a.proj,
-                                         MakeDropout(seed, AttnProjStream(layer), rate), BT * C,
-                                         la.residual2, stream_));
+    // residual2 = residual + dropout(proj), and ln2(residual2) in the same launch.
+    CUDA_RETURN_IF_ERROR(ResidualLayerNormForward(
+        residual, a.proj, MakeDropout(seed, AttnProjStream(layer), rate), la.residual2,
+        p.ln2_weight + l * C, p.ln2_bias + l * C, BT, C, la.ln2, la.ln2_mean, la.ln2_rstd,
+        stream_));
 
     // MLP: residual3 = residual2 + dropout(proj(gelu(fc(ln2(residual2))))).
-    CUDA_RETURN_IF_ERROR(LayerNormForward(la.residual2, p.ln2_weight + l * C, p.ln2_bias + l * C,
-                                          BT, C, la.ln2, la.ln2_mean, la.ln2_rstd, stream_));
     RETURN_IF_ERROR(LinearForward(blas, la.ln2, w.fc_weight + l4cc, w.fc_bias + l * 4 * C,
                                             BT, C, 4 * C, la.fch));
     CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, la.fch_gelu, stream_));

@@ -74,6 +74,13 @@ cudaError_t EmbeddingBackwardWpe(const float* dout, const Dropout& dropout, int 
 // weight, bias (C); out (N, C) bf16; mean, rstd (N) saved for the backward.
 cudaError_t LayerNormForward(const float* inp, const float* weight, const float* bias, int N, int C,
                              bf16* out, float* mean, float* rstd, cudaStream_t stream);
+// The residual connection and the LayerNorm after it in one launch: residual (N, C) = inp +
+// branch * mask (ResidualForward; residual may alias inp), then LayerNormForward of residual. The
+// same values, bit for bit, as the two kernels one after the other.
+cudaError_t ResidualLayerNormForward(const float* inp, const bf16* branch, const Dropout& dropout,
+                                     float* residual, const float* weight, const float* bias,
+                                     int N, int C, bf16* out, float* mean, float* rstd,
+                                     cudaStream_t stream);
 // Floats of scratch LayerNormBackward needs for N rows of C.
 size_t LayerNormBackwardScratch(int N, int C);
 // dinp (N, C) accumulated; dweight, dbias (C) overwritten. scratch: LayerNormBackwardScratch(N, C)

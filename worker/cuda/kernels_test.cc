@@ -212,6 +212,39 @@ TEST_F(KernelsTest, ResidualForward) {
   }
 }
 
+// The fused residual + LayerNorm gives exactly what ResidualForward then LayerNormForward give:
+// the residual, the normalized rows and the saved statistics, with and without dropout, in place.
+TEST_F(KernelsTest, ResidualLayerNormForwardEqualsTheTwoKernels) {
+  const int N = 37, C = 70;
+  const size_t n = static_cast<size_t>(N) * C;
+  const std::vector<float> a = RandomFloats(n, 24), b = RoundToBf16(RandomFloats(n, 25));
+  const std::vector<float> weight = RandomFloats(C, 26), bias = RandomFloats(C, 27);
+  DeviceBuffer da = ToDevice(a), db = ToDevice(ToBf16Vector(b));
+  DeviceBuffer dw = ToDevice(weight), dbias = ToDevice(bias);
+  for (float p : {0.0f, 0.3f}) {
+    const Dropout dropout = MakeDropout(9, 4, p);
+    DeviceBuffer residual = DeviceFilled<float>(n), out = DeviceFilled<bf16>(n);
+    DeviceBuffer mean = DeviceFilled<float>(N), rstd = DeviceFilled<float>(N);
+    ASSERT_EQ(ResidualForward(da.as<float>(), db.as<bf16>(), dropout, n, residual.as<float>(), 0),
+              cudaSuccess);
+    ASSERT_EQ(LayerNormForward(residual.as<float>(), dw.as<float>(), dbias.as<float>(), N, C,
+                               out.as<bf16>(), mean.as<float>(), rstd.as<float>(), 0),
+              cudaSuccess);
+    // Fused, in place over a copy of a.
+    DeviceBuffer fused_residual = ToDevice(a), fused_out = DeviceFilled<bf16>(n);
+    DeviceBuffer fused_mean = DeviceFilled<float>(N), fused_rstd = DeviceFilled<float>(N);
+    ASSERT_EQ(ResidualLayerNormForward(fused_residual.as<float>(), db.as<bf16>(), dropout,
+                                       fused_residual.as<float>(), dw.as<float>(),
+                                       dbias.as<float>(), N, C, fused_out.as<bf16>(),
+                                       fused_mean.as<float>(), fused_rstd.as<float>(), 0),
+              cudaSuccess);
+    EXPECT_EQ(ToHost<float>(fused_residual, n), ToHost<float>(residual, n)) << "p " << p;
+    EXPECT_EQ(Bf16ToHost(fused_out, n), Bf16ToHost(out, n)) << "p " << p;
+    EXPECT_EQ(ToHost<float>(fused_mean, N), ToHost<float>(mean, N)) << "p " << p;
+    EXPECT_EQ(ToHost<float>(fused_rstd, N), ToHost<float>(rstd, N)) << "p " << p;
+  }
+}
+
 TEST_F(KernelsTest, AddBiasAndBiasBackward) {
   const int N = 515, OC = 70;
   const std::vector<float> out0 = RoundToBf16(RandomFloats(N * OC, 16));

@@ -12,14 +12,26 @@ constexpr int kRowsPerBlock = kBlock / kWarpSize;
 constexpr int kColumnTile = 32;
 constexpr int kRowLanes = 8;
 
+// kResidual: the row is first made as ResidualForward makes it, residual = inp + branch * mask,
+// written to `residual` (which may alias inp) and normalized from there: the same values, in the
+// same order, as ResidualForward followed by LayerNormForward, in one launch.
+template <bool kResidual>
 __global__ void __launch_bounds__(kBlock)
-    LayerNormForwardKernel(const float* inp, const float* weight, const float* bias, int N, int C,
-                           bf16* out, float* mean, float* rstd) {
+    LayerNormForwardKernel(const float* inp, const bf16* branch, Dropout dropout, float* residual,
+                           const float* weight, const float* bias, int N, int C, bf16* out,
+                           float* mean, float* rstd) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (row >= N) return;  // Whole warps: the row is uniform within a warp.
-  const float* x = inp + static_cast<size_t>(row) * C;  // (C)
+  const size_t start = static_cast<size_t>(row) * C;
+  const float* x = (kResidual ? residual : inp) + start;  // (C)
   float sum = 0.0f;
+  if (kResidual) {
+    for (int c = lane; c < C; c += kWarpSize) {
+      const size_t i = start + c;
+      residual[i] = inp[i] + ToFloat(branch[i]) * DropoutScale(dropout, i);
+    }
+  }
   for (int c = lane; c < C; c += kWarpSize) sum += x[c];
   const float m = WarpSum(sum) / C;
   float sq = 0.0f;
@@ -102,8 +114,20 @@ int Chunks(int N) { return static_cast<int>(CeilDiv(N, kReduceRows)); }
 cudaError_t LayerNormForward(const float* inp, const float* weight, const float* bias, int N, int C,
                              bf16* out, float* mean, float* rstd, cudaStream_t stream) {
   if (N == 0) return cudaSuccess;
-  PSRV_LAUNCH(LayerNormForwardKernel, CeilDiv(N, kRowsPerBlock), kBlock, 0, stream)
-  (inp, weight, bias, N, C, out, mean, rstd);
+  constexpr auto plain = &LayerNormForwardKernel<false>;
+  PSRV_LAUNCH(plain, CeilDiv(N, kRowsPerBlock), kBlock, 0, stream)
+  (inp, nullptr, Dropout(), nullptr, weight, bias, N, C, out, mean, rstd);
+  return cudaGetLastError();
+}
+
+cudaError_t ResidualLayerNormForward(const float* inp, const bf16* branch, const Dropout& dropout,
+                                     float* residual, const float* weight, const float* bias,
+                                     int N, int C, bf16* out, float* mean, float* rstd,
+                                     cudaStream_t stream) {
+  if (N == 0) return cudaSuccess;
+  constexpr auto fused = &LayerNormForwardKernel<true>;
+  PSRV_LAUNCH(fused, CeilDiv(N, kRowsPerBlock), kBlock, 0, stream)
+  (inp, branch, dropout, residual, weight, bias, N, C, out, mean, rstd);
   return cudaGetLastError();
 }
 
