@@ -2,17 +2,14 @@
 
 #include <google/protobuf/util/json_util.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "client/job_parameters.h"
+#include "common/files.h"
 #include "common/model_layout.h"
 #include "common/safetensors.h"
 
@@ -47,7 +44,7 @@ int ExportCommand(const CommandEnv& env, const ExportFlags& flags) {
   std::string tokenizer_path;
   if (model.tokenizer() == "bpe") {
     tokenizer_path = TokenizerPathBeside(path);
-    absl::Status written = WriteTokenizerModel(tokenizer_path, model.vocabulary());
+    absl::Status written = WriteFileAtomically(tokenizer_path, model.vocabulary());
     if (!written.ok()) return ReportError(env, written);
     model.clear_vocabulary();
   }
@@ -89,25 +86,6 @@ std::string TokenizerPathBeside(const std::string& safetensors_path) {
   absl::string_view stem = safetensors_path;
   absl::ConsumeSuffix(&stem, ".safetensors");
   return absl::StrCat(stem, ".tokenizer.model");
-}
-
-absl::Status WriteTokenizerModel(const std::string& path, const std::string& model) {
-  const std::string partial = absl::StrCat(path, ".partial");
-  {
-    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
-    out.write(model.data(), static_cast<std::streamsize>(model.size()));
-    out.close();
-    if (!out) {
-      std::remove(partial.c_str());
-      return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
-    }
-  }
-  if (std::rename(partial.c_str(), path.c_str()) != 0) {
-    const int error = errno;
-    std::remove(partial.c_str());
-    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(error)));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace psrv

@@ -29,8 +29,6 @@ int ExportCommand(const CommandEnv& env, const ExportFlags& flags);
 // "out/m.safetensors" -> "out/m.tokenizer.model" (any other name gets ".tokenizer.model" added).
 std::string TokenizerPathBeside(const std::string& safetensors_path);
 
-// Writes `model` to `path` through a temporary file renamed into place. INTERNAL if it cannot.
-absl::Status WriteTokenizerModel(const std::string& path, const std::string& model);
 
 }  // namespace psrv
 

@@ -1,7 +1,11 @@
 // Filesystem helpers (see files.h).
 #include "common/files.h"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +18,26 @@ absl::Status CreateDirectories(const std::string& path, absl::string_view name) 
   if (error) {
     return absl::InternalError(
         absl::StrCat("cannot create ", name.empty() ? path : name, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes) {
+  const std::string partial = absl::StrCat(path, ".partial");
+  {
+    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    if (!out) {
+      const int error = errno;
+      std::remove(partial.c_str());
+      return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(error)));
+    }
+  }
+  if (std::rename(partial.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    std::remove(partial.c_str());
+    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(error)));
   }
   return absl::OkStatus();
 }

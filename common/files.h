@@ -15,6 +15,11 @@ namespace psrv {
 // (default: the path itself, e.g. "--log-dir /x" names it after the flag that chose it).
 absl::Status CreateDirectories(const std::string& path, absl::string_view name = "");
 
+// Writes `bytes` to `path` through a temporary file beside it (`path`.partial) renamed into place,
+// so a reader never sees half a file. INTERNAL "cannot write <path>: <reason>" on failure (the
+// temporary is removed).
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes);
+
 // Confinement of the paths a request names (checkpoint directories, files to restore from) to a
 // root folder. `path` must be absolute (INVALID_ARGUMENT otherwise). Returns it resolved (symlinks
 // of the part that exists followed, `.` and `..` removed) if that lies in `root` (resolved the same

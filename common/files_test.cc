@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 namespace psrv {
@@ -66,6 +67,20 @@ TEST_F(ResolvePathUnderTest, EscapesAreDenied) {
     EXPECT_NE(resolved.status().message().find("outside the root"), std::string::npos)
         << resolved.status();
   }
+}
+
+TEST(WriteFileAtomicallyTest, WritesWholeFilesAndReportsFailures) {
+  const std::string path = ::testing::TempDir() + "/atomic.bin";
+  const std::string bytes("a\0b\xff", 4);
+  ASSERT_TRUE(WriteFileAtomically(path, bytes).ok());
+  ASSERT_TRUE(WriteFileAtomically(path, bytes + bytes).ok());  // Replaced whole.
+  std::ifstream in(path, std::ios::binary);
+  const std::string read((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(read, bytes + bytes);
+  EXPECT_FALSE(std::filesystem::exists(path + ".partial"));
+  const absl::Status missing = WriteFileAtomically("/nonexistent-dir/x.bin", bytes);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(missing.message().find("cannot write /nonexistent-dir/x.bin"), std::string::npos);
 }
 
 }  // namespace

@@ -187,6 +187,20 @@ void ApplyJobDefaults(JobSpec* spec) {
   }
 }
 
+namespace {
+
+// Tokenizer "bpe": model.vocab_size in [kMinBpeVocabSize, kMaxBpeVocabSize].
+absl::Status CheckBpeVocabSize(uint32_t vocab_size) {
+  if (vocab_size < kMinBpeVocabSize || vocab_size > kMaxBpeVocabSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.vocab_size must be ", kMinBpeVocabSize, "..", kMaxBpeVocabSize,
+                     " for tokenizer \"bpe\", got ", vocab_size));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status FillVocabulary(JobSpec* spec) {
   ModelSpec* model = spec->mutable_model();
   if (model->tokenizer() == "bpe" && model->vocabulary().empty()) return TrainBpeVocabulary(spec);
@@ -228,11 +242,7 @@ absl::Status TrainBpeVocabulary(JobSpec* spec) {
   const double fraction =
       spec->data().validation_fraction() > 0 ? spec->data().validation_fraction() : 0.1;
   const uint64_t train_bytes = static_cast<uint64_t>(static_cast<double>(bytes) * (1.0 - fraction));
-  if (model->vocab_size() < kMinBpeVocabSize || model->vocab_size() > kMaxBpeVocabSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model.vocab_size must be ", kMinBpeVocabSize, "..", kMaxBpeVocabSize,
-                     " for tokenizer \"bpe\", got ", model->vocab_size()));
-  }
+  RETURN_IF_ERROR(CheckBpeVocabSize(model->vocab_size()));
   std::string serialized;
   const std::string failed =
       TrainBpe(path, train_bytes, static_cast<int>(model->vocab_size()), &serialized);
@@ -248,11 +258,7 @@ namespace {
 
 // Tokenizer "bpe": a SentencePiece model of exactly model.vocab_size pieces.
 absl::Status CheckBpeVocabulary(const ModelSpec& model) {
-  if (model.vocab_size() < kMinBpeVocabSize || model.vocab_size() > kMaxBpeVocabSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model.vocab_size must be ", kMinBpeVocabSize, "..", kMaxBpeVocabSize,
-                     " for tokenizer \"bpe\", got ", model.vocab_size()));
-  }
+  RETURN_IF_ERROR(CheckBpeVocabSize(model.vocab_size()));
   if (model.vocabulary().empty()) {
     return absl::InvalidArgumentError(
         "model.vocabulary must hold the SentencePiece model for tokenizer \"bpe\" (psctl trains "

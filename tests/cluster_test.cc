@@ -742,14 +742,20 @@ TEST_F(ClusterTest, AGptTrainsOnTokenIdsFromAnLlmcShard) {
   EXPECT_NE(status.message().find(train), std::string::npos) << status.message();
 }
 
+// `spec` with a BPE tokenizer of `pieces`, trained on its data as psctl trains it, and valid.
+absl::Status UseBpe(uint32_t pieces, JobSpec* spec) {
+  spec->mutable_model()->set_tokenizer("bpe");
+  spec->mutable_model()->clear_vocabulary();
+  spec->mutable_model()->set_vocab_size(pieces);
+  const absl::Status filled = FillVocabulary(spec);
+  return filled.ok() ? ValidateJobSpec(*spec) : filled;
+}
+
 TEST_F(ClusterTest, AGptTrainsOnBpeSubwordsAndExportsItsTokenizer) {
   StartCluster(1, 2);
   JobSpec spec = SmallGptJob(1, 2, 120);
-  spec.mutable_model()->set_tokenizer("bpe");
-  spec.mutable_model()->clear_vocabulary();
-  spec.mutable_model()->set_vocab_size(512);
-  ASSERT_TRUE(FillVocabulary(&spec).ok());  // Trains the BPE model, as psctl does.
-  ASSERT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  const absl::Status bpe = UseBpe(512, &spec);
+  ASSERT_TRUE(bpe.ok()) << bpe;
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
   ASSERT_GE(status.loss_history_size(), 100);
@@ -784,12 +790,9 @@ TEST_F(ClusterTest, AGptTrainsOnBpeSubwordsAndExportsItsTokenizer) {
 TEST_F(ClusterTest, AnUntiedGptPushesOnlyTheEmbeddingRowsOfItsBatch) {
   StartCluster(2, 1, {}, false, {}, /*worker_max_jobs=*/0);  // Its /metrics are read after the job.
   JobSpec spec = SmallGptJob(2, 1, 80);
-  spec.mutable_model()->set_tokenizer("bpe");
-  spec.mutable_model()->clear_vocabulary();
-  spec.mutable_model()->set_vocab_size(1024);
   spec.mutable_model()->set_tie_embeddings(false);
-  ASSERT_TRUE(FillVocabulary(&spec).ok());
-  ASSERT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  const absl::Status bpe = UseBpe(1024, &spec);
+  ASSERT_TRUE(bpe.ok()) << bpe;
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
   const float first = status.loss_history(0).loss();
