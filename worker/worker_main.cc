@@ -38,8 +38,9 @@ ABSL_FLAG(std::string, device, "auto",
           "else the CPU), cuda (fail if there is no GPU), or cpu.");
 ABSL_FLAG(std::string, cuda_attention, "materialized",
           "How the GPT's attention runs on a GPU: materialized (cuBLAS products around a (T, T) "
-          "softmax kept for the backward) or flash (fused kernels, no (T, T) memory; head size "
-          "<= 64). Ignored on the CPU.");
+          "softmax kept for the backward), flash (fused kernels on tensor cores, no (T, T) memory; "
+          "head size <= 64; sm_80 or newer) or flash_fp32 (the same in fp32 on CUDA cores, the "
+          "reference). Ignored on the CPU.");
 ABSL_FLAG(std::string, compute, "model",
           "model: compute gradients with the job's model. synthetic:MS (benchmarks): instead of "
           "forward and backward, wait MS milliseconds per step (leaving the CPU free, as a GPU "

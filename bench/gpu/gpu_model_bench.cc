@@ -14,9 +14,11 @@
 // libraries on the GPU machine. Usage:
 //   gpu_model_bench [--configs=shakespeare_char,gpt2_124m] [--iters=20] [--warmup=5]
 //                   [--gpt2_batch=16] [--shakespeare_batch=64] [--use_cublaslt=1]
-//                   [--attention=materialized,flash] [--commit=SHA] [--out=gpu_model.json]
-// --attention: which attention paths to run each config with (GptCudaConfig::flash_attention);
-// every result names its "attention".
+//                   [--attention=materialized,flash,flash_fp32] [--commit=SHA]
+//                   [--out=gpu_model.json]
+// --attention: which attention paths to run each config with (GptCudaConfig::flash_attention:
+// flash on tensor cores, flash_fp32 the fp32 CUDA-core kernels); every result names its
+// "attention".
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -225,7 +227,7 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
       6.0 * n + 6.0 * c.layers * static_cast<double>(c.width) * c.context;
   ordered_json r;
   r["config"] = bench.name;
-  r["attention"] = c.flash_attention ? "flash" : "materialized";
+  r["attention"] = !c.flash_attention ? "materialized" : (c.flash_fp32 ? "flash_fp32" : "flash");
   r["layers"] = c.layers;
   r["heads"] = c.heads;
   r["width"] = c.width;
@@ -267,10 +269,12 @@ int Main(int argc, char** argv) {
   const int gpt2_batch = flags.GetInt("gpt2_batch", 16);
   const int shakespeare_batch = flags.GetInt("shakespeare_batch", 64);
   const bool use_cublaslt = flags.GetInt("use_cublaslt", 1) != 0;
-  const std::vector<std::string> attentions = Split(flags.Get("attention", "materialized,flash"));
+  const std::vector<std::string> attentions =
+      Split(flags.Get("attention", "materialized,flash,flash_fp32"));
   for (const std::string& a : attentions) {
-    if (a != "materialized" && a != "flash") {
-      std::fprintf(stderr, "unknown --attention %s (known: materialized, flash)\n", a.c_str());
+    if (a != "materialized" && a != "flash" && a != "flash_fp32") {
+      std::fprintf(stderr, "unknown --attention %s (known: materialized, flash, flash_fp32)\n",
+                   a.c_str());
       return 2;
     }
   }
@@ -340,7 +344,8 @@ int Main(int argc, char** argv) {
     for (const std::string& attention : attentions) {
       BenchConfig bench = it->second;
       bench.model.use_cublaslt = use_cublaslt;
-      bench.model.flash_attention = attention == "flash";
+      bench.model.flash_attention = attention != "materialized";
+      bench.model.flash_fp32 = attention == "flash_fp32";
       report["results"].push_back(RunConfig(bench, warmup, iters));
     }
   }

@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "worker/cuda/kernels.h"
 
@@ -83,6 +84,18 @@ __global__ void SumChunksKernel(const Float* partial, int chunks, int C, Float* 
   Float sum = 0.0f;
   for (int j = 0; j < chunks; ++j) sum += partial[static_cast<size_t>(j) * C + c];
   out[c] = sum;
+}
+
+// The flash kernels' launch checks and head-size templates: cudaErrorInvalidValue for a head size
+// outside 1..kFlashMaxHeadSize or BH > 65535, cudaSuccess at once for an empty problem, else
+// launch(std::integral_constant<int, kHs>()) with hs padded to kHs = 16, 32 or 64.
+template <typename Launch>
+cudaError_t WithFlashHeadSize(int hs, int BH, int T, Launch&& launch) {
+  if (hs < 1 || hs > kFlashMaxHeadSize || BH > 65535) return cudaErrorInvalidValue;
+  if (BH == 0 || T == 0) return cudaSuccess;
+  if (hs <= 16) return launch(std::integral_constant<int, 16>());
+  if (hs <= 32) return launch(std::integral_constant<int, 32>());
+  return launch(std::integral_constant<int, 64>());
 }
 
 }  // namespace cuda

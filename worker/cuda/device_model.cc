@@ -14,12 +14,18 @@ absl::StatusOr<Device> ParseDevice(absl::string_view name) {
 }
 
 absl::Status ParseCudaAttention(absl::string_view name, CudaModelOptions* options) {
-  if (name == "materialized" || name == "flash") {
-    options->flash_attention = name == "flash";
+  if (name == "materialized" || name == "flash" || name == "flash_fp32") {
+    options->flash_attention = name != "materialized";
+    options->flash_fp32 = name == "flash_fp32";
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown attention \"", name, "\" (known: materialized, flash)"));
+      absl::StrCat("unknown attention \"", name, "\" (known: materialized, flash, flash_fp32)"));
+}
+
+const char* CudaAttentionSuffix(const CudaModelOptions& options) {
+  if (!options.flash_attention) return "";
+  return options.flash_fp32 ? ", flash attention (fp32)" : ", flash attention";
 }
 
 const char* DeviceFlagName(Device device) {

@@ -46,12 +46,19 @@ struct DeviceChoice {
 
 // How the CUDA model computes (ignored on the CPU).
 struct CudaModelOptions {
-  // Attention through the flash kernels (worker/cuda/flash_attention.cu; head size <= 64) instead
-  // of cuBLAS products around a materialised (T, T) softmax: ps_worker --cuda_attention=flash.
+  // Attention through the flash kernels (head size <= 64) instead of cuBLAS products around a
+  // materialised (T, T) softmax: ps_worker --cuda_attention=flash (tensor cores,
+  // worker/cuda/flash_attention_tc.cu) or flash_fp32 (fp32 CUDA cores, flash_attention.cu).
   bool flash_attention = false;
+  bool flash_fp32 = false;
 };
 
-// "materialized" or "flash" (the --cuda_attention flag) into `options`; INVALID_ARGUMENT otherwise.
+// Description of the attention path for the worker's log: "", ", flash attention" or
+// ", flash attention (fp32)".
+const char* CudaAttentionSuffix(const CudaModelOptions& options);
+
+// "materialized", "flash" or "flash_fp32" (the --cuda_attention flag) into `options`;
+// INVALID_ARGUMENT otherwise.
 absl::Status ParseCudaAttention(absl::string_view name, CudaModelOptions* options);
 
 // The model of spec.kind() over `vocab_size` tokens on `device` (see the top of this file).

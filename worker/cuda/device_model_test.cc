@@ -55,12 +55,20 @@ TEST(ParseCudaAttentionTest, KnownAndUnknownNames) {
   CudaModelOptions options;
   ASSERT_TRUE(ParseCudaAttention("flash", &options).ok());
   EXPECT_TRUE(options.flash_attention);
+  EXPECT_FALSE(options.flash_fp32);
+  EXPECT_STREQ(CudaAttentionSuffix(options), ", flash attention");
+  ASSERT_TRUE(ParseCudaAttention("flash_fp32", &options).ok());
+  EXPECT_TRUE(options.flash_attention);
+  EXPECT_TRUE(options.flash_fp32);
+  EXPECT_STREQ(CudaAttentionSuffix(options), ", flash attention (fp32)");
   ASSERT_TRUE(ParseCudaAttention("materialized", &options).ok());
   EXPECT_FALSE(options.flash_attention);
+  EXPECT_FALSE(options.flash_fp32);
+  EXPECT_STREQ(CudaAttentionSuffix(options), "");
   for (const char* name : {"", "Flash", "fused", "materialised"}) {
     const absl::Status status = ParseCudaAttention(name, &options);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << name;
-    EXPECT_TRUE(Contains(status.message(), "materialized, flash")) << status;
+    EXPECT_TRUE(Contains(status.message(), "materialized, flash, flash_fp32")) << status;
   }
 }
 

@@ -215,27 +215,6 @@ __global__ void __launch_bounds__(kTile)
   }
 }
 
-template <int kHs>
-cudaError_t Forward(const bf16* q, const bf16* k, const bf16* v, int BH, int T, int hs,
-                    float scale, const Dropout& dropout, bf16* out, float* lse,
-                    cudaStream_t stream) {
-  PSRV_LAUNCH(FlashForwardKernel<kHs>, dim3(CeilDiv(T, kTile), BH), kTile, 0, stream)
-  (q, k, v, T, hs, scale, dropout, out, lse);
-  return cudaGetLastError();
-}
-
-template <int kHs>
-cudaError_t Backward(const bf16* q, const bf16* k, const bf16* v, const bf16* dy, const float* lse,
-                     const float* delta, int BH, int T, int hs, float scale,
-                     const Dropout& dropout, bf16* dq, bf16* dk, bf16* dv, cudaStream_t stream) {
-  const dim3 grid(CeilDiv(T, kTile), BH);
-  PSRV_LAUNCH(FlashBackwardKeysKernel<kHs>, grid, kTile, 0, stream)
-  (q, k, v, dy, lse, delta, T, hs, scale, dropout, dk, dv);
-  PSRV_LAUNCH(FlashBackwardQueriesKernel<kHs>, grid, kTile, 0, stream)
-  (q, k, v, dy, lse, delta, T, hs, scale, dropout, dq);
-  return cudaGetLastError();
-}
-
 }  // namespace
 
 bool FlashAttentionSupports(int hs) { return hs >= 1 && hs <= kFlashMaxHeadSize; }
@@ -243,11 +222,12 @@ bool FlashAttentionSupports(int hs) { return hs >= 1 && hs <= kFlashMaxHeadSize;
 cudaError_t FlashAttentionForward(const bf16* q, const bf16* k, const bf16* v, int BH, int T,
                                   int hs, float scale, const Dropout& dropout, bf16* out,
                                   float* lse, cudaStream_t stream) {
-  if (!FlashAttentionSupports(hs) || BH > 65535) return cudaErrorInvalidValue;
-  if (BH == 0 || T == 0) return cudaSuccess;
-  if (hs <= 16) return Forward<16>(q, k, v, BH, T, hs, scale, dropout, out, lse, stream);
-  if (hs <= 32) return Forward<32>(q, k, v, BH, T, hs, scale, dropout, out, lse, stream);
-  return Forward<64>(q, k, v, BH, T, hs, scale, dropout, out, lse, stream);
+  return WithFlashHeadSize(hs, BH, T, [&](auto padded) {
+    constexpr int kHs = decltype(padded)::value;
+    PSRV_LAUNCH(FlashForwardKernel<kHs>, dim3(CeilDiv(T, kTile), BH), kTile, 0, stream)
+    (q, k, v, T, hs, scale, dropout, out, lse);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t FlashAttentionDelta(const bf16* dout, const bf16* out, int B, int T, int NH, int hs,
@@ -263,15 +243,15 @@ cudaError_t FlashAttentionBackward(const bf16* q, const bf16* k, const bf16* v, 
                                    const float* lse, const float* delta, int BH, int T, int hs,
                                    float scale, const Dropout& dropout, bf16* dq, bf16* dk,
                                    bf16* dv, cudaStream_t stream) {
-  if (!FlashAttentionSupports(hs) || BH > 65535) return cudaErrorInvalidValue;
-  if (BH == 0 || T == 0) return cudaSuccess;
-  if (hs <= 16) {
-    return Backward<16>(q, k, v, dy, lse, delta, BH, T, hs, scale, dropout, dq, dk, dv, stream);
-  }
-  if (hs <= 32) {
-    return Backward<32>(q, k, v, dy, lse, delta, BH, T, hs, scale, dropout, dq, dk, dv, stream);
-  }
-  return Backward<64>(q, k, v, dy, lse, delta, BH, T, hs, scale, dropout, dq, dk, dv, stream);
+  return WithFlashHeadSize(hs, BH, T, [&](auto padded) {
+    constexpr int kHs = decltype(padded)::value;
+    const dim3 grid(CeilDiv(T, kTile), BH);
+    PSRV_LAUNCH(FlashBackwardKeysKernel<kHs>, grid, kTile, 0, stream)
+    (q, k, v, dy, lse, delta, T, hs, scale, dropout, dk, dv);
+    PSRV_LAUNCH(FlashBackwardQueriesKernel<kHs>, grid, kTile, 0, stream)
+    (q, k, v, dy, lse, delta, T, hs, scale, dropout, dq);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace cuda

@@ -41,6 +41,10 @@ class Arena {
   size_t offset_ = 0;
 };
 
+FlashKernels FlashKernelsOf(const GptCudaConfig& config) {
+  return config.flash_fp32 ? FlashKernels::kFp32 : FlashKernels::kTensorCores;
+}
+
 }  // namespace
 
 absl::Status ValidateGptCudaConfig(const GptCudaConfig& config) {
@@ -410,9 +414,9 @@ absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint6
                                             w.qkv_bias + l * 3 * C, BT, C, 3 * C, a.qkv));
     const Dropout attention_dropout = MakeDropout(seed, AttentionStream(layer), rate);
     if (config_.flash_attention) {
-      RETURN_IF_ERROR(AttentionForwardFlash(a.qkv, B, t, C, NH, attention_dropout,
-                                                      la.qkvr, la.lse, la.atty, a.attention,
-                                                      stream_));
+      RETURN_IF_ERROR(AttentionForwardFlash(a.qkv, B, t, C, NH, attention_dropout, la.qkvr, la.lse,
+                                            la.atty, a.attention, FlashKernelsOf(config_),
+                                            stream_));
     } else {
       RETURN_IF_ERROR(AttentionForward(blas, a.qkv, B, t, C, NH, attention_dropout,
                                                  la.qkvr, la.att, la.atty, a.attention));
@@ -525,9 +529,9 @@ absl::Status GptCuda::Backward(Activations& a, int B, uint64_t seed,
     bf16* dqkv = a.qkv;  // (B, T, 3C)
     const Dropout attention_dropout = MakeDropout(seed, AttentionStream(layer), rate);
     if (config_.flash_attention) {
-      RETURN_IF_ERROR(AttentionBackwardFlash(a.datty, la.qkvr, la.atty, la.lse, B, T,
-                                                       C, NH, attention_dropout, dqkv,
-                                                       a.attention, stream_));
+      RETURN_IF_ERROR(AttentionBackwardFlash(a.datty, la.qkvr, la.atty, la.lse, B, T, C, NH,
+                                             attention_dropout, dqkv, a.attention,
+                                             FlashKernelsOf(config_), stream_));
     } else {
       RETURN_IF_ERROR(AttentionBackward(blas, a.datty, la.qkvr, la.att, B, T, C, NH,
                                                   attention_dropout, dqkv, a.attention));

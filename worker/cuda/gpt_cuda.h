@@ -32,10 +32,13 @@ namespace cuda {
 struct GptCudaConfig : GptConfig {
   int device = 0;            // CUDA device ordinal
   bool use_cublaslt = true;  // see BlasOptions
-  // Attention through the flash kernels (flash_attention.cu: no (B, NH, T, T) weights stored or
-  // computed in memory; head size <= kFlashMaxHeadSize) instead of cuBLAS products around a
-  // materialised softmax. Off by default until measured faster on a GPU (bench/gpu/).
+  // Attention through the flash kernels (no (B, NH, T, T) weights stored or computed in memory;
+  // head size <= kFlashMaxHeadSize) instead of cuBLAS products around a materialised softmax.
+  // Off by default until measured faster on a GPU (bench/gpu/).
   bool flash_attention = false;
+  // With flash_attention: the fp32 CUDA-core kernels (flash_attention.cu) instead of the tensor-core
+  // ones (flash_attention_tc.cu).
+  bool flash_fp32 = false;
 };
 
 // INVALID_ARGUMENT naming the first field out of range: ValidateGptConfig, then the device and

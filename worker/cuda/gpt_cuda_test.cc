@@ -96,8 +96,8 @@ void ExpectGradientsClose(const GptCudaConfig& config, const std::vector<float>&
   }
 }
 
-// Parameters: the kernel path (0: GemmEx products; 1: cuBLASLt; 2: cuBLASLt and flash
-// attention), dropout, and Small (else Tiny).
+// Parameters: the kernel path (0: GemmEx products; 1: cuBLASLt; 2: cuBLASLt and flash attention
+// on tensor cores; 3: cuBLASLt and the fp32 flash kernels), dropout, and Small (else Tiny).
 class GptCudaTest : public GpuTest,
                     public ::testing::WithParamInterface<std::tuple<int, float, bool>> {
  protected:
@@ -105,17 +105,19 @@ class GptCudaTest : public GpuTest,
   float dropout() const { return std::get<1>(GetParam()); }
   GptCudaConfig config() const {
     GptCudaConfig c = std::get<2>(GetParam()) ? Small(dropout()) : Tiny(dropout());
-    c.flash_attention = std::get<0>(GetParam()) == 2;
+    c.flash_attention = std::get<0>(GetParam()) >= 2;
+    c.flash_fp32 = std::get<0>(GetParam()) == 3;
     return c;
   }
 };
 
 const char* PathName(int path) {
-  return path == 0 ? "_GemmEx" : (path == 1 ? "_Lt" : "_LtFlash");
+  static const char* const kNames[] = {"_GemmEx", "_Lt", "_LtFlash", "_LtFlashFp32"};
+  return kNames[path];
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, GptCudaTest,
-                         ::testing::Combine(::testing::Values(0, 1, 2),
+                         ::testing::Combine(::testing::Values(0, 1, 2, 3),
                                             ::testing::Values(0.0f, 0.2f), ::testing::Bool()),
                          [](const ::testing::TestParamInfo<std::tuple<int, float, bool>>& info) {
                            return std::string(std::get<2>(info.param) ? "Small" : "Tiny") +

@@ -160,6 +160,23 @@ cudaError_t FlashAttentionBackward(const bf16* q, const bf16* k, const bf16* v, 
                                    float scale, const Dropout& dropout, bf16* dq, bf16* dk,
                                    bf16* dv, cudaStream_t stream);
 
+// ---- flash_attention_tc.cu: the same contract on tensor cores (sm_80+) ----
+
+// Which flash kernels run: bf16 WMMA products with fp32 accumulation (flash_attention_tc.cu; the
+// default) or the fp32 CUDA-core kernels above (the reference and fallback).
+enum class FlashKernels { kTensorCores, kFp32 };
+
+// FlashAttentionForward's and FlashAttentionBackward's contract (the same lse and delta), on
+// tensor cores; the probabilities and score gradients are rounded to bf16 between the products.
+cudaError_t FlashAttentionForwardTensorCores(const bf16* q, const bf16* k, const bf16* v, int BH,
+                                             int T, int hs, float scale, const Dropout& dropout,
+                                             bf16* out, float* lse, cudaStream_t stream);
+cudaError_t FlashAttentionBackwardTensorCores(const bf16* q, const bf16* k, const bf16* v,
+                                              const bf16* dy, const float* lse,
+                                              const float* delta, int BH, int T, int hs,
+                                              float scale, const Dropout& dropout, bf16* dq,
+                                              bf16* dk, bf16* dv, cudaStream_t stream);
+
 // ---- softmax_ce.cu ----
 
 // Per row of logits (N, V): losses[row] = -log softmax(row)[targets[row]]. With dlogits non-null,

@@ -1,7 +1,8 @@
 // Linear and attention layers on the GPU (see layers.h). The attention materialises the (T, T)
 // weights, like llm.c's first CUDA version: q k^T and att v are cuBLAS batched products over the
 // B*NH heads, the causal softmax a kernel. AttentionForwardFlash/AttentionBackwardFlash run the
-// flash kernels instead (flash_attention.cu), with no (T, T) matrix.
+// flash kernels instead (flash_attention_tc.cu on tensor cores, or flash_attention.cu in fp32),
+// with no (T, T) matrix.
 #include "worker/cuda/layers.h"
 
 #include <algorithm>
@@ -137,14 +138,19 @@ absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, c
 
 absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
                                    const Dropout& dropout, bf16* qkvr, float* lse, bf16* out,
-                                   const AttentionScratch& scratch, cudaStream_t stream) {
+                                   const AttentionScratch& scratch, FlashKernels kernels,
+                                   cudaStream_t stream) {
   const int hs = C / NH;
   RETURN_IF_ERROR(CheckFlashHeadSize(hs));
   const QkvHeads<const bf16> heads = HeadsOf<const bf16>(qkvr, B, T, C);
   CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/true, qkv, B, T, C, NH, qkvr, stream));
-  CUDA_RETURN_IF_ERROR(FlashAttentionForward(heads.q, heads.k, heads.v, B * NH, T, hs,
-                                             1.0f / std::sqrt(static_cast<float>(hs)), dropout,
-                                             scratch.heads, lse, stream));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  CUDA_RETURN_IF_ERROR(kernels == FlashKernels::kTensorCores
+                           ? FlashAttentionForwardTensorCores(heads.q, heads.k, heads.v, B * NH, T,
+                                                              hs, scale, dropout, scratch.heads,
+                                                              lse, stream)
+                           : FlashAttentionForward(heads.q, heads.k, heads.v, B * NH, T, hs, scale,
+                                                   dropout, scratch.heads, lse, stream));
   CUDA_RETURN_IF_ERROR(MergeHeads(scratch.heads, B, T, NH, hs, C, out, stream));
   return absl::OkStatus();
 }
@@ -152,7 +158,8 @@ absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
 absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf16* out,
                                     const float* lse, int B, int T, int C, int NH,
                                     const Dropout& dropout, bf16* dqkv,
-                                    const AttentionScratch& scratch, cudaStream_t stream) {
+                                    const AttentionScratch& scratch, FlashKernels kernels,
+                                    cudaStream_t stream) {
   const int hs = C / NH;
   RETURN_IF_ERROR(CheckFlashHeadSize(hs));
   const QkvHeads<const bf16> heads = HeadsOf(qkvr, B, T, C);
@@ -160,9 +167,14 @@ absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf
   bf16* dy = scratch.heads;  // (B, NH, T, hs)
   CUDA_RETURN_IF_ERROR(SplitHeads(dout, B, T, NH, hs, C, dy, stream));
   CUDA_RETURN_IF_ERROR(FlashAttentionDelta(dout, out, B, T, NH, hs, scratch.delta, stream));
-  CUDA_RETURN_IF_ERROR(FlashAttentionBackward(
-      heads.q, heads.k, heads.v, dy, lse, scratch.delta, B * NH, T, hs,
-      1.0f / std::sqrt(static_cast<float>(hs)), dropout, grads.q, grads.k, grads.v, stream));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  CUDA_RETURN_IF_ERROR(
+      kernels == FlashKernels::kTensorCores
+          ? FlashAttentionBackwardTensorCores(heads.q, heads.k, heads.v, dy, lse, scratch.delta,
+                                              B * NH, T, hs, scale, dropout, grads.q, grads.k,
+                                              grads.v, stream)
+          : FlashAttentionBackward(heads.q, heads.k, heads.v, dy, lse, scratch.delta, B * NH, T,
+                                   hs, scale, dropout, grads.q, grads.k, grads.v, stream));
   CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/false, scratch.dqkvr, B, T, C, NH, dqkv, stream));
   return absl::OkStatus();
 }

@@ -49,13 +49,16 @@ absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, c
 // the backward are qkvr and lse (B, NH, T) fp32 instead of att, and the backward needs the
 // forward's `out`. scratch.scores and scratch.weights are unused; scratch.delta is needed.
 // INVALID_ARGUMENT unless FlashAttentionSupports(C / NH).
+// `kernels`: tensor cores (flash_attention_tc.cu) or fp32 CUDA cores (flash_attention.cu).
 absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
                                    const Dropout& dropout, bf16* qkvr, float* lse, bf16* out,
-                                   const AttentionScratch& scratch, cudaStream_t stream);
+                                   const AttentionScratch& scratch, FlashKernels kernels,
+                                   cudaStream_t stream);
 absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf16* out,
                                     const float* lse, int B, int T, int C, int NH,
                                     const Dropout& dropout, bf16* dqkv,
-                                    const AttentionScratch& scratch, cudaStream_t stream);
+                                    const AttentionScratch& scratch, FlashKernels kernels,
+                                    cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace psrv

@@ -233,35 +233,40 @@ TEST_P(LayersTest, AttentionForwardAndBackward) {
   }
 }
 
-// The flash kernels against the same reference: head sizes padded to 16, 32 and 64 (4, 16, 33, 64)
-// and sequences that end inside a 32-row tile or span several tiles.
+// The flash kernels, on tensor cores and in fp32, against the same reference: head sizes padded
+// to 16, 32 and 64 (4, 16, 33, 64) and sequences that end inside a tile or span several tiles
+// (the tensor-core kernels' blocks are 64 rows, their tiles 32).
 TEST_P(LayersTest, FlashAttentionForwardAndBackward) {
   if (GetParam()) GTEST_SKIP() << "no products: the cuBLASLt setting does not apply";
-  for (const AttentionShape& s : {AttentionShape{2, 5, 8, 2}, AttentionShape{1, 37, 48, 3},
-                                  AttentionShape{1, 40, 99, 3}, AttentionShape{2, 70, 128, 2}}) {
-    for (float p : {0.0f, 0.25f}) {
-      SCOPED_TRACE(Describe(s, p));
-      AttentionCase c(s, p);
-      DeviceBuffer lse = DeviceFilled<float>(c.B * c.NH * c.T),
-                   delta = DeviceFilled<float>(c.B * c.NH * c.T);
-      const AttentionScratch scratch{c.heads.as<bf16>(), nullptr, nullptr, c.dqkvr.as<bf16>(),
-                                     delta.as<float>()};
-      absl::Status status = AttentionForwardFlash(c.dqkv_in.as<bf16>(), c.B, c.T, c.C, c.NH,
-                                                  c.dropout, c.qkvr.as<bf16>(), lse.as<float>(),
-                                                  c.out.as<bf16>(), scratch, blas_->stream());
-      ASSERT_TRUE(status.ok()) << status;
-      status = AttentionBackwardFlash(c.ddout.as<bf16>(), c.qkvr.as<bf16>(), c.out.as<bf16>(),
-                                      lse.as<float>(), c.B, c.T, c.C, c.NH, c.dropout,
-                                      c.dqkv.as<bf16>(), scratch, blas_->stream());
-      ASSERT_TRUE(status.ok()) << status;
-      c.ExpectMatchesReference("flash attention out", "flash attention dqkv");
+  for (const FlashKernels kernels : {FlashKernels::kTensorCores, FlashKernels::kFp32}) {
+    for (const AttentionShape& s :
+         {AttentionShape{2, 5, 8, 2}, AttentionShape{1, 37, 48, 3}, AttentionShape{1, 40, 99, 3},
+          AttentionShape{2, 70, 128, 2}, AttentionShape{1, 130, 64, 4}}) {
+      for (float p : {0.0f, 0.25f}) {
+        SCOPED_TRACE(Describe(s, p) << (kernels == FlashKernels::kTensorCores ? " tensor cores"
+                                                                              : " fp32"));
+        AttentionCase c(s, p);
+        DeviceBuffer lse = DeviceFilled<float>(c.B * c.NH * c.T),
+                     delta = DeviceFilled<float>(c.B * c.NH * c.T);
+        const AttentionScratch scratch{c.heads.as<bf16>(), nullptr, nullptr, c.dqkvr.as<bf16>(),
+                                       delta.as<float>()};
+        absl::Status status = AttentionForwardFlash(
+            c.dqkv_in.as<bf16>(), c.B, c.T, c.C, c.NH, c.dropout, c.qkvr.as<bf16>(),
+            lse.as<float>(), c.out.as<bf16>(), scratch, kernels, blas_->stream());
+        ASSERT_TRUE(status.ok()) << status;
+        status = AttentionBackwardFlash(c.ddout.as<bf16>(), c.qkvr.as<bf16>(), c.out.as<bf16>(),
+                                        lse.as<float>(), c.B, c.T, c.C, c.NH, c.dropout,
+                                        c.dqkv.as<bf16>(), scratch, kernels, blas_->stream());
+        ASSERT_TRUE(status.ok()) << status;
+        c.ExpectMatchesReference("flash attention out", "flash attention dqkv");
+      }
     }
   }
   // Head sizes past the registers' budget are refused, not computed wrong.
   const AttentionScratch none{nullptr, nullptr, nullptr, nullptr, nullptr};
   const absl::Status too_wide =
       AttentionForwardFlash(nullptr, 1, 4, 2 * (kFlashMaxHeadSize + 1), 2, Dropout{}, nullptr,
-                            nullptr, nullptr, none, blas_->stream());
+                            nullptr, nullptr, none, FlashKernels::kTensorCores, blas_->stream());
   EXPECT_EQ(too_wide.code(), absl::StatusCode::kInvalidArgument) << too_wide;
 }
 

@@ -312,5 +312,9 @@ void SetLaunchError(const std::string& message) {
   }
 }
 
+void KernelFault(const std::string& message) {
+  Fail(absl::StrCat(message, " (", Where(Current()), ")"));
+}
+
 }  // namespace simt
 }  // namespace psrv

@@ -74,6 +74,10 @@ std::string LastErrorMessage();
 // Records a launch error found outside RunGrid (a bad launch configuration).
 void SetLaunchError(const std::string& message);
 
+// Records a launch error found by the running thread (a misuse of an emulated CUDA function, e.g.
+// emulation/wmma.h's alignment rules); the message gets the thread's block and index.
+void KernelFault(const std::string& message);
+
 // `kernel<<<grid, block, shared_bytes, stream>>>(args...)` is
 // `Launch(kernel, grid, block, shared_bytes, stream)(args...)` here: the arguments are converted
 // to the kernel's parameter types once (as a launch copies them), and each thread gets its own

@@ -1,10 +1,14 @@
 // The SIMT simulator (simt.h) keeps CUDA's semantics for what the kernels rely on: built-in
 // indices in 3-D grids and blocks, __syncthreads() ordering shared-memory writes before reads,
 // warp shuffles (xor, down, up, indexed, with widths), per-thread locals across barriers; and it
-// turns barrier misuse and shuffles from exited lanes into launch errors.
+// turns barrier misuse and shuffles from exited lanes into launch errors. Its nvcuda::wmma
+// (wmma.h) computes tile products in rows and columns as documented, and refuses what CUDA
+// forbids (unaligned pointers, leading dimensions not a multiple of 16 bytes).
 #include "worker/cuda/emulation/simt.h"
 
 #include <vector>
+
+#include "worker/cuda/emulation/wmma.h"
 
 #include "gtest/gtest.h"
 
@@ -149,6 +153,77 @@ TEST(SimtTest, BadLaunchConfigurations) {
   EXPECT_EQ(TakeLastError(), cudaErrorInvalidConfiguration);
   Launch(RecordIdsKernel, 0, 32, 0, nullptr)(ids.data());
   EXPECT_EQ(TakeLastError(), cudaErrorInvalidConfiguration);
+}
+
+namespace wmma = nvcuda::wmma;
+
+// d (16 x 16, row stride ldd) = a (16 x 16, row-major, stride 24) times b (col-major, stride 24)
+// plus c (16 x 16 floats, col-major, stride 16); the product through shared memory as kernels do.
+__global__ void WmmaKernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const float* c,
+                           float* d, unsigned ldd) {
+  __shared__ __align__(32) float staged[16 * 20];
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::load_matrix_sync(fa, a, 24);
+  wmma::load_matrix_sync(fb, b, 24);
+  wmma::load_matrix_sync(acc, c, 16, wmma::mem_col_major);
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(staged, acc, 20, wmma::mem_row_major);
+  __syncwarp();
+  for (int e = threadIdx.x; e < 256; e += 32) {
+    d[(e / 16) * ldd + e % 16] = staged[(e / 16) * 20 + e % 16];
+  }
+}
+
+struct WmmaInputs {
+  WmmaInputs() {
+    for (int i = 0; i < 16 * 24; ++i) {
+      a[i] = __float2bfloat16_rn(static_cast<float>(i % 7) - 3.0f);
+      b[i] = __float2bfloat16_rn(static_cast<float>(i % 5) * 0.5f);
+    }
+    for (int i = 0; i < 256; ++i) c[i] = static_cast<float>(i);
+  }
+  alignas(32) __nv_bfloat16 a[16 * 24];
+  alignas(32) __nv_bfloat16 b[16 * 24];
+  alignas(32) float c[256];
+};
+
+TEST(SimtTest, WmmaMultipliesTilesInTheirLayouts) {
+  WmmaInputs in;
+  std::vector<float> d(16 * 16, -1.0f);
+  Launch(WmmaKernel, 1, 32, 0, nullptr)(in.a, in.b, in.c, d.data(), 16u);
+  ASSERT_EQ(TakeLastError(), cudaSuccess) << LastErrorMessage();
+  for (int m = 0; m < 16; ++m) {
+    for (int n = 0; n < 16; ++n) {
+      float want = in.c[n * 16 + m];  // c is column-major
+      for (int k = 0; k < 16; ++k) {
+        want += __bfloat162float(in.a[m * 24 + k]) * __bfloat162float(in.b[n * 24 + k]);
+      }
+      EXPECT_EQ(d[m * 16 + n], want) << m << "," << n;
+    }
+  }
+}
+
+TEST(SimtTest, WmmaRefusesWhatCudaForbids) {
+  WmmaInputs in;
+  std::vector<float> d(16 * 16);
+  // A pointer 16 bytes past a 32-byte boundary.
+  Launch(WmmaKernel, 1, 32, 0, nullptr)(in.a + 8, in.b, in.c, d.data(), 16u);
+  EXPECT_EQ(TakeLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(LastErrorMessage().find("256-bit aligned"), std::string::npos) << LastErrorMessage();
+}
+
+__global__ void WmmaBadLdmKernel(const float* c) {
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::load_matrix_sync(acc, c, 18, wmma::mem_row_major);  // 72 bytes: not a multiple of 16
+}
+
+TEST(SimtTest, WmmaRefusesALeadingDimensionNotAMultipleOf16Bytes) {
+  alignas(32) static float c[16 * 18];
+  Launch(WmmaBadLdmKernel, 1, 32, 0, nullptr)(c);
+  EXPECT_EQ(TakeLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(LastErrorMessage().find("ldm 18"), std::string::npos) << LastErrorMessage();
 }
 
 }  // namespace
