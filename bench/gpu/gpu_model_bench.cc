@@ -19,6 +19,9 @@
 // --attention: which attention paths to run each config with (GptCudaConfig::flash_attention:
 // flash on tensor cores, flash_fp32 the fp32 CUDA-core kernels); every result names its
 // "attention".
+// --attention_shapes=BxNHxTxHS,... (default GPT-2 small's attention at T 1024 and 256 and
+// shakespeare_char's; "none" skips): the attention layer alone, forward + backward without dropout,
+// per path, as "attention_micro" rows (the row torch_baseline.py's SDPA rows are compared with).
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -37,9 +40,11 @@
 #include <thread>
 #include <vector>
 
+#include "worker/cuda/blas.h"
 #include "worker/cuda/device.h"
 #include "worker/cuda/device_buffer.h"
 #include "worker/cuda/gpt_cuda.h"
+#include "worker/cuda/layers.h"
 
 namespace psrv {
 namespace cuda {
@@ -261,6 +266,113 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
   return r;
 }
 
+struct AttentionShape {
+  int B, NH, T, hs;
+};
+
+// "16x12x1024x64,..." into shapes; exits on a malformed entry.
+std::vector<AttentionShape> ParseAttentionShapes(const std::string& text) {
+  std::vector<AttentionShape> shapes;
+  if (text == "none") return shapes;
+  for (const std::string& part : Split(text)) {
+    AttentionShape s{};
+    char tail = 0;
+    if (std::sscanf(part.c_str(), "%dx%dx%dx%d%c", &s.B, &s.NH, &s.T, &s.hs, &tail) != 4 ||
+        s.B < 1 || s.NH < 1 || s.T < 1 || s.hs < 1) {
+      std::fprintf(stderr, "bad --attention_shapes entry %s (want BxNHxTxHS)\n", part.c_str());
+      std::exit(2);
+    }
+    shapes.push_back(s);
+  }
+  return shapes;
+}
+
+// The attention layer alone (layers.h), forward + backward, no dropout: one path, one shape.
+ordered_json RunAttention(const AttentionShape& s, const std::string& attention, int warmup,
+                          int iters) {
+  auto die = [&](const absl::Status& status) {
+    std::fprintf(stderr, "attention %s: %s\n", attention.c_str(),
+                 std::string(status.message()).c_str());
+    std::exit(1);
+  };
+  const int C = s.NH * s.hs;
+  const size_t BT = static_cast<size_t>(s.B) * s.T, square = BT * s.NH * s.T;
+  const bool flash = attention != "materialized";
+  const FlashKernels kernels =
+      attention == "flash_fp32" ? FlashKernels::kFp32 : FlashKernels::kTensorCores;
+  absl::StatusOr<std::unique_ptr<Blas>> blas = Blas::Create(/*stream=*/0, BlasOptions{});
+  if (!blas.ok()) die(blas.status());
+  DeviceBuffer qkv, qkvr, out, dout, dqkv, heads, dqkvr, att, scores, weights, lse, delta;
+  for (auto [buffer, bytes] : std::vector<std::pair<DeviceBuffer*, size_t>>{
+           {&qkv, 3 * BT * C * sizeof(bf16)},
+           {&qkvr, 3 * BT * C * sizeof(bf16)},
+           {&out, BT * C * sizeof(bf16)},
+           {&dout, BT * C * sizeof(bf16)},
+           {&dqkv, 3 * BT * C * sizeof(bf16)},
+           {&heads, BT * C * sizeof(bf16)},
+           {&dqkvr, 3 * BT * C * sizeof(bf16)},
+           {&att, flash ? 0 : square * sizeof(bf16)},
+           {&scores, flash ? 0 : square * sizeof(float)},
+           {&weights, flash ? 0 : square * sizeof(bf16)},
+           {&lse, BT * s.NH * sizeof(float)},
+           {&delta, BT * s.NH * sizeof(float)}}) {
+    if (absl::Status status = buffer->Allocate(bytes); !status.ok()) die(status);
+  }
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (DeviceBuffer* buffer : {&qkv, &dout}) {
+    std::vector<bf16> host(buffer->bytes() / sizeof(bf16));
+    for (bf16& x : host) x = __float2bfloat16_rn(normal(rng));
+    if (cudaMemcpy(buffer->as<bf16>(), host.data(), buffer->bytes(), cudaMemcpyHostToDevice) !=
+        cudaSuccess) {
+      die(absl::InternalError("cudaMemcpy of the inputs failed"));
+    }
+  }
+  const AttentionScratch scratch{heads.as<bf16>(), scores.as<float>(), weights.as<bf16>(),
+                                 dqkvr.as<bf16>(), delta.as<float>()};
+  const Dropout none{};
+  Blas& b = **blas;
+  Timing forward, both;
+  for (int i = 0; i < warmup + iters; ++i) {
+    const double t0 = NowMs();
+    absl::Status status =
+        flash ? AttentionForwardFlash(qkv.as<bf16>(), s.B, s.T, C, s.NH, none, qkvr.as<bf16>(),
+                                      lse.as<float>(), out.as<bf16>(), scratch, kernels, 0)
+              : AttentionForward(b, qkv.as<bf16>(), s.B, s.T, C, s.NH, none, qkvr.as<bf16>(),
+                                 att.as<bf16>(), out.as<bf16>(), scratch);
+    if (!status.ok()) die(status);
+    cudaDeviceSynchronize();
+    const double t1 = NowMs();
+    status = flash ? AttentionBackwardFlash(dout.as<bf16>(), qkvr.as<bf16>(), out.as<bf16>(),
+                                            lse.as<float>(), s.B, s.T, C, s.NH, none,
+                                            dqkv.as<bf16>(), scratch, kernels, 0)
+                   : AttentionBackward(b, dout.as<bf16>(), qkvr.as<bf16>(), att.as<bf16>(), s.B,
+                                       s.T, C, s.NH, none, dqkv.as<bf16>(), scratch);
+    if (!status.ok()) die(status);
+    if (cudaDeviceSynchronize() != cudaSuccess) die(absl::InternalError("attention failed"));
+    if (i >= warmup) {
+      forward.ms.push_back(t1 - t0);
+      both.ms.push_back(NowMs() - t0);
+    }
+  }
+  // FlashAttention-2's count: the forward's two T x T products, 4 B NH T^2 hs FLOPs halved by
+  // the causal mask, and the backward 2.5 times the forward.
+  const double flops = 3.5 * 2.0 * s.B * s.NH * static_cast<double>(s.T) * s.T * s.hs;
+  ordered_json r;
+  r["batch"] = s.B;
+  r["heads"] = s.NH;
+  r["context"] = s.T;
+  r["head_size"] = s.hs;
+  r["attention"] = attention;
+  r["ms_forward_median"] = forward.median();
+  r["ms_forward_backward_median"] = both.median();
+  r["tflops_per_s"] = flops / (both.median() / 1e3) / 1e12;
+  r["samples_ms"] = both.ms;
+  std::printf("attention %dx%dx%dx%d %s: forward %.3f ms, forward + backward %.3f ms\n", s.B,
+              s.NH, s.T, s.hs, attention.c_str(), forward.median(), both.median());
+  return r;
+}
+
 int Main(int argc, char** argv) {
   Flags flags(argc, argv);
   const std::vector<std::string> names = Split(flags.Get("configs", "shakespeare_char,gpt2_124m"));
@@ -278,6 +390,8 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
+  const std::vector<AttentionShape> attention_shapes =
+      ParseAttentionShapes(flags.Get("attention_shapes", "16x12x1024x64,16x12x256x64,64x6x256x64"));
   const std::string commit = flags.Get("commit", "unknown");
   const std::string out = flags.Get("out", "gpu_model.json");
   flags.CheckAllUsed();
@@ -347,6 +461,12 @@ int Main(int argc, char** argv) {
       bench.model.flash_attention = attention != "materialized";
       bench.model.flash_fp32 = attention == "flash_fp32";
       report["results"].push_back(RunConfig(bench, warmup, iters));
+    }
+  }
+  report["attention_micro"] = ordered_json::array();
+  for (const AttentionShape& shape : attention_shapes) {
+    for (const std::string& attention : attentions) {
+      report["attention_micro"].push_back(RunAttention(shape, attention, warmup, iters));
     }
   }
   std::ofstream file(out);

@@ -4,7 +4,7 @@
 set -euo pipefail
 out=${TEST_TMPDIR:-$(mktemp -d)}
 bench/gpu/gpu_model_bench_simt --configs=tiny --iters=2 --warmup=1 --commit=test \
-  --out="$out/ours.json"
+  --attention_shapes=2x2x70x32,1x3x40x16 --out="$out/ours.json"
 python3 - "$out" <<'PY'
 import json, math, sys
 out = sys.argv[1]
@@ -26,9 +26,18 @@ for r in results[1:]:
     assert abs(results[0]["loss_first"] - r["loss_first"]) < 1e-2, results
     # Flash keeps no (B, NH, T, T) buffers.
     assert r["peak_memory_bytes"] < results[0]["peak_memory_bytes"], results
+micro = ours["attention_micro"]
+assert [(m["context"], m["attention"]) for m in micro] == [
+    (70, "materialized"), (70, "flash"), (70, "flash_fp32"),
+    (40, "materialized"), (40, "flash"), (40, "flash_fp32")], micro
+for m in micro:
+    assert m["ms_forward_backward_median"] >= m["ms_forward_median"] > 0, m
+    assert m["tflops_per_s"] > 0 and len(m["samples_ms"]) == 2, m
 torch = {"device": ours["device"], "results": [
     {"config": "tiny", "mode": "eager", "ms_per_iter_median": 2.0, "tokens_per_s": 64000.0,
-     "mfu": 0.01, "peak_memory_bytes": 1 << 20}]}
+     "mfu": 0.01, "peak_memory_bytes": 1 << 20}],
+    "attention_micro": [{"batch": 2, "heads": 2, "context": 70, "head_size": 32,
+                         "attention": "sdpa", "ms_forward_backward_median": 1.0}]}
 json.dump(torch, open(f"{out}/torch.json", "w"))
 PY
 path=$(python3 bench/gpu/merge_results.py "$out/ours.json" "$out/torch.json" --out_dir "$out/results")
@@ -41,6 +50,14 @@ for r in rows:
     assert r["config"] == "tiny" and r["pytorch_mode"] == "eager", r
     assert r["tokens_per_s_ratio"] > 0 and r["peak_memory_ratio"] > 0, r
 assert "warning" not in merged, merged
+att = merged["attention_ratios"]
+assert [(a["shape"], a["attention_ours"]) for a in att] == [
+    ("2x2x70x32", "materialized"), ("2x2x70x32", "flash"), ("2x2x70x32", "flash_fp32"),
+    ("1x3x40x16", "materialized"), ("1x3x40x16", "flash"), ("1x3x40x16", "flash_fp32")], att
+assert all(a["speedup_vs_sdpa"] > 0 for a in att[:3]), att
+assert all("speedup_vs_sdpa" not in a for a in att[3:]), att  # no SDPA row for that shape
+assert all(a["speedup_vs_materialized"] > 0 for a in att), att
+assert att[0]["speedup_vs_materialized"] == 1.0, att
 print("merged:", sys.argv[1])
 PY
 echo PASS

@@ -38,6 +38,26 @@ def ratios(ours, torch):
     return rows
 
 
+def attention_ratios(ours, torch):
+    """Per attention shape and path of ours: the speed-up over PyTorch's SDPA and over our own
+    materialised path (> 1: this path is faster)."""
+    def key(m):
+        return (m["batch"], m["heads"], m["context"], m["head_size"])
+    sdpa = {key(t): t for t in torch.get("attention_micro", [])}
+    materialized = {key(o): o for o in ours.get("attention_micro", [])
+                    if o["attention"] == "materialized"}
+    rows = []
+    for o in ours.get("attention_micro", []):
+        row = {"shape": "x".join(str(x) for x in key(o)), "attention_ours": o["attention"]}
+        ms = o["ms_forward_backward_median"]
+        if key(o) in sdpa:
+            row["speedup_vs_sdpa"] = sdpa[key(o)]["ms_forward_backward_median"] / ms
+        if key(o) in materialized:
+            row["speedup_vs_materialized"] = materialized[key(o)]["ms_forward_backward_median"] / ms
+        rows.append(row)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("ours")
@@ -58,8 +78,12 @@ def main():
             "ms_per_iter_ratio": "ours / PyTorch median forward+backward time (< 1: ours faster)",
             "tokens_per_s_ratio": "ours / PyTorch tokens per second (> 1: ours faster)",
             "peak_memory_ratio": "ours (model allocations) / PyTorch max_memory_allocated",
+            "speedup_vs_sdpa": "attention forward+backward: SDPA time / ours (> 1: ours faster)",
+            "speedup_vs_materialized":
+                "attention forward+backward: our materialised path's time / this path's",
         },
         "ratios": ratios(ours, torch),
+        "attention_ratios": attention_ratios(ours, torch),
         "ours": ours,
         "pytorch": torch,
     }

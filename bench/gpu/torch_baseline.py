@@ -9,8 +9,12 @@ eps 1e-5, the output head tied to wte, dropout on the embeddings, attention weig
 residual projections, causal attention through F.scaled_dot_product_attention (flash attention
 on an H100).
 
+Also the attention alone (--attention_shapes, gpu_model_bench's): F.scaled_dot_product_attention,
+causal, bf16 (B, NH, T, hs) tensors, forward + backward, as "attention_micro" rows.
+
 Usage: python3 bench/gpu/torch_baseline.py [--configs=shakespeare_char,gpt2_124m] [--iters=20]
-       [--warmup=5] [--compile=both|eager|compile] [--commit=SHA] [--out=torch.json]
+       [--warmup=5] [--compile=both|eager|compile] [--attention_shapes=16x12x1024x64,...|none]
+       [--commit=SHA] [--out=torch.json]
 """
 import argparse
 import datetime
@@ -181,6 +185,34 @@ def run_config(name, c, mode, warmup, iters):
     return result
 
 
+def run_attention(shape, warmup, iters):
+    B, NH, T, hs = shape
+    torch.manual_seed(7)
+    q, k, v = (torch.randn(B, NH, T, hs, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    dout = torch.randn(B, NH, T, hs, device="cuda", dtype=torch.bfloat16)
+    forward, both = [], []
+    for i in range(warmup + iters):
+        q.grad = k.grad = v.grad = None
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        y.backward(dout)
+        torch.cuda.synchronize()
+        if i >= warmup:
+            forward.append((t1 - t0) * 1e3)
+            both.append((time.perf_counter() - t0) * 1e3)
+    median = statistics.median(both)
+    flops = 3.5 * 2.0 * B * NH * T * T * hs  # as gpu_model_bench counts
+    print(f"attention {B}x{NH}x{T}x{hs} sdpa: forward {statistics.median(forward):.3f} ms, "
+          f"forward + backward {median:.3f} ms", flush=True)
+    return {"batch": B, "heads": NH, "context": T, "head_size": hs, "attention": "sdpa",
+            "ms_forward_median": statistics.median(forward), "ms_forward_backward_median": median,
+            "tflops_per_s": flops / (median / 1e3) / 1e12, "samples_ms": both}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="shakespeare_char,gpt2_124m")
@@ -189,6 +221,7 @@ def main():
     parser.add_argument("--gpt2_batch", type=int, default=16)
     parser.add_argument("--shakespeare_batch", type=int, default=64)
     parser.add_argument("--compile", default="both", choices=["both", "eager", "compile"])
+    parser.add_argument("--attention_shapes", default="16x12x1024x64,16x12x256x64,64x6x256x64")
     parser.add_argument("--commit", default="unknown")
     parser.add_argument("--out", default="torch.json")
     args = parser.parse_args()
@@ -226,6 +259,18 @@ def main():
                 traceback.print_exc()
                 report["errors"].append({"config": name, "mode": mode, "error": repr(e)})
                 torch.cuda.empty_cache()
+    report["attention_micro"] = []
+    if args.attention_shapes != "none":
+        for text in args.attention_shapes.split(","):
+            shape = tuple(int(x) for x in text.split("x"))
+            if len(shape) != 4:
+                sys.exit(f"bad --attention_shapes entry {text} (want BxNHxTxHS)")
+            try:
+                report["attention_micro"].append(run_attention(shape, max(1, args.warmup),
+                                                               args.iters))
+            except Exception as e:
+                traceback.print_exc()
+                report["errors"].append({"attention_shape": text, "error": repr(e)})
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
