@@ -399,6 +399,11 @@ absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint6
                                           MakeDropout(seed, EmbedStream(), rate), a.encoded,
                                           stream_));
   }  // Else a.encoded holds the previous stage's output.
+  // Without hooks every parameter is on the GPU already: each layer's MLP residual is fused with
+  // the LayerNorm after it (the next layer's ln1, or ln_f), one kernel instead of two, bit for bit
+  // the same. With hooks (the overlapped step) that LayerNorm waits for its own parameter group.
+  const bool fuse_residual_with_next_norm = !before_group;
+  bool ln1_done = false;  // the previous layer's fused residual computed this layer's ln1
   for (int l = 0; l < L; ++l) {
     const LayerActivations& la = a.layers[l];
     const size_t l3cc = static_cast<size_t>(l) * 3 * C * C, lcc = static_cast<size_t>(l) * C * C,
@@ -408,8 +413,10 @@ absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint6
     if (before_group) RETURN_IF_ERROR(before_group(LayerGroup(l)));
 
     // Attention: residual2 = residual + dropout(proj(attention(ln1(residual)))).
-    CUDA_RETURN_IF_ERROR(LayerNormForward(residual, p.ln1_weight + l * C, p.ln1_bias + l * C, BT, C,
-                                          la.ln1, la.ln1_mean, la.ln1_rstd, stream_));
+    if (!ln1_done) {
+      CUDA_RETURN_IF_ERROR(LayerNormForward(residual, p.ln1_weight + l * C, p.ln1_bias + l * C, BT,
+                                            C, la.ln1, la.ln1_mean, la.ln1_rstd, stream_));
+    }
     RETURN_IF_ERROR(LinearForward(blas, la.ln1, w.qkv_weight + l3cc,
                                             w.qkv_bias + l * 3 * C, BT, C, 3 * C, a.qkv));
     const Dropout attention_dropout = MakeDropout(seed, AttentionStream(layer), rate);
@@ -435,11 +442,24 @@ absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint6
     CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, la.fch_gelu, stream_));
     RETURN_IF_ERROR(LinearForward(blas, la.fch_gelu, w.mlp_proj_weight + l4cc,
                                             w.mlp_proj_bias + l * C, BT, 4 * C, C, a.proj));
-    CUDA_RETURN_IF_ERROR(ResidualForward(la.residual2, a.proj,
-                                         MakeDropout(seed, MlpProjStream(layer), rate), BT * C,
-                                         la.residual3, stream_));
+    const Dropout mlp_dropout = MakeDropout(seed, MlpProjStream(layer), rate);
+    const bool last = l + 1 == L;
+    ln1_done = fuse_residual_with_next_norm && (!last || part_.head);
+    if (ln1_done) {
+      // ... and the next LayerNorm of residual3 in the same launch.
+      const LayerActivations* next = last ? nullptr : &a.layers[l + 1];
+      CUDA_RETURN_IF_ERROR(ResidualLayerNormForward(
+          la.residual2, a.proj, mlp_dropout, la.residual3,
+          last ? p.lnf_weight : p.ln1_weight + (l + 1) * C,
+          last ? p.lnf_bias : p.ln1_bias + (l + 1) * C, BT, C, last ? a.lnf : next->ln1,
+          last ? a.lnf_mean : next->ln1_mean, last ? a.lnf_rstd : next->ln1_rstd, stream_));
+    } else {
+      CUDA_RETURN_IF_ERROR(
+          ResidualForward(la.residual2, a.proj, mlp_dropout, BT * C, la.residual3, stream_));
+    }
   }
   if (!part_.head) return absl::OkStatus();
+  if (ln1_done) return absl::OkStatus();  // ln_f fused into the last layer's residual
   if (before_group) RETURN_IF_ERROR(before_group(HeadGroup()));
   CUDA_RETURN_IF_ERROR(LayerNormForward(a.layers[L - 1].residual3, p.lnf_weight, p.lnf_bias, BT, C,
                                         a.lnf, a.lnf_mean, a.lnf_rstd, stream_));
