@@ -119,7 +119,10 @@ void Truncate(const std::string& path) {
 // batches depend only on (seed, rank, step), and a checkpoint holds the optimizer state and step.
 TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
   StartCluster(/*servers=*/2, /*workers=*/1);
-  JobSpec spec = SmallMlpJob(SYNC, 1, 1, 600);
+  // Long enough that the job is still running at the second checkpoint (600 steps once ended
+  // first in CI: the checkpoint call then fails as the job is no longer RUNNING).
+  constexpr uint64_t kSteps = 2000;
+  JobSpec spec = SmallMlpJob(SYNC, 1, 1, kSteps);
   spec.mutable_checkpoint()->set_directory(log_dir_ + "/checkpoints");
 
   // The reference: no fault.
@@ -160,7 +163,7 @@ TEST_F(FaultTest, KilledServerJobResumesFromLastGoodCheckpointBitForBit) {
   ASSERT_EQ(final.checkpoints_size(), 2);
   EXPECT_TRUE(final.checkpoints(0).bad_reason().empty());
   EXPECT_NE(final.checkpoints(1).bad_reason(), "") << "the corrupt checkpoint is marked bad";
-  EXPECT_EQ(final.step(), 600u);
+  EXPECT_EQ(final.step(), kSteps);
   EXPECT_NE(ServerNamed(final.shard_map().shards(0).server_address()), victim);
   std::cout << "recovery (kill -9 to running again from step " << resumed.resumed_from_step()
             << "): " << absl::FormatDuration(recovery) << "; steps redone: "
