@@ -14,11 +14,13 @@
 // libraries on the GPU machine. Usage:
 //   gpu_model_bench [--configs=shakespeare_char,gpt2_124m] [--iters=20] [--warmup=5]
 //                   [--gpt2_batch=16] [--shakespeare_batch=64] [--use_cublaslt=1]
-//                   [--attention=materialized,flash,flash_fp32] [--commit=SHA]
-//                   [--out=gpu_model.json]
+//                   [--attention=materialized,flash,flash_fp32] [--recompute_gelu=1]
+//                   [--commit=SHA] [--out=gpu_model.json]
 // --attention: which attention paths to run each config with (GptCudaConfig::flash_attention:
 // flash on tensor cores, flash_fp32 the fp32 CUDA-core kernels); every result names its
 // "attention".
+// --recompute_gelu=0 keeps the MLP's GELU output for the backward instead of recomputing it there
+// (GptCudaConfig::recompute_gelu; the rows say which).
 // --attention_shapes=BxNHxTxHS,... (default GPT-2 small's attention at T 1024 and 256 and
 // shakespeare_char's; "none" skips): the attention layer alone, forward + backward without dropout,
 // per path, as "attention_micro" rows (the row torch_baseline.py's SDPA rows are compared with).
@@ -233,6 +235,7 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
   ordered_json r;
   r["config"] = bench.name;
   r["attention"] = !c.flash_attention ? "materialized" : (c.flash_fp32 ? "flash_fp32" : "flash");
+  r["recompute_gelu"] = c.recompute_gelu;
   r["layers"] = c.layers;
   r["heads"] = c.heads;
   r["width"] = c.width;
@@ -345,9 +348,11 @@ ordered_json RunAttention(const AttentionShape& s, const std::string& attention,
     const double t1 = NowMs();
     status = flash ? AttentionBackwardFlash(dout.as<bf16>(), qkvr.as<bf16>(), out.as<bf16>(),
                                             lse.as<float>(), s.B, s.T, C, s.NH, none,
-                                            dqkv.as<bf16>(), scratch, kernels, 0)
+                                            dqkv.as<bf16>(), /*dbias=*/nullptr, scratch,
+                                            kernels, 0)
                    : AttentionBackward(b, dout.as<bf16>(), qkvr.as<bf16>(), att.as<bf16>(), s.B,
-                                       s.T, C, s.NH, none, dqkv.as<bf16>(), scratch);
+                                       s.T, C, s.NH, none, dqkv.as<bf16>(), /*dbias=*/nullptr,
+                                       scratch);
     if (!status.ok()) die(status);
     if (cudaDeviceSynchronize() != cudaSuccess) die(absl::InternalError("attention failed"));
     if (i >= warmup) {
@@ -381,6 +386,7 @@ int Main(int argc, char** argv) {
   const int gpt2_batch = flags.GetInt("gpt2_batch", 16);
   const int shakespeare_batch = flags.GetInt("shakespeare_batch", 64);
   const bool use_cublaslt = flags.GetInt("use_cublaslt", 1) != 0;
+  const bool recompute_gelu = flags.GetInt("recompute_gelu", 1) != 0;
   const std::vector<std::string> attentions =
       Split(flags.Get("attention", "materialized,flash,flash_fp32"));
   for (const std::string& a : attentions) {
@@ -458,6 +464,7 @@ int Main(int argc, char** argv) {
     for (const std::string& attention : attentions) {
       BenchConfig bench = it->second;
       bench.model.use_cublaslt = use_cublaslt;
+      bench.model.recompute_gelu = recompute_gelu;
       bench.model.flash_attention = attention != "materialized";
       bench.model.flash_fp32 = attention == "flash_fp32";
       report["results"].push_back(RunConfig(bench, warmup, iters));

@@ -74,6 +74,25 @@ __device__ __forceinline__ float DropoutScale(const Dropout& d, uint64_t i) {
 __device__ __forceinline__ float ToFloat(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 ToBf16(float x) { return __float2bfloat16_rn(x); }
 
+// x times its dropout multiplier, rounded to bf16: one element of ToBf16 (dropout.cu) and of the
+// fused ToBf16Bias (matmul.cu).
+__device__ __forceinline__ bf16 DropToBf16(float x, const Dropout& d, uint64_t i) {
+  return ToBf16(x * DropoutScale(d, i));
+}
+
+// GELU, tanh approximation (gelu.cu), and its backward for one element: dout * gelu'(x), the tanh
+// recomputed. One definition for GeluBackward and the fused GeluBackwardBias (matmul.cu), so that
+// both give the same bits.
+constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2/pi)
+constexpr float kGeluCubic = 0.044715f;
+
+__device__ __forceinline__ float GeluGrad(float dout, float x) {
+  const float t = tanhf(kGeluScale * (x + kGeluCubic * x * x * x));
+  const float local =
+      0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
+  return dout * local;
+}
+
 // Sums partial (chunks, C) over its chunks in order into out (C), overwritten: the second stage of
 // the deterministic column reductions. A template so that each .cu file (its own device module,
 // no relocatable device code) instantiates its own copy.

@@ -16,7 +16,7 @@ __global__ void DropoutMaskKernel(Dropout dropout, size_t n, float* mask) {
 __global__ void ToBf16Kernel(const float* x, Dropout dropout, size_t n, bf16* out) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    out[i] = ToBf16(x[i] * DropoutScale(dropout, i));
+    out[i] = DropToBf16(x[i], dropout, i);
   }
 }
 

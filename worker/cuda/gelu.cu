@@ -6,9 +6,6 @@ namespace psrv {
 namespace cuda {
 namespace {
 
-constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2/pi)
-constexpr float kGeluCubic = 0.044715f;
-
 __global__ void GeluForwardKernel(const bf16* inp, size_t n, bf16* out) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -21,11 +18,7 @@ __global__ void GeluForwardKernel(const bf16* inp, size_t n, bf16* out) {
 __global__ void GeluBackwardKernel(const bf16* dout, const bf16* inp, size_t n, bf16* dinp) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float x = ToFloat(inp[i]);
-    const float t = tanhf(kGeluScale * (x + kGeluCubic * x * x * x));
-    const float local = 0.5f * (1.0f + t) +
-                        0.5f * x * (1.0f - t * t) * kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
-    dinp[i] = ToBf16(ToFloat(dout[i]) * local);
+    dinp[i] = ToBf16(GeluGrad(ToFloat(dout[i]), ToFloat(inp[i])));
   }
 }
 

@@ -218,7 +218,7 @@ size_t GptCuda::Carve(char* base, int batch, std::vector<Activations>* slots) co
       l.ln2_mean = arena.Take<float>(BT);
       l.ln2_rstd = arena.Take<float>(BT);
       l.fch = arena.Take<bf16>(BT * 4 * C);
-      l.fch_gelu = arena.Take<bf16>(BT * 4 * C);
+      l.fch_gelu = config_.recompute_gelu ? nullptr : arena.Take<bf16>(BT * 4 * C);
       l.residual3 = arena.Take<float>(BT * C);
     }
     a->lnf = head ? arena.Take<bf16>(BT * C) : nullptr;
@@ -254,6 +254,7 @@ size_t GptCuda::Carve(char* base, int batch, std::vector<Activations>* slots) co
     a->dfch = arena.Take<bf16>(BT * 4 * C);
     a->reduce = arena.Take<float>(
         std::max(LinearBackwardScratch(BT, 4 * C), LayerNormBackwardScratch(BT, C)));
+    a->attention.reduce = a->reduce;  // qkv's bias gradient, summed as dqkv is merged.
   }
   return arena.size();
 }
@@ -439,9 +440,11 @@ absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint6
     // MLP: residual3 = residual2 + dropout(proj(gelu(fc(ln2(residual2))))).
     RETURN_IF_ERROR(LinearForward(blas, la.ln2, w.fc_weight + l4cc, w.fc_bias + l * 4 * C,
                                             BT, C, 4 * C, la.fch));
-    CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, la.fch_gelu, stream_));
-    RETURN_IF_ERROR(LinearForward(blas, la.fch_gelu, w.mlp_proj_weight + l4cc,
-                                            w.mlp_proj_bias + l * C, BT, 4 * C, C, a.proj));
+    // gelu(fch): kept for the backward, or in the backward's dfch scratch when recomputed there.
+    bf16* fch_gelu = la.fch_gelu != nullptr ? la.fch_gelu : a.dfch;
+    CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, fch_gelu, stream_));
+    RETURN_IF_ERROR(LinearForward(blas, fch_gelu, w.mlp_proj_weight + l4cc,
+                                  w.mlp_proj_bias + l * C, BT, 4 * C, C, a.proj));
     const Dropout mlp_dropout = MakeDropout(seed, MlpProjStream(layer), rate);
     const bool last = l + 1 == L;
     ln1_done = fuse_residual_with_next_norm && (!last || part_.head);
@@ -525,41 +528,49 @@ absl::Status GptCuda::Backward(Activations& a, int B, uint64_t seed,
     const float* residual = l == 0 ? a.encoded : a.layers[l - 1].residual3;  // (B, T, C)
     bf16* dproj = a.proj;                                                     // (B, T, C)
 
-    // MLP.
-    CUDA_RETURN_IF_ERROR(
-        ToBf16(dresidual, MakeDropout(seed, MlpProjStream(layer), rate), BT * C, dproj, stream_));
-    RETURN_IF_ERROR(LinearBackward(blas, dproj, la.fch_gelu, w.mlp_proj_weight + l4cc, BT,
-                                             4 * C, C, a.dfch, g.mlp_proj_weight + l4cc,
-                                             g.mlp_proj_bias + l * C, a.reduce));
-    CUDA_RETURN_IF_ERROR(GeluBackward(a.dfch, la.fch, BT * 4 * C, a.dfch, stream_));
+    // MLP. Each bias gradient is summed by the kernel that makes its product's output gradient
+    // (the bf16 conversion through the dropout mask, GELU's backward, the attention's merge of q's,
+    // k's and v's heads), so LinearBackward skips it.
+    CUDA_RETURN_IF_ERROR(ToBf16Bias(dresidual, MakeDropout(seed, MlpProjStream(layer), rate), BT,
+                                    C, dproj, g.mlp_proj_bias + l * C, a.reduce, stream_));
+    // gelu(fch), when not kept, recomputed (the forward's bits) into dfch, which the product's
+    // input gradient then overwrites (LinearBackward allows it).
+    const bf16* fch_gelu = la.fch_gelu;
+    if (fch_gelu == nullptr) {
+      CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, a.dfch, stream_));
+      fch_gelu = a.dfch;
+    }
+    RETURN_IF_ERROR(LinearBackward(blas, dproj, fch_gelu, w.mlp_proj_weight + l4cc, BT, 4 * C, C,
+                                   a.dfch, g.mlp_proj_weight + l4cc, /*dbias=*/nullptr,
+                                   a.reduce));
+    CUDA_RETURN_IF_ERROR(GeluBackwardBias(a.dfch, la.fch, BT, 4 * C, a.dfch, g.fc_bias + l * 4 * C,
+                                          a.reduce, stream_));
     bf16* dln2 = a.dbtc;  // (B, T, C)
-    RETURN_IF_ERROR(LinearBackward(blas, a.dfch, la.ln2, w.fc_weight + l4cc, BT, C,
-                                             4 * C, dln2, g.fc_weight + l4cc, g.fc_bias + l * 4 * C,
-                                             a.reduce));
+    RETURN_IF_ERROR(LinearBackward(blas, a.dfch, la.ln2, w.fc_weight + l4cc, BT, C, 4 * C, dln2,
+                                   g.fc_weight + l4cc, /*dbias=*/nullptr, a.reduce));
     CUDA_RETURN_IF_ERROR(LayerNormBackward(dln2, la.residual2, p.ln2_weight + l * C, la.ln2_mean,
                                            la.ln2_rstd, BT, C, dresidual, g.ln2_weight + l * C,
                                            g.ln2_bias + l * C, a.reduce, stream_));
 
     // Attention.
-    CUDA_RETURN_IF_ERROR(
-        ToBf16(dresidual, MakeDropout(seed, AttnProjStream(layer), rate), BT * C, dproj, stream_));
-    RETURN_IF_ERROR(LinearBackward(blas, dproj, la.atty, w.proj_weight + lcc, BT, C, C,
-                                             a.datty, g.proj_weight + lcc, g.proj_bias + l * C,
-                                             a.reduce));
+    CUDA_RETURN_IF_ERROR(ToBf16Bias(dresidual, MakeDropout(seed, AttnProjStream(layer), rate), BT,
+                                    C, dproj, g.proj_bias + l * C, a.reduce, stream_));
+    RETURN_IF_ERROR(LinearBackward(blas, dproj, la.atty, w.proj_weight + lcc, BT, C, C, a.datty,
+                                   g.proj_weight + lcc, /*dbias=*/nullptr, a.reduce));
     bf16* dqkv = a.qkv;  // (B, T, 3C)
     const Dropout attention_dropout = MakeDropout(seed, AttentionStream(layer), rate);
     if (config_.flash_attention) {
       RETURN_IF_ERROR(AttentionBackwardFlash(a.datty, la.qkvr, la.atty, la.lse, B, T, C, NH,
-                                             attention_dropout, dqkv, a.attention,
-                                             FlashKernelsOf(config_), stream_));
+                                             attention_dropout, dqkv, g.qkv_bias + l * 3 * C,
+                                             a.attention, FlashKernelsOf(config_), stream_));
     } else {
       RETURN_IF_ERROR(AttentionBackward(blas, a.datty, la.qkvr, la.att, B, T, C, NH,
-                                                  attention_dropout, dqkv, a.attention));
+                                        attention_dropout, dqkv, g.qkv_bias + l * 3 * C,
+                                        a.attention));
     }
     bf16* dln1 = a.dbtc;  // (B, T, C)
-    RETURN_IF_ERROR(LinearBackward(blas, dqkv, la.ln1, w.qkv_weight + l3cc, BT, C, 3 * C,
-                                             dln1, g.qkv_weight + l3cc, g.qkv_bias + l * 3 * C,
-                                             a.reduce));
+    RETURN_IF_ERROR(LinearBackward(blas, dqkv, la.ln1, w.qkv_weight + l3cc, BT, C, 3 * C, dln1,
+                                   g.qkv_weight + l3cc, /*dbias=*/nullptr, a.reduce));
     CUDA_RETURN_IF_ERROR(LayerNormBackward(dln1, residual, p.ln1_weight + l * C, la.ln1_mean,
                                            la.ln1_rstd, BT, C, dresidual, g.ln1_weight + l * C,
                                            g.ln1_bias + l * C, a.reduce, stream_));

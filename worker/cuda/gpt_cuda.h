@@ -39,6 +39,10 @@ struct GptCudaConfig : GptConfig {
   // With flash_attention: the fp32 CUDA-core kernels (flash_attention.cu) instead of the tensor-core
   // ones (flash_attention_tc.cu).
   bool flash_fp32 = false;
+  // The MLP's GELU output is not kept for the backward but computed again from the fc output
+  // there (llm.c's recompute): 4C bf16 per token and layer less memory (1.2 GB at GPT-2 small's
+  // B 16, T 1024), one elementwise kernel per layer more; the same bits either way.
+  bool recompute_gelu = true;
 };
 
 // INVALID_ARGUMENT naming the first field out of range: ValidateGptConfig, then the device and
@@ -168,7 +172,7 @@ class GptCuda {
     float* ln2_mean;   // (B, T)
     float* ln2_rstd;   // (B, T)
     bf16* fch;         // (B, T, 4C) fc output before the GELU
-    bf16* fch_gelu;    // (B, T, 4C)
+    bf16* fch_gelu;    // (B, T, 4C) gelu(fch); null with recompute_gelu (dfch's scratch then)
     float* residual3;  // (B, T, C) residual stream after the MLP: the layer's output
   };
 

@@ -109,6 +109,21 @@ size_t BiasBackwardScratch(int N, int OC);
 // dbias (OC) overwritten = column sums of dout (N, OC), in fp32.
 cudaError_t BiasBackward(const bf16* dout, int N, int OC, float* dbias, float* scratch,
                          cudaStream_t stream);
+// The bias gradient fused with the kernel that makes dout, in one pass over the data: the same
+// bits as that kernel then BiasBackward, one read of (N, OC) fewer. scratch as BiasBackward's.
+// dinp (N, OC) = GeluBackward(dout, inp) (dinp may alias dout); dbias (OC) overwritten = the column
+// sums of dinp.
+cudaError_t GeluBackwardBias(const bf16* dout, const bf16* inp, int N, int OC, bf16* dinp,
+                             float* dbias, float* scratch, cudaStream_t stream);
+// out (N, OC) = ToBf16(x, dropout) (the mask index is the flat index r * OC + c); dbias (OC)
+// overwritten = the column sums of out.
+cudaError_t ToBf16Bias(const float* x, const Dropout& dropout, int N, int OC, bf16* out,
+                       float* dbias, float* scratch, cudaStream_t stream);
+// dqkv (B, T, 3C) = dqkvr (3, B, NH, T, hs) with q's, k's and v's heads merged back side by side
+// (MergeHeads of each third), C = NH * hs; dbias (3C) overwritten = the column sums of dqkv.
+// scratch: BiasBackwardScratch(B * T, 3C).
+cudaError_t MergeQkvBias(const bf16* dqkvr, int B, int T, int NH, int hs, bf16* dqkv,
+                         float* dbias, float* scratch, cudaStream_t stream);
 
 // ---- gelu.cu ----
 

@@ -269,6 +269,77 @@ TEST_F(KernelsTest, AddBiasAndBiasBackward) {
   ExpectClose(ToHost<float>(grad, OC), want_grad, 1e-4, 1e-5, "BiasBackward");
 }
 
+// The bias gradient fused into the kernel that makes the product's output gradient gives exactly
+// what that kernel then BiasBackward give: the stored gradient and its column sums (N over two
+// row chunks and a part, OC over two column tiles and a part); GELU's in place, as the model
+// calls it, the conversion with and without dropout, the merge of q's, k's and v's heads.
+TEST_F(KernelsTest, FusedBiasGradientsEqualTheTwoKernels) {
+  const int N = 515, OC = 70;
+  const size_t n = static_cast<size_t>(N) * OC;
+  DeviceBuffer scratch = DeviceFilled<float>(BiasBackwardScratch(N, OC));
+  DeviceBuffer want_bias = DeviceFilled<float>(OC), got_bias = DeviceFilled<float>(OC);
+
+  const std::vector<float> x = RoundToBf16(RandomFloats(n, 40, 2.0f));
+  const std::vector<float> dout = RoundToBf16(RandomFloats(n, 41));
+  DeviceBuffer dx = ToDevice(ToBf16Vector(x)), want = ToDevice(ToBf16Vector(dout));
+  ASSERT_EQ(GeluBackward(want.as<bf16>(), dx.as<bf16>(), n, want.as<bf16>(), 0), cudaSuccess);
+  ASSERT_EQ(BiasBackward(want.as<bf16>(), N, OC, want_bias.as<float>(), scratch.as<float>(), 0),
+            cudaSuccess);
+  DeviceBuffer got = ToDevice(ToBf16Vector(dout));
+  ASSERT_EQ(GeluBackwardBias(got.as<bf16>(), dx.as<bf16>(), N, OC, got.as<bf16>(),
+                             got_bias.as<float>(), scratch.as<float>(), 0),
+            cudaSuccess);
+  EXPECT_EQ(Bf16ToHost(got, n), Bf16ToHost(want, n)) << "GeluBackwardBias";
+  EXPECT_EQ(ToHost<float>(got_bias, OC), ToHost<float>(want_bias, OC)) << "GeluBackwardBias";
+
+  const std::vector<float> residual = RandomFloats(n, 42);
+  DeviceBuffer dresidual = ToDevice(residual);
+  for (float p : {0.0f, 0.3f}) {
+    const Dropout dropout = MakeDropout(5, 6, p);
+    DeviceBuffer want_out = DeviceFilled<bf16>(n), got_out = DeviceFilled<bf16>(n);
+    ASSERT_EQ(ToBf16(dresidual.as<float>(), dropout, n, want_out.as<bf16>(), 0), cudaSuccess);
+    ASSERT_EQ(BiasBackward(want_out.as<bf16>(), N, OC, want_bias.as<float>(),
+                           scratch.as<float>(), 0),
+              cudaSuccess);
+    ASSERT_EQ(ToBf16Bias(dresidual.as<float>(), dropout, N, OC, got_out.as<bf16>(),
+                         got_bias.as<float>(), scratch.as<float>(), 0),
+              cudaSuccess);
+    EXPECT_EQ(Bf16ToHost(got_out, n), Bf16ToHost(want_out, n)) << "ToBf16Bias p " << p;
+    EXPECT_EQ(ToHost<float>(got_bias, OC), ToHost<float>(want_bias, OC)) << "ToBf16Bias p " << p;
+  }
+
+  // dqkvr (3, B, NH, T, hs) merged into dqkv (B, T, 3C) as three MergeHeads calls merge it.
+  {
+    const int B = 2, T = 37, NH = 3, hs = 8, C = NH * hs;
+    const size_t m = static_cast<size_t>(B) * T * 3 * C;
+    DeviceBuffer dqkvr = ToDevice(ToBf16Vector(RoundToBf16(RandomFloats(m, 43))));
+    DeviceBuffer want_dqkv = DeviceFilled<bf16>(m), got_dqkv = DeviceFilled<bf16>(m);
+    DeviceBuffer qkv_scratch = DeviceFilled<float>(BiasBackwardScratch(B * T, 3 * C));
+    DeviceBuffer want_qkv_bias = DeviceFilled<float>(3 * C);
+    DeviceBuffer got_qkv_bias = DeviceFilled<float>(3 * C);
+    for (int part = 0; part < 3; ++part) {
+      ASSERT_EQ(MergeHeads(dqkvr.as<bf16>() + part * m / 3, B, T, NH, hs, 3 * C,
+                           want_dqkv.as<bf16>() + part * C, 0),
+                cudaSuccess);
+    }
+    ASSERT_EQ(BiasBackward(want_dqkv.as<bf16>(), B * T, 3 * C, want_qkv_bias.as<float>(),
+                           qkv_scratch.as<float>(), 0),
+              cudaSuccess);
+    ASSERT_EQ(MergeQkvBias(dqkvr.as<bf16>(), B, T, NH, hs, got_dqkv.as<bf16>(),
+                           got_qkv_bias.as<float>(), qkv_scratch.as<float>(), 0),
+              cudaSuccess);
+    EXPECT_EQ(Bf16ToHost(got_dqkv, m), Bf16ToHost(want_dqkv, m)) << "MergeQkvBias";
+    EXPECT_EQ(ToHost<float>(got_qkv_bias, 3 * C), ToHost<float>(want_qkv_bias, 3 * C))
+        << "MergeQkvBias";
+  }
+
+  // No rows: a zero gradient, nothing written.
+  ASSERT_EQ(ToBf16Bias(dresidual.as<float>(), Dropout(), 0, OC, nullptr, got_bias.as<float>(),
+                       scratch.as<float>(), 0),
+            cudaSuccess);
+  EXPECT_EQ(ToHost<float>(got_bias, OC), std::vector<float>(OC, 0.0f));
+}
+
 double GeluCpu(double x) {
   return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
 }

@@ -26,8 +26,8 @@ size_t LinearBackwardScratch(int N, int OC) { return BiasBackwardScratch(N, OC);
 absl::Status LinearBackward(Blas& blas, const bf16* dout, const bf16* inp, const bf16* weight,
                             int N, int C, int OC, bf16* dinp, float* dweight, float* dbias,
                             float* scratch) {
-  RETURN_IF_ERROR(blas.Gemm(RowMajorAB(N, C, OC, dout, weight, dinp, GemmType::kBf16)));
   RETURN_IF_ERROR(blas.Gemm(RowMajorAtB(OC, C, N, dout, inp, dweight, GemmType::kF32)));
+  RETURN_IF_ERROR(blas.Gemm(RowMajorAB(N, C, OC, dout, weight, dinp, GemmType::kBf16)));
   if (dbias != nullptr) {
     CUDA_RETURN_IF_ERROR(BiasBackward(dout, N, OC, dbias, scratch, blas.stream()));
   }
@@ -65,6 +65,13 @@ cudaError_t MoveQkv(bool split, const bf16* from, int B, int T, int C, int NH, b
   return cudaSuccess;
 }
 
+// dqkv (B, T, 3C) = the merged dqkvr and, when dbias is set, qkv's bias gradient in the same pass.
+cudaError_t MergeQkvGradients(const AttentionScratch& scratch, int B, int T, int C, int NH,
+                              bf16* dqkv, float* dbias, cudaStream_t stream) {
+  if (dbias == nullptr) return MoveQkv(/*split=*/false, scratch.dqkvr, B, T, C, NH, dqkv, stream);
+  return MergeQkvBias(scratch.dqkvr, B, T, NH, C / NH, dqkv, dbias, scratch.reduce, stream);
+}
+
 absl::Status CheckFlashHeadSize(int hs) {
   if (FlashAttentionSupports(hs)) return absl::OkStatus();
   return absl::InvalidArgumentError(
@@ -100,7 +107,7 @@ absl::Status AttentionForward(Blas& blas, const bf16* qkv, int B, int T, int C, 
 
 absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, const bf16* att,
                                int B, int T, int C, int NH, const Dropout& dropout, bf16* dqkv,
-                               const AttentionScratch& scratch) {
+                               float* dbias, const AttentionScratch& scratch) {
   const cudaStream_t stream = blas.stream();
   const int hs = C / NH, BH = B * NH;
   const QkvHeads<const bf16> heads = HeadsOf(qkvr, B, T, C);
@@ -132,7 +139,7 @@ absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, c
       blas.Gemm(RowMajorAB(T, hs, T, dscores, k, dq, GemmType::kBf16, {BH, tt, th, th})));
   RETURN_IF_ERROR(
       blas.Gemm(RowMajorAtB(T, hs, T, dscores, q, dk, GemmType::kBf16, {BH, tt, th, th})));
-  CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/false, scratch.dqkvr, B, T, C, NH, dqkv, stream));
+  CUDA_RETURN_IF_ERROR(MergeQkvGradients(scratch, B, T, C, NH, dqkv, dbias, stream));
   return absl::OkStatus();
 }
 
@@ -157,7 +164,7 @@ absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
 
 absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf16* out,
                                     const float* lse, int B, int T, int C, int NH,
-                                    const Dropout& dropout, bf16* dqkv,
+                                    const Dropout& dropout, bf16* dqkv, float* dbias,
                                     const AttentionScratch& scratch, FlashKernels kernels,
                                     cudaStream_t stream) {
   const int hs = C / NH;
@@ -175,7 +182,7 @@ absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf
                                               grads.v, stream)
           : FlashAttentionBackward(heads.q, heads.k, heads.v, dy, lse, scratch.delta, B * NH, T,
                                    hs, scale, dropout, grads.q, grads.k, grads.v, stream));
-  CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/false, scratch.dqkvr, B, T, C, NH, dqkv, stream));
+  CUDA_RETURN_IF_ERROR(MergeQkvGradients(scratch, B, T, C, NH, dqkv, dbias, stream));
   return absl::OkStatus();
 }
 

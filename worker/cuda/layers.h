@@ -18,7 +18,8 @@ absl::Status LinearForward(Blas& blas, const bf16* inp, const bf16* weight, cons
 size_t LinearBackwardScratch(int N, int OC);
 
 // dout (N, OC). dinp (N, C) = dout @ weight (bf16); dweight (OC, C) = dout^T @ inp and dbias (OC)
-// = column sums of dout (fp32, overwritten; dbias may be null).
+// = column sums of dout (fp32, overwritten; dbias may be null). dinp may alias inp: dweight is
+// computed first.
 absl::Status LinearBackward(Blas& blas, const bf16* dout, const bf16* inp, const bf16* weight,
                             int N, int C, int OC, bf16* dinp, float* dweight, float* dbias,
                             float* scratch);
@@ -30,6 +31,7 @@ struct AttentionScratch {
   bf16* weights;  // (B, NH, T, T) att after dropout (both), then d(scores) (backward)
   bf16* dqkvr;    // (3, B, NH, T, hs) dq, dk, dv (backward)
   float* delta;   // (B, NH, T) the flash backward's row sums of dout * out (null otherwise)
+  float* reduce = nullptr;  // BiasBackwardScratch(B * T, 3C) floats: a backward given a dbias
 };
 
 // Causal multi-head self-attention with NH heads of size hs = C/NH, as the CPU's
@@ -40,10 +42,12 @@ absl::Status AttentionForward(Blas& blas, const bf16* qkv, int B, int T, int C, 
                               const Dropout& dropout, bf16* qkvr, bf16* att, bf16* out,
                               const AttentionScratch& scratch);
 
-// dout (B, T, C) -> dqkv (B, T, 3C), overwritten. `dropout` must be the forward's.
+// dout (B, T, C) -> dqkv (B, T, 3C), overwritten. `dropout` must be the forward's. dbias (3C),
+// when not null, is overwritten with the column sums of dqkv (the gradient of qkv's bias), summed
+// as dqkv is written (MergeQkvBias; needs scratch.reduce).
 absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, const bf16* att,
                                int B, int T, int C, int NH, const Dropout& dropout, bf16* dqkv,
-                               const AttentionScratch& scratch);
+                               float* dbias, const AttentionScratch& scratch);
 
 // The same attention through the flash kernels (kernels.h): no (T, T) matrix anywhere; saved for
 // the backward are qkvr and lse (B, NH, T) fp32 instead of att, and the backward needs the
@@ -56,7 +60,7 @@ absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
                                    cudaStream_t stream);
 absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf16* out,
                                     const float* lse, int B, int T, int C, int NH,
-                                    const Dropout& dropout, bf16* dqkv,
+                                    const Dropout& dropout, bf16* dqkv, float* dbias,
                                     const AttentionScratch& scratch, FlashKernels kernels,
                                     cudaStream_t stream);
 

@@ -189,19 +189,27 @@ struct AttentionCase {
         dqkv(DeviceFilled<bf16>(B * T * 3 * C)),
         heads(DeviceFilled<bf16>(B * NH * T * hs)),
         dqkvr(DeviceFilled<bf16>(3 * B * NH * T * hs)),
+        dbias(DeviceFilled<float>(3 * C)),
+        reduce(DeviceFilled<float>(BiasBackwardScratch(B * T, 3 * C))),
         dropout(MakeDropout(kSeed, kStream, p)) {}
 
   void ExpectMatchesReference(const char* out_name, const char* dqkv_name) {
     const AttentionReference want = AttentionCpu(qkv, dout, B, T, C, NH, kSeed, kStream, p);
     ExpectClose(Bf16ToHost(out, B * T * C), want.out, 2e-2, 5e-3, out_name);
     ExpectClose(Bf16ToHost(dqkv, B * T * 3 * C), want.dqkv, 5e-2, 1e-2, dqkv_name);
+    // The bias gradient the backward summed while merging dqkv: BiasBackward's bits.
+    DeviceBuffer want_bias = DeviceFilled<float>(3 * C);
+    ASSERT_EQ(BiasBackward(dqkv.as<bf16>(), B * T, 3 * C, want_bias.as<float>(),
+                           reduce.as<float>(), 0),
+              cudaSuccess);
+    EXPECT_EQ(ToHost<float>(dbias, 3 * C), ToHost<float>(want_bias, 3 * C)) << dqkv_name;
   }
 
   static constexpr uint64_t kSeed = 99, kStream = 4;
   const int B, T, C, NH, hs;
   const float p;
   const std::vector<float> qkv, dout;
-  DeviceBuffer dqkv_in, ddout, qkvr, out, dqkv, heads, dqkvr;
+  DeviceBuffer dqkv_in, ddout, qkvr, out, dqkv, heads, dqkvr, dbias, reduce;
   const Dropout dropout;
 };
 
@@ -220,13 +228,14 @@ TEST_P(LayersTest, AttentionForwardAndBackward) {
                    scores = DeviceFilled<float>(c.B * c.NH * c.T * c.T),
                    weights = DeviceFilled<bf16>(c.B * c.NH * c.T * c.T);
       const AttentionScratch scratch{c.heads.as<bf16>(), scores.as<float>(), weights.as<bf16>(),
-                                     c.dqkvr.as<bf16>(), nullptr};
+                                     c.dqkvr.as<bf16>(), nullptr, c.reduce.as<float>()};
       absl::Status status =
           AttentionForward(*blas_, c.dqkv_in.as<bf16>(), c.B, c.T, c.C, c.NH, c.dropout,
                            c.qkvr.as<bf16>(), att.as<bf16>(), c.out.as<bf16>(), scratch);
       ASSERT_TRUE(status.ok()) << status;
       status = AttentionBackward(*blas_, c.ddout.as<bf16>(), c.qkvr.as<bf16>(), att.as<bf16>(), c.B,
-                                 c.T, c.C, c.NH, c.dropout, c.dqkv.as<bf16>(), scratch);
+                                 c.T, c.C, c.NH, c.dropout, c.dqkv.as<bf16>(),
+                                 c.dbias.as<float>(), scratch);
       ASSERT_TRUE(status.ok()) << status;
       c.ExpectMatchesReference("attention out", "attention dqkv");
     }
@@ -249,14 +258,15 @@ TEST_P(LayersTest, FlashAttentionForwardAndBackward) {
         DeviceBuffer lse = DeviceFilled<float>(c.B * c.NH * c.T),
                      delta = DeviceFilled<float>(c.B * c.NH * c.T);
         const AttentionScratch scratch{c.heads.as<bf16>(), nullptr, nullptr, c.dqkvr.as<bf16>(),
-                                       delta.as<float>()};
+                                       delta.as<float>(), c.reduce.as<float>()};
         absl::Status status = AttentionForwardFlash(
             c.dqkv_in.as<bf16>(), c.B, c.T, c.C, c.NH, c.dropout, c.qkvr.as<bf16>(),
             lse.as<float>(), c.out.as<bf16>(), scratch, kernels, blas_->stream());
         ASSERT_TRUE(status.ok()) << status;
         status = AttentionBackwardFlash(c.ddout.as<bf16>(), c.qkvr.as<bf16>(), c.out.as<bf16>(),
                                         lse.as<float>(), c.B, c.T, c.C, c.NH, c.dropout,
-                                        c.dqkv.as<bf16>(), scratch, kernels, blas_->stream());
+                                        c.dqkv.as<bf16>(), c.dbias.as<float>(), scratch,
+                                        kernels, blas_->stream());
         ASSERT_TRUE(status.ok()) << status;
         c.ExpectMatchesReference("flash attention out", "flash attention dqkv");
       }
