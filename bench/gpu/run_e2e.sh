@@ -7,6 +7,8 @@
 #   CORPUS: the training text (default $PACK/data/tinyshakespeare.txt)
 #   SPEC: the job spec (default bench/gpu/nanogpt_shakespeare_char.yaml)
 #   OUT_DIR: where the result goes (default bench/results)
+#   E2E_SECONDS: stop the run (SIGTERM: psctl stops the cluster and writes the curves so far)
+#                after this many seconds (default: no limit); the result says psctl_exit 124
 # Arguments go to psctl local (e.g. --steps 200 for a short check).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,9 +31,13 @@ fi
 export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 logs=$(mktemp -d)
 start=$(date +%s.%N)
-"$PACK/bin/psctl" local --servers 1 --workers 1 --spec "$SPEC" --data "$CORPUS" \
+limit=()
+[ -n "${E2E_SECONDS:-}" ] && limit=(timeout --kill-after=20 "$E2E_SECONDS")
+set +e  # A failed or stopped run still gets its result file.
+"${limit[@]}" "$PACK/bin/psctl" local --servers 1 --workers 1 --spec "$SPEC" --data "$CORPUS" \
   --bin-dir "$PACK/bin" --log-dir "$logs" "$@" 2>&1 | tee "$logs/psctl.out"
 status=${PIPESTATUS[0]}
+set -e
 end=$(date +%s.%N)
 "$PYTHON" bench/gpu/e2e_result.py --logs "$logs" --spec "$SPEC" --commit "$COMMIT" \
   --start "$start" --end "$end" --psctl_exit "$status" --out_dir "$OUT_DIR"
