@@ -335,18 +335,21 @@ ordered_json RunAttention(const AttentionShape& s, const std::string& attention,
                                  dqkvr.as<bf16>(), delta.as<float>()};
   const Dropout none{};
   Blas& b = **blas;
+  // What the forward keeps for the backward: the tensor-core kernels work on qkv in place, as the
+  // model runs them (no copy); the others split the heads out into qkvr.
+  bf16* saved = flash && kernels == FlashKernels::kTensorCores ? qkv.as<bf16>() : qkvr.as<bf16>();
   Timing forward, both;
   for (int i = 0; i < warmup + iters; ++i) {
     const double t0 = NowMs();
     absl::Status status =
-        flash ? AttentionForwardFlash(qkv.as<bf16>(), s.B, s.T, C, s.NH, none, qkvr.as<bf16>(),
+        flash ? AttentionForwardFlash(qkv.as<bf16>(), s.B, s.T, C, s.NH, none, saved,
                                       lse.as<float>(), out.as<bf16>(), scratch, kernels, 0)
               : AttentionForward(b, qkv.as<bf16>(), s.B, s.T, C, s.NH, none, qkvr.as<bf16>(),
                                  att.as<bf16>(), out.as<bf16>(), scratch);
     if (!status.ok()) die(status);
     cudaDeviceSynchronize();
     const double t1 = NowMs();
-    status = flash ? AttentionBackwardFlash(dout.as<bf16>(), qkvr.as<bf16>(), out.as<bf16>(),
+    status = flash ? AttentionBackwardFlash(dout.as<bf16>(), saved, out.as<bf16>(),
                                             lse.as<float>(), s.B, s.T, C, s.NH, none,
                                             dqkv.as<bf16>(), /*dbias=*/nullptr, scratch,
                                             kernels, 0)

@@ -11,7 +11,9 @@
 // tensor cores. Tiles wholly above a warp's diagonal are skipped. The forward's output rows live in
 // shared memory (rescaled per tile, which a fragment's unspecified layout does not allow in
 // registers); the backward's dk, dv and dq sums live in accumulator fragments. No atomics: dk/dv
-// (per key) and dq (per query) are two passes, so results are bitwise reproducible.
+// (per key) and dq (per query) are two passes, so results are bitwise reproducible. Every tensor's
+// heads are addressed through its HeadLayout, so q, k, v are read out of qkv (B, T, 3C) and the
+// output and gradients written into (B, T, C) and (B, T, 3C) without heads split out or merged.
 //
 // Requires sm_80 (bf16 WMMA). On the CPU the simulator's emulation/wmma.h stands in for <mma.h>.
 #include <cmath>
@@ -47,20 +49,25 @@ __device__ __forceinline__ size_t DropoutIndex(size_t bh, int T, int t, int t2) 
   return (bh * T + t) * static_cast<size_t>(T) + t2;
 }
 
-// Copies rows [r0, r0 + rows) of a (T, hs) head into tile (rows, kLd) as bf16, zeros past T and
-// past hs; threads [0, threads) of the caller's group share the work. 16-byte copies when a row is
-// exactly kHs wide and aligned.
+// The first element of head bh (its row 0) in a tensor of that layout (kernels.h).
+__device__ __forceinline__ size_t HeadOffset(const HeadLayout& layout, size_t bh) {
+  return (bh / layout.heads) * layout.batch_stride + (bh % layout.heads) * layout.head_stride;
+}
+
+// Copies rows [r0, r0 + rows) of a (T, hs) head whose rows are ld apart into tile (rows, kLd) as
+// bf16, zeros past T and past hs; threads [0, threads) of the caller's group share the work.
+// 16-byte copies when a row is exactly kHs wide and every row is 16-byte aligned.
 template <int kHs, int kLd>
-__device__ __forceinline__ void StageRows(const bf16* head, int T, int hs, int r0, int rows,
-                                          bf16* tile, int thread, int threads) {
-  if (hs == kHs && reinterpret_cast<uintptr_t>(head) % 16 == 0) {
+__device__ __forceinline__ void StageRows(const bf16* head, int T, int hs, size_t ld, int r0,
+                                          int rows, bf16* tile, int thread, int threads) {
+  if (hs == kHs && ld % 8 == 0 && reinterpret_cast<uintptr_t>(head) % 16 == 0) {
     constexpr int kVectors = kHs / 8;  // 8 bf16 per 16 bytes
     const uint4 zero = make_uint4(0, 0, 0, 0);
     for (int e = thread; e < rows * kVectors; e += threads) {
       const int r = e / kVectors, c = e % kVectors;
       const int row = r0 + r;
       *reinterpret_cast<uint4*>(tile + r * kLd + c * 8) =
-          row < T ? *reinterpret_cast<const uint4*>(head + static_cast<size_t>(row) * hs + c * 8)
+          row < T ? *reinterpret_cast<const uint4*>(head + static_cast<size_t>(row) * ld + c * 8)
                   : zero;
     }
     return;
@@ -68,17 +75,17 @@ __device__ __forceinline__ void StageRows(const bf16* head, int T, int hs, int r
   for (int e = thread; e < rows * kHs; e += threads) {
     const int r = e / kHs, d = e % kHs;
     const int row = r0 + r;
-    tile[r * kLd + d] = row < T && d < hs ? head[static_cast<size_t>(row) * hs + d] : ToBf16(0.0f);
+    tile[r * kLd + d] = row < T && d < hs ? head[static_cast<size_t>(row) * ld + d] : ToBf16(0.0f);
   }
 }
 
 // Loads the warp's 16 rows starting at r0 as kHs / 16 matrix_a fragments, through `stage` (the
 // warp's own shared memory, at least 16 * (kHs + 8) bf16).
 template <int kHs>
-__device__ __forceinline__ void LoadRowFragments(const bf16* head, int T, int hs, int r0,
+__device__ __forceinline__ void LoadRowFragments(const bf16* head, int T, int hs, size_t ld, int r0,
                                                  bf16* stage, FragA (&frags)[kHs / 16]) {
   constexpr int kLd = kHs + 8;
-  StageRows<kHs, kLd>(head, T, hs, r0, kWarpRows, stage, threadIdx.x % kWarpSize, kWarpSize);
+  StageRows<kHs, kLd>(head, T, hs, ld, r0, kWarpRows, stage, threadIdx.x % kWarpSize, kWarpSize);
   __syncwarp();
 #pragma unroll
   for (int kk = 0; kk < kHs / 16; ++kk) wmma::load_matrix_sync(frags[kk], stage + kk * 16, kLd);
@@ -123,11 +130,11 @@ __device__ __forceinline__ void AccumulateProbsTimesTile(const bf16* probs, cons
   }
 }
 
-// Writes scale * acc (16 x kHs) as bf16 rows [r0, r0 + 16) of a (T, hs) head, through `stage`
-// (the warp's shared memory, at least 16 * 16 floats).
+// Writes scale * acc (16 x kHs) as bf16 rows [r0, r0 + 16) of a (T, hs) head whose rows are ld
+// apart, through `stage` (the warp's shared memory, at least 16 * 16 floats).
 template <int kHs>
 __device__ __forceinline__ void StoreRows(const FragC (&acc)[kHs / 16], float scale, int T, int hs,
-                                          int r0, float* stage, bf16* head) {
+                                          size_t ld, int r0, float* stage, bf16* head) {
   const int lane = threadIdx.x % kWarpSize;
 #pragma unroll
   for (int n = 0; n < kHs / 16; ++n) {
@@ -135,7 +142,7 @@ __device__ __forceinline__ void StoreRows(const FragC (&acc)[kHs / 16], float sc
     __syncwarp();
     for (int e = lane; e < 16 * 16; e += kWarpSize) {
       const int r = e / 16, d = n * 16 + e % 16;
-      if (r0 + r < T && d < hs) head[static_cast<size_t>(r0 + r) * hs + d] = ToBf16(stage[e] * scale);
+      if (r0 + r < T && d < hs) head[static_cast<size_t>(r0 + r) * ld + d] = ToBf16(stage[e] * scale);
     }
     __syncwarp();
   }
@@ -143,8 +150,9 @@ __device__ __forceinline__ void StoreRows(const FragC (&acc)[kHs / 16], float sc
 
 template <int kHs>
 __global__ void __launch_bounds__(kThreads)
-    FlashTcForwardKernel(const bf16* q, const bf16* k, const bf16* v, int T, int hs, float scale,
-                         Dropout dropout, bf16* out, float* lse) {
+    FlashTcForwardKernel(const bf16* q, const bf16* k, const bf16* v, HeadLayout qkv_layout, int T,
+                         int hs, float scale, Dropout dropout, bf16* out, HeadLayout out_layout,
+                         float* lse) {
   constexpr int kLd = kHs + 8, kOutLd = kHs + 4;
   __shared__ __align__(32) bf16 ks[kTile * kLd];
   __shared__ __align__(32) bf16 vs[kTile * kLd];
@@ -153,11 +161,12 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ __align__(32) float outs[kWarps][kWarpRows * kOutLd];
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const size_t bh = blockIdx.y;
-  const size_t head = bh * T * hs;
+  const size_t head = HeadOffset(qkv_layout, bh);
+  const size_t ld = qkv_layout.row_stride;
   const int t0 = blockIdx.x * kBlockRows;
   const int w0 = t0 + warp * kWarpRows;  // the warp's first query
   FragA qf[kHs / 16];
-  LoadRowFragments<kHs>(q + head, T, hs, w0, reinterpret_cast<bf16*>(scores[warp]), qf);
+  LoadRowFragments<kHs>(q + head, T, hs, ld, w0, reinterpret_cast<bf16*>(scores[warp]), qf);
   // Two lanes per query row: row r, columns [half * 16, half * 16 + 16) of a tile's scores and
   // [half * kHs / 2, (half + 1) * kHs / 2) of the output.
   const int r = lane / 2, half = lane % 2;
@@ -170,8 +179,8 @@ __global__ void __launch_bounds__(kThreads)
   const int last = min(T, t0 + kBlockRows) - 1;  // the block's last query sees keys 0..last
   for (int j0 = 0; j0 <= last; j0 += kTile) {
     __syncthreads();  // the previous tiles are consumed
-    StageRows<kHs, kLd>(k + head, T, hs, j0, kTile, ks, threadIdx.x, kThreads);
-    StageRows<kHs, kLd>(v + head, T, hs, j0, kTile, vs, threadIdx.x, kThreads);
+    StageRows<kHs, kLd>(k + head, T, hs, ld, j0, kTile, ks, threadIdx.x, kThreads);
+    StageRows<kHs, kLd>(v + head, T, hs, ld, j0, kTile, vs, threadIdx.x, kThreads);
     __syncthreads();
     if (j0 > w0 + kWarpRows - 1) continue;  // above the warp's diagonal
     RowsTimesTileT<kHs>(qf, ks, scores[warp]);
@@ -216,7 +225,9 @@ __global__ void __launch_bounds__(kThreads)
   const float inv = 1.0f / l;
   for (int d = 0; d < kHs / 2; ++d) {
     const int dd = half * (kHs / 2) + d;
-    if (dd < hs) out[head + static_cast<size_t>(t) * hs + dd] = ToBf16(orow[d] * inv);
+    if (dd < hs) {
+      out[HeadOffset(out_layout, bh) + t * out_layout.row_stride + dd] = ToBf16(orow[d] * inv);
+    }
   }
   if (half == 0) lse[bh * T + t] = m + logf(l);
 }
@@ -225,9 +236,10 @@ __global__ void __launch_bounds__(kThreads)
 // dv_j = sum_i p_ij mask_ij dy_i over the queries i >= j, tiles of queries shared.
 template <int kHs>
 __global__ void __launch_bounds__(kThreads)
-    FlashTcBackwardKeysKernel(const bf16* q, const bf16* k, const bf16* v, const bf16* dy,
-                              const float* lse, const float* delta, int T, int hs, float scale,
-                              Dropout dropout, bf16* dk, bf16* dv) {
+    FlashTcBackwardKeysKernel(const bf16* q, const bf16* k, const bf16* v, HeadLayout qkv_layout,
+                              const bf16* dy, HeadLayout dy_layout, const float* lse,
+                              const float* delta, int T, int hs, float scale, Dropout dropout,
+                              bf16* dk, bf16* dv, HeadLayout dqkv_layout) {
   constexpr int kLd = kHs + 8;
   __shared__ __align__(32) bf16 qs[kTile * kLd];
   __shared__ __align__(32) bf16 dys[kTile * kLd];
@@ -239,12 +251,13 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ __align__(32) bf16 dscores_t[kWarps][kWarpRows * kProbLd];   // ds^T
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const size_t bh = blockIdx.y;
-  const size_t head = bh * T * hs;
+  const size_t head = HeadOffset(qkv_layout, bh), ld = qkv_layout.row_stride;
+  const size_t dy_head = HeadOffset(dy_layout, bh), dy_ld = dy_layout.row_stride;
   const int j0 = blockIdx.x * kBlockRows;
   const int w0 = j0 + warp * kWarpRows;  // the warp's first key
   FragA kf[kHs / 16], vf[kHs / 16];
-  LoadRowFragments<kHs>(k + head, T, hs, w0, reinterpret_cast<bf16*>(scores_t[warp]), kf);
-  LoadRowFragments<kHs>(v + head, T, hs, w0, reinterpret_cast<bf16*>(dprobs_t[warp]), vf);
+  LoadRowFragments<kHs>(k + head, T, hs, ld, w0, reinterpret_cast<bf16*>(scores_t[warp]), kf);
+  LoadRowFragments<kHs>(v + head, T, hs, ld, w0, reinterpret_cast<bf16*>(dprobs_t[warp]), vf);
   FragC dkacc[kHs / 16], dvacc[kHs / 16];
 #pragma unroll
   for (int n = 0; n < kHs / 16; ++n) {
@@ -255,8 +268,8 @@ __global__ void __launch_bounds__(kThreads)
   const int j = w0 + r;
   for (int i0 = j0; i0 < T; i0 += kTile) {  // j0 is a multiple of kTile
     __syncthreads();
-    StageRows<kHs, kLd>(q + head, T, hs, i0, kTile, qs, threadIdx.x, kThreads);
-    StageRows<kHs, kLd>(dy + head, T, hs, i0, kTile, dys, threadIdx.x, kThreads);
+    StageRows<kHs, kLd>(q + head, T, hs, ld, i0, kTile, qs, threadIdx.x, kThreads);
+    StageRows<kHs, kLd>(dy + dy_head, T, hs, dy_ld, i0, kTile, dys, threadIdx.x, kThreads);
     if (threadIdx.x < kTile) {
       const int i = i0 + threadIdx.x;
       lses[threadIdx.x] = i < T ? lse[bh * T + i] : 0.0f;
@@ -288,16 +301,18 @@ __global__ void __launch_bounds__(kThreads)
     AccumulateProbsTimesTile<kHs>(dscores_t[warp], qs, dkacc);
   }
   __syncwarp();
-  StoreRows<kHs>(dkacc, scale, T, hs, w0, scores_t[warp], dk + head);
-  StoreRows<kHs>(dvacc, 1.0f, T, hs, w0, scores_t[warp], dv + head);
+  const size_t d_head = HeadOffset(dqkv_layout, bh), d_ld = dqkv_layout.row_stride;
+  StoreRows<kHs>(dkacc, scale, T, hs, d_ld, w0, scores_t[warp], dk + d_head);
+  StoreRows<kHs>(dvacc, 1.0f, T, hs, d_ld, w0, scores_t[warp], dv + d_head);
 }
 
 // The query pass: the warp's 16 queries i get dq_i = scale * sum_j ds_ij k_j over the keys j <= i.
 template <int kHs>
 __global__ void __launch_bounds__(kThreads)
-    FlashTcBackwardQueriesKernel(const bf16* q, const bf16* k, const bf16* v, const bf16* dy,
+    FlashTcBackwardQueriesKernel(const bf16* q, const bf16* k, const bf16* v,
+                                 HeadLayout qkv_layout, const bf16* dy, HeadLayout dy_layout,
                                  const float* lse, const float* delta, int T, int hs, float scale,
-                                 Dropout dropout, bf16* dq) {
+                                 Dropout dropout, bf16* dq, HeadLayout dqkv_layout) {
   constexpr int kLd = kHs + 8;
   __shared__ __align__(32) bf16 ks[kTile * kLd];
   __shared__ __align__(32) bf16 vs[kTile * kLd];
@@ -306,12 +321,13 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ __align__(32) bf16 dscores[kWarps][kWarpRows * kProbLd];
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const size_t bh = blockIdx.y;
-  const size_t head = bh * T * hs;
+  const size_t head = HeadOffset(qkv_layout, bh), ld = qkv_layout.row_stride;
   const int i0 = blockIdx.x * kBlockRows;
   const int w0 = i0 + warp * kWarpRows;  // the warp's first query
   FragA qf[kHs / 16], yf[kHs / 16];
-  LoadRowFragments<kHs>(q + head, T, hs, w0, reinterpret_cast<bf16*>(scores[warp]), qf);
-  LoadRowFragments<kHs>(dy + head, T, hs, w0, reinterpret_cast<bf16*>(dprobs[warp]), yf);
+  LoadRowFragments<kHs>(q + head, T, hs, ld, w0, reinterpret_cast<bf16*>(scores[warp]), qf);
+  LoadRowFragments<kHs>(dy + HeadOffset(dy_layout, bh), T, hs, dy_layout.row_stride, w0,
+                        reinterpret_cast<bf16*>(dprobs[warp]), yf);
   FragC dqacc[kHs / 16];
 #pragma unroll
   for (int n = 0; n < kHs / 16; ++n) wmma::fill_fragment(dqacc[n], 0.0f);
@@ -322,8 +338,8 @@ __global__ void __launch_bounds__(kThreads)
   const int last = min(T, i0 + kBlockRows) - 1;
   for (int j0 = 0; j0 <= last; j0 += kTile) {
     __syncthreads();
-    StageRows<kHs, kLd>(k + head, T, hs, j0, kTile, ks, threadIdx.x, kThreads);
-    StageRows<kHs, kLd>(v + head, T, hs, j0, kTile, vs, threadIdx.x, kThreads);
+    StageRows<kHs, kLd>(k + head, T, hs, ld, j0, kTile, ks, threadIdx.x, kThreads);
+    StageRows<kHs, kLd>(v + head, T, hs, ld, j0, kTile, vs, threadIdx.x, kThreads);
     __syncthreads();
     if (j0 > w0 + kWarpRows - 1) continue;  // above the warp's diagonal
     RowsTimesTileT<kHs>(qf, ks, scores[warp]);
@@ -346,34 +362,39 @@ __global__ void __launch_bounds__(kThreads)
     AccumulateProbsTimesTile<kHs>(dscores[warp], ks, dqacc);
   }
   __syncwarp();
-  StoreRows<kHs>(dqacc, scale, T, hs, w0, scores[warp], dq + head);
+  StoreRows<kHs>(dqacc, scale, T, hs, dqkv_layout.row_stride, w0, scores[warp],
+                 dq + HeadOffset(dqkv_layout, bh));
 }
 
 }  // namespace
 
-cudaError_t FlashAttentionForwardTensorCores(const bf16* q, const bf16* k, const bf16* v, int BH,
-                                             int T, int hs, float scale, const Dropout& dropout,
-                                             bf16* out, float* lse, cudaStream_t stream) {
+cudaError_t FlashAttentionForwardTensorCores(const bf16* q, const bf16* k, const bf16* v,
+                                             const HeadLayout& qkv_layout, int BH, int T, int hs,
+                                             float scale, const Dropout& dropout, bf16* out,
+                                             const HeadLayout& out_layout, float* lse,
+                                             cudaStream_t stream) {
   return WithFlashHeadSize(hs, BH, T, [&](auto padded) {
     constexpr int kHs = decltype(padded)::value;
     PSRV_LAUNCH(FlashTcForwardKernel<kHs>, dim3(CeilDiv(T, kBlockRows), BH), kThreads, 0, stream)
-    (q, k, v, T, hs, scale, dropout, out, lse);
+    (q, k, v, qkv_layout, T, hs, scale, dropout, out, out_layout, lse);
     return cudaGetLastError();
   });
 }
 
 cudaError_t FlashAttentionBackwardTensorCores(const bf16* q, const bf16* k, const bf16* v,
-                                              const bf16* dy, const float* lse,
+                                              const HeadLayout& qkv_layout, const bf16* dy,
+                                              const HeadLayout& dy_layout, const float* lse,
                                               const float* delta, int BH, int T, int hs,
                                               float scale, const Dropout& dropout, bf16* dq,
-                                              bf16* dk, bf16* dv, cudaStream_t stream) {
+                                              bf16* dk, bf16* dv, const HeadLayout& dqkv_layout,
+                                              cudaStream_t stream) {
   return WithFlashHeadSize(hs, BH, T, [&](auto padded) {
     constexpr int kHs = decltype(padded)::value;
     const dim3 grid(CeilDiv(T, kBlockRows), BH);
     PSRV_LAUNCH(FlashTcBackwardKeysKernel<kHs>, grid, kThreads, 0, stream)
-    (q, k, v, dy, lse, delta, T, hs, scale, dropout, dk, dv);
+    (q, k, v, qkv_layout, dy, dy_layout, lse, delta, T, hs, scale, dropout, dk, dv, dqkv_layout);
     PSRV_LAUNCH(FlashTcBackwardQueriesKernel<kHs>, grid, kThreads, 0, stream)
-    (q, k, v, dy, lse, delta, T, hs, scale, dropout, dq);
+    (q, k, v, qkv_layout, dy, dy_layout, lse, delta, T, hs, scale, dropout, dq, dqkv_layout);
     return cudaGetLastError();
   });
 }

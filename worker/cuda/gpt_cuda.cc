@@ -243,11 +243,13 @@ size_t GptCuda::Carve(char* base, int batch, std::vector<Activations>* slots) co
     a->logits = head ? arena.Take<float>(V) : nullptr;
     a->qkv = arena.Take<bf16>(BT * 3 * C);
     a->proj = arena.Take<bf16>(BT * C);
-    a->attention.heads = arena.Take<bf16>(BT * C);
+    // The tensor-core flash attention works in place: no heads split out or merged back.
+    const bool in_place = flash && FlashKernelsOf(config_) == FlashKernels::kTensorCores;
+    a->attention.heads = in_place ? nullptr : arena.Take<bf16>(BT * C);
     a->attention.scores = flash ? nullptr : arena.Take<float>(att);
     a->attention.weights = flash ? nullptr : arena.Take<bf16>(att);
     a->attention.delta = flash ? arena.Take<float>(lse) : nullptr;
-    a->attention.dqkvr = arena.Take<bf16>(3 * BT * C);
+    a->attention.dqkvr = in_place ? nullptr : arena.Take<bf16>(3 * BT * C);
     a->dresidual = arena.Take<float>(BT * C);
     a->dbtc = arena.Take<bf16>(BT * C);
     a->datty = arena.Take<bf16>(BT * C);
@@ -418,11 +420,16 @@ absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint6
       CUDA_RETURN_IF_ERROR(LayerNormForward(residual, p.ln1_weight + l * C, p.ln1_bias + l * C, BT,
                                             C, la.ln1, la.ln1_mean, la.ln1_rstd, stream_));
     }
-    RETURN_IF_ERROR(LinearForward(blas, la.ln1, w.qkv_weight + l3cc,
-                                            w.qkv_bias + l * 3 * C, BT, C, 3 * C, a.qkv));
+    // The tensor-core flash attention reads q, k, v where the product writes them: straight
+    // into what the layer keeps for the backward (qkvr), nothing split out or copied.
+    const bool in_place =
+        config_.flash_attention && FlashKernelsOf(config_) == FlashKernels::kTensorCores;
+    bf16* qkv = in_place ? la.qkvr : a.qkv;  // (B, T, 3C)
+    RETURN_IF_ERROR(LinearForward(blas, la.ln1, w.qkv_weight + l3cc, w.qkv_bias + l * 3 * C, BT, C,
+                                  3 * C, qkv));
     const Dropout attention_dropout = MakeDropout(seed, AttentionStream(layer), rate);
     if (config_.flash_attention) {
-      RETURN_IF_ERROR(AttentionForwardFlash(a.qkv, B, t, C, NH, attention_dropout, la.qkvr, la.lse,
+      RETURN_IF_ERROR(AttentionForwardFlash(qkv, B, t, C, NH, attention_dropout, la.qkvr, la.lse,
                                             la.atty, a.attention, FlashKernelsOf(config_),
                                             stream_));
     } else {

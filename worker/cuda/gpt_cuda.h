@@ -162,7 +162,8 @@ class GptCuda {
     bf16* ln1;         // (B, T, C)
     float* ln1_mean;   // (B, T)
     float* ln1_rstd;   // (B, T)
-    bf16* qkvr;        // (3, B, NH, T, hs) q, k, v with their heads split out
+    bf16* qkvr;        // (3, B, NH, T, hs) q, k, v with their heads split out; with the
+                       // tensor-core flash attention qkv itself, (B, T, 3C)
     bf16* att;         // (B, NH, T, T) softmax weights before dropout, zero above the diagonal
                        // (null with flash attention)
     float* lse;        // (B, NH, T) flash attention's row logsumexps (null without)

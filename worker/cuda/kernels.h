@@ -181,16 +181,40 @@ cudaError_t FlashAttentionBackward(const bf16* q, const bf16* k, const bf16* v, 
 // default) or the fp32 CUDA-core kernels above (the reference and fallback).
 enum class FlashKernels { kTensorCores, kFp32 };
 
-// FlashAttentionForward's and FlashAttentionBackward's contract (the same lse and delta), on
-// tensor cores; the probabilities and score gradients are rounded to bf16 between the products.
-cudaError_t FlashAttentionForwardTensorCores(const bf16* q, const bf16* k, const bf16* v, int BH,
-                                             int T, int hs, float scale, const Dropout& dropout,
-                                             bf16* out, float* lse, cudaStream_t stream);
+// Where the heads of a (B, NH, T, hs) tensor are: row t of head bh = b * NH + h starts at element
+// b * batch_stride + h * head_stride + t * row_stride.
+struct HeadLayout {
+  int heads = 1;  // NH
+  size_t batch_stride = 0, head_stride = 0, row_stride = 0;
+};
+// The heads one after another, (B * NH, T, hs): what the fp32 kernels above take.
+inline HeadLayout ContiguousHeads(int T, int hs) {
+  return {1, static_cast<size_t>(T) * hs, 0, static_cast<size_t>(hs)};
+}
+// The heads side by side in the rows of a (B, T, row_stride) matrix, head h at column h * hs: q, k
+// and v in qkv (B, T, 3C) (row_stride 3C, from qkv, qkv + C, qkv + 2C), the output (B, T, C).
+inline HeadLayout InterleavedHeads(int T, int NH, int hs, int row_stride) {
+  return {NH, static_cast<size_t>(T) * row_stride, static_cast<size_t>(hs),
+          static_cast<size_t>(row_stride)};
+}
+
+// FlashAttentionForward's and FlashAttentionBackward's contract (the same lse and delta, (BH, T)),
+// on tensor cores, with each tensor's heads where its layout says (q, k, v and dq, dk, dv share
+// theirs): the model passes qkv, its output and their gradients in place, with no heads split
+// out or merged back. The probabilities and score gradients are rounded to bf16 between the
+// products.
+cudaError_t FlashAttentionForwardTensorCores(const bf16* q, const bf16* k, const bf16* v,
+                                             const HeadLayout& qkv_layout, int BH, int T, int hs,
+                                             float scale, const Dropout& dropout, bf16* out,
+                                             const HeadLayout& out_layout, float* lse,
+                                             cudaStream_t stream);
 cudaError_t FlashAttentionBackwardTensorCores(const bf16* q, const bf16* k, const bf16* v,
-                                              const bf16* dy, const float* lse,
+                                              const HeadLayout& qkv_layout, const bf16* dy,
+                                              const HeadLayout& dy_layout, const float* lse,
                                               const float* delta, int BH, int T, int hs,
                                               float scale, const Dropout& dropout, bf16* dq,
-                                              bf16* dk, bf16* dv, cudaStream_t stream);
+                                              bf16* dk, bf16* dv, const HeadLayout& dqkv_layout,
+                                              cudaStream_t stream);
 
 // ---- softmax_ce.cu ----
 

@@ -149,15 +149,23 @@ absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
                                    cudaStream_t stream) {
   const int hs = C / NH;
   RETURN_IF_ERROR(CheckFlashHeadSize(hs));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  if (kernels == FlashKernels::kTensorCores) {
+    // q, k, v read where the product wrote them, the output written where the next product reads
+    // it; qkv itself is what the backward needs (kept as qkvr, in place when they are the same).
+    if (qkvr != qkv) {
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(qkvr, qkv, static_cast<size_t>(B) * T * 3 * C * sizeof(bf16),
+                                           cudaMemcpyDeviceToDevice, stream));
+    }
+    CUDA_RETURN_IF_ERROR(FlashAttentionForwardTensorCores(
+        qkvr, qkvr + C, qkvr + 2 * C, InterleavedHeads(T, NH, hs, 3 * C), B * NH, T, hs, scale,
+        dropout, out, InterleavedHeads(T, NH, hs, C), lse, stream));
+    return absl::OkStatus();
+  }
   const QkvHeads<const bf16> heads = HeadsOf<const bf16>(qkvr, B, T, C);
   CUDA_RETURN_IF_ERROR(MoveQkv(/*split=*/true, qkv, B, T, C, NH, qkvr, stream));
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  CUDA_RETURN_IF_ERROR(kernels == FlashKernels::kTensorCores
-                           ? FlashAttentionForwardTensorCores(heads.q, heads.k, heads.v, B * NH, T,
-                                                              hs, scale, dropout, scratch.heads,
-                                                              lse, stream)
-                           : FlashAttentionForward(heads.q, heads.k, heads.v, B * NH, T, hs, scale,
-                                                   dropout, scratch.heads, lse, stream));
+  CUDA_RETURN_IF_ERROR(FlashAttentionForward(heads.q, heads.k, heads.v, B * NH, T, hs, scale,
+                                             dropout, scratch.heads, lse, stream));
   CUDA_RETURN_IF_ERROR(MergeHeads(scratch.heads, B, T, NH, hs, C, out, stream));
   return absl::OkStatus();
 }
@@ -169,19 +177,28 @@ absl::Status AttentionBackwardFlash(const bf16* dout, const bf16* qkvr, const bf
                                     cudaStream_t stream) {
   const int hs = C / NH;
   RETURN_IF_ERROR(CheckFlashHeadSize(hs));
+  CUDA_RETURN_IF_ERROR(FlashAttentionDelta(dout, out, B, T, NH, hs, scratch.delta, stream));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  if (kernels == FlashKernels::kTensorCores) {
+    // Everything in place: q, k, v in qkvr = the forward's qkv (B, T, 3C), dout (B, T, C), the
+    // gradients straight into dqkv (B, T, 3C); then qkv's bias gradient from dqkv.
+    const HeadLayout qkv_layout = InterleavedHeads(T, NH, hs, 3 * C);
+    CUDA_RETURN_IF_ERROR(FlashAttentionBackwardTensorCores(
+        qkvr, qkvr + C, qkvr + 2 * C, qkv_layout, dout, InterleavedHeads(T, NH, hs, C), lse,
+        scratch.delta, B * NH, T, hs, scale, dropout, dqkv, dqkv + C, dqkv + 2 * C, qkv_layout,
+        stream));
+    if (dbias != nullptr) {
+      CUDA_RETURN_IF_ERROR(BiasBackward(dqkv, B * T, 3 * C, dbias, scratch.reduce, stream));
+    }
+    return absl::OkStatus();
+  }
   const QkvHeads<const bf16> heads = HeadsOf(qkvr, B, T, C);
   const QkvHeads<bf16> grads = HeadsOf(scratch.dqkvr, B, T, C);
   bf16* dy = scratch.heads;  // (B, NH, T, hs)
   CUDA_RETURN_IF_ERROR(SplitHeads(dout, B, T, NH, hs, C, dy, stream));
-  CUDA_RETURN_IF_ERROR(FlashAttentionDelta(dout, out, B, T, NH, hs, scratch.delta, stream));
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  CUDA_RETURN_IF_ERROR(
-      kernels == FlashKernels::kTensorCores
-          ? FlashAttentionBackwardTensorCores(heads.q, heads.k, heads.v, dy, lse, scratch.delta,
+  CUDA_RETURN_IF_ERROR(FlashAttentionBackward(heads.q, heads.k, heads.v, dy, lse, scratch.delta,
                                               B * NH, T, hs, scale, dropout, grads.q, grads.k,
-                                              grads.v, stream)
-          : FlashAttentionBackward(heads.q, heads.k, heads.v, dy, lse, scratch.delta, B * NH, T,
-                                   hs, scale, dropout, grads.q, grads.k, grads.v, stream));
+                                              grads.v, stream));
   CUDA_RETURN_IF_ERROR(MergeQkvGradients(scratch, B, T, C, NH, dqkv, dbias, stream));
   return absl::OkStatus();
 }

@@ -53,7 +53,11 @@ absl::Status AttentionBackward(Blas& blas, const bf16* dout, const bf16* qkvr, c
 // the backward are qkvr and lse (B, NH, T) fp32 instead of att, and the backward needs the
 // forward's `out`. scratch.scores and scratch.weights are unused; scratch.delta is needed.
 // INVALID_ARGUMENT unless FlashAttentionSupports(C / NH).
-// `kernels`: tensor cores (flash_attention_tc.cu) or fp32 CUDA cores (flash_attention.cu).
+// `kernels`: tensor cores (flash_attention_tc.cu) or fp32 CUDA cores (flash_attention.cu). The
+// tensor-core kernels read q, k, v and dout and write out and dqkv in place, heads side by side:
+// there qkvr holds a copy of qkv in its own (B, T, 3C) layout, none when qkvr == qkv (what the
+// model passes), and the backward's dbias is a BiasBackward of dqkv; the fp32 kernels take the
+// heads split out into qkvr as AttentionForward does.
 absl::Status AttentionForwardFlash(const bf16* qkv, int B, int T, int C, int NH,
                                    const Dropout& dropout, bf16* qkvr, float* lse, bf16* out,
                                    const AttentionScratch& scratch, FlashKernels kernels,
