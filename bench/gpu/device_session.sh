@@ -6,19 +6,21 @@
 #   2. bench    run_on_gpu.sh: gpu_model_bench and torch_baseline.py, both configs, every attention
 #               path, the attention micro rows, merged with the ratios ours/PyTorch
 #   3. gelu     gpu_model_bench for gpt2_124m with --recompute_gelu=0 (what the recompute costs)
-#   4. e2e      run_e2e.sh, the nanoGPT shakespeare-char recipe through a server and a GPU worker,
+#   4. profile  per-kernel GPU time of both configs (nsys's cuda_gpu_kern_sum as CSV), when Nsight
+#               Systems is there
+#   5. e2e      run_e2e.sh, the nanoGPT shakespeare-char recipe through a server and a GPU worker,
 #               cut to the time left (a cut run still records its curve)
 # A stage that fails is recorded and the next one runs. What comes back: $OUT/gpu_session.tar.gz
 # (results/*.json, logs/*, summary.txt) and $OUT/summary.txt.
 #   BUDGET_S: seconds for all stages (default 480)
-#   STAGES: which stages, in order (default "tests bench gelu e2e")
+#   STAGES: which stages, in order (default "tests bench gelu profile e2e")
 #   PACK: the unpacked pack (default bench/gpu/pack; unpacked from bench/gpu/pack.tar.xz if missing)
 # Usage with the device tool: carry ["bench/gpu/pack.tar.xz"], command
 #   bash bench/gpu/device_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 BUDGET_S=${BUDGET_S:-480}
-STAGES=${STAGES:-tests bench gelu e2e}
+STAGES=${STAGES:-tests bench gelu profile e2e}
 PACK=${PACK:-bench/gpu/pack}
 OUT=${OUT:-$(mktemp -d)}
 start=$(date +%s)
@@ -93,21 +95,39 @@ run_gelu() {
     --attention_shapes=none --commit="$COMMIT" --out="$work/results/gpu_model_gelu_kept.json"
 }
 
+run_profile() {  # per-kernel GPU time (nsys), if Nsight Systems is on the machine
+  local nsys
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys \
+    2>/dev/null | head -1)
+  if [ -z "$nsys" ]; then
+    echo "no nsys on this machine: no per-kernel profile"
+    return 1
+  fi
+  "$nsys" profile -t cuda -o "$work/results/profile" --force-overwrite true \
+    "$PACK/gpu_model_bench" --configs=shakespeare_char,gpt2_124m --attention=materialized,flash \
+    --iters=3 --warmup=2 --attention_shapes=none --commit="$COMMIT" \
+    --out="$work/logs/profiled_run.json" &&
+    "$nsys" stats -r cuda_gpu_kern_sum -f csv -o "$work/results/profile" \
+      "$work/results/profile.nsys-rep" &&
+    rm -f "$work/results/profile.nsys-rep" "$work/results/profile.sqlite"
+}
+
 run_e2e() {  # $1: seconds it may take, result file included
   PACK="$PACK" OUT_DIR="$work/results" COMMIT="$COMMIT" E2E_SECONDS=$(($1 - 30)) \
     bash bench/gpu/run_e2e.sh
 }
 
 # The stages run in child shells (under timeout): they see these functions and variables.
-export -f run_tests run_bench run_gelu run_e2e
+export -f run_tests run_bench run_gelu run_profile run_e2e
 export work PACK COMMIT
 for s in $STAGES; do
   case "$s" in
     tests) stage tests 30 150 run_tests ;;
     bench) stage bench 60 300 run_bench ;;
     gelu) stage gelu 20 60 run_gelu ;;
+    profile) stage profile 30 90 run_profile ;;
     e2e) stage e2e 90 100000 "run_e2e $(left)" ;;
-    *) say "$s: unknown stage (known: tests bench gelu e2e)" ;;
+    *) say "$s: unknown stage (known: tests bench gelu profile e2e)" ;;
   esac
 done
 say "results: $(cd "$work/results" && ls | tr '\n' ' ')"
