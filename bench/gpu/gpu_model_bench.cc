@@ -412,6 +412,10 @@ int Main(int argc, char** argv) {
                  count.ok() ? why_none.c_str() : std::string(count.status().message()).c_str());
     return 1;
   }
+  if (absl::Status supported = CheckDeviceSupported(0); !supported.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(supported.message()).c_str());
+    return 1;
+  }
   absl::StatusOr<std::string> device = DeviceName(0);
 
   std::map<std::string, BenchConfig> known;

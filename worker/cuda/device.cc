@@ -47,6 +47,23 @@ absl::StatusOr<int> CudaDeviceCount(std::string* why_none) {
   return count;
 }
 
+std::string ComputeCapabilityProblem(int device, const std::string& name, int major, int minor) {
+  if (major >= kMinComputeCapabilityMajor) return "";
+  return absl::StrCat("cuda:", device, " (", name, ") has compute capability ", major, ".", minor,
+                      "; these kernels need ", kMinComputeCapabilityMajor,
+                      ".0 or newer (Ampere, Hopper, ...)");
+}
+
+absl::Status CheckDeviceSupported(int device) {
+  ASSIGN_OR_RETURN(const std::string name, DeviceName(device));
+  cudaDeviceProp properties;
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, device));
+  const std::string problem =
+      ComputeCapabilityProblem(device, name, properties.major, properties.minor);
+  if (problem.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(problem);
+}
+
 absl::StatusOr<std::string> DeviceName(int device) {
   std::string why_none;
   ASSIGN_OR_RETURN(const int count, CudaDeviceCount(&why_none));

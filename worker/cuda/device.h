@@ -18,6 +18,21 @@ absl::StatusOr<int> CudaDeviceCount(std::string* why_none = nullptr);
 // no such device.
 absl::StatusOr<std::string> DeviceName(int device = 0);
 
+// The oldest GPUs this build's kernels run on: compute capability 8.0 (Ampere: bf16 tensor cores,
+// which cuBLASLt's bf16 products and the flash kernels' WMMA need). The binaries hold machine code
+// for sm_80 and sm_90 and PTX for compute_90 (third_party/cuda.bzl), so 8.x, 9.x and newer GPUs
+// run them; on 7.x and older no kernel would launch ("no kernel image is available").
+constexpr int kMinComputeCapabilityMajor = 8;
+
+// Why a GPU of compute capability major.minor cannot run this build's kernels, naming it (e.g.
+// "cuda:0 (Tesla T4) has compute capability 7.5; these kernels need 8.0 or newer (Ampere,
+// Hopper, ...)"), or "" when it can.
+std::string ComputeCapabilityProblem(int device, const std::string& name, int major, int minor);
+
+// OK when device `device` can run this build's kernels; FAILED_PRECONDITION with
+// ComputeCapabilityProblem's reason when it is too old, or when there is no such device.
+absl::Status CheckDeviceSupported(int device = 0);
+
 // Free and total bytes of the current device's memory (cudaMemGetInfo).
 struct DeviceMemory {
   size_t free_bytes = 0;

@@ -33,7 +33,14 @@ int UsableCudaDevices(std::string* why_none) {
   if (!count.ok()) {
     why = std::string(count.status().message());
   }
-  const int n = count.ok() ? *count : 0;
+  int n = count.ok() ? *count : 0;
+  if (n > 0) {  // Device 0 is the one used: too old a GPU counts as none, with the reason.
+    const absl::Status supported = cuda::CheckDeviceSupported(0);
+    if (!supported.ok()) {
+      why = std::string(supported.message());
+      n = 0;
+    }
+  }
   if (n == 0 && why_none != nullptr) *why_none = why;
   return n;
 }

@@ -29,6 +29,29 @@ TEST(DeviceTest, CountIsZeroWithReasonOrPositiveWithName) {
   }
 }
 
+TEST(DeviceTest, GpusOlderThanAmpereAreNamedWithTheReason) {
+  EXPECT_EQ(ComputeCapabilityProblem(0, "NVIDIA H100 80GB HBM3", 9, 0), "");
+  EXPECT_EQ(ComputeCapabilityProblem(0, "NVIDIA A100-SXM4-40GB", 8, 0), "");
+  EXPECT_EQ(ComputeCapabilityProblem(0, "NVIDIA GeForce RTX 4090", 8, 9), "");
+  EXPECT_EQ(ComputeCapabilityProblem(0, "NVIDIA B200", 10, 0), "");
+  EXPECT_EQ(ComputeCapabilityProblem(1, "Tesla T4", 7, 5),
+            "cuda:1 (Tesla T4) has compute capability 7.5; these kernels need 8.0 or newer "
+            "(Ampere, Hopper, ...)");
+  EXPECT_NE(ComputeCapabilityProblem(0, "Tesla V100-SXM2-16GB", 7, 0), "");
+}
+
+TEST(DeviceTest, TheDeviceInUseIsSupportedOrTheReasonIsGiven) {
+  absl::StatusOr<int> count = CudaDeviceCount();
+  ASSERT_TRUE(count.ok()) << count.status();
+  const absl::Status supported = CheckDeviceSupported(0);
+  if (*count == 0) {
+    EXPECT_EQ(supported.code(), absl::StatusCode::kFailedPrecondition) << supported;
+  } else if (!supported.ok()) {
+    EXPECT_EQ(supported.code(), absl::StatusCode::kFailedPrecondition) << supported;
+    EXPECT_NE(supported.message().find("compute capability"), absl::string_view::npos);
+  }
+}
+
 TEST(DeviceTest, ProbeIsRepeatable) {
   // The failed probe must not leave an error behind that changes the next answer.
   absl::StatusOr<int> first = CudaDeviceCount();
