@@ -10,6 +10,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "worker/cuda/cuda_status.h"
 
 namespace psrv {
@@ -266,6 +267,23 @@ size_t GptCuda::SlotBytes(int batch) const {
   return Carve(nullptr, batch, &two) - Carve(nullptr, batch, &one);
 }
 
+absl::Status GptCuda::CheckActivationsFit(int batch, size_t bytes) const {
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+    (void)cudaGetLastError();  // Unknown: the allocation will tell.
+    return absl::OkStatus();
+  }
+  const size_t available = free_bytes + acts_.bytes();  // The current ones are freed first.
+  if (bytes <= available) return absl::OkStatus();
+  auto gb = [](size_t b) { return absl::StrFormat("%.2f GB", static_cast<double>(b) / 1e9); };
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the activations of a batch of ", batch, " x ", config_.context, " tokens need ", gb(bytes),
+      " (", bytes, " bytes) on the GPU, which has ", gb(available), " free of ", gb(total_bytes),
+      "; use a smaller training.batch_size with training.grad_accumulation_steps",
+      config_.flash_attention ? "" : ", or --cuda_attention=flash (no T x T attention weights)",
+      ", or split the layers over several workers (parallelism.pipeline)"));
+}
+
 absl::Status GptCuda::Reserve(int batch) {
   if (batch <= reserved_batch_) return absl::OkStatus();
   const size_t BT = static_cast<size_t>(batch) * config_.context;
@@ -277,10 +295,11 @@ absl::Status GptCuda::Reserve(int batch) {
                                                    " = ", BT, " tokens, want at most ",
                                                    kMaxTokens));
   }
-  reserved_batch_ = 0;
-  acts_.Reset();
   std::vector<Activations> measured(slots_.size());
   const size_t bytes = Carve(nullptr, batch, &measured);
+  RETURN_IF_ERROR(CheckActivationsFit(batch, bytes));
+  reserved_batch_ = 0;
+  acts_.Reset();
   RETURN_IF_ERROR(acts_.Allocate(bytes));
   for (Activations& a : slots_) a = Activations();
   Carve(acts_.as<char>(), batch, &slots_);

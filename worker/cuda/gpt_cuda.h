@@ -223,6 +223,9 @@ class GptCuda {
   size_t Carve(char* base, int batch, std::vector<Activations>* slots) const;
   // Grows the activations to `batch` rows (what the slots hold is lost).
   absl::Status Reserve(int batch);
+  // RESOURCE_EXHAUSTED, naming the sizes and what to change, when `bytes` of activations for
+  // `batch` rows cannot fit in the GPU's free memory (the current ones counted as free).
+  absl::Status CheckActivationsFit(int batch, size_t bytes) const;
   // Splits rows (batch, T+1) into the pinned staging (inputs, targets, and with `buckets` the
   // inputs' TokenBuckets) and uploads it into a's; false for an out-of-range id (uploaded as 0).
   absl::StatusOr<bool> LoadRows(Activations& a, const int32_t* rows, int batch, bool buckets);

@@ -397,6 +397,33 @@ TEST_F(GptCudaModelTest, AStreamedStepEqualsTheWholeStep) {
 
 // A validation loss through MeanLoss (one parameter upload) equals LanguageModel's default
 // (Loss per batch) exactly, and the CPU model's within tolerance.
+// A batch whose activations cannot fit in the GPU's free memory is refused before anything is
+// freed or allocated, naming the sizes and what to change; the model goes on with smaller ones.
+TEST_F(GptCudaModelTest, ABatchTooBigForTheGpuIsRefusedWithTheSizes) {
+  const GptCudaConfig c = Small();
+  std::unique_ptr<GptCuda> gpu = MakeGpu(c, /*use_cublaslt=*/true);
+  ASSERT_NE(gpu, nullptr);
+  const std::vector<float> params = RandomParams(c, 17, 0.05f);
+  ASSERT_TRUE(gpu->UploadParams(params.data()).ok());
+  const std::vector<int32_t> small = RandomRows(2, c.context + 1, c.vocab, 18);
+  absl::StatusOr<float> before = gpu->ForwardBackward(small.data(), 2, 19);
+  ASSERT_TRUE(before.ok()) << before.status();
+  // About 250k rows of 64 tokens: hundreds of GB of activations, more than any GPU holds.
+  const int huge = 65535 * 256 / c.context;
+  const std::vector<int32_t> rows(static_cast<size_t>(huge) * (c.context + 1), 1);
+  absl::StatusOr<float> refused = gpu->ForwardBackward(rows.data(), huge, 19);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  const std::string message(refused.status().message());
+  EXPECT_NE(message.find("the activations of a batch of " + std::to_string(huge) + " x 64 tokens"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("free of"), std::string::npos) << message;
+  EXPECT_NE(message.find("training.batch_size"), std::string::npos) << message;
+  absl::StatusOr<float> after = gpu->ForwardBackward(small.data(), 2, 19);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(*after, *before);
+}
+
 TEST_F(GptCudaModelTest, MeanLossEqualsLossPerBatch) {
   const GptCudaConfig c = Small();
   std::unique_ptr<GptModel> cpu = MakeCpu(c);
