@@ -257,7 +257,7 @@ size_t GptCuda::Carve(char* base, int batch, std::vector<Activations>* slots) co
     a->dfch = arena.Take<bf16>(BT * 4 * C);
     a->reduce = arena.Take<float>(
         std::max(LinearBackwardScratch(BT, 4 * C), LayerNormBackwardScratch(BT, C)));
-    a->attention.reduce = a->reduce;  // qkv's bias gradient, summed as dqkv is merged.
+    a->attention.reduce = a->reduce;  // qkv's bias gradient in the attention backward.
   }
   return arena.size();
 }
