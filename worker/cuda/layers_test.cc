@@ -245,6 +245,72 @@ TEST_P(LayersTest, AttentionForwardAndBackward) {
 // The flash kernels, on tensor cores and in fp32, against the same reference: head sizes padded
 // to 16, 32 and 64 (4, 16, 33, 64) and sequences that end inside a tile or span several tiles
 // (the tensor-core kernels' blocks are 64 rows, their tiles 32).
+// The tensor-core kernels give the same bits whether the heads are read and written in place
+// (q, k, v inside qkv; out, dq, dk, dv side by side, as the model runs them) or split out one
+// after another (ContiguousHeads, then merged back): the layouts change addresses, not arithmetic.
+TEST_P(LayersTest, TensorCoreFlashInPlaceEqualsSplitHeads) {
+  if (GetParam()) GTEST_SKIP() << "no products: the cuBLASLt setting does not apply";
+  for (const AttentionShape& s : {AttentionShape{2, 70, 128, 2}, AttentionShape{1, 37, 99, 3}}) {
+    SCOPED_TRACE(Describe(s, 0.25f));
+    AttentionCase c(s, 0.25f);
+    const int hs = c.hs, BH = c.B * c.NH;
+    const size_t n = static_cast<size_t>(c.B) * c.T * c.C;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    const HeadLayout qkv_layout = InterleavedHeads(c.T, c.NH, hs, 3 * c.C);
+    const HeadLayout out_layout = InterleavedHeads(c.T, c.NH, hs, c.C);
+    const HeadLayout split = ContiguousHeads(c.T, hs);
+    const bf16* qkv = c.dqkv_in.as<bf16>();
+    DeviceBuffer lse = DeviceFilled<float>(BH * c.T), split_lse = DeviceFilled<float>(BH * c.T);
+    DeviceBuffer delta = DeviceFilled<float>(BH * c.T);
+    ASSERT_EQ(FlashAttentionForwardTensorCores(qkv, qkv + c.C, qkv + 2 * c.C, qkv_layout, BH, c.T,
+                                               hs, scale, c.dropout, c.out.as<bf16>(),
+                                               out_layout, lse.as<float>(), 0),
+              cudaSuccess);
+    // The same through split heads.
+    DeviceBuffer heads = DeviceFilled<bf16>(3 * n), y = DeviceFilled<bf16>(n);
+    DeviceBuffer merged = DeviceFilled<bf16>(n);
+    for (int part = 0; part < 3; ++part) {
+      ASSERT_EQ(SplitHeads(qkv + part * c.C, c.B, c.T, c.NH, hs, 3 * c.C,
+                           heads.as<bf16>() + part * n, 0),
+                cudaSuccess);
+    }
+    const bf16 *q = heads.as<bf16>(), *k = q + n, *v = q + 2 * n;
+    ASSERT_EQ(FlashAttentionForwardTensorCores(q, k, v, split, BH, c.T, hs, scale, c.dropout,
+                                               y.as<bf16>(), split, split_lse.as<float>(), 0),
+              cudaSuccess);
+    ASSERT_EQ(MergeHeads(y.as<bf16>(), c.B, c.T, c.NH, hs, c.C, merged.as<bf16>(), 0), cudaSuccess);
+    EXPECT_EQ(Bf16ToHost(c.out, n), Bf16ToHost(merged, n));
+    EXPECT_EQ(ToHost<float>(lse, BH * c.T), ToHost<float>(split_lse, BH * c.T));
+
+    // Backward: in place into dqkv, against split dout and split dq, dk, dv merged back.
+    ASSERT_EQ(FlashAttentionDelta(c.ddout.as<bf16>(), c.out.as<bf16>(), c.B, c.T, c.NH, hs,
+                                  delta.as<float>(), 0),
+              cudaSuccess);
+    ASSERT_EQ(FlashAttentionBackwardTensorCores(
+                  qkv, qkv + c.C, qkv + 2 * c.C, qkv_layout, c.ddout.as<bf16>(), out_layout,
+                  lse.as<float>(), delta.as<float>(), BH, c.T, hs, scale, c.dropout,
+                  c.dqkv.as<bf16>(), c.dqkv.as<bf16>() + c.C, c.dqkv.as<bf16>() + 2 * c.C,
+                  qkv_layout, 0),
+              cudaSuccess);
+    DeviceBuffer dy = DeviceFilled<bf16>(n), dheads = DeviceFilled<bf16>(3 * n);
+    DeviceBuffer dmerged = DeviceFilled<bf16>(3 * n);
+    ASSERT_EQ(SplitHeads(c.ddout.as<bf16>(), c.B, c.T, c.NH, hs, c.C, dy.as<bf16>(), 0),
+              cudaSuccess);
+    bf16* dq = dheads.as<bf16>();
+    ASSERT_EQ(FlashAttentionBackwardTensorCores(q, k, v, split, dy.as<bf16>(), split,
+                                                lse.as<float>(), delta.as<float>(), BH, c.T, hs,
+                                                scale, c.dropout, dq, dq + n, dq + 2 * n, split,
+                                                0),
+              cudaSuccess);
+    for (int part = 0; part < 3; ++part) {
+      ASSERT_EQ(MergeHeads(dq + part * n, c.B, c.T, c.NH, hs, 3 * c.C,
+                           dmerged.as<bf16>() + part * c.C, 0),
+                cudaSuccess);
+    }
+    EXPECT_EQ(Bf16ToHost(c.dqkv, 3 * n), Bf16ToHost(dmerged, 3 * n));
+  }
+}
+
 TEST_P(LayersTest, FlashAttentionForwardAndBackward) {
   if (GetParam()) GTEST_SKIP() << "no products: the cuBLASLt setting does not apply";
   for (const FlashKernels kernels : {FlashKernels::kTensorCores, FlashKernels::kFp32}) {
