@@ -26,5 +26,14 @@ bazel test --nocache_test_results --define=cuda=simt //tests:pipeline_test \
 bazel --output_base="${PSRV_SANITIZE_OUTPUT_BASE:-$HOME/.cache/psrv-bazel-sanitize}" test --symlink_prefix=/ \
   --nocache_test_results --config=sanitize --define=cuda=off --test_env=FUZZ_ITERATIONS=10000 \
   //common/... //server/... //coordinator/... "$@"
+# The CUDA kernels and layers on the SIMT simulator under the same sanitizers: the simulator's
+# device memory is exact-size heap memory, so a kernel that indexes past a buffer fails here (as
+# does undefined behaviour). ASan's stack-use-after-return check is off for them: the simulator's
+# fibers switch stacks with _longjmp and read other lanes' stack slots for warp shuffles, which
+# that check takes for returned frames.
+bazel --output_base="${PSRV_SANITIZE_OUTPUT_BASE:-$HOME/.cache/psrv-bazel-sanitize}" test --symlink_prefix=/ \
+  --nocache_test_results --config=sanitize \
+  --test_env=ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=0:check_initialization_order=1 \
+  //worker/cuda:kernels_simt_test //worker/cuda:layers_simt_test "$@"
 # libFuzzer (clang, ASan + UBSan) on the wire decoder, 30 s from fuzz/corpus/wire.
 FUZZ_SECONDS=30 bash fuzz/run.sh
