@@ -28,6 +28,11 @@ const char* CudaAttentionSuffix(const CudaModelOptions& options) {
   return options.flash_fp32 ? ", flash attention (fp32)" : ", flash attention";
 }
 
+std::string CudaModelSuffix(const CudaModelOptions& options) {
+  return absl::StrCat(CudaAttentionSuffix(options),
+                      options.recompute_gelu ? "" : ", GELU output kept");
+}
+
 const char* DeviceFlagName(Device device) {
   switch (device) {
     case Device::kAuto:

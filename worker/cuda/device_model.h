@@ -51,11 +51,17 @@ struct CudaModelOptions {
   // worker/cuda/flash_attention_tc.cu) or flash_fp32 (fp32 CUDA cores, flash_attention.cu).
   bool flash_attention = false;
   bool flash_fp32 = false;
+  // The MLP's GELU output recomputed in the backward instead of kept (GptCudaConfig::
+  // recompute_gelu): ps_worker --cuda_recompute_gelu.
+  bool recompute_gelu = true;
 };
 
 // Description of the attention path for the worker's log: "", ", flash attention" or
 // ", flash attention (fp32)".
 const char* CudaAttentionSuffix(const CudaModelOptions& options);
+// CudaAttentionSuffix, then ", GELU output kept" without recompute_gelu: how the worker's log line
+// describes the CUDA model.
+std::string CudaModelSuffix(const CudaModelOptions& options);
 
 // "materialized", "flash" or "flash_fp32" (the --cuda_attention flag) into `options`;
 // INVALID_ARGUMENT otherwise.

@@ -82,13 +82,14 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const
   }
   absl::StatusOr<std::unique_ptr<cuda::GptCudaModel>> model =
       cuda::GptCudaModel::Create(GptConfigFromSpec(spec, vocab_size), /*device=*/0,
-                                 cuda_options.flash_attention, cuda_options.flash_fp32);
+                                 cuda_options.flash_attention, cuda_options.flash_fp32,
+                                 cuda_options.recompute_gelu);
   if (!model.ok()) return model.status();
   if (choice != nullptr) {
     absl::StatusOr<std::string> name = cuda::DeviceName(0);
     choice->device = Device::kCuda;
     choice->description = absl::StrCat("cuda:0 (", name.ok() ? *name : "unknown device", ")",
-                                       CudaAttentionSuffix(cuda_options));
+                                       CudaModelSuffix(cuda_options));
   }
   return std::unique_ptr<LanguageModel>(std::move(*model));
 }
@@ -110,11 +111,12 @@ absl::StatusOr<std::unique_ptr<StageModel>> CreateStageModelOnDevice(
   cuda_config.device = 0;
   cuda_config.flash_attention = cuda_options.flash_attention;
   cuda_config.flash_fp32 = cuda_options.flash_fp32;
+  cuda_config.recompute_gelu = cuda_options.recompute_gelu;
   absl::StatusOr<std::string> name = cuda::DeviceName(0);
   return cuda::CreateCudaStageModel(
       cuda_config, part, slots,
       absl::StrCat("cuda:0 (", name.ok() ? *name : "unknown device", ")",
-                   CudaAttentionSuffix(cuda_options)));
+                   CudaModelSuffix(cuda_options)));
 }
 
 absl::Status DeviceModelStatus(const LanguageModel& model) {

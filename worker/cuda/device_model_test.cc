@@ -65,6 +65,12 @@ TEST(ParseCudaAttentionTest, KnownAndUnknownNames) {
   EXPECT_FALSE(options.flash_attention);
   EXPECT_FALSE(options.flash_fp32);
   EXPECT_STREQ(CudaAttentionSuffix(options), "");
+  EXPECT_EQ(CudaModelSuffix(options), "");
+  options.recompute_gelu = false;
+  EXPECT_EQ(CudaModelSuffix(options), ", GELU output kept");
+  options.flash_attention = true;
+  EXPECT_EQ(CudaModelSuffix(options), ", flash attention, GELU output kept");
+  options = CudaModelOptions();
   for (const char* name : {"", "Flash", "fused", "materialised"}) {
     const absl::Status status = ParseCudaAttention(name, &options);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << name;

@@ -19,7 +19,8 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptConfig& config,
                                                                    int device,
                                                                    bool flash_attention,
-                                                                   bool flash_fp32) {
+                                                                   bool flash_fp32,
+                                                                   bool recompute_gelu) {
   RETURN_IF_ERROR(ValidateGptConfig(config));
   if (!config.tie_embeddings) {
     return absl::UnimplementedError("the CUDA GPT has tied embeddings only (use the CPU backend)");
@@ -29,6 +30,7 @@ absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptConf
   cuda_config.device = device;
   cuda_config.flash_attention = flash_attention;
   cuda_config.flash_fp32 = flash_fp32;
+  cuda_config.recompute_gelu = recompute_gelu;
   ASSIGN_OR_RETURN(std::unique_ptr<GptCuda> gpt, GptCuda::Create(cuda_config));
   return std::unique_ptr<GptCudaModel>(new GptCudaModel(std::move(gpt)));
 }

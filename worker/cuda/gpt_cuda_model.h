@@ -25,11 +25,12 @@ class GptCudaModel : public LanguageModel {
  public:
   // INVALID_ARGUMENT for a config the CPU model would reject; CUDA errors (no device, out of
   // memory) as their Status.
-  // flash_attention, flash_fp32: see GptCudaConfig.
+  // flash_attention, flash_fp32, recompute_gelu: see GptCudaConfig.
   static absl::StatusOr<std::unique_ptr<GptCudaModel>> Create(const GptConfig& config,
                                                               int device = 0,
                                                               bool flash_attention = false,
-                                                              bool flash_fp32 = false);
+                                                              bool flash_fp32 = false,
+                                                              bool recompute_gelu = true);
 
   int window() const override { return gpt_->config().context + 1; }
   int predictions_per_row() const override { return gpt_->config().context; }

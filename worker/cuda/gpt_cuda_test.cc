@@ -473,6 +473,17 @@ TEST_F(GptCudaModelTest, AutoAndCudaChooseTheGpu) {
   ASSERT_NE(gpu, nullptr);
   EXPECT_TRUE(gpu->gpt().config().flash_attention);
   EXPECT_NE(choice.description.find(", flash attention"), std::string::npos) << choice.description;
+  EXPECT_TRUE(gpu->gpt().config().recompute_gelu);
+  // ps_worker --cuda_recompute_gelu=false reaches the model and its log line.
+  CudaModelOptions kept = flash;
+  kept.recompute_gelu = false;
+  auto kept_model = CreateLanguageModelOnDevice(spec, 20, Device::kAuto, &choice, kept);
+  ASSERT_TRUE(kept_model.ok()) << kept_model.status();
+  auto* kept_gpu = dynamic_cast<GptCudaModel*>(kept_model->get());
+  ASSERT_NE(kept_gpu, nullptr);
+  EXPECT_FALSE(kept_gpu->gpt().config().recompute_gelu);
+  EXPECT_NE(choice.description.find(", flash attention, GELU output kept"), std::string::npos)
+      << choice.description;
   // Head size 64 is the flash kernels' largest: 128 is refused with the reason.
   spec.set_heads(1);
   spec.set_width(128);
