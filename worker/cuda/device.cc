@@ -27,6 +27,19 @@ bool MeansNoGpu(cudaError_t error) {
   }
 }
 
+// Device `device`'s properties; FAILED_PRECONDITION when there is no such device.
+absl::StatusOr<cudaDeviceProp> DeviceProperties(int device) {
+  std::string why_none;
+  ASSIGN_OR_RETURN(const int count, CudaDeviceCount(&why_none));
+  if (device < 0 || device >= count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no CUDA device ", device, " (", count, " found", count == 0 ? "; " + why_none : "", ")"));
+  }
+  cudaDeviceProp properties;
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, device));
+  return properties;
+}
+
 }  // namespace
 
 absl::StatusOr<int> CudaDeviceCount(std::string* why_none) {
@@ -55,24 +68,15 @@ std::string ComputeCapabilityProblem(int device, const std::string& name, int ma
 }
 
 absl::Status CheckDeviceSupported(int device) {
-  ASSIGN_OR_RETURN(const std::string name, DeviceName(device));
-  cudaDeviceProp properties;
-  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, device));
+  ASSIGN_OR_RETURN(const cudaDeviceProp properties, DeviceProperties(device));
   const std::string problem =
-      ComputeCapabilityProblem(device, name, properties.major, properties.minor);
+      ComputeCapabilityProblem(device, properties.name, properties.major, properties.minor);
   if (problem.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(problem);
 }
 
 absl::StatusOr<std::string> DeviceName(int device) {
-  std::string why_none;
-  ASSIGN_OR_RETURN(const int count, CudaDeviceCount(&why_none));
-  if (device < 0 || device >= count) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "no CUDA device ", device, " (", count, " found", count == 0 ? "; " + why_none : "", ")"));
-  }
-  cudaDeviceProp properties;
-  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, device));
+  ASSIGN_OR_RETURN(const cudaDeviceProp properties, DeviceProperties(device));
   return std::string(properties.name);
 }
 

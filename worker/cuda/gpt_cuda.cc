@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/cuda/cuda_status.h"
+#include "worker/cuda/device.h"
 
 namespace psrv {
 namespace cuda {
@@ -44,6 +45,12 @@ class Arena {
 
 FlashKernels FlashKernelsOf(const GptCudaConfig& config) {
   return config.flash_fp32 ? FlashKernels::kFp32 : FlashKernels::kTensorCores;
+}
+
+// The tensor-core flash attention works in place: q, k, v read where the qkv product writes them
+// (the layer's qkvr), no heads split out or merged back, so no heads/dqkvr scratch.
+bool AttentionInPlace(const GptCudaConfig& config) {
+  return config.flash_attention && FlashKernelsOf(config) == FlashKernels::kTensorCores;
 }
 
 }  // namespace
@@ -244,8 +251,7 @@ size_t GptCuda::Carve(char* base, int batch, std::vector<Activations>* slots) co
     a->logits = head ? arena.Take<float>(V) : nullptr;
     a->qkv = arena.Take<bf16>(BT * 3 * C);
     a->proj = arena.Take<bf16>(BT * C);
-    // The tensor-core flash attention works in place: no heads split out or merged back.
-    const bool in_place = flash && FlashKernelsOf(config_) == FlashKernels::kTensorCores;
+    const bool in_place = AttentionInPlace(config_);
     a->attention.heads = in_place ? nullptr : arena.Take<bf16>(BT * C);
     a->attention.scores = flash ? nullptr : arena.Take<float>(att);
     a->attention.weights = flash ? nullptr : arena.Take<bf16>(att);
@@ -268,12 +274,14 @@ size_t GptCuda::SlotBytes(int batch) const {
 }
 
 absl::Status GptCuda::CheckActivationsFit(int batch, size_t bytes) const {
-  size_t free_bytes = 0, total_bytes = 0;
-  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+  const absl::StatusOr<DeviceMemory> memory = GetDeviceMemory();
+  if (!memory.ok()) {
     (void)cudaGetLastError();  // Unknown: the allocation will tell.
     return absl::OkStatus();
   }
-  const size_t available = free_bytes + acts_.bytes();  // The current ones are freed first.
+  const size_t total_bytes = memory->total_bytes;
+  // The current ones are freed first.
+  const size_t available = memory->free_bytes + acts_.bytes();
   if (bytes <= available) return absl::OkStatus();
   auto gb = [](size_t b) { return absl::StrFormat("%.2f GB", static_cast<double>(b) / 1e9); };
   return absl::ResourceExhaustedError(absl::StrCat(
@@ -439,11 +447,8 @@ absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint6
       CUDA_RETURN_IF_ERROR(LayerNormForward(residual, p.ln1_weight + l * C, p.ln1_bias + l * C, BT,
                                             C, la.ln1, la.ln1_mean, la.ln1_rstd, stream_));
     }
-    // The tensor-core flash attention reads q, k, v where the product writes them: straight
-    // into what the layer keeps for the backward (qkvr), nothing split out or copied.
-    const bool in_place =
-        config_.flash_attention && FlashKernelsOf(config_) == FlashKernels::kTensorCores;
-    bf16* qkv = in_place ? la.qkvr : a.qkv;  // (B, T, 3C)
+    // In place, the product writes straight into what the layer keeps for the backward (qkvr).
+    bf16* qkv = AttentionInPlace(config_) ? la.qkvr : a.qkv;  // (B, T, 3C)
     RETURN_IF_ERROR(LinearForward(blas, la.ln1, w.qkv_weight + l3cc, w.qkv_bias + l * 3 * C, BT, C,
                                   3 * C, qkv));
     const Dropout attention_dropout = MakeDropout(seed, AttentionStream(layer), rate);
