@@ -1,5 +1,6 @@
 #include "common/bf16.h"
 
+#include "common/vector_clones.h"
 namespace psrv {
 namespace {
 
@@ -19,15 +20,41 @@ inline double Sum8(const double* lane) {
 
 }  // namespace
 
-void FloatsToBf16(const float* in, size_t count, uint16_t* out) {
+PSRV_VECTOR_CLONES void FloatsToBf16(const float* in, size_t count, uint16_t* out) {
   for (size_t i = 0; i < count; ++i) out[i] = ToBf16(in[i]);
 }
 
-void Bf16ToFloats(const uint16_t* in, size_t count, float* out) {
+PSRV_VECTOR_CLONES void Bf16ToFloats(const uint16_t* in, size_t count, float* out) {
   for (size_t i = 0; i < count; ++i) out[i] = Bf16ToFloat(in[i]);
 }
 
-double SumOfSquares(const float* in, size_t count) {
+PSRV_VECTOR_CLONES void Bf16BytesToFloats(const char* in, size_t count, float* out) {
+  for (size_t i = 0; i < count; ++i) {
+    uint16_t value;
+    std::memcpy(&value, in + 2 * i, sizeof(value));  // (Vectorizes; no alignment assumed.)
+    out[i] = Bf16ToFloat(value);
+  }
+}
+
+void Bf16Widener::Add(const char* data, size_t size) {
+  if (size == 0) return;
+  if (has_low_byte_) {
+    const auto high = static_cast<unsigned char>(data[0]);
+    out_[count_++] = Bf16ToFloat(static_cast<uint16_t>(low_byte_ | (high << 8)));
+    has_low_byte_ = false;
+    ++data;
+    --size;
+  }
+  const size_t whole = size / 2;
+  Bf16BytesToFloats(data, whole, out_ + count_);
+  count_ += whole;
+  if (size % 2 != 0) {
+    low_byte_ = static_cast<unsigned char>(data[size - 1]);
+    has_low_byte_ = true;
+  }
+}
+
+PSRV_VECTOR_CLONES double SumOfSquares(const float* in, size_t count) {
   double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t i = 0;
   for (; i + 8 <= count; i += 8) {
@@ -37,7 +64,7 @@ double SumOfSquares(const float* in, size_t count) {
   return Sum8(lane);
 }
 
-double FloatsToBf16SumOfSquares(const float* in, size_t count, uint16_t* out) {
+PSRV_VECTOR_CLONES double FloatsToBf16SumOfSquares(const float* in, size_t count, uint16_t* out) {
   double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t i = 0;
   for (; i + 8 <= count; i += 8) {

@@ -37,6 +37,25 @@ double SumOfSquares(const float* in, size_t count);
 double FloatsToBf16SumOfSquares(const float* in, size_t count, uint16_t* out);
 // in (count bf16) -> out (count floats).
 void Bf16ToFloats(const uint16_t* in, size_t count, float* out);
+// The same from little-endian bytes at any address (in: 2 * count bytes).
+void Bf16BytesToFloats(const char* in, size_t count, float* out);
+
+// Widens bf16 values that arrive as pieces of bytes, in order (a payload as gRPC's receive
+// buffers hold it: common/wire.h), into out: no copy of the bytes first, any alignment, and a
+// value split between two pieces is put together.
+class Bf16Widener {
+ public:
+  explicit Bf16Widener(float* out) : out_(out) {}
+  void Add(const char* data, size_t size);
+  // Values written so far (a split value counts once its second byte came).
+  size_t count() const { return count_; }
+
+ private:
+  float* out_;
+  size_t count_ = 0;
+  bool has_low_byte_ = false;  // The first byte of a value split between pieces.
+  unsigned char low_byte_ = 0;
+};
 
 }  // namespace psrv
 

@@ -1,6 +1,8 @@
 #include "common/bf16.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -34,6 +36,75 @@ TEST(Bf16Test, ArrayConversions) {
   FloatsToBf16(in.data(), 3, mid.data());
   Bf16ToFloats(mid.data(), 3, out.data());
   EXPECT_EQ(out, in);
+}
+
+TEST(Bf16Test, WidenerPutsValuesSplitBetweenPiecesTogether) {
+  // A payload as gRPC's buffers may hold it: an odd offset (no alignment) and pieces of every
+  // small size, so that values are split between pieces; and whole-buffer conversion alike.
+  std::vector<uint16_t> values(1000);
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = FloatToBf16(0.37f * static_cast<float>(i) - 100.0f);
+  }
+  values[17] = 0x7fc1;  // A NaN keeps its bits.
+  std::vector<float> expected(values.size());
+  Bf16ToFloats(values.data(), values.size(), expected.data());
+  std::vector<char> bytes(1 + 2 * values.size());
+  std::memcpy(bytes.data() + 1, values.data(), 2 * values.size());
+  for (size_t piece : {1, 2, 3, 7, 64, 2000}) {
+    std::vector<float> out(values.size(), -1.0f);
+    Bf16Widener widener(out.data());
+    for (size_t at = 0; at < 2 * values.size(); at += piece) {
+      widener.Add(bytes.data() + 1 + at, std::min(piece, 2 * values.size() - at));
+    }
+    EXPECT_EQ(widener.count(), values.size()) << piece;
+    EXPECT_EQ(std::memcmp(out.data(), expected.data(), 4 * values.size()), 0) << piece;
+  }
+  std::vector<float> out(values.size());
+  Bf16BytesToFloats(bytes.data() + 1, values.size(), out.data());
+  EXPECT_EQ(std::memcmp(out.data(), expected.data(), 4 * values.size()), 0);
+}
+
+// The array conversions and norms run in the version built for this CPU (AVX2 or the x86-64
+// baseline: common/vector_clones.h); each must give the scalar formula's bits, for every kind of
+// float (zeros, denormals, NaNs with any payload, infinities) and every length remainder.
+TEST(Bf16Test, VectorizedLoopsEqualTheScalarFormulaBitForBit) {
+  std::vector<float> in(4099);
+  uint32_t state = 12345;
+  for (float& x : in) {
+    state = state * 1664525u + 1013904223u;  // Every bit pattern is possible.
+    std::memcpy(&x, &state, sizeof(x));
+  }
+  in[0] = 0.0f;
+  in[1] = -0.0f;
+  in[2] = std::numeric_limits<float>::infinity();
+  in[3] = std::numeric_limits<float>::denorm_min();
+  std::vector<float> finite;
+  for (float x : in) {
+    if (std::isfinite(x) && std::abs(x) < 1e30f) finite.push_back(x);
+  }
+  for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{33}, in.size()}) {
+    std::vector<uint16_t> narrowed(n), narrowed2(n);
+    FloatsToBf16(in.data(), n, narrowed.data());
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(narrowed[i], FloatToBf16(in[i])) << i;
+    std::vector<float> widened(n);
+    Bf16ToFloats(narrowed.data(), n, widened.data());
+    for (size_t i = 0; i < n; ++i) {
+      const float expected = Bf16ToFloat(narrowed[i]);
+      ASSERT_EQ(std::memcmp(&widened[i], &expected, 4), 0) << i;
+    }
+    const size_t m = std::min(n, finite.size());
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= m; i += 8) {
+      for (int k = 0; k < 8; ++k) lane[k] += static_cast<double>(finite[i + k]) * finite[i + k];
+    }
+    for (; i < m; ++i) lane[0] += static_cast<double>(finite[i]) * finite[i];
+    const double sum =
+        ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    EXPECT_EQ(SumOfSquares(finite.data(), m), sum) << n;
+    EXPECT_EQ(FloatsToBf16SumOfSquares(finite.data(), m, narrowed2.data()), sum) << n;
+    for (size_t j = 0; j < m; ++j) ASSERT_EQ(narrowed2[j], FloatToBf16(finite[j])) << j;
+  }
 }
 
 }  // namespace

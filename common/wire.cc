@@ -1,5 +1,7 @@
 #include "common/wire.h"
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 
 #include <google/protobuf/io/coded_stream.h>
@@ -88,26 +90,52 @@ absl::StatusOr<PayloadPosition> ScanMessage(grpc::ByteBuffer* buffer, std::strin
 
 }  // namespace
 
-absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
-                              const PayloadDestination& destination) {
+absl::Status ParseWithPayloadPieces(grpc::ByteBuffer* buffer,
+                                    google::protobuf::MessageLite* header,
+                                    const PayloadCheck& check, const PayloadPiece& piece) {
   std::string header_bytes;
   absl::StatusOr<PayloadPosition> payload = ScanMessage(buffer, &header_bytes);
   if (!payload.ok()) return payload.status();
   if (!header->ParseFromString(header_bytes)) {
     return absl::InvalidArgumentError("malformed message: cannot parse request header");
   }
-  absl::StatusOr<char*> dest = destination(payload->size);
-  if (!dest.ok()) return dest.status();
+  if (absl::Status wanted = check(payload->size); !wanted.ok()) return wanted;
   if (payload->size == 0) return absl::OkStatus();
-  // The second pass: straight to the payload, copied once.
+  // The second pass: straight to the payload, then gRPC's buffers as they are.
   grpc::ProtoBufferReader reader(buffer);
-  CodedInputStream input(&reader);
-  input.SetTotalBytesLimit(kMaxMessageBytes);
-  if (!input.Skip(payload->offset) || !input.ReadRaw(*dest, static_cast<int>(payload->size))) {
+  const void* data = nullptr;
+  int size = 0;
+  uint64_t done = 0;
+  if (!reader.Skip(payload->offset)) {
+    return absl::InvalidArgumentError("malformed message: tensor payload truncated");
+  }
+  while (done < payload->size && reader.Next(&data, &size)) {
+    const uint64_t take = std::min<uint64_t>(static_cast<uint64_t>(size), payload->size - done);
+    piece(static_cast<const char*>(data), take, done);
+    done += take;
+  }
+  if (done != payload->size) {
+    // (ScanMessage saw the bytes: a buffer that changed between the passes.)
     return absl::InvalidArgumentError(absl::StrCat(
         "malformed message: tensor payload truncated (expected ", payload->size, " bytes)"));
   }
   return absl::OkStatus();
+}
+
+absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
+                              const PayloadDestination& destination) {
+  char* dest = nullptr;
+  return ParseWithPayloadPieces(
+      buffer, header,
+      [&](size_t size) -> absl::Status {
+        absl::StatusOr<char*> chosen = destination(size);
+        if (!chosen.ok()) return chosen.status();
+        dest = *chosen;
+        return absl::OkStatus();
+      },
+      [&](const char* data, size_t size, size_t offset) {
+        std::memcpy(dest + offset, data, size);
+      });
 }
 
 }  // namespace psrv

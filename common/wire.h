@@ -41,6 +41,22 @@ using PayloadDestination = std::function<absl::StatusOr<char*>(size_t size)>;
 absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
                               const PayloadDestination& destination);
 
+// Whether a payload of `size` bytes is wanted (the header is parsed by then): OK, or the error
+// ParseWithPayloadPieces returns.
+using PayloadCheck = std::function<absl::Status(size_t size)>;
+// A piece of a payload as gRPC's receive buffers hold it: `size` bytes at `data`, which are the
+// payload's bytes from `offset` on. The pieces come in order and cover the payload; their
+// addresses have no particular alignment, and a value may be split between two pieces.
+using PayloadPiece = std::function<void(const char* data, size_t size, size_t offset)>;
+
+// ParseWithPayload without the copy: once the message is read through and `header` parsed (as
+// above), `check(size)` says whether the payload is wanted, then `piece` receives it in place,
+// for a consumer that reads it once anyway (e.g. widening BF16 into its destination, or copying
+// it while checking it). With no field 15, check(0) and no pieces.
+absl::Status ParseWithPayloadPieces(grpc::ByteBuffer* buffer,
+                                    google::protobuf::MessageLite* header,
+                                    const PayloadCheck& check, const PayloadPiece& piece);
+
 }  // namespace psrv
 
 #endif  // PSRV_COMMON_WIRE_H_

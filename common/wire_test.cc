@@ -1,6 +1,7 @@
 #include "common/wire.h"
 
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -150,6 +151,78 @@ TEST(WireTest, HeaderIsParsedBeforeTheDestinationIsAsked) {
                 return out;
               }).ok());
   EXPECT_EQ(std::string(out, 8), "abcdefgh");
+}
+
+// A message cut into several slices, as gRPC's receive buffers hold one: `cuts` are the offsets
+// where a new slice starts.
+grpc::ByteBuffer Sliced(const std::string& bytes, std::vector<size_t> cuts) {
+  cuts.push_back(bytes.size());
+  std::vector<grpc::Slice> slices;
+  size_t begin = 0;
+  for (size_t end : cuts) {
+    slices.emplace_back(bytes.data() + begin, end - begin);
+    begin = end;
+  }
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+TEST(WireTest, PiecesCoverThePayloadInOrderAcrossSlices) {
+  PushRequest message;
+  message.set_table("table");  // An odd-sized header: the payload starts unaligned.
+  std::string payload(1001, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 7);
+  message.set_values(payload);
+  const std::string bytes = message.SerializeAsString();
+  for (const std::vector<size_t>& cuts :
+       std::vector<std::vector<size_t>>{{}, {3}, {9, 10, 11, 500, 1000}, {bytes.size() - 1}}) {
+    grpc::ByteBuffer buffer = Sliced(bytes, cuts);
+    PushRequest parsed;
+    std::string received;
+    size_t checked = 0;
+    ASSERT_TRUE(ParseWithPayloadPieces(
+                    &buffer, &parsed,
+                    [&](size_t size) {
+                      checked = size;
+                      EXPECT_EQ(parsed.table(), "table");  // The header is parsed first.
+                      return absl::OkStatus();
+                    },
+                    [&](const char* data, size_t size, size_t offset) {
+                      EXPECT_EQ(offset, received.size());
+                      EXPECT_GT(size, 0u);
+                      received.append(data, size);
+                    })
+                    .ok());
+    EXPECT_EQ(checked, payload.size());
+    EXPECT_EQ(received, payload) << cuts.size() << " cuts";
+    // ParseWithPayload copies the same bytes.
+    std::string copied(payload.size(), 'x');
+    ASSERT_TRUE(ParseWithPayload(&buffer, &parsed, [&](size_t) -> absl::StatusOr<char*> {
+                  return copied.data();
+                }).ok());
+    EXPECT_EQ(copied, payload);
+  }
+}
+
+TEST(WireTest, ACheckErrorIsReturnedAndNoPieceIsHandedOver) {
+  PushRequest message;
+  message.set_values(std::string(64, 'v'));
+  grpc::ByteBuffer buffer = Sliced(message.SerializeAsString(), {10, 20});
+  PushRequest parsed;
+  int pieces = 0;
+  absl::Status status = ParseWithPayloadPieces(
+      &buffer, &parsed, [](size_t) { return absl::DataLossError("wrong size"); },
+      [&](const char*, size_t, size_t) { ++pieces; });
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(pieces, 0);
+  // A malformed message: neither the check nor a piece.
+  grpc::ByteBuffer garbage = Sliced(std::string("\x7a\xff\xff\xff\x0f", 5), {2});
+  bool asked = false;
+  status = ParseWithPayloadPieces(
+      &garbage, &parsed, [&](size_t) { asked = true; return absl::OkStatus(); },
+      [&](const char*, size_t, size_t) { ++pieces; });
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(asked);
+  EXPECT_EQ(pieces, 0);
 }
 
 }  // namespace

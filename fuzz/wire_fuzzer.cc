@@ -1,5 +1,6 @@
-// libFuzzer target: ParseWithPayload (common/wire.h) on arbitrary bytes, cut into two slices at a
-// point the input chooses, as PushRequest and as InstallShardRequest. Built by fuzz/run.sh (clang).
+// libFuzzer target: ParseWithPayload and ParseWithPayloadPieces (common/wire.h) on arbitrary
+// bytes, cut into two slices at a point the input chooses, as PushRequest and as
+// InstallShardRequest. Built by fuzz/run.sh (clang).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -27,6 +28,21 @@ void Parse(const uint8_t* data, size_t size) {
         return out.data();
       });
   if (status.ok() ? asked != 1 : status.message().empty()) std::abort();
+  // The same without the copy: the pieces follow each other and cover exactly the size checked.
+  size_t checked = 0, received = 0;
+  asked = 0;
+  const absl::Status pieces = psrv::ParseWithPayloadPieces(
+      &buffer, &header,
+      [&](size_t n) {
+        if (++asked > 1 || n > size) std::abort();
+        checked = n;
+        return absl::OkStatus();
+      },
+      [&](const char* piece, size_t n, size_t offset) {
+        if (asked != 1 || offset != received || n == 0 || piece == nullptr) std::abort();
+        received += n;
+      });
+  if (pieces.ok() != status.ok() || (pieces.ok() && received != checked)) std::abort();
 }
 
 }  // namespace

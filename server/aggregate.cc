@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
+#include "common/vector_clones.h"
 
 namespace psrv {
 namespace {
@@ -119,7 +120,7 @@ absl::Status SyncAggregator::CheckCommit(uint32_t rank, uint64_t step, uint64_t 
   return absl::OkStatus();
 }
 
-void SyncAggregator::Accumulate(size_t offset, size_t count, const void* grad, DType dtype,
+PSRV_VECTOR_CLONES void SyncAggregator::Accumulate(size_t offset, size_t count, const void* grad, DType dtype,
                                 float scale) {
   if (sum_.size() != size_) sum_.resize(size_);
   float* sum = sum_.data();

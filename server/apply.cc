@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/thread_pool.h"
+#include "common/vector_clones.h"
 
 namespace psrv {
 namespace {
@@ -133,68 +134,101 @@ void LazyRows::ApplyScaled(const float* grad, float grad_scale, const float* par
 
 // The loops below are written once per case, in place (one pointer) and out of place (two
 // pointers declared not to alias), so that both vectorize: GCC would guard a loop whose input and
-// output may alias with an overlap test that sends the in-place case down a scalar path.
+// output may alias with an overlap test that sends the in-place case down a scalar path. They are
+// free functions so that they can be built for AVX2 too (PSRV_VECTOR_CLONES; virtual functions
+// cannot be).
+namespace {
 
-void Sgd::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
-                      float* params_out, size_t offset, size_t count, uint64_t t) {
-  const float lr = ScheduledLearningRate(config_, t);
+// `in` and `out` (count values) are the same, or do not overlap; likewise for every loop below.
+PSRV_VECTOR_CLONES void SgdLoop(const float* grad, float grad_scale, float lr, const float* in,
+                                float* out, size_t count) {
   const float* __restrict g = grad;
-  if (params_in == params_out) {
-    float* __restrict w = params_out + offset;
+  if (in == out) {
+    float* __restrict w = out;
     for (size_t i = 0; i < count; ++i) w[i] -= lr * (g[i] * grad_scale);
   } else {
-    const float* __restrict in = params_in + offset;
-    float* __restrict out = params_out + offset;
-    for (size_t i = 0; i < count; ++i) out[i] = in[i] - lr * (g[i] * grad_scale);
+    const float* __restrict a = in;
+    float* __restrict b = out;
+    for (size_t i = 0; i < count; ++i) b[i] = a[i] - lr * (g[i] * grad_scale);
   }
 }
 
-void MomentumSgd::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
-                              float* params_out, size_t offset, size_t count, uint64_t t) {
-  const float lr = ScheduledLearningRate(config_, t);
-  const float momentum = config_.momentum();
+PSRV_VECTOR_CLONES void MomentumLoop(const float* grad, float grad_scale, float lr,
+                                     float momentum, float* velocity, const float* in, float* out,
+                                     size_t count) {
   const float* __restrict g = grad;
-  float* __restrict v = velocity_.data() + offset;
-  if (params_in == params_out) {
-    float* __restrict w = params_out + offset;
+  float* __restrict v = velocity;
+  if (in == out) {
+    float* __restrict w = out;
     for (size_t i = 0; i < count; ++i) {
       v[i] = momentum * v[i] + g[i] * grad_scale;
       w[i] -= lr * v[i];
     }
   } else {
-    const float* __restrict in = params_in + offset;
-    float* __restrict out = params_out + offset;
+    const float* __restrict a = in;
+    float* __restrict b = out;
     for (size_t i = 0; i < count; ++i) {
       v[i] = momentum * v[i] + g[i] * grad_scale;
-      out[i] = in[i] - lr * v[i];
+      b[i] = a[i] - lr * v[i];
     }
   }
 }
 
-void AdamW::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
-                        float* params_out, size_t offset, size_t count, uint64_t t) {
-  const float lr = ScheduledLearningRate(config_, t);
-  const float b1 = config_.beta1(), b2 = config_.beta2(), eps = config_.epsilon();
-  const float wd = decay_ ? config_.weight_decay() : 0.0f;
-  const float c1 = 1.0f / (1.0f - static_cast<float>(std::pow(b1, static_cast<double>(t))));
-  const float c2 = 1.0f / (1.0f - static_cast<float>(std::pow(b2, static_cast<double>(t))));
+struct AdamWStep {
+  float lr, b1, b2, eps, wd, c1, c2;
+};
+
+PSRV_VECTOR_CLONES void AdamWLoop(const float* grad, float grad_scale, const AdamWStep& s,
+                                  float* m_state, float* v_state, const float* in, float* out,
+                                  size_t count) {
   const float* __restrict gr = grad;
-  float* __restrict m = m_.data() + offset;
-  float* __restrict v = v_.data() + offset;
+  float* __restrict m = m_state;
+  float* __restrict v = v_state;
+  const float lr = s.lr, b1 = s.b1, b2 = s.b2, eps = s.eps, wd = s.wd, c1 = s.c1, c2 = s.c2;
   // w' = w - lr * (m^ / (sqrt(v^) + eps) + wd * w), with the moments updated first.
   auto step = [&](float g, float w, size_t i) {
     m[i] = b1 * m[i] + (1.0f - b1) * g;
     v[i] = b2 * v[i] + (1.0f - b2) * g * g;
     return w - lr * ((m[i] * c1) / (std::sqrt(v[i] * c2) + eps) + wd * w);
   };
-  if (params_in == params_out) {
-    float* __restrict w = params_out + offset;
+  if (in == out) {
+    float* __restrict w = out;
     for (size_t i = 0; i < count; ++i) w[i] = step(gr[i] * grad_scale, w[i], i);
   } else {
-    const float* __restrict in = params_in + offset;
-    float* __restrict out = params_out + offset;
-    for (size_t i = 0; i < count; ++i) out[i] = step(gr[i] * grad_scale, in[i], i);
+    const float* __restrict a = in;
+    float* __restrict b = out;
+    for (size_t i = 0; i < count; ++i) b[i] = step(gr[i] * grad_scale, a[i], i);
   }
+}
+
+}  // namespace
+
+void Sgd::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
+                      float* params_out, size_t offset, size_t count, uint64_t t) {
+  SgdLoop(grad, grad_scale, ScheduledLearningRate(config_, t), params_in + offset,
+          params_out + offset, count);
+}
+
+void MomentumSgd::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
+                              float* params_out, size_t offset, size_t count, uint64_t t) {
+  MomentumLoop(grad, grad_scale, ScheduledLearningRate(config_, t), config_.momentum(),
+               velocity_.data() + offset, params_in + offset, params_out + offset, count);
+}
+
+void AdamW::ApplyScaled(const float* grad, float grad_scale, const float* params_in,
+                        float* params_out, size_t offset, size_t count, uint64_t t) {
+  const float b1 = config_.beta1(), b2 = config_.beta2();
+  const AdamWStep step{
+      ScheduledLearningRate(config_, t),
+      b1,
+      b2,
+      config_.epsilon(),
+      decay_ ? config_.weight_decay() : 0.0f,
+      1.0f / (1.0f - static_cast<float>(std::pow(b1, static_cast<double>(t)))),
+      1.0f / (1.0f - static_cast<float>(std::pow(b2, static_cast<double>(t)))),
+  };
+  AdamWLoop(grad, grad_scale, step, m_.data() + offset, v_.data() + offset, params_in + offset,
+            params_out + offset, count);
 }
 
 }  // namespace psrv

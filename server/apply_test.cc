@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -168,6 +169,57 @@ TEST(OptimizerTest, ValidateRejectsBadConfigs) {
   bad = Config(SGD, 0.1f);
   bad.set_min_learning_rate(0.2f);
   EXPECT_EQ(Optimizer::Validate(bad).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The optimizers' loops run in the version built for this CPU (AVX2 or the x86-64 baseline:
+// common/vector_clones.h); each must give the bits of the same formula in scalar float (built for
+// the baseline here), in place and out of place, with a grad_scale, at every position of a vector.
+TEST(OptimizerTest, VectorizedLoopsEqualTheScalarFormulaBitForBit) {
+  constexpr size_t kCount = 1031;  // Not a multiple of any vector width.
+  std::vector<float> w0(kCount), g(kCount);
+  for (size_t i = 0; i < kCount; ++i) {
+    w0[i] = std::sin(0.37f * static_cast<float>(i)) * 3.0f;
+    g[i] = std::cos(0.11f * static_cast<float>(i)) * (i % 5 == 0 ? 1e-4f : 2.0f);
+  }
+  const float scale = 0.731f;
+  OptimizerConfig adam_config = Config(ADAMW, 0.01f);
+  adam_config.set_weight_decay(0.1f);
+  for (OptimizerKind kind : {SGD, MOMENTUM, ADAMW}) {
+    const OptimizerConfig config = kind == ADAMW ? adam_config : Config(kind, 0.05f, 0.9f);
+    for (bool in_place : {true, false}) {
+      auto optimizer = Optimizer::Create(config, Table(true), kCount);
+      std::vector<float> w = w0, next(kCount), ref = w0, m(kCount), v(kCount);
+      for (uint64_t t = 1; t <= 3; ++t) {
+        if (in_place) {
+          optimizer->ApplyScaled(g.data(), scale, w.data(), w.data(), 0, kCount, t);
+        } else {
+          optimizer->ApplyScaled(g.data(), scale, w.data(), next.data(), 0, kCount, t);
+          w = next;
+        }
+        const float lr = ScheduledLearningRate(config, t);
+        const double t_d = static_cast<double>(t);
+        const float c1 = 1.0f / (1.0f - static_cast<float>(std::pow(double{0.9f}, t_d)));
+        const float c2 = 1.0f / (1.0f - static_cast<float>(std::pow(double{0.99f}, t_d)));
+        for (size_t i = 0; i < kCount; ++i) {
+          const float gi = g[i] * scale;
+          if (kind == SGD) {
+            ref[i] = ref[i] - lr * gi;
+          } else if (kind == MOMENTUM) {
+            m[i] = 0.9f * m[i] + gi;
+            ref[i] = ref[i] - lr * m[i];
+          } else {
+            m[i] = 0.9f * m[i] + (1.0f - 0.9f) * gi;
+            v[i] = 0.99f * v[i] + (1.0f - 0.99f) * gi * gi;
+            ref[i] = ref[i] - lr * ((m[i] * c1) / (std::sqrt(v[i] * c2) + 1e-8f) + 0.1f * ref[i]);
+          }
+        }
+        for (size_t i = 0; i < kCount; ++i) {
+          ASSERT_EQ(w[i], ref[i]) << OptimizerKind_Name(kind) << " in_place=" << in_place
+                                  << " t=" << t << " i=" << i;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -1,12 +1,14 @@
 #include "server/parameter_service.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "common/buffer_pool.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/wire.h"
+#include "server/gradient_check.h"
 #include "server/guarded_call.h"
 
 namespace psrv {
@@ -18,16 +20,11 @@ void SerializeSmall(const google::protobuf::MessageLite& message, grpc::ByteBuff
   *out = grpc::ByteBuffer(&slice, 1);
 }
 
-// What a request's payload must be, checked before a buffer is taken for it (the header is
-// parsed by then): OK, or the error the call answers.
-using PayloadCheck = std::function<absl::Status(size_t size)>;
-
 // Parses a request with a tensor payload into `header` and a pooled buffer.
 absl::Status ParseRequest(const grpc::ByteBuffer* request, google::protobuf::MessageLite* header,
-                          PooledBuffer* payload, const PayloadCheck& check = nullptr) {
+                          PooledBuffer* payload) {
   return ParseWithPayload(const_cast<grpc::ByteBuffer*>(request), header,
-                          [payload, &check](size_t size) -> absl::StatusOr<char*> {
-                            if (check != nullptr) RETURN_IF_ERROR(check(size));
+                          [payload](size_t size) -> absl::StatusOr<char*> {
                             *payload = BufferPool::Global()->Acquire(size);
                             return payload->data();
                           });
@@ -150,16 +147,28 @@ grpc::ServerUnaryReactor* ParameterService::Push(grpc::CallbackServerContext* co
   return GuardedCall(context, "Push", [&](grpc::ServerUnaryReactor* reactor) {
     PushRequest header;
     PooledBuffer payload;
-    absl::Status status = ParseRequest(request, &header, &payload, [this, &header](size_t size) {
-      return store_->CheckPush(header, size).status();
-    });
+    std::optional<CopyCheckingFinite> copy;
+    // A dense push's values are checked for NaN and Inf as they are copied off the wire.
+    absl::Status status = ParseWithPayloadPieces(
+        const_cast<grpc::ByteBuffer*>(request), &header,
+        [&](size_t size) -> absl::Status {
+          RETURN_IF_ERROR(store_->CheckPush(header, size).status());
+          payload = BufferPool::Global()->Acquire(size);
+          copy.emplace(payload.data(), header.dtype());
+          return absl::OkStatus();
+        },
+        [&](const char* data, size_t size, size_t offset) { copy->Add(data, size, offset); });
     if (!status.ok()) {
       reactor->Finish(ToGrpcStatus(status));
       return;
     }
-    store_->Push(header, std::move(payload), [reactor, response](absl::StatusOr<uint64_t> version) {
-      FinishWithVersion<PushResponse>(reactor, response, version);
-    });
+    const bool dense = header.indices_size() == 0 && header.row_width() == 0;
+    store_->Push(
+        header, std::move(payload),
+        [reactor, response](absl::StatusOr<uint64_t> version) {
+          FinishWithVersion<PushResponse>(reactor, response, version);
+        },
+        dense && copy.has_value() ? copy->result() : FiniteCheck::kUnchecked);
   });
 }
 

@@ -66,10 +66,14 @@ absl::Status Shard::RefuseOnBackup(const char* what) {
                    primary_address_, ")"));
 }
 
-void Shard::Push(const PushRequest& request, PooledBuffer gradient, PushCallback done) {
+void Shard::Push(const PushRequest& request, PooledBuffer gradient, PushCallback done,
+                 FiniteCheck finite) {
   // Checked without the lock: a bad push never touches the shard.
-  absl::Status invalid = CheckFinite(config_.table.name(), gradient.data(), request.dtype(),
-                                     RangeSize(request.range()), request.range().begin());
+  absl::Status invalid =
+      finite == FiniteCheck::kChecked
+          ? absl::OkStatus()
+          : CheckFinite(config_.table.name(), gradient.data(), request.dtype(),
+                        RangeSize(request.range()), request.range().begin());
   if (invalid.ok() && request.scale_follows() && config_.consistency != SYNC) {
     invalid = absl::InvalidArgumentError(
         "scale_follows is for SYNC jobs: an ASYNC push is applied when it arrives");

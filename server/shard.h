@@ -25,6 +25,7 @@
 #include "server/aggregate.h"
 #include "server/apply.h"
 #include "server/checkpoint.h"
+#include "server/gradient_check.h"
 #include "server/recent_pushes.h"
 #include "server/replicator.h"
 
@@ -123,7 +124,10 @@ class Shard : public std::enable_shared_from_this<Shard> {
   // caller checked the length). Validates everything before changing anything. `done` gets the
   // version after the push: at once, or once the update the push made has reached the backup, or
   // once an update being replicated has and this push was applied. UNAVAILABLE on a BACKUP.
-  void Push(const PushRequest& request, PooledBuffer gradient, PushCallback done);
+  // `finite`: kChecked when the caller already found every value finite (ParameterService checks
+  // them as it copies them off the wire); otherwise this checks them.
+  void Push(const PushRequest& request, PooledBuffer gradient, PushCallback done,
+            FiniteCheck finite = FiniteCheck::kUnchecked);
 
   // SYNC: worker `rank`'s factor for its pushes of `step` sent with scale_follows (see
   // ParameterServer.CommitStep and SyncAggregator::CheckCommit for the codes). Applies the step

@@ -486,7 +486,8 @@ absl::StatusOr<std::shared_ptr<Shard>> ShardStore::CheckPush(const PushRequest& 
   return shard;
 }
 
-void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCallback done) {
+void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCallback done,
+                      FiniteCheck finite) {
   absl::StatusOr<std::shared_ptr<Shard>> shard = CheckPush(request, payload.size());
   if (!shard.ok()) {
     done(shard.status());
@@ -517,7 +518,8 @@ void ShardStore::Push(const PushRequest& request, PooledBuffer payload, PushCall
     (*shard)->Push(dense, std::move(values), std::move(done));
     return;
   }
-  (*shard)->Push(request, std::move(payload), std::move(done));  // In the request's dtype.
+  // In the request's dtype.
+  (*shard)->Push(request, std::move(payload), std::move(done), finite);
 }
 
 absl::Status CheckSparseIndices(const google::protobuf::RepeatedField<uint32_t>& indices,

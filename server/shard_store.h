@@ -65,8 +65,10 @@ class ShardStore {
 
   // Validates and applies a push whose payload (of the request's dtype, FP32 or BF16: the shard
   // converts) is `payload`. `done` is always called once, maybe later (a replicated shard answers
-  // once its backup has the update).
-  void Push(const PushRequest& request, PooledBuffer payload, PushCallback done);
+  // once its backup has the update). `finite` as Shard::Push (for dense pushes; sparse ones are
+  // checked once widened).
+  void Push(const PushRequest& request, PooledBuffer payload, PushCallback done,
+            FiniteCheck finite = FiniteCheck::kUnchecked);
   // The checks Push makes before it hands the payload to the shard, for a payload of
   // `payload_bytes` (the gRPC service makes them before it takes a buffer): the shard, or the
   // error (recorded as a rejected push when the shard exists).

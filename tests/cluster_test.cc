@@ -590,6 +590,11 @@ TEST_F(ServerBadInputTest, EachBadPushGetsItsCodeAndChangesNothing) {
   const float inf = INFINITY;
   r.mutable_values()->replace(0, 4, reinterpret_cast<const char*>(&inf), 4);
   cases.push_back({"Inf", r, grpc::StatusCode::INVALID_ARGUMENT});
+  r = Good();
+  r.set_dtype(BF16);  // A NaN in the last BF16 value (checked as the payload is copied).
+  r.mutable_values()->resize(64 * 2);
+  r.mutable_values()->replace(126, 2, "\xc0\x7f", 2);
+  cases.push_back({"BF16 NaN", r, grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"step ahead", Good(2), grpc::StatusCode::FAILED_PRECONDITION});
   cases.push_back({"step 0", Good(0), grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"rank out of range", Good(1, 9), grpc::StatusCode::INVALID_ARGUMENT});

@@ -79,7 +79,7 @@ class ParameterClient {
   std::string job_id_;
   uint32_t worker_rank_ = 0;
   DType wire_dtype_ = FP32;
-  std::vector<uint16_t> wire_buffer_;  // (num_parameters) bfloat16 staging when wire_dtype_ is BF16.
+  std::vector<uint16_t> wire_buffer_;  // (num_parameters) pushes narrowed to bfloat16 (BF16 wire).
   size_t num_parameters_ = 0;
   std::map<std::string, uint64_t> table_offsets_;
   // By server address: one stub (own channel, own TCP connection) per connection.

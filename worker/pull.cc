@@ -1,5 +1,6 @@
 // Pull: the first step of a training iteration. Every shard's current values land in the worker's
 // flat parameter buffer, all shards in parallel.
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -42,28 +43,35 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
     grpc::Slice slice(bytes);
     call->request = grpc::ByteBuffer(&slice, 1);
     Call* raw = call.get();
-    // BF16 replies land in the staging buffer and are widened once all replies are in.
+    // The reply goes straight from gRPC's buffers into params: copied (FP32) or widened (BF16).
     const bool bf16 = wire_dtype_ == BF16;
-    char* destination = bf16 ? reinterpret_cast<char*>(wire_buffer_.data() + target.flat_offset)
-                             : reinterpret_cast<char*>(params + target.flat_offset);
+    float* to = params + target.flat_offset;
     const size_t expected = RangeSize(target.range) * (bf16 ? 2 : sizeof(float));
     const std::string what = absl::StrCat("pull ", target.table, " from ", target.address);
     target.stub->UnaryCall(
         &raw->context, "/psrv.ParameterServer/Pull", grpc::StubOptions(), &raw->request,
         &raw->response,
-        [raw, destination, expected, what, version, &batch, address = target.address](
+        [raw, to, bf16, expected, what, version, &batch, address = target.address](
             grpc::Status status) {
           absl::Status result = FromGrpcStatus(status, what);
           if (result.ok()) {
             PullResponse reply;
-            result = ParseWithPayload(&raw->response, &reply,
-                                      [&](size_t size) -> absl::StatusOr<char*> {
-                                        if (size != expected) {
-                                          return absl::DataLossError(absl::StrCat(
-                                              what, ": expected ", expected, " bytes, got ", size));
-                                        }
-                                        return destination;
-                                      });
+            Bf16Widener widener(to);
+            result = ParseWithPayloadPieces(
+                &raw->response, &reply,
+                [&](size_t size) {
+                  return size == expected
+                             ? absl::OkStatus()
+                             : absl::DataLossError(absl::StrCat(what, ": expected ", expected,
+                                                                " bytes, got ", size));
+                },
+                [&](const char* data, size_t size, size_t offset) {
+                  if (bf16) {
+                    widener.Add(data, size);
+                  } else {
+                    std::memcpy(reinterpret_cast<char*>(to) + offset, data, size);
+                  }
+                });
             if (result.ok()) *version = reply.version();
           }
           // A pull that timed out may be a slow step, or a hung server: the coordinator checks.
@@ -77,9 +85,6 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
   absl::Status status = batch.Wait();
   unreachable_ = batch.unreachable();
   pulled_ = status.ok();
-  if (status.ok() && wire_dtype_ == BF16) {
-    Bf16ToFloats(wire_buffer_.data(), num_parameters_, params);
-  }
   return status;
 }
 

@@ -67,7 +67,6 @@ ResilientClient::ResilientClient(const ShardMap& map, uint32_t worker_rank,
   const size_t n = plan_.targets.size();
   pulls_.resize(n);
   versions_.resize(n);
-  if (options_.wire_dtype == BF16) pull_wire_.resize(plan_.num_parameters);
   for (PushStep& slot : pushes_) {
     slot.pushes.resize(n);
     if (options_.wire_dtype == BF16) slot.wire.resize(plan_.num_parameters);
@@ -224,8 +223,10 @@ size_t ResilientClient::IssuePull(size_t t) {
     // scattered into their places in params.
     auto packed = std::make_shared<std::vector<char>>(rows->size() * width * value_bytes);
     transports_[server_of_[t]]->Pull(
-        request, target.connection, absl::Now() + options_.pull_timeout, packed->data(),
-        packed->size(),
+        request, target.connection, absl::Now() + options_.pull_timeout, packed->size(),
+        [packed = packed->data()](const char* data, size_t size, size_t offset) {
+          std::memcpy(packed + offset, data, size);
+        },
         [this, t, step, params, bf16, width, rows, packed, offset = target.flat_offset](
             absl::Status status, uint64_t version) {
           if (status.ok()) {
@@ -244,16 +245,22 @@ size_t ResilientClient::IssuePull(size_t t) {
         });
     return packed->size();
   }
+  // The reply goes straight from gRPC's buffers into the step's parameters: copied (FP32) or
+  // widened (BF16) on the transport's thread, while the model computes.
   const size_t count = target.count();
-  char* destination = bf16 ? reinterpret_cast<char*>(pull_wire_.data() + target.flat_offset)
-                           : reinterpret_cast<char*>(params + target.flat_offset);
+  float* to = params + target.flat_offset;
+  PayloadPiece receive;
+  if (bf16) {
+    receive = [widener = std::make_shared<Bf16Widener>(to)](const char* data, size_t size,
+                                                           size_t) { widener->Add(data, size); };
+  } else {
+    receive = [to = reinterpret_cast<char*>(to)](const char* data, size_t size, size_t offset) {
+      std::memcpy(to + offset, data, size);
+    };
+  }
   transports_[server_of_[t]]->Pull(
-      request, target.connection, absl::Now() + options_.pull_timeout, destination,
-      count * value_bytes,
-      [this, t, step, params, bf16, count, offset = target.flat_offset](absl::Status status,
-                                                                         uint64_t version) {
-        // Widened here, on the transport's thread, while the model computes.
-        if (status.ok() && bf16) Bf16ToFloats(pull_wire_.data() + offset, count, params + offset);
+      request, target.connection, absl::Now() + options_.pull_timeout, count * value_bytes,
+      std::move(receive), [this, t, step](absl::Status status, uint64_t version) {
         PullEnded(t, step, status, version);
       });
   return count * value_bytes;

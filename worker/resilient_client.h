@@ -249,7 +249,6 @@ class ResilientClient {
   std::vector<uint32_t> pull_rows_ ABSL_GUARDED_BY(mu_);
   std::vector<Op> pulls_ ABSL_GUARDED_BY(mu_);           // (targets)
   std::vector<uint64_t> versions_ ABSL_GUARDED_BY(mu_);  // (targets)
-  std::vector<uint16_t> pull_wire_;  // (num_parameters) BF16 payloads, widened per target.
   size_t pulls_done_ ABSL_GUARDED_BY(mu_) = 0;
   PushStep pushes_[2] ABSL_GUARDED_BY(mu_);
 

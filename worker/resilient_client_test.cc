@@ -460,5 +460,28 @@ TEST(ResilientClientTest, RowSparsePullsFetchOnlyTheNamedRows) {
   }
 }
 
+// A BF16 pull arrives as gRPC holds it, in pieces that split values (here 7 and 1 bytes), and is
+// widened straight into the parameters: exactly the FP32 pull's values rounded to bf16, every key.
+TEST(ResilientClientTest, Bf16PullsInPiecesEqualTheFp32ValuesRounded) {
+  FakeCluster cluster;
+  ASSERT_TRUE(cluster.Add("a")->store.CreateShards(Create(0, 600)).ok());
+  ASSERT_TRUE(cluster.Add("b")->store.CreateShards(Create(600, 1000)).ok());
+  cluster.at("a")->pull_piece_bytes = 7;
+  cluster.at("b")->pull_piece_bytes = 1;
+  std::vector<float> fp32(kKeys), bf16(kKeys, -7.0f);
+  ResilientClient::Options options = FastOptions();
+  auto fp32_client = *ResilientClient::Create(Map("a", "b"), 0, options, {}, cluster.Factory(),
+                                              nullptr);
+  ASSERT_TRUE(fp32_client->PullAll(1, fp32.data()).ok());
+  options.wire_dtype = BF16;
+  auto bf16_client = *ResilientClient::Create(Map("a", "b"), 0, options, {}, cluster.Factory(),
+                                              nullptr);
+  ASSERT_TRUE(bf16_client->PullAll(1, bf16.data()).ok());
+  EXPECT_EQ(bf16_client->pulled_bytes(), kKeys * 2);
+  for (size_t i = 0; i < kKeys; ++i) {
+    ASSERT_EQ(bf16[i], Bf16ToFloat(FloatToBf16(fp32[i]))) << i;
+  }
+}
+
 }  // namespace
 }  // namespace psrv

@@ -26,27 +26,28 @@ class GrpcServerTransport : public ServerTransport {
     }
   }
 
-  void Pull(const PullRequest& request, int connection, absl::Time deadline, char* destination,
-            size_t bytes, PullDone done) override {
+  void Pull(const PullRequest& request, int connection, absl::Time deadline, size_t bytes,
+            PayloadPiece receive, PullDone done) override {
     Call* call = Start(deadline);
     grpc::ByteBuffer message = Small(request);
     const std::string what = absl::StrCat("pull ", request.table(), " from ", address_);
     Stub(connection)->UnaryCall(
         &call->context, "/psrv.ParameterServer/Pull", grpc::StubOptions(), &message,
         &call->response,
-        [this, call, destination, bytes, what, done = std::move(done)](grpc::Status status) {
+        [this, call, bytes, what, receive = std::move(receive),
+         done = std::move(done)](grpc::Status status) {
           absl::Status result = FromGrpcStatus(status, what);
           uint64_t version = 0;
           if (result.ok()) {
             PullResponse reply;
-            result = ParseWithPayload(&call->response, &reply,
-                                      [&](size_t size) -> absl::StatusOr<char*> {
-                                        if (size != bytes) {
-                                          return absl::DataLossError(absl::StrCat(
-                                              what, ": expected ", bytes, " bytes, got ", size));
-                                        }
-                                        return destination;
-                                      });
+            result = ParseWithPayloadPieces(
+                &call->response, &reply,
+                [&](size_t size) {
+                  return size == bytes ? absl::OkStatus()
+                                       : absl::DataLossError(absl::StrCat(
+                                             what, ": expected ", bytes, " bytes, got ", size));
+                },
+                receive);
             version = reply.version();
           }
           Finish(call);

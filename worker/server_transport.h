@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/wire.h"
 #include "proto/parameter_server.pb.h"
 
 namespace psrv {
@@ -27,9 +28,11 @@ class ServerTransport {
   using Done = std::function<void(absl::Status status)>;
 
   // Pulls request.range() of request.table() over connection `connection`: the reply's payload,
-  // exactly `bytes` bytes (else DATA_LOSS), is written to `destination` before `done` runs.
-  virtual void Pull(const PullRequest& request, int connection, absl::Time deadline,
-                    char* destination, size_t bytes, PullDone done) = 0;
+  // exactly `bytes` bytes (else DATA_LOSS, and `receive` is not called), is handed to `receive`
+  // in pieces, in order, as the transport holds it (PayloadPiece, common/wire.h: no copy first;
+  // any alignment) before `done` runs.
+  virtual void Pull(const PullRequest& request, int connection, absl::Time deadline, size_t bytes,
+                    PayloadPiece receive, PullDone done) = 0;
 
   // Pushes `bytes` of `payload`, which must stay unchanged until `released` runs: after `done`, or
   // (a call that failed on a broken connection) possibly much later, when the connection is gone.
@@ -48,7 +51,7 @@ using ServerTransportFactory =
     std::function<std::unique_ptr<ServerTransport>(const std::string& address, int connections)>;
 
 // gRPC: one channel (its own TCP connection, or Unix socket for "unix:" addresses) per connection,
-// generic stubs, tensor payloads aliased (push) or parsed once into `destination` (pull).
+// generic stubs, tensor payloads aliased (push) or handed over from gRPC's receive buffers (pull).
 std::unique_ptr<ServerTransport> CreateGrpcServerTransport(const std::string& address,
                                                            int connections);
 

@@ -3,6 +3,7 @@
 #ifndef PSRV_WORKER_TESTING_FAKE_CLUSTER_H_
 #define PSRV_WORKER_TESTING_FAKE_CLUSTER_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <functional>
@@ -31,6 +32,9 @@ struct FakeServer {
   std::atomic<int> calls{0};
   // If set (before any call), sees every push as it arrives, its payload already copied.
   std::function<void(const PushRequest&)> on_push;
+  // Pull replies reach the client in pieces of this many bytes (gRPC's receive buffers cut a
+  // payload anywhere): odd, so that BF16 values are split between pieces.
+  size_t pull_piece_bytes = 4093;
 };
 
 // The servers by address, and the transports the client makes to them. Add servers before making
@@ -55,16 +59,22 @@ class FakeCluster {
    public:
     explicit Transport(FakeServer* server) : server_(server) {}
 
-    void Pull(const PullRequest& request, int, absl::Time, char* destination, size_t bytes,
+    // The payload is handed over in pieces of FakeServer::pull_piece_bytes.
+    void Pull(const PullRequest& request, int, absl::Time, size_t bytes, PayloadPiece receive,
               PullDone done) override {
       ++server_->calls;
       if (server_->down) return done(absl::UnavailableError("server down"), 0);
       auto once = Track([done](absl::Status s) { done(s, 0); });
-      server_->store.Pull(request, [this, once, destination, bytes, done](
+      server_->store.Pull(request, [this, once, receive, bytes, done](
                                        absl::Status status, uint64_t version, PullPayload values) {
         if (!Claim(once)) return;
         if (status.ok() && values.size() != bytes) status = absl::DataLossError("size");
-        if (status.ok()) std::memcpy(destination, values.data(), bytes);
+        if (status.ok()) {
+          const size_t piece = std::max<size_t>(1, server_->pull_piece_bytes);
+          for (size_t offset = 0; offset < bytes; offset += piece) {
+            receive(values.data() + offset, std::min(piece, bytes - offset), offset);
+          }
+        }
         done(status, version);
       });
     }
