@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -165,6 +166,22 @@ std::pair<double, double> PushedAndPulledBytesPerStep(LocalCluster* cluster) {
   return {pushed / steps, pulled / steps};
 }
 
+// Mean seconds per step of each worker phase (pull, compute, push, eval) over every worker's steps
+// so far, from their /metrics (psrv_worker_phase_seconds); phases not seen are left out.
+std::map<std::string, double> PhaseMeans(LocalCluster* cluster) {
+  std::map<std::string, double> sums, counts, means;
+  for (const ParsedMetrics& metrics : ReadWorkerMetrics(cluster)) {
+    for (const char* phase : {"pull", "compute", "push", "eval"}) {
+      sums[phase] += metrics.Sum("psrv_worker_phase_seconds_sum", {{"phase", phase}});
+      counts[phase] += metrics.Sum("psrv_worker_phase_seconds_count", {{"phase", phase}});
+    }
+  }
+  for (const auto& [phase, count] : counts) {
+    if (count > 0) means[phase] = sums[phase] / count;
+  }
+  return means;
+}
+
 absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
                              const std::vector<std::string>& more_worker_args) {
   std::vector<std::string> worker_args = absl::GetFlag(FLAGS_worker_args);
@@ -172,6 +189,7 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
   std::vector<double> tokens_per_sec;
   uint64_t printed = 0;
   double pushed_bytes_per_step = 0, pulled_bytes_per_step = 0;
+  std::map<std::string, double> phases;  // The last read before the workers exit.
   absl::Time last_read = absl::InfinitePast();
   absl::StatusOr<JobStatus> final = RunLocalJob(
       binaries, spec, "train_bench", worker_args,
@@ -184,6 +202,8 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
           const auto [pushed, pulled] = PushedAndPulledBytesPerStep(cluster);
           if (pushed > 0) pushed_bytes_per_step = pushed;
           if (pulled > 0) pulled_bytes_per_step = pulled;
+          std::map<std::string, double> now = PhaseMeans(cluster);
+          if (!now.empty()) phases = std::move(now);
         }
         if (status.step() >= printed + spec.training().steps() / 10) {
           printed = status.step();
@@ -223,6 +243,11 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
   // Per worker step, all workers together (one worker's when there is one); read during the run.
   run["pushed_bytes_per_step"] = pushed_bytes_per_step;
   run["pulled_bytes_per_step"] = pulled_bytes_per_step;
+  // The workers' mean time per step in each phase (ms), read every 2 s during the run: with the
+  // compute-only step below, where the end-to-end step's time goes.
+  Json phase_ms = Json::object();
+  for (const auto& [phase, seconds_per_step] : phases) phase_ms[phase] = seconds_per_step * 1e3;
+  run["worker_phase_mean_ms"] = phase_ms;
   run["steps"] = spec.training().steps();
   run["final_val_loss"] = final->val_loss();
   Json curve = Json::array();
@@ -345,8 +370,16 @@ int Run(const char* argv0) {
           (*run)["compute_only_tokens_per_sec_before_after"] = {*before, *after};
           (*run)["end_to_end_over_compute_only"] =
               (*run)["tokens_per_sec_overall"].get<double>() / mean;
+          // The same as one step's time (the global batch), beside the workers' compute phase in
+          // the cluster (their own part of it).
+          const double step_tokens = (*run)["training_tokens"].get<double>() /
+                                     static_cast<double>(spec.training().steps());
+          (*run)["compute_only_step_ms"] = step_tokens / mean * 1e3;
           std::cout << spec.name() << ": end to end / compute only = "
-                    << (*run)["end_to_end_over_compute_only"].get<double>() << std::endl;
+                    << (*run)["end_to_end_over_compute_only"].get<double>()
+                    << "; per step: compute alone " << (*run)["compute_only_step_ms"].get<double>()
+                    << " ms, in the cluster (ms) " << (*run)["worker_phase_mean_ms"].dump()
+                    << std::endl;
         }
         runs.push_back(*run);
       }
