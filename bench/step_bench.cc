@@ -111,22 +111,6 @@ struct Measurement {
   DType wire_dtype = FP32;
 };
 
-// Mean of each worker phase (pull, compute, push) over every worker's steps, from /metrics.
-std::map<std::string, double> PhaseMeans(LocalCluster* cluster) {
-  std::map<std::string, double> sums, counts;
-  for (const ParsedMetrics& metrics : ReadWorkerMetrics(cluster)) {
-    for (const char* phase : {"pull", "compute", "push"}) {
-      sums[phase] += metrics.Sum("psrv_worker_phase_seconds_sum", {{"phase", phase}});
-      counts[phase] += metrics.Sum("psrv_worker_phase_seconds_count", {{"phase", phase}});
-    }
-  }
-  std::map<std::string, double> means;
-  for (const auto& [phase, count] : counts) {
-    if (count > 0) means[phase] = sums[phase] / count;
-  }
-  return means;
-}
-
 absl::StatusOr<Measurement> Measure(const LocalBinaries& binaries, JobSpec spec,
                                     double compute_ms) {
   spec.set_name(absl::StrCat(spec.name(), "-", compute_ms, "ms"));
@@ -150,7 +134,7 @@ absl::StatusOr<Measurement> Measure(const LocalBinaries& binaries, JobSpec spec,
           m.step_seconds.push_back(w.step_seconds());
         }
         if (status.step() + 10 >= spec.training().steps() && phases.empty()) {
-          phases = PhaseMeans(cluster);  // Before the workers exit.
+          phases = WorkerPhaseMeans(cluster);  // Before the workers exit.
         }
       });
   if (!final.ok()) return final.status();

@@ -166,22 +166,6 @@ std::pair<double, double> PushedAndPulledBytesPerStep(LocalCluster* cluster) {
   return {pushed / steps, pulled / steps};
 }
 
-// Mean seconds per step of each worker phase (pull, compute, push, eval) over every worker's steps
-// so far, from their /metrics (psrv_worker_phase_seconds); phases not seen are left out.
-std::map<std::string, double> PhaseMeans(LocalCluster* cluster) {
-  std::map<std::string, double> sums, counts, means;
-  for (const ParsedMetrics& metrics : ReadWorkerMetrics(cluster)) {
-    for (const char* phase : {"pull", "compute", "push", "eval"}) {
-      sums[phase] += metrics.Sum("psrv_worker_phase_seconds_sum", {{"phase", phase}});
-      counts[phase] += metrics.Sum("psrv_worker_phase_seconds_count", {{"phase", phase}});
-    }
-  }
-  for (const auto& [phase, count] : counts) {
-    if (count > 0) means[phase] = sums[phase] / count;
-  }
-  return means;
-}
-
 absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
                              const std::vector<std::string>& more_worker_args) {
   std::vector<std::string> worker_args = absl::GetFlag(FLAGS_worker_args);
@@ -202,7 +186,7 @@ absl::StatusOr<Json> RunOnce(const LocalBinaries& binaries, JobSpec spec,
           const auto [pushed, pulled] = PushedAndPulledBytesPerStep(cluster);
           if (pushed > 0) pushed_bytes_per_step = pushed;
           if (pulled > 0) pulled_bytes_per_step = pulled;
-          std::map<std::string, double> now = PhaseMeans(cluster);
+          std::map<std::string, double> now = WorkerPhaseMeans(cluster);
           if (!now.empty()) phases = std::move(now);
         }
         if (status.step() >= printed + spec.training().steps() / 10) {

@@ -24,4 +24,18 @@ std::vector<ParsedMetrics> ReadWorkerMetrics(LocalCluster* cluster) {
   return workers;
 }
 
+std::map<std::string, double> WorkerPhaseMeans(LocalCluster* cluster) {
+  std::map<std::string, double> sums, counts, means;
+  for (const ParsedMetrics& metrics : ReadWorkerMetrics(cluster)) {
+    for (const char* phase : {"pull", "compute", "push", "eval"}) {
+      sums[phase] += metrics.Sum("psrv_worker_phase_seconds_sum", {{"phase", phase}});
+      counts[phase] += metrics.Sum("psrv_worker_phase_seconds_count", {{"phase", phase}});
+    }
+  }
+  for (const auto& [phase, count] : counts) {
+    if (count > 0) means[phase] = sums[phase] / count;
+  }
+  return means;
+}
+
 }  // namespace psrv

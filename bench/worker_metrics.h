@@ -3,6 +3,8 @@
 #ifndef PSRV_BENCH_WORKER_METRICS_H_
 #define PSRV_BENCH_WORKER_METRICS_H_
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "client/local_cluster.h"
@@ -12,6 +14,10 @@ namespace psrv {
 
 // Each running worker's /metrics, parsed; workers that could not be read are left out.
 std::vector<ParsedMetrics> ReadWorkerMetrics(LocalCluster* cluster);
+
+// Mean seconds per step of each worker phase (pull, compute, push, eval) over every worker's steps
+// so far (psrv_worker_phase_seconds); phases not seen yet are left out.
+std::map<std::string, double> WorkerPhaseMeans(LocalCluster* cluster);
 
 }  // namespace psrv
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <utility>
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
@@ -11,6 +13,7 @@
 #include <grpcpp/support/slice.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/bf16.h"
 
 namespace psrv {
 
@@ -124,18 +127,37 @@ absl::Status ParseWithPayloadPieces(grpc::ByteBuffer* buffer,
 
 absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
                               const PayloadDestination& destination) {
-  char* dest = nullptr;
+  PayloadPiece copy;
   return ParseWithPayloadPieces(
       buffer, header,
       [&](size_t size) -> absl::Status {
         absl::StatusOr<char*> chosen = destination(size);
         if (!chosen.ok()) return chosen.status();
-        dest = *chosen;
+        copy = CopyTo(*chosen);
         return absl::OkStatus();
       },
-      [&](const char* data, size_t size, size_t offset) {
-        std::memcpy(dest + offset, data, size);
-      });
+      [&](const char* data, size_t size, size_t offset) { copy(data, size, offset); });
+}
+
+PayloadCheck ExpectBytes(size_t bytes, std::string what) {
+  return [bytes, what = std::move(what)](size_t size) {
+    return size == bytes ? absl::OkStatus()
+                         : absl::DataLossError(
+                               absl::StrCat(what, ": expected ", bytes, " bytes, got ", size));
+  };
+}
+
+PayloadPiece CopyTo(char* destination) {
+  return [destination](const char* data, size_t size, size_t offset) {
+    std::memcpy(destination + offset, data, size);
+  };
+}
+
+PayloadPiece FloatsInto(float* out, bool bf16) {
+  if (!bf16) return CopyTo(reinterpret_cast<char*>(out));
+  return [widener = std::make_shared<Bf16Widener>(out)](const char* data, size_t size, size_t) {
+    widener->Add(data, size);
+  };
 }
 
 }  // namespace psrv

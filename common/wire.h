@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <string>
 
 #include <google/protobuf/message_lite.h>
 #include <grpcpp/support/byte_buffer.h>
@@ -56,6 +57,14 @@ using PayloadPiece = std::function<void(const char* data, size_t size, size_t of
 absl::Status ParseWithPayloadPieces(grpc::ByteBuffer* buffer,
                                     google::protobuf::MessageLite* header,
                                     const PayloadCheck& check, const PayloadPiece& piece);
+
+// The usual check and receivers. ExpectBytes: OK for exactly `bytes` bytes, else DATA_LOSS
+// "`what`: expected N bytes, got M". CopyTo: copies each piece to destination + offset.
+// FloatsInto: the payload's values, FP32 (`bf16` false: copied) or BF16 (widened, Bf16Widener),
+// as floats into `out`; one receiver per payload (a BF16 one keeps the state of a split value).
+PayloadCheck ExpectBytes(size_t bytes, std::string what);
+PayloadPiece CopyTo(char* destination);
+PayloadPiece FloatsInto(float* out, bool bf16);
 
 }  // namespace psrv
 

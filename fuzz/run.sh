@@ -32,7 +32,7 @@ GEN="$(bazel info bazel-bin 2>/dev/null)"
 LIBS=($(pkg-config --libs grpc++ protobuf) -labsl_status -labsl_statusor -labsl_strings
       -labsl_cord -labsl_str_format_internal)
 clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. \
-  -I"$GEN" fuzz/wire_fuzzer.cc common/wire.cc "$GEN"/proto/parameter_server.pb.cc \
+  -I"$GEN" fuzz/wire_fuzzer.cc common/wire.cc common/bf16.cc "$GEN"/proto/parameter_server.pb.cc \
   "$GEN"/proto/types.pb.cc "${LIBS[@]}" -o "$OUT/wire_fuzzer"
 run "$OUT/wire_fuzzer" wire
 

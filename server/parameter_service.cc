@@ -148,7 +148,7 @@ grpc::ServerUnaryReactor* ParameterService::Push(grpc::CallbackServerContext* co
     PushRequest header;
     PooledBuffer payload;
     std::optional<CopyCheckingFinite> copy;
-    // A dense push's values are checked for NaN and Inf as they are copied off the wire.
+    // The push's values are checked for NaN and Inf as they are copied off the wire.
     absl::Status status = ParseWithPayloadPieces(
         const_cast<grpc::ByteBuffer*>(request), &header,
         [&](size_t size) -> absl::Status {
@@ -162,13 +162,13 @@ grpc::ServerUnaryReactor* ParameterService::Push(grpc::CallbackServerContext* co
       reactor->Finish(ToGrpcStatus(status));
       return;
     }
-    const bool dense = header.indices_size() == 0 && header.row_width() == 0;
+    // (A sparse push's values are checked again once ShardStore has widened them.)
     store_->Push(
         header, std::move(payload),
         [reactor, response](absl::StatusOr<uint64_t> version) {
           FinishWithVersion<PushResponse>(reactor, response, version);
         },
-        dense && copy.has_value() ? copy->result() : FiniteCheck::kUnchecked);
+        copy->result());
   });
 }
 

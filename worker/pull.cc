@@ -1,13 +1,11 @@
 // Pull: the first step of a training iteration. Every shard's current values land in the worker's
 // flat parameter buffer, all shards in parallel.
-#include <cstring>
 #include <memory>
 #include <vector>
 
 #include <grpcpp/client_context.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/bf16.h"
 #include "common/key_range.h"
 #include "common/grpc_status.h"
 #include "common/wire.h"
@@ -56,22 +54,8 @@ absl::Status ParameterClient::Pull(uint64_t step, float* params, absl::Duration 
           absl::Status result = FromGrpcStatus(status, what);
           if (result.ok()) {
             PullResponse reply;
-            Bf16Widener widener(to);
-            result = ParseWithPayloadPieces(
-                &raw->response, &reply,
-                [&](size_t size) {
-                  return size == expected
-                             ? absl::OkStatus()
-                             : absl::DataLossError(absl::StrCat(what, ": expected ", expected,
-                                                                " bytes, got ", size));
-                },
-                [&](const char* data, size_t size, size_t offset) {
-                  if (bf16) {
-                    widener.Add(data, size);
-                  } else {
-                    std::memcpy(reinterpret_cast<char*>(to) + offset, data, size);
-                  }
-                });
+            result = ParseWithPayloadPieces(&raw->response, &reply, ExpectBytes(expected, what),
+                                            FloatsInto(to, bf16));
             if (result.ok()) *version = reply.version();
           }
           // A pull that timed out may be a slow step, or a hung server: the coordinator checks.

@@ -224,9 +224,7 @@ size_t ResilientClient::IssuePull(size_t t) {
     auto packed = std::make_shared<std::vector<char>>(rows->size() * width * value_bytes);
     transports_[server_of_[t]]->Pull(
         request, target.connection, absl::Now() + options_.pull_timeout, packed->size(),
-        [packed = packed->data()](const char* data, size_t size, size_t offset) {
-          std::memcpy(packed + offset, data, size);
-        },
+        CopyTo(packed->data()),
         [this, t, step, params, bf16, width, rows, packed, offset = target.flat_offset](
             absl::Status status, uint64_t version) {
           if (status.ok()) {
@@ -248,19 +246,10 @@ size_t ResilientClient::IssuePull(size_t t) {
   // The reply goes straight from gRPC's buffers into the step's parameters: copied (FP32) or
   // widened (BF16) on the transport's thread, while the model computes.
   const size_t count = target.count();
-  float* to = params + target.flat_offset;
-  PayloadPiece receive;
-  if (bf16) {
-    receive = [widener = std::make_shared<Bf16Widener>(to)](const char* data, size_t size,
-                                                           size_t) { widener->Add(data, size); };
-  } else {
-    receive = [to = reinterpret_cast<char*>(to)](const char* data, size_t size, size_t offset) {
-      std::memcpy(to + offset, data, size);
-    };
-  }
   transports_[server_of_[t]]->Pull(
       request, target.connection, absl::Now() + options_.pull_timeout, count * value_bytes,
-      std::move(receive), [this, t, step](absl::Status status, uint64_t version) {
+      FloatsInto(params + target.flat_offset, bf16),
+      [this, t, step](absl::Status status, uint64_t version) {
         PullEnded(t, step, status, version);
       });
   return count * value_bytes;

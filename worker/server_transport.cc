@@ -40,14 +40,8 @@ class GrpcServerTransport : public ServerTransport {
           uint64_t version = 0;
           if (result.ok()) {
             PullResponse reply;
-            result = ParseWithPayloadPieces(
-                &call->response, &reply,
-                [&](size_t size) {
-                  return size == bytes ? absl::OkStatus()
-                                       : absl::DataLossError(absl::StrCat(
-                                             what, ": expected ", bytes, " bytes, got ", size));
-                },
-                receive);
+            result = ParseWithPayloadPieces(&call->response, &reply, ExpectBytes(bytes, what),
+                                            receive);
             version = reply.version();
           }
           Finish(call);
