@@ -66,9 +66,10 @@ TEST(Bf16Test, WidenerPutsValuesSplitBetweenPiecesTogether) {
 
 // The array conversions and norms run in the version built for this CPU (AVX2 or the x86-64
 // baseline: common/vector_clones.h); each must give the scalar formula's bits, for every kind of
-// float (zeros, denormals, NaNs with any payload, infinities) and every length remainder.
+// float (zeros, denormals, NaNs with any payload, infinities) and every length remainder, also
+// across FloatsToBf16SumOfSquares' blocks of 2048 values.
 TEST(Bf16Test, VectorizedLoopsEqualTheScalarFormulaBitForBit) {
-  std::vector<float> in(4099);
+  std::vector<float> in(13001);
   uint32_t state = 12345;
   for (float& x : in) {
     state = state * 1664525u + 1013904223u;  // Every bit pattern is possible.
@@ -82,7 +83,9 @@ TEST(Bf16Test, VectorizedLoopsEqualTheScalarFormulaBitForBit) {
   for (float x : in) {
     if (std::isfinite(x) && std::abs(x) < 1e30f) finite.push_back(x);
   }
-  for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{33}, in.size()}) {
+  ASSERT_GT(finite.size(), 4200u);  // (About half of all bit patterns.)
+  for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{33}, size_t{2048},
+                   size_t{2049}, size_t{2056}, size_t{4103}, in.size()}) {
     std::vector<uint16_t> narrowed(n), narrowed2(n);
     FloatsToBf16(in.data(), n, narrowed.data());
     for (size_t i = 0; i < n; ++i) ASSERT_EQ(narrowed[i], FloatToBf16(in[i])) << i;

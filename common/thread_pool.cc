@@ -8,11 +8,6 @@
 namespace psrv {
 namespace {
 
-// How long an idle worker keeps checking for the next loop before it sleeps, in sched_yield calls
-// (~0.3-1 us each): kernels follow one another within microseconds during a training step, and
-// waking a sleeping thread costs tens of microseconds.
-constexpr int kSpinYields = 2000;
-
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -30,8 +25,9 @@ inline void Backoff(int i) {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads)
-    : threads_(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())) {
+ThreadPool::ThreadPool(int threads, int spin_yields)
+    : threads_(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())),
+      spin_yields_(std::max(0, spin_yields)) {
   workers_.reserve(threads_ - 1);
   for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
@@ -88,7 +84,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
 void ThreadPool::WorkerLoop() {
   uint64_t seen = 0;
   while (true) {
-    for (int i = 0; generation_.load() == seen && i < kSpinYields; ++i) Backoff(i);
+    for (int i = 0; generation_.load() == seen && i < spin_yields_; ++i) Backoff(i);
     if (generation_.load() == seen) {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [&] { return generation_.load() != seen; });

@@ -26,7 +26,13 @@ namespace psrv {
 class ThreadPool {
  public:
   // `threads` in total, the caller included; <= 0 means std::thread::hardware_concurrency().
-  explicit ThreadPool(int threads);
+  // `spin_yields`: how many times an idle worker checks for the next loop (sched_yield between
+  // checks) before it sleeps; 0: sleeps at once (a pool whose loops come rarely, e.g. once per
+  // training step, where spinning only takes CPU from other processes).
+  explicit ThreadPool(int threads, int spin_yields = kDefaultSpinYields);
+  // Loops that follow one another within microseconds (a model's kernels during a step): waking a
+  // sleeping thread costs tens of microseconds; a sched_yield call ~0.3-1 us.
+  static constexpr int kDefaultSpinYields = 2000;
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -54,6 +60,7 @@ class ThreadPool {
   void WorkerLoop();
 
   const int threads_;
+  const int spin_yields_;
   std::vector<std::thread> workers_;
   Job jobs_[2];
   // Workers between noticing a generation and finishing its chunks: ParallelFor returns only when

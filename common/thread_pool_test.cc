@@ -57,6 +57,22 @@ TEST(ThreadPoolTest, WakesSleepingWorkers) {
   }
 }
 
+TEST(ThreadPoolTest, WorkersThatNeverSpinSleepAndWakeForEveryLoop) {
+  // spin_yields 0 (the server's optimizer pool): idle workers go straight to sleep, so every loop
+  // wakes them; back-to-back loops must still each run every chunk once, whoever runs it.
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads, /*spin_yields=*/0);
+    std::vector<int64_t> data(256, 0);
+    for (int round = 0; round < 2000; ++round) {
+      pool.ParallelFor(data.size(), 16, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) ++data[i];
+      });
+    }
+    for (int64_t v : data) ASSERT_EQ(v, 2000);
+    CheckCoverage(&pool, 1000, 10);
+  }
+}
+
 TEST(ThreadPoolTest, DefaultIsOneThreadPerCore) {
   ThreadPool pool(0);
   EXPECT_EQ(pool.threads(), static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));

@@ -22,7 +22,9 @@ absl::Status CheckUnit(const char* name, float value) {
 
 void ParallelChunks(size_t n, size_t grain, absl::FunctionRef<void(size_t, size_t)> fn) {
   if (grain < 1) grain = 1;
-  static ThreadPool* const pool = new ThreadPool(0);  // Never destroyed: threads outlive main.
+  // Never destroyed: threads outlive main. Its loops come once per step or shard update: idle
+  // threads sleep at once instead of spinning (that CPU is the workers' on a shared machine).
+  static ThreadPool* const pool = new ThreadPool(0, /*spin_yields=*/0);
   static absl::Mutex* const busy = new absl::Mutex();
   if (n > grain && pool->threads() > 1 && busy->TryLock()) {
     pool->ParallelFor(static_cast<int64_t>(n), static_cast<int64_t>(grain),
