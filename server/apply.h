@@ -22,6 +22,8 @@ namespace psrv {
 // finds it busy runs its own chunks (the cores are busy anyway). Returns when all have run.
 void ParallelChunks(size_t n, size_t grain, absl::FunctionRef<void(size_t, size_t)> fn);
 inline constexpr size_t kApplyGrain = 1 << 18;  // Keys per chunk of an optimizer pass.
+// Keys per block of a chunk that is updated, then narrowed to BF16 for pulls, before the next.
+inline constexpr size_t kNarrowBlock = 1 << 14;
 
 // The learning rate at optimizer step t (1-based): linear warm-up, then cosine decay to the floor
 // (see OptimizerConfig in proto/types.proto).

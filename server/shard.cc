@@ -254,11 +254,19 @@ void Shard::ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_
   // A sparse table's chunks hold whole rows (LazyRows decides per row).
   const size_t row = config_.table.sparse_row_width();
   const size_t grain = row > 0 ? (kApplyGrain + row - 1) / row * row : kApplyGrain;
+  // Narrowed block by block right after the update, while the block's new values are still in
+  // L2 (a chunk's are not: the pass streams five arrays of its size).
+  const size_t block = row > 0 ? std::max<size_t>(1, kNarrowBlock / row) * row : kNarrowBlock;
   ParallelChunks(count, grain, [&](size_t begin, size_t end) {
-    optimizer_->ApplyScaled(grad + begin, scale, buffers.in, buffers.out, offset + begin,
-                            end - begin, t);
-    if (narrowed != nullptr) {
-      FloatsToBf16(buffers.out + offset + begin, end - begin, narrowed + offset + begin);
+    if (narrowed == nullptr) {
+      optimizer_->ApplyScaled(grad + begin, scale, buffers.in, buffers.out, offset + begin,
+                              end - begin, t);
+      return;
+    }
+    for (size_t b = begin; b < end; b += block) {
+      const size_t n = std::min(block, end - b);
+      optimizer_->ApplyScaled(grad + b, scale, buffers.in, buffers.out, offset + b, n, t);
+      FloatsToBf16(buffers.out + offset + b, n, narrowed + offset + b);
     }
   });
   bf16_valid_ = narrowed != nullptr;

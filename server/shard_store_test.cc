@@ -14,6 +14,7 @@
 #include "common/initializer.h"
 #include "common/safetensors.h"
 #include "gtest/gtest.h"
+#include "server/apply.h"
 #include "server/test_requests.h"
 
 namespace psrv {
@@ -825,6 +826,49 @@ TEST(ShardStoreTest, Bf16PullsAreTheNarrowedValuesOfTheirVersion) {
   const std::vector<float> after = PullNow(&store, PullHeader(2));
   FloatsToBf16(after.data(), kSize, expected.data());
   EXPECT_EQ(pull_bf16(2), expected);  // Narrowed again for the new version.
+}
+
+// A shard bigger than an optimizer chunk (kApplyGrain) and not a whole number of narrowing
+// blocks (kNarrowBlock): the BF16 pull after an AdamW step is still every new value narrowed.
+TEST(ShardStoreTest, Bf16PullsOfABigShardAreTheNarrowedValuesOfEveryBlock) {
+  const uint64_t size = kApplyGrain + 2 * kNarrowBlock + 5;
+  CreateShardsRequest create = Create(SYNC, 1, 0, size);
+  create.mutable_shards(0)->mutable_table()->set_shape(0, size);
+  create.mutable_optimizer()->set_kind(ADAMW);
+  create.mutable_optimizer()->set_learning_rate(0.01f);
+  create.mutable_optimizer()->set_beta1(0.9f);
+  create.mutable_optimizer()->set_beta2(0.99f);
+  create.mutable_optimizer()->set_epsilon(1e-8f);
+  create.mutable_optimizer()->set_weight_decay(0.1f);
+  ShardStore store;
+  const absl::Status created = store.CreateShards(create);
+  ASSERT_TRUE(created.ok()) << created;
+  auto pull_bf16 = [&](uint64_t step) {
+    PullRequest request = PullHeader(step, 0, size);
+    request.set_dtype(BF16);
+    std::vector<uint16_t> out;
+    store.Pull(request, [&](absl::Status s, uint64_t, PullPayload values) {
+      ASSERT_TRUE(s.ok()) << s;
+      out.resize(values.size() / 2);
+      std::memcpy(out.data(), values.data(), values.size());
+    });
+    return out;
+  };
+  // A worker pulling BF16 (from then on the shard narrows each update as it applies it).
+  ASSERT_EQ(pull_bf16(1).size(), size);
+  std::vector<float> g(size);  // Never 0.
+  for (uint64_t i = 0; i < size; ++i) g[i] = 0.001f * static_cast<float>(i % 977) - 0.4005f;
+  ASSERT_TRUE(Push(&store, PushHeader(1, 0, 0, size), g).ok());
+  const std::vector<uint16_t> narrowed = pull_bf16(2);
+  const std::vector<float> after = PullNow(&store, PullHeader(2, 0, size));
+  ASSERT_EQ(after.size(), size);
+  std::vector<uint16_t> expected(size);
+  FloatsToBf16(after.data(), size, expected.data());
+  EXPECT_EQ(narrowed, expected);
+  // And the update moved every value (no block skipped).
+  std::vector<float> initial(size);
+  InitializeRange(create.shards(0).table(), 0, size, initial.data());
+  for (uint64_t i = 0; i < size; ++i) ASSERT_NE(after[i], initial[i]) << i;
 }
 
 TEST(ShardStoreTest, ACommittedScaleEqualsAGradientScaledBeforeThePush) {
