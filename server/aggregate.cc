@@ -156,15 +156,37 @@ PSRV_VECTOR_CLONES void SyncAggregator::Accumulate(size_t offset, size_t count, 
   covered_.emplace(begin, last);
 }
 
+void SyncAggregator::Stage(Rank& r, size_t offset, size_t count, const void* grad, DType dtype,
+                           std::shared_ptr<PooledBuffer> payload) {
+  if (dtype == BF16 && payload != nullptr && payload->data() == grad) {
+    r.held.emplace(offset, std::move(payload));
+    return;
+  }
+  if (r.staged.size() != size_) r.staged.resize(size_);
+  ScaleInto<false>(grad, dtype, count, 1.0f, r.staged.data() + offset);
+}
+
+void SyncAggregator::AddWaiting(Rank& r, float scale) {
+  for (const auto& [begin, end] : r.pushed) {
+    auto held = r.held.find(begin);
+    if (held != r.held.end()) {
+      Accumulate(begin, end - begin, held->second->data(), BF16, scale);
+    } else {
+      Accumulate(begin, end - begin, r.staged.data() + begin, FP32, scale);
+    }
+  }
+  r.held.clear();  // Back to the pool.
+}
+
 bool SyncAggregator::Add(uint32_t rank, uint64_t step, size_t offset, size_t count,
-                         const void* grad, DType dtype, bool scale_follows) {
+                         const void* grad, DType dtype, bool scale_follows,
+                         std::shared_ptr<PooledBuffer> payload) {
   step_ = step;
   Rank& r = ranks_[rank];
   if (backup_workers()) {
     // Staged until the step is complete: only the first ranks to complete it are summed.
     r.kind = scale_follows ? Rank::Kind::kScaleFollows : Rank::Kind::kFinal;
-    if (r.staged.size() != size_) r.staged.resize(size_);
-    ScaleInto<false>(grad, dtype, count, 1.0f, r.staged.data() + offset);
+    Stage(r, offset, count, grad, dtype, std::move(payload));
   } else if (!scale_follows) {
     r.kind = Rank::Kind::kFinal;
     Accumulate(offset, count, grad, dtype, 1.0f);
@@ -173,8 +195,7 @@ bool SyncAggregator::Add(uint32_t rank, uint64_t step, size_t offset, size_t cou
     if (num_workers_ == 1) {
       Accumulate(offset, count, grad, dtype, 1.0f);  // The only worker: the sum is its buffer.
     } else {
-      if (r.staged.size() != size_) r.staged.resize(size_);
-      ScaleInto<false>(grad, dtype, count, 1.0f, r.staged.data() + offset);
+      Stage(r, offset, count, grad, dtype, std::move(payload));
     }
   }
   r.pushed.emplace(offset, offset + count);
@@ -247,14 +268,10 @@ absl::StatusOr<bool> SyncAggregator::SetWorkers(const std::vector<uint64_t>& fro
                         (r.kind == Rank::Kind::kFinal ||
                          (r.kind == Rank::Kind::kScaleFollows && r.committed));
     if (in_sum) {
-      for (const auto& [begin, end] : r.pushed) {
-        if (r.kind == Rank::Kind::kScaleFollows) {
-          const float* staged = num_workers_ == 1 ? nullptr : r.staged.data() + begin;
-          if (staged != nullptr) Accumulate(begin, end - begin, staged, FP32, r.scale);
-        }
-        left_ranges_.emplace_back(begin, end);
-      }
+      if (r.kind == Rank::Kind::kScaleFollows && num_workers_ != 1) AddWaiting(r, r.scale);
+      for (const auto& [begin, end] : r.pushed) left_ranges_.emplace_back(begin, end);
     }
+    r.held.clear();
     r.pushed.clear();
     r.pushed_keys = 0;
     r.kind = Rank::Kind::kUnknown;
@@ -282,9 +299,8 @@ size_t SyncAggregator::AddStaged() {
   if (backup_workers()) {
     const std::vector<uint32_t> contributors = Contributors();
     for (uint32_t rank : contributors) {  // Complete: every key pushed (and committed).
-      const Rank& r = ranks_[rank];
-      Accumulate(0, size_, r.staged.data(), FP32,
-                 r.kind == Rank::Kind::kScaleFollows ? r.scale : 1.0f);
+      Rank& r = ranks_[rank];
+      AddWaiting(r, r.kind == Rank::Kind::kScaleFollows ? r.scale : 1.0f);
     }
     return contributors.size();
   }
@@ -292,9 +308,7 @@ size_t SyncAggregator::AddStaged() {
   for (uint32_t rank = 0; rank < num_workers_; ++rank) {
     Rank& r = ranks_[rank];
     if (!TakesPart(rank, step_) || r.kind != Rank::Kind::kScaleFollows || !r.committed) continue;
-    for (const auto& [begin, end] : r.pushed) {
-      Accumulate(begin, end - begin, r.staged.data() + begin, FP32, r.scale);
-    }
+    AddWaiting(r, r.scale);
   }
   return TakingPart();
 }
@@ -341,6 +355,7 @@ const float* SyncAggregator::Mean() {
 
 void SyncAggregator::Reset() {
   for (Rank& r : ranks_) {
+    r.held.clear();
     r.pushed.clear();
     r.pushed_keys = 0;
     r.kind = Rank::Kind::kUnknown;
@@ -356,7 +371,10 @@ void SyncAggregator::Reset() {
 
 size_t SyncAggregator::bytes() const {
   size_t bytes = sum_.capacity() * sizeof(float);
-  for (const Rank& r : ranks_) bytes += r.staged.capacity() * sizeof(float);
+  for (const Rank& r : ranks_) {
+    bytes += r.staged.capacity() * sizeof(float);
+    for (const auto& [begin, payload] : r.held) bytes += payload->size();
+  }
   return bytes;
 }
 

@@ -1,6 +1,9 @@
 #include "server/aggregate.h"
 
 #include <cmath>
+#include <cstring>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -166,6 +169,85 @@ TEST(SyncAggregatorTest, Bf16PushesAreWidenedExactly) {
   EXPECT_TRUE(agg.Add(0, 1, 0, 2, g, BF16, false));
   EXPECT_EQ(agg.Mean()[0], 1.5f);
   EXPECT_EQ(agg.Mean()[1], -2.0f);
+}
+
+// BF16 pushes that wait (for their worker's scale, or with backup workers to know who completes
+// the step first) are kept in the payload buffers they came in when those are given, instead of
+// widened into staging buffers: the same mean, bit for bit, in every mode that waits, with
+// chunked pushes, a worker leaving mid-step after its commit, and buffers going back at Reset.
+TEST(SyncAggregatorTest, Bf16PushesKeptInTheirPayloadsGiveTheSameMeanAsStagedOnes) {
+  constexpr size_t kSize = 37;
+  constexpr uint32_t kWorkers = 3;
+  // Worker r's gradient: varied bfloat16 values (every exponent, both signs, not exact in sums).
+  auto gradient = [](uint32_t r) {
+    std::vector<uint16_t> g(kSize);
+    for (size_t i = 0; i < kSize; ++i) {
+      g[i] = static_cast<uint16_t>(0x3c00 + 37 * i + 1013 * r + ((i + r) % 2 ? 0x8000 : 0));
+    }
+    return g;
+  };
+  // Pushes each worker's gradient in two chunks [0, 20) and [20, kSize) (worker 1: the second
+  // chunk first), commits where scales follow, and returns the mean. With `held`, each chunk is
+  // given as its own payload buffer.
+  struct Mode {
+    uint32_t aggregate_first;
+    bool scale_follows;
+    bool leave;  // Worker 2 commits, then leaves before the others complete.
+  };
+  auto run = [&](const Mode& mode, bool held, size_t* bytes_before_apply) {
+    SyncAggregator agg(kSize, kWorkers, mode.aggregate_first);
+    bool complete = false;
+    for (uint32_t r : {2u, 0u, 1u}) {
+      const std::vector<uint16_t> g = gradient(r);
+      std::vector<std::pair<size_t, size_t>> chunks = {{0, 20}, {20, kSize}};
+      if (r == 1) std::swap(chunks[0], chunks[1]);
+      for (const auto& [begin, end] : chunks) {
+        EXPECT_TRUE(agg.Check(r, 1, 0, begin, end - begin, mode.scale_follows).ok());
+        std::shared_ptr<PooledBuffer> payload;
+        const void* values = g.data() + begin;
+        if (held) {
+          payload = std::make_shared<PooledBuffer>(
+              BufferPool::Global()->Acquire((end - begin) * sizeof(uint16_t)));
+          std::memcpy(payload->data(), g.data() + begin, payload->size());
+          values = payload->data();
+        }
+        complete = agg.Add(r, 1, begin, end - begin, values, BF16, mode.scale_follows, payload);
+      }
+      if (mode.scale_follows) {
+        EXPECT_TRUE(agg.CheckCommit(r, 1, 0, 0.25f + 0.125f * r).ok());
+        complete = agg.Commit(r, 1, 0.25f + 0.125f * r);
+      }
+      if (mode.leave && r == 2) {
+        const absl::StatusOr<bool> left = agg.SetWorkers({0, 0, SyncAggregator::kNever}, 1);
+        EXPECT_TRUE(left.ok()) << left.status();
+      }
+    }
+    EXPECT_TRUE(complete);
+    *bytes_before_apply = agg.bytes();
+    const float* mean = agg.Mean();
+    std::vector<float> out(mean, mean + kSize);
+    agg.Reset();
+    return out;
+  };
+  for (const Mode& mode : {Mode{0, true, false}, Mode{0, true, true}, Mode{2, true, false},
+                           Mode{2, false, false}, Mode{0, false, false}}) {
+    SCOPED_TRACE(::testing::Message() << "aggregate_first " << mode.aggregate_first
+                                      << " scale_follows " << mode.scale_follows << " leave "
+                                      << mode.leave);
+    size_t staged_bytes = 0, held_bytes = 0;
+    const std::vector<float> staged = run(mode, false, &staged_bytes);
+    const std::vector<float> kept = run(mode, true, &held_bytes);
+    ASSERT_EQ(staged.size(), kept.size());
+    for (size_t i = 0; i < kSize; ++i) {
+      ASSERT_EQ(std::memcmp(&staged[i], &kept[i], sizeof(float)), 0)
+          << i << ": " << staged[i] << " vs " << kept[i];
+      ASSERT_TRUE(std::isfinite(kept[i]));
+    }
+    if (mode.aggregate_first > 0 || (mode.scale_follows && !mode.leave)) {
+      // Waiting pushes: kept in half the bytes of the FP32 staging buffers.
+      EXPECT_LT(held_bytes, staged_bytes);
+    }
+  }
 }
 
 TEST(SyncAggregatorTest, CommitsAreCheckedAndResendsRecognised) {

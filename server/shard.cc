@@ -171,7 +171,7 @@ void Shard::StartPush(const PushRequest& request, std::shared_ptr<PooledBuffer> 
   }
   if (aggregator_.pending() == 0) step_started_ = now;
   if (!aggregator_.Add(request.worker_rank(), request.step(), offset, count, gradient->data(),
-                       request.dtype(), request.scale_follows())) {
+                       request.dtype(), request.scale_follows(), gradient)) {
     out->pushes.emplace_back(std::move(done), version_);  // The step waits for more pushes.
     return;
   }
