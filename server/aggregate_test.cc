@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/bf16.h"
 #include "gtest/gtest.h"
 
 namespace psrv {
@@ -175,18 +176,21 @@ TEST(SyncAggregatorTest, Bf16PushesAreWidenedExactly) {
 // the step first) are kept in the payload buffers they came in when those are given, instead of
 // widened into staging buffers: the same mean, bit for bit, in every mode that waits, with
 // chunked pushes, a worker leaving mid-step after its commit, and buffers going back at Reset.
+// The mean is also checked against the formula, key by key.
 TEST(SyncAggregatorTest, Bf16PushesKeptInTheirPayloadsGiveTheSameMeanAsStagedOnes) {
-  constexpr size_t kSize = 37;
+  constexpr size_t kSize = 1037;
+  constexpr size_t kCut = 500;
   constexpr uint32_t kWorkers = 3;
-  // Worker r's gradient: varied bfloat16 values (every exponent, both signs, not exact in sums).
+  // Worker r's gradient: varied bfloat16 values (16 exponents, both signs, not exact in sums).
   auto gradient = [](uint32_t r) {
     std::vector<uint16_t> g(kSize);
     for (size_t i = 0; i < kSize; ++i) {
-      g[i] = static_cast<uint16_t>(0x3c00 + 37 * i + 1013 * r + ((i + r) % 2 ? 0x8000 : 0));
+      const size_t magnitude = 0x3c00 + (37 * i + 1013 * r) % 0x800;
+      g[i] = static_cast<uint16_t>(magnitude + ((i + r) % 2 ? 0x8000 : 0));
     }
     return g;
   };
-  // Pushes each worker's gradient in two chunks [0, 20) and [20, kSize) (worker 1: the second
+  // Pushes each worker's gradient in two chunks [0, kCut) and [kCut, kSize) (worker 1: the second
   // chunk first), commits where scales follow, and returns the mean. With `held`, each chunk is
   // given as its own payload buffer.
   struct Mode {
@@ -199,7 +203,7 @@ TEST(SyncAggregatorTest, Bf16PushesKeptInTheirPayloadsGiveTheSameMeanAsStagedOne
     bool complete = false;
     for (uint32_t r : {2u, 0u, 1u}) {
       const std::vector<uint16_t> g = gradient(r);
-      std::vector<std::pair<size_t, size_t>> chunks = {{0, 20}, {20, kSize}};
+      std::vector<std::pair<size_t, size_t>> chunks = {{0, kCut}, {kCut, kSize}};
       if (r == 1) std::swap(chunks[0], chunks[1]);
       for (const auto& [begin, end] : chunks) {
         EXPECT_TRUE(agg.Check(r, 1, 0, begin, end - begin, mode.scale_follows).ok());
@@ -242,6 +246,19 @@ TEST(SyncAggregatorTest, Bf16PushesKeptInTheirPayloadsGiveTheSameMeanAsStagedOne
       ASSERT_EQ(std::memcmp(&staged[i], &kept[i], sizeof(float)), 0)
           << i << ": " << staged[i] << " vs " << kept[i];
       ASSERT_TRUE(std::isfinite(kept[i]));
+    }
+    if (mode.aggregate_first == 0 && mode.scale_follows && !mode.leave) {
+      // ((g0 s0 + g1 s1) + g2 s2) / 3, each product and sum rounded to float, in rank order.
+      for (size_t i = 0; i < kSize; ++i) {
+        float sum = 0;
+        for (uint32_t r = 0; r < kWorkers; ++r) {
+          const float product = Bf16ToFloat(gradient(r)[i]) * (0.25f + 0.125f * r);
+          sum = r == 0 ? product : sum + product;
+        }
+        const float expected = sum * (1.0f / kWorkers);
+        ASSERT_EQ(std::memcmp(&expected, &kept[i], sizeof(float)), 0)
+            << i << ": " << expected << " vs " << kept[i];
+      }
     }
     if (mode.aggregate_first > 0 || (mode.scale_follows && !mode.leave)) {
       // Waiting pushes: kept in half the bytes of the FP32 staging buffers.
