@@ -70,6 +70,21 @@ std::vector<float> PullNow(ShardStore* store, const PullRequest& request, uint64
   return out;
 }
 
+// PullNow as BF16: the reply's bfloat16 values.
+std::vector<uint16_t> PullBf16Now(ShardStore* store, PullRequest request) {
+  request.set_dtype(BF16);
+  std::vector<uint16_t> out;
+  bool called = false;
+  store->Pull(request, [&](absl::Status s, uint64_t, PullPayload values) {
+    called = true;
+    ASSERT_TRUE(s.ok()) << s;
+    out.resize(values.size() / 2);
+    std::memcpy(out.data(), values.data(), values.size());
+  });
+  EXPECT_TRUE(called) << "pull did not answer at once";
+  return out;
+}
+
 // Pushes `bytes` of payload; the push must be answered at once (no replication here).
 absl::StatusOr<uint64_t> PushBytes(ShardStore* store, const PushRequest& h, const void* data,
                                    size_t bytes) {
@@ -807,17 +822,7 @@ TEST(ShardStoreTest, APullKeepsTheValuesItWasAnsweredWithAfterLaterUpdates) {
 TEST(ShardStoreTest, Bf16PullsAreTheNarrowedValuesOfTheirVersion) {
   ShardStore store;
   ASSERT_TRUE(store.CreateShards(Create(SYNC, 1)).ok());
-  auto pull_bf16 = [&](uint64_t step) {
-    PullRequest request = PullHeader(step);
-    request.set_dtype(BF16);
-    std::vector<uint16_t> out;
-    store.Pull(request, [&](absl::Status s, uint64_t, PullPayload values) {
-      ASSERT_TRUE(s.ok()) << s;
-      out.resize(values.size() / 2);
-      std::memcpy(out.data(), values.data(), values.size());
-    });
-    return out;
-  };
+  auto pull_bf16 = [&](uint64_t step) { return PullBf16Now(&store, PullHeader(step)); };
   std::vector<uint16_t> expected(kSize);
   FloatsToBf16(Initial().data(), kSize, expected.data());
   EXPECT_EQ(pull_bf16(1), expected);
@@ -843,17 +848,7 @@ TEST(ShardStoreTest, Bf16PullsOfABigShardAreTheNarrowedValuesOfEveryBlock) {
   ShardStore store;
   const absl::Status created = store.CreateShards(create);
   ASSERT_TRUE(created.ok()) << created;
-  auto pull_bf16 = [&](uint64_t step) {
-    PullRequest request = PullHeader(step, 0, size);
-    request.set_dtype(BF16);
-    std::vector<uint16_t> out;
-    store.Pull(request, [&](absl::Status s, uint64_t, PullPayload values) {
-      ASSERT_TRUE(s.ok()) << s;
-      out.resize(values.size() / 2);
-      std::memcpy(out.data(), values.data(), values.size());
-    });
-    return out;
-  };
+  auto pull_bf16 = [&](uint64_t step) { return PullBf16Now(&store, PullHeader(step, 0, size)); };
   // A worker pulling BF16 (from then on the shard narrows each update as it applies it).
   ASSERT_EQ(pull_bf16(1).size(), size);
   std::vector<float> g(size);  // Never 0.
