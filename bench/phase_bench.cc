@@ -181,6 +181,46 @@ void MeasureSize(uint64_t bytes) {
         if (!status.ok()) absl::FPrintF(stderr, "parse: %s\n", status.ToString());
       }, seconds));
 
+  // Server, a SYNC step of a single worker pushing BF16 (the GPT recipes' path): the shard's
+  // gradient in 4 chunks with scale_follows (each copied into a pooled buffer, as the service's
+  // parse does), then the commit, which aggregates, applies AdamW and narrows the new values for
+  // BF16 pulls. `bytes` counts the FP32 parameters updated.
+  {
+    ShardConfig sync = config;
+    sync.consistency = SYNC;
+    sync.optimizer.set_kind(ADAMW);
+    sync.optimizer.set_learning_rate(1e-6f);
+    sync.optimizer.set_beta1(0.9f);
+    sync.optimizer.set_beta2(0.99f);
+    sync.optimizer.set_epsilon(1e-8f);
+    Shard step_shard(sync);
+    PullRequest bf16_pull = pull_header;
+    bf16_pull.set_dtype(BF16);
+    step_shard.Pull(bf16_pull, [](absl::Status, uint64_t, PullPayload) {});  // Narrow from now.
+    std::vector<uint16_t> bf16_grads(n, 0x3a83);  // ~1e-3 in bfloat16.
+    constexpr size_t kChunks = 4;
+    uint64_t step = 0;
+    Row("server SYNC step: 1 worker, 4 BF16 pushes, commit, AdamW", bytes,
+        MedianSeconds([&] {
+          ++step;
+          for (size_t c = 0; c < kChunks; ++c) {
+            const size_t begin = n * c / kChunks, end = n * (c + 1) / kChunks;
+            PushRequest chunk = push_header;
+            *chunk.mutable_range() = MakeRange(begin, end);
+            chunk.set_dtype(BF16);
+            chunk.set_step(step);
+            chunk.set_scale_follows(true);
+            PooledBuffer payload = BufferPool::Global()->Acquire((end - begin) * sizeof(uint16_t));
+            std::memcpy(payload.data(), bf16_grads.data() + begin, payload.size());
+            step_shard.Push(chunk, std::move(payload), [](absl::StatusOr<uint64_t> version) {
+              if (!version.ok()) absl::FPrintF(stderr, "push: %s\n", version.status().ToString());
+            });
+          }
+          const absl::Status committed = step_shard.Commit(0, step, 0.5f);
+          if (!committed.ok()) absl::FPrintF(stderr, "commit: %s\n", committed.ToString());
+        }, seconds));
+  }
+
   // What the server's push work could cost: a vectorisable finite check and SGD, each reading the
   // received slices in place (no parse copy).
   Row("proposal: vectorised finite check", bytes, MedianSeconds([&] {

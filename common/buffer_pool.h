@@ -22,6 +22,7 @@ class PooledBuffer {
   ~PooledBuffer();
 
   char* data() { return storage_ ? storage_->data() : nullptr; }
+  const char* data() const { return storage_ ? storage_->data() : nullptr; }
   size_t size() const { return size_; }
 
   // Hands ownership to a C callback (e.g. a grpc::Slice destructor): `Release` returns the opaque

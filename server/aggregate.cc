@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
@@ -44,6 +46,29 @@ const void* Advance(const void* values, DType dtype, size_t n) {
 }
 
 }  // namespace
+
+const float* Gradient::Values(size_t begin, size_t n, float* scratch) const {
+  if (grad != nullptr) return grad + begin;
+  // The part holding `begin` (the parts cover the update from key 0, in key order).
+  auto part = std::upper_bound(parts.begin(), parts.end(), begin,
+                               [](size_t key, const Part& p) { return key < p.offset; });
+  --part;
+  if (part->dtype == FP32 && begin + n <= part->offset + part->count) {
+    return static_cast<const float*>(part->values) + (begin - part->offset);
+  }
+  const size_t end = begin + n;
+  for (size_t key = begin; key < end; ++part) {
+    const size_t stop = std::min(end, part->offset + part->count);
+    const void* in = Advance(part->values, part->dtype, key - part->offset);
+    if (part->dtype == BF16) {
+      Bf16ToFloats(static_cast<const uint16_t*>(in), stop - key, scratch + (key - begin));
+    } else {
+      std::memcpy(scratch + (key - begin), in, (stop - key) * sizeof(float));
+    }
+    key = stop;
+  }
+  return scratch;
+}
 
 SyncAggregator::SyncAggregator(size_t size, uint32_t num_workers, uint32_t aggregate_first)
     : size_(size),
@@ -156,10 +181,15 @@ PSRV_VECTOR_CLONES void SyncAggregator::Accumulate(size_t offset, size_t count, 
   covered_.emplace(begin, last);
 }
 
+bool SyncAggregator::Holdable(const void* grad, DType dtype, const PooledBuffer* payload) {
+  return payload != nullptr && payload->data() == grad &&
+         (dtype == BF16 || reinterpret_cast<uintptr_t>(grad) % alignof(float) == 0);
+}
+
 void SyncAggregator::Stage(Rank& r, size_t offset, size_t count, const void* grad, DType dtype,
                            std::shared_ptr<PooledBuffer> payload) {
-  if (dtype == BF16 && payload != nullptr && payload->data() == grad) {
-    r.held.emplace(offset, std::move(payload));
+  if (dtype == BF16 && Holdable(grad, dtype, payload.get())) {
+    r.held.emplace(offset, Rank::Held{std::move(payload), BF16});
     return;
   }
   if (r.staged.size() != size_) r.staged.resize(size_);
@@ -170,12 +200,25 @@ void SyncAggregator::AddWaiting(Rank& r, float scale) {
   for (const auto& [begin, end] : r.pushed) {
     auto held = r.held.find(begin);
     if (held != r.held.end()) {
-      Accumulate(begin, end - begin, held->second->data(), BF16, scale);
+      Accumulate(begin, end - begin, held->second.payload->data(), held->second.dtype, scale);
     } else {
       Accumulate(begin, end - begin, r.staged.data() + begin, FP32, scale);
     }
   }
   r.held.clear();  // Back to the pool.
+}
+
+void SyncAggregator::AddHeld(Rank& r) {
+  for (const auto& [begin, held] : r.held) {
+    Accumulate(begin, r.pushed.at(begin) - begin, held.payload->data(), held.dtype, 1.0f);
+  }
+  r.held.clear();  // Back to the pool.
+}
+
+bool SyncAggregator::ReadsHeld() const {
+  if (num_workers_ != 1 || backup_workers() || !left_ranges_.empty()) return false;
+  const Rank& r = ranks_[0];
+  return !r.held.empty() && r.held.size() == r.pushed.size();
 }
 
 bool SyncAggregator::Add(uint32_t rank, uint64_t step, size_t offset, size_t count,
@@ -187,6 +230,10 @@ bool SyncAggregator::Add(uint32_t rank, uint64_t step, size_t offset, size_t cou
     // Staged until the step is complete: only the first ranks to complete it are summed.
     r.kind = scale_follows ? Rank::Kind::kScaleFollows : Rank::Kind::kFinal;
     Stage(r, offset, count, grad, dtype, std::move(payload));
+  } else if (num_workers_ == 1 && Holdable(grad, dtype, payload.get())) {
+    // The only worker: the optimizer reads its pushes where they are (Result).
+    r.kind = scale_follows ? Rank::Kind::kScaleFollows : Rank::Kind::kFinal;
+    r.held.emplace(offset, Rank::Held{std::move(payload), dtype});
   } else if (!scale_follows) {
     r.kind = Rank::Kind::kFinal;
     Accumulate(offset, count, grad, dtype, 1.0f);
@@ -341,11 +388,25 @@ SyncAggregator::MeanGradient SyncAggregator::Result() {
       mean_scale_ = 1.0f;
     }
   }
-  return MeanGradient{sum_.data(), mean_scale_};
+  if (ReadsHeld()) {
+    MeanGradient mean;
+    mean.scale = mean_scale_;
+    const Rank& only = ranks_[0];
+    mean.parts.reserve(only.held.size());
+    for (const auto& [begin, held] : only.held) {
+      mean.parts.push_back(Gradient::Part{begin, only.pushed.at(begin) - begin,
+                                          held.payload->data(), held.dtype});
+    }
+    return mean;
+  }
+  if (num_workers_ == 1) AddHeld(ranks_[0]);  // Some of its pushes came without a payload.
+  return MeanGradient{sum_.data(), mean_scale_, {}};
 }
 
 const float* SyncAggregator::Mean() {
-  const MeanGradient mean = Result();
+  Result();
+  if (num_workers_ == 1) AddHeld(ranks_[0]);
+  const MeanGradient mean{sum_.data(), mean_scale_, {}};
   if (mean.scale != 1.0f) {
     for (float& x : sum_) x *= mean.scale;
     mean_scale_ = 1.0f;
@@ -373,7 +434,7 @@ size_t SyncAggregator::bytes() const {
   size_t bytes = sum_.capacity() * sizeof(float);
   for (const Rank& r : ranks_) {
     bytes += r.staged.capacity() * sizeof(float);
-    for (const auto& [begin, payload] : r.held) bytes += payload->size();
+    for (const auto& [begin, held] : r.held) bytes += held.payload->size();
   }
   return bytes;
 }

@@ -8,7 +8,9 @@
 // `scale_follows` and sends the factor afterwards (Commit). Those pushes wait, unscaled, in a
 // buffer of the worker's own until then; at the end of the step they are added to the sum in rank
 // order, each times its worker's factor, so the result is the same as if the workers had scaled
-// before pushing, and does not depend on the order pushes arrived in.
+// before pushing, and does not depend on the order pushes arrived in. A job's single worker has
+// nothing to sum: its pushes stay in their payload buffers and the optimizer reads them there
+// (Result's Gradient::parts).
 #ifndef PSRV_SERVER_AGGREGATE_H_
 #define PSRV_SERVER_AGGREGATE_H_
 
@@ -24,6 +26,25 @@
 #include "proto/types.pb.h"
 
 namespace psrv {
+
+// A gradient for the optimizer's pass over keys [0, n) of an update: values(i) * scale, where
+// values are either contiguous FP32 (`grad`) or pieces of FP32 or BF16 as pushes brought them
+// (`parts`, in key order, covering [0, n) without overlap; `grad` is null).
+struct Gradient {
+  struct Part {
+    size_t offset;       // First key.
+    size_t count;        // Keys.
+    const void* values;  // count values of dtype.
+    DType dtype;
+  };
+  const float* grad = nullptr;
+  float scale = 1.0f;
+  std::vector<Part> parts;
+
+  // Values [begin, begin + n) as FP32: a pointer into `grad` or into an FP32 part that holds them
+  // all, else `scratch` (room for n values) filled from the parts (BF16 widened exactly).
+  const float* Values(size_t begin, size_t n, float* scratch) const;
+};
 
 // The sum of one step's pushes for one shard. Not thread-safe: the owning Shard serialises calls.
 class SyncAggregator {
@@ -77,12 +98,12 @@ class SyncAggregator {
   absl::StatusOr<bool> SetWorkers(const std::vector<uint64_t>& from_step, uint64_t step);
   const std::vector<uint64_t>& from_step() const { return from_step_; }
 
-  // The mean of the step's (scaled) pushes, as grad[i] * scale (size values): valid once the step
-  // is complete, until Reset. The scale is left for the optimizer's pass to apply, saving one.
-  struct MeanGradient {
-    const float* grad;
-    float scale;
-  };
+  // The mean of the step's (scaled) pushes, as values(i) * scale (size values): valid once the
+  // step is complete, until Reset. The scale is left for the optimizer's pass to apply, saving one.
+  // With a single worker whose pushes all came with their payload buffers (Add's `payload`), the
+  // values are read from those buffers as received, BF16 or FP32, block by block as the optimizer
+  // goes (Gradient::parts): no FP32 sum of the shard's size is written and read back.
+  using MeanGradient = Gradient;
   MeanGradient Result();
   // The same, multiplied out (for replication, and tests).
   const float* Mean();
@@ -115,8 +136,13 @@ class SyncAggregator {
     // for later steps. With a single worker the sum itself holds them.
     std::vector<float> staged;
     // The waiting BF16 pushes that came with their payload buffer, kept as received instead of
-    // in `staged`: pushed range begin -> the buffer (the range's values from its first byte).
-    std::map<size_t, std::shared_ptr<PooledBuffer>> held;
+    // in `staged` (a single worker: every push with its payload buffer, BF16 or FP32, instead of
+    // in the sum): pushed range begin -> the buffer (the range's values from its first byte).
+    struct Held {
+      std::shared_ptr<PooledBuffer> payload;
+      DType dtype;
+    };
+    std::map<size_t, Held> held;
   };
 
   bool TakesPart(uint32_t rank, uint64_t step) const { return from_step_[rank] <= step; }
@@ -131,6 +157,8 @@ class SyncAggregator {
   // Writes (first contribution to a key this step) or adds `count` values (FP32 or BF16) times
   // `scale` into sum_ at `offset`.
   void Accumulate(size_t offset, size_t count, const void* grad, DType dtype, float scale);
+  // Whether a push's values can be kept in their payload buffer: `grad` is its first byte.
+  static bool Holdable(const void* grad, DType dtype, const PooledBuffer* payload);
   // Keeps a push that must wait: in r.held (BF16 with its payload buffer) or widened into
   // r.staged.
   void Stage(Rank& r, size_t offset, size_t count, const void* grad, DType dtype,
@@ -138,6 +166,11 @@ class SyncAggregator {
   // Adds every range rank `r` pushed, from r.held or r.staged, times `scale`, into sum_ (ranges in
   // key order).
   void AddWaiting(Rank& r, float scale);
+  // A single worker (no backup workers): the pushes it kept in r.held go into sum_, where its
+  // other pushes are already (then r.held is empty).
+  void AddHeld(Rank& r);
+  // A single worker whose every push is in r.held: the result reads them (Gradient::parts).
+  bool ReadsHeld() const;
   // Adds the committed staged pushes of every rank (backup workers: of the contributors), in rank
   // order, into sum_. Returns the number of workers whose gradients make the mean.
   size_t AddStaged();

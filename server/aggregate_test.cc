@@ -1,5 +1,6 @@
 #include "server/aggregate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -264,6 +265,87 @@ TEST(SyncAggregatorTest, Bf16PushesKeptInTheirPayloadsGiveTheSameMeanAsStagedOne
       // Waiting pushes: kept in half the bytes of the FP32 staging buffers.
       EXPECT_LT(held_bytes, staged_bytes);
     }
+  }
+}
+
+// A single worker's pushes that came with their payload buffers are read where they are (the
+// result's parts; no FP32 sum is written): block by block, BF16 widened and FP32 as it is, the
+// same values and scale, bit for bit, as the sum of the same pushes without payloads, and Mean()
+// multiplies them out the same. One push without its payload among them: the sum, as before.
+TEST(SyncAggregatorTest, ASingleWorkersPushesAreReadFromTheirPayloadBuffers) {
+  constexpr size_t kSize = 1037;
+  struct Chunk {
+    size_t begin, end;
+    DType dtype;
+  };
+  // Out of key order, BF16 and FP32.
+  const std::vector<Chunk> chunks = {{700, kSize, BF16}, {0, 300, BF16}, {300, 700, FP32}};
+  auto value = [](size_t i) {  // Varied exponents and signs, exact in bfloat16.
+    const uint16_t bits = static_cast<uint16_t>(0x3c00 + (37 * i) % 0x800 + (i % 2 ? 0x8000 : 0));
+    return Bf16ToFloat(bits);
+  };
+  // Pushes the chunks into `agg`, with payload buffers where `with_payload(chunk index)`.
+  auto push = [&](SyncAggregator& agg, bool scale_follows, auto with_payload) {
+    bool complete = false;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const Chunk& chunk = chunks[c];
+      const size_t n = chunk.end - chunk.begin;
+      const size_t bytes = n * (chunk.dtype == BF16 ? sizeof(uint16_t) : sizeof(float));
+      auto payload = std::make_shared<PooledBuffer>(BufferPool::Global()->Acquire(bytes));
+      for (size_t i = 0; i < n; ++i) {
+        if (chunk.dtype == BF16) {
+          const uint16_t bits = FloatToBf16(value(chunk.begin + i));
+          std::memcpy(payload->data() + i * sizeof(uint16_t), &bits, sizeof(bits));
+        } else {
+          const float v = value(chunk.begin + i) * 1.001f;  // Not exact in bfloat16.
+          std::memcpy(payload->data() + i * sizeof(float), &v, sizeof(v));
+        }
+      }
+      EXPECT_TRUE(agg.Check(0, 1, 0, chunk.begin, n, scale_follows).ok());
+      complete = agg.Add(0, 1, chunk.begin, n, payload->data(), chunk.dtype, scale_follows,
+                         with_payload(c) ? payload : nullptr);
+      // (Without its payload, the values must be taken now: the buffer goes back here.)
+    }
+    if (scale_follows) complete = agg.Commit(0, 1, 0.3f);
+    EXPECT_TRUE(complete);
+  };
+  auto same_bits = [](const float* a, const float* b, size_t n) {
+    return std::memcmp(a, b, n * sizeof(float)) == 0;
+  };
+  for (bool scale_follows : {false, true}) {
+    SCOPED_TRACE(scale_follows ? "scale follows" : "scaled before");
+    SyncAggregator held(kSize, 1), summed(kSize, 1), mixed(kSize, 1);
+    push(held, scale_follows, [](size_t) { return true; });
+    push(summed, scale_follows, [](size_t) { return false; });
+    push(mixed, scale_follows, [](size_t c) { return c != 1; });
+    const Gradient from_payloads = held.Result(), sum = summed.Result();
+    EXPECT_EQ(from_payloads.grad, nullptr);
+    ASSERT_EQ(from_payloads.parts.size(), 3u);
+    ASSERT_NE(sum.grad, nullptr);
+    EXPECT_EQ(from_payloads.scale, sum.scale);
+    EXPECT_EQ(sum.scale, scale_follows ? 0.3f : 1.0f);
+    EXPECT_LT(held.bytes(), summed.bytes());  // Half-size BF16 buffers, no FP32 sum.
+    std::vector<float> scratch(kSize);
+    for (size_t block : {size_t{1}, size_t{64}, size_t{299}, size_t{400}, kSize}) {
+      for (size_t begin = 0; begin < kSize; begin += block) {
+        const size_t n = std::min(block, kSize - begin);
+        ASSERT_TRUE(same_bits(from_payloads.Values(begin, n, scratch.data()), sum.grad + begin, n))
+            << "block " << block << " at " << begin;
+      }
+    }
+    // A block inside the FP32 push is read where it is.
+    EXPECT_EQ(from_payloads.Values(310, 20, scratch.data()),
+              static_cast<const float*>(from_payloads.parts[1].values) + 10);
+    const Gradient partly = mixed.Result();
+    ASSERT_NE(partly.grad, nullptr);
+    EXPECT_TRUE(same_bits(partly.grad, sum.grad, kSize));
+    EXPECT_EQ(partly.scale, sum.scale);
+    const std::vector<float> expected(summed.Mean(), summed.Mean() + kSize);
+    EXPECT_TRUE(same_bits(held.Mean(), expected.data(), kSize));
+    EXPECT_TRUE(same_bits(held.Mean(), expected.data(), kSize));  // Again: the same.
+    EXPECT_TRUE(same_bits(mixed.Mean(), expected.data(), kSize));
+    held.Reset();
+    EXPECT_EQ(held.bytes(), kSize * sizeof(float));  // Mean() wrote the sum; the buffers went back.
   }
 }
 

@@ -238,7 +238,7 @@ Shard::UpdateBuffers Shard::BeginUpdate(uint64_t offset, uint64_t count) {
   return UpdateBuffers{current, values_->data()};
 }
 
-void Shard::ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_t count) {
+void Shard::ApplyUpdate(const Gradient& grad, uint64_t offset, uint64_t count) {
   const UpdateBuffers buffers = BeginUpdate(offset, count);
   const uint64_t t = OptimizerStep(version_ + 1);
   // Workers pulling BF16 get the new values narrowed in the same pass, chunk by chunk while each
@@ -257,16 +257,22 @@ void Shard::ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_
   // Narrowed block by block right after the update, while the block's new values are still in
   // L2 (a chunk's are not: the pass streams five arrays of its size).
   const size_t block = row > 0 ? std::max<size_t>(1, kNarrowBlock / row) * row : kNarrowBlock;
+  // A gradient in pieces as pushes brought it (BF16 or FP32) is read a block at a time into a
+  // buffer of the thread's that stays in L1/L2.
+  const bool contiguous = grad.parts.empty();
   ParallelChunks(count, grain, [&](size_t begin, size_t end) {
-    if (narrowed == nullptr) {
-      optimizer_->ApplyScaled(grad + begin, scale, buffers.in, buffers.out, offset + begin,
-                              end - begin, t);
+    if (narrowed == nullptr && contiguous) {
+      optimizer_->ApplyScaled(grad.grad + begin, grad.scale, buffers.in, buffers.out,
+                              offset + begin, end - begin, t);
       return;
     }
+    thread_local std::vector<float> scratch;
+    if (!contiguous && scratch.size() < block) scratch.resize(block);
     for (size_t b = begin; b < end; b += block) {
       const size_t n = std::min(block, end - b);
-      optimizer_->ApplyScaled(grad + b, scale, buffers.in, buffers.out, offset + b, n, t);
-      FloatsToBf16(buffers.out + offset + b, n, narrowed + offset + b);
+      optimizer_->ApplyScaled(grad.Values(b, n, scratch.data()), grad.scale, buffers.in,
+                              buffers.out, offset + b, n, t);
+      if (narrowed != nullptr) FloatsToBf16(buffers.out + offset + b, n, narrowed + offset + b);
     }
   });
   bf16_valid_ = narrowed != nullptr;
@@ -297,7 +303,7 @@ void Shard::ApplyStep(PushCallback done, absl::Time now, Outbox* out) {
     std::memcpy(applied->data(), mean_values, size_ * sizeof(float));
     ApplyUpdate(mean_values, 1.0f, 0, size_);
   } else {
-    ApplyUpdate(mean.grad, mean.scale, 0, size_);
+    ApplyUpdate(mean, 0, size_);
   }
   aggregator_.Reset();
   if (env_.step_wait != nullptr) {

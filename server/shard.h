@@ -291,9 +291,14 @@ class Shard : public std::enable_shared_from_this<Shard> {
   };
   UpdateBuffers BeginUpdate(uint64_t offset, uint64_t count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The optimizer step of the next update over keys [offset, offset + count) with gradient
-  // grad (count values) times `scale`, split over threads for big ranges.
-  void ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_t count)
+  // `grad` (count values, as Gradient::Values gives them, times its scale), split over threads
+  // for big ranges.
+  void ApplyUpdate(const Gradient& grad, uint64_t offset, uint64_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyUpdate(const float* grad, float scale, uint64_t offset, uint64_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ApplyUpdate(Gradient{grad, scale, {}}, offset, count);
+  }
   void RecordPull(uint64_t count, uint32_t rank, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordRejection(const PushRequest& request, const absl::Status& error, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

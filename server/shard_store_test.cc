@@ -1,10 +1,12 @@
 #include "server/shard_store.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -864,6 +866,79 @@ TEST(ShardStoreTest, Bf16PullsOfABigShardAreTheNarrowedValuesOfEveryBlock) {
   std::vector<float> initial(size);
   InitializeRange(create.shards(0).table(), 0, size, initial.data());
   for (uint64_t i = 0; i < size; ++i) ASSERT_NE(after[i], initial[i]) << i;
+}
+
+// A single worker's pushes are read by the optimizer from the buffers they arrived in, block by
+// block (BF16 widened, FP32 as it is): two AdamW steps of a shard bigger than an optimizer chunk,
+// pushed as chunks whose edges are not block edges, BF16 and FP32, the scale committed after
+// them, give the values the optimizer computes on the whole gradient at once, bit for bit, and
+// BF16 pulls the same values narrowed.
+TEST(ShardStoreTest, ASingleWorkersPushesUpdateABigShardAsTheOptimizerOnTheirValues) {
+  const uint64_t size = kApplyGrain + 2 * kNarrowBlock + 5;
+  CreateShardsRequest create = Create(SYNC, 1, 0, size);
+  create.mutable_shards(0)->mutable_table()->set_shape(0, size);
+  OptimizerConfig* adamw = create.mutable_optimizer();
+  adamw->set_kind(ADAMW);
+  adamw->set_learning_rate(0.01f);
+  adamw->set_beta1(0.9f);
+  adamw->set_beta2(0.99f);
+  adamw->set_epsilon(1e-8f);
+  adamw->set_weight_decay(0.1f);
+  create.mutable_shards(0)->mutable_table()->set_weight_decay(true);
+  ShardStore store;
+  const absl::Status created = store.CreateShards(create);
+  ASSERT_TRUE(created.ok()) << created;
+  ASSERT_EQ(PullBf16Now(&store, PullHeader(1, 0, size)).size(), size);  // Narrow from now on.
+  // What the optimizer makes of the same gradients, applied to the whole shard in one call.
+  const std::unique_ptr<Optimizer> reference =
+      Optimizer::Create(create.optimizer(), create.shards(0).table(), size);
+  std::vector<float> expected(size);
+  InitializeRange(create.shards(0).table(), 0, size, expected.data());
+  struct Chunk {
+    uint64_t begin, end;
+    DType dtype;
+  };
+  const std::vector<Chunk> chunks = {
+      {kNarrowBlock + 77, kApplyGrain + 3, BF16}, {0, kNarrowBlock + 77, FP32},
+      {kApplyGrain + 3, size, BF16}};
+  for (uint64_t step = 1; step <= 2; ++step) {
+    SCOPED_TRACE(::testing::Message() << "step " << step);
+    const float scale = step == 1 ? 0.37f : 1.9f;
+    std::vector<float> gradient(size);  // As the optimizer sees it, before the scale.
+    for (const Chunk& chunk : chunks) {
+      const uint64_t n = chunk.end - chunk.begin;
+      PushRequest push = PushHeader(step, 0, chunk.begin, chunk.end);
+      push.set_dtype(chunk.dtype);
+      push.set_scale_follows(true);
+      std::vector<float> values(n);
+      for (uint64_t i = 0; i < n; ++i) {
+        values[i] = 0.001f * static_cast<float>((chunk.begin + i + 31 * step) % 977) - 0.4005f;
+      }
+      if (chunk.dtype == BF16) {
+        std::vector<uint16_t> wire(n);
+        FloatsToBf16(values.data(), n, wire.data());
+        ASSERT_TRUE(PushBytes(&store, push, wire.data(), n * sizeof(uint16_t)).ok());
+        Bf16ToFloats(wire.data(), n, gradient.data() + chunk.begin);
+      } else {
+        ASSERT_TRUE(Push(&store, push, values).ok());
+        std::copy(values.begin(), values.end(), gradient.begin() + chunk.begin);
+      }
+    }
+    CommitStepRequest commit;
+    commit.set_job_id("job");
+    commit.set_worker_rank(0);
+    commit.set_step(step);
+    commit.set_grad_scale(scale);
+    ASSERT_TRUE(store.CommitStep(commit).ok());
+    reference->ApplyScaled(gradient.data(), scale, expected.data(), expected.data(), 0, size,
+                           step);
+    const std::vector<float> after = PullNow(&store, PullHeader(step + 1, 0, size));
+    ASSERT_EQ(after.size(), size);
+    ASSERT_EQ(std::memcmp(after.data(), expected.data(), size * sizeof(float)), 0);
+    std::vector<uint16_t> narrowed(size);
+    FloatsToBf16(expected.data(), size, narrowed.data());
+    EXPECT_EQ(PullBf16Now(&store, PullHeader(step + 1, 0, size)), narrowed);
+  }
 }
 
 TEST(ShardStoreTest, ACommittedScaleEqualsAGradientScaledBeforeThePush) {
