@@ -28,6 +28,8 @@ const std::vector<RpcRoleRule>& RpcRoleTable() {
       {"/psrv.ParameterServer/SaveCheckpoint", {kRoleCoordinator}},
       {"/psrv.ParameterServer/Pull", {kRoleWorker, kRoleOperator}},
       {"/psrv.ParameterServer/Push", {kRoleWorker}},
+      {"/psrv.ParameterServer/PullBatch", {kRoleWorker, kRoleOperator}},
+      {"/psrv.ParameterServer/PushBatch", {kRoleWorker}},
       {"/psrv.ParameterServer/CommitStep", {kRoleWorker}},
       {"/psrv.ParameterServer/SetWorkers", {kRoleCoordinator}},
       {"/psrv.ParameterServer/Replicate", {kRoleServer}},

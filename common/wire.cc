@@ -25,6 +25,13 @@ using google::protobuf::io::StringOutputStream;
 void SerializeWithPayload(const google::protobuf::MessageLite& header, const void* data,
                           size_t size, void (*release)(void*), void* release_arg,
                           grpc::ByteBuffer* out) {
+  SerializeWithPayloads(header, {PayloadSlice{data, size, release, release_arg}}, out);
+}
+
+void SerializeWithPayloads(const google::protobuf::MessageLite& header,
+                           const std::vector<PayloadSlice>& payload, grpc::ByteBuffer* out) {
+  size_t size = 0;
+  for (const PayloadSlice& piece : payload) size += piece.size;
   std::string prefix;
   header.AppendToString(&prefix);
   {
@@ -34,11 +41,14 @@ void SerializeWithPayload(const google::protobuf::MessageLite& header, const voi
                                            WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
     coded.WriteVarint64(size);
   }
-  grpc::Slice slices[2] = {
-      grpc::Slice(prefix),
-      grpc::Slice(const_cast<void*>(data), size, release, release_arg),
-  };
-  *out = grpc::ByteBuffer(slices, 2);
+  std::vector<grpc::Slice> slices;
+  slices.reserve(payload.size() + 1);
+  slices.emplace_back(prefix);
+  for (const PayloadSlice& piece : payload) {
+    slices.emplace_back(const_cast<void*>(piece.data), piece.size, piece.release,
+                        piece.release_arg);
+  }
+  *out = grpc::ByteBuffer(slices.data(), slices.size());
 }
 
 namespace {
@@ -137,6 +147,14 @@ absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::Messag
         return absl::OkStatus();
       },
       [&](const char* data, size_t size, size_t offset) { copy(data, size, offset); });
+}
+
+absl::Status ParseWithoutPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
+                                 const std::string& refusal) {
+  return ParseWithPayload(buffer, header, [&refusal](size_t size) -> absl::StatusOr<char*> {
+    if (size != 0) return absl::InvalidArgumentError(refusal);
+    return nullptr;
+  });
 }
 
 PayloadCheck ExpectBytes(size_t bytes, std::string what) {

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <google/protobuf/message_lite.h>
 #include <grpcpp/support/byte_buffer.h>
@@ -29,6 +30,17 @@ void SerializeWithPayload(const google::protobuf::MessageLite& header, const voi
                           size_t size, void (*release)(void*), void* release_arg,
                           grpc::ByteBuffer* out);
 
+// SerializeWithPayload for a payload made of several pieces, one after another (a batch of
+// tensors: PushBatch, PullBatch): each is aliased like `data` above, and released on its own.
+struct PayloadSlice {
+  const void* data;
+  size_t size;
+  void (*release)(void*);
+  void* release_arg;
+};
+void SerializeWithPayloads(const google::protobuf::MessageLite& header,
+                           const std::vector<PayloadSlice>& payload, grpc::ByteBuffer* out);
+
 // Where a parsed payload of `size` bytes goes: a buffer of at least `size` bytes, or an error
 // (e.g. INVALID_ARGUMENT for a wrong length), which ParseWithPayload returns.
 using PayloadDestination = std::function<absl::StatusOr<char*>(size_t size)>;
@@ -41,6 +53,11 @@ using PayloadDestination = std::function<absl::StatusOr<char*>(size_t size)>;
 // a buffer). INVALID_ARGUMENT for a malformed message or a payload longer than the bytes left.
 absl::Status ParseWithPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
                               const PayloadDestination& destination);
+
+// ParseWithPayload for a message that must carry no payload: INVALID_ARGUMENT `refusal` if it
+// has one (of any length but 0).
+absl::Status ParseWithoutPayload(grpc::ByteBuffer* buffer, google::protobuf::MessageLite* header,
+                                 const std::string& refusal);
 
 // Whether a payload of `size` bytes is wanted (the header is parsed by then): OK, or the error
 // ParseWithPayloadPieces returns.

@@ -42,6 +42,36 @@ TEST(WireTest, RoundTripWritesPayloadIntoChosenBuffer) {
   EXPECT_EQ(released, 1);  // The aliased memory is handed back once the buffer is gone.
 }
 
+// Several tensors as one payload (a batch): one after another, each slice released on its own;
+// an ordinary protobuf parser sees their concatenation as the message's `values`.
+TEST(WireTest, APayloadOfSeveralSlicesIsTheirConcatenation) {
+  const std::vector<float> first = {1.5f, -2.0f, 3.25f};
+  const std::vector<uint16_t> second = {0x3f80, 0xc000};
+  PushBatchRequest header;
+  header.add_pushes()->set_table("a");
+  released = 0;
+  {
+    grpc::ByteBuffer buffer;
+    SerializeWithPayloads(header,
+                          {PayloadSlice{first.data(), first.size() * 4, CountRelease, nullptr},
+                           PayloadSlice{second.data(), second.size() * 2, CountRelease, nullptr}},
+                          &buffer);
+    std::vector<grpc::Slice> slices;
+    ASSERT_TRUE(buffer.Dump(&slices).ok());
+    std::string bytes;
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    PushBatchRequest parsed;
+    ASSERT_TRUE(parsed.ParseFromString(bytes));
+    EXPECT_EQ(parsed.pushes(0).table(), "a");
+    std::string expected(reinterpret_cast<const char*>(first.data()), first.size() * 4);
+    expected.append(reinterpret_cast<const char*>(second.data()), second.size() * 2);
+    EXPECT_EQ(parsed.values(), expected);
+  }
+  EXPECT_EQ(released, 2);
+}
+
 TEST(WireTest, OrdinaryProtobufEncodingParses) {
   PushRequest message;
   message.set_table("t");

@@ -2,8 +2,12 @@
 
 #include <functional>
 #include <optional>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/buffer_pool.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
@@ -67,6 +71,40 @@ std::function<void(absl::StatusOr<Response>)> Finisher(grpc::ServerUnaryReactor*
   };
 }
 
+// Items of a PushBatch or PullBatch call.
+constexpr int kMaxBatchItems = 4096;
+
+absl::Status CheckBatchSize(int items, const char* what) {
+  if (items == 0 || items > kMaxBatchItems) {
+    return absl::InvalidArgumentError(absl::StrCat("a ", what, " has 1 to ", kMaxBatchItems,
+                                                   " items, not ", items));
+  }
+  return absl::OkStatus();
+}
+
+void SetItemResult(const absl::Status& status, uint64_t version, ItemResult* result) {
+  result->set_code(static_cast<int>(status.code()));
+  result->set_message(std::string(status.message()));
+  if (status.ok()) result->set_version(version);
+}
+
+// The answers of a batch's items, which come in any order and on any thread; the call is finished
+// when the last one is in. `pending` starts at the items plus one, for the handler itself, so
+// that items answered while the handler still hands others out do not finish it early.
+template <typename Response>
+struct BatchAnswers {
+  BatchAnswers(grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* response, int items)
+      : reactor(reactor), response(response), pending(items + 1) {
+    for (int i = 0; i < items; ++i) reply.add_results();
+  }
+  grpc::ServerUnaryReactor* const reactor;
+  grpc::ByteBuffer* const response;
+  absl::Mutex mu;
+  Response reply ABSL_GUARDED_BY(mu);
+  int pending ABSL_GUARDED_BY(mu);
+  std::vector<PullPayload> values ABSL_GUARDED_BY(mu);  // (PullBatch) per item.
+};
+
 }  // namespace
 
 grpc::ServerUnaryReactor* ParameterService::CreateShards(grpc::CallbackServerContext* context,
@@ -114,11 +152,8 @@ grpc::ServerUnaryReactor* ParameterService::Pull(grpc::CallbackServerContext* co
                                                  grpc::ByteBuffer* response) {
   return GuardedCall(context, "Pull", [&](grpc::ServerUnaryReactor* reactor) {
     PullRequest header;
-    absl::Status parsed = ParseWithPayload(
-        const_cast<grpc::ByteBuffer*>(request), &header, [](size_t size) -> absl::StatusOr<char*> {
-          if (size != 0) return absl::InvalidArgumentError("a pull request carries no values");
-          return nullptr;
-        });
+    absl::Status parsed = ParseWithoutPayload(const_cast<grpc::ByteBuffer*>(request), &header,
+                                              "a pull request carries no values");
     if (!parsed.ok()) {
       reactor->Finish(ToGrpcStatus(parsed));
       return;
@@ -169,6 +204,153 @@ grpc::ServerUnaryReactor* ParameterService::Push(grpc::CallbackServerContext* co
           FinishWithVersion<PushResponse>(reactor, response, version);
         },
         copy->result());
+  });
+}
+
+grpc::ServerUnaryReactor* ParameterService::PushBatch(grpc::CallbackServerContext* context,
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  return GuardedCall(context, "PushBatch", [&](grpc::ServerUnaryReactor* reactor) {
+    PushBatchRequest header;
+    // Per item: where its payload starts in `values`, its byte count, and (if its checks passed)
+    // the buffer its values are copied into, checked for NaN and Inf on the way; else its error.
+    struct Item {
+      size_t begin = 0, bytes = 0;
+      absl::Status error;
+      PooledBuffer payload;
+      std::optional<CopyCheckingFinite> copy;
+    };
+    std::vector<Item> parts;
+    size_t part = 0;  // The item the next payload piece starts in.
+    absl::Status status = ParseWithPayloadPieces(
+        const_cast<grpc::ByteBuffer*>(request), &header,
+        [&](size_t size) -> absl::Status {
+          RETURN_IF_ERROR(CheckBatchSize(header.pushes_size(), "push batch"));
+          parts.resize(static_cast<size_t>(header.pushes_size()));
+          size_t total = 0;
+          for (int i = 0; i < header.pushes_size(); ++i) {
+            const PushRequest& push = header.pushes(i);
+            const uint64_t begin = push.range().begin(), end = push.range().end();
+            if ((push.dtype() != FP32 && push.dtype() != BF16) || end < begin) {
+              return absl::InvalidArgumentError(absl::StrCat(
+                  "push batch item ", i, ": not a dense FP32 or BF16 push of a range"));
+            }
+            const size_t value_bytes = push.dtype() == BF16 ? 2 : 4;
+            if (end - begin > (size - total) / value_bytes) {
+              return absl::InvalidArgumentError(absl::StrCat(
+                  "push batch: values hold ", size, " bytes, fewer than the items' ranges need"));
+            }
+            parts[i].begin = total;
+            parts[i].bytes = (end - begin) * value_bytes;
+            total += parts[i].bytes;
+          }
+          if (total != size) {
+            return absl::InvalidArgumentError(absl::StrCat("push batch: values hold ", size,
+                                                           " bytes, the items' ranges ", total));
+          }
+          for (int i = 0; i < header.pushes_size(); ++i) {
+            const PushRequest& push = header.pushes(i);
+            Item& item = parts[i];
+            if (!push.values().empty() || push.indices_size() > 0 || push.rows_size() > 0) {
+              item.error = absl::InvalidArgumentError(
+                  "a push batch item is dense and its values are the batch's");
+              continue;
+            }
+            item.error = store_->CheckPush(push, item.bytes).status();
+            if (!item.error.ok()) continue;
+            item.payload = BufferPool::Global()->Acquire(item.bytes);
+            item.copy.emplace(item.payload.data(), push.dtype());
+          }
+          return absl::OkStatus();
+        },
+        [&](const char* data, size_t size, size_t offset) {
+          // A piece may cover the end of one item and the start of the next ones.
+          while (size > 0) {
+            while (part + 1 < parts.size() && offset >= parts[part + 1].begin) ++part;
+            Item& item = parts[part];
+            const size_t take = std::min(size, item.begin + item.bytes - offset);
+            if (item.copy.has_value()) item.copy->Add(data, take, offset - item.begin);
+            data += take;
+            size -= take;
+            offset += take;
+            if (take == 0) break;  // (Cannot happen: the items' bytes add up to the payload's.)
+          }
+        });
+    if (!status.ok()) {
+      reactor->Finish(ToGrpcStatus(status));
+      return;
+    }
+    auto answers = std::make_shared<BatchAnswers<PushBatchResponse>>(
+        reactor, response, header.pushes_size());
+    auto answered = [answers](int i, const absl::StatusOr<uint64_t>& version) {
+      absl::MutexLock lock(&answers->mu);
+      if (i >= 0) {
+        SetItemResult(version.status(), version.ok() ? *version : 0,
+                      answers->reply.mutable_results(i));
+      }
+      if (--answers->pending > 0) return;
+      SerializeSmall(answers->reply, answers->response);
+      answers->reactor->Finish(grpc::Status::OK);
+    };
+    for (int i = 0; i < header.pushes_size(); ++i) {
+      Item& item = parts[i];
+      if (!item.error.ok()) {
+        answered(i, item.error);
+        continue;
+      }
+      store_->Push(
+          header.pushes(i), std::move(item.payload),
+          [answered, i](absl::StatusOr<uint64_t> version) { answered(i, version); },
+          item.copy->result());
+    }
+    answered(-1, uint64_t{0});  // The handler's own count.
+  });
+}
+
+grpc::ServerUnaryReactor* ParameterService::PullBatch(grpc::CallbackServerContext* context,
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  return GuardedCall(context, "PullBatch", [&](grpc::ServerUnaryReactor* reactor) {
+    PullBatchRequest header;
+    absl::Status parsed = ParseWithoutPayload(const_cast<grpc::ByteBuffer*>(request), &header,
+                                              "a pull request carries no values");
+    if (parsed.ok()) parsed = CheckBatchSize(header.pulls_size(), "pull batch");
+    if (!parsed.ok()) {
+      reactor->Finish(ToGrpcStatus(parsed));
+      return;
+    }
+    const int items = header.pulls_size();
+    auto answers = std::make_shared<BatchAnswers<PullBatchResponse>>(reactor, response, items);
+    {
+      absl::MutexLock lock(&answers->mu);
+      answers->values.resize(static_cast<size_t>(items));
+    }
+    auto answered = [answers](int i, const absl::Status& status, uint64_t version,
+                              PullPayload values) {
+      absl::MutexLock lock(&answers->mu);
+      if (i >= 0) {
+        SetItemResult(status, version, answers->reply.mutable_results(i));
+        if (status.ok()) answers->values[static_cast<size_t>(i)] = std::move(values);
+      }
+      if (--answers->pending > 0) return;
+      // The reply aliases each shard's snapshot, which it keeps until gRPC has sent it.
+      std::vector<PayloadSlice> slices;
+      for (PullPayload& value : answers->values) {
+        if (value.size() == 0) continue;
+        const char* data = value.data();
+        const size_t size = value.size();
+        slices.push_back(PayloadSlice{data, size, &PullPayload::ReturnReleased, value.Release()});
+      }
+      SerializeWithPayloads(answers->reply, slices, answers->response);
+      answers->reactor->Finish(grpc::Status::OK);
+    };
+    for (int i = 0; i < items; ++i) {
+      store_->Pull(header.pulls(i), [answered, i](absl::Status status, uint64_t version,
+                                                  PullPayload values) {
+        answered(i, status, version, std::move(values));
+      });
+    }
+    answered(-1, absl::OkStatus(), 0, PullPayload());  // The handler's own count.
   });
 }
 

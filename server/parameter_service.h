@@ -10,7 +10,8 @@ namespace psrv {
 
 // Every method on gRPC's callback API; those with tensor payloads raw (common/wire.h).
 using ParameterServiceBase = ParameterServer::WithRawCallbackMethod_Pull<
-    ParameterServer::WithRawCallbackMethod_Push<ParameterServer::WithRawCallbackMethod_Replicate<
+    ParameterServer::WithRawCallbackMethod_Push<ParameterServer::WithRawCallbackMethod_PushBatch<
+    ParameterServer::WithRawCallbackMethod_PullBatch<ParameterServer::WithRawCallbackMethod_Replicate<
         ParameterServer::WithRawCallbackMethod_InstallShard<
             ParameterServer::WithCallbackMethod_CreateShards<
                 ParameterServer::WithCallbackMethod_DropJob<
@@ -19,7 +20,7 @@ using ParameterServiceBase = ParameterServer::WithRawCallbackMethod_Pull<
                             ParameterServer::WithCallbackMethod_AddBackup<
                                 ParameterServer::WithCallbackMethod_Promote<
                                     ParameterServer::WithCallbackMethod_CommitStep<
-                                        ParameterServer::Service>>>>>>>>>>>;
+                                        ParameterServer::Service>>>>>>>>>>>>>;
 
 // Thread-safe; never blocks a callback thread (waiting SYNC pulls are answered when the step is
 // applied, replicated pushes when the backup answered).
@@ -48,6 +49,12 @@ class ParameterService final : public ParameterServiceBase {
   grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* request,
                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* PushBatch(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* PullBatch(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Replicate(grpc::CallbackServerContext* context,
                                       const grpc::ByteBuffer* request,
                                       grpc::ByteBuffer* response) override;

@@ -478,9 +478,21 @@ TEST_F(ServerBadInputTest, HostileRequestsNeitherCrashNorLeak) {
   GetStatusRequest get_status;
   get_status.set_job_id("job");
   const PushRequest push = Good();
+  PushBatchRequest push_batch;  // Two items: the payload is theirs, one after the other.
+  for (uint64_t step : {1, 2}) {
+    PushRequest item = Good(step);
+    item.clear_values();
+    *push_batch.add_pushes() = item;
+  }
+  push_batch.set_values(Good().values() + Good().values());
+  PullBatchRequest pull_batch;
+  *pull_batch.add_pulls() = pull;
+  *pull_batch.add_pulls() = pull;
   const std::vector<std::pair<const char*, const google::protobuf::Message*>> methods = {
       {"/psrv.ParameterServer/Push", &push},
       {"/psrv.ParameterServer/Pull", &pull},
+      {"/psrv.ParameterServer/PushBatch", &push_batch},
+      {"/psrv.ParameterServer/PullBatch", &pull_batch},
       {"/psrv.ParameterServer/CreateShards", &create},
       {"/psrv.ParameterServer/Replicate", &replicate},
       {"/psrv.ParameterServer/InstallShard", &install},

@@ -22,6 +22,7 @@
 #include "server/parameter_service.h"
 #include "server/shard_store.h"
 #include "worker/testing/test_job.h"
+#include "worker/testing/test_server.h"
 
 namespace psrv {
 namespace {
@@ -37,41 +38,6 @@ std::vector<TableSpec> Tables() {
 ShardMap MapOf(const std::vector<ShardAssignment>& shards) {
   return TestShardMap(Tables(), shards);
 }
-
-// A parameter server on 127.0.0.1 (any free port). Members in this order: the gRPC server goes
-// first.
-struct TestServer {
-  ShardStore store;
-  ParameterService service{&store};
-  std::unique_ptr<grpc::Server> server;
-  std::string address;
-
-  TestServer() {
-    grpc::ServerBuilder builder;
-    ConfigureServerBuilder(&builder);
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(&service);
-    server = builder.BuildAndStart();
-    address = absl::StrCat("127.0.0.1:", port);
-  }
-
-  // Answers the pulls still waiting for a step (they would hold up Shutdown), then stops.
-  void Stop() {
-    store.CancelAllWaiters();
-    if (server != nullptr) server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
-  }
-
-  // The number of updates every shard here applied (-1 if they differ).
-  int64_t version() {
-    const ServerStatus status = store.Status("job");
-    int64_t version = status.shards(0).version();
-    for (const auto& shard : status.shards()) {
-      if (static_cast<int64_t>(shard.version()) != version) return -1;
-    }
-    return version;
-  }
-};
 
 // An address where nothing listens: a server's port, after it stopped.
 std::string DeadAddress() {

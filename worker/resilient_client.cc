@@ -163,6 +163,17 @@ ResilientClient::PushStep* ResilientClient::Slot(uint64_t step) {
   return slot;
 }
 
+ResilientClient::Corked::Corked(ResilientClient* client) {
+  absl::ReaderMutexLock connections(&client->connections_mu_);
+  // (Transports of older maps are kept until the client ends: these stay valid.)
+  for (auto& transport : client->transports_) corked_.push_back(transport.get());
+  for (ServerTransport* transport : corked_) transport->Cork();
+}
+
+ResilientClient::Corked::~Corked() {
+  for (ServerTransport* transport : corked_) transport->Uncork();
+}
+
 void ResilientClient::StartPull(size_t t, uint64_t step, float* params) {
   {
     absl::MutexLock lock(&mu_);
@@ -290,7 +301,10 @@ absl::Status ResilientClient::AwaitPull(size_t t) {
 }
 
 absl::Status ResilientClient::PullAll(uint64_t step, float* params) {
-  for (size_t t = 0; t < plan_.targets.size(); ++t) StartPull(t, step, params);
+  {
+    Corked together(this);
+    for (size_t t = 0; t < plan_.targets.size(); ++t) StartPull(t, step, params);
+  }
   for (size_t t = 0; t < plan_.targets.size(); ++t) RETURN_IF_ERROR(AwaitPull(t));
   return absl::OkStatus();
 }

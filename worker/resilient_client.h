@@ -131,6 +131,20 @@ class ResilientClient {
   // for failed ones): then its gradient buffer may change.
   void AwaitReleased(uint64_t step);
 
+  // While a Corked lives, the calls started (from any thread) may be held by the transports and
+  // sent together when it ends (ServerTransport::Cork: a step's small pulls and pushes as one
+  // batch call per connection). Nothing may wait for those calls meanwhile.
+  class Corked {
+   public:
+    explicit Corked(ResilientClient* client);
+    ~Corked();
+    Corked(const Corked&) = delete;
+    Corked& operator=(const Corked&) = delete;
+
+   private:
+    std::vector<ServerTransport*> corked_;
+  };
+
   // The shard versions the last pull of each target found (PushRequest.base_version).
   uint64_t pulled_version(size_t t);
 

@@ -1,6 +1,10 @@
 #include "worker/server_transport.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <map>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -28,6 +32,248 @@ class GrpcServerTransport : public ServerTransport {
 
   void Pull(const PullRequest& request, int connection, absl::Time deadline, size_t bytes,
             PayloadPiece receive, PullDone done) override {
+    if (request.rows_size() == 0 && bytes <= kMaxBatchedBytes) {
+      absl::MutexLock lock(&mu_);
+      if (corked_ > 0) {
+        held_pulls_[connection].push_back(
+            HeldPull{request, deadline, bytes, std::move(receive), std::move(done)});
+        return;
+      }
+    }
+    SendPull(request, connection, deadline, bytes, std::move(receive), std::move(done));
+  }
+
+  void Push(const PushRequest& request, int connection, absl::Time deadline, const void* payload,
+            size_t bytes, Done done, std::function<void()> released) override {
+    if (request.indices_size() == 0 && request.rows_size() == 0 && bytes <= kMaxBatchedBytes) {
+      absl::MutexLock lock(&mu_);
+      if (corked_ > 0) {
+        held_pushes_[connection].push_back(
+            HeldPush{request, deadline, payload, bytes, std::move(done), std::move(released)});
+        return;
+      }
+    }
+    SendPush(request, connection, deadline, payload, bytes, std::move(done), std::move(released));
+  }
+
+  void CommitStep(const CommitStepRequest& request, absl::Time deadline, Done done) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (corked_ > 0) {  // Sent after the held pushes, as it would have been.
+        held_commits_.push_back(HeldCommit{request, deadline, std::move(done)});
+        return;
+      }
+    }
+    SendCommit(request, deadline, std::move(done));
+  }
+
+  void Cork() override {
+    absl::MutexLock lock(&mu_);
+    ++corked_;
+  }
+
+  void Uncork() override {
+    std::map<int, std::vector<HeldPull>> pulls;
+    std::map<int, std::vector<HeldPush>> pushes;
+    std::vector<HeldCommit> commits;
+    {
+      absl::MutexLock lock(&mu_);
+      if (--corked_ > 0) return;
+      pulls.swap(held_pulls_);
+      pushes.swap(held_pushes_);
+      commits.swap(held_commits_);
+    }
+    for (auto& [connection, held] : pushes) {
+      if (held.size() == 1) {
+        HeldPush& push = held[0];
+        SendPush(push.request, connection, push.deadline, push.payload, push.bytes,
+                 std::move(push.done), std::move(push.released));
+      } else {
+        SendPushBatch(connection, std::move(held));
+      }
+    }
+    for (HeldCommit& commit : commits) {
+      SendCommit(commit.request, commit.deadline, std::move(commit.done));
+    }
+    for (auto& [connection, held] : pulls) {
+      if (held.size() == 1) {
+        HeldPull& pull = held[0];
+        SendPull(pull.request, connection, pull.deadline, pull.bytes, std::move(pull.receive),
+                 std::move(pull.done));
+      } else {
+        SendPullBatch(connection, std::move(held));
+      }
+    }
+  }
+
+  void CancelAll() override {
+    std::map<int, std::vector<HeldPull>> pulls;
+    std::map<int, std::vector<HeldPush>> pushes;
+    std::vector<HeldCommit> commits;
+    {
+      absl::MutexLock lock(&mu_);
+      for (Call* call : live_) call->context.TryCancel();
+      pulls.swap(held_pulls_);
+      pushes.swap(held_pushes_);
+      commits.swap(held_commits_);
+    }
+    // Held calls end here, never sent.
+    const absl::Status cancelled = absl::CancelledError(absl::StrCat("calls to ", address_));
+    for (auto& [connection, held] : pulls) {
+      for (HeldPull& pull : held) pull.done(cancelled, 0);
+    }
+    for (auto& [connection, held] : pushes) {
+      for (HeldPush& push : held) {
+        push.done(cancelled);
+        if (push.released) push.released();
+      }
+    }
+    for (HeldCommit& commit : commits) commit.done(cancelled);
+  }
+
+ private:
+  // Calls held while corked.
+  struct HeldPull {
+    PullRequest request;
+    absl::Time deadline;
+    size_t bytes;
+    PayloadPiece receive;
+    PullDone done;
+  };
+  struct HeldPush {
+    PushRequest request;
+    absl::Time deadline;
+    const void* payload;
+    size_t bytes;
+    Done done;
+    std::function<void()> released;
+  };
+  struct HeldCommit {
+    CommitStepRequest request;
+    absl::Time deadline;
+    Done done;
+  };
+
+  // An item's answer in a batch reply, as its own call would have ended.
+  static absl::Status ItemStatus(const ItemResult& result, const std::string& what) {
+    if (result.code() == 0) return absl::OkStatus();
+    const int code = result.code() > 0 && result.code() <= 16 ? result.code() : 2;  // UNKNOWN
+    return absl::Status(static_cast<absl::StatusCode>(code),
+                        absl::StrCat(what, ": ", result.message()));
+  }
+
+  void SendPullBatch(int connection, std::vector<HeldPull> items) {
+    absl::Time deadline = absl::InfiniteFuture();
+    PullBatchRequest batch;
+    for (const HeldPull& item : items) {
+      deadline = std::min(deadline, item.deadline);
+      *batch.add_pulls() = item.request;
+    }
+    Call* call = Start(deadline);
+    grpc::ByteBuffer message = Small(batch);
+    const std::string what = absl::StrCat("pull batch of ", items.size(), " from ", address_);
+    Stub(connection)->UnaryCall(
+        &call->context, "/psrv.ParameterServer/PullBatch", grpc::StubOptions(), &message,
+        &call->response,
+        [this, call, what, items = std::move(items)](grpc::Status status) mutable {
+          absl::Status result = FromGrpcStatus(status, what);
+          PullBatchResponse reply;
+          // Where each item answered OK starts in the reply's values (else SIZE_MAX).
+          std::vector<size_t> starts(items.size(), SIZE_MAX);
+          if (result.ok()) {
+            size_t item = 0;  // The item the next piece starts in.
+            result = ParseWithPayloadPieces(
+                &call->response, &reply,
+                [&](size_t size) -> absl::Status {
+                  if (reply.results_size() != static_cast<int>(items.size())) {
+                    return absl::DataLossError(absl::StrCat(what, ": ", reply.results_size(),
+                                                            " results for ", items.size(),
+                                                            " items"));
+                  }
+                  size_t total = 0;
+                  for (size_t i = 0; i < items.size(); ++i) {
+                    if (reply.results(static_cast<int>(i)).code() != 0) continue;
+                    starts[i] = total;
+                    total += items[i].bytes;
+                  }
+                  if (total != size) {
+                    return absl::DataLossError(absl::StrCat(what, ": expected ", total,
+                                                            " bytes, got ", size));
+                  }
+                  return absl::OkStatus();
+                },
+                [&](const char* data, size_t size, size_t offset) {
+                  while (size > 0) {
+                    while (item < items.size() &&
+                           (starts[item] == SIZE_MAX ||
+                            offset >= starts[item] + items[item].bytes)) {
+                      ++item;
+                    }
+                    if (item == items.size()) return;  // (Cannot happen: sizes were checked.)
+                    const size_t take = std::min(size, starts[item] + items[item].bytes - offset);
+                    items[item].receive(data, take, offset - starts[item]);
+                    data += take;
+                    size -= take;
+                    offset += take;
+                  }
+                });
+          }
+          Finish(call);
+          for (size_t i = 0; i < items.size(); ++i) {
+            HeldPull& pull = items[i];
+            if (!result.ok()) {
+              pull.done(result, 0);
+              continue;
+            }
+            const ItemResult& answer = reply.results(static_cast<int>(i));
+            pull.done(ItemStatus(answer, absl::StrCat("pull ", pull.request.table(), " from ",
+                                                      address_)),
+                      answer.version());
+          }
+        });
+  }
+
+  void SendPushBatch(int connection, std::vector<HeldPush> items) {
+    absl::Time deadline = absl::InfiniteFuture();
+    PushBatchRequest batch;
+    std::vector<PayloadSlice> slices;
+    std::vector<std::pair<std::string, Done>> dones;
+    for (HeldPush& item : items) {
+      deadline = std::min(deadline, item.deadline);
+      *batch.add_pushes() = item.request;
+      slices.push_back(PayloadSlice{item.payload, item.bytes, &RunAndDelete,
+                                    new std::function<void()>(std::move(item.released))});
+      dones.emplace_back(absl::StrCat("push ", item.request.table(), " to ", address_),
+                         std::move(item.done));
+    }
+    Call* call = Start(deadline);
+    grpc::ByteBuffer message;
+    SerializeWithPayloads(batch, slices, &message);
+    const std::string what = absl::StrCat("push batch of ", items.size(), " to ", address_);
+    Stub(connection)->UnaryCall(
+        &call->context, "/psrv.ParameterServer/PushBatch", grpc::StubOptions(), &message,
+        &call->response, [this, call, what, dones = std::move(dones)](grpc::Status status) {
+          absl::Status result = FromGrpcStatus(status, what);
+          PushBatchResponse reply;
+          if (result.ok()) {
+            result = ParseWithoutPayload(&call->response, &reply,
+                                         absl::StrCat(what, ": values in the reply"));
+          }
+          if (result.ok() && reply.results_size() != static_cast<int>(dones.size())) {
+            result = absl::DataLossError(absl::StrCat(what, ": ", reply.results_size(),
+                                                      " results for ", dones.size(), " items"));
+          }
+          Finish(call);
+          for (size_t i = 0; i < dones.size(); ++i) {
+            dones[i].second(result.ok() ? ItemStatus(reply.results(static_cast<int>(i)),
+                                                     dones[i].first)
+                                        : result);
+          }
+        });
+  }
+
+  void SendPull(const PullRequest& request, int connection, absl::Time deadline, size_t bytes,
+                PayloadPiece receive, PullDone done) {
     Call* call = Start(deadline);
     grpc::ByteBuffer message = Small(request);
     const std::string what = absl::StrCat("pull ", request.table(), " from ", address_);
@@ -49,8 +295,8 @@ class GrpcServerTransport : public ServerTransport {
         });
   }
 
-  void Push(const PushRequest& request, int connection, absl::Time deadline, const void* payload,
-            size_t bytes, Done done, std::function<void()> released) override {
+  void SendPush(const PushRequest& request, int connection, absl::Time deadline,
+                const void* payload, size_t bytes, Done done, std::function<void()> released) {
     Call* call = Start(deadline);
     // UnaryCall takes its own reference to the message's slices: once `message` is gone, the
     // payload's release comes when gRPC is done with it.
@@ -66,7 +312,7 @@ class GrpcServerTransport : public ServerTransport {
                                 });
   }
 
-  void CommitStep(const CommitStepRequest& request, absl::Time deadline, Done done) override {
+  void SendCommit(const CommitStepRequest& request, absl::Time deadline, Done done) {
     Call* call = Start(deadline);
     grpc::ByteBuffer message = Small(request);
     const std::string what = absl::StrCat("commit step ", request.step(), " on ", address_);
@@ -78,12 +324,6 @@ class GrpcServerTransport : public ServerTransport {
                        });
   }
 
-  void CancelAll() override {
-    absl::MutexLock lock(&mu_);
-    for (Call* call : live_) call->context.TryCancel();
-  }
-
- private:
   // What lives until the callback (the request only until UnaryCall returns).
   struct Call {
     grpc::ClientContext context;
@@ -130,6 +370,10 @@ class GrpcServerTransport : public ServerTransport {
   std::vector<std::unique_ptr<grpc::GenericStub>> stubs_;
   absl::Mutex mu_;
   std::set<Call*> live_ ABSL_GUARDED_BY(mu_);
+  int corked_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<int, std::vector<HeldPull>> held_pulls_ ABSL_GUARDED_BY(mu_);  // By connection.
+  std::map<int, std::vector<HeldPush>> held_pushes_ ABSL_GUARDED_BY(mu_);
+  std::vector<HeldCommit> held_commits_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -42,6 +42,15 @@ class ServerTransport {
 
   virtual void CommitStep(const CommitStepRequest& request, absl::Time deadline, Done done) = 0;
 
+  // Between Cork and the matching Uncork (they nest), a transport may hold small dense pulls and
+  // pushes and send each connection's as one PullBatch / PushBatch call at Uncork: each RPC costs
+  // tens of microseconds of CPU on both sides whatever its size, and a step of a model with many
+  // small shards makes dozens. Each call keeps its own callbacks and result, as if sent alone.
+  // Nothing between Cork and Uncork may wait for a call started in between. The defaults send
+  // every call at once.
+  virtual void Cork() {}
+  virtual void Uncork() {}
+
   // Cancels every call in flight: their callbacks come soon, with CANCELLED or their result.
   virtual void CancelAll() = 0;
 };
@@ -52,6 +61,9 @@ using ServerTransportFactory =
 
 // gRPC: one channel (its own TCP connection, or Unix socket for "unix:" addresses) per connection,
 // generic stubs, tensor payloads aliased (push) or handed over from gRPC's receive buffers (pull).
+// Corked, it batches dense pulls and pushes of at most kMaxBatchedBytes each (at least two to a
+// connection; a single one goes as it is).
+inline constexpr size_t kMaxBatchedBytes = 256 << 10;
 std::unique_ptr<ServerTransport> CreateGrpcServerTransport(const std::string& address,
                                                            int connections);
 

@@ -33,6 +33,7 @@ StepPipeline::~StepPipeline() {
 }
 
 void StepPipeline::Start(uint64_t first) {
+  ResilientClient::Corked together(client_);
   for (size_t t = 0; t < client_->targets().size(); ++t) {
     client_->StartPull(t, first, params_[0].data());
   }
@@ -155,22 +156,33 @@ absl::Status StepPipeline::FinishStep() {
     float* g = grads_[buffer_].data();
     for (size_t i = 0; i < n_; ++i) g[i] *= scale;
   }
-  for (size_t t = 0; t < targets; ++t) {
-    if (!pushed_[t] && !plan[t].pull_only) {
-      pushed_[t] = 1;
-      PushTarget(t, defer_scale_);
+  {
+    // The pushes still to go (all of them, without overlap), the commit and (SYNC) the next
+    // pulls leave together: each connection's small ones as one batch call.
+    ResilientClient::Corked together(client_);
+    for (size_t t = 0; t < targets; ++t) {
+      if (!pushed_[t] && !plan[t].pull_only) {
+        pushed_[t] = 1;
+        PushTarget(t, defer_scale_);
+      }
     }
+    if (defer_scale_) client_->StartCommit(step_, scale);
+    if (options_.consistency == SYNC) StartPulls();
   }
-  if (defer_scale_) client_->StartCommit(step_, scale);
   if (options_.consistency != SYNC) {
     // ASYNC: the next pulls once every push was applied. (A SYNC server holds a pull until its
-    // step is applied: those go out at once.)
+    // step is applied: those went out with the pushes.)
     RETURN_IF_ERROR(client_->AwaitPushed(step_));
-  }
-  for (size_t t = 0; t < targets; ++t) {
-    client_->StartPull(t, step_ + 1, params_[1 - buffer_].data());
+    ResilientClient::Corked together(client_);
+    StartPulls();
   }
   return absl::OkStatus();
+}
+
+void StepPipeline::StartPulls() {
+  for (size_t t = 0; t < client_->targets().size(); ++t) {
+    client_->StartPull(t, step_ + 1, params_[1 - buffer_].data());
+  }
 }
 
 absl::Status StepPipeline::FinishRun() {

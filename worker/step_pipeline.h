@@ -132,6 +132,8 @@ class StepPipeline : public ParameterStream {
   // its pull of the next step. Runs on the pusher thread during backward (else on the training
   // thread, after the pusher drained).
   void PushTarget(size_t t, bool scale_follows);
+  // Starts every target's pull of the next step.
+  void StartPulls();
   // Sum of squares of target t's gradients (double, fixed order: the same in both modes).
   double SumOfSquares(size_t t) const;
 

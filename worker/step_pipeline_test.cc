@@ -159,6 +159,8 @@ struct RunResult {
   // Overlap: every chunk whose keys were all final reached its server before backward went on.
   bool pushed_during_backward = true;
   std::map<std::string, uint64_t> versions_a;  // By table: the shards on "a", at the end.
+  int calls = 0;         // Calls to the servers.
+  int corked_calls = 0;  // Of which started corked (free to travel together).
 };
 
 // The training loop of Train (worker/trainer.cc), without its metrics and reports.
@@ -217,6 +219,10 @@ RunResult Train(bool overlap, float grad_clip, int steps, uint64_t nan_step = 0)
     if (result.done) result.params.assign(pipeline.params(), pipeline.params() + kParameters);
     result.grad_norm = pipeline.grad_norm();
   }
+  for (const std::string server : {"a", "b"}) {
+    result.calls += cluster.at(server)->calls;
+    result.corked_calls += cluster.at(server)->corked_calls;
+  }
   const ServerStatus status = cluster.at("a")->store.Status("job");
   for (const ShardStatus& shard : status.shards()) {
     result.versions_a[shard.table()] = shard.version();
@@ -236,6 +242,12 @@ TEST(StepPipelineTest, SyncStepsGiveTheSameParametersWithAndWithoutOverlap) {
   EXPECT_TRUE(overlapped.pushed_during_backward);
   EXPECT_EQ(overlapped.versions_a, (std::map<std::string, uint64_t>{{"emb", kSteps},
                                                                      {"head", kSteps}}));
+  // In sequence, every call (the first pulls; each step's pushes and the next step's pulls)
+  // leaves corked, so that a transport may batch them; overlapped, the pushes during backward
+  // go one by one as their gradients are final.
+  EXPECT_GT(in_sequence.calls, 0);
+  EXPECT_EQ(in_sequence.corked_calls, in_sequence.calls);
+  EXPECT_LT(overlapped.corked_calls, overlapped.calls);
 }
 
 TEST(StepPipelineTest, WithClippingTheClippedGradientIsApplied) {

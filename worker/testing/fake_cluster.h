@@ -30,6 +30,9 @@ struct FakeServer {
   ShardStore store;
   std::atomic<bool> down{false};
   std::atomic<int> calls{0};
+  // Calls started while their transport was corked (ServerTransport::Cork). The fake sends
+  // corked calls at once all the same.
+  std::atomic<int> corked_calls{0};
   // If set (before any call), sees every push as it arrives, its payload already copied.
   std::function<void(const PushRequest&)> on_push;
   // Pull replies reach the client in pieces of this many bytes (gRPC's receive buffers cut a
@@ -63,6 +66,7 @@ class FakeCluster {
     void Pull(const PullRequest& request, int, absl::Time, size_t bytes, PayloadPiece receive,
               PullDone done) override {
       ++server_->calls;
+      if (corked_ > 0) ++server_->corked_calls;
       if (server_->down) return done(absl::UnavailableError("server down"), 0);
       auto once = Track([done](absl::Status s) { done(s, 0); });
       server_->store.Pull(request, [this, once, receive, bytes, done](
@@ -82,6 +86,7 @@ class FakeCluster {
     void Push(const PushRequest& request, int, absl::Time, const void* payload, size_t bytes,
               Done done, std::function<void()> released) override {
       ++server_->calls;
+      if (corked_ > 0) ++server_->corked_calls;
       PooledBuffer copy = BufferPool::Global()->Acquire(bytes);
       std::memcpy(copy.data(), payload, bytes);
       released();
@@ -95,9 +100,13 @@ class FakeCluster {
 
     void CommitStep(const CommitStepRequest& request, absl::Time, Done done) override {
       ++server_->calls;
+      if (corked_ > 0) ++server_->corked_calls;
       if (server_->down) return done(absl::UnavailableError("server down"));
       done(server_->store.CommitStep(request));
     }
+
+    void Cork() override { ++corked_; }
+    void Uncork() override { --corked_; }
 
     void CancelAll() override {
       std::vector<std::shared_ptr<Pending>> pending;
@@ -131,6 +140,7 @@ class FakeCluster {
     }
 
     FakeServer* const server_;
+    std::atomic<int> corked_{0};
     absl::Mutex mu_;
     std::set<std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
   };
