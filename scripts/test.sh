@@ -19,13 +19,14 @@ bazel test --nocache_test_results --define=cuda=simt //tests:cluster_test \
 bazel test --nocache_test_results --define=cuda=simt //tests:pipeline_test \
   --test_filter='PipelineJobTest.OneStep*' "$@"
 # The unit and fuzz tests of common/, server/ and coordinator/ under AddressSanitizer (with leak
-# checks) and UndefinedBehaviorSanitizer (gcc; .bazelrc --config=sanitize), CPU-only. The
-# integration tests under tests/ (real processes) are left out. A Bazel output base of its own, so
+# checks) and UndefinedBehaviorSanitizer (gcc; .bazelrc --config=sanitize), CPU-only, and the
+# worker's gRPC transport against an in-process ps_server (the batch calls: pieces cut at item
+# edges on both sides). The integration tests under tests/ (real processes) are left out. A Bazel output base of its own, so
 # that the default build's outputs are not rebuilt with other flags; actions come from the shared
 # disk cache when they can. The fuzz tests run 10^4 requests per handler here (10^5 above).
 bazel --output_base="${PSRV_SANITIZE_OUTPUT_BASE:-$HOME/.cache/psrv-bazel-sanitize}" test --symlink_prefix=/ \
   --nocache_test_results --config=sanitize --define=cuda=off --test_env=FUZZ_ITERATIONS=10000 \
-  //common/... //server/... //coordinator/... "$@"
+  //common/... //server/... //coordinator/... //worker:server_transport_test "$@"
 # The CUDA kernels and layers on the SIMT simulator under the same sanitizers: the simulator's
 # device memory is exact-size heap memory, so a kernel that indexes past a buffer fails here (as
 # does undefined behaviour). ASan's stack-use-after-return check is off for them: the simulator's
