@@ -157,6 +157,32 @@ absl::Status ParseWithoutPayload(grpc::ByteBuffer* buffer, google::protobuf::Mes
   });
 }
 
+PayloadPiece SplitPayload(std::vector<size_t> sizes, std::vector<PayloadPiece> receivers) {
+  struct Items {
+    std::vector<size_t> sizes;
+    std::vector<PayloadPiece> receivers;
+    size_t item = 0;   // The item the next piece starts in,
+    size_t begin = 0;  // and its first byte in the payload.
+  };
+  auto items = std::make_shared<Items>(Items{std::move(sizes), std::move(receivers)});
+  return [items](const char* data, size_t size, size_t offset) {
+    Items& s = *items;
+    while (size > 0 && s.item < s.sizes.size()) {
+      const size_t end = s.begin + s.sizes[s.item];
+      if (offset >= end) {
+        s.begin = end;
+        ++s.item;
+        continue;
+      }
+      const size_t take = std::min(size, end - offset);
+      if (s.receivers[s.item]) s.receivers[s.item](data, take, offset - s.begin);
+      data += take;
+      size -= take;
+      offset += take;
+    }
+  };
+}
+
 PayloadCheck ExpectBytes(size_t bytes, std::string what) {
   return [bytes, what = std::move(what)](size_t size) {
     return size == bytes ? absl::OkStatus()

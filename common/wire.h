@@ -75,6 +75,12 @@ absl::Status ParseWithPayloadPieces(grpc::ByteBuffer* buffer,
                                     google::protobuf::MessageLite* header,
                                     const PayloadCheck& check, const PayloadPiece& piece);
 
+// A receiver for a payload made of several items one after another (a batch): item i is the
+// next sizes[i] bytes, and its pieces go to receivers[i] with offsets from the item's first byte
+// (a null receiver: its bytes are skipped). Pieces must come in order, as
+// ParseWithPayloadPieces hands them over; bytes past the last item are dropped.
+PayloadPiece SplitPayload(std::vector<size_t> sizes, std::vector<PayloadPiece> receivers);
+
 // The usual check and receivers. ExpectBytes: OK for exactly `bytes` bytes, else DATA_LOSS
 // "`what`: expected N bytes, got M". CopyTo: copies each piece to destination + offset.
 // FloatsInto: the payload's values, FP32 (`bf16` false: copied) or BF16 (widened, Bf16Widener),

@@ -1,5 +1,6 @@
 #include "common/wire.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -70,6 +71,25 @@ TEST(WireTest, APayloadOfSeveralSlicesIsTheirConcatenation) {
     EXPECT_EQ(parsed.values(), expected);
   }
   EXPECT_EQ(released, 2);
+}
+
+// Pieces cut anywhere reach each item's receiver with offsets from the item's first byte; an
+// empty item and one without a receiver are passed over.
+TEST(WireTest, SplitPayloadHandsEachItemItsOwnBytes) {
+  const std::string payload = "abcXYZdefghij";  // Items: "abc", "", "XYZ" (skipped), "defghij".
+  std::vector<std::string> got(4);
+  auto into = [&](int i) {
+    return [&got, i](const char* data, size_t size, size_t offset) {
+      EXPECT_EQ(offset, got[i].size());
+      got[i].append(data, size);
+    };
+  };
+  PayloadPiece split = SplitPayload({3, 0, 3, 7}, {into(0), into(1), nullptr, into(3)});
+  size_t piece = 1;  // Pieces of 1, 2, 3, 4, 1, ... bytes.
+  for (size_t offset = 0; offset < payload.size(); offset += piece, piece = piece % 4 + 1) {
+    split(payload.data() + offset, std::min(piece, payload.size() - offset), offset);
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"abc", "", "", "defghij"}));
 }
 
 TEST(WireTest, OrdinaryProtobufEncodingParses) {

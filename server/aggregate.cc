@@ -406,9 +406,8 @@ SyncAggregator::MeanGradient SyncAggregator::Result() {
 const float* SyncAggregator::Mean() {
   Result();
   if (num_workers_ == 1) AddHeld(ranks_[0]);
-  const MeanGradient mean{sum_.data(), mean_scale_, {}};
-  if (mean.scale != 1.0f) {
-    for (float& x : sum_) x *= mean.scale;
+  if (mean_scale_ != 1.0f) {
+    for (float& x : sum_) x *= mean_scale_;
     mean_scale_ = 1.0f;
   }
   return sum_.data();

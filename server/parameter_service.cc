@@ -212,16 +212,16 @@ grpc::ServerUnaryReactor* ParameterService::PushBatch(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   return GuardedCall(context, "PushBatch", [&](grpc::ServerUnaryReactor* reactor) {
     PushBatchRequest header;
-    // Per item: where its payload starts in `values`, its byte count, and (if its checks passed)
-    // the buffer its values are copied into, checked for NaN and Inf on the way; else its error.
+    // Per item: its byte count in `values`, and (if its checks passed) the buffer its values are
+    // copied into, checked for NaN and Inf on the way; else its error.
     struct Item {
-      size_t begin = 0, bytes = 0;
+      size_t bytes = 0;
       absl::Status error;
       PooledBuffer payload;
       std::optional<CopyCheckingFinite> copy;
     };
     std::vector<Item> parts;
-    size_t part = 0;  // The item the next payload piece starts in.
+    PayloadPiece route;  // Each piece to the copies of the items it covers.
     absl::Status status = ParseWithPayloadPieces(
         const_cast<grpc::ByteBuffer*>(request), &header,
         [&](size_t size) -> absl::Status {
@@ -240,7 +240,6 @@ grpc::ServerUnaryReactor* ParameterService::PushBatch(grpc::CallbackServerContex
               return absl::InvalidArgumentError(absl::StrCat(
                   "push batch: values hold ", size, " bytes, fewer than the items' ranges need"));
             }
-            parts[i].begin = total;
             parts[i].bytes = (end - begin) * value_bytes;
             total += parts[i].bytes;
           }
@@ -248,9 +247,13 @@ grpc::ServerUnaryReactor* ParameterService::PushBatch(grpc::CallbackServerContex
             return absl::InvalidArgumentError(absl::StrCat("push batch: values hold ", size,
                                                            " bytes, the items' ranges ", total));
           }
+          std::vector<size_t> sizes;
+          std::vector<PayloadPiece> copies;
           for (int i = 0; i < header.pushes_size(); ++i) {
             const PushRequest& push = header.pushes(i);
             Item& item = parts[i];
+            sizes.push_back(item.bytes);
+            copies.emplace_back();  // (None: the item's bytes are skipped.)
             if (!push.values().empty() || push.indices_size() > 0 || push.rows_size() > 0) {
               item.error = absl::InvalidArgumentError(
                   "a push batch item is dense and its values are the batch's");
@@ -259,23 +262,15 @@ grpc::ServerUnaryReactor* ParameterService::PushBatch(grpc::CallbackServerContex
             item.error = store_->CheckPush(push, item.bytes).status();
             if (!item.error.ok()) continue;
             item.payload = BufferPool::Global()->Acquire(item.bytes);
-            item.copy.emplace(item.payload.data(), push.dtype());
+            CopyCheckingFinite* copy = &item.copy.emplace(item.payload.data(), push.dtype());
+            copies.back() = [copy](const char* data, size_t size, size_t offset) {
+              copy->Add(data, size, offset);
+            };
           }
+          route = SplitPayload(std::move(sizes), std::move(copies));
           return absl::OkStatus();
         },
-        [&](const char* data, size_t size, size_t offset) {
-          // A piece may cover the end of one item and the start of the next ones.
-          while (size > 0) {
-            while (part + 1 < parts.size() && offset >= parts[part + 1].begin) ++part;
-            Item& item = parts[part];
-            const size_t take = std::min(size, item.begin + item.bytes - offset);
-            if (item.copy.has_value()) item.copy->Add(data, take, offset - item.begin);
-            data += take;
-            size -= take;
-            offset += take;
-            if (take == 0) break;  // (Cannot happen: the items' bytes add up to the payload's.)
-          }
-        });
+        [&](const char* data, size_t size, size_t offset) { route(data, size, offset); });
     if (!status.ok()) {
       reactor->Finish(ToGrpcStatus(status));
       return;

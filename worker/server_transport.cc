@@ -73,16 +73,13 @@ class GrpcServerTransport : public ServerTransport {
   }
 
   void Uncork() override {
-    std::map<int, std::vector<HeldPull>> pulls;
-    std::map<int, std::vector<HeldPush>> pushes;
-    std::vector<HeldCommit> commits;
+    Held held_calls;
     {
       absl::MutexLock lock(&mu_);
       if (--corked_ > 0) return;
-      pulls.swap(held_pulls_);
-      pushes.swap(held_pushes_);
-      commits.swap(held_commits_);
+      held_calls = TakeHeld();
     }
+    auto& [pulls, pushes, commits] = held_calls;
     for (auto& [connection, held] : pushes) {
       if (held.size() == 1) {
         HeldPush& push = held[0];
@@ -107,16 +104,13 @@ class GrpcServerTransport : public ServerTransport {
   }
 
   void CancelAll() override {
-    std::map<int, std::vector<HeldPull>> pulls;
-    std::map<int, std::vector<HeldPush>> pushes;
-    std::vector<HeldCommit> commits;
+    Held held_calls;
     {
       absl::MutexLock lock(&mu_);
       for (Call* call : live_) call->context.TryCancel();
-      pulls.swap(held_pulls_);
-      pushes.swap(held_pushes_);
-      commits.swap(held_commits_);
+      held_calls = TakeHeld();
     }
+    auto& [pulls, pushes, commits] = held_calls;
     // Held calls end here, never sent.
     const absl::Status cancelled = absl::CancelledError(absl::StrCat("calls to ", address_));
     for (auto& [connection, held] : pulls) {
@@ -154,6 +148,18 @@ class GrpcServerTransport : public ServerTransport {
     Done done;
   };
 
+  // Every call held, by connection (commits: on connection 0).
+  struct Held {
+    std::map<int, std::vector<HeldPull>> pulls;
+    std::map<int, std::vector<HeldPush>> pushes;
+    std::vector<HeldCommit> commits;
+  };
+  // Takes the held calls out (to be sent, or cancelled).
+  Held TakeHeld() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return Held{std::exchange(held_pulls_, {}), std::exchange(held_pushes_, {}),
+                std::exchange(held_commits_, {})};
+  }
+
   // An item's answer in a batch reply, as its own call would have ended.
   static absl::Status ItemStatus(const ItemResult& result, const std::string& what) {
     if (result.code() == 0) return absl::OkStatus();
@@ -178,10 +184,8 @@ class GrpcServerTransport : public ServerTransport {
         [this, call, what, items = std::move(items)](grpc::Status status) mutable {
           absl::Status result = FromGrpcStatus(status, what);
           PullBatchResponse reply;
-          // Where each item answered OK starts in the reply's values (else SIZE_MAX).
-          std::vector<size_t> starts(items.size(), SIZE_MAX);
+          PayloadPiece route;  // Each piece to the items answered OK that it covers.
           if (result.ok()) {
-            size_t item = 0;  // The item the next piece starts in.
             result = ParseWithPayloadPieces(
                 &call->response, &reply,
                 [&](size_t size) -> absl::Status {
@@ -190,33 +194,24 @@ class GrpcServerTransport : public ServerTransport {
                                                             " results for ", items.size(),
                                                             " items"));
                   }
+                  // Only the items answered OK have values in the reply.
                   size_t total = 0;
+                  std::vector<size_t> sizes;
+                  std::vector<PayloadPiece> receivers;
                   for (size_t i = 0; i < items.size(); ++i) {
-                    if (reply.results(static_cast<int>(i)).code() != 0) continue;
-                    starts[i] = total;
-                    total += items[i].bytes;
+                    const bool ok = reply.results(static_cast<int>(i)).code() == 0;
+                    sizes.push_back(ok ? items[i].bytes : 0);
+                    receivers.push_back(ok ? items[i].receive : nullptr);
+                    total += sizes.back();
                   }
                   if (total != size) {
                     return absl::DataLossError(absl::StrCat(what, ": expected ", total,
                                                             " bytes, got ", size));
                   }
+                  route = SplitPayload(std::move(sizes), std::move(receivers));
                   return absl::OkStatus();
                 },
-                [&](const char* data, size_t size, size_t offset) {
-                  while (size > 0) {
-                    while (item < items.size() &&
-                           (starts[item] == SIZE_MAX ||
-                            offset >= starts[item] + items[item].bytes)) {
-                      ++item;
-                    }
-                    if (item == items.size()) return;  // (Cannot happen: sizes were checked.)
-                    const size_t take = std::min(size, starts[item] + items[item].bytes - offset);
-                    items[item].receive(data, take, offset - starts[item]);
-                    data += take;
-                    size -= take;
-                    offset += take;
-                  }
-                });
+                [&](const char* data, size_t size, size_t offset) { route(data, size, offset); });
           }
           Finish(call);
           for (size_t i = 0; i < items.size(); ++i) {
