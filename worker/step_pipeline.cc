@@ -137,34 +137,40 @@ absl::Status StepPipeline::FinishStep() {
   pusher_.Drain();  // Every push handed over has started; squares_ is complete for them.
   RETURN_IF_ERROR(status_);
   const size_t targets = client_->targets().size();
-  // The global norm: every target's sum of squares, added in target order (the same whether
-  // targets were pushed during backward or not).
-  double sum = 0;
   const std::vector<ShardTarget>& plan = client_->targets();
-  for (size_t t = 0; t < targets; ++t) {
-    if (plan[t].pull_only) continue;  // Another stage pushes (and norms) it.
-    if (squares_[t] < 0) squares_[t] = SumOfSquares(t);
-    sum += squares_[t];
-  }
-  if (options_.combine_squares) {
-    ASSIGN_OR_RETURN(sum, options_.combine_squares(sum));
-  }
-  grad_norm_ = std::sqrt(sum);
-  const float scale = GradientClipScale(grad_norm_, options_.grad_clip);
-  if (!defer_scale_ && scale != 1.0f) {
-    // ASYNC, or compressed pushes: clipped here, before anything was pushed.
-    float* g = grads_[buffer_].data();
-    for (size_t i = 0; i < n_; ++i) g[i] *= scale;
-  }
+  auto push_the_rest = [&] {
+    for (size_t t = 0; t < targets; ++t) {
+      if (!pushed_[t] && !plan[t].pull_only) PushTarget(t, defer_scale_);
+    }
+  };
   {
     // The pushes still to go (all of them, without overlap), the commit and (SYNC) the next
     // pulls leave together: each connection's small ones as one batch call.
     ResilientClient::Corked together(client_);
+    // Pushes the norm does not change (the clipping factor follows them, or there is none) go
+    // first: each is narrowed and its squares summed in one pass, no pass of the norm's own.
+    const bool clip_before_push = !defer_scale_ && options_.grad_clip > 0;
+    if (!clip_before_push) push_the_rest();
+    // The global norm: every target's sum of squares, added in target order (the same whether
+    // targets were pushed during backward, before the norm or after it).
+    double sum = 0;
     for (size_t t = 0; t < targets; ++t) {
-      if (!pushed_[t] && !plan[t].pull_only) {
-        pushed_[t] = 1;
-        PushTarget(t, defer_scale_);
+      if (plan[t].pull_only) continue;  // Another stage pushes (and norms) it.
+      if (squares_[t] < 0) squares_[t] = SumOfSquares(t);
+      sum += squares_[t];
+    }
+    if (options_.combine_squares) {
+      ASSIGN_OR_RETURN(sum, options_.combine_squares(sum));
+    }
+    grad_norm_ = std::sqrt(sum);
+    const float scale = GradientClipScale(grad_norm_, options_.grad_clip);
+    if (clip_before_push) {
+      // ASYNC, or compressed pushes: clipped here, before anything is pushed.
+      if (scale != 1.0f) {
+        float* g = grads_[buffer_].data();
+        for (size_t i = 0; i < n_; ++i) g[i] *= scale;
       }
+      push_the_rest();
     }
     if (defer_scale_) client_->StartCommit(step_, scale);
     if (options_.consistency == SYNC) StartPulls();
