@@ -6,12 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/buffer_pool.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/wire.h"
+#include "server/apply.h"
 #include "server/gradient_check.h"
 #include "server/guarded_call.h"
 
@@ -219,6 +221,7 @@ grpc::ServerUnaryReactor* ParameterService::PushBatch(grpc::CallbackServerContex
       absl::Status error;
       PooledBuffer payload;
       std::optional<CopyCheckingFinite> copy;
+      const Shard* shard = nullptr;  // Where it goes, once its checks passed.
     };
     std::vector<Item> parts;
     PayloadPiece route;  // Each piece to the copies of the items it covers.
@@ -259,8 +262,10 @@ grpc::ServerUnaryReactor* ParameterService::PushBatch(grpc::CallbackServerContex
                   "a push batch item is dense and its values are the batch's");
               continue;
             }
-            item.error = store_->CheckPush(push, item.bytes).status();
+            absl::StatusOr<std::shared_ptr<Shard>> shard = store_->CheckPush(push, item.bytes);
+            item.error = shard.status();
             if (!item.error.ok()) continue;
+            item.shard = shard->get();
             item.payload = BufferPool::Global()->Acquire(item.bytes);
             CopyCheckingFinite* copy = &item.copy.emplace(item.payload.data(), push.dtype());
             copies.back() = [copy](const char* data, size_t size, size_t offset) {
@@ -287,17 +292,33 @@ grpc::ServerUnaryReactor* ParameterService::PushBatch(grpc::CallbackServerContex
       SerializeSmall(answers->reply, answers->response);
       answers->reactor->Finish(grpc::Status::OK);
     };
-    for (int i = 0; i < header.pushes_size(); ++i) {
-      Item& item = parts[i];
-      if (!item.error.ok()) {
-        answered(i, item.error);
-        continue;
+    // The items that passed, by shard (a shard's own in the batch's order). Shards go side by
+    // side: a batch that completes several shards' steps applies them in parallel, as a commit
+    // does, instead of one after another on this thread.
+    std::vector<std::vector<int>> by_shard;
+    {
+      absl::flat_hash_map<const Shard*, size_t> group;
+      for (int i = 0; i < header.pushes_size(); ++i) {
+        Item& item = parts[i];
+        if (!item.error.ok()) {
+          answered(i, item.error);
+          continue;
+        }
+        auto [it, added] = group.emplace(item.shard, by_shard.size());
+        if (added) by_shard.emplace_back();
+        by_shard[it->second].push_back(i);
       }
-      store_->Push(
-          header.pushes(i), std::move(item.payload),
-          [answered, i](absl::StatusOr<uint64_t> version) { answered(i, version); },
-          item.copy->result());
     }
+    ParallelChunks(by_shard.size(), 1, [&](size_t begin, size_t end) {
+      for (size_t g = begin; g < end; ++g) {
+        for (int i : by_shard[g]) {
+          store_->Push(
+              header.pushes(i), std::move(parts[i].payload),
+              [answered, i](absl::StatusOr<uint64_t> version) { answered(i, version); },
+              parts[i].copy->result());
+        }
+      }
+    });
     answered(-1, uint64_t{0});  // The handler's own count.
   });
 }
