@@ -80,6 +80,8 @@ class GrpcServerTransport : public ServerTransport {
       held_calls = TakeHeld();
     }
     auto& [pulls, pushes, commits] = held_calls;
+    Spread(pulls);
+    Spread(pushes);
     for (auto& [connection, held] : pushes) {
       if (held.size() == 1) {
         HeldPush& push = held[0];
@@ -154,6 +156,32 @@ class GrpcServerTransport : public ServerTransport {
     std::map<int, std::vector<HeldPush>> pushes;
     std::vector<HeldCommit> commits;
   };
+  // A step's held calls of one kind, when they carry at least 2 * kMinSpreadBytes, are spread
+  // over every connection in contiguous runs of about equal bytes (the targets put every small
+  // shard on connection 0): each connection's batch is then sent, received, parsed and answered
+  // beside the others, on both ends.
+  template <typename T>
+  void Spread(std::map<int, std::vector<T>>& by_connection) const {
+    const size_t n = stubs_.size();
+    size_t total = 0;
+    for (const auto& [connection, held] : by_connection) {
+      for (const T& item : held) total += item.bytes;
+    }
+    if (n < 2 || total < 2 * kMinSpreadBytes) return;
+    std::vector<T> all;
+    for (auto& [connection, held] : by_connection) {
+      for (T& item : held) all.push_back(std::move(item));
+    }
+    by_connection.clear();
+    size_t before = 0;  // Bytes of the items before this one.
+    for (T& item : all) {
+      const int c = static_cast<int>(std::min(n - 1, before * n / total));
+      before += item.bytes;
+      by_connection[c].push_back(std::move(item));
+    }
+  }
+  static constexpr size_t kMinSpreadBytes = 128 << 10;
+
   // Takes the held calls out (to be sent, or cancelled).
   Held TakeHeld() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return Held{std::exchange(held_pulls_, {}), std::exchange(held_pushes_, {}),

@@ -1,6 +1,6 @@
 // The gRPC ServerTransport against a real parameter server in this process (worker/testing/
 // test_server.h): corked pulls and pushes travel as one PullBatch / PushBatch call per connection
-// and each keeps its own answer; held calls that are cancelled are never sent. And the batch
+// (a step's big ones spread over both connections) and each keeps its own answer; held calls that are cancelled are never sent. And the batch
 // methods of ps_server against hostile requests: a batch that cannot be framed is refused whole
 // and changes nothing; a bad item is refused alone.
 #include "worker/server_transport.h"
@@ -35,8 +35,15 @@ constexpr char kPullBatch[] = "/psrv.ParameterServer/PullBatch";
 constexpr char kPushBatch[] = "/psrv.ParameterServer/PushBatch";
 constexpr char kCommit[] = "/psrv.ParameterServer/CommitStep";
 
+// Tables d to g are big enough that four of them held for one step are spread over both
+// connections (80 KB each in FP32, 320 KB together).
+constexpr uint64_t kBigKeys = 20000;
+
 std::vector<TableSpec> Tables() {
-  return {NormalTable("a", {300}, 1), NormalTable("b", {200}, 2), NormalTable("c", {100}, 3)};
+  return {NormalTable("a", {300}, 1),      NormalTable("b", {200}, 2),
+          NormalTable("c", {100}, 3),      NormalTable("d", {kBigKeys}, 4),
+          NormalTable("e", {kBigKeys}, 5), NormalTable("f", {kBigKeys}, 6),
+          NormalTable("g", {kBigKeys}, 7)};
 }
 
 std::vector<float> Initial(const std::string& table) {
@@ -72,9 +79,13 @@ class ServerTransportTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_NE(server_.server, nullptr);
-    const ShardMap map = TestShardMap(Tables(), {ShardOn("a", 0, 300, server_.address),
-                                                 ShardOn("b", 0, 200, server_.address),
-                                                 ShardOn("c", 0, 100, server_.address)});
+    std::vector<ShardAssignment> shards = {ShardOn("a", 0, 300, server_.address),
+                                           ShardOn("b", 0, 200, server_.address),
+                                           ShardOn("c", 0, 100, server_.address)};
+    for (const char* table : {"d", "e", "f", "g"}) {
+      shards.push_back(ShardOn(table, 0, kBigKeys, server_.address));
+    }
+    const ShardMap map = TestShardMap(Tables(), shards);
     ASSERT_TRUE(server_.store.CreateShards(CreateSgdShards(map, server_.address, kLearningRate))
                     .ok());
     transport_ = CreateGrpcServerTransport(server_.address, 2);
@@ -178,7 +189,7 @@ TEST_F(ServerTransportTest, CorkedCallsTravelAsOneBatchCallPerConnection) {
   for (auto& outcome : outcomes_) EXPECT_TRUE(outcome->status.ok()) << outcome->status;
   EXPECT_EQ(server_.calls->count(kPushBatch), 1);
   EXPECT_EQ(server_.calls->count(kPush), 0);
-  EXPECT_EQ(server_.version(), 1);
+  for (const char* table : {"a", "b", "c"}) EXPECT_EQ(VersionOf(table), 1) << table;
 
   // The step's values: w - lr * g, as a push of each alone would have made them.
   outcomes_.clear();
@@ -199,6 +210,54 @@ TEST_F(ServerTransportTest, CorkedCallsTravelAsOneBatchCallPerConnection) {
     ASSERT_EQ(b[i], b0[i] - kLearningRate * Bf16ToFloat(gb[i])) << i;
   }
   for (size_t i = 0; i < c.size(); ++i) ASSERT_EQ(c[i], c0[i] - kLearningRate * gc[i]) << i;
+}
+
+TEST_F(ServerTransportTest, AStepsBigHeldCallsAreSpreadOverTheConnections) {
+  // Four pulls and four pushes of 80 KB, all for connection 0 (320 KB each way): one batch per
+  // connection each way, and every item's values as its own call would have them.
+  const std::vector<std::string> tables = {"d", "e", "f", "g"};
+  std::vector<std::vector<float>> values(tables.size(), std::vector<float>(kBigKeys));
+  transport_->Cork();
+  for (size_t i = 0; i < tables.size(); ++i) Pull(tables[i], 1, FP32, 0, &values[i]);
+  transport_->Uncork();
+  AwaitAll();
+  for (auto& outcome : outcomes_) EXPECT_TRUE(outcome->status.ok()) << outcome->status;
+  EXPECT_EQ(server_.calls->count(kPullBatch), 2);
+  EXPECT_EQ(server_.calls->count(kPull), 0);
+  for (size_t i = 0; i < tables.size(); ++i) EXPECT_EQ(values[i], Initial(tables[i])) << i;
+
+  std::vector<std::vector<float>> grads(tables.size(), std::vector<float>(kBigKeys));
+  for (size_t i = 0; i < tables.size(); ++i) {
+    for (size_t k = 0; k < kBigKeys; ++k) {
+      grads[i][k] = 0.001f * static_cast<float>((k * (i + 3)) % 23) - 0.01f;
+    }
+  }
+  outcomes_.clear();
+  transport_->Cork();
+  for (size_t i = 0; i < tables.size(); ++i) {
+    Push(tables[i], kBigKeys, 1, FP32, grads[i].data(), kBigKeys * sizeof(float));
+  }
+  transport_->Uncork();
+  AwaitAll();
+  for (auto& outcome : outcomes_) EXPECT_TRUE(outcome->status.ok()) << outcome->status;
+  EXPECT_EQ(server_.calls->count(kPushBatch), 2);
+  EXPECT_EQ(server_.calls->count(kPush), 0);
+
+  outcomes_.clear();
+  transport_->Cork();
+  for (size_t i = 0; i < tables.size(); ++i) Pull(tables[i], 2, FP32, 0, &values[i]);
+  transport_->Uncork();
+  AwaitAll();
+  for (auto& outcome : outcomes_) {
+    EXPECT_TRUE(outcome->status.ok()) << outcome->status;
+    EXPECT_EQ(outcome->version, 1u);
+  }
+  for (size_t i = 0; i < tables.size(); ++i) {
+    const std::vector<float> initial = Initial(tables[i]);
+    for (size_t k = 0; k < kBigKeys; ++k) {
+      ASSERT_EQ(values[i][k], initial[k] - kLearningRate * grads[i][k]) << tables[i] << " " << k;
+    }
+  }
 }
 
 TEST_F(ServerTransportTest, EachItemOfABatchIsAnsweredAsItsOwnCallWouldBe) {
