@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -126,8 +127,15 @@ JobSpec Recipe(const std::string& data, uint64_t steps, uint32_t workers, uint32
 }
 
 // Tokens per second of the worker's model alone (forward + backward of `spec`'s batch, as a
-// worker computes it, with the same OpenBLAS setup), on random token rows.
-absl::StatusOr<double> ComputeOnlyTokensPerSec(const JobSpec& spec, int steps) {
+// worker computes it, with the same OpenBLAS setup), on random token rows: from the median step
+// (the machine's hiccups left out) and from the mean step (with them, as a run's wall time has
+// them).
+struct ComputeOnlyRate {
+  double median = 0;
+  double mean = 0;
+};
+
+absl::StatusOr<ComputeOnlyRate> ComputeOnlyTokensPerSec(const JobSpec& spec, int steps) {
   const ModelSpec& m = spec.model();
   const GptConfig config = GptConfigFromSpec(m, VocabSize(m));
   absl::StatusOr<std::unique_ptr<GptModel>> model = GptModel::Create(config);
@@ -149,7 +157,10 @@ absl::StatusOr<double> ComputeOnlyTokensPerSec(const JobSpec& spec, int steps) {
     seconds.push_back(absl::ToDoubleSeconds(absl::Now() - start));
   }
   std::sort(seconds.begin(), seconds.end());
-  return static_cast<double>(batch) * config.context / seconds[seconds.size() / 2];
+  const double tokens = static_cast<double>(batch) * config.context;
+  const double mean = std::accumulate(seconds.begin(), seconds.end(), 0.0) /
+                      static_cast<double>(seconds.size());
+  return ComputeOnlyRate{tokens / seconds[seconds.size() / 2], tokens / mean};
 }
 
 // Bytes the workers pushed and pulled per step, from their /metrics
@@ -336,33 +347,41 @@ int Run(const char* argv0) {
                                                  micro_batches);
         alone.set_num_workers(1);
         alone.clear_parallelism();
-        auto compute_only = [&]() -> absl::StatusOr<double> {
-          if (absl::GetFlag(FLAGS_compute_only_steps) <= 0) return 0.0;
+        auto compute_only = [&]() -> absl::StatusOr<ComputeOnlyRate> {
+          if (absl::GetFlag(FLAGS_compute_only_steps) <= 0) return ComputeOnlyRate{};
           return ComputeOnlyTokensPerSec(alone, absl::GetFlag(FLAGS_compute_only_steps));
         };
-        absl::StatusOr<double> before = compute_only();
+        absl::StatusOr<ComputeOnlyRate> before = compute_only();
         absl::StatusOr<Json> run =
             before.ok() ? RunOnce(*binaries, spec, more_worker_args) : before.status();
-        absl::StatusOr<double> after = run.ok() ? compute_only() : run.status();
+        absl::StatusOr<ComputeOnlyRate> after = run.ok() ? compute_only() : run.status();
         if (!after.ok()) {
           std::cerr << spec.name() << ": " << after.status() << std::endl;
           return 1;
         }
-        if (*before > 0 && *after > 0) {
-          const double mean = (*before + *after) / 2;
-          (*run)["compute_only_tokens_per_sec"] = mean;
-          (*run)["compute_only_tokens_per_sec_before_after"] = {*before, *after};
-          (*run)["end_to_end_over_compute_only"] =
-              (*run)["tokens_per_sec_overall"].get<double>() / mean;
+        if (before->median > 0 && after->median > 0) {
+          const double overall = (*run)["tokens_per_sec_overall"].get<double>();
+          const double median = (before->median + after->median) / 2;
+          (*run)["compute_only_tokens_per_sec"] = median;
+          (*run)["compute_only_tokens_per_sec_before_after"] = {before->median, after->median};
+          (*run)["end_to_end_over_compute_only"] = overall / median;
+          // The same from the mean compute-only step: the machine's hiccups on both sides of the
+          // ratio (the end-to-end rate has them: it is tokens over wall time).
+          const double mean = (before->mean + after->mean) / 2;
+          (*run)["compute_only_mean_tokens_per_sec"] = mean;
+          (*run)["end_to_end_over_compute_only_mean"] = overall / mean;
           // The same as one step's time (the global batch), beside the workers' compute phase in
           // the cluster (their own part of it).
           const double step_tokens = (*run)["training_tokens"].get<double>() /
                                      static_cast<double>(spec.training().steps());
-          (*run)["compute_only_step_ms"] = step_tokens / mean * 1e3;
+          (*run)["compute_only_step_ms"] = step_tokens / median * 1e3;
+          (*run)["compute_only_mean_step_ms"] = step_tokens / mean * 1e3;
           std::cout << spec.name() << ": end to end / compute only = "
-                    << (*run)["end_to_end_over_compute_only"].get<double>()
-                    << "; per step: compute alone " << (*run)["compute_only_step_ms"].get<double>()
-                    << " ms, in the cluster (ms) " << (*run)["worker_phase_mean_ms"].dump()
+                    << (*run)["end_to_end_over_compute_only"].get<double>() << " (against its mean "
+                    << (*run)["end_to_end_over_compute_only_mean"].get<double>()
+                    << "); per step: compute alone " << (*run)["compute_only_step_ms"].get<double>()
+                    << " ms (mean " << (*run)["compute_only_mean_step_ms"].get<double>()
+                    << "), in the cluster (ms) " << (*run)["worker_phase_mean_ms"].dump()
                     << std::endl;
         }
         runs.push_back(*run);
