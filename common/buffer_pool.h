@@ -42,8 +42,13 @@ class PooledBuffer {
 class BufferPool {
  public:
   static constexpr size_t kDefaultMaxFreeBytes = size_t{1} << 30;
+  // A SYNC step holds all of its pushes until the step applies, and a model's layers make many
+  // of one size (the 10.7M-parameter GPT: 12 chunks of each per-layer weight): a pool that kept
+  // fewer than a step holds would free and allocate (and zero) the rest every step.
+  static constexpr size_t kDefaultMaxFreePerSize = 64;
 
-  explicit BufferPool(size_t max_free_per_size = 8, size_t max_free_bytes = kDefaultMaxFreeBytes)
+  explicit BufferPool(size_t max_free_per_size = kDefaultMaxFreePerSize,
+                      size_t max_free_bytes = kDefaultMaxFreeBytes)
       : max_free_per_size_(max_free_per_size), max_free_bytes_(max_free_bytes) {}
 
   // The process-wide pool (never destroyed, so gRPC threads may return buffers at exit).
