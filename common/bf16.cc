@@ -1,6 +1,9 @@
 #include "common/bf16.h"
 
+#include <emmintrin.h>
+
 #include <algorithm>
+#include <cstdint>
 
 #include "common/vector_clones.h"
 namespace psrv {
@@ -53,6 +56,29 @@ PSRV_VECTOR_CLONES void Bf16BytesToFloats(const char* in, size_t count, float* o
   }
 }
 
+void Bf16BytesToFloatsStreaming(const char* in, size_t count, float* out) {
+  size_t i = 0;
+  // Plain stores up to the first 16-byte aligned output, then 8 values per two streamed stores:
+  // a bf16 is the upper half of its float, so interleaving zero halves below the values widens.
+  for (; i < count && reinterpret_cast<uintptr_t>(out + i) % 16 != 0; ++i) {
+    uint16_t value;
+    std::memcpy(&value, in + 2 * i, sizeof(value));
+    out[i] = Bf16ToFloat(value);
+  }
+  const __m128i zero = _mm_setzero_si128();
+  for (; i + 8 <= count; i += 8) {
+    const __m128i values = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * i));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(out + i), _mm_unpacklo_epi16(zero, values));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(out + i + 4), _mm_unpackhi_epi16(zero, values));
+  }
+  for (; i < count; ++i) {
+    uint16_t value;
+    std::memcpy(&value, in + 2 * i, sizeof(value));
+    out[i] = Bf16ToFloat(value);
+  }
+  _mm_sfence();  // The streamed stores are seen by other threads before anything written after.
+}
+
 void Bf16Widener::Add(const char* data, size_t size) {
   if (size == 0) return;
   if (has_low_byte_) {
@@ -63,7 +89,11 @@ void Bf16Widener::Add(const char* data, size_t size) {
     --size;
   }
   const size_t whole = size / 2;
-  Bf16BytesToFloats(data, whole, out_ + count_);
+  if (streaming_) {
+    Bf16BytesToFloatsStreaming(data, whole, out_ + count_);
+  } else {
+    Bf16BytesToFloats(data, whole, out_ + count_);
+  }
   count_ += whole;
   if (size % 2 != 0) {
     low_byte_ = static_cast<unsigned char>(data[size - 1]);

@@ -50,18 +50,37 @@ TEST(Bf16Test, WidenerPutsValuesSplitBetweenPiecesTogether) {
   Bf16ToFloats(values.data(), values.size(), expected.data());
   std::vector<char> bytes(1 + 2 * values.size());
   std::memcpy(bytes.data() + 1, values.data(), 2 * values.size());
-  for (size_t piece : {1, 2, 3, 7, 64, 2000}) {
-    std::vector<float> out(values.size(), -1.0f);
-    Bf16Widener widener(out.data());
-    for (size_t at = 0; at < 2 * values.size(); at += piece) {
-      widener.Add(bytes.data() + 1 + at, std::min(piece, 2 * values.size() - at));
+  for (bool streaming : {false, true}) {
+    for (size_t piece : {1, 2, 3, 7, 64, 2000}) {
+      std::vector<float> out(values.size(), -1.0f);
+      Bf16Widener widener(out.data(), streaming);
+      for (size_t at = 0; at < 2 * values.size(); at += piece) {
+        widener.Add(bytes.data() + 1 + at, std::min(piece, 2 * values.size() - at));
+      }
+      EXPECT_EQ(widener.count(), values.size()) << piece;
+      EXPECT_EQ(std::memcmp(out.data(), expected.data(), 4 * values.size()), 0)
+          << piece << (streaming ? " streaming" : "");
     }
-    EXPECT_EQ(widener.count(), values.size()) << piece;
-    EXPECT_EQ(std::memcmp(out.data(), expected.data(), 4 * values.size()), 0) << piece;
   }
   std::vector<float> out(values.size());
   Bf16BytesToFloats(bytes.data() + 1, values.size(), out.data());
   EXPECT_EQ(std::memcmp(out.data(), expected.data(), 4 * values.size()), 0);
+}
+
+// The streamed widening writes the same floats, whatever the output's alignment (its plain-store
+// head and tail) and the count's remainder, and nothing outside [out, out + count).
+TEST(Bf16Test, StreamingWideningEqualsThePlainOneAtEveryAlignment) {
+  std::vector<char> bytes(2 * 301 + 1);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 37 + 11);
+  for (size_t shift = 0; shift < 4; ++shift) {
+    for (size_t count : {0, 1, 3, 7, 8, 9, 15, 16, 17, 300}) {
+      std::vector<float> plain(count + 8, -2.0f), streamed(count + 8, -2.0f);
+      Bf16BytesToFloats(bytes.data() + 1, count, plain.data() + shift);
+      Bf16BytesToFloatsStreaming(bytes.data() + 1, count, streamed.data() + shift);
+      EXPECT_EQ(std::memcmp(plain.data(), streamed.data(), 4 * plain.size()), 0)
+          << "shift " << shift << ", count " << count;
+    }
+  }
 }
 
 // The array conversions and norms run in the version built for this CPU (AVX2 or the x86-64

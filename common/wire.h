@@ -85,9 +85,11 @@ PayloadPiece SplitPayload(std::vector<size_t> sizes, std::vector<PayloadPiece> r
 // "`what`: expected N bytes, got M". CopyTo: copies each piece to destination + offset.
 // FloatsInto: the payload's values, FP32 (`bf16` false: copied) or BF16 (widened, Bf16Widener),
 // as floats into `out`; one receiver per payload (a BF16 one keeps the state of a split value).
+// `count`, the payload's values if known, picks the widening: from kBf16StreamingMinValues on,
+// around the cache (Bf16BytesToFloatsStreaming).
 PayloadCheck ExpectBytes(size_t bytes, std::string what);
 PayloadPiece CopyTo(char* destination);
-PayloadPiece FloatsInto(float* out, bool bf16);
+PayloadPiece FloatsInto(float* out, bool bf16, size_t count = 0);
 
 }  // namespace psrv
 

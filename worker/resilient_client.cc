@@ -259,7 +259,7 @@ size_t ResilientClient::IssuePull(size_t t) {
   const size_t count = target.count();
   transports_[server_of_[t]]->Pull(
       request, target.connection, absl::Now() + options_.pull_timeout, count * value_bytes,
-      FloatsInto(params + target.flat_offset, bf16),
+      FloatsInto(params + target.flat_offset, bf16, count),
       [this, t, step](absl::Status status, uint64_t version) {
         PullEnded(t, step, status, version);
       });
