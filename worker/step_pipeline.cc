@@ -29,6 +29,7 @@ StepPipeline::StepPipeline(ResilientClient* client, const Options& options)
 
 StepPipeline::~StepPipeline() {
   pusher_.Drain();
+  sender_.Drain();
   client_->Shutdown();
 }
 
@@ -102,7 +103,10 @@ void StepPipeline::GradientsReady(const FlatRange& range) {
     // Final: out it goes, unless its scale must be known first (ASYNC with clipping).
     if (defer_scale_ || options_.grad_clip <= 0) {
       pushed_[t] = 1;
-      pusher_.Run([this, t] { PushTarget(t, defer_scale_); });
+      pusher_.Run([this, t] {
+        NarrowTarget(t);
+        sender_.Run([this, t] { SendTarget(t, defer_scale_); });
+      });
     }
   }
 }
@@ -113,6 +117,11 @@ double StepPipeline::SumOfSquares(size_t t) const {
 }
 
 void StepPipeline::PushTarget(size_t t, bool scale_follows) {
+  NarrowTarget(t);
+  SendTarget(t, scale_follows);
+}
+
+void StepPipeline::NarrowTarget(size_t t) {
   const float* grads = grads_[buffer_].data();
   // Compressed pushes are narrowed by the client, after the selection.
   uint16_t* wire = client_->compressing() ? nullptr : client_->Bf16Payloads(step_);
@@ -125,8 +134,13 @@ void StepPipeline::PushTarget(size_t t, bool scale_follows) {
   } else if (squares_[t] < 0) {
     squares_[t] = SumOfSquares(t);
   }
+}
+
+void StepPipeline::SendTarget(size_t t, bool scale_follows) {
   pushed_[t] = 1;
-  client_->StartPush(t, step_, grads, scale_follows, /*narrowed=*/wire != nullptr);
+  client_->StartPush(t, step_, grads_[buffer_].data(), scale_follows,
+                     /*narrowed=*/!client_->compressing() &&
+                         client_->Bf16Payloads(step_) != nullptr);
   if (options_.consistency == SYNC && options_.overlap) {
     // Answered by the server once it applied this step on the shard.
     client_->StartPull(t, step_ + 1, params_[1 - buffer_].data());
@@ -134,7 +148,8 @@ void StepPipeline::PushTarget(size_t t, bool scale_follows) {
 }
 
 absl::Status StepPipeline::FinishStep() {
-  pusher_.Drain();  // Every push handed over has started; squares_ is complete for them.
+  pusher_.Drain();  // Every push handed over was narrowed; squares_ is complete for them.
+  sender_.Drain();  // And has started.
   RETURN_IF_ERROR(status_);
   const size_t targets = client_->targets().size();
   const std::vector<ShardTarget>& plan = client_->targets();

@@ -6,8 +6,10 @@
 //            layers' parameters still travel.
 //   COMPUTE  the model (ParameterStream).
 //   PUSH     backward hands each group of gradients over as it is final (GradientsReady): every
-//            chunk whose keys are all final is pushed at once from a thread of the pipeline's own
-//            (narrowed to bf16 and its squared norm noted in one pass), while the model goes on. With
+//            chunk whose keys are all final is narrowed to bf16 (its squared norm noted in the same
+//            pass) on the pipeline's pusher thread and pushed from its sender thread (gRPC writes
+//            the message on the thread that starts the call: the next chunk is narrowed meanwhile),
+//            while the model goes on. With
 //            gradient clipping in a SYNC job the pushes carry scale_follows and the clipping factor
 //            follows in CommitStep once backward is done (the servers scale; the result is the same
 //            as pushing the clipped gradient). ASYNC jobs clip before pushing.
@@ -69,7 +71,8 @@ inline float GradientClipScale(double norm, float clip) {
 }
 
 // Thread-compatible: one training thread calls everything (the model calls the ParameterStream
-// methods from inside Compute, on that thread); pushes run on the pipeline's pusher thread.
+// methods from inside Compute, on that thread); pushes are narrowed on the pipeline's pusher
+// thread and started on its sender thread.
 class StepPipeline : public ParameterStream {
  public:
   struct Options {
@@ -129,9 +132,12 @@ class StepPipeline : public ParameterStream {
 
  private:
   // Pushes target t of the current step (its norm noted first) and, SYNC with overlap, starts
-  // its pull of the next step. Runs on the pusher thread during backward (else on the training
-  // thread, after the pusher drained).
+  // its pull of the next step. On the training thread, once pusher_ and sender_ drained; during
+  // backward its halves run on pusher_ (NarrowTarget) and sender_ (SendTarget) in turn.
   void PushTarget(size_t t, bool scale_follows);
+  // PushTarget's two halves: the bf16 payload and the norm's part, then the push (and pull).
+  void NarrowTarget(size_t t);
+  void SendTarget(size_t t, bool scale_follows);
   // Starts every target's pull of the next step.
   void StartPulls();
   // Sum of squares of target t's gradients (double, fixed order: the same in both modes).
@@ -155,6 +161,7 @@ class StepPipeline : public ParameterStream {
   double grad_norm_ = 0;
   absl::Duration waited_;
   absl::Status status_;
+  WorkQueue sender_;  // Starts the pushes pusher_ narrowed (gRPC writes on the calling thread).
   WorkQueue pusher_;  // Last: drained and joined first.
 };
 
