@@ -28,7 +28,7 @@ StepPipeline::StepPipeline(ResilientClient* client, const Options& options)
 }
 
 StepPipeline::~StepPipeline() {
-  pusher_.Drain();
+  for (WorkQueue& pusher : pushers_) pusher.Drain();
   sender_.Drain();
   client_->Shutdown();
 }
@@ -103,7 +103,8 @@ void StepPipeline::GradientsReady(const FlatRange& range) {
     // Final: out it goes, unless its scale must be known first (ASYNC with clipping).
     if (defer_scale_ || options_.grad_clip <= 0) {
       pushed_[t] = 1;
-      pusher_.Run([this, t] {
+      next_pusher_ = (next_pusher_ + 1) % kPushers;
+      pushers_[next_pusher_].Run([this, t] {
         NarrowTarget(t);
         sender_.Run([this, t] { SendTarget(t, defer_scale_); });
       });
@@ -148,7 +149,7 @@ void StepPipeline::SendTarget(size_t t, bool scale_follows) {
 }
 
 absl::Status StepPipeline::FinishStep() {
-  pusher_.Drain();  // Every push handed over was narrowed; squares_ is complete for them.
+  for (WorkQueue& pusher : pushers_) pusher.Drain();  // Every push handed over was narrowed; squares_ is complete for them.
   sender_.Drain();  // And has started.
   RETURN_IF_ERROR(status_);
   const size_t targets = client_->targets().size();
