@@ -57,25 +57,18 @@ PSRV_VECTOR_CLONES void Bf16BytesToFloats(const char* in, size_t count, float* o
 }
 
 void Bf16BytesToFloatsStreaming(const char* in, size_t count, float* out) {
-  size_t i = 0;
-  // Plain stores up to the first 16-byte aligned output, then 8 values per two streamed stores:
-  // a bf16 is the upper half of its float, so interleaving zero halves below the values widens.
-  for (; i < count && reinterpret_cast<uintptr_t>(out + i) % 16 != 0; ++i) {
-    uint16_t value;
-    std::memcpy(&value, in + 2 * i, sizeof(value));
-    out[i] = Bf16ToFloat(value);
-  }
+  // Plain stores up to the first 16-byte aligned output and after the last whole 8 values; between
+  // them 8 values per two streamed stores: a bf16 is the upper half of its float, so interleaving
+  // zero halves below the values widens them.
+  size_t i = std::min(count, (16 - reinterpret_cast<uintptr_t>(out) % 16) % 16 / sizeof(float));
+  Bf16BytesToFloats(in, i, out);
   const __m128i zero = _mm_setzero_si128();
   for (; i + 8 <= count; i += 8) {
     const __m128i values = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * i));
     _mm_stream_si128(reinterpret_cast<__m128i*>(out + i), _mm_unpacklo_epi16(zero, values));
     _mm_stream_si128(reinterpret_cast<__m128i*>(out + i + 4), _mm_unpackhi_epi16(zero, values));
   }
-  for (; i < count; ++i) {
-    uint16_t value;
-    std::memcpy(&value, in + 2 * i, sizeof(value));
-    out[i] = Bf16ToFloat(value);
-  }
+  Bf16BytesToFloats(in + 2 * i, count - i, out + i);
   _mm_sfence();  // The streamed stores are seen by other threads before anything written after.
 }
 

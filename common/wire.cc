@@ -200,9 +200,8 @@ PayloadPiece CopyTo(char* destination) {
 PayloadPiece FloatsInto(float* out, bool bf16, size_t count) {
   if (!bf16) return CopyTo(reinterpret_cast<char*>(out));
   const bool streaming = count >= kBf16StreamingMinValues;
-  return [widener = std::make_shared<Bf16Widener>(out, streaming)](const char* data, size_t size, size_t) {
-    widener->Add(data, size);
-  };
+  auto widener = std::make_shared<Bf16Widener>(out, streaming);
+  return [widener](const char* data, size_t size, size_t) { widener->Add(data, size); };
 }
 
 }  // namespace psrv

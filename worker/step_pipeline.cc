@@ -28,8 +28,7 @@ StepPipeline::StepPipeline(ResilientClient* client, const Options& options)
 }
 
 StepPipeline::~StepPipeline() {
-  for (WorkQueue& pusher : pushers_) pusher.Drain();
-  sender_.Drain();
+  DrainPushes();
   client_->Shutdown();
 }
 
@@ -105,8 +104,8 @@ void StepPipeline::GradientsReady(const FlatRange& range) {
       pushed_[t] = 1;
       next_pusher_ = (next_pusher_ + 1) % kPushers;
       pushers_[next_pusher_].Run([this, t] {
-        NarrowTarget(t);
-        sender_.Run([this, t] { SendTarget(t, defer_scale_); });
+        const bool narrowed = NarrowTarget(t);
+        sender_.Run([this, t, narrowed] { SendTarget(t, defer_scale_, narrowed); });
       });
     }
   }
@@ -117,12 +116,16 @@ double StepPipeline::SumOfSquares(size_t t) const {
   return psrv::SumOfSquares(grads_[buffer_].data() + target.flat_offset, target.count());
 }
 
-void StepPipeline::PushTarget(size_t t, bool scale_follows) {
-  NarrowTarget(t);
-  SendTarget(t, scale_follows);
+void StepPipeline::DrainPushes() {
+  for (WorkQueue& pusher : pushers_) pusher.Drain();  // Every push handed over was narrowed,
+  sender_.Drain();                                    // and has started.
 }
 
-void StepPipeline::NarrowTarget(size_t t) {
+void StepPipeline::PushTarget(size_t t, bool scale_follows) {
+  SendTarget(t, scale_follows, NarrowTarget(t));
+}
+
+bool StepPipeline::NarrowTarget(size_t t) {
   const float* grads = grads_[buffer_].data();
   // Compressed pushes are narrowed by the client, after the selection.
   uint16_t* wire = client_->compressing() ? nullptr : client_->Bf16Payloads(step_);
@@ -135,13 +138,12 @@ void StepPipeline::NarrowTarget(size_t t) {
   } else if (squares_[t] < 0) {
     squares_[t] = SumOfSquares(t);
   }
+  return wire != nullptr;
 }
 
-void StepPipeline::SendTarget(size_t t, bool scale_follows) {
+void StepPipeline::SendTarget(size_t t, bool scale_follows, bool narrowed) {
   pushed_[t] = 1;
-  client_->StartPush(t, step_, grads_[buffer_].data(), scale_follows,
-                     /*narrowed=*/!client_->compressing() &&
-                         client_->Bf16Payloads(step_) != nullptr);
+  client_->StartPush(t, step_, grads_[buffer_].data(), scale_follows, narrowed);
   if (options_.consistency == SYNC && options_.overlap) {
     // Answered by the server once it applied this step on the shard.
     client_->StartPull(t, step_ + 1, params_[1 - buffer_].data());
@@ -149,8 +151,7 @@ void StepPipeline::SendTarget(size_t t, bool scale_follows) {
 }
 
 absl::Status StepPipeline::FinishStep() {
-  for (WorkQueue& pusher : pushers_) pusher.Drain();  // Every push handed over was narrowed; squares_ is complete for them.
-  sender_.Drain();  // And has started.
+  DrainPushes();  // squares_ is complete for the pushes handed over.
   RETURN_IF_ERROR(status_);
   const size_t targets = client_->targets().size();
   const std::vector<ShardTarget>& plan = client_->targets();

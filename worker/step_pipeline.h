@@ -9,11 +9,10 @@
 //            chunk whose keys are all final is narrowed to bf16 (its squared norm noted in the same
 //            pass) on one of the pipeline's two pusher threads, in turn, and pushed from its sender
 //            thread (gRPC writes the message on the thread that starts the call: the next chunks
-//            are narrowed meanwhile),
-//            while the model goes on. With
-//            gradient clipping in a SYNC job the pushes carry scale_follows and the clipping factor
-//            follows in CommitStep once backward is done (the servers scale; the result is the same
-//            as pushing the clipped gradient). ASYNC jobs clip before pushing.
+//            are narrowed meanwhile), while the model goes on. With gradient clipping in a SYNC
+//            job the pushes carry scale_follows and the clipping factor follows in CommitStep once
+//            backward is done (the servers scale; the result is the same as pushing the clipped
+//            gradient). ASYNC jobs clip before pushing.
 // With overlap off, the same step runs in sequence: every pull is in before compute, and every push
 // is sent after it (the next pulls right behind them: a SYNC server answers them once the step is
 // applied; ASYNC: once every push was). Both give the same parameters, bit for bit, wherever the
@@ -136,9 +135,13 @@ class StepPipeline : public ParameterStream {
   // its pull of the next step. On the training thread, once pushers_ and sender_ drained; during
   // backward its halves run on a pusher (NarrowTarget), then on sender_ (SendTarget).
   void PushTarget(size_t t, bool scale_follows);
-  // PushTarget's two halves: the bf16 payload and the norm's part, then the push (and pull).
-  void NarrowTarget(size_t t);
-  void SendTarget(size_t t, bool scale_follows);
+  // PushTarget's two halves: the bf16 payload and the norm's part (returns whether it narrowed:
+  // false for FP32 wire or compressed pushes, which the client prepares), then the push (and
+  // pull).
+  bool NarrowTarget(size_t t);
+  void SendTarget(size_t t, bool scale_follows, bool narrowed);
+  // Waits until every push handed to the pushers was narrowed and started.
+  void DrainPushes();
   // Starts every target's pull of the next step.
   void StartPulls();
   // Sum of squares of target t's gradients (double, fixed order: the same in both modes).
