@@ -5,6 +5,9 @@ set -euo pipefail
 out=${TEST_TMPDIR:-$(mktemp -d)}
 bench/gpu/gpu_model_bench_simt --configs=tiny --iters=2 --warmup=1 --commit=test \
   --attention_shapes=2x2x70x32,1x3x40x16 --out="$out/ours.json"
+# The fc product's GELU in the epilogue: rows that say so, the same model within bf16 rounding.
+bench/gpu/gpu_model_bench_simt --configs=tiny --iters=2 --warmup=1 --commit=test \
+  --attention=materialized --gelu_epilogue=1 --attention_shapes=none --out="$out/epilogue.json"
 python3 - "$out" <<'PY'
 import json, math, sys
 out = sys.argv[1]
@@ -21,6 +24,10 @@ for r in results:
     assert r["tokens_per_s"] > 0 and r["with_host_transfer"]["tokens_per_s"] > 0, r
     assert len(r["samples_ms"]) == 2, r["samples_ms"]
     assert r["peak_memory_bytes"] > 0, r
+assert all(r["gelu_epilogue"] is False for r in results), results
+epilogue = json.load(open(f"{out}/epilogue.json"))["results"]
+assert [(r["attention"], r["gelu_epilogue"]) for r in epilogue] == [("materialized", True)], epilogue
+assert abs(epilogue[0]["loss_first"] - results[0]["loss_first"]) < 1e-2, (epilogue, results)
 # The paths compute the same model (same seeds and dropout masks).
 for r in results[1:]:
     assert abs(results[0]["loss_first"] - r["loss_first"]) < 1e-2, results

@@ -65,11 +65,7 @@ Blas::~Blas() {
 }
 
 absl::Status Blas::Gemm(const GemmArgs& g) {
-  if (g.bias != nullptr &&
-      (g.beta != 0.0f || g.batch_count != 1 || g.d_type != GemmType::kBf16 || g.ldd != g.m)) {
-    return absl::InvalidArgumentError(
-        "Blas::Gemm: a bias needs beta == 0, one product and a dense bf16 result");
-  }
+  RETURN_IF_ERROR(CheckGemmEpilogue(g));
   if (g.m == 0 || g.n == 0 || g.batch_count == 0) return absl::OkStatus();
   if (options_.use_cublaslt && g.batch_count == 1 && g.k > 0) {
     bool ran = false;
@@ -88,6 +84,9 @@ absl::StatusOr<Blas::LtPlan*> Blas::GetLtPlan(const GemmArgs& g) {
   const unsigned align_b = Alignment(g.b, g.ldb, 2);
   const unsigned align_d = Alignment(g.d, g.ldd, TypeBytes(g.d_type));
   const unsigned align_bias = g.bias != nullptr ? Alignment(g.bias, 0, 1) : 256;
+  const bool gelu = g.epilogue == GemmEpilogue::kGeluAux;
+  // cuBLASLt wants the GELU's aux leading dimension a multiple of 8 (cublasLt.h).
+  const bool aux_ok = !gelu || (Alignment(g.aux, g.ldd, 2) >= 16);
   const LtKey key{g.trans_a,
                   g.trans_b,
                   g.m,
@@ -101,7 +100,9 @@ absl::StatusOr<Blas::LtPlan*> Blas::GetLtPlan(const GemmArgs& g) {
                   align_a,
                   align_b,
                   align_d,
-                  align_bias >= 16};
+                  align_bias >= 16,
+                  static_cast<int>(g.epilogue),
+                  aux_ok};
   auto cached = lt_plans_.find(key);
   if (cached != lt_plans_.end()) return cached->second.get();
 
@@ -113,14 +114,20 @@ absl::StatusOr<Blas::LtPlan*> Blas::GetLtPlan(const GemmArgs& g) {
       cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
-  if (g.bias != nullptr) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  if (g.bias != nullptr || gelu) {
+    const cublasLtEpilogue_t epilogue =
+        gelu ? (g.bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+             : CUBLASLT_EPILOGUE_BIAS;
     CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                           &epilogue, sizeof(epilogue)));
-    // The heuristic sees this call's pointer; each call sets its own (LtGemm).
-    const void* bias = g.bias;
+  }
+  // The heuristic sees this call's pointers; each call sets its own (LtGemm).
+  RETURN_IF_ERROR(SetEpiloguePointers(plan.get(), g));
+  if (gelu) {
+    // The aux result is bf16 (D's type, cuBLASLt's default) with D's leading dimension.
+    const int64_t aux_ld = g.ldd;
     CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+        plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
   }
   // Stored shapes: op(A) is (m, k), so A is (k, m) when transposed; likewise B.
   CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, g.trans_a ? g.k : g.m,
@@ -129,8 +136,9 @@ absl::StatusOr<Blas::LtPlan*> Blas::GetLtPlan(const GemmArgs& g) {
                                                     g.trans_b ? g.k : g.n, g.ldb));
   CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->d, CudaType(g.d_type), g.m, g.n, g.ldd));
 
-  // A bias that is not 16-byte aligned goes to GemmEx + AddBias rather than risk the epilogue.
-  if (g.bias == nullptr || align_bias >= 16) {
+  // A bias or aux result that is not 16-byte aligned goes to GemmEx + kernels rather than risk
+  // the epilogue.
+  if ((g.bias == nullptr || align_bias >= 16) && aux_ok) {
     cublasLtMatmulPreference_t preference = nullptr;
     CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&preference));
     const size_t workspace = options_.workspace_bytes;
@@ -169,11 +177,7 @@ absl::Status Blas::LtGemm(const GemmArgs& g, bool* ran) {
   *ran = false;
   ASSIGN_OR_RETURN(LtPlan * plan, GetLtPlan(g));
   if (!plan->found) return absl::OkStatus();
-  if (g.bias != nullptr) {
-    const void* bias = g.bias;
-    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  }
+  RETURN_IF_ERROR(SetEpiloguePointers(plan, g));
   CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt_handle_, plan->op, &g.alpha, g.a, plan->a, g.b, plan->b,
                                         &g.beta, g.d, plan->d, g.d, plan->d, &plan->algo,
                                         workspace_, options_.workspace_bytes, stream_));
@@ -181,13 +185,31 @@ absl::Status Blas::LtGemm(const GemmArgs& g, bool* ran) {
   return absl::OkStatus();
 }
 
+absl::Status Blas::SetEpiloguePointers(LtPlan* plan, const GemmArgs& g) {
+  if (g.bias != nullptr) {
+    const void* bias = g.bias;
+    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  if (g.epilogue == GemmEpilogue::kGeluAux) {
+    void* aux = g.aux;
+    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Blas::GemmEx(const GemmArgs& g) {
   const cublasOperation_t op_a = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const bool gelu = g.epilogue == GemmEpilogue::kGeluAux;
+  // With the GELU epilogue the product (+ bias) goes to aux, and D = gelu(aux) after it.
+  void* product = gelu ? g.aux : g.d;
   if (g.batch_count == 1) {
-    CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
-        handle_, op_a, op_b, g.m, g.n, g.k, &g.alpha, g.a, CUDA_R_16BF, g.lda, g.b, CUDA_R_16BF,
-        g.ldb, &g.beta, g.d, CudaType(g.d_type), g.ldd, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_RETURN_IF_ERROR(cublasGemmEx(handle_, op_a, op_b, g.m, g.n, g.k, &g.alpha, g.a,
+                                        CUDA_R_16BF, g.lda, g.b, CUDA_R_16BF, g.ldb, &g.beta,
+                                        product, CudaType(g.d_type), g.ldd, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT));
   } else {
     CUBLAS_RETURN_IF_ERROR(cublasGemmStridedBatchedEx(
         handle_, op_a, op_b, g.m, g.n, g.k, &g.alpha, g.a, CUDA_R_16BF, g.lda, g.stride_a, g.b,
@@ -196,8 +218,13 @@ absl::Status Blas::GemmEx(const GemmArgs& g) {
   }
   if (g.bias != nullptr) {
     // D (m, n) column-major is row-major (n, m): the bias runs along its rows.
-    CUDA_RETURN_IF_ERROR(
-        AddBias(static_cast<const bf16*>(g.bias), g.n, g.m, static_cast<bf16*>(g.d), stream_));
+    CUDA_RETURN_IF_ERROR(AddBias(static_cast<const bf16*>(g.bias), g.n, g.m,
+                                 static_cast<bf16*>(product), stream_));
+  }
+  if (gelu) {
+    CUDA_RETURN_IF_ERROR(GeluForward(static_cast<const bf16*>(g.aux),
+                                     static_cast<size_t>(g.m) * g.n, static_cast<bf16*>(g.d),
+                                     stream_));
   }
   return absl::OkStatus();
 }

@@ -1,5 +1,6 @@
 // Matrix products on the GPU: bf16 operands, fp32 accumulation, bf16 or fp32 results, through
-// cuBLASLt (with the bias fused in its epilogue) or cuBLAS's GemmEx.
+// cuBLASLt (with the bias, and the GELU after a Linear, fused in its epilogue) or cuBLAS's GemmEx
+// (then kernels for them).
 #ifndef PSRV_WORKER_CUDA_BLAS_H_
 #define PSRV_WORKER_CUDA_BLAS_H_
 
@@ -26,6 +27,23 @@ struct BlasOptions {
   size_t workspace_bytes = 32u << 20;
 };
 
+// OK, or INVALID_ARGUMENT for a bias or epilogue the product cannot take (GemmArgs). Both Blas
+// implementations (this one and the simulator's) check with it.
+inline absl::Status CheckGemmEpilogue(const GemmArgs& g) {
+  const bool dense_bf16 = g.beta == 0.0f && g.batch_count == 1 && g.d_type == GemmType::kBf16 &&
+                          g.ldd == g.m;
+  if (g.bias != nullptr && !dense_bf16) {
+    return absl::InvalidArgumentError(
+        "Blas::Gemm: a bias needs beta == 0, one product and a dense bf16 result");
+  }
+  if (g.epilogue == GemmEpilogue::kGeluAux && (!dense_bf16 || g.aux == nullptr)) {
+    return absl::InvalidArgumentError(
+        "Blas::Gemm: the GELU epilogue needs beta == 0, one product, a dense bf16 result and an "
+        "aux result");
+  }
+  return absl::OkStatus();
+}
+
 // Owns a cuBLAS handle, a cuBLASLt handle and the workspace, bound to one stream. The algorithm
 // cuBLASLt's heuristic picks is cached per shape. Thread-compatible.
 class Blas {
@@ -37,6 +55,7 @@ class Blas {
   Blas& operator=(const Blas&) = delete;
 
   // Enqueues one product (gemm_args.h) on the stream. A and B bf16; D bf16 or fp32.
+  // INVALID_ARGUMENT for a bias or epilogue the product cannot take (see GemmArgs).
   absl::Status Gemm(const GemmArgs& args);
 
   // Products that ran through cuBLASLt / through GemmEx so far (tests, benchmarks).
@@ -52,9 +71,10 @@ class Blas {
   absl::Status LtGemm(const GemmArgs& args, bool* ran);
   absl::Status GemmEx(const GemmArgs& args);
 
-  // What a cuBLASLt plan depends on: shapes, types, leading dimensions, bias, alignments.
+  // What a cuBLASLt plan depends on: shapes, types, leading dimensions, bias, alignments,
+  // epilogue and whether its aux result is 16-byte aligned.
   using LtKey = std::tuple<bool, bool, int, int, int, int, int, int, int, bool, unsigned, unsigned,
-                           unsigned, bool>;
+                           unsigned, bool, int, bool>;
   // The descriptors and the algorithm cuBLASLt's heuristic chose for one LtKey (found == false:
   // none, the product goes to GemmEx). Built once per key: creating descriptors and running the
   // heuristic costs more host time than launching the product.
@@ -63,6 +83,8 @@ class Blas {
     void operator()(LtPlan* plan) const;
   };
   absl::StatusOr<LtPlan*> GetLtPlan(const GemmArgs& args);
+  // This call's bias and aux pointers into the plan's descriptor.
+  absl::Status SetEpiloguePointers(LtPlan* plan, const GemmArgs& args);
 
   cudaStream_t stream_;
   BlasOptions options_;

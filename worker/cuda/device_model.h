@@ -54,13 +54,16 @@ struct CudaModelOptions {
   // The MLP's GELU output recomputed in the backward instead of kept (GptCudaConfig::
   // recompute_gelu): ps_worker --cuda_recompute_gelu.
   bool recompute_gelu = true;
+  // The MLP's fc product and GELU as one cuBLASLt product (GptCudaConfig::gelu_epilogue):
+  // ps_worker --cuda_gelu_epilogue.
+  bool gelu_epilogue = false;
 };
 
 // Description of the attention path for the worker's log: "", ", flash attention" or
 // ", flash attention (fp32)".
 const char* CudaAttentionSuffix(const CudaModelOptions& options);
-// CudaAttentionSuffix, then ", GELU output kept" without recompute_gelu: how the worker's log line
-// describes the CUDA model.
+// CudaAttentionSuffix, then ", GELU output kept" without recompute_gelu and ", GELU in the
+// epilogue" with gelu_epilogue: how the worker's log line describes the CUDA model.
 std::string CudaModelSuffix(const CudaModelOptions& options);
 
 // "materialized", "flash" or "flash_fp32" (the --cuda_attention flag) into `options`;

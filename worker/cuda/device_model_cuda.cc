@@ -23,6 +23,18 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateOnCpu(const ModelSpec& spec
   return model;
 }
 
+// The CUDA model of `config` on device 0, computing as `options` say.
+cuda::GptCudaConfig CudaConfigOf(const GptConfig& config, const CudaModelOptions& options) {
+  cuda::GptCudaConfig cuda_config;
+  static_cast<GptConfig&>(cuda_config) = config;
+  cuda_config.device = 0;
+  cuda_config.flash_attention = options.flash_attention;
+  cuda_config.flash_fp32 = options.flash_fp32;
+  cuda_config.recompute_gelu = options.recompute_gelu;
+  cuda_config.gelu_epilogue = options.gelu_epilogue;
+  return cuda_config;
+}
+
 }  // namespace
 
 bool BuiltWithCuda() { return true; }
@@ -80,10 +92,8 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModelOnDevice(const
                      spec.kind() == "gpt" ? " with untied embeddings" : "", " has no CUDA model)"),
         choice);
   }
-  absl::StatusOr<std::unique_ptr<cuda::GptCudaModel>> model =
-      cuda::GptCudaModel::Create(GptConfigFromSpec(spec, vocab_size), /*device=*/0,
-                                 cuda_options.flash_attention, cuda_options.flash_fp32,
-                                 cuda_options.recompute_gelu);
+  absl::StatusOr<std::unique_ptr<cuda::GptCudaModel>> model = cuda::GptCudaModel::Create(
+      CudaConfigOf(GptConfigFromSpec(spec, vocab_size), cuda_options));
   if (!model.ok()) return model.status();
   if (choice != nullptr) {
     absl::StatusOr<std::string> name = cuda::DeviceName(0);
@@ -106,15 +116,9 @@ absl::StatusOr<std::unique_ptr<StageModel>> CreateStageModelOnDevice(
     }
     return CreateCpuStageModel(config, part, slots);
   }
-  cuda::GptCudaConfig cuda_config;
-  static_cast<GptConfig&>(cuda_config) = config;
-  cuda_config.device = 0;
-  cuda_config.flash_attention = cuda_options.flash_attention;
-  cuda_config.flash_fp32 = cuda_options.flash_fp32;
-  cuda_config.recompute_gelu = cuda_options.recompute_gelu;
   absl::StatusOr<std::string> name = cuda::DeviceName(0);
   return cuda::CreateCudaStageModel(
-      cuda_config, part, slots,
+      CudaConfigOf(config, cuda_options), part, slots,
       absl::StrCat("cuda:0 (", name.ok() ? *name : "unknown device", ")",
                    CudaModelSuffix(cuda_options)));
 }

@@ -70,6 +70,8 @@ TEST(ParseCudaAttentionTest, KnownAndUnknownNames) {
   EXPECT_EQ(CudaModelSuffix(options), ", GELU output kept");
   options.flash_attention = true;
   EXPECT_EQ(CudaModelSuffix(options), ", flash attention, GELU output kept");
+  options.gelu_epilogue = true;
+  EXPECT_EQ(CudaModelSuffix(options), ", flash attention, GELU output kept, GELU in the epilogue");
   options = CudaModelOptions();
   for (const char* name : {"", "Flash", "fused", "materialised"}) {
     const absl::Status status = ParseCudaAttention(name, &options);

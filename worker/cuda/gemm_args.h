@@ -14,6 +14,13 @@ namespace cuda {
 
 enum class GemmType { kBf16, kF32 };
 
+// What runs on the product before it is stored (cuBLASLt's epilogue; GemmEx + kernels otherwise).
+enum class GemmEpilogue {
+  kNone,     // D = product [+ bias]
+  kGeluAux,  // aux = product [+ bias], D = gelu(product [+ bias]) (tanh approximation): the
+             // Linear and the GELU after it, with the GELU's input kept for the backward
+};
+
 // One cuBLAS product in cuBLAS's column-major terms:
 //   D (m, n) = alpha * op(A) (m, k) @ op(B) (k, n) + beta * D  [+ bias (m) on every column]
 // batch_count times, operand i at base + i * stride (elements). A and B are always bf16 on the GPU
@@ -33,6 +40,10 @@ struct GemmArgs {
   float beta = 0.0f;
   // (m), same type as D; null for none. Only with beta == 0 and batch_count == 1.
   const void* bias = nullptr;
+  // kGeluAux: only with beta == 0, batch_count == 1 and a dense bf16 D (ldd == m); aux is a
+  // second (m, n) bf16 result with D's leading dimension.
+  GemmEpilogue epilogue = GemmEpilogue::kNone;
+  void* aux = nullptr;
   int batch_count = 1;
   int64_t stride_a = 0, stride_b = 0, stride_d = 0;
 };

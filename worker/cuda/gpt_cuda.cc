@@ -469,11 +469,16 @@ absl::Status GptCuda::Forward(Activations& a, int B, int t, bool training, uint6
         stream_));
 
     // MLP: residual3 = residual2 + dropout(proj(gelu(fc(ln2(residual2))))).
-    RETURN_IF_ERROR(LinearForward(blas, la.ln2, w.fc_weight + l4cc, w.fc_bias + l * 4 * C,
-                                            BT, C, 4 * C, la.fch));
     // gelu(fch): kept for the backward, or in the backward's dfch scratch when recomputed there.
     bf16* fch_gelu = la.fch_gelu != nullptr ? la.fch_gelu : a.dfch;
-    CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, fch_gelu, stream_));
+    if (config_.gelu_epilogue) {
+      RETURN_IF_ERROR(LinearGeluForward(blas, la.ln2, w.fc_weight + l4cc, w.fc_bias + l * 4 * C,
+                                        BT, C, 4 * C, la.fch, fch_gelu));
+    } else {
+      RETURN_IF_ERROR(LinearForward(blas, la.ln2, w.fc_weight + l4cc, w.fc_bias + l * 4 * C, BT, C,
+                                    4 * C, la.fch));
+      CUDA_RETURN_IF_ERROR(GeluForward(la.fch, BT * 4 * C, fch_gelu, stream_));
+    }
     RETURN_IF_ERROR(LinearForward(blas, fch_gelu, w.mlp_proj_weight + l4cc,
                                   w.mlp_proj_bias + l * C, BT, 4 * C, C, a.proj));
     const Dropout mlp_dropout = MakeDropout(seed, MlpProjStream(layer), rate);

@@ -43,6 +43,12 @@ struct GptCudaConfig : GptConfig {
   // there (llm.c's recompute): 4C bf16 per token and layer less memory (1.2 GB at GPT-2 small's
   // B 16, T 1024), one elementwise kernel per layer more; the same bits either way.
   bool recompute_gelu = true;
+  // The MLP's fc product and its GELU as one cuBLASLt product (GELU_AUX_BIAS epilogue,
+  // LinearGeluForward): one elementwise kernel and one pass over (B, T, 4C) less per layer in the
+  // forward. The GELU then takes the fp32 product rather than its bf16 rounding, so results differ
+  // from the unfused path within bf16 rounding (and, with recompute_gelu, the backward's recomputed
+  // GELU from the forward's by as much, as in llm.c). Off by default until measured on a GPU.
+  bool gelu_epilogue = false;
 };
 
 // INVALID_ARGUMENT naming the first field out of range: ValidateGptConfig, then the device and

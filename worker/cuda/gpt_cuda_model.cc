@@ -16,23 +16,19 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptConfig& config,
-                                                                   int device,
-                                                                   bool flash_attention,
-                                                                   bool flash_fp32,
-                                                                   bool recompute_gelu) {
+absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptCudaConfig& config) {
   RETURN_IF_ERROR(ValidateGptConfig(config));
   if (!config.tie_embeddings) {
     return absl::UnimplementedError("the CUDA GPT has tied embeddings only (use the CPU backend)");
   }
+  ASSIGN_OR_RETURN(std::unique_ptr<GptCuda> gpt, GptCuda::Create(config));
+  return std::unique_ptr<GptCudaModel>(new GptCudaModel(std::move(gpt)));
+}
+
+absl::StatusOr<std::unique_ptr<GptCudaModel>> GptCudaModel::Create(const GptConfig& config) {
   GptCudaConfig cuda_config;
   static_cast<GptConfig&>(cuda_config) = config;
-  cuda_config.device = device;
-  cuda_config.flash_attention = flash_attention;
-  cuda_config.flash_fp32 = flash_fp32;
-  cuda_config.recompute_gelu = recompute_gelu;
-  ASSIGN_OR_RETURN(std::unique_ptr<GptCuda> gpt, GptCuda::Create(cuda_config));
-  return std::unique_ptr<GptCudaModel>(new GptCudaModel(std::move(gpt)));
+  return Create(cuda_config);
 }
 
 float GptCudaModel::ForwardBackward(const float* params, const int32_t* rows, int batch,

@@ -25,12 +25,10 @@ class GptCudaModel : public LanguageModel {
  public:
   // INVALID_ARGUMENT for a config the CPU model would reject; CUDA errors (no device, out of
   // memory) as their Status.
-  // flash_attention, flash_fp32, recompute_gelu: see GptCudaConfig.
-  static absl::StatusOr<std::unique_ptr<GptCudaModel>> Create(const GptConfig& config,
-                                                              int device = 0,
-                                                              bool flash_attention = false,
-                                                              bool flash_fp32 = false,
-                                                              bool recompute_gelu = true);
+  // The device and how to compute (attention path, GELU): see GptCudaConfig.
+  static absl::StatusOr<std::unique_ptr<GptCudaModel>> Create(const GptCudaConfig& config);
+  // GptCudaConfig's defaults on device 0.
+  static absl::StatusOr<std::unique_ptr<GptCudaModel>> Create(const GptConfig& config);
 
   int window() const override { return gpt_->config().context + 1; }
   int predictions_per_row() const override { return gpt_->config().context; }

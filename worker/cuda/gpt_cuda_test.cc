@@ -256,6 +256,50 @@ TEST_P(GptCudaTest, RecomputedGeluEqualsKeptGeluBitForBit) {
   EXPECT_GE(kept->device_bytes(), recomputed->device_bytes() + gelu_bytes);
 }
 
+// The MLP's fc product with its GELU in the epilogue (GptCudaConfig::gelu_epilogue), through
+// cuBLASLt (the epilogue) and GemmEx (the GELU kernel after it), the GELU output recomputed or
+// kept: loss and gradients within the CPU tolerances above, bitwise reproducible.
+class GptCudaGeluEpilogueTest : public GpuTest,
+                                public ::testing::WithParamInterface<std::tuple<bool, bool>> {};
+
+INSTANTIATE_TEST_SUITE_P(Paths, GptCudaGeluEpilogueTest,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<bool, bool>>& info) {
+                           return std::string(std::get<0>(info.param) ? "Lt" : "GemmEx") +
+                                  (std::get<1>(info.param) ? "_Recomputed" : "_Kept");
+                         });
+
+TEST_P(GptCudaGeluEpilogueTest, MatchesCpuAndIsReproducible) {
+  GptCudaConfig c = Small(0.2f);
+  c.gelu_epilogue = true;
+  c.recompute_gelu = std::get<1>(GetParam());
+  std::unique_ptr<GptModel> cpu = MakeCpu(c);
+  std::unique_ptr<GptCuda> gpu = MakeGpu(c, std::get<0>(GetParam()));
+  ASSERT_NE(gpu, nullptr);
+  const size_t n = cpu->num_parameters();
+  const std::vector<float> params = RandomParams(c, 31, 0.05f);
+  ASSERT_TRUE(gpu->UploadParams(params.data()).ok());
+  const int batch = 2;
+  const std::vector<int32_t> rows = RandomRows(batch, c.context + 1, c.vocab, 32);
+  std::vector<float> cpu_grads(n), first(n, std::nanf("")), second(n, std::nanf(""));
+  const float cpu_loss =
+      cpu->ForwardBackward(params.data(), rows.data(), batch, 33, cpu_grads.data());
+  const int64_t lt_before = gpu->blas().lt_calls();
+  absl::StatusOr<float> loss1 = gpu->ForwardBackward(rows.data(), batch, 33);
+  ASSERT_TRUE(loss1.ok()) << loss1.status();
+  ASSERT_TRUE(gpu->DownloadGrads(first.data()).ok());
+  EXPECT_NEAR(*loss1, cpu_loss, 1e-2 * cpu_loss);
+  ExpectGradientsClose(c, first, cpu_grads, 5e-2);
+  if (std::get<0>(GetParam())) {
+    EXPECT_GT(gpu->blas().lt_calls(), lt_before);
+  }
+  absl::StatusOr<float> loss2 = gpu->ForwardBackward(rows.data(), batch, 33);
+  ASSERT_TRUE(loss2.ok()) << loss2.status();
+  ASSERT_TRUE(gpu->DownloadGrads(second.data()).ok());
+  EXPECT_EQ(*loss2, *loss1);
+  EXPECT_EQ(std::memcmp(first.data(), second.data(), n * sizeof(float)), 0);
+}
+
 TEST_P(GptCudaTest, OutOfRangeTokenGivesNanAndZeroGradients) {
   const GptCudaConfig c = config();
   std::unique_ptr<GptCuda> gpu = MakeGpu(c, use_cublaslt());
@@ -349,9 +393,8 @@ TEST_F(GptCudaModelTest, AccumulationOnTheGpuEqualsTheHostSum) {
 // A step whose parameters are awaited group by group and whose gradients are handed over group
 // by group (the worker's overlapped pipeline) equals the whole step bit for bit; forward awaits
 // every key before backward reports any, each once, the embeddings first and last.
-TEST_F(GptCudaModelTest, AStreamedStepEqualsTheWholeStep) {
-  const GptCudaConfig c = Small(0.1f);
-  absl::StatusOr<std::unique_ptr<GptCudaModel>> gpu = GptCudaModel::Create(CpuConfig(c));
+void ExpectAStreamedStepEqualsTheWholeStep(const GptCudaConfig& c) {
+  absl::StatusOr<std::unique_ptr<GptCudaModel>> gpu = GptCudaModel::Create(c);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   GptCudaModel& model = **gpu;
   const size_t n = model.num_parameters();
@@ -393,6 +436,16 @@ TEST_F(GptCudaModelTest, AStreamedStepEqualsTheWholeStep) {
   const size_t C = c.width, V = c.vocab;
   EXPECT_EQ(recorder.first_reported, n - 2 * C);  // The final LayerNorm first...
   EXPECT_EQ(recorder.last_reported, V * C);       // ...the embeddings (wte, then wpe) last.
+}
+
+TEST_F(GptCudaModelTest, AStreamedStepEqualsTheWholeStep) {
+  ExpectAStreamedStepEqualsTheWholeStep(Small(0.1f));
+}
+
+TEST_F(GptCudaModelTest, AStreamedStepEqualsTheWholeStepWithTheGeluEpilogue) {
+  GptCudaConfig c = Small(0.1f);
+  c.gelu_epilogue = true;
+  ExpectAStreamedStepEqualsTheWholeStep(c);
 }
 
 // A validation loss through MeanLoss (one parameter upload) equals LanguageModel's default
@@ -483,6 +536,17 @@ TEST_F(GptCudaModelTest, AutoAndCudaChooseTheGpu) {
   ASSERT_NE(kept_gpu, nullptr);
   EXPECT_FALSE(kept_gpu->gpt().config().recompute_gelu);
   EXPECT_NE(choice.description.find(", flash attention, GELU output kept"), std::string::npos)
+      << choice.description;
+  EXPECT_FALSE(kept_gpu->gpt().config().gelu_epilogue);
+  // ps_worker --cuda_gelu_epilogue reaches the model and its log line.
+  CudaModelOptions fused;
+  fused.gelu_epilogue = true;
+  auto fused_model = CreateLanguageModelOnDevice(spec, 20, Device::kAuto, &choice, fused);
+  ASSERT_TRUE(fused_model.ok()) << fused_model.status();
+  auto* fused_gpu = dynamic_cast<GptCudaModel*>(fused_model->get());
+  ASSERT_NE(fused_gpu, nullptr);
+  EXPECT_TRUE(fused_gpu->gpt().config().gelu_epilogue);
+  EXPECT_NE(choice.description.find(", GELU in the epilogue"), std::string::npos)
       << choice.description;
   // Head size 64 is the flash kernels' largest: 128 is refused with the reason.
   spec.set_heads(1);

@@ -21,6 +21,15 @@ absl::Status LinearForward(Blas& blas, const bf16* inp, const bf16* weight, cons
   return blas.Gemm(args);
 }
 
+absl::Status LinearGeluForward(Blas& blas, const bf16* inp, const bf16* weight, const bf16* bias,
+                               int N, int C, int OC, bf16* pre, bf16* out) {
+  GemmArgs args = RowMajorABt(N, OC, C, inp, weight, out, GemmType::kBf16);
+  args.bias = bias;
+  args.epilogue = GemmEpilogue::kGeluAux;
+  args.aux = pre;
+  return blas.Gemm(args);
+}
+
 size_t LinearBackwardScratch(int N, int OC) { return BiasBackwardScratch(N, OC); }
 
 absl::Status LinearBackward(Blas& blas, const bf16* dout, const bf16* inp, const bf16* weight,

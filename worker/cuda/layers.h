@@ -14,6 +14,14 @@ namespace cuda {
 absl::Status LinearForward(Blas& blas, const bf16* inp, const bf16* weight, const bf16* bias, int N,
                            int C, int OC, bf16* out);
 
+// The Linear and the GELU after it as one product (GemmEpilogue::kGeluAux, cuBLASLt's
+// GELU_AUX_BIAS epilogue): pre (N, OC) = inp @ weight^T + bias, kept for the backward, and
+// out (N, OC) = gelu(pre). Through cuBLASLt the GELU takes the product's fp32 value, so out may
+// differ from GeluForward(pre) by a bf16 rounding; where cuBLASLt declines, LinearForward into pre
+// and then GeluForward run instead.
+absl::Status LinearGeluForward(Blas& blas, const bf16* inp, const bf16* weight, const bf16* bias,
+                               int N, int C, int OC, bf16* pre, bf16* out);
+
 // Floats of scratch LinearBackward needs.
 size_t LinearBackwardScratch(int N, int OC);
 

@@ -7,6 +7,7 @@
 //   attention (bf16 weights between two products): forward rel 2e-2, abs 5e-3; backward (two more
 //   bf16 roundings) rel 5e-2, abs 1e-2.
 // Shapes include odd sizes (cuBLASLt may decline them: GemmEx then runs) and 16-byte-aligned ones.
+// The Linear with its GELU in the epilogue: the same bf16 tolerance for both results.
 // Tagged "gpu": skips without a GPU.
 #include "worker/cuda/layers.h"
 
@@ -93,6 +94,58 @@ TEST_P(LayersTest, LinearForwardAndBackward) {
   } else {
     EXPECT_EQ(blas_->lt_calls(), 0);
   }
+}
+
+// The Linear with the GELU in its epilogue: pre is the Linear's output, out its GELU (tanh
+// approximation), each within the bf16 tolerance of double loops; the aligned shapes run through
+// cuBLASLt's epilogue, the others (and every shape without cuBLASLt) through GemmEx and the GELU
+// kernel. Bad requests are refused.
+TEST_P(LayersTest, LinearGeluForwardIsTheLinearThenGelu) {
+  const int64_t lt_before = blas_->lt_calls();
+  for (const LinearShape& s : {LinearShape{64, 128, 512}, LinearShape{33, 40, 11},
+                               LinearShape{256, 64, 256}}) {
+    SCOPED_TRACE(::testing::Message() << "N " << s.N << " C " << s.C << " OC " << s.OC);
+    const std::vector<float> inp = RoundToBf16(RandomFloats(s.N * s.C, 5));
+    const std::vector<float> weight = RoundToBf16(RandomFloats(s.OC * s.C, 6, 0.2f));
+    const std::vector<float> bias = RoundToBf16(RandomFloats(s.OC, 7));
+    DeviceBuffer dinp = ToDevice(ToBf16Vector(inp)), dweight = ToDevice(ToBf16Vector(weight)),
+                 dbias = ToDevice(ToBf16Vector(bias));
+    DeviceBuffer pre = DeviceFilled<bf16>(s.N * s.OC), out = DeviceFilled<bf16>(s.N * s.OC);
+    ASSERT_TRUE(LinearGeluForward(*blas_, dinp.as<bf16>(), dweight.as<bf16>(), dbias.as<bf16>(),
+                                  s.N, s.C, s.OC, pre.as<bf16>(), out.as<bf16>())
+                    .ok());
+    std::vector<double> want_pre(s.N * s.OC), want_out(s.N * s.OC);
+    for (int n = 0; n < s.N; ++n) {
+      for (int o = 0; o < s.OC; ++o) {
+        double sum = bias[o];
+        for (int c = 0; c < s.C; ++c) {
+          sum += static_cast<double>(inp[n * s.C + c]) * weight[o * s.C + c];
+        }
+        want_pre[n * s.OC + o] = sum;
+        want_out[n * s.OC + o] =
+            0.5 * sum * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (sum + 0.044715 * sum * sum * sum)));
+      }
+    }
+    ExpectClose(Bf16ToHost(pre, s.N * s.OC), want_pre, 1e-2, 1e-3, "linear-gelu pre");
+    ExpectClose(Bf16ToHost(out, s.N * s.OC), want_out, 1e-2, 1e-3, "linear-gelu out");
+  }
+  if (GetParam()) {
+    EXPECT_GT(blas_->lt_calls(), lt_before) << "the aligned shapes should take the epilogue";
+  } else {
+    EXPECT_EQ(blas_->lt_calls(), 0);
+  }
+  // The epilogue needs an aux result, one product, beta 0 and a dense bf16 D; refused otherwise,
+  // before anything is written.
+  DeviceBuffer a = DeviceFilled<bf16>(64), d = DeviceFilled<bf16>(64);
+  GemmArgs args = RowMajorABt(8, 8, 8, a.as<bf16>(), a.as<bf16>(), d.as<bf16>(), GemmType::kBf16);
+  args.epilogue = GemmEpilogue::kGeluAux;
+  EXPECT_EQ(blas_->Gemm(args).code(), absl::StatusCode::kInvalidArgument) << "no aux";
+  args.aux = d.as<bf16>();
+  args.beta = 1.0f;
+  EXPECT_EQ(blas_->Gemm(args).code(), absl::StatusCode::kInvalidArgument) << "beta";
+  args.beta = 0.0f;
+  args.d_type = GemmType::kF32;
+  EXPECT_EQ(blas_->Gemm(args).code(), absl::StatusCode::kInvalidArgument) << "fp32 D";
 }
 
 // Causal attention in double precision: forward out (B, T, C), and the backward's dqkv from dout.

@@ -1,11 +1,14 @@
 // Blas (worker/cuda/blas.h) on the CPU for the *_simt_test targets: every product runs as
 // cuBLAS's column-major GEMM in plain loops (bf16 operands, double accumulation, bf16 or fp32
-// result, bias on every column). Tests only.
+// result, bias on every column, the GELU epilogue). Tests only.
 #include "worker/cuda/blas.h"
 
 #include <cuda_bf16.h>
 
+#include <cmath>
 #include <cstdint>
+
+#include "common/status_macros.h"
 
 namespace psrv {
 namespace cuda {
@@ -25,20 +28,29 @@ namespace {
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// gelu.cu's GELU (tanh approximation, fp32 arithmetic).
+float Gelu(float x) {
+  constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2/pi)
+  constexpr float kGeluCubic = 0.044715f;
+  const float t = tanhf(kGeluScale * (x + kGeluCubic * x * x * x));
+  return 0.5f * x * (1.0f + t);
+}
+
 }  // namespace
 
 absl::Status Blas::Gemm(const GemmArgs& g) {
   // The real Blas's contract and dispatch (blas.cc); the cuBLASLt path is assumed to accept
   // exactly the products whose operands are 16-byte aligned with leading dimensions a multiple of
   // 8 elements (what its heuristic needs for bf16 tensor cores). Both paths compute the same here.
-  if (g.bias != nullptr &&
-      (g.beta != 0.0f || g.batch_count != 1 || g.d_type != GemmType::kBf16 || g.ldd != g.m)) {
-    return absl::InvalidArgumentError(
-        "Blas::Gemm: a bias needs beta == 0, one product and a dense bf16 result");
-  }
+  // The GELU epilogue: through cuBLASLt, gelu of the fp32 result (D) beside that result rounded
+  // (aux); through GemmEx + GeluForward, gelu of the rounded result.
+  RETURN_IF_ERROR(CheckGemmEpilogue(g));
   if (g.m == 0 || g.n == 0 || g.batch_count == 0) return absl::OkStatus();
-  if (options_.use_cublaslt && g.batch_count == 1 && g.k > 0 && Aligned16(g.a) && Aligned16(g.b) &&
-      Aligned16(g.d) && g.lda % 8 == 0 && g.ldb % 8 == 0 && g.ldd % 8 == 0) {
+  const bool gelu = g.epilogue == GemmEpilogue::kGeluAux;
+  const bool lt = options_.use_cublaslt && g.batch_count == 1 && g.k > 0 && Aligned16(g.a) &&
+                  Aligned16(g.b) && Aligned16(g.d) && g.lda % 8 == 0 && g.ldb % 8 == 0 &&
+                  g.ldd % 8 == 0 && (!gelu || Aligned16(g.aux));
+  if (lt) {
     ++lt_calls_;
   } else {
     ++gemm_ex_calls_;
@@ -66,7 +78,14 @@ absl::Status Blas::Gemm(const GemmArgs& g) {
           if (g.bias != nullptr) {
             value += __bfloat162float(static_cast<const __nv_bfloat16*>(g.bias)[i]);
           }
-          *d = __float2bfloat16_rn(static_cast<float>(value));
+          const float result = static_cast<float>(value);
+          if (gelu) {
+            const __nv_bfloat16 rounded = __float2bfloat16_rn(result);
+            static_cast<__nv_bfloat16*>(g.aux)[index] = rounded;
+            *d = __float2bfloat16_rn(Gelu(lt ? result : __bfloat162float(rounded)));
+          } else {
+            *d = __float2bfloat16_rn(result);
+          }
         }
       }
     }
