@@ -21,5 +21,5 @@ check() {
 }
 check coordinator/ps_coordinator port state_db metrics_port tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens http_token_file
 check server/ps_server coordinator port metrics_port tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens http_token_file max_memory_bytes checkpoint_root ended_job_ttl
-check worker/ps_worker coordinator device cuda_attention cuda_recompute_gelu cuda_gelu_epilogue max_jobs tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens http_token_file final_report_patience slowdown
+check worker/ps_worker coordinator device cuda_attention cuda_recompute_gelu cuda_gelu_epilogue cuda_graph max_jobs tls_cert tls_key tls_ca token_file auth_tokens_file allow_insecure_tokens http_token_file final_report_patience slowdown
 echo PASS

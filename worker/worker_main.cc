@@ -51,6 +51,12 @@ ABSL_FLAG(bool, cuda_gelu_epilogue, false,
           "the product's epilogue, as llm.c): one elementwise kernel and one pass over the MLP's "
           "activations less per layer; results differ from the unfused path within bf16 rounding. "
           "Off by default until measured faster on a GPU. Ignored on the CPU.");
+ABSL_FLAG(bool, cuda_graph, false,
+          "On a GPU, run each whole training step (forward and backward, ~30 kernels per layer) "
+          "as one CUDA graph, captured each step and updated in place, so that the GPU runs the "
+          "kernels back to back; the same results bit for bit. Applies with --overlap=off only "
+          "(the overlapped step waits for each layer's parameters on the host). Off by default "
+          "until measured faster on a GPU. Ignored on the CPU.");
 ABSL_FLAG(std::string, compute, "model",
           "model: compute gradients with the job's model. synthetic:MS (benchmarks): instead of "
           "forward and backward, wait MS milliseconds per step (leaving the CPU free, as a GPU "
@@ -202,6 +208,7 @@ int Run() {
   }
   trainer_options.cuda.recompute_gelu = absl::GetFlag(FLAGS_cuda_recompute_gelu);
   trainer_options.cuda.gelu_epilogue = absl::GetFlag(FLAGS_cuda_gelu_epilogue);
+  trainer_options.cuda.cuda_graph = absl::GetFlag(FLAGS_cuda_graph);
   trainer_options.row_sparse_pushes = absl::GetFlag(FLAGS_row_sparse_pushes);
   trainer_options.row_sparse_pulls = absl::GetFlag(FLAGS_row_sparse_pulls);
   if (absl::Status s = ParseSlowdown(absl::GetFlag(FLAGS_slowdown), &trainer_options); !s.ok()) {

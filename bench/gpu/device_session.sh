@@ -7,7 +7,8 @@
 #               path, the attention micro rows, merged with the ratios ours/PyTorch
 #   3. gelu     gpu_model_bench for gpt2_124m with --recompute_gelu=0 (what the recompute costs),
 #               then both configs with --gelu_epilogue=1 (the fc product's GELU in cuBLASLt's
-#               epilogue; compare with the bench stage's rows)
+#               epilogue) and with --cuda_graph=1 (each step one CUDA graph); compare with the
+#               bench stage's rows
 #   4. profile  per-kernel GPU time of both configs (nsys's cuda_gpu_kern_sum as CSV), when Nsight
 #               Systems is there
 #   5. e2e      run_e2e.sh, the nanoGPT shakespeare-char recipe through a server and a GPU worker,
@@ -98,6 +99,9 @@ run_gelu() {
   "$PACK/gpu_model_bench" --configs=shakespeare_char,gpt2_124m --attention=materialized,flash \
     --gelu_epilogue=1 --attention_shapes=none --commit="$COMMIT" \
     --out="$work/results/gpu_model_gelu_epilogue.json"
+  "$PACK/gpu_model_bench" --configs=shakespeare_char,gpt2_124m --attention=materialized,flash \
+    --cuda_graph=1 --attention_shapes=none --commit="$COMMIT" \
+    --out="$work/results/gpu_model_cuda_graph.json"
 }
 
 run_profile() {  # per-kernel GPU time (nsys), if Nsight Systems is on the machine
@@ -129,7 +133,7 @@ for s in $STAGES; do
   case "$s" in
     tests) stage tests 30 150 run_tests ;;
     bench) stage bench 60 300 run_bench ;;
-    gelu) stage gelu 30 90 run_gelu ;;
+    gelu) stage gelu 40 120 run_gelu ;;
     profile) stage profile 30 90 run_profile ;;
     e2e) stage e2e 90 100000 "run_e2e $(left)" ;;
     *) say "$s: unknown stage (known: tests bench gelu profile e2e)" ;;

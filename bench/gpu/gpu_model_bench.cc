@@ -15,7 +15,7 @@
 //   gpu_model_bench [--configs=shakespeare_char,gpt2_124m] [--iters=20] [--warmup=5]
 //                   [--gpt2_batch=16] [--shakespeare_batch=64] [--use_cublaslt=1]
 //                   [--attention=materialized,flash,flash_fp32] [--recompute_gelu=1]
-//                   [--gelu_epilogue=0]
+//                   [--gelu_epilogue=0] [--cuda_graph=0]
 //                   [--commit=SHA] [--out=gpu_model.json]
 // --attention: which attention paths to run each config with (GptCudaConfig::flash_attention:
 // flash on tensor cores, flash_fp32 the fp32 CUDA-core kernels); every result names its
@@ -24,6 +24,7 @@
 // (GptCudaConfig::recompute_gelu; the rows say which).
 // --gelu_epilogue=1 runs the MLP's fc product and its GELU as one cuBLASLt product
 // (GptCudaConfig::gelu_epilogue; the rows say which).
+// --cuda_graph=1 runs each step as one CUDA graph (GptCudaConfig::cuda_graph; the rows say which).
 // --attention_shapes=BxNHxTxHS,... (default GPT-2 small's attention at T 1024 and 256 and
 // shakespeare_char's; "none" skips): the attention layer alone, forward + backward without dropout,
 // per path, as "attention_micro" rows (the row torch_baseline.py's SDPA rows are compared with).
@@ -240,6 +241,7 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
   r["attention"] = !c.flash_attention ? "materialized" : (c.flash_fp32 ? "flash_fp32" : "flash");
   r["recompute_gelu"] = c.recompute_gelu;
   r["gelu_epilogue"] = c.gelu_epilogue;
+  r["cuda_graph"] = c.cuda_graph;
   r["layers"] = c.layers;
   r["heads"] = c.heads;
   r["width"] = c.width;
@@ -395,6 +397,7 @@ int Main(int argc, char** argv) {
   const bool use_cublaslt = flags.GetInt("use_cublaslt", 1) != 0;
   const bool recompute_gelu = flags.GetInt("recompute_gelu", 1) != 0;
   const bool gelu_epilogue = flags.GetInt("gelu_epilogue", 0) != 0;
+  const bool cuda_graph = flags.GetInt("cuda_graph", 0) != 0;
   const std::vector<std::string> attentions =
       Split(flags.Get("attention", "materialized,flash,flash_fp32"));
   for (const std::string& a : attentions) {
@@ -478,6 +481,7 @@ int Main(int argc, char** argv) {
       bench.model.use_cublaslt = use_cublaslt;
       bench.model.recompute_gelu = recompute_gelu;
       bench.model.gelu_epilogue = gelu_epilogue;
+      bench.model.cuda_graph = cuda_graph;
       bench.model.flash_attention = attention != "materialized";
       bench.model.flash_fp32 = attention == "flash_fp32";
       report["results"].push_back(RunConfig(bench, warmup, iters));

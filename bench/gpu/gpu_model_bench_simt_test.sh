@@ -8,6 +8,9 @@ bench/gpu/gpu_model_bench_simt --configs=tiny --iters=2 --warmup=1 --commit=test
 # The fc product's GELU in the epilogue: rows that say so, the same model within bf16 rounding.
 bench/gpu/gpu_model_bench_simt --configs=tiny --iters=2 --warmup=1 --commit=test \
   --attention=materialized --gelu_epilogue=1 --attention_shapes=none --out="$out/epilogue.json"
+# Each step one CUDA graph: the same model bit for bit.
+bench/gpu/gpu_model_bench_simt --configs=tiny --iters=2 --warmup=1 --commit=test \
+  --attention=materialized --cuda_graph=1 --attention_shapes=none --out="$out/graph.json"
 python3 - "$out" <<'PY'
 import json, math, sys
 out = sys.argv[1]
@@ -28,6 +31,11 @@ assert all(r["gelu_epilogue"] is False for r in results), results
 epilogue = json.load(open(f"{out}/epilogue.json"))["results"]
 assert [(r["attention"], r["gelu_epilogue"]) for r in epilogue] == [("materialized", True)], epilogue
 assert abs(epilogue[0]["loss_first"] - results[0]["loss_first"]) < 1e-2, (epilogue, results)
+assert all(r["cuda_graph"] is False for r in results + epilogue), results
+graph = json.load(open(f"{out}/graph.json"))["results"]
+assert [(r["attention"], r["cuda_graph"]) for r in graph] == [("materialized", True)], graph
+assert (graph[0]["loss_first"], graph[0]["loss_last"]) == (
+    results[0]["loss_first"], results[0]["loss_last"]), (graph, results)
 # The paths compute the same model (same seeds and dropout masks).
 for r in results[1:]:
     assert abs(results[0]["loss_first"] - r["loss_first"]) < 1e-2, results

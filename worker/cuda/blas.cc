@@ -53,6 +53,10 @@ absl::StatusOr<std::unique_ptr<Blas>> Blas::Create(cudaStream_t stream,
   CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&blas->lt_handle_));
   if (options.workspace_bytes > 0) {
     CUDA_RETURN_IF_ERROR(cudaMalloc(&blas->workspace_, options.workspace_bytes));
+    // GemmEx's workspace too (the products run one after another on the one stream): nothing
+    // allocated behind our back, which a CUDA graph capture would refuse or keep.
+    CUBLAS_RETURN_IF_ERROR(
+        cublasSetWorkspace(blas->handle_, blas->workspace_, options.workspace_bytes));
   }
   return blas;
 }

@@ -31,7 +31,8 @@ const char* CudaAttentionSuffix(const CudaModelOptions& options) {
 std::string CudaModelSuffix(const CudaModelOptions& options) {
   return absl::StrCat(CudaAttentionSuffix(options),
                       options.recompute_gelu ? "" : ", GELU output kept",
-                      options.gelu_epilogue ? ", GELU in the epilogue" : "");
+                      options.gelu_epilogue ? ", GELU in the epilogue" : "",
+                      options.cuda_graph ? ", CUDA graph" : "");
 }
 
 const char* DeviceFlagName(Device device) {

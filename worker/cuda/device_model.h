@@ -57,13 +57,17 @@ struct CudaModelOptions {
   // The MLP's fc product and GELU as one cuBLASLt product (GptCudaConfig::gelu_epilogue):
   // ps_worker --cuda_gelu_epilogue.
   bool gelu_epilogue = false;
+  // The whole step as one CUDA graph (GptCudaConfig::cuda_graph): ps_worker --cuda_graph. Only
+  // the whole-step path uses it (not the overlapped one, which waits for the host per layer).
+  bool cuda_graph = false;
 };
 
 // Description of the attention path for the worker's log: "", ", flash attention" or
 // ", flash attention (fp32)".
 const char* CudaAttentionSuffix(const CudaModelOptions& options);
-// CudaAttentionSuffix, then ", GELU output kept" without recompute_gelu and ", GELU in the
-// epilogue" with gelu_epilogue: how the worker's log line describes the CUDA model.
+// CudaAttentionSuffix, then ", GELU output kept" without recompute_gelu, ", GELU in the
+// epilogue" with gelu_epilogue and ", CUDA graph" with cuda_graph: how the worker's log line
+// describes the CUDA model.
 std::string CudaModelSuffix(const CudaModelOptions& options);
 
 // "materialized", "flash" or "flash_fp32" (the --cuda_attention flag) into `options`;

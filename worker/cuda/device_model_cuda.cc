@@ -32,6 +32,7 @@ cuda::GptCudaConfig CudaConfigOf(const GptConfig& config, const CudaModelOptions
   cuda_config.flash_fp32 = options.flash_fp32;
   cuda_config.recompute_gelu = options.recompute_gelu;
   cuda_config.gelu_epilogue = options.gelu_epilogue;
+  cuda_config.cuda_graph = options.cuda_graph;
   return cuda_config;
 }
 

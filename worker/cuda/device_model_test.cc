@@ -72,6 +72,9 @@ TEST(ParseCudaAttentionTest, KnownAndUnknownNames) {
   EXPECT_EQ(CudaModelSuffix(options), ", flash attention, GELU output kept");
   options.gelu_epilogue = true;
   EXPECT_EQ(CudaModelSuffix(options), ", flash attention, GELU output kept, GELU in the epilogue");
+  options.cuda_graph = true;
+  EXPECT_EQ(CudaModelSuffix(options),
+            ", flash attention, GELU output kept, GELU in the epilogue, CUDA graph");
   options = CudaModelOptions();
   for (const char* name : {"", "Flash", "fused", "materialised"}) {
     const absl::Status status = ParseCudaAttention(name, &options);

@@ -162,6 +162,7 @@ GptCuda::~GptCuda() {
   // Buffers free themselves; the handles go before the stream they are bound to.
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   if (copy_stream_ != nullptr) cudaStreamSynchronize(copy_stream_);
+  if (graph_exec_ != nullptr) cudaGraphExecDestroy(graph_exec_);
   blas_.reset();
   for (cudaEvent_t event : computed_) cudaEventDestroy(event);
   for (cudaEvent_t event : copied_) cudaEventDestroy(event);
@@ -319,6 +320,35 @@ absl::Status GptCuda::Reserve(int batch) {
 
 absl::Status GptCuda::Synchronize() {
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status GptCuda::RunAsGraph(const std::function<absl::Status()>& enqueue) {
+  CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  const absl::Status enqueued = enqueue();
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);  // Always ends the capture.
+  absl::Cleanup destroy = [graph] {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+  };
+  RETURN_IF_ERROR(enqueued);
+  CUDA_RETURN_IF_ERROR(ended);
+  if (graph_exec_ != nullptr) {
+    // The same work with other arguments (seed, token buckets, batch) updates in place; other
+    // work (another shape of graph) needs a new instance.
+    cudaGraphExecUpdateResultInfo info;
+    if (cudaGraphExecUpdate(graph_exec_, graph, &info) != cudaSuccess) {
+      cudaGetLastError();  // The failed update's error is not a kernel's.
+      cudaGraphExecDestroy(graph_exec_);
+      graph_exec_ = nullptr;
+    }
+  }
+  if (graph_exec_ == nullptr) {
+    CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&graph_exec_, graph, 0));
+    ++graph_instantiations_;
+  }
+  CUDA_RETURN_IF_ERROR(cudaGraphLaunch(graph_exec_, stream_));
+  ++graph_launches_;
   return absl::OkStatus();
 }
 
@@ -641,10 +671,13 @@ absl::StatusOr<float> GptCuda::ForwardBackward(const int32_t* rows, int batch, u
     RETURN_IF_ERROR(Synchronize());
     return std::numeric_limits<float>::quiet_NaN();
   }
-  RETURN_IF_ERROR(ConvertParams());
-  RETURN_IF_ERROR(Forward(a, batch, config_.context, /*training=*/true, seed));
-  RETURN_IF_ERROR(HeadLoss(a, batch, /*backward=*/true));
-  RETURN_IF_ERROR(Backward(a, batch, seed));
+  auto enqueue = [&]() -> absl::Status {
+    RETURN_IF_ERROR(ConvertParams());
+    RETURN_IF_ERROR(Forward(a, batch, config_.context, /*training=*/true, seed));
+    RETURN_IF_ERROR(HeadLoss(a, batch, /*backward=*/true));
+    return Backward(a, batch, seed);
+  };
+  RETURN_IF_ERROR(config_.cuda_graph ? RunAsGraph(enqueue) : enqueue());
   RETURN_IF_ERROR(Synchronize());
   return MeanLoss(batch);
 }

@@ -49,6 +49,13 @@ struct GptCudaConfig : GptConfig {
   // from the unfused path within bf16 rounding (and, with recompute_gelu, the backward's recomputed
   // GELU from the forward's by as much, as in llm.c). Off by default until measured on a GPU.
   bool gelu_epilogue = false;
+  // ForwardBackward's work (the parameters' conversion, forward, loss, backward: ~30 launches per
+  // layer) captured into a CUDA graph each step and launched as one: the GPU runs the kernels
+  // back to back instead of one launch at a time. The graph is instantiated once and updated
+  // in place while the work keeps its shape (re-instantiated otherwise). The same results bit
+  // for bit. The streamed step (ForwardBackwardStreamed), which waits for the host between
+  // layers, and the other calls run as before. Off by default until measured on a GPU.
+  bool cuda_graph = false;
 };
 
 // INVALID_ARGUMENT naming the first field out of range: ValidateGptConfig, then the device and
@@ -157,6 +164,9 @@ class GptCuda {
   size_t device_bytes() const;
   // Products run through cuBLASLt and through GemmEx so far.
   const Blas& blas() const { return *blas_; }
+  // CUDA graphs instantiated and steps launched as a graph so far (cuda_graph).
+  int64_t graph_instantiations() const { return graph_instantiations_; }
+  int64_t graph_launches() const { return graph_launches_; }
 
  private:
   // Views of a flat buffer (parameters or gradients), one per table (worker/model/gpt_views.h).
@@ -260,6 +270,9 @@ class GptCuda {
   // FAILED_PRECONDITION unless this is the whole model (the calls of one model on one GPU).
   absl::Status CheckWhole(const char* call) const;
   absl::Status Synchronize();
+  // Runs `enqueue` (work on stream_ only, nothing that waits for the device or allocates) as one
+  // CUDA graph: captured, then graph_exec_ updated to it (or instantiated), then launched.
+  absl::Status RunAsGraph(const std::function<absl::Status()>& enqueue);
   // Pins [data, data + bytes) for asynchronous copies, once per buffer (best effort: pageable
   // memory still works, with copies that wait for the host).
   void PinHostBuffer(const void* data, size_t bytes);
@@ -275,6 +288,9 @@ class GptCuda {
   std::vector<cudaEvent_t> copied_;     // (groups) ... and in host memory.
   std::vector<const void*> pinned_;     // Host buffers registered by PinHostBuffer.
   std::unique_ptr<Blas> blas_;
+  cudaGraphExec_t graph_exec_ = nullptr;  // ForwardBackward's last graph (cuda_graph)
+  int64_t graph_instantiations_ = 0;
+  int64_t graph_launches_ = 0;
   DeviceBuffer params_;       // (num_parameters) fp32 master copy
   DeviceBuffer params_bf16_;  // (num_parameters) bf16 copy used by the products
   DeviceBuffer grads_;        // (num_parameters) fp32

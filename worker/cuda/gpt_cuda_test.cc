@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "worker/cuda/device_model.h"
 #include "worker/cuda/gpt_cuda_model.h"
@@ -300,6 +301,59 @@ TEST_P(GptCudaGeluEpilogueTest, MatchesCpuAndIsReproducible) {
   EXPECT_EQ(std::memcmp(first.data(), second.data(), n * sizeof(float)), 0);
 }
 
+// ForwardBackward as a CUDA graph (GptCudaConfig::cuda_graph) equals the eager steps bit for bit
+// over steps that change the seed (dropout masks), the rows (token buckets) and the batch (the
+// activations re-allocated): the graph is captured each step, so nothing is stale. Two steps of
+// the same shape reuse one instance. Through cuBLASLt and GemmEx, materialised and flash attention.
+TEST_P(GptCudaTest, GraphStepsEqualEagerStepsBitForBit) {
+  if (std::get<2>(GetParam()) && dropout() == 0.0f) {
+    GTEST_SKIP() << "Small runs with dropout only (the simulator's time; Tiny runs both)";
+  }
+  GptCudaConfig graph_config = config();
+  graph_config.cuda_graph = true;
+  std::unique_ptr<GptCuda> eager = MakeGpu(config(), use_cublaslt());
+  std::unique_ptr<GptCuda> graphed = MakeGpu(graph_config, use_cublaslt());
+  ASSERT_NE(eager, nullptr);
+  ASSERT_NE(graphed, nullptr);
+  const GptCudaConfig& c = graph_config;
+  const size_t n = eager->num_parameters();
+  const std::vector<float> params = RandomParams(c, 41, 0.05f);
+  ASSERT_TRUE(eager->UploadParams(params.data()).ok());
+  ASSERT_TRUE(graphed->UploadParams(params.data()).ok());
+  int step = 0;
+  for (int batch : {2, 2, 3}) {
+    SCOPED_TRACE(::testing::Message() << "step " << step << ", batch " << batch);
+    const std::vector<int32_t> rows = RandomRows(batch, c.context + 1, c.vocab, 42 + step);
+    const uint64_t seed = 43 + step;
+    std::vector<float> want(n, std::nanf("")), got(n, std::nanf(""));
+    absl::StatusOr<float> want_loss = eager->ForwardBackward(rows.data(), batch, seed);
+    ASSERT_TRUE(want_loss.ok()) << want_loss.status();
+    ASSERT_TRUE(eager->DownloadGrads(want.data()).ok());
+    absl::StatusOr<float> got_loss = graphed->ForwardBackward(rows.data(), batch, seed);
+    ASSERT_TRUE(got_loss.ok()) << got_loss.status();
+    ASSERT_TRUE(graphed->DownloadGrads(got.data()).ok());
+    EXPECT_EQ(*got_loss, *want_loss);
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), n * sizeof(float)), 0);
+    ++step;
+    EXPECT_EQ(graphed->graph_launches(), step);
+    if (step == 2) {
+      EXPECT_EQ(graphed->graph_instantiations(), 1);
+    }
+  }
+  EXPECT_EQ(eager->graph_launches(), 0);
+  // The other calls run eagerly beside it, and a bad token still gives NaN and zero gradients.
+  const std::vector<int32_t> rows = RandomRows(2, c.context + 1, c.vocab, 50);
+  absl::StatusOr<float> want_eval = eager->Loss(rows.data(), 2);
+  absl::StatusOr<float> got_eval = graphed->Loss(rows.data(), 2);
+  ASSERT_TRUE(want_eval.ok() && got_eval.ok());
+  EXPECT_EQ(*got_eval, *want_eval);
+  std::vector<int32_t> bad = rows;
+  bad[1] = c.vocab;
+  absl::StatusOr<float> nan_loss = graphed->ForwardBackward(bad.data(), 2, 51);
+  ASSERT_TRUE(nan_loss.ok()) << nan_loss.status();
+  EXPECT_TRUE(std::isnan(*nan_loss));
+}
+
 TEST_P(GptCudaTest, OutOfRangeTokenGivesNanAndZeroGradients) {
   const GptCudaConfig c = config();
   std::unique_ptr<GptCuda> gpu = MakeGpu(c, use_cublaslt());
@@ -516,38 +570,36 @@ TEST_F(GptCudaModelTest, AutoAndCudaChooseTheGpu) {
     EXPECT_EQ(choice.device, Device::kCuda);
     std::printf("%s chose: %s\n", DeviceFlagName(device), choice.description.c_str());
   }
-  // --cuda_attention=flash reaches the GPU model.
+  // Each ps_worker --cuda_* option reaches the GPU model's config and the worker's log line.
   CudaModelOptions flash;
   flash.flash_attention = true;
-  DeviceChoice choice;
-  auto model = CreateLanguageModelOnDevice(spec, 20, Device::kAuto, &choice, flash);
-  ASSERT_TRUE(model.ok()) << model.status();
-  auto* gpu = dynamic_cast<GptCudaModel*>(model->get());
-  ASSERT_NE(gpu, nullptr);
-  EXPECT_TRUE(gpu->gpt().config().flash_attention);
-  EXPECT_NE(choice.description.find(", flash attention"), std::string::npos) << choice.description;
-  EXPECT_TRUE(gpu->gpt().config().recompute_gelu);
-  // ps_worker --cuda_recompute_gelu=false reaches the model and its log line.
-  CudaModelOptions kept = flash;
+  CudaModelOptions kept = flash;  // --cuda_attention=flash --cuda_recompute_gelu=false
   kept.recompute_gelu = false;
-  auto kept_model = CreateLanguageModelOnDevice(spec, 20, Device::kAuto, &choice, kept);
-  ASSERT_TRUE(kept_model.ok()) << kept_model.status();
-  auto* kept_gpu = dynamic_cast<GptCudaModel*>(kept_model->get());
-  ASSERT_NE(kept_gpu, nullptr);
-  EXPECT_FALSE(kept_gpu->gpt().config().recompute_gelu);
-  EXPECT_NE(choice.description.find(", flash attention, GELU output kept"), std::string::npos)
-      << choice.description;
-  EXPECT_FALSE(kept_gpu->gpt().config().gelu_epilogue);
-  // ps_worker --cuda_gelu_epilogue reaches the model and its log line.
-  CudaModelOptions fused;
+  CudaModelOptions fused;  // --cuda_gelu_epilogue
   fused.gelu_epilogue = true;
-  auto fused_model = CreateLanguageModelOnDevice(spec, 20, Device::kAuto, &choice, fused);
-  ASSERT_TRUE(fused_model.ok()) << fused_model.status();
-  auto* fused_gpu = dynamic_cast<GptCudaModel*>(fused_model->get());
-  ASSERT_NE(fused_gpu, nullptr);
-  EXPECT_TRUE(fused_gpu->gpt().config().gelu_epilogue);
-  EXPECT_NE(choice.description.find(", GELU in the epilogue"), std::string::npos)
-      << choice.description;
+  CudaModelOptions graphed;  // --cuda_graph
+  graphed.cuda_graph = true;
+  struct Case {
+    const CudaModelOptions* options;
+    const char* description;
+  };
+  for (const Case& test : {Case{&flash, ", flash attention"},
+                           Case{&kept, ", flash attention, GELU output kept"},
+                           Case{&fused, ", GELU in the epilogue"}, Case{&graphed, ", CUDA graph"}}) {
+    SCOPED_TRACE(test.description);
+    DeviceChoice choice;
+    auto model = CreateLanguageModelOnDevice(spec, 20, Device::kAuto, &choice, *test.options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto* gpu = dynamic_cast<GptCudaModel*>(model->get());
+    ASSERT_NE(gpu, nullptr);
+    const GptCudaConfig& config = gpu->gpt().config();
+    EXPECT_EQ(config.flash_attention, test.options->flash_attention);
+    EXPECT_EQ(config.recompute_gelu, test.options->recompute_gelu);
+    EXPECT_EQ(config.gelu_epilogue, test.options->gelu_epilogue);
+    EXPECT_EQ(config.cuda_graph, test.options->cuda_graph);
+    EXPECT_TRUE(absl::EndsWith(choice.description, test.description)) << choice.description;
+  }
+  DeviceChoice choice;
   // Head size 64 is the flash kernels' largest: 128 is refused with the reason.
   spec.set_heads(1);
   spec.set_width(128);

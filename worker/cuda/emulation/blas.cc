@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "common/status_macros.h"
+#include "worker/cuda/emulation/simt.h"
 
 namespace psrv {
 namespace cuda {
@@ -36,6 +37,8 @@ float Gelu(float x) {
   return 0.5f * x * (1.0f + t);
 }
 
+void RunGemm(const GemmArgs& g, bool lt, bool gelu);  // below
+
 }  // namespace
 
 absl::Status Blas::Gemm(const GemmArgs& g) {
@@ -55,6 +58,15 @@ absl::Status Blas::Gemm(const GemmArgs& g) {
   } else {
     ++gemm_ex_calls_;
   }
+  static const char kGemmTag = 0;
+  simt::Enqueue(stream_, &kGemmTag, [g, lt, gelu] { RunGemm(g, lt, gelu); });
+  return absl::OkStatus();
+}
+
+namespace {
+
+// One product in loops; `lt`: as through cuBLASLt (the GELU epilogue on the fp32 value).
+void RunGemm(const GemmArgs& g, bool lt, bool gelu) {
   for (int batch = 0; batch < g.batch_count; ++batch) {
     const __nv_bfloat16* a = static_cast<const __nv_bfloat16*>(g.a) + batch * g.stride_a;
     const __nv_bfloat16* b = static_cast<const __nv_bfloat16*>(g.b) + batch * g.stride_b;
@@ -90,8 +102,9 @@ absl::Status Blas::Gemm(const GemmArgs& g) {
       }
     }
   }
-  return absl::OkStatus();
 }
+
+}  // namespace
 
 }  // namespace cuda
 }  // namespace psrv

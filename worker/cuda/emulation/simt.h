@@ -78,6 +78,13 @@ void SetLaunchError(const std::string& message);
 // emulation/wmma.h's alignment rules); the message gets the thread's block and index.
 void KernelFault(const std::string& message);
 
+// Stream capture (cudaStreamBeginCapture ... cudaStreamEndCapture, emulation/cuda_runtime.cc):
+// work enqueued on a stream being captured is recorded instead of run; it runs, in order, each
+// time a graph instantiated from the capture is launched. Runs `work` now unless `stream` is being
+// captured; `what` names the work (a kernel, "memcpy", "gemm"...): a graph update must find the
+// same names in the same order, as CUDA's cudaGraphExecUpdate wants the same nodes.
+void Enqueue(cudaStream_t stream, const void* what, std::function<void()> work);
+
 // `kernel<<<grid, block, shared_bytes, stream>>>(args...)` is
 // `Launch(kernel, grid, block, shared_bytes, stream)(args...)` here: the arguments are converted
 // to the kernel's parameter types once (as a launch copies them), and each thread gets its own
@@ -85,15 +92,22 @@ void KernelFault(const std::string& message);
 template <typename... Params>
 class Launcher {
  public:
-  Launcher(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes)
-      : kernel_(kernel), grid_(grid), block_(block), shared_bytes_(shared_bytes) {}
+  Launcher(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+           cudaStream_t stream)
+      : kernel_(kernel), grid_(grid), block_(block), shared_bytes_(shared_bytes), stream_(stream) {}
 
+  // Runs the grid now, or records it (with its arguments) on a stream being captured.
   template <typename... Args>
   void operator()(Args&&... args) const {
     static_assert(sizeof...(Args) == sizeof...(Params), "wrong number of kernel arguments");
     const std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
     auto* kernel = kernel_;
-    RunGrid(grid_, block_, shared_bytes_, [&params, kernel] { std::apply(kernel, params); });
+    const dim3 grid = grid_, block = block_;
+    const size_t shared_bytes = shared_bytes_;
+    Enqueue(stream_, reinterpret_cast<const void*>(kernel),
+            [params, kernel, grid, block, shared_bytes] {
+              RunGrid(grid, block, shared_bytes, [&params, kernel] { std::apply(kernel, params); });
+            });
   }
 
  private:
@@ -101,12 +115,13 @@ class Launcher {
   dim3 grid_;
   dim3 block_;
   size_t shared_bytes_;
+  cudaStream_t stream_;
 };
 
 template <typename... Params>
 Launcher<Params...> Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
-                           cudaStream_t /*stream*/) {
-  return Launcher<Params...>(kernel, grid, block, shared_bytes);
+                           cudaStream_t stream) {
+  return Launcher<Params...>(kernel, grid, block, shared_bytes, stream);
 }
 
 template <typename T>

@@ -227,3 +227,67 @@ TEST(SimtTest, WmmaRefusesALeadingDimensionNotAMultipleOf16Bytes) {
 }
 
 }  // namespace
+
+__global__ void AddKernel(int* data, int value) { data[threadIdx.x] += value; }
+
+// Stream capture (emulation/cuda_runtime.cc): work enqueued on a captured stream runs only when
+// the graph is launched, with the arguments it was captured with, as often as it is launched; an
+// update takes the same work with other arguments and refuses other work; a call that waits for
+// the device during a capture fails and invalidates it.
+TEST(SimtTest, CapturedWorkRunsWhenTheGraphIsLaunched) {
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  std::vector<int> data(4, 1);
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(data.data(), 0, 4 * sizeof(int), stream), cudaSuccess);
+  Launch(AddKernel, 1, 4, 0, stream)(data.data(), 5);
+  Launch(AddKernel, 1, 4, 0, nullptr)(data.data(), 100);  // another stream: runs now
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  EXPECT_EQ(data, std::vector<int>(4, 101));
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  EXPECT_EQ(data, std::vector<int>(4, 5));
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);  // the memset, then +5 again
+  EXPECT_EQ(data, std::vector<int>(4, 5));
+
+  // The same work with another argument updates the instance.
+  cudaGraph_t other = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(data.data(), 0, 4 * sizeof(int), stream), cudaSuccess);
+  Launch(AddKernel, 1, 4, 0, stream)(data.data(), 7);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &other), cudaSuccess);
+  cudaGraphExecUpdateResultInfo info;
+  ASSERT_EQ(cudaGraphExecUpdate(exec, other, &info), cudaSuccess);
+  EXPECT_EQ(info.result, cudaGraphExecUpdateSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  EXPECT_EQ(data, std::vector<int>(4, 7));
+  ASSERT_EQ(cudaGraphDestroy(other), cudaSuccess);
+
+  // Other work (one kernel more) does not.
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  Launch(AddKernel, 1, 4, 0, stream)(data.data(), 1);
+  Launch(AddKernel, 1, 4, 0, stream)(data.data(), 1);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &other), cudaSuccess);
+  EXPECT_EQ(cudaGraphExecUpdate(exec, other, &info), cudaErrorGraphExecUpdateFailure);
+  EXPECT_EQ(info.result, cudaGraphExecUpdateErrorTopologyChanged);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);  // still the memset and +7
+  EXPECT_EQ(data, std::vector<int>(4, 7));
+  ASSERT_EQ(cudaGraphDestroy(other), cudaSuccess);
+
+  // Waiting for the device inside a capture: refused, and the capture is lost.
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  Launch(AddKernel, 1, 4, 0, stream)(data.data(), 1);
+  EXPECT_EQ(cudaStreamSynchronize(stream), cudaErrorStreamCaptureUnsupported);
+  void* memory = nullptr;
+  EXPECT_EQ(cudaMalloc(&memory, 16), cudaErrorStreamCaptureUnsupported);
+  EXPECT_EQ(cudaStreamEndCapture(stream, &other), cudaErrorStreamCaptureInvalidated);
+  EXPECT_EQ(other, nullptr);
+  EXPECT_EQ(data, std::vector<int>(4, 7));  // nothing ran
+  EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);  // after the capture: fine
+
+  ASSERT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  ASSERT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
