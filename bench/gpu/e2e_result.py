@@ -2,9 +2,16 @@
 """Summarises a run_e2e.sh run as bench/results/e2e_<device>_<date>.json: best and final
 validation loss (from psctl local's curve CSV), wall time, where the worker's model ran (its log's
 "model on ..." line), against nanoGPT's reference (1.4697 best validation loss, ~3 min, A100).
+From the worker's metrics polled during the run (LOGS/worker_metrics.jsonl, poll_metrics.py):
+  "time_to_target": seconds from the run's start (cluster start-up included) to the first poll
+    that saw a validation loss <= --target (1.47; PyTorch alone: 76 s on the H200), to the poll's
+    resolution (5 s);
+  "worker_phases_ms": the mean pull / compute / push / eval phase and whole step, and
+    "end_to_end_over_compute_only" = compute / step: the tokens/s of the run against those of
+    the worker's compute alone (issue 11's target is >= 0.6).
 
 Usage: e2e_result.py --logs DIR --spec FILE --start T0 --end T1 [--commit SHA] [--psctl_exit N]
-                     [--out_dir bench/results]   (prints the path written)
+                     [--target 1.47] [--out_dir bench/results]   (prints the path written)
 """
 import argparse
 import csv
@@ -21,6 +28,45 @@ from merge_results import slug  # the same file names as the benchmark's results
 
 REFERENCE = {"implementation": "nanoGPT train_shakespeare_char.py", "device": "A100",
              "best_val_loss": 1.4697, "wall_s_approx": 180}
+
+
+def read_polls(path):
+    """poll_metrics.py's records, in order ([] without the file); unreadable lines skipped."""
+    polls = []
+    if not os.path.exists(path):
+        return polls
+    with open(path) as f:
+        for line in f:
+            try:
+                polls.append(json.loads(line))
+            except ValueError:
+                continue
+    return polls
+
+
+def time_to_target(polls, target):
+    for p in polls:
+        if p.get("val_loss") is not None and p["val_loss"] <= target:
+            return {"target_val_loss": target, "seconds": p["t"], "step": p.get("step"),
+                    "val_loss": p["val_loss"]}
+    return {"target_val_loss": target, "seconds": None, "reached": False}
+
+
+def worker_phases(polls):
+    """Mean phase and step times (ms) over the run so far, from the last poll."""
+    if not polls:
+        return None
+    last = polls[-1]
+    sums, counts = last.get("phase_seconds_sum", {}), last.get("phase_seconds_count", {})
+    phases = {name: 1e3 * sums[name] / counts[name]
+              for name in sums if counts.get(name, 0) > 0}
+    result = {"mean_ms": phases, "steps": last.get("step_seconds_count", 0)}
+    if last.get("step_seconds_count", 0) > 0:
+        step_ms = 1e3 * last["step_seconds_sum"] / last["step_seconds_count"]
+        result["step_mean_ms"] = step_ms
+        if "compute" in phases and step_ms > 0:
+            result["end_to_end_over_compute_only"] = phases["compute"] / step_ms
+    return result
 
 
 def gpu_name():
@@ -41,7 +87,9 @@ def main():
     parser.add_argument("--commit", default="unknown")
     parser.add_argument("--psctl_exit", type=int, default=0)
     parser.add_argument("--out_dir", default="bench/results")
+    parser.add_argument("--target", type=float, default=1.47)
     args = parser.parse_args()
+    polls = read_polls(os.path.join(args.logs, "worker_metrics.jsonl"))
 
     rows = []
     csvs = sorted(glob.glob(os.path.join(args.logs, "*.csv")))
@@ -84,6 +132,9 @@ def main():
         "tokens_per_s_median": statistics.median(speed) if speed else None,
         "reference": REFERENCE,
         "best_val_loss_ratio": best[1] / REFERENCE["best_val_loss"] if best else None,
+        "time_to_target": time_to_target(polls, args.target),
+        "worker_phases_ms": worker_phases(polls),
+        "metric_polls": len(polls),
         "curve": rows,
     }
     os.makedirs(args.out_dir, exist_ok=True)
