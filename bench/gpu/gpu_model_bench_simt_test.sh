@@ -27,6 +27,9 @@ for r in results:
     assert r["tokens_per_s"] > 0 and r["with_host_transfer"]["tokens_per_s"] > 0, r
     assert len(r["samples_ms"]) == 2, r["samples_ms"]
     assert r["peak_memory_bytes"] > 0, r
+    # The overlapped per-layer path: timed, and the same step bit for bit.
+    assert r["with_host_transfer_streamed"]["tokens_per_s"] > 0, r
+    assert r["streamed_loss_equals_device"] is True, r
 assert all(r["gelu_epilogue"] is False for r in results), results
 epilogue = json.load(open(f"{out}/epilogue.json"))["results"]
 assert [(r["attention"], r["gelu_epilogue"]) for r in epilogue] == [("materialized", True)], epilogue
@@ -64,6 +67,7 @@ assert [r["attention_ours"] for r in rows] == ["materialized", "flash", "flash_f
 for r in rows:
     assert r["config"] == "tiny" and r["pytorch_mode"] == "eager", r
     assert r["tokens_per_s_ratio"] > 0 and r["peak_memory_ratio"] > 0, r
+    assert r["streamed_over_device"] > 0, r
 assert "warning" not in merged, merged
 att = merged["attention_ratios"]
 assert [(a["shape"], a["attention_ours"]) for a in att] == [
