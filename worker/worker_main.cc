@@ -54,9 +54,10 @@ ABSL_FLAG(bool, cuda_gelu_epilogue, false,
 ABSL_FLAG(bool, cuda_graph, false,
           "On a GPU, run each whole training step (forward and backward, ~30 kernels per layer) "
           "as one CUDA graph, captured each step and updated in place, so that the GPU runs the "
-          "kernels back to back; the same results bit for bit. Applies with --overlap=off only "
-          "(the overlapped step waits for each layer's parameters on the host). Off by default "
-          "until measured faster on a GPU. Ignored on the CPU.");
+          "kernels back to back; the same results bit for bit. Applies to whole steps: with "
+          "--overlap=off or gradient accumulation (an overlapped step of one micro-batch waits for "
+          "each layer's parameters on the host). Off by default until measured faster on a GPU. "
+          "Ignored on the CPU.");
 ABSL_FLAG(std::string, compute, "model",
           "model: compute gradients with the job's model. synthetic:MS (benchmarks): instead of "
           "forward and backward, wait MS milliseconds per step (leaving the CPU free, as a GPU "

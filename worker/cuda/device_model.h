@@ -58,7 +58,8 @@ struct CudaModelOptions {
   // ps_worker --cuda_gelu_epilogue.
   bool gelu_epilogue = false;
   // The whole step as one CUDA graph (GptCudaConfig::cuda_graph): ps_worker --cuda_graph. Only
-  // the whole-step path uses it (not the overlapped one, which waits for the host per layer).
+  // whole steps use it (overlap off, or gradient accumulation), not the overlapped step of one
+  // micro-batch, which waits for the host per layer.
   bool cuda_graph = false;
 };
 
