@@ -27,6 +27,8 @@
 // --gelu_epilogue=1 runs the MLP's fc product and its GELU as one cuBLASLt product
 // (GptCudaConfig::gelu_epilogue; the rows say which).
 // --cuda_graph=1 runs each step as one CUDA graph (GptCudaConfig::cuda_graph; the rows say which).
+// --memory_plan=1 runs no step: per config and attention path, the model's device memory at the
+// config's batch as "memory_plan" rows (exact: the simulator gives a GPU's figure).
 // --attention_shapes=BxNHxTxHS,... (default GPT-2 small's attention at T 1024 and 256 and
 // shakespeare_char's; "none" skips): the attention layer alone, forward + backward without dropout,
 // per path, as "attention_micro" rows (the row torch_baseline.py's SDPA rows are compared with).
@@ -209,6 +211,7 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
     absl::StatusOr<DeviceMemory> now = GetDeviceMemory();
     if (now.ok()) peak_used = std::max(peak_used, now->total_bytes - now->free_bytes);
   };
+  const size_t planned_bytes = gpt.DeviceBytesAt(B);
   auto step = [&](uint64_t seed) {
     absl::StatusOr<float> loss = gpt.ForwardBackward(rows.data(), B, seed);
     if (!loss.ok()) die(loss.status());
@@ -292,6 +295,7 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
   // Memory: what the model allocated (exact), and the device's used memory growth
   // (cudaMemGetInfo, includes the CUDA context's and cuBLAS's own allocations).
   r["peak_memory_bytes"] = gpt.device_bytes();
+  r["peak_memory_bytes_planned"] = planned_bytes;  // DeviceBytesAt before the first step
   r["device_memory_used_bytes"] = peak_used - (before->total_bytes - before->free_bytes);
   r["device_memory_total_bytes"] = before->total_bytes;
   r["loss_first"] = loss_first;
@@ -308,6 +312,36 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
       bench.name.c_str(), device.median(), r["tokens_per_s"].get<double>(),
       100.0 * r["mfu"].get<double>(), gpt.device_bytes() / 1073741824.0, host.median(),
       streamed.median(), loss_first, loss_last);
+  return r;
+}
+
+// --memory_plan: the model's device memory at the config's batch (GptCuda::DeviceBytesAt: the
+// bytes a step allocates, computed without allocating the activations or running a step), so
+// that the simulator gives the figure a GPU run reports as peak_memory_bytes.
+ordered_json PlanMemory(const BenchConfig& bench) {
+  absl::StatusOr<std::unique_ptr<GptCuda>> created = GptCuda::Create(bench.model);
+  if (!created.ok()) {
+    std::fprintf(stderr, "%s: %s\n", bench.name.c_str(),
+                 std::string(created.status().message()).c_str());
+    std::exit(1);
+  }
+  const GptCudaConfig& c = bench.model;
+  size_t activations = 0;
+  const size_t total = (*created)->DeviceBytesAt(bench.batch, &activations);
+  ordered_json r;
+  r["config"] = bench.name;
+  r["attention"] = !c.flash_attention ? "materialized" : (c.flash_fp32 ? "flash_fp32" : "flash");
+  r["recompute_gelu"] = c.recompute_gelu;
+  r["batch"] = bench.batch;
+  r["context"] = c.context;
+  r["num_parameters"] = (*created)->num_parameters();
+  r["peak_memory_bytes"] = total;
+  r["activation_bytes"] = activations;
+  r["other_bytes"] = total - activations;  // parameters (fp32 + bf16), gradients, cuBLAS workspace
+  std::printf("%s %s%s, batch %d: %.2f GB (activations %.2f GB)\n", bench.name.c_str(),
+              r["attention"].get<std::string>().c_str(),
+              c.recompute_gelu ? "" : ", GELU output kept", bench.batch, total / 1e9,
+              activations / 1e9);
   return r;
 }
 
@@ -434,6 +468,7 @@ int Main(int argc, char** argv) {
   const bool recompute_gelu = flags.GetInt("recompute_gelu", 1) != 0;
   const bool gelu_epilogue = flags.GetInt("gelu_epilogue", 0) != 0;
   const bool cuda_graph = flags.GetInt("cuda_graph", 0) != 0;
+  const bool memory_plan = flags.GetInt("memory_plan", 0) != 0;
   const std::vector<std::string> attentions =
       Split(flags.Get("attention", "materialized,flash,flash_fp32"));
   for (const std::string& a : attentions) {
@@ -443,7 +478,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  const std::vector<AttentionShape> attention_shapes =
+  std::vector<AttentionShape> attention_shapes =
       ParseAttentionShapes(flags.Get("attention_shapes", "16x12x1024x64,16x12x256x64,64x6x256x64"));
   const std::string commit = flags.Get("commit", "unknown");
   const std::string out = flags.Get("out", "gpu_model.json");
@@ -504,7 +539,7 @@ int Main(int argc, char** argv) {
   cudaRuntimeGetVersion(&runtime);
   report["cuda_driver_version"] = driver;
   report["cuda_runtime_version"] = runtime;
-  report["results"] = ordered_json::array();
+  report[memory_plan ? "memory_plan" : "results"] = ordered_json::array();
   for (const std::string& name : names) {
     auto it = known.find(name);
     if (it == known.end()) {
@@ -520,10 +555,12 @@ int Main(int argc, char** argv) {
       bench.model.cuda_graph = cuda_graph;
       bench.model.flash_attention = attention != "materialized";
       bench.model.flash_fp32 = attention == "flash_fp32";
-      report["results"].push_back(RunConfig(bench, warmup, iters));
+      report[memory_plan ? "memory_plan" : "results"].push_back(
+          memory_plan ? PlanMemory(bench) : RunConfig(bench, warmup, iters));
     }
   }
   report["attention_micro"] = ordered_json::array();
+  if (memory_plan) attention_shapes.clear();
   for (const AttentionShape& shape : attention_shapes) {
     for (const std::string& attention : attentions) {
       report["attention_micro"].push_back(RunAttention(shape, attention, warmup, iters));

@@ -5,6 +5,8 @@ set -euo pipefail
 out=${TEST_TMPDIR:-$(mktemp -d)}
 bench/gpu/gpu_model_bench_simt --configs=tiny --iters=2 --warmup=1 --commit=test \
   --attention_shapes=2x2x70x32,1x3x40x16 --out="$out/ours.json"
+# --memory_plan: no step, the same bytes the timed rows report.
+bench/gpu/gpu_model_bench_simt --configs=tiny --memory_plan=1 --commit=test --out="$out/plan.json"
 # The fc product's GELU in the epilogue: rows that say so, the same model within bf16 rounding.
 bench/gpu/gpu_model_bench_simt --configs=tiny --iters=2 --warmup=1 --commit=test \
   --attention=materialized --gelu_epilogue=1 --attention_shapes=none --out="$out/epilogue.json"
@@ -30,7 +32,13 @@ for r in results:
     # The overlapped per-layer path: timed, and the same step bit for bit.
     assert r["with_host_transfer_streamed"]["tokens_per_s"] > 0, r
     assert r["streamed_loss_equals_device"] is True, r
+    # The memory computed before the first step is what the step allocated.
+    assert r["peak_memory_bytes_planned"] == r["peak_memory_bytes"], r
 assert all(r["gelu_epilogue"] is False for r in results), results
+plan = json.load(open(f"{out}/plan.json"))
+assert "results" not in plan and plan["attention_micro"] == [], plan
+assert [(p["attention"], p["peak_memory_bytes"]) for p in plan["memory_plan"]] == [
+    (r["attention"], r["peak_memory_bytes"]) for r in results], (plan, results)
 epilogue = json.load(open(f"{out}/epilogue.json"))["results"]
 assert [(r["attention"], r["gelu_epilogue"]) for r in epilogue] == [("materialized", True)], epilogue
 assert abs(epilogue[0]["loss_first"] - results[0]["loss_first"]) < 1e-2, (epilogue, results)

@@ -190,6 +190,14 @@ size_t GptCuda::device_bytes() const {
          acts_.bytes() + blas_->workspace_bytes();
 }
 
+size_t GptCuda::DeviceBytesAt(int batch, size_t* activation_bytes) const {
+  std::vector<Activations> measured(slots_.size());
+  const size_t activations = batch <= reserved_batch_ ? acts_.bytes()
+                                                      : Carve(nullptr, batch, &measured);
+  if (activation_bytes != nullptr) *activation_bytes = activations;
+  return device_bytes() - acts_.bytes() + activations;
+}
+
 template <typename Float>
 GptCuda::Tables<Float> GptCuda::View(Float* buffer) const {
   return GptPartLayout<Float*>(buffer, part_, config_.width, config_.context, config_.vocab);

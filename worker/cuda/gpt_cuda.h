@@ -162,6 +162,10 @@ class GptCuda {
 
   // Device bytes this model holds: parameters, gradients, activations, scratch, cuBLAS workspace.
   size_t device_bytes() const;
+  // device_bytes() once a step of `batch` rows has run (activations sized for it), computed without
+  // allocating them: what a GPU of that memory needs for the model (the CUDA context and
+  // cuBLAS's own allocations aside). The activations' part alone in *activation_bytes if not null.
+  size_t DeviceBytesAt(int batch, size_t* activation_bytes = nullptr) const;
   // Products run through cuBLASLt and through GemmEx so far.
   const Blas& blas() const { return *blas_; }
   // CUDA graphs instantiated and steps launched as a graph so far (cuda_graph).
