@@ -9,7 +9,8 @@
 // copy, a synchronize, cudaMalloc...) fails with cudaErrorStreamCaptureUnsupported while any
 // capture is open, and invalidates it: a capture that reads a device result on the host fails
 // here as on a GPU. cudaGraphExecUpdate takes a graph of the same work in the same order (its
-// arguments and launch shapes may differ); otherwise cudaErrorGraphExecUpdateFailure.
+// arguments and launch shapes may differ; CUDA would also let a kernel node change its function);
+// otherwise cudaErrorGraphExecUpdateFailure.
 #include <cuda_runtime_api.h>
 
 #include <cstdlib>

@@ -82,7 +82,8 @@ void KernelFault(const std::string& message);
 // work enqueued on a stream being captured is recorded instead of run; it runs, in order, each
 // time a graph instantiated from the capture is launched. Runs `work` now unless `stream` is being
 // captured; `what` names the work (a kernel, "memcpy", "gemm"...): a graph update must find the
-// same names in the same order, as CUDA's cudaGraphExecUpdate wants the same nodes.
+// same names in the same order (stricter than CUDA's cudaGraphExecUpdate, which wants the same
+// nodes in the same order but lets a kernel node change its function).
 void Enqueue(cudaStream_t stream, const void* what, std::function<void()> work);
 
 // `kernel<<<grid, block, shared_bytes, stream>>>(args...)` is
