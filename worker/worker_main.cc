@@ -52,7 +52,7 @@ ABSL_FLAG(bool, cuda_gelu_epilogue, false,
           "activations less per layer; results differ from the unfused path within bf16 rounding. "
           "Off by default until measured faster on a GPU. Ignored on the CPU.");
 ABSL_FLAG(bool, cuda_graph, false,
-          "On a GPU, run each whole training step (forward and backward, ~30 kernels per layer) "
+          "On a GPU, run each whole training step (forward and backward, 36-46 launches per layer) "
           "as one CUDA graph, captured each step and updated in place, so that the GPU runs the "
           "kernels back to back; the same results bit for bit. Applies to whole steps: with "
           "--overlap=off or gradient accumulation (an overlapped step of one micro-batch waits for "
