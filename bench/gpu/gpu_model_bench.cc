@@ -170,12 +170,20 @@ double NowMs() {
       .count();
 }
 
-// Runs one config; exits the process on a CUDA error (a benchmark has nothing to recover).
+// Exits the process with the config's name and the error (a benchmark has nothing to recover).
+[[noreturn]] void Die(const BenchConfig& bench, const absl::Status& status) {
+  std::fprintf(stderr, "%s: %s\n", bench.name.c_str(), std::string(status.message()).c_str());
+  std::exit(1);
+}
+
+// The config's attention path as the --attention flag names it.
+const char* AttentionName(const GptCudaConfig& c) {
+  return !c.flash_attention ? "materialized" : (c.flash_fp32 ? "flash_fp32" : "flash");
+}
+
+// Runs one config; exits the process on a CUDA error.
 ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
-  auto die = [&](const absl::Status& status) {
-    std::fprintf(stderr, "%s: %s\n", bench.name.c_str(), std::string(status.message()).c_str());
-    std::exit(1);
-  };
+  auto die = [&](const absl::Status& status) { Die(bench, status); };
   cudaFree(nullptr);  // create the context before the memory baseline
   absl::StatusOr<DeviceMemory> before = GetDeviceMemory();
   if (!before.ok()) die(before.status());
@@ -274,7 +282,7 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
       6.0 * n + 6.0 * c.layers * static_cast<double>(c.width) * c.context;
   ordered_json r;
   r["config"] = bench.name;
-  r["attention"] = !c.flash_attention ? "materialized" : (c.flash_fp32 ? "flash_fp32" : "flash");
+  r["attention"] = AttentionName(c);
   r["recompute_gelu"] = c.recompute_gelu;
   r["gelu_epilogue"] = c.gelu_epilogue;
   r["cuda_graph"] = c.cuda_graph;
@@ -320,17 +328,13 @@ ordered_json RunConfig(const BenchConfig& bench, int warmup, int iters) {
 // that the simulator gives the figure a GPU run reports as peak_memory_bytes.
 ordered_json PlanMemory(const BenchConfig& bench) {
   absl::StatusOr<std::unique_ptr<GptCuda>> created = GptCuda::Create(bench.model);
-  if (!created.ok()) {
-    std::fprintf(stderr, "%s: %s\n", bench.name.c_str(),
-                 std::string(created.status().message()).c_str());
-    std::exit(1);
-  }
+  if (!created.ok()) Die(bench, created.status());
   const GptCudaConfig& c = bench.model;
   size_t activations = 0;
   const size_t total = (*created)->DeviceBytesAt(bench.batch, &activations);
   ordered_json r;
   r["config"] = bench.name;
-  r["attention"] = !c.flash_attention ? "materialized" : (c.flash_fp32 ? "flash_fp32" : "flash");
+  r["attention"] = AttentionName(c);
   r["recompute_gelu"] = c.recompute_gelu;
   r["batch"] = bench.batch;
   r["context"] = c.context;
@@ -339,7 +343,7 @@ ordered_json PlanMemory(const BenchConfig& bench) {
   r["activation_bytes"] = activations;
   r["other_bytes"] = total - activations;  // parameters (fp32 + bf16), gradients, cuBLAS workspace
   std::printf("%s %s%s, batch %d: %.2f GB (activations %.2f GB)\n", bench.name.c_str(),
-              r["attention"].get<std::string>().c_str(),
+              AttentionName(c),
               c.recompute_gelu ? "" : ", GELU output kept", bench.batch, total / 1e9,
               activations / 1e9);
   return r;

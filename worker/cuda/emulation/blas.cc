@@ -10,6 +10,7 @@
 
 #include "common/status_macros.h"
 #include "worker/cuda/emulation/simt.h"
+#include "worker/cuda/kernels.h"
 
 namespace psrv {
 namespace cuda {
@@ -29,7 +30,7 @@ namespace {
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// gelu.cu's GELU (tanh approximation, fp32 arithmetic).
+// cuBLASLt's GELU epilogue: the tanh approximation, in fp32 (gelu.cu's formula).
 float Gelu(float x) {
   constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2/pi)
   constexpr float kGeluCubic = 0.044715f;
@@ -37,7 +38,7 @@ float Gelu(float x) {
   return 0.5f * x * (1.0f + t);
 }
 
-void RunGemm(const GemmArgs& g, bool lt, bool gelu);  // below
+void RunGemm(const GemmArgs& g, bool gelu);  // below
 
 }  // namespace
 
@@ -46,7 +47,7 @@ absl::Status Blas::Gemm(const GemmArgs& g) {
   // exactly the products whose operands are 16-byte aligned with leading dimensions a multiple of
   // 8 elements (what its heuristic needs for bf16 tensor cores). Both paths compute the same here.
   // The GELU epilogue: through cuBLASLt, gelu of the fp32 result (D) beside that result rounded
-  // (aux); through GemmEx + GeluForward, gelu of the rounded result.
+  // (aux); otherwise, as blas.cc's GemmEx path, the product into aux, then the GELU kernel.
   RETURN_IF_ERROR(CheckGemmEpilogue(g));
   if (g.m == 0 || g.n == 0 || g.batch_count == 0) return absl::OkStatus();
   const bool gelu = g.epilogue == GemmEpilogue::kGeluAux;
@@ -59,14 +60,25 @@ absl::Status Blas::Gemm(const GemmArgs& g) {
     ++gemm_ex_calls_;
   }
   static const char kGemmTag = 0;
-  simt::Enqueue(stream_, &kGemmTag, [g, lt, gelu] { RunGemm(g, lt, gelu); });
+  if (!gelu || lt) {
+    simt::Enqueue(stream_, &kGemmTag, [g, gelu] { RunGemm(g, gelu); });
+    return absl::OkStatus();
+  }
+  GemmArgs product = g;
+  product.epilogue = GemmEpilogue::kNone;
+  product.d = g.aux;
+  simt::Enqueue(stream_, &kGemmTag, [product] { RunGemm(product, /*gelu=*/false); });
+  if (GeluForward(static_cast<const bf16*>(g.aux), static_cast<size_t>(g.m) * g.n,
+                  static_cast<bf16*>(g.d), stream_) != cudaSuccess) {
+    return absl::InternalError("GeluForward after the product failed");
+  }
   return absl::OkStatus();
 }
 
 namespace {
 
-// One product in loops; `lt`: as through cuBLASLt (the GELU epilogue on the fp32 value).
-void RunGemm(const GemmArgs& g, bool lt, bool gelu) {
+// One product in loops; `gelu`: with cuBLASLt's GELU epilogue (on the fp32 value).
+void RunGemm(const GemmArgs& g, bool gelu) {
   for (int batch = 0; batch < g.batch_count; ++batch) {
     const __nv_bfloat16* a = static_cast<const __nv_bfloat16*>(g.a) + batch * g.stride_a;
     const __nv_bfloat16* b = static_cast<const __nv_bfloat16*>(g.b) + batch * g.stride_b;
@@ -94,7 +106,7 @@ void RunGemm(const GemmArgs& g, bool lt, bool gelu) {
           if (gelu) {
             const __nv_bfloat16 rounded = __float2bfloat16_rn(result);
             static_cast<__nv_bfloat16*>(g.aux)[index] = rounded;
-            *d = __float2bfloat16_rn(Gelu(lt ? result : __bfloat162float(rounded)));
+            *d = __float2bfloat16_rn(Gelu(result));
           } else {
             *d = __float2bfloat16_rn(result);
           }
