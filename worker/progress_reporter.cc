@@ -30,15 +30,24 @@ void ProgressReporter::AwaitReply() {
 
 void ProgressReporter::Send(const ReportProgressRequest& request) {
   absl::MutexLock lock(&mu_);
-  if (busy_) {
+  if (!busy_) {
+    StartLocked(request);
+  } else if (request.val_loss() != 0.0f) {
+    // A validation loss would be missing from the job's history: it goes once the reply came.
+    pending_ = std::make_unique<ReportProgressRequest>(request);
+  } else {
     LOG_EVERY_N(WARNING, 20) << "progress report of step " << request.step()
                              << " skipped (training goes on): the one before it still awaits "
                                 "the coordinator's reply ("
                              << ++skipped_ << " skipped)";
-    return;
   }
+}
+
+void ProgressReporter::StartLocked(const ReportProgressRequest& request) {
   busy_ = true;
-  in_flight_ = std::make_unique<InFlight>();  // The previous call has ended: its reply came.
+  // The previous call's callback may be the one starting this: it is freed at the next start.
+  ended_ = std::move(in_flight_);
+  in_flight_ = std::make_unique<InFlight>();
   InFlight* call = in_flight_.get();
   call->request = request;
   call->context.set_deadline(absl::ToChronoTime(absl::Now() + kProgressReportTimeout));
@@ -51,7 +60,12 @@ void ProgressReporter::Send(const ReportProgressRequest& request) {
                                    << status.error_message();
         }
         absl::MutexLock lock(&mu_);
-        busy_ = false;
+        if (pending_ != nullptr) {
+          const std::unique_ptr<ReportProgressRequest> next = std::move(pending_);
+          StartLocked(*next);
+        } else {
+          busy_ = false;
+        }
       });
 }
 

@@ -58,7 +58,8 @@ class ProgressReporter {
   // Ordinary reports are a single attempt that does not wait for the reply (the training thread
   // never waits on the coordinator): one is in flight at a time, and a report made while one is
   // still in flight (the coordinator away, restarting or frozen) is skipped; the next one carries
-  // the same totals. The last report of a job (`done`, or an `error`) waits for the one in
+  // the same totals. One that carries a validation loss is not skipped but sent once the reply
+  // came (the latest such one, if several wait), so that the job's validation history has it. The last report of a job (`done`, or an `error`) waits for the one in
   // flight, then is retried while the coordinator is unreachable, for up to
   // `final_report_patience`, then handed to `undelivered_final_report`, so that the job's end is
   // not lost. Returns true if the coordinator wants the worker to stop (for an ordinary report:
@@ -77,8 +78,10 @@ class ProgressReporter {
     ReportProgressRequest request;
     ReportProgressResponse response;
   };
-  // Starts `request` without waiting for its reply.
+  // Starts `request` without waiting for its reply (see Report for one in flight already).
   void Send(const ReportProgressRequest& request);
+  // Starts the call; busy_ is set until a reply came and no report waits (pending_).
+  void StartLocked(const ReportProgressRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits until no report is in flight.
   void AwaitReply();
 
@@ -87,6 +90,9 @@ class ProgressReporter {
   std::atomic<bool> cancel_asked_{false};  // A reply to an ordinary report said `cancel`.
   absl::Mutex mu_;
   std::unique_ptr<InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<InFlight> ended_ ABSL_GUARDED_BY(mu_);  // The call before in_flight_.
+  // A report with a validation loss made while another was in flight: sent after its reply.
+  std::unique_ptr<ReportProgressRequest> pending_ ABSL_GUARDED_BY(mu_);
   bool busy_ ABSL_GUARDED_BY(mu_) = false;  // `in_flight_` awaits its reply.
   uint64_t skipped_ ABSL_GUARDED_BY(mu_) = 0;
 };
